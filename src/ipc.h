@@ -1,0 +1,88 @@
+/*
+ * ipc — typed messages between mxgated's processes, over SOCK_SEQPACKET
+ * socketpairs, optionally carrying one file descriptor (SCM_RIGHTS).
+ *
+ * Every message is a struct ipc_hdr followed by a fixed payload whose size
+ * is checked against the type: a message of the wrong size, of an unknown
+ * type or from the wrong peer is a broken invariant (fatalx), as in
+ * OpenSMTPD's mproc.  Bulk data never travels in a message: the message
+ * content and envelope travel in a memfd whose descriptor the message
+ * carries.
+ *
+ * Channels:
+ *   master <-> worker   CONN_NEW (+client socket), CONN_CLOSED,
+ *                       QUEUE_CHANNEL (+worker's end of a worker<->queue pair)
+ *   master <-> queue    WORKER_CHANNEL (+queue's end of a worker<->queue pair)
+ *   worker <-> queue    SUBMIT (+memfd) and SUBMIT_RESULT
+ */
+#ifndef MXGATE_IPC_H
+#define MXGATE_IPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include "util.h"
+
+enum ipc_type {
+	IPC_CONN_NEW = 1,       /* master -> worker, fd = client socket */
+	IPC_CONN_CLOSED,        /* worker -> master */
+	IPC_QUEUE_CHANNEL,      /* master -> worker, fd = channel to queue */
+	IPC_WORKER_CHANNEL,     /* master -> queue, fd = channel to a worker */
+	IPC_SUBMIT,             /* worker -> queue, fd = sealed memfd */
+	IPC_SUBMIT_RESULT,      /* queue -> worker */
+};
+
+struct ipc_hdr {
+	uint32_t type;
+	uint32_t len;           /* payload bytes after the header */
+};
+
+struct ipc_conn_new {
+	uint64_t conn_id;
+	uint32_t listener;      /* index into conf->listeners */
+	uint32_t pad;
+	struct sockaddr_storage peer;
+	struct sockaddr_storage local;
+};
+
+struct ipc_conn_closed {
+	uint64_t conn_id;
+};
+
+struct ipc_worker_channel {
+	uint32_t worker_slot;
+};
+
+struct ipc_submit {
+	uint64_t request_id;    /* echoed in the result */
+	uint64_t message_len;   /* memfd bytes [0, message_len) are the message */
+	uint64_t envelope_len;  /* then the serialized envelope (envelope.h) */
+};
+
+enum submit_status { SUBMIT_OK = 0, SUBMIT_TEMPFAIL = 1, SUBMIT_PERMFAIL = 2 };
+
+struct ipc_submit_result {
+	uint64_t request_id;
+	uint32_t status;        /* enum submit_status */
+	char     queue_id[QUEUE_ID_LEN + 1];
+	char     text[128];     /* reason for a failure, for the reply */
+};
+
+/* A non-blocking SOCK_SEQPACKET pair, close-on-exec. */
+int ipc_socketpair(int sv[2]);
+
+/* Send one message; fd < 0 for none.  0, or -1 with errno (EAGAIN when the
+ * peer's buffer is full). */
+int ipc_send(int sock, enum ipc_type type, const void *payload, size_t len,
+    int fd);
+
+/*
+ * Receive one message into buf (payload only).  Returns the payload length
+ * and sets *type (and *fd, or -1); 0 on EOF; -1 with errno (EAGAIN when
+ * nothing is waiting).  A payload whose size does not match its type is
+ * fatal.
+ */
+ssize_t ipc_recv(int sock, enum ipc_type *type, void *buf, size_t size,
+    int *fd);
+
+#endif

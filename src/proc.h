@@ -1,0 +1,25 @@
+/*
+ * proc — process roles, privilege dropping and process titles.
+ *
+ * proc_drop_privileges() is called in every child before it runs any of
+ * its role's code: when started as root it switches to the configured
+ * user and group irrevocably (setgroups, setresgid, setresuid, then a check
+ * that root cannot be regained); otherwise it does nothing.
+ */
+#ifndef MXGATE_PROC_H
+#define MXGATE_PROC_H
+
+#include <stdbool.h>
+
+/* Call first thing in main(); makes argv's space reusable for titles. */
+void proc_title_init(int argc, char **argv);
+/* "mxgated: smtp" in ps(1) and in /proc/PID/comm. */
+void proc_title_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* user NULL: nothing to drop.  Returns 0, or -1 after logging. */
+int proc_drop_privileges(const char *user, const char *group);
+/* The uid/gid the role would run as: for chown of the queue directory. */
+int proc_lookup_user(const char *user, const char *group, unsigned *uid,
+    unsigned *gid);
+
+#endif
