@@ -1,0 +1,67 @@
+#!/bin/sh
+# install-deps.sh — install everything needed to build and test mxgate on a
+# fresh Debian 12 (bookworm).  Run as root:
+#
+#     contrib/install-deps.sh
+#
+# Nothing is installed when every package is already present (dpkg -s), so
+# reruns are fast.  postfix is needed only for smtp-source and smtp-sink
+# (benchmarks); it is preseeded to "No configuration" so the install never
+# prompts, and any postfix daemon the package starts is stopped again so
+# nothing is left listening on port 25.
+set -eu
+
+PACKAGES="build-essential autoconf automake libtool pkg-config
+libssl-dev libspf2-dev libpcre2-dev libconfig-dev libgmime-3.0-dev
+libsqlite3-dev sqlite3 libcurl4-openssl-dev clang
+python3 python3-pytest python3-aiosmtpd python3-dnslib
+swaks openssl postfix iproute2 procps valgrind"
+
+missing=""
+for p in $PACKAGES; do
+	if ! dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed'; then
+		missing="$missing $p"
+	fi
+done
+
+if [ -z "$missing" ]; then
+	echo "install-deps: all packages present"
+	exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing:$missing (run as root to install)" >&2
+	exit 1
+fi
+
+echo "install-deps: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+
+# Never let a package start services while we install (postfix would try).
+policy=/usr/sbin/policy-rc.d
+own_policy=no
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\nexit 101\n' > "$policy"
+	chmod 0755 "$policy"
+	own_policy=yes
+fi
+cleanup() {
+	if [ "$own_policy" = yes ]; then rm -f "$policy"; fi
+}
+trap cleanup EXIT
+
+# Preseed postfix so it neither prompts nor configures a mail server.
+printf '%s\n' \
+	"postfix postfix/main_mailer_type select No configuration" \
+	"postfix postfix/mailname string localhost" \
+	| debconf-set-selections
+
+apt-get update
+# shellcheck disable=SC2086
+apt-get install -y --no-install-recommends $missing
+
+# If a postfix master got started anyway, stop it: port 25 stays free.
+if command -v postfix >/dev/null 2>&1 && postfix status >/dev/null 2>&1; then
+	postfix stop >/dev/null 2>&1 || true
+fi
+echo "install-deps: done"
