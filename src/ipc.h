@@ -77,12 +77,12 @@ int ipc_send(int sock, enum ipc_type type, const void *payload, size_t len,
     int fd);
 
 /*
- * Receive one message into buf (payload only).  Returns the payload length
- * and sets *type (and *fd, or -1); 0 on EOF; -1 with errno (EAGAIN when
- * nothing is waiting).  A payload whose size does not match its type is
- * fatal.
+ * Receive one message into buf (payload only; its size is the type's).
+ * Returns 1 and sets *type (and *fd, or -1); 0 on EOF; -1 with errno
+ * (EAGAIN when nothing is waiting).  A payload whose size does not match
+ * its type is fatal.
  */
-ssize_t ipc_recv(int sock, enum ipc_type *type, void *buf, size_t size,
+int ipc_recv(int sock, enum ipc_type *type, void *buf, size_t size,
     int *fd);
 
 #endif

@@ -1,0 +1,112 @@
+/*
+ * ipc — see ipc.h.
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "ipc.h"
+#include "log.h"
+
+/* The payload size each type must have: a peer that sends anything else
+ * is broken or compromised, and the receiver stops talking to it. */
+static size_t
+ipc_payload_size(enum ipc_type type)
+{
+	switch (type) {
+	case IPC_CONN_NEW:        return sizeof(struct ipc_conn_new);
+	case IPC_CONN_CLOSED:     return sizeof(struct ipc_conn_closed);
+	case IPC_QUEUE_CHANNEL:   return 0;
+	case IPC_WORKER_CHANNEL:  return sizeof(struct ipc_worker_channel);
+	case IPC_SUBMIT:          return sizeof(struct ipc_submit);
+	case IPC_SUBMIT_RESULT:   return sizeof(struct ipc_submit_result);
+	}
+	return (size_t)-1;
+}
+
+int
+ipc_socketpair(int sv[2])
+{
+	return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0, sv);
+}
+
+int
+ipc_send(int sock, enum ipc_type type, const void *payload, size_t len, int fd)
+{
+	struct ipc_hdr hdr = { .type = (uint32_t)type, .len = (uint32_t)len };
+	struct iovec iov[2] = {
+		{ .iov_base = &hdr, .iov_len = sizeof(hdr) },
+		{ .iov_base = (void *)(uintptr_t)payload, .iov_len = len },
+	};
+	union {
+		struct cmsghdr hdr;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cmsgbuf;
+	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+	ssize_t n;
+
+	if (len != ipc_payload_size(type))
+		fatalx("ipc_send: type %d with %zu bytes", type, len);
+	if (fd >= 0) {
+		struct cmsghdr *cmsg;
+
+		memset(&cmsgbuf, 0, sizeof(cmsgbuf));
+		msg.msg_control = cmsgbuf.buf;
+		msg.msg_controllen = sizeof(cmsgbuf.buf);
+		cmsg = CMSG_FIRSTHDR(&msg);
+		cmsg->cmsg_level = SOL_SOCKET;
+		cmsg->cmsg_type = SCM_RIGHTS;
+		cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+	}
+	do {
+		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -1;
+	return 0;
+}
+
+int
+ipc_recv(int sock, enum ipc_type *type, void *buf, size_t size, int *fd)
+{
+	struct ipc_hdr hdr;
+	struct iovec iov[2] = {
+		{ .iov_base = &hdr, .iov_len = sizeof(hdr) },
+		{ .iov_base = buf, .iov_len = size },
+	};
+	union {
+		struct cmsghdr hdr;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cmsgbuf;
+	struct msghdr msg = {
+		.msg_iov = iov, .msg_iovlen = 2,
+		.msg_control = cmsgbuf.buf, .msg_controllen = sizeof(cmsgbuf.buf),
+	};
+	struct cmsghdr *cmsg;
+	ssize_t n;
+
+	*fd = -1;
+	do {
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return n;
+
+	for (cmsg = CMSG_FIRSTHDR(&msg); cmsg != NULL; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+		if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS &&
+		    cmsg->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(fd, CMSG_DATA(cmsg), sizeof(int));
+	}
+	if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 ||
+	    (size_t)n < sizeof(hdr) ||
+	    hdr.len != (size_t)n - sizeof(hdr) ||
+	    hdr.len != ipc_payload_size((enum ipc_type)hdr.type))
+		fatalx("ipc_recv: malformed message (type %u, %zd bytes)",
+		    hdr.type, n);
+	*type = (enum ipc_type)hdr.type;
+	return 1;
+}
