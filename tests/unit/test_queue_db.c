@@ -1,0 +1,402 @@
+/*
+ * test_queue_db — the SQLite queue: creation and connection settings,
+ * the insert path (rows, history, header fields, savepoints), the views,
+ * and the refusals (a newer schema, a foreign database, read-only).
+ *
+ * Works on a fresh directory under $TMPDIR (or /tmp), removed at the end.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "envelope.h"
+#include "log.h"
+#include "queue_db.h"
+#include "util.h"
+#include "unit.h"
+
+static char dir[256];
+static char path[300];
+static int db_counter;
+
+/* A fresh database path for each test. */
+static void
+new_path(void)
+{
+	snprintf(path, sizeof(path), "%s/q%d.db", dir, ++db_counter);
+}
+
+static void
+remove_db(const char *p)
+{
+	char aux[320];
+
+	unlink(p);
+	snprintf(aux, sizeof(aux), "%s-wal", p);
+	unlink(aux);
+	snprintf(aux, sizeof(aux), "%s-shm", p);
+	unlink(aux);
+}
+
+static void
+make_env(struct envelope *e, const char *id, int nrcpts)
+{
+	char addr[64];
+	int i;
+
+	envelope_init(e);
+	snprintf(e->queue_id, sizeof(e->queue_id), "%s", id);
+	e->received_at = 1700000000;
+	e->sender = xstrdup("alice@example.org");
+	e->client_ip = xstrdup("192.0.2.7");
+	e->helo = xstrdup("client.example.org");
+	e->protocol = xstrdup("ESMTP");
+	e->body_8bitmime = true;
+	for (i = 0; i < nrcpts; i++) {
+		snprintf(addr, sizeof(addr), "rcpt%d@example.com", i);
+		envelope_add_rcpt(e, addr, "local", "queue", "{\"n\":1}");
+	}
+}
+
+/* One text value from a query; NULL when no row or SQL NULL. */
+static char *
+q_text(struct queue_db *db, const char *sql)
+{
+	sqlite3_stmt *st;
+	char *out = NULL;
+
+	if (sqlite3_prepare_v2(queue_db_handle(db), sql, -1, &st, NULL) !=
+	    SQLITE_OK) {
+		printf("# prepare: %s\n", sqlite3_errmsg(queue_db_handle(db)));
+		return NULL;
+	}
+	if (sqlite3_step(st) == SQLITE_ROW &&
+	    sqlite3_column_type(st, 0) != SQLITE_NULL)
+		out = xstrdup((const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	return out;
+}
+
+static long long
+q_int(struct queue_db *db, const char *sql)
+{
+	char *s = q_text(db, sql);
+	long long v = s != NULL ? atoll(s) : -1;
+
+	free(s);
+	return v;
+}
+
+#define CHECK_Q(db, sql, want) do { \
+	char *got_ = q_text(db, sql); \
+	CHECK_STR(got_, want); \
+	free(got_); \
+} while (0)
+
+static const char message[] =
+	"Received: from client.example.org\r\n"
+	"message-id: <abc@example.org>\r\n"
+	"Subject: a folded\r\n"
+	"\tsubject  \r\n"
+	"Subject: not this one\r\n"
+	"\r\n"
+	"Subject: not in the body either\r\n";
+
+static void
+test_create(void)
+{
+	struct queue_db *db;
+
+	new_path();
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 1);
+	CHECK_INT(q_int(db, "SELECT count(*) FROM schema_version"), 1);
+	CHECK_Q(db, "PRAGMA journal_mode", "wal");
+	CHECK_INT(q_int(db, "PRAGMA synchronous"), 2);
+	CHECK_INT(q_int(db, "PRAGMA foreign_keys"), 1);
+	CHECK_INT(q_int(db, "SELECT count(*) FROM sqlite_master WHERE"
+	    " type = 'view'"), 4);
+	queue_db_close(db);
+
+	/* Opening again migrates nothing and works read-only too. */
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	queue_db_close(db);
+	db = queue_db_open(path, true);
+	CHECK(db != NULL);
+	if (db != NULL) {
+		CHECK_INT(q_int(db, "SELECT count(*) FROM messages"), 0);
+		queue_db_close(db);
+	}
+	remove_db(path);
+}
+
+static void
+test_insert(void)
+{
+	struct queue_db *db;
+	struct envelope e;
+
+	new_path();
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	make_env(&e, "0000000001AAAAAA", 2);
+	CHECK_INT(queue_db_begin(db), 0);
+	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
+	CHECK_INT(queue_db_commit(db), 0);
+
+	CHECK_Q(db, "SELECT sender || '|' || client_ip || '|' || helo || '|' ||"
+	    " protocol || '|' || body_8bitmime || smtputf8 || '|' || size ||"
+	    " '|' || received_at || '|' || (auth_user IS NULL) FROM messages",
+	    "alice@example.org|192.0.2.7|client.example.org|ESMTP|10|155|"
+	    "1700000000|1");
+	CHECK_Q(db, "SELECT message_id_header FROM messages", "<abc@example.org>");
+	CHECK_Q(db, "SELECT subject FROM messages", "a folded\tsubject");
+	CHECK_INT(q_int(db, "SELECT length(content) FROM message_contents"),
+	    sizeof(message) - 1);
+	CHECK_INT(q_int(db, "SELECT CAST(substr(content, 1, 9) AS TEXT) ="
+	    " 'Received:' FROM message_contents"), 1);
+
+	CHECK_Q(db, "SELECT group_concat(address || ' ' || route || ' ' || action"
+	    " || ' ' || action_params || ' ' || state || ' ' || attempts || ' ' ||"
+	    " next_attempt_at || ' ' || updated_at, ';') FROM"
+	    " (SELECT * FROM recipients ORDER BY id)",
+	    "rcpt0@example.com local queue {\"n\":1} queued 0 1700000000"
+	    " 1700000000;rcpt1@example.com local queue {\"n\":1} queued 0"
+	    " 1700000000 1700000000");
+
+	CHECK_INT(q_int(db, "SELECT count(*) FROM events"), 3);
+	CHECK_Q(db, "SELECT detail FROM events WHERE kind = 'received'",
+	    "from=<alice@example.org> client=192.0.2.7"
+	    " helo=client.example.org size=155 nrcpt=2");
+	CHECK_INT(q_int(db, "SELECT recipient_id IS NULL FROM events"
+	    " WHERE kind = 'received'"), 1);
+	CHECK_Q(db, "SELECT group_concat(detail, ';') FROM (SELECT detail"
+	    " FROM events WHERE kind = 'routed' ORDER BY id)",
+	    "route=local action=queue params={\"n\":1};"
+	    "route=local action=queue params={\"n\":1}");
+
+	/* The views. */
+	CHECK_Q(db, "SELECT state || ' ' || recipients || ' ' || messages"
+	    " FROM queue_summary", "queued 2 1");
+	CHECK_Q(db, "SELECT id || ' ' || received || ' ' || recipients || ' ' ||"
+	    " states || ' ' || subject FROM message_status",
+	    "0000000001AAAAAA 2023-11-14 22:13:20 2 queued a folded\tsubject");
+	CHECK_Q(db, "SELECT group_concat(kind || ' ' || ifnull(recipient, '-'),"
+	    " ';') FROM message_history WHERE message_id = '0000000001AAAAAA'",
+	    "received -;routed rcpt0@example.com;routed rcpt1@example.com");
+	CHECK_Q(db, "SELECT address || ' ' || next_attempt FROM recipient_status"
+	    " WHERE recipient_id = 1", "rcpt0@example.com 2023-11-14 22:13:20");
+
+	/* A second state shows in the summary, sorted. */
+	CHECK(sqlite3_exec(queue_db_handle(db), "UPDATE recipients SET state ="
+	    " 'delivered' WHERE id = 2", NULL, NULL, NULL) == SQLITE_OK);
+	CHECK_Q(db, "SELECT states FROM message_status", "delivered,queued");
+	/* States are checked by the schema. */
+	CHECK(sqlite3_exec(queue_db_handle(db), "UPDATE recipients SET state ="
+	    " 'lost' WHERE id = 2", NULL, NULL, NULL) != SQLITE_OK);
+
+	/* Deleting a message takes everything of it along. */
+	CHECK(sqlite3_exec(queue_db_handle(db), "DELETE FROM messages", NULL,
+	    NULL, NULL) == SQLITE_OK);
+	CHECK_INT(q_int(db, "SELECT (SELECT count(*) FROM message_contents) +"
+	    " (SELECT count(*) FROM recipients) +"
+	    " (SELECT count(*) FROM events)"), 0);
+
+	envelope_free(&e);
+	queue_db_close(db);
+	remove_db(path);
+}
+
+/* A failed insert undoes only its own message; the batch goes on. */
+static void
+test_savepoint(void)
+{
+	struct queue_db *db;
+	struct envelope a, b, c;
+
+	new_path();
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	make_env(&a, "0000000001AAAAAA", 1);
+	make_env(&b, "0000000002BBBBBB", 3);
+	make_env(&c, "0000000003CCCCCC", 1);
+	CHECK_INT(queue_db_begin(db), 0);
+	CHECK_INT(queue_db_insert(db, &a, "x", 1), 0);
+	/* The same id again: refused by the primary key. */
+	CHECK_INT(queue_db_insert(db, &a, "y", 1), -1);
+	/* A recipient without an action fails after rows were written. */
+	free(b.rcpts[2].action);
+	b.rcpts[2].action = NULL;
+	CHECK_INT(queue_db_insert(db, &b, "z", 1), -1);
+	CHECK_INT(queue_db_insert(db, &c, "w", 1), 0);
+	CHECK_INT(queue_db_commit(db), 0);
+	CHECK_Q(db, "SELECT group_concat(id, ',') FROM (SELECT id FROM messages"
+	    " ORDER BY id)", "0000000001AAAAAA,0000000003CCCCCC");
+	CHECK_INT(q_int(db, "SELECT count(*) FROM recipients"), 2);
+	CHECK_INT(q_int(db, "SELECT count(*) FROM events"), 4);
+	CHECK_INT(q_int(db, "SELECT count(*) FROM message_contents"), 2);
+
+	/* A rolled back batch leaves nothing; a second rollback is a no-op. */
+	envelope_free(&b);
+	make_env(&b, "0000000002BBBBBB", 3);
+	CHECK_INT(queue_db_begin(db), 0);
+	CHECK_INT(queue_db_insert(db, &b, "z", 1), 0);
+	CHECK_INT(queue_db_rollback(db), 0);
+	CHECK_INT(queue_db_rollback(db), 0);
+	CHECK_INT(q_int(db, "SELECT count(*) FROM messages"), 2);
+
+	/* Outside a batch, an insert is its own transaction. */
+	CHECK_INT(queue_db_insert(db, &b, "z", 1), 0);
+	CHECK_INT(q_int(db, "SELECT count(*) FROM messages"), 3);
+
+	envelope_free(&a);
+	envelope_free(&b);
+	envelope_free(&c);
+	queue_db_close(db);
+	remove_db(path);
+}
+
+static void
+test_headers(void)
+{
+	static const struct {
+		const char *content;
+		const char *subject;
+		const char *msgid;
+	} cases[] = {
+		{ "", NULL, NULL },
+		{ "no header block at all", NULL, NULL },
+		{ "Subject: lf only\nMessage-Id:<x@y>\n\nbody", "lf only", "<x@y>" },
+		{ "SUBJECT:no space\r\n", "no space", NULL },
+		{ "Subject:\r\n\r\n", "", NULL },
+		{ "X-Subject: no\r\nSubject : no either\r\n", NULL, NULL },
+		{ "\r\nSubject: body\r\n", NULL, NULL },
+		{ " Subject: continuation of nothing\r\n", NULL, NULL },
+		{ "Subject: last line, no newline", "last line, no newline",
+		  NULL },
+		{ "Subject: a\r\n b\r\n  c\r\nTo: d\r\n e\r\n", "a b  c", NULL },
+	};
+	struct queue_db *db;
+	struct envelope e;
+	sqlite3_stmt *st;
+	char id[QUEUE_ID_LEN + 1];
+	size_t i;
+
+	new_path();
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	for (i = 0; i < ARRAY_LEN(cases); i++) {
+		snprintf(id, sizeof(id), "00000000000000%02zu", i);
+		make_env(&e, id, 1);
+		CHECK_INT(queue_db_insert(db, &e, cases[i].content,
+		    strlen(cases[i].content)), 0);
+		envelope_free(&e);
+		sqlite3_prepare_v2(queue_db_handle(db), "SELECT subject,"
+		    " message_id_header, size, length(c.content),"
+		    " typeof(c.content) FROM messages m JOIN message_contents c"
+		    " ON c.message_id = m.id WHERE m.id = ?", -1, &st, NULL);
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		CHECK(sqlite3_step(st) == SQLITE_ROW);
+		if (cases[i].subject == NULL)
+			CHECK(sqlite3_column_type(st, 0) == SQLITE_NULL);
+		else
+			CHECK_STR((const char *)sqlite3_column_text(st, 0),
+			    cases[i].subject);
+		if (cases[i].msgid == NULL)
+			CHECK(sqlite3_column_type(st, 1) == SQLITE_NULL);
+		else
+			CHECK_STR((const char *)sqlite3_column_text(st, 1),
+			    cases[i].msgid);
+		CHECK_INT(sqlite3_column_int64(st, 2), strlen(cases[i].content));
+		CHECK_INT(sqlite3_column_int64(st, 3), strlen(cases[i].content));
+		CHECK_STR((const char *)sqlite3_column_text(st, 4), "blob");
+		sqlite3_finalize(st);
+	}
+	queue_db_close(db);
+	remove_db(path);
+}
+
+static void
+test_refusals(void)
+{
+	struct queue_db *db;
+	struct envelope e;
+	sqlite3 *h;
+
+	/* Read-only: no such file; and no writes through a read-only handle. */
+	new_path();
+	CHECK(queue_db_open(path, true) == NULL);
+	CHECK(access(path, F_OK) == -1);
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	queue_db_close(db);
+	db = queue_db_open(path, true);
+	CHECK(db != NULL);
+	if (db != NULL) {
+		make_env(&e, "0000000001AAAAAA", 1);
+		CHECK_INT(queue_db_begin(db), -1);
+		CHECK_INT(queue_db_insert(db, &e, "x", 1), -1);
+		envelope_free(&e);
+		queue_db_close(db);
+	}
+
+	/* A newer schema than this binary knows. */
+	CHECK(sqlite3_open(path, &h) == SQLITE_OK);
+	CHECK(sqlite3_exec(h, "UPDATE schema_version SET version = 2", NULL,
+	    NULL, NULL) == SQLITE_OK);
+	sqlite3_close(h);
+	CHECK(queue_db_open(path, false) == NULL);
+	CHECK(queue_db_open(path, true) == NULL);
+	remove_db(path);
+
+	/* Somebody else's database. */
+	new_path();
+	CHECK(sqlite3_open(path, &h) == SQLITE_OK);
+	CHECK(sqlite3_exec(h, "CREATE TABLE t (x)", NULL, NULL, NULL) ==
+	    SQLITE_OK);
+	sqlite3_close(h);
+	CHECK(queue_db_open(path, false) == NULL);
+	remove_db(path);
+
+	/* An empty file is a new database, but read-only cannot create it. */
+	new_path();
+	CHECK(sqlite3_open(path, &h) == SQLITE_OK);
+	sqlite3_close(h);
+	CHECK(queue_db_open(path, true) == NULL);
+	remove_db(path);
+}
+
+int
+main(void)
+{
+	const char *tmp = getenv("TMPDIR");
+	int rc;
+
+	log_init(true, LOG_LEVEL_ERROR);
+	log_set_role("test");
+	snprintf(dir, sizeof(dir), "%s/test_queue_db.XXXXXX",
+	    tmp != NULL && *tmp != '\0' ? tmp : "/tmp");
+	if (mkdtemp(dir) == NULL) {
+		perror("mkdtemp");
+		return 1;
+	}
+	RUN(test_create);
+	RUN(test_insert);
+	RUN(test_savepoint);
+	RUN(test_headers);
+	RUN(test_refusals);
+	rc = unit_done();
+	rmdir(dir);
+	return rc;
+}
