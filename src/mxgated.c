@@ -1,0 +1,134 @@
+/*
+ * mxgated — the mail gateway daemon: options, configuration, then the
+ * master process (master.c), which forks everything else.
+ *
+ *   mxgated [-f] [-c FILE]   run (-f: stay in the foreground, log to stderr)
+ *   mxgated -n [-c FILE]     check the configuration: exit 0, or 1 with
+ *                            "FILE:LINE: problem" lines
+ *   mxgated -V               print the version
+ *
+ * Without -c the embedded default configuration is used (127.0.0.1:2525,
+ * queue in ./var/queue).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "log.h"
+#include "master.h"
+#include "proc.h"
+#include "util.h"
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: mxgated [-f] [-n] [-V] [-c config]\n");
+	exit(2);
+}
+
+static void
+config_error(const char *msg)
+{
+	fprintf(stderr, "mxgated: %s\n", msg);
+}
+
+/* The queue directory is used after chdir and daemon(): make it absolute. */
+static int
+absolute_queue_dir(struct mxconf *conf)
+{
+	char cwd[PATH_MAX];
+	char *abs;
+
+	if (conf->queue_dir[0] == '/')
+		return 0;
+	if (getcwd(cwd, sizeof(cwd)) == NULL) {
+		fprintf(stderr, "mxgated: getcwd: %s\n", strerror(errno));
+		return -1;
+	}
+	xasprintf(&abs, "%s/%s", cwd, conf->queue_dir);
+	free(conf->queue_dir);
+	conf->queue_dir = abs;
+	return 0;
+}
+
+/* mkdir -p for the parents of the queue directory (the queue process
+ * creates the last component and takes ownership of it). */
+static int
+make_parents(const char *dir)
+{
+	char *path = xstrdup(dir);
+
+	for (char *p = path + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+			fprintf(stderr, "mxgated: mkdir %s: %s\n", path, strerror(errno));
+			free(path);
+			return -1;
+		}
+		*p = '/';
+	}
+	free(path);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *config_path = NULL;
+	bool foreground = false, check_only = false;
+	struct mxconf *conf;
+	enum log_level level;
+	int ch;
+
+	proc_title_init(argc, argv);
+	while ((ch = getopt(argc, argv, "c:fnVh")) != -1) {
+		switch (ch) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'f':
+			foreground = true;
+			break;
+		case 'n':
+			check_only = true;
+			break;
+		case 'V':
+			printf("mxgated %s\n", PACKAGE_VERSION);
+			return 0;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+
+	conf = config_path ? config_load(config_path, config_error) : config_default();
+	if (conf == NULL)
+		return 1;
+	if (check_only) {
+		printf("%s: configuration OK\n", conf->path);
+		config_free(conf);
+		return 0;
+	}
+	if (absolute_queue_dir(conf) < 0 || make_parents(conf->queue_dir) < 0)
+		return 1;
+
+	if (log_level_parse(conf->log_level, &level) < 0)
+		level = LOG_LEVEL_INFO;
+	log_init(foreground, level);
+	if (!foreground && daemon(0, 0) < 0) {
+		fprintf(stderr, "mxgated: daemon: %s\n", strerror(errno));
+		return 1;
+	}
+	log_info("mxgated %s starting with %s", PACKAGE_VERSION, conf->path);
+	int status = master_main(conf);
+	config_free(conf);
+	return status;
+}

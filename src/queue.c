@@ -1,0 +1,397 @@
+/*
+ * queue — see queue.h.
+ *
+ * Group commit: each turn of the loop reads every submission that is
+ * waiting on every worker channel (bounded by QUEUE_BATCH_MAX), inserts
+ * them all in one transaction, commits (one WAL fsync under
+ * synchronous=FULL), and only then answers each worker.  Submissions that
+ * arrive while the commit runs wait in the socket buffers and make up the
+ * next batch, so the batch grows with the load and fsyncs per message
+ * shrink.  If the commit fails nobody hears "ok".
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+
+#include "envelope.h"
+#include "ipc.h"
+#include "log.h"
+#include "queue.h"
+#include "queue_db.h"
+#include "util.h"
+
+#define QUEUE_BATCH_MAX  2048
+#define REQUIRED_SEALS   (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+
+enum { EV_MASTER = 1, EV_WORKER, EV_SIGNAL };
+#define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
+
+struct channel {
+	int   fd;
+	struct ipc_submit_result *backlog;   /* answers the socket refused */
+	size_t nbacklog, backlog_cap;
+};
+
+struct submission {
+	int       worker;
+	int       memfd;
+	struct ipc_submit msg;
+	struct ipc_submit_result result;
+	bool      inserted;
+};
+
+static struct {
+	const struct mxconf *conf;
+	struct queue_db *db;
+	int        epfd;
+	int        sigfd;
+	int        master_fd;
+	struct channel *chans;
+	int        nchans;
+	struct submission batch[QUEUE_BATCH_MAX];
+	size_t     nbatch;
+	bool       stopping;
+	unsigned long long committed;
+} q;
+
+static void
+epoll_set(int fd, int op, uint32_t events, uint64_t data)
+{
+	struct epoll_event ev = { .events = events, .data.u64 = data };
+
+	if (epoll_ctl(q.epfd, op, fd, &ev) < 0)
+		fatal("epoll_ctl fd %d", fd);
+}
+
+static void
+channel_close(int slot)
+{
+	struct channel *c = &q.chans[slot];
+
+	if (c->fd >= 0) {
+		epoll_ctl(q.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		close(c->fd);
+		c->fd = -1;
+	}
+	c->nbacklog = 0;
+}
+
+static void
+channel_set(int slot, int fd)
+{
+	if (slot < 0 || slot >= q.nchans)
+		fatalx("worker channel for unknown slot %d", slot);
+	channel_close(slot);
+	q.chans[slot].fd = fd;
+	if (fd >= 0)
+		epoll_set(fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_WORKER, slot));
+}
+
+/* ---- answering ---- */
+
+static void
+channel_flush(int slot)
+{
+	struct channel *c = &q.chans[slot];
+	size_t i = 0;
+
+	while (i < c->nbacklog && c->fd >= 0) {
+		if (ipc_send(c->fd, IPC_SUBMIT_RESULT, &c->backlog[i],
+		    sizeof(c->backlog[i]), -1) < 0) {
+			if (errno == EAGAIN)
+				break;
+			/* The worker died; its sessions died with it. */
+			channel_close(slot);
+			return;
+		}
+		i++;
+	}
+	memmove(c->backlog, c->backlog + i, (c->nbacklog - i) * sizeof(*c->backlog));
+	c->nbacklog -= i;
+	if (c->fd >= 0)
+		epoll_set(c->fd, EPOLL_CTL_MOD,
+		    EPOLLIN | (c->nbacklog > 0 ? EPOLLOUT : 0),
+		    EV_DATA(EV_WORKER, slot));
+}
+
+static void
+answer(int slot, const struct ipc_submit_result *r)
+{
+	struct channel *c = &q.chans[slot];
+
+	if (c->fd < 0)
+		return;
+	if (c->nbacklog == 0 &&
+	    ipc_send(c->fd, IPC_SUBMIT_RESULT, r, sizeof(*r), -1) == 0)
+		return;
+	if (c->nbacklog == c->backlog_cap) {
+		c->backlog_cap = c->backlog_cap ? c->backlog_cap * 2 : 64;
+		c->backlog = xrealloc(c->backlog, c->backlog_cap * sizeof(*c->backlog));
+	}
+	c->backlog[c->nbacklog++] = *r;
+	channel_flush(slot);
+}
+
+/* ---- one submission ---- */
+
+static void
+fail(struct submission *sub, enum submit_status status, const char *text)
+{
+	sub->result.status = status;
+	strlcpy_mx(sub->result.text, text, sizeof(sub->result.text));
+}
+
+static int
+check_memfd(struct submission *sub, size_t *total)
+{
+	struct stat st;
+	int seals;
+
+	if (sub->msg.message_len == 0 || sub->msg.envelope_len == 0 ||
+	    sub->msg.message_len > (1ULL << 40) ||
+	    sub->msg.envelope_len > (1ULL << 30) ||
+	    fstat(sub->memfd, &st) < 0 ||
+	    (uint64_t)st.st_size != sub->msg.message_len + sub->msg.envelope_len)
+		return -1;
+	/* Unsealed, the worker could still change what we are committing. */
+	seals = fcntl(sub->memfd, F_GET_SEALS);
+	if (seals < 0 || (seals & REQUIRED_SEALS) != REQUIRED_SEALS)
+		return -1;
+	*total = (size_t)st.st_size;
+	return 0;
+}
+
+static void
+insert_submission(struct submission *sub)
+{
+	struct envelope env;
+	size_t total;
+	char *map;
+
+	if (sub->memfd < 0 || check_memfd(sub, &total) < 0) {
+		log_error("worker %d sent a malformed message (request %llx)",
+		    sub->worker, (unsigned long long)sub->msg.request_id);
+		fail(sub, SUBMIT_TEMPFAIL, "Local error in message handoff");
+		return;
+	}
+	map = mmap(NULL, total, PROT_READ, MAP_SHARED, sub->memfd, 0);
+	if (map == MAP_FAILED) {
+		log_error("mmap message: %s", strerror(errno));
+		fail(sub, SUBMIT_TEMPFAIL, "Local error, try again later");
+		return;
+	}
+	if (envelope_parse(map + sub->msg.message_len,
+	    (size_t)sub->msg.envelope_len, &env) < 0) {
+		log_error("worker %d sent a malformed envelope", sub->worker);
+		fail(sub, SUBMIT_TEMPFAIL, "Local error in message handoff");
+		munmap(map, total);
+		return;
+	}
+	if (queue_db_insert(q.db, &env, map, (size_t)sub->msg.message_len) < 0) {
+		fail(sub, SUBMIT_TEMPFAIL, "Queue write error, try again later");
+	} else {
+		sub->inserted = true;
+		strlcpy_mx(sub->result.queue_id, env.queue_id,
+		    sizeof(sub->result.queue_id));
+		log_info("id=%s from=<%s> size=%llu nrcpt=%zu client=%s",
+		    env.queue_id, env.sender, (unsigned long long)sub->msg.message_len,
+		    env.nrcpts, env.client_ip ? env.client_ip : "unknown");
+	}
+	envelope_free(&env);
+	munmap(map, total);
+}
+
+/* ---- the batch ---- */
+
+static void
+commit_batch(void)
+{
+	size_t i, ok = 0;
+
+	if (q.nbatch == 0)
+		return;
+	if (queue_db_begin(q.db) < 0) {
+		for (i = 0; i < q.nbatch; i++)
+			fail(&q.batch[i], SUBMIT_TEMPFAIL, "Queue write error, try again later");
+	} else {
+		for (i = 0; i < q.nbatch; i++) {
+			if (q.batch[i].result.status == SUBMIT_OK)
+				insert_submission(&q.batch[i]);
+			ok += q.batch[i].inserted;
+		}
+		if (queue_db_commit(q.db) < 0) {
+			/* Not durable: nobody may hear "queued".  Stop, the
+			 * master restarts us on a fresh connection. */
+			queue_db_rollback(q.db);
+			for (i = 0; i < q.nbatch; i++)
+				fail(&q.batch[i], SUBMIT_TEMPFAIL, "Queue write error, try again later");
+			for (i = 0; i < q.nbatch; i++)
+				answer(q.batch[i].worker, &q.batch[i].result);
+			fatalx("commit of %zu messages failed; exiting", q.nbatch);
+		}
+	}
+	q.committed += ok;
+	log_debug("committed batch of %zu (%zu ok)", q.nbatch, ok);
+	for (i = 0; i < q.nbatch; i++) {
+		if (!q.batch[i].inserted && q.batch[i].result.status == SUBMIT_OK)
+			fail(&q.batch[i], SUBMIT_TEMPFAIL, "Local error, try again later");
+		answer(q.batch[i].worker, &q.batch[i].result);
+		if (q.batch[i].memfd >= 0)
+			close(q.batch[i].memfd);
+	}
+	q.nbatch = 0;
+}
+
+/* Read every submission waiting on a worker channel into the batch. */
+static void
+read_worker(int slot)
+{
+	struct channel *c = &q.chans[slot];
+
+	while (c->fd >= 0) {
+		struct submission *sub;
+		struct ipc_submit msg;
+		enum ipc_type type;
+		int fd, r;
+
+		if (q.nbatch == QUEUE_BATCH_MAX)
+			commit_batch();
+		r = ipc_recv(c->fd, &type, &msg, sizeof(msg), &fd);
+		if (r < 0) {
+			if (errno != EAGAIN)
+				channel_close(slot);
+			return;
+		}
+		if (r == 0) {
+			channel_close(slot);
+			return;
+		}
+		if (type != IPC_SUBMIT)
+			fatalx("worker %d sent unexpected message %d", slot, type);
+		sub = &q.batch[q.nbatch++];
+		memset(sub, 0, sizeof(*sub));
+		sub->worker = slot;
+		sub->memfd = fd;
+		sub->msg = msg;
+		sub->result.request_id = msg.request_id;
+		sub->result.status = SUBMIT_OK;
+	}
+}
+
+static void
+read_master(void)
+{
+	struct ipc_worker_channel wc;
+	enum ipc_type type;
+	int fd, r;
+
+	while ((r = ipc_recv(q.master_fd, &type, &wc, sizeof(wc), &fd)) > 0) {
+		if (type != IPC_WORKER_CHANNEL || fd < 0)
+			fatalx("unexpected message %d from the master", type);
+		channel_set((int)wc.worker_slot, fd);
+	}
+	if (r == 0) {
+		log_warn("master went away; stopping");
+		q.stopping = true;
+	}
+}
+
+static void
+read_signals(void)
+{
+	struct signalfd_siginfo si;
+
+	while (read(q.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+			q.stopping = true;
+	}
+}
+
+static void
+setup_signals(void)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		fatal("sigprocmask");
+	q.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (q.sigfd < 0)
+		fatal("signalfd");
+}
+
+int
+queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
+    int nworkers)
+{
+	struct epoll_event events[64];
+
+	memset(&q, 0, sizeof(q));
+	q.conf = conf;
+	q.master_fd = master_fd;
+	q.db = queue_db_open(QUEUE_DB_NAME, false);
+	if (q.db == NULL)
+		fatalx("cannot open the queue %s/%s", conf->queue_dir, QUEUE_DB_NAME);
+	q.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (q.epfd < 0)
+		fatal("epoll_create1");
+	setup_signals();
+	epoll_set(q.sigfd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SIGNAL, 0));
+	epoll_set(master_fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_MASTER, 0));
+	q.nchans = nworkers;
+	q.chans = xcalloc((size_t)nworkers, sizeof(*q.chans));
+	for (int i = 0; i < nworkers; i++) {
+		q.chans[i].fd = -1;
+		channel_set(i, worker_fds[i]);
+	}
+	log_info("queue open: %s/%s", conf->queue_dir, QUEUE_DB_NAME);
+
+	while (!q.stopping) {
+		int n = epoll_wait(q.epfd, events, (int)ARRAY_LEN(events), -1);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			fatal("epoll_wait");
+		}
+		for (int i = 0; i < n; i++) {
+			uint32_t kind = (uint32_t)(events[i].data.u64 >> 32);
+			uint32_t index = (uint32_t)events[i].data.u64;
+
+			switch (kind) {
+			case EV_MASTER:
+				read_master();
+				break;
+			case EV_SIGNAL:
+				read_signals();
+				break;
+			case EV_WORKER:
+				if (events[i].events & EPOLLOUT)
+					channel_flush((int)index);
+				read_worker((int)index);
+				break;
+			}
+		}
+		commit_batch();
+	}
+	/* Whatever is still in the sockets was sent by workers that have
+	 * stopped: take it, so an answered client is never lost. */
+	for (int i = 0; i < q.nchans; i++)
+		read_worker(i);
+	commit_batch();
+	for (int i = 0; i < q.nchans; i++)
+		channel_flush(i);
+	queue_db_close(q.db);
+	log_info("stopped after %llu messages", q.committed);
+	return 0;
+}

@@ -1,0 +1,532 @@
+/*
+ * session — see session.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/mman.h>
+
+#include "envelope.h"
+#include "log.h"
+#include "session.h"
+#include "smtp_proto.h"
+#include "util.h"
+
+#define SESSION_INBUF       4096
+#define SESSION_OUT_HIGH    (64 * 1024)  /* stop reading above this */
+#define CONTENT_FLUSH       (64 * 1024)  /* memfd write granularity */
+
+struct session {
+	const struct mxconf *conf;
+	const struct session_ops *ops;
+	int        fd;
+	uint64_t   conn_id;
+	int        listener;
+	char       client_ip[64];
+	struct proto *proto;
+
+	char       in[SESSION_INBUF];
+	size_t     inlen;
+	bool       peer_eof;         /* the client closed its side */
+	bool       write_failed;     /* the client is gone */
+	bool       ended;
+	bool       shutting_down;
+	uint64_t   deadline_ms;
+
+	char       helo[256];
+	bool       esmtp;
+	unsigned   nmessages;
+
+	/* the transaction */
+	struct envelope env;
+	bool       in_data;
+	int        memfd;
+	struct buf content;          /* not yet written to the memfd */
+	uint64_t   content_len;      /* bytes written to the memfd */
+	bool       content_failed;   /* a memfd write failed: answer 451 */
+	uint64_t   request_id;       /* submitted, waiting for the queue */
+};
+
+static void session_run(struct session *s);
+
+static void
+txn_reset(struct session *s)
+{
+	envelope_free(&s->env);
+	envelope_init(&s->env);
+	if (s->memfd >= 0) {
+		close(s->memfd);
+		s->memfd = -1;
+	}
+	buf_reset(&s->content);
+	s->content_len = 0;
+	s->content_failed = false;
+	s->in_data = false;
+}
+
+static void
+content_flush(struct session *s)
+{
+	size_t off = 0;
+
+	while (off < s->content.len && !s->content_failed) {
+		ssize_t n = write(s->memfd, s->content.data + off, s->content.len - off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("session=%016llx writing message content: %s",
+			    (unsigned long long)s->conn_id, strerror(errno));
+			s->content_failed = true;
+			break;
+		}
+		off += (size_t)n;
+	}
+	s->content_len += off;
+	buf_reset(&s->content);
+}
+
+static void
+data_sink(void *ctx, const char *data, size_t len)
+{
+	struct session *s = ctx;
+
+	if (s->memfd < 0 || s->content_failed)
+		return;
+	buf_append(&s->content, data, len);
+	if (s->content.len >= CONTENT_FLUSH)
+		content_flush(s);
+}
+
+/* ---- policy (until routes exist) ---- */
+
+static bool
+domain_accepted(const struct session *s, const char *domain)
+{
+	for (size_t i = 0; i < s->conf->naccept_domains; i++) {
+		if (strcasecmp(domain, s->conf->accept_domains[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void
+on_rcpt(struct session *s, const struct proto_event *ev)
+{
+	/* RFC 5321 4.5.1: <postmaster> without a domain must be accepted. */
+	bool bare_postmaster = ev->addr.domain[0] == '\0';
+
+	if (!bare_postmaster && !domain_accepted(s, ev->addr.domain)) {
+		log_info("session=%016llx client=%s rcpt=<%s> rejected: relay denied",
+		    (unsigned long long)s->conn_id, s->client_ip, ev->addr_text);
+		proto_reply(s->proto, 550, "5.7.1 <%s>: Relay access denied",
+		    ev->addr_text);
+		return;
+	}
+	envelope_add_rcpt(&s->env, ev->addr_text, "accept_domains", "queue", "{}");
+	proto_accept(s->proto);
+}
+
+/* ---- DATA ---- */
+
+static const char *
+protocol_name(const struct session *s)
+{
+	return s->esmtp ? "ESMTP" : "SMTP";
+}
+
+static void
+write_received(struct session *s)
+{
+	char date[64];
+
+	rfc5322_date(date, sizeof(date), time(NULL));
+	buf_appendf(&s->content, "Received: from %s ([%s])\r\n\tby %s (mxgate) with %s id %s",
+	    s->helo, s->client_ip, s->conf->hostname, protocol_name(s),
+	    s->env.queue_id);
+	if (s->env.nrcpts == 1)
+		buf_appendf(&s->content, "\r\n\tfor <%s>", s->env.rcpts[0].address);
+	buf_appendf(&s->content, "; %s\r\n", date);
+}
+
+static void
+on_data(struct session *s)
+{
+	s->memfd = memfd_create("mxgate-message", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (s->memfd < 0) {
+		log_error("session=%016llx memfd_create: %s",
+		    (unsigned long long)s->conn_id, strerror(errno));
+		proto_reply(s->proto, 451, "4.3.0 Local error, try again later");
+		return;
+	}
+	queue_id_new(s->env.queue_id);
+	s->env.received_at = (int64_t)time(NULL);
+	buf_reset(&s->content);
+	s->content_len = 0;
+	write_received(s);
+	s->in_data = true;
+	proto_accept(s->proto);
+}
+
+static int
+seal_message(struct session *s, uint64_t *message_len, uint64_t *envelope_len)
+{
+	struct buf env;
+
+	content_flush(s);
+	*message_len = s->content_len;
+	s->env.client_ip = xstrdup(s->client_ip);
+	s->env.helo = xstrdup(s->helo);
+	s->env.protocol = xstrdup(protocol_name(s));
+	buf_init(&env);
+	envelope_serialize(&s->env, &env);
+	buf_append(&s->content, env.data, env.len);
+	*envelope_len = env.len;
+	buf_free(&env);
+	content_flush(s);
+	if (s->content_failed)
+		return -1;
+	/* The worker can no longer change what the queue commits. */
+	if (fcntl(s->memfd, F_ADD_SEALS,
+	    F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+		log_error("session=%016llx sealing message: %s",
+		    (unsigned long long)s->conn_id, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void
+on_message(struct session *s)
+{
+	uint64_t message_len, envelope_len;
+
+	s->in_data = false;
+	if (seal_message(s, &message_len, &envelope_len) < 0) {
+		proto_reply(s->proto, 451, "4.3.0 Local error, try again later");
+		txn_reset(s);
+		return;
+	}
+	if (s->ops->submit(s, s->memfd, message_len, envelope_len,
+	    &s->request_id) < 0) {
+		log_warn("session=%016llx id=%s queue unavailable",
+		    (unsigned long long)s->conn_id, s->env.queue_id);
+		proto_reply(s->proto, 451,
+		    "4.3.0 Queue temporarily unavailable, try again later");
+		s->request_id = 0;
+		txn_reset(s);
+		return;
+	}
+	close(s->memfd);
+	s->memfd = -1;
+	/* The event stays pending until session_submitted(). */
+}
+
+/* ---- events ---- */
+
+static void
+handle_event(struct session *s, const struct proto_event *ev)
+{
+	switch (ev->type) {
+	case PROTO_EV_CONNECT:
+		proto_accept(s->proto);
+		break;
+	case PROTO_EV_HELO:
+		strlcpy_mx(s->helo, ev->helo, sizeof(s->helo));
+		s->esmtp = ev->esmtp;
+		txn_reset(s);
+		proto_accept(s->proto);
+		break;
+	case PROTO_EV_MAIL:
+		txn_reset(s);
+		s->env.sender = xstrdup(ev->addr_text);
+		s->env.body_8bitmime = ev->body_8bitmime;
+		s->env.smtputf8 = ev->smtputf8;
+		proto_accept(s->proto);
+		break;
+	case PROTO_EV_RCPT:
+		on_rcpt(s, ev);
+		break;
+	case PROTO_EV_DATA:
+		on_data(s);
+		break;
+	case PROTO_EV_MESSAGE:
+		on_message(s);
+		break;
+	case PROTO_EV_MESSAGE_ABORT:
+		log_info("session=%016llx client=%s message refused: %d %s",
+		    (unsigned long long)s->conn_id, s->client_ip, ev->abort_code,
+		    ev->abort_text);
+		txn_reset(s);
+		proto_accept(s->proto);
+		break;
+	case PROTO_EV_RSET:
+		txn_reset(s);
+		proto_accept(s->proto);
+		break;
+	case PROTO_EV_QUIT:
+		proto_accept(s->proto);
+		break;
+	}
+}
+
+/* ---- I/O ---- */
+
+static void
+session_end(struct session *s)
+{
+	if (s->ended)
+		return;
+	s->ended = true;
+	log_info("session=%016llx client=%s disconnected messages=%u",
+	    (unsigned long long)s->conn_id, s->client_ip, s->nmessages);
+	s->ops->ended(s);
+}
+
+static size_t
+output_pending(const struct session *s)
+{
+	size_t len;
+
+	proto_output(s->proto, &len);
+	return len;
+}
+
+static void
+flush_output(struct session *s)
+{
+	for (;;) {
+		size_t len;
+		const char *out = proto_output(s->proto, &len);
+		ssize_t n;
+
+		if (len == 0)
+			return;
+		n = send(s->fd, out, len, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				s->write_failed = true;
+			return;
+		}
+		proto_output_drain(s->proto, (size_t)n);
+	}
+}
+
+static void
+read_input(struct session *s)
+{
+	while (s->inlen < sizeof(s->in) && !s->peer_eof) {
+		ssize_t n = recv(s->fd, s->in + s->inlen, sizeof(s->in) - s->inlen, 0);
+		if (n > 0) {
+			s->inlen += (size_t)n;
+			continue;
+		}
+		if (n == 0 || (errno != EAGAIN && errno != EINTR))
+			s->peer_eof = true;
+		if (n < 0 && errno == EINTR)
+			continue;
+		return;
+	}
+}
+
+static void
+refresh_deadline(struct session *s)
+{
+	unsigned secs = proto_phase(s->proto) == PROTO_PHASE_DATA ?
+	    s->conf->timeout_data : s->conf->timeout_command;
+
+	s->deadline_ms = monotonic_ms() + (uint64_t)secs * 1000;
+}
+
+/* Feed input and answer events until nothing more can happen now. */
+static void
+process(struct session *s)
+{
+	for (;;) {
+		const struct proto_event *ev = proto_event(s->proto);
+
+		if (ev != NULL) {
+			if (s->request_id != 0)
+				return;             /* waiting for the queue */
+			handle_event(s, ev);
+			if (proto_event(s->proto) == ev && s->request_id != 0)
+				return;
+			continue;
+		}
+		if (proto_closing(s->proto))
+			return;
+		if (s->shutting_down && !proto_in_transaction(s->proto)) {
+			proto_shutdown(s->proto);
+			return;
+		}
+		if (s->inlen == 0 || output_pending(s) > SESSION_OUT_HIGH)
+			return;
+		size_t n = proto_feed(s->proto, s->in, s->inlen);
+		if (n == 0 && proto_event(s->proto) == NULL)
+			return;
+		memmove(s->in, s->in + n, s->inlen - n);
+		s->inlen -= n;
+	}
+}
+
+static void
+session_run(struct session *s)
+{
+	bool want_read;
+
+	if (s->ended)
+		return;
+	process(s);
+	flush_output(s);
+	/* A client that closed right after its last command still gets the
+	 * answer to a message already handed to the queue, if it reads. */
+	if (s->write_failed || (s->peer_eof && s->request_id == 0) ||
+	    (proto_closing(s->proto) && output_pending(s) == 0)) {
+		session_end(s);
+		return;
+	}
+	want_read = !proto_closing(s->proto) && !s->peer_eof &&
+	    s->inlen < sizeof(s->in);
+	s->ops->watch(s, s->fd, want_read, output_pending(s) > 0);
+}
+
+void
+session_io(struct session *s, bool readable, bool writable)
+{
+	if (s->ended)
+		return;
+	if (readable) {
+		size_t before = s->inlen;
+		read_input(s);
+		if (s->inlen != before)
+			refresh_deadline(s);
+	}
+	if (writable)
+		flush_output(s);
+	session_run(s);
+}
+
+void
+session_tick(struct session *s, uint64_t now_ms)
+{
+	if (s->ended || s->request_id != 0 || now_ms < s->deadline_ms)
+		return;
+	log_info("session=%016llx client=%s timeout", (unsigned long long)s->conn_id,
+	    s->client_ip);
+	if (proto_event(s->proto) == NULL)
+		proto_timeout(s->proto);
+	flush_output(s);
+	session_end(s);
+}
+
+void
+session_submitted(struct session *s, const struct ipc_submit_result *r)
+{
+	s->request_id = 0;
+	switch (r->status) {
+	case SUBMIT_OK:
+		s->nmessages++;
+		proto_reply(s->proto, 250, "2.0.0 Ok: queued as %s", r->queue_id);
+		break;
+	case SUBMIT_TEMPFAIL:
+		proto_reply(s->proto, 451, "4.3.0 %s", r->text);
+		break;
+	default:
+		proto_reply(s->proto, 554, "5.3.0 %s", r->text);
+		break;
+	}
+	txn_reset(s);
+	session_run(s);
+}
+
+void
+session_queue_lost(struct session *s)
+{
+	if (s->request_id == 0)
+		return;
+	s->request_id = 0;
+	proto_reply(s->proto, 451, "4.3.0 Queue temporarily unavailable, try again later");
+	txn_reset(s);
+	session_run(s);
+}
+
+void
+session_shutdown(struct session *s)
+{
+	s->shutting_down = true;
+	session_run(s);
+}
+
+struct session *
+session_new(const struct mxconf *conf, const struct session_ops *ops, int fd,
+    uint64_t conn_id, const struct sockaddr_storage *peer,
+    const struct sockaddr_storage *local, int listener)
+{
+	struct session *s = xcalloc(1, sizeof(*s));
+	struct proto_params params = {
+		.hostname = conf->hostname,
+		.greeting_text = "ESMTP mxgate",
+		.max_line = conf->max_line,
+		.max_size = conf->max_message_size,
+		.max_rcpts = conf->max_recipients,
+		.max_errors = conf->max_errors,
+		.bare_newlines = strcmp(conf->bare_newlines, "normalize") == 0 ?
+		    PROTO_BARE_NORMALIZE : PROTO_BARE_REJECT,
+	};
+
+	(void)local;
+	s->conf = conf;
+	s->ops = ops;
+	s->fd = fd;
+	s->conn_id = conn_id;
+	s->listener = listener;
+	s->memfd = -1;
+	sockaddr_ntop((const struct sockaddr *)peer, s->client_ip, sizeof(s->client_ip));
+	strlcpy_mx(s->helo, "unknown", sizeof(s->helo));
+	envelope_init(&s->env);
+	buf_init(&s->content);
+	s->proto = proto_new(&params, data_sink, s);
+	log_info("session=%016llx client=%s connected", (unsigned long long)conn_id,
+	    s->client_ip);
+	proto_start(s->proto);
+	refresh_deadline(s);
+	session_run(s);
+	return s;
+}
+
+void
+session_free(struct session *s)
+{
+	if (s == NULL)
+		return;
+	txn_reset(s);
+	envelope_free(&s->env);
+	buf_free(&s->content);
+	proto_free(s->proto);
+	close(s->fd);
+	free(s);
+}
+
+uint64_t
+session_conn_id(const struct session *s)
+{
+	return s->conn_id;
+}
+
+uint64_t
+session_request_id(const struct session *s)
+{
+	return s->request_id;
+}
+
+int
+session_fd(const struct session *s)
+{
+	return s->fd;
+}
