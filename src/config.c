@@ -1,0 +1,1178 @@
+/*
+ * config — the configuration file, loaded and checked completely before
+ * anything uses it (see config.h).
+ *
+ * As in nginx, every setting is declared once, in a table (mxconf_specs
+ * and listener_specs below): its path, type, default, range or allowed
+ * words, an optional checker, and a one-line description.  One walker
+ * drives parsing, checking, defaults and freeing from those tables, so a
+ * new setting is one table line plus its struct field.  A group is implied
+ * by the dotted paths ("limits.recipients" makes "limits" a group); a list
+ * of groups ("listen") has its own table, applied to each element.
+ *
+ * Every problem is reported as "FILE:LINE: problem" and the walk goes on,
+ * so that the operator sees all problems of a file at once; the load fails
+ * if there was any.
+ */
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <libconfig.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "config.h"
+#include "config_default.h"
+#include "log.h"
+#include "util.h"
+
+#define KB 1024LL
+#define MB (1024LL * KB)
+#define GB (1024LL * MB)
+
+/*
+ * An integer literal of the main text.  libconfig up to 1.5 stores a
+ * decimal literal that does not fit in 32 bits into an int (truncated,
+ * silently), and every version does so for hexadecimal literals; the
+ * literals are scanned separately so that such a value is an error rather
+ * than, say, "recipients = 4294967396" read as 100.
+ */
+struct int_literal {
+	unsigned   line;
+	long long  value;
+	bool       wide;        /* does not fit in an int */
+};
+
+struct conf_ctx {
+	const char         *name;        /* file being loaded */
+	const char         *include_dir; /* where its @include files are */
+	config_error_fn     errfn;
+	unsigned            nerrors;
+	struct int_literal *literals;
+	size_t              nliterals;
+	bool                any_wide;
+};
+
+enum conf_type {
+	CT_INT,         /* integer within min..max */
+	CT_SIZE,        /* integer or "25M", within min..max */
+	CT_STRING,      /* non-empty string, one of words if words is set */
+	CT_ENUM,        /* one of words, stored as its index (an enum) */
+	CT_STRLIST,     /* [ "a", "b" ]: char ** (NULL-terminated) + count */
+	CT_LIST,        /* ( { ... }, ... ): array of sub->elem_size + count */
+};
+
+#define CF_REQUIRED 0x01
+
+struct conf_spec;
+
+/* Extra check of a value once stored in base; reports and returns -1. */
+typedef int (*conf_check_fn)(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base);
+
+struct conf_table {
+	const struct conf_spec *specs;      /* ends with a NULL path */
+	size_t elem_size;                   /* for a list of these groups */
+	/* After a group of this table was walked: derive fields. */
+	void (*finish)(struct conf_ctx *ctx, config_setting_t *group,
+	    const char *name, void *base);
+};
+
+struct conf_spec {
+	const char      *path;      /* relative to the table's group */
+	enum conf_type   type;
+	size_t           off;       /* field in the struct being filled */
+	size_t           width;     /* its size, for integers */
+	size_t           count_off; /* CT_STRLIST, CT_LIST: the size_t count */
+	const char      *def;       /* default, written as in the file */
+	long long        min, max;
+	const char *const *words;
+	conf_check_fn    check;
+	const struct conf_table *sub;   /* CT_LIST */
+	unsigned         flags;
+	const char      *doc;
+};
+
+#define FIELD(type, member) \
+	.off = offsetof(type, member), .width = sizeof(((type *)0)->member)
+#define COUNT(type, member) .count_off = offsetof(type, member)
+
+static int check_hostname(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_domains(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_ip_address(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_listeners_unique(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static void listener_finish(struct conf_ctx *, config_setting_t *,
+    const char *, void *);
+
+/* In the order of enum listener_role. */
+static const char *const listener_roles[] = {
+	"mx", "submission", "submissions", NULL
+};
+static const char *const log_levels[] = {
+	"error", "warn", "info", "debug", NULL
+};
+static const char *const bare_newline_modes[] = {
+	"reject", "normalize", NULL
+};
+
+static const struct conf_spec listener_specs[] = {
+	{ .path = "address", .type = CT_STRING,
+	  FIELD(struct listener_conf, address), .flags = CF_REQUIRED,
+	  .check = check_ip_address,
+	  .doc = "IPv4 or IPv6 address to listen on (\"::\" for all)" },
+	{ .path = "port", .type = CT_INT,
+	  FIELD(struct listener_conf, port), .flags = CF_REQUIRED,
+	  .min = 1, .max = 65535,
+	  .doc = "TCP port" },
+	{ .path = "role", .type = CT_ENUM,
+	  FIELD(struct listener_conf, role), .def = "mx",
+	  .words = listener_roles,
+	  .doc = "mx (port 25), submission (587) or submissions (465, TLS)" },
+	{ .path = NULL }
+};
+
+static const struct conf_table listener_table = {
+	listener_specs, sizeof(struct listener_conf), listener_finish
+};
+
+static const struct conf_spec mxconf_specs[] = {
+	{ .path = "server.hostname", .type = CT_STRING,
+	  FIELD(struct mxconf, hostname), .check = check_hostname,
+	  .doc = "name in the greeting and EHLO; default gethostname()" },
+	{ .path = "server.user", .type = CT_STRING,
+	  FIELD(struct mxconf, user), .def = "nobody",
+	  .doc = "user of the SMTP workers when started as root" },
+	{ .path = "server.group", .type = CT_STRING,
+	  FIELD(struct mxconf, group),
+	  .doc = "group of the workers; default the user's primary group" },
+	{ .path = "server.queue_user", .type = CT_STRING,
+	  FIELD(struct mxconf, queue_user),
+	  .doc = "owner of the queue process; default server.user" },
+	{ .path = "server.workers", .type = CT_INT,
+	  FIELD(struct mxconf, workers), .def = "0", .min = 0, .max = 256,
+	  .doc = "number of SMTP workers, 0 = one per CPU" },
+	{ .path = "server.log_level", .type = CT_STRING,
+	  FIELD(struct mxconf, log_level), .def = "info", .words = log_levels,
+	  .doc = "least important level logged" },
+
+	{ .path = "listen", .type = CT_LIST,
+	  FIELD(struct mxconf, listeners), COUNT(struct mxconf, nlisteners),
+	  .sub = &listener_table, .check = check_listeners_unique,
+	  .doc = "where to accept connections; at least one" },
+
+	{ .path = "queue.directory", .type = CT_STRING,
+	  FIELD(struct mxconf, queue_dir), .def = "./var/queue",
+	  .doc = "directory of the queue database" },
+
+	/* RFC 5321 4.5.3.1.4: a command line may be 512 octets. */
+	{ .path = "limits.line_length", .type = CT_INT,
+	  FIELD(struct mxconf, max_line), .def = "512",
+	  .min = 512, .max = 65536,
+	  .doc = "longest command line, CRLF included" },
+	{ .path = "limits.message_size", .type = CT_SIZE,
+	  FIELD(struct mxconf, max_message_size), .def = "25M",
+	  .min = 1 * KB, .max = 2 * GB,
+	  .doc = "largest message accepted (SIZE)" },
+	/* RFC 5321 4.5.3.1.8: at least 100 recipients must be accepted. */
+	{ .path = "limits.recipients", .type = CT_INT,
+	  FIELD(struct mxconf, max_recipients), .def = "100",
+	  .min = 1, .max = 10000,
+	  .doc = "recipients per message" },
+	{ .path = "limits.errors", .type = CT_INT,
+	  FIELD(struct mxconf, max_errors), .def = "10",
+	  .min = 1, .max = 1000,
+	  .doc = "client errors before the session is closed" },
+	{ .path = "limits.connections", .type = CT_INT,
+	  FIELD(struct mxconf, max_connections), .def = "1000",
+	  .min = 1, .max = 1000000,
+	  .doc = "simultaneous connections in total" },
+	{ .path = "limits.connections_per_ip", .type = CT_INT,
+	  FIELD(struct mxconf, max_connections_per_ip), .def = "50",
+	  .min = 0, .max = 1000000,
+	  .doc = "simultaneous connections per client address, 0 = no limit" },
+	{ .path = "limits.bare_newlines", .type = CT_STRING,
+	  FIELD(struct mxconf, bare_newlines), .def = "reject",
+	  .words = bare_newline_modes,
+	  .doc = "bare LF or CR in DATA: reject (no smuggling) or normalize" },
+
+	/* RFC 5321 4.5.3.2.7 and 4.5.3.2.5. */
+	{ .path = "timeouts.command", .type = CT_INT,
+	  FIELD(struct mxconf, timeout_command), .def = "300",
+	  .min = 1, .max = 86400,
+	  .doc = "seconds to wait for a command" },
+	{ .path = "timeouts.data", .type = CT_INT,
+	  FIELD(struct mxconf, timeout_data), .def = "180",
+	  .min = 1, .max = 86400,
+	  .doc = "seconds to wait for the next chunk of DATA" },
+	{ .path = "timeouts.shutdown_grace", .type = CT_INT,
+	  FIELD(struct mxconf, shutdown_grace), .def = "30",
+	  .min = 1, .max = 86400,
+	  .doc = "seconds sessions may finish in on stop or reload" },
+
+	{ .path = "accept_domains", .type = CT_STRLIST,
+	  FIELD(struct mxconf, accept_domains),
+	  COUNT(struct mxconf, naccept_domains), .check = check_domains,
+	  .doc = "domains we are MX for" },
+	{ .path = NULL }
+};
+
+static const struct conf_table mxconf_table = {
+	mxconf_specs, sizeof(struct mxconf), NULL
+};
+
+/* --- reporting --- */
+
+static void
+conf_emit(const struct conf_ctx *ctx, const char *msg)
+{
+	if (ctx->errfn != NULL)
+		ctx->errfn(msg);
+	else
+		fprintf(stderr, "%s\n", msg);
+}
+
+static void
+conf_vreport(struct conf_ctx *ctx, const char *file, unsigned line,
+    const char *fmt, va_list ap)
+{
+	size_t dirlen = ctx->include_dir ? strlen(ctx->include_dir) : 0;
+	char problem[1024], msg[2048];
+	const char *dir = "";
+
+	/*
+	 * libconfig 1.5 names an @include'd file as written in the directive;
+	 * later versions prefix the include directory themselves.
+	 */
+	vsnprintf(problem, sizeof(problem), fmt, ap);
+	if (file == NULL)
+		file = ctx->name;
+	if (file != ctx->name && file[0] != '/' && ctx->include_dir != NULL &&
+	    strcmp(ctx->include_dir, ".") != 0 &&
+	    !(strncmp(file, ctx->include_dir, dirlen) == 0 &&
+	    file[dirlen] == '/'))
+		dir = ctx->include_dir;
+	if (line > 0)
+		snprintf(msg, sizeof(msg), "%s%s%s:%u: %s", dir, *dir ? "/" : "",
+		    file, line, problem);
+	else
+		snprintf(msg, sizeof(msg), "%s%s%s: %s", dir, *dir ? "/" : "",
+		    file, problem);
+	conf_emit(ctx, msg);
+	ctx->nerrors++;
+}
+
+static void conf_report_at(struct conf_ctx *ctx, const char *file,
+    unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void conf_report(struct conf_ctx *ctx, const config_setting_t *s,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* "FILE:LINE: problem", or "FILE: problem" when line is 0. */
+static void
+conf_report_at(struct conf_ctx *ctx, const char *file, unsigned line,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	conf_vreport(ctx, file, line, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * A problem with setting s, or with the file as a whole when s is NULL.
+ * A setting from an @include'd file names that file.
+ */
+static void
+conf_report(struct conf_ctx *ctx, const config_setting_t *s,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (s != NULL)
+		conf_vreport(ctx, config_setting_source_file(s),
+		    config_setting_source_line(s), fmt, ap);
+	else
+		conf_vreport(ctx, NULL, 0, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * The name of a setting as shown to the operator, "limits.recipients" or
+ * "listen[1].port".  An absurdly long name is cut: it can only be an
+ * unknown one, and the line number still points at it.
+ */
+#define CONF_NAME_LEN 512
+
+static void conf_name(char out[CONF_NAME_LEN], const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+conf_name(char out[CONF_NAME_LEN], const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(out, CONF_NAME_LEN, fmt, ap);
+	va_end(ap);
+}
+
+/* --- integer literals that libconfig may have truncated --- */
+
+static bool
+is_name_char(int c)
+{
+	return isalnum(c) || c == '-' || c == '_' || c == '*';
+}
+
+static void
+literal_add(struct conf_ctx *ctx, unsigned line, long long v, bool wide)
+{
+	ctx->literals = xrealloc(ctx->literals,
+	    (ctx->nliterals + 1) * sizeof(*ctx->literals));
+	ctx->literals[ctx->nliterals].line = line;
+	ctx->literals[ctx->nliterals].value = v;
+	ctx->literals[ctx->nliterals].wide = wide;
+	ctx->nliterals++;
+	if (wide)
+		ctx->any_wide = true;
+}
+
+/*
+ * Read one number at p (libconfig's integer, integer64, hex, hex64 or
+ * float token); record integers without an L suffix.  Returns the end.
+ */
+/* The rest of a float such as "1.5", ".5e3": not ours to check. */
+static const char *
+skip_float(const char *q)
+{
+	while (isdigit((unsigned char)*q) || *q == '.' || *q == 'e' ||
+	    *q == 'E' || *q == '-' || *q == '+')
+		q++;
+	return q;
+}
+
+static const char *
+scan_number(struct conf_ctx *ctx, const char *p, unsigned line)
+{
+	unsigned long long u;
+	const char *q;
+	char *end;
+	long long v;
+	bool wide;
+
+	if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+		errno = 0;
+		u = strtoull(p, &end, 16);
+		wide = errno == ERANGE || u > INT_MAX;
+		v = u > LLONG_MAX ? LLONG_MAX : (long long)u;
+		q = end;
+	} else {
+		q = p;
+		if (*q == '-' || *q == '+')
+			q++;
+		while (isdigit((unsigned char)*q))
+			q++;
+		if (*q == '.' || *q == 'e' || *q == 'E')
+			return skip_float(q);
+		errno = 0;
+		v = strtoll(p, NULL, 10);
+		wide = errno == ERANGE || v > INT_MAX || v < INT_MIN;
+	}
+	if (*q == 'L') {
+		/* An integer64: libconfig reads it whole. */
+		while (*q == 'L')
+			q++;
+		return q;
+	}
+	literal_add(ctx, line, v, wide);
+	return q;
+}
+
+/* Find the integer literals of text, skipping comments, strings and names. */
+static void
+scan_int_literals(struct conf_ctx *ctx, const char *text)
+{
+	const char *p = text;
+	unsigned line = 1;
+
+	while (*p != '\0') {
+		if (*p == '\n') {
+			line++;
+			p++;
+		} else if (*p == '#' || (p[0] == '/' && p[1] == '/')) {
+			while (*p != '\0' && *p != '\n')
+				p++;
+		} else if (p[0] == '/' && p[1] == '*') {
+			for (p += 2; *p != '\0' && !(p[0] == '*' && p[1] == '/'); p++)
+				if (*p == '\n')
+					line++;
+			if (*p != '\0')
+				p += 2;
+		} else if (*p == '"') {
+			for (p++; *p != '\0' && *p != '"'; p++) {
+				if (*p == '\\' && p[1] != '\0')
+					p++;
+				if (*p == '\n')
+					line++;
+			}
+			if (*p != '\0')
+				p++;
+		} else if (isalpha((unsigned char)*p) || *p == '*') {
+			while (is_name_char((unsigned char)*p))
+				p++;
+		} else if (isdigit((unsigned char)*p) || ((*p == '-' ||
+		    *p == '+' || *p == '.') && isdigit((unsigned char)p[1]))) {
+			p = *p == '.' ? skip_float(p) : scan_number(ctx, p, line);
+		} else {
+			p++;
+		}
+	}
+}
+
+/*
+ * Did libconfig truncate the integer of s?  Only the main text is scanned
+ * (not @include'd files).  A value that equals a literal on its line was
+ * read whole (libconfig 1.6 and later promote wide decimal literals to
+ * 64 bits); one that equals none, on a line holding a wide literal, was cut.
+ */
+static bool
+int_truncated(const struct conf_ctx *ctx, config_setting_t *s, long long v)
+{
+	unsigned line = config_setting_source_line(s);
+	bool wide_here = false;
+	size_t i;
+
+	if (!ctx->any_wide || config_setting_source_file(s) != NULL)
+		return false;
+	for (i = 0; i < ctx->nliterals; i++) {
+		if (ctx->literals[i].line != line)
+			continue;
+		if (ctx->literals[i].value == v)
+			return false;
+		if (ctx->literals[i].wide)
+			wide_here = true;
+	}
+	return wide_here;
+}
+
+/* --- setters, one per type --- */
+
+static void
+fmt_number(char *out, size_t size, const struct conf_spec *sp, long long v)
+{
+	if (sp->type == CT_SIZE && v != 0 && v % GB == 0)
+		snprintf(out, size, "%lldG", v / GB);
+	else if (sp->type == CT_SIZE && v != 0 && v % MB == 0)
+		snprintf(out, size, "%lldM", v / MB);
+	else if (sp->type == CT_SIZE && v != 0 && v % KB == 0)
+		snprintf(out, size, "%lldK", v / KB);
+	else
+		snprintf(out, size, "%lld", v);
+}
+
+/* "\"a\", \"b\" or \"c\"" */
+static void
+fmt_words(char *out, size_t size, const char *const *words)
+{
+	size_t i, len = 0;
+
+	out[0] = '\0';
+	for (i = 0; words[i] != NULL && len < size; i++) {
+		const char *sep = i == 0 ? "" : words[i + 1] == NULL ? " or " :
+		    ", ";
+		len += snprintf(out + len, size - len, "%s\"%s\"", sep,
+		    words[i]);
+	}
+}
+
+static int
+word_index(const char *const *words, const char *w)
+{
+	int i;
+
+	for (i = 0; words[i] != NULL; i++)
+		if (strcmp(words[i], w) == 0)
+			return i;
+	return -1;
+}
+
+static void
+store_int(const struct conf_spec *sp, void *base, long long v)
+{
+	char *field = (char *)base + sp->off;
+
+	if (sp->width == sizeof(int)) {
+		int i = (int)v;
+		memcpy(field, &i, sizeof(i));
+	} else if (sp->width == sizeof(long long)) {
+		memcpy(field, &v, sizeof(v));
+	} else {
+		fatalx("config: %s: no integer of width %zu", sp->path,
+		    sp->width);
+	}
+}
+
+static void
+store_string(const struct conf_spec *sp, void *base, const char *v)
+{
+	char **field = (char **)((char *)base + sp->off);
+
+	free(*field);
+	*field = xstrdup(v);
+}
+
+static int
+set_number(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base, long long v)
+{
+	char lo[32], hi[32], got[32];
+
+	if (v < sp->min || v > sp->max) {
+		fmt_number(lo, sizeof(lo), sp, sp->min);
+		fmt_number(hi, sizeof(hi), sp, sp->max);
+		fmt_number(got, sizeof(got), sp, v);
+		conf_report(ctx, s, "'%s' must be between %s and %s (got %s)",
+		    name, lo, hi, got);
+		return -1;
+	}
+	store_int(sp, base, v);
+	return 0;
+}
+
+static int
+get_integer(struct conf_ctx *ctx, config_setting_t *s, const char *name,
+    long long *v)
+{
+	*v = config_setting_get_int64(s);
+	if (int_truncated(ctx, s, *v)) {
+		conf_report(ctx, s, "'%s': this integer does not fit in 32 bits "
+		    "and libconfig cuts it; write it with an L suffix "
+		    "(3000000000L)", name);
+		return -1;
+	}
+	return 0;
+}
+
+static bool
+is_integer(config_setting_t *s)
+{
+	return config_setting_type(s) == CONFIG_TYPE_INT ||
+	    config_setting_type(s) == CONFIG_TYPE_INT64;
+}
+
+static int
+set_int(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	long long v;
+
+	if (!is_integer(s)) {
+		conf_report(ctx, s, "'%s' must be an integer", name);
+		return -1;
+	}
+	if (get_integer(ctx, s, name, &v) == -1)
+		return -1;
+	return set_number(ctx, sp, s, name, base, v);
+}
+
+static int
+set_size(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	const char *text;
+	long long v;
+
+	if (is_integer(s)) {
+		if (get_integer(ctx, s, name, &v) == -1)
+			return -1;
+	} else if (config_setting_type(s) == CONFIG_TYPE_STRING) {
+		text = config_setting_get_string(s);
+		if ((v = parse_size(text)) < 0) {
+			conf_report(ctx, s, "'%s' must be a size such as "
+			    "\"25M\", \"512K\" or \"1G\" (got \"%s\")", name, text);
+			return -1;
+		}
+	} else {
+		conf_report(ctx, s, "'%s' must be a size: an integer or a "
+		    "string such as \"25M\"", name);
+		return -1;
+	}
+	return set_number(ctx, sp, s, name, base, v);
+}
+
+static int
+set_string(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	char words[256];
+	const char *v;
+	int idx = -1;
+
+	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+		conf_report(ctx, s, "'%s' must be a string", name);
+		return -1;
+	}
+	v = config_setting_get_string(s);
+	if (v[0] == '\0') {
+		conf_report(ctx, s, "'%s' must not be empty", name);
+		return -1;
+	}
+	if (sp->words != NULL && (idx = word_index(sp->words, v)) < 0) {
+		fmt_words(words, sizeof(words), sp->words);
+		conf_report(ctx, s, "'%s' must be %s (got \"%s\")", name, words,
+		    v);
+		return -1;
+	}
+	if (sp->type == CT_ENUM)
+		store_int(sp, base, idx);
+	else
+		store_string(sp, base, v);
+	return 0;
+}
+
+static void
+free_strlist(char **list)
+{
+	char **p;
+
+	if (list == NULL)
+		return;
+	for (p = list; *p != NULL; p++)
+		free(*p);
+	free(list);
+}
+
+static int
+set_strlist(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	char ***field = (char ***)((char *)base + sp->off);
+	size_t *count = (size_t *)((char *)base + sp->count_off);
+	config_setting_t *e;
+	char **list;
+	size_t i, n;
+	int ok = 0;
+
+	if (!config_setting_is_array(s) && !config_setting_is_list(s)) {
+		conf_report(ctx, s, "'%s' must be a list of strings "
+		    "[ \"a\", \"b\" ]", name);
+		return -1;
+	}
+	n = (size_t)config_setting_length(s);
+	list = xcalloc(n + 1, sizeof(*list));
+	for (i = 0; i < n; i++) {
+		e = config_setting_get_elem(s, (unsigned)i);
+		if (config_setting_type(e) != CONFIG_TYPE_STRING ||
+		    config_setting_get_string(e)[0] == '\0') {
+			conf_report(ctx, e, "'%s[%zu]' must be a non-empty "
+			    "string", name, i);
+			ok = -1;
+			list[i] = xstrdup("");
+		} else {
+			list[i] = xstrdup(config_setting_get_string(e));
+		}
+	}
+	free_strlist(*field);
+	*field = list;
+	*count = n;
+	return ok;
+}
+
+static void conf_defaults(const struct conf_table *t, void *base);
+static void conf_walk(struct conf_ctx *ctx, const struct conf_table *t,
+    config_setting_t *group, const char *rel, const char *where, void *base);
+static void conf_required(struct conf_ctx *ctx, const struct conf_table *t,
+    config_setting_t *group, const char *where);
+static void conf_release(const struct conf_table *t, void *base);
+
+static void
+release_list(const struct conf_spec *sp, void *base)
+{
+	char **field = (char **)((char *)base + sp->off);
+	size_t *count = (size_t *)((char *)base + sp->count_off);
+	size_t i;
+
+	for (i = 0; *field != NULL && i < *count; i++)
+		conf_release(sp->sub, *field + i * sp->sub->elem_size);
+	free(*field);
+	*field = NULL;
+	*count = 0;
+}
+
+static int
+set_list(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	char **field = (char **)((char *)base + sp->off);
+	size_t *count = (size_t *)((char *)base + sp->count_off);
+	const struct conf_table *t = sp->sub;
+	char where[CONF_NAME_LEN];
+	config_setting_t *e;
+	size_t i, n;
+	void *elem;
+
+	if (!config_setting_is_list(s)) {
+		conf_report(ctx, s, "'%s' must be a list of groups "
+		    "( { ... }, { ... } )", name);
+		return -1;
+	}
+	release_list(sp, base);
+	n = (size_t)config_setting_length(s);
+	*field = n > 0 ? xcalloc(n, t->elem_size) : NULL;
+	*count = n;
+	for (i = 0; i < n; i++) {
+		e = config_setting_get_elem(s, (unsigned)i);
+		elem = *field + i * t->elem_size;
+		conf_name(where, "%s[%zu]", name, i);
+		conf_defaults(t, elem);
+		if (!config_setting_is_group(e)) {
+			conf_report(ctx, e, "'%s' must be a group { ... }",
+			    where);
+			continue;
+		}
+		conf_walk(ctx, t, e, NULL, where, elem);
+		conf_required(ctx, t, e, where);
+		if (t->finish != NULL)
+			t->finish(ctx, e, where, elem);
+	}
+	return 0;
+}
+
+/* --- the table walker --- */
+
+static const struct conf_spec *
+spec_find(const struct conf_table *t, const char *path)
+{
+	const struct conf_spec *sp;
+
+	for (sp = t->specs; sp->path != NULL; sp++)
+		if (strcmp(sp->path, path) == 0)
+			return sp;
+	return NULL;
+}
+
+/* Is path a group of the table, i.e. a prefix of some "path.setting"? */
+static bool
+spec_is_group(const struct conf_table *t, const char *path)
+{
+	const struct conf_spec *sp;
+	size_t len = strlen(path);
+
+	for (sp = t->specs; sp->path != NULL; sp++)
+		if (strncmp(sp->path, path, len) == 0 && sp->path[len] == '.')
+			return true;
+	return false;
+}
+
+static void
+path_join(char out[CONF_NAME_LEN], const char *a, const char *b)
+{
+	if (a == NULL || a[0] == '\0')
+		conf_name(out, "%s", b);
+	else
+		conf_name(out, "%s.%s", a, b);
+}
+
+static void
+conf_apply(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	int r = -1;
+
+	switch (sp->type) {
+	case CT_INT:
+		r = set_int(ctx, sp, s, name, base);
+		break;
+	case CT_SIZE:
+		r = set_size(ctx, sp, s, name, base);
+		break;
+	case CT_STRING:
+	case CT_ENUM:
+		r = set_string(ctx, sp, s, name, base);
+		break;
+	case CT_STRLIST:
+		r = set_strlist(ctx, sp, s, name, base);
+		break;
+	case CT_LIST:
+		r = set_list(ctx, sp, s, name, base);
+		break;
+	}
+	if (r == 0 && sp->check != NULL)
+		sp->check(ctx, sp, s, name, base);
+}
+
+/*
+ * Apply every setting of group (at path rel inside the table t, shown to
+ * the operator prefixed by where) to base.
+ */
+static void
+conf_walk(struct conf_ctx *ctx, const struct conf_table *t,
+    config_setting_t *group, const char *rel, const char *where, void *base)
+{
+	char path[CONF_NAME_LEN], name[CONF_NAME_LEN];
+	const struct conf_spec *sp;
+	config_setting_t *s;
+	int i, n;
+
+	n = config_setting_length(group);
+	for (i = 0; i < n; i++) {
+		s = config_setting_get_elem(group, (unsigned)i);
+		path_join(path, rel, config_setting_name(s));
+		path_join(name, where, path);
+		if ((sp = spec_find(t, path)) != NULL)
+			conf_apply(ctx, sp, s, name, base);
+		else if (!spec_is_group(t, path))
+			conf_report(ctx, s, "unknown setting '%s'", name);
+		else if (!config_setting_is_group(s))
+			conf_report(ctx, s, "'%s' must be a group { ... }",
+			    name);
+		else
+			conf_walk(ctx, t, s, path, where, base);
+	}
+}
+
+static void
+conf_required(struct conf_ctx *ctx, const struct conf_table *t,
+    config_setting_t *group, const char *where)
+{
+	const struct conf_spec *sp;
+	char name[CONF_NAME_LEN];
+
+	for (sp = t->specs; sp->path != NULL; sp++) {
+		if (!(sp->flags & CF_REQUIRED) ||
+		    config_setting_lookup(group, sp->path) != NULL)
+			continue;
+		path_join(name, where, sp->path);
+		conf_report(ctx, group, "missing setting '%s'", name);
+	}
+}
+
+/* Fill base with the defaults of the table; a bad one is a bug here. */
+static void
+conf_defaults(const struct conf_table *t, void *base)
+{
+	const struct conf_spec *sp;
+	long long v;
+	int idx;
+
+	for (sp = t->specs; sp->path != NULL; sp++) {
+		if (sp->def == NULL)
+			continue;
+		switch (sp->type) {
+		case CT_INT:
+		case CT_SIZE:
+			if ((v = parse_size(sp->def)) < 0 ||
+			    v < sp->min || v > sp->max)
+				fatalx("config: bad default for %s", sp->path);
+			store_int(sp, base, v);
+			break;
+		case CT_STRING:
+			store_string(sp, base, sp->def);
+			break;
+		case CT_ENUM:
+			if ((idx = word_index(sp->words, sp->def)) < 0)
+				fatalx("config: bad default for %s", sp->path);
+			store_int(sp, base, idx);
+			break;
+		case CT_STRLIST:
+		case CT_LIST:
+			fatalx("config: %s: lists have no default", sp->path);
+		}
+	}
+}
+
+static void
+conf_release(const struct conf_table *t, void *base)
+{
+	const struct conf_spec *sp;
+	char **str;
+
+	for (sp = t->specs; sp->path != NULL; sp++) {
+		switch (sp->type) {
+		case CT_STRING:
+			str = (char **)((char *)base + sp->off);
+			free(*str);
+			*str = NULL;
+			break;
+		case CT_STRLIST:
+			free_strlist(*(char ***)((char *)base + sp->off));
+			*(char ***)((char *)base + sp->off) = NULL;
+			break;
+		case CT_LIST:
+			release_list(sp, base);
+			break;
+		case CT_INT:
+		case CT_SIZE:
+		case CT_ENUM:
+			break;
+		}
+	}
+}
+
+/* --- checkers --- */
+
+static int
+check_hostname(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	const char *host = ((struct mxconf *)base)->hostname;
+
+	if (!addr_domain_valid(host)) {
+		conf_report(ctx, s, "'%s' must be a host name such as "
+		    "\"mx.example.com\" (got \"%s\")", name, host);
+		return -1;
+	}
+	return 0;
+}
+
+/* Domains are compared in lower case everywhere (RFC 5321 2.4). */
+static int
+check_domains(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct mxconf *c = base;
+	size_t i;
+	char *p;
+	int r = 0;
+
+	for (i = 0; i < c->naccept_domains; i++) {
+		for (p = c->accept_domains[i]; *p != '\0'; p++)
+			*p = (char)tolower((unsigned char)*p);
+		if (!addr_domain_valid(c->accept_domains[i])) {
+			conf_report(ctx, config_setting_get_elem(s, (unsigned)i),
+			    "'%s[%zu]' is not a domain name (got \"%s\")", name,
+			    i, config_setting_get_string_elem(s, (int)i));
+			r = -1;
+		}
+	}
+	return r;
+}
+
+static int
+check_ip_address(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	const char *a = ((struct listener_conf *)base)->address;
+	struct in6_addr in6;
+	struct in_addr in;
+
+	if (inet_pton(AF_INET, a, &in) == 1 || inet_pton(AF_INET6, a, &in6) == 1)
+		return 0;
+	conf_report(ctx, s, "'%s' must be an IPv4 or IPv6 address such as "
+	    "\"127.0.0.1\" or \"::1\" (got \"%s\")", name, a);
+	return -1;
+}
+
+/* Resolve address and port into ss; problems were reported already. */
+static void
+listener_finish(struct conf_ctx *ctx, config_setting_t *group,
+    const char *name, void *base)
+{
+	struct listener_conf *l = base;
+	struct sockaddr_in sin;
+	struct sockaddr_in6 sin6;
+
+	memset(&l->ss, 0, sizeof(l->ss));
+	l->ss_len = 0;
+	if (l->address == NULL || l->port == 0)
+		return;
+	memset(&sin, 0, sizeof(sin));
+	memset(&sin6, 0, sizeof(sin6));
+	if (inet_pton(AF_INET, l->address, &sin.sin_addr) == 1) {
+		sin.sin_family = AF_INET;
+		sin.sin_port = htons((uint16_t)l->port);
+		memcpy(&l->ss, &sin, sizeof(sin));
+		l->ss_len = sizeof(sin);
+	} else if (inet_pton(AF_INET6, l->address, &sin6.sin6_addr) == 1) {
+		sin6.sin6_family = AF_INET6;
+		sin6.sin6_port = htons((uint16_t)l->port);
+		memcpy(&l->ss, &sin6, sizeof(sin6));
+		l->ss_len = sizeof(sin6);
+	}
+}
+
+static bool
+listener_same(const struct listener_conf *a, const struct listener_conf *b)
+{
+	return a->ss_len != 0 && a->ss_len == b->ss_len &&
+	    memcmp(&a->ss, &b->ss, a->ss_len) == 0;
+}
+
+/* Two listeners on one address and port: the second bind would fail. */
+static int
+check_listeners_unique(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct mxconf *c = base;
+	size_t i, j;
+	int r = 0;
+
+	for (j = 1; j < c->nlisteners; j++) {
+		for (i = 0; i < j; i++) {
+			if (!listener_same(&c->listeners[i], &c->listeners[j]))
+				continue;
+			conf_report(ctx, config_setting_get_elem(s, (unsigned)j),
+			    "duplicate listener %s port %d (also at line %u)",
+			    c->listeners[j].address, c->listeners[j].port,
+			    config_setting_source_line(
+			    config_setting_get_elem(s, (unsigned)i)));
+			r = -1;
+			break;
+		}
+	}
+	return r;
+}
+
+/* --- loading --- */
+
+static char *
+default_hostname(void)
+{
+	char host[256];
+
+	if (gethostname(host, sizeof(host)) == -1 || host[0] == '\0')
+		return xstrdup("localhost");
+	host[sizeof(host) - 1] = '\0';
+	return xstrdup(host);
+}
+
+/* What the table cannot say: defaults derived from other settings. */
+static void
+config_finish(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
+{
+	config_setting_t *listen = config_lookup(cf, "listen");
+
+	/* A listen of the wrong type was reported already. */
+	if (c->nlisteners == 0 && (listen == NULL ||
+	    config_setting_is_list(listen)))
+		conf_report(ctx, listen,
+		    "no listener configured: say where to listen with "
+		    "listen = ( { address = \"...\"; port = ...; } );");
+	if (c->hostname == NULL)
+		c->hostname = default_hostname();
+	if (c->queue_user == NULL && c->user != NULL)
+		c->queue_user = xstrdup(c->user);
+}
+
+static struct mxconf *
+config_parse(struct conf_ctx *ctx, const char *text, const char *include_dir)
+{
+	struct mxconf *c = NULL;
+	config_t cf;
+
+	config_init(&cf);
+	ctx->include_dir = include_dir;
+	if (include_dir != NULL)
+		config_set_include_dir(&cf, include_dir);
+	if (config_read_string(&cf, text) != CONFIG_TRUE) {
+		conf_report_at(ctx, config_error_file(&cf),
+		    (unsigned)config_error_line(&cf), "%s",
+		    config_error_text(&cf));
+		goto done;
+	}
+	scan_int_literals(ctx, text);
+	c = xcalloc(1, sizeof(*c));
+	c->path = xstrdup(ctx->name);
+	conf_defaults(&mxconf_table, c);
+	conf_walk(ctx, &mxconf_table, config_root_setting(&cf), NULL, NULL, c);
+	config_finish(ctx, &cf, c);
+	if (ctx->nerrors > 0) {
+		config_free(c);
+		c = NULL;
+	}
+done:
+	free(ctx->literals);
+	config_destroy(&cf);
+	return c;
+}
+
+static int
+read_file(struct conf_ctx *ctx, const char *path, struct buf *b)
+{
+	char chunk[8192];
+	size_t n;
+	FILE *fp;
+	int err;
+
+	if ((fp = fopen(path, "r")) == NULL) {
+		conf_report_at(ctx, path, 0, "cannot open: %s", strerror(errno));
+		return -1;
+	}
+	while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0)
+		buf_append(b, chunk, n);
+	err = ferror(fp) ? errno : 0;
+	fclose(fp);
+	if (err != 0) {
+		conf_report_at(ctx, path, 0, "cannot read: %s", strerror(err));
+		return -1;
+	}
+	/* libconfig would stop at a NUL and ignore the rest. */
+	if (memchr(b->data, '\0', b->len) != NULL) {
+		conf_report_at(ctx, path, 0, "contains a NUL byte");
+		return -1;
+	}
+	return 0;
+}
+
+struct mxconf *
+config_load(const char *path, config_error_fn errfn)
+{
+	struct conf_ctx ctx = { .name = path, .errfn = errfn };
+	struct mxconf *c = NULL;
+	struct buf b;
+	char *dir;
+
+	buf_init(&b);
+	buf_append(&b, "", 0);
+	if (read_file(&ctx, path, &b) == 0) {
+		/* @include "x" is relative to the including file. */
+		dir = xstrdup(path);
+		c = config_parse(&ctx, b.data, dirname(dir));
+		free(dir);
+	}
+	buf_free(&b);
+	return c;
+}
+
+struct mxconf *
+config_load_string(const char *text, const char *name, config_error_fn errfn)
+{
+	struct conf_ctx ctx = { .name = name, .errfn = errfn };
+
+	return config_parse(&ctx, text, NULL);
+}
+
+struct mxconf *
+config_default(void)
+{
+	struct mxconf *c;
+
+	if ((c = config_load_string(CONFIG_DEFAULT_TEXT, "(default)",
+	    NULL)) == NULL)
+		fatalx("config: the embedded default configuration is broken");
+	return c;
+}
+
+void
+config_free(struct mxconf *c)
+{
+	if (c == NULL)
+		return;
+	conf_release(&mxconf_table, c);
+	free(c->path);
+	free(c);
+}

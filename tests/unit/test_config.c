@@ -1,0 +1,753 @@
+/*
+ * Unit tests of the configuration module: the embedded default and
+ * etc/mxgate.conf, defaults, and one test per kind of problem, each checked
+ * for its exact "FILE:LINE: problem" message.
+ *
+ * etc/mxgate.conf is found as argv[1], else under $MXGATE_SRCDIR, else
+ * under $srcdir (exported by `make check`), else under ".".
+ */
+#include <arpa/inet.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/*
+ * By path: under automake, -I for the build directory comes first, where
+ * autoconf's own config.h lives.
+ */
+#include "../../src/config.h"
+#include "config_default.h"
+#include "unit.h"
+#include "util.h"
+
+#define MAX_ERRS 32
+
+static char errs[MAX_ERRS][2048];
+static int nerrs;
+static const char *sample_path;
+
+static void
+capture(const char *msg)
+{
+	if (nerrs < MAX_ERRS)
+		snprintf(errs[nerrs], sizeof(errs[nerrs]), "%s", msg);
+	nerrs++;
+}
+
+static struct mxconf *
+load(const char *text)
+{
+	nerrs = 0;
+	return config_load_string(text, "t.conf", capture);
+}
+
+static void
+show_errors(void)
+{
+	int i;
+
+	for (i = 0; i < nerrs && i < MAX_ERRS; i++)
+		printf("#     error: %s\n", errs[i]);
+}
+
+/* The load of text fails with exactly this one message. */
+static bool
+fails_with(const char *text, const char *want)
+{
+	struct mxconf *c = load(text);
+
+	if (c == NULL && nerrs == 1 && strcmp(errs[0], want) == 0)
+		return true;
+	printf("#   want: %s\n", want);
+	if (c != NULL)
+		printf("#   but it loaded\n");
+	show_errors();
+	config_free(c);
+	return false;
+}
+
+static bool
+has_error(const char *want)
+{
+	int i;
+
+	for (i = 0; i < nerrs && i < MAX_ERRS; i++)
+		if (strcmp(errs[i], want) == 0)
+			return true;
+	printf("#   missing error: %s\n", want);
+	show_errors();
+	return false;
+}
+
+/* A listener, on line 1, so that what follows starts on line 2. */
+#define LISTEN "listen = ( { address = \"127.0.0.1\"; port = 2525; } );\n"
+
+static char *
+read_text(const char *path)
+{
+	char *text = NULL;
+	long len;
+	FILE *fp;
+
+	if ((fp = fopen(path, "r")) == NULL)
+		return NULL;
+	if (fseek(fp, 0, SEEK_END) == 0 && (len = ftell(fp)) >= 0 &&
+	    fseek(fp, 0, SEEK_SET) == 0) {
+		text = calloc(1, (size_t)len + 1);
+		if (text != NULL && fread(text, 1, (size_t)len, fp) != (size_t)len) {
+			free(text);
+			text = NULL;
+		}
+	}
+	fclose(fp);
+	return text;
+}
+
+static char tmpdir[64];
+
+static const char *
+write_tmp(const char *name, const char *text)
+{
+	static char path[256];
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+	if ((fp = fopen(path, "w")) == NULL)
+		return NULL;
+	fputs(text, fp);
+	fclose(fp);
+	return path;
+}
+
+static void
+check_same(const struct mxconf *a, const struct mxconf *b)
+{
+	size_t i;
+
+	CHECK_STR(a->hostname, b->hostname);
+	CHECK_STR(a->user, b->user);
+	CHECK(a->group == NULL && b->group == NULL);
+	CHECK_STR(a->queue_user, b->queue_user);
+	CHECK_INT(a->workers, b->workers);
+	CHECK_STR(a->log_level, b->log_level);
+	CHECK_INT(a->nlisteners, b->nlisteners);
+	for (i = 0; i < a->nlisteners && i < b->nlisteners; i++) {
+		CHECK_STR(a->listeners[i].address, b->listeners[i].address);
+		CHECK_INT(a->listeners[i].port, b->listeners[i].port);
+		CHECK_INT(a->listeners[i].role, b->listeners[i].role);
+		CHECK_INT(a->listeners[i].ss_len, b->listeners[i].ss_len);
+		CHECK(memcmp(&a->listeners[i].ss, &b->listeners[i].ss,
+		    a->listeners[i].ss_len) == 0);
+	}
+	CHECK_STR(a->queue_dir, b->queue_dir);
+	CHECK_INT(a->max_line, b->max_line);
+	CHECK_INT(a->max_message_size, b->max_message_size);
+	CHECK_INT(a->max_recipients, b->max_recipients);
+	CHECK_INT(a->max_errors, b->max_errors);
+	CHECK_INT(a->max_connections, b->max_connections);
+	CHECK_INT(a->max_connections_per_ip, b->max_connections_per_ip);
+	CHECK_STR(a->bare_newlines, b->bare_newlines);
+	CHECK_INT(a->timeout_command, b->timeout_command);
+	CHECK_INT(a->timeout_data, b->timeout_data);
+	CHECK_INT(a->shutdown_grace, b->shutdown_grace);
+	CHECK_INT(a->naccept_domains, b->naccept_domains);
+	for (i = 0; i < a->naccept_domains && i < b->naccept_domains; i++)
+		CHECK_STR(a->accept_domains[i], b->accept_domains[i]);
+}
+
+static void
+check_defaults(const struct mxconf *c)
+{
+	char host[256];
+
+	if (gethostname(host, sizeof(host)) == -1 || host[0] == '\0')
+		strcpy(host, "localhost");
+	host[sizeof(host) - 1] = '\0';
+	CHECK_STR(c->hostname, host);
+	CHECK_STR(c->user, "nobody");
+	CHECK(c->group == NULL);
+	CHECK_STR(c->queue_user, "nobody");
+	CHECK_INT(c->workers, 0);
+	CHECK_STR(c->log_level, "info");
+	CHECK_STR(c->queue_dir, "./var/queue");
+	CHECK_INT(c->max_line, 512);
+	CHECK_INT(c->max_message_size, 25 * 1024 * 1024);
+	CHECK_INT(c->max_recipients, 100);
+	CHECK_INT(c->max_errors, 10);
+	CHECK_INT(c->max_connections, 1000);
+	CHECK_INT(c->max_connections_per_ip, 50);
+	CHECK_STR(c->bare_newlines, "reject");
+	CHECK_INT(c->timeout_command, 300);
+	CHECK_INT(c->timeout_data, 180);
+	CHECK_INT(c->shutdown_grace, 30);
+}
+
+/* --- the default and the sample --- */
+
+static void
+test_default_loads(void)
+{
+	struct mxconf *c = config_default();
+	const struct sockaddr_in *sin;
+
+	CHECK(c != NULL);
+	if (c == NULL)
+		return;
+	CHECK_STR(c->path, "(default)");
+	check_defaults(c);
+	CHECK_INT(c->nlisteners, 1);
+	CHECK_STR(c->listeners[0].address, "127.0.0.1");
+	CHECK_INT(c->listeners[0].port, 2525);
+	CHECK_INT(c->listeners[0].role, ROLE_MX);
+	sin = (const struct sockaddr_in *)&c->listeners[0].ss;
+	CHECK_INT(c->listeners[0].ss_len, sizeof(struct sockaddr_in));
+	CHECK_INT(sin->sin_family, AF_INET);
+	CHECK_INT(ntohs(sin->sin_port), 2525);
+	CHECK_INT(ntohl(sin->sin_addr.s_addr), 0x7f000001);
+	CHECK_INT(c->naccept_domains, 2);
+	CHECK_STR(c->accept_domains[0], "example.test");
+	CHECK_STR(c->accept_domains[1], "localhost");
+	CHECK(c->accept_domains[2] == NULL);
+	config_free(c);
+}
+
+static void
+test_sample_matches_default(void)
+{
+	struct mxconf *sample, *def;
+	char *text;
+
+	nerrs = 0;
+	sample = config_load(sample_path, capture);
+	show_errors();
+	def = config_default();
+	CHECK(sample != NULL);
+	if (sample != NULL && def != NULL) {
+		CHECK_STR(sample->path, sample_path);
+		check_same(sample, def);
+	}
+	config_free(sample);
+	config_free(def);
+
+	/* Not only the same values: the same text, comments included. */
+	text = read_text(sample_path);
+	CHECK(text != NULL);
+	if (text != NULL && strcmp(text, CONFIG_DEFAULT_TEXT) != 0)
+		printf("#   %s and src/config_default.h differ\n", sample_path);
+	CHECK(text != NULL && strcmp(text, CONFIG_DEFAULT_TEXT) == 0);
+	free(text);
+}
+
+static void
+test_defaults_filled_in(void)
+{
+	struct mxconf *c = load(LISTEN);
+
+	CHECK(c != NULL);
+	if (c == NULL) {
+		show_errors();
+		return;
+	}
+	CHECK_STR(c->path, "t.conf");
+	check_defaults(c);
+	CHECK_INT(c->listeners[0].role, ROLE_MX);
+	CHECK_INT(c->naccept_domains, 0);
+	CHECK(c->accept_domains == NULL);
+	config_free(c);
+}
+
+static void
+test_all_settings(void)
+{
+	struct mxconf *c = load(
+	    "server = { hostname = \"MX.Example.test\"; user = \"mail\";\n"
+	    "  group = \"mailgrp\"; queue_user = \"mxq\"; workers = 4;\n"
+	    "  log_level = \"debug\"; };\n"
+	    "listen = ( { address = \"0.0.0.0\"; port = 25; role = \"mx\"; },\n"
+	    "  { address = \"::\"; port = 587; role = \"submission\"; },\n"
+	    "  { address = \"::1\"; port = 465; role = \"submissions\"; } );\n"
+	    "queue = { directory = \"/var/spool/mxgate\"; };\n"
+	    "limits = { line_length = 1000; message_size = 1048576;\n"
+	    "  recipients = 1000; errors = 3; connections = 10;\n"
+	    "  connections_per_ip = 0; bare_newlines = \"normalize\"; };\n"
+	    "timeouts = { command = 60; data = 120; shutdown_grace = 5; };\n"
+	    "accept_domains = [ \"Example.COM\", \"b.example\" ];\n");
+
+	CHECK(c != NULL);
+	if (c == NULL) {
+		show_errors();
+		return;
+	}
+	CHECK_STR(c->hostname, "MX.Example.test");
+	CHECK_STR(c->user, "mail");
+	CHECK_STR(c->group, "mailgrp");
+	CHECK_STR(c->queue_user, "mxq");
+	CHECK_INT(c->workers, 4);
+	CHECK_STR(c->log_level, "debug");
+	CHECK_INT(c->nlisteners, 3);
+	CHECK_INT(c->listeners[0].port, 25);
+	CHECK_INT(c->listeners[1].role, ROLE_SUBMISSION);
+	CHECK_INT(c->listeners[2].role, ROLE_SUBMISSIONS);
+	CHECK_INT(c->listeners[1].ss.ss_family, AF_INET6);
+	CHECK_STR(c->queue_dir, "/var/spool/mxgate");
+	CHECK_INT(c->max_line, 1000);
+	CHECK_INT(c->max_message_size, 1048576);
+	CHECK_INT(c->max_recipients, 1000);
+	CHECK_INT(c->max_errors, 3);
+	CHECK_INT(c->max_connections, 10);
+	CHECK_INT(c->max_connections_per_ip, 0);
+	CHECK_STR(c->bare_newlines, "normalize");
+	CHECK_INT(c->timeout_command, 60);
+	CHECK_INT(c->timeout_data, 120);
+	CHECK_INT(c->shutdown_grace, 5);
+	CHECK_INT(c->naccept_domains, 2);
+	/* Domains are lower-cased; the host name is kept as written. */
+	CHECK_STR(c->accept_domains[0], "example.com");
+	CHECK_STR(c->accept_domains[1], "b.example");
+	config_free(c);
+}
+
+static void
+test_sizes(void)
+{
+	static const struct {
+		const char *value;
+		long long bytes;
+	} cases[] = {
+		{ "\"25M\"", 25LL * 1024 * 1024 },
+		{ "\"512K\"", 512LL * 1024 },
+		{ "\"512k\"", 512LL * 1024 },
+		{ "\"1G\"", 1024LL * 1024 * 1024 },
+		{ "\"2G\"", 2048LL * 1024 * 1024 },
+		{ "\"1K\"", 1024 },
+		{ "\"4096\"", 4096 },
+		{ "1024", 1024 },
+		{ "2147483648L", 2048LL * 1024 * 1024 },
+	};
+	char text[256];
+	struct mxconf *c;
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(cases); i++) {
+		snprintf(text, sizeof(text), LISTEN
+		    "limits = { message_size = %s; };\n", cases[i].value);
+		c = load(text);
+		CHECK(c != NULL);
+		if (c == NULL) {
+			printf("#   message_size = %s\n", cases[i].value);
+			show_errors();
+			continue;
+		}
+		CHECK_INT(c->max_message_size, cases[i].bytes);
+		config_free(c);
+	}
+}
+
+static void
+test_ipv6_listener(void)
+{
+	struct mxconf *c = load(
+	    "listen = ( { address = \"::1\"; port = 2526; role = \"mx\"; },\n"
+	    "  { address = \"127.0.0.1\"; port = 2526; } );\n");
+	const struct sockaddr_in6 *sin6;
+	struct in6_addr loop = IN6ADDR_LOOPBACK_INIT;
+
+	CHECK(c != NULL);
+	if (c == NULL) {
+		show_errors();
+		return;
+	}
+	CHECK_INT(c->nlisteners, 2);
+	sin6 = (const struct sockaddr_in6 *)&c->listeners[0].ss;
+	CHECK_INT(c->listeners[0].ss_len, sizeof(struct sockaddr_in6));
+	CHECK_INT(sin6->sin6_family, AF_INET6);
+	CHECK_INT(ntohs(sin6->sin6_port), 2526);
+	CHECK(memcmp(&sin6->sin6_addr, &loop, sizeof(loop)) == 0);
+	/* Same port on another family is no duplicate. */
+	CHECK_INT(c->listeners[1].ss.ss_family, AF_INET);
+	config_free(c);
+}
+
+/* --- problems, each with its FILE:LINE --- */
+
+static void
+test_unknown_keys(void)
+{
+	CHECK(fails_with(LISTEN "colour = \"blue\";\n",
+	    "t.conf:2: unknown setting 'colour'"));
+	CHECK(fails_with(LISTEN "limits = {\n  recipients = 5;\n"
+	    "  mesage_size = \"10M\";\n};\n",
+	    "t.conf:4: unknown setting 'limits.mesage_size'"));
+	CHECK(fails_with(LISTEN "server = { hostname = \"a.example\"; "
+	    "extra = { x = 1; }; };\n",
+	    "t.conf:2: unknown setting 'server.extra'"));
+	CHECK(fails_with("listen = (\n  { address = \"127.0.0.1\"; port = 25; },\n"
+	    "  { adress = \"::1\"; address = \"::1\"; port = 25; }\n);\n",
+	    "t.conf:3: unknown setting 'listen[1].adress'"));
+	/* A whole unknown group is one problem, not one per setting. */
+	CHECK(fails_with(LISTEN "tls = {\n  cert = \"x\";\n  key = \"y\";\n};\n",
+	    "t.conf:2: unknown setting 'tls'"));
+}
+
+static void
+test_wrong_types(void)
+{
+	CHECK(fails_with(LISTEN "limits = { recipients = \"100\"; };\n",
+	    "t.conf:2: 'limits.recipients' must be an integer"));
+	CHECK(fails_with(LISTEN "limits = { recipients = 1.5; };\n",
+	    "t.conf:2: 'limits.recipients' must be an integer"));
+	CHECK(fails_with(LISTEN "server = { hostname = 42; };\n",
+	    "t.conf:2: 'server.hostname' must be a string"));
+	CHECK(fails_with(LISTEN "limits = 5;\n",
+	    "t.conf:2: 'limits' must be a group { ... }"));
+	CHECK(fails_with(LISTEN "limits = { message_size = true; };\n",
+	    "t.conf:2: 'limits.message_size' must be a size: an integer or "
+	    "a string such as \"25M\""));
+	CHECK(fails_with(LISTEN "accept_domains = \"example.test\";\n",
+	    "t.conf:2: 'accept_domains' must be a list of strings "
+	    "[ \"a\", \"b\" ]"));
+	CHECK(fails_with(LISTEN "accept_domains = ( \"a.example\",\n  5 );\n",
+	    "t.conf:3: 'accept_domains[1]' must be a non-empty string"));
+	CHECK(fails_with("listen = { address = \"127.0.0.1\"; port = 25; };\n",
+	    "t.conf:1: 'listen' must be a list of groups ( { ... }, { ... } )"));
+	/* libconfig gives the last element of a list the line of the ")". */
+	CHECK(fails_with("listen = (\n  \"127.0.0.1\" );\n",
+	    "t.conf:2: 'listen[0]' must be a group { ... }"));
+	CHECK(fails_with("listen = ( { address = \"127.0.0.1\"; "
+	    "port = \"25\"; } );\n",
+	    "t.conf:1: 'listen[0].port' must be an integer"));
+}
+
+static void
+test_bad_values(void)
+{
+	static const struct {
+		const char *text, *want;
+	} cases[] = {
+		{ "server = { workers = -1; };",
+		  "'server.workers' must be between 0 and 256 (got -1)" },
+		{ "server = { workers = 257; };",
+		  "'server.workers' must be between 0 and 256 (got 257)" },
+		{ "server = { log_level = \"verbose\"; };",
+		  "'server.log_level' must be \"error\", \"warn\", \"info\" or "
+		  "\"debug\" (got \"verbose\")" },
+		{ "server = { hostname = \"bad_host\"; };",
+		  "'server.hostname' must be a host name such as "
+		  "\"mx.example.com\" (got \"bad_host\")" },
+		{ "server = { user = \"\"; };",
+		  "'server.user' must not be empty" },
+		{ "queue = { directory = \"\"; };",
+		  "'queue.directory' must not be empty" },
+		{ "limits = { line_length = 511; };",
+		  "'limits.line_length' must be between 512 and 65536 (got 511)" },
+		{ "limits = { line_length = 65537; };",
+		  "'limits.line_length' must be between 512 and 65536 "
+		  "(got 65537)" },
+		{ "limits = { message_size = 1023; };",
+		  "'limits.message_size' must be between 1K and 2G (got 1023)" },
+		{ "limits = { message_size = \"3G\"; };",
+		  "'limits.message_size' must be between 1K and 2G (got 3G)" },
+		{ "limits = { message_size = \"25X\"; };",
+		  "'limits.message_size' must be a size such as \"25M\", "
+		  "\"512K\" or \"1G\" (got \"25X\")" },
+		{ "limits = { message_size = \"\"; };",
+		  "'limits.message_size' must be a size such as \"25M\", "
+		  "\"512K\" or \"1G\" (got \"\")" },
+		{ "limits = { recipients = 0; };",
+		  "'limits.recipients' must be between 1 and 10000 (got 0)" },
+		{ "limits = { recipients = 10001; };",
+		  "'limits.recipients' must be between 1 and 10000 (got 10001)" },
+		{ "limits = { errors = 0; };",
+		  "'limits.errors' must be between 1 and 1000 (got 0)" },
+		{ "limits = { errors = 1001; };",
+		  "'limits.errors' must be between 1 and 1000 (got 1001)" },
+		{ "limits = { connections = 0; };",
+		  "'limits.connections' must be between 1 and 1000000 (got 0)" },
+		{ "limits = { connections_per_ip = -1; };",
+		  "'limits.connections_per_ip' must be between 0 and 1000000 "
+		  "(got -1)" },
+		{ "limits = { bare_newlines = \"allow\"; };",
+		  "'limits.bare_newlines' must be \"reject\" or \"normalize\" "
+		  "(got \"allow\")" },
+		{ "timeouts = { command = 0; };",
+		  "'timeouts.command' must be between 1 and 86400 (got 0)" },
+		{ "timeouts = { data = -5; };",
+		  "'timeouts.data' must be between 1 and 86400 (got -5)" },
+		{ "timeouts = { shutdown_grace = 0; };",
+		  "'timeouts.shutdown_grace' must be between 1 and 86400 "
+		  "(got 0)" },
+		{ "accept_domains = [ \"ok.example\", \"bad domain\" ];",
+		  "'accept_domains[1]' is not a domain name (got \"bad domain\")" },
+		{ "accept_domains = [ \"\" ];",
+		  "'accept_domains[0]' must be a non-empty string" },
+	};
+	char text[512], want[512];
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(cases); i++) {
+		snprintf(text, sizeof(text), LISTEN "%s\n", cases[i].text);
+		snprintf(want, sizeof(want), "t.conf:2: %s", cases[i].want);
+		CHECK(fails_with(text, want));
+	}
+}
+
+static void
+test_bad_listeners(void)
+{
+	static const struct {
+		const char *entry, *want;
+	} cases[] = {
+		{ "address = \"127.0.0.1\"; port = 0;",
+		  "'listen[0].port' must be between 1 and 65535 (got 0)" },
+		{ "address = \"127.0.0.1\"; port = 65536;",
+		  "'listen[0].port' must be between 1 and 65535 (got 65536)" },
+		{ "address = \"localhost\"; port = 25;",
+		  "'listen[0].address' must be an IPv4 or IPv6 address such as "
+		  "\"127.0.0.1\" or \"::1\" (got \"localhost\")" },
+		{ "address = \"256.1.1.1\"; port = 25;",
+		  "'listen[0].address' must be an IPv4 or IPv6 address such as "
+		  "\"127.0.0.1\" or \"::1\" (got \"256.1.1.1\")" },
+		{ "address = \"[::1]\"; port = 25;",
+		  "'listen[0].address' must be an IPv4 or IPv6 address such as "
+		  "\"127.0.0.1\" or \"::1\" (got \"[::1]\")" },
+		{ "address = \"::1\"; port = 25; role = \"relay\";",
+		  "'listen[0].role' must be \"mx\", \"submission\" or "
+		  "\"submissions\" (got \"relay\")" },
+		{ "port = 25;",
+		  "missing setting 'listen[0].address'" },
+		{ "address = \"::1\";",
+		  "missing setting 'listen[0].port'" },
+	};
+	char text[512], want[512];
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(cases); i++) {
+		snprintf(text, sizeof(text), "\nlisten = ( { %s } );\n",
+		    cases[i].entry);
+		snprintf(want, sizeof(want), "t.conf:2: %s", cases[i].want);
+		CHECK(fails_with(text, want));
+	}
+}
+
+static void
+test_duplicate_listener(void)
+{
+	CHECK(fails_with("listen = (\n"
+	    "  { address = \"127.0.0.1\"; port = 25; },\n"
+	    "  { address = \"::1\"; port = 25; },\n"
+	    "  { address = \"127.0.0.1\"; port = 25; role = \"submission\"; }\n"
+	    ");\n",
+	    "t.conf:4: duplicate listener 127.0.0.1 port 25 (also at line 2)"));
+	/* The same address written another way is the same address. */
+	CHECK(fails_with("listen = (\n"
+	    "  { address = \"::1\"; port = 25; },\n"
+	    "  { address = \"0:0::1\"; port = 25; }\n"
+	    ");\n",
+	    "t.conf:3: duplicate listener 0:0::1 port 25 (also at line 2)"));
+}
+
+static void
+test_no_listener(void)
+{
+	const char *want = "no listener configured: say where to listen with "
+	    "listen = ( { address = \"...\"; port = ...; } );";
+	char full[512];
+
+	snprintf(full, sizeof(full), "t.conf: %s", want);
+	CHECK(fails_with("queue = { directory = \"/tmp/q\"; };\n", full));
+	CHECK(fails_with("", full));
+	snprintf(full, sizeof(full), "t.conf:2: %s", want);
+	CHECK(fails_with("\nlisten = ( );\n", full));
+}
+
+static void
+test_syntax_errors(void)
+{
+	CHECK(fails_with(LISTEN "limits = {\n  recipients = = 5;\n};\n",
+	    "t.conf:3: syntax error"));
+	CHECK(fails_with(LISTEN "limits = {\n  recipients = 5;\n\n",
+	    "t.conf:5: syntax error"));
+	CHECK(fails_with(LISTEN "server = { workers = 1; };\n"
+	    "server = { workers = 2; };\n",
+	    "t.conf:3: duplicate setting name"));
+}
+
+static void
+test_several_errors(void)
+{
+	struct mxconf *c = load(
+	    "listen = ( { address = \"nowhere\"; port = 99999; } );\n"
+	    "limits = {\n"
+	    "  recipients = 0;\n"
+	    "  colour = 3;\n"
+	    "};\n"
+	    "typo = 1;\n"
+	    "timeouts = { data = \"long\"; };\n");
+
+	CHECK(c == NULL);
+	CHECK_INT(nerrs, 6);
+	CHECK(has_error("t.conf:1: 'listen[0].address' must be an IPv4 or IPv6 "
+	    "address such as \"127.0.0.1\" or \"::1\" (got \"nowhere\")"));
+	CHECK(has_error("t.conf:1: 'listen[0].port' must be between 1 and "
+	    "65535 (got 99999)"));
+	CHECK(has_error("t.conf:3: 'limits.recipients' must be between 1 and "
+	    "10000 (got 0)"));
+	CHECK(has_error("t.conf:4: unknown setting 'limits.colour'"));
+	CHECK(has_error("t.conf:6: unknown setting 'typo'"));
+	CHECK(has_error("t.conf:7: 'timeouts.data' must be an integer"));
+	config_free(c);
+}
+
+/*
+ * libconfig cuts integer literals to 32 bits (decimal ones up to 1.5, hex
+ * ones always): such a value must never be taken for a smaller one.
+ */
+static void
+test_wide_integers(void)
+{
+	struct mxconf *c;
+
+	/* 0x100000064 would read as 100. */
+	c = load(LISTEN "limits = { recipients = 0x100000064; };\n");
+	CHECK(c == NULL);
+	CHECK_INT(nerrs, 1);
+	CHECK(strncmp(errs[0], "t.conf:2: 'limits.recipients'", 29) == 0);
+	config_free(c);
+
+	/* 4294967396 would read as 100 with libconfig 1.5. */
+	c = load(LISTEN "limits = { recipients = 4294967396; };\n");
+	CHECK(c == NULL);
+	CHECK_INT(nerrs, 1);
+	CHECK(strncmp(errs[0], "t.conf:2: 'limits.recipients'", 29) == 0);
+	config_free(c);
+
+	/* 2G exactly: read whole, or refused with advice, never cut. */
+	c = load(LISTEN "limits = { message_size = 2147483648; };\n");
+	if (c != NULL)
+		CHECK_INT(c->max_message_size, 2048LL * 1024 * 1024);
+	else
+		CHECK(nerrs == 1 && strstr(errs[0], "L suffix") != NULL);
+	config_free(c);
+
+	/* Wide numbers in comments, strings and floats are not integers. */
+	c = load(LISTEN "# recipients = 4294967396\n"
+	    "server = { hostname = \"h4294967396.example\"; }; /* 0x1ffffffff */\n"
+	    "limits = { recipients = 7; }; // 99999999999\n");
+	CHECK(c != NULL);
+	if (c != NULL)
+		CHECK_INT(c->max_recipients, 7);
+	show_errors();
+	config_free(c);
+}
+
+static void
+test_files(void)
+{
+	struct mxconf *c;
+	const char *path;
+	char want[512];
+
+	nerrs = 0;
+	c = config_load("/nonexistent/mxgate.conf", capture);
+	CHECK(c == NULL);
+	CHECK_INT(nerrs, 1);
+	CHECK_STR(errs[0], "/nonexistent/mxgate.conf: cannot open: "
+	    "No such file or directory");
+
+	/* Messages name the file as given. */
+	path = write_tmp("bad.conf", LISTEN "\nlimits = { recipients = 0; };\n");
+	CHECK(path != NULL);
+	nerrs = 0;
+	c = config_load(path, capture);
+	CHECK(c == NULL);
+	snprintf(want, sizeof(want), "%s:3: 'limits.recipients' must be "
+	    "between 1 and 10000 (got 0)", path);
+	CHECK_INT(nerrs, 1);
+	CHECK_STR(errs[0], want);
+
+	path = write_tmp("syntax.conf", LISTEN "limits = { recipients = ; };\n");
+	nerrs = 0;
+	c = config_load(path, capture);
+	CHECK(c == NULL);
+	snprintf(want, sizeof(want), "%s:2: syntax error", path);
+	CHECK_INT(nerrs, 1);
+	CHECK_STR(errs[0], want);
+
+	/* @include is relative to the including file, and named in errors. */
+	write_tmp("limits.inc", "limits = {\n  recipients = 0;\n};\n");
+	path = write_tmp("main.conf", LISTEN "@include \"limits.inc\"\n");
+	nerrs = 0;
+	c = config_load(path, capture);
+	CHECK(c == NULL);
+	snprintf(want, sizeof(want), "%s/limits.inc:2: 'limits.recipients' "
+	    "must be between 1 and 10000 (got 0)", tmpdir);
+	CHECK_INT(nerrs, 1);
+	CHECK_STR(errs[0], want);
+}
+
+static void
+test_free_null(void)
+{
+	config_free(NULL);
+	CHECK(1);
+}
+
+static void
+remove_tmp(void)
+{
+	static const char *const names[] = {
+		"bad.conf", "syntax.conf", "limits.inc", "main.conf"
+	};
+	char path[256];
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(names); i++) {
+		snprintf(path, sizeof(path), "%s/%s", tmpdir, names[i]);
+		unlink(path);
+	}
+	rmdir(tmpdir);
+}
+
+int
+main(int argc, char **argv)
+{
+	static char path[4096];
+	const char *dir;
+
+	if (argc > 1) {
+		sample_path = argv[1];
+	} else {
+		if ((dir = getenv("MXGATE_SRCDIR")) == NULL &&
+		    (dir = getenv("srcdir")) == NULL)
+			dir = ".";
+		snprintf(path, sizeof(path), "%s/etc/mxgate.conf", dir);
+		sample_path = path;
+	}
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_config.XXXXXX");
+	if (mkdtemp(tmpdir) == NULL) {
+		perror("mkdtemp");
+		return 1;
+	}
+
+	RUN(test_default_loads);
+	RUN(test_sample_matches_default);
+	RUN(test_defaults_filled_in);
+	RUN(test_all_settings);
+	RUN(test_sizes);
+	RUN(test_ipv6_listener);
+	RUN(test_unknown_keys);
+	RUN(test_wrong_types);
+	RUN(test_bad_values);
+	RUN(test_bad_listeners);
+	RUN(test_duplicate_listener);
+	RUN(test_no_listener);
+	RUN(test_syntax_errors);
+	RUN(test_several_errors);
+	RUN(test_wide_integers);
+	RUN(test_files);
+	RUN(test_free_null);
+	remove_tmp();
+	return unit_done();
+}
