@@ -410,8 +410,14 @@ configure_connection(struct queue_db *db)
 	}
 	/* FULL: in WAL mode, every commit is on disk before it returns;
 	 * the 250 reply depends on that. */
+	/*
+	 * temp_store MEMORY keeps each message's savepoint journal in memory:
+	 * in a temporary file it costs dozens of write(2) calls per message
+	 * (measured: it halves the insert rate).
+	 */
 	if (exec_sql(db, "PRAGMA synchronous = FULL", "synchronous") == -1 ||
-	    exec_sql(db, "PRAGMA foreign_keys = ON", "foreign_keys") == -1)
+	    exec_sql(db, "PRAGMA foreign_keys = ON", "foreign_keys") == -1 ||
+	    exec_sql(db, "PRAGMA temp_store = MEMORY", "temp_store") == -1)
 		return -1;
 	if (query_int(db, "PRAGMA foreign_keys", &n) == -1 || n != 1) {
 		log_error("queue database %s: SQLite lacks foreign keys",
