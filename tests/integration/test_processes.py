@@ -1,0 +1,229 @@
+"""The process model: titles, privileges, respawn of killed children,
+graceful stop, restart on the same queue."""
+
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import (make_message, proc_cmdline, proc_exists, queued_id,
+                      wait_for)
+
+
+def send_messages(d, n, subject="msg", per_conn=5):
+    """Send n messages; returns their queue ids."""
+    ids = []
+    while len(ids) < n:
+        with smtplib.SMTP(d.host, d.port, timeout=30) as s:
+            s.ehlo("client.example")
+            for _ in range(min(per_conn, n - len(ids))):
+                s.mail("alice@sender.example")
+                s.rcpt("bob@example.test")
+                code, resp = s.data(make_message("%s %d" % (subject, len(ids))))
+                ids.append(queued_id("%d %s" % (code, resp.decode())))
+    return ids
+
+
+def proc_uid(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return [int(x) for x in line.split()[1:]]
+    return None
+
+
+def ps_args(pid):
+    r = subprocess.run(["ps", "-o", "args=", "-p", str(pid)],
+                       capture_output=True, text=True, timeout=10)
+    return r.stdout.strip()
+
+
+def test_process_titles(daemon):
+    assert wait_for(lambda: len(daemon.smtp_pids()) == 2, 5.0), daemon.titles()
+    assert ps_args(daemon.pid).startswith("mxgated: master"), ps_args(daemon.pid)
+    titles = daemon.titles()
+    smtp = [p for p, t in titles.items() if t.startswith("mxgated: smtp")]
+    queue = [p for p, t in titles.items() if t.startswith("mxgated: queue")]
+    assert len(smtp) == 2, titles      # workers = 2
+    assert len(queue) == 1, titles
+    for p in smtp + queue:
+        assert ps_args(p).startswith("mxgated: "), ps_args(p)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_children_drop_privileges(daemon):
+    assert wait_for(lambda: len(daemon.smtp_pids()) == 2, 5.0), daemon.titles()
+    for p in daemon.smtp_pids() + daemon.queue_pids():
+        uids = proc_uid(p)
+        assert uids and 0 not in uids, (proc_cmdline(p), uids)
+    # the queue directory belongs to the unprivileged user now
+    assert os.stat(daemon.db_path).st_uid != 0
+
+
+def test_version():
+    from conftest import mxgated_path
+    r = subprocess.run([mxgated_path(), "-V"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 0
+    assert "0.1" in (r.stdout + r.stderr)
+
+
+def test_worker_killed_is_respawned(daemon):
+    assert wait_for(lambda: len(daemon.smtp_pids()) == 2, 5.0), daemon.titles()
+    acked, failures = [], []
+    stop = threading.Event()
+
+    def traffic():
+        n = 0
+        while not stop.is_set() and n < 2000:
+            try:
+                with smtplib.SMTP(daemon.host, daemon.port, timeout=10) as s:
+                    s.ehlo("busy.example")
+                    s.mail("alice@sender.example")
+                    s.rcpt("bob@example.test")
+                    code, resp = s.data(make_message("during kill %d" % n))
+                    if code == 250:
+                        acked.append(queued_id("%d %s" % (code, resp.decode())))
+            except (OSError, smtplib.SMTPException) as e:
+                failures.append(repr(e))   # sessions of the dead worker
+            n += 1
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        wait_for(lambda: len(acked) >= 5, 10.0)
+        before = set(daemon.smtp_pids())
+        victim = sorted(before)[0]
+        os.kill(victim, signal.SIGKILL)
+        new = wait_for(lambda: set(daemon.smtp_pids()) - before, 10.0)
+        assert new, "no new smtp worker within 10s: %s" % daemon.titles()
+        assert wait_for(lambda: len(daemon.smtp_pids()) == 2, 10.0), \
+            daemon.titles()
+        assert victim not in daemon.smtp_pids()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join(timeout=60)
+    assert not t.is_alive()
+    assert daemon.running(), "the master died with its worker"
+    # new connections succeed, on either worker
+    ids = send_messages(daemon, 10, "after respawn", per_conn=1)
+    assert len(ids) == 10
+    # every message acknowledged, before, during or after, is queued
+    stored = {r[0] for r in daemon.db("SELECT id FROM messages")}
+    missing = [q for q in acked + ids if q not in stored]
+    assert not missing, missing
+    print("acked %d during the kill, %d client errors" % (len(acked),
+                                                          len(failures)))
+
+
+def test_queue_process_killed_is_respawned(daemon):
+    assert wait_for(lambda: len(daemon.queue_pids()) == 1, 5.0), daemon.titles()
+    before_ids = send_messages(daemon, 3, "before queue kill")
+    victim = daemon.queue_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    new = wait_for(lambda: [p for p in daemon.queue_pids() if p != victim],
+                   10.0)
+    assert new, "no new queue process within 10s: %s" % daemon.titles()
+    assert daemon.running()
+    # the workers talk to the new queue process (allow it a moment)
+    ids = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not ids:
+        try:
+            ids = send_messages(daemon, 3, "after queue kill", per_conn=3)
+        except (AssertionError, OSError, smtplib.SMTPException):
+            time.sleep(0.5)
+    assert len(ids) == 3
+    stored = {r[0] for r in daemon.db("SELECT id FROM messages")}
+    assert set(before_ids + ids) <= stored
+
+
+def test_restart_keeps_queue(daemon):
+    first = send_messages(daemon, 10, "first run")
+    status, took = daemon.stop()
+    assert status == 0, daemon.log()[-3000:]
+    daemon.start()
+    second = send_messages(daemon, 5, "second run")
+    assert daemon.message_count() == 15
+    stored = {r[0] for r in daemon.db("SELECT id FROM messages")}
+    assert stored == set(first + second)
+    status, _ = daemon.stop()
+    assert status == 0
+    # and once more, with the daemon down: the database is whole
+    assert daemon.db("PRAGMA integrity_check") == [("ok",)]
+    assert daemon.message_count() == 15
+    rows = daemon.db("SELECT count(*) FROM recipients WHERE state = 'queued'")
+    assert rows[0][0] == 15
+
+
+def test_sigterm_with_open_sessions(daemon):
+    grace = daemon.settings["timeouts"]["shutdown_grace"]
+    ids = send_messages(daemon, 3, "before stop")
+    idle = daemon.raw()
+    busy = daemon.raw()
+    in_data = daemon.raw()
+    for c in (idle, busy, in_data):
+        assert c.line().startswith("220")
+        assert c.cmd("EHLO open.example").startswith("250")
+    assert busy.cmd("MAIL FROM:<a@sender.example>").startswith("250")
+    assert busy.cmd("RCPT TO:<bob@example.test>").startswith("250")
+    assert in_data.cmd("MAIL FROM:<a@sender.example>").startswith("250")
+    assert in_data.cmd("RCPT TO:<bob@example.test>").startswith("250")
+    assert in_data.cmd("DATA").startswith("354")
+    in_data.send("Subject: never finished\r\n\r\nhalf")
+
+    t0 = time.monotonic()
+    os.kill(daemon.pid, signal.SIGTERM)
+    # a session in its transaction may still finish during the grace period
+    late = None
+    try:
+        if busy.cmd("DATA").startswith("354"):
+            busy.send(make_message("finished during grace") + ".\r\n")
+            late = busy.line()
+    except (EOFError, OSError, TimeoutError):
+        late = None
+    try:
+        daemon.proc.wait(timeout=grace + 10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("mxgated still running %ds after SIGTERM (grace %ds)"
+                    % (grace + 10, grace))
+    took = time.monotonic() - t0
+    status = daemon.proc.returncode
+    daemon.stop()
+    assert status == 0, status
+    assert took <= grace + 5, took
+
+    # the idle session was told (421) or at least closed
+    try:
+        line = idle.line(timeout=2)
+        assert line.startswith("421"), line
+    except EOFError:
+        pass
+    for c in (idle, busy, in_data):
+        c.close()
+    # nothing listens any more
+    with pytest.raises(OSError):
+        socket.create_connection((daemon.host, daemon.port), timeout=1).close()
+
+    assert daemon.db("PRAGMA integrity_check") == [("ok",)]
+    stored = {r[0]: r[1] for r in daemon.db("SELECT id, subject FROM messages")}
+    assert set(ids) <= set(stored)
+    assert "never finished" not in stored.values()
+    if late is not None and late.startswith("250"):
+        assert queued_id(late) in stored
+    elif late is not None:
+        assert late.startswith("421"), late
+
+
+def test_sigterm_idle_daemon_is_quick(daemon):
+    status, took = daemon.stop()
+    assert status == 0
+    assert took < 3.0, took
+    for p in daemon.children():
+        assert not proc_exists(p)

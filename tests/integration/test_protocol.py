@@ -1,0 +1,374 @@
+"""SMTP dialogue over a real socket: replies to every command, sequence
+and syntax errors, limits, relay denial and the address tricks around it."""
+
+import socket
+import smtplib
+import time
+
+import pytest
+
+from conftest import HOSTNAME
+
+
+def ehlo(c, name="client.example"):
+    c.send("EHLO %s\r\n" % name)
+    code, texts, lines = c.reply()
+    assert code == 250, lines
+    return texts
+
+
+def test_greeting(daemon):
+    with daemon.raw() as c:
+        line = c.line()
+        assert line.startswith("220 %s ESMTP mxgate" % HOSTNAME), line
+
+
+def test_ehlo_extensions(daemon):
+    with daemon.raw() as c:
+        c.line()
+        texts = ehlo(c)
+        assert texts[0].startswith(HOSTNAME), texts
+        keywords = {t.split()[0].upper(): t.split()[1:] for t in texts[1:]}
+        for k in ("PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES",
+                  "SMTPUTF8"):
+            assert k in keywords, texts
+        assert keywords["SIZE"] == ["1048576"], texts
+
+
+def test_helo(daemon):
+    with daemon.raw() as c:
+        c.line()
+        line = c.cmd("HELO client.example")
+        assert line.startswith("250 " + HOSTNAME), line
+
+
+def test_smtplib_ehlo(daemon):
+    with smtplib.SMTP(daemon.host, daemon.port, timeout=10) as s:
+        code, _ = s.ehlo("client.example")
+        assert code == 250
+        assert s.has_extn("pipelining") and s.has_extn("size")
+        assert s.has_extn("enhancedstatuscodes")
+
+
+@pytest.mark.parametrize("command,expect", [
+    ("NOOP", "250 2.0.0"),
+    ("NOOP with an argument", "250 2.0.0"),
+    ("RSET", "250 2.0.0"),
+    ("HELP", "214 "),
+    ("VRFY bob@example.test", "252 "),
+    ("VRFY bob", "252 "),
+    ("FOO", "500 5.5.2"),
+    ("FOO BAR BAZ", "500 5.5.2"),
+])
+def test_simple_commands(daemon, command, expect):
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        line = c.cmd(command)
+        assert line.startswith(expect), (command, line)
+        # The session goes on after every one of them.
+        assert c.cmd("NOOP").startswith("250 ")
+
+
+def test_commands_are_case_insensitive(daemon):
+    with daemon.raw() as c:
+        c.line()
+        assert c.cmd("ehlo client.example").startswith("250 ")
+        assert c.cmd("mail from:<a@sender.example>").startswith("250 2.1.0")
+        assert c.cmd("rcpt to:<bob@example.test>").startswith("250 2.1.5")
+        assert c.cmd("rset").startswith("250 2.0.0")
+
+
+def test_quit(daemon):
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        line = c.cmd("QUIT")
+        assert line.startswith("221 2.0.0"), line
+        assert c.closed_by_peer(5.0)
+
+
+@pytest.mark.parametrize("commands", [
+    ["RCPT TO:<bob@example.test>"],                   # RCPT before MAIL
+    ["DATA"],                                         # DATA before MAIL
+    ["MAIL FROM:<a@sender.example>", "DATA"],         # DATA before RCPT
+    ["MAIL FROM:<a@sender.example>",
+     "MAIL FROM:<b@sender.example>"],                 # nested MAIL
+])
+def test_bad_sequence(daemon, commands):
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        for cmd in commands[:-1]:
+            assert c.cmd(cmd).startswith("250 "), cmd
+        line = c.cmd(commands[-1])
+        assert line.startswith("503 5.5.1"), (commands, line)
+        assert c.cmd("NOOP").startswith("250 ")
+
+
+def test_rset_ends_transaction(daemon):
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 2.1.0")
+        assert c.cmd("RCPT TO:<bob@example.test>").startswith("250 2.1.5")
+        assert c.cmd("RSET").startswith("250 2.0.0")
+        assert c.cmd("DATA").startswith("503 5.5.1")
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 2.1.0")
+    assert daemon.message_count() == 0
+
+
+@pytest.mark.parametrize("command,expect", [
+    ("EHLO", "501 "),
+    ("HELO", "501 "),
+    ("MAIL FROM:<a@sender.example", "501 5."),
+    ("MAIL FROM:", "501 5."),
+    ("MAIL TO:<a@sender.example>", "501 5."),
+    ("MAIL FROM:<a@@sender.example>", "501 5."),
+    ("MAIL FROM:<a@sender..example>", "501 5."),
+    ("MAIL FROM:<a@sender.example> SIZE=abc", "501 5."),
+])
+def test_syntax_errors(daemon, command, expect):
+    with daemon.raw() as c:
+        c.line()
+        if not command.startswith(("EHLO", "HELO")):
+            ehlo(c)
+        line = c.cmd(command)
+        assert line.startswith(expect), (command, line)
+        assert c.cmd("NOOP").startswith("250 ")
+
+
+def test_rcpt_syntax_error(daemon):
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 ")
+        for bad in ("RCPT TO:", "RCPT TO:<>", "RCPT TO:<bob@example.test",
+                    "RCPT FROM:<bob@example.test>"):
+            line = c.cmd(bad)
+            assert line.startswith("501 5."), (bad, line)
+
+
+def test_unknown_mail_parameter(daemon):
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        line = c.cmd("MAIL FROM:<a@sender.example> FOO=BAR")
+        assert line.startswith("555 5.5.4"), line
+        # the transaction did not start
+        assert c.cmd("RCPT TO:<bob@example.test>").startswith("503 5.5.1")
+
+
+def test_known_mail_parameters(daemon):
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        line = c.cmd("MAIL FROM:<a@sender.example> SIZE=1000 BODY=8BITMIME")
+        assert line.startswith("250 2.1.0"), line
+        assert c.cmd("RSET").startswith("250 ")
+        line = c.cmd("MAIL FROM:<a@sender.example> SMTPUTF8")
+        assert line.startswith("250 2.1.0"), line
+
+
+def test_size_parameter_over_limit(daemon):
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        line = c.cmd("MAIL FROM:<a@sender.example> SIZE=2000000")
+        assert line.startswith("552 5.3.4"), line
+        assert c.cmd("MAIL FROM:<a@sender.example> SIZE=2000").startswith("250 ")
+
+
+def test_null_sender_and_postmaster(daemon):
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        assert c.cmd("MAIL FROM:<>").startswith("250 2.1.0")
+        line = c.cmd("RCPT TO:<postmaster>")
+        assert line.startswith("250 2.1.5"), line
+        line = c.cmd("RCPT TO:<Postmaster>")
+        assert line.startswith("250 2.1.5"), line
+
+
+@pytest.mark.parametrize("rcpt,expect", [
+    ("<bob@example.test>", "250 2.1.5"),
+    ("<bob@EXAMPLE.TEST>", "250 2.1.5"),
+    ("<bob@localhost>", "250 2.1.5"),
+    ("<\"bob smith\"@example.test>", "250 2.1.5"),
+    # a '%' in the local part is only a local part here
+    ("<user%other.example@example.test>", "250 2.1.5"),
+    ("<bob@evil.example>", "550 5.7.1"),
+    ("<bob@example.test.evil.example>", "550 5.7.1"),
+    ("<bob@evilexample.test>", "550 5.7.1"),
+    # the source route is ignored: the real domain is evil.example
+    ("<@example.test:user@evil.example>", "550 5.7.1"),
+    ("<@a.example,@example.test:user@evil.example>", "550 5.7.1"),
+    # and the other way round: relayed via evil, delivered to us
+    ("<@evil.example:user@example.test>", "250 2.1.5"),
+    ("<bob@[127.0.0.1]>", "550 5.7.1"),
+])
+def test_relay_denied(daemon, rcpt, expect):
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 ")
+        line = c.cmd("RCPT TO:%s" % rcpt)
+        assert line.startswith(expect), (rcpt, line)
+
+
+def test_relay_denied_then_data_refused(daemon):
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 ")
+        assert c.cmd("RCPT TO:<bob@evil.example>").startswith("550 5.7.1")
+        assert c.cmd("DATA").startswith("503 5.5.1")
+    assert daemon.message_count() == 0
+
+
+def test_too_many_recipients(daemon_factory):
+    d = daemon_factory({"limits": {"recipients": 3}})
+    with d.raw() as c:
+        c.line()
+        ehlo(c)
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 ")
+        for i in range(3):
+            assert c.cmd("RCPT TO:<u%d@example.test>" % i).startswith("250 2.1.5")
+        line = c.cmd("RCPT TO:<u9@example.test>")
+        assert line.startswith("452 4.5.3"), line
+        # The transaction goes on with the three accepted.
+        assert c.cmd("DATA").startswith("354 ")
+        c.send("Subject: three\r\n\r\nhello\r\n.\r\n")
+        line = c.line()
+        assert line.startswith("250 2.0.0 Ok: queued as "), line
+        qid = line.split()[-1]
+    rows = d.db("SELECT address FROM recipients WHERE message_id = ? "
+                "ORDER BY address", (qid,))
+    assert [r[0] for r in rows] == ["u0@example.test", "u1@example.test",
+                                    "u2@example.test"]
+
+
+def test_line_too_long(daemon):
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        line = c.cmd("NOOP " + "x" * 600)
+        assert line.startswith("500 5.5.2"), line
+        # the rest of the long line was discarded, not taken as a command
+        assert c.cmd("NOOP").startswith("250 ")
+        # a very long line, sent in pieces
+        c.send("MAIL FROM:<" + "y" * 100000)
+        c.send("@sender.example>\r\n")
+        line = c.line()
+        assert line.startswith("500 5.5.2"), line
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 2.1.0")
+
+
+def test_line_at_the_limit(daemon):
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        # 512 bytes with CRLF is allowed, 513 is not
+        line = c.cmd("NOOP " + "x" * (512 - 2 - 5))
+        assert line.startswith("250 "), line
+        line = c.cmd("NOOP " + "x" * (512 - 2 - 5 + 1))
+        assert line.startswith("500 5.5.2"), line
+
+
+def test_bare_lf_in_command(daemon):
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        c.send("NOOP\n")
+        line = c.line()
+        assert line.startswith("500 5.5.2"), line
+        assert c.cmd("NOOP").startswith("250 ")
+
+
+def test_too_many_errors(daemon):
+    # errors = 10 in the test configuration: the tenth error reply is
+    # followed by (or replaced with) 421 4.7.0 and the connection closes.
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        last = None
+        for i in range(10):
+            last = c.cmd("BOGUS%d" % i)
+            if last.startswith("421"):
+                assert i == 9, "421 after only %d errors: %s" % (i + 1, last)
+                break
+            assert last.startswith("500 5.5.2"), last
+        if not last.startswith("421"):
+            try:
+                last = c.line(timeout=2)
+            except TimeoutError:
+                last = c.cmd("BOGUS10")
+        assert last.startswith("421 4.7.0"), last
+        assert c.closed_by_peer(5.0)
+
+
+def test_command_timeout(daemon_factory):
+    d = daemon_factory({"timeouts": {"command": 2}})
+    with d.raw(timeout=15) as c:
+        c.line()
+        ehlo(c)
+        line = c.line(timeout=10)   # idle: the server speaks first
+        assert line.startswith("421 4.4.2"), line
+        assert c.closed_by_peer(5.0)
+
+
+def test_connections_per_ip_limit(daemon_factory):
+    d = daemon_factory({"limits": {"connections_per_ip": 3}})
+    held = []
+    try:
+        for _ in range(3):
+            c = d.raw()
+            assert c.line().startswith("220 ")
+            held.append(c)
+        extra = d.raw()
+        held.append(extra)
+        try:
+            line = extra.line(timeout=5)
+        except (EOFError, ConnectionResetError):
+            line = ""
+        assert not line.startswith("220"), line
+        # once one is closed, a new client is served again
+        held[0].cmd("QUIT")
+        held[0].close()
+        ok = False
+        for _ in range(50):
+            c = d.raw()
+            try:
+                first = c.line(timeout=5)
+            except (EOFError, ConnectionResetError):
+                first = ""
+            c.close()
+            if first.startswith("220"):
+                ok = True
+                break
+            time.sleep(0.1)
+        assert ok
+    finally:
+        for c in held:
+            c.close()
+
+
+def test_client_disconnect_midway(daemon):
+    """Clients that vanish at any point must not disturb the daemon."""
+    for upto in ("banner", "ehlo", "mail", "data", "content"):
+        s = socket.create_connection((daemon.host, daemon.port), timeout=5)
+        steps = {"ehlo": b"EHLO x\r\n",
+                 "mail": b"EHLO x\r\nMAIL FROM:<a@b.example>\r\n",
+                 "data": b"EHLO x\r\nMAIL FROM:<a@b.example>\r\n"
+                         b"RCPT TO:<bob@example.test>\r\nDATA\r\n",
+                 "content": b"EHLO x\r\nMAIL FROM:<a@b.example>\r\n"
+                            b"RCPT TO:<bob@example.test>\r\nDATA\r\n"
+                            b"Subject: half\r\n\r\nhalf a mess"}
+        if upto in steps:
+            s.sendall(steps[upto])
+        s.close()
+    with daemon.raw() as c:
+        assert c.line().startswith("220 ")
+        ehlo(c)
+    assert daemon.message_count() == 0
+    assert daemon.running()
