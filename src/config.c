@@ -39,9 +39,9 @@
 #define GB (1024LL * MB)
 
 /*
- * An integer literal of the main text.  libconfig up to 1.5 stores a
- * decimal literal that does not fit in 32 bits into an int (truncated,
- * silently), and every version does so for hexadecimal literals; the
+ * An integer literal of the main text.  libconfig 1.5 stores a decimal
+ * literal that does not fit in 32 bits into an int (truncated, silently),
+ * and even recent versions do so for hexadecimal literals; the
  * literals are scanned separately so that such a value is an error rather
  * than, say, "recipients = 4294967396" read as 100.
  */
@@ -243,32 +243,40 @@ conf_emit(const struct conf_ctx *ctx, const char *msg)
 		fprintf(stderr, "%s\n", msg);
 }
 
+/*
+ * The file a problem is in: the loaded one when file is NULL (libconfig
+ * reads our copy of the text and knows no name for it), or an @include'd
+ * one, which libconfig 1.5 names as written in the directive and later
+ * versions prefix with the include directory themselves.
+ */
+static void
+source_name(const struct conf_ctx *ctx, const char *file, char *out,
+    size_t size)
+{
+	const char *dir = ctx->include_dir;
+	size_t dirlen = dir != NULL ? strlen(dir) : 0;
+
+	if (file == NULL)
+		snprintf(out, size, "%s", ctx->name);
+	else if (dir == NULL || file[0] == '/' ||
+	    (strncmp(file, dir, dirlen) == 0 && file[dirlen] == '/'))
+		snprintf(out, size, "%s", file);
+	else
+		snprintf(out, size, "%s/%s", dir, file);
+}
+
 static void
 conf_vreport(struct conf_ctx *ctx, const char *file, unsigned line,
     const char *fmt, va_list ap)
 {
-	size_t dirlen = ctx->include_dir ? strlen(ctx->include_dir) : 0;
-	char problem[1024], msg[2048];
-	const char *dir = "";
+	char where[1024], problem[1024], msg[2100];
 
-	/*
-	 * libconfig 1.5 names an @include'd file as written in the directive;
-	 * later versions prefix the include directory themselves.
-	 */
+	source_name(ctx, file, where, sizeof(where));
 	vsnprintf(problem, sizeof(problem), fmt, ap);
-	if (file == NULL)
-		file = ctx->name;
-	if (file != ctx->name && file[0] != '/' && ctx->include_dir != NULL &&
-	    strcmp(ctx->include_dir, ".") != 0 &&
-	    !(strncmp(file, ctx->include_dir, dirlen) == 0 &&
-	    file[dirlen] == '/'))
-		dir = ctx->include_dir;
 	if (line > 0)
-		snprintf(msg, sizeof(msg), "%s%s%s:%u: %s", dir, *dir ? "/" : "",
-		    file, line, problem);
+		snprintf(msg, sizeof(msg), "%s:%u: %s", where, line, problem);
 	else
-		snprintf(msg, sizeof(msg), "%s%s%s: %s", dir, *dir ? "/" : "",
-		    file, problem);
+		snprintf(msg, sizeof(msg), "%s: %s", where, problem);
 	conf_emit(ctx, msg);
 	ctx->nerrors++;
 }
@@ -351,10 +359,6 @@ literal_add(struct conf_ctx *ctx, unsigned line, long long v, bool wide)
 		ctx->any_wide = true;
 }
 
-/*
- * Read one number at p (libconfig's integer, integer64, hex, hex64 or
- * float token); record integers without an L suffix.  Returns the end.
- */
 /* The rest of a float such as "1.5", ".5e3": not ours to check. */
 static const char *
 skip_float(const char *q)
@@ -365,6 +369,10 @@ skip_float(const char *q)
 	return q;
 }
 
+/*
+ * Read one number at p (libconfig's integer, integer64, hex, hex64 or
+ * float token); record integers without an L suffix.  Returns the end.
+ */
 static const char *
 scan_number(struct conf_ctx *ctx, const char *p, unsigned line)
 {
@@ -446,7 +454,7 @@ scan_int_literals(struct conf_ctx *ctx, const char *text)
 /*
  * Did libconfig truncate the integer of s?  Only the main text is scanned
  * (not @include'd files).  A value that equals a literal on its line was
- * read whole (libconfig 1.6 and later promote wide decimal literals to
+ * read whole (later libconfig versions promote wide decimal literals to
  * 64 bits); one that equals none, on a line holding a wide literal, was cut.
  */
 static bool
