@@ -410,7 +410,38 @@ scan_number(struct conf_ctx *ctx, const char *p, unsigned line)
 	return q;
 }
 
-/* Find the integer literals of text, skipping comments, strings and names. */
+/* Past the end of the block comment at p. */
+static const char *
+skip_block_comment(const char *p, unsigned *line)
+{
+	for (p += 2; *p != '\0' && !(p[0] == '*' && p[1] == '/'); p++)
+		if (*p == '\n')
+			(*line)++;
+	return *p != '\0' ? p + 2 : p;
+}
+
+/* Past the end of the string at p. */
+static const char *
+skip_string(const char *p, unsigned *line)
+{
+	for (p++; *p != '\0' && *p != '"'; p++) {
+		if (*p == '\\' && p[1] != '\0')
+			p++;
+		if (*p == '\n')
+			(*line)++;
+	}
+	return *p != '\0' ? p + 1 : p;
+}
+
+static bool
+starts_number(const char *p)
+{
+	if (*p == '-' || *p == '+' || *p == '.')
+		p++;
+	return isdigit((unsigned char)*p);
+}
+
+/* Find the integer literals of text, skipping comments, strings, names. */
 static void
 scan_int_literals(struct conf_ctx *ctx, const char *text)
 {
@@ -422,29 +453,17 @@ scan_int_literals(struct conf_ctx *ctx, const char *text)
 			line++;
 			p++;
 		} else if (*p == '#' || (p[0] == '/' && p[1] == '/')) {
-			while (*p != '\0' && *p != '\n')
-				p++;
+			p += strcspn(p, "\n");
 		} else if (p[0] == '/' && p[1] == '*') {
-			for (p += 2; *p != '\0' && !(p[0] == '*' && p[1] == '/'); p++)
-				if (*p == '\n')
-					line++;
-			if (*p != '\0')
-				p += 2;
+			p = skip_block_comment(p, &line);
 		} else if (*p == '"') {
-			for (p++; *p != '\0' && *p != '"'; p++) {
-				if (*p == '\\' && p[1] != '\0')
-					p++;
-				if (*p == '\n')
-					line++;
-			}
-			if (*p != '\0')
-				p++;
+			p = skip_string(p, &line);
 		} else if (isalpha((unsigned char)*p) || *p == '*') {
 			while (is_name_char((unsigned char)*p))
 				p++;
-		} else if (isdigit((unsigned char)*p) || ((*p == '-' ||
-		    *p == '+' || *p == '.') && isdigit((unsigned char)p[1]))) {
-			p = *p == '.' ? skip_float(p) : scan_number(ctx, p, line);
+		} else if (starts_number(p)) {
+			p = *p == '.' ? skip_float(p) :
+			    scan_number(ctx, p, line);
 		} else {
 			p++;
 		}
@@ -567,8 +586,8 @@ get_integer(struct conf_ctx *ctx, config_setting_t *s, const char *name,
 {
 	*v = config_setting_get_int64(s);
 	if (int_truncated(ctx, s, *v)) {
-		conf_report(ctx, s, "'%s': this integer does not fit in 32 bits "
-		    "and libconfig cuts it; write it with an L suffix "
+		conf_report(ctx, s, "'%s': this integer does not fit in 32 "
+		    "bits and libconfig cuts it; write it with an L suffix "
 		    "(3000000000L)", name);
 		return -1;
 	}
@@ -611,7 +630,8 @@ set_size(struct conf_ctx *ctx, const struct conf_spec *sp,
 		text = config_setting_get_string(s);
 		if ((v = parse_size(text)) < 0) {
 			conf_report(ctx, s, "'%s' must be a size such as "
-			    "\"25M\", \"512K\" or \"1G\" (got \"%s\")", name, text);
+			    "\"25M\", \"512K\" or \"1G\" (got \"%s\")", name,
+			    text);
 			return -1;
 		}
 	} else {
@@ -961,9 +981,10 @@ check_domains(struct conf_ctx *ctx, const struct conf_spec *sp,
 		for (p = c->accept_domains[i]; *p != '\0'; p++)
 			*p = (char)tolower((unsigned char)*p);
 		if (!addr_domain_valid(c->accept_domains[i])) {
-			conf_report(ctx, config_setting_get_elem(s, (unsigned)i),
-			    "'%s[%zu]' is not a domain name (got \"%s\")", name,
-			    i, config_setting_get_string_elem(s, (int)i));
+			conf_report(ctx, config_setting_get_elem(s,
+			    (unsigned)i), "'%s[%zu]' is not a domain name "
+			    "(got \"%s\")", name, i,
+			    config_setting_get_string_elem(s, (int)i));
 			r = -1;
 		}
 	}
@@ -978,7 +999,8 @@ check_ip_address(struct conf_ctx *ctx, const struct conf_spec *sp,
 	struct in6_addr in6;
 	struct in_addr in;
 
-	if (inet_pton(AF_INET, a, &in) == 1 || inet_pton(AF_INET6, a, &in6) == 1)
+	if (inet_pton(AF_INET, a, &in) == 1 ||
+	    inet_pton(AF_INET6, a, &in6) == 1)
 		return 0;
 	conf_report(ctx, s, "'%s' must be an IPv4 or IPv6 address such as "
 	    "\"127.0.0.1\" or \"::1\" (got \"%s\")", name, a);
@@ -1026,21 +1048,22 @@ check_listeners_unique(struct conf_ctx *ctx, const struct conf_spec *sp,
     config_setting_t *s, const char *name, void *base)
 {
 	struct mxconf *c = base;
+	const struct listener_conf *l = c->listeners;
+	config_setting_t *first, *again;
 	size_t i, j;
 	int r = 0;
 
 	for (j = 1; j < c->nlisteners; j++) {
-		for (i = 0; i < j; i++) {
-			if (!listener_same(&c->listeners[i], &c->listeners[j]))
-				continue;
-			conf_report(ctx, config_setting_get_elem(s, (unsigned)j),
-			    "duplicate listener %s port %d (also at line %u)",
-			    c->listeners[j].address, c->listeners[j].port,
-			    config_setting_source_line(
-			    config_setting_get_elem(s, (unsigned)i)));
-			r = -1;
-			break;
-		}
+		for (i = 0; i < j && !listener_same(&l[i], &l[j]); i++)
+			;
+		if (i == j)
+			continue;
+		first = config_setting_get_elem(s, (unsigned)i);
+		again = config_setting_get_elem(s, (unsigned)j);
+		conf_report(ctx, again, "duplicate listener %s port %d "
+		    "(also at line %u)", l[j].address, l[j].port,
+		    config_setting_source_line(first));
+		r = -1;
 	}
 	return r;
 }
@@ -1117,7 +1140,8 @@ read_file(struct conf_ctx *ctx, const char *path, struct buf *b)
 	int err;
 
 	if ((fp = fopen(path, "r")) == NULL) {
-		conf_report_at(ctx, path, 0, "cannot open: %s", strerror(errno));
+		conf_report_at(ctx, path, 0, "cannot open: %s",
+		    strerror(errno));
 		return -1;
 	}
 	while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0)

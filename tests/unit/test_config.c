@@ -96,7 +96,8 @@ read_text(const char *path)
 	if (fseek(fp, 0, SEEK_END) == 0 && (len = ftell(fp)) >= 0 &&
 	    fseek(fp, 0, SEEK_SET) == 0) {
 		text = calloc(1, (size_t)len + 1);
-		if (text != NULL && fread(text, 1, (size_t)len, fp) != (size_t)len) {
+		if (text != NULL &&
+		    fread(text, 1, (size_t)len, fp) != (size_t)len) {
 			free(text);
 			text = NULL;
 		}
@@ -383,11 +384,13 @@ test_unknown_keys(void)
 	CHECK(fails_with(LISTEN "server = { hostname = \"a.example\"; "
 	    "extra = { x = 1; }; };\n",
 	    "t.conf:2: unknown setting 'server.extra'"));
-	CHECK(fails_with("listen = (\n  { address = \"127.0.0.1\"; port = 25; },\n"
+	CHECK(fails_with("listen = (\n"
+	    "  { address = \"127.0.0.1\"; port = 25; },\n"
 	    "  { adress = \"::1\"; address = \"::1\"; port = 25; }\n);\n",
 	    "t.conf:3: unknown setting 'listen[1].adress'"));
 	/* A whole unknown group is one problem, not one per setting. */
-	CHECK(fails_with(LISTEN "tls = {\n  cert = \"x\";\n  key = \"y\";\n};\n",
+	CHECK(fails_with(LISTEN
+	    "tls = {\n  cert = \"x\";\n  key = \"y\";\n};\n",
 	    "t.conf:2: unknown setting 'tls'"));
 }
 
@@ -411,7 +414,8 @@ test_wrong_types(void)
 	CHECK(fails_with(LISTEN "accept_domains = ( \"a.example\",\n  5 );\n",
 	    "t.conf:3: 'accept_domains[1]' must be a non-empty string"));
 	CHECK(fails_with("listen = { address = \"127.0.0.1\"; port = 25; };\n",
-	    "t.conf:1: 'listen' must be a list of groups ( { ... }, { ... } )"));
+	    "t.conf:1: 'listen' must be a list of groups "
+	    "( { ... }, { ... } )"));
 	/* libconfig gives the last element of a list the line of the ")". */
 	CHECK(fails_with("listen = (\n  \"127.0.0.1\" );\n",
 	    "t.conf:2: 'listen[0]' must be a group { ... }"));
@@ -441,12 +445,14 @@ test_bad_values(void)
 		{ "queue = { directory = \"\"; };",
 		  "'queue.directory' must not be empty" },
 		{ "limits = { line_length = 511; };",
-		  "'limits.line_length' must be between 512 and 65536 (got 511)" },
+		  "'limits.line_length' must be between 512 and 65536 "
+		  "(got 511)" },
 		{ "limits = { line_length = 65537; };",
 		  "'limits.line_length' must be between 512 and 65536 "
 		  "(got 65537)" },
 		{ "limits = { message_size = 1023; };",
-		  "'limits.message_size' must be between 1K and 2G (got 1023)" },
+		  "'limits.message_size' must be between 1K and 2G "
+		  "(got 1023)" },
 		{ "limits = { message_size = \"3G\"; };",
 		  "'limits.message_size' must be between 1K and 2G (got 3G)" },
 		{ "limits = { message_size = \"25X\"; };",
@@ -458,13 +464,15 @@ test_bad_values(void)
 		{ "limits = { recipients = 0; };",
 		  "'limits.recipients' must be between 1 and 10000 (got 0)" },
 		{ "limits = { recipients = 10001; };",
-		  "'limits.recipients' must be between 1 and 10000 (got 10001)" },
+		  "'limits.recipients' must be between 1 and 10000 "
+		  "(got 10001)" },
 		{ "limits = { errors = 0; };",
 		  "'limits.errors' must be between 1 and 1000 (got 0)" },
 		{ "limits = { errors = 1001; };",
 		  "'limits.errors' must be between 1 and 1000 (got 1001)" },
 		{ "limits = { connections = 0; };",
-		  "'limits.connections' must be between 1 and 1000000 (got 0)" },
+		  "'limits.connections' must be between 1 and 1000000 "
+		  "(got 0)" },
 		{ "limits = { connections_per_ip = -1; };",
 		  "'limits.connections_per_ip' must be between 0 and 1000000 "
 		  "(got -1)" },
@@ -479,7 +487,8 @@ test_bad_values(void)
 		  "'timeouts.shutdown_grace' must be between 1 and 86400 "
 		  "(got 0)" },
 		{ "accept_domains = [ \"ok.example\", \"bad domain\" ];",
-		  "'accept_domains[1]' is not a domain name (got \"bad domain\")" },
+		  "'accept_domains[1]' is not a domain name "
+		  "(got \"bad domain\")" },
 		{ "accept_domains = [ \"\" ];",
 		  "'accept_domains[0]' must be a non-empty string" },
 	};
@@ -633,7 +642,8 @@ test_wide_integers(void)
 
 	/* Wide numbers in comments, strings and floats are not integers. */
 	c = load(LISTEN "# recipients = 4294967396\n"
-	    "server = { hostname = \"h4294967396.example\"; }; /* 0x1ffffffff */\n"
+	    "server = { hostname = \"h4294967396.example\"; };"
+	    " /* 0x1ffffffff */\n"
 	    "limits = { recipients = 7; }; // 99999999999\n");
 	CHECK(c != NULL);
 	if (c != NULL)
@@ -657,7 +667,8 @@ test_files(void)
 	    "No such file or directory");
 
 	/* Messages name the file as given. */
-	path = write_tmp("bad.conf", LISTEN "\nlimits = { recipients = 0; };\n");
+	path = write_tmp("bad.conf",
+	    LISTEN "\nlimits = { recipients = 0; };\n");
 	CHECK(path != NULL);
 	nerrs = 0;
 	c = config_load(path, capture);
@@ -667,7 +678,8 @@ test_files(void)
 	CHECK_INT(nerrs, 1);
 	CHECK_STR(errs[0], want);
 
-	path = write_tmp("syntax.conf", LISTEN "limits = { recipients = ; };\n");
+	path = write_tmp("syntax.conf",
+	    LISTEN "limits = { recipients = ; };\n");
 	nerrs = 0;
 	c = config_load(path, capture);
 	CHECK(c == NULL);
