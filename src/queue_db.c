@@ -115,6 +115,7 @@ static const char schema_v1[] =
 	"         r.address AS address,"
 	"         r.route AS route,"
 	"         r.action AS action,"
+	"         r.action_params AS action_params,"
 	"         r.state AS state,"
 	"         r.attempts AS attempts,"
 	"         datetime(r.next_attempt_at, 'unixepoch') AS next_attempt,"
