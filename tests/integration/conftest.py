@@ -225,7 +225,10 @@ class SMTPRaw:
 def db_query(path, sql, args=()):
     """Run one query on the queue database and close it again (so that no
     root-owned -wal/-shm file outlives us next to the daemon's database)."""
-    con = sqlite3.connect(path, timeout=10)
+    # mode=rw: never create the file (a root-owned empty database would
+    # stand in the daemon's way); wait a little for the queue process.
+    wait_for(lambda: os.path.exists(path), 5.0)
+    con = sqlite3.connect("file:%s?mode=rw" % path, uri=True, timeout=10)
     try:
         return con.execute(sql, args).fetchall()
     finally:
@@ -314,10 +317,22 @@ class Daemon:
                             % (self.proc.returncode, self.log()))
             banner = read_banner(self.host, self.port, timeout=0.5)
             if banner is not None and banner.startswith("220"):
+                # The queue process may still be opening its database:
+                # give it a moment, so that tests can read the schema.
+                wait_for(self._db_ready, max(0.0, deadline - time.monotonic()))
                 return self
             time.sleep(0.05)
         pytest.fail("mxgated gave no 220 banner on port %d within %.0fs:\n%s"
                     % (self.port, wait, self.log()))
+
+    def _db_ready(self):
+        if not os.path.exists(self.db_path):
+            return False
+        try:
+            return bool(db_query(self.db_path, "SELECT 1 FROM sqlite_master "
+                                 "WHERE name = 'messages'"))
+        except sqlite3.Error:
+            return False
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None

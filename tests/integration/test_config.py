@@ -78,8 +78,10 @@ def test_good_config(tmp_path):
 
 
 def test_minimal_config(tmp_path):
-    """Everything has a default except what only the operator knows."""
-    path, r = check(tmp_path, 'queue = { directory = "QUEUE"; };\n')
+    """Everything has a default except what only the operator knows:
+    where to listen and where the queue is."""
+    path, r = check(tmp_path, 'listen = ( { address = "127.0.0.1"; '
+                    'port = 2525; } );\nqueue = { directory = "QUEUE"; };\n')
     assert r.returncode == 0, r.stderr
 
 
@@ -140,7 +142,9 @@ def test_broken_config(tmp_path, name):
     path, r = check(tmp_path, text)
     assert r.returncode == 1, (r.returncode, r.stderr)
     want = "%s:%d:" % (path, line_of(text, blame))
-    lines = [l for l in r.stderr.splitlines() if l.startswith(want)]
+    # "FILE:LINE: problem", possibly after the program's name
+    lines = [l for l in r.stderr.splitlines()
+             if l.startswith(want) or l.startswith("mxgated: " + want)]
     assert lines, "no %r line in stderr:\n%s" % (want, r.stderr)
     for w in words:
         assert any(w in l for l in lines), (w, r.stderr)

@@ -227,3 +227,43 @@ def test_sigterm_idle_daemon_is_quick(daemon):
     assert took < 3.0, took
     for p in daemon.children():
         assert not proc_exists(p)
+
+
+def test_killed_workers_release_connection_slots(daemon_factory):
+    """Connections of a worker that died must not stay counted against the
+    client's limit (or the client would be locked out for good)."""
+    d = daemon_factory({"limits": {"connections_per_ip": 4}})
+    assert wait_for(lambda: len(d.smtp_pids()) == 2, 5.0), d.titles()
+    held = []
+    try:
+        for _ in range(4):
+            c = d.raw()
+            assert c.line().startswith("220")
+            held.append(c)
+        before = set(d.smtp_pids())
+        for p in before:
+            os.kill(p, signal.SIGKILL)
+        assert wait_for(lambda: len(set(d.smtp_pids()) - before) == 2, 10.0), \
+            d.titles()
+        for c in held:
+            c.close()
+        held = []
+        # the master may learn of the closed sockets a moment later
+        def four_fresh():
+            cs = []
+            try:
+                for _ in range(4):
+                    c = d.raw()
+                    cs.append(c)
+                    if not c.line(timeout=3).startswith("220"):
+                        return False
+                return True
+            except (EOFError, OSError, TimeoutError):
+                return False
+            finally:
+                for c in cs:
+                    c.close()
+        assert wait_for(four_fresh, 10.0, interval=0.3)
+    finally:
+        for c in held:
+            c.close()
