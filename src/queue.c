@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "envelope.h"
 #include "ipc.h"
@@ -59,8 +60,19 @@ static struct {
 	struct submission batch[QUEUE_BATCH_MAX];
 	size_t     nbatch;
 	bool       stopping;
-	unsigned long long committed;
+	unsigned long long committed;    /* statistics, logged at stop */
+	unsigned long long batches;
+	uint64_t   commit_us;
 } q;
+
+static uint64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
 
 static void
 epoll_set(int fd, int op, uint32_t events, uint64_t data)
@@ -215,9 +227,11 @@ static void
 commit_batch(void)
 {
 	size_t i, ok = 0;
+	uint64_t started;
 
 	if (q.nbatch == 0)
 		return;
+	started = now_us();
 	if (queue_db_begin(q.db) < 0) {
 		for (i = 0; i < q.nbatch; i++)
 			fail(&q.batch[i], SUBMIT_TEMPFAIL, "Queue write error, try again later");
@@ -239,6 +253,8 @@ commit_batch(void)
 		}
 	}
 	q.committed += ok;
+	q.batches++;
+	q.commit_us += now_us() - started;
 	log_debug("committed batch of %zu (%zu ok)", q.nbatch, ok);
 	for (i = 0; i < q.nbatch; i++) {
 		if (!q.batch[i].inserted && q.batch[i].result.status == SUBMIT_OK)
@@ -392,6 +408,8 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 	for (int i = 0; i < q.nchans; i++)
 		channel_flush(i);
 	queue_db_close(q.db);
-	log_info("stopped after %llu messages", q.committed);
+	log_info("stopped: %llu messages in %llu batches, %.1f us per batch",
+	    q.committed, q.batches,
+	    q.batches ? (double)q.commit_us / (double)q.batches : 0.0);
 	return 0;
 }
