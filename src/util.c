@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -284,28 +285,30 @@ long long
 parse_size(const char *s)
 {
 	char *end;
-	long long n;
+	long long n, unit;
 
 	errno = 0;
 	n = strtoll(s, &end, 10);
-	if (errno != 0 || end == s || n < 0)
+	if (errno != 0 || end == s || n < 0 || *s == '-' || *s == '+')
 		return -1;
 	switch (*end) {
 	case '\0':
 		return n;
 	case 'k': case 'K':
-		n *= 1024LL;
+		unit = 1024LL;
 		break;
 	case 'm': case 'M':
-		n *= 1024LL * 1024;
+		unit = 1024LL * 1024;
 		break;
 	case 'g': case 'G':
-		n *= 1024LL * 1024 * 1024;
+		unit = 1024LL * 1024 * 1024;
 		break;
 	default:
 		return -1;
 	}
 	if (end[1] != '\0' && !((end[1] == 'B' || end[1] == 'b') && end[2] == '\0'))
 		return -1;
-	return n;
+	if (n > LLONG_MAX / unit)
+		return -1;
+	return n * unit;
 }

@@ -17,7 +17,7 @@
  * By path: under automake, -I for the build directory comes first, where
  * autoconf's own config.h lives.
  */
-#include "../../src/config.h"
+#include "config.h"
 #include "config_default.h"
 #include "unit.h"
 #include "util.h"

@@ -1,0 +1,142 @@
+/*
+ * Unit tests for util: buffers, queue ids, sizes, dates.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "unit.h"
+#include "util.h"
+
+static void
+test_buf_append_consume(void)
+{
+	struct buf b;
+
+	buf_init(&b);
+	buf_appends(&b, "hello ");
+	buf_appendf(&b, "%s %d", "world", 42);
+	CHECK_STR(b.data, "hello world 42");
+	CHECK_INT(b.len, 14);
+	buf_consume(&b, 6);
+	CHECK_STR(b.data, "world 42");
+	buf_consume(&b, 100);
+	CHECK_INT(b.len, 0);
+	CHECK_STR(b.data, "");
+	buf_free(&b);
+}
+
+static void
+test_buf_grows(void)
+{
+	struct buf b;
+	char chunk[1000];
+
+	memset(chunk, 'a', sizeof(chunk));
+	buf_init(&b);
+	for (int i = 0; i < 100; i++)
+		buf_append(&b, chunk, sizeof(chunk));
+	CHECK_INT(b.len, 100000);
+	CHECK(b.cap > b.len);
+	CHECK_INT(b.data[b.len], '\0');
+	buf_free(&b);
+}
+
+static void
+test_queue_id_shape_and_order(void)
+{
+	char a[QUEUE_ID_LEN + 1], b[QUEUE_ID_LEN + 1];
+	struct timespec pause = { 0, 2000000 };
+
+	queue_id_new(a);
+	nanosleep(&pause, NULL);
+	queue_id_new(b);
+	CHECK_INT(strlen(a), QUEUE_ID_LEN);
+	CHECK(queue_id_valid(a));
+	CHECK(queue_id_valid(b));
+	/* time-ordered: a later id sorts after an earlier one */
+	CHECK(strcmp(a, b) < 0);
+	CHECK(strcmp(a, b) != 0);
+}
+
+static void
+test_queue_id_unique(void)
+{
+	enum { N = 2000 };
+	static char ids[N][QUEUE_ID_LEN + 1];
+	int dup = 0;
+
+	for (int i = 0; i < N; i++)
+		queue_id_new(ids[i]);
+	for (int i = 0; i < N; i++)
+		for (int j = i + 1; j < N; j++)
+			dup += strcmp(ids[i], ids[j]) == 0;
+	CHECK_INT(dup, 0);
+}
+
+static void
+test_queue_id_valid_rejects(void)
+{
+	CHECK(!queue_id_valid(""));
+	CHECK(!queue_id_valid("0123456789ABCDE"));      /* 15 */
+	CHECK(!queue_id_valid("0123456789ABCDEFG"));    /* 17 */
+	CHECK(!queue_id_valid("0123456789ABCDEW"));     /* not base 32 */
+	CHECK(!queue_id_valid("0123456789abcdef"));     /* lower case */
+	CHECK(!queue_id_valid("../../etc/passwd"));
+	CHECK(queue_id_valid("0123456789ABCDEF"));
+}
+
+static void
+test_parse_size(void)
+{
+	CHECK_INT(parse_size("1000"), 1000);
+	CHECK_INT(parse_size("512k"), 512 * 1024);
+	CHECK_INT(parse_size("25M"), 25 * 1024 * 1024);
+	CHECK_INT(parse_size("1G"), 1024LL * 1024 * 1024);
+	CHECK_INT(parse_size("10MB"), 10 * 1024 * 1024);
+	CHECK_INT(parse_size(""), -1);
+	CHECK_INT(parse_size("M"), -1);
+	CHECK_INT(parse_size("-5"), -1);
+	CHECK_INT(parse_size("5X"), -1);
+	CHECK_INT(parse_size("5MX"), -1);
+	CHECK_INT(parse_size("10000000000G"), -1);     /* overflow */
+	CHECK_INT(parse_size("99999999999999999999"), -1);
+}
+
+static void
+test_rfc5322_date(void)
+{
+	char out[64];
+
+	setenv("TZ", "UTC", 1);
+	tzset();
+	rfc5322_date(out, sizeof(out), (time_t)1795766365);
+	CHECK_STR(out, "Fri, 27 Nov 2026 07:59:25 +0000");
+	setenv("TZ", "EST5", 1);
+	tzset();
+	rfc5322_date(out, sizeof(out), (time_t)0);
+	CHECK_STR(out, "Wed, 31 Dec 1969 19:00:00 -0500");
+}
+
+static void
+test_strlcpy(void)
+{
+	char small[4];
+
+	CHECK_INT(strlcpy_mx(small, "abcdef", sizeof(small)), 6);
+	CHECK_STR(small, "abc");
+}
+
+int
+main(void)
+{
+	RUN(test_buf_append_consume);
+	RUN(test_buf_grows);
+	RUN(test_queue_id_shape_and_order);
+	RUN(test_queue_id_unique);
+	RUN(test_queue_id_valid_rejects);
+	RUN(test_parse_size);
+	RUN(test_rfc5322_date);
+	RUN(test_strlcpy);
+	return unit_done();
+}
