@@ -17,6 +17,8 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <grp.h>
+#include <pwd.h>
 #include <errno.h>
 #include <libconfig.h>
 #include <libgen.h>
@@ -111,6 +113,10 @@ static int check_domains(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static int check_ip_address(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
+static int check_user(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_group(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
 static int check_listeners_unique(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static void listener_finish(struct conf_ctx *, config_setting_t *,
@@ -152,13 +158,13 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, hostname), .check = check_hostname,
 	  .doc = "name in the greeting and EHLO; default gethostname()" },
 	{ .path = "server.user", .type = CT_STRING,
-	  FIELD(struct mxconf, user), .def = "nobody",
+	  FIELD(struct mxconf, user), .def = "nobody", .check = check_user,
 	  .doc = "user of the SMTP workers when started as root" },
 	{ .path = "server.group", .type = CT_STRING,
-	  FIELD(struct mxconf, group),
+	  FIELD(struct mxconf, group), .check = check_group,
 	  .doc = "group of the workers; default the user's primary group" },
 	{ .path = "server.queue_user", .type = CT_STRING,
-	  FIELD(struct mxconf, queue_user),
+	  FIELD(struct mxconf, queue_user), .check = check_user,
 	  .doc = "owner of the queue process; default server.user" },
 	{ .path = "server.workers", .type = CT_INT,
 	  FIELD(struct mxconf, workers), .def = "0", .min = 0, .max = 256,
@@ -962,6 +968,33 @@ check_hostname(struct conf_ctx *ctx, const struct conf_spec *sp,
 	if (!addr_domain_valid(host)) {
 		conf_report(ctx, s, "'%s' must be a host name such as "
 		    "\"mx.example.com\" (got \"%s\")", name, host);
+		return -1;
+	}
+	return 0;
+}
+
+/* The accounts must exist now, not when a child first needs them. */
+static int
+check_user(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	const char *user = *(char **)(void *)((char *)base + sp->off);
+
+	if (user != NULL && getpwnam(user) == NULL) {
+		conf_report(ctx, s, "'%s': no such user \"%s\"", name, user);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+check_group(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	const char *group = *(char **)(void *)((char *)base + sp->off);
+
+	if (group != NULL && getgrnam(group) == NULL) {
+		conf_report(ctx, s, "'%s': no such group \"%s\"", name, group);
 		return -1;
 	}
 	return 0;

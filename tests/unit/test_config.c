@@ -264,7 +264,7 @@ test_all_settings(void)
 {
 	struct mxconf *c = load(
 	    "server = { hostname = \"MX.Example.test\"; user = \"mail\";\n"
-	    "  group = \"mailgrp\"; queue_user = \"mxq\"; workers = 4;\n"
+	    "  group = \"mail\"; queue_user = \"daemon\"; workers = 4;\n"
 	    "  log_level = \"debug\"; };\n"
 	    "listen = ( { address = \"0.0.0.0\"; port = 25; role = \"mx\"; },\n"
 	    "  { address = \"::\"; port = 587; role = \"submission\"; },\n"
@@ -283,8 +283,8 @@ test_all_settings(void)
 	}
 	CHECK_STR(c->hostname, "MX.Example.test");
 	CHECK_STR(c->user, "mail");
-	CHECK_STR(c->group, "mailgrp");
-	CHECK_STR(c->queue_user, "mxq");
+	CHECK_STR(c->group, "mail");
+	CHECK_STR(c->queue_user, "daemon");
 	CHECK_INT(c->workers, 4);
 	CHECK_STR(c->log_level, "debug");
 	CHECK_INT(c->nlisteners, 3);
@@ -442,6 +442,10 @@ test_bad_values(void)
 		  "\"mx.example.com\" (got \"bad_host\")" },
 		{ "server = { user = \"\"; };",
 		  "'server.user' must not be empty" },
+		{ "server = { user = \"no-such-user-mx\"; };",
+		  "'server.user': no such user \"no-such-user-mx\"" },
+		{ "server = { group = \"no-such-group-mx\"; };",
+		  "'server.group': no such group \"no-such-group-mx\"" },
 		{ "queue = { directory = \"\"; };",
 		  "'queue.directory' must not be empty" },
 		{ "limits = { line_length = 511; };",
