@@ -163,7 +163,6 @@ on_data(struct session *s)
 		proto_reply(s->proto, 451, "4.3.0 Local error, try again later");
 		return;
 	}
-	queue_id_new(s->env.queue_id);
 	s->env.received_at = (int64_t)time(NULL);
 	buf_reset(&s->content);
 	s->content_len = 0;
@@ -243,6 +242,8 @@ handle_event(struct session *s, const struct proto_event *ev)
 		break;
 	case PROTO_EV_MAIL:
 		txn_reset(s);
+		/* Known from MAIL on, so that routes can use ${queue_id}. */
+		queue_id_new(s->env.queue_id);
 		s->env.sender = xstrdup(ev->addr_text);
 		s->env.body_8bitmime = ev->body_8bitmime;
 		s->env.smtputf8 = ev->smtputf8;
