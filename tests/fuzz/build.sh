@@ -1,0 +1,22 @@
+#!/bin/sh
+# Build the libFuzzer harnesses (clang required) into $1, by default
+# tests/fuzz/bin.  Run one with its seed corpus, e.g.:
+#   tests/fuzz/bin/fuzz_proto -max_total_time=60 /tmp/corpus tests/fuzz/corpus/proto
+# (the first directory collects new inputs; keep the seeds read-only).
+set -eu
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+out=${1:-$top/tests/fuzz/bin}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+CC=${CC:-clang}
+CFLAGS="-std=gnu11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
+  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+  -Wall -Wextra -Wno-unused-parameter"
+
+cd "$top"
+$CC $CFLAGS -I src tests/fuzz/fuzz_addr.c src/addr.c -o "$out/fuzz_addr"
+$CC $CFLAGS -I src tests/fuzz/fuzz_proto.c src/smtp_proto.c src/addr.c \
+    src/util.c src/log.c -o "$out/fuzz_proto"
+echo "built $out/fuzz_addr $out/fuzz_proto"
