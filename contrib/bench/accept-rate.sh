@@ -1,0 +1,184 @@
+#!/bin/bash
+# accept-rate.sh — how many messages per second mxgated accepts, with
+# Postfix's smtp-sink (which throws messages away) as the reference.
+#
+#     contrib/bench/accept-rate.sh
+#     MXGATED=build-asan/src/mxgated MESSAGES=2000 contrib/bench/accept-rate.sh
+#
+# Builds nothing: the daemon is $MXGATED (default build/src/mxgated under
+# the source tree).  Needs /usr/sbin/smtp-source and /usr/sbin/smtp-sink
+# (Debian package postfix; contrib/install-deps.sh installs it).
+#
+# mxgated runs on a loopback port with a fresh queue in a temporary
+# directory (log_level warn).  smtp-source sends MESSAGES (default 10000)
+# messages of 1 KB (-l 1024) over 1, 10 and 50 parallel sessions (-s),
+# once with a new connection per message and once with every message of a
+# session on one connection (-d).  The same runs go to smtp-sink on another
+# loopback port.  A table gives messages per second for both and the ratio.
+# Afterwards the queue database must hold exactly as many messages as
+# smtp-source delivered to mxgated: every 250 was a durable commit.
+#
+# Environment: MXGATED, MESSAGES, SESSIONS (default "1 10 50"), WORKERS
+# (default 0: one per CPU), KEEP=1 to keep the temporary directory.
+# Exit status: 0 when every run succeeded and every message is in the queue.
+
+set -u
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+MXGATED=${MXGATED:-$top/build/src/mxgated}
+MESSAGES=${MESSAGES:-10000}
+SESSIONS=${SESSIONS:-1 10 50}
+WORKERS=${WORKERS:-0}
+SOURCE=/usr/sbin/smtp-source
+SINK=/usr/sbin/smtp-sink
+
+for prog in "$MXGATED" "$SOURCE" "$SINK"; do
+	if [ ! -x "$prog" ]; then
+		echo "accept-rate: $prog not found (build mxgate; apt-get install postfix)" >&2
+		exit 2
+	fi
+done
+
+free_port() {
+	/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Wait (at most 10 s) until something on 127.0.0.1:$1 greets with 220.
+wait_banner() {
+	/usr/bin/python3 -c '
+import socket, sys, time
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    try:
+        with socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1) as s:
+            s.settimeout(1)
+            if s.recv(512).startswith(b"220"):
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+' "$1"
+}
+
+now() { date +%s.%N; }
+
+dir=$(mktemp -d /tmp/mxgate-bench.XXXXXX)
+chmod 0755 "$dir"
+mx_pid=""
+sink_pid=""
+cleanup() {
+	# Stop what we started, by pid, and wait for it.
+	if [ -n "$mx_pid" ] && kill -0 "$mx_pid" 2>/dev/null; then
+		kill -TERM "$mx_pid"
+		for _ in $(seq 1 300); do kill -0 "$mx_pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$mx_pid" 2>/dev/null
+	fi
+	if [ -n "$sink_pid" ] && kill -0 "$sink_pid" 2>/dev/null; then
+		kill -TERM "$sink_pid"
+		wait "$sink_pid" 2>/dev/null
+	fi
+	if [ "${KEEP:-0}" = 1 ]; then
+		echo "kept $dir"
+	else
+		rm -rf "$dir"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mx_port=$(free_port)
+sink_port=$(free_port)
+while [ "$sink_port" = "$mx_port" ]; do sink_port=$(free_port); done
+
+cat > "$dir/mxgate.conf" <<EOF
+server = { hostname = "mx.bench.example"; user = "nobody"; workers = $WORKERS; log_level = "warn"; };
+listen = ( { address = "127.0.0.1"; port = $mx_port; role = "mx"; } );
+queue = { directory = "$dir/queue"; };
+limits = { connections = 20000; connections_per_ip = 0; message_size = "10M"; };
+accept_domains = [ "example.test" ];
+EOF
+
+"$MXGATED" -f -c "$dir/mxgate.conf" > "$dir/mxgated.log" 2>&1 &
+mx_pid=$!
+if ! wait_banner "$mx_port"; then
+	echo "accept-rate: mxgated did not start; its log:" >&2
+	cat "$dir/mxgated.log" >&2
+	exit 1
+fi
+
+# smtp-sink: 1000 is its listen backlog; as root it wants a user to be.
+sink_user=()
+if [ "$(id -u)" -eq 0 ]; then sink_user=(-u nobody); fi
+"$SINK" "${sink_user[@]}" "127.0.0.1:$sink_port" 1000 > "$dir/smtp-sink.log" 2>&1 &
+sink_pid=$!
+if ! wait_banner "$sink_port"; then
+	echo "accept-rate: smtp-sink did not start" >&2
+	cat "$dir/smtp-sink.log" >&2
+	exit 1
+fi
+
+failures=0
+mx_sent=0
+
+# run PORT SESSIONS MODE -> messages per second (empty on failure)
+run() {
+	local port=$1 sessions=$2 mode=$3 t0 t1 opts=()
+	if [ "$mode" = reuse ]; then opts=(-d); fi
+	t0=$(now)
+	if ! timeout 600 "$SOURCE" "${opts[@]}" -s "$sessions" -m "$MESSAGES" -l 1024 \
+		-M bench.example -f sender@bench.example -t bob@example.test \
+		"127.0.0.1:$port" > "$dir/smtp-source.out" 2>&1; then
+		echo "accept-rate: smtp-source to port $port (-s $sessions $mode) failed:" >&2
+		tail -5 "$dir/smtp-source.out" >&2
+		return 1
+	fi
+	t1=$(now)
+	awk -v n="$MESSAGES" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }'
+}
+
+printf '%d messages of 1 KB per run, mxgated workers=%s\n\n' "$MESSAGES" "$WORKERS"
+printf '%-9s %-23s %15s %16s %6s\n' sessions mode "mxgated msg/s" "smtp-sink msg/s" ratio
+for mode in per-message reuse; do
+	for s in $SESSIONS; do
+		label=$([ "$mode" = reuse ] && echo "one connection (-d)" || echo "connection per message")
+		if mx=$(run "$mx_port" "$s" "$mode"); then
+			mx_sent=$((mx_sent + MESSAGES))
+		else
+			mx="failed"; failures=$((failures + 1))
+		fi
+		if ! sink=$(run "$sink_port" "$s" "$mode"); then
+			sink="failed"; failures=$((failures + 1))
+		fi
+		ratio=$(awk -v a="$mx" -v b="$sink" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }')
+		printf '%-9s %-23s %15s %16s %6s\n' "$s" "$label" "$mx" "$sink" "$ratio"
+	done
+done
+
+# Stop mxgated cleanly, then count what it committed.
+kill -TERM "$mx_pid"
+for _ in $(seq 1 300); do kill -0 "$mx_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$mx_pid" 2>/dev/null; then
+	echo "accept-rate: mxgated did not stop within 30 s" >&2
+	failures=$((failures + 1))
+fi
+wait "$mx_pid" 2>/dev/null
+mx_pid=""
+
+queued=$(/usr/bin/python3 - "$dir/queue/queue.db" <<'EOF'
+import sqlite3, sys
+con = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
+print(con.execute("SELECT count(*) FROM messages").fetchone()[0])
+EOF
+) || queued="?"
+echo
+echo "queued in SQLite: $queued of $mx_sent acknowledged"
+if [ "$queued" != "$mx_sent" ]; then
+	echo "accept-rate: FAIL: the queue does not hold every acknowledged message" >&2
+	failures=$((failures + 1))
+fi
+if grep -qiE 'error|fatal' "$dir/mxgated.log"; then
+	echo "mxgated logged errors:"
+	grep -iE 'error|fatal' "$dir/mxgated.log" | head -20
+fi
+[ "$failures" -eq 0 ]
