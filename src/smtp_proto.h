@@ -40,12 +40,14 @@
  * Limits: a command line longer than params.max_line bytes (with CRLF) is
  * answered "500 5.5.2 Line too long" and the rest of that line discarded.  A
  * message larger than params.max_size is read to its end without being
- * passed to the sink, then PROTO_EV_MESSAGE_ABORT is raised with reply
+ * passed further to the sink (on PROTO_EV_MESSAGE_ABORT the caller drops
+ * whatever the sink got), then PROTO_EV_MESSAGE_ABORT is raised with reply
  * "552 5.3.4 Message size exceeds fixed limit"; the session goes on.  After
  * params.max_rcpts accepted recipients RCPT gets "452 4.5.3 Too many
- * recipients".  After params.max_errors error replies (4xx/5xx of any kind)
- * the engine answers "421 4.7.0 Too many errors, closing connection" and
- * enters the closing state.
+ * recipients".  After params.max_errors error replies (4xx/5xx of any kind
+ * but that 452, which RFC 5321 4.5.3.1.10 makes flow control, not a client
+ * error) the engine answers "421 4.7.0 Too many errors, closing connection"
+ * and enters the closing state.  A limit of 0 means no limit.
  *
  * Every reply that has an RFC 3463 enhanced status code carries one
  * (ENHANCEDSTATUSCODES), except the greeting and the EHLO/HELO reply which
@@ -68,6 +70,8 @@ struct proto_params {
 	unsigned    max_rcpts;       /* accepted recipients per transaction */
 	unsigned    max_errors;      /* error replies before 421 and close */
 	enum proto_bare_newlines bare_newlines;
+	/* Until the TLS work implements them, STARTTLS and AUTH get 454 when
+	 * advertised, 502 when not. */
 	bool        starttls;        /* advertise STARTTLS (TLS issue) */
 	bool        auth;            /* advertise AUTH PLAIN LOGIN (TLS issue) */
 };
@@ -165,7 +169,9 @@ enum proto_phase proto_phase(const struct proto *p);
 void proto_timeout(struct proto *p);
 
 /* Queue "421 4.3.2 <hostname> Service shutting down" and close, unless an
- * event is pending (then the caller answers it first). */
+ * event is pending (then the caller answers it first) or a message is being
+ * received: the 421 then follows that answer, or the answer to the message,
+ * by itself. */
 void proto_shutdown(struct proto *p);
 
 /* In a transaction (after MAIL, before end of message or RSET)? */
