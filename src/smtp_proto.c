@@ -13,6 +13,11 @@
  * nothing more is consumed, so replies leave in command order whatever
  * the caller does between feeds.  All transaction state changes happen in
  * one place, settle(), when the event is answered.
+ *
+ * A SASL exchange (AUTH) is a third way of reading lines: while p->sasl is
+ * set, a complete line is a base64 response, not a command.  Decoded
+ * credentials live in two buffers of the line's size, allocated with the
+ * engine and wiped as soon as the AUTH event is answered.
  */
 #include <stdarg.h>
 #include <stdbool.h>
@@ -32,6 +37,12 @@
 
 #define TEXT_BARE_NL    "5.6.11 Bare CR or LF received in message, use CRLF"
 #define TEXT_TOO_BIG    "5.3.4 Message size exceeds fixed limit"
+#define TEXT_BAD_B64    "5.5.2 Cannot decode response"
+#define TEXT_BAD_SASL   "5.5.2 Malformed authentication response"
+
+/* The LOGIN mechanism's challenges, base64 of "Username:", "Password:". */
+#define LOGIN_USER_B64  "VXNlcm5hbWU6"
+#define LOGIN_PASS_B64  "UGFzc3dvcmQ6"
 
 /* Where the content state machine is (see data_byte()). */
 enum data_state {
@@ -40,6 +51,14 @@ enum data_state {
 	DS_DOTCR,   /* "." CR at the start of a line */
 	DS_TEXT,    /* inside a line */
 	DS_CR,      /* CR inside a line, LF not seen yet */
+};
+
+/* The SASL exchange in progress: which response the next line is. */
+enum sasl_state {
+	SASL_NONE,
+	SASL_PLAIN,         /* PLAIN's response */
+	SASL_LOGIN_USER,    /* LOGIN's user name */
+	SASL_LOGIN_PASS,    /* LOGIN's password */
 };
 
 struct proto {
@@ -63,6 +82,14 @@ struct proto {
 	bool            closing;
 	bool            shutdown_wanted;
 	unsigned        nerrors;
+
+	/* TLS and AUTH. */
+	bool            tls;           /* encrypted, implicitly or by STARTTLS */
+	bool            tls_wait;      /* STARTTLS accepted, no handshake yet */
+	bool            authenticated;
+	enum sasl_state sasl;
+	char           *sasl_user;     /* LOGIN's user name, decoded */
+	char           *sasl_buf;      /* the decoded response */
 
 	/* Transaction. */
 	bool            in_mail;
@@ -164,13 +191,34 @@ replyf(struct proto *p, int code, const char *fmt, ...)
 	reply(p, code, text);
 }
 
+static bool
+starttls_offered(const struct proto *p)
+{
+	return p->params.starttls && !p->tls;
+}
+
+/* RFC 4954 4: mechanisms that send the password in the clear are offered
+ * only on an encrypted connection, unless configured otherwise. */
+static bool
+auth_offered(const struct proto *p)
+{
+	return p->params.auth && (p->tls || p->params.auth_plaintext);
+}
+
 static void
 ehlo_reply(struct proto *p)
 {
 	replyf(p, 250, "%s\nPIPELINING\nSIZE %zu\n8BITMIME\n"
 	    "ENHANCEDSTATUSCODES\nSMTPUTF8%s%s", p->hostname,
-	    p->params.max_size, p->params.starttls ? "\nSTARTTLS" : "",
-	    p->params.auth ? "\nAUTH PLAIN LOGIN" : "");
+	    p->params.max_size, starttls_offered(p) ? "\nSTARTTLS" : "",
+	    auth_offered(p) ? "\nAUTH PLAIN LOGIN" : "");
+}
+
+/* "334 " challenge: RFC 4954 4 wants the space even when it is empty. */
+static void
+challenge(struct proto *p, const char *b64)
+{
+	buf_appendf(&p->out, "334 %s\r\n", b64);
 }
 
 /* A 421 that the engine sends on its own: "421 4.4.2 host Error: ...". */
@@ -201,7 +249,20 @@ event_new(struct proto *p, enum proto_event_type type)
 	p->ev.helo = "";
 	p->ev.addr_text = "";
 	p->ev.abort_text = "";
+	p->ev.auth_mech = "";
+	p->ev.auth_authzid = "";
+	p->ev.auth_user = "";
+	p->ev.auth_pass = "";
 	return &p->ev;
+}
+
+/* End a SASL exchange and forget every credential it carried. */
+static void
+sasl_end(struct proto *p)
+{
+	p->sasl = SASL_NONE;
+	explicit_bzero(p->sasl_user, p->line_cap + 1);
+	explicit_bzero(p->sasl_buf, p->line_cap + 1);
 }
 
 static void
@@ -213,7 +274,10 @@ raise_event(struct proto *p)
 static void
 maybe_shutdown(struct proto *p)
 {
-	if (p->shutdown_wanted && !p->closing && !p->ev_pending && !p->in_data)
+	/* Not between STARTTLS and the handshake: the goodbye would go out
+	 * in the clear where the client expects a TLS record. */
+	if (p->shutdown_wanted && !p->closing && !p->ev_pending &&
+	    !p->in_data && !p->tls_wait)
 		close_with(p, "4.3.2", "Service shutting down");
 }
 
@@ -277,6 +341,19 @@ settle(struct proto *p, int code)
 		break;
 	case PROTO_EV_QUIT:
 		p->closing = true;
+		break;
+	case PROTO_EV_STARTTLS:
+		/* From here on nothing is a command until the handshake. */
+		if (ok && !p->closing) {
+			p->tls_wait = true;
+			p->line_len = 0;
+			p->line_overlong = false;
+		}
+		break;
+	case PROTO_EV_AUTH:
+		if (ok)
+			p->authenticated = true;
+		sasl_end(p);
 		break;
 	}
 	maybe_shutdown(p);
@@ -404,6 +481,7 @@ mail_params(struct proto *p, const char *s, struct proto_event *ev)
 {
 	struct esmtp_param ep;
 	bool seen_size = false, seen_body = false, seen_utf8 = false;
+	bool seen_auth = false;
 
 	for (;;) {
 		while (*s == ' ')
@@ -446,6 +524,16 @@ mail_params(struct proto *p, const char *s, struct proto_event *ev)
 			}
 			ev->smtputf8 = true;
 			seen_utf8 = true;
+		} else if (token_is(ep.kw, ep.kwlen, "AUTH") &&
+		    auth_offered(p)) {
+			/* RFC 4954 5: accepted where AUTH is offered, and
+			 * ignored: we do not relay on behalf of other
+			 * trusted servers. */
+			if (seen_auth || ep.val == NULL) {
+				reply(p, 501, "5.5.4 Bad AUTH parameter");
+				return -1;
+			}
+			seen_auth = true;
 		} else {
 			reply(p, 555, "5.5.4 Unsupported parameter");
 			return -1;
@@ -483,6 +571,12 @@ cmd_mail(struct proto *p, const char *arg)
 
 	if (!p->helo_seen) {
 		reply(p, 503, "5.5.1 Error: send HELO/EHLO first");
+		return;
+	}
+	/* RFC 4954 6, RFC 6409 4.3: a submission server takes mail only
+	 * from users it knows. */
+	if (p->params.auth_required && !p->authenticated) {
+		reply(p, 530, "5.7.0 Authentication required");
 		return;
 	}
 	if (p->in_mail) {
@@ -636,28 +730,237 @@ cmd_help(struct proto *p, const char *arg)
 	    "QUIT VRFY HELP; see RFC 5321");
 }
 
-/*
- * STARTTLS and AUTH are advertised from configuration, but the commands
- * belong to the TLS work: until then an advertised one fails temporarily
- * (RFC 3207 454, RFC 4954 454) so that a client may fall back or retry,
- * and one that is not advertised does not exist.
- */
 static void
 cmd_starttls(struct proto *p, const char *arg)
 {
-	if (p->params.starttls)
-		reply(p, 454, "4.7.0 TLS not available due to temporary reason");
-	else
+	if (p->tls) {
+		reply(p, 503, "5.5.1 Error: TLS already active");
+		return;
+	}
+	if (!p->params.starttls) {
 		reply(p, 502, "5.5.1 Command not implemented");
+		return;
+	}
+	if (arg[0] != '\0') {
+		reply(p, 501, "5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (!p->helo_seen) {
+		reply(p, 503, "5.5.1 Error: send EHLO first");
+		return;
+	}
+	/* The handshake would throw the transaction away (RFC 3207 4.2):
+	 * better to say so than to lose it silently. */
+	if (p->in_mail) {
+		reply(p, 503, "5.5.1 Error: MAIL transaction in progress");
+		return;
+	}
+	event_new(p, PROTO_EV_STARTTLS);
+	raise_event(p);
+}
+
+/* ---- SASL --------------------------------------------------------------- */
+
+static int
+b64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/*
+ * Strict base64 (RFC 4648 4): whole quanta, padding only at the end, no
+ * whitespace, and unused bits zero, so that one response has exactly one
+ * encoding.  out has room for len / 4 * 3 bytes.  The decoded length, or
+ * -1.
+ */
+static long
+base64_decode(const char *in, size_t len, char *out)
+{
+	size_t i, o = 0;
+	int v[4], k, pad;
+
+	if (len % 4 != 0)
+		return -1;
+	for (i = 0; i < len; i += 4) {
+		pad = 0;
+		for (k = 0; k < 4; k++) {
+			unsigned char c = (unsigned char)in[i + k];
+			if (c == '=' && i + 4 == len && k >= 2) {
+				v[k] = 0;
+				pad++;
+				continue;
+			}
+			if (pad > 0 || (v[k] = b64_value(c)) < 0)
+				return -1;
+		}
+		if ((pad == 2 && (v[1] & 0x0f) != 0) ||
+		    (pad == 1 && (v[2] & 0x03) != 0))
+			return -1;
+		out[o++] = (char)(v[0] << 2 | v[1] >> 4);
+		if (pad < 2)
+			out[o++] = (char)((v[1] & 0x0f) << 4 | v[2] >> 2);
+		if (pad < 1)
+			out[o++] = (char)((v[2] & 0x03) << 6 | v[3]);
+	}
+	return (long)o;
+}
+
+static void
+sasl_fail(struct proto *p, int code, const char *text)
+{
+	sasl_end(p);
+	reply(p, code, text);
+}
+
+static void
+auth_event(struct proto *p, const char *mech, const char *authzid,
+    const char *user, const char *pass)
+{
+	struct proto_event *ev = event_new(p, PROTO_EV_AUTH);
+
+	p->sasl = SASL_NONE;
+	ev->auth_mech = mech;
+	ev->auth_authzid = authzid;
+	ev->auth_user = user;
+	ev->auth_pass = pass;
+	raise_event(p);
+}
+
+/*
+ * RFC 4616 2: [authzid] NUL authcid NUL passwd, in p->sasl_buf; the
+ * identity and the password must not be empty.
+ */
+static void
+plain_response(struct proto *p, size_t len)
+{
+	char *authzid = p->sasl_buf, *user, *pass, *nul;
+
+	p->sasl_buf[len] = '\0';
+	if ((nul = memchr(authzid, '\0', len)) == NULL)
+		goto bad;
+	user = nul + 1;
+	if ((nul = memchr(user, '\0', len - (size_t)(user - authzid))) == NULL)
+		goto bad;
+	pass = nul + 1;
+	if (memchr(pass, '\0', len - (size_t)(pass - authzid)) != NULL ||
+	    user[0] == '\0' || pass[0] == '\0')
+		goto bad;
+	auth_event(p, "PLAIN", authzid, user, pass);
+	return;
+bad:
+	sasl_fail(p, 501, TEXT_BAD_SASL);
+}
+
+/* One LOGIN response in p->sasl_buf: the user name, then the password. */
+static void
+login_response(struct proto *p, size_t len)
+{
+	p->sasl_buf[len] = '\0';
+	if (len == 0 || memchr(p->sasl_buf, '\0', len) != NULL) {
+		sasl_fail(p, 501, TEXT_BAD_SASL);
+		return;
+	}
+	if (p->sasl != SASL_LOGIN_PASS) {
+		memcpy(p->sasl_user, p->sasl_buf, len + 1);
+		explicit_bzero(p->sasl_buf, len);
+		p->sasl = SASL_LOGIN_PASS;
+		challenge(p, LOGIN_PASS_B64);
+		return;
+	}
+	auth_event(p, "LOGIN", "", p->sasl_user, p->sasl_buf);
+}
+
+/* A response of the exchange in state p->sasl, base64 text of len. */
+static void
+sasl_response(struct proto *p, const char *b64, size_t len)
+{
+	long n;
+
+	if ((n = base64_decode(b64, len, p->sasl_buf)) < 0) {
+		sasl_fail(p, 501, TEXT_BAD_B64);
+		return;
+	}
+	if (p->sasl == SASL_PLAIN)
+		plain_response(p, (size_t)n);
+	else
+		login_response(p, (size_t)n);
+}
+
+/* A line while a SASL exchange waits for the client. */
+static void
+sasl_line(struct proto *p, char *line, size_t len)
+{
+	/* RFC 4954 4: "*" cancels the exchange. */
+	if (len == 1 && line[0] == '*')
+		sasl_fail(p, 501, "5.0.0 Authentication cancelled");
+	else
+		sasl_response(p, line, len);
 }
 
 static void
 cmd_auth(struct proto *p, const char *arg)
 {
-	if (p->params.auth)
-		reply(p, 454, "4.7.0 Temporary authentication failure");
-	else
+	const char *sp, *ir = NULL;
+	size_t mechlen;
+
+	if (!p->params.auth) {
 		reply(p, 502, "5.5.1 Command not implemented");
+		return;
+	}
+	if (!p->helo_seen || !p->esmtp) {
+		reply(p, 503, "5.5.1 Error: send EHLO first");
+		return;
+	}
+	if (!auth_offered(p)) {
+		reply(p, 538, "5.7.11 Encryption required for requested "
+		    "authentication mechanism");
+		return;
+	}
+	if (p->authenticated) {
+		reply(p, 503, "5.5.1 Error: already authenticated");
+		return;
+	}
+	if (p->in_mail) {
+		reply(p, 503, "5.5.1 Error: MAIL transaction in progress");
+		return;
+	}
+	sp = strchr(arg, ' ');
+	mechlen = sp != NULL ? (size_t)(sp - arg) : strlen(arg);
+	if (sp != NULL) {
+		for (ir = sp; *ir == ' '; ir++)
+			;
+		if (strchr(ir, ' ') != NULL)
+			ir = "";        /* a second argument: a syntax error */
+	}
+	if (mechlen == 0 || (ir != NULL && ir[0] == '\0')) {
+		reply(p, 501, "5.5.4 Syntax: AUTH mechanism [initial-response]");
+		return;
+	}
+	if (token_is(arg, mechlen, "PLAIN"))
+		p->sasl = SASL_PLAIN;
+	else if (token_is(arg, mechlen, "LOGIN"))
+		p->sasl = SASL_LOGIN_USER;
+	else {
+		reply(p, 504, "5.5.4 Unrecognized authentication type");
+		return;
+	}
+	/* RFC 4954 4: "=" is an initial response of zero length. */
+	if (ir != NULL && strcmp(ir, "=") == 0)
+		sasl_response(p, "", 0);
+	else if (ir != NULL)
+		sasl_response(p, ir, strlen(ir));
+	else
+		challenge(p, p->sasl == SASL_PLAIN ? "" : LOGIN_USER_B64);
 }
 
 static const struct proto_cmd proto_cmds[] = {
@@ -742,17 +1045,31 @@ line_done(struct proto *p)
 	p->line_len = 0;
 	p->line_overlong = false;
 	if (overlong) {
-		reply(p, 500, "5.5.2 Line too long");
+		if (p->sasl != SASL_NONE)
+			sasl_fail(p, 500, "5.5.6 Authentication Exchange line "
+			    "is too long");
+		else
+			reply(p, 500, "5.5.2 Line too long");
 		return;
 	}
 	/* A bare LF ends the line (the client is waiting for an answer) but
 	 * the command is refused, so that no LF-only dialect gets through. */
 	if (len == 0 || p->line[len - 1] != '\r') {
-		reply(p, 500, "5.5.2 Bare LF received, use CRLF");
+		if (p->sasl != SASL_NONE)
+			sasl_fail(p, 500, "5.5.2 Bare LF received, use CRLF");
+		else
+			reply(p, 500, "5.5.2 Bare LF received, use CRLF");
+		explicit_bzero(p->line, len);
 		return;
 	}
 	p->line[--len] = '\0';
-	command(p, p->line, len);
+	if (p->sasl != SASL_NONE)
+		sasl_line(p, p->line, len);
+	else
+		command(p, p->line, len);
+	/* An AUTH line may carry a password (the initial response); no
+	 * event points into the line, so it can go. */
+	explicit_bzero(p->line, len);
 }
 
 static size_t
@@ -970,6 +1287,9 @@ proto_new(const struct proto_params *params, proto_data_fn sink,
 	p->line_cap = p->params.max_line - 1;
 	p->line = xmalloc(p->line_cap + 1);
 	p->helo_buf = xmalloc(p->line_cap + 1);
+	p->sasl_user = xcalloc(1, p->line_cap + 1);
+	p->sasl_buf = xcalloc(1, p->line_cap + 1);
+	p->tls = params->tls;
 	buf_init(&p->out);
 	return p;
 }
@@ -979,10 +1299,14 @@ proto_free(struct proto *p)
 {
 	if (p == NULL)
 		return;
+	sasl_end(p);
+	explicit_bzero(p->line, p->line_cap + 1);
 	free(p->hostname);
 	free(p->greeting);
 	free(p->line);
 	free(p->helo_buf);
+	free(p->sasl_user);
+	free(p->sasl_buf);
 	buf_free(&p->out);
 	free(p);
 }
@@ -1002,6 +1326,9 @@ proto_feed(struct proto *p, const char *data, size_t len)
 {
 	size_t off = 0;
 
+	/* RFC 3207 5: whatever came before the handshake is not a command. */
+	if (p->tls_wait && !p->closing && !p->ev_pending)
+		return len;
 	while (off < len && p->started && !p->ev_pending && !p->closing) {
 		if (p->in_data)
 			off += data_feed(p, data + off, len - off);
@@ -1058,6 +1385,12 @@ proto_accept(struct proto *p)
 	case PROTO_EV_QUIT:
 		reply(p, code = 221, "2.0.0 Bye");
 		break;
+	case PROTO_EV_STARTTLS:
+		reply(p, code = 220, "2.0.0 Ready to start TLS");
+		break;
+	case PROTO_EV_AUTH:
+		reply(p, code = 235, "2.7.0 Authentication successful");
+		break;
 	}
 	settle(p, code);
 }
@@ -1110,6 +1443,7 @@ proto_timeout(struct proto *p)
 	/* Whatever was pending is moot: the connection ends now. */
 	p->ev_pending = false;
 	p->in_data = false;
+	sasl_end(p);
 	close_with(p, "4.4.2", "Error: timeout exceeded");
 }
 
@@ -1128,4 +1462,34 @@ bool
 proto_in_transaction(const struct proto *p)
 {
 	return p->in_mail;
+}
+
+void
+proto_tls_started(struct proto *p)
+{
+	if (!p->tls_wait)
+		return;
+	/* RFC 3207 4.2: discard all knowledge obtained from the client. */
+	p->tls_wait = false;
+	p->tls = true;
+	p->helo_seen = false;
+	p->esmtp = false;
+	p->authenticated = false;
+	sasl_end(p);
+	txn_reset(p);
+	p->line_len = 0;
+	p->line_overlong = false;
+	maybe_shutdown(p);
+}
+
+bool
+proto_tls_waiting(const struct proto *p)
+{
+	return p->tls_wait;
+}
+
+bool
+proto_authenticated(const struct proto *p)
+{
+	return p->authenticated;
 }

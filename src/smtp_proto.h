@@ -18,7 +18,7 @@
  * Commands the engine can answer alone (NOOP, HELP, VRFY, syntax errors,
  * bad sequences, limits) are answered inside proto_feed().  Commands that
  * need the caller's decision (connect, HELO/EHLO, MAIL, RCPT, DATA, end of
- * message, RSET, QUIT) raise an event; until the caller answers it with
+ * message, RSET, QUIT, STARTTLS, AUTH) raise an event; until the caller answers it with
  * proto_accept() or proto_reply(), proto_feed() consumes nothing more.
  * That is what makes pipelining (RFC 2920) and asynchronous decisions (a
  * queue commit, an SPF lookup) work with one code path: replies always go
@@ -52,6 +52,32 @@
  * Every reply that has an RFC 3463 enhanced status code carries one
  * (ENHANCEDSTATUSCODES), except the greeting and the EHLO/HELO reply which
  * RFC 2034 exempts.
+ *
+ * STARTTLS (RFC 3207): offered while params.starttls and the connection is
+ * not encrypted; PROTO_EV_STARTTLS is raised after EHLO, outside a
+ * transaction.  Once it is accepted ("220 2.0.0 Ready to start TLS") the
+ * engine consumes and discards every byte fed to it until the caller,
+ * after its handshake, calls proto_tls_started(): nothing a client
+ * pipelined behind STARTTLS is ever answered (CVE-2011-0411).  The caller
+ * must also drop what it has read but not fed yet.  proto_tls_started()
+ * forgets the session (RFC 3207 4.2): a new EHLO is needed, STARTTLS is no
+ * longer offered, AUTH is forgotten.  With params.tls the connection is
+ * encrypted from the start (implicit TLS, RFC 8314) and STARTTLS is never
+ * offered.
+ *
+ * AUTH (RFC 4954) with the SASL mechanisms PLAIN (RFC 4616) and LOGIN:
+ * offered when params.auth and the connection is encrypted, or without
+ * TLS when params.auth_plaintext.  The engine runs the SASL exchange (334
+ * challenges, the optional initial response, "=" for an empty one, "*" to
+ * cancel: "501 5.0.0", bad base64 or a malformed response: "501 5.5.2")
+ * and raises PROTO_EV_AUTH with the decoded credentials; the caller checks
+ * them (slowly, asynchronously) and answers: accept is "235 2.7.0
+ * Authentication successful", a failure is proto_reply(535, "5.7.8 ...").
+ * The password is wiped from the engine once the event is answered.  AUTH
+ * before EHLO and a second AUTH are "503 5.5.1"; AUTH where it is not
+ * offered because the connection is not encrypted is "538 5.7.11"
+ * (RFC 4954 6).  With params.auth_required MAIL before a successful AUTH
+ * is "530 5.7.0 Authentication required" (submission, RFC 6409).
  */
 #ifndef MXGATE_SMTP_PROTO_H
 #define MXGATE_SMTP_PROTO_H
@@ -72,8 +98,11 @@ struct proto_params {
 	enum proto_bare_newlines bare_newlines;
 	/* Until the TLS work implements them, STARTTLS and AUTH get 454 when
 	 * advertised, 502 when not. */
-	bool        starttls;        /* advertise STARTTLS (TLS issue) */
-	bool        auth;            /* advertise AUTH PLAIN LOGIN (TLS issue) */
+	bool        starttls;        /* offer STARTTLS (until TLS is on) */
+	bool        tls;             /* encrypted from the start (RFC 8314) */
+	bool        auth;            /* offer AUTH PLAIN LOGIN under TLS */
+	bool        auth_plaintext;  /* ... and without TLS as well */
+	bool        auth_required;   /* MAIL only after a successful AUTH */
 };
 
 enum proto_event_type {
@@ -90,6 +119,12 @@ enum proto_event_type {
 	                            (abort_code / abort_text) */
 	PROTO_EV_RSET,           /* accept: "250 2.0.0 Ok" */
 	PROTO_EV_QUIT,           /* accept: "221 2.0.0 Bye", then closing */
+	PROTO_EV_STARTTLS,       /* accept: "220 2.0.0 Ready to start TLS",
+	                            then input is discarded until
+	                            proto_tls_started() */
+	PROTO_EV_AUTH,           /* credentials complete; accept: "235 2.7.0
+	                            Authentication successful"; refuse with
+	                            proto_reply(535, "5.7.8 ...") */
 };
 
 /*
@@ -113,6 +148,11 @@ struct proto_event {
 	/* MESSAGE_ABORT */
 	int         abort_code;
 	const char *abort_text;      /* "5.3.4 Message size exceeds fixed limit" */
+	/* AUTH: decoded, NUL-free, non-empty (authzid may be empty) */
+	const char *auth_mech;       /* "PLAIN" or "LOGIN" */
+	const char *auth_authzid;    /* PLAIN's authorization identity or "" */
+	const char *auth_user;       /* the authentication identity */
+	const char *auth_pass;       /* wiped when the event is answered */
 };
 
 /* Receives unstuffed message content with CRLF line endings. */
@@ -176,5 +216,17 @@ void proto_shutdown(struct proto *p);
 
 /* In a transaction (after MAIL, before end of message or RSET)? */
 bool proto_in_transaction(const struct proto *p);
+
+/*
+ * The TLS handshake after an accepted STARTTLS succeeded: start over as
+ * on a new connection that has had its greeting (RFC 3207 4.2).
+ */
+void proto_tls_started(struct proto *p);
+
+/* A STARTTLS was accepted and proto_tls_started() not called yet. */
+bool proto_tls_waiting(const struct proto *p);
+
+/* AUTH succeeded in this session (since the last TLS start). */
+bool proto_authenticated(const struct proto *p);
 
 #endif

@@ -11,9 +11,10 @@
 #include "util.h"
 #include "unit.h"
 
-#define EHLO_REPLY \
+#define EHLO_PREFIX \
 	"250-mx.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n" \
-	"250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n"
+	"250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n"
+#define EHLO_REPLY EHLO_PREFIX "250 SMTPUTF8\r\n"
 
 static struct buf content;
 static char outbuf[1 << 20];
@@ -217,17 +218,461 @@ test_ehlo_starttls_auth(void)
 	pp.starttls = true;
 	pp.auth = true;
 	p = start_with(&pp);
-	CHECK_STR(run(p, "EHLO c\r\n"),
-	    "250-mx.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n"
-	    "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n"
-	    "250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n");
-	/* Advertised but not there yet: a temporary failure. */
-	CHECK_STR(run(p, "STARTTLS\r\n"),
-	    "454 4.7.0 TLS not available due to temporary reason\r\n");
+	/* AUTH waits for TLS (RFC 4954 4). */
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n"
+	    "250 STARTTLS\r\n");
 	CHECK_STR(run(p, "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"),
-	    "454 4.7.0 Temporary authentication failure\r\n");
+	    "538 5.7.11 Encryption required for requested authentication "
+	    "mechanism\r\n");
+	CHECK_STR(run(p, "STARTTLS\r\n"), "220 2.0.0 Ready to start TLS\r\n");
+	CHECK(proto_tls_waiting(p));
+	proto_tls_started(p);
+	CHECK(!proto_tls_waiting(p));
+	/* After the handshake: no STARTTLS, AUTH offered. */
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n"
+	    "250 AUTH PLAIN LOGIN\r\n");
+	proto_free(p);
+
+	/* Plaintext AUTH allowed: both offered before TLS. */
+	pp.auth_plaintext = true;
+	p = start_with(&pp);
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n"
+	    "250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n");
 	proto_free(p);
 }
+
+/* ---- STARTTLS ------------------------------------------------------------ */
+
+static struct proto *
+start_tls_params(bool auth_required)
+{
+	struct proto_params pp = params();
+
+	pp.starttls = true;
+	pp.auth = true;
+	pp.auth_required = auth_required;
+	pp.max_errors = 100;
+	return start_with(&pp);
+}
+
+static void
+test_starttls_injection(void)
+{
+	struct proto *p = start_tls_params(false);
+	const char *in = "EHLO c\r\nSTARTTLS\r\nRSET\r\nMAIL FROM:<x@y.example>"
+	    "\r\nNOOP\r\n";
+	const char *rest;
+	size_t n;
+
+	/* Everything pipelined in one packet: the engine stops at STARTTLS. */
+	n = proto_feed(p, in, strlen(in));
+	CHECK(proto_event(p) != NULL && proto_event(p)->type == PROTO_EV_HELO);
+	proto_accept(p);
+	rest = in + n;
+	n = proto_feed(p, rest, strlen(rest));
+	CHECK(proto_event(p) != NULL &&
+	    proto_event(p)->type == PROTO_EV_STARTTLS);
+	CHECK_STR(rest + n, "RSET\r\nMAIL FROM:<x@y.example>\r\nNOOP\r\n");
+	proto_accept(p);
+	out(p);
+	/* What follows STARTTLS is consumed and never answered. */
+	rest += n;
+	CHECK_INT(proto_feed(p, rest, strlen(rest)), strlen(rest));
+	CHECK_INT(proto_feed(p, "NOOP\r\n", 6), 6);
+	CHECK(proto_event(p) == NULL);
+	CHECK_STR(out(p), "");
+	proto_tls_started(p);
+	CHECK_STR(out(p), "");
+	/* A fresh session: nothing of the old one remains. */
+	CHECK_STR(run(p, "MAIL FROM:<x@y.example>\r\n"),
+	    "503 5.5.1 Error: send HELO/EHLO first\r\n");
+	CHECK_STR(run(p, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+	proto_free(p);
+
+	/* A partial line before STARTTLS's answer is not kept either. */
+	p = start_tls_params(false);
+	run(p, "EHLO c\r\n");
+	CHECK(until_event(p, "STARTTLS\r\n", PROTO_EV_STARTTLS) != NULL);
+	proto_accept(p);
+	out(p);
+	CHECK_INT(proto_feed(p, "RS", 2), 2);
+	proto_tls_started(p);
+	CHECK_STR(run(p, "ET\r\n"), "500 5.5.2 Error: command not recognized\r\n");
+	proto_free(p);
+}
+
+static void
+test_starttls_errors(void)
+{
+	struct proto *p = start_tls_params(false);
+
+	CHECK_STR(run(p, "STARTTLS\r\n"), "503 5.5.1 Error: send EHLO first\r\n");
+	run(p, "EHLO c\r\n");
+	CHECK_STR(run(p, "STARTTLS now\r\n"), "501 5.5.4 Syntax: STARTTLS\r\n");
+	run(p, "MAIL FROM:<a@b.example>\r\n");
+	CHECK_STR(run(p, "STARTTLS\r\n"),
+	    "503 5.5.1 Error: MAIL transaction in progress\r\n");
+	run(p, "RSET\r\n");
+	/* The caller may refuse (no certificate, say): nothing changes. */
+	CHECK(until_event(p, "STARTTLS\r\n", PROTO_EV_STARTTLS) != NULL);
+	proto_reply(p, 454, "4.7.0 TLS not available due to temporary reason");
+	CHECK_STR(out(p), "454 4.7.0 TLS not available due to temporary "
+	    "reason\r\n");
+	CHECK(!proto_tls_waiting(p));
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example>\r\n"), "250 2.1.0 Ok\r\n");
+	run(p, "RSET\r\n");
+	/* proto_tls_started() without an accepted STARTTLS does nothing. */
+	proto_tls_started(p);
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example>\r\n"), "250 2.1.0 Ok\r\n");
+	run(p, "RSET\r\n");
+	run(p, "STARTTLS\r\n");
+	proto_tls_started(p);
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n"
+	    "250 AUTH PLAIN LOGIN\r\n");
+	CHECK_STR(run(p, "STARTTLS\r\n"),
+	    "503 5.5.1 Error: TLS already active\r\n");
+	proto_free(p);
+}
+
+static void
+test_implicit_tls(void)
+{
+	struct proto_params pp = params();
+	struct proto *p;
+
+	pp.starttls = true;
+	pp.tls = true;
+	pp.auth = true;
+	p = start_with(&pp);
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n"
+	    "250 AUTH PLAIN LOGIN\r\n");
+	CHECK_STR(run(p, "STARTTLS\r\n"),
+	    "503 5.5.1 Error: TLS already active\r\n");
+	proto_free(p);
+}
+
+/* Shutdown between STARTTLS and the handshake waits for the handshake:
+ * a plaintext 421 would land in the middle of it. */
+static void
+test_starttls_shutdown(void)
+{
+	struct proto *p = start_tls_params(false);
+
+	run(p, "EHLO c\r\nSTARTTLS\r\n");
+	proto_shutdown(p);
+	CHECK_STR(out(p), "");
+	CHECK(!proto_closing(p));
+	proto_tls_started(p);
+	CHECK_STR(out(p), "421 4.3.2 mx.example Service shutting down\r\n");
+	CHECK(proto_closing(p));
+	proto_free(p);
+}
+
+/* ---- AUTH ------------------------------------------------------------------ */
+
+static struct proto *
+start_auth(bool auth_required)
+{
+	struct proto *p = start_tls_params(auth_required);
+
+	run(p, "EHLO c\r\nSTARTTLS\r\n");
+	proto_tls_started(p);
+	run(p, "EHLO c\r\n");
+	return p;
+}
+
+static void
+test_auth_plain(void)
+{
+	struct proto *p = start_auth(false);
+	const struct proto_event *ev;
+	const char *pass;
+
+	ev = until_event(p, "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n", PROTO_EV_AUTH);
+	CHECK(ev != NULL);
+	if (ev == NULL)
+		return;
+	CHECK_STR(ev->auth_mech, "PLAIN");
+	CHECK_STR(ev->auth_authzid, "");
+	CHECK_STR(ev->auth_user, "bob");
+	CHECK_STR(ev->auth_pass, "secret");
+	pass = ev->auth_pass;
+	CHECK(!proto_authenticated(p));
+	proto_accept(p);
+	CHECK_STR(out(p), "235 2.7.0 Authentication successful\r\n");
+	/* The password does not outlive the answer. */
+	CHECK(pass[0] == '\0');
+	CHECK(proto_authenticated(p));
+	CHECK_STR(run(p, "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"),
+	    "503 5.5.1 Error: already authenticated\r\n");
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> AUTH=<>\r\n"),
+	    "250 2.1.0 Ok\r\n");
+	proto_free(p);
+
+	/* An authorization identity is passed on for the caller to judge. */
+	p = start_auth(false);
+	ev = until_event(p, "AUTH PLAIN YWRtaW4AYm9iAHNlY3JldA==\r\n",
+	    PROTO_EV_AUTH);
+	CHECK(ev != NULL);
+	if (ev == NULL)
+		return;
+	CHECK_STR(ev->auth_authzid, "admin");
+	CHECK_STR(ev->auth_user, "bob");
+	CHECK_STR(ev->auth_pass, "secret");
+	proto_free(p);
+}
+
+static void
+test_auth_plain_challenge(void)
+{
+	struct proto *p = start_auth(false);
+	const struct proto_event *ev;
+
+	/* The empty challenge keeps its space (RFC 4954 4). */
+	CHECK_STR(run(p, "auth plain\r\n"), "334 \r\n");
+	ev = until_event(p, "AGJvYgBzZWNyZXQ=\r\n", PROTO_EV_AUTH);
+	CHECK(ev != NULL);
+	if (ev == NULL)
+		return;
+	CHECK_STR(ev->auth_user, "bob");
+	CHECK_STR(ev->auth_pass, "secret");
+	proto_accept(p);
+	CHECK_STR(out(p), "235 2.7.0 Authentication successful\r\n");
+	proto_free(p);
+}
+
+static void
+test_auth_login(void)
+{
+	struct proto *p = start_auth(false);
+	const struct proto_event *ev;
+
+	CHECK_STR(run(p, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+	CHECK_STR(run(p, "Ym9i\r\n"), "334 UGFzc3dvcmQ6\r\n");
+	ev = until_event(p, "c2VjcmV0\r\n", PROTO_EV_AUTH);
+	CHECK(ev != NULL);
+	if (ev == NULL)
+		return;
+	CHECK_STR(ev->auth_mech, "LOGIN");
+	CHECK_STR(ev->auth_authzid, "");
+	CHECK_STR(ev->auth_user, "bob");
+	CHECK_STR(ev->auth_pass, "secret");
+	proto_accept(p);
+	CHECK_STR(out(p), "235 2.7.0 Authentication successful\r\n");
+	proto_free(p);
+
+	/* The user name as initial response. */
+	p = start_auth(false);
+	CHECK_STR(run(p, "AUTH LOGIN Ym9i\r\n"), "334 UGFzc3dvcmQ6\r\n");
+	ev = until_event(p, "c2VjcmV0\r\n", PROTO_EV_AUTH);
+	CHECK(ev != NULL && strcmp(ev->auth_user, "bob") == 0 &&
+	    strcmp(ev->auth_pass, "secret") == 0);
+	proto_free(p);
+}
+
+static void
+test_auth_failure(void)
+{
+	struct proto *p = start_auth(true);
+	const struct proto_event *ev;
+
+	ev = until_event(p, "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n", PROTO_EV_AUTH);
+	CHECK(ev != NULL);
+	/* The caller's answer may come much later; nothing moves meanwhile. */
+	CHECK_INT(proto_feed(p, "MAIL FROM:<a@b.example>\r\n", 25), 0);
+	proto_reply(p, 535, "5.7.8 Authentication credentials invalid");
+	CHECK_STR(out(p), "535 5.7.8 Authentication credentials invalid\r\n");
+	CHECK(!proto_authenticated(p));
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example>\r\n"),
+	    "530 5.7.0 Authentication required\r\n");
+	/* A failure is not final: try again. */
+	CHECK_STR(run(p, "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"),
+	    "235 2.7.0 Authentication successful\r\n");
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example>\r\n"), "250 2.1.0 Ok\r\n");
+	CHECK_STR(run(p, "AUTH LOGIN\r\n"),
+	    "503 5.5.1 Error: already authenticated\r\n");
+	proto_free(p);
+}
+
+static void
+test_auth_cancel(void)
+{
+	struct proto *p = start_auth(false);
+
+	CHECK_STR(run(p, "AUTH PLAIN\r\n"), "334 \r\n");
+	CHECK_STR(run(p, "*\r\n"), "501 5.0.0 Authentication cancelled\r\n");
+	CHECK_STR(run(p, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+	CHECK_STR(run(p, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+	CHECK_STR(run(p, "Ym9i\r\n"), "334 UGFzc3dvcmQ6\r\n");
+	CHECK_STR(run(p, "*\r\n"), "501 5.0.0 Authentication cancelled\r\n");
+	CHECK(!proto_authenticated(p));
+	/* A line of the exchange is never a command. */
+	CHECK_STR(run(p, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+	CHECK_STR(run(p, "QUIT\r\n"), "334 UGFzc3dvcmQ6\r\n");
+	CHECK(!proto_closing(p));
+	CHECK_STR(run(p, "QUIT now\r\n"), "501 5.5.2 Cannot decode response\r\n");
+	CHECK(!proto_closing(p));
+	proto_free(p);
+}
+
+static void
+test_auth_malformed(void)
+{
+	static const char *const bad_b64[] = {
+		"AUTH PLAIN !!!!\r\n",
+		"AUTH PLAIN AGJvYgBzZWNyZXQ\r\n",         /* no padding */
+		"AUTH PLAIN AGJvYgBz ZWNyZXQ=\r\n",       /* two arguments */
+		"AUTH PLAIN AGJvYgBzZWNyZXQ==\r\n",       /* too much */
+		"AUTH PLAIN YR==\r\n",                    /* stray bits */
+		"AUTH PLAIN Y===\r\n",
+		"AUTH PLAIN =AAA\r\n",
+		"AUTH LOGIN Ym9i=\r\n",
+	};
+	struct proto *p = start_auth(false);
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(bad_b64); i++) {
+		const char *r = run(p, bad_b64[i]);
+		if (strcmp(r, "501 5.5.2 Cannot decode response\r\n") != 0 &&
+		    strcmp(r, "501 5.5.4 Syntax: AUTH mechanism "
+		    "[initial-response]\r\n") != 0) {
+			printf("#   %s -> %s", bad_b64[i], r);
+			CHECK(0);
+		}
+	}
+	CHECK_STR(run(p, "AUTH PLAIN\r\n"), "334 \r\n");
+	CHECK_STR(run(p, "c2VjcmV0 \r\n"), "501 5.5.2 Cannot decode response\r\n");
+	/* Well-formed base64, but not what PLAIN is. */
+	CHECK_STR(run(p, "AUTH PLAIN Ym9iAHNlY3JldA==\r\n"),
+	    "501 5.5.2 Malformed authentication response\r\n");
+	CHECK_STR(run(p, "AUTH PLAIN AGJvYgA=\r\n"),
+	    "501 5.5.2 Malformed authentication response\r\n");
+	CHECK_STR(run(p, "AUTH PLAIN AABzZWNyZXQ=\r\n"),
+	    "501 5.5.2 Malformed authentication response\r\n");
+	CHECK_STR(run(p, "AUTH PLAIN AGJvYgBzZWMAcmV0\r\n"),
+	    "501 5.5.2 Malformed authentication response\r\n");
+	CHECK_STR(run(p, "AUTH PLAIN =\r\n"),
+	    "501 5.5.2 Malformed authentication response\r\n");
+	CHECK_STR(run(p, "AUTH LOGIN Ym8AYg==\r\n"),
+	    "501 5.5.2 Malformed authentication response\r\n");
+	CHECK_STR(run(p, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+	CHECK_STR(run(p, "\r\n"), "501 5.5.2 Malformed authentication response\r\n");
+	CHECK_STR(run(p, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+	CHECK_STR(run(p, "Ym9i\n"), "500 5.5.2 Bare LF received, use CRLF\r\n");
+	CHECK_STR(run(p, "AUTH CRAM-MD5\r\n"),
+	    "504 5.5.4 Unrecognized authentication type\r\n");
+	CHECK_STR(run(p, "AUTH\r\n"),
+	    "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n");
+	CHECK(!proto_authenticated(p));
+	CHECK_STR(run(p, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+	proto_free(p);
+}
+
+static void
+test_auth_line_too_long(void)
+{
+	struct proto *p = start_auth(false);
+	char line[700];
+
+	memset(line, 'A', sizeof(line) - 2);
+	memcpy(line + sizeof(line) - 3, "\r\n", 3);
+	CHECK_STR(run(p, "AUTH PLAIN\r\n"), "334 \r\n");
+	CHECK_STR(run(p, line),
+	    "500 5.5.6 Authentication Exchange line is too long\r\n");
+	CHECK_STR(run(p, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+	proto_free(p);
+}
+
+static void
+test_auth_sequence(void)
+{
+	struct proto_params pp = params();
+	struct proto *p;
+
+	/* Not configured: the command does not exist. */
+	p = start();
+	run(p, "EHLO c\r\n");
+	CHECK_STR(run(p, "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"),
+	    "502 5.5.1 Command not implemented\r\n");
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> AUTH=<>\r\n"),
+	    "555 5.5.4 Unsupported parameter\r\n");
+	proto_free(p);
+
+	pp.auth = true;
+	pp.auth_plaintext = true;
+	pp.max_errors = 100;
+	p = start_with(&pp);
+	CHECK_STR(run(p, "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"),
+	    "503 5.5.1 Error: send EHLO first\r\n");
+	run(p, "HELO c\r\n");
+	CHECK_STR(run(p, "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"),
+	    "503 5.5.1 Error: send EHLO first\r\n");
+	run(p, "EHLO c\r\nMAIL FROM:<a@b.example>\r\n");
+	CHECK_STR(run(p, "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"),
+	    "503 5.5.1 Error: MAIL transaction in progress\r\n");
+	run(p, "RSET\r\n");
+	CHECK_STR(run(p, "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"),
+	    "235 2.7.0 Authentication successful\r\n");
+	proto_free(p);
+
+	/* A pipelined MAIL waits for the AUTH decision, then sees it. */
+	p = start_auth(true);
+	CHECK_STR(run(p, "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\nMAIL FROM:<a@b.example>"
+	    "\r\n"), "235 2.7.0 Authentication successful\r\n250 2.1.0 Ok\r\n");
+	proto_free(p);
+}
+
+/* STARTTLS forgets an AUTH made in the clear (RFC 3207 4.2). */
+static void
+test_starttls_forgets_auth(void)
+{
+	struct proto_params pp = params();
+	struct proto *p;
+
+	pp.starttls = true;
+	pp.auth = true;
+	pp.auth_plaintext = true;
+	pp.auth_required = true;
+	p = start_with(&pp);
+	CHECK_STR(run(p, "EHLO c\r\nAUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"
+	    "STARTTLS\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-STARTTLS\r\n"
+	    "250 AUTH PLAIN LOGIN\r\n235 2.7.0 Authentication successful\r\n"
+	    "220 2.0.0 Ready to start TLS\r\n");
+	proto_tls_started(p);
+	CHECK(!proto_authenticated(p));
+	CHECK_STR(run(p, "EHLO c\r\nMAIL FROM:<a@b.example>\r\n"),
+	    EHLO_PREFIX "250-SMTPUTF8\r\n250 AUTH PLAIN LOGIN\r\n"
+	    "530 5.7.0 Authentication required\r\n");
+	proto_free(p);
+}
+
+/* However the SASL exchange is split, the transcript is the same. */
+static void
+test_auth_bytewise(void)
+{
+	const char *in = "AUTH LOGIN\r\nYm9i\r\nc2VjcmV0\r\nMAIL FROM:<a@b.example>"
+	    "\r\n";
+	char whole[512];
+	struct buf got;
+	struct proto *p;
+	size_t i;
+
+	p = start_auth(true);
+	snprintf(whole, sizeof(whole), "%s", run(p, in));
+	proto_free(p);
+	CHECK_STR(whole, "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n"
+	    "235 2.7.0 Authentication successful\r\n250 2.1.0 Ok\r\n");
+
+	buf_init(&got);
+	p = start_auth(true);
+	for (i = 0; in[i] != '\0'; i++) {
+		buf_appends(&got, run_n(p, in + i, 1));
+	}
+	CHECK_STR(got.data, whole);
+	buf_free(&got);
+	proto_free(p);
+}
+
 
 static void
 test_helo(void)
@@ -1239,6 +1684,20 @@ main(void)
 	RUN(test_greeting_421);
 	RUN(test_ehlo);
 	RUN(test_ehlo_starttls_auth);
+	RUN(test_starttls_injection);
+	RUN(test_starttls_errors);
+	RUN(test_implicit_tls);
+	RUN(test_starttls_shutdown);
+	RUN(test_auth_plain);
+	RUN(test_auth_plain_challenge);
+	RUN(test_auth_login);
+	RUN(test_auth_failure);
+	RUN(test_auth_cancel);
+	RUN(test_auth_malformed);
+	RUN(test_auth_line_too_long);
+	RUN(test_auth_sequence);
+	RUN(test_starttls_forgets_auth);
+	RUN(test_auth_bytewise);
 	RUN(test_helo);
 	RUN(test_helo_rejected_keeps_state);
 	RUN(test_mail_sequence);
