@@ -412,3 +412,24 @@ def test_swaks_pipelining(daemon):
         capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert daemon.db("SELECT count(*) FROM recipients")[0][0] == 2
+
+
+def test_received_header_and_ids_in_order(daemon):
+    from email.utils import parsedate_to_datetime
+    ids = []
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c, "order.example")
+        for i in range(5):
+            ids.append(queued_id(send_one(c, "a@sender.example",
+                                          ["bob@example.test"],
+                                          make_message("order %d" % i))))
+    # time-ordered ids: they sort by arrival
+    assert ids == sorted(ids), ids
+    stored = content_of(daemon, ids[0])
+    header = re.match(rb"Received: (.*?)\r\n(?![ \t])", stored, re.S).group(1)
+    text = header.decode()
+    assert "order.example" in text and "127.0.0.1" in text, text
+    assert ";" in text, text
+    when = parsedate_to_datetime(text.rsplit(";", 1)[1].strip())
+    assert when is not None

@@ -267,3 +267,47 @@ def test_killed_workers_release_connection_slots(daemon_factory):
     finally:
         for c in held:
             c.close()
+
+
+def test_acknowledged_messages_survive_sigkill(daemon):
+    """A 250 means committed: kill every process at once, right after the
+    last reply, and every acknowledged message is in the database."""
+    assert wait_for(lambda: len(daemon.queue_pids()) == 1, 5.0)
+    ids = send_messages(daemon, 20, "before the crash", per_conn=20)
+    pids = daemon.all_pids()
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    daemon.proc.wait(timeout=10)
+    assert wait_for(lambda: not any(proc_exists(p) for p in pids), 10.0)
+    daemon.stop()
+    stored = {r[0] for r in daemon.db("SELECT id FROM messages")}
+    assert set(ids) <= stored, sorted(set(ids) - stored)
+    assert daemon.db("PRAGMA integrity_check") == [("ok",)]
+    # and the daemon starts again on that queue
+    daemon.start()
+    more = send_messages(daemon, 2, "after the crash")
+    assert daemon.message_count() == len(stored) + 2
+    assert not set(more) & stored
+
+
+def test_slow_clients_do_not_block_others(daemon_factory):
+    """Hundreds of clients that stall mid-command (slowloris) cost the
+    others nothing: a fresh client is served at once."""
+    daemon = daemon_factory({"limits": {"connections_per_ip": 0}})
+    stalled = []
+    try:
+        for i in range(200):
+            s = socket.create_connection((daemon.host, daemon.port), timeout=5)
+            s.sendall(b"EHLO slow%d.example\r\nMAIL FROM:<a@sl" % i)
+            stalled.append(s)
+        t0 = time.monotonic()
+        ids = send_messages(daemon, 3, "past the slow ones", per_conn=3)
+        took = time.monotonic() - t0
+        assert len(ids) == 3
+        assert took < 5.0, took
+    finally:
+        for s in stalled:
+            s.close()

@@ -372,3 +372,70 @@ def test_client_disconnect_midway(daemon):
         ehlo(c)
     assert daemon.message_count() == 0
     assert daemon.running()
+
+
+def test_data_timeout(daemon_factory):
+    d = daemon_factory({"timeouts": {"data": 2}})
+    with d.raw(timeout=15) as c:
+        c.line()
+        ehlo(c)
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250")
+        assert c.cmd("RCPT TO:<bob@example.test>").startswith("250")
+        assert c.cmd("DATA").startswith("354")
+        c.send("Subject: stalled\r\n\r\nhalf a li")
+        line = c.line(timeout=10)
+        assert line.startswith("421 4.4.2"), line
+        assert c.closed_by_peer(5.0)
+    assert d.message_count() == 0
+
+
+def test_ehlo_resets_transaction(daemon):
+    """RFC 5321 4.1.4: EHLO in a transaction ends it, like RSET."""
+    with daemon.raw() as c:
+        c.line()
+        ehlo(c)
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250")
+        assert c.cmd("RCPT TO:<bob@example.test>").startswith("250")
+        ehlo(c, "again.example")
+        assert c.cmd("DATA").startswith("503 5.5.1")
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 2.1.0")
+
+
+def _ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_two_listeners_ipv4_and_ipv6(daemon_factory):
+    from conftest import free_port
+    port4 = free_port()
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+        s.bind(("::1", 0))
+        port6 = s.getsockname()[1]
+    d = daemon_factory({"listen": [
+        {"address": "127.0.0.1", "port": port4, "role": "mx"},
+        {"address": "::1", "port": port6, "role": "mx"}]})
+    with socket.create_connection(("::1", port6), timeout=5) as s:
+        s.settimeout(5)
+        assert s.recv(512).startswith(b"220 " + HOSTNAME.encode())
+        s.sendall(b"EHLO v6.example\r\nMAIL FROM:<a@sender.example>\r\n"
+                  b"RCPT TO:<bob@example.test>\r\nDATA\r\n")
+        data = b""
+        deadline = time.monotonic() + 5
+        while data.count(b"\r\n354 ") + data.startswith(b"354 ") == 0 \
+                and time.monotonic() < deadline:
+            data += s.recv(4096)
+        s.sendall(b"Subject: over v6\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+        deadline = time.monotonic() + 5
+        while b"221 " not in data and time.monotonic() < deadline:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    assert b"250 2.0.0 Ok: queued as" in data, data
+    assert d.db("SELECT client_ip FROM messages") == [("::1",)]
