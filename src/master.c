@@ -374,7 +374,11 @@ spawn_queue(void)
 		if (proc_drop_privileges(queue_user(),
 		    m.conf->queue_user ? NULL : m.conf->group) < 0)
 			exit(1);
-		exit(queue_main(m.conf, keep[0], keep + 1, m.nworkers));
+		free(qends);
+		free(wends);
+		int status = queue_main(m.conf, keep[0], keep + 1, m.nworkers);
+		free(keep);
+		exit(status);
 	}
 
 	close(chan[1]);
@@ -629,7 +633,7 @@ read_worker(int slot)
 		char raw[512];
 	} u;
 	enum ipc_type type;
-	int fd, r;
+	int fd, r = -1;
 
 	while (w->fd >= 0 && (r = ipc_recv(w->fd, &type, &u, sizeof(u), &fd)) > 0) {
 		if (fd >= 0)
@@ -647,7 +651,7 @@ read_queue(void)
 {
 	char buf[512];
 	enum ipc_type type;
-	int fd, r;
+	int fd, r = -1;
 
 	while (m.queue.fd >= 0 &&
 	    (r = ipc_recv(m.queue.fd, &type, buf, sizeof(buf), &fd)) > 0) {

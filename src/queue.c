@@ -126,8 +126,11 @@ channel_flush(int slot)
 		}
 		i++;
 	}
-	memmove(c->backlog, c->backlog + i, (c->nbacklog - i) * sizeof(*c->backlog));
-	c->nbacklog -= i;
+	if (i > 0) {
+		memmove(c->backlog, c->backlog + i,
+		    (c->nbacklog - i) * sizeof(*c->backlog));
+		c->nbacklog -= i;
+	}
 	if (c->fd >= 0)
 		epoll_set(c->fd, EPOLL_CTL_MOD,
 		    EPOLLIN | (c->nbacklog > 0 ? EPOLLOUT : 0),
@@ -307,7 +310,7 @@ read_master(void)
 {
 	struct ipc_worker_channel wc;
 	enum ipc_type type;
-	int fd, r;
+	int fd, r = -1;
 
 	while ((r = ipc_recv(q.master_fd, &type, &wc, sizeof(wc), &fd)) > 0) {
 		if (type != IPC_WORKER_CHANNEL || fd < 0)
