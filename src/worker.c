@@ -180,7 +180,7 @@ read_master(void)
 		char raw[1024];
 	} u;
 	enum ipc_type type;
-	int fd, r;
+	int fd, r = -1;
 
 	while ((r = ipc_recv(w.master_fd, &type, &u, sizeof(u), &fd)) > 0) {
 		switch (type) {
@@ -219,7 +219,7 @@ read_queue(void)
 {
 	struct ipc_submit_result res;
 	enum ipc_type type;
-	int fd, r;
+	int fd, r = -1;
 
 	while (w.queue_fd >= 0 &&
 	    (r = ipc_recv(w.queue_fd, &type, &res, sizeof(res), &fd)) > 0) {
