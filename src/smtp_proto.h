@@ -96,8 +96,6 @@ struct proto_params {
 	unsigned    max_rcpts;       /* accepted recipients per transaction */
 	unsigned    max_errors;      /* error replies before 421 and close */
 	enum proto_bare_newlines bare_newlines;
-	/* Until the TLS work implements them, STARTTLS and AUTH get 454 when
-	 * advertised, 502 when not. */
 	bool        starttls;        /* offer STARTTLS (until TLS is on) */
 	bool        tls;             /* encrypted from the start (RFC 8314) */
 	bool        auth;            /* offer AUTH PLAIN LOGIN under TLS */
