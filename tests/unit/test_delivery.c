@@ -1,0 +1,326 @@
+/*
+ * Unit tests for the pure parts of delivery: the retry schedule, expiry
+ * and delay warnings, job and destination keys (retry.c), replies
+ * (delivery.c), and DSNs (bounce.c).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bounce.h"
+#include "delivery.h"
+#include "retry.h"
+#include "unit.h"
+#include "util.h"
+
+static const unsigned schedule[] = { 60, 300, 900 };
+static const struct retry_policy policy = {
+	schedule, 3, 5 * 86400, 4 * 3600
+};
+
+static void
+test_retry_delay(void)
+{
+	CHECK_INT(retry_delay(&policy, 1), 60);
+	CHECK_INT(retry_delay(&policy, 2), 300);
+	CHECK_INT(retry_delay(&policy, 3), 900);
+	/* Past the end of the list, the last interval repeats. */
+	CHECK_INT(retry_delay(&policy, 4), 900);
+	CHECK_INT(retry_delay(&policy, 1000), 900);
+	CHECK_INT(retry_delay(&policy, 0), 60);
+}
+
+static void
+test_retry_plan_next(void)
+{
+	int64_t next;
+	bool warn;
+
+	CHECK(!retry_plan(&policy, 1000, 1, 0, 1010, &next, &warn));
+	CHECK_INT(next, 1070);
+	CHECK(!warn);
+	CHECK(!retry_plan(&policy, 1000, 2, 1010, 1070, &next, &warn));
+	CHECK_INT(next, 1370);
+}
+
+static void
+test_retry_plan_expiry(void)
+{
+	int64_t next;
+	bool warn;
+	int64_t deadline = 1000 + 5 * 86400;
+
+	/* The retry would come after the deadline: one last attempt at it. */
+	CHECK(!retry_plan(&policy, 1000, 50, deadline - 500, deadline - 100,
+	    &next, &warn));
+	CHECK_INT(next, deadline);
+	/* At the deadline a failure expires, and warns nobody. */
+	CHECK(retry_plan(&policy, 1000, 51, deadline - 100, deadline, &next,
+	    &warn));
+	CHECK(!warn);
+	CHECK(retry_plan(&policy, 1000, 51, deadline - 100, deadline + 7,
+	    &next, &warn));
+}
+
+static void
+test_retry_plan_warning_once(void)
+{
+	int64_t next;
+	bool warn;
+	int64_t warn_at = 1000 + 4 * 3600;
+
+	/* Before the threshold: no warning. */
+	CHECK(!retry_plan(&policy, 1000, 3, 1000, warn_at - 1, &next, &warn));
+	CHECK(!warn);
+	/* The first failure at or after it, the previous one before it. */
+	CHECK(!retry_plan(&policy, 1000, 4, warn_at - 1, warn_at + 5, &next,
+	    &warn));
+	CHECK(warn);
+	/* The next failure: the previous attempt was after it already. */
+	CHECK(!retry_plan(&policy, 1000, 5, warn_at + 5, warn_at + 905, &next,
+	    &warn));
+	CHECK(!warn);
+	/* A first attempt long after arrival (held, released) warns. */
+	CHECK(!retry_plan(&policy, 1000, 1, 0, warn_at + 100, &next, &warn));
+	CHECK(warn);
+}
+
+static void
+test_retry_plan_no_warning(void)
+{
+	struct retry_policy p = policy;
+	int64_t next;
+	bool warn;
+
+	p.delay_warning = 0;
+	CHECK(!retry_plan(&p, 1000, 4, 1000, 1000 + 86400, &next, &warn));
+	CHECK(!warn);
+}
+
+static void
+test_keys_relay(void)
+{
+	char job[RETRY_KEY_MAX], dest[RETRY_KEY_MAX];
+
+	CHECK_INT(retry_keys("relay", "{\"upstream\":\"exchange\","
+	    "\"vars\":{\"a\":\"1\"}}", "bob@Example.ORG", job, dest), 0);
+	CHECK_STR(job, "relay:exchange");
+	CHECK_STR(dest, "relay:exchange");
+	CHECK_INT(retry_keys("relay", "{\"upstream\":\"mx\",\"vars\":{}}",
+	    "bob@Example.ORG", job, dest), 0);
+	CHECK_STR(job, "relay:mx:example.org");
+	CHECK_STR(dest, "relay:mx:example.org");
+	/* A quoted local part may hold an '@': the domain is after the last. */
+	CHECK_INT(retry_keys("relay", "{\"upstream\":\"mx\"}",
+	    "\"a@b\"@c.example", job, dest), 0);
+	CHECK_STR(job, "relay:mx:c.example");
+}
+
+static void
+test_keys_local(void)
+{
+	char job[RETRY_KEY_MAX], dest[RETRY_KEY_MAX];
+	const char *p1 = "{\"path\":\"/var/mail/a/\",\"vars\":{}}";
+
+	CHECK_INT(retry_keys("maildir", p1, "a@x", job, dest), 0);
+	CHECK_STR(dest, "maildir:/var/mail/a/");
+	CHECK(strstr(job, "maildir:") == job);
+	CHECK(strstr(job, "/var/mail/a/") != NULL);
+	CHECK_INT(retry_keys("pipe", "{\"command\":[\"/bin/x\",\"--q\",\"1\"]}",
+	    "a@x", job, dest), 0);
+	CHECK_STR(dest, "pipe:/bin/x");
+	CHECK_INT(retry_keys("discard", "{\"vars\":{}}", "a@x", job, dest), 0);
+	CHECK_STR(dest, "discard");
+	CHECK_INT(retry_keys("webhook", "{\"url\":\"https://h/in\"}", "a@x",
+	    job, dest), 0);
+	CHECK_STR(dest, "webhook:https://h/in");
+	/* Parameters that are not JSON: keys anyway, and -1. */
+	CHECK_INT(retry_keys("pipe", "not json", "a@x", job, dest), -1);
+	CHECK_STR(dest, "pipe");
+	CHECK_INT(retry_keys("pipe", NULL, "a@x", job, dest), -1);
+}
+
+static void
+test_delivery_set(void)
+{
+	struct delivery_rcpt r;
+
+	memset(&r, 0, sizeof(r));
+	delivery_set(&r, DELIVERY_FAIL, "5.3.0 command exited with status %d",
+	    1);
+	CHECK_INT(r.status, DELIVERY_FAIL);
+	CHECK_STR(r.reply, "554 5.3.0 command exited with status 1");
+	delivery_set(&r, DELIVERY_DEFER, "timed out");
+	CHECK_STR(r.reply, "451 4.0.0 timed out");
+	delivery_set(&r, DELIVERY_OK, "250 2.0.0 Ok: queued as X");
+	CHECK_STR(r.reply, "250 2.0.0 Ok: queued as X");
+	delivery_set(&r, DELIVERY_FAIL, "550 bad\r\nline\x1b[2J");
+	CHECK_STR(r.reply, "550 bad  line [2J");
+}
+
+static void
+test_delivery_set_pending(void)
+{
+	struct delivery_rcpt rc[3];
+	struct delivery_job job;
+
+	memset(rc, 0, sizeof(rc));
+	memset(&job, 0, sizeof(job));
+	job.rcpts = rc;
+	job.nrcpts = 3;
+	delivery_set(&rc[1], DELIVERY_OK, "ok");
+	delivery_set_pending(&job, DELIVERY_DEFER, "4.4.1 connection refused");
+	CHECK_INT(rc[0].status, DELIVERY_DEFER);
+	CHECK_STR(rc[0].reply, "451 4.4.1 connection refused");
+	CHECK_INT(rc[1].status, DELIVERY_OK);
+	CHECK_STR(rc[1].reply, "250 2.0.0 ok");
+	CHECK_INT(rc[2].status, DELIVERY_DEFER);
+}
+
+static void
+test_bounce_status(void)
+{
+	struct bounce_rcpt r = { .address = "a@b" };
+	char st[BOUNCE_STATUS_SIZE];
+
+	r.reply = "550 5.1.1 <a@b>: user unknown";
+	bounce_status(&r, st);
+	CHECK_STR(st, "5.1.1");
+	r.reply = "552 5.3.4";
+	bounce_status(&r, st);
+	CHECK_STR(st, "5.3.4");
+	r.reply = "550 user unknown";
+	bounce_status(&r, st);
+	CHECK_STR(st, "5.0.0");
+	r.reply = "451 4.4.1 connection refused";
+	bounce_status(&r, st);
+	CHECK_STR(st, "4.4.1");
+	r.reply = "421 5.1.1x";
+	bounce_status(&r, st);
+	CHECK_STR(st, "4.0.0");
+	r.expired = true;
+	bounce_status(&r, st);
+	CHECK_STR(st, "4.4.7");
+	r.expired = false;
+	r.reply = NULL;
+	bounce_status(&r, st);
+	CHECK_STR(st, "5.0.0");
+}
+
+static void
+test_bounce_header_len(void)
+{
+	const char *m = "A: 1\r\nB: 2\r\n\r\nbody\r\n";
+
+	CHECK_INT(bounce_header_len(m, strlen(m)), 12);
+	CHECK_INT(bounce_header_len("\r\nbody", 6), 0);
+	CHECK_INT(bounce_header_len("A: 1\r\n", 6), 6);
+	CHECK_INT(bounce_header_len("A: 1\n\nx", 7), 5);
+}
+
+static int
+count(const char *hay, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+		n++;
+	return n;
+}
+
+static void
+test_bounce_build(void)
+{
+	const char *hdr = "From: alice@a.example\r\nSubject: hi\r\n";
+	struct bounce_rcpt rc[2] = {
+		{ "bob@b.example", "550 5.1.1 <bob@b.example>: no such user",
+		  "mx.b.example", 1700000100, false },
+		{ "carol@b.example", "451 4.4.1 connection refused", NULL,
+		  1700000200, true },
+	};
+	struct bounce_report r = {
+		BOUNCE_FAILED, "0ABCDEFGHIJKLMNO", "alice@a.example",
+		1700000000, "mx.test.example", hdr, strlen(hdr), 0, rc, 2
+	};
+	struct buf b;
+
+	buf_init(&b);
+	bounce_build(&r, "0ZZZZZZZZZZZZZZZ", 1700000300, &b);
+	CHECK(strstr(b.data, "To: <alice@a.example>\r\n") != NULL);
+	CHECK(strstr(b.data, "From: Mail Delivery System"
+	    " <MAILER-DAEMON@mx.test.example>\r\n") != NULL);
+	CHECK(strstr(b.data, "Auto-Submitted: auto-replied\r\n") != NULL);
+	CHECK(strstr(b.data, "Content-Type: multipart/report;"
+	    " report-type=delivery-status;\r\n\tboundary="
+	    "\"0ZZZZZZZZZZZZZZZ/mx.test.example\"\r\n") != NULL);
+	CHECK(strstr(b.data, "Content-Transfer-Encoding: 7bit\r\n") != NULL);
+	CHECK_INT(count(b.data, "\r\n--0ZZZZZZZZZZZZZZZ/mx.test.example\r\n"),
+	    3);
+	CHECK_INT(count(b.data, "--0ZZZZZZZZZZZZZZZ/mx.test.example--\r\n"),
+	    1);
+	CHECK(strstr(b.data, "Content-Type: message/delivery-status\r\n\r\n"
+	    "Reporting-MTA: dns; mx.test.example\r\n") != NULL);
+	CHECK(strstr(b.data, "Arrival-Date: ") != NULL);
+	CHECK(strstr(b.data, "\r\n\r\nFinal-Recipient: rfc822; bob@b.example\r\n"
+	    "Action: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; mx.b.example\r\n"
+	    "Diagnostic-Code: smtp; 550 5.1.1 <bob@b.example>: no such user\r\n"
+	    "Last-Attempt-Date: ") != NULL);
+	CHECK(strstr(b.data, "Final-Recipient: rfc822; carol@b.example\r\n"
+	    "Action: failed\r\nStatus: 4.4.7\r\n"
+	    "Diagnostic-Code: X-mxgate; 451 4.4.1 connection refused\r\n")
+	    != NULL);
+	CHECK(strstr(b.data, "Content-Type: text/rfc822-headers\r\n\r\n"
+	    "From: alice@a.example\r\nSubject: hi\r\n\r\n--") != NULL);
+	CHECK(strstr(b.data, "Will-Retry-Until") == NULL);
+	/* No bare LF anywhere. */
+	for (size_t i = 0; i < b.len; i++)
+		if (b.data[i] == '\n' && (i == 0 || b.data[i - 1] != '\r'))
+			CHECK(!"bare LF");
+	buf_free(&b);
+}
+
+static void
+test_bounce_build_delayed_global(void)
+{
+	const char *hdr = "Subject: caf\xc3\xa9\n";
+	struct bounce_rcpt rc = { "j\xc3\xb6rg@b.example",
+	    "451 4.4.1 connection refused", NULL, 1700000100, false };
+	struct bounce_report r = {
+		BOUNCE_DELAYED, "0ABCDEFGHIJKLMNO", "alice@a.example",
+		1700000000, "mx.test.example", hdr, strlen(hdr), 1700400000,
+		&rc, 1
+	};
+	struct buf b;
+
+	buf_init(&b);
+	bounce_build(&r, "0ZZZZZZZZZZZZZZZ", 1700000300, &b);
+	CHECK(strstr(b.data, "report-type=global-delivery-status") != NULL);
+	CHECK(strstr(b.data, "Content-Type: message/global-delivery-status")
+	    != NULL);
+	CHECK(strstr(b.data, "Final-Recipient: utf-8; j\xc3\xb6rg@b.example\r\n"
+	    "Action: delayed\r\nStatus: 4.4.1\r\n") != NULL);
+	CHECK(strstr(b.data, "Will-Retry-Until: ") != NULL);
+	CHECK(strstr(b.data, "Subject: Delayed Mail") != NULL);
+	CHECK(strstr(b.data, "Content-Type: message/global-headers\r\n\r\n"
+	    "Subject: caf\xc3\xa9\r\n") != NULL);
+	CHECK(strstr(b.data, "Content-Transfer-Encoding: 8bit\r\n") != NULL);
+	buf_free(&b);
+}
+
+int
+main(void)
+{
+	RUN(test_retry_delay);
+	RUN(test_retry_plan_next);
+	RUN(test_retry_plan_expiry);
+	RUN(test_retry_plan_warning_once);
+	RUN(test_retry_plan_no_warning);
+	RUN(test_keys_relay);
+	RUN(test_keys_local);
+	RUN(test_delivery_set);
+	RUN(test_delivery_set_pending);
+	RUN(test_bounce_status);
+	RUN(test_bounce_header_len);
+	RUN(test_bounce_build);
+	RUN(test_bounce_build_delayed_global);
+	return unit_done();
+}
