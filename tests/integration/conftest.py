@@ -478,8 +478,12 @@ def _cleanup(daemons, request):
         except Exception as e:  # keep stopping the others
             problems.append("stop failed on port %d: %s" % (d.port, e))
         problems.extend(d.problems)
-        if d.sanitizer_report():
-            problems.append("sanitizer report in %s" % d.log_path)
+        report = d.sanitizer_report()
+        if report:
+            first = next(l for l in report.splitlines()
+                         if SANITIZER_RE.search(l))
+            problems.append("sanitizer report in %s: %s"
+                            % (d.log_path, first.strip()))
     failed = any(getattr(request.node, "rep_" + w, None) is not None
                  and getattr(request.node, "rep_" + w).failed
                  for w in ("setup", "call"))
