@@ -61,6 +61,10 @@ echo "== build ($builddir)"
 if [ ! -x "$top/configure" ]; then
 	./autogen.sh || give_up "autogen.sh failed"
 fi
+if [ -f "$top/config.status" ]; then
+	# automake refuses VPATH builds of a tree configured in place.
+	give_up "$top is configured in place: run 'make distclean' there first"
+fi
 mkdir -p "$builddir" || give_up "cannot create $builddir"
 if [ ! -f "$builddir/Makefile" ]; then
 	(cd "$builddir" && "$top/configure" "${configure_args[@]}") \
