@@ -311,3 +311,14 @@ def test_slow_clients_do_not_block_others(daemon_factory):
     finally:
         for s in stalled:
             s.close()
+
+
+def test_sighup_keeps_serving(daemon):
+    """SIGHUP (reload) never takes the daemon down, whatever it reloads."""
+    before = send_messages(daemon, 2, "before hup")
+    os.kill(daemon.pid, signal.SIGHUP)
+    time.sleep(1.0)
+    assert daemon.running()
+    after = send_messages(daemon, 2, "after hup")
+    stored = {r[0] for r in daemon.db("SELECT id FROM messages")}
+    assert set(before + after) <= stored
