@@ -34,6 +34,7 @@
 #include "config.h"
 #include "config_default.h"
 #include "log.h"
+#include "route.h"
 #include "util.h"
 
 #define KB 1024LL
@@ -70,6 +71,10 @@ enum conf_type {
 	CT_ENUM,        /* one of words, stored as its index (an enum) */
 	CT_STRLIST,     /* [ "a", "b" ]: char ** (NULL-terminated) + count */
 	CT_LIST,        /* ( { ... }, ... ): array of sub->elem_size + count */
+	CT_BOOL,        /* true or false: a bool, or an int that is -1 when
+	                   the setting is absent and has no default */
+	CT_BOOLSTR,     /* true, false or a non-empty string:
+	                   struct conf_boolstr */
 };
 
 #define CF_REQUIRED 0x01
@@ -121,6 +126,12 @@ static int check_listeners_unique(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static void listener_finish(struct conf_ctx *, config_setting_t *,
     const char *, void *);
+static int check_routes(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_upstream_hosts(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_upstreams(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
 
 /* In the order of enum listener_role. */
 static const char *const listener_roles[] = {
@@ -151,6 +162,93 @@ static const struct conf_spec listener_specs[] = {
 
 static const struct conf_table listener_table = {
 	listener_specs, sizeof(struct listener_conf), listener_finish
+};
+
+static const char *const route_formats[] = { "raw", "json", NULL };
+
+/* What each action takes is route.c's to check (route_table_build). */
+static const struct conf_spec route_specs[] = {
+	{ .path = "name", .type = CT_STRING, FIELD(struct route_conf, name),
+	  .doc = "name in logs and the queue; default \"route<N>\"" },
+	{ .path = "rcpt", .type = CT_STRING, FIELD(struct route_conf, rcpt),
+	  .flags = CF_REQUIRED,
+	  .doc = "PCRE2 on local@domain, caseless" },
+	{ .path = "sender", .type = CT_STRING,
+	  FIELD(struct route_conf, sender),
+	  .doc = "PCRE2 on the envelope sender, caseless" },
+	{ .path = "client", .type = CT_STRLIST,
+	  FIELD(struct route_conf, client), COUNT(struct route_conf, nclient),
+	  .doc = "client networks (CIDR)" },
+	{ .path = "authenticated", .type = CT_BOOLSTR,
+	  FIELD(struct route_conf, authenticated),
+	  .doc = "true, false, or PCRE2 on the authenticated user" },
+	{ .path = "tls", .type = CT_BOOL, FIELD(struct route_conf, tls),
+	  .doc = "true: only encrypted sessions; false: only plaintext" },
+	{ .path = "sender_auth", .type = CT_STRLIST,
+	  FIELD(struct route_conf, sender_auth),
+	  COUNT(struct route_conf, nsender_auth),
+	  .doc = "\"spf\", \"auth\", \"tls\": any one must pass" },
+	{ .path = "continue", .type = CT_BOOL, FIELD(struct route_conf, cont),
+	  .def = "false",
+	  .doc = "also apply the later matching routes" },
+	{ .path = "max_size", .type = CT_SIZE,
+	  FIELD(struct route_conf, max_size), .min = 1 * KB, .max = 2 * GB,
+	  .doc = "largest message for this route's recipients" },
+	{ .path = "action", .type = CT_STRING,
+	  FIELD(struct route_conf, action), .flags = CF_REQUIRED,
+	  .words = route_action_names,
+	  .doc = "what happens to the recipient" },
+	{ .path = "code", .type = CT_INT, FIELD(struct route_conf, code),
+	  .min = 400, .max = 599, .doc = "reject: reply code" },
+	{ .path = "text", .type = CT_STRING, FIELD(struct route_conf, text),
+	  .doc = "reject: reply text, from the enhanced status code on" },
+	{ .path = "upstream", .type = CT_STRING,
+	  FIELD(struct route_conf, upstream),
+	  .doc = "relay: a name from upstreams, or \"mx\"" },
+	{ .path = "path", .type = CT_STRING, FIELD(struct route_conf, path),
+	  .doc = "maildir: directory" },
+	{ .path = "command", .type = CT_STRLIST,
+	  FIELD(struct route_conf, command),
+	  COUNT(struct route_conf, ncommand),
+	  .doc = "pipe: program and arguments, no shell" },
+	{ .path = "format", .type = CT_STRING,
+	  FIELD(struct route_conf, format), .words = route_formats,
+	  .doc = "pipe, webhook: raw message or parsed JSON" },
+	{ .path = "timeout", .type = CT_INT,
+	  FIELD(struct route_conf, timeout), .min = 1, .max = 86400,
+	  .doc = "pipe, webhook: seconds" },
+	{ .path = "address", .type = CT_STRING,
+	  FIELD(struct route_conf, address),
+	  .doc = "lmtp: unix:/path or inet:host:port" },
+	{ .path = "url", .type = CT_STRING, FIELD(struct route_conf, url),
+	  .doc = "webhook: https:// URL" },
+	{ .path = "secret", .type = CT_STRING,
+	  FIELD(struct route_conf, secret),
+	  .doc = "webhook: HMAC key (never stored in the queue)" },
+	{ .path = NULL }
+};
+
+static const struct conf_table route_table = {
+	route_specs, sizeof(struct route_conf), NULL
+};
+
+static const struct conf_spec upstream_specs[] = {
+	{ .path = "name", .type = CT_STRING,
+	  FIELD(struct upstream_conf, name), .flags = CF_REQUIRED,
+	  .doc = "what relay routes call it" },
+	{ .path = "hosts", .type = CT_STRLIST,
+	  FIELD(struct upstream_conf, hosts),
+	  COUNT(struct upstream_conf, nhosts), .flags = CF_REQUIRED,
+	  .check = check_upstream_hosts,
+	  .doc = "\"host\", \"host:port\", \"[2001:db8::1]:port\", in order" },
+	{ .path = "port", .type = CT_INT, FIELD(struct upstream_conf, port),
+	  .def = "25", .min = 1, .max = 65535,
+	  .doc = "port of the hosts that name none" },
+	{ .path = NULL }
+};
+
+static const struct conf_table upstream_table = {
+	upstream_specs, sizeof(struct upstream_conf), NULL
 };
 
 static const struct conf_spec mxconf_specs[] = {
@@ -231,6 +329,15 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, accept_domains),
 	  COUNT(struct mxconf, naccept_domains), .check = check_domains,
 	  .doc = "domains we are MX for" },
+
+	{ .path = "routes", .type = CT_LIST,
+	  FIELD(struct mxconf, routes), COUNT(struct mxconf, nroutes),
+	  .sub = &route_table, .check = check_routes,
+	  .doc = "what happens to each recipient, tried in order" },
+	{ .path = "upstreams", .type = CT_LIST,
+	  FIELD(struct mxconf, upstreams), COUNT(struct mxconf, nupstreams),
+	  .sub = &upstream_table, .check = check_upstreams,
+	  .doc = "hosts that relay routes deliver to" },
 	{ .path = NULL }
 };
 
@@ -679,6 +786,56 @@ set_string(struct conf_ctx *ctx, const struct conf_spec *sp,
 }
 
 static void
+store_bool(const struct conf_spec *sp, void *base, int v)
+{
+	char *field = (char *)base + sp->off;
+	bool b = v > 0;
+
+	if (sp->width == sizeof(bool))
+		memcpy(field, &b, sizeof(b));
+	else
+		store_int(sp, base, v);
+}
+
+static int
+set_bool(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+		conf_report(ctx, s, "'%s' must be true or false", name);
+		return -1;
+	}
+	store_bool(sp, base, config_setting_get_bool(s));
+	return 0;
+}
+
+static int
+set_boolstr(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct conf_boolstr *field =
+	    (struct conf_boolstr *)(void *)((char *)base + sp->off);
+	const char *v;
+
+	free(field->string);
+	field->string = NULL;
+	field->flag = -1;
+	if (config_setting_type(s) == CONFIG_TYPE_BOOL) {
+		field->flag = config_setting_get_bool(s);
+		return 0;
+	}
+	if (config_setting_type(s) != CONFIG_TYPE_STRING ||
+	    (v = config_setting_get_string(s))[0] == '\0') {
+		conf_report(ctx, s, "'%s' must be true, false or a non-empty "
+		    "string", name);
+		return -1;
+	}
+	field->flag = 1;
+	field->string = xstrdup(v);
+	return 0;
+}
+
+static void
 free_strlist(char **list)
 {
 	char **p;
@@ -844,6 +1001,12 @@ conf_apply(struct conf_ctx *ctx, const struct conf_spec *sp,
 	case CT_LIST:
 		r = set_list(ctx, sp, s, name, base);
 		break;
+	case CT_BOOL:
+		r = set_bool(ctx, sp, s, name, base);
+		break;
+	case CT_BOOLSTR:
+		r = set_boolstr(ctx, sp, s, name, base);
+		break;
 	}
 	if (r == 0 && sp->check != NULL)
 		sp->check(ctx, sp, s, name, base);
@@ -904,6 +1067,11 @@ conf_defaults(const struct conf_table *t, void *base)
 	int idx;
 
 	for (sp = t->specs; sp->path != NULL; sp++) {
+		if (sp->type == CT_BOOLSTR)
+			((struct conf_boolstr *)(void *)((char *)base +
+			    sp->off))->flag = -1;
+		if (sp->type == CT_BOOL && sp->def == NULL)
+			store_bool(sp, base, -1);
 		if (sp->def == NULL)
 			continue;
 		switch (sp->type) {
@@ -922,9 +1090,17 @@ conf_defaults(const struct conf_table *t, void *base)
 				fatalx("config: bad default for %s", sp->path);
 			store_int(sp, base, idx);
 			break;
+		case CT_BOOL:
+			if (strcmp(sp->def, "true") != 0 &&
+			    strcmp(sp->def, "false") != 0)
+				fatalx("config: bad default for %s", sp->path);
+			store_bool(sp, base, strcmp(sp->def, "true") == 0);
+			break;
 		case CT_STRLIST:
 		case CT_LIST:
-			fatalx("config: %s: lists have no default", sp->path);
+		case CT_BOOLSTR:
+			fatalx("config: %s: no default for this type",
+			    sp->path);
 		}
 	}
 }
@@ -949,9 +1125,16 @@ conf_release(const struct conf_table *t, void *base)
 		case CT_LIST:
 			release_list(sp, base);
 			break;
+		case CT_BOOLSTR:
+			str = &((struct conf_boolstr *)(void *)((char *)base +
+			    sp->off))->string;
+			free(*str);
+			*str = NULL;
+			break;
 		case CT_INT:
 		case CT_SIZE:
 		case CT_ENUM:
+		case CT_BOOL:
 			break;
 		}
 	}
@@ -1101,6 +1284,262 @@ check_listeners_unique(struct conf_ctx *ctx, const struct conf_spec *sp,
 	return r;
 }
 
+/* Route names go to logs, the queue and `route test`: keep them words. */
+static bool
+route_name_valid(const char *n)
+{
+	for (; *n != '\0'; n++)
+		if (!isalnum((unsigned char)*n) && *n != '_' && *n != '-' &&
+		    *n != '.')
+			return false;
+	return true;
+}
+
+/* Name the unnamed routes "route<N>"; names must be unique (delivery
+ * finds a webhook's secret by its route's name). */
+static int
+check_routes(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct mxconf *c = base;
+	config_setting_t *e;
+	size_t i, j;
+	int r = 0;
+
+	for (i = 0; i < c->nroutes; i++)
+		if (c->routes[i].name == NULL)
+			xasprintf(&c->routes[i].name, "route%zu", i + 1);
+	for (i = 0; i < c->nroutes; i++) {
+		e = config_setting_get_elem(s, (unsigned)i);
+		if (!route_name_valid(c->routes[i].name)) {
+			conf_report(ctx, e, "'%s[%zu].name' may hold only "
+			    "letters, digits, '_', '-' and '.' (got \"%s\")",
+			    name, i, c->routes[i].name);
+			r = -1;
+		}
+		for (j = 0; j < i; j++) {
+			if (strcmp(c->routes[i].name, c->routes[j].name) != 0)
+				continue;
+			conf_report(ctx, e, "duplicate route name \"%s\" (also "
+			    "at line %u)", c->routes[i].name,
+			    config_setting_source_line(
+			    config_setting_get_elem(s, (unsigned)j)));
+			r = -1;
+			break;
+		}
+	}
+	return r;
+}
+
+/* "host", "host:port", "192.0.2.1:25", "[2001:db8::1]" or
+ * "[2001:db8::1]:25". */
+static bool
+upstream_host_valid(const char *h)
+{
+	char host[ADDR_DOMAIN_MAX + 1];
+	unsigned char addr[16];
+	const char *end, *port = NULL;
+	bool bracket = h[0] == '[';
+	size_t len;
+	long p;
+	char *pend;
+
+	if (bracket) {
+		if ((end = strchr(h, ']')) == NULL)
+			return false;
+		len = (size_t)(end - h - 1);
+		if (end[1] == ':')
+			port = end + 2;
+		else if (end[1] != '\0')
+			return false;
+		h++;
+	} else {
+		end = strchr(h, ':');
+		len = end != NULL ? (size_t)(end - h) : strlen(h);
+		if (end != NULL)
+			port = end + 1;
+	}
+	if (len == 0 || len >= sizeof(host))
+		return false;
+	memcpy(host, h, len);
+	host[len] = '\0';
+	if (port != NULL) {
+		errno = 0;
+		p = strtol(port, &pend, 10);
+		if (!isdigit((unsigned char)port[0]) || *pend != '\0' ||
+		    p < 1 || p > 65535)
+			return false;
+	}
+	if (bracket)
+		return inet_pton(AF_INET6, host, addr) == 1;
+	return inet_pton(AF_INET, host, addr) == 1 ||
+	    addr_domain_valid(host);
+}
+
+static int
+check_upstream_hosts(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct upstream_conf *u = base;
+	size_t i;
+	int r = 0;
+
+	if (u->nhosts == 0) {
+		conf_report(ctx, s, "'%s' must name at least one host", name);
+		return -1;
+	}
+	for (i = 0; i < u->nhosts; i++) {
+		if (upstream_host_valid(u->hosts[i]))
+			continue;
+		conf_report(ctx, config_setting_get_elem(s, (unsigned)i),
+		    "'%s[%zu]' must be \"host\", \"host:port\" or "
+		    "\"[IPv6]:port\" (got \"%s\")", name, i, u->hosts[i]);
+		r = -1;
+	}
+	return r;
+}
+
+static int
+check_upstreams(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct mxconf *c = base;
+	config_setting_t *e;
+	size_t i, j;
+	int r = 0;
+
+	for (i = 0; i < c->nupstreams; i++) {
+		const char *n = c->upstreams[i].name;
+
+		if (n == NULL)
+			continue;
+		e = config_setting_get_elem(s, (unsigned)i);
+		if (strcmp(n, ROUTE_UPSTREAM_MX) == 0) {
+			conf_report(ctx, e, "'%s[%zu].name' cannot be \"%s\": "
+			    "relay routes use it for the recipient domain's "
+			    "MX hosts", name, i, ROUTE_UPSTREAM_MX);
+			r = -1;
+		}
+		for (j = 0; j < i; j++) {
+			if (c->upstreams[j].name == NULL ||
+			    strcmp(n, c->upstreams[j].name) != 0)
+				continue;
+			conf_report(ctx, e, "duplicate upstream name \"%s\" "
+			    "(also at line %u)", n, config_setting_source_line(
+			    config_setting_get_elem(s, (unsigned)j)));
+			r = -1;
+			break;
+		}
+	}
+	return r;
+}
+
+/* --- routes: the accept_domains shorthand, compiling --- */
+
+/* "@example\\.com$": the domain is letters, digits, '-' and '.'. */
+static char *
+domain_pattern(const char *prefix, const char *domain)
+{
+	struct buf b;
+	const char *p;
+
+	buf_init(&b);
+	buf_appends(&b, prefix);
+	for (p = domain; *p != '\0'; p++) {
+		if (*p == '.')
+			buf_append(&b, "\\", 1);
+		buf_append(&b, p, 1);
+	}
+	buf_appends(&b, "$");
+	return b.data;
+}
+
+static void
+implicit_route(struct mxconf *c, const char *name, char *rcpt,
+    const char *action)
+{
+	struct route_conf *r;
+
+	c->routes = xrealloc(c->routes, (c->nroutes + 1) * sizeof(*r));
+	r = &c->routes[c->nroutes++];
+	memset(r, 0, sizeof(*r));
+	r->name = xstrdup(name);
+	r->rcpt = rcpt;
+	r->action = xstrdup(action);
+	r->authenticated.flag = -1;
+	r->tls = -1;
+}
+
+/*
+ * Without `routes`, accept_domains says it (etc/mxgate.conf): each domain
+ * is a "debug" route, so is <postmaster> at our host name (RFC 5321
+ * 4.5.1), and anything else is relaying, refused 550 5.7.1.
+ */
+static void
+routes_from_accept_domains(struct mxconf *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->naccept_domains; i++)
+		implicit_route(c, "accept_domains",
+		    domain_pattern("@", c->accept_domains[i]), "debug");
+	implicit_route(c, "postmaster",
+	    domain_pattern("^postmaster@", c->hostname), "debug");
+	implicit_route(c, "relay_denied", xstrdup("^"), "reject");
+	c->routes[c->nroutes - 1].code = 550;
+	c->routes[c->nroutes - 1].text =
+	    xstrdup("5.7.1 <${rcpt}>: Relay access denied");
+}
+
+struct route_report_ctx {
+	struct conf_ctx  *ctx;
+	config_setting_t *routes;       /* NULL: routes from accept_domains */
+	config_setting_t *fallback;
+};
+
+/* Blame the setting of the route, else the route, else the list. */
+static void
+route_problem(void *arg, size_t route, const char *setting, int elem,
+    const char *msg)
+{
+	struct route_report_ctx *r = arg;
+	config_setting_t *s = r->fallback, *g, *x;
+
+	if (r->routes != NULL &&
+	    (g = config_setting_get_elem(r->routes, (unsigned)route)) != NULL) {
+		s = g;
+		if (setting != NULL &&
+		    (x = config_setting_lookup(g, setting)) != NULL) {
+			s = x;
+			if (elem >= 0 && (g = config_setting_get_elem(x,
+			    (unsigned)elem)) != NULL)
+				s = g;
+		}
+	}
+	conf_report(r->ctx, s, "%s", msg);
+}
+
+static void
+config_routes(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
+{
+	struct route_report_ctx r = { .ctx = ctx };
+	config_setting_t *domains = config_lookup(cf, "accept_domains");
+
+	r.routes = config_lookup(cf, "routes");
+	r.fallback = r.routes != NULL ? r.routes : domains;
+	if (r.routes != NULL && domains != NULL) {
+		conf_report(ctx, domains, "'accept_domains' is a shorthand "
+		    "for routes and cannot be used with 'routes': write a "
+		    "route for these domains instead");
+		return;
+	}
+	if (r.routes == NULL)
+		routes_from_accept_domains(c);
+	else if (!config_setting_is_list(r.routes))
+		return;                 /* reported already */
+	c->route_table = route_table_build(c, route_problem, &r);
+}
+
 /* --- loading --- */
 
 static char *
@@ -1130,6 +1569,7 @@ config_finish(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 		c->hostname = default_hostname();
 	if (c->queue_user == NULL && c->user != NULL)
 		c->queue_user = xstrdup(c->user);
+	config_routes(ctx, cf, c);
 }
 
 static struct mxconf *
@@ -1238,6 +1678,7 @@ config_free(struct mxconf *c)
 	if (c == NULL)
 		return;
 	conf_release(&mxconf_table, c);
+	route_table_free(c->route_table);
 	free(c->path);
 	free(c);
 }

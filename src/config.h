@@ -29,6 +29,55 @@ struct listener_conf {
 	socklen_t ss_len;
 };
 
+/* A setting that is true, false or a string ("authenticated"). */
+struct conf_boolstr {
+	int      flag;          /* -1 absent, 0 false, 1 true or a string */
+	char    *string;        /* the string, NULL for true and false */
+};
+
+/*
+ * One element of `routes`, as written (route.c compiles and checks it;
+ * see route.h).  Action parameters are kept whatever the action; route.c
+ * reports those that do not belong to it.  Absent: NULL strings and
+ * lists, 0 numbers, -1 tristates.
+ */
+struct route_conf {
+	char    *name;          /* default "route<N>", filled in at load */
+	char    *rcpt;          /* PCRE2 on "local@domain"; required */
+	char    *sender;        /* PCRE2 on the envelope sender */
+	char   **client;        /* CIDR networks */
+	size_t   nclient;
+	struct conf_boolstr authenticated;  /* string: PCRE2 on the user */
+	int      tls;           /* -1 any, 0 plaintext only, 1 TLS only */
+	char   **sender_auth;   /* "spf", "auth", "tls" */
+	size_t   nsender_auth;
+	bool     cont;          /* continue */
+	size_t   max_size;      /* 0: limits.message_size only */
+	char    *action;
+	int      code;          /* reject */
+	char    *text;          /* reject */
+	char    *upstream;      /* relay */
+	char    *path;          /* maildir */
+	char   **command;       /* pipe */
+	size_t   ncommand;
+	char    *format;        /* pipe, webhook: "raw" | "json" */
+	int      timeout;       /* pipe, webhook: seconds */
+	char    *address;       /* lmtp */
+	char    *url;           /* webhook */
+	char    *secret;        /* webhook (never stored in the queue) */
+};
+
+/* One element of `upstreams`: where action "relay" sends mail.  The
+ * delivery work adds its settings (TLS, AUTH, HELO) here. */
+struct upstream_conf {
+	char    *name;          /* required, unique, not "mx" */
+	char   **hosts;         /* "host", "host:port", "[v6addr]:port" */
+	size_t   nhosts;
+	int      port;          /* when a host has none; default 25 */
+};
+
+struct route_table;
+
 struct mxconf {
 	char    *path;               /* file it came from, "(default)" */
 
@@ -61,9 +110,18 @@ struct mxconf {
 	unsigned timeout_data;
 	unsigned shutdown_grace;
 
-	/* acceptance (until routes exist): domains we are MX for */
+	/* acceptance: domains we are MX for; without `routes`, a shorthand
+	 * for routes (etc/mxgate.conf says which) */
 	char   **accept_domains;
 	size_t   naccept_domains;
+
+	/* routing (route.h): the routes as written (those made from
+	 * accept_domains when `routes` is absent), and compiled */
+	struct route_conf *routes;
+	size_t   nroutes;
+	struct upstream_conf *upstreams;
+	size_t   nupstreams;
+	struct route_table *route_table;    /* never NULL after a load */
 };
 
 typedef void (*config_error_fn)(const char *msg);
