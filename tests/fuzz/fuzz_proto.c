@@ -6,7 +6,13 @@
  *       8 max_line 1000 instead of 512, 0x30 max_size (0, 100, 1000, 64k),
  *       0x40 shut down at the 3rd event, 0x80 time out at the 5th event
  *   [1] seed for the feed sizes (and a refused greeting if & 0x81)
- *   [2] max_rcpts, [3] max_errors (both small)
+ *   [2] max_rcpts (& 7), 0x08 implicit TLS, 0x10 AUTH without TLS,
+ *       0x20 AUTH required
+ *   [3] max_errors (& 31)
+ *
+ * After an accepted STARTTLS, the bytes up to the next NUL stand for what
+ * the client pipelined before the handshake: they are fed (and must be
+ * swallowed without a reply), dropped, and the handshake "succeeds".
  *
  * The engine is driven twice as session.c drives it — once in pieces of
  * varying size, once all at once — with the same answers (chosen by the
@@ -133,6 +139,13 @@ answer(struct proto *p, struct run *r, const uint8_t *in, uint8_t flags,
 		check(pp->max_size == 0 || ev->message_size <= pp->max_size,
 		    "message over max_size");
 		break;
+	case PROTO_EV_AUTH:
+		check(ev->auth_mech != NULL && ev->auth_authzid != NULL &&
+		    ev->auth_user != NULL && ev->auth_pass != NULL,
+		    "AUTH without credentials");
+		check(ev->auth_user[0] != '\0' && ev->auth_pass[0] != '\0',
+		    "empty AUTH credentials");
+		break;
 	case PROTO_EV_MESSAGE_ABORT:
 		check(ev->abort_code == 552 || ev->abort_code == 550,
 		    "abort code");
@@ -176,6 +189,33 @@ answer(struct proto *p, struct run *r, const uint8_t *in, uint8_t flags,
 	}
 }
 
+/*
+ * The TLS handshake after an accepted STARTTLS.  What was pipelined behind
+ * STARTTLS (here: up to the next NUL) must vanish without an answer.
+ */
+static void
+handshake(struct proto *p, struct run *r, const uint8_t *in, size_t len,
+    int whole)
+{
+	const uint8_t *nul = memchr(in + r->consumed, 0, len - r->consumed);
+	size_t end = nul ? (size_t)(nul - in) + 1 : len, step, olen;
+
+	while (r->consumed < end) {
+		step = whole ? end - r->consumed : 1 + r->consumed % 5;
+		if (step > end - r->consumed)
+			step = end - r->consumed;
+		check(proto_feed(p, (const char *)in + r->consumed, step) == step,
+		    "input before the TLS handshake not swallowed");
+		r->consumed += step;
+	}
+	proto_output(p, &olen);
+	check(olen == 0 && proto_event(p) == NULL,
+	    "input before the TLS handshake answered");
+	proto_tls_started(p);
+	check(!proto_tls_waiting(p) && !proto_authenticated(p) &&
+	    !proto_in_transaction(p), "TLS start kept session state");
+}
+
 static void
 drive(const struct proto_params *pp, const uint8_t *in, size_t len,
     uint8_t flags, uint8_t seed, int whole, struct run *r)
@@ -191,6 +231,8 @@ drive(const struct proto_params *pp, const uint8_t *in, size_t len,
 		if (proto_event(p) != NULL)
 			answer(p, r, in, flags, pp);
 		collect(p, r);
+		if (proto_tls_waiting(p) && !proto_closing(p))
+			handshake(p, r, in, len, whole);
 		if (proto_closing(p)) {
 			check(proto_feed(p, (const char *)in, len) == 0 || len == 0,
 			    "consumed after closing");
@@ -238,6 +280,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pp.max_line = (flags & 8) ? 1000 : 512;
 	pp.max_size = sizes[(flags >> 4) & 3];
 	pp.max_rcpts = data[2] % 8;
+	pp.tls = (data[2] & 0x08) != 0;
+	pp.auth_plaintext = (data[2] & 0x10) != 0;
+	pp.auth_required = (data[2] & 0x20) != 0;
 	pp.max_errors = data[3] % 32;
 	data += 4;
 	size -= 4;
