@@ -75,6 +75,8 @@ enum conf_type {
 	                   the setting is absent and has no default */
 	CT_BOOLSTR,     /* true, false or a non-empty string:
 	                   struct conf_boolstr */
+	CT_DURATION,    /* seconds: an integer or "90s" "5m" "4h" "5d" "1w" */
+	CT_DURLIST,     /* [ durations ]: unsigned * + count, at least one */
 };
 
 #define CF_REQUIRED 0x01
@@ -132,6 +134,10 @@ static int check_upstream_hosts(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static int check_upstreams(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
+static int check_abs_path(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static void tls_cert_finish(struct conf_ctx *, config_setting_t *,
+    const char *, void *);
 
 /* In the order of enum listener_role. */
 static const char *const listener_roles[] = {
@@ -157,6 +163,11 @@ static const struct conf_spec listener_specs[] = {
 	  FIELD(struct listener_conf, role), .def = "mx",
 	  .words = listener_roles,
 	  .doc = "mx (port 25), submission (587) or submissions (465, TLS)" },
+	{ .path = "auth", .type = CT_BOOL, FIELD(struct listener_conf, auth),
+	  .doc = "offer AUTH; default: not on mx, on the others" },
+	{ .path = "allow_plaintext_auth", .type = CT_BOOL,
+	  FIELD(struct listener_conf, allow_plaintext_auth),
+	  .doc = "offer AUTH without TLS; default auth.allow_plaintext" },
 	{ .path = NULL }
 };
 
@@ -232,6 +243,11 @@ static const struct conf_table route_table = {
 	route_specs, sizeof(struct route_conf), NULL
 };
 
+/* In the order of enum upstream_tls. */
+static const char *const upstream_tls_modes[] = {
+	"none", "opportunistic", "required", NULL
+};
+
 static const struct conf_spec upstream_specs[] = {
 	{ .path = "name", .type = CT_STRING,
 	  FIELD(struct upstream_conf, name), .flags = CF_REQUIRED,
@@ -244,11 +260,50 @@ static const struct conf_spec upstream_specs[] = {
 	{ .path = "port", .type = CT_INT, FIELD(struct upstream_conf, port),
 	  .def = "25", .min = 1, .max = 65535,
 	  .doc = "port of the hosts that name none" },
+	{ .path = "tls", .type = CT_ENUM, FIELD(struct upstream_conf, tls),
+	  .def = "opportunistic", .words = upstream_tls_modes,
+	  .doc = "STARTTLS: none, opportunistic (when offered) or required" },
+	{ .path = "tls_verify", .type = CT_BOOL,
+	  FIELD(struct upstream_conf, tls_verify), .def = "true",
+	  .doc = "check the certificate chain and the host name (required"
+	      " TLS fails without them; opportunistic only logs)" },
+	{ .path = "tls_ca", .type = CT_STRING,
+	  FIELD(struct upstream_conf, tls_ca), .check = check_abs_path,
+	  .doc = "CA certificates (PEM) to verify with; default the system's" },
+	{ .path = "auth_user", .type = CT_STRING,
+	  FIELD(struct upstream_conf, auth_user),
+	  .doc = "AUTH PLAIN/LOGIN to the upstream as this user (over TLS)" },
+	{ .path = "auth_password", .type = CT_STRING,
+	  FIELD(struct upstream_conf, auth_password),
+	  .doc = "its password" },
+	{ .path = "helo", .type = CT_STRING,
+	  FIELD(struct upstream_conf, helo),
+	  .doc = "name in EHLO/HELO; default server.hostname" },
 	{ .path = NULL }
 };
 
 static const struct conf_table upstream_table = {
 	upstream_specs, sizeof(struct upstream_conf), NULL
+};
+
+static const char *const tls_versions[] = {
+	"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", NULL
+};
+
+static const struct conf_spec tls_cert_specs[] = {
+	{ .path = "cert", .type = CT_STRING,
+	  FIELD(struct tls_cert_conf, cert), .flags = CF_REQUIRED,
+	  .check = check_abs_path,
+	  .doc = "certificate chain (PEM), leaf first" },
+	{ .path = "key", .type = CT_STRING,
+	  FIELD(struct tls_cert_conf, key), .flags = CF_REQUIRED,
+	  .check = check_abs_path,
+	  .doc = "its private key (PEM), read by the master at start" },
+	{ .path = NULL }
+};
+
+static const struct conf_table tls_cert_table = {
+	tls_cert_specs, sizeof(struct tls_cert_conf), tls_cert_finish
 };
 
 static const struct conf_spec mxconf_specs[] = {
@@ -334,10 +389,91 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, routes), COUNT(struct mxconf, nroutes),
 	  .sub = &route_table, .check = check_routes,
 	  .doc = "what happens to each recipient, tried in order" },
+	/* Postfix's defaults, give or take: queue lifetime 5 days, RFC
+	 * 5321 4.5.4.1 "at least 4-5 days". */
+	{ .path = "delivery.retry_schedule", .type = CT_DURLIST,
+	  FIELD(struct mxconf, retry_schedule),
+	  COUNT(struct mxconf, nretry_schedule),
+	  .def = "60 300 900 3600 14400", .min = 1, .max = 7 * 86400,
+	  .doc = "waits after the 1st, 2nd... failed attempt; the last repeats" },
+	{ .path = "delivery.max_queue_time", .type = CT_DURATION,
+	  FIELD(struct mxconf, max_queue_time), .def = "5d",
+	  .min = 0, .max = 365 * 86400,
+	  .doc = "then a recipient bounces (expiry DSN)" },
+	{ .path = "delivery.delay_warning", .type = CT_DURATION,
+	  FIELD(struct mxconf, delay_warning), .def = "0",
+	  .min = 0, .max = 365 * 86400,
+	  .doc = "warn the sender once after this long; 0 = never" },
+	{ .path = "delivery.concurrency", .type = CT_INT,
+	  FIELD(struct mxconf, concurrency), .def = "20", .min = 1, .max = 1000,
+	  .doc = "delivery processes at once, in all" },
+	{ .path = "delivery.concurrency_per_destination", .type = CT_INT,
+	  FIELD(struct mxconf, concurrency_per_destination), .def = "5",
+	  .min = 1, .max = 1000,
+	  .doc = "at once to one upstream, MX domain or local target" },
+	{ .path = "delivery.keep_delivered", .type = CT_DURATION,
+	  FIELD(struct mxconf, keep_delivered), .def = "0",
+	  .min = 0, .max = 3650 * 86400,
+	  .doc = "keep delivered/bounced messages' rows (not the content);"
+	      " 0 = delete them at once" },
+	{ .path = "delivery.bounce_upstream", .type = CT_STRING,
+	  FIELD(struct mxconf, bounce_upstream), .def = "mx",
+	  .doc = "where DSNs are relayed: \"mx\" or an upstream's name" },
+	{ .path = "delivery.connect_timeout", .type = CT_DURATION,
+	  FIELD(struct mxconf, relay_connect_timeout), .def = "30",
+	  .min = 1, .max = 3600,
+	  .doc = "relay: TCP connect, per address" },
+	/* RFC 5321 4.5.3.2: 5 minutes for replies, 10 for the final dot. */
+	{ .path = "delivery.command_timeout", .type = CT_DURATION,
+	  FIELD(struct mxconf, relay_command_timeout), .def = "300",
+	  .min = 1, .max = 3600,
+	  .doc = "relay: each reply and each block of DATA" },
+	{ .path = "delivery.data_timeout", .type = CT_DURATION,
+	  FIELD(struct mxconf, relay_data_timeout), .def = "600",
+	  .min = 1, .max = 3600,
+	  .doc = "relay: the reply to the end of DATA" },
+
 	{ .path = "upstreams", .type = CT_LIST,
 	  FIELD(struct mxconf, upstreams), COUNT(struct mxconf, nupstreams),
 	  .sub = &upstream_table, .check = check_upstreams,
 	  .doc = "hosts that relay routes deliver to" },
+
+	{ .path = "tls.certificates", .type = CT_LIST,
+	  FIELD(struct mxconf, tls_certs), COUNT(struct mxconf, ntls_certs),
+	  .sub = &tls_cert_table,
+	  .doc = "certificate/key pairs, chosen by SNI; the first by default" },
+	{ .path = "tls.min_version", .type = CT_STRING,
+	  FIELD(struct mxconf, tls_min_version), .def = "TLSv1.2",
+	  .words = tls_versions,
+	  .doc = "oldest TLS version accepted" },
+	{ .path = "tls.ciphers", .type = CT_STRING,
+	  FIELD(struct mxconf, tls_ciphers),
+	  .def = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:"
+	      "!aNULL:!DSS",
+	  .doc = "TLS 1.2 cipher list (OpenSSL syntax)" },
+	{ .path = "tls.ciphersuites", .type = CT_STRING,
+	  FIELD(struct mxconf, tls_ciphersuites),
+	  .def = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:"
+	      "TLS_AES_128_GCM_SHA256",
+	  .doc = "TLS 1.3 cipher suites (OpenSSL syntax)" },
+
+	{ .path = "auth.passwd_file", .type = CT_STRING,
+	  FIELD(struct mxconf, auth_passwd_file), .check = check_abs_path,
+	  .doc = "file of user:crypt-hash lines" },
+	{ .path = "auth.sqlite", .type = CT_STRING,
+	  FIELD(struct mxconf, auth_sqlite), .check = check_abs_path,
+	  .doc = "SQLite database with a users(name, password_hash) table" },
+	{ .path = "auth.max_failures", .type = CT_INT,
+	  FIELD(struct mxconf, auth_max_failures), .def = "3",
+	  .min = 1, .max = 100,
+	  .doc = "failed AUTHs in a session before it is closed" },
+	{ .path = "auth.failure_delay", .type = CT_INT,
+	  FIELD(struct mxconf, auth_failure_delay), .def = "1",
+	  .min = 0, .max = 30,
+	  .doc = "seconds before a failed AUTH is answered" },
+	{ .path = "auth.allow_plaintext", .type = CT_BOOL,
+	  FIELD(struct mxconf, auth_allow_plaintext), .def = "false",
+	  .doc = "offer AUTH without TLS (listeners may override)" },
 	{ .path = NULL }
 };
 
@@ -883,6 +1019,123 @@ set_strlist(struct conf_ctx *ctx, const struct conf_spec *sp,
 	return ok;
 }
 
+/* "300", "90s", "5m", "4h", "5d", "1w" into seconds; -1 on error. */
+static long long
+parse_duration(const char *text)
+{
+	static const struct { char unit; long long seconds; } units[] = {
+		{ 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 },
+		{ 'w', 7 * 86400 },
+	};
+	unsigned long long v;
+	char *end;
+	size_t i;
+
+	if (!isdigit((unsigned char)text[0]))
+		return -1;
+	errno = 0;
+	v = strtoull(text, &end, 10);
+	if (errno != 0 || v > (1ULL << 40))
+		return -1;
+	if (*end == '\0')
+		return (long long)v;
+	for (i = 0; i < ARRAY_LEN(units); i++)
+		if (end[0] == units[i].unit && end[1] == '\0')
+			return (long long)v * units[i].seconds;
+	return -1;
+}
+
+/* A duration from setting s (an integer is seconds); -1 reported. */
+static int
+get_duration(struct conf_ctx *ctx, config_setting_t *s, const char *name,
+    long long *v)
+{
+	if (is_integer(s))
+		return get_integer(ctx, s, name, v);
+	if (config_setting_type(s) == CONFIG_TYPE_STRING &&
+	    (*v = parse_duration(config_setting_get_string(s))) >= 0)
+		return 0;
+	conf_report(ctx, s, "'%s' must be a duration: seconds, or a string "
+	    "such as \"90s\", \"5m\", \"4h\", \"5d\" or \"1w\"", name);
+	return -1;
+}
+
+static int
+set_duration(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	long long v;
+
+	if (get_duration(ctx, s, name, &v) == -1)
+		return -1;
+	return set_number(ctx, sp, s, name, base, v);
+}
+
+static int
+set_durlist(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	unsigned **field = (unsigned **)(void *)((char *)base + sp->off);
+	size_t *count = (size_t *)((char *)base + sp->count_off);
+	char ename[CONF_NAME_LEN];
+	unsigned *list;
+	long long v;
+	size_t i, n;
+	int ok = 0;
+
+	if ((!config_setting_is_array(s) && !config_setting_is_list(s)) ||
+	    config_setting_length(s) == 0) {
+		conf_report(ctx, s, "'%s' must be a list of at least one "
+		    "duration [ 60, \"5m\", ... ]", name);
+		return -1;
+	}
+	n = (size_t)config_setting_length(s);
+	list = xcalloc(n, sizeof(*list));
+	for (i = 0; i < n; i++) {
+		config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+
+		conf_name(ename, "%s[%zu]", name, i);
+		if (get_duration(ctx, e, ename, &v) == -1) {
+			ok = -1;
+		} else if (v < sp->min || v > sp->max) {
+			conf_report(ctx, e, "'%s' must be between %lld and "
+			    "%lld seconds (got %lld)", ename, sp->min, sp->max,
+			    v);
+			ok = -1;
+		} else {
+			list[i] = (unsigned)v;
+		}
+	}
+	free(*field);
+	*field = list;
+	*count = n;
+	return ok;
+}
+
+/* The default of a CT_DURLIST: durations separated by spaces. */
+static void
+default_durlist(const struct conf_spec *sp, void *base)
+{
+	unsigned **field = (unsigned **)(void *)((char *)base + sp->off);
+	size_t *count = (size_t *)((char *)base + sp->count_off);
+	char *copy = xstrdup(sp->def), *word, *save = NULL;
+	long long v;
+
+	free(*field);
+	*field = NULL;
+	*count = 0;
+	for (word = strtok_r(copy, " ", &save); word != NULL;
+	    word = strtok_r(NULL, " ", &save)) {
+		if ((v = parse_duration(word)) < sp->min || v > sp->max)
+			fatalx("config: bad default for %s", sp->path);
+		*field = xrealloc(*field, (*count + 1) * sizeof(**field));
+		(*field)[(*count)++] = (unsigned)v;
+	}
+	free(copy);
+	if (*count == 0)
+		fatalx("config: bad default for %s", sp->path);
+}
+
 static void conf_defaults(const struct conf_table *t, void *base);
 static void conf_walk(struct conf_ctx *ctx, const struct conf_table *t,
     config_setting_t *group, const char *rel, const char *where, void *base);
@@ -1007,6 +1260,12 @@ conf_apply(struct conf_ctx *ctx, const struct conf_spec *sp,
 	case CT_BOOLSTR:
 		r = set_boolstr(ctx, sp, s, name, base);
 		break;
+	case CT_DURATION:
+		r = set_duration(ctx, sp, s, name, base);
+		break;
+	case CT_DURLIST:
+		r = set_durlist(ctx, sp, s, name, base);
+		break;
 	}
 	if (r == 0 && sp->check != NULL)
 		sp->check(ctx, sp, s, name, base);
@@ -1096,6 +1355,15 @@ conf_defaults(const struct conf_table *t, void *base)
 				fatalx("config: bad default for %s", sp->path);
 			store_bool(sp, base, strcmp(sp->def, "true") == 0);
 			break;
+		case CT_DURATION:
+			if ((v = parse_duration(sp->def)) < 0 ||
+			    v < sp->min || v > sp->max)
+				fatalx("config: bad default for %s", sp->path);
+			store_int(sp, base, v);
+			break;
+		case CT_DURLIST:
+			default_durlist(sp, base);
+			break;
 		case CT_STRLIST:
 		case CT_LIST:
 		case CT_BOOLSTR:
@@ -1131,10 +1399,15 @@ conf_release(const struct conf_table *t, void *base)
 			free(*str);
 			*str = NULL;
 			break;
+		case CT_DURLIST:
+			free(*(unsigned **)(void *)((char *)base + sp->off));
+			*(unsigned **)(void *)((char *)base + sp->off) = NULL;
+			break;
 		case CT_INT:
 		case CT_SIZE:
 		case CT_ENUM:
 		case CT_BOOL:
+		case CT_DURATION:
 			break;
 		}
 	}
@@ -1282,6 +1555,84 @@ check_listeners_unique(struct conf_ctx *ctx, const struct conf_spec *sp,
 		r = -1;
 	}
 	return r;
+}
+
+/* A relative path is relative to the directory mxgated starts in; the
+ * processes that use it run elsewhere. */
+static int
+check_abs_path(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	char **field = (char **)(void *)((char *)base + sp->off);
+	char cwd[PATH_MAX], *abs;
+
+	if (*field == NULL || (*field)[0] == '/')
+		return 0;
+	if (getcwd(cwd, sizeof(cwd)) == NULL) {
+		conf_report(ctx, s, "'%s': relative path, and the current "
+		    "directory is unknown: %s", name, strerror(errno));
+		return -1;
+	}
+	xasprintf(&abs, "%s/%s", cwd, *field);
+	free(*field);
+	*field = abs;
+	return 0;
+}
+
+/* tls.c reports problems with the files at the element's line. */
+static void
+tls_cert_finish(struct conf_ctx *ctx, config_setting_t *group,
+    const char *name, void *base)
+{
+	struct tls_cert_conf *tc = base;
+	char file[256];
+
+	source_name(ctx, config_setting_source_file(group), file, sizeof(file));
+	snprintf(tc->where, sizeof(tc->where), "%s:%u: '%s'", file,
+	    config_setting_source_line(group), name);
+}
+
+/*
+ * AUTH and TLS by listener: the defaults that depend on the role, and the
+ * combinations that could never work (a submission listener that cannot
+ * authenticate anyone takes no mail at all).
+ */
+static void
+listener_auth_check(struct conf_ctx *ctx, config_setting_t *e,
+    struct mxconf *c, struct listener_conf *l, size_t i)
+{
+	bool sources = c->auth_passwd_file != NULL || c->auth_sqlite != NULL;
+
+	if (l->auth < 0)
+		l->auth = l->role != ROLE_MX;
+	if (l->allow_plaintext_auth < 0)
+		l->allow_plaintext_auth = c->auth_allow_plaintext;
+	if (l->role != ROLE_MX && !l->auth)
+		conf_report(ctx, e, "'listen[%zu]': a %s listener takes mail "
+		    "only after AUTH: 'auth' cannot be false", i,
+		    listener_roles[l->role]);
+	else if (l->auth && !sources)
+		conf_report(ctx, e, "'listen[%zu]': AUTH needs "
+		    "auth.passwd_file or auth.sqlite", i);
+	if (l->role == ROLE_SUBMISSIONS && c->ntls_certs == 0)
+		conf_report(ctx, e, "'listen[%zu]': role \"submissions\" is "
+		    "TLS from the first byte and needs tls.certificates", i);
+	else if (l->auth && !l->allow_plaintext_auth && c->ntls_certs == 0)
+		conf_report(ctx, e, "'listen[%zu]': AUTH is offered only "
+		    "under TLS: set tls.certificates (or "
+		    "allow_plaintext_auth = true)", i);
+}
+
+static void
+config_listeners_auth(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
+{
+	config_setting_t *listen = config_lookup(cf, "listen");
+	size_t i;
+
+	for (i = 0; i < c->nlisteners; i++)
+		listener_auth_check(ctx, listen != NULL ?
+		    config_setting_get_elem(listen, (unsigned)i) : NULL, c,
+		    &c->listeners[i], i);
 }
 
 /* Route names go to logs, the queue and `route test`: keep them words. */
@@ -1554,6 +1905,24 @@ default_hostname(void)
 }
 
 /* What the table cannot say: defaults derived from other settings. */
+/* DSNs go to "mx" or to an upstream that exists. */
+static void
+config_bounce_upstream(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
+{
+	size_t i;
+
+	if (c->bounce_upstream == NULL ||
+	    strcmp(c->bounce_upstream, "mx") == 0)
+		return;
+	for (i = 0; i < c->nupstreams; i++)
+		if (c->upstreams[i].name != NULL &&
+		    strcmp(c->upstreams[i].name, c->bounce_upstream) == 0)
+			return;
+	conf_report(ctx, config_lookup(cf, "delivery.bounce_upstream"),
+	    "'delivery.bounce_upstream': no upstream named \"%s\" (say \"mx\""
+	    " or the name of one of upstreams)", c->bounce_upstream);
+}
+
 static void
 config_finish(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 {
@@ -1570,6 +1939,8 @@ config_finish(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 	if (c->queue_user == NULL && c->user != NULL)
 		c->queue_user = xstrdup(c->user);
 	config_routes(ctx, cf, c);
+	config_bounce_upstream(ctx, cf, c);
+	config_listeners_auth(ctx, cf, c);
 }
 
 static struct mxconf *

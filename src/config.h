@@ -27,6 +27,18 @@ struct listener_conf {
 	enum listener_role role;
 	struct sockaddr_storage ss;   /* resolved address */
 	socklen_t ss_len;
+	/* AUTH (auth.h): offered on this listener?  Default: not on mx, on
+	 * the others.  Without TLS too?  Default: auth.allow_plaintext.
+	 * -1 while absent, 0 or 1 after the load. */
+	int      auth;
+	int      allow_plaintext_auth;
+};
+
+/* One element of tls.certificates: a certificate chain and its key. */
+struct tls_cert_conf {
+	char    *cert;          /* PEM, the leaf first, then intermediates */
+	char    *key;           /* PEM private key, RSA or ECDSA */
+	char     where[320];    /* "FILE:LINE" of the element, for tls.c */
 };
 
 /* A setting that is true, false or a string ("authenticated"). */
@@ -74,7 +86,18 @@ struct upstream_conf {
 	char   **hosts;         /* "host", "host:port", "[v6addr]:port" */
 	size_t   nhosts;
 	int      port;          /* when a host has none; default 25 */
+	/* the relay client (relay.h) */
+	int      tls;           /* enum upstream_tls */
+	bool     tls_verify;    /* check the certificate and the name */
+	char    *tls_ca;        /* CA file (PEM); default: the system's */
+	char    *auth_user;     /* AUTH PLAIN/LOGIN to the upstream */
+	char    *auth_password;
+	char    *helo;          /* name in EHLO; default server.hostname */
 };
+
+/* In the order of the words of upstreams[].tls. */
+enum upstream_tls { UPSTREAM_TLS_NONE, UPSTREAM_TLS_OPPORTUNISTIC,
+	UPSTREAM_TLS_REQUIRED };
 
 struct route_table;
 
@@ -122,6 +145,34 @@ struct mxconf {
 	struct upstream_conf *upstreams;
 	size_t   nupstreams;
 	struct route_table *route_table;    /* never NULL after a load */
+
+	/* delivery (scheduler.h, relay.h); durations in seconds */
+	unsigned *retry_schedule;    /* waits after the 1st, 2nd... failure */
+	size_t   nretry_schedule;
+	unsigned max_queue_time;     /* then bounce (expiry DSN) */
+	unsigned delay_warning;      /* warn the sender once; 0 = never */
+	unsigned concurrency;        /* delivery processes in all */
+	unsigned concurrency_per_destination;
+	unsigned keep_delivered;     /* keep final messages' rows; 0 = no */
+	char    *bounce_upstream;    /* where DSNs go: "mx" or an upstream */
+	unsigned relay_connect_timeout;
+	unsigned relay_command_timeout;  /* each reply, and DATA's blocks */
+	unsigned relay_data_timeout;     /* the reply to the final dot */
+
+	/* TLS for the listeners (tls.h): STARTTLS is offered when there is
+	 * a certificate */
+	struct tls_cert_conf *tls_certs;
+	size_t   ntls_certs;
+	char    *tls_min_version;    /* "TLSv1" ... "TLSv1.3" */
+	char    *tls_ciphers;        /* TLS 1.2 and older, OpenSSL syntax */
+	char    *tls_ciphersuites;   /* TLS 1.3 */
+
+	/* AUTH (auth.h); paths are absolute after the load */
+	char    *auth_passwd_file;
+	char    *auth_sqlite;
+	unsigned auth_max_failures;  /* failed AUTHs before 421 and close */
+	unsigned auth_failure_delay; /* seconds before a 535 goes out */
+	bool     auth_allow_plaintext;
 };
 
 typedef void (*config_error_fn)(const char *msg);
