@@ -13,6 +13,7 @@
 
 #include "envelope.h"
 #include "log.h"
+#include "route.h"
 #include "session.h"
 #include "smtp_proto.h"
 #include "util.h"
@@ -44,6 +45,8 @@ struct session {
 
 	/* the transaction */
 	struct envelope env;
+	unsigned long long size_param;  /* MAIL's SIZE=, 0 if none */
+	size_t     max_size;         /* strictest route max_size, 0: none */
 	bool       in_data;
 	int        memfd;
 	struct buf content;          /* not yet written to the memfd */
@@ -67,6 +70,8 @@ txn_reset(struct session *s)
 	s->content_len = 0;
 	s->content_failed = false;
 	s->in_data = false;
+	s->size_param = 0;
+	s->max_size = 0;
 }
 
 static void
@@ -102,33 +107,74 @@ data_sink(void *ctx, const char *data, size_t len)
 		content_flush(s);
 }
 
-/* ---- policy (until routes exist) ---- */
+/* ---- routes ---- */
 
+/* The session is encrypted (set by the TLS work). */
 static bool
-domain_accepted(const struct session *s, const char *domain)
+session_tls_active(const struct session *s)
 {
-	for (size_t i = 0; i < s->conf->naccept_domains; i++) {
-		if (strcasecmp(domain, s->conf->accept_domains[i]) == 0)
-			return true;
-	}
+	(void)s;
 	return false;
+}
+
+static void
+rcpt_accept(struct session *s, const struct proto_event *ev,
+    const struct route_result *res)
+{
+	const struct route_match *m;
+	size_t i;
+
+	for (i = 0; i < res->nmatches; i++) {
+		m = &res->matches[i];
+		envelope_add_rcpt(&s->env, ev->addr_text, m->route,
+		    m->action_name, m->params);
+		log_info("session=%016llx id=%s rcpt=<%s> route=%s action=%s",
+		    (unsigned long long)s->conn_id, s->env.queue_id,
+		    ev->addr_text, m->route, m->action_name);
+	}
+	/* The strictest route decides for the whole message. */
+	if (res->max_size != 0 && (s->max_size == 0 ||
+	    res->max_size < s->max_size))
+		s->max_size = res->max_size;
+	proto_accept(s->proto);
 }
 
 static void
 on_rcpt(struct session *s, const struct proto_event *ev)
 {
-	/* RFC 5321 4.5.1: <postmaster> without a domain must be accepted. */
-	bool bare_postmaster = ev->addr.domain[0] == '\0';
+	struct route_input in = {
+		.local = ev->addr.local,
+		.domain = ev->addr.domain,
+		.sender = s->env.sender != NULL ? s->env.sender : "",
+		.client_ip = s->client_ip,
+		.helo = s->helo,
+		.queue_id = s->env.queue_id,
+		.auth_user = s->env.auth_user,
+		.tls = session_tls_active(s),
+	};
+	struct route_result res;
 
-	if (!bare_postmaster && !domain_accepted(s, ev->addr.domain)) {
-		log_info("session=%016llx client=%s rcpt=<%s> rejected: relay denied",
-		    (unsigned long long)s->conn_id, s->client_ip, ev->addr_text);
-		proto_reply(s->proto, 550, "5.7.1 <%s>: Relay access denied",
-		    ev->addr_text);
-		return;
+	route_decide(s->conf->route_table, &in, &res);
+	if (res.verdict == ROUTE_REJECTED) {
+		log_info("session=%016llx id=%s client=%s rcpt=<%s> rejected: "
+		    "%d %s (%s)", (unsigned long long)s->conn_id,
+		    s->env.queue_id, s->client_ip, ev->addr_text, res.code,
+		    res.text, res.why);
+		proto_reply(s->proto, res.code, "%s", res.text);
+	} else if (res.max_size != 0 && s->size_param > res.max_size) {
+		/* RFC 1870 6.1: the declared size is over this recipient's
+		 * limit; the other recipients may still be fine. */
+		log_info("session=%016llx id=%s rcpt=<%s> rejected: SIZE=%llu "
+		    "over max_size %zu of route %s",
+		    (unsigned long long)s->conn_id, s->env.queue_id,
+		    ev->addr_text, s->size_param, res.max_size,
+		    res.matches[0].route);
+		proto_reply(s->proto, 552, "5.3.4 Message size exceeds fixed "
+		    "limit for <%s>", ev->addr_text);
+	} else {
+		rcpt_accept(s, ev, &res);
 	}
-	envelope_add_rcpt(&s->env, ev->addr_text, "accept_domains", "queue", "{}");
-	proto_accept(s->proto);
+	route_result_free(&res);
 }
 
 /* ---- DATA ---- */
@@ -200,11 +246,21 @@ seal_message(struct session *s, uint64_t *message_len, uint64_t *envelope_len)
 }
 
 static void
-on_message(struct session *s)
+on_message(struct session *s, const struct proto_event *ev)
 {
 	uint64_t message_len, envelope_len;
 
 	s->in_data = false;
+	if (s->max_size != 0 && ev->message_size > s->max_size) {
+		log_info("session=%016llx id=%s message refused: %zu bytes "
+		    "over a route's max_size %zu",
+		    (unsigned long long)s->conn_id, s->env.queue_id,
+		    ev->message_size, s->max_size);
+		proto_reply(s->proto, 552, "5.3.4 Message size exceeds fixed "
+		    "limit");
+		txn_reset(s);
+		return;
+	}
 	if (seal_message(s, &message_len, &envelope_len) < 0) {
 		proto_reply(s->proto, 451, "4.3.0 Local error, try again later");
 		txn_reset(s);
@@ -245,6 +301,7 @@ handle_event(struct session *s, const struct proto_event *ev)
 		/* Known from MAIL on, so that routes can use ${queue_id}. */
 		queue_id_new(s->env.queue_id);
 		s->env.sender = xstrdup(ev->addr_text);
+		s->size_param = ev->size_param;
 		s->env.body_8bitmime = ev->body_8bitmime;
 		s->env.smtputf8 = ev->smtputf8;
 		proto_accept(s->proto);
@@ -256,7 +313,7 @@ handle_event(struct session *s, const struct proto_event *ev)
 		on_data(s);
 		break;
 	case PROTO_EV_MESSAGE:
-		on_message(s);
+		on_message(s, ev);
 		break;
 	case PROTO_EV_MESSAGE_ABORT:
 		log_info("session=%016llx client=%s message refused: %d %s",
