@@ -236,6 +236,16 @@ static const struct conf_spec route_specs[] = {
 	{ .path = "secret", .type = CT_STRING,
 	  FIELD(struct route_conf, secret),
 	  .doc = "webhook: HMAC key (never stored in the queue)" },
+	{ .path = "tls_verify", .type = CT_BOOL,
+	  FIELD(struct route_conf, tls_verify), .def = "true",
+	  .doc = "webhook: verify the server's certificate (false: tests only)" },
+	{ .path = "tls_ca", .type = CT_STRING,
+	  FIELD(struct route_conf, tls_ca), .check = check_abs_path,
+	  .doc = "webhook: CA certificates (PEM); default the system's" },
+	{ .path = "attachments_dir", .type = CT_STRING,
+	  FIELD(struct route_conf, attachments_dir), .check = check_abs_path,
+	  .doc = "pipe, webhook (format json): save attachments in this"
+	      " directory and give their paths instead of base64" },
 	{ .path = NULL }
 };
 

@@ -77,6 +77,10 @@ struct route_conf {
 	char    *address;       /* lmtp */
 	char    *url;           /* webhook */
 	char    *secret;        /* webhook (never stored in the queue) */
+	bool     tls_verify;    /* webhook: check the certificate; default true */
+	char    *tls_ca;        /* webhook: CA file (PEM); default the system's */
+	char    *attachments_dir;  /* pipe, webhook (json): save attachments
+	                         * there instead of inlining them in base64 */
 };
 
 /* One element of `upstreams`: where action "relay" sends mail.  The

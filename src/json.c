@@ -155,6 +155,13 @@ json_string(struct json_writer *w, const char *s)
 }
 
 void
+json_raw(struct json_writer *w, const char *json, size_t len)
+{
+	value_prefix(w);
+	buf_append(w->b, json, len);
+}
+
+void
 json_string_begin(struct json_writer *w)
 {
 	value_prefix(w);

@@ -46,6 +46,8 @@ void json_stringn(struct json_writer *w, const char *s, size_t len);
 void json_int(struct json_writer *w, long long v);
 void json_bool(struct json_writer *w, bool v);
 void json_null(struct json_writer *w);
+/* A value already in JSON form (built by another writer). */
+void json_raw(struct json_writer *w, const char *json, size_t len);
 /* Start a string value whose content the caller appends to w->b with
  * json_escape() (or raw, when it needs no escaping, e.g. base64), then
  * ends it with json_string_end().  For values too large to copy. */
