@@ -31,6 +31,7 @@
 #include "config.h"
 #include "log.h"
 #include "queue_db.h"
+#include "route_test.h"
 #include "util.h"
 
 #ifndef SYSCONFDIR
@@ -69,10 +70,11 @@ struct command {
 
 static int cmd_queue_list(struct ctl *, int, char **);
 static int cmd_queue_show(struct ctl *, int, char **);
+static int cmd_route_test(struct ctl *, int, char **);
 
 /*
  * The commands.  Still to come: queue retry/hold/release/delete/bounce
- * (NEEDS_QUEUE_RW), queue stats, route test (NEEDS_CONFIG), passwd
+ * (NEEDS_QUEUE_RW), queue stats, passwd
  * (a one-word command: name NULL).
  */
 static const struct command commands[] = {
@@ -81,6 +83,10 @@ static const struct command commands[] = {
 	{ "queue", "show", "ID [--body]",
 	  "envelope, recipients, history, headers (or all)",
 	  1, 2, NEEDS_QUEUE_RO, cmd_queue_show },
+	{ "route", "test", "RCPT [--from S] [--ip A] [--helo H] [--auth U] "
+	  "[--tls] | --script FILE",
+	  "what the routes do with a recipient (route_test.h)",
+	  1, 10, NEEDS_CONFIG, cmd_route_test },
 };
 
 /* Escaping of untrusted text for a terminal. */
@@ -430,6 +436,13 @@ cmd_queue_show(struct ctl *ctl, int argc, char **argv)
 	    show_history(ctl, id) != 0 || show_content(ctl, id, body) != 0)
 		return 1;
 	return 0;
+}
+
+/* route test: see route_test.h. */
+static int
+cmd_route_test(struct ctl *ctl, int argc, char **argv)
+{
+	return route_test_main(ctl->conf, argc, argv);
 }
 
 /* Setting up what a command needs. */
