@@ -447,16 +447,23 @@ tmpl_free(struct tmpl *t)
 	memset(t, 0, sizeof(*t));
 }
 
-/* Make a relative first literal absolute against the current directory. */
+/* Make a relative first literal ("var/mail/", "./var/mail/") absolute
+ * against the current directory. */
 static void
 tmpl_absolute(struct build *b, struct tmpl *t)
 {
+	const char *rel;
 	char *abs;
 
 	if (t->nparts == 0 || t->parts[0].var >= 0 ||
 	    t->parts[0].lit[0] == '/')
 		return;
-	xasprintf(&abs, "%s/%s", b->cwd, t->parts[0].lit);
+	rel = t->parts[0].lit;
+	while (rel[0] == '.' && rel[1] == '/') {
+		for (rel += 2; *rel == '/'; rel++)
+			;
+	}
+	xasprintf(&abs, "%s/%s", b->cwd, rel);
 	free(t->parts[0].lit);
 	t->parts[0].lit = abs;
 }
@@ -511,6 +518,8 @@ static const struct param_rule param_rules[] = {
 	{ "address",  A(ROUTE_LMTP), A(ROUTE_LMTP) },
 	{ "url",      A(ROUTE_WEBHOOK), A(ROUTE_WEBHOOK) },
 	{ "secret",   A(ROUTE_WEBHOOK), 0 },
+	{ "tls_ca",   A(ROUTE_WEBHOOK), 0 },
+	{ "attachments_dir", A(ROUTE_PIPE) | A(ROUTE_WEBHOOK), 0 },
 };
 
 static bool
@@ -534,6 +543,10 @@ param_present(const struct route_conf *rc, const char *setting)
 		return rc->address != NULL;
 	if (strcmp(setting, "url") == 0)
 		return rc->url != NULL;
+	if (strcmp(setting, "tls_ca") == 0)
+		return rc->tls_ca != NULL;
+	if (strcmp(setting, "attachments_dir") == 0)
+		return rc->attachments_dir != NULL;
 	return rc->secret != NULL;
 }
 
@@ -657,10 +670,10 @@ build_maildir(struct build *b, const struct route_conf *rc, struct route *r)
 		    "variable is the root mail never leaves");
 		return;
 	}
+	tmpl_absolute(b, &r->path);
 	if (tmpl_dot_component(&r->path))
 		build_report(b, "path", -1, "must not contain \".\" or "
 		    "\"..\" components");
-	tmpl_absolute(b, &r->path);
 }
 
 static void

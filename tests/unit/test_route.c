@@ -605,7 +605,7 @@ static void
 test_relative_paths(void)
 {
 	struct mxconf *c = load(
-	    "routes = ( { rcpt = \"^a@\"; action = \"maildir\"; path = \"var/mail/${local}/\"; },\n"
+	    "routes = ( { rcpt = \"^a@\"; action = \"maildir\"; path = \"./var/mail/${local}/\"; },\n"
 	    " { rcpt = \"^b@\"; action = \"pipe\"; command = [ \"./bin/handler\", \"x\" ]; },\n"
 	    " { rcpt = \"^c@\"; action = \"lmtp\"; address = \"unix:run/lmtp\"; } );\n");
 	char cwd[PATH_MAX], want[PATH_MAX + 200];
@@ -620,7 +620,7 @@ test_relative_paths(void)
 	CHECK_STR(res.matches[0].params, want);
 	route_result_free(&res);
 	decide(c, (struct input){ .rcpt = "b@b.example" }, &res);
-	snprintf(want, sizeof(want), "{\"command\":[\"%s/./bin/handler\","
+	snprintf(want, sizeof(want), "{\"command\":[\"%s/bin/handler\","
 	    "\"x\"],\"format\":\"raw\",\"timeout\":60,\"vars\":{}}", cwd);
 	CHECK_STR(res.matches[0].params, want);
 	route_result_free(&res);
@@ -987,6 +987,10 @@ test_config_errors_actions(void)
 	    "  command = [ ]; } );\n",
 	    "t.conf:3: 'routes[0].command' must name a program: [ "
 	    "\"/path/to/program\", \"arg\", ... ]"));
+	CHECK(fails_with("routes = ( { rcpt = \".\"; action = \"maildir\";\n"
+	    "  path = \"/m/\"; attachments_dir = \"/tmp/a\"; } );\n",
+	    "t.conf:3: 'routes[0].attachments_dir' is not a parameter of "
+	    "action \"maildir\""));
 	CHECK(fails_with("routes = ( { rcpt = \".\"; action = \"debug\";\n"
 	    "  format = \"xml\"; } );\n",
 	    "t.conf:3: 'routes[0].format' must be \"raw\" or \"json\" (got "
