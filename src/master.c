@@ -21,6 +21,7 @@
 #include "master.h"
 #include "proc.h"
 #include "queue.h"
+#include "tls.h"
 #include "util.h"
 #include "worker.h"
 
@@ -371,6 +372,8 @@ spawn_queue(void)
 		 * process needs no search permission on its parents. */
 		if (chdir(m.conf->queue_dir) < 0)
 			fatal("%s: chdir", m.conf->queue_dir);
+		/* The queue serves no TLS: no reason to keep the keys. */
+		tls_cleanup();
 		if (proc_drop_privileges(queue_user(),
 		    m.conf->queue_user ? NULL : m.conf->group) < 0)
 			exit(1);

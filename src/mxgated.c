@@ -22,6 +22,7 @@
 #include "log.h"
 #include "master.h"
 #include "proc.h"
+#include "tls.h"
 #include "util.h"
 
 static void
@@ -112,6 +113,13 @@ main(int argc, char **argv)
 	conf = config_path ? config_load(config_path, config_error) : config_default();
 	if (conf == NULL)
 		return 1;
+	/* Certificates and keys are read now, as root and before anything
+	 * forks: the workers inherit them and never open a key file.  A bad
+	 * one stops the start, and fails -n. */
+	if (tls_init(conf, config_error) < 0) {
+		config_free(conf);
+		return 1;
+	}
 	if (check_only) {
 		printf("%s: configuration OK\n", conf->path);
 		config_free(conf);

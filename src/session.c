@@ -16,11 +16,21 @@
 #include "route.h"
 #include "session.h"
 #include "smtp_proto.h"
+#include "tls.h"
 #include "util.h"
 
 #define SESSION_INBUF       4096
 #define SESSION_OUT_HIGH    (64 * 1024)  /* stop reading above this */
 #define CONTENT_FLUSH       (64 * 1024)  /* memfd write granularity */
+#define RUN_ROUNDS          16           /* bound of one session_run() */
+
+/* Where the session is with TLS. */
+enum session_tls {
+	STLS_OFF,           /* plaintext */
+	STLS_STARTING,      /* STARTTLS accepted, its 220 being written */
+	STLS_HANDSHAKE,     /* handshaking: no SMTP either way */
+	STLS_ON,            /* encrypted */
+};
 
 struct session {
 	const struct mxconf *conf;
@@ -42,6 +52,21 @@ struct session {
 	char       helo[256];
 	bool       esmtp;
 	unsigned   nmessages;
+
+	/* TLS */
+	bool       implicit_tls;     /* submissions: handshake, then 220 */
+	enum session_tls tls_phase;
+	struct tls_conn *tls;
+	enum tls_result tls_want;    /* what the handshake waits for */
+	bool       tls_read_wants_write;
+	bool       tls_write_wants_read;
+	char       tls_info[160];    /* "version=TLSv1.3 cipher=... bits=256" */
+
+	/* AUTH */
+	char      *auth_user;        /* NULL until AUTH succeeds (routes) */
+	unsigned   auth_failures;
+	uint64_t   auth_request;     /* a credential check is running */
+	uint64_t   auth_reply_ms;    /* when a failed AUTH gets its 535 */
 
 	/* the transaction */
 	struct envelope env;
@@ -109,12 +134,11 @@ data_sink(void *ctx, const char *data, size_t len)
 
 /* ---- routes ---- */
 
-/* The session is encrypted (set by the TLS work). */
+/* The session is encrypted: the TLS handshake is done. */
 static bool
 session_tls_active(const struct session *s)
 {
-	(void)s;
-	return false;
+	return s->tls_phase == STLS_ON;
 }
 
 static void
@@ -149,7 +173,7 @@ on_rcpt(struct session *s, const struct proto_event *ev)
 		.client_ip = s->client_ip,
 		.helo = s->helo,
 		.queue_id = s->env.queue_id,
-		.auth_user = s->env.auth_user,
+		.auth_user = s->auth_user,
 		.tls = session_tls_active(s),
 	};
 	struct route_result res;
@@ -179,20 +203,33 @@ on_rcpt(struct session *s, const struct proto_event *ev)
 
 /* ---- DATA ---- */
 
-static const char *
-protocol_name(const struct session *s)
+static bool
+encrypted(const struct session *s)
 {
-	return s->esmtp ? "ESMTP" : "SMTP";
+	return session_tls_active(s);
+}
+
+/* RFC 3848: ESMTP, ESMTPS, ESMTPA, ESMTPSA (SMTP, SMTPS after HELO). */
+static const char *
+protocol_name(const struct session *s, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s%s%s", s->esmtp ? "ESMTP" : "SMTP",
+	    encrypted(s) ? "S" : "", s->auth_user != NULL ? "A" : "");
+	return buf;
 }
 
 static void
 write_received(struct session *s)
 {
-	char date[64];
+	char date[64], proto[16];
 
 	rfc5322_date(date, sizeof(date), time(NULL));
-	buf_appendf(&s->content, "Received: from %s ([%s])\r\n\tby %s (mxgate) with %s id %s",
-	    s->helo, s->client_ip, s->conf->hostname, protocol_name(s),
+	buf_appendf(&s->content, "Received: from %s ([%s])\r\n", s->helo,
+	    s->client_ip);
+	if (encrypted(s))
+		buf_appendf(&s->content, "\t(%s)\r\n", s->tls_info);
+	buf_appendf(&s->content, "\tby %s (mxgate) with %s id %s",
+	    s->conf->hostname, protocol_name(s, proto, sizeof(proto)),
 	    s->env.queue_id);
 	if (s->env.nrcpts == 1)
 		buf_appendf(&s->content, "\r\n\tfor <%s>", s->env.rcpts[0].address);
@@ -221,12 +258,15 @@ static int
 seal_message(struct session *s, uint64_t *message_len, uint64_t *envelope_len)
 {
 	struct buf env;
+	char proto[16];
 
 	content_flush(s);
 	*message_len = s->content_len;
 	s->env.client_ip = xstrdup(s->client_ip);
 	s->env.helo = xstrdup(s->helo);
-	s->env.protocol = xstrdup(protocol_name(s));
+	s->env.protocol = xstrdup(protocol_name(s, proto, sizeof(proto)));
+	if (s->auth_user != NULL)
+		s->env.auth_user = xstrdup(s->auth_user);
 	buf_init(&env);
 	envelope_serialize(&s->env, &env);
 	buf_append(&s->content, env.data, env.len);
@@ -281,6 +321,97 @@ on_message(struct session *s, const struct proto_event *ev)
 	/* The event stays pending until session_submitted(). */
 }
 
+/* ---- STARTTLS and AUTH ---- */
+
+/* A client's text for the log: control characters become '?'. */
+static void
+log_safe(char *out, size_t size, const char *in)
+{
+	size_t i;
+
+	for (i = 0; in[i] != '\0' && i + 1 < size; i++)
+		out[i] = (unsigned char)in[i] < 32 || in[i] == 127 ? '?' : in[i];
+	out[i] = '\0';
+}
+
+static void
+on_starttls(struct session *s)
+{
+	if ((s->tls = tls_conn_new(s->fd)) == NULL) {
+		log_warn("session=%016llx client=%s STARTTLS: no TLS context",
+		    (unsigned long long)s->conn_id, s->client_ip);
+		proto_reply(s->proto, 454,
+		    "4.7.0 TLS not available due to temporary reason");
+		return;
+	}
+	proto_accept(s->proto);
+	/* RFC 3207 5 (CVE-2011-0411): what the client pipelined after
+	 * STARTTLS is not a command; the engine drops it too. */
+	if (s->inlen > 0)
+		log_info("session=%016llx client=%s discarded %zu bytes sent "
+		    "after STARTTLS", (unsigned long long)s->conn_id,
+		    s->client_ip, s->inlen);
+	s->inlen = 0;
+	s->tls_phase = STLS_STARTING;
+}
+
+static void
+auth_fail_reply(struct session *s)
+{
+	s->auth_reply_ms = 0;
+	if (s->auth_failures >= s->conf->auth_max_failures) {
+		log_info("session=%016llx client=%s %u failed authentications: "
+		    "closing", (unsigned long long)s->conn_id, s->client_ip,
+		    s->auth_failures);
+		proto_reply(s->proto, 421, "4.7.0 %s Error: too many failed "
+		    "authentications, closing connection", s->conf->hostname);
+	} else {
+		proto_reply(s->proto, 535,
+		    "5.7.8 Authentication credentials invalid");
+	}
+}
+
+/* A wrong password costs the client time, not the worker (the timer
+ * answers later; the loop goes on). */
+static void
+auth_failed(struct session *s)
+{
+	s->auth_failures++;
+	if (s->conf->auth_failure_delay == 0)
+		auth_fail_reply(s);
+	else
+		s->auth_reply_ms = monotonic_ms() +
+		    (uint64_t)s->conf->auth_failure_delay * 1000;
+}
+
+static void
+on_auth(struct session *s, const struct proto_event *ev)
+{
+	char user[128], authzid[128];
+
+	/* PLAIN's authorization identity: nobody acts for another here. */
+	if (ev->auth_authzid[0] != '\0' &&
+	    strcmp(ev->auth_authzid, ev->auth_user) != 0) {
+		log_safe(user, sizeof(user), ev->auth_user);
+		log_safe(authzid, sizeof(authzid), ev->auth_authzid);
+		log_info("session=%016llx client=%s auth=%s user=%s failed: "
+		    "may not act as %s", (unsigned long long)s->conn_id,
+		    s->client_ip, ev->auth_mech, user, authzid);
+		auth_failed(s);
+		return;
+	}
+	if (s->ops->auth_check == NULL || s->ops->auth_check(s,
+	    ev->auth_user, ev->auth_pass, &s->auth_request) < 0) {
+		s->auth_request = 0;
+		log_warn("session=%016llx client=%s auth=%s: no credential "
+		    "check available", (unsigned long long)s->conn_id,
+		    s->client_ip, ev->auth_mech);
+		proto_reply(s->proto, 454,
+		    "4.7.0 Temporary authentication failure");
+	}
+	/* The event stays pending until session_auth_result(). */
+}
+
 /* ---- events ---- */
 
 static void
@@ -329,6 +460,12 @@ handle_event(struct session *s, const struct proto_event *ev)
 	case PROTO_EV_QUIT:
 		proto_accept(s->proto);
 		break;
+	case PROTO_EV_STARTTLS:
+		on_starttls(s);
+		break;
+	case PROTO_EV_AUTH:
+		on_auth(s, ev);
+		break;
 	}
 }
 
@@ -354,9 +491,51 @@ output_pending(const struct session *s)
 	return len;
 }
 
+/* A fatal TLS error while reading or writing: the client is lost. */
+static void
+tls_lost(struct session *s, const char *doing, enum tls_result r)
+{
+	if (r == TLS_ERROR)
+		log_info("session=%016llx client=%s TLS error while %s: %s",
+		    (unsigned long long)s->conn_id, s->client_ip, doing,
+		    tls_conn_error(s->tls));
+	s->peer_eof = true;
+	s->write_failed = true;
+}
+
+/* TLS_OK: all written, or the socket is full (retry when writable). */
+static void
+flush_tls(struct session *s)
+{
+	enum tls_result r;
+	size_t len, n;
+	const char *out;
+
+	s->tls_write_wants_read = false;
+	while ((out = proto_output(s->proto, &len)), len > 0) {
+		r = tls_write(s->tls, out, len, &n);
+		if (r == TLS_OK) {
+			proto_output_drain(s->proto, n);
+		} else {
+			if (r == TLS_WANT_READ)
+				s->tls_write_wants_read = true;
+			else if (r != TLS_WANT_WRITE)
+				tls_lost(s, "writing", r);
+			return;
+		}
+	}
+}
+
 static void
 flush_output(struct session *s)
 {
+	/* Nothing goes out in the middle of a handshake. */
+	if (s->tls_phase == STLS_HANDSHAKE || s->write_failed)
+		return;
+	if (encrypted(s)) {
+		flush_tls(s);
+		return;
+	}
 	for (;;) {
 		size_t len;
 		const char *out = proto_output(s->proto, &len);
@@ -377,8 +556,39 @@ flush_output(struct session *s)
 }
 
 static void
+read_tls(struct session *s)
+{
+	enum tls_result r;
+	size_t n;
+
+	s->tls_read_wants_write = false;
+	while (s->inlen < sizeof(s->in) && !s->peer_eof) {
+		r = tls_read(s->tls, s->in + s->inlen, sizeof(s->in) - s->inlen,
+		    &n);
+		if (r == TLS_OK) {
+			s->inlen += n;
+			continue;
+		}
+		if (r == TLS_WANT_WRITE)
+			s->tls_read_wants_write = true;
+		else if (r == TLS_EOF)
+			s->peer_eof = true;
+		else if (r == TLS_ERROR)
+			tls_lost(s, "reading", r);
+		return;
+	}
+}
+
+static void
 read_input(struct session *s)
 {
+	/* After STARTTLS the next bytes are the handshake's. */
+	if (s->tls_phase == STLS_STARTING || s->tls_phase == STLS_HANDSHAKE)
+		return;
+	if (encrypted(s)) {
+		read_tls(s);
+		return;
+	}
 	while (s->inlen < sizeof(s->in) && !s->peer_eof) {
 		ssize_t n = recv(s->fd, s->in + s->inlen, sizeof(s->in) - s->inlen, 0);
 		if (n > 0) {
@@ -402,18 +612,28 @@ refresh_deadline(struct session *s)
 	s->deadline_ms = monotonic_ms() + (uint64_t)secs * 1000;
 }
 
+/* Waiting for the queue, a credential check or the AUTH failure delay. */
+static bool
+waiting(const struct session *s)
+{
+	return s->request_id != 0 || s->auth_request != 0 ||
+	    s->auth_reply_ms != 0;
+}
+
 /* Feed input and answer events until nothing more can happen now. */
 static void
 process(struct session *s)
 {
+	if (s->tls_phase == STLS_STARTING || s->tls_phase == STLS_HANDSHAKE)
+		return;
 	for (;;) {
 		const struct proto_event *ev = proto_event(s->proto);
 
 		if (ev != NULL) {
-			if (s->request_id != 0)
-				return;             /* waiting for the queue */
+			if (waiting(s))
+				return;
 			handle_event(s, ev);
-			if (proto_event(s->proto) == ev && s->request_id != 0)
+			if (proto_event(s->proto) == ev && waiting(s))
 				return;
 			continue;
 		}
@@ -433,15 +653,74 @@ process(struct session *s)
 	}
 }
 
+/* One step of the TLS handshake; when it is done, SMTP (re)starts. */
+static void
+handshake(struct session *s)
+{
+	enum tls_result r = tls_handshake(s->tls);
+	const char *sni;
+	char name[128];
+
+	if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
+		s->tls_want = r;
+		return;
+	}
+	if (r != TLS_OK) {
+		log_info("session=%016llx client=%s TLS handshake failed: %s",
+		    (unsigned long long)s->conn_id, s->client_ip,
+		    tls_conn_error(s->tls));
+		s->write_failed = true;
+		return;
+	}
+	s->tls_phase = STLS_ON;
+	snprintf(s->tls_info, sizeof(s->tls_info), "version=%s cipher=%s "
+	    "bits=%d", tls_conn_version(s->tls), tls_conn_cipher(s->tls),
+	    tls_conn_bits(s->tls));
+	sni = tls_conn_sni(s->tls);
+	log_safe(name, sizeof(name), sni != NULL ? sni : "-");
+	log_info("session=%016llx client=%s TLS established %s sni=%s",
+	    (unsigned long long)s->conn_id, s->client_ip, s->tls_info, name);
+	refresh_deadline(s);
+	if (s->implicit_tls)
+		proto_start(s->proto);
+	else
+		proto_tls_started(s->proto);
+}
+
+/* Advance everything that can advance without waiting for the socket. */
+static void
+advance(struct session *s)
+{
+	int round;
+
+	for (round = 0; round < RUN_ROUNDS && !s->write_failed; round++) {
+		if (s->tls_phase == STLS_HANDSHAKE)
+			handshake(s);
+		process(s);
+		flush_output(s);
+		/* The 220 to STARTTLS is out: the handshake begins. */
+		if (s->tls_phase == STLS_STARTING && output_pending(s) == 0) {
+			s->tls_phase = STLS_HANDSHAKE;
+			continue;
+		}
+		/* Decrypted input inside OpenSSL: no epoll event will tell. */
+		if (encrypted(s) && !s->peer_eof &&
+		    s->inlen < sizeof(s->in) && tls_pending(s->tls)) {
+			read_input(s);
+			continue;
+		}
+		break;
+	}
+}
+
 static void
 session_run(struct session *s)
 {
-	bool want_read;
+	bool want_read, want_write;
 
 	if (s->ended)
 		return;
-	process(s);
-	flush_output(s);
+	advance(s);
 	/* A client that closed right after its last command still gets the
 	 * answer to a message already handed to the queue, if it reads. */
 	if (s->write_failed || (s->peer_eof && s->request_id == 0) ||
@@ -449,9 +728,19 @@ session_run(struct session *s)
 		session_end(s);
 		return;
 	}
-	want_read = !proto_closing(s->proto) && !s->peer_eof &&
-	    s->inlen < sizeof(s->in);
-	s->ops->watch(s, s->fd, want_read, output_pending(s) > 0);
+	if (s->tls_phase == STLS_HANDSHAKE) {
+		want_read = s->tls_want == TLS_WANT_READ;
+		want_write = s->tls_want == TLS_WANT_WRITE;
+	} else {
+		/* TLS may need the other direction to make progress in
+		 * this one (a read that writes, a write that reads). */
+		want_read = (!proto_closing(s->proto) && !s->peer_eof &&
+		    s->inlen < sizeof(s->in) &&
+		    s->tls_phase != STLS_STARTING) || s->tls_write_wants_read;
+		want_write = (output_pending(s) > 0 &&
+		    !s->tls_write_wants_read) || s->tls_read_wants_write;
+	}
+	s->ops->watch(s, s->fd, want_read, want_write);
 }
 
 void
@@ -459,13 +748,15 @@ session_io(struct session *s, bool readable, bool writable)
 {
 	if (s->ended)
 		return;
-	if (readable) {
+	/* Under TLS either readiness may be what an operation waits for,
+	 * whichever way its data goes: try both. */
+	if (readable || s->tls != NULL) {
 		size_t before = s->inlen;
 		read_input(s);
 		if (s->inlen != before)
 			refresh_deadline(s);
 	}
-	if (writable)
+	if (writable || s->tls != NULL)
 		flush_output(s);
 	session_run(s);
 }
@@ -473,11 +764,22 @@ session_io(struct session *s, bool readable, bool writable)
 void
 session_tick(struct session *s, uint64_t now_ms)
 {
-	if (s->ended || s->request_id != 0 || now_ms < s->deadline_ms)
+	if (s->ended)
 		return;
-	log_info("session=%016llx client=%s timeout", (unsigned long long)s->conn_id,
-	    s->client_ip);
-	if (proto_event(s->proto) == NULL)
+	if (s->auth_reply_ms != 0 && now_ms >= s->auth_reply_ms) {
+		auth_fail_reply(s);
+		refresh_deadline(s);
+		session_run(s);
+		return;
+	}
+	if (waiting(s) || now_ms < s->deadline_ms)
+		return;
+	log_info("session=%016llx client=%s timeout%s",
+	    (unsigned long long)s->conn_id, s->client_ip,
+	    s->tls_phase == STLS_HANDSHAKE ? " in the TLS handshake" : "");
+	/* No plaintext 421 into a handshake. */
+	if (proto_event(s->proto) == NULL && s->tls_phase != STLS_HANDSHAKE &&
+	    s->tls_phase != STLS_STARTING)
 		proto_timeout(s->proto);
 	flush_output(s);
 	session_end(s);
@@ -515,9 +817,51 @@ session_queue_lost(struct session *s)
 }
 
 void
+session_auth_result(struct session *s, uint64_t request_id,
+    enum auth_verdict verdict, const char *why)
+{
+	const struct proto_event *ev = proto_event(s->proto);
+	char user[128];
+
+	if (s->ended || request_id == 0 || request_id != s->auth_request ||
+	    ev == NULL || ev->type != PROTO_EV_AUTH)
+		return;
+	s->auth_request = 0;
+	log_safe(user, sizeof(user), ev->auth_user);
+	switch (verdict) {
+	case AUTH_OK:
+		s->auth_user = xstrdup(ev->auth_user);
+		log_info("session=%016llx client=%s auth=%s user=%s "
+		    "authenticated", (unsigned long long)s->conn_id,
+		    s->client_ip, ev->auth_mech, user);
+		proto_accept(s->proto);
+		break;
+	case AUTH_FAIL:
+		log_info("session=%016llx client=%s auth=%s user=%s failed: %s",
+		    (unsigned long long)s->conn_id, s->client_ip,
+		    ev->auth_mech, user, why);
+		auth_failed(s);
+		break;
+	case AUTH_TEMPFAIL:
+		log_warn("session=%016llx client=%s auth=%s user=%s cannot be "
+		    "checked: %s", (unsigned long long)s->conn_id,
+		    s->client_ip, ev->auth_mech, user, why);
+		proto_reply(s->proto, 454,
+		    "4.7.0 Temporary authentication failure");
+		break;
+	}
+	session_run(s);
+}
+
+void
 session_shutdown(struct session *s)
 {
 	s->shutting_down = true;
+	/* A handshake has no SMTP to finish: the client can come back. */
+	if (s->tls_phase == STLS_HANDSHAKE || s->tls_phase == STLS_STARTING) {
+		session_end(s);
+		return;
+	}
 	session_run(s);
 }
 
@@ -527,6 +871,8 @@ session_new(const struct mxconf *conf, const struct session_ops *ops, int fd,
     const struct sockaddr_storage *local, int listener)
 {
 	struct session *s = xcalloc(1, sizeof(*s));
+	const struct listener_conf *l = (size_t)listener < conf->nlisteners ?
+	    &conf->listeners[listener] : NULL;
 	struct proto_params params = {
 		.hostname = conf->hostname,
 		.greeting_text = "ESMTP mxgate",
@@ -537,6 +883,16 @@ session_new(const struct mxconf *conf, const struct session_ops *ops, int fd,
 		.bare_newlines = strcmp(conf->bare_newlines, "normalize") == 0 ?
 		    PROTO_BARE_NORMALIZE : PROTO_BARE_REJECT,
 	};
+
+	if (l == NULL)
+		fatalx("session for unknown listener %d", listener);
+	/* RFC 8314 (submissions): TLS from the first byte. */
+	params.tls = l->role == ROLE_SUBMISSIONS;
+	params.starttls = !params.tls && tls_enabled();
+	params.auth = l->auth;
+	params.auth_plaintext = l->allow_plaintext_auth;
+	/* RFC 6409 4.3: submission is for users we know. */
+	params.auth_required = l->role != ROLE_MX;
 
 	(void)local;
 	s->conf = conf;
@@ -552,8 +908,18 @@ session_new(const struct mxconf *conf, const struct session_ops *ops, int fd,
 	s->proto = proto_new(&params, data_sink, s);
 	log_info("session=%016llx client=%s connected", (unsigned long long)conn_id,
 	    s->client_ip);
-	proto_start(s->proto);
 	refresh_deadline(s);
+	if (params.tls) {
+		s->implicit_tls = true;
+		s->tls_phase = STLS_HANDSHAKE;
+		if ((s->tls = tls_conn_new(fd)) == NULL) {
+			log_error("session=%016llx client=%s no TLS context",
+			    (unsigned long long)conn_id, s->client_ip);
+			s->write_failed = true;
+		}
+	} else {
+		proto_start(s->proto);
+	}
 	session_run(s);
 	return s;
 }
@@ -567,6 +933,8 @@ session_free(struct session *s)
 	envelope_free(&s->env);
 	buf_free(&s->content);
 	proto_free(s->proto);
+	tls_conn_free(s->tls);
+	free(s->auth_user);
 	close(s->fd);
 	free(s);
 }
@@ -587,4 +955,16 @@ int
 session_fd(const struct session *s)
 {
 	return s->fd;
+}
+
+const char *
+session_auth_user(const struct session *s)
+{
+	return s->auth_user;
+}
+
+bool
+session_tls(const struct session *s)
+{
+	return encrypted(s);
 }

@@ -8,6 +8,7 @@
  *   session_io()        when the socket is readable or writable;
  *   session_tick()      about once a second, for timeouts;
  *   session_submitted() with the queue's answer to a submitted message;
+ *   session_auth_result() with the verdict of a credential check;
  *   session_shutdown()  when the worker stops.
  * The session calls back through struct session_ops to register interest
  * in the socket, to submit a message and to report that it has ended (the
@@ -16,6 +17,20 @@
  * Received message content goes straight into a memfd; at end of data the
  * serialized envelope is appended, the memfd sealed and handed to the
  * queue process.  The client hears 250 only after the queue's commit.
+ *
+ * TLS (tls.h): on a "submissions" listener the handshake comes first and
+ * the greeting after it (RFC 8314); elsewhere STARTTLS is offered when
+ * there is a certificate.  Its 220 goes out in the clear, everything the
+ * client had sent after STARTTLS is dropped, then the handshake runs in
+ * the event loop like any other I/O.  A failed handshake ends that
+ * session only, logged with the reason.
+ *
+ * AUTH (auth.h): credentials are checked off the loop (ops->auth_check);
+ * a failure is answered 535 after auth.failure_delay seconds, and after
+ * auth.max_failures of them the session ends with 421.  Once
+ * authenticated, session_auth_user() is the user (routes' ${auth_user}
+ * and `authenticated`), and the protocol recorded in Received: and in
+ * the queue is ESMTPA / ESMTPSA (RFC 3848).
  */
 #ifndef MXGATE_SESSION_H
 #define MXGATE_SESSION_H
@@ -24,6 +39,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "auth.h"
 #include "config.h"
 #include "ipc.h"
 
@@ -38,6 +54,11 @@ struct session_ops {
 	    uint64_t envelope_len, uint64_t *request_id);
 	/* The session is over (socket closed); the worker frees it. */
 	void (*ended)(struct session *s);
+	/* Check credentials off the event loop (user and pass are copied);
+	 * 0, or -1 if that cannot be done now.  The verdict comes through
+	 * session_auth_result(). */
+	int  (*auth_check)(struct session *s, const char *user,
+	    const char *pass, uint64_t *request_id);
 };
 
 struct session *session_new(const struct mxconf *conf,
@@ -51,11 +72,19 @@ void session_tick(struct session *s, uint64_t now_ms);
 void session_submitted(struct session *s, const struct ipc_submit_result *r);
 /* The queue channel broke: a pending submission fails with 451. */
 void session_queue_lost(struct session *s);
+/* The verdict of ops->auth_check(); ignored unless request_id is the
+ * session's pending check.  why is for the log. */
+void session_auth_result(struct session *s, uint64_t request_id,
+    enum auth_verdict verdict, const char *why);
 /* Stop: finish the current reply, then 421 and close (when idle). */
 void session_shutdown(struct session *s);
 
 uint64_t session_conn_id(const struct session *s);
 uint64_t session_request_id(const struct session *s);   /* 0 if none */
 int      session_fd(const struct session *s);
+/* The authenticated user, NULL before a successful AUTH. */
+const char *session_auth_user(const struct session *s);
+/* Is the session encrypted (TLS handshake done)? */
+bool     session_tls(const struct session *s);
 
 #endif

@@ -5,7 +5,9 @@
  * unique while the session lives; a queue request id carries that index in
  * its low 32 bits (and a sequence number above), so the queue's answer
  * finds its session in O(1), and an answer for a session that has gone
- * meanwhile is recognised and dropped.
+ * meanwhile is recognised and dropped.  Credential checks (AUTH) run in a
+ * small thread pool (auth.h) and come back the same way, through the
+ * pool's eventfd.
  */
 #include <errno.h>
 #include <signal.h>
@@ -16,6 +18,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 
+#include "auth.h"
 #include "ipc.h"
 #include "log.h"
 #include "session.h"
@@ -23,8 +26,9 @@
 #include "worker.h"
 
 #define TICK_MS 1000
+#define AUTH_THREADS 2      /* hashes at once; more only queue up */
 
-enum { EV_MASTER = 1, EV_QUEUE, EV_SIGNAL, EV_SESSION };
+enum { EV_MASTER = 1, EV_QUEUE, EV_SIGNAL, EV_SESSION, EV_AUTH };
 #define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
 
 struct fd_slot {
@@ -43,6 +47,8 @@ static struct {
 	size_t     nfds;
 	unsigned   nsessions;
 	uint32_t   request_seq;
+	struct auth_pool *auth;      /* NULL when no listener offers AUTH */
+	uint32_t   auth_seq;
 	struct session **dead;
 	size_t     ndead, dead_cap;
 	bool       stopping;
@@ -112,10 +118,26 @@ op_ended(struct session *s)
 	w.dead[w.ndead++] = s;
 }
 
+static int
+op_auth_check(struct session *s, const char *user, const char *pass,
+    uint64_t *request_id)
+{
+	uint64_t id;
+
+	if (w.auth == NULL)
+		return -1;
+	id = ((uint64_t)++w.auth_seq << 32) | (uint32_t)session_fd(s);
+	if (auth_pool_submit(w.auth, id, user, pass) < 0)
+		return -1;
+	*request_id = id;
+	return 0;
+}
+
 static const struct session_ops worker_session_ops = {
 	.watch = op_watch,
 	.submit = op_submit,
 	.ended = op_ended,
+	.auth_check = op_auth_check,
 };
 
 static void
@@ -242,6 +264,46 @@ read_queue(void)
 		queue_lost();
 }
 
+/* ---- credential checks ---- */
+
+static void
+read_auth(void)
+{
+	enum auth_verdict verdict;
+	char why[160];
+	uint64_t id;
+
+	while (auth_pool_result(w.auth, &id, &verdict, why, sizeof(why))) {
+		size_t sfd = (size_t)(id & 0xffffffffu);
+		struct session *s = sfd < w.nfds ? w.fds[sfd].session : NULL;
+
+		/* A session that has gone, or a later one on its socket,
+		 * does not match the id and ignores it. */
+		if (s != NULL)
+			session_auth_result(s, id, verdict, why);
+	}
+}
+
+static void
+start_auth(void)
+{
+	struct auth_sources src = {
+		.passwd_file = w.conf->auth_passwd_file,
+		.sqlite = w.conf->auth_sqlite,
+	};
+	bool wanted = false;
+
+	for (size_t i = 0; i < w.conf->nlisteners; i++)
+		if (w.conf->listeners[i].auth)
+			wanted = true;
+	if (!wanted)
+		return;
+	if ((w.auth = auth_pool_new(&src, AUTH_THREADS)) == NULL)
+		fatalx("cannot start the credential checks");
+	epoll_set(auth_pool_fd(w.auth), EPOLL_CTL_ADD, EPOLLIN,
+	    EV_DATA(EV_AUTH, 0));
+}
+
 /* ---- loop ---- */
 
 static void
@@ -312,6 +374,8 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 	epoll_set(w.sigfd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SIGNAL, 0));
 	epoll_set(master_fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_MASTER, 0));
 	set_queue_channel(queue_fd);
+	/* After the signal mask is set: the threads inherit it. */
+	start_auth();
 
 	for (;;) {
 		uint64_t now;
@@ -337,6 +401,9 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 			case EV_SIGNAL:
 				read_signals();
 				break;
+			case EV_AUTH:
+				read_auth();
+				break;
 			case EV_SESSION:
 				if (index < w.nfds && w.fds[index].session != NULL)
 					session_io(w.fds[index].session,
@@ -357,6 +424,7 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 			break;
 		}
 	}
+	auth_pool_free(w.auth);
 	log_info("stopped");
 	return 0;
 }

@@ -274,7 +274,12 @@ test_all_settings(void)
 	    "  recipients = 1000; errors = 3; connections = 10;\n"
 	    "  connections_per_ip = 0; bare_newlines = \"normalize\"; };\n"
 	    "timeouts = { command = 60; data = 120; shutdown_grace = 5; };\n"
-	    "accept_domains = [ \"Example.COM\", \"b.example\" ];\n");
+	    "accept_domains = [ \"Example.COM\", \"b.example\" ];\n"
+	    "tls = { certificates = ( { cert = \"/etc/mx/rsa.pem\";\n"
+	    "  key = \"/etc/mx/rsa.key\"; } ); min_version = \"TLSv1.3\";\n"
+	    "  ciphers = \"ECDHE+AESGCM\"; ciphersuites = \"TLS_AES_128_GCM_SHA256\"; };\n"
+	    "auth = { passwd_file = \"/etc/mx/passwd\"; sqlite = \"/etc/mx/u.db\";\n"
+	    "  max_failures = 5; failure_delay = 0; allow_plaintext = true; };\n");
 
 	CHECK(c != NULL);
 	if (c == NULL) {
@@ -307,6 +312,82 @@ test_all_settings(void)
 	/* Domains are lower-cased; the host name is kept as written. */
 	CHECK_STR(c->accept_domains[0], "example.com");
 	CHECK_STR(c->accept_domains[1], "b.example");
+	CHECK_INT(c->ntls_certs, 1);
+	CHECK_STR(c->tls_certs[0].cert, "/etc/mx/rsa.pem");
+	CHECK_STR(c->tls_certs[0].key, "/etc/mx/rsa.key");
+	CHECK_STR(c->tls_certs[0].where, "t.conf:13: 'tls.certificates[0]'");
+	CHECK_STR(c->tls_min_version, "TLSv1.3");
+	CHECK_STR(c->tls_ciphers, "ECDHE+AESGCM");
+	CHECK_STR(c->tls_ciphersuites, "TLS_AES_128_GCM_SHA256");
+	CHECK_STR(c->auth_passwd_file, "/etc/mx/passwd");
+	CHECK_STR(c->auth_sqlite, "/etc/mx/u.db");
+	CHECK_INT(c->auth_max_failures, 5);
+	CHECK_INT(c->auth_failure_delay, 0);
+	CHECK(c->auth_allow_plaintext);
+	/* AUTH by role; plaintext AUTH from the global default. */
+	CHECK_INT(c->listeners[0].auth, 0);
+	CHECK_INT(c->listeners[1].auth, 1);
+	CHECK_INT(c->listeners[2].auth, 1);
+	CHECK_INT(c->listeners[1].allow_plaintext_auth, 1);
+	config_free(c);
+}
+
+/* Listeners whose AUTH or TLS could never work are refused at load. */
+static void
+test_listener_auth_tls(void)
+{
+	struct mxconf *c;
+	char *cwd;
+
+	CHECK(fails_with("listen = ( { address = \"::1\"; port = 587;\n"
+	    "  role = \"submission\"; } );\n"
+	    "tls = { certificates = ( { cert = \"c\"; key = \"k\"; } ); };\n",
+	    "t.conf:1: 'listen[0]': AUTH needs auth.passwd_file or "
+	    "auth.sqlite"));
+	CHECK(fails_with("auth = { passwd_file = \"/p\"; };\n"
+	    "listen = ( { address = \"::1\"; port = 587;\n"
+	    "  role = \"submission\"; } );\n",
+	    "t.conf:2: 'listen[0]': AUTH is offered only under TLS: set "
+	    "tls.certificates (or allow_plaintext_auth = true)"));
+	CHECK(fails_with("auth = { passwd_file = \"/p\"; };\n"
+	    "listen = ( { address = \"::1\"; port = 465;\n"
+	    "  role = \"submissions\"; } );\n",
+	    "t.conf:2: 'listen[0]': role \"submissions\" is TLS from the "
+	    "first byte and needs tls.certificates"));
+	CHECK(fails_with("auth = { passwd_file = \"/p\"; };\n"
+	    "tls = { certificates = ( { cert = \"c\"; key = \"k\"; } ); };\n"
+	    "listen = ( { address = \"::1\"; port = 587; auth = false;\n"
+	    "  role = \"submission\"; } );\n",
+	    "t.conf:3: 'listen[0]': a submission listener takes mail only "
+	    "after AUTH: 'auth' cannot be false"));
+	CHECK(fails_with(LISTEN "tls = { certificates = ( { cert = \"c\"; } ); };\n",
+	    "t.conf:2: missing setting 'tls.certificates[0].key'"));
+	CHECK(fails_with(LISTEN "tls = { min_version = \"SSLv3\"; };\n",
+	    "t.conf:2: 'tls.min_version' must be \"TLSv1\", \"TLSv1.1\", "
+	    "\"TLSv1.2\" or \"TLSv1.3\" (got \"SSLv3\")"));
+
+	/* Plaintext AUTH on one mx listener; relative paths made absolute. */
+	c = load("auth = { passwd_file = \"passwd\"; };\n"
+	    "listen = ( { address = \"::1\"; port = 25; auth = true;\n"
+	    "  allow_plaintext_auth = true; } );\n");
+	CHECK(c != NULL);
+	if (c == NULL) {
+		show_errors();
+		return;
+	}
+	CHECK_INT(c->listeners[0].auth, 1);
+	CHECK_INT(c->listeners[0].allow_plaintext_auth, 1);
+	CHECK_INT(c->ntls_certs, 0);
+	CHECK_STR(c->tls_min_version, "TLSv1.2");
+	CHECK_INT(c->auth_max_failures, 3);
+	CHECK_INT(c->auth_failure_delay, 1);
+	CHECK(!c->auth_allow_plaintext);
+	cwd = getcwd(NULL, 0);
+	if (cwd != NULL && c->auth_passwd_file != NULL) {
+		CHECK(strncmp(c->auth_passwd_file, cwd, strlen(cwd)) == 0);
+		CHECK_STR(c->auth_passwd_file + strlen(cwd), "/passwd");
+	}
+	free(cwd);
 	config_free(c);
 }
 
@@ -390,8 +471,8 @@ test_unknown_keys(void)
 	    "t.conf:3: unknown setting 'listen[1].adress'"));
 	/* A whole unknown group is one problem, not one per setting. */
 	CHECK(fails_with(LISTEN
-	    "tls = {\n  cert = \"x\";\n  key = \"y\";\n};\n",
-	    "t.conf:2: unknown setting 'tls'"));
+	    "dkim = {\n  cert = \"x\";\n  key = \"y\";\n};\n",
+	    "t.conf:2: unknown setting 'dkim'"));
 }
 
 static void
@@ -550,7 +631,7 @@ test_duplicate_listener(void)
 	CHECK(fails_with("listen = (\n"
 	    "  { address = \"127.0.0.1\"; port = 25; },\n"
 	    "  { address = \"::1\"; port = 25; },\n"
-	    "  { address = \"127.0.0.1\"; port = 25; role = \"submission\"; }\n"
+	    "  { address = \"127.0.0.1\"; port = 25; role = \"mx\"; }\n"
 	    ");\n",
 	    "t.conf:4: duplicate listener 127.0.0.1 port 25 (also at line 2)"));
 	/* The same address written another way is the same address. */
@@ -764,6 +845,7 @@ main(int argc, char **argv)
 	RUN(test_wide_integers);
 	RUN(test_files);
 	RUN(test_free_null);
+	RUN(test_listener_auth_tls);
 	remove_tmp();
 	return unit_done();
 }
