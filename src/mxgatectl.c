@@ -26,8 +26,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "config.h"
 #include "log.h"
 #include "queue_db.h"
@@ -71,11 +73,12 @@ struct command {
 static int cmd_queue_list(struct ctl *, int, char **);
 static int cmd_queue_show(struct ctl *, int, char **);
 static int cmd_route_test(struct ctl *, int, char **);
+static int cmd_passwd(struct ctl *, int, char **);
+static int load_config(struct ctl *);
 
 /*
  * The commands.  Still to come: queue retry/hold/release/delete/bounce
- * (NEEDS_QUEUE_RW), queue stats, passwd
- * (a one-word command: name NULL).
+ * (NEEDS_QUEUE_RW), queue stats.
  */
 static const struct command commands[] = {
 	{ "queue", "list", "", "list the messages in the queue",
@@ -87,6 +90,9 @@ static const struct command commands[] = {
 	  "[--tls] | --script FILE",
 	  "what the routes do with a recipient (route_test.h)",
 	  1, 10, NEEDS_CONFIG, cmd_route_test },
+	{ "passwd", NULL, "USER [--file FILE] [--sha512]",
+	  "set USER's AUTH password (read from stdin) in the passwd file",
+	  1, 4, NEEDS_NOTHING, cmd_passwd },
 };
 
 /* Escaping of untrusted text for a terminal. */
@@ -443,6 +449,125 @@ static int
 cmd_route_test(struct ctl *ctl, int argc, char **argv)
 {
 	return route_test_main(ctl->conf, argc, argv);
+}
+
+/* passwd */
+
+/* One line from f, without its line end; -1 at end of file or error. */
+static int
+read_line(FILE *f, char *out, size_t size)
+{
+	size_t len;
+
+	if (fgets(out, (int)size, f) == NULL)
+		return -1;
+	len = strlen(out);
+	if (len > 0 && out[len - 1] != '\n' && !feof(f)) {
+		explicit_bzero(out, size);
+		errno = EMSGSIZE;
+		return -1;
+	}
+	out[strcspn(out, "\r\n")] = '\0';
+	return 0;
+}
+
+/* Prompt on the terminal with echo off. */
+static int
+prompt_password(const char *prompt, char *out, size_t size)
+{
+	struct termios old, quiet;
+	int r;
+
+	fputs(prompt, stderr);
+	fflush(stderr);
+	if (tcgetattr(STDIN_FILENO, &old) < 0)
+		return -1;
+	quiet = old;
+	quiet.c_lflag &= ~(tcflag_t)ECHO;
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+	r = read_line(stdin, out, size);
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+	fputc('\n', stderr);
+	return r;
+}
+
+/* From the terminal (twice), or the first line of stdin (scripts). */
+static int
+read_password(char *pass, size_t size)
+{
+	char again[1024];
+	int r;
+
+	if (!isatty(STDIN_FILENO))
+		r = read_line(stdin, pass, size);
+	else if ((r = prompt_password("Password: ", pass, size)) == 0 &&
+	    (r = prompt_password("Again: ", again, sizeof(again))) == 0 &&
+	    strcmp(pass, again) != 0) {
+		fprintf(stderr, "mxgatectl: the passwords differ\n");
+		explicit_bzero(again, sizeof(again));
+		return -1;
+	}
+	explicit_bzero(again, sizeof(again));
+	if (r < 0) {
+		fprintf(stderr, "mxgatectl: no password read%s%s\n",
+		    errno == EMSGSIZE ? ": " : "",
+		    errno == EMSGSIZE ? "too long" : "");
+		return -1;
+	}
+	if (pass[0] == '\0') {
+		fprintf(stderr, "mxgatectl: empty password\n");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+cmd_passwd(struct ctl *ctl, int argc, char **argv)
+{
+	const char *user = NULL, *file = NULL, *scheme = "yescrypt";
+	char pass[1024], hash[512], err[512];
+	int i, r;
+
+	for (i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--file") == 0 && i + 1 < argc)
+			file = argv[++i];
+		else if (strcmp(argv[i], "--sha512") == 0)
+			scheme = "sha512";
+		else if (argv[i][0] == '-' || user != NULL)
+			return cmd_usage(ctl->cmd);
+		else
+			user = argv[i];
+	}
+	if (user == NULL)
+		return cmd_usage(ctl->cmd);
+	if (!auth_user_valid(user)) {
+		fprintf(stderr, "mxgatectl: invalid user name (1 to 255 bytes, "
+		    "no ':', space or control character)\n");
+		return 1;
+	}
+	if (file == NULL) {
+		if (load_config(ctl) == -1)
+			return 1;
+		if ((file = ctl->conf->auth_passwd_file) == NULL) {
+			fprintf(stderr, "mxgatectl: the configuration has no "
+			    "auth.passwd_file: name one with --file\n");
+			return 1;
+		}
+	}
+	if (read_password(pass, sizeof(pass)) == -1)
+		return 1;
+	r = auth_hash(scheme, pass, hash, sizeof(hash));
+	explicit_bzero(pass, sizeof(pass));
+	if (r == -1) {
+		fprintf(stderr, "mxgatectl: hashing: %s\n", strerror(errno));
+		return 1;
+	}
+	if (auth_passwd_set(file, user, hash, err, sizeof(err)) == -1) {
+		fprintf(stderr, "mxgatectl: %s\n", err);
+		return 1;
+	}
+	printf("%s: password of %s set\n", file, user);
+	return 0;
 }
 
 /* Setting up what a command needs. */
