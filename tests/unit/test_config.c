@@ -207,10 +207,17 @@ test_default_loads(void)
 	CHECK_INT(sin->sin_family, AF_INET);
 	CHECK_INT(ntohs(sin->sin_port), 2525);
 	CHECK_INT(ntohl(sin->sin_addr.s_addr), 0x7f000001);
-	CHECK_INT(c->naccept_domains, 2);
-	CHECK_STR(c->accept_domains[0], "example.test");
-	CHECK_STR(c->accept_domains[1], "localhost");
-	CHECK(c->accept_domains[2] == NULL);
+	CHECK_INT(c->naccept_domains, 0);
+	CHECK_INT(c->nroutes, 3);
+	CHECK(c->route_table != NULL);
+	if (c->nroutes == 3) {
+		CHECK_STR(c->routes[0].name, "postmaster");
+		CHECK_STR(c->routes[1].name, "local");
+		CHECK_STR(c->routes[1].action, "maildir");
+		CHECK_STR(c->routes[1].path, "./var/mail/${domain}/${local}/");
+		CHECK_STR(c->routes[2].name, "catchall");
+		CHECK_INT(c->routes[2].code, 550);
+	}
 	config_free(c);
 }
 
