@@ -31,10 +31,13 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "checks.h"
 #include "config.h"
 #include "config_default.h"
 #include "log.h"
+#include "policy.h"
 #include "route.h"
+#include "spf.h"
 #include "util.h"
 
 #define KB 1024LL
@@ -137,6 +140,20 @@ static int check_upstreams(struct conf_ctx *, const struct conf_spec *,
 static int check_abs_path(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static void tls_cert_finish(struct conf_ctx *, config_setting_t *,
+    const char *, void *);
+static int check_spf_results(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_policy_service(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_policy_default(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_policy_stages(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_networks(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_plugin_path(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static void plugin_finish(struct conf_ctx *, config_setting_t *,
     const char *, void *);
 
 /* In the order of enum listener_role. */
@@ -316,6 +333,25 @@ static const struct conf_table tls_cert_table = {
 	tls_cert_specs, sizeof(struct tls_cert_conf), tls_cert_finish
 };
 
+static const char *const spf_policies[] = { "none", "reject_fail", NULL };
+/* In the order of enum smtp_stage. */
+static const char *const smtp_stages[] = {
+	"connect", "helo", "mail", "rcpt", "data", "end_of_message", NULL
+};
+
+static const struct conf_spec plugin_specs[] = {
+	{ .path = "path", .type = CT_STRING, FIELD(struct plugin_conf, path),
+	  .flags = CF_REQUIRED, .check = check_plugin_path,
+	  .doc = "the plugin, a shared object (mxgate/plugin.h)" },
+	{ .path = "args", .type = CT_STRING, FIELD(struct plugin_conf, args),
+	  .doc = "a string handed to the plugin's init()" },
+	{ .path = NULL }
+};
+
+static const struct conf_table plugin_table = {
+	plugin_specs, sizeof(struct plugin_conf), plugin_finish
+};
+
 static const struct conf_spec mxconf_specs[] = {
 	{ .path = "server.hostname", .type = CT_STRING,
 	  FIELD(struct mxconf, hostname), .check = check_hostname,
@@ -484,6 +520,65 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "auth.allow_plaintext", .type = CT_BOOL,
 	  FIELD(struct mxconf, auth_allow_plaintext), .def = "false",
 	  .doc = "offer AUTH without TLS (listeners may override)" },
+
+	{ .path = "spf.mail_from_policy", .type = CT_STRING,
+	  FIELD(struct mxconf, spf_mail_from_policy), .def = "none",
+	  .words = spf_policies,
+	  .doc = "SPF at MAIL FROM for every route: none or reject_fail" },
+	{ .path = "spf.pass_results", .type = CT_STRLIST,
+	  FIELD(struct mxconf, spf_pass_results),
+	  COUNT(struct mxconf, nspf_pass_results), .check = check_spf_results,
+	  .doc = "SPF results that satisfy sender_auth \"spf\"; "
+	      "default [ \"pass\" ]" },
+	{ .path = "spf.timeout", .type = CT_INT,
+	  FIELD(struct mxconf, spf_timeout), .def = "10", .min = 1, .max = 300,
+	  .doc = "seconds an SPF check may take; then temperror" },
+	{ .path = "spf.threads", .type = CT_INT,
+	  FIELD(struct mxconf, spf_threads), .def = "4", .min = 1, .max = 64,
+	  .doc = "SPF lookup threads in each SMTP worker" },
+
+	{ .path = "policy.service", .type = CT_STRING,
+	  FIELD(struct mxconf, policy_service), .check = check_policy_service,
+	  .doc = "Postfix policy service: unix:/path or inet:addr:port" },
+	{ .path = "policy.stages", .type = CT_STRLIST,
+	  FIELD(struct mxconf, policy_stages_list),
+	  COUNT(struct mxconf, npolicy_stages_list),
+	  .check = check_policy_stages,
+	  .doc = "SMTP stages the service is asked at; default [ \"rcpt\" ]" },
+	{ .path = "policy.timeout", .type = CT_INT,
+	  FIELD(struct mxconf, policy_timeout), .def = "5", .min = 1, .max = 300,
+	  .doc = "seconds to wait for the service's answer" },
+	{ .path = "policy.default", .type = CT_STRING,
+	  FIELD(struct mxconf, policy_default), .def = "DUNNO",
+	  .check = check_policy_default,
+	  .doc = "the action when the service fails or answers nonsense" },
+
+	{ .path = "plugins", .type = CT_LIST,
+	  FIELD(struct mxconf, plugins), COUNT(struct mxconf, nplugins),
+	  .sub = &plugin_table,
+	  .doc = "C plugins loaded at start, run in order" },
+
+	{ .path = "helo_checks", .type = CT_BOOL,
+	  FIELD(struct mxconf, helo_checks), .def = "false",
+	  .doc = "refuse a HELO/EHLO that is not a host name or address "
+	      "literal" },
+	{ .path = "reject_networks", .type = CT_STRLIST,
+	  FIELD(struct mxconf, reject_networks),
+	  COUNT(struct mxconf, nreject_networks), .check = check_networks,
+	  .doc = "clients refused at connect (554)" },
+	{ .path = "trusted_networks", .type = CT_STRLIST,
+	  FIELD(struct mxconf, trusted_networks),
+	  COUNT(struct mxconf, ntrusted_networks), .check = check_networks,
+	  .doc = "clients exempt from SPF, the policy service and rate limits" },
+	{ .path = "rate_limits.connections_per_minute", .type = CT_INT,
+	  FIELD(struct mxconf, rate_connections), .def = "0",
+	  .min = 0, .max = 1000000,
+	  .doc = "new connections per client address per minute, 0 = no limit" },
+	{ .path = "rate_limits.messages_per_minute", .type = CT_INT,
+	  FIELD(struct mxconf, rate_messages), .def = "0",
+	  .min = 0, .max = 1000000,
+	  .doc = "messages (MAIL FROM) per client address per minute and "
+	      "worker, 0 = no limit" },
 	{ .path = NULL }
 };
 
@@ -1602,6 +1697,167 @@ tls_cert_finish(struct conf_ctx *ctx, config_setting_t *group,
 	    config_setting_source_line(group), name);
 }
 
+/* ---- sender authentication, policy service, plugins, checks ---- */
+
+static int
+check_spf_results(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct mxconf *c = base;
+	enum spf_result r;
+	int ok = 0;
+
+	for (size_t i = 0; i < c->nspf_pass_results; i++) {
+		if (spf_result_parse(c->spf_pass_results[i], &r) == 0 &&
+		    r != SPF_RES_TEMPERROR)
+			continue;
+		conf_report(ctx, config_setting_get_elem(s, (unsigned)i),
+		    "'%s[%zu]' must be \"pass\", \"neutral\", \"softfail\", "
+		    "\"none\", \"fail\" or \"permerror\" (got \"%s\")", name, i,
+		    c->spf_pass_results[i]);
+		ok = -1;
+	}
+	if (ok == 0 && c->nspf_pass_results == 0) {
+		conf_report(ctx, s, "'%s' must not be empty", name);
+		ok = -1;
+	}
+	return ok;
+}
+
+static int
+check_policy_service(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	char why[256];
+
+	if (policy_address_check(((struct mxconf *)base)->policy_service, why,
+	    sizeof(why)) == 0)
+		return 0;
+	conf_report(ctx, s, "'%s': %s", name, why);
+	return -1;
+}
+
+static int
+check_policy_default(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct policy_answer a;
+
+	if (policy_action_parse(((struct mxconf *)base)->policy_default, &a) == 0)
+		return 0;
+	conf_report(ctx, s, "'%s': %s; use DUNNO, OK, REJECT [text], "
+	    "DEFER [text] or \"4NN/5NN text\"", name, a.why);
+	return -1;
+}
+
+static int
+check_policy_stages(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct mxconf *c = base;
+	char words[256];
+	int ok = 0, idx;
+
+	fmt_words(words, sizeof(words), smtp_stages);
+	for (size_t i = 0; i < c->npolicy_stages_list; i++) {
+		if ((idx = word_index(smtp_stages, c->policy_stages_list[i])) >= 0)
+			continue;
+		conf_report(ctx, config_setting_get_elem(s, (unsigned)i),
+		    "'%s[%zu]' must be %s (got \"%s\")", name, i, words,
+		    c->policy_stages_list[i]);
+		ok = -1;
+	}
+	return ok;
+}
+
+static int
+check_networks(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	char ***list = (char ***)(void *)((char *)base + sp->off);
+	size_t n = *(size_t *)(void *)((char *)base + sp->count_off), bad;
+	struct netlist *l;
+	const char *why;
+
+	if ((l = netlist_new(*list, n, &bad, &why)) != NULL) {
+		netlist_free(l);
+		return 0;
+	}
+	conf_report(ctx, config_setting_get_elem(s, (unsigned)bad),
+	    "'%s[%zu]' %s (got \"%s\")", name, bad, why, (*list)[bad]);
+	return -1;
+}
+
+static int
+check_plugin_path(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct plugin_conf *pc = base;
+
+	if (check_abs_path(ctx, sp, s, name, base) < 0)
+		return -1;
+	if (access(pc->path, R_OK) == 0)
+		return 0;
+	conf_report(ctx, s, "'%s': %s: %s", name, pc->path, strerror(errno));
+	return -1;
+}
+
+/* Loading happens later (plugin.h): keep where to blame it. */
+static void
+plugin_finish(struct conf_ctx *ctx, config_setting_t *group,
+    const char *name, void *base)
+{
+	struct plugin_conf *pc = base;
+	config_setting_t *path = config_setting_lookup(group, "path");
+	char file[256];
+
+	source_name(ctx, config_setting_source_file(group), file, sizeof(file));
+	snprintf(pc->where, sizeof(pc->where), "%s:%u: '%s'", file,
+	    config_setting_source_line(path != NULL ? path : group), name);
+}
+
+/* Defaults of the lists, and the forms the workers use. */
+static void
+config_checks(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
+{
+	enum spf_result r;
+	size_t bad;
+	const char *why;
+
+	if (c->nspf_pass_results == 0) {
+		c->spf_pass_results = xcalloc(2, sizeof(char *));
+		c->spf_pass_results[0] = xstrdup("pass");
+		c->nspf_pass_results = 1;
+	}
+	c->spf_pass_mask = 0;
+	for (size_t i = 0; i < c->nspf_pass_results; i++) {
+		if (spf_result_parse(c->spf_pass_results[i], &r) == 0)
+			c->spf_pass_mask |= 1u << r;
+	}
+	if (c->npolicy_stages_list == 0 &&
+	    config_lookup(cf, "policy.stages") == NULL) {
+		c->policy_stages_list = xcalloc(2, sizeof(char *));
+		c->policy_stages_list[0] = xstrdup("rcpt");
+		c->npolicy_stages_list = 1;
+	}
+	c->policy_stages = 0;
+	for (size_t i = 0; i < c->npolicy_stages_list; i++) {
+		int idx = word_index(smtp_stages, c->policy_stages_list[i]);
+		if (idx >= 0)
+			c->policy_stages |= 1u << idx;
+	}
+	/* Bad entries were reported; these cannot fail then. */
+	c->reject_nets = netlist_new(c->reject_networks, c->nreject_networks,
+	    &bad, &why);
+	c->trusted_nets = netlist_new(c->trusted_networks,
+	    c->ntrusted_networks, &bad, &why);
+	if (c->reject_nets == NULL)
+		c->reject_nets = netlist_new(NULL, 0, &bad, &why);
+	if (c->trusted_nets == NULL)
+		c->trusted_nets = netlist_new(NULL, 0, &bad, &why);
+	(void)ctx;
+}
+
 /*
  * AUTH and TLS by listener: the defaults that depend on the role, and the
  * combinations that could never work (a submission listener that cannot
@@ -1951,6 +2207,7 @@ config_finish(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 	config_routes(ctx, cf, c);
 	config_bounce_upstream(ctx, cf, c);
 	config_listeners_auth(ctx, cf, c);
+	config_checks(ctx, cf, c);
 }
 
 static struct mxconf *
@@ -2060,6 +2317,8 @@ config_free(struct mxconf *c)
 		return;
 	conf_release(&mxconf_table, c);
 	route_table_free(c->route_table);
+	netlist_free(c->reject_nets);
+	netlist_free(c->trusted_nets);
 	free(c->path);
 	free(c);
 }

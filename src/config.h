@@ -104,6 +104,21 @@ enum upstream_tls { UPSTREAM_TLS_NONE, UPSTREAM_TLS_OPPORTUNISTIC,
 	UPSTREAM_TLS_REQUIRED };
 
 struct route_table;
+struct netlist;
+
+/* One element of `plugins` (plugin.h loads it). */
+struct plugin_conf {
+	char    *path;          /* the shared object, absolute after load */
+	char    *args;          /* handed to its init(); NULL: none */
+	char     where[300];    /* "FILE:LINE: 'plugins[N]'" for load errors */
+};
+
+/* SMTP stages, as policy.stages names them ("connect", "helo", "mail",
+ * "rcpt", "data", "end_of_message"); policy_stages has bit 1 << stage. */
+enum smtp_stage {
+	STAGE_CONNECT, STAGE_HELO, STAGE_MAIL, STAGE_RCPT, STAGE_DATA,
+	STAGE_END_OF_MESSAGE,
+};
 
 struct mxconf {
 	char    *path;               /* file it came from, "(default)" */
@@ -177,6 +192,38 @@ struct mxconf {
 	unsigned auth_max_failures;  /* failed AUTHs before 421 and close */
 	unsigned auth_failure_delay; /* seconds before a 535 goes out */
 	bool     auth_allow_plaintext;
+
+	/* sender authentication (spf.h): pass_results as a mask of
+	 * 1 << enum spf_result; timeouts in seconds */
+	char    *spf_mail_from_policy;   /* "none" | "reject_fail" */
+	char   **spf_pass_results;       /* default [ "pass" ] */
+	size_t   nspf_pass_results;
+	unsigned spf_pass_mask;
+	unsigned spf_timeout;
+	unsigned spf_threads;            /* per worker */
+
+	/* the policy delegation service (policy.h); NULL service: none */
+	char    *policy_service;         /* "unix:/path", "inet:addr:port" */
+	char   **policy_stages_list;     /* default [ "rcpt" ] */
+	size_t   npolicy_stages_list;
+	unsigned policy_stages;          /* 1 << enum smtp_stage */
+	unsigned policy_timeout;
+	char    *policy_default;         /* action when the service fails */
+
+	/* plugins (plugin.h, mxgate/plugin.h) */
+	struct plugin_conf *plugins;
+	size_t   nplugins;
+
+	/* built-in checks (checks.h) */
+	bool     helo_checks;
+	char   **reject_networks;
+	size_t   nreject_networks;
+	char   **trusted_networks;
+	size_t   ntrusted_networks;
+	struct netlist *reject_nets;     /* compiled; never NULL after load */
+	struct netlist *trusted_nets;
+	unsigned rate_connections;       /* per minute per client, 0: off */
+	unsigned rate_messages;
 };
 
 typedef void (*config_error_fn)(const char *msg);

@@ -116,8 +116,8 @@ has_enhanced(const char *text, char c)
 	return *p == ' ' || *p == '\0';
 }
 
-static void
-set_reply(struct policy_answer *a, int code, const char *text,
+void
+policy_answer_set(struct policy_answer *a, int code, const char *text,
     const char *fallback)
 {
 	char cls = (char)('0' + code / 100);
@@ -164,13 +164,13 @@ policy_action_parse(const char *action, struct policy_answer *a)
 	} else if (strcasecmp(word, "OK") == 0) {
 		a->verdict = POLICY_ACCEPT;
 	} else if (strcasecmp(word, "REJECT") == 0) {
-		set_reply(a, 554, text, "Access denied");
+		policy_answer_set(a, 554, text, "Access denied");
 	} else if (strcasecmp(word, "DEFER") == 0 ||
 	    strcasecmp(word, "DEFER_IF_PERMIT") == 0) {
-		set_reply(a, 450, text, "Try again later");
+		policy_answer_set(a, 450, text, "Try again later");
 	} else if (n == 3 && (word[0] == '4' || word[0] == '5') &&
 	    isdigit((unsigned char)word[1]) && isdigit((unsigned char)word[2])) {
-		set_reply(a, atoi(word), text, word[0] == '4' ?
+		policy_answer_set(a, atoi(word), text, word[0] == '4' ?
 		    "Try again later" : "Access denied");
 	} else {
 		snprintf(a->why, sizeof(a->why), "unsupported action \"%.60s\"",

@@ -92,6 +92,14 @@ struct policy_request {
 
 /* ---- pure parts (unit tested) ---- */
 
+/*
+ * Make a a reject (code 5xx) or tempfail (4xx) with text, or fallback
+ * when text is empty; a text that does not start with an RFC 3463
+ * enhanced status code of the code's class gets "5.7.1" or "4.7.1".
+ */
+void policy_answer_set(struct policy_answer *a, int code, const char *text,
+    const char *fallback);
+
 /* Append the request, empty line included. */
 void policy_request_format(const struct policy_request *r, struct buf *out);
 

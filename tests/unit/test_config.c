@@ -791,6 +791,89 @@ test_files(void)
 	CHECK_STR(errs[0], want);
 }
 
+/* spf, policy, plugins, helo_checks, networks, rate_limits */
+static void
+test_checks_settings(void)
+{
+	struct mxconf *c = load(LISTEN);
+
+	CHECK(c != NULL);
+	if (c != NULL) {
+		CHECK_STR(c->spf_mail_from_policy, "none");
+		CHECK_INT(c->spf_pass_mask, 1 << 2);      /* SPF_RES_PASS */
+		CHECK_INT(c->spf_timeout, 10);
+		CHECK(c->policy_service == NULL);
+		CHECK_INT(c->policy_stages, 1 << STAGE_RCPT);
+		CHECK_STR(c->policy_default, "DUNNO");
+		CHECK_INT(c->nplugins, 0);
+		CHECK(!c->helo_checks);
+		CHECK(c->reject_nets != NULL && c->trusted_nets != NULL);
+		CHECK_INT(c->rate_connections, 0);
+		CHECK_INT(c->rate_messages, 0);
+	}
+	config_free(c);
+
+	c = load(LISTEN
+	    "spf = { mail_from_policy = \"reject_fail\"; pass_results = "
+	    "[ \"pass\", \"neutral\", \"none\" ]; timeout = 3; threads = 2; };\n"
+	    "policy = { service = \"inet:127.0.0.1:10023\"; stages = [ "
+	    "\"connect\", \"rcpt\", \"end_of_message\" ]; timeout = 2; "
+	    "default = \"DEFER try later\"; };\n"
+	    "helo_checks = true;\n"
+	    "reject_networks = [ \"198.51.100.0/24\", \"2001:db8:bad::/48\" ];\n"
+	    "trusted_networks = [ \"127.0.0.0/8\" ];\n"
+	    "rate_limits = { connections_per_minute = 30; "
+	    "messages_per_minute = 100; };\n");
+	CHECK(c != NULL);
+	if (c != NULL) {
+		CHECK_STR(c->spf_mail_from_policy, "reject_fail");
+		CHECK_INT(c->spf_pass_mask, (1 << 2) | (1 << 1) | (1 << 0));
+		CHECK_INT(c->spf_threads, 2);
+		CHECK_STR(c->policy_service, "inet:127.0.0.1:10023");
+		CHECK_INT(c->policy_stages, (1 << STAGE_CONNECT) |
+		    (1 << STAGE_RCPT) | (1 << STAGE_END_OF_MESSAGE));
+		CHECK_STR(c->policy_default, "DEFER try later");
+		CHECK(c->helo_checks);
+		CHECK_INT(c->rate_connections, 30);
+		CHECK_INT(c->rate_messages, 100);
+	}
+	config_free(c);
+
+	CHECK(fails_with(LISTEN "spf = { mail_from_policy = \"strict\"; };\n",
+	    "t.conf:2: 'spf.mail_from_policy' must be \"none\" or "
+	    "\"reject_fail\" (got \"strict\")"));
+	CHECK(fails_with(LISTEN "spf = {\n pass_results = [ \"pass\",\n"
+	    " \"temperror\" ]; };\n",
+	    "t.conf:4: 'spf.pass_results[1]' must be \"pass\", \"neutral\", "
+	    "\"softfail\", \"none\", \"fail\" or \"permerror\" (got "
+	    "\"temperror\")"));
+	CHECK(fails_with(LISTEN "policy = { service = \"inet:policy.example:1\"; };\n",
+	    "t.conf:2: 'policy.service': inet: needs an IP address and a port, "
+	    "\"inet:127.0.0.1:10023\" or \"inet:[::1]:10023\" (no host names: "
+	    "the workers do no DNS for this)"));
+	CHECK(fails_with(LISTEN "policy = { stages = [ \"rcpt\", \"quit\" ]; };\n",
+	    "t.conf:2: 'policy.stages[1]' must be \"connect\", \"helo\", "
+	    "\"mail\", \"rcpt\", \"data\" or \"end_of_message\" (got \"quit\")"));
+	CHECK(fails_with(LISTEN "policy = { default = \"HOLD\"; };\n",
+	    "t.conf:2: 'policy.default': unsupported action \"HOLD\"; use DUNNO, "
+	    "OK, REJECT [text], DEFER [text] or \"4NN/5NN text\""));
+	CHECK(fails_with(LISTEN "reject_networks = [\n \"192.0.2.0/24\",\n"
+	    " \"192.0.2.1/24\" ];\n",
+	    "t.conf:4: 'reject_networks[1]' has bits set past its prefix length "
+	    "(a host address with a network's length?) (got \"192.0.2.1/24\")"));
+	CHECK(fails_with(LISTEN "trusted_networks = [ \"localhost\" ];\n",
+	    "t.conf:2: 'trusted_networks[0]' is not an address or network such "
+	    "as \"192.0.2.0/24\" or \"2001:db8::/32\" (got \"localhost\")"));
+	CHECK(fails_with(LISTEN "plugins = (\n { path = \"/nonexistent/x.so\"; } );\n",
+	    "t.conf:3: 'plugins[0].path': /nonexistent/x.so: No such file or "
+	    "directory"));
+	CHECK(fails_with(LISTEN "plugins = ( { args = \"x\"; } );\n",
+	    "t.conf:2: missing setting 'plugins[0].path'"));
+	CHECK(fails_with(LISTEN "rate_limits = { messages_per_minute = -1; };\n",
+	    "t.conf:2: 'rate_limits.messages_per_minute' must be between 0 and "
+	    "1000000 (got -1)"));
+}
+
 static void
 test_free_null(void)
 {
@@ -852,6 +935,7 @@ main(int argc, char **argv)
 	RUN(test_wide_integers);
 	RUN(test_files);
 	RUN(test_free_null);
+	RUN(test_checks_settings);
 	RUN(test_listener_auth_tls);
 	remove_tmp();
 	return unit_done();
