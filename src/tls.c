@@ -345,15 +345,14 @@ site_get(struct tls_load *ld, struct tls_state *st, char **names,
     size_t nnames, const char *where)
 {
 	struct tls_site *site;
-	size_t i;
+	size_t i, j;
 
-	for (i = 0; i < st->nsites; i++)
-		if (names_equal(st->sites[i].names, st->sites[i].nnames,
+	for (i = 0; i < st->nsites; i++) {
+		if (!names_equal(st->sites[i].names, st->sites[i].nnames,
 		    names, nnames))
-			break;
-	if (i < st->nsites) {
-		for (i = 0; i < nnames; i++)
-			free(names[i]);
+			continue;
+		for (j = 0; j < nnames; j++)
+			free(names[j]);
 		free(names);
 		return &st->sites[i];
 	}
