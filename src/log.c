@@ -47,6 +47,12 @@ log_level_parse(const char *name, enum log_level *out)
 	return -1;
 }
 
+bool
+log_enabled(enum log_level level)
+{
+	return level <= log_threshold;
+}
+
 static void
 log_vwrite(enum log_level level, const char *fmt, va_list ap, const char *suffix)
 {

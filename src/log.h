@@ -21,6 +21,10 @@ void log_init(bool foreground, enum log_level level);
 void log_set_role(const char *role);
 int  log_level_parse(const char *name, enum log_level *out);
 
+/* Whether a line at this level would be written (to skip costly
+ * formatting on hot paths). */
+bool log_enabled(enum log_level level);
+
 void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -3,11 +3,13 @@
  *
  * Group commit: each turn of the loop reads every submission that is
  * waiting on every worker channel (bounded by QUEUE_BATCH_MAX), inserts
- * them all in one transaction, commits (one WAL fsync under
- * synchronous=FULL), and only then answers each worker.  Submissions that
- * arrive while the commit runs wait in the socket buffers and make up the
- * next batch, so the batch grows with the load and fsyncs per message
- * shrink.  If the commit fails nobody hears "ok".
+ * them all in one transaction and commits it.  The commit only writes the
+ * WAL; wal_sync's thread makes it durable with fdatasync, and each worker
+ * is answered only when a sync that started after its batch's commit has
+ * completed.  While a sync runs the loop goes on receiving and committing,
+ * so one fsync covers every batch committed meanwhile: the batch grows
+ * with the load and fsyncs per message shrink.  If a commit or a sync
+ * fails nobody hears "ok".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,12 +30,15 @@
 #include "log.h"
 #include "queue.h"
 #include "queue_db.h"
+#include "scheduler.h"
 #include "util.h"
+#include "wal_sync.h"
 
 #define QUEUE_BATCH_MAX  2048
+#define QUEUE_BATCH_EAGER 64     /* commit even while a sync runs */
 #define REQUIRED_SEALS   (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
 
-enum { EV_MASTER = 1, EV_WORKER, EV_SIGNAL };
+enum { EV_MASTER = 1, EV_WORKER, EV_SIGNAL, EV_SYNC, EV_SCHED };
 #define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
 
 struct channel {
@@ -42,12 +47,20 @@ struct channel {
 	size_t nbacklog, backlog_cap;
 };
 
+/* An answer waiting for its batch to become durable. */
+struct pending_answer {
+	int       worker;
+	uint64_t  seq;              /* the batch's commit sequence number */
+	struct ipc_submit_result result;
+};
+
 struct submission {
 	int       worker;
 	int       memfd;
 	struct ipc_submit msg;
 	struct ipc_submit_result result;
 	bool      inserted;
+	char      logline[320];     /* written once the commit succeeded */
 };
 
 static struct {
@@ -60,6 +73,11 @@ static struct {
 	int        nchans;
 	struct submission batch[QUEUE_BATCH_MAX];
 	size_t     nbatch;
+	struct wal_sync *sync;
+	uint64_t   commit_seq;
+	uint64_t   synced_seq;
+	struct pending_answer *pending;   /* in seq order */
+	size_t     npending, pending_cap;
 	bool       stopping;
 	unsigned long long committed;    /* statistics, logged at stop */
 	unsigned long long batches;
@@ -229,24 +247,30 @@ message_view(struct submission *sub, size_t total, bool *mapped)
 	return map;
 }
 
-static void
+/*
+ * Insert one submission into the open transaction.  A submission that
+ * cannot be read is failed on its own (0); -1 means the database refused
+ * it and the transaction holds part of it: the batch must be redone.
+ */
+static int
 insert_submission(struct submission *sub)
 {
 	struct envelope env;
 	const char *content;
 	size_t total;
 	bool mapped;
+	int r = 0;
 
 	if (sub->memfd < 0 || check_memfd(sub, &total) < 0) {
 		log_error("worker %d sent a malformed message (request %llx)",
 		    sub->worker, (unsigned long long)sub->msg.request_id);
 		fail(sub, SUBMIT_TEMPFAIL, "Local error in message handoff");
-		return;
+		return 0;
 	}
 	content = message_view(sub, total, &mapped);
 	if (content == NULL) {
 		fail(sub, SUBMIT_TEMPFAIL, "Local error, try again later");
-		return;
+		return 0;
 	}
 	if (envelope_parse(content + sub->msg.message_len,
 	    (size_t)sub->msg.envelope_len, &env) < 0) {
@@ -255,20 +279,80 @@ insert_submission(struct submission *sub)
 	} else if (queue_db_insert(q.db, &env, content,
 	    (size_t)sub->msg.message_len) < 0) {
 		fail(sub, SUBMIT_TEMPFAIL, "Queue write error, try again later");
+		r = -1;
 	} else {
 		sub->inserted = true;
 		strlcpy_mx(sub->result.queue_id, env.queue_id,
 		    sizeof(sub->result.queue_id));
-		log_info("id=%s from=<%s> size=%llu nrcpt=%zu client=%s",
-		    env.queue_id, env.sender, (unsigned long long)sub->msg.message_len,
-		    env.nrcpts, env.client_ip ? env.client_ip : "unknown");
+		if (log_enabled(LOG_LEVEL_INFO))
+			snprintf(sub->logline, sizeof(sub->logline),
+			    "id=%s from=<%s> size=%llu nrcpt=%zu client=%s",
+			    env.queue_id, env.sender,
+			    (unsigned long long)sub->msg.message_len, env.nrcpts,
+			    env.client_ip ? env.client_ip : "unknown");
 	}
 	envelope_free(&env);
 	if (mapped)
 		munmap((void *)(uintptr_t)content, total);
+	return r;
+}
+
+/* ---- answers after the sync ---- */
+
+static void
+pending_add(int worker, const struct ipc_submit_result *r)
+{
+	if (q.npending == q.pending_cap) {
+		q.pending_cap = q.pending_cap ? q.pending_cap * 2 : 256;
+		q.pending = xrealloc(q.pending, q.pending_cap * sizeof(*q.pending));
+	}
+	q.pending[q.npending].worker = worker;
+	q.pending[q.npending].seq = q.commit_seq;
+	q.pending[q.npending].result = *r;
+	q.npending++;
+}
+
+/* Answer everything whose batch is durable now. */
+static void
+pending_answer_synced(uint64_t synced_seq)
+{
+	size_t i;
+
+	for (i = 0; i < q.npending && q.pending[i].seq <= synced_seq; i++)
+		answer(q.pending[i].worker, &q.pending[i].result);
+	if (i > 0) {
+		memmove(q.pending, q.pending + i, (q.npending - i) * sizeof(*q.pending));
+		q.npending -= i;
+	}
 }
 
 /* ---- the batch ---- */
+
+/*
+ * Insert the batch in one transaction.  A message the database refuses
+ * (it should not happen: ids are unique, envelopes checked) spoils the
+ * transaction; it is failed alone and the batch redone without it.
+ */
+static int
+insert_batch(void)
+{
+	for (;;) {
+		bool redo = false;
+
+		if (queue_db_begin(q.db) < 0)
+			return -1;
+		for (size_t i = 0; i < q.nbatch && !redo; i++) {
+			if (q.batch[i].result.status == SUBMIT_OK &&
+			    insert_submission(&q.batch[i]) < 0)
+				redo = true;
+		}
+		if (!redo)
+			return queue_db_commit(q.db);
+		queue_db_rollback(q.db);
+		for (size_t i = 0; i < q.nbatch; i++)
+			q.batch[i].inserted = false;
+	}
+}
 
 static void
 commit_batch(void)
@@ -279,38 +363,37 @@ commit_batch(void)
 	if (q.nbatch == 0)
 		return;
 	started = now_us();
-	if (queue_db_begin(q.db) < 0) {
-		for (i = 0; i < q.nbatch; i++)
-			fail(&q.batch[i], SUBMIT_TEMPFAIL, "Queue write error, try again later");
-	} else {
+	if (insert_batch() < 0) {
+		/* Not durable: nobody may hear "queued".  Stop; the master
+		 * restarts us on a fresh connection. */
+		queue_db_rollback(q.db);
 		for (i = 0; i < q.nbatch; i++) {
-			if (q.batch[i].result.status == SUBMIT_OK)
-				insert_submission(&q.batch[i]);
-			ok += q.batch[i].inserted;
+			fail(&q.batch[i], SUBMIT_TEMPFAIL,
+			    "Queue write error, try again later");
+			answer(q.batch[i].worker, &q.batch[i].result);
 		}
-		if (queue_db_commit(q.db) < 0) {
-			/* Not durable: nobody may hear "queued".  Stop, the
-			 * master restarts us on a fresh connection. */
-			queue_db_rollback(q.db);
-			for (i = 0; i < q.nbatch; i++)
-				fail(&q.batch[i], SUBMIT_TEMPFAIL, "Queue write error, try again later");
-			for (i = 0; i < q.nbatch; i++)
-				answer(q.batch[i].worker, &q.batch[i].result);
-			fatalx("commit of %zu messages failed; exiting", q.nbatch);
-		}
+		fatalx("commit of %zu messages failed; exiting", q.nbatch);
 	}
-	q.committed += ok;
 	q.batches++;
 	q.commit_us += now_us() - started;
-	log_debug("committed batch of %zu (%zu ok)", q.nbatch, ok);
+	q.commit_seq++;
 	for (i = 0; i < q.nbatch; i++) {
-		if (!q.batch[i].inserted && q.batch[i].result.status == SUBMIT_OK)
-			fail(&q.batch[i], SUBMIT_TEMPFAIL, "Local error, try again later");
-		answer(q.batch[i].worker, &q.batch[i].result);
-		if (q.batch[i].memfd >= 0)
-			close(q.batch[i].memfd);
+		struct submission *sub = &q.batch[i];
+
+		if (sub->inserted) {
+			ok++;
+			if (sub->logline[0] != '\0')
+				log_info("%s", sub->logline);
+		} else if (sub->result.status == SUBMIT_OK)
+			fail(sub, SUBMIT_TEMPFAIL, "Local error, try again later");
+		pending_add(sub->worker, &sub->result);
+		if (sub->memfd >= 0)
+			close(sub->memfd);
 	}
+	q.committed += ok;
+	log_debug("committed batch of %zu (%zu ok)", q.nbatch, ok);
 	q.nbatch = 0;
+	wal_sync_request(q.sync, q.commit_seq);
 }
 
 /* Read every submission waiting on a worker channel into the batch. */
@@ -416,6 +499,11 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 	setup_signals();
 	epoll_set(q.sigfd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SIGNAL, 0));
 	epoll_set(master_fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_MASTER, 0));
+	/* Durability moves to wal_sync's thread (see the top of this file). */
+	if (queue_db_defer_sync(q.db) < 0)
+		fatalx("cannot configure the queue database");
+	q.sync = wal_sync_new(QUEUE_DB_NAME "-wal");
+	epoll_set(wal_sync_fd(q.sync), EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SYNC, 0));
 	q.nchans = nworkers;
 	q.chans = xcalloc((size_t)nworkers, sizeof(*q.chans));
 	for (int i = 0; i < nworkers; i++) {
@@ -423,6 +511,7 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 		channel_set(i, worker_fds[i]);
 	}
 	log_info("queue open: %s/%s", conf->queue_dir, QUEUE_DB_NAME);
+	scheduler_init(conf, q.db, q.epfd, EV_SCHED);
 
 	while (!q.stopping) {
 		int n = epoll_wait(q.epfd, events, (int)ARRAY_LEN(events), -1);
@@ -443,22 +532,39 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 			case EV_SIGNAL:
 				read_signals();
 				break;
+			case EV_SYNC:
+				q.synced_seq = wal_sync_done(q.sync);
+				pending_answer_synced(q.synced_seq);
+				break;
 			case EV_WORKER:
 				if (events[i].events & EPOLLOUT)
 					channel_flush((int)index);
 				read_worker((int)index);
 				break;
+			case EV_SCHED:
+				scheduler_event(index, events[i].events);
+				break;
 			}
 		}
-		commit_batch();
+		/* While a sync runs, let the next batch grow: a commit costs
+		 * a dozen page writes whatever its size, and what it holds
+		 * could not be acknowledged before the next sync anyway. */
+		unsigned long long before = q.committed;
+		if (q.synced_seq == q.commit_seq || q.nbatch >= QUEUE_BATCH_EAGER)
+			commit_batch();
+		scheduler_run(q.committed != before);
 	}
 	/* Whatever is still in the sockets was sent by workers that have
 	 * stopped: take it, so an answered client is never lost. */
 	for (int i = 0; i < q.nchans; i++)
 		read_worker(i);
 	commit_batch();
+	wal_sync_wait(q.sync);
+	pending_answer_synced(q.commit_seq);
+	wal_sync_free(q.sync);
 	for (int i = 0; i < q.nchans; i++)
 		channel_flush(i);
+	scheduler_stop(conf->shutdown_grace / 2);
 	queue_db_close(q.db);
 	log_info("stopped: %llu messages in %llu batches, %.1f us per batch",
 	    q.committed, q.batches,

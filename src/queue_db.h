@@ -31,6 +31,14 @@ struct queue_db *queue_db_open(const char *path, bool readonly);
 void queue_db_close(struct queue_db *db);
 sqlite3 *queue_db_handle(struct queue_db *db);
 
+/*
+ * For the queue process only: switch this connection to
+ * synchronous=NORMAL, so that COMMIT returns once the WAL is written; the
+ * caller then makes commits durable itself (wal_sync.h) before it
+ * acknowledges anything.  Every other connection keeps synchronous=FULL.
+ */
+int queue_db_defer_sync(struct queue_db *db);
+
 /* One transaction around a batch of inserts (group commit). */
 int queue_db_begin(struct queue_db *db);
 int queue_db_commit(struct queue_db *db);
@@ -38,9 +46,11 @@ int queue_db_rollback(struct queue_db *db);
 
 /*
  * Insert one message (envelope, content, recipients and the history rows
- * "received" and one "routed" per recipient) inside the current
- * transaction, under a savepoint: on failure only this message is undone
- * and the batch goes on.
+ * "received" and one "routed" per recipient).  Inside a batch
+ * (queue_db_begin) a failure leaves part of the message written: the
+ * caller must roll the whole transaction back, and may redo the batch
+ * without that message.  Outside a batch the message is its own
+ * transaction, all or nothing.
  */
 int queue_db_insert(struct queue_db *db, const struct envelope *env,
     const char *content, size_t content_len);

@@ -1,6 +1,6 @@
 /*
  * test_queue_db — the SQLite queue: creation and connection settings,
- * the insert path (rows, history, header fields, savepoints), the views,
+ * the insert path (rows, history, header fields, failed inserts), the views,
  * and the refusals (a newer schema, a foreign database, read-only).
  *
  * Works on a fresh directory under $TMPDIR (or /tmp), removed at the end.
@@ -214,9 +214,12 @@ test_insert(void)
 	remove_db(path);
 }
 
-/* A failed insert undoes only its own message; the batch goes on. */
+/*
+ * A failed insert inside a batch poisons the transaction: the caller
+ * rolls back and redoes the batch without the culprit (as queue.c does).
+ */
 static void
-test_savepoint(void)
+test_failed_insert_in_batch(void)
 {
 	struct queue_db *db;
 	struct envelope a, b, c;
@@ -233,10 +236,20 @@ test_savepoint(void)
 	CHECK_INT(queue_db_insert(db, &a, "x", 1), 0);
 	/* The same id again: refused by the primary key. */
 	CHECK_INT(queue_db_insert(db, &a, "y", 1), -1);
+	CHECK_INT(queue_db_rollback(db), 0);
+	CHECK_INT(q_int(db, "SELECT count(*) FROM messages"), 0);
+
 	/* A recipient without an action fails after rows were written. */
 	free(b.rcpts[2].action);
 	b.rcpts[2].action = NULL;
+	CHECK_INT(queue_db_begin(db), 0);
+	CHECK_INT(queue_db_insert(db, &a, "x", 1), 0);
 	CHECK_INT(queue_db_insert(db, &b, "z", 1), -1);
+	CHECK_INT(queue_db_rollback(db), 0);
+
+	/* The batch again without the culprits. */
+	CHECK_INT(queue_db_begin(db), 0);
+	CHECK_INT(queue_db_insert(db, &a, "x", 1), 0);
 	CHECK_INT(queue_db_insert(db, &c, "w", 1), 0);
 	CHECK_INT(queue_db_commit(db), 0);
 	CHECK_Q(db, "SELECT group_concat(id, ',') FROM (SELECT id FROM messages"
@@ -244,6 +257,11 @@ test_savepoint(void)
 	CHECK_INT(q_int(db, "SELECT count(*) FROM recipients"), 2);
 	CHECK_INT(q_int(db, "SELECT count(*) FROM events"), 4);
 	CHECK_INT(q_int(db, "SELECT count(*) FROM message_contents"), 2);
+
+	/* Outside a batch a failing message leaves nothing behind. */
+	CHECK_INT(queue_db_insert(db, &b, "z", 1), -1);
+	CHECK_INT(q_int(db, "SELECT count(*) FROM messages"), 2);
+	CHECK_INT(q_int(db, "SELECT count(*) FROM recipients"), 2);
 
 	/* A rolled back batch leaves nothing; a second rollback is a no-op. */
 	envelope_free(&b);
@@ -393,7 +411,7 @@ main(void)
 	}
 	RUN(test_create);
 	RUN(test_insert);
-	RUN(test_savepoint);
+	RUN(test_failed_insert_in_batch);
 	RUN(test_headers);
 	RUN(test_refusals);
 	rc = unit_done();
