@@ -27,9 +27,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include "auth.h"
+#include "bounce.h"
 #include "config.h"
 #include "log.h"
 #include "queue_db.h"
@@ -72,6 +77,12 @@ struct command {
 
 static int cmd_queue_list(struct ctl *, int, char **);
 static int cmd_queue_show(struct ctl *, int, char **);
+static int cmd_queue_retry(struct ctl *, int, char **);
+static int cmd_queue_hold(struct ctl *, int, char **);
+static int cmd_queue_release(struct ctl *, int, char **);
+static int cmd_queue_delete(struct ctl *, int, char **);
+static int cmd_queue_bounce(struct ctl *, int, char **);
+static int cmd_queue_stats(struct ctl *, int, char **);
 static int cmd_route_test(struct ctl *, int, char **);
 static int cmd_passwd(struct ctl *, int, char **);
 static int load_config(struct ctl *);
@@ -81,11 +92,27 @@ static int load_config(struct ctl *);
  * (NEEDS_QUEUE_RW), queue stats.
  */
 static const struct command commands[] = {
-	{ "queue", "list", "", "list the messages in the queue",
-	  0, 0, NEEDS_QUEUE_RO, cmd_queue_list },
+	{ "queue", "list", "[--state S] [--rcpt RE] [--sender RE]",
+	  "list the messages in the queue (RE: PCRE2, caseless)",
+	  0, 6, NEEDS_QUEUE_RO, cmd_queue_list },
 	{ "queue", "show", "ID [--body]",
 	  "envelope, recipients, history, headers (or all)",
 	  1, 2, NEEDS_QUEUE_RO, cmd_queue_show },
+	{ "queue", "retry", "ID | --all",
+	  "make queued and deferred recipients due now",
+	  1, 1, NEEDS_QUEUE_RW, cmd_queue_retry },
+	{ "queue", "hold", "ID", "hold a message's pending recipients",
+	  1, 1, NEEDS_QUEUE_RW, cmd_queue_hold },
+	{ "queue", "release", "ID", "release held recipients, due now",
+	  1, 1, NEEDS_QUEUE_RW, cmd_queue_release },
+	{ "queue", "delete", "ID", "delete a message (no bounce)",
+	  1, 1, NEEDS_QUEUE_RW, cmd_queue_delete },
+	{ "queue", "bounce", "ID",
+	  "bounce a message's pending recipients to the sender",
+	  1, 1, NEEDS_QUEUE_RW, cmd_queue_bounce },
+	{ "queue", "stats", "",
+	  "recipients per state, oldest message, per destination",
+	  0, 0, NEEDS_QUEUE_RO, cmd_queue_stats },
 	{ "route", "test", "RCPT [--from S] [--ip A] [--helo H] [--auth U] "
 	  "[--tls] | --script FILE",
 	  "what the routes do with a recipient (route_test.h)",
@@ -209,37 +236,150 @@ prepare(struct ctl *ctl, const char *sql, sqlite3_stmt **st)
 
 /* queue list */
 
+/* Patterns for mx_match(N, text) in the listing's query. */
+struct list_patterns {
+	pcre2_code *re[2];
+	pcre2_match_data *md;
+};
+
+static void
+sql_mx_match(sqlite3_context *cx, int argc, sqlite3_value **argv)
+{
+	struct list_patterns *lp = sqlite3_user_data(cx);
+	int i = sqlite3_value_int(argv[0]);
+	const unsigned char *text = sqlite3_value_text(argv[1]);
+
+	if (i < 0 || i > 1 || lp->re[i] == NULL || text == NULL) {
+		sqlite3_result_int(cx, 0);
+		return;
+	}
+	sqlite3_result_int(cx, pcre2_match(lp->re[i], text,
+	    (size_t)sqlite3_value_bytes(argv[1]), 0, 0, lp->md, NULL) >= 0);
+}
+
 static int
-cmd_queue_list(struct ctl *ctl, int argc, char **argv)
+compile_pattern(const char *opt, const char *pattern, pcre2_code **out)
+{
+	PCRE2_UCHAR msg[256];
+	PCRE2_SIZE off;
+	int err;
+
+	*out = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
+	    PCRE2_CASELESS | PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &err, &off,
+	    NULL);
+	if (*out != NULL)
+		return 0;
+	pcre2_get_error_message(err, msg, sizeof(msg));
+	fprintf(stderr, "mxgatectl: %s: bad pattern at offset %zu: %s\n", opt,
+	    (size_t)off, (const char *)msg);
+	return -1;
+}
+
+static bool
+state_valid(const char *state)
+{
+	static const char *const states[] = { "queued", "delivering",
+	    "deferred", "delivered", "bounced", "held" };
+
+	for (size_t i = 0; i < ARRAY_LEN(states); i++)
+		if (strcmp(state, states[i]) == 0)
+			return true;
+	return false;
+}
+
+static void
+put_list_row(sqlite3_stmt *st)
+{
+	printf("%-16s  %-19s  %9lld  <", col_text(st, 0), col_text(st, 1),
+	    (long long)sqlite3_column_int64(st, 2));
+	put_safe_n(stdout, col_text(st, 3), (size_t)sqlite3_column_bytes(st, 3),
+	    SAFE_LINE);
+	printf(">%*s  %5lld  ", (int)(sqlite3_column_bytes(st, 3) < 30 ?
+	    30 - sqlite3_column_bytes(st, 3) : 0), "",
+	    (long long)sqlite3_column_int64(st, 4));
+	put_safe(col_text(st, 5));
+	putchar('\n');
+}
+
+static int
+run_list(struct ctl *ctl, const char *state, struct list_patterns *lp)
 {
 	sqlite3_stmt *st;
 	long long n = 0;
 	int rc;
 
-	if (prepare(ctl, "SELECT id, received, size, sender, recipients,"
-	    " states FROM message_status ORDER BY received_at, id", &st) == -1)
+	/* One recipient must match both --state and --rcpt. */
+	if (prepare(ctl, "SELECT m.id, m.received, m.size, m.sender,"
+	    " m.recipients, m.states FROM message_status m"
+	    " WHERE (?1 IS NULL AND ?2 IS NULL OR EXISTS (SELECT 1 FROM"
+	    "  recipients r WHERE r.message_id = m.id"
+	    "  AND (?1 IS NULL OR r.state = ?1)"
+	    "  AND (?2 IS NULL OR mx_match(0, r.address))))"
+	    " AND (?3 IS NULL OR mx_match(1, m.sender))"
+	    " ORDER BY m.received_at, m.id", &st) == -1)
 		return 1;
+	if (state != NULL)
+		sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+	if (lp->re[0] != NULL)
+		sqlite3_bind_int(st, 2, 1);
+	if (lp->re[1] != NULL)
+		sqlite3_bind_int(st, 3, 1);
 	printf("%-16s  %-19s  %9s  %-32s  %5s  %s\n", "ID", "RECEIVED (UTC)",
 	    "SIZE", "SENDER", "RCPTS", "STATE");
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		printf("%-16s  %-19s  %9lld  <", col_text(st, 0),
-		    col_text(st, 1), (long long)sqlite3_column_int64(st, 2));
-		put_safe_n(stdout, col_text(st, 3),
-		    (size_t)sqlite3_column_bytes(st, 3), SAFE_LINE);
-		printf(">%*s  %5lld  ", (int)(sqlite3_column_bytes(st, 3) < 30 ?
-		    30 - sqlite3_column_bytes(st, 3) : 0), "",
-		    (long long)sqlite3_column_int64(st, 4));
-		put_safe(col_text(st, 5));
-		putchar('\n');
+		put_list_row(st);
 		n++;
 	}
-	if (rc != SQLITE_DONE) {
-		sqlite3_finalize(st);
-		return query_failed(ctl, "queue list");
-	}
 	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return query_failed(ctl, "queue list");
 	printf("%lld message%s\n", n, n == 1 ? "" : "s");
 	return 0;
+}
+
+static int
+cmd_queue_list(struct ctl *ctl, int argc, char **argv)
+{
+	struct list_patterns lp;
+	const char *state = NULL;
+	int i, rc = 1;
+
+	memset(&lp, 0, sizeof(lp));
+	for (i = 0; i < argc; i++) {
+		if (i + 1 >= argc)
+			return cmd_usage(ctl->cmd);
+		if (strcmp(argv[i], "--state") == 0 && state == NULL) {
+			state = argv[++i];
+			if (!state_valid(state)) {
+				fprintf(stderr, "mxgatectl: --state: one of queued,"
+				    " delivering, deferred, delivered, bounced,"
+				    " held\n");
+				return EXIT_USAGE;
+			}
+		} else if (strcmp(argv[i], "--rcpt") == 0 && lp.re[0] == NULL) {
+			if (compile_pattern("--rcpt", argv[++i], &lp.re[0]) < 0)
+				goto done;
+		} else if (strcmp(argv[i], "--sender") == 0 &&
+		    lp.re[1] == NULL) {
+			if (compile_pattern("--sender", argv[++i], &lp.re[1]) < 0)
+				goto done;
+		} else {
+			rc = cmd_usage(ctl->cmd);
+			goto done;
+		}
+	}
+	lp.md = pcre2_match_data_create(8, NULL);
+	if (sqlite3_create_function(ctl->h, "mx_match", 2, SQLITE_UTF8 |
+	    SQLITE_DETERMINISTIC, &lp, sql_mx_match, NULL, NULL) != SQLITE_OK) {
+		rc = query_failed(ctl, "queue list");
+		goto done;
+	}
+	rc = run_list(ctl, state, &lp);
+done:
+	pcre2_code_free(lp.re[0]);
+	pcre2_code_free(lp.re[1]);
+	pcre2_match_data_free(lp.md);
+	return rc;
 }
 
 /* queue show */
@@ -392,8 +532,9 @@ show_content(struct ctl *ctl, const char *id, bool body)
 	if (rc != SQLITE_ROW) {
 		sqlite3_finalize(st);
 		if (rc == SQLITE_DONE) {
-			fprintf(stderr, "mxgatectl: %s: no content\n", id);
-			return 1;
+			/* delivery.keep_delivered keeps the rest, not this. */
+			printf("\n(content removed: every recipient is final)\n");
+			return 0;
 		}
 		return query_failed(ctl, "content");
 	}
@@ -441,6 +582,455 @@ cmd_queue_show(struct ctl *ctl, int argc, char **argv)
 	if (show_message(ctl, id) != 0 || show_recipients(ctl, id) != 0 ||
 	    show_history(ctl, id) != 0 || show_content(ctl, id, body) != 0)
 		return 1;
+	return 0;
+}
+
+/* Queue management.  Each command is one short write transaction; the
+ * daemon's scheduler reads the due recipients again every second, so a
+ * change takes effect without telling it anything. */
+
+static int
+exec_ctl(struct ctl *ctl, const char *sql)
+{
+	char *err = NULL;
+
+	if (sqlite3_exec(ctl->h, sql, NULL, NULL, &err) != SQLITE_OK) {
+		fprintf(stderr, "mxgatectl: %s\n", err != NULL ? err :
+		    sqlite3_errmsg(ctl->h));
+		sqlite3_free(err);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+rollback_fail(struct ctl *ctl, const char *what)
+{
+	query_failed(ctl, what);
+	exec_ctl(ctl, "ROLLBACK");
+	return 1;
+}
+
+/* 1 when the message is in the queue, 0 (said) when not, -1 on error. */
+static int
+message_exists(struct ctl *ctl, const char *id)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (!queue_id_valid(id)) {
+		fprintf(stderr, "mxgatectl: no message ");
+		put_safe_n(stderr, id, strnlen(id, 64), SAFE_LINE);
+		fprintf(stderr, " in the queue (not a queue id)\n");
+		return 0;
+	}
+	if (prepare(ctl, "SELECT 1 FROM messages WHERE id = ?1", &st) == -1)
+		return -1;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc != SQLITE_DONE)
+		return query_failed(ctl, "queue"), -1;
+	fprintf(stderr, "mxgatectl: no message %s in the queue\n", id);
+	return 0;
+}
+
+/* Run sql with ?1 = id (or NULL), ?2 = now, ?3 = detail. */
+static int
+run_change(struct ctl *ctl, const char *sql, const char *id, long long now,
+    const char *detail, long long *changed)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (prepare(ctl, sql, &st) == -1)
+		return -1;
+	if (id != NULL)
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	if (sqlite3_bind_parameter_count(st) >= 2)
+		sqlite3_bind_int64(st, 2, now);
+	if (sqlite3_bind_parameter_count(st) >= 3)
+		sqlite3_bind_text(st, 3, detail, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (changed != NULL)
+		*changed = sqlite3_changes(ctl->h);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/*
+ * Change the recipients of message id (NULL: of every message) that
+ * match `where`: one history row of `kind` each, then `set`, in one
+ * transaction.
+ */
+static int
+change_recipients(struct ctl *ctl, const char *id, const char *where,
+    const char *set, const char *kind, const char *what)
+{
+	char events[512], update[512];
+	long long now = (long long)time(NULL), n = 0;
+
+	snprintf(events, sizeof(events), "INSERT INTO events (message_id,"
+	    " recipient_id, at, kind, detail) SELECT message_id, id, ?2, '%s',"
+	    " ?3 FROM recipients WHERE (?1 IS NULL OR message_id = ?1)"
+	    " AND %s", kind, where);
+	snprintf(update, sizeof(update), "UPDATE recipients SET %s,"
+	    " updated_at = ?2 WHERE (?1 IS NULL OR message_id = ?1) AND %s",
+	    set, where);
+	if (exec_ctl(ctl, "BEGIN IMMEDIATE") == -1)
+		return 1;
+	if (run_change(ctl, events, id, now, "by mxgatectl", NULL) == -1 ||
+	    run_change(ctl, update, id, now, NULL, &n) == -1)
+		return rollback_fail(ctl, what);
+	if (exec_ctl(ctl, "COMMIT") == -1)
+		return rollback_fail(ctl, what);
+	printf("%s: %lld recipient%s\n", what, n, n == 1 ? "" : "s");
+	return 0;
+}
+
+/* The ID argument of a management command: 0 when it names a message. */
+static int
+check_id(struct ctl *ctl, const char *id)
+{
+	int r;
+
+	if (id[0] == '-')
+		return cmd_usage(ctl->cmd);
+	r = message_exists(ctl, id);
+	return r == 1 ? 0 : 1;
+}
+
+static int
+cmd_queue_retry(struct ctl *ctl, int argc, char **argv)
+{
+	const char *id = argv[0];
+
+	if (strcmp(id, "--all") == 0)
+		id = NULL;
+	else if (check_id(ctl, id) != 0)
+		return id[0] == '-' ? EXIT_USAGE : 1;
+	return change_recipients(ctl, id, "state IN ('queued', 'deferred')",
+	    "next_attempt_at = ?2", "retry", "due now");
+}
+
+static int
+cmd_queue_hold(struct ctl *ctl, int argc, char **argv)
+{
+	int rc = check_id(ctl, argv[0]);
+
+	if (rc != 0)
+		return rc;
+	/* A recipient in delivery now is held too: if that attempt fails
+	 * it stays held rather than being retried. */
+	return change_recipients(ctl, argv[0],
+	    "state IN ('queued', 'deferred', 'delivering')",
+	    "state = 'held'", "held", "held");
+}
+
+static int
+cmd_queue_release(struct ctl *ctl, int argc, char **argv)
+{
+	int rc = check_id(ctl, argv[0]);
+
+	if (rc != 0)
+		return rc;
+	return change_recipients(ctl, argv[0], "state = 'held'",
+	    "state = CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END,"
+	    " next_attempt_at = ?2", "released", "released, due now");
+}
+
+static int
+cmd_queue_delete(struct ctl *ctl, int argc, char **argv)
+{
+	long long n = 0;
+	int rc = check_id(ctl, argv[0]);
+
+	if (rc != 0)
+		return rc;
+	/* The content, recipients and history go with it (ON DELETE
+	 * CASCADE); a delivery running now finds nothing to record. */
+	if (run_change(ctl, "DELETE FROM messages WHERE id = ?1", argv[0], 0,
+	    NULL, &n) == -1)
+		return query_failed(ctl, "queue delete");
+	printf("deleted %s\n", argv[0]);
+	return 0;
+}
+
+/* queue bounce */
+
+struct bounce_rows {
+	int64_t *ids;
+	struct bounce_rcpt *rcpts;
+	char   **replies;
+	size_t   n;
+};
+
+static void
+bounce_rows_free(struct bounce_rows *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		free((char *)b->rcpts[i].address);
+		free(b->replies[i]);
+	}
+	free(b->ids);
+	free(b->rcpts);
+	free(b->replies);
+}
+
+/* The recipients still pending (not in delivery right now). */
+static int
+bounce_collect(struct ctl *ctl, const char *id, struct bounce_rows *b)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (prepare(ctl, "SELECT id, address, last_reply,"
+	    " coalesce(last_attempt_at, 0) FROM recipients WHERE message_id ="
+	    " ?1 AND state IN ('queued', 'deferred', 'held') ORDER BY id",
+	    &st) == -1)
+		return -1;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *last = col_text(st, 2);
+
+		b->ids = xrealloc(b->ids, (b->n + 1) * sizeof(*b->ids));
+		b->rcpts = xrealloc(b->rcpts, (b->n + 1) * sizeof(*b->rcpts));
+		b->replies = xrealloc(b->replies,
+		    (b->n + 1) * sizeof(*b->replies));
+		memset(&b->rcpts[b->n], 0, sizeof(b->rcpts[b->n]));
+		b->ids[b->n] = sqlite3_column_int64(st, 0);
+		b->rcpts[b->n].address = xstrdup(col_text(st, 1));
+		xasprintf(&b->replies[b->n], "554 5.0.0 returned to the sender"
+		    " by the postmaster%s%s%s", last != NULL ? " (last error: " :
+		    "", last != NULL ? last : "", last != NULL ? ")" : "");
+		b->rcpts[b->n].reply = b->replies[b->n];
+		b->rcpts[b->n].last_attempt_at = sqlite3_column_int64(st, 3);
+		b->n++;
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* The DSN: 0 with its id ("" for none: null sender), -1 on failure. */
+static int
+bounce_send(struct ctl *ctl, const char *id, struct bounce_rows *b,
+    long long now, char dsn[QUEUE_ID_LEN + 1])
+{
+	struct bounce_report r;
+	sqlite3_stmt *st;
+	const char *content;
+	int rc = -1;
+
+	dsn[0] = '\0';
+	if (prepare(ctl, "SELECT m.sender, m.received_at, c.content FROM"
+	    " messages m LEFT JOIN message_contents c ON c.message_id = m.id"
+	    " WHERE m.id = ?1", &st) == -1)
+		return -1;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		memset(&r, 0, sizeof(r));
+		r.kind = BOUNCE_FAILED;
+		r.queue_id = id;
+		r.sender = col_text(st, 0);
+		r.received_at = sqlite3_column_int64(st, 1);
+		r.reporting_mta = ctl->conf->hostname;
+		content = sqlite3_column_blob(st, 2);
+		r.headers = content != NULL ? content : "";
+		r.headers_len = content != NULL ? bounce_header_len(content,
+		    (size_t)sqlite3_column_bytes(st, 2)) : 0;
+		r.rcpts = b->rcpts;
+		r.nrcpts = b->n;
+		rc = bounce_queue(ctl->db, &r, ctl->conf->bounce_upstream, now,
+		    dsn);
+		if (rc == 1) {
+			dsn[0] = '\0';
+			rc = 0;
+		}
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int
+bounce_mark(struct ctl *ctl, struct bounce_rows *b, const char *dsn,
+    long long now)
+{
+	sqlite3_stmt *up, *ev;
+	char detail[128];
+	size_t i;
+	int rc = 0;
+
+	snprintf(detail, sizeof(detail), "by mxgatectl dsn=%s",
+	    dsn[0] != '\0' ? dsn : "none");
+	if (prepare(ctl, "UPDATE recipients SET state = 'bounced',"
+	    " last_reply = ?2, next_attempt_at = NULL, updated_at = ?3"
+	    " WHERE id = ?1", &up) == -1)
+		return -1;
+	if (prepare(ctl, "INSERT INTO events (message_id, recipient_id, at,"
+	    " kind, detail) SELECT message_id, id, ?2, 'bounced', ?3 FROM"
+	    " recipients WHERE id = ?1", &ev) == -1) {
+		sqlite3_finalize(up);
+		return -1;
+	}
+	for (i = 0; i < b->n && rc == 0; i++) {
+		sqlite3_bind_int64(up, 1, b->ids[i]);
+		sqlite3_bind_text(up, 2, b->replies[i], -1, SQLITE_STATIC);
+		sqlite3_bind_int64(up, 3, now);
+		sqlite3_bind_int64(ev, 1, b->ids[i]);
+		sqlite3_bind_int64(ev, 2, now);
+		sqlite3_bind_text(ev, 3, detail, -1, SQLITE_STATIC);
+		if (sqlite3_step(up) != SQLITE_DONE ||
+		    sqlite3_step(ev) != SQLITE_DONE)
+			rc = -1;
+		sqlite3_reset(up);
+		sqlite3_reset(ev);
+	}
+	sqlite3_finalize(up);
+	sqlite3_finalize(ev);
+	return rc;
+}
+
+/* As the scheduler does once every recipient is final. */
+static int
+bounce_retire(struct ctl *ctl, const char *id)
+{
+	return run_change(ctl, ctl->conf->keep_delivered == 0 ?
+	    "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM"
+	    " recipients WHERE message_id = ?1 AND state NOT IN ('delivered',"
+	    " 'bounced'))" :
+	    "DELETE FROM message_contents WHERE message_id = ?1 AND NOT EXISTS"
+	    " (SELECT 1 FROM recipients WHERE message_id = ?1 AND state NOT IN"
+	    " ('delivered', 'bounced'))", id, 0, NULL, NULL);
+}
+
+static int
+cmd_queue_bounce(struct ctl *ctl, int argc, char **argv)
+{
+	long long now = (long long)time(NULL);
+	struct bounce_rows b;
+	char dsn[QUEUE_ID_LEN + 1];
+	const char *id = argv[0];
+	int rc = check_id(ctl, id);
+
+	if (rc != 0 || load_config(ctl) == -1)
+		return rc != 0 ? rc : 1;
+	memset(&b, 0, sizeof(b));
+	if (exec_ctl(ctl, "BEGIN IMMEDIATE") == -1)
+		return 1;
+	if (bounce_collect(ctl, id, &b) == -1) {
+		bounce_rows_free(&b);
+		return rollback_fail(ctl, "queue bounce");
+	}
+	if (b.n == 0) {
+		exec_ctl(ctl, "ROLLBACK");
+		fprintf(stderr, "mxgatectl: %s: no recipient to bounce (done, or"
+		    " in delivery right now)\n", id);
+		return 1;
+	}
+	if (bounce_send(ctl, id, &b, now, dsn) == -1 ||
+	    bounce_mark(ctl, &b, dsn, now) == -1 || bounce_retire(ctl, id) == -1 ||
+	    exec_ctl(ctl, "COMMIT") == -1) {
+		bounce_rows_free(&b);
+		return rollback_fail(ctl, "queue bounce");
+	}
+	printf("bounced: %zu recipient%s, ", b.n, b.n == 1 ? "" : "s");
+	if (dsn[0] != '\0')
+		printf("DSN %s queued\n", dsn);
+	else
+		printf("no DSN (null sender)\n");
+	bounce_rows_free(&b);
+	return 0;
+}
+
+/* queue stats */
+
+static int
+stats_states(struct ctl *ctl)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (prepare(ctl, "SELECT state, recipients, messages FROM"
+	    " queue_summary ORDER BY state", &st) == -1)
+		return -1;
+	printf("%-12s %10s %10s\n", "STATE", "RECIPIENTS", "MESSAGES");
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		printf("%-12s %10lld %10lld\n", col_text(st, 0),
+		    (long long)sqlite3_column_int64(st, 1),
+		    (long long)sqlite3_column_int64(st, 2));
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int
+stats_oldest(struct ctl *ctl)
+{
+	sqlite3_stmt *st;
+	long long age;
+	int rc;
+
+	if (prepare(ctl, "SELECT (SELECT count(*) FROM messages),"
+	    " m.id, datetime(m.received_at, 'unixepoch'), m.received_at"
+	    " FROM messages m WHERE EXISTS (SELECT 1 FROM recipients r"
+	    " WHERE r.message_id = m.id AND r.state NOT IN ('delivered',"
+	    " 'bounced')) ORDER BY m.received_at, m.id LIMIT 1", &st) == -1)
+		return -1;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		age = (long long)time(NULL) - sqlite3_column_int64(st, 3);
+		printf("\nmessages: %lld\noldest pending: %s, received %s UTC"
+		    " (%lld s ago)\n", (long long)sqlite3_column_int64(st, 0),
+		    col_text(st, 1), col_text(st, 2), age);
+	} else if (rc == SQLITE_DONE) {
+		printf("\noldest pending: none\n");
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int
+stats_destinations(struct ctl *ctl)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (prepare(ctl, "SELECT coalesce(destination, '(none yet)'),"
+	    " sum(state = 'delivered'), sum(state = 'deferred'),"
+	    " sum(state = 'bounced'), sum(state IN ('queued', 'delivering',"
+	    " 'held')) FROM recipients GROUP BY 1 ORDER BY 2 DESC, 1",
+	    &st) == -1)
+		return -1;
+	printf("\n%-40s %9s %9s %9s %9s\n", "DESTINATION", "DELIVERED",
+	    "DEFERRED", "BOUNCED", "PENDING");
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int len = sqlite3_column_bytes(st, 0);
+
+		put_safe_n(stdout, col_text(st, 0), (size_t)len, SAFE_LINE);
+		printf("%*s %9lld %9lld %9lld %9lld\n", len < 40 ? 40 - len : 0,
+		    "", (long long)sqlite3_column_int64(st, 1),
+		    (long long)sqlite3_column_int64(st, 2),
+		    (long long)sqlite3_column_int64(st, 3),
+		    (long long)sqlite3_column_int64(st, 4));
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int
+cmd_queue_stats(struct ctl *ctl, int argc, char **argv)
+{
+	/* One read transaction: the three parts agree. */
+	if (exec_ctl(ctl, "BEGIN") == -1)
+		return 1;
+	if (stats_states(ctl) == -1 || stats_oldest(ctl) == -1 ||
+	    stats_destinations(ctl) == -1) {
+		query_failed(ctl, "queue stats");
+		exec_ctl(ctl, "ROLLBACK");
+		return 1;
+	}
+	exec_ctl(ctl, "COMMIT");
 	return 0;
 }
 

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <resolv.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -313,6 +314,21 @@ struct host {
 
 /* ---- the connection ---- */
 
+/* The reason a server was given up on, in reply form (cut to fit). */
+static void why_set(char *why, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+why_set(char *why, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, size, fmt, ap);
+	va_end(ap);
+}
+
+
 struct conn {
 	int         fd;
 	SSL        *ssl;
@@ -596,7 +612,7 @@ is_down(const char *addr, char *why, size_t whysize)
 {
 	for (size_t i = 0; i < ndown; i++) {
 		if (strcmp(down[i].addr, addr) == 0) {
-			snprintf(why, whysize, "%s", down[i].why);
+			why_set(why, whysize, "%s", down[i].why);
 			return true;
 		}
 	}
@@ -613,6 +629,17 @@ mark_down(const char *addr, const char *why)
 	ndown++;
 }
 
+/* "host[addr]:port", or "[addr]:port" when the host is the address. */
+static void
+fmt_dest(char *out, size_t size, const char *host, const char *addr,
+    int port)
+{
+	if (strcmp(host, addr) == 0)
+		snprintf(out, size, "[%s]:%d", addr, port);
+	else
+		snprintf(out, size, "%s[%s]:%d", host, addr, port);
+}
+
 static struct conn *
 conn_open(const struct addrinfo *ai, const char *host, const char *addr,
     int port, const struct mxconf *conf, char *why, size_t whysize)
@@ -624,7 +651,7 @@ conn_open(const struct addrinfo *ai, const char *host, const char *addr,
 	c = xcalloc(1, sizeof(*c));
 	c->conf = conf;
 	snprintf(c->host, sizeof(c->host), "%s", host);
-	snprintf(c->dest, sizeof(c->dest), "%s[%s]:%d", host, addr, port);
+	fmt_dest(c->dest, sizeof(c->dest), host, addr, port);
 	c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, ai->ai_protocol);
 	if (c->fd < 0) {
@@ -648,7 +675,7 @@ conn_open(const struct addrinfo *ai, const char *host, const char *addr,
 	}
 	return c;
 fail:
-	snprintf(why, whysize, "451 4.4.1 connect to %s: %s", c->dest,
+	why_set(why, whysize, "451 4.4.1 connect to %s: %s", c->dest,
 	    err == ETIMEDOUT ? "timed out" : strerror(err));
 	conn_close(c, false);
 	return NULL;
@@ -759,7 +786,7 @@ tls_handshake(struct conn *c, const struct target *t, char *why,
 
 	if (ctx == NULL || (c->ssl = SSL_new(ctx)) == NULL ||
 	    SSL_set_fd(c->ssl, c->fd) != 1) {
-		snprintf(why, whysize, "451 4.7.5 TLS setup failed: %s",
+		why_set(why, whysize, "451 4.7.5 TLS setup failed: %s",
 		    ssl_error_text());
 		return -1;
 	}
@@ -778,7 +805,7 @@ tls_handshake(struct conn *c, const struct target *t, char *why,
 		if ((r = SSL_connect(c->ssl)) == 1)
 			break;
 		if (ssl_wait(c, r, deadline_ms) < 0) {
-			snprintf(why, whysize, "451 4.7.5 TLS handshake with %s"
+			why_set(why, whysize, "451 4.7.5 TLS handshake with %s"
 			    " failed: %s", c->dest, errno == ETIMEDOUT ?
 			    "timeout" : ssl_error_text());
 			return -1;
@@ -794,7 +821,7 @@ tls_handshake(struct conn *c, const struct target *t, char *why,
 	if (vr == X509_V_OK)
 		return 0;
 	if (t->tls == UPSTREAM_TLS_REQUIRED) {
-		snprintf(why, whysize, "451 4.7.5 certificate of %s not"
+		why_set(why, whysize, "451 4.7.5 certificate of %s not"
 		    " trusted: %s", c->dest, cert != NULL ?
 		    X509_verify_cert_error_string(vr) : "none presented");
 		return -1;
@@ -814,7 +841,7 @@ starttls(struct conn *c, const struct target *t, char *why, size_t whysize)
 	if (!c->ext.starttls) {
 		if (t->tls != UPSTREAM_TLS_REQUIRED)
 			return 0;
-		snprintf(why, whysize, "451 4.7.4 TLS is required and %s does"
+		why_set(why, whysize, "451 4.7.4 TLS is required and %s does"
 		    " not offer STARTTLS", c->dest);
 		return -1;
 	}
@@ -830,7 +857,7 @@ starttls(struct conn *c, const struct target *t, char *why, size_t whysize)
 	/* Bytes that came with the 220 were sent in the clear before TLS:
 	 * an injection (RFC 3207 6), never read as replies. */
 	if (c->inlen > 0) {
-		snprintf(why, whysize, "451 4.7.5 %s sent data after its"
+		why_set(why, whysize, "451 4.7.5 %s sent data after its"
 		    " STARTTLS reply", c->dest);
 		return -1;
 	}
@@ -871,14 +898,14 @@ authenticate(struct conn *c, const struct target *t, char *why,
 	if (t->auth_user == NULL)
 		return 0;
 	if (!c->tls && t->tls != UPSTREAM_TLS_NONE) {
-		snprintf(why, whysize, "451 4.7.0 no TLS with %s: the"
+		why_set(why, whysize, "451 4.7.0 no TLS with %s: the"
 		    " password is not sent in the clear", c->dest);
 		return -1;
 	}
 	ul = strlen(t->auth_user);
 	pl = t->auth_password != NULL ? strlen(t->auth_password) : 0;
 	if (ul + pl + 2 > sizeof(plain)) {
-		snprintf(why, whysize, "451 4.7.0 AUTH credentials too long");
+		why_set(why, whysize, "451 4.7.0 AUTH credentials too long");
 		return -1;
 	}
 	if (c->ext.auth_plain) {
@@ -903,7 +930,7 @@ authenticate(struct conn *c, const struct target *t, char *why,
 			rc = auth_step(c, enc, 235, &r);
 		}
 	} else {
-		snprintf(why, whysize, "451 4.7.0 %s offers no AUTH PLAIN or"
+		why_set(why, whysize, "451 4.7.0 %s offers no AUTH PLAIN or"
 		    " LOGIN", c->dest);
 		return -1;
 	}
@@ -967,7 +994,7 @@ capabilities(struct conn *c, const struct delivery_job *job,
 		if (!str_ascii(job->rcpts[i].address))
 			utf8_addr = true;
 	if (c->ext.size_max > 0 && job->content_len > c->ext.size_max) {
-		snprintf(why, whysize, "552 5.3.4 message of %zu bytes is"
+		why_set(why, whysize, "552 5.3.4 message of %zu bytes is"
 		    " larger than %s accepts (%llu)", job->content_len,
 		    c->dest, c->ext.size_max);
 		return TXN_REFUSED;
@@ -976,21 +1003,21 @@ capabilities(struct conn *c, const struct delivery_job *job,
 	 * address; UTF-8 header fields need it as well (RFC 6532). */
 	*utf8 = job->smtputf8 && (utf8_addr || eight);
 	if (*utf8 && !c->ext.smtputf8) {
-		snprintf(why, whysize, utf8_addr ? "553 5.6.7 %s does not"
+		why_set(why, whysize, utf8_addr ? "553 5.6.7 %s does not"
 		    " support SMTPUTF8, needed for a UTF-8 address" :
 		    "554 5.6.9 %s does not support SMTPUTF8, needed for"
 		    " UTF-8 header fields", c->dest);
 		return TXN_REFUSED;
 	}
 	if (utf8_addr && !job->smtputf8) {
-		snprintf(why, whysize, "553 5.6.7 UTF-8 address in a message"
+		why_set(why, whysize, "553 5.6.7 UTF-8 address in a message"
 		    " received without SMTPUTF8");
 		return TXN_REFUSED;
 	}
 	/* RFC 6152: 8-bit content only to a server that says 8BITMIME; a
 	 * message declared 8BITMIME that is all 7-bit goes as it is. */
 	if (eight && !c->ext.eightbitmime) {
-		snprintf(why, whysize, "554 5.6.3 message has 8-bit content"
+		why_set(why, whysize, "554 5.6.3 message has 8-bit content"
 		    " and %s does not support 8BITMIME (conversion needed and"
 		    " not done)", c->dest);
 		return TXN_REFUSED;
@@ -1059,7 +1086,7 @@ struct txn {
 static enum txn_result
 txn_lost(struct txn *t)
 {
-	snprintf(t->why, t->whysize, "451 4.4.2 connection with %s lost: %s",
+	why_set(t->why, t->whysize, "451 4.4.2 connection with %s lost: %s",
 	    t->c->dest, t->c->err);
 	return TXN_NEXT;
 }
@@ -1078,7 +1105,7 @@ mail_reply(struct txn *t, const struct relay_reply *r)
 			set_from_reply(&t->job->rcpts[t->idx[i]], r);
 		return TXN_SENDER_REFUSED;
 	}
-	snprintf(t->why, t->whysize, "451 4.4.2 %s: MAIL refused: %s",
+	why_set(t->why, t->whysize, "451 4.4.2 %s: MAIL refused: %s",
 	    t->c->dest, r->text);
 	return TXN_NEXT;
 }
@@ -1276,7 +1303,7 @@ find_target(const struct delivery_job *job, struct target *t, char *why,
 	    sizeof(err));
 	name = params != NULL ? json_get_string(params, "upstream") : NULL;
 	if (name == NULL) {
-		snprintf(why, whysize, "4.3.5 relay parameters without an"
+		why_set(why, whysize, "4.3.5 relay parameters without an"
 		    " upstream: %s", params != NULL ? job->params_json : err);
 		json_free(params);
 		return -1;
@@ -1308,7 +1335,7 @@ find_target(const struct delivery_job *job, struct target *t, char *why,
 	}
 	/* The configuration lost it since the message was queued: a fixed
 	 * configuration can still deliver it. */
-	snprintf(why, whysize, "4.3.5 no upstream named \"%s\" in the"
+	why_set(why, whysize, "4.3.5 no upstream named \"%s\" in the"
 	    " configuration", name);
 	json_free(params);
 	return -1;
@@ -1351,18 +1378,18 @@ mx_hosts(const char *domain, struct host *hosts, size_t max, char *why,
 	if (len < 0) {
 		if (h_errno == HOST_NOT_FOUND) {
 			*perm = true;
-			snprintf(why, whysize, "550 5.1.2 domain %s does not"
+			why_set(why, whysize, "550 5.1.2 domain %s does not"
 			    " exist", domain);
 			return -1;
 		}
 		if (h_errno != NO_DATA) {
-			snprintf(why, whysize, "451 4.4.3 MX lookup for %s"
+			why_set(why, whysize, "451 4.4.3 MX lookup for %s"
 			    " failed: %s", domain, hstrerror(h_errno));
 			return -1;
 		}
 		n = 0;
 	} else if ((n = relay_parse_mx(answer, len, mx, RELAY_MAX_MX)) < 0) {
-		snprintf(why, whysize, "451 4.4.3 malformed DNS answer for MX"
+		why_set(why, whysize, "451 4.4.3 malformed DNS answer for MX"
 		    " of %s", domain);
 		return -1;
 	}
@@ -1382,7 +1409,7 @@ mx_hosts(const char *domain, struct host *hosts, size_t max, char *why,
 	if (count == 0) {
 		/* RFC 7505: a null MX says the domain takes no mail. */
 		*perm = true;
-		snprintf(why, whysize, "556 5.1.10 domain %s accepts no mail"
+		why_set(why, whysize, "556 5.1.10 domain %s accepts no mail"
 		    " (null MX)", domain);
 		return -1;
 	}
@@ -1428,7 +1455,7 @@ try_host(struct delivery_job *job, const struct target *t,
 	hints.ai_flags = AI_NUMERICSERV;
 	snprintf(port, sizeof(port), "%d", h->port);
 	if ((rc = getaddrinfo(h->name, port, &hints, &res)) != 0) {
-		snprintf(why, whysize, "451 4.4.4 cannot resolve %s: %s",
+		why_set(why, whysize, "451 4.4.4 cannot resolve %s: %s",
 		    h->name, gai_strerror(rc));
 		*perm = false;
 		return false;
@@ -1437,6 +1464,8 @@ try_host(struct delivery_job *job, const struct target *t,
 	    ai = ai->ai_next, tried++) {
 		sockaddr_ntop(ai->ai_addr, addr, sizeof(addr));
 		snprintf(addrkey, sizeof(addrkey), "[%s]:%d", addr, h->port);
+		fmt_dest(job->destination, sizeof(job->destination), h->name,
+		    addr, h->port);
 		if (is_down(addrkey, why, whysize))
 			continue;
 		*perm = false;
