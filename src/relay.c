@@ -635,9 +635,9 @@ fmt_dest(char *out, size_t size, const char *host, const char *addr,
     int port)
 {
 	if (strcmp(host, addr) == 0)
-		snprintf(out, size, "[%s]:%d", addr, port);
+		why_set(out, size, "[%s]:%d", addr, port);
 	else
-		snprintf(out, size, "%s[%s]:%d", host, addr, port);
+		why_set(out, size, "%s[%s]:%d", host, addr, port);
 }
 
 static struct conn *
@@ -650,7 +650,7 @@ conn_open(const struct addrinfo *ai, const char *host, const char *addr,
 
 	c = xcalloc(1, sizeof(*c));
 	c->conf = conf;
-	snprintf(c->host, sizeof(c->host), "%s", host);
+	strlcpy_mx(c->host, host, sizeof(c->host));
 	fmt_dest(c->dest, sizeof(c->dest), host, addr, port);
 	c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, ai->ai_protocol);
