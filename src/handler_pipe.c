@@ -394,7 +394,7 @@ make_input(struct delivery_job *job, const struct json_value *params,
 
 	if (format != NULL && strcmp(format, "json") == 0) {
 		if (message_json_build(job, json_get(params, "vars"),
-		    json_get_string(params, "attachments_dir"), input, err,
+		    handler_attachments_dir(job, params), input, err,
 		    sizeof(err)) == -1) {
 			log_error("id=%s pipe: %s", job->queue_id, err);
 			delivery_set_pending(job, DELIVERY_DEFER, "451 4.3.0 %s",
@@ -425,8 +425,10 @@ handler_pipe(struct delivery_job *job, const struct json_value *params)
 		return -1;
 	}
 	strlcpy_mx(job->destination, argv[0], sizeof(job->destination));
-	if (json_get_int(params, "timeout", &timeout) == 0 &&
-	    (timeout <= 0 || timeout > DELIVERY_JOB_TIMEOUT - 2 * PIPE_KILL_GRACE))
+	if (json_get_int(params, "timeout", &timeout) == -1 || timeout <= 0)
+		timeout = PIPE_TIMEOUT;
+	/* below the scheduler's hard limit, with room for the kill */
+	if (timeout > DELIVERY_JOB_TIMEOUT - 2 * PIPE_KILL_GRACE)
 		timeout = DELIVERY_JOB_TIMEOUT - 2 * PIPE_KILL_GRACE;
 	buf_init(&input);
 	if (make_input(job, params, &input) == -1) {

@@ -120,19 +120,6 @@ keep_answer(char *data, size_t size, size_t n, void *arg)
 	return size * n;       /* the rest is read and dropped */
 }
 
-/* NULL when the route is gone from the configuration (renamed or
- * removed by a reload while messages waited). */
-static const struct route_conf *
-find_route(const struct mxconf *conf, const char *name)
-{
-	for (size_t i = 0; conf != NULL && name != NULL && i < conf->nroutes;
-	    i++)
-		if (conf->routes[i].name != NULL &&
-		    strcmp(conf->routes[i].name, name) == 0)
-			return &conf->routes[i];
-	return NULL;
-}
-
 static void
 curl_once(void)
 {
@@ -262,7 +249,7 @@ handler_webhook(struct delivery_job *job, const struct json_value *params)
 {
 	const char *url = json_get_string(params, "url");
 	const char *format = json_get_string(params, "format");
-	const struct route_conf *rc = find_route(job->conf, job->route);
+	const struct route_conf *rc = handler_route_conf(job);
 	struct webhook_route route = { .tls_verify = true };
 	long long timeout = WEBHOOK_TIMEOUT;
 	struct buf body;
@@ -286,11 +273,10 @@ handler_webhook(struct delivery_job *job, const struct json_value *params)
 	route.secret = rc->secret;
 	route.tls_ca = rc->tls_ca;
 	route.tls_verify = rc->tls_verify != 0;
-	route.attachments_dir = json_get_string(params, "attachments_dir");
-	if (route.attachments_dir == NULL)
-		route.attachments_dir = rc->attachments_dir;
-	if (json_get_int(params, "timeout", &timeout) == 0 &&
-	    (timeout <= 0 || timeout > DELIVERY_JOB_TIMEOUT / 2))
+	route.attachments_dir = handler_attachments_dir(job, params);
+	if (json_get_int(params, "timeout", &timeout) == -1 || timeout <= 0)
+		timeout = WEBHOOK_TIMEOUT;
+	if (timeout > DELIVERY_JOB_TIMEOUT / 2)
 		timeout = DELIVERY_JOB_TIMEOUT / 2;
 
 	buf_init(&body);

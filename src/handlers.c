@@ -119,6 +119,31 @@ handle_debug(struct delivery_job *job, const struct json_value *params)
 	return 0;
 }
 
+const struct route_conf *
+handler_route_conf(const struct delivery_job *job)
+{
+	const struct mxconf *conf = job->conf;
+
+	for (size_t i = 0; conf != NULL && job->route != NULL &&
+	    i < conf->nroutes; i++)
+		if (conf->routes[i].name != NULL &&
+		    strcmp(conf->routes[i].name, job->route) == 0)
+			return &conf->routes[i];
+	return NULL;
+}
+
+const char *
+handler_attachments_dir(const struct delivery_job *job,
+    const struct json_value *params)
+{
+	const char *dir = json_get_string(params, "attachments_dir");
+	const struct route_conf *rc;
+
+	if (dir == NULL && (rc = handler_route_conf(job)) != NULL)
+		dir = rc->attachments_dir;
+	return dir;
+}
+
 int
 handler_deliver(struct delivery_job *job)
 {

@@ -16,13 +16,14 @@
  * time, with "vars": the route's named captures):
  *   maildir  {"path":"/abs/Maildir/"}
  *   pipe     {"command":["/abs/prog","arg",...],"format":"raw"|"json",
- *             "timeout":SECONDS,"attachments_dir":"/abs/dir"}
+ *             "timeout":SECONDS}
  *   lmtp     {"address":"unix:/path" | "inet:host:port","timeout":SECONDS}
- *   webhook  {"url":"https://...","format":"json"|"raw","timeout":SECONDS,
- *             "attachments_dir":"/abs/dir"}
+ *   webhook  {"url":"https://...","format":"json"|"raw","timeout":SECONDS}
  *   discard, debug  {}
- * The webhook's HMAC secret and TLS options are not in the queue: they
- * are read from the configuration's route of the same name (job->route).
+ * The webhook's HMAC secret and TLS options (secret, tls_verify, tls_ca)
+ * and attachments_dir (pipe, webhook) are not in the queue: they are read
+ * from the configuration's route of the same name (job->route); an
+ * "attachments_dir" in the parameters takes precedence.
  *
  * The helpers after the handlers are the parts that need no process,
  * socket or filesystem, exposed for the unit tests.
@@ -43,6 +44,15 @@ int handler_maildir(struct delivery_job *job, const struct json_value *params);
 int handler_pipe(struct delivery_job *job, const struct json_value *params);
 int handler_lmtp(struct delivery_job *job, const struct json_value *params);
 int handler_webhook(struct delivery_job *job, const struct json_value *params);
+
+/* The configuration's route the job came from, for the settings that stay
+ * out of the queue (webhook secret, TLS options, attachments_dir); NULL
+ * when a reload removed or renamed it. */
+const struct route_conf *handler_route_conf(const struct delivery_job *job);
+/* Where pipe and webhook save attachments: "attachments_dir" of the
+ * parameters, else of the configuration's route; NULL: inline, base64. */
+const char *handler_attachments_dir(const struct delivery_job *job,
+    const struct json_value *params);
 
 /* Default timeouts, seconds, when the parameters give none. */
 #define MAILDIR_TIMEOUT  300
