@@ -92,16 +92,18 @@ struct route_table;
 /*
  * A problem with routes[route] (its setting, or the whole route when
  * setting is NULL; elem >= 0 names an element of a list setting).  msg is
- * complete, e.g. "'routes[2].rcpt': missing closing parenthesis at
- * offset 7".
+ * complete, e.g. "'routes[2].rcpt' is not a valid regular expression:
+ * missing closing parenthesis at offset 7".
  */
 typedef void (*route_report_fn)(void *arg, size_t route, const char *setting,
     int elem, const char *msg);
 
 /*
  * Compile conf->routes (conf->upstreams and conf->hostname are used for
- * checks).  Relative maildir paths and commands are made absolute against
- * the current directory.  NULL after reporting every problem.
+ * checks).  Relative maildir paths, commands and LMTP sockets are made
+ * absolute against the current directory (mxgated loads its
+ * configuration before daemon() moves it to "/").  NULL after reporting
+ * every problem.
  */
 struct route_table *route_table_build(const struct mxconf *conf,
     route_report_fn report, void *arg);
