@@ -335,8 +335,11 @@ build_document(const char *attachments_dir, const char *vars_text)
 	struct buf out;
 
 	CHECK(msg != NULL);
-	if (msg == NULL)
+	if (msg == NULL) {
+		printf("# no multipart.eml: set srcdir to the source tree\n");
+		json_free(vars);
 		return NULL;
+	}
 	job_init(&t, "pipe", "{}", msg, len, rcpts);
 	t.job.route = "tickets";
 	buf_init(&out);
