@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "checks.h"
 #include "ipc.h"
 #include "log.h"
 #include "master.h"
@@ -59,6 +60,8 @@ struct ip_count {
 #define IP_BUCKETS 4096
 
 static struct {
+	struct ratelimit *conn_rate;     /* rate_limits.connections_per_minute */
+	uint64_t   conn_rate_expired_ms;
 	struct mxconf *conf;
 	int        epfd;
 	int        sigfd;
@@ -545,6 +548,26 @@ least_loaded_worker(void)
 	return best;
 }
 
+/*
+ * rate_limits.connections_per_minute is counted here, where every
+ * connection arrives, so one client has one count whichever worker gets
+ * it.  Trusted clients are not counted.
+ */
+static bool
+rate_exceeded(const char *ip)
+{
+	uint64_t now;
+
+	if (m.conn_rate == NULL || netlist_contains(m.conf->trusted_nets, ip))
+		return false;
+	now = monotonic_ms();
+	if (now - m.conn_rate_expired_ms >= 60000) {
+		ratelimit_expire(m.conn_rate, now);
+		m.conn_rate_expired_ms = now;
+	}
+	return ratelimit_hit(m.conn_rate, ip, now) == RATE_OVER;
+}
+
 static void
 handoff(int fd, int listener, const struct sockaddr_storage *peer)
 {
@@ -569,6 +592,13 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 		log_warn("client=%s refused: %u connections from it (limit)", ip,
 		    ipc->count);
 		refuse(fd, "421 4.7.0 Too many connections from your address\r\n");
+		return;
+	}
+	if (rate_exceeded(ip)) {
+		log_warn("client=%s refused: over %u connections per minute "
+		    "(rate_limits)", ip, m.conf->rate_connections);
+		refuse(fd, "421 4.7.0 Too many connections from your address, "
+		    "try again later\r\n");
 		return;
 	}
 	w = least_loaded_worker();
@@ -786,6 +816,8 @@ master_main(struct mxconf *conf)
 
 	memset(&m, 0, sizeof(m));
 	m.conf = conf;
+	if (conf->rate_connections > 0)
+		m.conn_rate = ratelimit_new(conf->rate_connections);
 	raise_fd_limit();
 	proc_title_set("mxgated: master");
 	log_set_role("master");

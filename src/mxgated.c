@@ -21,6 +21,7 @@
 #include "config.h"
 #include "log.h"
 #include "master.h"
+#include "plugin.h"
 #include "proc.h"
 #include "tls.h"
 #include "util.h"
@@ -117,6 +118,12 @@ main(int argc, char **argv)
 	 * forks: the workers inherit them and never open a key file.  A bad
 	 * one stops the start, and fails -n. */
 	if (tls_init(conf, config_error) < 0) {
+		config_free(conf);
+		return 1;
+	}
+	/* Plugins too (plugin.h): loaded and initialized by the master, so
+	 * the workers inherit them; -n only loads them and checks the ABI. */
+	if (plugins_load(conf, !check_only, config_error) < 0) {
 		config_free(conf);
 		return 1;
 	}

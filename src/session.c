@@ -9,9 +9,12 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
 
+#include "authres.h"
 #include "envelope.h"
+#include "hooks.h"
 #include "log.h"
 #include "route.h"
 #include "session.h"
@@ -68,12 +71,19 @@ struct session {
 	uint64_t   auth_request;     /* a credential check is running */
 	uint64_t   auth_reply_ms;    /* when a failed AUTH gets its 535 */
 
+	/* checks of each command (hooks.h); the RCPT being checked */
+	struct hooks_session *hooks;
+	struct route_result rcpt_res;
+	bool       rcpt_pending;
+	const char **rcpt_list;      /* for the checks: accepted addresses */
+
 	/* the transaction */
 	struct envelope env;
 	unsigned long long size_param;  /* MAIL's SIZE=, 0 if none */
 	size_t     max_size;         /* strictest route max_size, 0: none */
 	bool       in_data;
 	int        memfd;
+	struct authres_filter arf;   /* forged Authentication-Results out */
 	struct buf content;          /* not yet written to the memfd */
 	uint64_t   content_len;      /* bytes written to the memfd */
 	bool       content_failed;   /* a memfd write failed: answer 451 */
@@ -97,6 +107,10 @@ txn_reset(struct session *s)
 	s->in_data = false;
 	s->size_param = 0;
 	s->max_size = 0;
+	authres_filter_free(&s->arf);
+	authres_filter_init(&s->arf, s->conf->hostname);
+	if (s->hooks != NULL)
+		hooks_txn_reset(s->hooks);
 }
 
 static void
@@ -127,7 +141,8 @@ data_sink(void *ctx, const char *data, size_t len)
 
 	if (s->memfd < 0 || s->content_failed)
 		return;
-	buf_append(&s->content, data, len);
+	/* Only the header section is looked at; the body passes as is. */
+	authres_filter_feed(&s->arf, data, len, &s->content);
 	if (s->content.len >= CONTENT_FLUSH)
 		content_flush(s);
 }
@@ -163,6 +178,58 @@ rcpt_accept(struct session *s, const struct proto_event *ev,
 	proto_accept(s->proto);
 }
 
+static bool encrypted(const struct session *s);
+
+/* What the checks see of the session now (hooks.h). */
+static void
+view_fill(struct session *s, struct hooks_view *v)
+{
+	size_t i, n = 0;
+
+	memset(v, 0, sizeof(*v));
+	v->helo = s->helo;
+	v->esmtp = s->esmtp;
+	v->tls = encrypted(s);
+	if (v->tls) {
+		v->tls_version = tls_conn_version(s->tls);
+		v->tls_cipher = tls_conn_cipher(s->tls);
+		v->tls_bits = tls_conn_bits(s->tls);
+	}
+	v->auth_user = s->auth_user;
+	v->queue_id = s->env.queue_id;
+	v->sender = s->env.sender != NULL ? s->env.sender : "";
+	v->size = s->size_param;
+	/* One address per recipient, though `continue` routes store it once
+	 * per route, one after the other. */
+	s->rcpt_list = xrealloc(s->rcpt_list, (s->env.nrcpts + 1) *
+	    sizeof(*s->rcpt_list));
+	for (i = 0; i < s->env.nrcpts; i++) {
+		if (n > 0 && strcmp(s->rcpt_list[n - 1],
+		    s->env.rcpts[i].address) == 0)
+			continue;
+		s->rcpt_list[n++] = s->env.rcpts[i].address;
+	}
+	s->rcpt_list[n] = NULL;
+	v->rcpts = s->rcpt_list;
+	v->nrcpts = (unsigned)n;
+}
+
+/* The route accepted the recipient: the checks have their say (the
+ * route's sender_auth, plugins, policy service); hooks_answer() ends. */
+static void
+rcpt_check(struct session *s, const struct proto_event *ev,
+    struct route_result *res)
+{
+	struct hooks_view v;
+
+	s->rcpt_res = *res;
+	s->rcpt_pending = true;
+	view_fill(s, &v);
+	v.rcpt = ev->addr_text;
+	v.route = &s->rcpt_res;
+	hooks_run(s->hooks, STAGE_RCPT, &v);
+}
+
 static void
 on_rcpt(struct session *s, const struct proto_event *ev)
 {
@@ -196,7 +263,8 @@ on_rcpt(struct session *s, const struct proto_event *ev)
 		proto_reply(s->proto, 552, "5.3.4 Message size exceeds fixed "
 		    "limit for <%s>", ev->addr_text);
 	} else {
-		rcpt_accept(s, ev, &res);
+		rcpt_check(s, ev, &res);
+		return;
 	}
 	route_result_free(&res);
 }
@@ -237,8 +305,10 @@ write_received(struct session *s)
 }
 
 static void
-on_data(struct session *s)
+data_begin(struct session *s)
 {
+	struct hooks_view v;
+
 	s->memfd = memfd_create("mxgate-message", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (s->memfd < 0) {
 		log_error("session=%016llx memfd_create: %s",
@@ -250,8 +320,23 @@ on_data(struct session *s)
 	buf_reset(&s->content);
 	s->content_len = 0;
 	write_received(s);
+	/* RFC 8601: ours, right after our Received field; the client's
+	 * own fields for our authserv-id are filtered out (data_sink). */
+	view_fill(s, &v);
+	hooks_authres(s->hooks, &v, &s->content);
+	authres_filter_free(&s->arf);
+	authres_filter_init(&s->arf, s->conf->hostname);
 	s->in_data = true;
 	proto_accept(s->proto);
+}
+
+static void
+on_data(struct session *s)
+{
+	struct hooks_view v;
+
+	view_fill(s, &v);
+	hooks_run(s->hooks, STAGE_DATA, &v);
 }
 
 static int
@@ -285,12 +370,15 @@ seal_message(struct session *s, uint64_t *message_len, uint64_t *envelope_len)
 	return 0;
 }
 
+/* The content is complete: the end-of-message checks decide, then
+ * message_submit() (from hooks_answer()). */
 static void
 on_message(struct session *s, const struct proto_event *ev)
 {
-	uint64_t message_len, envelope_len;
+	struct hooks_view v;
 
 	s->in_data = false;
+	authres_filter_finish(&s->arf, &s->content);
 	if (s->max_size != 0 && ev->message_size > s->max_size) {
 		log_info("session=%016llx id=%s message refused: %zu bytes "
 		    "over a route's max_size %zu",
@@ -301,6 +389,19 @@ on_message(struct session *s, const struct proto_event *ev)
 		txn_reset(s);
 		return;
 	}
+	view_fill(s, &v);
+	v.size = ev->message_size;
+	v.headers = s->arf.headers.data != NULL ? s->arf.headers.data : "";
+	v.headers_len = s->arf.headers.len;
+	v.headers_truncated = s->arf.headers_truncated;
+	hooks_run(s->hooks, STAGE_END_OF_MESSAGE, &v);
+}
+
+static void
+message_submit(struct session *s)
+{
+	uint64_t message_len, envelope_len;
+
 	if (seal_message(s, &message_len, &envelope_len) < 0) {
 		proto_reply(s->proto, 451, "4.3.0 Local error, try again later");
 		txn_reset(s);
@@ -412,20 +513,82 @@ on_auth(struct session *s, const struct proto_event *ev)
 	/* The event stays pending until session_auth_result(). */
 }
 
+/* ---- the checks' answers ---- */
+
+/*
+ * The checks of a stage answered (hooks.h): go on with the command, or
+ * reply what they said.  later: from the worker's loop, not from inside
+ * handle_event(), so the session must run again.
+ */
+static void
+hooks_answer(void *arg, enum smtp_stage stage, const struct policy_answer *a,
+    bool later)
+{
+	struct session *s = arg;
+	const struct proto_event *ev = proto_event(s->proto);
+	bool ok = a->verdict == POLICY_CONTINUE || a->verdict == POLICY_ACCEPT;
+
+	if (ev == NULL)
+		return;
+	if (!ok)
+		proto_reply(s->proto, a->code, "%s", a->text);
+	switch (stage) {
+	case STAGE_CONNECT:
+	case STAGE_DATA:
+		if (ok && stage == STAGE_CONNECT)
+			proto_accept(s->proto);
+		else if (ok)
+			data_begin(s);
+		break;
+	case STAGE_HELO:
+		if (ok) {
+			strlcpy_mx(s->helo, ev->helo, sizeof(s->helo));
+			s->esmtp = ev->esmtp;
+			txn_reset(s);
+			proto_accept(s->proto);
+		}
+		break;
+	case STAGE_MAIL:
+		if (ok)
+			proto_accept(s->proto);
+		else
+			txn_reset(s);
+		break;
+	case STAGE_RCPT:
+		if (ok)
+			rcpt_accept(s, ev, &s->rcpt_res);
+		route_result_free(&s->rcpt_res);
+		s->rcpt_pending = false;
+		break;
+	case STAGE_END_OF_MESSAGE:
+		if (ok)
+			message_submit(s);
+		else
+			txn_reset(s);
+		break;
+	}
+	if (later)
+		session_run(s);
+}
+
 /* ---- events ---- */
 
 static void
 handle_event(struct session *s, const struct proto_event *ev)
 {
+	struct hooks_view v;
+
 	switch (ev->type) {
 	case PROTO_EV_CONNECT:
-		proto_accept(s->proto);
+		view_fill(s, &v);
+		hooks_run(s->hooks, STAGE_CONNECT, &v);
 		break;
 	case PROTO_EV_HELO:
-		strlcpy_mx(s->helo, ev->helo, sizeof(s->helo));
-		s->esmtp = ev->esmtp;
-		txn_reset(s);
-		proto_accept(s->proto);
+		/* s->helo changes only once the checks accept the name. */
+		view_fill(s, &v);
+		v.helo = ev->helo;
+		v.esmtp = ev->esmtp;
+		hooks_run(s->hooks, STAGE_HELO, &v);
 		break;
 	case PROTO_EV_MAIL:
 		txn_reset(s);
@@ -435,7 +598,8 @@ handle_event(struct session *s, const struct proto_event *ev)
 		s->size_param = ev->size_param;
 		s->env.body_8bitmime = ev->body_8bitmime;
 		s->env.smtputf8 = ev->smtputf8;
-		proto_accept(s->proto);
+		view_fill(s, &v);
+		hooks_run(s->hooks, STAGE_MAIL, &v);
 		break;
 	case PROTO_EV_RCPT:
 		on_rcpt(s, ev);
@@ -612,12 +776,13 @@ refresh_deadline(struct session *s)
 	s->deadline_ms = monotonic_ms() + (uint64_t)secs * 1000;
 }
 
-/* Waiting for the queue, a credential check or the AUTH failure delay. */
+/* Waiting for the queue, a credential check, the AUTH failure delay, or
+ * the checks of a command (SPF, the policy service). */
 static bool
 waiting(const struct session *s)
 {
 	return s->request_id != 0 || s->auth_request != 0 ||
-	    s->auth_reply_ms != 0;
+	    s->auth_reply_ms != 0 || hooks_busy(s->hooks);
 }
 
 /* Feed input and answer events until nothing more can happen now. */
@@ -865,6 +1030,34 @@ session_shutdown(struct session *s)
 	session_run(s);
 }
 
+static unsigned
+sockaddr_port(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)(const void *)ss)->sin_port);
+	if (ss->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)(const void *)ss)->sin6_port);
+	return 0;
+}
+
+static struct hooks_session *
+hooks_start(struct session *s, const struct sockaddr_storage *peer,
+    const struct sockaddr_storage *local)
+{
+	char server_ip[64];
+	struct hooks_client c = {
+		.conn_id = s->conn_id,
+		.ip = s->client_ip,
+		.port = sockaddr_port(peer),
+		.server_ip = server_ip,
+		.server_port = sockaddr_port(local),
+	};
+
+	sockaddr_ntop((const struct sockaddr *)local, server_ip,
+	    sizeof(server_ip));
+	return hooks_session_new(s->conf, &c, hooks_answer, s);
+}
+
 struct session *
 session_new(const struct mxconf *conf, const struct session_ops *ops, int fd,
     uint64_t conn_id, const struct sockaddr_storage *peer,
@@ -894,7 +1087,6 @@ session_new(const struct mxconf *conf, const struct session_ops *ops, int fd,
 	/* RFC 6409 4.3: submission is for users we know. */
 	params.auth_required = l->role != ROLE_MX;
 
-	(void)local;
 	s->conf = conf;
 	s->ops = ops;
 	s->fd = fd;
@@ -905,7 +1097,9 @@ session_new(const struct mxconf *conf, const struct session_ops *ops, int fd,
 	strlcpy_mx(s->helo, "unknown", sizeof(s->helo));
 	envelope_init(&s->env);
 	buf_init(&s->content);
+	authres_filter_init(&s->arf, conf->hostname);
 	s->proto = proto_new(&params, data_sink, s);
+	s->hooks = hooks_start(s, peer, local);
 	log_info("session=%016llx client=%s connected", (unsigned long long)conn_id,
 	    s->client_ip);
 	refresh_deadline(s);
@@ -932,6 +1126,11 @@ session_free(struct session *s)
 	txn_reset(s);
 	envelope_free(&s->env);
 	buf_free(&s->content);
+	authres_filter_free(&s->arf);
+	hooks_session_free(s->hooks);
+	if (s->rcpt_pending)
+		route_result_free(&s->rcpt_res);
+	free(s->rcpt_list);
 	proto_free(s->proto);
 	tls_conn_free(s->tls);
 	free(s->auth_user);

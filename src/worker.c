@@ -7,7 +7,8 @@
  * finds its session in O(1), and an answer for a session that has gone
  * meanwhile is recognised and dropped.  Credential checks (AUTH) run in a
  * small thread pool (auth.h) and come back the same way, through the
- * pool's eventfd.
+ * pool's eventfd; so do SPF checks and policy service answers (hooks.h),
+ * whose descriptors are in the loop too.
  */
 #include <errno.h>
 #include <signal.h>
@@ -19,6 +20,7 @@
 #include <sys/signalfd.h>
 
 #include "auth.h"
+#include "hooks.h"
 #include "ipc.h"
 #include "log.h"
 #include "session.h"
@@ -28,7 +30,7 @@
 #define TICK_MS 1000
 #define AUTH_THREADS 2      /* hashes at once; more only queue up */
 
-enum { EV_MASTER = 1, EV_QUEUE, EV_SIGNAL, EV_SESSION, EV_AUTH };
+enum { EV_MASTER = 1, EV_QUEUE, EV_SIGNAL, EV_SESSION, EV_AUTH, EV_HOOKS };
 #define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
 
 struct fd_slot {
@@ -304,11 +306,28 @@ start_auth(void)
 	    EV_DATA(EV_AUTH, 0));
 }
 
+/* SPF lookups and the policy service (hooks.h). */
+static void
+start_hooks(void)
+{
+	int fds[2];
+	size_t n;
+
+	/* A service that cannot start answers temperror / its default:
+	 * logged there, and no reason to stop taking mail. */
+	hooks_worker_init(w.conf);
+	n = hooks_worker_fds(fds, ARRAY_LEN(fds));
+	for (size_t i = 0; i < n; i++)
+		epoll_set(fds[i], EPOLL_CTL_ADD, EPOLLIN,
+		    EV_DATA(EV_HOOKS, fds[i]));
+}
+
 /* ---- loop ---- */
 
 static void
 tick(uint64_t now)
 {
+	hooks_worker_tick(now);
 	for (size_t fd = 0; fd < w.nfds; fd++) {
 		if (w.fds[fd].session != NULL)
 			session_tick(w.fds[fd].session, now);
@@ -376,6 +395,7 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 	set_queue_channel(queue_fd);
 	/* After the signal mask is set: the threads inherit it. */
 	start_auth();
+	start_hooks();
 
 	for (;;) {
 		uint64_t now;
@@ -404,6 +424,9 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 			case EV_AUTH:
 				read_auth();
 				break;
+			case EV_HOOKS:
+				hooks_worker_dispatch((int)index);
+				break;
 			case EV_SESSION:
 				if (index < w.nfds && w.fds[index].session != NULL)
 					session_io(w.fds[index].session,
@@ -425,6 +448,8 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 		}
 	}
 	auth_pool_free(w.auth);
+	/* Not hooks_worker_free(): it would wait for DNS lookups in
+	 * progress, and the process ends anyway. */
 	log_info("stopped");
 	return 0;
 }

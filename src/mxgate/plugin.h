@@ -15,11 +15,13 @@
  *
  * Lifetime and processes.  mxgated loads every plugin in the master
  * process, before it forks the SMTP workers, and calls init() there, once,
- * with the configured args (the master may run as root: open what the
- * plugin needs, parse args, but touch no client data).  The workers
- * inherit the loaded plugin and what init() set up; the hooks run in the
- * workers, unprivileged, each worker with its own copy of any plugin
- * state (a counter incremented in one worker is not seen by another).
+ * with the configured args (the master may run as root: parse args and
+ * set up memory, but touch no client data).  The workers inherit the
+ * loaded plugin and the memory init() set up -- not its file
+ * descriptors, which the workers close: open files or sockets in
+ * session_new() or a hook, as the workers' unprivileged user.  The hooks
+ * run in the workers, each worker with its own copy of any plugin state
+ * (a counter incremented in one worker is not seen by another).
  * `mxgated -n` loads the plugin and checks its ABI but calls nothing.
  * fini() may be called when a process stops; do not rely on it.
  *
@@ -47,7 +49,8 @@
  * Order of the checks for each SMTP command: mxgate's built-in checks,
  * then the plugins in configuration order, then the policy service.  A
  * reject or tempfail from any of them is the reply; at RCPT the plugins
- * run after the recipient matched a route.  The hooks:
+ * run after the recipient matched a route and passed its sender_auth.
+ * The hooks:
  *
  *   on_connect   a client connected (client_ip, client_port known)
  *   on_helo      HELO or EHLO (helo, esmtp)
