@@ -94,6 +94,7 @@ vset(struct delivery_rcpt *r, enum delivery_status status, const char *fmt,
 	}
 	strlcpy_mx(r->reply + n, text, sizeof(r->reply) - n);
 	r->status = status;
+	r->remote = false;
 }
 
 void

@@ -80,6 +80,11 @@ struct delivery_rcpt {
 	int64_t     recipient_id;       /* recipients.id in the queue */
 	int         status;             /* enum delivery_status; set it */
 	char        reply[DELIVERY_REPLY_MAX];      /* set it (see above) */
+	bool        remote;             /* reply is the remote server's (SMTP,
+	                                 * LMTP): the bounce says
+	                                 * "Diagnostic-Code: smtp; reply" and
+	                                 * names the Remote-MTA; delivery_set()
+	                                 * clears it */
 };
 
 /* One delivery job: one message, one action and destination, one or

@@ -104,8 +104,10 @@ relay_ehlo_parse(struct relay_ext *x, const char *const *lines,
 			x->smtputf8 = true;
 		else if (keyword(l, "STARTTLS", &rest))
 			x->starttls = true;
-		else if (keyword(l, "SIZE", &rest))
+		else if (keyword(l, "SIZE", &rest)) {
+			x->size = true;
 			x->size_max = strtoull(rest, NULL, 10);
+		}
 		else if (keyword(l, "AUTH", &rest)) {
 			/* "AUTH PLAIN LOGIN"; old servers said "AUTH=". */
 			while (*rest == ' ' || *rest == '=')
@@ -1060,16 +1062,21 @@ set_from_reply(struct delivery_rcpt *rc, const struct relay_reply *r)
 	    r->code / 100 == 5 ? DELIVERY_FAIL : DELIVERY_DEFER;
 
 	delivery_set(rc, status, "%s", r->text);
+	rc->remote = true;
 }
 
 /* The RCPT, MAIL and DATA commands, for one write or one at a time. */
 static void
-mail_command(char *out, size_t size, const struct delivery_job *job,
-    bool body8, bool utf8)
+mail_command(struct conn *c, char *out, size_t size,
+    const struct delivery_job *job, bool body8, bool utf8)
 {
-	snprintf(out, size, "MAIL FROM:<%s> SIZE=%zu%s%s", job->sender,
-	    job->content_len, body8 ? " BODY=8BITMIME" : "",
-	    utf8 ? " SMTPUTF8" : "");
+	char sz[32] = "";
+
+	/* Parameters only for the extensions the server offered. */
+	if (c->ext.size)
+		snprintf(sz, sizeof(sz), " SIZE=%zu", job->content_len);
+	snprintf(out, size, "MAIL FROM:<%s>%s%s%s", job->sender, sz,
+	    body8 ? " BODY=8BITMIME" : "", utf8 ? " SMTPUTF8" : "");
 }
 
 struct txn {
@@ -1272,7 +1279,7 @@ transaction(struct conn *c, struct delivery_job *job, const char *content,
 	for (i = 0; i < job->nrcpts; i++)
 		if (job->rcpts[i].status == DELIVERY_PENDING)
 			t.idx[t.n++] = i;
-	mail_command(mail, sizeof(mail), job, body8, utf8);
+	mail_command(c, mail, sizeof(mail), job, body8, utf8);
 	res = c->ext.pipelining ? txn_pipelined(&t, mail, content) :
 	    txn_stepwise(&t, mail, content);
 	if (res == TXN_DONE)

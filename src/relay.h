@@ -69,7 +69,8 @@ int relay_reply_line(struct relay_reply *r, const char *line);
 struct relay_ext {
 	bool     pipelining, eightbitmime, smtputf8, starttls;
 	bool     auth_plain, auth_login;
-	unsigned long long size_max;    /* 0: no SIZE limit announced */
+	bool     size;                  /* SIZE offered (RFC 1870) */
+	unsigned long long size_max;    /* its limit; 0: none given */
 };
 
 /* Read the EHLO reply's lines after the first (the greeting line). */

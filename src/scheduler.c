@@ -61,6 +61,8 @@
 struct report {
 	uint32_t job;
 	int32_t  status;
+	int32_t  remote;                /* the reply is the server's */
+	int32_t  pad;
 	int64_t  recipient_id;
 	char     destination[DELIVERY_DEST_MAX];
 	char     reply[DELIVERY_REPLY_MAX];
@@ -72,6 +74,7 @@ struct srcpt {
 	unsigned attempts;              /* this one included */
 	int64_t  prev_attempt_at;       /* the one before; 0 for none */
 	int      status;                /* enum delivery_status */
+	bool     remote;                /* see struct delivery_rcpt */
 	char     reply[DELIVERY_REPLY_MAX];
 };
 
@@ -451,6 +454,7 @@ report_job(uint32_t index, const struct delivery_job *job)
 		memset(&r, 0, sizeof(r));
 		r.job = index;
 		r.status = job->rcpts[i].status;
+		r.remote = job->rcpts[i].remote;
 		r.recipient_id = job->rcpts[i].recipient_id;
 		snprintf(r.destination, sizeof(r.destination), "%s",
 		    job->destination);
@@ -657,6 +661,7 @@ apply_report(struct child *c, const struct report *r)
 			continue;
 		rc->status = r->status == DELIVERY_OK ||
 		    r->status == DELIVERY_FAIL ? r->status : DELIVERY_DEFER;
+		rc->remote = r->remote != 0;
 		memcpy(rc->reply, r->reply, sizeof(rc->reply));
 		rc->reply[sizeof(rc->reply) - 1] = '\0';
 		memcpy(j->destination, r->destination, sizeof(j->destination));
@@ -1118,12 +1123,17 @@ fmt_utc(char *out, size_t size, int64_t t)
 	strftime(out, size, "%Y-%m-%d %H:%M:%S", &tm);
 }
 
-/* "host" of "host[addr]:port", for Remote-MTA. */
+/* "host" of "host[addr]:port" (or "addr" of "[addr]:port"), for
+ * Remote-MTA. */
 static void
 remote_host(const char *dest, char *out, size_t size)
 {
 	size_t n = strcspn(dest, "[");
 
+	if (n == 0 && dest[0] == '[') {
+		dest++;
+		n = strcspn(dest, "]");
+	}
 	snprintf(out, size, "%.*s", (int)n, dest);
 }
 
@@ -1212,8 +1222,8 @@ queue_dsn(const struct sjob *j, struct outcome *o, size_t n,
 			continue;
 		br[nb].address = o[i].rc->address;
 		br[nb].reply = o[i].rc->reply[0] != '\0' ? o[i].rc->reply : NULL;
-		br[nb].remote_mta = is_relay(j->action) && remote[0] != '\0' &&
-		    strncmp(o[i].rc->reply, "451 4.3.0", 9) != 0 ? remote : NULL;
+		br[nb].remote_mta = o[i].rc->remote && remote[0] != '\0' ?
+		    remote : NULL;
 		br[nb].last_attempt_at = now;
 		br[nb].expired = o[i].expired;
 		nb++;
