@@ -241,7 +241,8 @@ part_text(GMimePart *part)
 		 * the bytes it cannot convert): the bytes as they are, UTF-8
 		 * more often than not; the writer replaces the rest. */
 		raw = part_bytes(part, &holder);
-		text = g_strndup((const char *)raw->data, raw->len);
+		text = raw->len > 0 ? g_strndup((const char *)raw->data,
+		    raw->len) : g_strdup("");
 		g_object_unref(holder);
 	}
 	for (out = q = text; *q != '\0'; q++)

@@ -19,4 +19,10 @@ cd "$top"
 $CC $CFLAGS -I src tests/fuzz/fuzz_addr.c src/addr.c -o "$out/fuzz_addr"
 $CC $CFLAGS -I src tests/fuzz/fuzz_proto.c src/smtp_proto.c src/addr.c \
     src/util.c src/log.c -o "$out/fuzz_proto"
-echo "built $out/fuzz_addr $out/fuzz_proto"
+$CC $CFLAGS -I src tests/fuzz/fuzz_json.c src/json.c src/util.c src/log.c \
+    -o "$out/fuzz_json"
+$CC $CFLAGS -I src $(pkg-config --cflags gmime-3.0) \
+    tests/fuzz/fuzz_message_json.c src/message_json.c src/json.c \
+    src/util.c src/log.c $(pkg-config --libs gmime-3.0) \
+    -o "$out/fuzz_message_json"
+echo "built $out/fuzz_addr $out/fuzz_proto $out/fuzz_json $out/fuzz_message_json"

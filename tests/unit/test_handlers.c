@@ -536,6 +536,8 @@ test_json_odd_messages(void)
 		"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
 		    "Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\n"
 		    "inner body\r\n--b--\r\n",
+		/* an empty body part without a charset (found by fuzzing) */
+		"Subject: empty\r\n\r\n",
 	};
 
 	for (size_t i = 0; i < ARRAY_LEN(msgs); i++) {
@@ -553,6 +555,8 @@ test_json_odd_messages(void)
 		CHECK(doc != NULL);
 		if (i == 2 && doc != NULL)
 			CHECK_STR(json_get_string(doc, "text"), "caf\xef\xbf\xbd\n");
+		if (i == 4 && doc != NULL)
+			CHECK_STR(json_get_string(doc, "text"), "");
 		if (i == 3 && doc != NULL) {
 			const struct json_value *a = json_get(doc, "attachments");
 
