@@ -180,15 +180,38 @@ report_curl(struct delivery_job *job, CURLcode rc, const char *errbuf)
 		    why);
 }
 
+/* Our request headers: type, queue id, timestamp and signature. */
+static struct curl_slist *
+request_headers(const struct delivery_job *job, const char *content_type,
+    const char *body, size_t len, const char *secret)
+{
+	char header[256], ts[32], sig[WEBHOOK_SIGNATURE_SIZE];
+	struct curl_slist *headers = NULL;
+
+	snprintf(ts, sizeof(ts), "%lld", (long long)time(NULL));
+	snprintf(header, sizeof(header), "Content-Type: %s", content_type);
+	headers = curl_slist_append(headers, header);
+	snprintf(header, sizeof(header), "X-Mxgate-Queue-Id: %s", job->queue_id);
+	headers = curl_slist_append(headers, header);
+	snprintf(header, sizeof(header), "X-Mxgate-Timestamp: %s", ts);
+	headers = curl_slist_append(headers, header);
+	if (secret != NULL) {
+		webhook_signature(sig, secret, ts, body, len);
+		snprintf(header, sizeof(header), "X-Mxgate-Signature: %s", sig);
+		headers = curl_slist_append(headers, header);
+	}
+	/* No "Expect: 100-continue" round trip before large bodies. */
+	return curl_slist_append(headers, "Expect:");
+}
+
 /* The POST itself. */
 static void
 post(struct delivery_job *job, const char *url, const char *content_type,
     const char *body, size_t len, const struct webhook_route *route,
     long timeout)
 {
-	char header[256], ts[32], sig[WEBHOOK_SIGNATURE_SIZE];
 	char errbuf[CURL_ERROR_SIZE] = "";
-	struct curl_slist *headers = NULL;
+	struct curl_slist *headers;
 	struct answer answer = { .len = 0 };
 	CURL *h;
 	CURLcode rc;
@@ -197,21 +220,7 @@ post(struct delivery_job *job, const char *url, const char *content_type,
 	curl_once();
 	if ((h = curl_easy_init()) == NULL)
 		fatalx("webhook: curl_easy_init failed");
-	snprintf(ts, sizeof(ts), "%lld", (long long)time(NULL));
-	snprintf(header, sizeof(header), "Content-Type: %s", content_type);
-	headers = curl_slist_append(headers, header);
-	snprintf(header, sizeof(header), "X-Mxgate-Queue-Id: %s", job->queue_id);
-	headers = curl_slist_append(headers, header);
-	snprintf(header, sizeof(header), "X-Mxgate-Timestamp: %s", ts);
-	headers = curl_slist_append(headers, header);
-	if (route->secret != NULL) {
-		webhook_signature(sig, route->secret, ts, body, len);
-		snprintf(header, sizeof(header), "X-Mxgate-Signature: %s", sig);
-		headers = curl_slist_append(headers, header);
-	}
-	/* No "Expect: 100-continue" round trip before large bodies. */
-	headers = curl_slist_append(headers, "Expect:");
-
+	headers = request_headers(job, content_type, body, len, route->secret);
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
