@@ -53,6 +53,7 @@ struct session {
 	uint64_t   deadline_ms;
 
 	char       helo[256];
+	bool       helo_seen;        /* helo is the client's, not "unknown" */
 	bool       esmtp;
 	unsigned   nmessages;
 
@@ -187,7 +188,7 @@ view_fill(struct session *s, struct hooks_view *v)
 	size_t i, n = 0;
 
 	memset(v, 0, sizeof(*v));
-	v->helo = s->helo;
+	v->helo = s->helo_seen ? s->helo : "";
 	v->esmtp = s->esmtp;
 	v->tls = encrypted(s);
 	if (v->tls) {
@@ -543,6 +544,7 @@ hooks_answer(void *arg, enum smtp_stage stage, const struct policy_answer *a,
 	case STAGE_HELO:
 		if (ok) {
 			strlcpy_mx(s->helo, ev->helo, sizeof(s->helo));
+			s->helo_seen = true;
 			s->esmtp = ev->esmtp;
 			txn_reset(s);
 			proto_accept(s->proto);

@@ -188,8 +188,8 @@ def _daemon_class():
     import smtplib
 
     class NetnsDaemon(Daemon):
-        """mxgated in the namespace, listening on server (and server6)
-        port 25; clients connect from `source` unless told otherwise."""
+        """mxgated in the namespace, listening on server (and server6);
+        clients connect from `source` unless told otherwise."""
 
         def __init__(self, netns, dirpath, settings, server, server6=None,
                      source=None):

@@ -12,6 +12,7 @@ loopback; nothing is looked up outside it.  Needs root; skipped where
 unshare is not allowed.
 """
 
+import itertools
 import os
 import shutil
 import ssl
@@ -28,7 +29,7 @@ from netns import NetNS, NetnsDaemon, can_unshare
 pytestmark = pytest.mark.skipif(not can_unshare(),
                                 reason="needs root and unshare(1)")
 
-SERVER = "192.0.2.1"          # the daemon listens here, port 25
+SERVER = "192.0.2.1"          # the daemon listens here
 SERVER6 = "2001:db8::1"       # and here
 GOOD = "198.51.100.20"        # the client the SPF records allow
 BAD = "198.51.100.66"         # a client no record allows
@@ -59,6 +60,7 @@ ZONE = {
 }
 
 ADDRESSES = [SERVER, SERVER6, GOOD, BAD, GOOD6]
+PORTS = itertools.count(2500)       # one per daemon
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +114,9 @@ def start(request, ns, pki, daemon_factory):
     def go(**sections):
         dirpath = tempfile.mkdtemp(prefix="mxgate-it-", dir="/tmp")
         os.chmod(dirpath, 0o755)
-        settings = merge_settings(default_settings(dirpath, 25), {
-            "listen": [{"address": a, "port": 25, "role": "mx",
+        port = next(PORTS)
+        settings = merge_settings(default_settings(dirpath, port), {
+            "listen": [{"address": a, "port": port, "role": "mx",
                         "auth": True, "allow_plaintext_auth": True}
                        for a in (SERVER, SERVER6)],
             "accept_domains": None, "upstreams": None, "delivery": None,

@@ -1,0 +1,423 @@
+"""Policy hooks through the daemon: the Postfix policy delegation protocol
+against a policy server started here (attributes at every stage, each
+action, unix: and inet:, the default when the service is down or slow,
+connection reuse), the example C plugin (contrib/plugins/example.so)
+loaded by the daemon, and the built-in checks: reject_networks,
+trusted_networks, helo_checks, and the connection and message rate
+limits.
+
+Run in a private network namespace (netns.py) so that clients have
+addresses of their own and the SPF lookups every message gets stay
+inside; skipped where unshare is not allowed.
+"""
+
+import itertools
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import (QUEUED_RE, default_settings, make_message,
+                      merge_settings, mxgated_path, wait_for)
+from netns import NetNS, NetnsDaemon, can_unshare
+
+pytestmark = pytest.mark.skipif(not can_unshare(),
+                                reason="needs root and unshare(1)")
+
+SERVER = "192.0.2.1"
+CLIENT = "198.51.100.20"
+OTHER = "198.51.100.66"
+ZONE = {"sender.example": {"TXT": ["v=spf1 ip4:198.51.100.0/24 -all"]}}
+PORTS = itertools.count(2600)       # one per daemon: several per test
+
+
+def example_plugin():
+    path = os.environ.get("MXGATE_EXAMPLE_PLUGIN")
+    if path is None:
+        build = os.path.dirname(os.path.dirname(mxgated_path()))
+        path = os.path.join(build, "contrib", "plugins", "example.so")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ns():
+    with NetNS([SERVER, CLIENT, OTHER], ZONE) as n:
+        yield n
+
+
+@pytest.fixture
+def start(request, ns, daemon_factory):
+    started = request.node._mxgate_daemons
+
+    def go(**sections):
+        dirpath = tempfile.mkdtemp(prefix="mxgate-it-", dir="/tmp")
+        os.chmod(dirpath, 0o755)
+        port = next(PORTS)
+        settings = merge_settings(default_settings(dirpath, port), {
+            "listen": [{"address": SERVER, "port": port, "role": "mx"}],
+            "accept_domains": None, "upstreams": None, "delivery": None,
+            "routes": [{"name": "open", "rcpt": r"@open\.test$",
+                        "action": "debug"}],
+        })
+        settings = merge_settings(settings, sections)
+        d = NetnsDaemon(ns, dirpath, settings, SERVER, source=CLIENT)
+        started.append(d)
+        return d.start()
+
+    return go
+
+
+class PolicyServer:
+    """A Postfix-style policy service: records every request's attributes
+    and answers by recipient local part (answers[local] = action), else
+    by protocol_state (answers[state]), else DUNNO; "slow" sleeps 3 s."""
+
+    def __init__(self, ns=None, unix_dir=None):
+        self.requests = []
+        self.connections = 0
+        self.answers = {}
+        self.lock = threading.Lock()
+        if unix_dir is not None:
+            self.path = os.path.join(unix_dir, "policy.sock")
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(self.path)
+            os.chmod(self.path, 0o666)
+            self.service = "unix:" + self.path
+        else:
+            with ns.entered():
+                self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.bind(("127.0.0.1", 0))
+            self.service = "inet:127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.stopping = False
+        self.thread = threading.Thread(target=self.accept_loop, daemon=True)
+        self.thread.start()
+
+    def accept_loop(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            with self.lock:
+                self.connections += 1
+            threading.Thread(target=self.serve, args=(conn,),
+                             daemon=True).start()
+
+    def decide(self, attrs):
+        local = attrs.get("recipient", "").split("@")[0]
+        return self.answers.get(local) or self.answers.get(
+            attrs.get("protocol_state"), "DUNNO")
+
+    def serve(self, conn):
+        buf = b""
+        conn.settimeout(30)
+        try:
+            while not self.stopping:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\n\n" in buf:
+                    req, buf = buf.split(b"\n\n", 1)
+                    attrs = dict(l.split("=", 1) for l in
+                                 req.decode().split("\n") if "=" in l)
+                    with self.lock:
+                        self.requests.append(attrs)
+                    action = self.decide(attrs)
+                    if action == "slow":
+                        time.sleep(3)
+                        action = "DUNNO"
+                    conn.sendall(("action=%s\n\n" % action).encode())
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def states(self, client=CLIENT):
+        """The stages asked about for client (the daemon's start-up probe
+        connects too)."""
+        with self.lock:
+            return [r["protocol_state"] for r in self.requests
+                    if r["client_address"] == client]
+
+    def close(self):
+        self.stopping = True
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def policy(ns):
+    d = tempfile.mkdtemp(prefix="mxgate-policy-", dir="/tmp")
+    os.chmod(d, 0o755)
+    p = PolicyServer(unix_dir=d)
+    yield p
+    p.close()
+
+
+def session(d, source=CLIENT):
+    c = d.raw(source=source)
+    assert c.line().startswith("220")
+    assert c.cmd("EHLO client.example").startswith("250")
+    return c
+
+
+def rcpt(d, local, source=CLIENT):
+    with session(d, source) as c:
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250")
+        return c.cmd("RCPT TO:<%s@open.test>" % local, timeout=20)
+
+
+def send_message(c, rcpt_to="bob@open.test", subject="checks"):
+    assert c.cmd("MAIL FROM:<a@sender.example> SIZE=300").startswith("250")
+    line = c.cmd("RCPT TO:<%s>" % rcpt_to)
+    assert line.startswith("250"), line
+    assert c.cmd("DATA").startswith("354")
+    c.send(make_message(subject, sender="a@sender.example", rcpt=rcpt_to)
+           + ".\r\n")
+    return c.line(timeout=20)
+
+
+# ---------------------------------------------------------------------------
+# The policy delegation protocol
+
+
+def test_policy_attributes_at_every_stage(start, policy):
+    d = start(policy={"service": policy.service, "stages": [
+        "connect", "helo", "mail", "rcpt", "data", "end_of_message"]})
+    with session(d) as c:
+        line = send_message(c)
+    m = QUEUED_RE.match(line)
+    assert m, line
+    qid = m.group(1)
+    assert policy.states() == ["CONNECT", "EHLO", "MAIL", "RCPT", "DATA",
+                               "END-OF-MESSAGE"]
+    mine = [r for r in policy.requests if r["client_address"] == CLIENT]
+    by_state = {r["protocol_state"]: r for r in mine}
+    for r in mine:
+        assert r["request"] == "smtpd_access_policy"
+        assert r["client_name"] == "unknown"
+        assert r["server_address"] == SERVER
+        assert r["server_port"] == str(d.port)
+        assert int(r["client_port"]) > 0
+        for attr in ("protocol_name", "helo_name", "queue_id", "sender",
+                     "recipient", "recipient_count", "instance",
+                     "sasl_username", "size", "encryption_protocol",
+                     "reverse_client_name"):
+            assert attr in r, (attr, r)
+    assert by_state["CONNECT"]["helo_name"] == ""
+    assert by_state["EHLO"]["helo_name"] == "client.example"
+    assert by_state["EHLO"]["protocol_name"] == "ESMTP"
+    assert by_state["MAIL"]["sender"] == "a@sender.example"
+    assert by_state["MAIL"]["size"] == "300"
+    assert by_state["MAIL"]["queue_id"] == qid
+    assert by_state["RCPT"]["recipient"] == "bob@open.test"
+    assert by_state["RCPT"]["recipient_count"] == "0"
+    assert by_state["DATA"]["recipient_count"] == "1"
+    assert by_state["END-OF-MESSAGE"]["instance"] == qid
+    assert int(by_state["END-OF-MESSAGE"]["size"]) > 100
+
+
+@pytest.mark.parametrize("action,expect", [
+    ("DUNNO", "250 2.1.5"),
+    ("OK", "250 2.1.5"),
+    ("REJECT", "554 5.7.1 Access denied"),
+    ("REJECT not you", "554 5.7.1 not you"),
+    ("DEFER", "450 4.7.1"),
+    ("DEFER_IF_PERMIT greylisted", "450 4.7.1 greylisted"),
+    ("450 4.2.0 greylisted, come back later", "450 4.2.0 greylisted"),
+    ("550 5.1.1 no such user", "550 5.1.1 no such user"),
+    ("521 go away", "521 5.7.1 go away"),
+    ("PREPEND X-Policy: yes", "250 2.1.5"),       # unsupported: default
+])
+def test_policy_actions_at_rcpt(start, policy, action, expect):
+    policy.answers["bob"] = action
+    d = start(policy={"service": policy.service})
+    line = rcpt(d, "bob")
+    assert line.startswith(expect), line
+    assert policy.states() == ["RCPT"]
+    if action.startswith("PREPEND"):
+        assert "unsupported action" in d.log()
+
+
+def test_policy_421_closes(start, policy):
+    policy.answers["bob"] = "421 4.7.0 closing now"
+    d = start(policy={"service": policy.service})
+    with session(d) as c:
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250")
+        assert c.cmd("RCPT TO:<bob@open.test>").startswith("421 4.7.0")
+        assert c.closed_by_peer()
+
+
+def test_policy_inet_and_reuse(start, ns):
+    p = PolicyServer(ns=ns)
+    try:
+        p.answers["no"] = "REJECT"
+        d = start(policy={"service": p.service},
+                  server={"workers": 1})
+        for i in range(5):
+            assert rcpt(d, "no").startswith("554 ")
+            assert rcpt(d, "yes").startswith("250 ")
+        assert len(p.requests) == 10
+        # one worker, one request at a time: one connection for all
+        assert p.connections == 1
+    finally:
+        p.close()
+
+
+def test_policy_service_down_uses_default(start):
+    d = start(policy={"service": "unix:/nonexistent/policy.sock",
+                      "default": "DEFER policy service unavailable"})
+    assert rcpt(d, "bob") == "450 4.7.1 policy service unavailable"
+    d2 = start(policy={"service": "unix:/nonexistent/policy.sock"})
+    assert rcpt(d2, "bob").startswith("250 ")       # default DUNNO
+
+
+def test_policy_timeout_uses_default(start, policy):
+    policy.answers["bob"] = "slow"
+    d = start(policy={"service": policy.service, "timeout": 1,
+                      "default": "451 4.3.0 policy timeout"})
+    t0 = time.monotonic()
+    assert rcpt(d, "bob") == "451 4.3.0 policy timeout"
+    assert time.monotonic() - t0 < 2.5
+    # the next request works (on a new connection)
+    assert rcpt(d, "alice").startswith("250 ")
+
+
+def test_trusted_client_skips_policy(start, policy):
+    policy.answers["bob"] = "REJECT"
+    d = start(policy={"service": policy.service},
+              trusted_networks=[CLIENT])
+    assert rcpt(d, "bob").startswith("250 ")
+    assert rcpt(d, "bob", source=OTHER).startswith("554 ")
+    assert len(policy.requests) == 1
+
+
+# ---------------------------------------------------------------------------
+# The example plugin
+
+
+def test_example_plugin(start):
+    d = start(plugins=[{"path": example_plugin(),
+                        "args": "prefix=blocked- max_messages=1"}])
+    assert rcpt(d, "blocked-carol") == (
+        "550 5.7.1 <blocked-carol@open.test>: recipient blocked by the "
+        "example plugin")
+    assert rcpt(d, "carol").startswith("250 ")
+    with session(d) as c:
+        assert QUEUED_RE.match(send_message(c, subject="first"))
+        line = send_message(c, subject="second")
+        assert line.startswith("451 4.7.1 example plugin: more than 1 "
+                               "messages"), line
+    assert wait_for(lambda: "example plugin: session" in d.log()
+                    and "subject first" in d.log(), 5), d.log()[-2000:]
+
+
+def test_plugin_accept_skips_policy(start, policy):
+    d = start(plugins=[{"path": example_plugin(),
+                        "args": "trust_helo=friend.example"}],
+              policy={"service": policy.service, "stages": ["helo", "rcpt"]})
+    with d.raw() as c:
+        c.line()
+        assert c.cmd("EHLO friend.example").startswith("250")
+        assert c.cmd("EHLO stranger.example").startswith("250")
+    assert [r["helo_name"] for r in policy.requests] == ["stranger.example"]
+    # a plugin's reject comes before the policy service
+    assert rcpt(d, "blocked-x").startswith("550 5.7.1")
+    assert "blocked-x@open.test" not in [r.get("recipient")
+                                         for r in policy.requests]
+
+
+def test_plugin_errors_stop_the_start(tmp_path):
+    conf = tmp_path / "mxgate.conf"
+    base = ('listen = ( { address = "127.0.0.1"; port = 2525; } );\n'
+            'queue = { directory = "%s"; };\n' % (tmp_path / "q"))
+    conf.write_text(base + 'plugins = (\n  { path = "%s"; args = "colour=blue"; } );\n'
+                    % example_plugin())
+    # -n loads and checks the ABI, without init()
+    r = subprocess.run([mxgated_path(), "-n", "-c", str(conf)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    # a real start calls init(), which refuses the args
+    r = subprocess.run([mxgated_path(), "-f", "-c", str(conf)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert ("%s:4: 'plugins[0]': plugin %s: init failed: unknown argument "
+            "\"colour\"" % (conf, example_plugin())) in r.stderr, r.stderr
+    libm = subprocess.run(["sh", "-c", "ls /lib/*/libm.so.6 | head -1"],
+                          capture_output=True, text=True).stdout.strip()
+    conf.write_text(base + 'plugins = ( { path = "%s"; } );\n' % libm)
+    r = subprocess.run([mxgated_path(), "-n", "-c", str(conf)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "not an mxgate plugin" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------
+# Built-in checks
+
+
+def test_reject_networks(start):
+    d = start(reject_networks=["198.51.100.64/26"])
+    with d.raw(source=OTHER) as c:
+        assert c.line() == ("554 5.7.1 <%s>: Client host rejected: Access "
+                            "denied" % OTHER)
+        # RFC 5321 3.1: then only QUIT
+        assert c.cmd("EHLO client.example").startswith("503")
+        assert c.cmd("QUIT").startswith("221")
+    with d.raw(source=CLIENT) as c:
+        assert c.line().startswith("220 ")
+
+
+def test_helo_checks(start):
+    d = start(helo_checks=True)
+    with d.raw() as c:
+        c.line()
+        assert c.cmd("EHLO my_pc") == ("501 5.5.2 <my_pc>: Helo command "
+                                       "rejected: not a host name or address "
+                                       "literal")
+        assert c.cmd("EHLO [198.51.100.20]").startswith("250")
+        assert c.cmd("HELO [IPv6:2001:db8::1]").startswith("250")
+        assert c.cmd("HELO bad..name").startswith("501 5.5.2")
+        assert c.cmd("EHLO client.example").startswith("250")
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250")
+    d2 = start()                            # off by default
+    with d2.raw() as c:
+        c.line()
+        assert c.cmd("EHLO my_pc").startswith("250")
+
+
+def test_message_rate_limit(start):
+    d = start(rate_limits={"messages_per_minute": 2},
+              trusted_networks=["198.51.100.64/26"])
+    with session(d) as c:
+        for i in range(2):
+            assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250")
+            assert c.cmd("RSET").startswith("250")
+        assert c.cmd("MAIL FROM:<a@sender.example>") == (
+            "450 4.7.1 Too many messages from %s, slow down" % CLIENT)
+    with session(d, source=OTHER) as c:       # trusted: no limit
+        for i in range(4):
+            assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250")
+            assert c.cmd("RSET").startswith("250")
+
+
+def test_connection_rate_limit(start):
+    d = start(rate_limits={"connections_per_minute": 3},
+              trusted_networks=["198.51.100.64/26"])
+    for i in range(3):
+        with d.raw(source=CLIENT) as c:
+            assert c.line().startswith("220 ")
+    with d.raw(source=CLIENT) as c:
+        assert c.line() == ("421 4.7.0 Too many connections from your "
+                            "address, try again later")
+    for i in range(5):                        # trusted: not counted
+        with d.raw(source=OTHER) as c:
+            assert c.line().startswith("220 ")
+    assert "refused: over 3 connections per minute" in d.log()
