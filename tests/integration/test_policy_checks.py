@@ -1,8 +1,9 @@
 """Policy hooks through the daemon: the Postfix policy delegation protocol
 against a policy server started here (attributes at every stage, each
 action, unix: and inet:, the default when the service is down or slow,
-connection reuse), the example C plugin (contrib/plugins/example.so)
-loaded by the daemon, and the built-in checks: reject_networks,
+connection reuse), the example C plugin (contrib/plugins/example.c, built
+as plugins/example.so in the build tree) loaded by the daemon, and the
+built-in checks: reject_networks,
 trusted_networks, helo_checks, and the connection and message rate
 limits.
 
@@ -39,7 +40,7 @@ def example_plugin():
     path = os.environ.get("MXGATE_EXAMPLE_PLUGIN")
     if path is None:
         build = os.path.dirname(os.path.dirname(mxgated_path()))
-        path = os.path.join(build, "contrib", "plugins", "example.so")
+        path = os.path.join(build, "plugins", "example.so")
     return path
 
 

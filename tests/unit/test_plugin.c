@@ -1,7 +1,8 @@
 /*
- * Unit tests of the plugin loader with contrib/plugins/example.so (built
- * by make; $MXGATE_EXAMPLE_PLUGIN overrides its path): loading, ABI and
- * init errors with their configuration line, and each kind of verdict.
+ * Unit tests of the plugin loader with contrib/plugins/example.c, built
+ * by make as plugins/example.so in the build tree ($MXGATE_EXAMPLE_PLUGIN
+ * overrides the path): loading, ABI and init errors with their
+ * configuration line, and each kind of verdict.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -138,7 +139,7 @@ main(void)
 {
 	example_path = getenv("MXGATE_EXAMPLE_PLUGIN");
 	if (example_path == NULL)
-		example_path = "contrib/plugins/example.so";
+		example_path = "plugins/example.so";
 	RUN(test_verdicts);
 	RUN(test_load_errors);
 	return unit_done();
