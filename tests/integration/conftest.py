@@ -88,6 +88,10 @@ def _group(d):
                            if v is not None) + " }"
 
 
+# A loopback port where nothing listens: the "parked" upstream.
+PARKED_PORT = 9
+
+
 def default_settings(dirpath, port):
     return {
         "server": {"hostname": HOSTNAME, "user": "nobody", "group": "nogroup",
@@ -98,7 +102,23 @@ def default_settings(dirpath, port):
                    "recipients": 100, "errors": 10, "connections": 1000,
                    "connections_per_ip": 50, "bare_newlines": "reject"},
         "timeouts": {"command": 300, "data": 180, "shutdown_grace": 5},
-        "accept_domains": ["example.test", "localhost"],
+        # Mail for the accepted domains is relayed to an upstream that
+        # is never there (a closed loopback port) and retried only an
+        # hour later, so what the tests send stays in the queue to be
+        # inspected; anything else is refused like an MX refuses relay.
+        "upstreams": [{"name": "parked", "hosts": ["127.0.0.1:%d" % PARKED_PORT]}],
+        "routes": [
+            {"name": "accepted",
+             "rcpt": r"@(example\.test|localhost)$",
+             "action": "relay", "upstream": "parked"},
+            {"name": "postmaster", "rcpt": r"^postmaster@",
+             "action": "relay", "upstream": "parked"},
+            {"name": "relay_denied", "rcpt": ".*", "action": "reject",
+             "code": 550, "text": "5.7.1 <${rcpt}>: Relay access denied"},
+        ],
+        # Delivered recipients keep their rows (not their content), so
+        # that tests can look at what happened after a quick delivery.
+        "delivery": {"retry_schedule": [3600], "keep_delivered": "1d"},
     }
 
 

@@ -81,10 +81,15 @@ def test_message_stored(daemon):
     assert size in (len(content), len(stored)), (size, len(content),
                                                  len(stored))
 
-    rcpts = daemon.db("SELECT address, state FROM recipients "
+    # The test configuration parks mail for a dead upstream: the first
+    # attempt may already have deferred it.
+    rcpts = daemon.db("SELECT address, route, action FROM recipients "
                       "WHERE message_id = ? ORDER BY address", (qid,))
-    assert rcpts == [("bob@example.test", "queued"),
-                     ("carol@example.test", "queued")]
+    assert rcpts == [("bob@example.test", "accepted", "relay"),
+                     ("carol@example.test", "accepted", "relay")]
+    states = {r[0] for r in daemon.db(
+        "SELECT state FROM recipients WHERE message_id = ?", (qid,))}
+    assert states <= {"queued", "delivering", "deferred"}, states
     kinds = [r[0] for r in daemon.db(
         "SELECT kind FROM events WHERE message_id = ?", (qid,))]
     assert "received" in kinds, kinds
@@ -186,10 +191,9 @@ def test_pipelined_session(daemon):
         c.send(content + ".\r\nQUIT\r\n")
         qid = queued_id(c.line())
         assert c.line().startswith("221 ")
-    rows = daemon.db("SELECT address, state FROM recipients "
+    rows = daemon.db("SELECT address FROM recipients "
                      "WHERE message_id = ? ORDER BY address", (qid,))
-    assert rows == [("bob@example.test", "queued"),
-                    ("carol@example.test", "queued")]
+    assert rows == [("bob@example.test",), ("carol@example.test",)]
     assert daemon.db("SELECT subject FROM messages") == [("pipelined",)]
 
 

@@ -197,8 +197,10 @@ def test_bare_postmaster(daemon_factory):
         ("Postmaster", "postmaster"), ("postmaster@" + HOSTNAME, "postmaster")]
 
 
-def test_accept_domains_shorthand(daemon):
-    """The test configuration has accept_domains and no routes."""
+def test_accept_domains_shorthand(daemon_factory):
+    """accept_domains without routes: a debug route per domain."""
+    daemon = daemon_factory({"accept_domains": ["example.test", "localhost"],
+                             "routes": None, "upstreams": None})
     replies, final = transaction(daemon, ["bob@example.test", "Postmaster",
                                           "bob@evil.example"])
     assert replies[2] == "550 5.7.1 <bob@evil.example>: Relay access denied"
