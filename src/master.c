@@ -783,18 +783,9 @@ read_signals(void)
 static void
 setup_signals(void)
 {
-	sigset_t set;
+	static const int handled[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP };
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-		fatal("sigprocmask");
-	m.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (m.sigfd < 0)
-		fatal("signalfd");
+	m.sigfd = proc_signalfd(handled, (int)ARRAY_LEN(handled));
 	signal(SIGPIPE, SIG_IGN);
 }
 

@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <signal.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/types.h>
 
 #include "log.h"
@@ -77,6 +79,23 @@ proc_title_set(const char *fmt, ...)
 	n = strlcpy_mx(title_area, title, title_size);
 	if (n < title_size)
 		memset(title_area + n, '\0', title_size - n);
+}
+
+int
+proc_signalfd(const int *signals, int nsignals)
+{
+	sigset_t set;
+	int fd;
+
+	sigemptyset(&set);
+	for (int i = 0; i < nsignals; i++)
+		sigaddset(&set, signals[i]);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		fatal("sigprocmask");
+	fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (fd < 0)
+		fatal("signalfd");
+	return fd;
 }
 
 int

@@ -16,6 +16,13 @@ void proc_title_init(int argc, char **argv);
 /* "mxgated: smtp" in ps(1) and in /proc/PID/comm. */
 void proc_title_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * Block these signals and return a non-blocking signalfd that reports
+ * them, so that each process handles signals in its event loop instead of
+ * in handlers.  Fatal on failure.
+ */
+int proc_signalfd(const int *signals, int nsignals);
+
 /* user NULL: nothing to drop.  Returns 0, or -1 after logging. */
 int proc_drop_privileges(const char *user, const char *group);
 /* The uid/gid the role would run as: for chown of the queue directory. */

@@ -28,6 +28,7 @@
 #include "envelope.h"
 #include "ipc.h"
 #include "log.h"
+#include "proc.h"
 #include "queue.h"
 #include "queue_db.h"
 #include "scheduler.h"
@@ -464,16 +465,9 @@ read_signals(void)
 static void
 setup_signals(void)
 {
-	sigset_t set;
+	static const int handled[] = { SIGTERM, SIGINT };
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-		fatal("sigprocmask");
-	q.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (q.sigfd < 0)
-		fatal("signalfd");
+	q.sigfd = proc_signalfd(handled, (int)ARRAY_LEN(handled));
 }
 
 int

@@ -23,6 +23,7 @@
 #include "hooks.h"
 #include "ipc.h"
 #include "log.h"
+#include "proc.h"
 #include "session.h"
 #include "util.h"
 #include "worker.h"
@@ -363,16 +364,9 @@ read_signals(void)
 static void
 setup_signals(void)
 {
-	sigset_t set;
+	static const int handled[] = { SIGTERM, SIGINT };
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-		fatal("sigprocmask");
-	w.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (w.sigfd < 0)
-		fatal("signalfd");
+	w.sigfd = proc_signalfd(handled, (int)ARRAY_LEN(handled));
 }
 
 int
