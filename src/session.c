@@ -848,10 +848,18 @@ handshake(struct session *s)
 	log_info("session=%016llx client=%s TLS established %s sni=%s",
 	    (unsigned long long)s->conn_id, s->client_ip, s->tls_info, name);
 	refresh_deadline(s);
-	if (s->implicit_tls)
+	if (s->implicit_tls) {
 		proto_start(s->proto);
-	else
-		proto_tls_started(s->proto);
+		return;
+	}
+	/* RFC 3207 4.2: forget what the client said in the clear, its
+	 * AUTH included, as the engine does. */
+	proto_tls_started(s->proto);
+	free(s->auth_user);
+	s->auth_user = NULL;
+	strlcpy_mx(s->helo, "unknown", sizeof(s->helo));
+	s->esmtp = false;
+	txn_reset(s);
 }
 
 /* Advance everything that can advance without waiting for the socket. */

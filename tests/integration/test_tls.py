@@ -696,6 +696,28 @@ def test_starttls_forgets_plaintext_auth(daemon_factory, pki):
     assert message_row(d, qid) == ("ESMTPA", "bob")
 
 
+def test_starttls_forgets_auth_for_routes(daemon_factory, pki):
+    """On a listener that does not require AUTH, an AUTH made before
+    STARTTLS must not let the client relay after it."""
+    o, ports = tls_overrides(pki, routes=relay_routes())
+    o["listen"][0].update({"auth": True, "allow_plaintext_auth": True})
+    d = daemon_factory(o)
+    c = SMTPRaw("127.0.0.1", ports["mx"])
+    c.line()
+    ehlo(c)
+    assert c.cmd("AUTH PLAIN " + b64("\0bob\0" + PASSWORD)) == \
+        "235 2.7.0 Authentication successful"
+    assert c.cmd("STARTTLS") == "220 2.0.0 Ready to start TLS"
+    c.sock = client_ctx().wrap_socket(c.sock, server_hostname=HOSTNAME)
+    ehlo(c)
+    assert c.cmd("MAIL FROM:<bob@sender.example>").startswith("250 ")
+    assert c.cmd("RCPT TO:<x@elsewhere.example>").startswith("550 5.7.1 ")
+    assert c.cmd("RSET") == "250 2.0.0 Ok"
+    qid = send_one(c)
+    c.close()
+    assert message_row(d, qid) == ("ESMTPS", None)
+
+
 def test_submission_without_auth_refused(tlsd):
     import smtplib
     with smtplib.SMTP("127.0.0.1", tlsd.ports["submission"], timeout=10) as s:
