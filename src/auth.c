@@ -40,7 +40,7 @@ struct auth_checker {
 	char     dummy[CRYPT_OUTPUT_SIZE];
 };
 
-/* ---- looking users up ---------------------------------------------------- */
+/* ---- looking users up -------------------------------------------------- */
 
 static void set_why(char *why, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -155,7 +155,7 @@ fail:
 	return -1;
 }
 
-/* ---- checking --------------------------------------------------------------- */
+/* ---- checking ---------------------------------------------------------- */
 
 /* Equal strings, in a time that does not depend on where they differ. */
 static bool
@@ -254,7 +254,7 @@ auth_check(struct auth_checker *ck, const char *user, const char *pass,
 	return AUTH_OK;
 }
 
-/* ---- the pool --------------------------------------------------------------- */
+/* ---- the pool ---------------------------------------------------------- */
 
 struct auth_job {
 	struct auth_job *next;
@@ -467,7 +467,7 @@ auth_pool_result(struct auth_pool *pool, uint64_t *id,
 	return true;
 }
 
-/* ---- the password file ------------------------------------------------------ */
+/* ---- the password file ------------------------------------------------- */
 
 bool
 auth_user_valid(const char *user)

@@ -84,7 +84,7 @@ struct proto {
 	unsigned        nerrors;
 
 	/* TLS and AUTH. */
-	bool            tls;           /* encrypted, implicitly or by STARTTLS */
+	bool            tls;           /* encrypted (implicit TLS or STARTTLS) */
 	bool            tls_wait;      /* STARTTLS accepted, no handshake yet */
 	bool            authenticated;
 	enum sasl_state sasl;
@@ -759,7 +759,7 @@ cmd_starttls(struct proto *p, const char *arg)
 	raise_event(p);
 }
 
-/* ---- SASL --------------------------------------------------------------- */
+/* ---- SASL ------------------------------------------------------------ */
 
 static int
 b64_value(unsigned char c)
@@ -943,7 +943,8 @@ cmd_auth(struct proto *p, const char *arg)
 			ir = "";        /* a second argument: a syntax error */
 	}
 	if (mechlen == 0 || (ir != NULL && ir[0] == '\0')) {
-		reply(p, 501, "5.5.4 Syntax: AUTH mechanism [initial-response]");
+		reply(p, 501,
+		    "5.5.4 Syntax: AUTH mechanism [initial-response]");
 		return;
 	}
 	if (token_is(arg, mechlen, "PLAIN"))

@@ -97,7 +97,7 @@ ssl_reason(char *buf, size_t size)
 	return buf;
 }
 
-/* ---- sites ---------------------------------------------------------------- */
+/* ---- sites ------------------------------------------------------------- */
 
 static void
 site_free(struct tls_site *site)
@@ -271,8 +271,9 @@ ctx_new(struct tls_load *ld)
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
 	SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
 	if (SSL_CTX_set_cipher_list(ctx, conf->tls_ciphers) != 1) {
-		report(ld, conf->path, "tls.ciphers: no usable cipher in \"%s\" "
-		    "(%s)", conf->tls_ciphers, ssl_reason(why, sizeof(why)));
+		report(ld, conf->path, "tls.ciphers: no usable cipher in "
+		    "\"%s\" (%s)", conf->tls_ciphers,
+		    ssl_reason(why, sizeof(why)));
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
@@ -405,7 +406,8 @@ load_pair(struct tls_load *ld, struct tls_state *st,
 		return;
 	}
 	if (SSL_CTX_use_PrivateKey_file(site->ctx, cc->key,
-	    SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(site->ctx) != 1) {
+	    SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(site->ctx) != 1) {
 		ERR_clear_error();
 		report(ld, cc->where, "key %s does not match certificate %s "
 		    "(or is not a PEM private key)", cc->key, cc->cert);
@@ -443,7 +445,7 @@ tls_cleanup(void)
 	state_free(&tls);
 }
 
-/* ---- connections ---------------------------------------------------------- */
+/* ---- connections ------------------------------------------------------- */
 
 struct tls_conn *
 tls_conn_new(int fd)
@@ -496,7 +498,8 @@ result(struct tls_conn *c, int r)
 		c->failed = true;
 		ERR_clear_error();
 		if (errno == 0) {
-			snprintf(c->error, sizeof(c->error), "connection closed");
+			snprintf(c->error, sizeof(c->error),
+			    "connection closed");
 			return TLS_EOF;
 		}
 		snprintf(c->error, sizeof(c->error), "%s", strerror(errno));

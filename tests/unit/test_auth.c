@@ -83,7 +83,8 @@ test_hashes(void)
 	/* A fresh salt each time. */
 	{
 		char again[256];
-		CHECK_INT(auth_hash("sha512", "secret", again, sizeof(again)), 0);
+		CHECK_INT(auth_hash("sha512", "secret", again,
+		    sizeof(again)), 0);
 		CHECK(strcmp(again, six) != 0);
 	}
 	CHECK_INT(auth_hash("yescrypt", "secret", y, sizeof(y)), 0);
@@ -236,12 +237,13 @@ test_pool(void)
 	CHECK_INT(auth_pool_submit(pool, 3, "nobody", "one"), 0);
 	/* Results come through the eventfd, in any order. */
 	while (got < 3 && rounds++ < 100) {
-		struct pollfd pfd = { .fd = auth_pool_fd(pool), .events = POLLIN };
+		struct pollfd pfd = { auth_pool_fd(pool), POLLIN, 0 };
 		enum auth_verdict verdict;
 
 		if (poll(&pfd, 1, 10000) != 1)
 			break;
-		while (auth_pool_result(pool, &id, &verdict, why, sizeof(why))) {
+		while (auth_pool_result(pool, &id, &verdict, why,
+		    sizeof(why))) {
 			CHECK(id >= 1 && id <= 3);
 			if (id >= 1 && id <= 3)
 				v[id] = verdict;
@@ -254,7 +256,7 @@ test_pool(void)
 	CHECK_INT(v[3], AUTH_FAIL);
 	/* Nothing left, and the eventfd was reset. */
 	{
-		struct pollfd pfd = { .fd = auth_pool_fd(pool), .events = POLLIN };
+		struct pollfd pfd = { auth_pool_fd(pool), POLLIN, 0 };
 		enum auth_verdict verdict;
 		CHECK(!auth_pool_result(pool, &id, &verdict, why, sizeof(why)));
 		CHECK_INT(poll(&pfd, 1, 0), 0);
