@@ -600,13 +600,15 @@ fix_txt(struct spf_checker *c, SPF_dns_rr_t *rr)
 	char *fixed;
 
 	for (int i = 0; i < rr->num_rr; i++) {
-		if (!is_spf_record(rr->rr[i]->txt)) {
+		/* txt is declared char[1] and allocated to its length. */
+		const char *txt = rr->rr[i]->txt;
+		if (!is_spf_record(txt)) {
 			explanation_spaces(rr, i);
 			continue;
 		}
 		nspf++;
 		at = i;
-		if (rr->rr[i]->txt[sizeof(SPF_VERSION_TAG) - 1] == '\0')
+		if (txt[sizeof(SPF_VERSION_TAG) - 1] == '\0')
 			rr_set_txt(rr, i, SPF_VERSION_TAG " ");
 	}
 	/* Several records are a permerror that libspf2 reports itself. */

@@ -25,4 +25,9 @@ $CC $CFLAGS -I src $(pkg-config --cflags gmime-3.0) \
     tests/fuzz/fuzz_message_json.c src/message_json.c src/json.c \
     src/util.c src/log.c $(pkg-config --libs gmime-3.0) \
     -o "$out/fuzz_message_json"
+$CC $CFLAGS -I src tests/fuzz/fuzz_authres.c src/authres.c src/spf.c \
+    src/util.c src/log.c -lspf2 -o "$out/fuzz_authres"
+$CC $CFLAGS -I src tests/fuzz/fuzz_spf_record.c src/spf.c src/util.c \
+    src/log.c -lspf2 -o "$out/fuzz_spf_record"
 echo "built $out/fuzz_addr $out/fuzz_proto $out/fuzz_json $out/fuzz_message_json"
+echo "built $out/fuzz_authres $out/fuzz_spf_record"

@@ -199,6 +199,10 @@ test_filter_edges(void)
 	    "Authentication-Results: mx.test.example; none\r\n",
 	    "Subject: x\r\nnot a header\r\n"
 	    "Authentication-Results: mx.test.example; none\r\n", 0);
+	/* A name with a space is no field either (RFC 5322 2.2; Postfix and
+	 * Python's email parser agree): the body starts there. */
+	filter_is("Bad name: x\r\nAuthentication-Results: mx.test.example\r\n",
+	    "Bad name: x\r\nAuthentication-Results: mx.test.example\r\n", 0);
 	filter_is(" folded first\r\nAuthentication-Results: mx.test.example\r\n",
 	    " folded first\r\nAuthentication-Results: mx.test.example\r\n", 0);
 	/* Bare LF line ends (normalize mode turns them to CRLF earlier, but
