@@ -166,7 +166,7 @@ rss_before = sum(rss_kb(p) for p in family(master))
 
 # Open the idle connections, at most 500 waiting for a greeting at a time.
 sel = selectors.DefaultSelector()
-greeted, pending, failed = [], {}, 0
+greeted, pending, failed, reasons = [], {}, 0, {}
 opened = 0
 t0 = time.monotonic()
 deadline = t0 + 120
@@ -196,6 +196,8 @@ while len(greeted) < nconns and time.monotonic() < deadline:
             greeted.append(s)
         else:
             failed += 1
+            why = data.split(b"\r\n")[0][:60].decode("latin-1") or "closed"
+            reasons[why] = reasons.get(why, 0) + 1
             s.close()
 connect_time = time.monotonic() - t0
 for s in list(pending):
@@ -211,6 +213,8 @@ ok_times = [t * 1000 for t in times if t is not None]
 
 print("idle connections greeted: %d of %d (%d failed, %.1fs to open)"
       % (len(greeted), nconns, failed, connect_time))
+for why, n in sorted(reasons.items(), key=lambda x: -x[1]):
+    print("  %5d refused: %s" % (n, why))
 print("mxgated processes:")
 for p in pids:
     print("  %7d %-20s %8.1f MB" % (p, title(p), rss[p] / 1024.0))
