@@ -8,6 +8,7 @@
 
 #include "bounce.h"
 #include "delivery.h"
+#include "relay.h"
 #include "retry.h"
 #include "unit.h"
 #include "util.h"
@@ -306,6 +307,260 @@ test_bounce_build_delayed_global(void)
 	buf_free(&b);
 }
 
+
+/* ---- relay: the pure parts ---- */
+
+static void
+test_reply_single_and_multi(void)
+{
+	struct relay_reply r;
+
+	relay_reply_init(&r);
+	CHECK_INT(relay_reply_line(&r, "250 2.0.0 Ok: queued as X"), 1);
+	CHECK_INT(r.code, 250);
+	CHECK_STR(r.text, "250 2.0.0 Ok: queued as X");
+	relay_reply_init(&r);
+	CHECK_INT(relay_reply_line(&r, "550-5.1.1 first"), 0);
+	CHECK_INT(relay_reply_line(&r, "550-second"), 0);
+	CHECK_INT(relay_reply_line(&r, "550 5.1.1 third"), 1);
+	CHECK_STR(r.text, "550 5.1.1 first / second / 5.1.1 third");
+	CHECK_INT(r.nlines, 3);
+	/* A bare code is a whole reply. */
+	relay_reply_init(&r);
+	CHECK_INT(relay_reply_line(&r, "354"), 1);
+	CHECK_STR(r.text, "354");
+}
+
+static void
+test_reply_malformed(void)
+{
+	struct relay_reply r;
+
+	relay_reply_init(&r);
+	CHECK_INT(relay_reply_line(&r, "hello"), -1);
+	relay_reply_init(&r);
+	CHECK_INT(relay_reply_line(&r, "25 short"), -1);
+	relay_reply_init(&r);
+	CHECK_INT(relay_reply_line(&r, "250x"), -1);
+	relay_reply_init(&r);
+	CHECK_INT(relay_reply_line(&r, "199 below"), -1);
+	/* The code may not change inside a reply. */
+	relay_reply_init(&r);
+	CHECK_INT(relay_reply_line(&r, "250-a"), 0);
+	CHECK_INT(relay_reply_line(&r, "550 b"), -1);
+}
+
+static void
+test_reply_long_is_cut(void)
+{
+	struct relay_reply r;
+	char line[2000];
+
+	memset(line, 'x', sizeof(line));
+	memcpy(line, "250-", 4);
+	line[sizeof(line) - 1] = '\0';
+	relay_reply_init(&r);
+	for (int i = 0; i < 5; i++)
+		CHECK_INT(relay_reply_line(&r, line), 0);
+	CHECK_INT(relay_reply_line(&r, "250 end"), 1);
+	CHECK(strlen(r.text) < sizeof(r.text));
+	CHECK(strncmp(r.text, "250 xxx", 7) == 0);
+}
+
+static void
+test_ehlo_parse(void)
+{
+	const char *lines[] = { "PIPELINING", "SIZE 10240000", "8BITMIME",
+	    "smtputf8", "STARTTLS", "AUTH=LOGIN", "AUTH PLAIN CRAM-MD5",
+	    "ENHANCEDSTATUSCODES", "PIPELININGX" };
+	struct relay_ext x;
+
+	relay_ehlo_parse(&x, lines, ARRAY_LEN(lines));
+	CHECK(x.pipelining && x.eightbitmime && x.smtputf8 && x.starttls);
+	CHECK(x.size);
+	CHECK_INT(x.size_max, 10240000);
+	CHECK(x.auth_plain && x.auth_login);
+	relay_ehlo_parse(&x, lines + 7, 2);
+	CHECK(!x.pipelining && !x.size && !x.auth_plain && !x.starttls);
+	/* SIZE without a number: offered, no limit. */
+	lines[0] = "SIZE";
+	relay_ehlo_parse(&x, lines, 1);
+	CHECK(x.size);
+	CHECK_INT(x.size_max, 0);
+}
+
+static char *
+stuff(const char *in, size_t len, size_t piece)
+{
+	struct relay_stuff st = { 0 };
+	struct buf b;
+	size_t off;
+
+	buf_init(&b);
+	for (off = 0; off < len; off += piece)
+		relay_dot_stuff(&st, in + off, len - off < piece ? len - off :
+		    piece, &b);
+	relay_dot_end(&st, &b);
+	return b.data;
+}
+
+static void
+test_dot_stuffing(void)
+{
+	const char *in = "A: b\r\n\r\n.x\r\n..\r\n.\r\nend";
+	char *out;
+
+	/* Whatever the piece size, the same bytes. */
+	for (size_t piece = 1; piece <= strlen(in); piece++) {
+		out = stuff(in, strlen(in), piece);
+		CHECK_STR(out, "A: b\r\n\r\n..x\r\n...\r\n..\r\nend\r\n.\r\n");
+		free(out);
+	}
+	/* Bare LF and bare CR become CRLF; a dot after either is stuffed. */
+	out = stuff("a\n.b\r.c\r\n", 9, 3);
+	CHECK_STR(out, "a\r\n..b\r\n..c\r\n.\r\n");
+	free(out);
+	out = stuff("", 0, 1);
+	CHECK_STR(out, ".\r\n");
+	free(out);
+	/* A dot in mid-line stays single. */
+	out = stuff("a.b\r\n", 5, 5);
+	CHECK_STR(out, "a.b\r\n.\r\n");
+	free(out);
+	/* Ending in CR. */
+	out = stuff("x\r", 2, 1);
+	CHECK_STR(out, "x\r\n.\r\n");
+	free(out);
+}
+
+static void
+test_parse_host(void)
+{
+	char host[256];
+	int port;
+
+	CHECK_INT(relay_parse_host("smtp.example", 25, host, sizeof(host),
+	    &port), 0);
+	CHECK_STR(host, "smtp.example");
+	CHECK_INT(port, 25);
+	CHECK_INT(relay_parse_host("192.0.2.1:2525", 25, host, sizeof(host),
+	    &port), 0);
+	CHECK_STR(host, "192.0.2.1");
+	CHECK_INT(port, 2525);
+	CHECK_INT(relay_parse_host("[2001:db8::1]:587", 25, host,
+	    sizeof(host), &port), 0);
+	CHECK_STR(host, "2001:db8::1");
+	CHECK_INT(port, 587);
+	CHECK_INT(relay_parse_host("[2001:db8::1]", 26, host, sizeof(host),
+	    &port), 0);
+	CHECK_INT(port, 26);
+	CHECK_INT(relay_parse_host("2001:db8::1", 25, host, sizeof(host),
+	    &port), 0);
+	CHECK_STR(host, "2001:db8::1");
+	CHECK_INT(relay_parse_host("h:0", 25, host, sizeof(host), &port), -1);
+	CHECK_INT(relay_parse_host("h:65536", 25, host, sizeof(host), &port),
+	    -1);
+	CHECK_INT(relay_parse_host("h:", 25, host, sizeof(host), &port), -1);
+	CHECK_INT(relay_parse_host("[::1]x", 25, host, sizeof(host), &port),
+	    -1);
+	CHECK_INT(relay_parse_host("", 25, host, sizeof(host), &port), -1);
+	CHECK_INT(relay_parse_host("[]:25", 25, host, sizeof(host), &port),
+	    -1);
+}
+
+/* A DNS answer: header, the question, then MX records. */
+static size_t
+dns_name(unsigned char *p, const char *name)
+{
+	size_t n = 0;
+	const char *dot;
+
+	while (*name != '\0') {
+		dot = strchr(name, '.');
+		size_t len = dot != NULL ? (size_t)(dot - name) : strlen(name);
+
+		p[n++] = (unsigned char)len;
+		memcpy(p + n, name, len);
+		n += len;
+		name += len + (dot != NULL);
+	}
+	p[n++] = 0;
+	return n;
+}
+
+static size_t
+dns_mx_answer(unsigned char *buf, const int *prefs, const char **hosts,
+    size_t count)
+{
+	size_t n = 12, i, rd;
+
+	memset(buf, 0, 12);
+	buf[2] = 0x81;
+	buf[3] = 0x80;
+	buf[5] = 1;                     /* one question */
+	buf[7] = (unsigned char)count;  /* answers */
+	n += dns_name(buf + n, "example.org");
+	buf[n++] = 0; buf[n++] = 15;    /* MX */
+	buf[n++] = 0; buf[n++] = 1;     /* IN */
+	for (i = 0; i < count; i++) {
+		buf[n++] = 0xc0; buf[n++] = 12;     /* the question's name */
+		buf[n++] = 0; buf[n++] = 15;
+		buf[n++] = 0; buf[n++] = 1;
+		buf[n++] = 0; buf[n++] = 0; buf[n++] = 1; buf[n++] = 0;
+		rd = 2 + (hosts[i][0] != '\0' ? strlen(hosts[i]) + 2 : 1);
+		buf[n++] = (unsigned char)(rd >> 8);
+		buf[n++] = (unsigned char)rd;
+		buf[n++] = (unsigned char)(prefs[i] >> 8);
+		buf[n++] = (unsigned char)prefs[i];
+		n += dns_name(buf + n, hosts[i]);
+	}
+	return n;
+}
+
+static void
+test_parse_mx(void)
+{
+	const int prefs[] = { 20, 10, 30 };
+	const char *hosts[] = { "mx2.example.org", "mx1.example.org",
+	    "mx3.example.org" };
+	unsigned char buf[512];
+	struct relay_mx mx[8];
+	size_t len = dns_mx_answer(buf, prefs, hosts, 3);
+
+	CHECK_INT(relay_parse_mx(buf, (int)len, mx, 8), 3);
+	CHECK_STR(mx[0].host, "mx1.example.org");
+	CHECK_INT(mx[0].pref, 10);
+	CHECK_STR(mx[1].host, "mx2.example.org");
+	CHECK_STR(mx[2].host, "mx3.example.org");
+	/* At most max records. */
+	CHECK_INT(relay_parse_mx(buf, (int)len, mx, 2), 2);
+	/* Truncated answers are refused, never read past their end. */
+	for (size_t cut = 0; cut < len; cut++)
+		CHECK(relay_parse_mx(buf, (int)cut, mx, 8) <= 2);
+	CHECK_INT(relay_parse_mx(buf, 5, mx, 8), -1);
+}
+
+static void
+test_parse_null_mx(void)
+{
+	const int prefs[] = { 0 };
+	const char *hosts[] = { "" };
+	unsigned char buf[512];
+	struct relay_mx mx[2];
+	size_t len = dns_mx_answer(buf, prefs, hosts, 1);
+
+	CHECK_INT(relay_parse_mx(buf, (int)len, mx, 2), 1);
+	CHECK_STR(mx[0].host, "");
+}
+
+static void
+test_has_8bit(void)
+{
+	CHECK(!relay_has_8bit("plain ascii\r\n", 13));
+	CHECK(relay_has_8bit("caf\xc3\xa9", 5));
+	CHECK(!relay_has_8bit("", 0));
+}
+
 int
 main(void)
 {
@@ -322,5 +577,14 @@ main(void)
 	RUN(test_bounce_header_len);
 	RUN(test_bounce_build);
 	RUN(test_bounce_build_delayed_global);
+	RUN(test_reply_single_and_multi);
+	RUN(test_reply_malformed);
+	RUN(test_reply_long_is_cut);
+	RUN(test_ehlo_parse);
+	RUN(test_dot_stuffing);
+	RUN(test_parse_host);
+	RUN(test_parse_mx);
+	RUN(test_parse_null_mx);
+	RUN(test_has_8bit);
 	return unit_done();
 }
