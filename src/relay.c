@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <openssl/err.h>
@@ -647,7 +648,7 @@ conn_open(const struct addrinfo *ai, const char *host, const char *addr,
     int port, const struct mxconf *conf, char *why, size_t whysize)
 {
 	struct conn *c;
-	int err = 0;
+	int err = 0, one = 1;
 	socklen_t len = sizeof(err);
 
 	c = xcalloc(1, sizeof(*c));
@@ -675,6 +676,9 @@ conn_open(const struct addrinfo *ai, const char *host, const char *addr,
 		if (err != 0)
 			goto fail;
 	}
+	/* Commands and the data go out as soon as written: each write is a
+	 * whole pipelined group or a reply-awaiting command. */
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	return c;
 fail:
 	why_set(why, whysize, "451 4.4.1 connect to %s: %s", c->dest,
@@ -1037,20 +1041,18 @@ send_content(struct conn *c, const char *content, size_t len)
 	int rc = 0;
 
 	buf_init(&out);
-	while (off < len && rc == 0) {
+	do {
 		n = len - off < RELAY_CHUNK ? len - off : RELAY_CHUNK;
 		buf_reset(&out);
 		relay_dot_stuff(&st, content + off, n, &out);
 		off += n;
+		/* The final dot with the last piece: a write of its own
+		 * would wait for the server's delayed ACK. */
+		if (off == len)
+			relay_dot_end(&st, &out);
 		rc = conn_write(c, out.data, out.len,
 		    c->conf->relay_command_timeout);
-	}
-	if (rc == 0) {
-		buf_reset(&out);
-		relay_dot_end(&st, &out);
-		rc = conn_write(c, out.data, out.len,
-		    c->conf->relay_command_timeout);
-	}
+	} while (off < len && rc == 0);
 	buf_free(&out);
 	return rc;
 }
