@@ -1032,3 +1032,54 @@ def test_restart_requeues_interrupted_deliveries(daemon_factory):
                     (qid,))[0][0] >= 1
     finally:
         silent.close()
+
+
+# ---------------------------------------------------------------------------
+# MX delivery, in a private network with its own DNS
+
+def _can_unshare():
+    if os.geteuid() != 0:
+        return False
+    try:
+        import dnslib  # noqa: F401
+    except ImportError:
+        return False
+    return subprocess.run(["unshare", "--net", "--mount", "true"],
+                          capture_output=True).returncode == 0
+
+
+@needs_aiosmtpd
+@pytest.mark.skipif(not _can_unshare(),
+                    reason="needs root, unshare and python3-dnslib")
+def test_mx_delivery(tmp_path):
+    import json
+    import tempfile
+    from conftest import mxgated_path
+    work = tempfile.mkdtemp(prefix="mxgate-mx-", dir="/tmp")
+    os.chmod(work, 0o755)
+    helper = os.path.join(os.path.dirname(__file__), "mx_world.py")
+    r = subprocess.run(["unshare", "--net", "--mount", "/usr/bin/python3",
+                        helper, mxgated_path(), work],
+                       capture_output=True, text=True, timeout=120)
+    log = open(os.path.join(work, "mxgated.log"), errors="replace").read() \
+        if os.path.exists(os.path.join(work, "mxgated.log")) else ""
+    assert r.returncode == 0, r.stderr[-3000:] + log[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    # MX 10 refuses connections: the next preference takes it.
+    assert out["bob@mx.test"][0] == "delivered", out
+    assert out["bob@mx.test"][1] == "250 2.0.0 Ok: exchanged"
+    # No MX: the domain's own address (RFC 5321 5.1).
+    assert out["carol@nomx.test"][0] == "delivered", out
+    # A null MX and a domain that does not exist bounce.
+    assert out["dave@nullmx.test"][0] == "bounced"
+    assert out["dave@nullmx.test"][1].startswith("556 5.1.10 "), out
+    assert out["erin@nx.test"][0] == "bounced"
+    assert out["erin@nx.test"][1].startswith("550 5.1.2 "), out
+    # A DNS failure waits.
+    assert out["frank@broken.test"][0] == "deferred"
+    assert out["frank@broken.test"][1].startswith("451 4.4.3 "), out
+    assert sorted(out["captured"]) == ["bob@mx.test", "carol@nomx.test"]
+    assert "connect to mx1.mx.test[127.0.0.3]:25" in log
+    assert "SUMMARY: AddressSanitizer" not in log
+    import shutil
+    shutil.rmtree(work, ignore_errors=True)
