@@ -41,7 +41,20 @@ struct child {
 	uint64_t  respawn_at_ms;  /* 0: no respawn scheduled */
 	unsigned  quick_deaths;   /* consecutive deaths before RESPAWN_STABLE_MS */
 	unsigned  nconns;         /* workers: sessions handed to it */
+	/* workers: sockets waiting for room in the channel (a burst of
+	 * connections can outrun a busy worker's reading) */
+	struct pending_handoff *backlog;
+	size_t    nbacklog, backlog_cap;
 };
+
+struct pending_handoff {
+	struct ipc_conn_new msg;
+	int       fd;
+};
+
+/* Past this many sockets waiting for one worker, the master stops
+ * accepting and lets the kernel's listen queue hold the rest. */
+#define HANDOFF_BACKLOG_PAUSE 256
 
 /* One accepted connection, until its worker reports it closed. */
 struct conn {
@@ -75,6 +88,7 @@ static struct {
 	unsigned   nconns;
 	uint32_t   conn_generation;
 	struct ip_count *ip_buckets[IP_BUCKETS];
+	bool       accept_paused;
 	bool       stopping;
 	uint64_t   stop_deadline_ms;
 	bool       killed;
@@ -318,6 +332,10 @@ static void spawn_worker(int slot);
 static void
 close_child_channel(struct child *c)
 {
+	/* Their connection slots go with conns_release_worker(). */
+	for (size_t i = 0; i < c->nbacklog; i++)
+		close(c->backlog[i].fd);
+	c->nbacklog = 0;
 	if (c->fd >= 0) {
 		epoll_ctl(m.epfd, EPOLL_CTL_DEL, c->fd, NULL);
 		close(c->fd);
@@ -569,6 +587,91 @@ rate_exceeded(const char *ip)
 }
 
 static void
+set_accepting(bool on)
+{
+	if (m.accept_paused == !on)
+		return;
+	m.accept_paused = !on;
+	for (size_t i = 0; i < m.conf->nlisteners; i++) {
+		struct epoll_event ev = { .events = on ? EPOLLIN : 0,
+		    .data.u64 = EV_DATA(EV_LISTENER, i) };
+
+		if (m.listen_fds[i] >= 0)
+			epoll_ctl(m.epfd, EPOLL_CTL_MOD, m.listen_fds[i], &ev);
+	}
+}
+
+static void
+update_accepting(void)
+{
+	size_t most = 0;
+
+	for (int i = 0; i < m.nworkers; i++) {
+		if (m.workers[i].nbacklog > most)
+			most = m.workers[i].nbacklog;
+	}
+	if (most >= HANDOFF_BACKLOG_PAUSE)
+		set_accepting(false);
+	else if (most < HANDOFF_BACKLOG_PAUSE / 2)
+		set_accepting(true);
+}
+
+static void
+worker_channel_events(struct child *w)
+{
+	struct epoll_event ev = {
+		.events = EPOLLIN | (w->nbacklog > 0 ? EPOLLOUT : 0),
+		.data.u64 = EV_DATA(EV_WORKER, w->slot),
+	};
+
+	if (w->fd >= 0)
+		epoll_ctl(m.epfd, EPOLL_CTL_MOD, w->fd, &ev);
+}
+
+static void
+backlog_push(struct child *w, const struct ipc_conn_new *msg, int fd)
+{
+	if (w->nbacklog == w->backlog_cap) {
+		w->backlog_cap = w->backlog_cap ? w->backlog_cap * 2 : 64;
+		w->backlog = xrealloc(w->backlog, w->backlog_cap * sizeof(*w->backlog));
+	}
+	w->backlog[w->nbacklog].msg = *msg;
+	w->backlog[w->nbacklog].fd = fd;
+	w->nbacklog++;
+	if (w->nbacklog == 1)
+		worker_channel_events(w);
+	update_accepting();
+}
+
+/* The worker's channel has room again: hand over what waited, in order. */
+static void
+backlog_flush(struct child *w)
+{
+	size_t i = 0;
+
+	while (i < w->nbacklog && w->fd >= 0) {
+		if (ipc_send(w->fd, IPC_CONN_NEW, &w->backlog[i].msg,
+		    sizeof(w->backlog[i].msg), w->backlog[i].fd) < 0) {
+			if (errno == EAGAIN)
+				break;
+			log_warn("handing connections to worker %d failed: %s",
+			    w->slot, strerror(errno));
+			break;
+		}
+		close(w->backlog[i].fd);
+		i++;
+	}
+	if (i > 0) {
+		memmove(w->backlog, w->backlog + i,
+		    (w->nbacklog - i) * sizeof(*w->backlog));
+		w->nbacklog -= i;
+	}
+	if (w->nbacklog == 0)
+		worker_channel_events(w);
+	update_accepting();
+}
+
+static void
 handoff(int fd, int listener, const struct sockaddr_storage *peer)
 {
 	struct ipc_conn_new msg;
@@ -623,21 +726,26 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 	msg.listener = (uint32_t)listener;
 	memcpy(&msg.peer, peer, sizeof(msg.peer));
 	getsockname(fd, (struct sockaddr *)&msg.local, &len);
-	if (ipc_send(m.workers[w].fd, IPC_CONN_NEW, &msg, sizeof(msg), fd) < 0) {
+	if (m.workers[w].nbacklog == 0 &&
+	    ipc_send(m.workers[w].fd, IPC_CONN_NEW, &msg, sizeof(msg), fd) == 0) {
+		close(fd);
+		return;
+	}
+	if (m.workers[w].nbacklog == 0 && errno != EAGAIN) {
 		log_warn("client=%s: handing to worker %d failed: %s", ip, w,
 		    strerror(errno));
 		conn_release(c);
 		refuse(fd, "421 4.3.2 Service not available, try again later\r\n");
 		return;
 	}
-	close(fd);
+	backlog_push(&m.workers[w], &msg, fd);
 }
 
 static void
 accept_connections(int listener)
 {
 	/* Bounded, so one busy listener cannot starve signals and workers. */
-	for (int i = 0; i < 256; i++) {
+	for (int i = 0; i < 256 && !m.accept_paused; i++) {
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
 		int fd = accept4(m.listen_fds[listener], (struct sockaddr *)&peer,
@@ -867,13 +975,16 @@ master_main(struct mxconf *conf)
 
 			switch (kind) {
 			case EV_LISTENER:
-				if (!m.stopping && m.listen_fds[index] >= 0)
+				if (!m.stopping && !m.accept_paused &&
+				    m.listen_fds[index] >= 0)
 					accept_connections((int)index);
 				break;
 			case EV_SIGNAL:
 				read_signals();
 				break;
 			case EV_WORKER:
+				if (events[i].events & EPOLLOUT)
+					backlog_flush(&m.workers[index]);
 				read_worker((int)index);
 				break;
 			case EV_QUEUE:

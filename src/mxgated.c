@@ -36,7 +36,8 @@ usage(void)
 static void
 config_error(const char *msg)
 {
-	fprintf(stderr, "mxgated: %s\n", msg);
+	/* Bare "FILE:LINE: problem", the form editors and CI jump to. */
+	fprintf(stderr, "%s\n", msg);
 }
 
 /* The queue directory is used after chdir and daemon(): make it absolute. */

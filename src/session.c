@@ -84,7 +84,9 @@ struct session {
 	size_t     max_size;         /* strictest route max_size, 0: none */
 	bool       in_data;
 	int        memfd;
-	struct authres_filter arf;   /* forged Authentication-Results out */
+	/* forged Authentication-Results out; only while in DATA, since it
+	 * holds 8 KB that thousands of idle sessions need not carry */
+	struct authres_filter *arf;
 	struct buf content;          /* not yet written to the memfd */
 	uint64_t   content_len;      /* bytes written to the memfd */
 	bool       content_failed;   /* a memfd write failed: answer 451 */
@@ -92,6 +94,16 @@ struct session {
 };
 
 static void session_run(struct session *s);
+
+static void
+arf_free(struct session *s)
+{
+	if (s->arf != NULL) {
+		authres_filter_free(s->arf);
+		free(s->arf);
+		s->arf = NULL;
+	}
+}
 
 static void
 txn_reset(struct session *s)
@@ -108,8 +120,7 @@ txn_reset(struct session *s)
 	s->in_data = false;
 	s->size_param = 0;
 	s->max_size = 0;
-	authres_filter_free(&s->arf);
-	authres_filter_init(&s->arf, s->conf->hostname);
+	arf_free(s);
 	if (s->hooks != NULL)
 		hooks_txn_reset(s->hooks);
 }
@@ -143,7 +154,7 @@ data_sink(void *ctx, const char *data, size_t len)
 	if (s->memfd < 0 || s->content_failed)
 		return;
 	/* Only the header section is looked at; the body passes as is. */
-	authres_filter_feed(&s->arf, data, len, &s->content);
+	authres_filter_feed(s->arf, data, len, &s->content);
 	if (s->content.len >= CONTENT_FLUSH)
 		content_flush(s);
 }
@@ -325,8 +336,9 @@ data_begin(struct session *s)
 	 * own fields for our authserv-id are filtered out (data_sink). */
 	view_fill(s, &v);
 	hooks_authres(s->hooks, &v, &s->content);
-	authres_filter_free(&s->arf);
-	authres_filter_init(&s->arf, s->conf->hostname);
+	arf_free(s);
+	s->arf = xmalloc(sizeof(*s->arf));
+	authres_filter_init(s->arf, s->conf->hostname);
 	s->in_data = true;
 	proto_accept(s->proto);
 }
@@ -379,7 +391,7 @@ on_message(struct session *s, const struct proto_event *ev)
 	struct hooks_view v;
 
 	s->in_data = false;
-	authres_filter_finish(&s->arf, &s->content);
+	authres_filter_finish(s->arf, &s->content);
 	if (s->max_size != 0 && ev->message_size > s->max_size) {
 		log_info("session=%016llx id=%s message refused: %zu bytes "
 		    "over a route's max_size %zu",
@@ -392,9 +404,9 @@ on_message(struct session *s, const struct proto_event *ev)
 	}
 	view_fill(s, &v);
 	v.size = ev->message_size;
-	v.headers = s->arf.headers.data != NULL ? s->arf.headers.data : "";
-	v.headers_len = s->arf.headers.len;
-	v.headers_truncated = s->arf.headers_truncated;
+	v.headers = s->arf->headers.data != NULL ? s->arf->headers.data : "";
+	v.headers_len = s->arf->headers.len;
+	v.headers_truncated = s->arf->headers_truncated;
 	hooks_run(s->hooks, STAGE_END_OF_MESSAGE, &v);
 }
 
@@ -1107,7 +1119,6 @@ session_new(const struct mxconf *conf, const struct session_ops *ops, int fd,
 	strlcpy_mx(s->helo, "unknown", sizeof(s->helo));
 	envelope_init(&s->env);
 	buf_init(&s->content);
-	authres_filter_init(&s->arf, conf->hostname);
 	s->proto = proto_new(&params, data_sink, s);
 	s->hooks = hooks_start(s, peer, local);
 	log_info("session=%016llx client=%s connected", (unsigned long long)conn_id,
@@ -1136,7 +1147,7 @@ session_free(struct session *s)
 	txn_reset(s);
 	envelope_free(&s->env);
 	buf_free(&s->content);
-	authres_filter_free(&s->arf);
+	arf_free(s);
 	hooks_session_free(s->hooks);
 	if (s->rcpt_pending)
 		route_result_free(&s->rcpt_res);

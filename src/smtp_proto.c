@@ -102,7 +102,8 @@ struct proto {
 	size_t          msg_size;
 	int             abort_code;    /* 0 while the content is acceptable */
 	const char     *abort_text;
-	char            chunk[SINK_CHUNK];
+	char           *chunk;      /* SINK_CHUNK bytes, made at the first
+	                               message: idle sessions need none */
 	size_t          chunk_len;
 
 	/* The pending event. */
@@ -1129,11 +1130,13 @@ emit(struct proto *p, const char *s, size_t n)
 		return;
 	}
 	p->msg_size += n;
+	if (p->chunk == NULL)
+		p->chunk = xmalloc(SINK_CHUNK);
 	while (n > 0) {
-		room = sizeof(p->chunk) - p->chunk_len;
+		room = SINK_CHUNK - p->chunk_len;
 		if (room == 0) {
 			chunk_flush(p);
-			room = sizeof(p->chunk);
+			room = SINK_CHUNK;
 		}
 		if (room > n)
 			room = n;
@@ -1308,6 +1311,7 @@ proto_free(struct proto *p)
 	free(p->helo_buf);
 	free(p->sasl_user);
 	free(p->sasl_buf);
+	free(p->chunk);
 	buf_free(&p->out);
 	free(p);
 }

@@ -2,7 +2,8 @@
  * smtp_proto — the sans-I/O SMTP server engine (RFC 5321 and extensions).
  *
  * Bytes in, replies and events out: no sockets, no clocks, no allocation
- * after proto_new() except for the output buffer.  The session layer
+ * after proto_new() except for the output buffer and, at the first
+ * message, the content staging buffer.  The session layer
  * (session.c) feeds what it reads from the client, answers the events the
  * engine raises, and writes what the engine puts in its output buffer.
  *
