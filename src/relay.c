@@ -981,6 +981,19 @@ enum txn_result {
 	TXN_LOST_AFTER_DOT,     /* deferred, the connection is gone */
 };
 
+/* The header block: up to the empty line that ends it. */
+static size_t
+header_block_len(const char *p, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < len; i++)
+		if (p[i] == '\n' && (p[i + 1] == '\n' || (p[i + 1] == '\r' &&
+		    i + 2 < len && p[i + 2] == '\n')))
+			return i + 1;
+	return len;
+}
+
 static bool
 str_ascii(const char *s)
 {
@@ -993,7 +1006,7 @@ capabilities(struct conn *c, const struct delivery_job *job,
     const char *content, bool *body8, bool *utf8, char *why, size_t whysize)
 {
 	bool eight = relay_has_8bit(content, job->content_len);
-	bool utf8_addr = !str_ascii(job->sender);
+	bool utf8_addr = !str_ascii(job->sender), utf8_headers;
 	size_t i;
 
 	for (i = 0; i < job->nrcpts; i++)
@@ -1006,8 +1019,11 @@ capabilities(struct conn *c, const struct delivery_job *job,
 		return TXN_REFUSED;
 	}
 	/* RFC 6531 3.4: without SMTPUTF8 there is no way to send a UTF-8
-	 * address; UTF-8 header fields need it as well (RFC 6532). */
-	*utf8 = job->smtputf8 && (utf8_addr || eight);
+	 * address; UTF-8 header fields need it as well (RFC 6532), an 8-bit
+	 * body only 8BITMIME. */
+	utf8_headers = eight && relay_has_8bit(content,
+	    header_block_len(content, job->content_len));
+	*utf8 = job->smtputf8 && (utf8_addr || utf8_headers);
 	if (*utf8 && !c->ext.smtputf8) {
 		why_set(why, whysize, utf8_addr ? "553 5.6.7 %s does not"
 		    " support SMTPUTF8, needed for a UTF-8 address" :

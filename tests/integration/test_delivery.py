@@ -673,6 +673,43 @@ def test_8bit_to_server_without_8bitmime_bounces(daemon_factory):
         fake.stop()
 
 
+def send_utf8(d, rcpt, data):
+    with smtplib.SMTP(d.host, d.port, timeout=20) as s:
+        s.ehlo("client.test")
+        s.command_encoding = "utf-8"
+        code, resp = s.mail(SENDER, ["SMTPUTF8", "BODY=8BITMIME"])
+        assert code == 250, resp
+        code, resp = s.rcpt(rcpt)
+        assert code == 250, resp
+        code, resp = s.data(data.encode("utf-8"))
+        assert code == 250, resp
+        return queued_id("%d %s" % (code, resp.decode()))
+
+
+def test_smtputf8_to_server_without_it(daemon_factory):
+    fake = FakeSMTP(ext=("PIPELINING", "8BITMIME"))
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("next", ["127.0.0.1:%d" % fake.port])]))
+        addr = send_utf8(d, "j\u00f6rg@example.test", message("addr"))
+        head = send_utf8(d, "bob@example.test", message("caf\u00e9"))
+        body = send_utf8(d, "carol@example.test",
+                         message("body", "caf\u00e9\r\n"))
+        wait_state(d, addr, "bounced")
+        wait_state(d, head, "bounced")
+        wait_state(d, body, "delivered")
+        reply = lambda q: d.db("SELECT last_reply FROM recipients WHERE"
+                               " message_id = ?", (q,))[0][0]
+        assert reply(addr).startswith("553 5.6.7 "), reply(addr)
+        assert reply(head).startswith("554 5.6.9 "), reply(head)
+        # An 8-bit body needs 8BITMIME only: sent, without SMTPUTF8.
+        assert len(fake.messages) == 1
+        assert fake.messages[0]["mail"] == \
+            "MAIL FROM:<%s> BODY=8BITMIME" % SENDER
+    finally:
+        fake.stop()
+
+
 def test_size_limit_of_upstream_bounces(daemon_factory):
     fake = FakeSMTP(ext=("PIPELINING", "8BITMIME", "SIZE 200"))
     try:
