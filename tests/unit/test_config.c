@@ -897,6 +897,75 @@ remove_tmp(void)
 	rmdir(tmpdir);
 }
 
+/* delivery: durations, the retry list, upstreams' relay settings. */
+static void
+test_delivery_settings(void)
+{
+	struct mxconf *c = load(LISTEN);
+
+	CHECK(c != NULL);
+	if (c != NULL) {
+		CHECK_INT(c->nretry_schedule, 5);
+		CHECK_INT(c->retry_schedule[0], 60);
+		CHECK_INT(c->retry_schedule[4], 14400);
+		CHECK_INT(c->max_queue_time, 5 * 86400);
+		CHECK_INT(c->delay_warning, 0);
+		CHECK_INT(c->concurrency, 20);
+		CHECK_INT(c->concurrency_per_destination, 5);
+		CHECK_INT(c->keep_delivered, 0);
+		CHECK_STR(c->bounce_upstream, "mx");
+		CHECK_INT(c->relay_data_timeout, 600);
+	}
+	config_free(c);
+
+	c = load(LISTEN
+	    "delivery = { retry_schedule = [ \"90s\", \"5m\", \"2h\" ];"
+	    " max_queue_time = \"1w\"; delay_warning = \"4h\";"
+	    " keep_delivered = \"2d\"; bounce_upstream = \"ex\"; };\n"
+	    "upstreams = ( { name = \"ex\"; hosts = [ \"192.0.2.1\" ];"
+	    " tls = \"required\"; tls_verify = false; auth_user = \"u\";"
+	    " auth_password = \"p\"; helo = \"out.example\"; } );\n");
+	CHECK(c != NULL);
+	if (c != NULL) {
+		CHECK_INT(c->nretry_schedule, 3);
+		CHECK_INT(c->retry_schedule[0], 90);
+		CHECK_INT(c->retry_schedule[1], 300);
+		CHECK_INT(c->retry_schedule[2], 7200);
+		CHECK_INT(c->max_queue_time, 7 * 86400);
+		CHECK_INT(c->delay_warning, 4 * 3600);
+		CHECK_INT(c->keep_delivered, 2 * 86400);
+		CHECK_INT(c->upstreams[0].tls, UPSTREAM_TLS_REQUIRED);
+		CHECK(!c->upstreams[0].tls_verify);
+		CHECK_STR(c->upstreams[0].auth_user, "u");
+		CHECK_STR(c->upstreams[0].helo, "out.example");
+	}
+	config_free(c);
+	c = load(LISTEN "upstreams = ( { name = \"ex\"; hosts = [ \"h\" ]; } );\n");
+	CHECK(c != NULL);
+	if (c != NULL) {
+		CHECK_INT(c->upstreams[0].tls, UPSTREAM_TLS_OPPORTUNISTIC);
+		CHECK(c->upstreams[0].tls_verify);
+	}
+	config_free(c);
+
+	CHECK(fails_with(LISTEN "delivery = { max_queue_time = \"5x\"; };\n",
+	    "t.conf:2: 'delivery.max_queue_time' must be a duration: seconds,"
+	    " or a string such as \"90s\", \"5m\", \"4h\", \"5d\" or \"1w\""));
+	CHECK(fails_with(LISTEN "delivery = { retry_schedule = [ ]; };\n",
+	    "t.conf:2: 'delivery.retry_schedule' must be a list of at least"
+	    " one duration [ 60, \"5m\", ... ]"));
+	CHECK(fails_with(LISTEN "delivery = { retry_schedule = [ 60, 0 ]; };\n",
+	    "t.conf:2: 'delivery.retry_schedule[1]' must be between 1 and"
+	    " 604800 seconds (got 0)"));
+	CHECK(fails_with(LISTEN "delivery = { bounce_upstream = \"nope\"; };\n",
+	    "t.conf:2: 'delivery.bounce_upstream': no upstream named \"nope\""
+	    " (say \"mx\" or the name of one of upstreams)"));
+	CHECK(fails_with(LISTEN "upstreams = ( { name = \"a\"; hosts = [ \"h\" ];"
+	    " tls = \"maybe\"; } );\n",
+	    "t.conf:2: 'upstreams[0].tls' must be \"none\", \"opportunistic\""
+	    " or \"required\" (got \"maybe\")"));
+}
+
 int
 main(int argc, char **argv)
 {
@@ -937,6 +1006,7 @@ main(int argc, char **argv)
 	RUN(test_free_null);
 	RUN(test_checks_settings);
 	RUN(test_listener_auth_tls);
+	RUN(test_delivery_settings);
 	remove_tmp();
 	return unit_done();
 }
