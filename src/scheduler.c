@@ -412,6 +412,7 @@ load_message(struct sjob *j)
 	j->msg.smtputf8 = sqlite3_column_int(st, 7) != 0;
 	rowid = sqlite3_column_int64(st, 8);
 	j->content_len = (size_t)sqlite3_column_int64(st, 9);
+	errno = 0;
 	fd = memfd_create("mxgate-message", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd >= 0) {
 		small = sqlite3_column_blob(st, 10);
@@ -429,7 +430,7 @@ load_message(struct sjob *j)
 		ok = -1;
 	if (ok < 0) {
 		log_error("id=%s cannot copy the message for delivery: %s",
-		    j->queue_id, fd < 0 || errno != 0 ? strerror(errno) :
+		    j->queue_id, errno != 0 ? strerror(errno) :
 		    sqlite3_errmsg(s.h));
 		if (fd >= 0)
 			close(fd);
