@@ -915,7 +915,7 @@ def send_many(d, n, prefix, threads=8):
 
 
 @needs_aiosmtpd
-def test_sigkill_during_delivery_loses_nothing(daemon_factory):
+def test_sigkill_during_delivery_loses_nothing(daemon_factory, capsys):
     n = 1000
     port = free_port()
     handler = CaptureHandler()
@@ -941,9 +941,11 @@ def test_sigkill_during_delivery_loses_nothing(daemon_factory):
                         == 0, 120), d.ctl("queue", "stats").stdout
         ids = count_ids(cap)
         duplicates = sum(c - 1 for c in ids.values())
-        print("\nSIGKILL during delivery of %d messages: %d delivered before"
-              " the kill, %d distinct delivered in all, %d duplicates"
-              % (n, got_at_kill, len(ids), duplicates))
+        # Shown in every run, not only when the test fails.
+        with capsys.disabled():
+            print("\nSIGKILL during delivery of %d messages: %d delivered"
+                  " before the kill, %d distinct delivered in all, %d"
+                  " duplicates" % (n, got_at_kill, len(ids), duplicates))
         assert len(ids) == n, "lost %d messages" % (n - len(ids))
         # A duplicate needs a crash between the upstream's 250 and our
         # commit: at most what was in flight (4 processes, 20 each).
