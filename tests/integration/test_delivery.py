@@ -767,10 +767,14 @@ def make_cert(dirpath):
 
 def world_readable_dir(tmp_path):
     """pytest's tmp_path lies under a 0700 directory the daemon's user
-    cannot enter: a directory of our own in /tmp instead."""
+    cannot enter: a directory of our own in /tmp instead, removed when
+    the tests end."""
+    import atexit
+    import shutil
     import tempfile
     d = tempfile.mkdtemp(prefix="mxgate-tls-", dir="/tmp")
     os.chmod(d, 0o755)
+    atexit.register(shutil.rmtree, d, True)
     return d
 
 
