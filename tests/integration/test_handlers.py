@@ -651,11 +651,6 @@ def test_webhook_verifies_tls_by_default(daemon_factory, hook):
     assert [r[0] for r in hook.requests] == ["/ok?lax"]
 
 
-@pytest.mark.xfail(strict=True, reason="the scheduler's job key for local "
-                   "actions is the action and its parameters, not the route: "
-                   "two routes with the same parameters share one job, and "
-                   "the settings kept out of the queue (secret, tls_verify, "
-                   "tls_ca, attachments_dir) come from the first one's route")
 def test_webhook_routes_with_the_same_parameters(daemon_factory, hook):
     """Each route's own secret and TLS settings apply, even when two
     routes post to the same URL."""
