@@ -170,6 +170,7 @@ struct mxconf {
 	size_t   nretry_schedule;
 	unsigned max_queue_time;     /* then bounce (expiry DSN) */
 	unsigned delay_warning;      /* warn the sender once; 0 = never */
+	bool     delivery_paused;    /* queue only, deliver nothing */
 	unsigned concurrency;        /* delivery processes in all */
 	unsigned concurrency_per_destination;
 	unsigned keep_delivered;     /* keep final messages' rows; 0 = no */

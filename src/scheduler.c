@@ -1534,7 +1534,8 @@ scheduler_run(bool new_messages)
 	if (new_messages)
 		s.kick = true;
 	tick = now_ms >= s.next_tick_ms;
-	want_dispatch = s.nrunning < s.nslots && (s.kick || tick);
+	want_dispatch = !s.conf->delivery_paused && s.nrunning < s.nslots &&
+	    (s.kick || tick);
 	if (s.ncompleted == 0 && !want_dispatch && !tick) {
 		timer_arm(s.next_tick_ms);
 		return;

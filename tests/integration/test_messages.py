@@ -6,6 +6,7 @@ import re
 import shutil
 import smtplib
 import subprocess
+import time
 
 import pytest
 
@@ -437,3 +438,25 @@ def test_received_header_and_ids_in_order(daemon):
     assert ";" in text, text
     when = parsedate_to_datetime(text.rsplit(";", 1)[1].strip())
     assert when is not None
+
+
+def test_delivery_paused_keeps_messages_queued(daemon_factory):
+    """delivery.paused: accepted and queued, never handed to a handler."""
+    d = daemon_factory({
+        "routes": [{"name": "sink", "rcpt": r"@example\.test$",
+                    "action": "discard"}],
+        "upstreams": None,
+        "delivery": {"paused": True},
+    })
+    with d.raw() as c:
+        c.line()
+        ehlo(c)
+        qid = queued_id(send_one(c, "alice@sender.example",
+                                 ["bob@example.test"],
+                                 make_message(subject="paused")))
+    # The scheduler looks every second; give it three chances.
+    time.sleep(3.5)
+    assert d.db("SELECT state, attempts FROM recipients WHERE message_id = ?",
+                (qid,)) == [("queued", 0)]
+    assert len(content_of(d, qid)) > 0
+    assert "delivery process" not in d.log()
