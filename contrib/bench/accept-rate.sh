@@ -18,16 +18,18 @@
 # Afterwards the queue database must hold exactly as many messages as
 # smtp-source delivered to mxgated: every 250 was a durable commit.
 #
-# Every message goes to a "discard" route and stays in the queue as
-# delivered (delivery.keep_delivered), so the count covers all of them;
-# with ACTION=relay it is relayed instead to an upstream that is never
-# there (one failed attempt, then deferred for an hour).
+# By default (ACTION=paused) delivery is paused: what is measured is
+# acceptance alone, as smtp-sink's figure is, every message committed and
+# left queued.  ACTION=discard delivers to a "discard" route while
+# accepting (the rows stay, delivery.keep_delivered, so the count covers
+# them); ACTION=relay relays to an upstream that is never there (one
+# failed attempt, then deferred for an hour).
 # The loopback client is in trusted_networks, which skips the SPF lookup
 # each MAIL would make (set SPF=1 to measure with it: then the DNS
 # resolver's latency is part of the result).
 #
 # Environment: MXGATED, MESSAGES, SESSIONS (default "1 10 50"), WORKERS
-# (default 0: one per CPU), ACTION=discard|relay, SPF=1, KEEP=1 to keep
+# (default 0: one per CPU), ACTION=paused|discard|relay, SPF=1, KEEP=1 to keep
 # the temporary directory.
 # Exit status: 0 when every run succeeded and every message is in the queue.
 
@@ -101,7 +103,13 @@ trap 'exit 130' INT TERM
 trusted='trusted_networks = [ "127.0.0.0/8" ];'
 if [ "${SPF:-0}" = 1 ]; then trusted=""; fi
 
-if [ "${ACTION:-discard}" = relay ]; then
+ACTION=${ACTION:-paused}
+if [ "$ACTION" = paused ]; then
+	# Acceptance alone, as smtp-sink measures it: accepted, committed,
+	# and left queued (delivery.paused).
+	route='routes = ( { name = "bench"; rcpt = "@example\\.test$"; action = "discard"; } );
+delivery = { paused = true; };'
+elif [ "$ACTION" = relay ]; then
 	# Relayed to an upstream that is never there, retried an hour later.
 	route='upstreams = ( { name = "parked"; hosts = [ "127.0.0.1:9" ]; } );
 routes = ( { name = "bench"; rcpt = "@example\\.test$"; action = "relay"; upstream = "parked"; } );
@@ -164,7 +172,7 @@ run() {
 }
 
 printf '%d messages of 1 KB per run, mxgated workers=%s, route action %s%s\n\n' \
-	"$MESSAGES" "$WORKERS" "${ACTION:-discard}" "$([ "${SPF:-0}" = 1 ] && echo ", SPF on")"
+	"$MESSAGES" "$WORKERS" "$ACTION" "$([ "${SPF:-0}" = 1 ] && echo ", SPF on")"
 printf '%-9s %-23s %15s %16s %6s\n' sessions mode "mxgated msg/s" "smtp-sink msg/s" ratio
 for mode in per-message reuse; do
 	for s in $SESSIONS; do
