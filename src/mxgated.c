@@ -81,6 +81,67 @@ make_parents(const char *dir)
 	return 0;
 }
 
+/*
+ * The fixed root of each maildir route (its path up to the first
+ * variable) must be writable by the queue's user, who delivers.  The
+ * directories that do not exist yet are created here, while still root,
+ * and given to that user; existing ones are left as the operator made
+ * them.
+ */
+static int
+prepare_maildir_roots(const struct mxconf *conf)
+{
+	const char *user = conf->queue_user ? conf->queue_user : conf->user;
+	unsigned uid = 0, gid = 0;
+	bool give = geteuid() == 0 && user != NULL;
+
+	if (give && proc_lookup_user(user, conf->queue_user ? NULL : conf->group,
+	    &uid, &gid) < 0)
+		return -1;
+	for (size_t i = 0; i < conf->nroutes; i++) {
+		const struct route_conf *r = &conf->routes[i];
+		char *root, *var, *slash;
+
+		char cwd[PATH_MAX];
+
+		if (r->action == NULL || strcmp(r->action, "maildir") != 0 ||
+		    r->path == NULL)
+			continue;
+		/* Relative paths start where mxgated was started (route.h). */
+		if (r->path[0] == '/')
+			root = xstrdup(r->path);
+		else if (getcwd(cwd, sizeof(cwd)) != NULL)
+			xasprintf(&root, "%s/%s", cwd, r->path);
+		else
+			continue;
+		if ((var = strstr(root, "${")) != NULL)
+			*var = '\0';
+		if ((slash = strrchr(root, '/')) != NULL)
+			slash[1] = '\0';
+		for (char *p = root + 1; *p != '\0'; p++) {
+			if (*p != '/')
+				continue;
+			*p = '\0';
+			if (mkdir(root, 0755) == 0) {
+				if (give && chown(root, (uid_t)uid, (gid_t)gid) < 0) {
+					fprintf(stderr, "mxgated: chown %s: %s\n",
+					    root, strerror(errno));
+					free(root);
+					return -1;
+				}
+			} else if (errno != EEXIST) {
+				fprintf(stderr, "mxgated: mkdir %s: %s\n", root,
+				    strerror(errno));
+				free(root);
+				return -1;
+			}
+			*p = '/';
+		}
+		free(root);
+	}
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -133,7 +194,8 @@ main(int argc, char **argv)
 		config_free(conf);
 		return 0;
 	}
-	if (absolute_queue_dir(conf) < 0 || make_parents(conf->queue_dir) < 0)
+	if (absolute_queue_dir(conf) < 0 || make_parents(conf->queue_dir) < 0 ||
+	    prepare_maildir_roots(conf) < 0)
 		return 1;
 
 	if (log_level_parse(conf->log_level, &level) < 0)

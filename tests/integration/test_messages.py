@@ -2,7 +2,10 @@
 250, stored as received (plus our Received: header); pipelining, size
 limits, bare newlines and SMTP smuggling."""
 
+import os
+import pwd
 import re
+import tempfile
 import shutil
 import smtplib
 import subprocess
@@ -460,3 +463,45 @@ def test_delivery_paused_keeps_messages_queued(daemon_factory):
                 (qid,)) == [("queued", 0)]
     assert len(content_of(d, qid)) > 0
     assert "delivery process" not in d.log()
+
+
+def test_maildir_root_made_for_the_unprivileged_user():
+    """Started as root, mxgated creates a maildir route's missing root
+    (the path before its first variable) for the queue's user, so the
+    first delivery works; a root the operator made is left alone."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: privileges are only dropped by root")
+    from conftest import make_daemon
+    top = tempfile.mkdtemp(prefix="mxgate-md-", dir="/tmp")
+    os.chmod(top, 0o755)
+    own = os.path.join(top, "own")
+    os.mkdir(own, 0o755)
+    d = make_daemon({
+        "routes": [
+            {"name": "made", "rcpt": r"@example\.test$", "action": "maildir",
+             "path": os.path.join(top, "mail", "${domain}", "${local}") + "/"},
+            {"name": "own", "rcpt": r"@localhost$", "action": "maildir",
+             "path": os.path.join(own, "${local}") + "/"},
+        ],
+        "upstreams": None,
+    }, start=False)
+    try:
+        d.start()
+        with d.raw() as c:
+            c.line()
+            ehlo(c)
+            send_one(c, "alice@sender.example", ["bob@example.test"],
+                     make_message(subject="made root"))
+        new = os.path.join(top, "mail", "example.test", "bob", "new")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+                os.path.isdir(new) and os.listdir(new)):
+            time.sleep(0.1)
+        assert os.listdir(new), d.log()[-2000:]
+        st = os.stat(os.path.join(top, "mail"))
+        assert st.st_uid == pwd.getpwnam("nobody").pw_uid
+        # The operator's own root keeps its owner.
+        assert os.stat(own).st_uid == 0
+    finally:
+        d.stop()
+        shutil.rmtree(top, ignore_errors=True)
