@@ -8,13 +8,13 @@
  * its parents, cur/ new/ tmp/) are created with mode 0700 and their
  * parents fsynced.
  *
- * Errors.  Permission problems and a path component that is not a
- * directory (EACCES, EPERM, ENOTDIR, ELOOP, ENAMETOOLONG, EISDIR) bounce:
- * the route points somewhere this user can never write, and retrying for
- * days only delays the news.  Everything else (ENOSPC, EDQUOT, EIO,
- * EROFS, ...) is deferred: the disk fills, the quota grows, the file
- * system comes back.  A timeout (MAILDIR_TIMEOUT, a hung network file
- * system) defers.
+ * Errors.  A path that can never be a maildir (ENOTDIR, ELOOP,
+ * ENAMETOOLONG, EISDIR) bounces.  Permission problems (EACCES, EPERM)
+ * defer: they are the operator's to fix (an owner, a mode), and mail
+ * accepted with a 250 must not be lost to a chmod; it waits, and bounces
+ * only when it expires.  Everything else (ENOSPC, EDQUOT, EIO, EROFS, ...)
+ * is deferred too: the disk fills, the quota grows, the file system comes
+ * back.  A timeout (MAILDIR_TIMEOUT, a hung network file system) defers.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -96,8 +96,7 @@ maildir_header(struct buf *out, const char *sender, const char *rcpt)
 static bool
 errno_is_permanent(int e)
 {
-	return e == EACCES || e == EPERM || e == ENOTDIR || e == ELOOP ||
-	    e == ENAMETOOLONG || e == EISDIR;
+	return e == ENOTDIR || e == ELOOP || e == ENAMETOOLONG || e == EISDIR;
 }
 
 /* Record a failed step for one recipient, deferred or bounced by errno. */
@@ -110,6 +109,9 @@ maildir_error(struct delivery_rcpt *r, const char *what, const char *path,
 		    "%d seconds", path, MAILDIR_TIMEOUT);
 	else if (errno_is_permanent(e))
 		delivery_set(r, DELIVERY_FAIL, "550 5.2.0 cannot %s %s: %s", what,
+		    path, strerror(e));
+	else if (e == EACCES || e == EPERM)
+		delivery_set(r, DELIVERY_DEFER, "451 4.3.0 cannot %s %s: %s", what,
 		    path, strerror(e));
 	else if (e == EDQUOT)
 		delivery_set(r, DELIVERY_DEFER, "452 4.2.2 cannot %s %s: %s", what,

@@ -180,7 +180,7 @@ def test_maildir(daemon_factory, outdir):
         assert got.endswith(b"\n\nfirst line\n.dot line\n")
 
 
-def test_maildir_permission_bounces(daemon_factory, outdir):
+def test_maildir_permission_defers(daemon_factory, outdir):
     if os.geteuid() != 0:
         pytest.skip("needs root: the daemon must run deliveries as nobody")
     locked = os.path.join(outdir, "locked")
@@ -188,11 +188,13 @@ def test_maildir_permission_bounces(daemon_factory, outdir):
     os.chmod(locked, 0o755)      # root's, not writable by the queue user
     d = daemon_factory(handler_settings([
         {"name": "locked", "rcpt": r"@locked\.test$", "action": "maildir",
-         "path": locked + "/box/"},
+         # the root (locked/) exists and is root's: mxgated leaves it
+         # alone, and the queue's user cannot create x/ in it
+         "path": locked + "/${local}/"},
     ]))
     qid = send(d, ["x@locked.test"], simple_message("locked"))
-    rc = wait_states(d, qid, {"bounced"})
-    assert rc["x@locked.test"][1].startswith("550 5.2.0 cannot create ")
+    rc = wait_states(d, qid, {"deferred"})
+    assert rc["x@locked.test"][1].startswith("451 4.3.0 cannot create ")
     assert "Permission denied" in rc["x@locked.test"][1]
 
 
