@@ -9,8 +9,9 @@
 #
 # Steps: ./autogen.sh when configure is missing, configure into the build
 # directory (once), make, run the C unit tests (tests/unit/test_*, TAP
-# output: "ok N" / "not ok N" lines are counted), then the integration
-# tests with pytest, MXGATED and MXGATECTL pointing at the fresh binaries.
+# output: "ok N" / "not ok N" lines are counted), replay the fuzzers' seed
+# corpora (tests/fuzz, built with clang: one case per fuzzer), then the
+# integration tests with pytest, MXGATED and MXGATECTL pointing at the fresh binaries.
 # The last line printed is the total: "N passed, N failed[, N skipped]".
 # Exit status 0 only when nothing failed (a build failure counts as one).
 
@@ -117,6 +118,34 @@ for t in "$builddir"/tests/unit/test_*; do
 done
 if [ "$unit_found" -eq 0 ]; then
 	echo "no unit test programs in $builddir/tests/unit"
+fi
+
+# The fuzzers (libFuzzer, clang) replay their seed corpora: each must
+# build and run every seed without a sanitizer report.  One case each.
+echo "== fuzz corpus replay"
+if command -v clang >/dev/null 2>&1; then
+	fuzzdir="$builddir/fuzz"
+	if ! tests/fuzz/build.sh "$fuzzdir" >"$builddir/fuzz-build.log" 2>&1; then
+		failed=$((failed + 1))
+		echo "fuzzers did not build:"
+		tail -20 "$builddir/fuzz-build.log"
+	else
+		for corpus in tests/fuzz/corpus/*/; do
+			name=$(basename "$corpus")
+			bin="$fuzzdir/fuzz_$name"
+			[ -x "$bin" ] || { failed=$((failed + 1)); echo "fuzz_$name: not built"; continue; }
+			if out=$(timeout 300 "$bin" -runs=0 "$corpus" 2>&1); then
+				passed=$((passed + 1))
+				echo "fuzz_$name: $(ls "$corpus" | wc -l) seeds replayed"
+			else
+				failed=$((failed + 1))
+				printf '%s\n' "$out" | tail -30 | sed "s/^/fuzz_$name: /"
+			fi
+		done
+	fi
+else
+	echo "clang not installed: fuzzers skipped"
+	skipped=$((skipped + 1))
 fi
 
 echo "== integration tests"
