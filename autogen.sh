@@ -2,4 +2,5 @@
 # Regenerate the build system: ./autogen.sh && ./configure && make
 set -e
 cd "$(dirname "$0")"
+mkdir -p m4
 autoreconf --install --force
