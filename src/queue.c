@@ -474,6 +474,8 @@ int
 queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
     int nworkers)
 {
+	unsigned long long syncs;
+	double sync_mean_us;
 	struct epoll_event events[64];
 
 	memset(&q, 0, sizeof(q));
@@ -555,13 +557,15 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 	commit_batch();
 	wal_sync_wait(q.sync);
 	pending_answer_synced(q.commit_seq);
+	wal_sync_stats(q.sync, &syncs, &sync_mean_us);
 	wal_sync_free(q.sync);
 	for (int i = 0; i < q.nchans; i++)
 		channel_flush(i);
 	scheduler_stop(conf->shutdown_grace / 2);
 	queue_db_close(q.db);
-	log_info("stopped: %llu messages in %llu batches, %.1f us per batch",
-	    q.committed, q.batches,
-	    q.batches ? (double)q.commit_us / (double)q.batches : 0.0);
+	log_info("stopped: %llu messages in %llu batches, %.1f us per commit,"
+	    " %llu syncs of %.1f us", q.committed, q.batches,
+	    q.batches ? (double)q.commit_us / (double)q.batches : 0.0,
+	    syncs, sync_mean_us);
 	return 0;
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "log.h"
 #include "util.h"
@@ -30,7 +31,18 @@ struct wal_sync {
 	uint64_t        requested_seq;
 	uint64_t        done_seq;
 	bool            stopping;
+	unsigned long long syncs;     /* statistics */
+	uint64_t        sync_us;
 };
+
+static uint64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
 
 /*
  * The WAL file must be the one SQLite writes: it keeps one inode while
@@ -69,12 +81,15 @@ wal_sync_thread(void *arg)
 		uint64_t target = ws->requested_seq;
 		pthread_mutex_unlock(&ws->lock);
 
+		uint64_t started = now_us();
 		wal_open_current(ws);
 		if (fdatasync(ws->wal_fd) < 0)
 			fatal("wal_sync: fdatasync %s: not acknowledging anything",
 			    ws->path);
 
 		pthread_mutex_lock(&ws->lock);
+		ws->syncs++;
+		ws->sync_us += now_us() - started;
 		ws->done_seq = target;
 		pthread_cond_broadcast(&ws->synced);
 		if (write(ws->event_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
@@ -150,6 +165,15 @@ wal_sync_done(struct wal_sync *ws)
 	done = ws->done_seq;
 	pthread_mutex_unlock(&ws->lock);
 	return done;
+}
+
+void
+wal_sync_stats(struct wal_sync *ws, unsigned long long *syncs, double *mean_us)
+{
+	pthread_mutex_lock(&ws->lock);
+	*syncs = ws->syncs;
+	*mean_us = ws->syncs ? (double)ws->sync_us / (double)ws->syncs : 0.0;
+	pthread_mutex_unlock(&ws->lock);
 }
 
 void

@@ -36,6 +36,10 @@ int wal_sync_fd(const struct wal_sync *ws);
 void wal_sync_request(struct wal_sync *ws, uint64_t seq);
 /* Highest seq known durable; consumes the eventfd's readiness. */
 uint64_t wal_sync_done(struct wal_sync *ws);
+/* Syncs done and their mean duration in microseconds, for the log. */
+void wal_sync_stats(struct wal_sync *ws, unsigned long long *syncs,
+    double *mean_us);
+
 /* Block until everything requested is durable (used when stopping). */
 void wal_sync_wait(struct wal_sync *ws);
 
