@@ -174,7 +174,7 @@ static const char CONFIG_DEFAULT_TEXT[] =
 	"  # default: 180\n"
 	"  data = 180;\n"
 	"\n"
-	"  # On stop or reload, how long sessions may finish before being closed.\n"
+	"  # On stop, how long sessions may finish before being closed.\n"
 	"  # default: 30\n"
 	"  shutdown_grace = 30;\n"
 	"};\n"
