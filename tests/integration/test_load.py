@@ -1,6 +1,8 @@
 """Many clients at once: every accepted message is queued exactly once."""
 
 import collections
+
+import pytest
 import smtplib
 import threading
 import time
@@ -81,3 +83,52 @@ def test_concurrent_clients(daemon):
         assert content.count(("unique marker %s\r\n" % marker).encode()) == 1
     assert daemon.db("SELECT count(*) FROM recipients")[0][0] == total
     assert daemon.db("PRAGMA integrity_check") == [("ok",)]
+
+
+def test_connection_burst_all_greeted(daemon_factory):
+    """A burst of connections larger than what a worker's channel holds:
+    the master queues the sockets for the workers (and pauses accepting)
+    instead of refusing them; every client gets its 220."""
+    import resource
+    import selectors
+    import socket
+
+    n = 1500
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 200:
+        want = min(hard, n + 200) if hard != resource.RLIM_INFINITY else n + 200
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        if want < n + 200:
+            pytest.skip("cannot open %d descriptors" % n)
+    d = daemon_factory({"limits": {"connections": 5000,
+                                   "connections_per_ip": 0}})
+    sel = selectors.DefaultSelector()
+    socks, greeted, refused = [], 0, 0
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex((d.host, d.port))
+            socks.append(s)
+            sel.register(s, selectors.EVENT_READ)
+        deadline = time.monotonic() + 60
+        pending = n
+        while pending and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=1.0):
+                try:
+                    data = key.fileobj.recv(512)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                sel.unregister(key.fileobj)
+                pending -= 1
+                if data.startswith(b"220 "):
+                    greeted += 1
+                else:
+                    refused += 1
+        assert (greeted, refused, pending) == (n, 0, 0), d.log()[-2000:]
+    finally:
+        sel.close()
+        for s in socks:
+            s.close()
