@@ -543,22 +543,6 @@ passwd_rewrite(FILE *in, const char *user, const char *hash, struct buf *b)
 	return 0;
 }
 
-static int
-write_all(int fd, const char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Write b to tmp (mode, owner of the old file), fsync, rename to path. */
 static int
 replace_file(const char *path, const char *tmp, const struct buf *b,
@@ -575,7 +559,7 @@ replace_file(const char *path, const char *tmp, const struct buf *b,
 	/* open() applied the umask. */
 	if (fchmod(fd, mode) < 0 || (old != NULL && geteuid() == 0 &&
 	    fchown(fd, old->st_uid, old->st_gid) < 0) ||
-	    write_all(fd, b->data, b->len) < 0 || fsync(fd) < 0) {
+	    fd_write_all(fd, b->data, b->len) < 0 || fsync(fd) < 0) {
 		snprintf(err, errsize, "%s: %s", tmp, strerror(errno));
 		close(fd);
 		unlink(tmp);

@@ -238,11 +238,7 @@ ratelimit_free(struct ratelimit *r)
 static unsigned
 ip_bucket(const char *ip)
 {
-	uint32_t h = 2166136261u;
-
-	for (; *ip != '\0'; ip++)
-		h = (h ^ (unsigned char)*ip) * 16777619u;
-	return h % RATE_BUCKETS;
+	return hash_string(ip) % RATE_BUCKETS;
 }
 
 /* Move c's windows forward to the minute of now. */

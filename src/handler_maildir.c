@@ -202,6 +202,8 @@ prepare_maildir(const char *root, struct delivery_rcpt *r)
 	return 0;
 }
 
+/* Not fd_write_all(): a write interrupted by the timeout's SIGALRM must
+ * give up, not retry. */
 static int
 write_all(int fd, const char *p, size_t len)
 {

@@ -147,11 +147,7 @@ bind_listener(const struct listener_conf *l)
 static unsigned
 ip_hash(const char *ip)
 {
-	unsigned h = 2166136261u;
-
-	for (; *ip != '\0'; ip++)
-		h = (h ^ (unsigned char)*ip) * 16777619u;
-	return h % IP_BUCKETS;
+	return hash_string(ip) % IP_BUCKETS;
 }
 
 static struct ip_count *

@@ -103,23 +103,6 @@ walk_fail(struct walk *c, const char *what, const char *name)
 	    strerror(errno));
 }
 
-static int
-write_all(int fd, const unsigned char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /*
  * Save one attachment into the directory.  O_EXCL: a name taken (the
  * same message delivered again after a deferral) gets ".<k>" after the
@@ -147,7 +130,7 @@ save_attachment(struct walk *c, const char *filename, const GByteArray *data)
 		walk_fail(c, "cannot create", base);
 		return;
 	}
-	if (write_all(fd, data->data, data->len) == -1 || fsync(fd) == -1) {
+	if (fd_write_all(fd, data->data, data->len) == -1 || fsync(fd) == -1) {
 		walk_fail(c, "cannot write", name);
 		close(fd);
 		unlinkat(c->dirfd, name, 0);

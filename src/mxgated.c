@@ -40,29 +40,46 @@ config_error(const char *msg)
 	fprintf(stderr, "%s\n", msg);
 }
 
-/* The queue directory is used after chdir and daemon(): make it absolute. */
-static int
-absolute_queue_dir(struct mxconf *conf)
+/* path, made absolute against the directory mxgated was started from
+ * (relative paths in the configuration start there); NULL if getcwd
+ * fails. */
+static char *
+absolute_path(const char *path)
 {
 	char cwd[PATH_MAX];
 	char *abs;
 
-	if (conf->queue_dir[0] == '/')
-		return 0;
+	if (path[0] == '/')
+		return xstrdup(path);
 	if (getcwd(cwd, sizeof(cwd)) == NULL) {
 		fprintf(stderr, "mxgated: getcwd: %s\n", strerror(errno));
-		return -1;
+		return NULL;
 	}
-	xasprintf(&abs, "%s/%s", cwd, conf->queue_dir);
+	xasprintf(&abs, "%s/%s", cwd, path);
+	return abs;
+}
+
+/* The queue directory is used after chdir and daemon(): make it absolute. */
+static int
+absolute_queue_dir(struct mxconf *conf)
+{
+	char *abs = absolute_path(conf->queue_dir);
+
+	if (abs == NULL)
+		return -1;
 	free(conf->queue_dir);
 	conf->queue_dir = abs;
 	return 0;
 }
 
-/* mkdir -p for the parents of the queue directory (the queue process
- * creates the last component and takes ownership of it). */
+/*
+ * mkdir -p for every directory of path up to its last '/' (the last
+ * component itself is not made unless path ends with '/').  Directories
+ * created here are given to uid:gid when give is set; existing ones are
+ * left as they are.
+ */
 static int
-make_parents(const char *dir)
+make_parents(const char *dir, bool give, unsigned uid, unsigned gid)
 {
 	char *path = xstrdup(dir);
 
@@ -70,8 +87,16 @@ make_parents(const char *dir)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(path, 0755) < 0 && errno != EEXIST) {
-			fprintf(stderr, "mxgated: mkdir %s: %s\n", path, strerror(errno));
+		if (mkdir(path, 0755) == 0) {
+			if (give && chown(path, (uid_t)uid, (gid_t)gid) < 0) {
+				fprintf(stderr, "mxgated: chown %s: %s\n", path,
+				    strerror(errno));
+				free(path);
+				return -1;
+			}
+		} else if (errno != EEXIST) {
+			fprintf(stderr, "mxgated: mkdir %s: %s\n", path,
+			    strerror(errno));
 			free(path);
 			return -1;
 		}
@@ -101,43 +126,19 @@ prepare_maildir_roots(const struct mxconf *conf)
 	for (size_t i = 0; i < conf->nroutes; i++) {
 		const struct route_conf *r = &conf->routes[i];
 		char *root, *var, *slash;
-
-		char cwd[PATH_MAX];
+		int rc;
 
 		if (r->action == NULL || strcmp(r->action, "maildir") != 0 ||
-		    r->path == NULL)
-			continue;
-		/* Relative paths start where mxgated was started (route.h). */
-		if (r->path[0] == '/')
-			root = xstrdup(r->path);
-		else if (getcwd(cwd, sizeof(cwd)) != NULL)
-			xasprintf(&root, "%s/%s", cwd, r->path);
-		else
+		    r->path == NULL || (root = absolute_path(r->path)) == NULL)
 			continue;
 		if ((var = strstr(root, "${")) != NULL)
 			*var = '\0';
 		if ((slash = strrchr(root, '/')) != NULL)
 			slash[1] = '\0';
-		for (char *p = root + 1; *p != '\0'; p++) {
-			if (*p != '/')
-				continue;
-			*p = '\0';
-			if (mkdir(root, 0755) == 0) {
-				if (give && chown(root, (uid_t)uid, (gid_t)gid) < 0) {
-					fprintf(stderr, "mxgated: chown %s: %s\n",
-					    root, strerror(errno));
-					free(root);
-					return -1;
-				}
-			} else if (errno != EEXIST) {
-				fprintf(stderr, "mxgated: mkdir %s: %s\n", root,
-				    strerror(errno));
-				free(root);
-				return -1;
-			}
-			*p = '/';
-		}
+		rc = make_parents(root, give, uid, gid);
 		free(root);
+		if (rc < 0)
+			return -1;
 	}
 	return 0;
 }
@@ -194,7 +195,8 @@ main(int argc, char **argv)
 		config_free(conf);
 		return 0;
 	}
-	if (absolute_queue_dir(conf) < 0 || make_parents(conf->queue_dir) < 0 ||
+	if (absolute_queue_dir(conf) < 0 ||
+	    make_parents(conf->queue_dir, false, 0, 0) < 0 ||
 	    prepare_maildir_roots(conf) < 0)
 		return 1;
 

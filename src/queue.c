@@ -23,7 +23,6 @@
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "envelope.h"
 #include "ipc.h"
@@ -84,15 +83,6 @@ static struct {
 	unsigned long long batches;
 	uint64_t   commit_us;
 } q;
-
-static uint64_t
-now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 static void
 epoll_set(int fd, int op, uint32_t events, uint64_t data)
@@ -363,7 +353,7 @@ commit_batch(void)
 
 	if (q.nbatch == 0)
 		return;
-	started = now_us();
+	started = monotonic_us();
 	if (insert_batch() < 0) {
 		/* Not durable: nobody may hear "queued".  Stop; the master
 		 * restarts us on a fresh connection. */
@@ -376,7 +366,7 @@ commit_batch(void)
 		fatalx("commit of %zu messages failed; exiting", q.nbatch);
 	}
 	q.batches++;
-	q.commit_us += now_us() - started;
+	q.commit_us += monotonic_us() - started;
 	q.commit_seq++;
 	for (i = 0; i < q.nbatch; i++) {
 		struct submission *sub = &q.batch[i];

@@ -345,24 +345,6 @@ col_dup(sqlite3_stmt *st, int i)
 	return t != NULL ? xstrdup((const char *)t) : NULL;
 }
 
-static int
-write_all(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-	ssize_t w;
-
-	while (n > 0) {
-		w = write(fd, c, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		c += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* A large content, a piece at a time (no second copy in memory). */
 static int
 copy_blob(int fd, sqlite3_int64 rowid, size_t len)
@@ -377,7 +359,7 @@ copy_blob(int fd, sqlite3_int64 rowid, size_t len)
 	while (off < len) {
 		n = len - off < sizeof(chunk) ? len - off : sizeof(chunk);
 		if (sqlite3_blob_read(blob, chunk, (int)n, (int)off) !=
-		    SQLITE_OK || write_all(fd, chunk, n) < 0)
+		    SQLITE_OK || fd_write_all(fd, chunk, n) < 0)
 			break;
 		off += n;
 	}
@@ -420,7 +402,7 @@ load_message(struct sjob *j)
 		if (j->content_len == 0)
 			ok = 0;
 		else if (small != NULL)
-			ok = write_all(fd, small, j->content_len);
+			ok = fd_write_all(fd, small, j->content_len);
 		else
 			ok = copy_blob(fd, rowid, j->content_len);
 	}

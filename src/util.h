@@ -55,8 +55,15 @@ bool queue_id_valid(const char *id);
 /* "Fri, 27 Nov 2026 07:49:39 +0000" (RFC 5322 3.3), local time. */
 void rfc5322_date(char *out, size_t size, time_t t);
 
-/* Monotonic clock in milliseconds. */
+/* Monotonic clock in milliseconds, and in microseconds. */
 uint64_t monotonic_ms(void);
+uint64_t monotonic_us(void);
+
+/* write(2) all of len bytes, retrying after EINTR; 0, or -1 with errno. */
+int fd_write_all(int fd, const void *data, size_t len);
+
+/* FNV-1a of a string: for the small hash tables keyed by client address. */
+uint32_t hash_string(const char *s);
 
 int fd_set_nonblock(int fd);
 int fd_set_cloexec(int fd);

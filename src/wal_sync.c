@@ -14,7 +14,6 @@
 #include <unistd.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "log.h"
 #include "util.h"
@@ -34,15 +33,6 @@ struct wal_sync {
 	unsigned long long syncs;     /* statistics */
 	uint64_t        sync_us;
 };
-
-static uint64_t
-now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 /*
  * The WAL file must be the one SQLite writes: it keeps one inode while
@@ -81,7 +71,7 @@ wal_sync_thread(void *arg)
 		uint64_t target = ws->requested_seq;
 		pthread_mutex_unlock(&ws->lock);
 
-		uint64_t started = now_us();
+		uint64_t started = monotonic_us();
 		wal_open_current(ws);
 		if (fdatasync(ws->wal_fd) < 0)
 			fatal("wal_sync: fdatasync %s: not acknowledging anything",
@@ -89,7 +79,7 @@ wal_sync_thread(void *arg)
 
 		pthread_mutex_lock(&ws->lock);
 		ws->syncs++;
-		ws->sync_us += now_us() - started;
+		ws->sync_us += monotonic_us() - started;
 		ws->done_seq = target;
 		pthread_cond_broadcast(&ws->synced);
 		if (write(ws->event_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)

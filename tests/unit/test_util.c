@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "unit.h"
 #include "util.h"
@@ -127,6 +128,39 @@ test_strlcpy(void)
 	CHECK_STR(small, "abc");
 }
 
+static void
+test_fd_write_all(void)
+{
+	char out[16] = { 0 };
+	int pfd[2];
+
+	CHECK(pipe(pfd) == 0);
+	CHECK_INT(fd_write_all(pfd[1], "hello world", 11), 0);
+	CHECK_INT(read(pfd[0], out, sizeof(out) - 1), 11);
+	CHECK_STR(out, "hello world");
+	close(pfd[0]);
+	close(pfd[1]);
+	CHECK_INT(fd_write_all(-1, "x", 1), -1);
+}
+
+static void
+test_hash_string(void)
+{
+	/* FNV-1a reference values */
+	CHECK_INT(hash_string(""), 2166136261u);
+	CHECK_INT(hash_string("a"), 0xe40c292cu);
+	CHECK(hash_string("192.0.2.1") != hash_string("192.0.2.2"));
+}
+
+static void
+test_monotonic_clocks(void)
+{
+	uint64_t us = monotonic_us(), ms = monotonic_ms();
+
+	CHECK(us / 1000 <= ms + 1);
+	CHECK(monotonic_us() >= us);
+}
+
 int
 main(void)
 {
@@ -138,5 +172,8 @@ main(void)
 	RUN(test_parse_size);
 	RUN(test_rfc5322_date);
 	RUN(test_strlcpy);
+	RUN(test_fd_write_all);
+	RUN(test_hash_string);
+	RUN(test_monotonic_clocks);
 	return unit_done();
 }
