@@ -465,18 +465,17 @@ def test_delivery_paused_keeps_messages_queued(daemon_factory):
     assert "delivery process" not in d.log()
 
 
-def test_maildir_root_made_for_the_unprivileged_user():
+def test_maildir_root_made_for_the_unprivileged_user(daemon_factory):
     """Started as root, mxgated creates a maildir route's missing root
     (the path before its first variable) for the queue's user, so the
     first delivery works; a root the operator made is left alone."""
     if os.geteuid() != 0:
         pytest.skip("needs root: privileges are only dropped by root")
-    from conftest import make_daemon
     top = tempfile.mkdtemp(prefix="mxgate-md-", dir="/tmp")
     os.chmod(top, 0o755)
     own = os.path.join(top, "own")
     os.mkdir(own, 0o755)
-    d = make_daemon({
+    d = daemon_factory({
         "routes": [
             {"name": "made", "rcpt": r"@example\.test$", "action": "maildir",
              "path": os.path.join(top, "mail", "${domain}", "${local}") + "/"},
@@ -484,9 +483,8 @@ def test_maildir_root_made_for_the_unprivileged_user():
              "path": os.path.join(own, "${local}") + "/"},
         ],
         "upstreams": None,
-    }, start=False)
+    })
     try:
-        d.start()
         with d.raw() as c:
             c.line()
             ehlo(c)
@@ -503,5 +501,4 @@ def test_maildir_root_made_for_the_unprivileged_user():
         # The operator's own root keeps its owner.
         assert os.stat(own).st_uid == 0
     finally:
-        d.stop()
         shutil.rmtree(top, ignore_errors=True)
