@@ -259,8 +259,12 @@ child_keep_fds(int *fds, int n)
 		fds[i] = high;
 	}
 	for (i = 0; i < n; i++) {
-		if (fds[i] < 0)
+		if (fds[i] < 0) {
+			/* An absent one leaves no inherited descriptor (a
+			 * listener, say) at its place. */
+			close(3 + i);
 			continue;
+		}
 		if (dup2(fds[i], 3 + i) < 0)
 			fatal("dup2");
 		fds[i] = 3 + i;

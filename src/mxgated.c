@@ -23,6 +23,8 @@
 #include "master.h"
 #include "plugin.h"
 #include "proc.h"
+#include "queue.h"
+#include "queue_db.h"
 #include "tls.h"
 #include "util.h"
 
@@ -143,6 +145,24 @@ prepare_maildir_roots(const struct mxconf *conf)
 	return 0;
 }
 
+/*
+ * Another mxgated on the same queue directory is an error; a queue
+ * process left by a master that died (it stops once its deliveries end)
+ * is waited for.
+ */
+static int
+queue_not_in_use(const struct mxconf *conf)
+{
+	char path[PATH_MAX];
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", conf->queue_dir,
+	    QUEUE_LOCK_NAME) >= sizeof(path)) {
+		log_error("%s: queue directory name too long", conf->queue_dir);
+		return -1;
+	}
+	return queue_lock_wait(path, QUEUE_LOCK_WAIT(conf));
+}
+
 int
 main(int argc, char **argv)
 {
@@ -203,6 +223,8 @@ main(int argc, char **argv)
 	if (log_level_parse(conf->log_level, &level) < 0)
 		level = LOG_LEVEL_INFO;
 	log_init(foreground, level);
+	if (queue_not_in_use(conf) < 0)
+		return 1;
 	if (!foreground && daemon(0, 0) < 0) {
 		fprintf(stderr, "mxgated: daemon: %s\n", strerror(errno));
 		return 1;

@@ -69,6 +69,7 @@ static struct {
 	int        epfd;
 	int        sigfd;
 	int        master_fd;
+	int        lock_fd;             /* held for life (queue_db.h) */
 	struct channel *chans;
 	int        nchans;
 	struct submission batch[QUEUE_BATCH_MAX];
@@ -476,6 +477,9 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 	mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
 	q.master_fd = master_fd;
+	q.lock_fd = queue_lock(QUEUE_LOCK_NAME, QUEUE_LOCK_WAIT(conf));
+	if (q.lock_fd < 0)
+		return 1;
 	q.db = queue_db_open(QUEUE_DB_NAME, false);
 	if (q.db == NULL)
 		fatalx("cannot open the queue %s/%s", conf->queue_dir, QUEUE_DB_NAME);
@@ -538,7 +542,11 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 		unsigned long long before = q.committed;
 		if (q.synced_seq == q.commit_seq || q.nbatch >= QUEUE_BATCH_EAGER)
 			commit_batch();
-		scheduler_run(q.committed != before);
+		/* Not once the master is gone: a new master's queue process
+		 * waits for our lock, and every delivery started now only
+		 * delays it. */
+		if (!q.stopping)
+			scheduler_run(q.committed != before);
 	}
 	/* Whatever is still in the sockets was sent by workers that have
 	 * stopped: take it, so an answered client is never lost. */

@@ -10,10 +10,14 @@
  * messages and message_contents, one per recipient, and one history row
  * per step.  Every statement on it is prepared once, at open, and reused.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
+#include <sys/file.h>
 
 #include "log.h"
 #include "queue_db.h"
@@ -760,4 +764,93 @@ fail:
 	if (own_transaction)
 		queue_db_rollback(db);
 	return -1;
+}
+
+/* ---- the queue lock (see queue_db.h) ---- */
+
+#define QUEUE_LOCK_POLL_US 50000
+
+static long
+lock_holder(int fd)
+{
+	char text[32];
+	ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
+
+	if (n <= 0)
+		return 0;
+	text[n] = '\0';
+	return strtol(text, NULL, 10);
+}
+
+/*
+ * Wait for flock(fd, operation | LOCK_NB) to succeed, saying once who is
+ * in the way.  0 once locked, -1 (logged) on timeout or error.
+ */
+static int
+lock_within(int fd, const char *path, int operation, unsigned wait_seconds)
+{
+	uint64_t deadline = monotonic_ms() + (uint64_t)wait_seconds * 1000;
+	bool told = false;
+
+	while (flock(fd, operation | LOCK_NB) < 0) {
+		if (errno == EINTR)
+			continue;
+		if (errno != EWOULDBLOCK) {
+			log_error("%s: flock: %s", path, strerror(errno));
+			return -1;
+		}
+		if (monotonic_ms() >= deadline) {
+			log_error("%s: the queue is in use by process %ld (another"
+			    " mxgated on this queue directory?)", path,
+			    lock_holder(fd));
+			return -1;
+		}
+		if (!told) {
+			log_warn("%s: waiting up to %u s for process %ld to"
+			    " release the queue", path, wait_seconds,
+			    lock_holder(fd));
+			told = true;
+		}
+		usleep(QUEUE_LOCK_POLL_US);
+	}
+	return 0;
+}
+
+int
+queue_lock(const char *path, unsigned wait_seconds)
+{
+	char pid[32];
+	int fd, len;
+
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		log_error("%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	if (lock_within(fd, path, LOCK_EX, wait_seconds) < 0) {
+		close(fd);
+		return -1;
+	}
+	len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+		log_warn("%s: cannot record our pid: %s", path, strerror(errno));
+	return fd;
+}
+
+int
+queue_lock_wait(const char *path, unsigned wait_seconds)
+{
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		log_error("%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	/* A shared lock is granted only when no queue process holds it. */
+	rc = lock_within(fd, path, LOCK_SH, wait_seconds);
+	close(fd);
+	return rc;
 }

@@ -23,6 +23,25 @@
 #include "envelope.h"
 
 #define QUEUE_SCHEMA_VERSION 1
+#define QUEUE_LOCK_NAME      "queue.lock"
+
+/*
+ * One queue process per queue directory.  Two would both find the same
+ * recipients "delivering" after a crash and deliver them twice, and each
+ * would record outcomes over the other's.  The queue process holds an
+ * exclusive flock on QUEUE_LOCK_NAME (its pid written inside, for the
+ * message) for its whole life; its delivery children inherit the lock and
+ * die with it, so the lock is free only when nothing delivers.
+ *
+ * queue_lock() takes the lock, waiting up to wait_seconds for a holder
+ * to go (a queue process whose master died finishes its deliveries
+ * first); it returns the descriptor to keep open, or -1 after logging.
+ * queue_lock_wait() only waits for the lock to be free (the master's
+ * check at start: another mxgated on the same queue is an error), 0 or
+ * -1.  Both create nothing but the lock file.
+ */
+int queue_lock(const char *path, unsigned wait_seconds);
+int queue_lock_wait(const char *path, unsigned wait_seconds);
 
 struct queue_db;
 

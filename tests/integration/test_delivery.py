@@ -919,6 +919,43 @@ def send_many(d, n, prefix, threads=8):
 
 
 @needs_aiosmtpd
+def test_master_killed_old_queue_finishes_first(daemon_factory):
+    """SIGKILL only the master in mid-delivery and start a new one at
+    once: the old queue process lets its deliveries finish (it has
+    shutdown_grace / 2) and records them, while the new one waits on the
+    queue lock before it requeues what is left.  Every message arrives
+    exactly once; two queue processes at a time would send the ones in
+    flight twice."""
+    n = 40
+    port = free_port()
+    handler = CaptureHandler()
+    handler.delay = 0.05
+    settings = relay_settings(
+        [upstream("next", ["127.0.0.1:%d" % port])], keep="0",
+        delivery={"concurrency": 4, "concurrency_per_destination": 4})
+    settings["timeouts"] = {"shutdown_grace": 6}
+    d = daemon_factory(settings)
+    sent = send_many(d, n, "orphan", threads=4)
+    assert len(sent) == n
+    cap = Capture(port=port, handler=handler)
+    try:
+        assert wait_for(lambda: handler.count() >= 4, 30)
+        os.kill(d.pid, signal.SIGKILL)
+        d.proc.wait(10)
+        at_kill = handler.count()
+        assert at_kill < n, "delivery finished before the kill"
+        d.start(wait=20)
+        assert wait_for(lambda: d.db("SELECT count(*) FROM recipients")[0][0]
+                        == 0, 60), d.ctl("queue", "stats").stdout
+        ids = count_ids(cap)
+        assert len(ids) == n, "lost %d messages" % (n - len(ids))
+        twice = sorted(k for k, c in ids.items() if c > 1)
+        assert twice == [], twice
+    finally:
+        cap.stop()
+
+
+@needs_aiosmtpd
 def test_sigkill_during_delivery_loses_nothing(daemon_factory, capsys):
     n = 1000
     port = free_port()

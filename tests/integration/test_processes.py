@@ -323,3 +323,75 @@ def test_sighup_keeps_serving(daemon):
     after = send_messages(daemon, 2, "after hup")
     stored = {r[0] for r in daemon.db("SELECT id FROM messages")}
     assert set(before + after) <= stored
+
+
+def test_second_daemon_on_same_queue_refused(daemon_factory):
+    """One queue process per queue directory: a second mxgated pointed at
+    a queue in use waits shutdown_grace / 2 + 6 s for it, then gives up
+    naming the holder, and the first one serves on undisturbed."""
+    first = daemon_factory({"timeouts": {"shutdown_grace": 2}})
+    assert wait_for(lambda: len(first.queue_pids()) == 1, 5.0)
+    queue_pid = first.queue_pids()[0]
+    with open(os.path.join(first.queue_dir, "queue.lock")) as f:
+        assert f.read().strip() == str(queue_pid)
+    second = daemon_factory({"timeouts": {"shutdown_grace": 2},
+                             "queue": {"directory": first.queue_dir}},
+                            start=False)
+    t0 = time.monotonic()
+    r = subprocess.run([second.mxgated, "-f", "-c", second.config_path],
+                       capture_output=True, text=True, timeout=30)
+    took = time.monotonic() - t0
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = r.stdout + r.stderr
+    assert "waiting up to 7 s for process %d" % queue_pid in out, out
+    assert ("the queue is in use by process %d (another mxgated on this"
+            " queue directory?)" % queue_pid) in out, out
+    assert 6.5 <= took < 15, took
+    assert read_banner_ok(first)
+    assert send_messages(first, 1, "still served")
+
+
+def read_banner_ok(d):
+    with socket.create_connection((d.host, d.port), timeout=5) as s:
+        return s.recv(512).startswith(b"220 ")
+
+
+def listener_inodes(port):
+    """Socket inodes of the TCP listeners on port (/proc/net/tcp*)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if cols[3] == "0A" and int(cols[1].split(":")[1], 16) == port:
+                found.add(cols[9])
+    return found
+
+
+def socket_inodes(pid):
+    out = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
+def test_only_the_master_holds_listeners(daemon):
+    """A child must not keep the listening socket: a master killed alone
+    would otherwise leave the port bound by its orphans, and the next
+    mxgated could not start."""
+    assert wait_for(lambda: len(daemon.smtp_pids()) == 2
+                    and len(daemon.queue_pids()) == 1, 5.0)
+    listeners = listener_inodes(daemon.port)
+    assert listeners
+    assert listeners <= socket_inodes(daemon.pid)
+    for pid in daemon.children():
+        assert not listeners & socket_inodes(pid), daemon.titles()[pid]
