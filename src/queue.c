@@ -3,11 +3,9 @@
  *
  * Group commit: each turn of the loop reads every submission that is
  * waiting on every worker channel (bounded by QUEUE_BATCH_MAX), inserts
- * them all in one transaction and commits it.  The commit only writes the
- * WAL; wal_sync's thread makes it durable with fdatasync, and each worker
- * is answered only when a sync that started after its batch's commit has
- * completed.  While a sync runs the loop goes on receiving and committing,
- * so one fsync covers every batch committed meanwhile: the batch grows
+ * them all in one transaction, commits it, makes it durable (wal_sync)
+ * and only then answers the workers.  What arrives during the commit and
+ * the sync waits in the channels and is the next batch: the batch grows
  * with the load and fsyncs per message shrink.  If a commit or a sync
  * fails nobody hears "ok".
  */
@@ -35,23 +33,15 @@
 #include "wal_sync.h"
 
 #define QUEUE_BATCH_MAX  2048
-#define QUEUE_BATCH_EAGER 64     /* commit even while a sync runs */
 #define REQUIRED_SEALS   (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
 
-enum { EV_MASTER = 1, EV_WORKER, EV_SIGNAL, EV_SYNC, EV_SCHED };
+enum { EV_MASTER = 1, EV_WORKER, EV_SIGNAL, EV_SCHED };
 #define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
 
 struct channel {
 	int   fd;
 	struct ipc_submit_result *backlog;   /* answers the socket refused */
 	size_t nbacklog, backlog_cap;
-};
-
-/* An answer waiting for its batch to become durable. */
-struct pending_answer {
-	int       worker;
-	uint64_t  seq;              /* the batch's commit sequence number */
-	struct ipc_submit_result result;
 };
 
 struct submission {
@@ -75,10 +65,6 @@ static struct {
 	struct submission batch[QUEUE_BATCH_MAX];
 	size_t     nbatch;
 	struct wal_sync *sync;
-	uint64_t   commit_seq;
-	uint64_t   synced_seq;
-	struct pending_answer *pending;   /* in seq order */
-	size_t     npending, pending_cap;
 	bool       stopping;
 	unsigned long long committed;    /* statistics, logged at stop */
 	unsigned long long batches;
@@ -289,35 +275,6 @@ insert_submission(struct submission *sub)
 	return r;
 }
 
-/* ---- answers after the sync ---- */
-
-static void
-pending_add(int worker, const struct ipc_submit_result *r)
-{
-	if (q.npending == q.pending_cap) {
-		q.pending_cap = q.pending_cap ? q.pending_cap * 2 : 256;
-		q.pending = xrealloc(q.pending, q.pending_cap * sizeof(*q.pending));
-	}
-	q.pending[q.npending].worker = worker;
-	q.pending[q.npending].seq = q.commit_seq;
-	q.pending[q.npending].result = *r;
-	q.npending++;
-}
-
-/* Answer everything whose batch is durable now. */
-static void
-pending_answer_synced(uint64_t synced_seq)
-{
-	size_t i;
-
-	for (i = 0; i < q.npending && q.pending[i].seq <= synced_seq; i++)
-		answer(q.pending[i].worker, &q.pending[i].result);
-	if (i > 0) {
-		memmove(q.pending, q.pending + i, (q.npending - i) * sizeof(*q.pending));
-		q.npending -= i;
-	}
-}
-
 /* ---- the batch ---- */
 
 /*
@@ -368,7 +325,7 @@ commit_batch(void)
 	}
 	q.batches++;
 	q.commit_us += monotonic_us() - started;
-	q.commit_seq++;
+	wal_sync(q.sync);
 	for (i = 0; i < q.nbatch; i++) {
 		struct submission *sub = &q.batch[i];
 
@@ -378,14 +335,13 @@ commit_batch(void)
 				log_info("%s", sub->logline);
 		} else if (sub->result.status == SUBMIT_OK)
 			fail(sub, SUBMIT_TEMPFAIL, "Local error, try again later");
-		pending_add(sub->worker, &sub->result);
+		answer(sub->worker, &sub->result);
 		if (sub->memfd >= 0)
 			close(sub->memfd);
 	}
 	q.committed += ok;
 	log_debug("committed batch of %zu (%zu ok)", q.nbatch, ok);
 	q.nbatch = 0;
-	wal_sync_request(q.sync, q.commit_seq);
 }
 
 /* Read every submission waiting on a worker channel into the batch. */
@@ -489,11 +445,10 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 	setup_signals();
 	epoll_set(q.sigfd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SIGNAL, 0));
 	epoll_set(master_fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_MASTER, 0));
-	/* Durability moves to wal_sync's thread (see the top of this file). */
+	/* Durability is wal_sync's (see the top of this file). */
 	if (queue_db_defer_sync(q.db) < 0)
 		fatalx("cannot configure the queue database");
 	q.sync = wal_sync_new(QUEUE_DB_NAME "-wal");
-	epoll_set(wal_sync_fd(q.sync), EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SYNC, 0));
 	q.nchans = nworkers;
 	q.chans = xcalloc((size_t)nworkers, sizeof(*q.chans));
 	for (int i = 0; i < nworkers; i++) {
@@ -522,10 +477,6 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 			case EV_SIGNAL:
 				read_signals();
 				break;
-			case EV_SYNC:
-				q.synced_seq = wal_sync_done(q.sync);
-				pending_answer_synced(q.synced_seq);
-				break;
 			case EV_WORKER:
 				if (events[i].events & EPOLLOUT)
 					channel_flush((int)index);
@@ -536,12 +487,8 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 				break;
 			}
 		}
-		/* While a sync runs, let the next batch grow: a commit costs
-		 * a dozen page writes whatever its size, and what it holds
-		 * could not be acknowledged before the next sync anyway. */
 		unsigned long long before = q.committed;
-		if (q.synced_seq == q.commit_seq || q.nbatch >= QUEUE_BATCH_EAGER)
-			commit_batch();
+		commit_batch();
 		/* Not once the master is gone: a new master's queue process
 		 * waits for our lock, and every delivery started now only
 		 * delays it. */
@@ -553,8 +500,6 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 	for (int i = 0; i < q.nchans; i++)
 		read_worker(i);
 	commit_batch();
-	wal_sync_wait(q.sync);
-	pending_answer_synced(q.commit_seq);
 	wal_sync_stats(q.sync, &syncs, &sync_mean_us);
 	wal_sync_free(q.sync);
 	for (int i = 0; i < q.nchans; i++)
