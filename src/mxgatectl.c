@@ -477,7 +477,8 @@ show_history(struct ctl *ctl, const char *id)
 	int rc;
 
 	if (prepare(ctl, "SELECT time, kind, recipient, detail FROM"
-	    " message_history WHERE message_id = ?1 ORDER BY at, event_id",
+	    " message_history WHERE message_id = ?1 ORDER BY at,"
+	    " event_id IS NOT NULL, ifnull(event_id, recipient_id)",
 	    &st) == -1)
 		return 1;
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);

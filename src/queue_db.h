@@ -22,7 +22,7 @@
 #include <sqlite3.h>
 #include "envelope.h"
 
-#define QUEUE_SCHEMA_VERSION 1
+#define QUEUE_SCHEMA_VERSION 2
 #define QUEUE_LOCK_NAME      "queue.lock"
 
 /*

@@ -54,6 +54,12 @@ def test_show(daemon):
     assert re.search(r"\b(queued|delivering|deferred)\b", out), out
     # without --body, no body
     assert "body line 0 of marker-shown" not in out
+    # the history starts with reception and one routing per recipient
+    hist = out.split("\nhistory:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    kinds = [line.split()[2] for line in hist]
+    assert kinds[:3] == ["received", "routed", "routed"], hist
+    assert "from=<alice@sender.example> client=127.0.0.1" in hist[0], hist
+    assert "<bob@example.test> route=accepted action=relay" in hist[1], hist
 
 
 def test_show_body(daemon):

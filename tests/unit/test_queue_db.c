@@ -113,7 +113,7 @@ test_create(void)
 	CHECK(db != NULL);
 	if (db == NULL)
 		return;
-	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 1);
+	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 2);
 	CHECK_INT(q_int(db, "SELECT count(*) FROM schema_version"), 1);
 	CHECK_Q(db, "PRAGMA journal_mode", "wal");
 	CHECK_INT(q_int(db, "PRAGMA synchronous"), 2);
@@ -132,6 +132,59 @@ test_create(void)
 		CHECK_INT(q_int(db, "SELECT count(*) FROM messages"), 0);
 		queue_db_close(db);
 	}
+	remove_db(path);
+}
+
+/*
+ * A version 1 queue (history rows "received" and "routed" in events)
+ * migrates to version 2: those rows go, message_history shows the same.
+ */
+static void
+test_migration_v1_to_v2(void)
+{
+	struct queue_db *db;
+	struct envelope e;
+	const char *history = "SELECT group_concat(kind || ' ' ||"
+	    " ifnull(recipient, '-') || ' ' || detail, ';') FROM message_history";
+	const char *expected = "received - from=<alice@example.org>"
+	    " client=192.0.2.7 helo=client.example.org size=155 nrcpt=2;"
+	    "routed rcpt0@example.com route=local action=queue params={\"n\":1};"
+	    "routed rcpt1@example.com route=local action=queue params={\"n\":1};"
+	    "deferred rcpt1@example.com 451 later";
+
+	new_path();
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	make_env(&e, "0000000001AAAAAA", 2);
+	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
+	envelope_free(&e);
+	/* Back to what version 1 wrote and showed. */
+	CHECK(sqlite3_exec(queue_db_handle(db),
+	    "INSERT INTO events (message_id, recipient_id, at, kind, detail)"
+	    " VALUES ('0000000001AAAAAA', NULL, 1700000000, 'received', 'x'),"
+	    " ('0000000001AAAAAA', 1, 1700000000, 'routed', 'y'),"
+	    " ('0000000001AAAAAA', 2, 1700000000, 'routed', 'z'),"
+	    " ('0000000001AAAAAA', 2, 1700000060, 'deferred', '451 later');"
+	    "DROP VIEW message_history;"
+	    "CREATE VIEW message_history AS SELECT e.message_id AS message_id,"
+	    " e.id AS event_id, datetime(e.at, 'unixepoch') AS time, e.at AS at,"
+	    " e.kind AS kind, r.address AS recipient, e.detail AS detail"
+	    " FROM events e LEFT JOIN recipients r ON r.id = e.recipient_id"
+	    " ORDER BY e.message_id, e.at, e.id;"
+	    "UPDATE schema_version SET version = 1;", NULL, NULL, NULL) ==
+	    SQLITE_OK);
+	queue_db_close(db);
+
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 2);
+	CHECK_Q(db, "SELECT group_concat(kind) FROM events", "deferred");
+	CHECK_Q(db, history, expected);
+	queue_db_close(db);
 	remove_db(path);
 }
 
@@ -171,16 +224,17 @@ test_insert(void)
 	    " 1700000000;rcpt1@example.com local queue {\"n\":1} queued 0"
 	    " 1700000000 1700000000");
 
-	CHECK_INT(q_int(db, "SELECT count(*) FROM events"), 3);
-	CHECK_Q(db, "SELECT detail FROM events WHERE kind = 'received'",
+	/* "received" and "routed" are derived, not written (schema v2). */
+	CHECK_INT(q_int(db, "SELECT count(*) FROM events"), 0);
+	CHECK_Q(db, "SELECT detail FROM message_history WHERE kind = 'received'",
 	    "from=<alice@example.org> client=192.0.2.7"
 	    " helo=client.example.org size=155 nrcpt=2");
-	CHECK_INT(q_int(db, "SELECT recipient_id IS NULL FROM events"
-	    " WHERE kind = 'received'"), 1);
-	CHECK_Q(db, "SELECT group_concat(detail, ';') FROM (SELECT detail"
-	    " FROM events WHERE kind = 'routed' ORDER BY id)",
-	    "route=local action=queue params={\"n\":1};"
-	    "route=local action=queue params={\"n\":1}");
+	CHECK_INT(q_int(db, "SELECT (recipient_id IS NULL) + (event_id IS NULL)"
+	    " FROM message_history WHERE kind = 'received'"), 2);
+	CHECK_Q(db, "SELECT group_concat(recipient_id || ' ' || detail, ';')"
+	    " FROM message_history WHERE kind = 'routed'",
+	    "1 route=local action=queue params={\"n\":1};"
+	    "2 route=local action=queue params={\"n\":1}");
 
 	/* The views. */
 	CHECK_Q(db, "SELECT state || ' ' || recipients || ' ' || messages"
@@ -191,6 +245,19 @@ test_insert(void)
 	CHECK_Q(db, "SELECT group_concat(kind || ' ' || ifnull(recipient, '-'),"
 	    " ';') FROM message_history WHERE message_id = '0000000001AAAAAA'",
 	    "received -;routed rcpt0@example.com;routed rcpt1@example.com");
+	/* Events written later follow, in the order written, also within
+	 * the second of reception. */
+	CHECK(sqlite3_exec(queue_db_handle(db), "INSERT INTO events (message_id,"
+	    " recipient_id, at, kind, detail) VALUES"
+	    " ('0000000001AAAAAA', 2, 1700000000, 'attempt', 'a'),"
+	    " ('0000000001AAAAAA', 1, 1700000000, 'attempt', 'b'),"
+	    " ('0000000001AAAAAA', 1, 1700000005, 'delivered', 'c')",
+	    NULL, NULL, NULL) == SQLITE_OK);
+	CHECK_Q(db, "SELECT group_concat(kind || ' ' || ifnull(recipient, '-'),"
+	    " ';') FROM message_history WHERE message_id = '0000000001AAAAAA'",
+	    "received -;routed rcpt0@example.com;routed rcpt1@example.com;"
+	    "attempt rcpt1@example.com;attempt rcpt0@example.com;"
+	    "delivered rcpt0@example.com");
 	CHECK_Q(db, "SELECT address || ' ' || next_attempt FROM recipient_status"
 	    " WHERE recipient_id = 1", "rcpt0@example.com 2023-11-14 22:13:20");
 
@@ -255,7 +322,8 @@ test_failed_insert_in_batch(void)
 	CHECK_Q(db, "SELECT group_concat(id, ',') FROM (SELECT id FROM messages"
 	    " ORDER BY id)", "0000000001AAAAAA,0000000003CCCCCC");
 	CHECK_INT(q_int(db, "SELECT count(*) FROM recipients"), 2);
-	CHECK_INT(q_int(db, "SELECT count(*) FROM events"), 4);
+	CHECK_INT(q_int(db, "SELECT count(*) FROM events"), 0);
+	CHECK_INT(q_int(db, "SELECT count(*) FROM message_history"), 4);
 	CHECK_INT(q_int(db, "SELECT count(*) FROM message_contents"), 2);
 
 	/* Outside a batch a failing message leaves nothing behind. */
@@ -371,7 +439,7 @@ test_refusals(void)
 
 	/* A newer schema than this binary knows. */
 	CHECK(sqlite3_open(path, &h) == SQLITE_OK);
-	CHECK(sqlite3_exec(h, "UPDATE schema_version SET version = 2", NULL,
+	CHECK(sqlite3_exec(h, "UPDATE schema_version SET version = 3", NULL,
 	    NULL, NULL) == SQLITE_OK);
 	sqlite3_close(h);
 	CHECK(queue_db_open(path, false) == NULL);
@@ -411,6 +479,7 @@ main(void)
 	}
 	RUN(test_create);
 	RUN(test_insert);
+	RUN(test_migration_v1_to_v2);
 	RUN(test_failed_insert_in_batch);
 	RUN(test_headers);
 	RUN(test_refusals);
