@@ -2,6 +2,7 @@
  * ipc — see ipc.h.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
@@ -12,18 +13,20 @@
 
 /* The payload size each type must have: a peer that sends anything else
  * is broken or compromised, and the receiver stops talking to it. */
-static size_t
-ipc_payload_size(enum ipc_type type)
+static bool
+ipc_payload_ok(enum ipc_type type, size_t len)
 {
 	switch (type) {
-	case IPC_CONN_NEW:        return sizeof(struct ipc_conn_new);
-	case IPC_CONN_CLOSED:     return sizeof(struct ipc_conn_closed);
-	case IPC_QUEUE_CHANNEL:   return 0;
-	case IPC_WORKER_CHANNEL:  return sizeof(struct ipc_worker_channel);
-	case IPC_SUBMIT:          return sizeof(struct ipc_submit);
-	case IPC_SUBMIT_RESULT:   return sizeof(struct ipc_submit_result);
+	case IPC_CONN_NEW:        return len == sizeof(struct ipc_conn_new);
+	case IPC_CONN_CLOSED:     return len == sizeof(struct ipc_conn_closed);
+	case IPC_QUEUE_CHANNEL:   return len == 0;
+	case IPC_WORKER_CHANNEL:  return len == sizeof(struct ipc_worker_channel);
+	case IPC_SUBMIT:          return len == sizeof(struct ipc_submit);
+	case IPC_SUBMIT_RESULT:   return len == sizeof(struct ipc_submit_result);
+	case IPC_SUBMIT_INLINE:
+		return len > sizeof(struct ipc_submit) && len <= IPC_PAYLOAD_MAX;
 	}
-	return (size_t)-1;
+	return false;
 }
 
 int
@@ -36,19 +39,29 @@ ipc_socketpair(int sv[2])
 int
 ipc_send(int sock, enum ipc_type type, const void *payload, size_t len, int fd)
 {
+	return ipc_send2(sock, type, payload, len, NULL, 0, fd);
+}
+
+int
+ipc_send2(int sock, enum ipc_type type, const void *head, size_t head_len,
+    const void *body, size_t body_len, int fd)
+{
+	size_t len = head_len + body_len;
 	struct ipc_hdr hdr = { .type = (uint32_t)type, .len = (uint32_t)len };
-	struct iovec iov[2] = {
+	struct iovec iov[3] = {
 		{ .iov_base = &hdr, .iov_len = sizeof(hdr) },
-		{ .iov_base = (void *)(uintptr_t)payload, .iov_len = len },
+		{ .iov_base = (void *)(uintptr_t)head, .iov_len = head_len },
+		{ .iov_base = (void *)(uintptr_t)body, .iov_len = body_len },
 	};
 	union {
 		struct cmsghdr hdr;
 		char buf[CMSG_SPACE(sizeof(int))];
 	} cmsgbuf;
-	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+	struct msghdr msg = { .msg_iov = iov,
+	    .msg_iovlen = body_len ? 3 : head_len ? 2 : 1 };
 	ssize_t n;
 
-	if (len != ipc_payload_size(type))
+	if (!ipc_payload_ok(type, len))
 		fatalx("ipc_send: type %d with %zu bytes", type, len);
 	if (fd >= 0) {
 		struct cmsghdr *cmsg;
@@ -72,6 +85,19 @@ ipc_send(int sock, enum ipc_type type, const void *payload, size_t len, int fd)
 
 int
 ipc_recv(int sock, enum ipc_type *type, void *buf, size_t size, int *fd)
+{
+	size_t len;
+	int r = ipc_recv_len(sock, type, buf, size, &len, fd);
+
+	/* Only the variable type may be shorter than the buffer. */
+	if (r > 0 && *type == IPC_SUBMIT_INLINE)
+		fatalx("ipc_recv: unexpected inline submission");
+	return r;
+}
+
+int
+ipc_recv_len(int sock, enum ipc_type *type, void *buf, size_t size,
+    size_t *len, int *fd)
 {
 	struct ipc_hdr hdr;
 	struct iovec iov[2] = {
@@ -104,9 +130,10 @@ ipc_recv(int sock, enum ipc_type *type, void *buf, size_t size, int *fd)
 	if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 ||
 	    (size_t)n < sizeof(hdr) ||
 	    hdr.len != (size_t)n - sizeof(hdr) ||
-	    hdr.len != ipc_payload_size((enum ipc_type)hdr.type))
+	    !ipc_payload_ok((enum ipc_type)hdr.type, hdr.len))
 		fatalx("ipc_recv: malformed message (type %u, %zd bytes)",
 		    hdr.type, n);
 	*type = (enum ipc_type)hdr.type;
+	*len = hdr.len;
 	return 1;
 }

@@ -33,6 +33,7 @@
 #include "wal_sync.h"
 
 #define QUEUE_BATCH_MAX  2048
+#define QUEUE_ARENA_MAX  (8 * 1024 * 1024)   /* inline bytes in one batch */
 #define REQUIRED_SEALS   (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
 
 enum { EV_MASTER = 1, EV_WORKER, EV_SIGNAL, EV_SCHED };
@@ -46,7 +47,8 @@ struct channel {
 
 struct submission {
 	int       worker;
-	int       memfd;
+	int       memfd;            /* -1: inline, at inline_off in the arena */
+	size_t    inline_off;
 	struct ipc_submit msg;
 	struct ipc_submit_result result;
 	bool      inserted;
@@ -64,6 +66,7 @@ static struct {
 	int        nchans;
 	struct submission batch[QUEUE_BATCH_MAX];
 	size_t     nbatch;
+	struct buf arena;               /* the batch's inline messages */
 	struct wal_sync *sync;
 	bool       stopping;
 	unsigned long long committed;    /* statistics, logged at stop */
@@ -239,13 +242,18 @@ insert_submission(struct submission *sub)
 	bool mapped;
 	int r = 0;
 
-	if (sub->memfd < 0 || check_memfd(sub, &total) < 0) {
+	if (sub->memfd < 0) {
+		/* Inline: its length was checked when it was read. */
+		total = (size_t)(sub->msg.message_len + sub->msg.envelope_len);
+		content = q.arena.data + sub->inline_off;
+		mapped = false;
+	} else if (check_memfd(sub, &total) < 0) {
 		log_error("worker %d sent a malformed message (request %llx)",
 		    sub->worker, (unsigned long long)sub->msg.request_id);
 		fail(sub, SUBMIT_TEMPFAIL, "Local error in message handoff");
 		return 0;
-	}
-	content = message_view(sub, total, &mapped);
+	} else
+		content = message_view(sub, total, &mapped);
 	if (content == NULL) {
 		fail(sub, SUBMIT_TEMPFAIL, "Local error, try again later");
 		return 0;
@@ -342,6 +350,7 @@ commit_batch(void)
 	q.committed += ok;
 	log_debug("committed batch of %zu (%zu ok)", q.nbatch, ok);
 	q.nbatch = 0;
+	buf_reset(&q.arena);
 }
 
 /* Read every submission waiting on a worker channel into the batch. */
@@ -354,11 +363,17 @@ read_worker(int slot)
 		struct submission *sub;
 		struct ipc_submit msg;
 		enum ipc_type type;
+		size_t len;
+		char *at;
 		int fd, r;
 
-		if (q.nbatch == QUEUE_BATCH_MAX)
+		if (q.nbatch == QUEUE_BATCH_MAX || q.arena.len >= QUEUE_ARENA_MAX)
 			commit_batch();
-		r = ipc_recv(c->fd, &type, &msg, sizeof(msg), &fd);
+		/* Straight into the arena: an inline message is not copied
+		 * again before its insert. */
+		buf_reserve(&q.arena, IPC_PAYLOAD_MAX);
+		at = q.arena.data + q.arena.len;
+		r = ipc_recv_len(c->fd, &type, at, IPC_PAYLOAD_MAX, &len, &fd);
 		if (r < 0) {
 			if (errno != EAGAIN)
 				channel_close(slot);
@@ -368,12 +383,28 @@ read_worker(int slot)
 			channel_close(slot);
 			return;
 		}
-		if (type != IPC_SUBMIT)
+		if (type != IPC_SUBMIT && type != IPC_SUBMIT_INLINE)
 			fatalx("worker %d sent unexpected message %d", slot, type);
+		memcpy(&msg, at, sizeof(msg));
+		if (type == IPC_SUBMIT_INLINE) {
+			if (fd >= 0)
+				close(fd);
+			fd = -1;
+			if (msg.message_len == 0 || msg.envelope_len == 0 ||
+			    msg.message_len + msg.envelope_len !=
+			    len - sizeof(msg))
+				fatalx("worker %d sent a malformed inline message",
+				    slot);
+		} else if (fd < 0)
+			fatalx("worker %d sent a message without its memfd", slot);
 		sub = &q.batch[q.nbatch++];
 		memset(sub, 0, sizeof(*sub));
 		sub->worker = slot;
 		sub->memfd = fd;
+		if (fd < 0) {
+			sub->inline_off = q.arena.len + sizeof(msg);
+			q.arena.len += len;
+		}
 		sub->msg = msg;
 		sub->result.request_id = msg.request_id;
 		sub->result.status = SUBMIT_OK;
@@ -506,6 +537,7 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 		channel_flush(i);
 	scheduler_stop(conf->shutdown_grace / 2);
 	queue_db_close(q.db);
+	buf_free(&q.arena);
 	log_info("stopped: %llu messages in %llu batches, %.1f us per commit,"
 	    " %llu syncs of %.1f us", q.committed, q.batches,
 	    q.batches ? (double)q.commit_us / (double)q.batches : 0.0,

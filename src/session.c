@@ -24,7 +24,8 @@
 
 #define SESSION_INBUF       4096
 #define SESSION_OUT_HIGH    (64 * 1024)  /* stop reading above this */
-#define CONTENT_FLUSH       (64 * 1024)  /* memfd write granularity */
+#define CONTENT_FLUSH       IPC_INLINE_MAX  /* memfd write granularity */
+#define CONTENT_KEEP        (16 * 1024)  /* buffer kept between messages */
 #define RUN_ROUNDS          16           /* bound of one session_run() */
 
 /* Where the session is with TLS. */
@@ -87,7 +88,7 @@ struct session {
 	/* forged Authentication-Results out; only while in DATA, since it
 	 * holds 8 KB that thousands of idle sessions need not carry */
 	struct authres_filter *arf;
-	struct buf content;          /* not yet written to the memfd */
+	struct buf content;          /* not in the memfd (all of a small one) */
 	uint64_t   content_len;      /* bytes written to the memfd */
 	bool       content_failed;   /* a memfd write failed: answer 451 */
 	uint64_t   request_id;       /* submitted, waiting for the queue */
@@ -125,11 +126,29 @@ txn_reset(struct session *s)
 		hooks_txn_reset(s->hooks);
 }
 
+/* A message too large to be sent inline (ipc.h) goes to a memfd. */
+static int
+content_spill(struct session *s)
+{
+	if (s->memfd >= 0)
+		return 0;
+	s->memfd = memfd_create("mxgate-message", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (s->memfd < 0) {
+		log_error("session=%016llx memfd_create: %s",
+		    (unsigned long long)s->conn_id, strerror(errno));
+		s->content_failed = true;
+		return -1;
+	}
+	return 0;
+}
+
 static void
 content_flush(struct session *s)
 {
 	size_t off = 0;
 
+	if (!s->content_failed)
+		content_spill(s);
 	while (off < s->content.len && !s->content_failed) {
 		ssize_t n = write(s->memfd, s->content.data + off, s->content.len - off);
 		if (n < 0) {
@@ -151,7 +170,7 @@ data_sink(void *ctx, const char *data, size_t len)
 {
 	struct session *s = ctx;
 
-	if (s->memfd < 0 || s->content_failed)
+	if (!s->in_data || s->content_failed)
 		return;
 	/* Only the header section is looked at; the body passes as is. */
 	authres_filter_feed(s->arf, data, len, &s->content);
@@ -321,13 +340,6 @@ data_begin(struct session *s)
 {
 	struct hooks_view v;
 
-	s->memfd = memfd_create("mxgate-message", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (s->memfd < 0) {
-		log_error("session=%016llx memfd_create: %s",
-		    (unsigned long long)s->conn_id, strerror(errno));
-		proto_reply(s->proto, 451, "4.3.0 Local error, try again later");
-		return;
-	}
 	s->env.received_at = (int64_t)time(NULL);
 	buf_reset(&s->content);
 	s->content_len = 0;
@@ -352,14 +364,16 @@ on_data(struct session *s)
 	hooks_run(s->hooks, STAGE_DATA, &v);
 }
 
+/*
+ * The message and its envelope, ready for the queue: in s->content when
+ * small enough to be sent inline, else written to the memfd and sealed.
+ */
 static int
 seal_message(struct session *s, uint64_t *message_len, uint64_t *envelope_len)
 {
 	struct buf env;
 	char proto[16];
 
-	content_flush(s);
-	*message_len = s->content_len;
 	s->env.client_ip = xstrdup(s->client_ip);
 	s->env.helo = xstrdup(s->helo);
 	s->env.protocol = xstrdup(protocol_name(s, proto, sizeof(proto)));
@@ -367,8 +381,17 @@ seal_message(struct session *s, uint64_t *message_len, uint64_t *envelope_len)
 		s->env.auth_user = xstrdup(s->auth_user);
 	buf_init(&env);
 	envelope_serialize(&s->env, &env);
-	buf_append(&s->content, env.data, env.len);
 	*envelope_len = env.len;
+	if (s->memfd < 0 && !s->content_failed &&
+	    s->content.len + env.len <= IPC_INLINE_MAX) {
+		*message_len = s->content.len;
+		buf_append(&s->content, env.data, env.len);
+		buf_free(&env);
+		return 0;
+	}
+	content_flush(s);
+	*message_len = s->content_len;
+	buf_append(&s->content, env.data, env.len);
 	buf_free(&env);
 	content_flush(s);
 	if (s->content_failed)
@@ -420,8 +443,8 @@ message_submit(struct session *s)
 		txn_reset(s);
 		return;
 	}
-	if (s->ops->submit(s, s->memfd, message_len, envelope_len,
-	    &s->request_id) < 0) {
+	if (s->ops->submit(s, s->memfd, s->memfd < 0 ? s->content.data : NULL,
+	    message_len, envelope_len, &s->request_id) < 0) {
 		log_warn("session=%016llx id=%s queue unavailable",
 		    (unsigned long long)s->conn_id, s->env.queue_id);
 		proto_reply(s->proto, 451,
@@ -430,8 +453,17 @@ message_submit(struct session *s)
 		txn_reset(s);
 		return;
 	}
-	close(s->memfd);
-	s->memfd = -1;
+	if (s->memfd >= 0) {
+		close(s->memfd);
+		s->memfd = -1;
+	}
+	buf_reset(&s->content);
+	/* Many sessions sit idle between messages: they keep no large
+	 * buffer. */
+	if (s->content.cap > CONTENT_KEEP) {
+		buf_free(&s->content);
+		buf_init(&s->content);
+	}
 	/* The event stays pending until session_submitted(). */
 }
 

@@ -14,9 +14,11 @@
  * in the socket, to submit a message and to report that it has ended (the
  * worker then frees it).
  *
- * Received message content goes straight into a memfd; at end of data the
- * serialized envelope is appended, the memfd sealed and handed to the
- * queue process.  The client hears 250 only after the queue's commit.
+ * Received message content is kept in memory while it is small enough to
+ * go to the queue inline (ipc.h), and written to a memfd once it is not;
+ * at end of data the serialized envelope is appended and the message
+ * handed to the queue process (the memfd sealed first).  The client hears
+ * 250 only after the queue's commit.
  *
  * TLS (tls.h): on a "submissions" listener the handshake comes first and
  * the greeting after it (RFC 8314); elsewhere STARTTLS is offered when
@@ -48,10 +50,12 @@ struct session;
 struct session_ops {
 	/* Set the epoll interest of the session's socket. */
 	void (*watch)(struct session *s, int fd, bool want_read, bool want_write);
-	/* Send a sealed message to the queue; 0, or -1 if the queue is not
-	 * reachable now.  The answer comes through session_submitted(). */
-	int  (*submit)(struct session *s, int memfd, uint64_t message_len,
-	    uint64_t envelope_len, uint64_t *request_id);
+	/* Send a message to the queue: a sealed memfd, or (memfd < 0) the
+	 * message_len + envelope_len bytes at data, copied before the call
+	 * returns.  0, or -1 if the queue is not reachable now.  The answer
+	 * comes through session_submitted(). */
+	int  (*submit)(struct session *s, int memfd, const void *data,
+	    uint64_t message_len, uint64_t envelope_len, uint64_t *request_id);
 	/* The session is over (socket closed); the worker frees it. */
 	void (*ended)(struct session *s);
 	/* Check credentials off the event loop (user and pass are copied);

@@ -132,3 +132,110 @@ def test_connection_burst_all_greeted(daemon_factory):
         sel.close()
         for s in socks:
             s.close()
+
+
+def test_sizes_around_the_inline_limit(daemon):
+    """Messages up to 64 KB (with their envelope) reach the queue inline in
+    the submission, larger ones in a sealed memfd: either way the stored
+    content is the message received, byte for byte."""
+    import random
+    sizes = [1, 1024, 60 * 1024, 64 * 1024 - 600, 64 * 1024 - 100,
+             64 * 1024, 64 * 1024 + 100, 70 * 1024, 300 * 1024]
+    rnd = random.Random(7)
+    sent = {}
+    with smtplib.SMTP(daemon.host, daemon.port, timeout=60) as s:
+        s.ehlo("sizes.example")
+        for size in sizes:
+            head = "Subject: size %d\r\n\r\n" % size
+            line = "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz0123456789")
+                           for _ in range(70)) + "\r\n"
+            body = (line * (size // len(line) + 1))[:max(0, size - len(head))]
+            body = body[:len(body) - len(body) % 72] if size > 100 else "x\r\n"
+            msg = head + body
+            code, resp = s.sendmail("sizes@sender.example",
+                                    ["bob@example.test"], msg), None
+            assert code == {}, code
+            sent[size] = msg.encode()
+    rows = daemon.db("SELECT m.subject, m.size, c.content FROM messages m"
+                     " JOIN message_contents c ON c.message_id = m.id")
+    got = {int(subject.split()[1]): (size, content)
+           for subject, size, content in rows}
+    assert sorted(got) == sorted(sizes)
+    for size, msg in sent.items():
+        stored_size, content = got[size]
+        assert stored_size == len(content), size
+        # Our Received: and Authentication-Results: come first.
+        assert content.startswith(b"Received: "), size
+        assert content.endswith(msg), size
+
+
+def burst_with_queue_stopped(daemon, n, then):
+    """n clients end DATA of a 50 KB message while the queue process is
+    stopped (SIGSTOP): more than its channel's socket buffer holds.  After
+    1.5 s, then(queue_pid); returns each client's reply to DATA."""
+    import os
+    import signal
+    body = ("y" * 78 + "\r\n") * 640          # about 50 KB
+    assert wait_for_queue(daemon)
+    qpid = daemon.queue_pids()[0]
+    replies = [None] * n
+    ready = threading.Barrier(n + 1, timeout=30)
+
+    def one(i):
+        with smtplib.SMTP(daemon.host, daemon.port, timeout=60) as s:
+            s.ehlo("burst%d.example" % i)
+            s.mail("burst%d@sender.example" % i)
+            s.rcpt("bob@example.test")
+            ready.wait()
+            replies[i] = s.data("Subject: burst %d\r\n\r\n%s" % (i, body))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    os.kill(qpid, signal.SIGSTOP)
+    try:
+        for t in threads:
+            t.start()
+        ready.wait()
+        time.sleep(1.5)
+    finally:
+        then(qpid)
+        os.kill(qpid, signal.SIGCONT)
+    for t in threads:
+        t.join(60)
+    return replies
+
+
+def test_burst_while_queue_stalled(daemon):
+    """Submissions the queue channel cannot take wait in the worker and go
+    out once the queue reads again: every client gets its 250, none a
+    451."""
+    n = 40
+    replies = burst_with_queue_stopped(daemon, n, lambda pid: None)
+    codes = [r[0] if r else None for r in replies]
+    assert codes == [250] * n, replies
+    assert daemon.message_count() == n
+    assert "queue unavailable" not in daemon.log()
+
+
+def test_queue_dies_with_submissions_waiting(daemon):
+    """The queue process dies while submissions wait for its channel:
+    every one of those clients hears 451 (nothing was committed), none
+    hangs, and the respawned queue process takes mail again."""
+    import os
+    import signal
+    from conftest import wait_for
+    n = 40
+    old = daemon.queue_pids()
+    replies = burst_with_queue_stopped(
+        daemon, n, lambda pid: os.kill(pid, signal.SIGKILL))
+    codes = [r[0] if r else None for r in replies]
+    assert codes == [451] * n, replies
+    assert wait_for(lambda: daemon.queue_pids() not in ([], old), 10.0)
+    with smtplib.SMTP(daemon.host, daemon.port, timeout=30) as s:
+        assert s.sendmail("after@sender.example", ["bob@example.test"],
+                          "Subject: after\r\n\r\nok\r\n") == {}
+    assert daemon.db("SELECT subject FROM messages") == [("after",)]
+
+
+def wait_for_queue(d):
+    from conftest import wait_for
+    return wait_for(lambda: len(d.queue_pids()) == 1, 5.0)
