@@ -800,9 +800,16 @@ read_input(struct session *s)
 		return;
 	}
 	while (s->inlen < sizeof(s->in) && !s->peer_eof) {
-		ssize_t n = recv(s->fd, s->in + s->inlen, sizeof(s->in) - s->inlen, 0);
+		size_t room = sizeof(s->in) - s->inlen;
+		ssize_t n = recv(s->fd, s->in + s->inlen, room, 0);
 		if (n > 0) {
 			s->inlen += (size_t)n;
+			/* A short read took all there was; epoll (level
+			 * triggered) reports whatever comes next.  Asking
+			 * again would only fetch EAGAIN, a system call per
+			 * command for nothing. */
+			if ((size_t)n < room)
+				return;
 			continue;
 		}
 		if (n == 0 || (errno != EAGAIN && errno != EINTR))

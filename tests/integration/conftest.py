@@ -389,12 +389,16 @@ class Daemon:
         return status, took
 
     def kill_all(self):
-        """SIGKILL the master and its children, by pid."""
-        for pid in self.children() + [self.pid]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """SIGKILL the master and its children, by pid, as one crash: all
+        are stopped first, so that the master cannot respawn a child it
+        sees die before its own turn comes."""
+        pids = [self.pid] + self.children()
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
 
     def _reap_orphans(self, kids):
         """A master must not exit before its children: any child that
