@@ -29,11 +29,23 @@ ipc_payload_ok(enum ipc_type type, size_t len)
 	return false;
 }
 
+/* Room for a few inline submissions however small the system's default
+ * socket buffer is (one larger than the buffer could never be sent). */
+#define IPC_SNDBUF (4 * IPC_PAYLOAD_MAX)
+
 int
 ipc_socketpair(int sv[2])
 {
-	return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC,
-	    0, sv);
+	int size = (int)IPC_SNDBUF;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0, sv) < 0)
+		return -1;
+	/* Best effort: the kernel caps it at net.core.wmem_max. */
+	for (int i = 0; i < 2; i++)
+		(void)setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &size,
+		    sizeof(size));
+	return 0;
 }
 
 int

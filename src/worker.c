@@ -147,8 +147,10 @@ hold_submit(const struct ipc_submit *msg, int memfd, const void *data)
 		h->data = xmalloc(len);
 		memcpy(h->data, data, len);
 	}
-	if (w.nheld == 1)
+	if (w.nheld == 1) {
+		log_debug("queue channel full: submissions wait for it");
 		watch_queue(true);
+	}
 	return 0;
 }
 
