@@ -41,6 +41,8 @@ struct child {
 	uint64_t  respawn_at_ms;  /* 0: no respawn scheduled */
 	unsigned  quick_deaths;   /* consecutive deaths before RESPAWN_STABLE_MS */
 	unsigned  nconns;         /* workers: sessions handed to it */
+	bool      active;         /* workers: gets connections, respawned */
+	bool      retiring;       /* workers: replaced by a reload, draining */
 	/* workers: sockets waiting for room in the channel (a burst of
 	 * connections can outrun a busy worker's reading) */
 	struct pending_handoff *backlog;
@@ -79,8 +81,9 @@ static struct {
 	int        epfd;
 	int        sigfd;
 	int       *listen_fds;
-	struct child *workers;
-	int        nworkers;
+	struct child *workers;          /* nslots: active ones and their */
+	int        nworkers;            /* replacements after a reload */
+	int        nslots;
 	struct child queue;
 	struct conn *conns;
 	size_t     nconn_slots;
@@ -214,7 +217,7 @@ static void
 conn_release(struct conn *c)
 {
 	ip_release(c->ip, c->ip_hash);
-	if (c->worker >= 0 && c->worker < m.nworkers && m.workers[c->worker].nconns > 0)
+	if (c->worker >= 0 && c->worker < m.nslots && m.workers[c->worker].nconns > 0)
 		m.workers[c->worker].nconns--;
 	m.nconns--;
 	c->id = 0;
@@ -294,7 +297,9 @@ child_died_logged(struct child *c, int status)
 {
 	const char *name = c->role == CHILD_QUEUE ? "queue" : "smtp";
 
-	if (m.stopping && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+	if (c->retiring && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		log_info("%s process %ld retired", name, (long)c->pid);
+	else if (m.stopping && WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		log_info("%s process %ld stopped", name, (long)c->pid);
 	else if (WIFSIGNALED(status))
 		log_warn("%s process %ld killed by signal %d", name, (long)c->pid,
@@ -351,13 +356,13 @@ static void
 spawn_queue(void)
 {
 	int chan[2], i;
-	int *qends = xcalloc((size_t)m.nworkers, sizeof(int));
-	int *wends = xcalloc((size_t)m.nworkers, sizeof(int));
+	int *qends = xcalloc((size_t)m.nslots, sizeof(int));
+	int *wends = xcalloc((size_t)m.nslots, sizeof(int));
 	pid_t pid;
 
 	if (ipc_socketpair(chan) < 0)
 		fatal("socketpair");
-	for (i = 0; i < m.nworkers; i++) {
+	for (i = 0; i < m.nslots; i++) {
 		int pair[2];
 		qends[i] = wends[i] = -1;
 		if (m.workers[i].pid == 0 || m.workers[i].fd < 0)
@@ -372,11 +377,11 @@ spawn_queue(void)
 	if (pid < 0)
 		fatal("fork");
 	if (pid == 0) {
-		int n = 1 + m.nworkers, *keep = xcalloc((size_t)n, sizeof(int));
+		int n = 1 + m.nslots, *keep = xcalloc((size_t)n, sizeof(int));
 		unsigned uid, gid;
 
 		keep[0] = chan[1];
-		for (i = 0; i < m.nworkers; i++)
+		for (i = 0; i < m.nslots; i++)
 			keep[1 + i] = qends[i];
 		child_keep_fds(keep, n);
 		child_prepare("queue");
@@ -400,7 +405,7 @@ spawn_queue(void)
 			exit(1);
 		free(qends);
 		free(wends);
-		int status = queue_main(m.conf, keep[0], keep + 1, m.nworkers);
+		int status = queue_main(m.conf, keep[0], keep + 1, m.nslots);
 		free(keep);
 		exit(status);
 	}
@@ -411,7 +416,7 @@ spawn_queue(void)
 	m.queue.started_ms = monotonic_ms();
 	m.queue.respawn_at_ms = 0;
 	epoll_add(m.queue.fd, EV_DATA(EV_QUEUE, 0));
-	for (i = 0; i < m.nworkers; i++) {
+	for (i = 0; i < m.nslots; i++) {
 		if (qends[i] < 0)
 			continue;
 		close(qends[i]);
@@ -479,7 +484,7 @@ child_by_pid(pid_t pid)
 {
 	if (m.queue.pid == pid)
 		return &m.queue;
-	for (int i = 0; i < m.nworkers; i++) {
+	for (int i = 0; i < m.nslots; i++) {
 		if (m.workers[i].pid == pid)
 			return &m.workers[i];
 	}
@@ -500,9 +505,10 @@ reap_children(void)
 		child_died_logged(c, status);
 		close_child_channel(c);
 		c->pid = 0;
+		c->retiring = false;
 		if (c->role == CHILD_WORKER)
 			conns_release_worker(c->slot);
-		if (!m.stopping)
+		if (!m.stopping && (c->role == CHILD_QUEUE || c->active))
 			schedule_respawn(c);
 	}
 }
@@ -515,9 +521,10 @@ respawn_due(uint64_t now)
 	if (m.queue.pid == 0 && m.queue.respawn_at_ms != 0 &&
 	    m.queue.respawn_at_ms <= now)
 		spawn_queue();
-	for (int i = 0; i < m.nworkers; i++) {
+	for (int i = 0; i < m.nslots; i++) {
 		struct child *w = &m.workers[i];
-		if (w->pid == 0 && w->respawn_at_ms != 0 && w->respawn_at_ms <= now)
+		if (w->active && w->pid == 0 && w->respawn_at_ms != 0 &&
+		    w->respawn_at_ms <= now)
 			spawn_worker(i);
 	}
 }
@@ -529,8 +536,9 @@ next_timeout_ms(uint64_t now)
 
 	if (m.queue.pid == 0 && m.queue.respawn_at_ms != 0)
 		next = m.queue.respawn_at_ms;
-	for (int i = 0; i < m.nworkers; i++) {
-		if (m.workers[i].pid == 0 && m.workers[i].respawn_at_ms != 0 &&
+	for (int i = 0; i < m.nslots; i++) {
+		if (m.workers[i].active && m.workers[i].pid == 0 &&
+		    m.workers[i].respawn_at_ms != 0 &&
 		    m.workers[i].respawn_at_ms < next)
 			next = m.workers[i].respawn_at_ms;
 	}
@@ -557,8 +565,9 @@ least_loaded_worker(void)
 {
 	int best = -1;
 
-	for (int i = 0; i < m.nworkers; i++) {
-		if (m.workers[i].pid == 0 || m.workers[i].fd < 0)
+	for (int i = 0; i < m.nslots; i++) {
+		if (!m.workers[i].active || m.workers[i].pid == 0 ||
+		    m.workers[i].fd < 0)
 			continue;
 		if (best < 0 || m.workers[i].nconns < m.workers[best].nconns)
 			best = i;
@@ -606,7 +615,7 @@ update_accepting(void)
 {
 	size_t most = 0;
 
-	for (int i = 0; i < m.nworkers; i++) {
+	for (int i = 0; i < m.nslots; i++) {
 		if (m.workers[i].nbacklog > most)
 			most = m.workers[i].nbacklog;
 	}
@@ -822,7 +831,7 @@ begin_stop(int signo)
 			m.listen_fds[i] = -1;
 		}
 	}
-	for (int i = 0; i < m.nworkers; i++) {
+	for (int i = 0; i < m.nslots; i++) {
 		if (m.workers[i].pid != 0)
 			kill(m.workers[i].pid, SIGTERM);
 	}
@@ -831,7 +840,7 @@ begin_stop(int signo)
 static bool
 workers_running(void)
 {
-	for (int i = 0; i < m.nworkers; i++) {
+	for (int i = 0; i < m.nslots; i++) {
 		if (m.workers[i].pid != 0)
 			return true;
 	}
@@ -846,7 +855,7 @@ stop_progress(uint64_t now)
 		return false;
 	if (!m.killed && now >= m.stop_deadline_ms) {
 		log_warn("children did not stop in time: killing them");
-		for (int i = 0; i < m.nworkers; i++) {
+		for (int i = 0; i < m.nslots; i++) {
 			if (m.workers[i].pid != 0)
 				kill(m.workers[i].pid, SIGKILL);
 		}
@@ -867,6 +876,90 @@ stop_progress(uint64_t now)
 	return true;
 }
 
+/* ---- reload ---- */
+
+static void
+reload_error(const char *msg)
+{
+	log_error("reload: %s", msg);
+}
+
+/* Sockets that waited for a retiring worker go to its replacement. */
+static void
+backlog_move(struct child *from, struct child *to)
+{
+	for (size_t i = 0; i < from->nbacklog; i++) {
+		uint64_t id = from->backlog[i].msg.conn_id;
+		size_t slot = (size_t)(id & 0xffffffffu);
+
+		if (slot < m.nconn_slots && m.conns[slot].id == id) {
+			m.conns[slot].worker = to->slot;
+			if (from->nconns > 0)
+				from->nconns--;
+			to->nconns++;
+		}
+		backlog_push(to, &from->backlog[i].msg, from->backlog[i].fd);
+	}
+	from->nbacklog = 0;
+	worker_channel_events(from);
+	backlog_flush(to);
+}
+
+/*
+ * SIGHUP: read the certificates and keys again (a renewed certificate)
+ * and replace every smtp process by one that serves them.  The old ones
+ * get no more connections and finish their sessions as at a stop (the
+ * grace period, then 421); their queue channels stay open meanwhile,
+ * each worker slot having a partner slot for its replacement.  A reload
+ * whose certificates fail changes nothing, and one during the previous
+ * reload's drain is refused.
+ */
+static void
+reload(void)
+{
+	int replaced = 0;
+
+	if (m.stopping)
+		return;
+	if (m.conf->ntls_certs == 0) {
+		log_info("SIGHUP: no TLS certificates to load again (the rest"
+		    " of the configuration is read at start only)");
+		return;
+	}
+	for (int i = 0; i < m.nslots; i++) {
+		if (m.workers[i].retiring) {
+			log_warn("SIGHUP: the smtp processes of the last reload"
+			    " are still finishing their sessions; try later");
+			return;
+		}
+	}
+	if (tls_init(m.conf, reload_error) < 0) {
+		log_error("reload: certificates unchanged");
+		return;
+	}
+	/* The active ones are the first or the second half of the slots. */
+	int from = m.workers[0].active ? 0 : m.nworkers;
+
+	for (int i = from; i < from + m.nworkers; i++) {
+		struct child *old = &m.workers[i];
+		struct child *new = &m.workers[(i + m.nworkers) % m.nslots];
+
+		old->active = false;
+		old->respawn_at_ms = 0;
+		new->active = true;
+		new->quick_deaths = 0;
+		spawn_worker(new->slot);
+		if (old->pid != 0) {
+			old->retiring = true;
+			backlog_move(old, new);
+			kill(old->pid, SIGTERM);
+		}
+		replaced++;
+	}
+	log_info("SIGHUP: TLS certificates loaded again; %d smtp processes"
+	    " replaced, the old ones finish their sessions", replaced);
+}
+
 static void
 read_signals(void)
 {
@@ -882,7 +975,7 @@ read_signals(void)
 			begin_stop((int)si.ssi_signo);
 			break;
 		case SIGHUP:
-			log_info("SIGHUP: configuration reload is not supported yet; ignored");
+			reload();
 			break;
 		}
 	}
@@ -941,11 +1034,13 @@ master_main(struct mxconf *conf)
 	}
 
 	m.nworkers = worker_count(conf);
-	m.workers = xcalloc((size_t)m.nworkers, sizeof(*m.workers));
-	for (int i = 0; i < m.nworkers; i++) {
+	m.nslots = 2 * m.nworkers;
+	m.workers = xcalloc((size_t)m.nslots, sizeof(*m.workers));
+	for (int i = 0; i < m.nslots; i++) {
 		m.workers[i].role = CHILD_WORKER;
 		m.workers[i].slot = i;
 		m.workers[i].fd = -1;
+		m.workers[i].active = i < m.nworkers;
 	}
 	m.queue.role = CHILD_QUEUE;
 	m.queue.fd = -1;

@@ -13,6 +13,7 @@ working handshake also shows that the master loaded them.
 import base64
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import ssl
@@ -464,6 +465,81 @@ def test_sni_selects_certificate(tlsd, pki):
         der(pki["other"][0])
     r = s_client(tlsd.ports["mx"], True, OTHER)
     assert "CN = " + OTHER in r.stderr, r.stderr
+
+
+def test_sighup_reloads_certificates(daemon_factory, pki, tmp_path):
+    """SIGHUP loads renewed certificate files: new connections get the new
+    certificate from new smtp processes, a session opened before finishes
+    its message on an old one, which then retires.  A reload whose key
+    does not match changes nothing."""
+    site = tmp_path / "site"
+    site.mkdir()
+    cert, key = str(site / "site.pem"), str(site / "site.key")
+    first = make_cert(str(tmp_path), "first", HOSTNAME, "ec")
+    second = make_cert(str(tmp_path), "second", HOSTNAME, "ec")
+    shutil.copy(first[0], cert)
+    shutil.copy(first[1], key)
+    o, ports = tls_overrides(pki)
+    o["tls"] = {"certificates": [{"cert": cert, "key": key}]}
+    d = daemon_factory(o)
+    port = ports["submissions"]
+    assert wait_for(lambda: len(d.smtp_pids()) == 2, 5.0)
+    old_pids = set(d.smtp_pids())
+    assert peer_der(port, HOSTNAME) == der(first[0])
+
+    # A session in the middle of a transaction across the reload.
+    c = raw_starttls(ports["mx"])
+    ehlo(c)
+    assert c.cmd("MAIL FROM:<alice@sender.example>").startswith("250 ")
+    assert c.cmd("RCPT TO:<bob@example.test>").startswith("250 ")
+
+    shutil.copy(second[0], cert + ".new")
+    shutil.copy(second[1], key + ".new")
+    os.replace(key + ".new", key)
+    os.replace(cert + ".new", cert)
+    os.kill(d.pid, signal.SIGHUP)
+    assert wait_for(lambda: "TLS certificates loaded again; 2 smtp"
+                    " processes replaced" in d.log(), 10.0), d.log()[-2000:]
+    assert peer_der(port, HOSTNAME) == der(second[0])
+    assert peer_der(ports["mx"], HOSTNAME, implicit=False) == der(second[0])
+    new_pids = set(d.smtp_pids()) - old_pids
+    assert len(new_pids) == 2, d.titles()
+
+    # The old session still completes its message, then is told to go.
+    assert c.cmd("DATA").startswith("354 ")
+    c.send(make_message("across the reload") + ".\r\n")
+    assert queued_id(c.line())
+    assert c.cmd("NOOP").startswith("421 ")
+    c.close()
+    assert wait_for(lambda: set(d.smtp_pids()) == new_pids, 15.0), \
+        d.titles()
+    assert d.log().count("retired") == 2, d.log()[-2000:]
+
+    # A key that does not match: the reload is refused, nothing changes.
+    shutil.copy(pki["stray_key"], key)
+    os.kill(d.pid, signal.SIGHUP)
+    assert wait_for(lambda: "reload: certificates unchanged" in d.log(),
+                    10.0), d.log()[-2000:]
+    assert "does not match certificate" in d.log()
+    assert set(d.smtp_pids()) == new_pids
+    assert peer_der(port, HOSTNAME) == der(second[0])
+
+    # Fixed, a second reload goes back to the first half of the slots.
+    shutil.copy(first[1], key)
+    shutil.copy(first[0], cert)
+    os.kill(d.pid, signal.SIGHUP)
+    assert wait_for(lambda: d.log().count("TLS certificates loaded"
+                                          " again") == 2, 10.0)
+    assert peer_der(port, HOSTNAME) == der(first[0])
+    assert wait_for(lambda: len(d.smtp_pids()) == 2 and
+                    not set(d.smtp_pids()) & new_pids, 15.0), d.titles()
+    assert send_one(raw_starttls_ehlo(ports["mx"]))
+
+
+def raw_starttls_ehlo(port):
+    c = raw_starttls(port)
+    ehlo(c)
+    return c
 
 
 def test_rsa_and_ecdsa_for_one_name(tlsd, pki):
