@@ -65,7 +65,7 @@ struct session {
 	enum tls_result tls_want;    /* what the handshake waits for */
 	bool       tls_read_wants_write;
 	bool       tls_write_wants_read;
-	char       tls_info[160];    /* "version=TLSv1.3 cipher=... bits=256" */
+	char       tls_info[160];    /* for the log: "version=... cipher=... bits=N" */
 
 	/* AUTH */
 	char      *auth_user;        /* NULL until AUTH succeeds (routes) */
@@ -224,7 +224,7 @@ view_fill(struct session *s, struct hooks_view *v)
 	if (v->tls) {
 		v->tls_version = tls_conn_version(s->tls);
 		v->tls_cipher = tls_conn_cipher(s->tls);
-		v->tls_bits = tls_conn_bits(s->tls);
+		v->tls_bits = tls_conn_bits(s->tls, NULL);
 	}
 	v->auth_user = s->auth_user;
 	v->queue_id = s->env.queue_id;
@@ -325,8 +325,15 @@ write_received(struct session *s)
 	rfc5322_date(date, sizeof(date), time(NULL));
 	buf_appendf(&s->content, "Received: from %s ([%s])\r\n", s->helo,
 	    s->client_ip);
-	if (encrypted(s))
-		buf_appendf(&s->content, "\t(%s)\r\n", s->tls_info);
+	/* Worded as Postfix words it, which readers of headers know. */
+	if (encrypted(s)) {
+		int alg_bits = 0;
+		int bits = tls_conn_bits(s->tls, &alg_bits);
+
+		buf_appendf(&s->content, "\t(using %s with cipher %s"
+		    " (%d/%d bits))\r\n", tls_conn_version(s->tls),
+		    tls_conn_cipher(s->tls), bits, alg_bits);
+	}
 	buf_appendf(&s->content, "\tby %s (mxgate) with %s id %s",
 	    s->conf->hostname, protocol_name(s, proto, sizeof(proto)),
 	    s->env.queue_id);
@@ -893,7 +900,7 @@ handshake(struct session *s)
 	s->tls_phase = STLS_ON;
 	snprintf(s->tls_info, sizeof(s->tls_info), "version=%s cipher=%s "
 	    "bits=%d", tls_conn_version(s->tls), tls_conn_cipher(s->tls),
-	    tls_conn_bits(s->tls));
+	    tls_conn_bits(s->tls, NULL));
 	sni = tls_conn_sni(s->tls);
 	log_safe(name, sizeof(name), sni != NULL ? sni : "-");
 	log_info("session=%016llx client=%s TLS established %s sni=%s",

@@ -583,9 +583,9 @@ tls_conn_cipher(const struct tls_conn *c)
 }
 
 int
-tls_conn_bits(const struct tls_conn *c)
+tls_conn_bits(const struct tls_conn *c, int *alg_bits)
 {
-	return SSL_get_cipher_bits(c->ssl, NULL);
+	return SSL_get_cipher_bits(c->ssl, alg_bits);
 }
 
 const char *

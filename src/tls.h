@@ -77,7 +77,8 @@ bool tls_pending(const struct tls_conn *c);
 /* After the handshake: "TLSv1.3", "TLS_AES_256_GCM_SHA384", key bits. */
 const char *tls_conn_version(const struct tls_conn *c);
 const char *tls_conn_cipher(const struct tls_conn *c);
-int         tls_conn_bits(const struct tls_conn *c);
+/* The secret bits; *alg_bits (unless NULL) those of the algorithm. */
+int         tls_conn_bits(const struct tls_conn *c, int *alg_bits);
 /* The name the client asked for (SNI), or NULL. */
 const char *tls_conn_sni(const struct tls_conn *c);
 /* Why the last operation failed: "unsupported protocol", "no shared

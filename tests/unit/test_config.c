@@ -208,15 +208,19 @@ test_default_loads(void)
 	CHECK_INT(ntohs(sin->sin_port), 2525);
 	CHECK_INT(ntohl(sin->sin_addr.s_addr), 0x7f000001);
 	CHECK_INT(c->naccept_domains, 0);
-	CHECK_INT(c->nroutes, 3);
+	CHECK_INT(c->nroutes, 4);
 	CHECK(c->route_table != NULL);
-	if (c->nroutes == 3) {
+	if (c->nroutes == 4) {
 		CHECK_STR(c->routes[0].name, "postmaster");
 		CHECK_STR(c->routes[1].name, "local");
 		CHECK_STR(c->routes[1].action, "maildir");
 		CHECK_STR(c->routes[1].path, "./var/mail/${domain}/${local}/");
-		CHECK_STR(c->routes[2].name, "catchall");
-		CHECK_INT(c->routes[2].code, 550);
+		/* the default for submission: authenticated users relay */
+		CHECK_STR(c->routes[2].name, "submission");
+		CHECK_STR(c->routes[2].action, "relay");
+		CHECK_STR(c->routes[2].upstream, "mx");
+		CHECK_STR(c->routes[3].name, "catchall");
+		CHECK_INT(c->routes[3].code, 550);
 	}
 	config_free(c);
 }
