@@ -1,11 +1,11 @@
 """Policy hooks through the daemon: the Postfix policy delegation protocol
 against a policy server started here (attributes at every stage, each
-action, unix: and inet:, the default when the service is down or slow,
-connection reuse), the example C plugin (contrib/plugins/example.c, built
-as plugins/example.so in the build tree) loaded by the daemon, and the
-built-in checks: reject_networks,
-trusted_networks, helo_checks, and the connection and message rate
-limits.
+action, unix: and inet:, the
+default when the service is down or slow, connection reuse), the example
+C plugin (contrib/plugins/example.c, built as plugins/example.so in the
+build tree) loaded by the daemon, each of its hooks giving a verdict, and
+the built-in checks: reject_networks, trusted_networks, helo_checks, and
+the connection and message rate limits.
 
 Run in a private network namespace (netns.py) so that clients have
 addresses of their own and the SPF lookups every message gets stay
@@ -318,6 +318,46 @@ def test_example_plugin(start):
                                "messages"), line
     assert wait_for(lambda: "example plugin: session" in d.log()
                     and "subject first" in d.log(), 5), d.log()[-2000:]
+
+
+def test_example_plugin_connect_mail_data(start):
+    """on_connect, on_mail and on_data, each on its trigger in the args;
+    the sessions, senders and messages that do not match go through."""
+    d = start(plugins=[{"path": example_plugin(), "args":
+                        "refuse_client=%s refuse_sender=spam@sender.example "
+                        "defer_sender=bulk@sender.example" % OTHER}])
+    with d.raw(source=OTHER) as c:
+        assert c.line() == ("554 5.7.1 <%s>: client refused by the example "
+                            "plugin" % OTHER)
+        # RFC 5321 3.1: after a refusing greeting only QUIT
+        assert c.cmd("EHLO client.example").startswith("503 ")
+        assert c.cmd("QUIT").startswith("221 ")
+    with session(d) as c:                       # CLIENT: welcome
+        # on_mail; the plugin compares without regard to case (mxgate
+        # gives it the domain in lower case)
+        assert c.cmd("MAIL FROM:<Spam@Sender.example>") == (
+            "550 5.7.1 <Spam@sender.example>: sender refused by the "
+            "example plugin")
+        assert c.cmd("RCPT TO:<bob@open.test>").startswith("503 ")
+        # on_data, with the whole envelope
+        assert c.cmd("MAIL FROM:<bulk@sender.example>").startswith("250 ")
+        assert c.cmd("RCPT TO:<bob@open.test>").startswith("250 ")
+        assert c.cmd("RCPT TO:<carol@open.test>").startswith("250 ")
+        assert c.cmd("DATA") == ("451 4.7.1 <bulk@sender.example>: message "
+                                 "for 2 recipient(s) deferred by the example "
+                                 "plugin")
+        assert c.cmd("RSET").startswith("250 ")
+        # another sender in the same session: MAIL and DATA accepted
+        assert QUEUED_RE.match(send_message(c))
+    log = d.log()
+    for stage, reply in (("connect", "554 5.7.1 <%s>" % OTHER),
+                         ("mail", "550 5.7.1 <Spam@sender.example>"),
+                         ("data", "451 4.7.1 <bulk@sender.example>")):
+        assert "stage=%s plugin=example: %s" % (stage, reply) in log, log
+    # only that message was queued, the only one on_message saw
+    assert d.message_count() == 1
+    assert wait_for(lambda: "example plugin: session" in d.log(), 5)
+    assert d.log().count("example plugin: session") == 1, d.log()[-2000:]
 
 
 def test_plugin_accept_skips_policy(start, policy):
