@@ -6,16 +6,25 @@
  *   plugins = ( { path = "/usr/lib/mxgate/example.so";
  *                 args = "prefix=blocked- max_messages=100"; } );
  *
- * What it does:
- *   - refuses recipients whose local part starts with the prefix
- *     (args "prefix=", default "blocked-"): 550 5.7.1 at RCPT;
- *   - counts the messages of each session (its per-session context) and
- *     answers 451 4.7.1 to the end of a message once the session sent
- *     max_messages (args "max_messages=", default 0: no limit);
- *   - accepts at once HELO names equal to args "trust_helo=" (skipping
+ * What it does, one hook per stage of the dialogue, each on a trigger
+ * set by args (all optional; with none, only the default prefix acts):
+ *   - on_connect: refuses the client whose address is "refuse_client="
+ *     (as mxgate writes it: "192.0.2.66", "2001:db8::1"): 554 5.7.1 as
+ *     the greeting, after which mxgate serves only QUIT;
+ *   - on_helo: accepts at once HELO names equal to "trust_helo=" (skipping
  *     the later checks of that stage, e.g. the policy service);
- *   - writes a line to stderr for each message it sees (with mxgated -f,
- *     that is the log).
+ *   - on_mail: refuses MAIL FROM the address "refuse_sender="
+ *     (case-insensitive; "<>" names the null sender): 550 5.7.1;
+ *   - on_rcpt: refuses recipients whose local part starts with the prefix
+ *     ("prefix=", default "blocked-"): 550 5.7.1 at RCPT;
+ *   - on_data: answers 451 4.7.1 to DATA when the sender is
+ *     "defer_sender=" (the envelope is complete there: a place for
+ *     greylisting);
+ *   - on_message: counts the messages of each session (its per-session
+ *     context) and answers 451 4.7.1 to the end of a message once the
+ *     session sent "max_messages=" (default 0: no limit); writes a line
+ *     to stderr for each message it sees (with mxgated -f, that is the
+ *     log).
  * Unknown args make init() fail, so that mxgated refuses to start.
  */
 #include <stdio.h>
@@ -28,6 +37,9 @@
 struct example {
 	char          prefix[64];
 	char          trust_helo[256];
+	char          refuse_client[64];
+	char          refuse_sender[320];  /* "<>": the null sender */
+	char          defer_sender[320];
 	unsigned long max_messages;
 	unsigned long messages;        /* in this worker, all sessions */
 };
@@ -50,6 +62,15 @@ set_arg(struct example *ex, const char *word, char *err, size_t errlen)
 		snprintf(ex->prefix, sizeof(ex->prefix), "%s", eq + 1);
 	} else if (strncmp(word, "trust_helo=", 11) == 0) {
 		snprintf(ex->trust_helo, sizeof(ex->trust_helo), "%s", eq + 1);
+	} else if (strncmp(word, "refuse_client=", 14) == 0) {
+		snprintf(ex->refuse_client, sizeof(ex->refuse_client), "%s",
+		    eq + 1);
+	} else if (strncmp(word, "refuse_sender=", 14) == 0) {
+		snprintf(ex->refuse_sender, sizeof(ex->refuse_sender), "%s",
+		    eq + 1);
+	} else if (strncmp(word, "defer_sender=", 13) == 0) {
+		snprintf(ex->defer_sender, sizeof(ex->defer_sender), "%s",
+		    eq + 1);
 	} else if (strncmp(word, "max_messages=", 13) == 0) {
 		ex->max_messages = strtoul(eq + 1, &end, 10);
 		if (eq[1] == '\0' || *end != '\0') {
@@ -110,6 +131,34 @@ example_session_end(void *state, void *ctx)
 	free(ctx);
 }
 
+/* A configured address equal to addr; "<>" stands for the null sender. */
+static int
+same_address(const char *configured, const char *addr)
+{
+	if (configured[0] == '\0')
+		return 0;
+	if (strcmp(configured, "<>") == 0)
+		return addr[0] == '\0';
+	return strcasecmp(configured, addr) == 0;
+}
+
+static void
+example_connect(void *state, void *ctx, const struct mxgate_session *s,
+    struct mxgate_result *r)
+{
+	struct example *ex = state;
+
+	(void)ctx;
+	if (ex->refuse_client[0] != '\0' &&
+	    strcmp(s->client_ip, ex->refuse_client) == 0) {
+		r->verdict = MXGATE_REJECT;
+		r->code = 554;
+		snprintf(r->text, sizeof(r->text),
+		    "5.7.1 <%s>: client refused by the example plugin",
+		    s->client_ip);
+	}
+}
+
 static void
 example_helo(void *state, void *ctx, const struct mxgate_session *s,
     struct mxgate_result *r)
@@ -119,6 +168,22 @@ example_helo(void *state, void *ctx, const struct mxgate_session *s,
 	(void)ctx;
 	if (ex->trust_helo[0] != '\0' && strcasecmp(s->helo, ex->trust_helo) == 0)
 		r->verdict = MXGATE_ACCEPT;
+}
+
+static void
+example_mail(void *state, void *ctx, const struct mxgate_session *s,
+    struct mxgate_result *r)
+{
+	struct example *ex = state;
+
+	(void)ctx;
+	if (same_address(ex->refuse_sender, s->sender)) {
+		r->verdict = MXGATE_REJECT;
+		r->code = 550;
+		snprintf(r->text, sizeof(r->text),
+		    "5.7.1 <%s>: sender refused by the example plugin",
+		    s->sender);
+	}
 }
 
 static void
@@ -134,6 +199,23 @@ example_rcpt(void *state, void *ctx, const struct mxgate_session *s,
 		r->code = 550;
 		snprintf(r->text, sizeof(r->text),
 		    "5.7.1 <%s>: recipient blocked by the example plugin", s->rcpt);
+	}
+}
+
+static void
+example_data(void *state, void *ctx, const struct mxgate_session *s,
+    struct mxgate_result *r)
+{
+	struct example *ex = state;
+
+	(void)ctx;
+	/* The whole envelope is known here: sender and every recipient. */
+	if (same_address(ex->defer_sender, s->sender)) {
+		r->verdict = MXGATE_TEMPFAIL;
+		r->code = 451;
+		snprintf(r->text, sizeof(r->text), "4.7.1 <%s>: message for "
+		    "%u recipient(s) deferred by the example plugin",
+		    s->sender, s->nrcpts);
 	}
 }
 
@@ -179,8 +261,11 @@ static const struct mxgate_plugin example_plugin = {
 	.fini = example_fini,
 	.session_new = example_session_new,
 	.session_end = example_session_end,
+	.on_connect = example_connect,
 	.on_helo = example_helo,
+	.on_mail = example_mail,
 	.on_rcpt = example_rcpt,
+	.on_data = example_data,
 	.on_message = example_message,
 };
 

@@ -1,11 +1,11 @@
 """Policy hooks through the daemon: the Postfix policy delegation protocol
 against a policy server started here (attributes at every stage, each
-action, unix: and inet:, the default when the service is down or slow,
-connection reuse), the example C plugin (contrib/plugins/example.c, built
-as plugins/example.so in the build tree) loaded by the daemon, and the
-built-in checks: reject_networks,
-trusted_networks, helo_checks, and the connection and message rate
-limits.
+action at RCPT, refusals at every other stage, unix: and inet:, the
+default when the service is down or slow, connection reuse), the example
+C plugin (contrib/plugins/example.c, built as plugins/example.so in the
+build tree) loaded by the daemon, each of its hooks giving a verdict, and
+the built-in checks: reject_networks, trusted_networks, helo_checks, and
+the connection and message rate limits.
 
 Run in a private network namespace (netns.py) so that clients have
 addresses of their own and the SPF lookups every message gets stay
@@ -247,6 +247,85 @@ def test_policy_actions_at_rcpt(start, policy, action, expect):
         assert "unsupported action" in d.log()
 
 
+# The service's answer at each stage other than RCPT, and what the
+# session is left with: the command refused, nothing after it done.
+ALL_STAGES = ["connect", "helo", "mail", "rcpt", "data", "end_of_message"]
+STAGE_ACTIONS = [
+    ("REJECT no thanks", "554 5.7.1 no thanks"),
+    ("DEFER", "450 4.7.1 Try again later"),
+    ("DEFER_IF_PERMIT greylisted", "450 4.7.1 greylisted"),
+    ("551 5.7.2 go elsewhere", "551 5.7.2 go elsewhere"),
+    ("452 4.3.1 come back later", "452 4.3.1 come back later"),
+]
+
+
+def until_state(d, state):
+    """A session from CLIENT up to the command the service is asked about
+    at state (sending each command before it, each accepted); returns the
+    client and the reply to that command."""
+    c = d.raw()
+    line = c.line()
+    if state == "CONNECT":
+        return c, line
+    assert line.startswith("220 "), line
+    line = c.cmd("EHLO client.example")
+    if state == "EHLO":
+        return c, line
+    assert line.startswith("250"), line
+    line = c.cmd("MAIL FROM:<a@sender.example>")
+    if state == "MAIL":
+        return c, line
+    assert line.startswith("250 2.1.0"), line
+    assert c.cmd("RCPT TO:<bob@open.test>").startswith("250 2.1.5")
+    line = c.cmd("DATA")
+    if state == "DATA":
+        return c, line
+    assert line.startswith("354"), line
+    c.send(make_message("stages", sender="a@sender.example",
+                        rcpt="bob@open.test") + ".\r\n")
+    return c, c.line(timeout=20)
+
+
+# protocol_state, in dialogue order, and the stage mxgate logs for it
+STATES = [("CONNECT", "connect"), ("EHLO", "helo"), ("MAIL", "mail"),
+          ("RCPT", "rcpt"), ("DATA", "data"),
+          ("END-OF-MESSAGE", "end_of_message")]
+
+
+@pytest.mark.parametrize("state,stage", [x for x in STATES if x[0] != "RCPT"])
+def test_policy_actions_at_other_stages(start, policy, state, stage):
+    d = start(policy={"service": policy.service, "stages": ALL_STAGES})
+    names = [x[0] for x in STATES]
+    asked = names[:names.index(state) + 1]
+    for action, expect in STAGE_ACTIONS:
+        policy.requests.clear()
+        policy.answers[state] = action
+        c, line = until_state(d, state)
+        with c:
+            assert line == expect, (action, line)
+            # the stage was refused, and the session went no further
+            if state == "CONNECT":
+                # RFC 5321 3.1: after a refusing greeting only QUIT
+                assert c.cmd("EHLO client.example").startswith("503 ")
+            elif state == "EHLO":
+                assert c.cmd("MAIL FROM:<a@sender.example>").startswith(
+                    "503 ")
+            elif state == "MAIL":
+                assert c.cmd("RCPT TO:<bob@open.test>").startswith("503 ")
+            elif state == "DATA":
+                # no 354: what follows is no message, RSET starts over
+                assert c.cmd("RSET").startswith("250 ")
+            assert c.cmd("QUIT").startswith("221 ")
+        assert policy.states() == asked, (action, policy.states())
+    assert d.message_count() == 0
+    assert ("stage=%s action=DEFER: 450 4.7.1 Try again later" % stage
+            in d.log()), d.log()[-2000:]
+    # DUNNO at every stage: the same dialogue goes through
+    policy.answers.clear()
+    with session(d) as c:
+        assert QUEUED_RE.match(send_message(c))
+    assert d.message_count() == 1
+
 def test_policy_421_closes(start, policy):
     policy.answers["bob"] = "421 4.7.0 closing now"
     d = start(policy={"service": policy.service})
@@ -318,6 +397,46 @@ def test_example_plugin(start):
                                "messages"), line
     assert wait_for(lambda: "example plugin: session" in d.log()
                     and "subject first" in d.log(), 5), d.log()[-2000:]
+
+
+def test_example_plugin_connect_mail_data(start):
+    """on_connect, on_mail and on_data, each on its trigger in the args;
+    the sessions, senders and messages that do not match go through."""
+    d = start(plugins=[{"path": example_plugin(), "args":
+                        "refuse_client=%s refuse_sender=spam@sender.example "
+                        "defer_sender=bulk@sender.example" % OTHER}])
+    with d.raw(source=OTHER) as c:
+        assert c.line() == ("554 5.7.1 <%s>: client refused by the example "
+                            "plugin" % OTHER)
+        # RFC 5321 3.1: after a refusing greeting only QUIT
+        assert c.cmd("EHLO client.example").startswith("503 ")
+        assert c.cmd("QUIT").startswith("221 ")
+    with session(d) as c:                       # CLIENT: welcome
+        # on_mail; the plugin compares without regard to case (mxgate
+        # gives it the domain in lower case)
+        assert c.cmd("MAIL FROM:<Spam@Sender.example>") == (
+            "550 5.7.1 <Spam@sender.example>: sender refused by the "
+            "example plugin")
+        assert c.cmd("RCPT TO:<bob@open.test>").startswith("503 ")
+        # on_data, with the whole envelope
+        assert c.cmd("MAIL FROM:<bulk@sender.example>").startswith("250 ")
+        assert c.cmd("RCPT TO:<bob@open.test>").startswith("250 ")
+        assert c.cmd("RCPT TO:<carol@open.test>").startswith("250 ")
+        assert c.cmd("DATA") == ("451 4.7.1 <bulk@sender.example>: message "
+                                 "for 2 recipient(s) deferred by the example "
+                                 "plugin")
+        assert c.cmd("RSET").startswith("250 ")
+        # another sender in the same session: MAIL and DATA accepted
+        assert QUEUED_RE.match(send_message(c))
+    log = d.log()
+    for stage, reply in (("connect", "554 5.7.1 <%s>" % OTHER),
+                         ("mail", "550 5.7.1 <Spam@sender.example>"),
+                         ("data", "451 4.7.1 <bulk@sender.example>")):
+        assert "stage=%s plugin=example: %s" % (stage, reply) in log, log
+    # only that message was queued, the only one on_message saw
+    assert d.message_count() == 1
+    assert wait_for(lambda: "example plugin: session" in d.log(), 5)
+    assert d.log().count("example plugin: session") == 1, d.log()[-2000:]
 
 
 def test_plugin_accept_skips_policy(start, policy):

@@ -1,7 +1,8 @@
 """Routes through the daemon: each action decided at RCPT and stored per
 recipient in the queue with its expanded parameters, reject routes, no
 route, continue, per-route max_size, every open-relay trick, and
-`mxgatectl route test` (one recipient, and --script)."""
+`mxgatectl route test` (one recipient, and --script; --auth against
+authenticated routes)."""
 
 import json
 import os
@@ -483,6 +484,61 @@ def test_route_test_script(routes_conf, tmp_path):
         "%s:9: cannot read the expected outcome at \"frobnicate\"" % p,
         "7 tests, 6 failed",
     ], r.stdout
+
+
+# Routes for authenticated clients: a user pattern with a capture, any
+# user, and only the unauthenticated.
+AUTH_ROUTES = [
+    {"name": "admins", "rcpt": "^",
+     "authenticated": r"^(?<team>[a-z]+)-admin$",
+     "action": "maildir", "path": "mail/admins/${team}/${auth_user}/"},
+    {"name": "submission", "rcpt": "^", "authenticated": True,
+     "action": "maildir", "path": "mail/sent/${auth_user}/"},
+    {"name": "inbound", "rcpt": r"@example\.test$", "authenticated": False,
+     "action": "debug"},
+]
+
+SCRIPT_AUTH = """\
+# authenticated = true matches with --auth only, and ${auth_user} expands
+bob@elsewhere.example --auth alice => route=submission var.auth_user=alice param.path=%(dir)s/mail/sent/alice/
+bob@elsewhere.example => reject 550 5.1.1
+# authenticated = false: only without --auth
+carol@example.test => route=inbound action=debug
+carol@example.test --auth alice => route=submission param.path=%(dir)s/mail/sent/alice/
+# a user pattern, case-sensitive, with its capture
+x@elsewhere.example --auth ops-admin => route=admins var.team=ops var.auth_user=ops-admin param.path=%(dir)s/mail/admins/ops/ops-admin/
+x@elsewhere.example --auth Ops-admin => route=submission
+# a user name cannot leave the Maildir root
+x@elsewhere.example --auth ../alice => reject 553 5.1.3
+"""
+
+
+def test_route_test_auth(daemon_factory, tmp_path):
+    conf = routes_daemon(daemon_factory, AUTH_ROUTES).config_path
+    r = ctl(conf, "route", "test", "bob@elsewhere.example", "--auth", "alice")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "auth=alice" in out.splitlines()[2], out
+    assert "route submission (routes[1])" in out, out
+    assert "auth_user=alice" in out, out
+    params = [l for l in out.splitlines() if l.startswith("  params")][0]
+    assert json.loads(params.split(None, 1)[1])["path"] == os.path.join(
+        os.path.dirname(conf), "mail/sent/alice/")
+    r = ctl(conf, "route", "test", "bob@elsewhere.example")
+    assert r.returncode == 1
+    assert "auth=-" in r.stdout.splitlines()[2], r.stdout
+    assert ("rejected: 550 5.1.1 <bob@elsewhere.example>: Recipient address "
+            "rejected (no route)") in r.stdout, r.stdout
+    # ${auth_user} belongs to routes with authenticated only
+    r = ctl(conf, "route", "test", "carol@example.test")
+    assert r.returncode == 0, r.stdout
+    assert "route inbound" in r.stdout and "auth_user" not in r.stdout
+
+    script = tmp_path / "auth.test"
+    script.write_text(SCRIPT_AUTH % {"dir": os.path.dirname(conf)})
+    r = ctl(conf, "route", "test", "--script", str(script))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip() == "7 tests, 0 failed", r.stdout
 
 
 def test_sample_routes_script():

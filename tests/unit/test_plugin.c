@@ -91,8 +91,12 @@ test_verdicts(void)
 	plugins_run(ps, PLUGIN_RCPT, &s, &a);
 	CHECK_INT(a.verdict, POLICY_CONTINUE);
 
-	/* Hooks the plugin does not have: continue. */
+	/* Hooks whose trigger is not configured: continue. */
 	plugins_run(ps, PLUGIN_CONNECT, &s, &a);
+	CHECK_INT(a.verdict, POLICY_CONTINUE);
+	plugins_run(ps, PLUGIN_MAIL, &s, &a);
+	CHECK_INT(a.verdict, POLICY_CONTINUE);
+	plugins_run(ps, PLUGIN_DATA, &s, &a);
 	CHECK_INT(a.verdict, POLICY_CONTINUE);
 
 	/* Per-session counting: the second message is one too many. */
@@ -112,6 +116,51 @@ test_verdicts(void)
 	plugins_unload();
 	CHECK_INT(plugins_count(), 0);
 	CHECK(plugins_session_new(&s) == NULL);
+}
+
+/* on_connect, on_mail and on_data, each on its own trigger. */
+static void
+test_envelope_hooks(void)
+{
+	struct plugin_session *ps;
+	struct mxgate_session s;
+	struct policy_answer a;
+
+	CHECK_INT(load(example_path, "refuse_client=192.0.2.1 "
+	    "refuse_sender=<> defer_sender=Bulk@Example.org", true), 0);
+	CHECK_STR(errors, "");
+	s = session("", "");
+	ps = plugins_session_new(&s);
+
+	plugins_run(ps, PLUGIN_CONNECT, &s, &a);
+	CHECK_INT(a.verdict, POLICY_REJECT);
+	CHECK_INT(a.code, 554);
+	CHECK_STR(a.text, "5.7.1 <192.0.2.1>: client refused by the example "
+	    "plugin");
+	s.client_ip = "192.0.2.10";
+	plugins_run(ps, PLUGIN_CONNECT, &s, &a);
+	CHECK_INT(a.verdict, POLICY_CONTINUE);
+
+	/* "<>" is the null sender, and no other. */
+	plugins_run(ps, PLUGIN_MAIL, &s, &a);
+	CHECK_INT(a.verdict, POLICY_REJECT);
+	CHECK_INT(a.code, 550);
+	CHECK_STR(a.text, "5.7.1 <>: sender refused by the example plugin");
+	s.sender = "bulk@example.org";
+	plugins_run(ps, PLUGIN_MAIL, &s, &a);
+	CHECK_INT(a.verdict, POLICY_CONTINUE);
+
+	s.nrcpts = 2;
+	plugins_run(ps, PLUGIN_DATA, &s, &a);
+	CHECK_INT(a.verdict, POLICY_TEMPFAIL);
+	CHECK_INT(a.code, 451);
+	CHECK_STR(a.text, "4.7.1 <bulk@example.org>: message for 2 "
+	    "recipient(s) deferred by the example plugin");
+	s.sender = "someone@example.org";
+	plugins_run(ps, PLUGIN_DATA, &s, &a);
+	CHECK_INT(a.verdict, POLICY_CONTINUE);
+	plugins_session_end(ps);
+	plugins_unload();
 }
 
 static void
@@ -141,6 +190,7 @@ main(void)
 	if (example_path == NULL)
 		example_path = "plugins/example.so";
 	RUN(test_verdicts);
+	RUN(test_envelope_hooks);
 	RUN(test_load_errors);
 	return unit_done();
 }
