@@ -582,8 +582,16 @@ hooks_answer(void *arg, enum smtp_stage stage, const struct policy_answer *a,
 
 	if (ev == NULL)
 		return;
-	if (!ok)
-		proto_reply(s->proto, a->code, "%s", a->text);
+	if (!ok) {
+		int code = a->code;
+
+		/* RFC 5321 3.1, 4.2.5: a greeting says 554 (then only QUIT
+		 * is served) or 421 (and the connection closes), nothing
+		 * else; a greylisting service's 450 becomes 421. */
+		if (stage == STAGE_CONNECT)
+			code = code >= 500 ? 554 : 421;
+		proto_reply(s->proto, code, "%s", a->text);
+	}
 	switch (stage) {
 	case STAGE_CONNECT:
 	case STAGE_DATA:
