@@ -442,6 +442,41 @@ def test_modern_tls_accepted(tlsd, version):
     c.close()
 
 
+def test_min_version_setting(daemon_factory, pki):
+    """tls.min_version = "TLSv1.3": a TLS 1.2 client is refused (logged),
+    a TLS 1.3 one served."""
+    o, ports = tls_overrides(pki)
+    o["tls"] = dict(o["tls"], min_version="TLSv1.3")
+    d = daemon_factory(o)
+    v12 = ssl.TLSVersion.TLSv1_2
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        raw_implicit(ports["submissions"], client_ctx(minimum=v12,
+                                                      maximum=v12))
+    assert wait_for(lambda: "TLS handshake failed: unsupported protocol"
+                    in d.log(), 5.0), d.log()[-2000:]
+    c = raw_implicit(ports["submissions"])
+    assert c.sock.version() == "TLSv1.3"
+    assert c.line().startswith("220 ")
+    c.close()
+
+
+def test_default_ciphers_refuse_weak_ones(tlsd):
+    """The default TLS 1.2 cipher list has forward secrecy and AEAD only:
+    a client offering nothing but AES128-SHA (RSA key exchange, CBC) is
+    refused; one offering ECDHE-RSA-AES128-GCM-SHA256 is served."""
+    v12 = ssl.TLSVersion.TLSv1_2
+    weak = client_ctx(minimum=v12, maximum=v12, ciphers="AES128-SHA")
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        raw_implicit(tlsd.ports["submissions"], weak)
+    assert wait_for(lambda: "TLS handshake failed: no shared cipher"
+                    in tlsd.log(), 5.0), tlsd.log()[-2000:]
+    good = client_ctx(minimum=v12, maximum=v12,
+                      ciphers="ECDHE-RSA-AES128-GCM-SHA256")
+    c = raw_implicit(tlsd.ports["submissions"], good)
+    assert c.sock.cipher()[0] == "ECDHE-RSA-AES128-GCM-SHA256"
+    c.close()
+
+
 def peer_der(port, sni, implicit=True, ctx=None):
     if implicit:
         c = raw_implicit(port, ctx, sni=sni)
