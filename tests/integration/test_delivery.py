@@ -125,6 +125,24 @@ class Capture:
         self.controller.stop()
 
 
+class Gauge:
+    """Connections open at once: now, and the most ever seen."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def enter(self):
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def leave(self):
+        with self.lock:
+            self.now -= 1
+
+
 class FakeSMTP:
     """A scripted SMTP server on 127.0.0.1, one thread per connection.
 
@@ -132,12 +150,15 @@ class FakeSMTP:
     ehlo:     the reply to EHLO when not 250 (e.g. "502 5.5.1 no EHLO")
     rcpt:     function(address) -> reply line
     data_end: function(n) -> reply to the n-th message's final dot
+    gauges:   Gauges that count this server's connections open at once
+              (one may be shared by several servers)
     Records: connections, commands (with the index of the recv() that
     brought each one), and messages (mail, rcpts, data)."""
 
     def __init__(self, ext=("PIPELINING", "8BITMIME", "SIZE 10000000"),
-                 ehlo=None, rcpt=None, data_end=None):
+                 ehlo=None, rcpt=None, data_end=None, gauges=()):
         self.ext = list(ext)
+        self.gauges = list(gauges)
         self.ehlo = ehlo
         self.rcpt = rcpt or (lambda a: "250 2.1.5 Ok")
         self.data_end = data_end or (lambda n: "250 2.0.0 Ok: fake")
@@ -166,6 +187,23 @@ class FakeSMTP:
         self.server.server_close()
 
     def _serve(self, sock):
+        for g in self.gauges:
+            g.enter()
+        # A connection counts until QUIT is read (before the 221 that
+        # lets the client go on) or until it ends otherwise.
+        counted = [True]
+
+        def uncount():
+            if counted[0]:
+                counted[0] = False
+                for g in self.gauges:
+                    g.leave()
+        try:
+            self._session(sock, uncount)
+        finally:
+            uncount()
+
+    def _session(self, sock, uncount):
         sock.settimeout(20)
         with self.lock:
             self.connections += 1
@@ -241,6 +279,7 @@ class FakeSMTP:
             elif verb == "NOOP":
                 send("250 2.0.0 Ok")
             elif verb == "QUIT":
+                uncount()
                 send("221 2.0.0 Bye")
                 return
             else:
@@ -744,6 +783,72 @@ def test_rcpt_4xx_and_5xx_in_one_transaction(daemon_factory):
         assert fake.messages[0]["rcpts"] == ["ok@example.test"]
     finally:
         fake.stop()
+
+
+# ---------------------------------------------------------------------------
+# Concurrency limits
+
+def slow_dot(seconds):
+    """data_end for FakeSMTP: the final dot's 250 comes `seconds` late."""
+    def reply(n):
+        time.sleep(seconds)
+        return "250 2.0.0 Ok: slow"
+    return reply
+
+
+def send_spaced(d, rcpts, gap=0.1):
+    """One message per recipient, `gap` seconds apart: sent at once, the
+    scheduler would give them all to one child (one connection)."""
+    ids = []
+    for i, rcpt in enumerate(rcpts):
+        if i:
+            time.sleep(gap)
+        ids.append(send(d, rcpt, message("spaced %d" % i)))
+    return ids
+
+
+def test_concurrency_per_destination(daemon_factory):
+    """Six messages arrive a tenth of a second apart and each delivery
+    takes half a second: a child per message could run, but never more
+    than concurrency_per_destination of them talk to the upstream at
+    once."""
+    gauge = Gauge()
+    fake = FakeSMTP(data_end=slow_dot(0.5), gauges=[gauge])
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("next", ["127.0.0.1:%d" % fake.port])],
+            delivery={"concurrency": 10, "concurrency_per_destination": 2}))
+        ids = send_spaced(d, ["bob@example.test"] * 6)
+        for qid in ids:
+            wait_state(d, qid, "delivered", timeout=20)
+        assert len(fake.messages) == 6
+        # The limit is reached (so the test means something) and held.
+        assert gauge.peak == 2, gauge.peak
+    finally:
+        fake.stop()
+
+
+def test_concurrency_in_all(daemon_factory):
+    """Two slow destinations, each allowed 5 connections: together they
+    never get more than delivery.concurrency."""
+    both = Gauge()
+    one = FakeSMTP(data_end=slow_dot(0.5), gauges=[both])
+    two = FakeSMTP(data_end=slow_dot(0.5), gauges=[both])
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("one", ["127.0.0.1:%d" % one.port]),
+             upstream("two", ["127.0.0.1:%d" % two.port])],
+            routes=[{"rcpt": r"^one@", "action": "relay", "upstream": "one"},
+                    {"rcpt": r"^two@", "action": "relay", "upstream": "two"}],
+            delivery={"concurrency": 3, "concurrency_per_destination": 5}))
+        ids = send_spaced(d, ["one@example.test", "two@example.test"] * 4)
+        for qid in ids:
+            wait_state(d, qid, "delivered", timeout=20)
+        assert len(one.messages) == 4 and len(two.messages) == 4
+        assert both.peak == 3, both.peak
+    finally:
+        one.stop()
+        two.stop()
 
 
 # ---------------------------------------------------------------------------
