@@ -786,7 +786,7 @@ def test_rcpt_4xx_and_5xx_in_one_transaction(daemon_factory):
 
 
 # ---------------------------------------------------------------------------
-# Concurrency limits
+# Concurrency limits and timeouts per phase
 
 def slow_dot(seconds):
     """data_end for FakeSMTP: the final dot's 250 comes `seconds` late."""
@@ -849,6 +849,69 @@ def test_concurrency_in_all(daemon_factory):
     finally:
         one.stop()
         two.stop()
+
+
+def test_timeouts_per_phase(daemon_factory):
+    """Each phase has its own timeout: a connect that is never answered
+    (a listener whose backlog is full), a server that accepts and never
+    greets, one that never answers the final dot.  Each recipient is
+    deferred with a 4.4.x reply saying it timed out, after its own
+    phase's seconds and not much later."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    # One connection fills the backlog; the kernel drops the next SYNs.
+    filler = socket.create_connection(full.getsockname(), timeout=5)
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(16)
+    release = threading.Event()
+
+    def never(n):
+        release.wait(30)
+        return "250 2.0.0 Ok: too late"
+    stall = FakeSMTP(data_end=never)
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("full", ["127.0.0.1:%d" % full.getsockname()[1]]),
+             upstream("mute", ["127.0.0.1:%d" % mute.getsockname()[1]]),
+             upstream("stall", ["127.0.0.1:%d" % stall.port])],
+            routes=[{"rcpt": "^%s@" % u, "action": "relay", "upstream": u}
+                    for u in ("full", "mute", "stall")],
+            delivery={"retry_schedule": [3600], "connect_timeout": 1,
+                      "command_timeout": 2, "data_timeout": 3}))
+        t0 = {}
+        for u in ("full", "mute", "stall"):
+            t0[u] = time.monotonic()
+            send(d, "%s@example.test" % u, message("timeout " + u))
+        took = {}
+
+        def poll():
+            for addr, state, reply in d.db(
+                    "SELECT address, state, last_reply FROM recipients"):
+                u = addr.split("@")[0]
+                if state == "deferred" and u not in took:
+                    took[u] = (time.monotonic() - t0[u], reply)
+            return len(took) == 3
+        assert wait_for(poll, 15, interval=0.1), (took, d.log()[-3000:])
+        limits = {"full": 1, "mute": 2, "stall": 3}
+        for u, (secs, reply) in took.items():
+            assert limits[u] - 0.1 <= secs < limits[u] + 2.5, (u, secs)
+        assert took["full"][1] == "451 4.4.1 connect to [127.0.0.1]:%d:" \
+            " timed out" % full.getsockname()[1]
+        assert took["mute"][1] == \
+            "451 4.4.2 no greeting from server: timeout"
+        assert took["stall"][1] == (
+            "451 4.4.2 connection with [127.0.0.1]:%d lost after the end"
+            " of data: timeout" % stall.port)
+        # The stalled server got the whole message: deferred, not lost.
+        assert len(stall.messages) == 1
+    finally:
+        release.set()
+        stall.stop()
+        filler.close()
+        full.close()
+        mute.close()
 
 
 # ---------------------------------------------------------------------------
