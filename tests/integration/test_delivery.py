@@ -93,9 +93,10 @@ class Capture:
     """aiosmtpd on 127.0.0.1:port (a free one unless given)."""
 
     def __init__(self, port=None, tls_context=None, require_starttls=False,
-                 auth=None, handler=None):
+                 auth=None, handler=None, auth_exclude=()):
         self.port = port or free_port()
         self.handler = handler or CaptureHandler()
+        self.auth_mechanisms = []   # the mechanism of each AUTH tried
         kw = {}
         if tls_context is not None:
             kw["tls_context"] = tls_context
@@ -104,6 +105,7 @@ class Capture:
             user, password = auth
 
             def authenticator(server, session, envelope, mechanism, data):
+                self.auth_mechanisms.append(mechanism)
                 ok = (isinstance(data, LoginPassword)
                       and data.login == user.encode()
                       and data.password == password.encode())
@@ -111,6 +113,8 @@ class Capture:
                 return AuthResult(success=ok, handled=False)
             kw["authenticator"] = authenticator
             kw["auth_require_tls"] = tls_context is not None
+            if auth_exclude:
+                kw["auth_exclude_mechanism"] = list(auth_exclude)
         self.controller = Controller(self.handler, hostname="127.0.0.1",
                                      port=self.port, decode_data=False,
                                      enable_SMTPUTF8=True,
@@ -1048,6 +1052,40 @@ def test_auth_to_upstream(daemon_factory, tmp_path):
         assert "4.7.8" in reply and "authentication failed" in reply, reply
         assert states(d, bad)["wrong@example.test"] in ("deferred",
                                                         "delivering")
+        assert "s3cret" not in d.log() and "nope" not in d.log()
+    finally:
+        cap.stop()
+
+
+@needs_aiosmtpd
+def test_auth_login_to_upstream(daemon_factory):
+    """An upstream that offers AUTH LOGIN only: the user name and the
+    password go in LOGIN's two steps (in the clear: tls = none), and a
+    wrong password is deferred with the server's reply."""
+    cap = Capture(auth=("relayuser", "s3cret"), auth_exclude=("PLAIN",))
+    try:
+        d = daemon_factory(relay_settings([
+            upstream("next", ["127.0.0.1:%d" % cap.port],
+                     auth_user="relayuser", auth_password="s3cret"),
+            upstream("wrong", ["127.0.0.1:%d" % cap.port],
+                     auth_user="relayuser", auth_password="nope")],
+            routes=[{"rcpt": r"^wrong@", "action": "relay",
+                     "upstream": "wrong"},
+                    {"rcpt": r"@example\.test$", "action": "relay",
+                     "upstream": "next"}],
+            delivery={"retry_schedule": [3600]}))
+        good = send(d, "bob@example.test", message("login ok"))
+        wait_state(d, good, "delivered")
+        assert cap.messages[0]["auth"]
+        assert cap.auth_mechanisms == ["LOGIN"]
+        bad = send(d, "wrong@example.test", message("login bad"))
+        wait_state(d, bad, "deferred")
+        reply = d.db("SELECT last_reply FROM recipients WHERE message_id ="
+                     " ?", (bad,))[0][0]
+        assert reply.startswith("451 4.7.8 [127.0.0.1]:%d authentication"
+                                " failed: 535 5.7.8 " % cap.port), reply
+        assert cap.auth_mechanisms == ["LOGIN", "LOGIN"]
+        assert cap.handler.count() == 1
         assert "s3cret" not in d.log() and "nope" not in d.log()
     finally:
         cap.stop()
