@@ -1092,6 +1092,54 @@ def test_auth_login_to_upstream(daemon_factory):
 
 
 # ---------------------------------------------------------------------------
+# What stays after delivery
+
+@needs_aiosmtpd
+def test_keep_delivered_expires(daemon_factory):
+    """keep_delivered = "4s": a delivered message's rows stay that long,
+    then go.  The queue process purges when it starts and every minute
+    after (SCHED_PURGE_MS): a restart stands in for the minute.  Only
+    the message older than the period goes; a younger one stays."""
+    cap = Capture()
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("next", ["127.0.0.1:%d" % cap.port])], keep="4s"))
+
+        def updated(qid):
+            return d.db("SELECT max(updated_at) FROM recipients WHERE"
+                        " message_id = ?", (qid,))[0][0]
+
+        def present(qid):
+            return d.db("SELECT count(*) FROM messages WHERE id = ?",
+                        (qid,))[0][0] == 1
+        old = send(d, "bob@example.test", message("kept old"))
+        wait_state(d, old, "delivered")
+        done_old = updated(old)
+        wait_for(lambda: time.time() >= done_old + 3, 5)
+        young = send(d, "bob@example.test", message("kept young"))
+        wait_state(d, young, "delivered")
+        done_young = updated(young)
+        assert done_young >= done_old + 3
+        # Purged when updated_at < now - 4: from done_old + 5 on.
+        wait_for(lambda: time.time() >= done_old + 5.05, 5)
+        assert present(old) and present(young)
+        d.restart()
+        assert wait_for(lambda: not present(old), 5), d.log()[-2000:]
+        # The young one is kept until done_young + 5 (2 s from now or
+        # more): still there, its outcome readable.
+        assert time.time() < done_young + 5, "restart too slow to tell"
+        assert present(young)
+        assert states(d, young) == {"bob@example.test": "delivered"}
+        assert d.db("SELECT count(*) FROM recipients WHERE message_id = ?",
+                    (old,))[0][0] == 0
+        assert d.db("SELECT count(*) FROM events WHERE message_id = ?",
+                    (old,))[0][0] == 0
+        assert "purged 1 messages older than keep_delivered" in d.log()
+    finally:
+        cap.stop()
+
+
+# ---------------------------------------------------------------------------
 # Crash safety
 
 def count_ids(cap):
