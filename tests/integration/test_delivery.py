@@ -1345,6 +1345,75 @@ def test_mxgatectl_queue_commands(daemon_factory):
         cap.stop()
 
 
+@needs_aiosmtpd
+def test_mxgatectl_queue_stats(daemon_factory):
+    """stats: recipients and messages per state, the oldest message still
+    pending (not the oldest kept), and per destination (the host a
+    recipient last went to) what became of its recipients."""
+    cap = Capture()
+    cap.handler.rcpt_replies["nobody@example.test"] = "550 5.1.1 no such user"
+    dead = closed_port()
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("next", ["127.0.0.1:%d" % cap.port]),
+             upstream("dead", ["127.0.0.1:%d" % dead])],
+            routes=[{"rcpt": r"@slow\.test$", "action": "relay",
+                     "upstream": "dead"},
+                    {"rcpt": r"@example\.test$", "action": "relay",
+                     "upstream": "next"}],
+            delivery={"retry_schedule": [3600], "bounce_upstream": "next"}))
+
+        def stats():
+            r = d.ctl("queue", "stats")
+            assert r.returncode == 0, r.stderr
+            return r.stdout
+
+        # Nothing pending yet: the oldest message is final.
+        first = send(d, ["bob@example.test", "nobody@example.test"],
+                     message("final"))
+        wait_state(d, first, {"bob@example.test": "delivered",
+                              "nobody@example.test": "bounced"})
+        dsn = re.search(r"dsn=([0-9A-Z]{16})", d.db(
+            "SELECT detail FROM events WHERE message_id = ? AND kind ="
+            " 'bounced'", (first,))[0][0]).group(1)
+        wait_state(d, dsn, "delivered")
+        out = stats()
+        assert "\noldest pending: none\n" in out, out
+        assert "messages:" not in out
+
+        time.sleep(1.1)     # received_at is in seconds: keep them apart
+        later = send(d, "x@slow.test", message("waiting"))
+        latest = send(d, ["y@slow.test", "z@slow.test"], message("held"))
+        wait_state(d, later, "deferred")
+        wait_state(d, latest, "deferred")
+        assert d.ctl("queue", "hold", latest).returncode == 0
+        out = stats()
+        table = re.findall(r"^(\w+)\s+(\d+)\s+(\d+)$", out, re.M)
+        assert table == [("bounced", "1", "1"), ("deferred", "1", "1"),
+                         ("delivered", "2", "2"), ("held", "2", "1")], out
+        m = re.search(r"^messages: (\d+)\noldest pending: ([0-9A-Z]{16}),"
+                      r" received (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC"
+                      r" \((\d+) s ago\)$", out, re.M)
+        assert m, out
+        assert m.group(1) == "4"
+        assert m.group(2) == later
+        received = d.db("SELECT datetime(received_at, 'unixepoch'),"
+                        " received_at FROM messages WHERE id = ?", (later,))
+        assert m.group(3) == received[0][0]
+        assert 0 <= int(m.group(4)) <= int(time.time()) - received[0][1] + 1
+        dests = {r[0]: tuple(int(x) for x in r[1:]) for r in re.findall(
+            r"^(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$",
+            out.split("\nDESTINATION", 1)[1], re.M)}
+        assert dests == {
+            # DELIVERED, DEFERRED, BOUNCED, PENDING (queued, in delivery
+            # or held)
+            "[127.0.0.1]:%d" % cap.port: (2, 0, 1, 0),
+            "[127.0.0.1]:%d" % dead: (0, 1, 0, 2),
+        }, out
+    finally:
+        cap.stop()
+
+
 def test_restart_requeues_interrupted_deliveries(daemon_factory):
     # An upstream that accepts the connection and then says nothing: the
     # delivery is in progress when the daemon is stopped.
