@@ -340,6 +340,7 @@ struct conn {
 	char        host[256];          /* the name we know it by */
 	char        dest[DELIVERY_DEST_MAX];   /* "host[addr]:port" */
 	char        err[256];           /* the last I/O problem */
+	bool        broken;             /* a read or write failed: no QUIT */
 	struct relay_ext ext;
 	char        in[RELAY_LINE_MAX + 2];
 	size_t      inlen;
@@ -475,6 +476,7 @@ conn_write(struct conn *c, const char *p, size_t n, unsigned timeout)
 				snprintf(c->err, sizeof(c->err), "%s",
 				    errno == ETIMEDOUT ? "timeout writing" :
 				    ssl_error_text());
+				c->broken = true;
 				return -1;
 			}
 			continue;
@@ -492,6 +494,7 @@ conn_write(struct conn *c, const char *p, size_t n, unsigned timeout)
 			snprintf(c->err, sizeof(c->err), "%s",
 			    errno == ETIMEDOUT ? "timeout writing" :
 			    strerror(errno));
+			c->broken = true;
 			return -1;
 		}
 	}
@@ -530,6 +533,7 @@ conn_line(struct conn *c, char *line, uint64_t deadline_ms)
 			if (r == 0)
 				snprintf(c->err, sizeof(c->err),
 				    "connection closed");
+			c->broken = true;
 			return -1;
 		}
 		c->inlen += (size_t)r;
@@ -597,7 +601,9 @@ conn_close(struct conn *c, bool quit)
 
 	if (c == NULL)
 		return;
-	if (quit && conn_cmd(c, "QUIT") == 0)
+	/* A server that timed out or went away gets no QUIT: waiting for
+	 * its reply would hold the delivery 5 s past the phase's timeout. */
+	if (quit && !c->broken && conn_cmd(c, "QUIT") == 0)
 		read_reply(c, &r, 5, NULL, NULL);
 	if (c->ssl != NULL) {
 		SSL_shutdown(c->ssl);

@@ -93,9 +93,10 @@ class Capture:
     """aiosmtpd on 127.0.0.1:port (a free one unless given)."""
 
     def __init__(self, port=None, tls_context=None, require_starttls=False,
-                 auth=None, handler=None):
+                 auth=None, handler=None, auth_exclude=()):
         self.port = port or free_port()
         self.handler = handler or CaptureHandler()
+        self.auth_mechanisms = []   # the mechanism of each AUTH tried
         kw = {}
         if tls_context is not None:
             kw["tls_context"] = tls_context
@@ -104,6 +105,7 @@ class Capture:
             user, password = auth
 
             def authenticator(server, session, envelope, mechanism, data):
+                self.auth_mechanisms.append(mechanism)
                 ok = (isinstance(data, LoginPassword)
                       and data.login == user.encode()
                       and data.password == password.encode())
@@ -111,6 +113,8 @@ class Capture:
                 return AuthResult(success=ok, handled=False)
             kw["authenticator"] = authenticator
             kw["auth_require_tls"] = tls_context is not None
+            if auth_exclude:
+                kw["auth_exclude_mechanism"] = list(auth_exclude)
         self.controller = Controller(self.handler, hostname="127.0.0.1",
                                      port=self.port, decode_data=False,
                                      enable_SMTPUTF8=True,
@@ -125,6 +129,24 @@ class Capture:
         self.controller.stop()
 
 
+class Gauge:
+    """Connections open at once: now, and the most ever seen."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def enter(self):
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def leave(self):
+        with self.lock:
+            self.now -= 1
+
+
 class FakeSMTP:
     """A scripted SMTP server on 127.0.0.1, one thread per connection.
 
@@ -132,12 +154,15 @@ class FakeSMTP:
     ehlo:     the reply to EHLO when not 250 (e.g. "502 5.5.1 no EHLO")
     rcpt:     function(address) -> reply line
     data_end: function(n) -> reply to the n-th message's final dot
+    gauges:   Gauges that count this server's connections open at once
+              (one may be shared by several servers)
     Records: connections, commands (with the index of the recv() that
     brought each one), and messages (mail, rcpts, data)."""
 
     def __init__(self, ext=("PIPELINING", "8BITMIME", "SIZE 10000000"),
-                 ehlo=None, rcpt=None, data_end=None):
+                 ehlo=None, rcpt=None, data_end=None, gauges=()):
         self.ext = list(ext)
+        self.gauges = list(gauges)
         self.ehlo = ehlo
         self.rcpt = rcpt or (lambda a: "250 2.1.5 Ok")
         self.data_end = data_end or (lambda n: "250 2.0.0 Ok: fake")
@@ -166,6 +191,23 @@ class FakeSMTP:
         self.server.server_close()
 
     def _serve(self, sock):
+        for g in self.gauges:
+            g.enter()
+        # A connection counts until QUIT is read (before the 221 that
+        # lets the client go on) or until it ends otherwise.
+        counted = [True]
+
+        def uncount():
+            if counted[0]:
+                counted[0] = False
+                for g in self.gauges:
+                    g.leave()
+        try:
+            self._session(sock, uncount)
+        finally:
+            uncount()
+
+    def _session(self, sock, uncount):
         sock.settimeout(20)
         with self.lock:
             self.connections += 1
@@ -241,6 +283,7 @@ class FakeSMTP:
             elif verb == "NOOP":
                 send("250 2.0.0 Ok")
             elif verb == "QUIT":
+                uncount()
                 send("221 2.0.0 Bye")
                 return
             else:
@@ -747,6 +790,135 @@ def test_rcpt_4xx_and_5xx_in_one_transaction(daemon_factory):
 
 
 # ---------------------------------------------------------------------------
+# Concurrency limits and timeouts per phase
+
+def slow_dot(seconds):
+    """data_end for FakeSMTP: the final dot's 250 comes `seconds` late."""
+    def reply(n):
+        time.sleep(seconds)
+        return "250 2.0.0 Ok: slow"
+    return reply
+
+
+def send_spaced(d, rcpts, gap=0.1):
+    """One message per recipient, `gap` seconds apart: sent at once, the
+    scheduler would give them all to one child (one connection)."""
+    ids = []
+    for i, rcpt in enumerate(rcpts):
+        if i:
+            time.sleep(gap)
+        ids.append(send(d, rcpt, message("spaced %d" % i)))
+    return ids
+
+
+def test_concurrency_per_destination(daemon_factory):
+    """Six messages arrive a tenth of a second apart and each delivery
+    takes half a second: a child per message could run, but never more
+    than concurrency_per_destination of them talk to the upstream at
+    once."""
+    gauge = Gauge()
+    fake = FakeSMTP(data_end=slow_dot(0.5), gauges=[gauge])
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("next", ["127.0.0.1:%d" % fake.port])],
+            delivery={"concurrency": 10, "concurrency_per_destination": 2}))
+        ids = send_spaced(d, ["bob@example.test"] * 6)
+        for qid in ids:
+            wait_state(d, qid, "delivered", timeout=20)
+        assert len(fake.messages) == 6
+        # The limit is reached (so the test means something) and held.
+        assert gauge.peak == 2, gauge.peak
+    finally:
+        fake.stop()
+
+
+def test_concurrency_in_all(daemon_factory):
+    """Two slow destinations, each allowed 5 connections: together they
+    never get more than delivery.concurrency."""
+    both = Gauge()
+    one = FakeSMTP(data_end=slow_dot(0.5), gauges=[both])
+    two = FakeSMTP(data_end=slow_dot(0.5), gauges=[both])
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("one", ["127.0.0.1:%d" % one.port]),
+             upstream("two", ["127.0.0.1:%d" % two.port])],
+            routes=[{"rcpt": r"^one@", "action": "relay", "upstream": "one"},
+                    {"rcpt": r"^two@", "action": "relay", "upstream": "two"}],
+            delivery={"concurrency": 3, "concurrency_per_destination": 5}))
+        ids = send_spaced(d, ["one@example.test", "two@example.test"] * 4)
+        for qid in ids:
+            wait_state(d, qid, "delivered", timeout=20)
+        assert len(one.messages) == 4 and len(two.messages) == 4
+        assert both.peak == 3, both.peak
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_timeouts_per_phase(daemon_factory):
+    """Each phase has its own timeout: a connect that is never answered
+    (a listener whose backlog is full), a server that accepts and never
+    greets, one that never answers the final dot.  Each recipient is
+    deferred with a 4.4.x reply saying it timed out, after its own
+    phase's seconds and not much later."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    # One connection fills the backlog; the kernel drops the next SYNs.
+    filler = socket.create_connection(full.getsockname(), timeout=5)
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(16)
+    release = threading.Event()
+
+    def never(n):
+        release.wait(30)
+        return "250 2.0.0 Ok: too late"
+    stall = FakeSMTP(data_end=never)
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("full", ["127.0.0.1:%d" % full.getsockname()[1]]),
+             upstream("mute", ["127.0.0.1:%d" % mute.getsockname()[1]]),
+             upstream("stall", ["127.0.0.1:%d" % stall.port])],
+            routes=[{"rcpt": "^%s@" % u, "action": "relay", "upstream": u}
+                    for u in ("full", "mute", "stall")],
+            delivery={"retry_schedule": [3600], "connect_timeout": 1,
+                      "command_timeout": 2, "data_timeout": 3}))
+        t0 = {}
+        for u in ("full", "mute", "stall"):
+            t0[u] = time.monotonic()
+            send(d, "%s@example.test" % u, message("timeout " + u))
+        took = {}
+
+        def poll():
+            for addr, state, reply in d.db(
+                    "SELECT address, state, last_reply FROM recipients"):
+                u = addr.split("@")[0]
+                if state == "deferred" and u not in took:
+                    took[u] = (time.monotonic() - t0[u], reply)
+            return len(took) == 3
+        assert wait_for(poll, 15, interval=0.1), (took, d.log()[-3000:])
+        limits = {"full": 1, "mute": 2, "stall": 3}
+        for u, (secs, reply) in took.items():
+            assert limits[u] - 0.1 <= secs < limits[u] + 2.5, (u, secs)
+        assert took["full"][1] == "451 4.4.1 connect to [127.0.0.1]:%d:" \
+            " timed out" % full.getsockname()[1]
+        assert took["mute"][1] == \
+            "451 4.4.2 no greeting from server: timeout"
+        assert took["stall"][1] == (
+            "451 4.4.2 connection with [127.0.0.1]:%d lost after the end"
+            " of data: timeout" % stall.port)
+        # The stalled server got the whole message: deferred, not lost.
+        assert len(stall.messages) == 1
+    finally:
+        release.set()
+        stall.stop()
+        filler.close()
+        full.close()
+        mute.close()
+
+
+# ---------------------------------------------------------------------------
 # STARTTLS and AUTH
 
 def make_cert(dirpath):
@@ -881,6 +1053,88 @@ def test_auth_to_upstream(daemon_factory, tmp_path):
         assert states(d, bad)["wrong@example.test"] in ("deferred",
                                                         "delivering")
         assert "s3cret" not in d.log() and "nope" not in d.log()
+    finally:
+        cap.stop()
+
+
+@needs_aiosmtpd
+def test_auth_login_to_upstream(daemon_factory):
+    """An upstream that offers AUTH LOGIN only: the user name and the
+    password go in LOGIN's two steps (in the clear: tls = none), and a
+    wrong password is deferred with the server's reply."""
+    cap = Capture(auth=("relayuser", "s3cret"), auth_exclude=("PLAIN",))
+    try:
+        d = daemon_factory(relay_settings([
+            upstream("next", ["127.0.0.1:%d" % cap.port],
+                     auth_user="relayuser", auth_password="s3cret"),
+            upstream("wrong", ["127.0.0.1:%d" % cap.port],
+                     auth_user="relayuser", auth_password="nope")],
+            routes=[{"rcpt": r"^wrong@", "action": "relay",
+                     "upstream": "wrong"},
+                    {"rcpt": r"@example\.test$", "action": "relay",
+                     "upstream": "next"}],
+            delivery={"retry_schedule": [3600]}))
+        good = send(d, "bob@example.test", message("login ok"))
+        wait_state(d, good, "delivered")
+        assert cap.messages[0]["auth"]
+        assert cap.auth_mechanisms == ["LOGIN"]
+        bad = send(d, "wrong@example.test", message("login bad"))
+        wait_state(d, bad, "deferred")
+        reply = d.db("SELECT last_reply FROM recipients WHERE message_id ="
+                     " ?", (bad,))[0][0]
+        assert reply.startswith("451 4.7.8 [127.0.0.1]:%d authentication"
+                                " failed: 535 5.7.8 " % cap.port), reply
+        assert cap.auth_mechanisms == ["LOGIN", "LOGIN"]
+        assert cap.handler.count() == 1
+        assert "s3cret" not in d.log() and "nope" not in d.log()
+    finally:
+        cap.stop()
+
+
+# ---------------------------------------------------------------------------
+# What stays after delivery
+
+@needs_aiosmtpd
+def test_keep_delivered_expires(daemon_factory):
+    """keep_delivered = "4s": a delivered message's rows stay that long,
+    then go.  The queue process purges when it starts and every minute
+    after (SCHED_PURGE_MS): a restart stands in for the minute.  Only
+    the message older than the period goes; a younger one stays."""
+    cap = Capture()
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("next", ["127.0.0.1:%d" % cap.port])], keep="4s"))
+
+        def updated(qid):
+            return d.db("SELECT max(updated_at) FROM recipients WHERE"
+                        " message_id = ?", (qid,))[0][0]
+
+        def present(qid):
+            return d.db("SELECT count(*) FROM messages WHERE id = ?",
+                        (qid,))[0][0] == 1
+        old = send(d, "bob@example.test", message("kept old"))
+        wait_state(d, old, "delivered")
+        done_old = updated(old)
+        wait_for(lambda: time.time() >= done_old + 3, 5)
+        young = send(d, "bob@example.test", message("kept young"))
+        wait_state(d, young, "delivered")
+        done_young = updated(young)
+        assert done_young >= done_old + 3
+        # Purged when updated_at < now - 4: from done_old + 5 on.
+        wait_for(lambda: time.time() >= done_old + 5.05, 5)
+        assert present(old) and present(young)
+        d.restart()
+        assert wait_for(lambda: not present(old), 5), d.log()[-2000:]
+        # The young one is kept until done_young + 5 (2 s from now or
+        # more): still there, its outcome readable.
+        assert time.time() < done_young + 5, "restart too slow to tell"
+        assert present(young)
+        assert states(d, young) == {"bob@example.test": "delivered"}
+        assert d.db("SELECT count(*) FROM recipients WHERE message_id = ?",
+                    (old,))[0][0] == 0
+        assert d.db("SELECT count(*) FROM events WHERE message_id = ?",
+                    (old,))[0][0] == 0
+        assert "purged 1 messages older than keep_delivered" in d.log()
     finally:
         cap.stop()
 
@@ -1087,6 +1341,75 @@ def test_mxgatectl_queue_commands(daemon_factory):
         assert r.returncode == 0
         assert "state=delivered" in r.stdout
         assert "content removed" in r.stdout
+    finally:
+        cap.stop()
+
+
+@needs_aiosmtpd
+def test_mxgatectl_queue_stats(daemon_factory):
+    """stats: recipients and messages per state, the oldest message still
+    pending (not the oldest kept), and per destination (the host a
+    recipient last went to) what became of its recipients."""
+    cap = Capture()
+    cap.handler.rcpt_replies["nobody@example.test"] = "550 5.1.1 no such user"
+    dead = closed_port()
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("next", ["127.0.0.1:%d" % cap.port]),
+             upstream("dead", ["127.0.0.1:%d" % dead])],
+            routes=[{"rcpt": r"@slow\.test$", "action": "relay",
+                     "upstream": "dead"},
+                    {"rcpt": r"@example\.test$", "action": "relay",
+                     "upstream": "next"}],
+            delivery={"retry_schedule": [3600], "bounce_upstream": "next"}))
+
+        def stats():
+            r = d.ctl("queue", "stats")
+            assert r.returncode == 0, r.stderr
+            return r.stdout
+
+        # Nothing pending yet: the oldest message is final.
+        first = send(d, ["bob@example.test", "nobody@example.test"],
+                     message("final"))
+        wait_state(d, first, {"bob@example.test": "delivered",
+                              "nobody@example.test": "bounced"})
+        dsn = re.search(r"dsn=([0-9A-Z]{16})", d.db(
+            "SELECT detail FROM events WHERE message_id = ? AND kind ="
+            " 'bounced'", (first,))[0][0]).group(1)
+        wait_state(d, dsn, "delivered")
+        out = stats()
+        assert "\noldest pending: none\n" in out, out
+        assert "messages:" not in out
+
+        time.sleep(1.1)     # received_at is in seconds: keep them apart
+        later = send(d, "x@slow.test", message("waiting"))
+        latest = send(d, ["y@slow.test", "z@slow.test"], message("held"))
+        wait_state(d, later, "deferred")
+        wait_state(d, latest, "deferred")
+        assert d.ctl("queue", "hold", latest).returncode == 0
+        out = stats()
+        table = re.findall(r"^(\w+)\s+(\d+)\s+(\d+)$", out, re.M)
+        assert table == [("bounced", "1", "1"), ("deferred", "1", "1"),
+                         ("delivered", "2", "2"), ("held", "2", "1")], out
+        m = re.search(r"^messages: (\d+)\noldest pending: ([0-9A-Z]{16}),"
+                      r" received (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC"
+                      r" \((\d+) s ago\)$", out, re.M)
+        assert m, out
+        assert m.group(1) == "4"
+        assert m.group(2) == later
+        received = d.db("SELECT datetime(received_at, 'unixepoch'),"
+                        " received_at FROM messages WHERE id = ?", (later,))
+        assert m.group(3) == received[0][0]
+        assert 0 <= int(m.group(4)) <= int(time.time()) - received[0][1] + 1
+        dests = {r[0]: tuple(int(x) for x in r[1:]) for r in re.findall(
+            r"^(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$",
+            out.split("\nDESTINATION", 1)[1], re.M)}
+        assert dests == {
+            # DELIVERED, DEFERRED, BOUNCED, PENDING (queued, in delivery
+            # or held)
+            "[127.0.0.1]:%d" % cap.port: (2, 0, 1, 0),
+            "[127.0.0.1]:%d" % dead: (0, 1, 0, 2),
+        }, out
     finally:
         cap.stop()
 

@@ -496,11 +496,13 @@ def make_cert(dirpath):
 
 class Hook:
     """An HTTPS server on 127.0.0.1 that records each POST and answers by
-    path: /ok 200, /bad 400 (with a body), /flaky 503 once then 200."""
+    path: /ok 200, /bad 400 (with a body), /flaky 503 once then 200,
+    /hang not before stop() (30 s at most)."""
 
     def __init__(self, cert, key):
         self.requests = []
         self.flaky_seen = 0
+        self.release = threading.Event()
         hook = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -515,6 +517,8 @@ class Hook:
                     hook.flaky_seen += 1
                     if hook.flaky_seen == 1:
                         status, text = 503, b"busy"
+                elif self.path == "/hang":
+                    hook.release.wait(30)
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(text)))
                 self.end_headers()
@@ -537,6 +541,7 @@ class Hook:
         return "https://127.0.0.1:%d%s" % (self.port, path)
 
     def stop(self):
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(5)
@@ -635,6 +640,25 @@ def test_webhook_400_bounces(daemon_factory, hook):
     assert rc["x@bad.test"][1] == \
         "554 5.3.0 webhook answered HTTP 400: unknown mailbox"
     assert len(hook.requests) == 1
+
+
+def test_webhook_timeout_defers(daemon_factory, hook):
+    """A server that takes the request and never answers: after the
+    route's timeout the recipient is deferred (4.4.7), to be retried."""
+    d = daemon_factory(handler_settings([
+        webhook_route("slow", r"@slow\.test$", hook.url("/hang"), hook.cert,
+                      timeout=2)], retry_schedule=[3600]))
+    t0 = time.monotonic()
+    qid = send(d, ["x@slow.test"], simple_message("slow hook"))
+    rc = wait_states(d, qid, {"deferred"}, timeout=15)
+    took = time.monotonic() - t0
+    assert 2 <= took < 5, took
+    reply = rc["x@slow.test"][1]
+    assert reply.startswith("451 4.4.7 webhook: "), reply
+    assert "timed out" in reply, reply
+    assert rc["x@slow.test"][3] == hook.url("/hang")
+    # The request went through: it is the answer that never came.
+    assert [r[0] for r in hook.requests] == ["/hang"]
 
 
 def test_webhook_verifies_tls_by_default(daemon_factory, hook):
