@@ -285,6 +285,25 @@ ratelimit_hit(struct ratelimit *r, const char *ip, uint64_t now_ms)
 	return RATE_OK;
 }
 
+bool
+ratelimit_reached(struct ratelimit *r, const char *ip, uint64_t now_ms)
+{
+	uint64_t window = now_ms / RATE_WINDOW_MS;
+	uint64_t into = now_ms % RATE_WINDOW_MS;
+	struct rate_client *c;
+
+	if (r->limit == 0)
+		return false;
+	for (c = r->buckets[ip_bucket(ip)]; c != NULL && strcmp(c->ip, ip) != 0;
+	    c = c->next)
+		;
+	if (c == NULL)
+		return false;
+	rate_roll(c, window);
+	return c->prev * (double)(RATE_WINDOW_MS - into) / RATE_WINDOW_MS +
+	    c->cur + 1 > r->limit;
+}
+
 void
 ratelimit_expire(struct ratelimit *r, uint64_t now_ms)
 {

@@ -64,6 +64,8 @@ enum rate_verdict { RATE_OK, RATE_OVER, RATE_UNTRACKED };
  * limit (an event over the limit is not counted). */
 enum rate_verdict ratelimit_hit(struct ratelimit *r, const char *ip,
     uint64_t now_ms);
+/* Would one more event from ip be over the limit?  Counts nothing. */
+bool ratelimit_reached(struct ratelimit *r, const char *ip, uint64_t now_ms);
 /* Forget addresses idle for two minutes; call now and then. */
 void ratelimit_expire(struct ratelimit *r, uint64_t now_ms);
 size_t ratelimit_clients(const struct ratelimit *r);

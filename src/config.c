@@ -582,6 +582,11 @@ static const struct conf_spec mxconf_specs[] = {
 	  .min = 0, .max = 1000000,
 	  .doc = "messages (MAIL FROM) per client address per minute and "
 	      "worker, 0 = no limit" },
+	{ .path = "rate_limits.auth_failures_per_minute", .type = CT_INT,
+	  FIELD(struct mxconf, rate_auth_failures), .def = "0",
+	  .min = 0, .max = 1000000,
+	  .doc = "failed AUTH attempts per client address per minute before "
+	      "its connections are refused, 0 = no limit" },
 	{ .path = NULL }
 };
 

@@ -225,6 +225,7 @@ struct mxconf {
 	struct netlist *trusted_nets;
 	unsigned rate_connections;       /* per minute per client, 0: off */
 	unsigned rate_messages;
+	unsigned rate_auth_failures;     /* per minute per client, 0: off */
 };
 
 typedef void (*config_error_fn)(const char *msg);

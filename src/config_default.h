@@ -421,6 +421,12 @@ static const char CONFIG_DEFAULT_TEXT[] =
 	"  # it, 450 4.7.1.  A client spread over N workers gets up to N times\n"
 	"  # this.  default: 0\n"
 	"  messages_per_minute = 0;\n"
+	"\n"
+	"  # Failed AUTH attempts per minute, counted by the master for all\n"
+	"  # workers: once a client reaches it, its new connections get 421 4.7.0\n"
+	"  # until its rate falls (password guessing across connections; within\n"
+	"  # one, auth.max_failures closes it).  default: 0\n"
+	"  auth_failures_per_minute = 0;\n"
 	"};\n";
 
 #endif

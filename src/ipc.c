@@ -18,7 +18,8 @@ ipc_payload_ok(enum ipc_type type, size_t len)
 {
 	switch (type) {
 	case IPC_CONN_NEW:        return len == sizeof(struct ipc_conn_new);
-	case IPC_CONN_CLOSED:     return len == sizeof(struct ipc_conn_closed);
+	case IPC_CONN_CLOSED:
+	case IPC_AUTH_FAILED:     return len == sizeof(struct ipc_conn_closed);
 	case IPC_QUEUE_CHANNEL:   return len == 0;
 	case IPC_WORKER_CHANNEL:  return len == sizeof(struct ipc_worker_channel);
 	case IPC_SUBMIT:          return len == sizeof(struct ipc_submit);

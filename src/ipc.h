@@ -11,7 +11,7 @@
  * sealed memfd whose descriptor an IPC_SUBMIT carries.
  *
  * Channels:
- *   master <-> worker   CONN_NEW (+client socket), CONN_CLOSED,
+ *   master <-> worker   CONN_NEW (+client socket), CONN_CLOSED, AUTH_FAILED,
  *                       QUEUE_CHANNEL (+worker's end of a worker<->queue pair)
  *   master <-> queue    WORKER_CHANNEL (+queue's end of a worker<->queue pair)
  *   worker <-> queue    SUBMIT (+memfd) and SUBMIT_RESULT
@@ -32,6 +32,7 @@ enum ipc_type {
 	IPC_SUBMIT,             /* worker -> queue, fd = sealed memfd */
 	IPC_SUBMIT_RESULT,      /* queue -> worker */
 	IPC_SUBMIT_INLINE,      /* worker -> queue, the message in the payload */
+	IPC_AUTH_FAILED,        /* worker -> master, struct ipc_conn_closed */
 };
 
 /*

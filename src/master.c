@@ -77,6 +77,8 @@ struct ip_count {
 static struct {
 	struct ratelimit *conn_rate;     /* rate_limits.connections_per_minute */
 	uint64_t   conn_rate_expired_ms;
+	struct ratelimit *auth_rate;     /* rate_limits.auth_failures_per_minute */
+	uint64_t   auth_rate_expired_ms;
 	struct mxconf *conf;
 	int        epfd;
 	int        sigfd;
@@ -595,6 +597,43 @@ rate_exceeded(const char *ip)
 	return ratelimit_hit(m.conn_rate, ip, now) == RATE_OVER;
 }
 
+/*
+ * rate_limits.auth_failures_per_minute: the workers report each failed
+ * AUTH; a client that has reached the limit, on whatever worker, gets no
+ * new connection until its rate falls.  Trusted clients are not counted.
+ */
+static void
+auth_failure(uint64_t conn_id)
+{
+	size_t slot = (size_t)(conn_id & 0xffffffffu);
+	const char *ip;
+	uint64_t now;
+
+	if (m.auth_rate == NULL || slot >= m.nconn_slots ||
+	    m.conns[slot].id != conn_id)
+		return;
+	ip = m.conns[slot].ip;
+	if (netlist_contains(m.conf->trusted_nets, ip))
+		return;
+	now = monotonic_ms();
+	if (now - m.auth_rate_expired_ms >= 60000) {
+		ratelimit_expire(m.auth_rate, now);
+		m.auth_rate_expired_ms = now;
+	}
+	if (ratelimit_hit(m.auth_rate, ip, now) == RATE_OK &&
+	    ratelimit_reached(m.auth_rate, ip, now))
+		log_warn("client=%s reached %u failed authentications per"
+		    " minute: new connections refused", ip,
+		    m.conf->rate_auth_failures);
+}
+
+static bool
+auth_failures_exceeded(const char *ip)
+{
+	return m.auth_rate != NULL &&
+	    ratelimit_reached(m.auth_rate, ip, monotonic_ms());
+}
+
 static void
 set_accepting(bool on)
 {
@@ -706,6 +745,13 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 		refuse(fd, "421 4.7.0 Too many connections from your address\r\n");
 		return;
 	}
+	if (auth_failures_exceeded(ip)) {
+		log_warn("client=%s refused: over %u failed authentications per"
+		    " minute (rate_limits)", ip, m.conf->rate_auth_failures);
+		refuse(fd, "421 4.7.0 Too many failed authentications from your"
+		    " address, try again later\r\n");
+		return;
+	}
 	if (rate_exceeded(ip)) {
 		log_warn("client=%s refused: over %u connections per minute "
 		    "(rate_limits)", ip, m.conf->rate_connections);
@@ -788,9 +834,12 @@ read_worker(int slot)
 	while (w->fd >= 0 && (r = ipc_recv(w->fd, &type, &u, sizeof(u), &fd)) > 0) {
 		if (fd >= 0)
 			close(fd);
-		if (type != IPC_CONN_CLOSED)
+		if (type == IPC_CONN_CLOSED)
+			conn_closed(u.closed.conn_id);
+		else if (type == IPC_AUTH_FAILED)
+			auth_failure(u.closed.conn_id);
+		else
 			fatalx("worker %d sent unexpected message %d", slot, type);
-		conn_closed(u.closed.conn_id);
 	}
 	if (w->fd >= 0 && r == 0)
 		close_child_channel(w);   /* exiting; SIGCHLD follows */
@@ -1010,6 +1059,8 @@ master_main(struct mxconf *conf)
 	m.conf = conf;
 	if (conf->rate_connections > 0)
 		m.conn_rate = ratelimit_new(conf->rate_connections);
+	if (conf->rate_auth_failures > 0)
+		m.auth_rate = ratelimit_new(conf->rate_auth_failures);
 	raise_fd_limit();
 	proc_title_set("mxgated: master");
 	log_set_role("master");

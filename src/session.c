@@ -530,6 +530,8 @@ static void
 auth_failed(struct session *s)
 {
 	s->auth_failures++;
+	if (s->ops->auth_failed != NULL)
+		s->ops->auth_failed(s);
 	if (s->conf->auth_failure_delay == 0)
 		auth_fail_reply(s);
 	else

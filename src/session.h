@@ -58,6 +58,8 @@ struct session_ops {
 	    uint64_t message_len, uint64_t envelope_len, uint64_t *request_id);
 	/* The session is over (socket closed); the worker frees it. */
 	void (*ended)(struct session *s);
+	/* A credential check failed (for the master's count per client). */
+	void (*auth_failed)(struct session *s);
 	/* Check credentials off the event loop (user and pass are copied);
 	 * 0, or -1 if that cannot be done now.  The verdict comes through
 	 * session_auth_result(). */

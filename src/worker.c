@@ -206,6 +206,18 @@ op_submit(struct session *s, int memfd, const void *data,
 }
 
 static void
+op_auth_failed(struct session *s)
+{
+	struct ipc_conn_closed msg = { .conn_id = session_conn_id(s) };
+
+	/* Best effort: a full channel only loses one count. */
+	if (ipc_send(w.master_fd, IPC_AUTH_FAILED, &msg, sizeof(msg), -1) < 0 &&
+	    errno != EAGAIN)
+		log_warn("telling the master of a failed AUTH: %s",
+		    strerror(errno));
+}
+
+static void
 op_ended(struct session *s)
 {
 	struct ipc_conn_closed msg = { .conn_id = session_conn_id(s) };
@@ -246,6 +258,7 @@ static const struct session_ops worker_session_ops = {
 	.watch = op_watch,
 	.submit = op_submit,
 	.ended = op_ended,
+	.auth_failed = op_auth_failed,
 	.auth_check = op_auth_check,
 };
 

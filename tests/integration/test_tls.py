@@ -766,6 +766,45 @@ def test_auth_cancel_and_malformed(tlsd):
     c.close()
 
 
+def test_auth_failures_per_client(daemon_factory, pki):
+    """rate_limits.auth_failures_per_minute: failures on separate
+    connections (and workers) add up in the master; once the client has
+    reached the limit its new connections, on every listener, get 421."""
+    o, ports = tls_overrides(pki)
+    o["auth"] = dict(o["auth"], failure_delay=0)
+    o["rate_limits"] = {"auth_failures_per_minute": 2}
+    o["trusted_networks"] = []
+    d = daemon_factory(o)
+    for attempt in range(2):
+        c = raw_implicit(ports["submissions"])
+        assert c.line().startswith("220 ")
+        ehlo(c)
+        # a success does not count
+        assert c.cmd("AUTH PLAIN " + b64("\0bob\0" + PASSWORD)) == \
+            "235 2.7.0 Authentication successful"
+        c.close()
+        c = raw_implicit(ports["submissions"])
+        c.line()
+        ehlo(c)
+        assert c.cmd("AUTH PLAIN " + b64("\0bob\0wrong")) == \
+            "535 5.7.8 Authentication credentials invalid"
+        c.close()
+        if attempt == 0:
+            # one failure: still welcome
+            c = SMTPRaw("127.0.0.1", ports["mx"])
+            assert c.line().startswith("220 ")
+            c.close()
+    assert wait_for(lambda: "client=127.0.0.1 reached 2 failed"
+                    " authentications per minute" in d.log(), 5.0), \
+        d.log()[-2000:]
+    for role in ("mx", "submission", "submissions"):
+        with socket.create_connection(("127.0.0.1", ports[role]),
+                                      timeout=5) as s:
+            assert s.recv(512).startswith(
+                b"421 4.7.0 Too many failed authentications"), role
+    assert "refused: over 2 failed authentications per minute" in d.log()
+
+
 def test_auth_before_ehlo(tlsd):
     c = raw_starttls(tlsd.ports["submission"])
     assert c.cmd("AUTH PLAIN " + b64("\0bob\0" + PASSWORD)) == \

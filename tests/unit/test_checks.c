@@ -130,6 +130,28 @@ test_rate(void)
 	r = ratelimit_new(0);
 	for (int i = 0; i < 1000; i++)
 		CHECK_INT(ratelimit_hit(r, "192.0.2.1", t), RATE_OK);
+	CHECK(!ratelimit_reached(r, "192.0.2.1", t));
+	ratelimit_free(r);
+}
+
+/* ratelimit_reached() looks without counting. */
+static void
+test_rate_reached(void)
+{
+	struct ratelimit *r = ratelimit_new(2);
+	uint64_t t = 10 * 60000;
+
+	CHECK(!ratelimit_reached(r, "192.0.2.1", t));      /* unknown */
+	CHECK_INT(ratelimit_hit(r, "192.0.2.1", t), RATE_OK);
+	CHECK(!ratelimit_reached(r, "192.0.2.1", t + 1));
+	CHECK(!ratelimit_reached(r, "192.0.2.1", t + 2)); /* still one */
+	CHECK_INT(ratelimit_hit(r, "192.0.2.1", t + 3), RATE_OK);
+	CHECK(ratelimit_reached(r, "192.0.2.1", t + 4));
+	CHECK(!ratelimit_reached(r, "192.0.2.2", t + 4));
+	/* Half of the next minute: 2 * 1/2 = 1 left, room for one. */
+	CHECK(!ratelimit_reached(r, "192.0.2.1", t + 90000));
+	CHECK_INT(ratelimit_hit(r, "192.0.2.1", t + 90001), RATE_OK);
+	CHECK(ratelimit_reached(r, "192.0.2.1", t + 90002));
 	ratelimit_free(r);
 }
 
@@ -157,6 +179,7 @@ main(void)
 	RUN(test_netlist);
 	RUN(test_helo);
 	RUN(test_rate);
+	RUN(test_rate_reached);
 	RUN(test_rate_bounded);
 	return unit_done();
 }
