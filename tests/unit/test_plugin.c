@@ -13,6 +13,7 @@
 #include "unit.h"
 
 static const char *example_path;
+static const char *minimal_path;
 static char errors[4096];
 
 static void
@@ -183,13 +184,50 @@ test_load_errors(void)
 	CHECK(strstr(errors, "not an mxgate plugin") != NULL);
 }
 
+/*
+ * tests/unit/data/minimal_plugin.c sets no init, fini, session functions
+ * nor any hook but on_rcpt: each of those is nothing to do.
+ */
+static void
+test_unset_hooks(void)
+{
+	static const enum plugin_hook others[] = { PLUGIN_CONNECT,
+	    PLUGIN_HELO, PLUGIN_MAIL, PLUGIN_DATA, PLUGIN_MESSAGE };
+	struct plugin_session *ps;
+	struct mxgate_session s;
+	struct policy_answer a;
+
+	CHECK_INT(load(minimal_path, "", true), 0);
+	CHECK_STR(errors, "");
+	CHECK_INT(plugins_count(), 1);
+	s = session("client.example", "refused@example.test");
+	ps = plugins_session_new(&s);
+	CHECK(ps != NULL);
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+		plugins_run(ps, others[i], &s, &a);
+		CHECK_INT(a.verdict, POLICY_CONTINUE);
+	}
+	plugins_run(ps, PLUGIN_RCPT, &s, &a);
+	CHECK_INT(a.verdict, POLICY_REJECT);
+	CHECK_INT(a.code, 550);
+	CHECK_STR(a.text, "5.7.1 minimal says no");
+	s = session("client.example", "welcome@example.test");
+	plugins_run(ps, PLUGIN_RCPT, &s, &a);
+	CHECK_INT(a.verdict, POLICY_CONTINUE);
+	plugins_session_end(ps);
+	plugins_unload();
+	CHECK_INT(plugins_count(), 0);
+}
+
 int
 main(void)
 {
 	example_path = getenv("MXGATE_EXAMPLE_PLUGIN");
 	if (example_path == NULL)
 		example_path = "plugins/example.so";
+	minimal_path = "plugins/minimal.so";
 	RUN(test_verdicts);
+	RUN(test_unset_hooks);
 	RUN(test_envelope_hooks);
 	RUN(test_load_errors);
 	return unit_done();
