@@ -208,6 +208,7 @@ struct rate_client {
 struct ratelimit {
 	unsigned limit;
 	size_t   nclients;
+	uint64_t expired_ms;        /* the last ratelimit_expire() */
 	struct rate_client *buckets[RATE_BUCKETS];
 };
 
@@ -319,6 +320,15 @@ ratelimit_expire(struct ratelimit *r, uint64_t now_ms)
 			}
 		}
 	}
+}
+
+void
+ratelimit_tick(struct ratelimit *r, uint64_t now_ms)
+{
+	if (now_ms - r->expired_ms < RATE_WINDOW_MS)
+		return;
+	ratelimit_expire(r, now_ms);
+	r->expired_ms = now_ms;
 }
 
 size_t

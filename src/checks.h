@@ -66,8 +66,11 @@ enum rate_verdict ratelimit_hit(struct ratelimit *r, const char *ip,
     uint64_t now_ms);
 /* Would one more event from ip be over the limit?  Counts nothing. */
 bool ratelimit_reached(struct ratelimit *r, const char *ip, uint64_t now_ms);
-/* Forget addresses idle for two minutes; call now and then. */
+/* Forget addresses idle for two minutes. */
 void ratelimit_expire(struct ratelimit *r, uint64_t now_ms);
+/* ratelimit_expire() at most once a minute: call it as often as is
+ * convenient (with each event, from a timer). */
+void ratelimit_tick(struct ratelimit *r, uint64_t now_ms);
 size_t ratelimit_clients(const struct ratelimit *r);
 
 #endif

@@ -32,7 +32,6 @@ static struct {
 	struct spf_pool      *spf;
 	struct policy_client *policy;
 	struct ratelimit     *messages;
-	uint64_t              expired_ms;
 } svc;
 
 int
@@ -100,10 +99,8 @@ hooks_worker_tick(uint64_t now_ms)
 		spf_pool_expire(svc.spf, now_ms);
 	if (svc.policy != NULL)
 		policy_client_tick(svc.policy, now_ms);
-	if (svc.messages != NULL && now_ms - svc.expired_ms >= 60000) {
-		ratelimit_expire(svc.messages, now_ms);
-		svc.expired_ms = now_ms;
-	}
+	if (svc.messages != NULL)
+		ratelimit_tick(svc.messages, now_ms);
 }
 
 /* ---- a session ---- */

@@ -76,9 +76,7 @@ struct ip_count {
 
 static struct {
 	struct ratelimit *conn_rate;     /* rate_limits.connections_per_minute */
-	uint64_t   conn_rate_expired_ms;
 	struct ratelimit *auth_rate;     /* rate_limits.auth_failures_per_minute */
-	uint64_t   auth_rate_expired_ms;
 	struct mxconf *conf;
 	int        epfd;
 	int        sigfd;
@@ -590,10 +588,7 @@ rate_exceeded(const char *ip)
 	if (m.conn_rate == NULL || netlist_contains(m.conf->trusted_nets, ip))
 		return false;
 	now = monotonic_ms();
-	if (now - m.conn_rate_expired_ms >= 60000) {
-		ratelimit_expire(m.conn_rate, now);
-		m.conn_rate_expired_ms = now;
-	}
+	ratelimit_tick(m.conn_rate, now);
 	return ratelimit_hit(m.conn_rate, ip, now) == RATE_OVER;
 }
 
@@ -616,10 +611,7 @@ auth_failure(uint64_t conn_id)
 	if (netlist_contains(m.conf->trusted_nets, ip))
 		return;
 	now = monotonic_ms();
-	if (now - m.auth_rate_expired_ms >= 60000) {
-		ratelimit_expire(m.auth_rate, now);
-		m.auth_rate_expired_ms = now;
-	}
+	ratelimit_tick(m.auth_rate, now);
 	if (ratelimit_hit(m.auth_rate, ip, now) == RATE_OK &&
 	    ratelimit_reached(m.auth_rate, ip, now))
 		log_warn("client=%s reached %u failed authentications per"

@@ -127,6 +127,17 @@ test_rate(void)
 	CHECK_INT(ratelimit_clients(r), 0);
 	ratelimit_free(r);
 
+	/* ratelimit_tick() expires at most once a minute. */
+	r = ratelimit_new(3);
+	CHECK_INT(ratelimit_hit(r, "192.0.2.1", t), RATE_OK);
+	ratelimit_tick(r, t + 100000);          /* idle 100 s: kept */
+	CHECK_INT(ratelimit_clients(r), 1);
+	ratelimit_tick(r, t + 150000);          /* idle 150 s, 50 s later */
+	CHECK_INT(ratelimit_clients(r), 1);
+	ratelimit_tick(r, t + 160000);          /* a minute later: expired */
+	CHECK_INT(ratelimit_clients(r), 0);
+	ratelimit_free(r);
+
 	r = ratelimit_new(0);
 	for (int i = 0; i < 1000; i++)
 		CHECK_INT(ratelimit_hit(r, "192.0.2.1", t), RATE_OK);
