@@ -50,29 +50,7 @@ for prog in "$MXGATED" "$SOURCE" "$SINK"; do
 	fi
 done
 
-free_port() {
-	/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Wait (at most 10 s) until something on 127.0.0.1:$1 greets with 220.
-wait_banner() {
-	/usr/bin/python3 -c '
-import socket, sys, time
-deadline = time.monotonic() + 10
-while time.monotonic() < deadline:
-    try:
-        with socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1) as s:
-            s.settimeout(1)
-            if s.recv(512).startswith(b"220"):
-                sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.1)
-sys.exit(1)
-' "$1"
-}
-
-now() { date +%s.%N; }
+. "$top/contrib/bench/common.sh"
 
 dir=$(mktemp -d /tmp/mxgate-bench.XXXXXX)
 chmod 0755 "$dir"

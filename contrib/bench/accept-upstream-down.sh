@@ -56,27 +56,7 @@ for prog in "$MXGATED" "$SOURCE" "$SINK"; do
 	fi
 done
 
-free_port() {
-	/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Wait (at most 10 s) until something on 127.0.0.1:$1 greets with 220.
-wait_banner() {
-	/usr/bin/python3 -c '
-import socket, sys, time
-deadline = time.monotonic() + 10
-while time.monotonic() < deadline:
-    try:
-        with socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1) as s:
-            s.settimeout(1)
-            if s.recv(512).startswith(b"220"):
-                sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.1)
-sys.exit(1)
-' "$1"
-}
+. "$top/contrib/bench/common.sh"
 
 # query DB SQL: one number from the queue (read-only).
 query() {
@@ -86,8 +66,6 @@ con = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True, timeout=10)
 print(con.execute(sys.argv[2]).fetchone()[0])
 EOF
 }
-
-now() { date +%s.%N; }
 
 dir=$(mktemp -d /tmp/mxgate-bench.XXXXXX)
 chmod 0755 "$dir"

@@ -7,7 +7,7 @@ import smtplib
 import threading
 import time
 
-from conftest import QUEUED_RE
+from conftest import QUEUED_RE, wait_for
 
 CLIENTS = 20
 MESSAGES = 50            # per client
@@ -176,7 +176,7 @@ def burst_with_queue_stopped(daemon, n, then):
     import os
     import signal
     body = ("y" * 78 + "\r\n") * 640          # about 50 KB
-    assert wait_for_queue(daemon)
+    assert wait_for(lambda: len(daemon.queue_pids()) == 1, 5.0)
     qpid = daemon.queue_pids()[0]
     replies = [None] * n
     ready = threading.Barrier(n + 1, timeout=30)
@@ -224,7 +224,6 @@ def test_queue_dies_with_submissions_waiting(daemon):
     hangs, and the respawned queue process takes mail again."""
     import os
     import signal
-    from conftest import wait_for
     n = 40
     old = daemon.queue_pids()
     replies = burst_with_queue_stopped(
@@ -237,7 +236,3 @@ def test_queue_dies_with_submissions_waiting(daemon):
                           "Subject: after\r\n\r\nok\r\n") == {}
     assert daemon.db("SELECT subject FROM messages") == [("after",)]
 
-
-def wait_for_queue(d):
-    from conftest import wait_for
-    return wait_for(lambda: len(d.queue_pids()) == 1, 5.0)
