@@ -2,6 +2,8 @@
  * ipc — see ipc.h.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
@@ -149,4 +151,85 @@ ipc_recv_len(int sock, enum ipc_type *type, void *buf, size_t size,
 	*type = (enum ipc_type)hdr.type;
 	*len = hdr.len;
 	return 1;
+}
+
+/* ---- the outbox ---- */
+
+static int
+outbox_keep(struct ipc_outbox *o, enum ipc_type type, const void *head,
+    size_t head_len, const void *body, size_t body_len, int fd)
+{
+	struct ipc_outmsg *m;
+	int copy = -1;
+
+	if (fd >= 0 && (copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
+		return -1;
+	if (o->n == o->cap) {
+		o->cap = o->cap ? o->cap * 2 : 16;
+		o->msgs = xrealloc(o->msgs, o->cap * sizeof(*o->msgs));
+	}
+	m = &o->msgs[o->n++];
+	m->type = type;
+	m->len = head_len + body_len;
+	m->payload = xmalloc(m->len + 1);
+	if (head_len > 0)
+		memcpy(m->payload, head, head_len);
+	if (body_len > 0)
+		memcpy(m->payload + head_len, body, body_len);
+	m->fd = copy;
+	return 0;
+}
+
+int
+ipc_outbox_send(struct ipc_outbox *o, int sock, enum ipc_type type,
+    const void *head, size_t head_len, const void *body, size_t body_len,
+    int fd)
+{
+	if (o->n == 0 &&
+	    ipc_send2(sock, type, head, head_len, body, body_len, fd) == 0)
+		return 0;
+	if (o->n == 0 && errno != EAGAIN)
+		return -1;
+	return outbox_keep(o, type, head, head_len, body, body_len, fd);
+}
+
+int
+ipc_outbox_flush(struct ipc_outbox *o, int sock)
+{
+	size_t i = 0;
+	int rc = 0;
+
+	while (i < o->n) {
+		struct ipc_outmsg *m = &o->msgs[i];
+
+		if (ipc_send(sock, m->type, m->payload, m->len, m->fd) < 0) {
+			if (errno != EAGAIN)
+				rc = -1;
+			break;
+		}
+		if (m->fd >= 0)
+			close(m->fd);
+		free(m->payload);
+		i++;
+	}
+	memmove(o->msgs, o->msgs + i, (o->n - i) * sizeof(*o->msgs));
+	o->n -= i;
+	return rc;
+}
+
+bool
+ipc_outbox_waiting(const struct ipc_outbox *o)
+{
+	return o->n > 0;
+}
+
+void
+ipc_outbox_clear(struct ipc_outbox *o)
+{
+	for (size_t i = 0; i < o->n; i++) {
+		if (o->msgs[i].fd >= 0)
+			close(o->msgs[i].fd);
+		free(o->msgs[i].payload);
+	}
+	o->n = 0;
 }

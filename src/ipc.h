@@ -19,6 +19,7 @@
 #ifndef MXGATE_IPC_H
 #define MXGATE_IPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -79,6 +80,40 @@ struct ipc_submit_result {
 	char     queue_id[QUEUE_ID_LEN + 1];
 	char     text[128];     /* reason for a failure, for the reply */
 };
+
+/*
+ * Messages a peer's full socket could not take yet, sent in order once it
+ * is writable again (the sender watches EPOLLOUT while ipc_outbox_waiting()
+ * is true).  Used wherever a burst must be delayed, never refused: the
+ * master's sockets for a worker, the queue's answers, a worker's
+ * submissions.
+ */
+struct ipc_outmsg {
+	enum ipc_type type;
+	char   *payload;
+	size_t  len;
+	int     fd;             /* our own copy, or -1 */
+};
+
+struct ipc_outbox {
+	struct ipc_outmsg *msgs;
+	size_t  n, cap;
+};
+
+/*
+ * Send now if nothing waits and the socket takes it, else keep a copy
+ * (of the payload, and a dup of fd) to send later.  0: sent or kept;
+ * -1 with errno when the peer is gone or the copy failed.
+ */
+int  ipc_outbox_send(struct ipc_outbox *o, int sock, enum ipc_type type,
+    const void *head, size_t head_len, const void *body, size_t body_len,
+    int fd);
+/* Send what waits, in order, until the socket is full: 0, or -1 with
+ * errno when the peer is gone (what waits stays). */
+int  ipc_outbox_flush(struct ipc_outbox *o, int sock);
+bool ipc_outbox_waiting(const struct ipc_outbox *o);
+/* Drop what waits (closing the copies of descriptors). */
+void ipc_outbox_clear(struct ipc_outbox *o);
 
 /* A non-blocking SOCK_SEQPACKET pair, close-on-exec. */
 int ipc_socketpair(int sv[2]);

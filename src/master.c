@@ -45,13 +45,7 @@ struct child {
 	bool      retiring;       /* workers: replaced by a reload, draining */
 	/* workers: sockets waiting for room in the channel (a burst of
 	 * connections can outrun a busy worker's reading) */
-	struct pending_handoff *backlog;
-	size_t    nbacklog, backlog_cap;
-};
-
-struct pending_handoff {
-	struct ipc_conn_new msg;
-	int       fd;
+	struct ipc_outbox backlog;
 };
 
 /* Past this many sockets waiting for one worker, the master stops
@@ -338,9 +332,7 @@ static void
 close_child_channel(struct child *c)
 {
 	/* Their connection slots go with conns_release_worker(). */
-	for (size_t i = 0; i < c->nbacklog; i++)
-		close(c->backlog[i].fd);
-	c->nbacklog = 0;
+	ipc_outbox_clear(&c->backlog);
 	if (c->fd >= 0) {
 		epoll_ctl(m.epfd, EPOLL_CTL_DEL, c->fd, NULL);
 		close(c->fd);
@@ -647,8 +639,8 @@ update_accepting(void)
 	size_t most = 0;
 
 	for (int i = 0; i < m.nslots; i++) {
-		if (m.workers[i].nbacklog > most)
-			most = m.workers[i].nbacklog;
+		if (m.workers[i].backlog.n > most)
+			most = m.workers[i].backlog.n;
 	}
 	if (most >= HANDOFF_BACKLOG_PAUSE)
 		set_accepting(false);
@@ -660,7 +652,8 @@ static void
 worker_channel_events(struct child *w)
 {
 	struct epoll_event ev = {
-		.events = EPOLLIN | (w->nbacklog > 0 ? EPOLLOUT : 0),
+		.events = EPOLLIN |
+		    (ipc_outbox_waiting(&w->backlog) ? EPOLLOUT : 0),
 		.data.u64 = EV_DATA(EV_WORKER, w->slot),
 	};
 
@@ -668,45 +661,14 @@ worker_channel_events(struct child *w)
 		epoll_ctl(m.epfd, EPOLL_CTL_MOD, w->fd, &ev);
 }
 
-static void
-backlog_push(struct child *w, const struct ipc_conn_new *msg, int fd)
-{
-	if (w->nbacklog == w->backlog_cap) {
-		w->backlog_cap = w->backlog_cap ? w->backlog_cap * 2 : 64;
-		w->backlog = xrealloc(w->backlog, w->backlog_cap * sizeof(*w->backlog));
-	}
-	w->backlog[w->nbacklog].msg = *msg;
-	w->backlog[w->nbacklog].fd = fd;
-	w->nbacklog++;
-	if (w->nbacklog == 1)
-		worker_channel_events(w);
-	update_accepting();
-}
-
 /* The worker's channel has room again: hand over what waited, in order. */
 static void
 backlog_flush(struct child *w)
 {
-	size_t i = 0;
-
-	while (i < w->nbacklog && w->fd >= 0) {
-		if (ipc_send(w->fd, IPC_CONN_NEW, &w->backlog[i].msg,
-		    sizeof(w->backlog[i].msg), w->backlog[i].fd) < 0) {
-			if (errno == EAGAIN)
-				break;
-			log_warn("handing connections to worker %d failed: %s",
-			    w->slot, strerror(errno));
-			break;
-		}
-		close(w->backlog[i].fd);
-		i++;
-	}
-	if (i > 0) {
-		memmove(w->backlog, w->backlog + i,
-		    (w->nbacklog - i) * sizeof(*w->backlog));
-		w->nbacklog -= i;
-	}
-	if (w->nbacklog == 0)
+	if (w->fd >= 0 && ipc_outbox_flush(&w->backlog, w->fd) < 0)
+		log_warn("handing connections to worker %d failed: %s",
+		    w->slot, strerror(errno));
+	if (!ipc_outbox_waiting(&w->backlog))
 		worker_channel_events(w);
 	update_accepting();
 }
@@ -720,6 +682,7 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 	socklen_t len = sizeof(msg.local);
 	char ip[64];
 	unsigned h;
+	bool waiting;
 	int w;
 
 	sockaddr_ntop((const struct sockaddr *)peer, ip, sizeof(ip));
@@ -773,19 +736,22 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 	msg.listener = (uint32_t)listener;
 	memcpy(&msg.peer, peer, sizeof(msg.peer));
 	getsockname(fd, (struct sockaddr *)&msg.local, &len);
-	if (m.workers[w].nbacklog == 0 &&
-	    ipc_send(m.workers[w].fd, IPC_CONN_NEW, &msg, sizeof(msg), fd) == 0) {
-		close(fd);
-		return;
-	}
-	if (m.workers[w].nbacklog == 0 && errno != EAGAIN) {
+	waiting = ipc_outbox_waiting(&m.workers[w].backlog);
+	if (ipc_outbox_send(&m.workers[w].backlog, m.workers[w].fd,
+	    IPC_CONN_NEW, &msg, sizeof(msg), NULL, 0, fd) < 0) {
 		log_warn("client=%s: handing to worker %d failed: %s", ip, w,
 		    strerror(errno));
 		conn_release(c);
 		refuse(fd, "421 4.3.2 Service not available, try again later\r\n");
 		return;
 	}
-	backlog_push(&m.workers[w], &msg, fd);
+	/* Sent, or a copy waits in the backlog. */
+	close(fd);
+	if (ipc_outbox_waiting(&m.workers[w].backlog)) {
+		if (!waiting)
+			worker_channel_events(&m.workers[w]);
+		update_accepting();
+	}
 }
 
 static void
@@ -929,21 +895,28 @@ reload_error(const char *msg)
 static void
 backlog_move(struct child *from, struct child *to)
 {
-	for (size_t i = 0; i < from->nbacklog; i++) {
-		uint64_t id = from->backlog[i].msg.conn_id;
-		size_t slot = (size_t)(id & 0xffffffffu);
+	for (size_t i = 0; i < from->backlog.n; i++) {
+		const struct ipc_outmsg *out = &from->backlog.msgs[i];
+		struct ipc_conn_new msg;
+		size_t slot;
 
-		if (slot < m.nconn_slots && m.conns[slot].id == id) {
+		memcpy(&msg, out->payload, sizeof(msg));
+		slot = (size_t)(msg.conn_id & 0xffffffffu);
+		if (slot < m.nconn_slots && m.conns[slot].id == msg.conn_id) {
 			m.conns[slot].worker = to->slot;
 			if (from->nconns > 0)
 				from->nconns--;
 			to->nconns++;
 		}
-		backlog_push(to, &from->backlog[i].msg, from->backlog[i].fd);
+		if (ipc_outbox_send(&to->backlog, to->fd, IPC_CONN_NEW, &msg,
+		    sizeof(msg), NULL, 0, out->fd) < 0)
+			log_warn("handing connections to worker %d failed: %s",
+			    to->slot, strerror(errno));
 	}
-	from->nbacklog = 0;
+	ipc_outbox_clear(&from->backlog);
 	worker_channel_events(from);
-	backlog_flush(to);
+	worker_channel_events(to);
+	update_accepting();
 }
 
 /*

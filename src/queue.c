@@ -41,8 +41,7 @@ enum { EV_MASTER = 1, EV_WORKER, EV_SIGNAL, EV_SCHED };
 
 struct channel {
 	int   fd;
-	struct ipc_submit_result *backlog;   /* answers the socket refused */
-	size_t nbacklog, backlog_cap;
+	struct ipc_outbox backlog;    /* answers the socket could not take */
 };
 
 struct submission {
@@ -93,7 +92,7 @@ channel_close(int slot)
 		close(c->fd);
 		c->fd = -1;
 	}
-	c->nbacklog = 0;
+	ipc_outbox_clear(&c->backlog);
 }
 
 static void
@@ -110,49 +109,42 @@ channel_set(int slot, int fd)
 /* ---- answering ---- */
 
 static void
+channel_watch(int slot)
+{
+	struct channel *c = &q.chans[slot];
+
+	epoll_set(c->fd, EPOLL_CTL_MOD,
+	    EPOLLIN | (ipc_outbox_waiting(&c->backlog) ? EPOLLOUT : 0),
+	    EV_DATA(EV_WORKER, slot));
+}
+
+static void
 channel_flush(int slot)
 {
 	struct channel *c = &q.chans[slot];
-	size_t i = 0;
 
-	while (i < c->nbacklog && c->fd >= 0) {
-		if (ipc_send(c->fd, IPC_SUBMIT_RESULT, &c->backlog[i],
-		    sizeof(c->backlog[i]), -1) < 0) {
-			if (errno == EAGAIN)
-				break;
-			/* The worker died; its sessions died with it. */
-			channel_close(slot);
-			return;
-		}
-		i++;
-	}
-	if (i > 0) {
-		memmove(c->backlog, c->backlog + i,
-		    (c->nbacklog - i) * sizeof(*c->backlog));
-		c->nbacklog -= i;
-	}
-	if (c->fd >= 0)
-		epoll_set(c->fd, EPOLL_CTL_MOD,
-		    EPOLLIN | (c->nbacklog > 0 ? EPOLLOUT : 0),
-		    EV_DATA(EV_WORKER, slot));
+	if (c->fd < 0 || !ipc_outbox_waiting(&c->backlog))
+		return;
+	/* A failure: the worker died, its sessions with it. */
+	if (ipc_outbox_flush(&c->backlog, c->fd) < 0)
+		channel_close(slot);
+	else if (!ipc_outbox_waiting(&c->backlog))
+		channel_watch(slot);
 }
 
 static void
 answer(int slot, const struct ipc_submit_result *r)
 {
 	struct channel *c = &q.chans[slot];
+	bool waiting = ipc_outbox_waiting(&c->backlog);
 
 	if (c->fd < 0)
 		return;
-	if (c->nbacklog == 0 &&
-	    ipc_send(c->fd, IPC_SUBMIT_RESULT, r, sizeof(*r), -1) == 0)
-		return;
-	if (c->nbacklog == c->backlog_cap) {
-		c->backlog_cap = c->backlog_cap ? c->backlog_cap * 2 : 64;
-		c->backlog = xrealloc(c->backlog, c->backlog_cap * sizeof(*c->backlog));
-	}
-	c->backlog[c->nbacklog++] = *r;
-	channel_flush(slot);
+	if (ipc_outbox_send(&c->backlog, c->fd, IPC_SUBMIT_RESULT, r,
+	    sizeof(*r), NULL, 0, -1) < 0)
+		channel_close(slot);
+	else if (!waiting && ipc_outbox_waiting(&c->backlog))
+		channel_watch(slot);
 }
 
 /* ---- one submission ---- */

@@ -16,7 +16,6 @@
  * delayed, never refused.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,13 +44,6 @@ struct fd_slot {
 	uint32_t        interest;     /* current epoll events */
 };
 
-/* A submission waiting for room in the queue channel. */
-struct held_submit {
-	struct ipc_submit msg;
-	int       memfd;              /* ours (a dup), or -1: inline */
-	char     *data;               /* the inline bytes */
-};
-
 static struct {
 	const struct mxconf *conf;
 	int        slot;
@@ -67,8 +59,7 @@ static struct {
 	uint32_t   auth_seq;
 	struct session **dead;
 	size_t     ndead, dead_cap;
-	struct held_submit *held;    /* FIFO, oldest first */
-	size_t     nheld, held_cap;
+	struct ipc_outbox held;      /* submissions the channel could not take */
 	bool       stopping;
 	uint64_t   stop_deadline_ms;
 } w;
@@ -95,26 +86,6 @@ op_watch(struct session *s, int fd, bool want_read, bool want_write)
 	epoll_set(fd, EPOLL_CTL_MOD, events, EV_DATA(EV_SESSION, fd));
 }
 
-static int
-send_submit(const struct ipc_submit *msg, int memfd, const void *data)
-{
-	if (memfd >= 0)
-		return ipc_send(w.queue_fd, IPC_SUBMIT, msg, sizeof(*msg), memfd);
-	return ipc_send2(w.queue_fd, IPC_SUBMIT_INLINE, msg, sizeof(*msg), data,
-	    (size_t)(msg->message_len + msg->envelope_len), -1);
-}
-
-static void
-held_clear(void)
-{
-	for (size_t i = 0; i < w.nheld; i++) {
-		if (w.held[i].memfd >= 0)
-			close(w.held[i].memfd);
-		free(w.held[i].data);
-	}
-	w.nheld = 0;
-}
-
 static void
 watch_queue(bool want_write)
 {
@@ -123,61 +94,15 @@ watch_queue(bool want_write)
 		    EPOLLIN | (want_write ? EPOLLOUT : 0), EV_DATA(EV_QUEUE, 0));
 }
 
-static int
-hold_submit(const struct ipc_submit *msg, int memfd, const void *data)
-{
-	struct held_submit *h;
-	int fd = -1;
-
-	if (memfd >= 0 && (fd = fcntl(memfd, F_DUPFD_CLOEXEC, 0)) < 0) {
-		log_warn("submitting to the queue: dup: %s", strerror(errno));
-		return -1;
-	}
-	if (w.nheld == w.held_cap) {
-		w.held_cap = w.held_cap ? w.held_cap * 2 : 16;
-		w.held = xrealloc(w.held, w.held_cap * sizeof(*w.held));
-	}
-	h = &w.held[w.nheld++];
-	h->msg = *msg;
-	h->memfd = fd;
-	h->data = NULL;
-	if (fd < 0) {
-		size_t len = (size_t)(msg->message_len + msg->envelope_len);
-
-		h->data = xmalloc(len);
-		memcpy(h->data, data, len);
-	}
-	if (w.nheld == 1) {
-		log_debug("queue channel full: submissions wait for it");
-		watch_queue(true);
-	}
-	return 0;
-}
-
-/* The channel is writable: send what waits, in order. */
+/* The channel is writable: send what waits, in order.  A channel that
+ * broke is noticed by read_queue() (EOF), which answers the sessions. */
 static void
 flush_held(void)
 {
-	size_t i = 0;
-
-	while (i < w.nheld && w.queue_fd >= 0) {
-		struct held_submit *h = &w.held[i];
-
-		if (send_submit(&h->msg, h->memfd, h->data) < 0) {
-			if (errno == EAGAIN)
-				break;
-			/* The queue went away: queue_lost() answers the
-			 * sessions once the channel reads EOF. */
-			break;
-		}
-		if (h->memfd >= 0)
-			close(h->memfd);
-		free(h->data);
-		i++;
-	}
-	memmove(w.held, w.held + i, (w.nheld - i) * sizeof(*w.held));
-	w.nheld -= i;
-	if (w.nheld == 0)
+	if (w.queue_fd < 0)
+		return;
+	(void)ipc_outbox_flush(&w.held, w.queue_fd);
+	if (!ipc_outbox_waiting(&w.held))
 		watch_queue(false);
 }
 
@@ -186,20 +111,30 @@ op_submit(struct session *s, int memfd, const void *data,
     uint64_t message_len, uint64_t envelope_len, uint64_t *request_id)
 {
 	struct ipc_submit msg;
+	bool waiting;
+	int rc;
 
 	if (w.queue_fd < 0)
 		return -1;
 	msg.request_id = ((uint64_t)++w.request_seq << 32) | (uint32_t)session_fd(s);
 	msg.message_len = message_len;
 	msg.envelope_len = envelope_len;
+	waiting = ipc_outbox_waiting(&w.held);
 	/* Behind others that wait, or when the channel is full: in turn. */
-	if (w.nheld > 0 || send_submit(&msg, memfd, data) < 0) {
-		if (w.nheld == 0 && errno != EAGAIN) {
-			log_warn("submitting to the queue: %s", strerror(errno));
-			return -1;
-		}
-		if (hold_submit(&msg, memfd, data) < 0)
-			return -1;
+	if (memfd >= 0)
+		rc = ipc_outbox_send(&w.held, w.queue_fd, IPC_SUBMIT, &msg,
+		    sizeof(msg), NULL, 0, memfd);
+	else
+		rc = ipc_outbox_send(&w.held, w.queue_fd, IPC_SUBMIT_INLINE,
+		    &msg, sizeof(msg), data,
+		    (size_t)(message_len + envelope_len), -1);
+	if (rc < 0) {
+		log_warn("submitting to the queue: %s", strerror(errno));
+		return -1;
+	}
+	if (!waiting && ipc_outbox_waiting(&w.held)) {
+		log_debug("queue channel full: submissions wait for it");
+		watch_queue(true);
 	}
 	*request_id = msg.request_id;
 	return 0;
@@ -313,7 +248,7 @@ set_queue_channel(int fd)
 		w.queue_fd = -1;
 		/* Whatever was submitted, sent or waiting, went with the
 		 * channel: no answer will come for it. */
-		held_clear();
+		ipc_outbox_clear(&w.held);
 		for (size_t i = 0; i < w.nfds; i++) {
 			if (w.fds[i].session != NULL)
 				session_queue_lost(w.fds[i].session);
