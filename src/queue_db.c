@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "queue_db.h"
+#include "queue_vfs.h"
 #include "util.h"
 
 /* Longest Subject / Message-ID value kept in messages (bytes, unfolded). */
@@ -455,8 +456,7 @@ configure_connection(struct queue_db *db)
 		return -1;
 	/*
 	 * synchronous FULL: in WAL mode every commit is on disk before it
-	 * returns (the queue process hands this job to wal_sync instead,
-	 * see queue_db_defer_sync).  temp_store MEMORY keeps statement
+	 * returns, one fdatasync of the WAL.  temp_store MEMORY keeps statement
 	 * journals in memory: in a temporary file they cost dozens of
 	 * write(2) calls per message.
 	 */
@@ -498,7 +498,9 @@ queue_db_open(const char *path, bool readonly)
 	db->readonly = readonly;
 	flags = readonly ? SQLITE_OPEN_READONLY :
 	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-	rc = sqlite3_open_v2(path, &db->h, flags, NULL);
+	/* Writers gather each transaction's WAL frames into one write. */
+	rc = sqlite3_open_v2(path, &db->h, flags,
+	    readonly ? NULL : queue_vfs_name());
 	if (rc != SQLITE_OK) {
 		log_error("queue database %s: cannot open: %s", path,
 		    db->h != NULL ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc));
@@ -547,14 +549,6 @@ check_writable(struct queue_db *db)
 		return -1;
 	}
 	return 0;
-}
-
-int
-queue_db_defer_sync(struct queue_db *db)
-{
-	if (check_writable(db) == -1)
-		return -1;
-	return exec_sql(db, "PRAGMA synchronous = NORMAL", "synchronous");
 }
 
 int

@@ -9,7 +9,8 @@
  *
  * queue_db_open() sets WAL mode, synchronous=FULL, foreign keys and a busy
  * timeout, and migrates the schema to QUEUE_SCHEMA_VERSION (a newer schema
- * than this binary knows is an error: never downgrade silently).
+ * than this binary knows is an error: never downgrade silently).  A
+ * writable connection goes through the queue VFS (queue_vfs.h).
  *
  * Errors: functions returning int give 0 on success and -1 on failure
  * after logging the SQLite message once.
@@ -49,14 +50,6 @@ struct queue_db;
 struct queue_db *queue_db_open(const char *path, bool readonly);
 void queue_db_close(struct queue_db *db);
 sqlite3 *queue_db_handle(struct queue_db *db);
-
-/*
- * For the queue process only: switch this connection to
- * synchronous=NORMAL, so that COMMIT returns once the WAL is written; the
- * caller then makes commits durable itself (wal_sync.h) before it
- * acknowledges anything.  Every other connection keeps synchronous=FULL.
- */
-int queue_db_defer_sync(struct queue_db *db);
 
 /* One transaction around a batch of inserts (group commit). */
 int queue_db_begin(struct queue_db *db);

@@ -1,0 +1,32 @@
+/*
+ * queue_vfs — the SQLite VFS the queue's writers open the database with.
+ *
+ * It is the platform's default VFS ("unix") with one difference: the
+ * frames a transaction appends to the WAL file are gathered in memory and
+ * handed to the kernel in one write per 64 KB, instead of two write(2)
+ * calls per page (a frame header, then the page).  A batch of four 1 KB messages
+ * is about a dozen pages, so this turns some 25 system calls per commit
+ * into one.
+ *
+ * Gathered frames reach the file before anything could need them there:
+ *   - before the WAL is synced, read, truncated, sized or closed;
+ *   - before a write that does not continue the gathered run;
+ *   - before the commit becomes visible to other connections: SQLite
+ *     publishes a commit by rewriting the WAL index header in shared
+ *     memory around a memory barrier on the main database file, and
+ *     the barrier flushes.
+ * A flush that fails at the barrier cannot be reported to SQLite (the
+ * call returns nothing), so it ends the process: the commit was never
+ * synced, hence never acknowledged, and the master restarts the queue.
+ *
+ * Durability is unchanged: the sync SQLite asks for at each commit
+ * (synchronous=FULL) writes the frames first, then syncs.
+ */
+#ifndef MXGATE_QUEUE_VFS_H
+#define MXGATE_QUEUE_VFS_H
+
+/* Registers the VFS (once; not as the default) and returns its name for
+ * sqlite3_open_v2(), or NULL (logged) when SQLite has no default VFS. */
+const char *queue_vfs_name(void);
+
+#endif
