@@ -26,7 +26,8 @@
 #include "util.h"
 
 enum ipc_type {
-	IPC_CONN_NEW = 1,       /* master -> worker, fd = client socket */
+	IPC_CONN_NEW = 1,       /* master -> worker, fd = client socket,
+	                         * already non-blocking */
 	IPC_CONN_CLOSED,        /* worker -> master */
 	IPC_QUEUE_CHANNEL,      /* master -> worker, fd = channel to queue */
 	IPC_WORKER_CHANNEL,     /* master -> queue, fd = channel to a worker */

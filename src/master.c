@@ -761,8 +761,10 @@ accept_connections(int listener)
 	for (int i = 0; i < 256 && !m.accept_paused; i++) {
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
+		/* Non-blocking from the start: the flag belongs to the
+		 * socket, so the worker that gets it need not set it. */
 		int fd = accept4(m.listen_fds[listener], (struct sockaddr *)&peer,
-		    &len, SOCK_CLOEXEC);
+		    &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE)

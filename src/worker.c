@@ -212,11 +212,6 @@ new_session(const struct ipc_conn_new *msg, int fd)
 {
 	if (fd < 0)
 		fatalx("CONN_NEW without a socket");
-	if (fd_set_nonblock(fd) < 0) {
-		log_warn("client socket: %s", strerror(errno));
-		close(fd);
-		return;
-	}
 	if ((size_t)fd >= w.nfds) {
 		size_t old = w.nfds, n = old ? old : 256;
 		while (n <= (size_t)fd)
