@@ -28,9 +28,13 @@
 # each MAIL would make (set SPF=1 to measure with it: then the DNS
 # resolver's latency is part of the result).
 #
+# QUEUE_ON=DIR puts the queue in a fresh directory under DIR instead of
+# the temporary one: QUEUE_ON=/dev/shm (tmpfs, where fdatasync costs
+# nothing) shows what the disk's sync latency costs (not durable there).
+#
 # Environment: MXGATED, MESSAGES, SESSIONS (default "1 10 50"), WORKERS
-# (default 0: one per CPU), ACTION=paused|discard|relay, SPF=1, KEEP=1 to keep
-# the temporary directory.
+# (default 0: one per CPU), ACTION=paused|discard|relay, SPF=1, QUEUE_ON,
+# KEEP=1 to keep the temporary directories.
 # Exit status: 0 when every run succeeded and every message is in the queue.
 
 set -u
@@ -54,6 +58,12 @@ done
 
 dir=$(mktemp -d /tmp/mxgate-bench.XXXXXX)
 chmod 0755 "$dir"
+queue_dir=$dir/queue
+if [ -n "${QUEUE_ON:-}" ]; then
+	queue_dir=$(mktemp -d "$QUEUE_ON/mxgate-bench-queue.XXXXXX") || exit 2
+	chmod 0777 "$queue_dir"
+	queue_dir=$queue_dir/queue
+fi
 mx_pid=""
 sink_pid=""
 cleanup() {
@@ -68,9 +78,10 @@ cleanup() {
 		wait "$sink_pid" 2>/dev/null
 	fi
 	if [ "${KEEP:-0}" = 1 ]; then
-		echo "kept $dir"
+		echo "kept $dir $queue_dir"
 	else
 		rm -rf "$dir"
+		[ "$queue_dir" = "$dir/queue" ] || rm -rf "$(dirname "$queue_dir")"
 	fi
 }
 trap cleanup EXIT
@@ -105,7 +116,7 @@ while [ "$sink_port" = "$mx_port" ]; do sink_port=$(free_port); done
 cat > "$dir/mxgate.conf" <<EOF
 server = { hostname = "mx.bench.example"; user = "nobody"; workers = $WORKERS; log_level = "warn"; };
 listen = ( { address = "127.0.0.1"; port = $mx_port; role = "mx"; } );
-queue = { directory = "$dir/queue"; };
+queue = { directory = "$queue_dir"; };
 limits = { connections = 20000; connections_per_ip = 0; message_size = "10M"; };
 $route
 $trusted
@@ -149,8 +160,9 @@ run() {
 	awk -v n="$MESSAGES" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }'
 }
 
-printf '%d messages of 1 KB per run, mxgated workers=%s, route action %s%s\n\n' \
-	"$MESSAGES" "$WORKERS" "$ACTION" "$([ "${SPF:-0}" = 1 ] && echo ", SPF on")"
+printf '%d messages of 1 KB per run, mxgated workers=%s, route action %s%s, queue in %s\n\n' \
+	"$MESSAGES" "$WORKERS" "$ACTION" "$([ "${SPF:-0}" = 1 ] && echo ", SPF on")" \
+	"$(df --output=fstype "$(dirname "$queue_dir")" | tail -1)"
 printf '%-9s %-23s %15s %16s %6s\n' sessions mode "mxgated msg/s" "smtp-sink msg/s" ratio
 for mode in per-message reuse; do
 	for s in $SESSIONS; do
@@ -178,7 +190,7 @@ fi
 wait "$mx_pid" 2>/dev/null
 mx_pid=""
 
-queued=$(/usr/bin/python3 - "$dir/queue/queue.db" <<'EOF'
+queued=$(/usr/bin/python3 - "$queue_dir/queue.db" <<'EOF'
 import sqlite3, sys
 con = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
 print(con.execute("SELECT count(*) FROM messages").fetchone()[0])

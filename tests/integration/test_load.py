@@ -4,6 +4,7 @@ import collections
 
 import pytest
 import smtplib
+import sqlite3
 import threading
 import time
 
@@ -236,3 +237,87 @@ def test_queue_dies_with_submissions_waiting(daemon):
                           "Subject: after\r\n\r\nok\r\n") == {}
     assert daemon.db("SELECT subject FROM messages") == [("after",)]
 
+
+
+def test_readers_see_every_acknowledged_message(daemon_factory):
+    """The queue's writers gather WAL frames in memory (queue_vfs.h): a
+    reader in another process must find each message whole as soon as its
+    client heard 250, while deliveries commit alongside (the scheduler's
+    commits have no sync of their own to write the frames at)."""
+    d = daemon_factory({
+        "routes": [{"name": "sink", "rcpt": r"@example\.test$",
+                    "action": "discard"}],
+        "upstreams": None,
+    })
+    acknowledged = []            # (queue id, marker), in order
+    done = threading.Event()
+    errors = []
+
+    def send(n):
+        try:
+            with smtplib.SMTP(d.host, d.port, timeout=60) as s:
+                s.ehlo("reader-test%d.example" % n)
+                for i in range(60):
+                    # sizes from tiny to several pages
+                    marker = "r%d-m%03d-%s" % (n, i, "x" * (i * 397 % 9000))
+                    assert s.mail("c%d@sender.example" % n)[0] == 250
+                    assert s.rcpt("bob@example.test")[0] == 250
+                    code, resp = s.data("Subject: r%d-m%03d\r\n\r\n%s\r\n"
+                                        % (n, i, marker))
+                    m = QUEUED_RE.match("%d %s" % (code, resp.decode()))
+                    assert m, (code, resp)
+                    acknowledged.append((m.group(1), marker))
+        except Exception as e:
+            errors.append("client %d: %r" % (n, e))
+
+    def read():
+        checked = 0
+        while not done.is_set() or checked < len(acknowledged):
+            if checked >= len(acknowledged):
+                time.sleep(0.001)
+                continue
+            qid, marker = acknowledged[checked]
+            try:
+                con = sqlite3.connect("file:%s?mode=rw" % d.db_path,
+                                      uri=True, timeout=10)
+                try:
+                    subject = con.execute(
+                        "SELECT subject FROM messages WHERE id = ?",
+                        (qid,)).fetchall()
+                    # Delivered messages lose their content (not their
+                    # rows): the race with delivery is part of the test.
+                    content = con.execute(
+                        "SELECT content FROM message_contents"
+                        " WHERE message_id = ?", (qid,)).fetchall()
+                    state = con.execute(
+                        "SELECT state FROM recipients WHERE message_id = ?",
+                        (qid,)).fetchall()
+                finally:
+                    con.close()
+            except sqlite3.Error as e:
+                errors.append("reading %s: %r" % (qid, e))
+                return
+            if subject != [(marker[:marker.index("-", 4)],)] or (
+                    content and marker.encode() not in bytes(content[0][0])
+                    ) or (not content and state != [("delivered",)]):
+                errors.append("message %s not whole: %r %r %r"
+                              % (qid, subject, content[:1], state))
+                return
+            checked += 1
+
+    senders = [threading.Thread(target=send, args=(n,)) for n in range(4)]
+    reader = threading.Thread(target=read)
+    reader.start()
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join(timeout=120)
+    done.set()
+    reader.join(timeout=120)
+    assert not errors, errors[:5]
+    assert len(acknowledged) == 240
+    # Deliveries ran meanwhile: the scheduler's commits were in the mix.
+    assert wait_for(lambda: d.db("SELECT count(*) FROM recipients"
+                                 " WHERE state = 'delivered'")[0][0] == 240,
+                    30)
+    assert d.db("PRAGMA integrity_check") == [("ok",)]
