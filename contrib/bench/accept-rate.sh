@@ -32,7 +32,11 @@
 # the temporary one: QUEUE_ON=/dev/shm (tmpfs, where fdatasync costs
 # nothing) shows what the disk's sync latency costs (not durable there).
 #
-# Environment: MXGATED, MESSAGES, SESSIONS (default "1 10 50"), WORKERS
+# Each figure is the median of ROUNDS (default 3) runs; mxgated and
+# smtp-sink take turns going first, and the last column shows each
+# round's ratio (how noisy the machine was).
+#
+# Environment: MXGATED, MESSAGES, ROUNDS, SESSIONS (default "1 10 50"), WORKERS
 # (default 0: one per CPU), ACTION=paused|discard|relay, SPF=1, QUEUE_ON,
 # KEEP=1 to keep the temporary directories.
 # Exit status: 0 when every run succeeded and every message is in the queue.
@@ -42,6 +46,7 @@ set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 MXGATED=${MXGATED:-$top/build/src/mxgated}
 MESSAGES=${MESSAGES:-10000}
+ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS:-1 10 50}
 WORKERS=${WORKERS:-0}
 SOURCE=/usr/sbin/smtp-source
@@ -163,20 +168,41 @@ run() {
 printf '%d messages of 1 KB per run, mxgated workers=%s, route action %s%s, queue in %s\n\n' \
 	"$MESSAGES" "$WORKERS" "$ACTION" "$([ "${SPF:-0}" = 1 ] && echo ", SPF on")" \
 	"$(df --output=fstype "$(dirname "$queue_dir")" | tail -1)"
-printf '%-9s %-23s %15s %16s %6s\n' sessions mode "mxgated msg/s" "smtp-sink msg/s" ratio
+# median of the numbers given as arguments
+median() {
+	printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 }
+		END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+printf '%-9s %-23s %15s %16s %6s  %s\n' sessions mode "mxgated msg/s" \
+	"smtp-sink msg/s" ratio "each round"
 for mode in per-message reuse; do
 	for s in $SESSIONS; do
 		label=$([ "$mode" = reuse ] && echo "one connection (-d)" || echo "connection per message")
-		if mx=$(run "$mx_port" "$s" "$mode"); then
-			mx_sent=$((mx_sent + MESSAGES))
-		else
-			mx="failed"; failures=$((failures + 1))
-		fi
-		if ! sink=$(run "$sink_port" "$s" "$mode"); then
-			sink="failed"; failures=$((failures + 1))
-		fi
+		mxs=() sinks=() ratios=""
+		# Rounds alternate which server goes first, so that a drift in
+		# the machine's speed does not always favour the same one.
+		for round in $(seq 1 "$ROUNDS"); do
+			order="mx sink"
+			[ $((round % 2)) = 0 ] && order="sink mx"
+			for who in $order; do
+				if [ "$who" = mx ]; then
+					if mx=$(run "$mx_port" "$s" "$mode"); then
+						mx_sent=$((mx_sent + MESSAGES))
+					else
+						mx=0; failures=$((failures + 1))
+					fi
+				elif ! sink=$(run "$sink_port" "$s" "$mode"); then
+					sink=0; failures=$((failures + 1))
+				fi
+			done
+			mxs+=("$mx") sinks+=("$sink")
+			ratios="$ratios $(awk -v a="$mx" -v b="$sink" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+		done
+		mx=$(median "${mxs[@]}")
+		sink=$(median "${sinks[@]}")
 		ratio=$(awk -v a="$mx" -v b="$sink" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }')
-		printf '%-9s %-23s %15s %16s %6s\n' "$s" "$label" "$mx" "$sink" "$ratio"
+		printf '%-9s %-23s %15s %16s %6s %s\n' "$s" "$label" "$mx" "$sink" "$ratio" "$ratios"
 	done
 done
 
