@@ -213,10 +213,24 @@ vfs_shm_map(sqlite3_file *file, int page, int size, int extend,
 	return RIO(file)->xShmMap(REAL(file), page, size, extend, out);
 }
 
+/* The WAL write lock is shm lock 0 (WAL_WRITE_LOCK in SQLite's wal.c). */
+#define SHM_WAL_WRITE_LOCK 0
+
 static int
 vfs_shm_lock(sqlite3_file *file, int offset, int n, int flags)
 {
-	return RIO(file)->xShmLock(REAL(file), offset, n, flags);
+	struct vfs_file *f = (struct vfs_file *)file;
+
+	/*
+	 * Frames still gathered when the write lock goes belong to no
+	 * commit (a commit's are written at its barrier): they are what a
+	 * rolled-back transaction spilled.  Written later, they would land
+	 * on frames the next writer has committed by then.
+	 */
+	if (f->wal != NULL && offset == SHM_WAL_WRITE_LOCK &&
+	    (flags & SQLITE_SHM_UNLOCK) != 0)
+		f->wal->run_len = 0;
+	return RIO(f)->xShmLock(f->real, offset, n, flags);
 }
 
 /* SQLite publishes a commit around this barrier: the frames it names
@@ -283,6 +297,7 @@ vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags,
 	(void)vfs;
 	memset(f, 0, sizeof(*f));
 	f->real = (sqlite3_file *)(f + 1);
+	f->real->pMethods = NULL;
 	rc = default_vfs->xOpen(default_vfs, name, f->real, flags, out_flags);
 	if (f->real->pMethods == NULL) {
 		/* Nothing to close: SQLite will not call xClose either. */
@@ -329,6 +344,34 @@ vfs_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out)
 	return default_vfs->xFullPathname(default_vfs, name, n, out);
 }
 
+static void *
+vfs_dl_open(sqlite3_vfs *vfs, const char *name)
+{
+	(void)vfs;
+	return default_vfs->xDlOpen(default_vfs, name);
+}
+
+static void
+vfs_dl_error(sqlite3_vfs *vfs, int n, char *out)
+{
+	(void)vfs;
+	default_vfs->xDlError(default_vfs, n, out);
+}
+
+static void
+(*vfs_dl_sym(sqlite3_vfs *vfs, void *handle, const char *symbol))(void)
+{
+	(void)vfs;
+	return default_vfs->xDlSym(default_vfs, handle, symbol);
+}
+
+static void
+vfs_dl_close(sqlite3_vfs *vfs, void *handle)
+{
+	(void)vfs;
+	default_vfs->xDlClose(default_vfs, handle);
+}
+
 static int
 vfs_randomness(sqlite3_vfs *vfs, int n, char *out)
 {
@@ -371,8 +414,10 @@ static sqlite3_vfs queue_vfs = {
 	.xDelete = vfs_delete,
 	.xAccess = vfs_access,
 	.xFullPathname = vfs_full_pathname,
-	/* No extensions are loaded into the queue connection. */
-	.xDlOpen = NULL,
+	.xDlOpen = vfs_dl_open,
+	.xDlError = vfs_dl_error,
+	.xDlSym = vfs_dl_sym,
+	.xDlClose = vfs_dl_close,
 	.xRandomness = vfs_randomness,
 	.xSleep = vfs_sleep,
 	.xCurrentTime = vfs_current_time,

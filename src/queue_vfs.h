@@ -4,9 +4,9 @@
  * It is the platform's default VFS ("unix") with one difference: the
  * frames a transaction appends to the WAL file are gathered in memory and
  * handed to the kernel in one write per 64 KB, instead of two write(2)
- * calls per page (a frame header, then the page).  A batch of four 1 KB messages
- * is about a dozen pages, so this turns some 25 system calls per commit
- * into one.
+ * calls per page (a frame header, then the page).  A batch of four 1 KB
+ * messages is about a dozen pages, so this turns some 25 system calls per
+ * commit into one.
  *
  * Gathered frames reach the file before anything could need them there:
  *   - before the WAL is synced, read, truncated, sized or closed;
@@ -15,9 +15,18 @@
  *     publishes a commit by rewriting the WAL index header in shared
  *     memory around a memory barrier on the main database file, and
  *     the barrier flushes.
+ * Frames still gathered when the connection gives up the WAL write lock
+ * were spilled by a transaction that rolled back: they are dropped, never
+ * written over what the next writer commits.
+ *
+ * With synchronous=FULL the commit's sync has written everything before
+ * the barrier; only a NORMAL commit (the scheduler's) is written there.
  * A flush that fails at the barrier cannot be reported to SQLite (the
- * call returns nothing), so it ends the process: the commit was never
+ * call returns nothing), so it ends the process: such a commit was never
  * synced, hence never acknowledged, and the master restarts the queue.
+ *
+ * Not for locking_mode=EXCLUSIVE: without shared memory there is no
+ * barrier, and a NORMAL commit would wait in memory for the next sync.
  *
  * Durability is unchanged: the sync SQLite asks for at each commit
  * (synchronous=FULL) writes the frames first, then syncs.

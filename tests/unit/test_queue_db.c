@@ -14,6 +14,7 @@
 #include "envelope.h"
 #include "log.h"
 #include "queue_db.h"
+#include "queue_vfs.h"
 #include "util.h"
 #include "unit.h"
 
@@ -594,6 +595,54 @@ test_queue_vfs(void)
 	remove_db(path);
 }
 
+/*
+ * A transaction larger than the page cache spills frames to the WAL
+ * before its commit; rolled back, those frames must never reach the file
+ * later, over frames another writer has committed meanwhile.
+ */
+static void
+test_queue_vfs_rollback(void)
+{
+	sqlite3 *h = NULL, *other = NULL, *reader = NULL;
+	char got[64];
+
+	new_path();
+	CHECK(sqlite3_open_v2(path, &h, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_CREATE, queue_vfs_name()) == SQLITE_OK);
+	CHECK(sql_ok(h, "PRAGMA journal_mode = WAL"));
+	CHECK(sql_ok(h, "PRAGMA cache_size = 10"));
+	CHECK(sql_ok(h, "PRAGMA wal_autocheckpoint = 0"));
+	CHECK(sql_ok(h, "CREATE TABLE t (n INTEGER PRIMARY KEY, b BLOB)"));
+	CHECK(sql_ok(h, "INSERT INTO t (b) VALUES (randomblob(100))"));
+	CHECK(sql_ok(h, "PRAGMA wal_checkpoint(TRUNCATE)"));
+	CHECK(sql_ok(h, "BEGIN"));
+	CHECK(sql_ok(h, "INSERT INTO t (b) WITH RECURSIVE s(i) AS (SELECT 1"
+	    " UNION ALL SELECT i + 1 FROM s WHERE i < 100)"
+	    " SELECT randomblob(4000) FROM s"));
+	CHECK(sql_ok(h, "ROLLBACK"));
+
+	CHECK(sqlite3_open_v2(path, &other, SQLITE_OPEN_READWRITE, NULL) ==
+	    SQLITE_OK);
+	CHECK(sql_ok(other, "INSERT INTO t (b) WITH RECURSIVE s(i) AS (SELECT 1"
+	    " UNION ALL SELECT i + 1 FROM s WHERE i < 20)"
+	    " SELECT randomblob(3000) FROM s"));
+	/* The first writer reads again: its next barrier. */
+	h_text(h, "SELECT count(*) FROM t", got, sizeof(got));
+	CHECK_STR(got, "21");
+
+	CHECK(sqlite3_open_v2(path, &reader, SQLITE_OPEN_READONLY, NULL) ==
+	    SQLITE_OK);
+	h_text(reader, "PRAGMA integrity_check", got, sizeof(got));
+	CHECK_STR(got, "ok");
+	h_text(reader, "SELECT count(*) || ' ' || sum(length(b)) FROM t", got,
+	    sizeof(got));
+	CHECK_STR(got, "21 60100");
+	sqlite3_close(reader);
+	sqlite3_close(other);
+	sqlite3_close(h);
+	remove_db(path);
+}
+
 int
 main(void)
 {
@@ -615,6 +664,7 @@ main(void)
 	RUN(test_headers);
 	RUN(test_refusals);
 	RUN(test_queue_vfs);
+	RUN(test_queue_vfs_rollback);
 	rc = unit_done();
 	rmdir(dir);
 	return rc;
