@@ -61,16 +61,16 @@ make_env(struct envelope *e, const char *id, int nrcpts)
 	}
 }
 
-/* One text value from a query; NULL when no row or SQL NULL. */
+/* One text value from a query on any connection; NULL when no row or
+ * SQL NULL. */
 static char *
-q_text(struct queue_db *db, const char *sql)
+h_text(sqlite3 *h, const char *sql)
 {
 	sqlite3_stmt *st;
 	char *out = NULL;
 
-	if (sqlite3_prepare_v2(queue_db_handle(db), sql, -1, &st, NULL) !=
-	    SQLITE_OK) {
-		printf("# prepare: %s\n", sqlite3_errmsg(queue_db_handle(db)));
+	if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) != SQLITE_OK) {
+		printf("# prepare: %s\n", sqlite3_errmsg(h));
 		return NULL;
 	}
 	if (sqlite3_step(st) == SQLITE_ROW &&
@@ -78,6 +78,12 @@ q_text(struct queue_db *db, const char *sql)
 		out = xstrdup((const char *)sqlite3_column_text(st, 0));
 	sqlite3_finalize(st);
 	return out;
+}
+
+static char *
+q_text(struct queue_db *db, const char *sql)
+{
+	return h_text(queue_db_handle(db), sql);
 }
 
 static long long
@@ -90,11 +96,12 @@ q_int(struct queue_db *db, const char *sql)
 	return v;
 }
 
-#define CHECK_Q(db, sql, want) do { \
-	char *got_ = q_text(db, sql); \
+#define CHECK_H(h, sql, want) do { \
+	char *got_ = h_text(h, sql); \
 	CHECK_STR(got_, want); \
 	free(got_); \
 } while (0)
+#define CHECK_Q(db, sql, want) CHECK_H(queue_db_handle(db), sql, want)
 
 static const char message[] =
 	"Received: from client.example.org\r\n"
@@ -472,28 +479,9 @@ sql_ok(sqlite3 *h, const char *sql)
 
 	if (sqlite3_exec(h, sql, NULL, NULL, &err) == SQLITE_OK)
 		return true;
-	printf("# %s: %s (%d)\n", sql, err != NULL ? err : "?", sqlite3_extended_errcode(h));
+	printf("# %s: %s\n", sql, err != NULL ? err : "?");
 	sqlite3_free(err);
 	return false;
-}
-
-/* One text value from a plain handle ("" when none). */
-static void
-h_text(sqlite3 *h, const char *sql, char *out, size_t len)
-{
-	sqlite3_stmt *st;
-
-	out[0] = '\0';
-	if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) != SQLITE_OK) {
-		printf("# prepare: %s\n", sqlite3_errmsg(h));
-		return;
-	}
-	if (sqlite3_step(st) == SQLITE_ROW &&
-	    sqlite3_column_type(st, 0) != SQLITE_NULL)
-		snprintf(out, len, "%s", (const char *)sqlite3_column_text(st, 0));
-	else
-		printf("# %s: %s\n", sql, sqlite3_errmsg(h));
-	sqlite3_finalize(st);
 }
 
 /* Rows of t read through both handles, compared byte for byte: the number
@@ -548,7 +536,7 @@ test_queue_vfs(void)
 	struct queue_db *db;
 	sqlite3 *h, *reader = NULL;
 	sqlite3_vfs *vfs = NULL;
-	char got[128], want[128], sql[160];
+	char want[128], sql[160];
 
 	new_path();
 	db = queue_db_open(path, false);
@@ -568,11 +556,10 @@ test_queue_vfs(void)
 		snprintf(sql, sizeof(sql), "INSERT INTO t VALUES (%d,"
 		    " randomblob(%d))", i, 1000 + 100 * i);
 		CHECK(sql_ok(h, sql));
-		h_text(reader, "SELECT count(*) || ' ' || sum(length(b))"
-		    " FROM t", got, sizeof(got));
 		snprintf(want, sizeof(want), "%d %d", i,
 		    1000 * i + 50 * i * (i + 1));
-		CHECK_STR(got, want);
+		CHECK_H(reader, "SELECT count(*) || ' ' || sum(length(b))"
+		    " FROM t", want);
 	}
 
 	CHECK(sql_ok(h, "PRAGMA synchronous = FULL"));
@@ -584,12 +571,10 @@ test_queue_vfs(void)
 		CHECK(sql_ok(h, sql));
 	}
 	/* The writer reads its spilled pages back through the VFS. */
-	h_text(h, "SELECT count(*) FROM t", got, sizeof(got));
-	CHECK_STR(got, "1040");
+	CHECK_H(h, "SELECT count(*) FROM t", "1040");
 	CHECK(sql_ok(h, "COMMIT"));
 	CHECK_INT(same_rows(h, reader), 1040);
-	h_text(reader, "PRAGMA quick_check", got, sizeof(got));
-	CHECK_STR(got, "ok");
+	CHECK_H(reader, "PRAGMA quick_check", "ok");
 	sqlite3_close(reader);
 	queue_db_close(db);
 	remove_db(path);
@@ -604,7 +589,6 @@ static void
 test_queue_vfs_rollback(void)
 {
 	sqlite3 *h = NULL, *other = NULL, *reader = NULL;
-	char got[64];
 
 	new_path();
 	CHECK(sqlite3_open_v2(path, &h, SQLITE_OPEN_READWRITE |
@@ -627,16 +611,13 @@ test_queue_vfs_rollback(void)
 	    " UNION ALL SELECT i + 1 FROM s WHERE i < 20)"
 	    " SELECT randomblob(3000) FROM s"));
 	/* The first writer reads again: its next barrier. */
-	h_text(h, "SELECT count(*) FROM t", got, sizeof(got));
-	CHECK_STR(got, "21");
+	CHECK_H(h, "SELECT count(*) FROM t", "21");
 
 	CHECK(sqlite3_open_v2(path, &reader, SQLITE_OPEN_READONLY, NULL) ==
 	    SQLITE_OK);
-	h_text(reader, "PRAGMA integrity_check", got, sizeof(got));
-	CHECK_STR(got, "ok");
-	h_text(reader, "SELECT count(*) || ' ' || sum(length(b)) FROM t", got,
-	    sizeof(got));
-	CHECK_STR(got, "21 60100");
+	CHECK_H(reader, "PRAGMA integrity_check", "ok");
+	CHECK_H(reader, "SELECT count(*) || ' ' || sum(length(b)) FROM t",
+	    "21 60100");
 	sqlite3_close(reader);
 	sqlite3_close(other);
 	sqlite3_close(h);
