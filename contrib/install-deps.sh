@@ -13,7 +13,8 @@ set -eu
 
 PACKAGES="build-essential autoconf automake libtool pkg-config
 libssl-dev libspf2-dev libpcre2-dev libconfig-dev libgmime-3.0-dev
-libsqlite3-dev sqlite3 libcurl4-openssl-dev libcrypt-dev clang
+libsqlite3-dev sqlite3 libcurl4-openssl-dev libcrypt-dev clang libclang-rt-14-dev
+libseccomp-dev
 python3 python3-pytest python3-aiosmtpd python3-dnslib
 swaks openssl postfix iproute2 procps valgrind"
 

@@ -16,18 +16,18 @@ CFLAGS="-std=gnu11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
   -Wall -Wextra -Wno-unused-parameter"
 
 cd "$top"
-$CC $CFLAGS -I src tests/fuzz/fuzz_addr.c src/addr.c -o "$out/fuzz_addr"
-$CC $CFLAGS -I src tests/fuzz/fuzz_proto.c src/smtp_proto.c src/addr.c \
-    src/util.c src/log.c -o "$out/fuzz_proto"
-$CC $CFLAGS -I src tests/fuzz/fuzz_json.c src/json.c src/util.c src/log.c \
+$CC $CFLAGS -I src tests/fuzz/fuzz_addr.c src/common/addr.c -o "$out/fuzz_addr"
+$CC $CFLAGS -I src tests/fuzz/fuzz_proto.c src/smtp/smtp_proto.c src/common/addr.c \
+    src/common/util.c src/common/log.c -o "$out/fuzz_proto"
+$CC $CFLAGS -I src tests/fuzz/fuzz_json.c src/common/json.c src/common/util.c src/common/log.c \
     -o "$out/fuzz_json"
 $CC $CFLAGS -I src $(pkg-config --cflags gmime-3.0) \
-    tests/fuzz/fuzz_message_json.c src/message_json.c src/json.c \
-    src/util.c src/log.c $(pkg-config --libs gmime-3.0) \
+    tests/fuzz/fuzz_message_json.c src/delivery/message_json.c src/common/json.c \
+    src/common/util.c src/common/log.c $(pkg-config --libs gmime-3.0) \
     -o "$out/fuzz_message_json"
-$CC $CFLAGS -I src tests/fuzz/fuzz_authres.c src/authres.c src/spf.c \
-    src/util.c src/log.c -lspf2 -o "$out/fuzz_authres"
-$CC $CFLAGS -I src tests/fuzz/fuzz_spf_record.c src/spf.c src/util.c \
-    src/log.c -lspf2 -o "$out/fuzz_spf_record"
+$CC $CFLAGS -I src tests/fuzz/fuzz_authres.c src/smtp/authres.c src/smtp/spf.c \
+    src/common/util.c src/common/log.c -lspf2 -o "$out/fuzz_authres"
+$CC $CFLAGS -I src tests/fuzz/fuzz_spf_record.c src/smtp/spf.c src/common/util.c \
+    src/common/log.c -lspf2 -o "$out/fuzz_spf_record"
 echo "built $out/fuzz_addr $out/fuzz_proto $out/fuzz_json $out/fuzz_message_json"
 echo "built $out/fuzz_authres $out/fuzz_spf_record"

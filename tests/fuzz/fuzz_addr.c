@@ -14,7 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "addr.h"
+#include "common/addr.h"
 
 static void
 check(int cond, const char *what)

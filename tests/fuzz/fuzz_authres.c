@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "authres.h"
+#include "smtp/authres.h"
 
 #define ID "mx.fuzz.example"
 

@@ -14,10 +14,10 @@
 #include <unistd.h>
 #include <sys/mman.h>
 
-#include "delivery.h"
-#include "json.h"
-#include "message_json.h"
-#include "util.h"
+#include "delivery/delivery.h"
+#include "common/json.h"
+#include "delivery/message_json.h"
+#include "common/util.h"
 
 static void
 check(int cond, const char *what)

@@ -28,8 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp_proto.h"
-#include "util.h"
+#include "smtp/smtp_proto.h"
+#include "common/util.h"
 
 struct run {
 	struct buf out;

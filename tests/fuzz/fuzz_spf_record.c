@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "spf.h"
+#include "smtp/spf.h"
 
 static void
 rewritten_ok(const char *rec, int family)

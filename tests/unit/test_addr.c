@@ -5,7 +5,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "addr.h"
+#include "common/addr.h"
 #include "unit.h"
 
 static const struct addr_parse_opts plain = { false, false, false };

@@ -12,8 +12,8 @@
 
 #include <sqlite3.h>
 
-#include "auth.h"
-#include "util.h"
+#include "smtp/auth.h"
+#include "common/util.h"
 #include "unit.h"
 
 static char dir[] = "/tmp/test_auth.XXXXXX";

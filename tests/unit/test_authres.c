@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "authres.h"
-#include "util.h"
+#include "smtp/authres.h"
+#include "common/util.h"
 #include "unit.h"
 
 #define ID "mx.test.example"

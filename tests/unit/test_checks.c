@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checks.h"
-#include "util.h"
+#include "smtp/checks.h"
+#include "common/util.h"
 #include "unit.h"
 
 static void

@@ -17,10 +17,10 @@
  * By path: under automake, -I for the build directory comes first, where
  * autoconf's own config.h lives.
  */
-#include "config.h"
-#include "config_default.h"
+#include "common/config.h"
+#include "common/config_default.h"
 #include "unit.h"
-#include "util.h"
+#include "common/util.h"
 
 #define MAX_ERRS 32
 
@@ -247,7 +247,7 @@ test_sample_matches_default(void)
 	text = read_text(sample_path);
 	CHECK(text != NULL);
 	if (text != NULL && strcmp(text, CONFIG_DEFAULT_TEXT) != 0)
-		printf("#   %s and src/config_default.h differ\n", sample_path);
+		printf("#   %s and src/common/config_default.h differ\n", sample_path);
 	CHECK(text != NULL && strcmp(text, CONFIG_DEFAULT_TEXT) == 0);
 	free(text);
 }

@@ -6,12 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bounce.h"
-#include "delivery.h"
-#include "relay.h"
-#include "retry.h"
+#include "queue/bounce.h"
+#include "delivery/delivery.h"
+#include "delivery/relay.h"
+#include "queue/retry.h"
 #include "unit.h"
-#include "util.h"
+#include "common/util.h"
 
 static const unsigned schedule[] = { 60, 300, 900 };
 static const struct retry_policy policy = {

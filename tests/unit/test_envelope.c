@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "envelope.h"
-#include "util.h"
+#include "common/envelope.h"
+#include "common/util.h"
 #include "unit.h"
 
 #define TEST_ID "0123456789ABCDEF"

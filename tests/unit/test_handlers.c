@@ -27,12 +27,12 @@
 
 #include <glib.h>
 
-#include "delivery.h"
-#include "handlers.h"
-#include "json.h"
-#include "message_json.h"
+#include "delivery/delivery.h"
+#include "delivery/handlers.h"
+#include "common/json.h"
+#include "delivery/message_json.h"
 #include "unit.h"
-#include "util.h"
+#include "common/util.h"
 
 static char tmpdir[64];
 static const char *datadir;

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
+#include "common/json.h"
 #include "unit.h"
-#include "util.h"
+#include "common/util.h"
 
 static char *
 write_sample(void)

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "plugin.h"
-#include "util.h"
+#include "common/config.h"
+#include "smtp/plugin.h"
+#include "common/util.h"
 #include "unit.h"
 
 static const char *example_path;

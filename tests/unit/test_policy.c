@@ -14,8 +14,8 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
-#include "policy.h"
-#include "util.h"
+#include "smtp/policy.h"
+#include "common/util.h"
 #include "unit.h"
 
 static void

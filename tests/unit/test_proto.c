@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp_proto.h"
-#include "util.h"
+#include "smtp/smtp_proto.h"
+#include "common/util.h"
 #include "unit.h"
 
 #define EHLO_PREFIX \

@@ -11,11 +11,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "envelope.h"
-#include "log.h"
-#include "queue_db.h"
-#include "queue_vfs.h"
-#include "util.h"
+#include "common/envelope.h"
+#include "common/log.h"
+#include "queue/queue_db.h"
+#include "queue/queue_vfs.h"
+#include "common/util.h"
 #include "unit.h"
 
 static char dir[256];

@@ -14,11 +14,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "addr.h"
-#include "config.h"
-#include "route.h"
+#include "common/addr.h"
+#include "common/config.h"
+#include "smtp/route.h"
 #include "unit.h"
-#include "util.h"
+#include "common/util.h"
 
 #define MAX_ERRS 16
 

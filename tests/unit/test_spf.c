@@ -14,8 +14,8 @@
 #include <spf2/spf.h>
 #include <spf2/spf_dns_zone.h>
 
-#include "spf.h"
-#include "util.h"
+#include "smtp/spf.h"
+#include "common/util.h"
 #include "unit.h"
 
 /* name, type, herrno, data */

@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "unit.h"
-#include "util.h"
+#include "common/util.h"
 
 static void
 test_buf_append_consume(void)

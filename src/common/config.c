@@ -1,0 +1,2332 @@
+/*
+ * config — the configuration file, loaded and checked completely before
+ * anything uses it (see config.h).
+ *
+ * As in nginx, every setting is declared once, in a table (mxconf_specs
+ * and listener_specs below): its path, type, default, range or allowed
+ * words, an optional checker, and a one-line description.  One walker
+ * drives parsing, checking, defaults and freeing from those tables, so a
+ * new setting is one table line plus its struct field.  A group is implied
+ * by the dotted paths ("limits.recipients" makes "limits" a group); a list
+ * of groups ("listen") has its own table, applied to each element.
+ *
+ * Every problem is reported as "FILE:LINE: problem" and the walk goes on,
+ * so that the operator sees all problems of a file at once; the load fails
+ * if there was any.
+ */
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <grp.h>
+#include <pwd.h>
+#include <errno.h>
+#include <libconfig.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/addr.h"
+#include "smtp/checks.h"
+#include "common/config.h"
+#include "common/config_default.h"
+#include "common/log.h"
+#include "smtp/policy.h"
+#include "smtp/route.h"
+#include "smtp/spf.h"
+#include "common/util.h"
+
+#define KB 1024LL
+#define MB (1024LL * KB)
+#define GB (1024LL * MB)
+
+/*
+ * An integer literal of the main text.  libconfig 1.5 stores a decimal
+ * literal that does not fit in 32 bits into an int (truncated, silently),
+ * and even recent versions do so for hexadecimal literals; the
+ * literals are scanned separately so that such a value is an error rather
+ * than, say, "recipients = 4294967396" read as 100.
+ */
+struct int_literal {
+	unsigned   line;
+	long long  value;
+	bool       wide;        /* does not fit in an int */
+};
+
+struct conf_ctx {
+	const char         *name;        /* file being loaded */
+	const char         *include_dir; /* where its @include files are */
+	config_error_fn     errfn;
+	unsigned            nerrors;
+	struct int_literal *literals;
+	size_t              nliterals;
+	bool                any_wide;
+};
+
+enum conf_type {
+	CT_INT,         /* integer within min..max */
+	CT_SIZE,        /* integer or "25M", within min..max */
+	CT_STRING,      /* non-empty string, one of words if words is set */
+	CT_ENUM,        /* one of words, stored as its index (an enum) */
+	CT_STRLIST,     /* [ "a", "b" ]: char ** (NULL-terminated) + count */
+	CT_LIST,        /* ( { ... }, ... ): array of sub->elem_size + count */
+	CT_BOOL,        /* true or false: a bool, or an int that is -1 when
+	                   the setting is absent and has no default */
+	CT_BOOLSTR,     /* true, false or a non-empty string:
+	                   struct conf_boolstr */
+	CT_DURATION,    /* seconds: an integer or "90s" "5m" "4h" "5d" "1w" */
+	CT_DURLIST,     /* [ durations ]: unsigned * + count, at least one */
+};
+
+#define CF_REQUIRED 0x01
+
+struct conf_spec;
+
+/* Extra check of a value once stored in base; reports and returns -1. */
+typedef int (*conf_check_fn)(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base);
+
+struct conf_table {
+	const struct conf_spec *specs;      /* ends with a NULL path */
+	size_t elem_size;                   /* for a list of these groups */
+	/* After a group of this table was walked: derive fields. */
+	void (*finish)(struct conf_ctx *ctx, config_setting_t *group,
+	    const char *name, void *base);
+};
+
+struct conf_spec {
+	const char      *path;      /* relative to the table's group */
+	enum conf_type   type;
+	size_t           off;       /* field in the struct being filled */
+	size_t           width;     /* its size, for integers */
+	size_t           count_off; /* CT_STRLIST, CT_LIST: the size_t count */
+	const char      *def;       /* default, written as in the file */
+	long long        min, max;
+	const char *const *words;
+	conf_check_fn    check;
+	const struct conf_table *sub;   /* CT_LIST */
+	unsigned         flags;
+	const char      *doc;
+};
+
+#define FIELD(type, member) \
+	.off = offsetof(type, member), .width = sizeof(((type *)0)->member)
+#define COUNT(type, member) .count_off = offsetof(type, member)
+
+static int check_hostname(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_domains(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_ip_address(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_user(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_group(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_listeners_unique(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static void listener_finish(struct conf_ctx *, config_setting_t *,
+    const char *, void *);
+static int check_routes(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_upstream_hosts(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_upstreams(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_abs_path(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static void tls_cert_finish(struct conf_ctx *, config_setting_t *,
+    const char *, void *);
+static int check_spf_results(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_policy_service(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_policy_default(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_policy_stages(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_networks(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static int check_plugin_path(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
+static void plugin_finish(struct conf_ctx *, config_setting_t *,
+    const char *, void *);
+
+/* In the order of enum listener_role. */
+static const char *const listener_roles[] = {
+	"mx", "submission", "submissions", NULL
+};
+static const char *const log_levels[] = {
+	"error", "warn", "info", "debug", NULL
+};
+static const char *const bare_newline_modes[] = {
+	"reject", "normalize", NULL
+};
+
+static const struct conf_spec listener_specs[] = {
+	{ .path = "address", .type = CT_STRING,
+	  FIELD(struct listener_conf, address), .flags = CF_REQUIRED,
+	  .check = check_ip_address,
+	  .doc = "IPv4 or IPv6 address to listen on (\"::\" for all)" },
+	{ .path = "port", .type = CT_INT,
+	  FIELD(struct listener_conf, port), .flags = CF_REQUIRED,
+	  .min = 1, .max = 65535,
+	  .doc = "TCP port" },
+	{ .path = "role", .type = CT_ENUM,
+	  FIELD(struct listener_conf, role), .def = "mx",
+	  .words = listener_roles,
+	  .doc = "mx (port 25), submission (587) or submissions (465, TLS)" },
+	{ .path = "auth", .type = CT_BOOL, FIELD(struct listener_conf, auth),
+	  .doc = "offer AUTH; default: not on mx, on the others" },
+	{ .path = "allow_plaintext_auth", .type = CT_BOOL,
+	  FIELD(struct listener_conf, allow_plaintext_auth),
+	  .doc = "offer AUTH without TLS; default auth.allow_plaintext" },
+	{ .path = NULL }
+};
+
+static const struct conf_table listener_table = {
+	listener_specs, sizeof(struct listener_conf), listener_finish
+};
+
+static const char *const route_formats[] = { "raw", "json", NULL };
+
+/* What each action takes is route.c's to check (route_table_build). */
+static const struct conf_spec route_specs[] = {
+	{ .path = "name", .type = CT_STRING, FIELD(struct route_conf, name),
+	  .doc = "name in logs and the queue; default \"route<N>\"" },
+	{ .path = "rcpt", .type = CT_STRING, FIELD(struct route_conf, rcpt),
+	  .flags = CF_REQUIRED,
+	  .doc = "PCRE2 on local@domain, caseless" },
+	{ .path = "sender", .type = CT_STRING,
+	  FIELD(struct route_conf, sender),
+	  .doc = "PCRE2 on the envelope sender, caseless" },
+	{ .path = "client", .type = CT_STRLIST,
+	  FIELD(struct route_conf, client), COUNT(struct route_conf, nclient),
+	  .doc = "client networks (CIDR)" },
+	{ .path = "authenticated", .type = CT_BOOLSTR,
+	  FIELD(struct route_conf, authenticated),
+	  .doc = "true, false, or PCRE2 on the authenticated user" },
+	{ .path = "tls", .type = CT_BOOL, FIELD(struct route_conf, tls),
+	  .doc = "true: only encrypted sessions; false: only plaintext" },
+	{ .path = "sender_auth", .type = CT_STRLIST,
+	  FIELD(struct route_conf, sender_auth),
+	  COUNT(struct route_conf, nsender_auth),
+	  .doc = "\"spf\", \"auth\", \"tls\": any one must pass" },
+	{ .path = "continue", .type = CT_BOOL, FIELD(struct route_conf, cont),
+	  .def = "false",
+	  .doc = "also apply the later matching routes" },
+	{ .path = "max_size", .type = CT_SIZE,
+	  FIELD(struct route_conf, max_size), .min = 1 * KB, .max = 2 * GB,
+	  .doc = "largest message for this route's recipients" },
+	{ .path = "action", .type = CT_STRING,
+	  FIELD(struct route_conf, action), .flags = CF_REQUIRED,
+	  .words = route_action_names,
+	  .doc = "what happens to the recipient" },
+	{ .path = "code", .type = CT_INT, FIELD(struct route_conf, code),
+	  .min = 400, .max = 599, .doc = "reject: reply code" },
+	{ .path = "text", .type = CT_STRING, FIELD(struct route_conf, text),
+	  .doc = "reject: reply text, from the enhanced status code on" },
+	{ .path = "upstream", .type = CT_STRING,
+	  FIELD(struct route_conf, upstream),
+	  .doc = "relay: a name from upstreams, or \"mx\"" },
+	{ .path = "path", .type = CT_STRING, FIELD(struct route_conf, path),
+	  .doc = "maildir: directory" },
+	{ .path = "command", .type = CT_STRLIST,
+	  FIELD(struct route_conf, command),
+	  COUNT(struct route_conf, ncommand),
+	  .doc = "pipe: program and arguments, no shell" },
+	{ .path = "format", .type = CT_STRING,
+	  FIELD(struct route_conf, format), .words = route_formats,
+	  .doc = "pipe, webhook: raw message or parsed JSON" },
+	{ .path = "timeout", .type = CT_INT,
+	  FIELD(struct route_conf, timeout), .min = 1, .max = 86400,
+	  .doc = "pipe, webhook: seconds" },
+	{ .path = "address", .type = CT_STRING,
+	  FIELD(struct route_conf, address),
+	  .doc = "lmtp: unix:/path or inet:host:port" },
+	{ .path = "url", .type = CT_STRING, FIELD(struct route_conf, url),
+	  .doc = "webhook: https:// URL" },
+	{ .path = "secret", .type = CT_STRING,
+	  FIELD(struct route_conf, secret),
+	  .doc = "webhook: HMAC key (never stored in the queue)" },
+	{ .path = "tls_verify", .type = CT_BOOL,
+	  FIELD(struct route_conf, tls_verify), .def = "true",
+	  .doc = "webhook: verify the server's certificate (false: tests only)" },
+	{ .path = "tls_ca", .type = CT_STRING,
+	  FIELD(struct route_conf, tls_ca), .check = check_abs_path,
+	  .doc = "webhook: CA certificates (PEM); default the system's" },
+	{ .path = "attachments_dir", .type = CT_STRING,
+	  FIELD(struct route_conf, attachments_dir), .check = check_abs_path,
+	  .doc = "pipe, webhook (format json): save attachments in this"
+	      " directory and give their paths instead of base64" },
+	{ .path = NULL }
+};
+
+static const struct conf_table route_table = {
+	route_specs, sizeof(struct route_conf), NULL
+};
+
+/* In the order of enum upstream_tls. */
+static const char *const upstream_tls_modes[] = {
+	"none", "opportunistic", "required", NULL
+};
+
+static const struct conf_spec upstream_specs[] = {
+	{ .path = "name", .type = CT_STRING,
+	  FIELD(struct upstream_conf, name), .flags = CF_REQUIRED,
+	  .doc = "what relay routes call it" },
+	{ .path = "hosts", .type = CT_STRLIST,
+	  FIELD(struct upstream_conf, hosts),
+	  COUNT(struct upstream_conf, nhosts), .flags = CF_REQUIRED,
+	  .check = check_upstream_hosts,
+	  .doc = "\"host\", \"host:port\", \"[2001:db8::1]:port\", in order" },
+	{ .path = "port", .type = CT_INT, FIELD(struct upstream_conf, port),
+	  .def = "25", .min = 1, .max = 65535,
+	  .doc = "port of the hosts that name none" },
+	{ .path = "tls", .type = CT_ENUM, FIELD(struct upstream_conf, tls),
+	  .def = "opportunistic", .words = upstream_tls_modes,
+	  .doc = "STARTTLS: none, opportunistic (when offered) or required" },
+	{ .path = "tls_verify", .type = CT_BOOL,
+	  FIELD(struct upstream_conf, tls_verify), .def = "true",
+	  .doc = "check the certificate chain and the host name (required"
+	      " TLS fails without them; opportunistic only logs)" },
+	{ .path = "tls_ca", .type = CT_STRING,
+	  FIELD(struct upstream_conf, tls_ca), .check = check_abs_path,
+	  .doc = "CA certificates (PEM) to verify with; default the system's" },
+	{ .path = "auth_user", .type = CT_STRING,
+	  FIELD(struct upstream_conf, auth_user),
+	  .doc = "AUTH PLAIN/LOGIN to the upstream as this user (over TLS)" },
+	{ .path = "auth_password", .type = CT_STRING,
+	  FIELD(struct upstream_conf, auth_password),
+	  .doc = "its password" },
+	{ .path = "helo", .type = CT_STRING,
+	  FIELD(struct upstream_conf, helo),
+	  .doc = "name in EHLO/HELO; default server.hostname" },
+	{ .path = NULL }
+};
+
+static const struct conf_table upstream_table = {
+	upstream_specs, sizeof(struct upstream_conf), NULL
+};
+
+static const char *const tls_versions[] = {
+	"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", NULL
+};
+
+static const struct conf_spec tls_cert_specs[] = {
+	{ .path = "cert", .type = CT_STRING,
+	  FIELD(struct tls_cert_conf, cert), .flags = CF_REQUIRED,
+	  .check = check_abs_path,
+	  .doc = "certificate chain (PEM), leaf first" },
+	{ .path = "key", .type = CT_STRING,
+	  FIELD(struct tls_cert_conf, key), .flags = CF_REQUIRED,
+	  .check = check_abs_path,
+	  .doc = "its private key (PEM), read by the master at start" },
+	{ .path = NULL }
+};
+
+static const struct conf_table tls_cert_table = {
+	tls_cert_specs, sizeof(struct tls_cert_conf), tls_cert_finish
+};
+
+static const char *const spf_policies[] = { "none", "reject_fail", NULL };
+/* In the order of enum smtp_stage. */
+static const char *const smtp_stages[] = {
+	"connect", "helo", "mail", "rcpt", "data", "end_of_message", NULL
+};
+
+static const struct conf_spec plugin_specs[] = {
+	{ .path = "path", .type = CT_STRING, FIELD(struct plugin_conf, path),
+	  .flags = CF_REQUIRED, .check = check_plugin_path,
+	  .doc = "the plugin, a shared object (mxgate/plugin.h)" },
+	{ .path = "args", .type = CT_STRING, FIELD(struct plugin_conf, args),
+	  .doc = "a string handed to the plugin's init()" },
+	{ .path = NULL }
+};
+
+static const struct conf_table plugin_table = {
+	plugin_specs, sizeof(struct plugin_conf), plugin_finish
+};
+
+static const struct conf_spec mxconf_specs[] = {
+	{ .path = "server.hostname", .type = CT_STRING,
+	  FIELD(struct mxconf, hostname), .check = check_hostname,
+	  .doc = "name in the greeting and EHLO; default gethostname()" },
+	{ .path = "server.user", .type = CT_STRING,
+	  FIELD(struct mxconf, user), .def = "nobody", .check = check_user,
+	  .doc = "user of the SMTP workers when started as root" },
+	{ .path = "server.group", .type = CT_STRING,
+	  FIELD(struct mxconf, group), .check = check_group,
+	  .doc = "group of the workers; default the user's primary group" },
+	{ .path = "server.queue_user", .type = CT_STRING,
+	  FIELD(struct mxconf, queue_user), .check = check_user,
+	  .doc = "owner of the queue process; default server.user" },
+	{ .path = "server.workers", .type = CT_INT,
+	  FIELD(struct mxconf, workers), .def = "0", .min = 0, .max = 256,
+	  .doc = "number of SMTP workers, 0 = one per CPU" },
+	{ .path = "server.log_level", .type = CT_STRING,
+	  FIELD(struct mxconf, log_level), .def = "info", .words = log_levels,
+	  .doc = "least important level logged" },
+
+	{ .path = "listen", .type = CT_LIST,
+	  FIELD(struct mxconf, listeners), COUNT(struct mxconf, nlisteners),
+	  .sub = &listener_table, .check = check_listeners_unique,
+	  .doc = "where to accept connections; at least one" },
+
+	{ .path = "queue.directory", .type = CT_STRING,
+	  FIELD(struct mxconf, queue_dir), .def = "./var/queue",
+	  .doc = "directory of the queue database" },
+
+	/* RFC 5321 4.5.3.1.4: a command line may be 512 octets. */
+	{ .path = "limits.line_length", .type = CT_INT,
+	  FIELD(struct mxconf, max_line), .def = "512",
+	  .min = 512, .max = 65536,
+	  .doc = "longest command line, CRLF included" },
+	{ .path = "limits.message_size", .type = CT_SIZE,
+	  FIELD(struct mxconf, max_message_size), .def = "25M",
+	  .min = 1 * KB, .max = 2 * GB,
+	  .doc = "largest message accepted (SIZE)" },
+	/* RFC 5321 4.5.3.1.8: at least 100 recipients must be accepted. */
+	{ .path = "limits.recipients", .type = CT_INT,
+	  FIELD(struct mxconf, max_recipients), .def = "100",
+	  .min = 1, .max = 10000,
+	  .doc = "recipients per message" },
+	{ .path = "limits.errors", .type = CT_INT,
+	  FIELD(struct mxconf, max_errors), .def = "10",
+	  .min = 1, .max = 1000,
+	  .doc = "client errors before the session is closed" },
+	{ .path = "limits.connections", .type = CT_INT,
+	  FIELD(struct mxconf, max_connections), .def = "1000",
+	  .min = 1, .max = 1000000,
+	  .doc = "simultaneous connections in total" },
+	{ .path = "limits.connections_per_ip", .type = CT_INT,
+	  FIELD(struct mxconf, max_connections_per_ip), .def = "50",
+	  .min = 0, .max = 1000000,
+	  .doc = "simultaneous connections per client address, 0 = no limit" },
+	{ .path = "limits.bare_newlines", .type = CT_STRING,
+	  FIELD(struct mxconf, bare_newlines), .def = "reject",
+	  .words = bare_newline_modes,
+	  .doc = "bare LF or CR in DATA: reject (no smuggling) or normalize" },
+
+	/* RFC 5321 4.5.3.2.7 and 4.5.3.2.5. */
+	{ .path = "timeouts.command", .type = CT_INT,
+	  FIELD(struct mxconf, timeout_command), .def = "300",
+	  .min = 1, .max = 86400,
+	  .doc = "seconds to wait for a command" },
+	{ .path = "timeouts.data", .type = CT_INT,
+	  FIELD(struct mxconf, timeout_data), .def = "180",
+	  .min = 1, .max = 86400,
+	  .doc = "seconds to wait for the next chunk of DATA" },
+	{ .path = "timeouts.shutdown_grace", .type = CT_INT,
+	  FIELD(struct mxconf, shutdown_grace), .def = "30",
+	  .min = 1, .max = 86400,
+	  .doc = "seconds sessions may finish in on stop or reload" },
+
+	{ .path = "accept_domains", .type = CT_STRLIST,
+	  FIELD(struct mxconf, accept_domains),
+	  COUNT(struct mxconf, naccept_domains), .check = check_domains,
+	  .doc = "domains we are MX for" },
+
+	{ .path = "routes", .type = CT_LIST,
+	  FIELD(struct mxconf, routes), COUNT(struct mxconf, nroutes),
+	  .sub = &route_table, .check = check_routes,
+	  .doc = "what happens to each recipient, tried in order" },
+	/* Postfix's defaults, give or take: queue lifetime 5 days, RFC
+	 * 5321 4.5.4.1 "at least 4-5 days". */
+	{ .path = "delivery.retry_schedule", .type = CT_DURLIST,
+	  FIELD(struct mxconf, retry_schedule),
+	  COUNT(struct mxconf, nretry_schedule),
+	  .def = "60 300 900 3600 14400", .min = 1, .max = 7 * 86400,
+	  .doc = "waits after the 1st, 2nd... failed attempt; the last repeats" },
+	{ .path = "delivery.max_queue_time", .type = CT_DURATION,
+	  FIELD(struct mxconf, max_queue_time), .def = "5d",
+	  .min = 0, .max = 365 * 86400,
+	  .doc = "then a recipient bounces (expiry DSN)" },
+	{ .path = "delivery.delay_warning", .type = CT_DURATION,
+	  FIELD(struct mxconf, delay_warning), .def = "0",
+	  .min = 0, .max = 365 * 86400,
+	  .doc = "warn the sender once after this long; 0 = never" },
+	{ .path = "delivery.paused", .type = CT_BOOL,
+	  FIELD(struct mxconf, delivery_paused), .def = "false",
+	  .doc = "accept and queue only: start no delivery" },
+	{ .path = "delivery.concurrency", .type = CT_INT,
+	  FIELD(struct mxconf, concurrency), .def = "20", .min = 1, .max = 1000,
+	  .doc = "delivery processes at once, in all" },
+	{ .path = "delivery.concurrency_per_destination", .type = CT_INT,
+	  FIELD(struct mxconf, concurrency_per_destination), .def = "5",
+	  .min = 1, .max = 1000,
+	  .doc = "at once to one upstream, MX domain or local target" },
+	{ .path = "delivery.keep_delivered", .type = CT_DURATION,
+	  FIELD(struct mxconf, keep_delivered), .def = "0",
+	  .min = 0, .max = 3650 * 86400,
+	  .doc = "keep delivered/bounced messages' rows (not the content);"
+	      " 0 = delete them at once" },
+	{ .path = "delivery.bounce_upstream", .type = CT_STRING,
+	  FIELD(struct mxconf, bounce_upstream), .def = "mx",
+	  .doc = "where DSNs are relayed: \"mx\" or an upstream's name" },
+	{ .path = "delivery.connect_timeout", .type = CT_DURATION,
+	  FIELD(struct mxconf, relay_connect_timeout), .def = "30",
+	  .min = 1, .max = 3600,
+	  .doc = "relay: TCP connect, per address" },
+	/* RFC 5321 4.5.3.2: 5 minutes for replies, 10 for the final dot. */
+	{ .path = "delivery.command_timeout", .type = CT_DURATION,
+	  FIELD(struct mxconf, relay_command_timeout), .def = "300",
+	  .min = 1, .max = 3600,
+	  .doc = "relay: each reply and each block of DATA" },
+	{ .path = "delivery.data_timeout", .type = CT_DURATION,
+	  FIELD(struct mxconf, relay_data_timeout), .def = "600",
+	  .min = 1, .max = 3600,
+	  .doc = "relay: the reply to the end of DATA" },
+
+	{ .path = "upstreams", .type = CT_LIST,
+	  FIELD(struct mxconf, upstreams), COUNT(struct mxconf, nupstreams),
+	  .sub = &upstream_table, .check = check_upstreams,
+	  .doc = "hosts that relay routes deliver to" },
+
+	{ .path = "tls.certificates", .type = CT_LIST,
+	  FIELD(struct mxconf, tls_certs), COUNT(struct mxconf, ntls_certs),
+	  .sub = &tls_cert_table,
+	  .doc = "certificate/key pairs, chosen by SNI; the first by default" },
+	{ .path = "tls.min_version", .type = CT_STRING,
+	  FIELD(struct mxconf, tls_min_version), .def = "TLSv1.2",
+	  .words = tls_versions,
+	  .doc = "oldest TLS version accepted" },
+	{ .path = "tls.ciphers", .type = CT_STRING,
+	  FIELD(struct mxconf, tls_ciphers),
+	  .def = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:"
+	      "!aNULL:!DSS",
+	  .doc = "TLS 1.2 cipher list (OpenSSL syntax)" },
+	{ .path = "tls.ciphersuites", .type = CT_STRING,
+	  FIELD(struct mxconf, tls_ciphersuites),
+	  .def = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:"
+	      "TLS_AES_128_GCM_SHA256",
+	  .doc = "TLS 1.3 cipher suites (OpenSSL syntax)" },
+
+	{ .path = "auth.passwd_file", .type = CT_STRING,
+	  FIELD(struct mxconf, auth_passwd_file), .check = check_abs_path,
+	  .doc = "file of user:crypt-hash lines" },
+	{ .path = "auth.sqlite", .type = CT_STRING,
+	  FIELD(struct mxconf, auth_sqlite), .check = check_abs_path,
+	  .doc = "SQLite database with a users(name, password_hash) table" },
+	{ .path = "auth.max_failures", .type = CT_INT,
+	  FIELD(struct mxconf, auth_max_failures), .def = "3",
+	  .min = 1, .max = 100,
+	  .doc = "failed AUTHs in a session before it is closed" },
+	{ .path = "auth.failure_delay", .type = CT_INT,
+	  FIELD(struct mxconf, auth_failure_delay), .def = "1",
+	  .min = 0, .max = 30,
+	  .doc = "seconds before a failed AUTH is answered" },
+	{ .path = "auth.allow_plaintext", .type = CT_BOOL,
+	  FIELD(struct mxconf, auth_allow_plaintext), .def = "false",
+	  .doc = "offer AUTH without TLS (listeners may override)" },
+
+	{ .path = "spf.mail_from_policy", .type = CT_STRING,
+	  FIELD(struct mxconf, spf_mail_from_policy), .def = "none",
+	  .words = spf_policies,
+	  .doc = "SPF at MAIL FROM for every route: none or reject_fail" },
+	{ .path = "spf.pass_results", .type = CT_STRLIST,
+	  FIELD(struct mxconf, spf_pass_results),
+	  COUNT(struct mxconf, nspf_pass_results), .check = check_spf_results,
+	  .doc = "SPF results that satisfy sender_auth \"spf\"; "
+	      "default [ \"pass\" ]" },
+	{ .path = "spf.timeout", .type = CT_INT,
+	  FIELD(struct mxconf, spf_timeout), .def = "10", .min = 1, .max = 300,
+	  .doc = "seconds an SPF check may take; then temperror" },
+	{ .path = "spf.threads", .type = CT_INT,
+	  FIELD(struct mxconf, spf_threads), .def = "4", .min = 1, .max = 64,
+	  .doc = "SPF lookup threads in each SMTP worker" },
+
+	{ .path = "policy.service", .type = CT_STRING,
+	  FIELD(struct mxconf, policy_service), .check = check_policy_service,
+	  .doc = "Postfix policy service: unix:/path or inet:addr:port" },
+	{ .path = "policy.stages", .type = CT_STRLIST,
+	  FIELD(struct mxconf, policy_stages_list),
+	  COUNT(struct mxconf, npolicy_stages_list),
+	  .check = check_policy_stages,
+	  .doc = "SMTP stages the service is asked at; default [ \"rcpt\" ]" },
+	{ .path = "policy.timeout", .type = CT_INT,
+	  FIELD(struct mxconf, policy_timeout), .def = "5", .min = 1, .max = 300,
+	  .doc = "seconds to wait for the service's answer" },
+	{ .path = "policy.default", .type = CT_STRING,
+	  FIELD(struct mxconf, policy_default), .def = "DUNNO",
+	  .check = check_policy_default,
+	  .doc = "the action when the service fails or answers nonsense" },
+
+	{ .path = "plugins", .type = CT_LIST,
+	  FIELD(struct mxconf, plugins), COUNT(struct mxconf, nplugins),
+	  .sub = &plugin_table,
+	  .doc = "C plugins loaded at start, run in order" },
+
+	{ .path = "helo_checks", .type = CT_BOOL,
+	  FIELD(struct mxconf, helo_checks), .def = "false",
+	  .doc = "refuse a HELO/EHLO that is not a host name or address "
+	      "literal" },
+	{ .path = "reject_networks", .type = CT_STRLIST,
+	  FIELD(struct mxconf, reject_networks),
+	  COUNT(struct mxconf, nreject_networks), .check = check_networks,
+	  .doc = "clients refused at connect (554)" },
+	{ .path = "trusted_networks", .type = CT_STRLIST,
+	  FIELD(struct mxconf, trusted_networks),
+	  COUNT(struct mxconf, ntrusted_networks), .check = check_networks,
+	  .doc = "clients exempt from SPF, the policy service and rate limits" },
+	{ .path = "rate_limits.connections_per_minute", .type = CT_INT,
+	  FIELD(struct mxconf, rate_connections), .def = "0",
+	  .min = 0, .max = 1000000,
+	  .doc = "new connections per client address per minute, 0 = no limit" },
+	{ .path = "rate_limits.messages_per_minute", .type = CT_INT,
+	  FIELD(struct mxconf, rate_messages), .def = "0",
+	  .min = 0, .max = 1000000,
+	  .doc = "messages (MAIL FROM) per client address per minute and "
+	      "worker, 0 = no limit" },
+	{ .path = "rate_limits.auth_failures_per_minute", .type = CT_INT,
+	  FIELD(struct mxconf, rate_auth_failures), .def = "0",
+	  .min = 0, .max = 1000000,
+	  .doc = "failed AUTH attempts per client address per minute before "
+	      "its connections are refused, 0 = no limit" },
+	{ .path = NULL }
+};
+
+static const struct conf_table mxconf_table = {
+	mxconf_specs, sizeof(struct mxconf), NULL
+};
+
+/* --- reporting --- */
+
+static void
+conf_emit(const struct conf_ctx *ctx, const char *msg)
+{
+	if (ctx->errfn != NULL)
+		ctx->errfn(msg);
+	else
+		fprintf(stderr, "%s\n", msg);
+}
+
+/*
+ * The file a problem is in: the loaded one when file is NULL (libconfig
+ * reads our copy of the text and knows no name for it), or an @include'd
+ * one, which libconfig 1.5 names as written in the directive and later
+ * versions prefix with the include directory themselves.
+ */
+static void
+source_name(const struct conf_ctx *ctx, const char *file, char *out,
+    size_t size)
+{
+	const char *dir = ctx->include_dir;
+	size_t dirlen = dir != NULL ? strlen(dir) : 0;
+
+	if (file == NULL)
+		snprintf(out, size, "%s", ctx->name);
+	else if (dir == NULL || file[0] == '/' ||
+	    (strncmp(file, dir, dirlen) == 0 && file[dirlen] == '/'))
+		snprintf(out, size, "%s", file);
+	else
+		snprintf(out, size, "%s/%s", dir, file);
+}
+
+static void
+conf_vreport(struct conf_ctx *ctx, const char *file, unsigned line,
+    const char *fmt, va_list ap)
+{
+	char where[1024], problem[1024], msg[2100];
+
+	source_name(ctx, file, where, sizeof(where));
+	vsnprintf(problem, sizeof(problem), fmt, ap);
+	if (line > 0)
+		snprintf(msg, sizeof(msg), "%s:%u: %s", where, line, problem);
+	else
+		snprintf(msg, sizeof(msg), "%s: %s", where, problem);
+	conf_emit(ctx, msg);
+	ctx->nerrors++;
+}
+
+static void conf_report_at(struct conf_ctx *ctx, const char *file,
+    unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void conf_report(struct conf_ctx *ctx, const config_setting_t *s,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* "FILE:LINE: problem", or "FILE: problem" when line is 0. */
+static void
+conf_report_at(struct conf_ctx *ctx, const char *file, unsigned line,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	conf_vreport(ctx, file, line, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * A problem with setting s, or with the file as a whole when s is NULL.
+ * A setting from an @include'd file names that file.
+ */
+static void
+conf_report(struct conf_ctx *ctx, const config_setting_t *s,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (s != NULL)
+		conf_vreport(ctx, config_setting_source_file(s),
+		    config_setting_source_line(s), fmt, ap);
+	else
+		conf_vreport(ctx, NULL, 0, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * The name of a setting as shown to the operator, "limits.recipients" or
+ * "listen[1].port".  An absurdly long name is cut: it can only be an
+ * unknown one, and the line number still points at it.
+ */
+#define CONF_NAME_LEN 512
+
+static void conf_name(char out[CONF_NAME_LEN], const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+conf_name(char out[CONF_NAME_LEN], const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(out, CONF_NAME_LEN, fmt, ap);
+	va_end(ap);
+}
+
+/* --- integer literals that libconfig may have truncated --- */
+
+static bool
+is_name_char(int c)
+{
+	return isalnum(c) || c == '-' || c == '_' || c == '*';
+}
+
+static void
+literal_add(struct conf_ctx *ctx, unsigned line, long long v, bool wide)
+{
+	ctx->literals = xrealloc(ctx->literals,
+	    (ctx->nliterals + 1) * sizeof(*ctx->literals));
+	ctx->literals[ctx->nliterals].line = line;
+	ctx->literals[ctx->nliterals].value = v;
+	ctx->literals[ctx->nliterals].wide = wide;
+	ctx->nliterals++;
+	if (wide)
+		ctx->any_wide = true;
+}
+
+/* The rest of a float such as "1.5", ".5e3": not ours to check. */
+static const char *
+skip_float(const char *q)
+{
+	while (isdigit((unsigned char)*q) || *q == '.' || *q == 'e' ||
+	    *q == 'E' || *q == '-' || *q == '+')
+		q++;
+	return q;
+}
+
+/*
+ * Read one number at p (libconfig's integer, integer64, hex, hex64 or
+ * float token); record integers without an L suffix.  Returns the end.
+ */
+static const char *
+scan_number(struct conf_ctx *ctx, const char *p, unsigned line)
+{
+	unsigned long long u;
+	const char *q;
+	char *end;
+	long long v;
+	bool wide;
+
+	if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+		errno = 0;
+		u = strtoull(p, &end, 16);
+		wide = errno == ERANGE || u > INT_MAX;
+		v = u > LLONG_MAX ? LLONG_MAX : (long long)u;
+		q = end;
+	} else {
+		q = p;
+		if (*q == '-' || *q == '+')
+			q++;
+		while (isdigit((unsigned char)*q))
+			q++;
+		if (*q == '.' || *q == 'e' || *q == 'E')
+			return skip_float(q);
+		errno = 0;
+		v = strtoll(p, NULL, 10);
+		wide = errno == ERANGE || v > INT_MAX || v < INT_MIN;
+	}
+	if (*q == 'L') {
+		/* An integer64: libconfig reads it whole. */
+		while (*q == 'L')
+			q++;
+		return q;
+	}
+	literal_add(ctx, line, v, wide);
+	return q;
+}
+
+/* Past the end of the block comment at p. */
+static const char *
+skip_block_comment(const char *p, unsigned *line)
+{
+	for (p += 2; *p != '\0' && !(p[0] == '*' && p[1] == '/'); p++)
+		if (*p == '\n')
+			(*line)++;
+	return *p != '\0' ? p + 2 : p;
+}
+
+/* Past the end of the string at p. */
+static const char *
+skip_string(const char *p, unsigned *line)
+{
+	for (p++; *p != '\0' && *p != '"'; p++) {
+		if (*p == '\\' && p[1] != '\0')
+			p++;
+		if (*p == '\n')
+			(*line)++;
+	}
+	return *p != '\0' ? p + 1 : p;
+}
+
+static bool
+starts_number(const char *p)
+{
+	if (*p == '-' || *p == '+' || *p == '.')
+		p++;
+	return isdigit((unsigned char)*p);
+}
+
+/* Find the integer literals of text, skipping comments, strings, names. */
+static void
+scan_int_literals(struct conf_ctx *ctx, const char *text)
+{
+	const char *p = text;
+	unsigned line = 1;
+
+	while (*p != '\0') {
+		if (*p == '\n') {
+			line++;
+			p++;
+		} else if (*p == '#' || (p[0] == '/' && p[1] == '/')) {
+			p += strcspn(p, "\n");
+		} else if (p[0] == '/' && p[1] == '*') {
+			p = skip_block_comment(p, &line);
+		} else if (*p == '"') {
+			p = skip_string(p, &line);
+		} else if (isalpha((unsigned char)*p) || *p == '*') {
+			while (is_name_char((unsigned char)*p))
+				p++;
+		} else if (starts_number(p)) {
+			p = *p == '.' ? skip_float(p) :
+			    scan_number(ctx, p, line);
+		} else {
+			p++;
+		}
+	}
+}
+
+/*
+ * Did libconfig truncate the integer of s?  Only the main text is scanned
+ * (not @include'd files).  A value that equals a literal on its line was
+ * read whole (later libconfig versions promote wide decimal literals to
+ * 64 bits); one that equals none, on a line holding a wide literal, was cut.
+ */
+static bool
+int_truncated(const struct conf_ctx *ctx, config_setting_t *s, long long v)
+{
+	unsigned line = config_setting_source_line(s);
+	bool wide_here = false;
+	size_t i;
+
+	if (!ctx->any_wide || config_setting_source_file(s) != NULL)
+		return false;
+	for (i = 0; i < ctx->nliterals; i++) {
+		if (ctx->literals[i].line != line)
+			continue;
+		if (ctx->literals[i].value == v)
+			return false;
+		if (ctx->literals[i].wide)
+			wide_here = true;
+	}
+	return wide_here;
+}
+
+/* --- setters, one per type --- */
+
+static void
+fmt_number(char *out, size_t size, const struct conf_spec *sp, long long v)
+{
+	if (sp->type == CT_SIZE && v != 0 && v % GB == 0)
+		snprintf(out, size, "%lldG", v / GB);
+	else if (sp->type == CT_SIZE && v != 0 && v % MB == 0)
+		snprintf(out, size, "%lldM", v / MB);
+	else if (sp->type == CT_SIZE && v != 0 && v % KB == 0)
+		snprintf(out, size, "%lldK", v / KB);
+	else
+		snprintf(out, size, "%lld", v);
+}
+
+/* "\"a\", \"b\" or \"c\"" */
+static void
+fmt_words(char *out, size_t size, const char *const *words)
+{
+	size_t i, len = 0;
+
+	out[0] = '\0';
+	for (i = 0; words[i] != NULL && len < size; i++) {
+		const char *sep = i == 0 ? "" : words[i + 1] == NULL ? " or " :
+		    ", ";
+		len += snprintf(out + len, size - len, "%s\"%s\"", sep,
+		    words[i]);
+	}
+}
+
+static int
+word_index(const char *const *words, const char *w)
+{
+	int i;
+
+	for (i = 0; words[i] != NULL; i++)
+		if (strcmp(words[i], w) == 0)
+			return i;
+	return -1;
+}
+
+static void
+store_int(const struct conf_spec *sp, void *base, long long v)
+{
+	char *field = (char *)base + sp->off;
+
+	if (sp->width == sizeof(int)) {
+		int i = (int)v;
+		memcpy(field, &i, sizeof(i));
+	} else if (sp->width == sizeof(long long)) {
+		memcpy(field, &v, sizeof(v));
+	} else {
+		fatalx("config: %s: no integer of width %zu", sp->path,
+		    sp->width);
+	}
+}
+
+static void
+store_string(const struct conf_spec *sp, void *base, const char *v)
+{
+	char **field = (char **)((char *)base + sp->off);
+
+	free(*field);
+	*field = xstrdup(v);
+}
+
+static int
+set_number(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base, long long v)
+{
+	char lo[32], hi[32], got[32];
+
+	if (v < sp->min || v > sp->max) {
+		fmt_number(lo, sizeof(lo), sp, sp->min);
+		fmt_number(hi, sizeof(hi), sp, sp->max);
+		fmt_number(got, sizeof(got), sp, v);
+		conf_report(ctx, s, "'%s' must be between %s and %s (got %s)",
+		    name, lo, hi, got);
+		return -1;
+	}
+	store_int(sp, base, v);
+	return 0;
+}
+
+static int
+get_integer(struct conf_ctx *ctx, config_setting_t *s, const char *name,
+    long long *v)
+{
+	*v = config_setting_get_int64(s);
+	if (int_truncated(ctx, s, *v)) {
+		conf_report(ctx, s, "'%s': this integer does not fit in 32 "
+		    "bits and libconfig cuts it; write it with an L suffix "
+		    "(3000000000L)", name);
+		return -1;
+	}
+	return 0;
+}
+
+static bool
+is_integer(config_setting_t *s)
+{
+	return config_setting_type(s) == CONFIG_TYPE_INT ||
+	    config_setting_type(s) == CONFIG_TYPE_INT64;
+}
+
+static int
+set_int(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	long long v;
+
+	if (!is_integer(s)) {
+		conf_report(ctx, s, "'%s' must be an integer", name);
+		return -1;
+	}
+	if (get_integer(ctx, s, name, &v) == -1)
+		return -1;
+	return set_number(ctx, sp, s, name, base, v);
+}
+
+static int
+set_size(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	const char *text;
+	long long v;
+
+	if (is_integer(s)) {
+		if (get_integer(ctx, s, name, &v) == -1)
+			return -1;
+	} else if (config_setting_type(s) == CONFIG_TYPE_STRING) {
+		text = config_setting_get_string(s);
+		if ((v = parse_size(text)) < 0) {
+			conf_report(ctx, s, "'%s' must be a size such as "
+			    "\"25M\", \"512K\" or \"1G\" (got \"%s\")", name,
+			    text);
+			return -1;
+		}
+	} else {
+		conf_report(ctx, s, "'%s' must be a size: an integer or a "
+		    "string such as \"25M\"", name);
+		return -1;
+	}
+	return set_number(ctx, sp, s, name, base, v);
+}
+
+static int
+set_string(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	char words[256];
+	const char *v;
+	int idx = -1;
+
+	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+		conf_report(ctx, s, "'%s' must be a string", name);
+		return -1;
+	}
+	v = config_setting_get_string(s);
+	if (v[0] == '\0') {
+		conf_report(ctx, s, "'%s' must not be empty", name);
+		return -1;
+	}
+	if (sp->words != NULL && (idx = word_index(sp->words, v)) < 0) {
+		fmt_words(words, sizeof(words), sp->words);
+		conf_report(ctx, s, "'%s' must be %s (got \"%s\")", name, words,
+		    v);
+		return -1;
+	}
+	if (sp->type == CT_ENUM)
+		store_int(sp, base, idx);
+	else
+		store_string(sp, base, v);
+	return 0;
+}
+
+static void
+store_bool(const struct conf_spec *sp, void *base, int v)
+{
+	char *field = (char *)base + sp->off;
+	bool b = v > 0;
+
+	if (sp->width == sizeof(bool))
+		memcpy(field, &b, sizeof(b));
+	else
+		store_int(sp, base, v);
+}
+
+static int
+set_bool(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+		conf_report(ctx, s, "'%s' must be true or false", name);
+		return -1;
+	}
+	store_bool(sp, base, config_setting_get_bool(s));
+	return 0;
+}
+
+static int
+set_boolstr(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct conf_boolstr *field =
+	    (struct conf_boolstr *)(void *)((char *)base + sp->off);
+	const char *v;
+
+	free(field->string);
+	field->string = NULL;
+	field->flag = -1;
+	if (config_setting_type(s) == CONFIG_TYPE_BOOL) {
+		field->flag = config_setting_get_bool(s);
+		return 0;
+	}
+	if (config_setting_type(s) != CONFIG_TYPE_STRING ||
+	    (v = config_setting_get_string(s))[0] == '\0') {
+		conf_report(ctx, s, "'%s' must be true, false or a non-empty "
+		    "string", name);
+		return -1;
+	}
+	field->flag = 1;
+	field->string = xstrdup(v);
+	return 0;
+}
+
+static void
+free_strlist(char **list)
+{
+	char **p;
+
+	if (list == NULL)
+		return;
+	for (p = list; *p != NULL; p++)
+		free(*p);
+	free(list);
+}
+
+static int
+set_strlist(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	char ***field = (char ***)((char *)base + sp->off);
+	size_t *count = (size_t *)((char *)base + sp->count_off);
+	config_setting_t *e;
+	char **list;
+	size_t i, n;
+	int ok = 0;
+
+	if (!config_setting_is_array(s) && !config_setting_is_list(s)) {
+		conf_report(ctx, s, "'%s' must be a list of strings "
+		    "[ \"a\", \"b\" ]", name);
+		return -1;
+	}
+	n = (size_t)config_setting_length(s);
+	list = xcalloc(n + 1, sizeof(*list));
+	for (i = 0; i < n; i++) {
+		e = config_setting_get_elem(s, (unsigned)i);
+		if (config_setting_type(e) != CONFIG_TYPE_STRING ||
+		    config_setting_get_string(e)[0] == '\0') {
+			conf_report(ctx, e, "'%s[%zu]' must be a non-empty "
+			    "string", name, i);
+			ok = -1;
+			list[i] = xstrdup("");
+		} else {
+			list[i] = xstrdup(config_setting_get_string(e));
+		}
+	}
+	free_strlist(*field);
+	*field = list;
+	*count = n;
+	return ok;
+}
+
+/* "300", "90s", "5m", "4h", "5d", "1w" into seconds; -1 on error. */
+static long long
+parse_duration(const char *text)
+{
+	static const struct { char unit; long long seconds; } units[] = {
+		{ 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 },
+		{ 'w', 7 * 86400 },
+	};
+	unsigned long long v;
+	char *end;
+	size_t i;
+
+	if (!isdigit((unsigned char)text[0]))
+		return -1;
+	errno = 0;
+	v = strtoull(text, &end, 10);
+	if (errno != 0 || v > (1ULL << 40))
+		return -1;
+	if (*end == '\0')
+		return (long long)v;
+	for (i = 0; i < ARRAY_LEN(units); i++)
+		if (end[0] == units[i].unit && end[1] == '\0')
+			return (long long)v * units[i].seconds;
+	return -1;
+}
+
+/* A duration from setting s (an integer is seconds); -1 reported. */
+static int
+get_duration(struct conf_ctx *ctx, config_setting_t *s, const char *name,
+    long long *v)
+{
+	if (is_integer(s))
+		return get_integer(ctx, s, name, v);
+	if (config_setting_type(s) == CONFIG_TYPE_STRING &&
+	    (*v = parse_duration(config_setting_get_string(s))) >= 0)
+		return 0;
+	conf_report(ctx, s, "'%s' must be a duration: seconds, or a string "
+	    "such as \"90s\", \"5m\", \"4h\", \"5d\" or \"1w\"", name);
+	return -1;
+}
+
+static int
+set_duration(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	long long v;
+
+	if (get_duration(ctx, s, name, &v) == -1)
+		return -1;
+	return set_number(ctx, sp, s, name, base, v);
+}
+
+static int
+set_durlist(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	unsigned **field = (unsigned **)(void *)((char *)base + sp->off);
+	size_t *count = (size_t *)((char *)base + sp->count_off);
+	char ename[CONF_NAME_LEN];
+	unsigned *list;
+	long long v;
+	size_t i, n;
+	int ok = 0;
+
+	if ((!config_setting_is_array(s) && !config_setting_is_list(s)) ||
+	    config_setting_length(s) == 0) {
+		conf_report(ctx, s, "'%s' must be a list of at least one "
+		    "duration [ 60, \"5m\", ... ]", name);
+		return -1;
+	}
+	n = (size_t)config_setting_length(s);
+	list = xcalloc(n, sizeof(*list));
+	for (i = 0; i < n; i++) {
+		config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+
+		conf_name(ename, "%s[%zu]", name, i);
+		if (get_duration(ctx, e, ename, &v) == -1) {
+			ok = -1;
+		} else if (v < sp->min || v > sp->max) {
+			conf_report(ctx, e, "'%s' must be between %lld and "
+			    "%lld seconds (got %lld)", ename, sp->min, sp->max,
+			    v);
+			ok = -1;
+		} else {
+			list[i] = (unsigned)v;
+		}
+	}
+	free(*field);
+	*field = list;
+	*count = n;
+	return ok;
+}
+
+/* The default of a CT_DURLIST: durations separated by spaces. */
+static void
+default_durlist(const struct conf_spec *sp, void *base)
+{
+	unsigned **field = (unsigned **)(void *)((char *)base + sp->off);
+	size_t *count = (size_t *)((char *)base + sp->count_off);
+	char *copy = xstrdup(sp->def), *word, *save = NULL;
+	long long v;
+
+	free(*field);
+	*field = NULL;
+	*count = 0;
+	for (word = strtok_r(copy, " ", &save); word != NULL;
+	    word = strtok_r(NULL, " ", &save)) {
+		if ((v = parse_duration(word)) < sp->min || v > sp->max)
+			fatalx("config: bad default for %s", sp->path);
+		*field = xrealloc(*field, (*count + 1) * sizeof(**field));
+		(*field)[(*count)++] = (unsigned)v;
+	}
+	free(copy);
+	if (*count == 0)
+		fatalx("config: bad default for %s", sp->path);
+}
+
+static void conf_defaults(const struct conf_table *t, void *base);
+static void conf_walk(struct conf_ctx *ctx, const struct conf_table *t,
+    config_setting_t *group, const char *rel, const char *where, void *base);
+static void conf_required(struct conf_ctx *ctx, const struct conf_table *t,
+    config_setting_t *group, const char *where);
+static void conf_release(const struct conf_table *t, void *base);
+
+static void
+release_list(const struct conf_spec *sp, void *base)
+{
+	char **field = (char **)((char *)base + sp->off);
+	size_t *count = (size_t *)((char *)base + sp->count_off);
+	size_t i;
+
+	for (i = 0; *field != NULL && i < *count; i++)
+		conf_release(sp->sub, *field + i * sp->sub->elem_size);
+	free(*field);
+	*field = NULL;
+	*count = 0;
+}
+
+static int
+set_list(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	char **field = (char **)((char *)base + sp->off);
+	size_t *count = (size_t *)((char *)base + sp->count_off);
+	const struct conf_table *t = sp->sub;
+	char where[CONF_NAME_LEN];
+	config_setting_t *e;
+	size_t i, n;
+	void *elem;
+
+	if (!config_setting_is_list(s)) {
+		conf_report(ctx, s, "'%s' must be a list of groups "
+		    "( { ... }, { ... } )", name);
+		return -1;
+	}
+	release_list(sp, base);
+	n = (size_t)config_setting_length(s);
+	*field = n > 0 ? xcalloc(n, t->elem_size) : NULL;
+	*count = n;
+	for (i = 0; i < n; i++) {
+		e = config_setting_get_elem(s, (unsigned)i);
+		elem = *field + i * t->elem_size;
+		conf_name(where, "%s[%zu]", name, i);
+		conf_defaults(t, elem);
+		if (!config_setting_is_group(e)) {
+			conf_report(ctx, e, "'%s' must be a group { ... }",
+			    where);
+			continue;
+		}
+		conf_walk(ctx, t, e, NULL, where, elem);
+		conf_required(ctx, t, e, where);
+		if (t->finish != NULL)
+			t->finish(ctx, e, where, elem);
+	}
+	return 0;
+}
+
+/* --- the table walker --- */
+
+static const struct conf_spec *
+spec_find(const struct conf_table *t, const char *path)
+{
+	const struct conf_spec *sp;
+
+	for (sp = t->specs; sp->path != NULL; sp++)
+		if (strcmp(sp->path, path) == 0)
+			return sp;
+	return NULL;
+}
+
+/* Is path a group of the table, i.e. a prefix of some "path.setting"? */
+static bool
+spec_is_group(const struct conf_table *t, const char *path)
+{
+	const struct conf_spec *sp;
+	size_t len = strlen(path);
+
+	for (sp = t->specs; sp->path != NULL; sp++)
+		if (strncmp(sp->path, path, len) == 0 && sp->path[len] == '.')
+			return true;
+	return false;
+}
+
+static void
+path_join(char out[CONF_NAME_LEN], const char *a, const char *b)
+{
+	if (a == NULL || a[0] == '\0')
+		conf_name(out, "%s", b);
+	else
+		conf_name(out, "%s.%s", a, b);
+}
+
+static void
+conf_apply(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	int r = -1;
+
+	switch (sp->type) {
+	case CT_INT:
+		r = set_int(ctx, sp, s, name, base);
+		break;
+	case CT_SIZE:
+		r = set_size(ctx, sp, s, name, base);
+		break;
+	case CT_STRING:
+	case CT_ENUM:
+		r = set_string(ctx, sp, s, name, base);
+		break;
+	case CT_STRLIST:
+		r = set_strlist(ctx, sp, s, name, base);
+		break;
+	case CT_LIST:
+		r = set_list(ctx, sp, s, name, base);
+		break;
+	case CT_BOOL:
+		r = set_bool(ctx, sp, s, name, base);
+		break;
+	case CT_BOOLSTR:
+		r = set_boolstr(ctx, sp, s, name, base);
+		break;
+	case CT_DURATION:
+		r = set_duration(ctx, sp, s, name, base);
+		break;
+	case CT_DURLIST:
+		r = set_durlist(ctx, sp, s, name, base);
+		break;
+	}
+	if (r == 0 && sp->check != NULL)
+		sp->check(ctx, sp, s, name, base);
+}
+
+/*
+ * Apply every setting of group (at path rel inside the table t, shown to
+ * the operator prefixed by where) to base.
+ */
+static void
+conf_walk(struct conf_ctx *ctx, const struct conf_table *t,
+    config_setting_t *group, const char *rel, const char *where, void *base)
+{
+	char path[CONF_NAME_LEN], name[CONF_NAME_LEN];
+	const struct conf_spec *sp;
+	config_setting_t *s;
+	int i, n;
+
+	n = config_setting_length(group);
+	for (i = 0; i < n; i++) {
+		s = config_setting_get_elem(group, (unsigned)i);
+		path_join(path, rel, config_setting_name(s));
+		path_join(name, where, path);
+		if ((sp = spec_find(t, path)) != NULL)
+			conf_apply(ctx, sp, s, name, base);
+		else if (!spec_is_group(t, path))
+			conf_report(ctx, s, "unknown setting '%s'", name);
+		else if (!config_setting_is_group(s))
+			conf_report(ctx, s, "'%s' must be a group { ... }",
+			    name);
+		else
+			conf_walk(ctx, t, s, path, where, base);
+	}
+}
+
+static void
+conf_required(struct conf_ctx *ctx, const struct conf_table *t,
+    config_setting_t *group, const char *where)
+{
+	const struct conf_spec *sp;
+	char name[CONF_NAME_LEN];
+
+	for (sp = t->specs; sp->path != NULL; sp++) {
+		if (!(sp->flags & CF_REQUIRED) ||
+		    config_setting_lookup(group, sp->path) != NULL)
+			continue;
+		path_join(name, where, sp->path);
+		conf_report(ctx, group, "missing setting '%s'", name);
+	}
+}
+
+/* Fill base with the defaults of the table; a bad one is a bug here. */
+static void
+conf_defaults(const struct conf_table *t, void *base)
+{
+	const struct conf_spec *sp;
+	long long v;
+	int idx;
+
+	for (sp = t->specs; sp->path != NULL; sp++) {
+		if (sp->type == CT_BOOLSTR)
+			((struct conf_boolstr *)(void *)((char *)base +
+			    sp->off))->flag = -1;
+		if (sp->type == CT_BOOL && sp->def == NULL)
+			store_bool(sp, base, -1);
+		if (sp->def == NULL)
+			continue;
+		switch (sp->type) {
+		case CT_INT:
+		case CT_SIZE:
+			if ((v = parse_size(sp->def)) < 0 ||
+			    v < sp->min || v > sp->max)
+				fatalx("config: bad default for %s", sp->path);
+			store_int(sp, base, v);
+			break;
+		case CT_STRING:
+			store_string(sp, base, sp->def);
+			break;
+		case CT_ENUM:
+			if ((idx = word_index(sp->words, sp->def)) < 0)
+				fatalx("config: bad default for %s", sp->path);
+			store_int(sp, base, idx);
+			break;
+		case CT_BOOL:
+			if (strcmp(sp->def, "true") != 0 &&
+			    strcmp(sp->def, "false") != 0)
+				fatalx("config: bad default for %s", sp->path);
+			store_bool(sp, base, strcmp(sp->def, "true") == 0);
+			break;
+		case CT_DURATION:
+			if ((v = parse_duration(sp->def)) < 0 ||
+			    v < sp->min || v > sp->max)
+				fatalx("config: bad default for %s", sp->path);
+			store_int(sp, base, v);
+			break;
+		case CT_DURLIST:
+			default_durlist(sp, base);
+			break;
+		case CT_STRLIST:
+		case CT_LIST:
+		case CT_BOOLSTR:
+			fatalx("config: %s: no default for this type",
+			    sp->path);
+		}
+	}
+}
+
+static void
+conf_release(const struct conf_table *t, void *base)
+{
+	const struct conf_spec *sp;
+	char **str;
+
+	for (sp = t->specs; sp->path != NULL; sp++) {
+		switch (sp->type) {
+		case CT_STRING:
+			str = (char **)((char *)base + sp->off);
+			free(*str);
+			*str = NULL;
+			break;
+		case CT_STRLIST:
+			free_strlist(*(char ***)((char *)base + sp->off));
+			*(char ***)((char *)base + sp->off) = NULL;
+			break;
+		case CT_LIST:
+			release_list(sp, base);
+			break;
+		case CT_BOOLSTR:
+			str = &((struct conf_boolstr *)(void *)((char *)base +
+			    sp->off))->string;
+			free(*str);
+			*str = NULL;
+			break;
+		case CT_DURLIST:
+			free(*(unsigned **)(void *)((char *)base + sp->off));
+			*(unsigned **)(void *)((char *)base + sp->off) = NULL;
+			break;
+		case CT_INT:
+		case CT_SIZE:
+		case CT_ENUM:
+		case CT_BOOL:
+		case CT_DURATION:
+			break;
+		}
+	}
+}
+
+/* --- checkers --- */
+
+static int
+check_hostname(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	const char *host = ((struct mxconf *)base)->hostname;
+
+	if (!addr_domain_valid(host)) {
+		conf_report(ctx, s, "'%s' must be a host name such as "
+		    "\"mx.example.com\" (got \"%s\")", name, host);
+		return -1;
+	}
+	return 0;
+}
+
+/* The accounts must exist now, not when a child first needs them. */
+static int
+check_user(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	const char *user = *(char **)(void *)((char *)base + sp->off);
+
+	if (user != NULL && getpwnam(user) == NULL) {
+		conf_report(ctx, s, "'%s': no such user \"%s\"", name, user);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+check_group(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	const char *group = *(char **)(void *)((char *)base + sp->off);
+
+	if (group != NULL && getgrnam(group) == NULL) {
+		conf_report(ctx, s, "'%s': no such group \"%s\"", name, group);
+		return -1;
+	}
+	return 0;
+}
+
+/* Domains are compared in lower case everywhere (RFC 5321 2.4). */
+static int
+check_domains(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct mxconf *c = base;
+	size_t i;
+	char *p;
+	int r = 0;
+
+	for (i = 0; i < c->naccept_domains; i++) {
+		for (p = c->accept_domains[i]; *p != '\0'; p++)
+			*p = (char)tolower((unsigned char)*p);
+		if (!addr_domain_valid(c->accept_domains[i])) {
+			conf_report(ctx, config_setting_get_elem(s,
+			    (unsigned)i), "'%s[%zu]' is not a domain name "
+			    "(got \"%s\")", name, i,
+			    config_setting_get_string_elem(s, (int)i));
+			r = -1;
+		}
+	}
+	return r;
+}
+
+static int
+check_ip_address(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	const char *a = ((struct listener_conf *)base)->address;
+	struct in6_addr in6;
+	struct in_addr in;
+
+	if (inet_pton(AF_INET, a, &in) == 1 ||
+	    inet_pton(AF_INET6, a, &in6) == 1)
+		return 0;
+	conf_report(ctx, s, "'%s' must be an IPv4 or IPv6 address such as "
+	    "\"127.0.0.1\" or \"::1\" (got \"%s\")", name, a);
+	return -1;
+}
+
+/* Resolve address and port into ss; problems were reported already. */
+static void
+listener_finish(struct conf_ctx *ctx, config_setting_t *group,
+    const char *name, void *base)
+{
+	struct listener_conf *l = base;
+	struct sockaddr_in sin;
+	struct sockaddr_in6 sin6;
+
+	memset(&l->ss, 0, sizeof(l->ss));
+	l->ss_len = 0;
+	if (l->address == NULL || l->port == 0)
+		return;
+	memset(&sin, 0, sizeof(sin));
+	memset(&sin6, 0, sizeof(sin6));
+	if (inet_pton(AF_INET, l->address, &sin.sin_addr) == 1) {
+		sin.sin_family = AF_INET;
+		sin.sin_port = htons((uint16_t)l->port);
+		memcpy(&l->ss, &sin, sizeof(sin));
+		l->ss_len = sizeof(sin);
+	} else if (inet_pton(AF_INET6, l->address, &sin6.sin6_addr) == 1) {
+		sin6.sin6_family = AF_INET6;
+		sin6.sin6_port = htons((uint16_t)l->port);
+		memcpy(&l->ss, &sin6, sizeof(sin6));
+		l->ss_len = sizeof(sin6);
+	}
+}
+
+static bool
+listener_same(const struct listener_conf *a, const struct listener_conf *b)
+{
+	return a->ss_len != 0 && a->ss_len == b->ss_len &&
+	    memcmp(&a->ss, &b->ss, a->ss_len) == 0;
+}
+
+/* Two listeners on one address and port: the second bind would fail. */
+static int
+check_listeners_unique(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct mxconf *c = base;
+	const struct listener_conf *l = c->listeners;
+	config_setting_t *first, *again;
+	size_t i, j;
+	int r = 0;
+
+	for (j = 1; j < c->nlisteners; j++) {
+		for (i = 0; i < j && !listener_same(&l[i], &l[j]); i++)
+			;
+		if (i == j)
+			continue;
+		first = config_setting_get_elem(s, (unsigned)i);
+		again = config_setting_get_elem(s, (unsigned)j);
+		conf_report(ctx, again, "duplicate listener %s port %d "
+		    "(also at line %u)", l[j].address, l[j].port,
+		    config_setting_source_line(first));
+		r = -1;
+	}
+	return r;
+}
+
+/* A relative path is relative to the directory mxgated starts in; the
+ * processes that use it run elsewhere. */
+static int
+check_abs_path(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	char **field = (char **)(void *)((char *)base + sp->off);
+	char cwd[PATH_MAX], *abs;
+
+	if (*field == NULL || (*field)[0] == '/')
+		return 0;
+	if (getcwd(cwd, sizeof(cwd)) == NULL) {
+		conf_report(ctx, s, "'%s': relative path, and the current "
+		    "directory is unknown: %s", name, strerror(errno));
+		return -1;
+	}
+	xasprintf(&abs, "%s/%s", cwd, *field);
+	free(*field);
+	*field = abs;
+	return 0;
+}
+
+/* tls.c reports problems with the files at the element's line. */
+static void
+tls_cert_finish(struct conf_ctx *ctx, config_setting_t *group,
+    const char *name, void *base)
+{
+	struct tls_cert_conf *tc = base;
+	char file[256];
+
+	source_name(ctx, config_setting_source_file(group), file, sizeof(file));
+	snprintf(tc->where, sizeof(tc->where), "%s:%u: '%s'", file,
+	    config_setting_source_line(group), name);
+}
+
+/* ---- sender authentication, policy service, plugins, checks ---- */
+
+static int
+check_spf_results(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct mxconf *c = base;
+	enum spf_result r;
+	int ok = 0;
+
+	for (size_t i = 0; i < c->nspf_pass_results; i++) {
+		if (spf_result_parse(c->spf_pass_results[i], &r) == 0 &&
+		    r != SPF_RES_TEMPERROR)
+			continue;
+		conf_report(ctx, config_setting_get_elem(s, (unsigned)i),
+		    "'%s[%zu]' must be \"pass\", \"neutral\", \"softfail\", "
+		    "\"none\", \"fail\" or \"permerror\" (got \"%s\")", name, i,
+		    c->spf_pass_results[i]);
+		ok = -1;
+	}
+	if (ok == 0 && c->nspf_pass_results == 0) {
+		conf_report(ctx, s, "'%s' must not be empty", name);
+		ok = -1;
+	}
+	return ok;
+}
+
+static int
+check_policy_service(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	char why[256];
+
+	if (policy_address_check(((struct mxconf *)base)->policy_service, why,
+	    sizeof(why)) == 0)
+		return 0;
+	conf_report(ctx, s, "'%s': %s", name, why);
+	return -1;
+}
+
+static int
+check_policy_default(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct policy_answer a;
+
+	if (policy_action_parse(((struct mxconf *)base)->policy_default, &a) == 0)
+		return 0;
+	conf_report(ctx, s, "'%s': %s; use DUNNO, OK, REJECT [text], "
+	    "DEFER [text] or \"4NN/5NN text\"", name, a.why);
+	return -1;
+}
+
+static int
+check_policy_stages(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct mxconf *c = base;
+	char words[256];
+	int ok = 0, idx;
+
+	fmt_words(words, sizeof(words), smtp_stages);
+	for (size_t i = 0; i < c->npolicy_stages_list; i++) {
+		if ((idx = word_index(smtp_stages, c->policy_stages_list[i])) >= 0)
+			continue;
+		conf_report(ctx, config_setting_get_elem(s, (unsigned)i),
+		    "'%s[%zu]' must be %s (got \"%s\")", name, i, words,
+		    c->policy_stages_list[i]);
+		ok = -1;
+	}
+	return ok;
+}
+
+static int
+check_networks(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	char ***list = (char ***)(void *)((char *)base + sp->off);
+	size_t n = *(size_t *)(void *)((char *)base + sp->count_off), bad;
+	struct netlist *l;
+	const char *why;
+
+	if ((l = netlist_new(*list, n, &bad, &why)) != NULL) {
+		netlist_free(l);
+		return 0;
+	}
+	conf_report(ctx, config_setting_get_elem(s, (unsigned)bad),
+	    "'%s[%zu]' %s (got \"%s\")", name, bad, why, (*list)[bad]);
+	return -1;
+}
+
+static int
+check_plugin_path(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct plugin_conf *pc = base;
+
+	if (check_abs_path(ctx, sp, s, name, base) < 0)
+		return -1;
+	if (access(pc->path, R_OK) == 0)
+		return 0;
+	conf_report(ctx, s, "'%s': %s: %s", name, pc->path, strerror(errno));
+	return -1;
+}
+
+/* Loading happens later (plugin.h): keep where to blame it. */
+static void
+plugin_finish(struct conf_ctx *ctx, config_setting_t *group,
+    const char *name, void *base)
+{
+	struct plugin_conf *pc = base;
+	config_setting_t *path = config_setting_lookup(group, "path");
+	char file[256];
+
+	source_name(ctx, config_setting_source_file(group), file, sizeof(file));
+	snprintf(pc->where, sizeof(pc->where), "%s:%u: '%s'", file,
+	    config_setting_source_line(path != NULL ? path : group), name);
+}
+
+/* Defaults of the lists, and the forms the workers use. */
+static void
+config_checks(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
+{
+	enum spf_result r;
+	size_t bad;
+	const char *why;
+
+	if (c->nspf_pass_results == 0) {
+		c->spf_pass_results = xcalloc(2, sizeof(char *));
+		c->spf_pass_results[0] = xstrdup("pass");
+		c->nspf_pass_results = 1;
+	}
+	c->spf_pass_mask = 0;
+	for (size_t i = 0; i < c->nspf_pass_results; i++) {
+		if (spf_result_parse(c->spf_pass_results[i], &r) == 0)
+			c->spf_pass_mask |= 1u << r;
+	}
+	if (c->npolicy_stages_list == 0 &&
+	    config_lookup(cf, "policy.stages") == NULL) {
+		c->policy_stages_list = xcalloc(2, sizeof(char *));
+		c->policy_stages_list[0] = xstrdup("rcpt");
+		c->npolicy_stages_list = 1;
+	}
+	c->policy_stages = 0;
+	for (size_t i = 0; i < c->npolicy_stages_list; i++) {
+		int idx = word_index(smtp_stages, c->policy_stages_list[i]);
+		if (idx >= 0)
+			c->policy_stages |= 1u << idx;
+	}
+	/* Bad entries were reported; these cannot fail then. */
+	c->reject_nets = netlist_new(c->reject_networks, c->nreject_networks,
+	    &bad, &why);
+	c->trusted_nets = netlist_new(c->trusted_networks,
+	    c->ntrusted_networks, &bad, &why);
+	if (c->reject_nets == NULL)
+		c->reject_nets = netlist_new(NULL, 0, &bad, &why);
+	if (c->trusted_nets == NULL)
+		c->trusted_nets = netlist_new(NULL, 0, &bad, &why);
+	(void)ctx;
+}
+
+/*
+ * AUTH and TLS by listener: the defaults that depend on the role, and the
+ * combinations that could never work (a submission listener that cannot
+ * authenticate anyone takes no mail at all).
+ */
+static void
+listener_auth_check(struct conf_ctx *ctx, config_setting_t *e,
+    struct mxconf *c, struct listener_conf *l, size_t i)
+{
+	bool sources = c->auth_passwd_file != NULL || c->auth_sqlite != NULL;
+
+	if (l->auth < 0)
+		l->auth = l->role != ROLE_MX;
+	if (l->allow_plaintext_auth < 0)
+		l->allow_plaintext_auth = c->auth_allow_plaintext;
+	if (l->role != ROLE_MX && !l->auth)
+		conf_report(ctx, e, "'listen[%zu]': a %s listener takes mail "
+		    "only after AUTH: 'auth' cannot be false", i,
+		    listener_roles[l->role]);
+	else if (l->auth && !sources)
+		conf_report(ctx, e, "'listen[%zu]': AUTH needs "
+		    "auth.passwd_file or auth.sqlite", i);
+	if (l->role == ROLE_SUBMISSIONS && c->ntls_certs == 0)
+		conf_report(ctx, e, "'listen[%zu]': role \"submissions\" is "
+		    "TLS from the first byte and needs tls.certificates", i);
+	else if (l->auth && !l->allow_plaintext_auth && c->ntls_certs == 0)
+		conf_report(ctx, e, "'listen[%zu]': AUTH is offered only "
+		    "under TLS: set tls.certificates (or "
+		    "allow_plaintext_auth = true)", i);
+}
+
+static void
+config_listeners_auth(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
+{
+	config_setting_t *listen = config_lookup(cf, "listen");
+	size_t i;
+
+	for (i = 0; i < c->nlisteners; i++)
+		listener_auth_check(ctx, listen != NULL ?
+		    config_setting_get_elem(listen, (unsigned)i) : NULL, c,
+		    &c->listeners[i], i);
+}
+
+/* Route names go to logs, the queue and `route test`: keep them words. */
+static bool
+route_name_valid(const char *n)
+{
+	for (; *n != '\0'; n++)
+		if (!isalnum((unsigned char)*n) && *n != '_' && *n != '-' &&
+		    *n != '.')
+			return false;
+	return true;
+}
+
+/* Name the unnamed routes "route<N>"; names must be unique (delivery
+ * finds a webhook's secret by its route's name). */
+static int
+check_routes(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct mxconf *c = base;
+	config_setting_t *e;
+	size_t i, j;
+	int r = 0;
+
+	for (i = 0; i < c->nroutes; i++)
+		if (c->routes[i].name == NULL)
+			xasprintf(&c->routes[i].name, "route%zu", i + 1);
+	for (i = 0; i < c->nroutes; i++) {
+		e = config_setting_get_elem(s, (unsigned)i);
+		if (!route_name_valid(c->routes[i].name)) {
+			conf_report(ctx, e, "'%s[%zu].name' may hold only "
+			    "letters, digits, '_', '-' and '.' (got \"%s\")",
+			    name, i, c->routes[i].name);
+			r = -1;
+		}
+		for (j = 0; j < i; j++) {
+			if (strcmp(c->routes[i].name, c->routes[j].name) != 0)
+				continue;
+			conf_report(ctx, e, "duplicate route name \"%s\" (also "
+			    "at line %u)", c->routes[i].name,
+			    config_setting_source_line(
+			    config_setting_get_elem(s, (unsigned)j)));
+			r = -1;
+			break;
+		}
+	}
+	return r;
+}
+
+/* "host", "host:port", "192.0.2.1:25", "[2001:db8::1]" or
+ * "[2001:db8::1]:25". */
+static bool
+upstream_host_valid(const char *h)
+{
+	char host[ADDR_DOMAIN_MAX + 1];
+	unsigned char addr[16];
+	const char *end, *port = NULL;
+	bool bracket = h[0] == '[';
+	size_t len;
+	long p;
+	char *pend;
+
+	if (bracket) {
+		if ((end = strchr(h, ']')) == NULL)
+			return false;
+		len = (size_t)(end - h - 1);
+		if (end[1] == ':')
+			port = end + 2;
+		else if (end[1] != '\0')
+			return false;
+		h++;
+	} else {
+		end = strchr(h, ':');
+		len = end != NULL ? (size_t)(end - h) : strlen(h);
+		if (end != NULL)
+			port = end + 1;
+	}
+	if (len == 0 || len >= sizeof(host))
+		return false;
+	memcpy(host, h, len);
+	host[len] = '\0';
+	if (port != NULL) {
+		errno = 0;
+		p = strtol(port, &pend, 10);
+		if (!isdigit((unsigned char)port[0]) || *pend != '\0' ||
+		    p < 1 || p > 65535)
+			return false;
+	}
+	if (bracket)
+		return inet_pton(AF_INET6, host, addr) == 1;
+	return inet_pton(AF_INET, host, addr) == 1 ||
+	    addr_domain_valid(host);
+}
+
+static int
+check_upstream_hosts(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct upstream_conf *u = base;
+	size_t i;
+	int r = 0;
+
+	if (u->nhosts == 0) {
+		conf_report(ctx, s, "'%s' must name at least one host", name);
+		return -1;
+	}
+	for (i = 0; i < u->nhosts; i++) {
+		if (upstream_host_valid(u->hosts[i]))
+			continue;
+		conf_report(ctx, config_setting_get_elem(s, (unsigned)i),
+		    "'%s[%zu]' must be \"host\", \"host:port\" or "
+		    "\"[IPv6]:port\" (got \"%s\")", name, i, u->hosts[i]);
+		r = -1;
+	}
+	return r;
+}
+
+static int
+check_upstreams(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct mxconf *c = base;
+	config_setting_t *e;
+	size_t i, j;
+	int r = 0;
+
+	for (i = 0; i < c->nupstreams; i++) {
+		const char *n = c->upstreams[i].name;
+
+		if (n == NULL)
+			continue;
+		e = config_setting_get_elem(s, (unsigned)i);
+		if (strcmp(n, ROUTE_UPSTREAM_MX) == 0) {
+			conf_report(ctx, e, "'%s[%zu].name' cannot be \"%s\": "
+			    "relay routes use it for the recipient domain's "
+			    "MX hosts", name, i, ROUTE_UPSTREAM_MX);
+			r = -1;
+		}
+		for (j = 0; j < i; j++) {
+			if (c->upstreams[j].name == NULL ||
+			    strcmp(n, c->upstreams[j].name) != 0)
+				continue;
+			conf_report(ctx, e, "duplicate upstream name \"%s\" "
+			    "(also at line %u)", n, config_setting_source_line(
+			    config_setting_get_elem(s, (unsigned)j)));
+			r = -1;
+			break;
+		}
+	}
+	return r;
+}
+
+/* --- routes: the accept_domains shorthand, compiling --- */
+
+/* "@example\\.com$": the domain is letters, digits, '-' and '.'. */
+static char *
+domain_pattern(const char *prefix, const char *domain)
+{
+	struct buf b;
+	const char *p;
+
+	buf_init(&b);
+	buf_appends(&b, prefix);
+	for (p = domain; *p != '\0'; p++) {
+		if (*p == '.')
+			buf_append(&b, "\\", 1);
+		buf_append(&b, p, 1);
+	}
+	buf_appends(&b, "$");
+	return b.data;
+}
+
+static void
+implicit_route(struct mxconf *c, const char *name, char *rcpt,
+    const char *action)
+{
+	struct route_conf *r;
+
+	c->routes = xrealloc(c->routes, (c->nroutes + 1) * sizeof(*r));
+	r = &c->routes[c->nroutes++];
+	memset(r, 0, sizeof(*r));
+	r->name = xstrdup(name);
+	r->rcpt = rcpt;
+	r->action = xstrdup(action);
+	r->authenticated.flag = -1;
+	r->tls = -1;
+}
+
+/*
+ * Without `routes`, accept_domains says it (etc/mxgate.conf): each domain
+ * is a "debug" route, so is <postmaster> at our host name (RFC 5321
+ * 4.5.1), and anything else is relaying, refused 550 5.7.1.
+ */
+static void
+routes_from_accept_domains(struct mxconf *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->naccept_domains; i++)
+		implicit_route(c, "accept_domains",
+		    domain_pattern("@", c->accept_domains[i]), "debug");
+	implicit_route(c, "postmaster",
+	    domain_pattern("^postmaster@", c->hostname), "debug");
+	implicit_route(c, "relay_denied", xstrdup("^"), "reject");
+	c->routes[c->nroutes - 1].code = 550;
+	c->routes[c->nroutes - 1].text =
+	    xstrdup("5.7.1 <${rcpt}>: Relay access denied");
+}
+
+struct route_report_ctx {
+	struct conf_ctx  *ctx;
+	config_setting_t *routes;       /* NULL: routes from accept_domains */
+	config_setting_t *fallback;
+};
+
+/* Blame the setting of the route, else the route, else the list. */
+static void
+route_problem(void *arg, size_t route, const char *setting, int elem,
+    const char *msg)
+{
+	struct route_report_ctx *r = arg;
+	config_setting_t *s = r->fallback, *g, *x;
+
+	if (r->routes != NULL &&
+	    (g = config_setting_get_elem(r->routes, (unsigned)route)) != NULL) {
+		s = g;
+		if (setting != NULL &&
+		    (x = config_setting_lookup(g, setting)) != NULL) {
+			s = x;
+			if (elem >= 0 && (g = config_setting_get_elem(x,
+			    (unsigned)elem)) != NULL)
+				s = g;
+		}
+	}
+	conf_report(r->ctx, s, "%s", msg);
+}
+
+static void
+config_routes(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
+{
+	struct route_report_ctx r = { .ctx = ctx };
+	config_setting_t *domains = config_lookup(cf, "accept_domains");
+
+	r.routes = config_lookup(cf, "routes");
+	r.fallback = r.routes != NULL ? r.routes : domains;
+	if (r.routes != NULL && domains != NULL) {
+		conf_report(ctx, domains, "'accept_domains' is a shorthand "
+		    "for routes and cannot be used with 'routes': write a "
+		    "route for these domains instead");
+		return;
+	}
+	if (r.routes == NULL)
+		routes_from_accept_domains(c);
+	else if (!config_setting_is_list(r.routes))
+		return;                 /* reported already */
+	c->route_table = route_table_build(c, route_problem, &r);
+}
+
+/* --- loading --- */
+
+static char *
+default_hostname(void)
+{
+	char host[256];
+
+	if (gethostname(host, sizeof(host)) == -1 || host[0] == '\0')
+		return xstrdup("localhost");
+	host[sizeof(host) - 1] = '\0';
+	return xstrdup(host);
+}
+
+/* What the table cannot say: defaults derived from other settings. */
+/* DSNs go to "mx" or to an upstream that exists. */
+static void
+config_bounce_upstream(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
+{
+	size_t i;
+
+	if (c->bounce_upstream == NULL ||
+	    strcmp(c->bounce_upstream, "mx") == 0)
+		return;
+	for (i = 0; i < c->nupstreams; i++)
+		if (c->upstreams[i].name != NULL &&
+		    strcmp(c->upstreams[i].name, c->bounce_upstream) == 0)
+			return;
+	conf_report(ctx, config_lookup(cf, "delivery.bounce_upstream"),
+	    "'delivery.bounce_upstream': no upstream named \"%s\" (say \"mx\""
+	    " or the name of one of upstreams)", c->bounce_upstream);
+}
+
+static void
+config_finish(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
+{
+	config_setting_t *listen = config_lookup(cf, "listen");
+
+	/* A listen of the wrong type was reported already. */
+	if (c->nlisteners == 0 && (listen == NULL ||
+	    config_setting_is_list(listen)))
+		conf_report(ctx, listen,
+		    "no listener configured: say where to listen with "
+		    "listen = ( { address = \"...\"; port = ...; } );");
+	if (c->hostname == NULL)
+		c->hostname = default_hostname();
+	if (c->queue_user == NULL && c->user != NULL)
+		c->queue_user = xstrdup(c->user);
+	config_routes(ctx, cf, c);
+	config_bounce_upstream(ctx, cf, c);
+	config_listeners_auth(ctx, cf, c);
+	config_checks(ctx, cf, c);
+}
+
+static struct mxconf *
+config_parse(struct conf_ctx *ctx, const char *text, const char *include_dir)
+{
+	struct mxconf *c = NULL;
+	config_t cf;
+
+	config_init(&cf);
+	ctx->include_dir = include_dir;
+	if (include_dir != NULL)
+		config_set_include_dir(&cf, include_dir);
+	if (config_read_string(&cf, text) != CONFIG_TRUE) {
+		conf_report_at(ctx, config_error_file(&cf),
+		    (unsigned)config_error_line(&cf), "%s",
+		    config_error_text(&cf));
+		goto done;
+	}
+	scan_int_literals(ctx, text);
+	c = xcalloc(1, sizeof(*c));
+	c->path = xstrdup(ctx->name);
+	conf_defaults(&mxconf_table, c);
+	conf_walk(ctx, &mxconf_table, config_root_setting(&cf), NULL, NULL, c);
+	config_finish(ctx, &cf, c);
+	if (ctx->nerrors > 0) {
+		config_free(c);
+		c = NULL;
+	}
+done:
+	free(ctx->literals);
+	config_destroy(&cf);
+	return c;
+}
+
+static int
+read_file(struct conf_ctx *ctx, const char *path, struct buf *b)
+{
+	char chunk[8192];
+	size_t n;
+	FILE *fp;
+	int err;
+
+	if ((fp = fopen(path, "r")) == NULL) {
+		conf_report_at(ctx, path, 0, "cannot open: %s",
+		    strerror(errno));
+		return -1;
+	}
+	while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0)
+		buf_append(b, chunk, n);
+	err = ferror(fp) ? errno : 0;
+	fclose(fp);
+	if (err != 0) {
+		conf_report_at(ctx, path, 0, "cannot read: %s", strerror(err));
+		return -1;
+	}
+	/* libconfig would stop at a NUL and ignore the rest. */
+	if (memchr(b->data, '\0', b->len) != NULL) {
+		conf_report_at(ctx, path, 0, "contains a NUL byte");
+		return -1;
+	}
+	return 0;
+}
+
+struct mxconf *
+config_load(const char *path, config_error_fn errfn)
+{
+	struct conf_ctx ctx = { .name = path, .errfn = errfn };
+	struct mxconf *c = NULL;
+	struct buf b;
+	char *dir;
+
+	buf_init(&b);
+	buf_append(&b, "", 0);
+	if (read_file(&ctx, path, &b) == 0) {
+		/* @include "x" is relative to the including file. */
+		dir = xstrdup(path);
+		c = config_parse(&ctx, b.data, dirname(dir));
+		free(dir);
+	}
+	buf_free(&b);
+	return c;
+}
+
+struct mxconf *
+config_load_string(const char *text, const char *name, config_error_fn errfn)
+{
+	struct conf_ctx ctx = { .name = name, .errfn = errfn };
+
+	return config_parse(&ctx, text, NULL);
+}
+
+struct mxconf *
+config_default(void)
+{
+	struct mxconf *c;
+
+	if ((c = config_load_string(CONFIG_DEFAULT_TEXT, "(default)",
+	    NULL)) == NULL)
+		fatalx("config: the embedded default configuration is broken");
+	return c;
+}
+
+void
+config_free(struct mxconf *c)
+{
+	if (c == NULL)
+		return;
+	conf_release(&mxconf_table, c);
+	route_table_free(c->route_table);
+	netlist_free(c->reject_nets);
+	netlist_free(c->trusted_nets);
+	free(c->path);
+	free(c);
+}

@@ -1,0 +1,143 @@
+/*
+ * ipc — typed messages between mxgated's processes, over SOCK_SEQPACKET
+ * socketpairs, optionally carrying one file descriptor (SCM_RIGHTS).
+ *
+ * Every message is a struct ipc_hdr followed by a fixed payload whose size
+ * is checked against the type: a message of the wrong size, of an unknown
+ * type or from the wrong peer is a broken invariant (fatalx), as in
+ * OpenSMTPD's mproc.  The one exception is IPC_SUBMIT_INLINE, whose
+ * payload is a struct ipc_submit followed by the message and its envelope,
+ * at most IPC_INLINE_MAX bytes of them.  A larger message travels in a
+ * sealed memfd whose descriptor an IPC_SUBMIT carries.
+ *
+ * Channels:
+ *   master <-> worker   CONN_NEW (+client socket), CONN_CLOSED, AUTH_FAILED,
+ *                       QUEUE_CHANNEL (+worker's end of a worker<->queue pair)
+ *   master <-> queue    WORKER_CHANNEL (+queue's end of a worker<->queue pair)
+ *   worker <-> queue    SUBMIT (+memfd) and SUBMIT_RESULT
+ */
+#ifndef MXGATE_IPC_H
+#define MXGATE_IPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include "common/util.h"
+
+enum ipc_type {
+	IPC_CONN_NEW = 1,       /* master -> worker, fd = client socket,
+	                         * already non-blocking */
+	IPC_CONN_CLOSED,        /* worker -> master */
+	IPC_QUEUE_CHANNEL,      /* master -> worker, fd = channel to queue */
+	IPC_WORKER_CHANNEL,     /* master -> queue, fd = channel to a worker */
+	IPC_SUBMIT,             /* worker -> queue, fd = sealed memfd */
+	IPC_SUBMIT_RESULT,      /* queue -> worker */
+	IPC_SUBMIT_INLINE,      /* worker -> queue, the message in the payload */
+	IPC_AUTH_FAILED,        /* worker -> master, struct ipc_conn_closed */
+};
+
+/*
+ * Messages up to this size (content and envelope) are sent inline: for
+ * the usual few kilobytes a copy through the socket costs less than
+ * creating, writing, sealing, passing and releasing a memfd (measured:
+ * about a tenth of the CPU time of an accepted message).
+ */
+#define IPC_INLINE_MAX (64 * 1024)
+
+struct ipc_hdr {
+	uint32_t type;
+	uint32_t len;           /* payload bytes after the header */
+};
+
+struct ipc_conn_new {
+	uint64_t conn_id;
+	uint32_t listener;      /* index into conf->listeners */
+	uint32_t pad;
+	struct sockaddr_storage peer;
+	struct sockaddr_storage local;
+};
+
+struct ipc_conn_closed {
+	uint64_t conn_id;
+};
+
+struct ipc_worker_channel {
+	uint32_t worker_slot;
+};
+
+struct ipc_submit {
+	uint64_t request_id;    /* echoed in the result */
+	uint64_t message_len;   /* bytes [0, message_len) are the message */
+	uint64_t envelope_len;  /* then the serialized envelope (envelope.h) */
+};
+#define IPC_PAYLOAD_MAX (sizeof(struct ipc_submit) + IPC_INLINE_MAX)
+
+enum submit_status { SUBMIT_OK = 0, SUBMIT_TEMPFAIL = 1, SUBMIT_PERMFAIL = 2 };
+
+struct ipc_submit_result {
+	uint64_t request_id;
+	uint32_t status;        /* enum submit_status */
+	char     queue_id[QUEUE_ID_LEN + 1];
+	char     text[128];     /* reason for a failure, for the reply */
+};
+
+/*
+ * Messages a peer's full socket could not take yet, sent in order once it
+ * is writable again (the sender watches EPOLLOUT while ipc_outbox_waiting()
+ * is true).  Used wherever a burst must be delayed, never refused: the
+ * master's sockets for a worker, the queue's answers, a worker's
+ * submissions.
+ */
+struct ipc_outmsg {
+	enum ipc_type type;
+	char   *payload;
+	size_t  len;
+	int     fd;             /* our own copy, or -1 */
+};
+
+struct ipc_outbox {
+	struct ipc_outmsg *msgs;
+	size_t  n, cap;
+};
+
+/*
+ * Send now if nothing waits and the socket takes it, else keep a copy
+ * (of the payload, and a dup of fd) to send later.  0: sent or kept;
+ * -1 with errno when the peer is gone or the copy failed.
+ */
+int  ipc_outbox_send(struct ipc_outbox *o, int sock, enum ipc_type type,
+    const void *head, size_t head_len, const void *body, size_t body_len,
+    int fd);
+/* Send what waits, in order, until the socket is full: 0, or -1 with
+ * errno when the peer is gone (what waits stays). */
+int  ipc_outbox_flush(struct ipc_outbox *o, int sock);
+bool ipc_outbox_waiting(const struct ipc_outbox *o);
+/* Drop what waits (closing the copies of descriptors). */
+void ipc_outbox_clear(struct ipc_outbox *o);
+
+/* A non-blocking SOCK_SEQPACKET pair, close-on-exec. */
+int ipc_socketpair(int sv[2]);
+
+/* Send one message; fd < 0 for none.  0, or -1 with errno (EAGAIN when the
+ * peer's buffer is full). */
+int ipc_send(int sock, enum ipc_type type, const void *payload, size_t len,
+    int fd);
+/* The same with the payload in two parts (IPC_SUBMIT_INLINE: the struct,
+ * then the bytes). */
+int ipc_send2(int sock, enum ipc_type type, const void *head, size_t head_len,
+    const void *body, size_t body_len, int fd);
+
+/*
+ * Receive one message into buf (payload only; its size is the type's).
+ * Returns 1 and sets *type (and *fd, or -1); 0 on EOF; -1 with errno
+ * (EAGAIN when nothing is waiting).  A payload whose size does not match
+ * its type is fatal.
+ */
+int ipc_recv(int sock, enum ipc_type *type, void *buf, size_t size,
+    int *fd);
+/* The same, for types whose payload size varies: *len is its size. */
+int ipc_recv_len(int sock, enum ipc_type *type, void *buf, size_t size,
+    size_t *len, int *fd);
+
+#endif

@@ -1,0 +1,145 @@
+/*
+ * delivery — the helpers of delivery.h shared by the relay client and the
+ * local handlers.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "delivery/delivery.h"
+#include "common/log.h"
+#include "common/util.h"
+
+/* What a reply without a code gets in front, by status. */
+static const char *
+default_code(enum delivery_status status)
+{
+	switch (status) {
+	case DELIVERY_OK:
+		return "250";
+	case DELIVERY_FAIL:
+		return "554";
+	default:
+		return "451";
+	}
+}
+
+static const char *
+default_enhanced(enum delivery_status status)
+{
+	switch (status) {
+	case DELIVERY_OK:
+		return "2.0.0";
+	case DELIVERY_FAIL:
+		return "5.0.0";
+	default:
+		return "4.0.0";
+	}
+}
+
+/* "NNN " or "NNN-" or exactly "NNN" at the start of s. */
+static bool
+has_code(const char *s)
+{
+	return isdigit((unsigned char)s[0]) && isdigit((unsigned char)s[1]) &&
+	    isdigit((unsigned char)s[2]) &&
+	    (s[3] == ' ' || s[3] == '-' || s[3] == '\0');
+}
+
+/* "D.D.D" (RFC 3463: class.subject.detail) at the start of s. */
+static bool
+has_enhanced(const char *s)
+{
+	size_t n;
+
+	if ((s[0] != '2' && s[0] != '4' && s[0] != '5') || s[1] != '.')
+		return false;
+	n = strspn(s + 2, "0123456789");
+	if (n < 1 || n > 3 || s[2 + n] != '.')
+		return false;
+	s += 3 + n;
+	n = strspn(s, "0123456789");
+	return n >= 1 && n <= 3 && (s[n] == ' ' || s[n] == '\0');
+}
+
+/* Replies come from remote servers and commands' stderr: one line of
+ * printable text in the queue and the logs. */
+static void
+sanitize(char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = ' ';
+}
+
+static void
+vset(struct delivery_rcpt *r, enum delivery_status status, const char *fmt,
+    va_list ap)
+{
+	char text[DELIVERY_REPLY_MAX];
+	size_t n = 0;
+
+	vsnprintf(text, sizeof(text), fmt, ap);
+	sanitize(text);
+	r->reply[0] = '\0';
+	if (!has_code(text)) {
+		n = (size_t)snprintf(r->reply, sizeof(r->reply), "%s ",
+		    default_code(status));
+		if (!has_enhanced(text))
+			n += (size_t)snprintf(r->reply + n, sizeof(r->reply) - n,
+			    "%s ", default_enhanced(status));
+	}
+	strlcpy_mx(r->reply + n, text, sizeof(r->reply) - n);
+	r->status = status;
+	r->remote = false;
+}
+
+void
+delivery_set(struct delivery_rcpt *r, enum delivery_status status,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vset(r, status, fmt, ap);
+	va_end(ap);
+}
+
+void
+delivery_set_pending(struct delivery_job *job, enum delivery_status status,
+    const char *fmt, ...)
+{
+	va_list ap;
+	size_t i;
+
+	for (i = 0; i < job->nrcpts; i++) {
+		if (job->rcpts[i].status != DELIVERY_PENDING)
+			continue;
+		va_start(ap, fmt);
+		vset(&job->rcpts[i], status, fmt, ap);
+		va_end(ap);
+	}
+}
+
+const char *
+delivery_content(struct delivery_job *job)
+{
+	void *p;
+
+	if (job->content_map != NULL)
+		return job->content_map;
+	if (job->content_len == 0)
+		return "";
+	p = mmap(NULL, job->content_len, PROT_READ, MAP_SHARED,
+	    job->content_fd, 0);
+	if (p == MAP_FAILED) {
+		log_error("id=%s mapping the message: %s", job->queue_id,
+		    strerror(errno));
+		return NULL;
+	}
+	job->content_map = p;
+	return p;
+}

@@ -1,0 +1,170 @@
+/*
+ * delivery — the contract between the scheduler (in the queue process)
+ * and whatever delivers a message: the relay client (relay.c) and the
+ * local handlers (handlers.c and handler_*.c).
+ *
+ * The scheduler groups the due recipients of one message that go to the
+ * same destination (same action and same parameters; for relay the same
+ * upstream, and with "mx" the same recipient domain) into one job, forks
+ * a child process for it and runs relay_deliver() (action "relay") or
+ * handler_deliver() (every other action) there.  The child reports each
+ * recipient's outcome back to the queue process, which records it
+ * (state, history row) and decides on retries and bounces: a handler
+ * never retries, never bounces, and never touches the queue database.
+ *
+ * The process a job runs in:
+ *   - a child of the queue process, with its user; the current directory
+ *     is the queue directory (paths in params are absolute);
+ *   - stdin is /dev/null, stdout and stderr are the daemon's (logs);
+ *     every other inherited descriptor is closed except the job's own
+ *     (content_fd) and the report channel (close-on-exec);
+ *   - an empty signal mask, default dispositions, except SIGPIPE which is
+ *     ignored (SIG_IGN survives execve: reset it to SIG_DFL in a child
+ *     before exec'ing a command);
+ *   - handler_deliver() is called once per process; relay_deliver() may
+ *     be called for several jobs in a row in one process (connection
+ *     reuse), followed by relay_finish();
+ *   - the queue process kills the child (SIGKILL) when a job runs longer
+ *     than DELIVERY_JOB_TIMEOUT seconds: handlers enforce their own,
+ *     shorter, timeouts (a pipe command's "timeout", the network's) and
+ *     report DELIVERY_DEFER themselves.
+ *
+ * Outcomes, per recipient (struct delivery_rcpt.status):
+ *   DELIVERY_OK     delivered (remote 2xx, maildir written and fsynced,
+ *                   command exited 0, webhook 2xx, discarded, printed);
+ *   DELIVERY_DEFER  temporary failure (4xx, EX_TEMPFAIL, timeout,
+ *                   connection failure): retried later per the schedule;
+ *   DELIVERY_FAIL   permanent failure (5xx, any other exit status, 4xx
+ *                   webhook answers other than 408/429): bounced to the
+ *                   sender, with reply in the DSN.
+ * A recipient left DELIVERY_PENDING when the job ends (or when the child
+ * dies) is deferred with a generic reply.
+ *
+ * Replies (struct delivery_rcpt.reply) are one line in SMTP form: a
+ * three-digit code, an RFC 3463 enhanced status code, and text:
+ *   "250 2.0.0 Ok: queued as 4XYZ"                     (remote, verbatim)
+ *   "550 5.1.1 <bob@example.org>: user unknown"        (remote, verbatim)
+ *   "250 2.0.0 delivered to /var/mail/bob/new/1700..."  (local)
+ *   "451 4.3.0 command exited with status 75 (EX_TEMPFAIL)"
+ *   "554 5.3.0 command exited with status 1: <first line of stderr>"
+ * A multi-line remote reply is joined with " / ".  The code class must
+ * agree with the status (2 OK, 4 DEFER, 5 FAIL): delivery_set() fixes a
+ * reply that does not carry a code.  The reply is what the operator sees
+ * in `mxgatectl queue show`, and for DELIVERY_FAIL the Status and
+ * Diagnostic-Code of the bounce (RFC 3464).
+ */
+#ifndef MXGATE_DELIVERY_H
+#define MXGATE_DELIVERY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/config.h"
+
+/* The queue process's hard limit on one job, in seconds. */
+#define DELIVERY_JOB_TIMEOUT 3600
+
+#define DELIVERY_REPLY_MAX 512
+#define DELIVERY_DEST_MAX  256
+
+enum delivery_status {
+	DELIVERY_PENDING = 0,   /* not decided yet */
+	DELIVERY_OK,
+	DELIVERY_DEFER,
+	DELIVERY_FAIL,
+};
+
+struct delivery_rcpt {
+	const char *address;            /* "local@domain" */
+	int64_t     recipient_id;       /* recipients.id in the queue */
+	int         status;             /* enum delivery_status; set it */
+	char        reply[DELIVERY_REPLY_MAX];      /* set it (see above) */
+	bool        remote;             /* reply is the remote server's (SMTP,
+	                                 * LMTP): the bounce says
+	                                 * "Diagnostic-Code: smtp; reply" and
+	                                 * names the Remote-MTA; delivery_set()
+	                                 * clears it */
+};
+
+/* One delivery job: one message, one action and destination, one or
+ * more recipients. */
+struct delivery_job {
+	const char *queue_id;
+	const char *sender;             /* envelope sender, "" for <> */
+	const char *route;              /* name of the route (webhook secret) */
+	const char *action;             /* "relay", "maildir", "pipe", ... */
+	const char *params_json;        /* the route's expanded parameters
+	                                 * and "vars": see the architecture
+	                                 * notes, one JSON object */
+	const struct mxconf *conf;
+
+	/* The message: headers and body exactly as received (CRLF line
+	 * ends, no dot-stuffing), with our Received: header on top.  A
+	 * sealed read-only memfd: use pread() or mmap(), or dup it as a
+	 * command's stdin after lseek(fd, 0, SEEK_SET); never close it. */
+	int         content_fd;
+	size_t      content_len;
+
+	const char *client_ip;          /* NULL when unknown */
+	const char *helo;
+	const char *protocol;           /* "ESMTP", "ESMTPS", ... */
+	const char *auth_user;          /* NULL when not authenticated */
+	int64_t     received_at;        /* unix seconds */
+	bool        body_8bitmime;      /* the client declared BODY=8BITMIME */
+	bool        smtputf8;           /* the client declared SMTPUTF8 */
+
+	struct delivery_rcpt *rcpts;
+	size_t      nrcpts;
+
+	/* Set by the handler: where the message went, for the queue's
+	 * destination column and the bounce's Remote-MTA, e.g.
+	 * "mx.example.org[192.0.2.25]:25", "/var/mail/bob/",
+	 * "/usr/local/bin/ticket-add", "unix:/run/dovecot/lmtp",
+	 * "https://app.example/inbound".  Empty when unknown. */
+	char        destination[DELIVERY_DEST_MAX];
+
+	/* Private to delivery.c (the mapping delivery_content() made). */
+	void       *content_map;
+};
+
+/*
+ * Local handlers (handlers.c): deliver the job by job->action (every
+ * action but "relay"), setting each recipient's status and reply and
+ * job->destination.  Returns 0, or -1 when the job could not be run at
+ * all (also logged; the recipients still pending are deferred).
+ */
+int handler_deliver(struct delivery_job *job);
+
+/*
+ * The relay client (relay.c): deliver the job by SMTP to its upstream
+ * ("upstream" in params: a name from the configuration's upstreams, or
+ * "mx").  Same return convention.  May keep the connection open for the
+ * next job of the same process; relay_finish() closes whatever is left
+ * (QUIT) before the process exits.
+ */
+int relay_deliver(struct delivery_job *job);
+void relay_finish(void);
+
+/* ---- helpers for both (delivery.c) ---- */
+
+/*
+ * Set one recipient's outcome.  fmt makes the reply; when it does not
+ * start with a three-digit code, one matching status is put in front
+ * ("250 2.0.0 ", "451 4.0.0 ", "554 5.0.0 "), so that
+ *   delivery_set(r, DELIVERY_FAIL, "5.3.0 command exited with status %d", st)
+ * stores "554 5.3.0 command exited with status 1".  Control characters
+ * (from remote replies, stderr) become spaces.
+ */
+void delivery_set(struct delivery_rcpt *r, enum delivery_status status,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The same for every recipient of the job still DELIVERY_PENDING. */
+void delivery_set_pending(struct delivery_job *job,
+    enum delivery_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The content, mapped read-only (content_len bytes, not NUL-terminated),
+ * valid until the job ends; NULL (logged) if it cannot be mapped. */
+const char *delivery_content(struct delivery_job *job);
+
+#endif

@@ -1,0 +1,1111 @@
+/*
+ * master — see master.h.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "smtp/checks.h"
+#include "common/ipc.h"
+#include "common/log.h"
+#include "master/master.h"
+#include "common/proc.h"
+#include "queue/queue.h"
+#include "common/tls.h"
+#include "common/util.h"
+#include "smtp/worker.h"
+
+#define RESPAWN_MAX_DELAY_MS   60000
+#define RESPAWN_STABLE_MS      10000   /* lived this long: restart at once */
+#define STOP_EXTRA_MS          10000   /* after the grace, SIGKILL */
+
+enum child_role { CHILD_WORKER, CHILD_QUEUE };
+
+struct child {
+	enum child_role role;
+	int       slot;
+	pid_t     pid;            /* 0 when not running */
+	int       fd;             /* master's end of the channel, -1 */
+	uint64_t  started_ms;
+	uint64_t  respawn_at_ms;  /* 0: no respawn scheduled */
+	unsigned  quick_deaths;   /* consecutive deaths before RESPAWN_STABLE_MS */
+	unsigned  nconns;         /* workers: sessions handed to it */
+	bool      active;         /* workers: gets connections, respawned */
+	bool      retiring;       /* workers: replaced by a reload, draining */
+	/* workers: sockets waiting for room in the channel (a burst of
+	 * connections can outrun a busy worker's reading) */
+	struct ipc_outbox backlog;
+};
+
+/* Past this many sockets waiting for one worker, the master stops
+ * accepting and lets the kernel's listen queue hold the rest. */
+#define HANDOFF_BACKLOG_PAUSE 256
+
+/* One accepted connection, until its worker reports it closed. */
+struct conn {
+	uint64_t  id;             /* 0 when the slot is free */
+	int       worker;
+	unsigned  ip_hash;
+	char      ip[64];
+};
+
+struct ip_count {
+	struct ip_count *next;
+	unsigned  count;
+	char      ip[64];
+};
+
+#define IP_BUCKETS 4096
+
+static struct {
+	struct ratelimit *conn_rate;     /* rate_limits.connections_per_minute */
+	struct ratelimit *auth_rate;     /* rate_limits.auth_failures_per_minute */
+	struct mxconf *conf;
+	int        epfd;
+	int        sigfd;
+	int       *listen_fds;
+	struct child *workers;          /* nslots: active ones and their */
+	int        nworkers;            /* replacements after a reload */
+	int        nslots;
+	struct child queue;
+	struct conn *conns;
+	size_t     nconn_slots;
+	size_t     conn_free_hint;
+	unsigned   nconns;
+	uint32_t   conn_generation;
+	struct ip_count *ip_buckets[IP_BUCKETS];
+	bool       accept_paused;
+	bool       stopping;
+	uint64_t   stop_deadline_ms;
+	bool       killed;
+} m;
+
+/* epoll user data: what kind of fd woke us. */
+enum { EV_LISTENER = 1, EV_SIGNAL, EV_WORKER, EV_QUEUE };
+#define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
+
+static void
+epoll_add(int fd, uint64_t data)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = data };
+
+	if (epoll_ctl(m.epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		fatal("epoll_ctl add");
+}
+
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	/* Every session is a descriptor in a worker; a deployment that
+	 * expects thousands of connections needs the hard limit. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("raising the descriptor limit: %s", strerror(errno));
+	}
+}
+
+static int
+bind_listener(const struct listener_conf *l)
+{
+	int fd, on = 1;
+
+	fd = socket(l->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if (l->ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	if (bind(fd, (const struct sockaddr *)&l->ss, l->ss_len) < 0 ||
+	    listen(fd, 4096) < 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+/* ---- per-IP connection counts ---- */
+
+static unsigned
+ip_hash(const char *ip)
+{
+	return hash_string(ip) % IP_BUCKETS;
+}
+
+static struct ip_count *
+ip_lookup(const char *ip, unsigned h, bool create)
+{
+	struct ip_count *c;
+
+	for (c = m.ip_buckets[h]; c != NULL; c = c->next) {
+		if (strcmp(c->ip, ip) == 0)
+			return c;
+	}
+	if (!create)
+		return NULL;
+	c = xcalloc(1, sizeof(*c));
+	strlcpy_mx(c->ip, ip, sizeof(c->ip));
+	c->next = m.ip_buckets[h];
+	m.ip_buckets[h] = c;
+	return c;
+}
+
+static void
+ip_release(const char *ip, unsigned h)
+{
+	struct ip_count **pp, *c;
+
+	for (pp = &m.ip_buckets[h]; (c = *pp) != NULL; pp = &c->next) {
+		if (strcmp(c->ip, ip) != 0)
+			continue;
+		if (--c->count == 0) {
+			*pp = c->next;
+			free(c);
+		}
+		return;
+	}
+}
+
+/* ---- connection table ---- */
+
+/* conn ids carry their slot in the low 32 bits and a generation above,
+ * so that a late CONN_CLOSED for a reused slot is recognised. */
+static struct conn *
+conn_alloc(void)
+{
+	size_t i;
+
+	for (i = 0; i < m.nconn_slots; i++) {
+		size_t s = (m.conn_free_hint + i) % m.nconn_slots;
+		if (m.conns[s].id == 0) {
+			m.conn_free_hint = s + 1;
+			m.conns[s].id = ((uint64_t)++m.conn_generation << 32) | s;
+			return &m.conns[s];
+		}
+	}
+	size_t old = m.nconn_slots;
+	m.nconn_slots = old ? old * 2 : 1024;
+	m.conns = xrealloc(m.conns, m.nconn_slots * sizeof(*m.conns));
+	memset(m.conns + old, 0, (m.nconn_slots - old) * sizeof(*m.conns));
+	m.conns[old].id = ((uint64_t)++m.conn_generation << 32) | old;
+	m.conn_free_hint = old + 1;
+	return &m.conns[old];
+}
+
+static void
+conn_release(struct conn *c)
+{
+	ip_release(c->ip, c->ip_hash);
+	if (c->worker >= 0 && c->worker < m.nslots && m.workers[c->worker].nconns > 0)
+		m.workers[c->worker].nconns--;
+	m.nconns--;
+	c->id = 0;
+}
+
+static void
+conn_closed(uint64_t id)
+{
+	size_t slot = (size_t)(id & 0xffffffffu);
+
+	if (slot < m.nconn_slots && m.conns[slot].id == id)
+		conn_release(&m.conns[slot]);
+}
+
+/* A worker that died took its sessions with it. */
+static void
+conns_release_worker(int worker)
+{
+	for (size_t i = 0; i < m.nconn_slots; i++) {
+		if (m.conns[i].id != 0 && m.conns[i].worker == worker)
+			conn_release(&m.conns[i]);
+	}
+}
+
+/* ---- children ---- */
+
+/*
+ * Make fds[i] become descriptor 3+i and close every other descriptor
+ * above 2, so a child holds exactly what its role needs.
+ */
+static void
+child_keep_fds(int *fds, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if (fds[i] < 0)
+			continue;
+		int high = fcntl(fds[i], F_DUPFD_CLOEXEC, 1000);
+		if (high < 0)
+			fatal("dup");
+		fds[i] = high;
+	}
+	for (i = 0; i < n; i++) {
+		if (fds[i] < 0) {
+			/* An absent one leaves no inherited descriptor (a
+			 * listener, say) at its place. */
+			close(3 + i);
+			continue;
+		}
+		if (dup2(fds[i], 3 + i) < 0)
+			fatal("dup2");
+		fds[i] = 3 + i;
+	}
+	close_range((unsigned)(3 + n), ~0U, 0);
+}
+
+static void
+child_prepare(const char *title)
+{
+	sigset_t none;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	proc_title_set("mxgated: %s", title);
+}
+
+static const char *
+queue_user(void)
+{
+	return m.conf->queue_user ? m.conf->queue_user : m.conf->user;
+}
+
+static void
+child_died_logged(struct child *c, int status)
+{
+	const char *name = c->role == CHILD_QUEUE ? "queue" : "smtp";
+
+	if (c->retiring && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		log_info("%s process %ld retired", name, (long)c->pid);
+	else if (m.stopping && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		log_info("%s process %ld stopped", name, (long)c->pid);
+	else if (WIFSIGNALED(status))
+		log_warn("%s process %ld killed by signal %d", name, (long)c->pid,
+		    WTERMSIG(status));
+	else
+		log_warn("%s process %ld exited with status %d", name,
+		    (long)c->pid, WEXITSTATUS(status));
+}
+
+static void
+schedule_respawn(struct child *c)
+{
+	uint64_t now = monotonic_ms(), delay;
+
+	if (now - c->started_ms >= RESPAWN_STABLE_MS)
+		c->quick_deaths = 0;
+	if (c->quick_deaths == 0)
+		delay = 0;
+	else {
+		delay = 1000ULL << (c->quick_deaths < 7 ? c->quick_deaths - 1 : 6);
+		if (delay > RESPAWN_MAX_DELAY_MS)
+			delay = RESPAWN_MAX_DELAY_MS;
+	}
+	c->quick_deaths++;
+	c->respawn_at_ms = now + delay;
+	if (delay > 0)
+		log_warn("%s process respawns in %llu ms",
+		    c->role == CHILD_QUEUE ? "queue" : "smtp",
+		    (unsigned long long)delay);
+}
+
+static void spawn_queue(void);
+static void spawn_worker(int slot);
+
+static void
+close_child_channel(struct child *c)
+{
+	/* Their connection slots go with conns_release_worker(). */
+	ipc_outbox_clear(&c->backlog);
+	if (c->fd >= 0) {
+		epoll_ctl(m.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		close(c->fd);
+		c->fd = -1;
+	}
+}
+
+/*
+ * Fork the queue process with one fresh channel per running worker; each
+ * worker gets its end through IPC_QUEUE_CHANNEL.
+ */
+static void
+spawn_queue(void)
+{
+	int chan[2], i;
+	int *qends = xcalloc((size_t)m.nslots, sizeof(int));
+	int *wends = xcalloc((size_t)m.nslots, sizeof(int));
+	pid_t pid;
+
+	if (ipc_socketpair(chan) < 0)
+		fatal("socketpair");
+	for (i = 0; i < m.nslots; i++) {
+		int pair[2];
+		qends[i] = wends[i] = -1;
+		if (m.workers[i].pid == 0 || m.workers[i].fd < 0)
+			continue;
+		if (ipc_socketpair(pair) < 0)
+			fatal("socketpair");
+		qends[i] = pair[0];
+		wends[i] = pair[1];
+	}
+
+	pid = fork();
+	if (pid < 0)
+		fatal("fork");
+	if (pid == 0) {
+		int n = 1 + m.nslots, *keep = xcalloc((size_t)n, sizeof(int));
+		unsigned uid, gid;
+
+		keep[0] = chan[1];
+		for (i = 0; i < m.nslots; i++)
+			keep[1 + i] = qends[i];
+		child_keep_fds(keep, n);
+		child_prepare("queue");
+		log_set_role("queue");
+		if (mkdir(m.conf->queue_dir, 0700) < 0 && errno != EEXIST)
+			fatal("%s: mkdir", m.conf->queue_dir);
+		if (geteuid() == 0 && m.conf->user != NULL) {
+			if (proc_lookup_user(queue_user(), m.conf->queue_user ? NULL : m.conf->group, &uid, &gid) < 0)
+				exit(1);
+			if (chown(m.conf->queue_dir, uid, gid) < 0)
+				fatal("%s: chown", m.conf->queue_dir);
+		}
+		/* Relative to the queue directory from now on: the unprivileged
+		 * process needs no search permission on its parents. */
+		if (chdir(m.conf->queue_dir) < 0)
+			fatal("%s: chdir", m.conf->queue_dir);
+		/* The queue serves no TLS: no reason to keep the keys. */
+		tls_cleanup();
+		if (proc_drop_privileges(queue_user(),
+		    m.conf->queue_user ? NULL : m.conf->group) < 0)
+			exit(1);
+		free(qends);
+		free(wends);
+		int status = queue_main(m.conf, keep[0], keep + 1, m.nslots);
+		free(keep);
+		exit(status);
+	}
+
+	close(chan[1]);
+	m.queue.pid = pid;
+	m.queue.fd = chan[0];
+	m.queue.started_ms = monotonic_ms();
+	m.queue.respawn_at_ms = 0;
+	epoll_add(m.queue.fd, EV_DATA(EV_QUEUE, 0));
+	for (i = 0; i < m.nslots; i++) {
+		if (qends[i] < 0)
+			continue;
+		close(qends[i]);
+		if (ipc_send(m.workers[i].fd, IPC_QUEUE_CHANNEL, NULL, 0, wends[i]) < 0)
+			log_warn("worker %d: cannot pass the queue channel: %s", i,
+			    strerror(errno));
+		close(wends[i]);
+	}
+	free(qends);
+	free(wends);
+	log_info("queue process %ld started", (long)pid);
+}
+
+static void
+spawn_worker(int slot)
+{
+	struct child *w = &m.workers[slot];
+	int chan[2], qpair[2] = { -1, -1 };
+	pid_t pid;
+
+	if (ipc_socketpair(chan) < 0)
+		fatal("socketpair");
+	if (m.queue.pid != 0 && m.queue.fd >= 0) {
+		if (ipc_socketpair(qpair) < 0)
+			fatal("socketpair");
+	}
+
+	pid = fork();
+	if (pid < 0)
+		fatal("fork");
+	if (pid == 0) {
+		int keep[2] = { chan[1], qpair[1] };
+
+		child_keep_fds(keep, 2);
+		child_prepare("smtp");
+		log_set_role("smtp");
+		if (chdir("/") < 0)
+			fatal("chdir /");
+		if (proc_drop_privileges(m.conf->user, m.conf->group) < 0)
+			exit(1);
+		exit(worker_main(m.conf, slot, keep[0], keep[1]));
+	}
+
+	close(chan[1]);
+	w->pid = pid;
+	w->fd = chan[0];
+	w->started_ms = monotonic_ms();
+	w->respawn_at_ms = 0;
+	w->nconns = 0;
+	epoll_add(w->fd, EV_DATA(EV_WORKER, slot));
+	if (qpair[0] >= 0) {
+		struct ipc_worker_channel wc = { .worker_slot = (uint32_t)slot };
+
+		close(qpair[1]);
+		if (ipc_send(m.queue.fd, IPC_WORKER_CHANNEL, &wc, sizeof(wc), qpair[0]) < 0)
+			log_warn("cannot pass worker %d's channel to the queue: %s",
+			    slot, strerror(errno));
+		close(qpair[0]);
+	}
+	log_info("smtp process %ld started (slot %d)", (long)pid, slot);
+}
+
+static struct child *
+child_by_pid(pid_t pid)
+{
+	if (m.queue.pid == pid)
+		return &m.queue;
+	for (int i = 0; i < m.nslots; i++) {
+		if (m.workers[i].pid == pid)
+			return &m.workers[i];
+	}
+	return NULL;
+}
+
+static void
+reap_children(void)
+{
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		struct child *c = child_by_pid(pid);
+
+		if (c == NULL)
+			continue;
+		child_died_logged(c, status);
+		close_child_channel(c);
+		c->pid = 0;
+		c->retiring = false;
+		if (c->role == CHILD_WORKER)
+			conns_release_worker(c->slot);
+		if (!m.stopping && (c->role == CHILD_QUEUE || c->active))
+			schedule_respawn(c);
+	}
+}
+
+static void
+respawn_due(uint64_t now)
+{
+	if (m.stopping)
+		return;
+	if (m.queue.pid == 0 && m.queue.respawn_at_ms != 0 &&
+	    m.queue.respawn_at_ms <= now)
+		spawn_queue();
+	for (int i = 0; i < m.nslots; i++) {
+		struct child *w = &m.workers[i];
+		if (w->active && w->pid == 0 && w->respawn_at_ms != 0 &&
+		    w->respawn_at_ms <= now)
+			spawn_worker(i);
+	}
+}
+
+static int
+next_timeout_ms(uint64_t now)
+{
+	uint64_t next = UINT64_MAX;
+
+	if (m.queue.pid == 0 && m.queue.respawn_at_ms != 0)
+		next = m.queue.respawn_at_ms;
+	for (int i = 0; i < m.nslots; i++) {
+		if (m.workers[i].active && m.workers[i].pid == 0 &&
+		    m.workers[i].respawn_at_ms != 0 &&
+		    m.workers[i].respawn_at_ms < next)
+			next = m.workers[i].respawn_at_ms;
+	}
+	if (m.stopping && m.stop_deadline_ms < next)
+		next = m.stop_deadline_ms;
+	if (next == UINT64_MAX)
+		return -1;
+	return next <= now ? 0 : (int)(next - now);
+}
+
+/* ---- accepting ---- */
+
+static void
+refuse(int fd, const char *reply)
+{
+	/* Best effort: the socket is fresh, the reply fits its buffer. */
+	if (write(fd, reply, strlen(reply)) < 0)
+		log_debug("writing refusal: %s", strerror(errno));
+	close(fd);
+}
+
+static int
+least_loaded_worker(void)
+{
+	int best = -1;
+
+	for (int i = 0; i < m.nslots; i++) {
+		if (!m.workers[i].active || m.workers[i].pid == 0 ||
+		    m.workers[i].fd < 0)
+			continue;
+		if (best < 0 || m.workers[i].nconns < m.workers[best].nconns)
+			best = i;
+	}
+	return best;
+}
+
+/*
+ * rate_limits.connections_per_minute is counted here, where every
+ * connection arrives, so one client has one count whichever worker gets
+ * it.  Trusted clients are not counted.
+ */
+static bool
+rate_exceeded(const char *ip)
+{
+	uint64_t now;
+
+	if (m.conn_rate == NULL || netlist_contains(m.conf->trusted_nets, ip))
+		return false;
+	now = monotonic_ms();
+	ratelimit_tick(m.conn_rate, now);
+	return ratelimit_hit(m.conn_rate, ip, now) == RATE_OVER;
+}
+
+/*
+ * rate_limits.auth_failures_per_minute: the workers report each failed
+ * AUTH; a client that has reached the limit, on whatever worker, gets no
+ * new connection until its rate falls.  Trusted clients are not counted.
+ */
+static void
+auth_failure(uint64_t conn_id)
+{
+	size_t slot = (size_t)(conn_id & 0xffffffffu);
+	const char *ip;
+	uint64_t now;
+
+	if (m.auth_rate == NULL || slot >= m.nconn_slots ||
+	    m.conns[slot].id != conn_id)
+		return;
+	ip = m.conns[slot].ip;
+	if (netlist_contains(m.conf->trusted_nets, ip))
+		return;
+	now = monotonic_ms();
+	ratelimit_tick(m.auth_rate, now);
+	if (ratelimit_hit(m.auth_rate, ip, now) == RATE_OK &&
+	    ratelimit_reached(m.auth_rate, ip, now))
+		log_warn("client=%s reached %u failed authentications per"
+		    " minute: new connections refused", ip,
+		    m.conf->rate_auth_failures);
+}
+
+static bool
+auth_failures_exceeded(const char *ip)
+{
+	return m.auth_rate != NULL &&
+	    ratelimit_reached(m.auth_rate, ip, monotonic_ms());
+}
+
+static void
+set_accepting(bool on)
+{
+	if (m.accept_paused == !on)
+		return;
+	m.accept_paused = !on;
+	for (size_t i = 0; i < m.conf->nlisteners; i++) {
+		struct epoll_event ev = { .events = on ? EPOLLIN : 0,
+		    .data.u64 = EV_DATA(EV_LISTENER, i) };
+
+		if (m.listen_fds[i] >= 0)
+			epoll_ctl(m.epfd, EPOLL_CTL_MOD, m.listen_fds[i], &ev);
+	}
+}
+
+static void
+update_accepting(void)
+{
+	size_t most = 0;
+
+	for (int i = 0; i < m.nslots; i++) {
+		if (m.workers[i].backlog.n > most)
+			most = m.workers[i].backlog.n;
+	}
+	if (most >= HANDOFF_BACKLOG_PAUSE)
+		set_accepting(false);
+	else if (most < HANDOFF_BACKLOG_PAUSE / 2)
+		set_accepting(true);
+}
+
+static void
+worker_channel_events(struct child *w)
+{
+	struct epoll_event ev = {
+		.events = EPOLLIN |
+		    (ipc_outbox_waiting(&w->backlog) ? EPOLLOUT : 0),
+		.data.u64 = EV_DATA(EV_WORKER, w->slot),
+	};
+
+	if (w->fd >= 0)
+		epoll_ctl(m.epfd, EPOLL_CTL_MOD, w->fd, &ev);
+}
+
+/* The worker's channel has room again: hand over what waited, in order. */
+static void
+backlog_flush(struct child *w)
+{
+	if (w->fd >= 0 && ipc_outbox_flush(&w->backlog, w->fd) < 0)
+		log_warn("handing connections to worker %d failed: %s",
+		    w->slot, strerror(errno));
+	if (!ipc_outbox_waiting(&w->backlog))
+		worker_channel_events(w);
+	update_accepting();
+}
+
+static void
+handoff(int fd, int listener, const struct sockaddr_storage *peer)
+{
+	struct ipc_conn_new msg;
+	struct ip_count *ipc;
+	struct conn *c;
+	socklen_t len = sizeof(msg.local);
+	char ip[64];
+	unsigned h;
+	bool waiting;
+	int w;
+
+	sockaddr_ntop((const struct sockaddr *)peer, ip, sizeof(ip));
+	if (m.nconns >= m.conf->max_connections) {
+		log_warn("client=%s refused: %u connections (limit)", ip, m.nconns);
+		refuse(fd, "421 4.7.0 Too many connections, try again later\r\n");
+		return;
+	}
+	h = ip_hash(ip);
+	ipc = ip_lookup(ip, h, false);
+	if (ipc != NULL && m.conf->max_connections_per_ip > 0 &&
+	    ipc->count >= m.conf->max_connections_per_ip) {
+		log_warn("client=%s refused: %u connections from it (limit)", ip,
+		    ipc->count);
+		refuse(fd, "421 4.7.0 Too many connections from your address\r\n");
+		return;
+	}
+	if (auth_failures_exceeded(ip)) {
+		log_warn("client=%s refused: over %u failed authentications per"
+		    " minute (rate_limits)", ip, m.conf->rate_auth_failures);
+		refuse(fd, "421 4.7.0 Too many failed authentications from your"
+		    " address, try again later\r\n");
+		return;
+	}
+	if (rate_exceeded(ip)) {
+		log_warn("client=%s refused: over %u connections per minute "
+		    "(rate_limits)", ip, m.conf->rate_connections);
+		refuse(fd, "421 4.7.0 Too many connections from your address, "
+		    "try again later\r\n");
+		return;
+	}
+	w = least_loaded_worker();
+	if (w < 0) {
+		log_warn("client=%s refused: no smtp process running", ip);
+		refuse(fd, "421 4.3.2 Service not available, try again later\r\n");
+		return;
+	}
+	if (ipc == NULL)
+		ipc = ip_lookup(ip, h, true);
+
+	memset(&msg, 0, sizeof(msg));
+	c = conn_alloc();
+	c->worker = w;
+	c->ip_hash = h;
+	strlcpy_mx(c->ip, ip, sizeof(c->ip));
+	ipc->count++;
+	m.nconns++;
+	m.workers[w].nconns++;
+
+	msg.conn_id = c->id;
+	msg.listener = (uint32_t)listener;
+	memcpy(&msg.peer, peer, sizeof(msg.peer));
+	getsockname(fd, (struct sockaddr *)&msg.local, &len);
+	waiting = ipc_outbox_waiting(&m.workers[w].backlog);
+	if (ipc_outbox_send(&m.workers[w].backlog, m.workers[w].fd,
+	    IPC_CONN_NEW, &msg, sizeof(msg), NULL, 0, fd) < 0) {
+		log_warn("client=%s: handing to worker %d failed: %s", ip, w,
+		    strerror(errno));
+		conn_release(c);
+		refuse(fd, "421 4.3.2 Service not available, try again later\r\n");
+		return;
+	}
+	/* Sent, or a copy waits in the backlog. */
+	close(fd);
+	if (ipc_outbox_waiting(&m.workers[w].backlog)) {
+		if (!waiting)
+			worker_channel_events(&m.workers[w]);
+		update_accepting();
+	}
+}
+
+static void
+accept_connections(int listener)
+{
+	/* Bounded, so one busy listener cannot starve signals and workers. */
+	for (int i = 0; i < 256 && !m.accept_paused; i++) {
+		struct sockaddr_storage peer;
+		socklen_t len = sizeof(peer);
+		/* Non-blocking from the start: the flag belongs to the
+		 * socket, so the worker that gets it need not set it. */
+		int fd = accept4(m.listen_fds[listener], (struct sockaddr *)&peer,
+		    &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				log_warn("accept: %s", strerror(errno));
+			else if (errno != EAGAIN && errno != EINTR &&
+			    errno != ECONNABORTED)
+				log_warn("accept: %s", strerror(errno));
+			return;
+		}
+		handoff(fd, listener, &peer);
+	}
+}
+
+/* ---- messages from children ---- */
+
+static void
+read_worker(int slot)
+{
+	struct child *w = &m.workers[slot];
+	union {
+		struct ipc_conn_closed closed;
+		char raw[512];
+	} u;
+	enum ipc_type type;
+	int fd, r = -1;
+
+	while (w->fd >= 0 && (r = ipc_recv(w->fd, &type, &u, sizeof(u), &fd)) > 0) {
+		if (fd >= 0)
+			close(fd);
+		if (type == IPC_CONN_CLOSED)
+			conn_closed(u.closed.conn_id);
+		else if (type == IPC_AUTH_FAILED)
+			auth_failure(u.closed.conn_id);
+		else
+			fatalx("worker %d sent unexpected message %d", slot, type);
+	}
+	if (w->fd >= 0 && r == 0)
+		close_child_channel(w);   /* exiting; SIGCHLD follows */
+}
+
+static void
+read_queue(void)
+{
+	char buf[512];
+	enum ipc_type type;
+	int fd, r = -1;
+
+	while (m.queue.fd >= 0 &&
+	    (r = ipc_recv(m.queue.fd, &type, buf, sizeof(buf), &fd)) > 0) {
+		if (fd >= 0)
+			close(fd);
+		fatalx("queue process sent unexpected message %d", type);
+	}
+	if (m.queue.fd >= 0 && r == 0)
+		close_child_channel(&m.queue);
+}
+
+/* ---- stopping ---- */
+
+static void
+begin_stop(int signo)
+{
+	if (m.stopping)
+		return;
+	log_info("received signal %d: stopping (grace %u s)", signo,
+	    m.conf->shutdown_grace);
+	m.stopping = true;
+	m.stop_deadline_ms = monotonic_ms() +
+	    (uint64_t)m.conf->shutdown_grace * 1000 + STOP_EXTRA_MS;
+	for (size_t i = 0; i < m.conf->nlisteners; i++) {
+		if (m.listen_fds[i] >= 0) {
+			close(m.listen_fds[i]);
+			m.listen_fds[i] = -1;
+		}
+	}
+	for (int i = 0; i < m.nslots; i++) {
+		if (m.workers[i].pid != 0)
+			kill(m.workers[i].pid, SIGTERM);
+	}
+}
+
+static bool
+workers_running(void)
+{
+	for (int i = 0; i < m.nslots; i++) {
+		if (m.workers[i].pid != 0)
+			return true;
+	}
+	return false;
+}
+
+/* Workers first (their sessions may still submit), then the queue. */
+static bool
+stop_progress(uint64_t now)
+{
+	if (!m.stopping)
+		return false;
+	if (!m.killed && now >= m.stop_deadline_ms) {
+		log_warn("children did not stop in time: killing them");
+		for (int i = 0; i < m.nslots; i++) {
+			if (m.workers[i].pid != 0)
+				kill(m.workers[i].pid, SIGKILL);
+		}
+		if (m.queue.pid != 0)
+			kill(m.queue.pid, SIGKILL);
+		m.killed = true;
+	}
+	if (workers_running())
+		return false;
+	if (m.queue.pid != 0) {
+		static bool queue_told;
+		if (!queue_told) {
+			kill(m.queue.pid, SIGTERM);
+			queue_told = true;
+		}
+		return false;
+	}
+	return true;
+}
+
+/* ---- reload ---- */
+
+static void
+reload_error(const char *msg)
+{
+	log_error("reload: %s", msg);
+}
+
+/* Sockets that waited for a retiring worker go to its replacement. */
+static void
+backlog_move(struct child *from, struct child *to)
+{
+	for (size_t i = 0; i < from->backlog.n; i++) {
+		const struct ipc_outmsg *out = &from->backlog.msgs[i];
+		struct ipc_conn_new msg;
+		size_t slot;
+
+		memcpy(&msg, out->payload, sizeof(msg));
+		slot = (size_t)(msg.conn_id & 0xffffffffu);
+		if (slot < m.nconn_slots && m.conns[slot].id == msg.conn_id) {
+			m.conns[slot].worker = to->slot;
+			if (from->nconns > 0)
+				from->nconns--;
+			to->nconns++;
+		}
+		if (ipc_outbox_send(&to->backlog, to->fd, IPC_CONN_NEW, &msg,
+		    sizeof(msg), NULL, 0, out->fd) < 0)
+			log_warn("handing connections to worker %d failed: %s",
+			    to->slot, strerror(errno));
+	}
+	ipc_outbox_clear(&from->backlog);
+	worker_channel_events(from);
+	worker_channel_events(to);
+	update_accepting();
+}
+
+/*
+ * SIGHUP: read the certificates and keys again (a renewed certificate)
+ * and replace every smtp process by one that serves them.  The old ones
+ * get no more connections and finish their sessions as at a stop (the
+ * grace period, then 421); their queue channels stay open meanwhile,
+ * each worker slot having a partner slot for its replacement.  A reload
+ * whose certificates fail changes nothing, and one during the previous
+ * reload's drain is refused.
+ */
+static void
+reload(void)
+{
+	int replaced = 0;
+
+	if (m.stopping)
+		return;
+	if (m.conf->ntls_certs == 0) {
+		log_info("SIGHUP: no TLS certificates to load again (the rest"
+		    " of the configuration is read at start only)");
+		return;
+	}
+	for (int i = 0; i < m.nslots; i++) {
+		if (m.workers[i].retiring) {
+			log_warn("SIGHUP: the smtp processes of the last reload"
+			    " are still finishing their sessions; try later");
+			return;
+		}
+	}
+	if (tls_init(m.conf, reload_error) < 0) {
+		log_error("reload: certificates unchanged");
+		return;
+	}
+	/* The active ones are the first or the second half of the slots. */
+	int from = m.workers[0].active ? 0 : m.nworkers;
+
+	for (int i = from; i < from + m.nworkers; i++) {
+		struct child *old = &m.workers[i];
+		struct child *new = &m.workers[(i + m.nworkers) % m.nslots];
+
+		old->active = false;
+		old->respawn_at_ms = 0;
+		new->active = true;
+		new->quick_deaths = 0;
+		spawn_worker(new->slot);
+		if (old->pid != 0) {
+			old->retiring = true;
+			backlog_move(old, new);
+			kill(old->pid, SIGTERM);
+		}
+		replaced++;
+	}
+	log_info("SIGHUP: TLS certificates loaded again; %d smtp processes"
+	    " replaced, the old ones finish their sessions", replaced);
+}
+
+static void
+read_signals(void)
+{
+	struct signalfd_siginfo si;
+
+	while (read(m.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGCHLD:
+			reap_children();
+			break;
+		case SIGTERM:
+		case SIGINT:
+			begin_stop((int)si.ssi_signo);
+			break;
+		case SIGHUP:
+			reload();
+			break;
+		}
+	}
+}
+
+static void
+setup_signals(void)
+{
+	static const int handled[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP };
+
+	m.sigfd = proc_signalfd(handled, (int)ARRAY_LEN(handled));
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static int
+worker_count(const struct mxconf *conf)
+{
+	long n;
+
+	if (conf->workers > 0)
+		return conf->workers;
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (int)n : 1;
+}
+
+int
+master_main(struct mxconf *conf)
+{
+	struct epoll_event events[64];
+
+	memset(&m, 0, sizeof(m));
+	m.conf = conf;
+	if (conf->rate_connections > 0)
+		m.conn_rate = ratelimit_new(conf->rate_connections);
+	if (conf->rate_auth_failures > 0)
+		m.auth_rate = ratelimit_new(conf->rate_auth_failures);
+	raise_fd_limit();
+	proc_title_set("mxgated: master");
+	log_set_role("master");
+
+	m.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (m.epfd < 0)
+		fatal("epoll_create1");
+	setup_signals();
+	epoll_add(m.sigfd, EV_DATA(EV_SIGNAL, 0));
+
+	m.listen_fds = xcalloc(conf->nlisteners, sizeof(int));
+	for (size_t i = 0; i < conf->nlisteners; i++) {
+		m.listen_fds[i] = bind_listener(&conf->listeners[i]);
+		if (m.listen_fds[i] < 0) {
+			log_error("listen on %s port %d: %s", conf->listeners[i].address,
+			    conf->listeners[i].port, strerror(errno));
+			return 1;
+		}
+		epoll_add(m.listen_fds[i], EV_DATA(EV_LISTENER, i));
+		log_info("listening on %s port %d", conf->listeners[i].address,
+		    conf->listeners[i].port);
+	}
+
+	m.nworkers = worker_count(conf);
+	m.nslots = 2 * m.nworkers;
+	m.workers = xcalloc((size_t)m.nslots, sizeof(*m.workers));
+	for (int i = 0; i < m.nslots; i++) {
+		m.workers[i].role = CHILD_WORKER;
+		m.workers[i].slot = i;
+		m.workers[i].fd = -1;
+		m.workers[i].active = i < m.nworkers;
+	}
+	m.queue.role = CHILD_QUEUE;
+	m.queue.fd = -1;
+	spawn_queue();
+	for (int i = 0; i < m.nworkers; i++)
+		spawn_worker(i);
+
+	for (;;) {
+		uint64_t now = monotonic_ms();
+		int n, timeout;
+
+		respawn_due(now);
+		if (stop_progress(now))
+			break;
+		timeout = next_timeout_ms(now);
+		if (m.stopping && (timeout < 0 || timeout > 200))
+			timeout = 200;
+		n = epoll_wait(m.epfd, events, (int)ARRAY_LEN(events), timeout);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			fatal("epoll_wait");
+		}
+		for (int i = 0; i < n; i++) {
+			uint32_t kind = (uint32_t)(events[i].data.u64 >> 32);
+			uint32_t index = (uint32_t)events[i].data.u64;
+
+			switch (kind) {
+			case EV_LISTENER:
+				if (!m.stopping && !m.accept_paused &&
+				    m.listen_fds[index] >= 0)
+					accept_connections((int)index);
+				break;
+			case EV_SIGNAL:
+				read_signals();
+				break;
+			case EV_WORKER:
+				if (events[i].events & EPOLLOUT)
+					backlog_flush(&m.workers[index]);
+				read_worker((int)index);
+				break;
+			case EV_QUEUE:
+				read_queue();
+				break;
+			}
+		}
+	}
+	log_info("stopped");
+	return 0;
+}

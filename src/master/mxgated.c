@@ -1,0 +1,236 @@
+/*
+ * mxgated — the mail gateway daemon: options, configuration, then the
+ * master process (master.c), which forks everything else.
+ *
+ *   mxgated [-f] [-c FILE]   run (-f: stay in the foreground, log to stderr)
+ *   mxgated -n [-c FILE]     check the configuration: exit 0, or 1 with
+ *                            "FILE:LINE: problem" lines
+ *   mxgated -V               print the version
+ *
+ * Without -c the embedded default configuration is used (127.0.0.1:2525,
+ * queue in ./var/queue).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "master/master.h"
+#include "smtp/plugin.h"
+#include "common/proc.h"
+#include "queue/queue.h"
+#include "queue/queue_db.h"
+#include "common/tls.h"
+#include "common/util.h"
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: mxgated [-f] [-n] [-V] [-c config]\n");
+	exit(2);
+}
+
+static void
+config_error(const char *msg)
+{
+	/* Bare "FILE:LINE: problem", the form editors and CI jump to. */
+	fprintf(stderr, "%s\n", msg);
+}
+
+/* path, made absolute against the directory mxgated was started from
+ * (relative paths in the configuration start there); NULL if getcwd
+ * fails. */
+static char *
+absolute_path(const char *path)
+{
+	char cwd[PATH_MAX];
+	char *abs;
+
+	if (path[0] == '/')
+		return xstrdup(path);
+	if (getcwd(cwd, sizeof(cwd)) == NULL) {
+		fprintf(stderr, "mxgated: getcwd: %s\n", strerror(errno));
+		return NULL;
+	}
+	xasprintf(&abs, "%s/%s", cwd, path);
+	return abs;
+}
+
+/* The queue directory is used after chdir and daemon(): make it absolute. */
+static int
+absolute_queue_dir(struct mxconf *conf)
+{
+	char *abs = absolute_path(conf->queue_dir);
+
+	if (abs == NULL)
+		return -1;
+	free(conf->queue_dir);
+	conf->queue_dir = abs;
+	return 0;
+}
+
+/*
+ * mkdir -p for every directory of path up to its last '/' (the last
+ * component itself is not made unless path ends with '/').  Directories
+ * created here are given to uid:gid when give is set; existing ones are
+ * left as they are.
+ */
+static int
+make_parents(const char *dir, bool give, unsigned uid, unsigned gid)
+{
+	char *path = xstrdup(dir);
+
+	for (char *p = path + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0755) == 0) {
+			if (give && chown(path, (uid_t)uid, (gid_t)gid) < 0) {
+				fprintf(stderr, "mxgated: chown %s: %s\n", path,
+				    strerror(errno));
+				free(path);
+				return -1;
+			}
+		} else if (errno != EEXIST) {
+			fprintf(stderr, "mxgated: mkdir %s: %s\n", path,
+			    strerror(errno));
+			free(path);
+			return -1;
+		}
+		*p = '/';
+	}
+	free(path);
+	return 0;
+}
+
+/*
+ * The fixed root of each maildir route (its path up to the first
+ * variable) must be writable by the queue's user, who delivers.  The
+ * directories that do not exist yet are created here, while still root,
+ * and given to that user; existing ones are left as the operator made
+ * them.
+ */
+static int
+prepare_maildir_roots(const struct mxconf *conf)
+{
+	const char *user = conf->queue_user ? conf->queue_user : conf->user;
+	unsigned uid = 0, gid = 0;
+	bool give = geteuid() == 0 && user != NULL;
+
+	if (give && proc_lookup_user(user, conf->queue_user ? NULL : conf->group,
+	    &uid, &gid) < 0)
+		return -1;
+	for (size_t i = 0; i < conf->nroutes; i++) {
+		const struct route_conf *r = &conf->routes[i];
+		char *root, *var, *slash;
+		int rc;
+
+		if (r->action == NULL || strcmp(r->action, "maildir") != 0 ||
+		    r->path == NULL || (root = absolute_path(r->path)) == NULL)
+			continue;
+		if ((var = strstr(root, "${")) != NULL)
+			*var = '\0';
+		if ((slash = strrchr(root, '/')) != NULL)
+			slash[1] = '\0';
+		rc = make_parents(root, give, uid, gid);
+		free(root);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * Another mxgated on the same queue directory is an error; a queue
+ * process left by a master that died (it stops once its deliveries end)
+ * is waited for.
+ */
+static int
+queue_not_in_use(const struct mxconf *conf)
+{
+	char path[PATH_MAX];
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", conf->queue_dir,
+	    QUEUE_LOCK_NAME) >= sizeof(path)) {
+		log_error("%s: queue directory name too long", conf->queue_dir);
+		return -1;
+	}
+	return queue_lock_wait(path, QUEUE_LOCK_WAIT(conf));
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *config_path = NULL;
+	bool foreground = false, check_only = false;
+	struct mxconf *conf;
+	enum log_level level;
+	int ch;
+
+	proc_title_init(argc, argv);
+	while ((ch = getopt(argc, argv, "c:fnVh")) != -1) {
+		switch (ch) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'f':
+			foreground = true;
+			break;
+		case 'n':
+			check_only = true;
+			break;
+		case 'V':
+			printf("mxgated %s\n", PACKAGE_VERSION);
+			return 0;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+
+	conf = config_path ? config_load(config_path, config_error) : config_default();
+	if (conf == NULL)
+		return 1;
+	/* Certificates and keys are read now, as root and before anything
+	 * forks: the workers inherit them and never open a key file.  A bad
+	 * one stops the start, and fails -n. */
+	if (tls_init(conf, config_error) < 0) {
+		config_free(conf);
+		return 1;
+	}
+	/* Plugins too (plugin.h): loaded and initialized by the master, so
+	 * the workers inherit them; -n only loads them and checks the ABI. */
+	if (plugins_load(conf, !check_only, config_error) < 0) {
+		config_free(conf);
+		return 1;
+	}
+	if (check_only) {
+		printf("%s: configuration OK\n", conf->path);
+		config_free(conf);
+		return 0;
+	}
+	if (absolute_queue_dir(conf) < 0 ||
+	    make_parents(conf->queue_dir, false, 0, 0) < 0 ||
+	    prepare_maildir_roots(conf) < 0)
+		return 1;
+
+	if (log_level_parse(conf->log_level, &level) < 0)
+		level = LOG_LEVEL_INFO;
+	log_init(foreground, level);
+	if (queue_not_in_use(conf) < 0)
+		return 1;
+	if (!foreground && daemon(0, 0) < 0) {
+		fprintf(stderr, "mxgated: daemon: %s\n", strerror(errno));
+		return 1;
+	}
+	log_info("mxgated %s starting with %s", PACKAGE_VERSION, conf->path);
+	int status = master_main(conf);
+	config_free(conf);
+	return status;
+}

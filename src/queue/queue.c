@@ -1,0 +1,528 @@
+/*
+ * queue — see queue.h.
+ *
+ * Group commit: each turn of the loop reads every submission that is
+ * waiting on every worker channel (bounded by QUEUE_BATCH_MAX), inserts
+ * them all in one transaction and commits it, and only then answers the
+ * workers.  The connection runs with synchronous=FULL: COMMIT returns
+ * once the WAL is on disk (one fdatasync), and the queue VFS hands the
+ * transaction's frames to the kernel in one write (queue_vfs.h).  What
+ * arrives during the commit waits in the channels and is the next batch:
+ * the batch grows with the load and fsyncs per message shrink.  If a
+ * commit fails nobody hears "ok".
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+
+#include "common/envelope.h"
+#include "common/ipc.h"
+#include "common/log.h"
+#include "common/proc.h"
+#include "queue/queue.h"
+#include "queue/queue_db.h"
+#include "queue/scheduler.h"
+#include "common/util.h"
+
+#define QUEUE_BATCH_MAX  2048
+#define QUEUE_ARENA_MAX  (8 * 1024 * 1024)   /* inline bytes in one batch */
+#define REQUIRED_SEALS   (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+
+enum { EV_MASTER = 1, EV_WORKER, EV_SIGNAL, EV_SCHED };
+#define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
+
+struct channel {
+	int   fd;
+	struct ipc_outbox backlog;    /* answers the socket could not take */
+};
+
+struct submission {
+	int       worker;
+	int       memfd;            /* -1: inline, at inline_off in the arena */
+	size_t    inline_off;
+	struct ipc_submit msg;
+	struct ipc_submit_result result;
+	bool      inserted;
+	char      logline[320];     /* written once the commit succeeded */
+};
+
+static struct {
+	const struct mxconf *conf;
+	struct queue_db *db;
+	int        epfd;
+	int        sigfd;
+	int        master_fd;
+	int        lock_fd;             /* held for life (queue_db.h) */
+	struct channel *chans;
+	int        nchans;
+	struct submission batch[QUEUE_BATCH_MAX];
+	size_t     nbatch;
+	struct buf arena;               /* the batch's inline messages */
+	bool       stopping;
+	unsigned long long committed;    /* statistics, logged at stop */
+	unsigned long long batches;
+	uint64_t   commit_us;
+} q;
+
+static void
+epoll_set(int fd, int op, uint32_t events, uint64_t data)
+{
+	struct epoll_event ev = { .events = events, .data.u64 = data };
+
+	if (epoll_ctl(q.epfd, op, fd, &ev) < 0)
+		fatal("epoll_ctl fd %d", fd);
+}
+
+static void
+channel_close(int slot)
+{
+	struct channel *c = &q.chans[slot];
+
+	if (c->fd >= 0) {
+		epoll_ctl(q.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		close(c->fd);
+		c->fd = -1;
+	}
+	ipc_outbox_clear(&c->backlog);
+}
+
+static void
+channel_set(int slot, int fd)
+{
+	if (slot < 0 || slot >= q.nchans)
+		fatalx("worker channel for unknown slot %d", slot);
+	channel_close(slot);
+	q.chans[slot].fd = fd;
+	if (fd >= 0)
+		epoll_set(fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_WORKER, slot));
+}
+
+/* ---- answering ---- */
+
+static void
+channel_watch(int slot)
+{
+	struct channel *c = &q.chans[slot];
+
+	epoll_set(c->fd, EPOLL_CTL_MOD,
+	    EPOLLIN | (ipc_outbox_waiting(&c->backlog) ? EPOLLOUT : 0),
+	    EV_DATA(EV_WORKER, slot));
+}
+
+static void
+channel_flush(int slot)
+{
+	struct channel *c = &q.chans[slot];
+
+	if (c->fd < 0 || !ipc_outbox_waiting(&c->backlog))
+		return;
+	/* A failure: the worker died, its sessions with it. */
+	if (ipc_outbox_flush(&c->backlog, c->fd) < 0)
+		channel_close(slot);
+	else if (!ipc_outbox_waiting(&c->backlog))
+		channel_watch(slot);
+}
+
+static void
+answer(int slot, const struct ipc_submit_result *r)
+{
+	struct channel *c = &q.chans[slot];
+	bool waiting = ipc_outbox_waiting(&c->backlog);
+
+	if (c->fd < 0)
+		return;
+	if (ipc_outbox_send(&c->backlog, c->fd, IPC_SUBMIT_RESULT, r,
+	    sizeof(*r), NULL, 0, -1) < 0)
+		channel_close(slot);
+	else if (!waiting && ipc_outbox_waiting(&c->backlog))
+		channel_watch(slot);
+}
+
+/* ---- one submission ---- */
+
+static void
+fail(struct submission *sub, enum submit_status status, const char *text)
+{
+	sub->result.status = status;
+	strlcpy_mx(sub->result.text, text, sizeof(sub->result.text));
+}
+
+static int
+check_memfd(struct submission *sub, size_t *total)
+{
+	struct stat st;
+	int seals;
+
+	if (sub->msg.message_len == 0 || sub->msg.envelope_len == 0 ||
+	    sub->msg.message_len > (1ULL << 40) ||
+	    sub->msg.envelope_len > (1ULL << 30) ||
+	    fstat(sub->memfd, &st) < 0 ||
+	    (uint64_t)st.st_size != sub->msg.message_len + sub->msg.envelope_len)
+		return -1;
+	/* Unsealed, the worker could still change what we are committing. */
+	seals = fcntl(sub->memfd, F_GET_SEALS);
+	if (seals < 0 || (seals & REQUIRED_SEALS) != REQUIRED_SEALS)
+		return -1;
+	*total = (size_t)st.st_size;
+	return 0;
+}
+
+/*
+ * The message as one readable block.  Small messages are copied into a
+ * reused buffer: for the usual few kilobytes one pread costs less than
+ * mapping, faulting and unmapping (and the TLB shootdown that comes
+ * with munmap).  Large ones are mapped.
+ */
+#define QUEUE_COPY_MAX (256 * 1024)
+
+static const char *
+message_view(struct submission *sub, size_t total, bool *mapped)
+{
+	static struct buf copy;
+	char *map;
+
+	*mapped = false;
+	if (total <= QUEUE_COPY_MAX) {
+		size_t off = 0;
+
+		buf_reset(&copy);
+		buf_reserve(&copy, total);
+		while (off < total) {
+			ssize_t n = pread(sub->memfd, copy.data + off, total - off,
+			    (off_t)off);
+			if (n <= 0) {
+				if (n < 0 && errno == EINTR)
+					continue;
+				log_error("reading message: %s",
+				    n < 0 ? strerror(errno) : "short read");
+				return NULL;
+			}
+			off += (size_t)n;
+		}
+		copy.len = total;
+		return copy.data;
+	}
+	map = mmap(NULL, total, PROT_READ, MAP_SHARED, sub->memfd, 0);
+	if (map == MAP_FAILED) {
+		log_error("mmap message: %s", strerror(errno));
+		return NULL;
+	}
+	*mapped = true;
+	return map;
+}
+
+/*
+ * Insert one submission into the open transaction.  A submission that
+ * cannot be read is failed on its own (0); -1 means the database refused
+ * it and the transaction holds part of it: the batch must be redone.
+ */
+static int
+insert_submission(struct submission *sub)
+{
+	struct envelope env;
+	const char *content;
+	size_t total;
+	bool mapped;
+	int r = 0;
+
+	if (sub->memfd < 0) {
+		/* Inline: its length was checked when it was read. */
+		total = (size_t)(sub->msg.message_len + sub->msg.envelope_len);
+		content = q.arena.data + sub->inline_off;
+		mapped = false;
+	} else if (check_memfd(sub, &total) < 0) {
+		log_error("worker %d sent a malformed message (request %llx)",
+		    sub->worker, (unsigned long long)sub->msg.request_id);
+		fail(sub, SUBMIT_TEMPFAIL, "Local error in message handoff");
+		return 0;
+	} else
+		content = message_view(sub, total, &mapped);
+	if (content == NULL) {
+		fail(sub, SUBMIT_TEMPFAIL, "Local error, try again later");
+		return 0;
+	}
+	if (envelope_parse(content + sub->msg.message_len,
+	    (size_t)sub->msg.envelope_len, &env) < 0) {
+		log_error("worker %d sent a malformed envelope", sub->worker);
+		fail(sub, SUBMIT_TEMPFAIL, "Local error in message handoff");
+	} else if (queue_db_insert(q.db, &env, content,
+	    (size_t)sub->msg.message_len) < 0) {
+		fail(sub, SUBMIT_TEMPFAIL, "Queue write error, try again later");
+		r = -1;
+	} else {
+		sub->inserted = true;
+		strlcpy_mx(sub->result.queue_id, env.queue_id,
+		    sizeof(sub->result.queue_id));
+		if (log_enabled(LOG_LEVEL_INFO))
+			snprintf(sub->logline, sizeof(sub->logline),
+			    "id=%s from=<%s> size=%llu nrcpt=%zu client=%s",
+			    env.queue_id, env.sender,
+			    (unsigned long long)sub->msg.message_len, env.nrcpts,
+			    env.client_ip ? env.client_ip : "unknown");
+	}
+	envelope_free(&env);
+	if (mapped)
+		munmap((void *)(uintptr_t)content, total);
+	return r;
+}
+
+/* ---- the batch ---- */
+
+/*
+ * Insert the batch in one transaction.  A message the database refuses
+ * (it should not happen: ids are unique, envelopes checked) spoils the
+ * transaction; it is failed alone and the batch redone without it.
+ */
+static int
+insert_batch(void)
+{
+	for (;;) {
+		bool redo = false;
+
+		if (queue_db_begin(q.db) < 0)
+			return -1;
+		for (size_t i = 0; i < q.nbatch && !redo; i++) {
+			if (q.batch[i].result.status == SUBMIT_OK &&
+			    insert_submission(&q.batch[i]) < 0)
+				redo = true;
+		}
+		if (!redo)
+			return queue_db_commit(q.db);
+		queue_db_rollback(q.db);
+		for (size_t i = 0; i < q.nbatch; i++)
+			q.batch[i].inserted = false;
+	}
+}
+
+static void
+commit_batch(void)
+{
+	size_t i, ok = 0;
+	uint64_t started;
+
+	if (q.nbatch == 0)
+		return;
+	started = monotonic_us();
+	if (insert_batch() < 0) {
+		/* Not durable: nobody may hear "queued".  Stop; the master
+		 * restarts us on a fresh connection. */
+		queue_db_rollback(q.db);
+		for (i = 0; i < q.nbatch; i++) {
+			fail(&q.batch[i], SUBMIT_TEMPFAIL,
+			    "Queue write error, try again later");
+			answer(q.batch[i].worker, &q.batch[i].result);
+		}
+		fatalx("commit of %zu messages failed; exiting", q.nbatch);
+	}
+	q.batches++;
+	q.commit_us += monotonic_us() - started;
+	for (i = 0; i < q.nbatch; i++) {
+		struct submission *sub = &q.batch[i];
+
+		if (sub->inserted) {
+			ok++;
+			if (sub->logline[0] != '\0')
+				log_info("%s", sub->logline);
+		} else if (sub->result.status == SUBMIT_OK)
+			fail(sub, SUBMIT_TEMPFAIL, "Local error, try again later");
+		answer(sub->worker, &sub->result);
+		if (sub->memfd >= 0)
+			close(sub->memfd);
+	}
+	q.committed += ok;
+	log_debug("committed batch of %zu (%zu ok)", q.nbatch, ok);
+	q.nbatch = 0;
+	buf_reset(&q.arena);
+}
+
+/* Read every submission waiting on a worker channel into the batch. */
+static void
+read_worker(int slot)
+{
+	struct channel *c = &q.chans[slot];
+
+	while (c->fd >= 0) {
+		struct submission *sub;
+		struct ipc_submit msg;
+		enum ipc_type type;
+		size_t len;
+		char *at;
+		int fd, r;
+
+		if (q.nbatch == QUEUE_BATCH_MAX || q.arena.len >= QUEUE_ARENA_MAX)
+			commit_batch();
+		/* Straight into the arena: an inline message is not copied
+		 * again before its insert. */
+		buf_reserve(&q.arena, IPC_PAYLOAD_MAX);
+		at = q.arena.data + q.arena.len;
+		r = ipc_recv_len(c->fd, &type, at, IPC_PAYLOAD_MAX, &len, &fd);
+		if (r < 0) {
+			if (errno != EAGAIN)
+				channel_close(slot);
+			return;
+		}
+		if (r == 0) {
+			channel_close(slot);
+			return;
+		}
+		if (type != IPC_SUBMIT && type != IPC_SUBMIT_INLINE)
+			fatalx("worker %d sent unexpected message %d", slot, type);
+		memcpy(&msg, at, sizeof(msg));
+		if (type == IPC_SUBMIT_INLINE) {
+			if (fd >= 0)
+				close(fd);
+			fd = -1;
+			if (msg.message_len == 0 || msg.envelope_len == 0 ||
+			    msg.message_len + msg.envelope_len !=
+			    len - sizeof(msg))
+				fatalx("worker %d sent a malformed inline message",
+				    slot);
+		} else if (fd < 0)
+			fatalx("worker %d sent a message without its memfd", slot);
+		sub = &q.batch[q.nbatch++];
+		memset(sub, 0, sizeof(*sub));
+		sub->worker = slot;
+		sub->memfd = fd;
+		if (fd < 0) {
+			sub->inline_off = q.arena.len + sizeof(msg);
+			q.arena.len += len;
+		}
+		sub->msg = msg;
+		sub->result.request_id = msg.request_id;
+		sub->result.status = SUBMIT_OK;
+	}
+}
+
+static void
+read_master(void)
+{
+	struct ipc_worker_channel wc;
+	enum ipc_type type;
+	int fd, r = -1;
+
+	while ((r = ipc_recv(q.master_fd, &type, &wc, sizeof(wc), &fd)) > 0) {
+		if (type != IPC_WORKER_CHANNEL || fd < 0)
+			fatalx("unexpected message %d from the master", type);
+		channel_set((int)wc.worker_slot, fd);
+	}
+	if (r == 0) {
+		log_warn("master went away; stopping");
+		q.stopping = true;
+	}
+}
+
+static void
+read_signals(void)
+{
+	struct signalfd_siginfo si;
+
+	while (read(q.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+			q.stopping = true;
+	}
+}
+
+static void
+setup_signals(void)
+{
+	static const int handled[] = { SIGTERM, SIGINT };
+
+	q.sigfd = proc_signalfd(handled, (int)ARRAY_LEN(handled));
+}
+
+int
+queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
+    int nworkers)
+{
+	struct epoll_event events[64];
+
+	memset(&q, 0, sizeof(q));
+	q.conf = conf;
+	/* The batch allocates and frees the same sizes over and over:
+	 * giving memory back to the kernel after every batch only to ask
+	 * for it again was a measurable share of the queue's time. */
+	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+	mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+	q.master_fd = master_fd;
+	q.lock_fd = queue_lock(QUEUE_LOCK_NAME, QUEUE_LOCK_WAIT(conf));
+	if (q.lock_fd < 0)
+		return 1;
+	q.db = queue_db_open(QUEUE_DB_NAME, false);
+	if (q.db == NULL)
+		fatalx("cannot open the queue %s/%s", conf->queue_dir, QUEUE_DB_NAME);
+	q.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (q.epfd < 0)
+		fatal("epoll_create1");
+	setup_signals();
+	epoll_set(q.sigfd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SIGNAL, 0));
+	epoll_set(master_fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_MASTER, 0));
+	q.nchans = nworkers;
+	q.chans = xcalloc((size_t)nworkers, sizeof(*q.chans));
+	for (int i = 0; i < nworkers; i++) {
+		q.chans[i].fd = -1;
+		channel_set(i, worker_fds[i]);
+	}
+	log_info("queue open: %s/%s", conf->queue_dir, QUEUE_DB_NAME);
+	scheduler_init(conf, q.db, q.epfd, EV_SCHED);
+
+	while (!q.stopping) {
+		int n = epoll_wait(q.epfd, events, (int)ARRAY_LEN(events), -1);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			fatal("epoll_wait");
+		}
+		for (int i = 0; i < n; i++) {
+			uint32_t kind = (uint32_t)(events[i].data.u64 >> 32);
+			uint32_t index = (uint32_t)events[i].data.u64;
+
+			switch (kind) {
+			case EV_MASTER:
+				read_master();
+				break;
+			case EV_SIGNAL:
+				read_signals();
+				break;
+			case EV_WORKER:
+				if (events[i].events & EPOLLOUT)
+					channel_flush((int)index);
+				read_worker((int)index);
+				break;
+			case EV_SCHED:
+				scheduler_event(index, events[i].events);
+				break;
+			}
+		}
+		unsigned long long before = q.committed;
+		commit_batch();
+		/* Not once the master is gone: a new master's queue process
+		 * waits for our lock, and every delivery started now only
+		 * delays it. */
+		if (!q.stopping)
+			scheduler_run(q.committed != before);
+	}
+	/* Whatever is still in the sockets was sent by workers that have
+	 * stopped: take it, so an answered client is never lost. */
+	for (int i = 0; i < q.nchans; i++)
+		read_worker(i);
+	commit_batch();
+	for (int i = 0; i < q.nchans; i++)
+		channel_flush(i);
+	scheduler_stop(conf->shutdown_grace / 2);
+	queue_db_close(q.db);
+	buf_free(&q.arena);
+	log_info("stopped: %llu messages in %llu batches, %.1f us per commit"
+	    " (sync included)", q.committed, q.batches,
+	    q.batches ? (double)q.commit_us / (double)q.batches : 0.0);
+	return 0;
+}

@@ -1,0 +1,64 @@
+/*
+ * scheduler — delivery, inside the queue process: picks the recipients
+ * that are due, runs each job in a child process (delivery.h), records
+ * every outcome in the queue (recipient state, history rows, bounces),
+ * and plans the retries (retry.h).
+ *
+ * Recipient states (README, "The queue schema"):
+ *   queued / deferred --(due: next_attempt_at <= now)--> delivering
+ *   delivering --> delivered | deferred (next_attempt_at, last_reply)
+ *              --> bounced (5xx, or max_queue_time reached: a DSN is queued)
+ *   held: never picked (mxgatectl hold / release).
+ * A recipient still "delivering" when mxgated starts was being delivered
+ * when the queue process died: it is due again at once (delivery is at
+ * least once; a duplicate needs a crash between the remote 250 and our
+ * commit).
+ *
+ * The scheduler asks the database what is due after every group commit
+ * that brought new messages, whenever a job ends, and every second (so
+ * that `mxgatectl queue retry` and `release` take effect within a second
+ * without telling the daemon anything).  Its writes (dispatch marks,
+ * outcomes, history, bounces) go in short transactions of their own, at
+ * most one every SCHEDULER_MIN_INTERVAL_MS, apart from the group commit,
+ * so that acceptance never waits for delivery.
+ *
+ * Limits: delivery.concurrency child processes in all, at most
+ * delivery.concurrency_per_destination of them per destination
+ * (retry_keys()); the recipients of one message with the same job key go
+ * in one job; a relay child may carry several messages for the same
+ * destination, delivered over one connection.
+ *
+ * Retention: once every recipient of a message is delivered or bounced,
+ * the message is deleted (delivery.keep_delivered = 0) or only its
+ * content is, and the rest (envelope, recipients, history) goes after
+ * keep_delivered.
+ */
+#ifndef MXGATE_SCHEDULER_H
+#define MXGATE_SCHEDULER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "queue/queue_db.h"
+
+#define SCHEDULER_MIN_INTERVAL_MS 10
+
+/*
+ * Start: requeue what was "delivering", then register the scheduler's
+ * descriptors in the queue process's epoll set epfd, each with the data
+ * ((uint64_t)ev_kind << 32 | index); hand those events to
+ * scheduler_event().
+ */
+void scheduler_init(const struct mxconf *conf, struct queue_db *db, int epfd,
+    uint32_t ev_kind);
+/* One of the scheduler's descriptors is ready. */
+void scheduler_event(uint32_t index, uint32_t events);
+/* Once per turn of the queue loop, after the group commit; new_messages:
+ * the commit brought some. */
+void scheduler_run(bool new_messages);
+/* Stop: no new jobs; running ones get grace_seconds to finish, then are
+ * killed; every outcome known is recorded. */
+void scheduler_stop(unsigned grace_seconds);
+
+#endif

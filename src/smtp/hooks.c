@@ -1,0 +1,703 @@
+/*
+ * hooks — see hooks.h.
+ *
+ * Each stage is a short list of steps run in order by pipeline(); a step
+ * either goes on, decides (reject, tempfail, or accept, which only marks
+ * the later optional steps to be skipped), or waits.  A step that waits
+ * has started something asynchronous (an SPF job, a policy request) whose
+ * callback runs the pipeline again from the same step, which then finds
+ * its answer.  The done callback is the last thing pipeline() does, so
+ * the session may start the next stage from inside it.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtp/authres.h"
+#include "smtp/checks.h"
+#include "smtp/hooks.h"
+#include "common/log.h"
+#include "smtp/plugin.h"
+#include "smtp/spf.h"
+
+#define SPF_CACHE  8
+#define MAX_MASKS  32
+
+/* ---- the worker's services ---- */
+
+static struct {
+	const struct mxconf  *conf;
+	struct spf_pool      *spf;
+	struct policy_client *policy;
+	struct ratelimit     *messages;
+} svc;
+
+int
+hooks_worker_init(const struct mxconf *conf)
+{
+	int r = 0;
+
+	svc.conf = conf;
+	svc.spf = spf_pool_new(conf->spf_threads, conf->spf_timeout * 1000,
+	    conf->hostname, NULL, NULL);
+	if (svc.spf == NULL) {
+		/* Checks then answer temperror: safe, and visible. */
+		log_error("SPF: cannot start the lookup threads: %s",
+		    strerror(errno));
+		r = -1;
+	}
+	if (conf->policy_service != NULL) {
+		svc.policy = policy_client_new(conf->policy_service,
+		    conf->policy_timeout * 1000, conf->policy_default);
+		if (svc.policy == NULL) {
+			log_error("policy service %s: cannot set up the client: "
+			    "%s", conf->policy_service, strerror(errno));
+			r = -1;
+		}
+	}
+	if (conf->rate_messages > 0)
+		svc.messages = ratelimit_new(conf->rate_messages);
+	return r;
+}
+
+void
+hooks_worker_free(void)
+{
+	spf_pool_free(svc.spf);
+	policy_client_free(svc.policy);
+	ratelimit_free(svc.messages);
+	memset(&svc, 0, sizeof(svc));
+}
+
+size_t
+hooks_worker_fds(int *fds, size_t max)
+{
+	size_t n = 0;
+
+	if (svc.spf != NULL && n < max)
+		fds[n++] = spf_pool_fd(svc.spf);
+	if (svc.policy != NULL && n < max)
+		fds[n++] = policy_client_fd(svc.policy);
+	return n;
+}
+
+void
+hooks_worker_dispatch(int fd)
+{
+	if (svc.spf != NULL && fd == spf_pool_fd(svc.spf))
+		spf_pool_complete(svc.spf);
+	else if (svc.policy != NULL && fd == policy_client_fd(svc.policy))
+		policy_client_dispatch(svc.policy);
+}
+
+void
+hooks_worker_tick(uint64_t now_ms)
+{
+	if (svc.spf != NULL)
+		spf_pool_expire(svc.spf, now_ms);
+	if (svc.policy != NULL)
+		policy_client_tick(svc.policy, now_ms);
+	if (svc.messages != NULL)
+		ratelimit_tick(svc.messages, now_ms);
+}
+
+/* ---- a session ---- */
+
+enum step {
+	ST_BUILTIN,       /* reject_networks, helo_checks, rate, SPF start */
+	ST_SPF_MAIL,      /* spf.mail_from_policy */
+	ST_SENDER_AUTH,   /* the route's sender_auth */
+	ST_PLUGINS,
+	ST_POLICY,
+	ST_SPF_READY,     /* the result, for Authentication-Results */
+	ST_END,
+};
+
+static const enum step connect_steps[] = { ST_BUILTIN, ST_PLUGINS,
+    ST_POLICY, ST_END };
+static const enum step mail_steps[] = { ST_BUILTIN, ST_SPF_MAIL, ST_PLUGINS,
+    ST_POLICY, ST_END };
+static const enum step rcpt_steps[] = { ST_SENDER_AUTH, ST_PLUGINS,
+    ST_POLICY, ST_END };
+static const enum step data_steps[] = { ST_PLUGINS, ST_POLICY, ST_SPF_READY,
+    ST_END };
+static const enum step eom_steps[] = { ST_PLUGINS, ST_POLICY, ST_END };
+
+static const char *const stage_names[] = {
+	[STAGE_CONNECT] = "connect", [STAGE_HELO] = "helo",
+	[STAGE_MAIL] = "mail", [STAGE_RCPT] = "rcpt", [STAGE_DATA] = "data",
+	[STAGE_END_OF_MESSAGE] = "end_of_message",
+};
+
+struct spf_entry {
+	struct hooks_session *h;
+	bool        used;
+	bool        done;
+	uint64_t    job;
+	uint64_t    stamp;          /* for replacing the least recent */
+	char        helo[256];
+	char        sender[320];
+	struct spf_answer answer;
+};
+
+struct hooks_session {
+	const struct mxconf *conf;
+	hooks_done_fn done;
+	void       *arg;
+	uint64_t    conn_id;
+	char        ip[64];
+	unsigned    port;
+	char        server_ip[64];
+	unsigned    server_port;
+	bool        trusted;
+	struct plugin_session *plugins;
+
+	/* allocated at the first check: trusted and idle sessions (most
+	 * of thousands of connections) never need its 10 KB */
+	struct spf_entry *spf;
+	struct spf_entry *cur;      /* the transaction's check */
+	uint64_t    stamp;
+
+	/* The stage being checked. */
+	bool        active;
+	bool        waiting;
+	enum smtp_stage stage;
+	const enum step *steps;
+	size_t      step;
+	bool        accepted;       /* skip the optional steps left */
+	struct hooks_view view;
+	unsigned    masks[MAX_MASKS];   /* rcpt: sender_auth per route */
+	size_t      nmasks;
+	uint64_t    policy_id;
+	bool        policy_answered;
+	struct policy_answer policy_answer;
+};
+
+static void pipeline(struct hooks_session *h, bool later);
+
+static const char *
+str(const char *s)
+{
+	return s != NULL ? s : "";
+}
+
+/* ---- SPF ---- */
+
+static void
+spf_done(void *ctx, const struct spf_answer *a)
+{
+	struct spf_entry *e = ctx;
+	struct hooks_session *h = e->h;
+
+	e->done = true;
+	e->job = 0;
+	e->answer = *a;
+	log_info("session=%016llx spf=%s identity=%s address=<%s> client=%s "
+	    "helo=%s (%s)", (unsigned long long)h->conn_id,
+	    spf_result_name(a->result), a->identity, a->address, h->ip,
+	    e->helo, a->text);
+	if (h->active && h->waiting)
+		pipeline(h, true);
+}
+
+static void
+spf_unavailable(struct spf_entry *e)
+{
+	memset(&e->answer, 0, sizeof(e->answer));
+	e->answer.result = SPF_RES_TEMPERROR;
+	e->answer.identity = e->sender[0] != '\0' ? "mailfrom" : "helo";
+	snprintf(e->answer.address, sizeof(e->answer.address), "%s",
+	    e->sender[0] != '\0' ? e->sender : "postmaster");
+	snprintf(e->answer.text, sizeof(e->answer.text), "SPF checks are "
+	    "unavailable");
+	e->done = true;
+}
+
+/* The check of (helo, sender): cached, or started now. */
+static struct spf_entry *
+spf_start(struct hooks_session *h, const char *helo, const char *sender)
+{
+	struct spf_entry *e, *victim = NULL;
+	struct spf_query q;
+
+	if (h->spf == NULL)
+		h->spf = xcalloc(SPF_CACHE, sizeof(*h->spf));
+	for (size_t i = 0; i < SPF_CACHE; i++) {
+		e = &h->spf[i];
+		if (e->used && strcmp(e->helo, helo) == 0 &&
+		    strcmp(e->sender, sender) == 0) {
+			e->stamp = ++h->stamp;
+			return e;
+		}
+		if (victim == NULL || !e->used ||
+		    (victim->used && e->stamp < victim->stamp))
+			victim = e;
+	}
+	e = victim;
+	if (e->used && !e->done && svc.spf != NULL)
+		spf_pool_cancel(svc.spf, e->job);
+	memset(e, 0, sizeof(*e));
+	e->h = h;
+	e->used = true;
+	e->stamp = ++h->stamp;
+	snprintf(e->helo, sizeof(e->helo), "%s", helo);
+	snprintf(e->sender, sizeof(e->sender), "%s", sender);
+	if (svc.spf == NULL) {
+		spf_unavailable(e);
+		return e;
+	}
+	memset(&q, 0, sizeof(q));
+	snprintf(q.ip, sizeof(q.ip), "%s", h->ip);
+	snprintf(q.helo, sizeof(q.helo), "%s", helo);
+	snprintf(q.sender, sizeof(q.sender), "%s", sender);
+	e->job = spf_pool_submit(svc.spf, &q, spf_done, e);
+	return e;
+}
+
+static bool
+spf_passes(const struct hooks_session *h, const struct spf_entry *e)
+{
+	return (h->conf->spf_pass_mask & (1u << e->answer.result)) != 0;
+}
+
+/* ---- the steps ---- */
+
+static void
+reject(struct policy_answer *a, int code, const char *why, const char *fmt,
+    ...) __attribute__((format(printf, 4, 5)));
+
+static void
+reject(struct policy_answer *a, int code, const char *why, const char *fmt,
+    ...)
+{
+	char text[480];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	policy_answer_set(a, code, text, "Rejected");
+	snprintf(a->why, sizeof(a->why), "%s", why);
+}
+
+enum step_outcome { GO_ON, WAIT };
+
+static enum step_outcome
+step_builtin(struct hooks_session *h, struct policy_answer *a)
+{
+	const struct hooks_view *v = &h->view;
+
+	switch (h->stage) {
+	case STAGE_CONNECT:
+		if (netlist_contains(h->conf->reject_nets, h->ip))
+			reject(a, 554, "reject_networks", "5.7.1 <%s>: Client "
+			    "host rejected: Access denied", h->ip);
+		break;
+	case STAGE_HELO:
+		if (h->conf->helo_checks && !helo_valid(str(v->helo)))
+			reject(a, 501, "helo_checks", "5.5.2 <%s>: Helo command "
+			    "rejected: not a host name or address literal",
+			    str(v->helo));
+		break;
+	case STAGE_MAIL:
+		if (!h->trusted && svc.messages != NULL) {
+			enum rate_verdict r = ratelimit_hit(svc.messages, h->ip,
+			    monotonic_ms());
+			if (r == RATE_OVER) {
+				reject(a, 450, "rate_limits.messages_per_minute",
+				    "4.7.1 Too many messages from %s, slow down",
+				    h->ip);
+				break;
+			}
+			if (r == RATE_UNTRACKED)
+				log_warn("session=%016llx client=%s message rate "
+				    "not counted: too many clients",
+				    (unsigned long long)h->conn_id, h->ip);
+		}
+		/* Started now, it is often ready by RCPT or DATA. */
+		if (!h->trusted)
+			h->cur = spf_start(h, str(v->helo), str(v->sender));
+		break;
+	default:
+		break;
+	}
+	return GO_ON;
+}
+
+static enum step_outcome
+step_spf_mail(struct hooks_session *h, struct policy_answer *a)
+{
+	if (h->trusted || h->cur == NULL ||
+	    strcmp(h->conf->spf_mail_from_policy, "reject_fail") != 0)
+		return GO_ON;
+	if (!h->cur->done)
+		return WAIT;
+	if (h->cur->answer.result == SPF_RES_FAIL)
+		reject(a, 550, "spf.mail_from_policy", "5.7.23 <%s>: SPF check "
+		    "failed for %s: %s", h->cur->answer.address, h->ip,
+		    h->cur->answer.text);
+	return GO_ON;
+}
+
+/* Which method a failed requirement was missing, for the reply. */
+static void
+sender_auth_reply(struct hooks_session *h, unsigned mask,
+    struct policy_answer *a)
+{
+	const char *rcpt = str(h->view.rcpt);
+	const struct spf_answer *s = h->cur != NULL ? &h->cur->answer : NULL;
+
+	if ((mask & ROUTE_SENDER_AUTH_SPF) && s != NULL) {
+		if (s->result == SPF_RES_TEMPERROR)
+			reject(a, 451, "sender_auth spf=temperror", "4.7.24 <%s>: "
+			    "SPF check of <%s> failed temporarily: %s", rcpt,
+			    s->address, s->text);
+		else if (s->result == SPF_RES_PERMERROR)
+			reject(a, 550, "sender_auth spf=permerror", "5.7.24 <%s>: "
+			    "SPF record of <%s> is invalid: %s", rcpt,
+			    s->address, s->text);
+		else
+			reject(a, 550, "sender_auth spf", "5.7.23 <%s>: SPF %s: "
+			    "<%s> is not authorized to send from %s", rcpt,
+			    spf_result_name(s->result), s->address, h->ip);
+		snprintf(a->why, sizeof(a->why), "sender_auth spf=%s",
+		    spf_result_name(s->result));
+	} else if ((mask & ROUTE_SENDER_AUTH_AUTH) &&
+	    (mask & ROUTE_SENDER_AUTH_TLS)) {
+		reject(a, 530, "sender_auth", "5.7.0 <%s>: Authentication or "
+		    "STARTTLS required", rcpt);
+	} else if (mask & ROUTE_SENDER_AUTH_AUTH) {
+		reject(a, 530, "sender_auth", "5.7.0 <%s>: Authentication "
+		    "required", rcpt);
+	} else {
+		reject(a, 530, "sender_auth", "5.7.0 <%s>: Must issue a "
+		    "STARTTLS command first", rcpt);
+	}
+}
+
+/* Any listed method that passes admits the recipient, for each route. */
+static enum step_outcome
+step_sender_auth(struct hooks_session *h, struct policy_answer *a)
+{
+	const struct hooks_view *v = &h->view;
+
+	for (size_t i = 0; i < h->nmasks; i++) {
+		unsigned m = h->masks[i];
+
+		if (m == 0 || ((m & ROUTE_SENDER_AUTH_AUTH) &&
+		    v->auth_user != NULL) || ((m & ROUTE_SENDER_AUTH_TLS) &&
+		    v->tls))
+			continue;
+		if (m & ROUTE_SENDER_AUTH_SPF) {
+			if (h->trusted)
+				continue;
+			if (h->cur == NULL)
+				h->cur = spf_start(h, str(v->helo), str(v->sender));
+			if (!h->cur->done)
+				return WAIT;
+			if (spf_passes(h, h->cur))
+				continue;
+		}
+		sender_auth_reply(h, m, a);
+		return GO_ON;
+	}
+	return GO_ON;
+}
+
+static enum plugin_hook
+stage_hook(enum smtp_stage stage)
+{
+	switch (stage) {
+	case STAGE_CONNECT: return PLUGIN_CONNECT;
+	case STAGE_HELO:    return PLUGIN_HELO;
+	case STAGE_MAIL:    return PLUGIN_MAIL;
+	case STAGE_RCPT:    return PLUGIN_RCPT;
+	case STAGE_DATA:    return PLUGIN_DATA;
+	default:            return PLUGIN_MESSAGE;
+	}
+}
+
+static enum step_outcome
+step_plugins(struct hooks_session *h, struct policy_answer *a)
+{
+	const struct hooks_view *v = &h->view;
+	struct mxgate_session ms;
+
+	if (h->plugins == NULL || h->accepted)
+		return GO_ON;
+	memset(&ms, 0, sizeof(ms));
+	ms.size_of = sizeof(ms);
+	ms.id = h->conn_id;
+	ms.client_ip = h->ip;
+	ms.client_port = h->port;
+	ms.server_ip = h->server_ip;
+	ms.server_port = h->server_port;
+	ms.helo = str(v->helo);
+	ms.esmtp = v->esmtp;
+	ms.tls = v->tls;
+	ms.auth_user = v->auth_user;
+	ms.queue_id = str(v->queue_id);
+	ms.sender = str(v->sender);
+	ms.rcpt = str(v->rcpt);
+	ms.rcpts = v->rcpts;
+	ms.nrcpts = v->nrcpts;
+	ms.headers = str(v->headers);
+	ms.headers_len = v->headers_len;
+	ms.headers_truncated = v->headers_truncated;
+	ms.message_size = v->size;
+	plugins_run(h->plugins, stage_hook(h->stage), &ms, a);
+	return GO_ON;
+}
+
+static void
+policy_done(void *ctx, const struct policy_answer *a)
+{
+	struct hooks_session *h = ctx;
+
+	h->policy_id = 0;
+	h->policy_answered = true;
+	h->policy_answer = *a;
+	if (h->active && h->waiting)
+		pipeline(h, true);
+}
+
+static const char *
+protocol_state(const struct hooks_session *h)
+{
+	switch (h->stage) {
+	case STAGE_CONNECT: return "CONNECT";
+	case STAGE_HELO:    return h->view.esmtp ? "EHLO" : "HELO";
+	case STAGE_MAIL:    return "MAIL";
+	case STAGE_RCPT:    return "RCPT";
+	case STAGE_DATA:    return "DATA";
+	default:            return "END-OF-MESSAGE";
+	}
+}
+
+static enum step_outcome
+step_policy(struct hooks_session *h, struct policy_answer *a)
+{
+	const struct hooks_view *v = &h->view;
+	struct policy_request r;
+
+	if (h->policy_answered) {
+		*a = h->policy_answer;
+		h->policy_answered = false;
+		return GO_ON;
+	}
+	if (h->policy_id != 0)
+		return WAIT;
+	if (svc.policy == NULL || h->accepted || h->trusted ||
+	    (h->conf->policy_stages & (1u << h->stage)) == 0)
+		return GO_ON;
+	memset(&r, 0, sizeof(r));
+	r.protocol_state = protocol_state(h);
+	r.protocol_name = v->esmtp ? "ESMTP" : "SMTP";
+	r.helo_name = v->helo;
+	r.queue_id = v->queue_id;
+	r.instance = v->queue_id;
+	r.sender = v->sender;
+	r.recipient = v->rcpt;
+	r.recipient_count = v->nrcpts;
+	r.client_address = h->ip;
+	r.client_port = h->port;
+	r.server_address = h->server_ip;
+	r.server_port = h->server_port;
+	r.sasl_username = v->auth_user;
+	r.size = v->size;
+	r.encryption_protocol = v->tls ? v->tls_version : NULL;
+	r.encryption_cipher = v->tls ? v->tls_cipher : NULL;
+	r.encryption_keysize = v->tls ? v->tls_bits : 0;
+	h->policy_id = policy_query(svc.policy, &r, policy_done, h);
+	return WAIT;
+}
+
+static enum step_outcome
+step_spf_ready(struct hooks_session *h, struct policy_answer *a)
+{
+	(void)a;
+	if (h->trusted)
+		return GO_ON;
+	if (h->cur == NULL)
+		h->cur = spf_start(h, str(h->view.helo), str(h->view.sender));
+	return h->cur->done ? GO_ON : WAIT;
+}
+
+static enum step_outcome
+step_run(struct hooks_session *h, enum step st, struct policy_answer *a)
+{
+	switch (st) {
+	case ST_BUILTIN:     return step_builtin(h, a);
+	case ST_SPF_MAIL:    return step_spf_mail(h, a);
+	case ST_SENDER_AUTH: return step_sender_auth(h, a);
+	case ST_PLUGINS:     return step_plugins(h, a);
+	case ST_POLICY:      return step_policy(h, a);
+	case ST_SPF_READY:   return step_spf_ready(h, a);
+	case ST_END:         break;
+	}
+	return GO_ON;
+}
+
+/* The stage is decided: tell the session (the last thing we do). */
+static void
+finish(struct hooks_session *h, const struct policy_answer *a, bool later)
+{
+	h->active = false;
+	h->waiting = false;
+	if (a->verdict == POLICY_REJECT || a->verdict == POLICY_TEMPFAIL)
+		log_info("session=%016llx client=%s stage=%s %s: %d %s",
+		    (unsigned long long)h->conn_id, h->ip,
+		    stage_names[h->stage], a->why, a->code, a->text);
+	else if (a->is_default)
+		log_info("session=%016llx stage=%s policy service: %s",
+		    (unsigned long long)h->conn_id, stage_names[h->stage],
+		    a->why);
+	h->done(h->arg, h->stage, a, later);
+}
+
+static void
+pipeline(struct hooks_session *h, bool later)
+{
+	struct policy_answer a, last;
+
+	memset(&last, 0, sizeof(last));
+	last.verdict = POLICY_CONTINUE;
+	for (;;) {
+		enum step st = h->steps[h->step];
+
+		if (st == ST_END) {
+			finish(h, &last, later);
+			return;
+		}
+		memset(&a, 0, sizeof(a));
+		a.verdict = POLICY_CONTINUE;
+		if (step_run(h, st, &a) == WAIT) {
+			h->waiting = true;
+			return;
+		}
+		h->waiting = false;
+		if (a.verdict == POLICY_REJECT || a.verdict == POLICY_TEMPFAIL) {
+			finish(h, &a, later);
+			return;
+		}
+		if (a.verdict == POLICY_ACCEPT) {
+			h->accepted = true;
+			last = a;
+		} else if (a.is_default) {
+			last = a;   /* logged: the service failed */
+		}
+		h->step++;
+	}
+}
+
+void
+hooks_run(struct hooks_session *h, enum smtp_stage stage,
+    const struct hooks_view *v)
+{
+	static const enum step *const steps[] = {
+		[STAGE_CONNECT] = connect_steps, [STAGE_HELO] = connect_steps,
+		[STAGE_MAIL] = mail_steps, [STAGE_RCPT] = rcpt_steps,
+		[STAGE_DATA] = data_steps, [STAGE_END_OF_MESSAGE] = eom_steps,
+	};
+
+	h->active = true;
+	h->waiting = false;
+	h->stage = stage;
+	h->steps = steps[stage];
+	h->step = 0;
+	h->accepted = false;
+	h->policy_answered = false;
+	h->view = *v;
+	h->view.route = NULL;
+	h->nmasks = 0;
+	if (stage == STAGE_RCPT && v->route != NULL) {
+		for (size_t i = 0; i < v->route->nmatches && h->nmasks < MAX_MASKS;
+		    i++)
+			h->masks[h->nmasks++] = v->route->matches[i].sender_auth;
+	}
+	pipeline(h, false);
+}
+
+bool
+hooks_busy(const struct hooks_session *h)
+{
+	return h->active && h->waiting;
+}
+
+bool
+hooks_trusted(const struct hooks_session *h)
+{
+	return h->trusted;
+}
+
+void
+hooks_txn_reset(struct hooks_session *h)
+{
+	/* The cache stays: the next MAIL may be the same check. */
+	h->cur = NULL;
+}
+
+void
+hooks_authres(struct hooks_session *h, const struct hooks_view *v,
+    struct buf *out)
+{
+	struct authres_info info;
+
+	memset(&info, 0, sizeof(info));
+	info.helo = str(v->helo);
+	info.auth_user = v->auth_user;
+	if (!h->trusted && h->cur != NULL && h->cur->done) {
+		info.spf_checked = true;
+		info.spf = h->cur->answer.result;
+		info.spf_identity = h->cur->answer.identity;
+		info.spf_address = h->cur->answer.address;
+		info.spf_comment = h->cur->answer.text;
+	}
+	authres_header(out, h->conf->hostname, &info);
+}
+
+struct hooks_session *
+hooks_session_new(const struct mxconf *conf, const struct hooks_client *c,
+    hooks_done_fn done, void *arg)
+{
+	struct hooks_session *h = xcalloc(1, sizeof(*h));
+	struct mxgate_session ms;
+
+	h->conf = conf;
+	h->done = done;
+	h->arg = arg;
+	h->conn_id = c->conn_id;
+	snprintf(h->ip, sizeof(h->ip), "%s", str(c->ip));
+	h->port = c->port;
+	snprintf(h->server_ip, sizeof(h->server_ip), "%s", str(c->server_ip));
+	h->server_port = c->server_port;
+	h->trusted = netlist_contains(conf->trusted_nets, h->ip);
+	memset(&ms, 0, sizeof(ms));
+	ms.size_of = sizeof(ms);
+	ms.id = h->conn_id;
+	ms.client_ip = h->ip;
+	ms.client_port = h->port;
+	ms.server_ip = h->server_ip;
+	ms.server_port = h->server_port;
+	ms.helo = ms.queue_id = ms.sender = ms.rcpt = ms.headers = "";
+	h->plugins = plugins_session_new(&ms);
+	return h;
+}
+
+void
+hooks_session_free(struct hooks_session *h)
+{
+	if (h == NULL)
+		return;
+	for (size_t i = 0; h->spf != NULL && i < SPF_CACHE; i++) {
+		if (h->spf[i].used && !h->spf[i].done && svc.spf != NULL)
+			spf_pool_cancel(svc.spf, h->spf[i].job);
+	}
+	free(h->spf);
+	if (h->policy_id != 0 && svc.policy != NULL)
+		policy_cancel(svc.policy, h->policy_id);
+	plugins_session_end(h->plugins);
+	free(h);
+}

@@ -1,0 +1,1500 @@
+/*
+ * smtp_proto — the sans-I/O SMTP server engine; see smtp_proto.h.
+ *
+ * Two input modes.  In command mode bytes are collected into one line
+ * buffer of params.max_line bytes (allocated once) and each complete line
+ * is checked (length, line ending, NUL, CR, non-ASCII) and dispatched
+ * through a command table.  In data mode a small state machine over the
+ * bytes finds CRLF "." CRLF, removes dot-stuffing and handles bare CR and
+ * LF; its state survives between calls, so how the input is split into
+ * feeds never changes the result.
+ *
+ * Decisions that belong to the caller are events.  While one is pending
+ * nothing more is consumed, so replies leave in command order whatever
+ * the caller does between feeds.  All transaction state changes happen in
+ * one place, settle(), when the event is answered.
+ *
+ * A SASL exchange (AUTH) is a third way of reading lines: while p->sasl is
+ * set, a complete line is a base64 response, not a command.  Decoded
+ * credentials live in two buffers of the line's size, allocated with the
+ * engine and wiped as soon as the AUTH event is answered.
+ */
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/addr.h"
+#include "smtp/smtp_proto.h"
+#include "common/util.h"
+
+#define LINE_MIN        512    /* RFC 5321 4.5.3.1.4 */
+#define REPLY_TEXT_MAX  506    /* 512 per reply line, RFC 5321 4.5.3.1.5 */
+#define SINK_CHUNK      8192
+#define ADDR_TEXT_MAX   (ADDR_LOCAL_MAX + 3 + ADDR_DOMAIN_MAX + 2)
+
+#define TEXT_BARE_NL    "5.6.11 Bare CR or LF received in message, use CRLF"
+#define TEXT_TOO_BIG    "5.3.4 Message size exceeds fixed limit"
+#define TEXT_BAD_B64    "5.5.2 Cannot decode response"
+#define TEXT_BAD_SASL   "5.5.2 Malformed authentication response"
+
+/* The LOGIN mechanism's challenges, base64 of "Username:", "Password:". */
+#define LOGIN_USER_B64  "VXNlcm5hbWU6"
+#define LOGIN_PASS_B64  "UGFzc3dvcmQ6"
+
+/* Where the content state machine is (see data_byte()). */
+enum data_state {
+	DS_BOL,     /* at the start of a line (after CRLF) */
+	DS_DOT,     /* "." at the start of a line */
+	DS_DOTCR,   /* "." CR at the start of a line */
+	DS_TEXT,    /* inside a line */
+	DS_CR,      /* CR inside a line, LF not seen yet */
+};
+
+/* The SASL exchange in progress: which response the next line is. */
+enum sasl_state {
+	SASL_NONE,
+	SASL_PLAIN,         /* PLAIN's response */
+	SASL_LOGIN_USER,    /* LOGIN's user name */
+	SASL_LOGIN_PASS,    /* LOGIN's password */
+};
+
+struct proto {
+	struct proto_params params;
+	char           *hostname;
+	char           *greeting;
+	proto_data_fn   sink;
+	void           *sink_ctx;
+
+	/* The command line being collected, without its LF. */
+	char           *line;
+	size_t          line_len;
+	size_t          line_cap;      /* max_line - 1: room for the CR */
+	bool            line_overlong;
+
+	/* Session. */
+	bool            started;
+	bool            refused;       /* greeting was an error, RFC 5321 3.1 */
+	bool            helo_seen;
+	bool            esmtp;
+	bool            closing;
+	bool            shutdown_wanted;
+	unsigned        nerrors;
+
+	/* TLS and AUTH. */
+	bool            tls;           /* encrypted (implicit TLS or STARTTLS) */
+	bool            tls_wait;      /* STARTTLS accepted, no handshake yet */
+	bool            authenticated;
+	enum sasl_state sasl;
+	char           *sasl_user;     /* LOGIN's user name, decoded */
+	char           *sasl_buf;      /* the decoded response */
+
+	/* Transaction. */
+	bool            in_mail;
+	bool            txn_utf8;
+	unsigned        nrcpts;
+
+	/* Message content. */
+	bool            in_data;
+	enum data_state dstate;
+	size_t          msg_size;
+	int             abort_code;    /* 0 while the content is acceptable */
+	const char     *abort_text;
+	char           *chunk;      /* SINK_CHUNK bytes, made at the first
+	                               message: idle sessions need none */
+	size_t          chunk_len;
+
+	/* The pending event. */
+	bool            ev_pending;
+	struct proto_event ev;
+	char           *helo_buf;
+	char            addr_buf[ADDR_TEXT_MAX];
+
+	struct buf      out;
+};
+
+struct proto_cmd {
+	const char *verb;
+	void      (*fn)(struct proto *, const char *arg);
+	bool        utf8_arg;    /* may carry an SMTPUTF8 address */
+};
+
+/* ---- replies ---------------------------------------------------------- */
+
+/*
+ * Append one reply, "code-line" CRLF for each '\n'-separated line but the
+ * last.  Control characters in the text become '?' so that nothing a
+ * caller echoes can end a reply early or inject another one.  counted is
+ * false for the few 4xx replies that are not the client's fault.
+ */
+static void
+reply_text(struct proto *p, int code, const char *text, bool counted)
+{
+	const char *line = text, *nl;
+	size_t len, i;
+
+	/* Only a programming error gets here with a code SMTP does not have;
+	 * a temporary failure is the answer that loses nothing. */
+	if (code < 200 || code > 599)
+		code = 451;
+	do {
+		nl = strchr(line, '\n');
+		len = nl ? (size_t)(nl - line) : strlen(line);
+		if (len > REPLY_TEXT_MAX)
+			len = REPLY_TEXT_MAX;
+		/* A trailing '\n' does not open another, empty line. */
+		if (nl != NULL && nl[1] == '\0')
+			nl = NULL;
+		buf_appendf(&p->out, "%d%c", code, nl ? '-' : ' ');
+		for (i = 0; i < len; i++) {
+			char c = line[i];
+			if ((unsigned char)c < 32 || c == 127)
+				c = '?';
+			buf_append(&p->out, &c, 1);
+		}
+		if (len == 0 && nl == NULL)     /* "250 " → "250" */
+			p->out.len--;
+		buf_append(&p->out, "\r\n", 2);
+		line = nl ? nl + 1 : NULL;
+	} while (line != NULL);
+
+	if (code == 421)
+		p->closing = true;
+	if (code >= 400 && counted && !p->closing && p->params.max_errors > 0 &&
+	    ++p->nerrors >= p->params.max_errors) {
+		buf_appends(&p->out,
+		    "421 4.7.0 Too many errors, closing connection\r\n");
+		p->closing = true;
+	}
+}
+
+static void
+reply(struct proto *p, int code, const char *text)
+{
+	reply_text(p, code, text, true);
+}
+
+static void
+replyf(struct proto *p, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+replyf(struct proto *p, int code, const char *fmt, ...)
+{
+	char text[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	reply(p, code, text);
+}
+
+static bool
+starttls_offered(const struct proto *p)
+{
+	return p->params.starttls && !p->tls;
+}
+
+/* RFC 4954 4: mechanisms that send the password in the clear are offered
+ * only on an encrypted connection, unless configured otherwise. */
+static bool
+auth_offered(const struct proto *p)
+{
+	return p->params.auth && (p->tls || p->params.auth_plaintext);
+}
+
+static void
+ehlo_reply(struct proto *p)
+{
+	replyf(p, 250, "%s\nPIPELINING\nSIZE %zu\n8BITMIME\n"
+	    "ENHANCEDSTATUSCODES\nSMTPUTF8%s%s", p->hostname,
+	    p->params.max_size, starttls_offered(p) ? "\nSTARTTLS" : "",
+	    auth_offered(p) ? "\nAUTH PLAIN LOGIN" : "");
+}
+
+/* "334 " challenge: RFC 4954 4 wants the space even when it is empty. */
+static void
+challenge(struct proto *p, const char *b64)
+{
+	buf_appendf(&p->out, "334 %s\r\n", b64);
+}
+
+/* A 421 that the engine sends on its own: "421 4.4.2 host Error: ...". */
+static void
+close_with(struct proto *p, const char *status, const char *text)
+{
+	char line[512];
+
+	snprintf(line, sizeof(line), "%s %s %s", status, p->hostname, text);
+	reply_text(p, 421, line, false);
+}
+
+/* ---- events and state ------------------------------------------------- */
+
+static void
+txn_reset(struct proto *p)
+{
+	p->in_mail = false;
+	p->txn_utf8 = false;
+	p->nrcpts = 0;
+}
+
+static struct proto_event *
+event_new(struct proto *p, enum proto_event_type type)
+{
+	memset(&p->ev, 0, sizeof(p->ev));
+	p->ev.type = type;
+	p->ev.helo = "";
+	p->ev.addr_text = "";
+	p->ev.abort_text = "";
+	p->ev.auth_mech = "";
+	p->ev.auth_authzid = "";
+	p->ev.auth_user = "";
+	p->ev.auth_pass = "";
+	return &p->ev;
+}
+
+/* End a SASL exchange and forget every credential it carried. */
+static void
+sasl_end(struct proto *p)
+{
+	p->sasl = SASL_NONE;
+	explicit_bzero(p->sasl_user, p->line_cap + 1);
+	explicit_bzero(p->sasl_buf, p->line_cap + 1);
+}
+
+static void
+raise_event(struct proto *p)
+{
+	p->ev_pending = true;
+}
+
+static void
+maybe_shutdown(struct proto *p)
+{
+	/* Not between STARTTLS and the handshake: the goodbye would go out
+	 * in the clear where the client expects a TLS record. */
+	if (p->shutdown_wanted && !p->closing && !p->ev_pending &&
+	    !p->in_data && !p->tls_wait)
+		close_with(p, "4.3.2", "Service shutting down");
+}
+
+static void
+start_data(struct proto *p)
+{
+	p->in_data = true;
+	/* The DATA line's CRLF counts as the CRLF before a lone ".". */
+	p->dstate = DS_BOL;
+	p->msg_size = 0;
+	p->abort_code = 0;
+	p->abort_text = NULL;
+	p->chunk_len = 0;
+}
+
+/*
+ * The one place where an answered event changes the session: 2xx (and
+ * 3xx for DATA) moves forward, anything else leaves the state as it was.
+ */
+static void
+settle(struct proto *p, int code)
+{
+	bool ok = code >= 200 && code < 400;
+
+	p->ev_pending = false;
+	switch (p->ev.type) {
+	case PROTO_EV_CONNECT:
+		if (!ok)
+			p->refused = true;
+		break;
+	case PROTO_EV_HELO:
+		/* RFC 5321 4.1.4: an accepted EHLO/HELO acts as RSET. */
+		if (ok) {
+			txn_reset(p);
+			p->helo_seen = true;
+			p->esmtp = p->ev.esmtp;
+		}
+		break;
+	case PROTO_EV_MAIL:
+		if (ok) {
+			p->in_mail = true;
+			p->nrcpts = 0;
+			p->txn_utf8 = p->ev.smtputf8;
+		}
+		break;
+	case PROTO_EV_RCPT:
+		if (ok)
+			p->nrcpts++;
+		break;
+	case PROTO_EV_DATA:
+		if (ok && !p->closing)
+			start_data(p);
+		break;
+	case PROTO_EV_MESSAGE:
+	case PROTO_EV_MESSAGE_ABORT:
+		txn_reset(p);
+		break;
+	case PROTO_EV_RSET:
+		if (ok)
+			txn_reset(p);
+		break;
+	case PROTO_EV_QUIT:
+		p->closing = true;
+		break;
+	case PROTO_EV_STARTTLS:
+		/* From here on nothing is a command until the handshake. */
+		if (ok && !p->closing) {
+			p->tls_wait = true;
+			p->line_len = 0;
+			p->line_overlong = false;
+		}
+		break;
+	case PROTO_EV_AUTH:
+		if (ok)
+			p->authenticated = true;
+		sasl_end(p);
+		break;
+	}
+	maybe_shutdown(p);
+}
+
+/* ---- commands --------------------------------------------------------- */
+
+static bool
+has_nonascii(const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if ((unsigned char)s[i] >= 0x80)
+			return true;
+	return false;
+}
+
+static void
+cmd_helo_common(struct proto *p, const char *arg, bool esmtp)
+{
+	struct proto_event *ev;
+
+	if (arg[0] == '\0') {
+		reply(p, 501, esmtp ? "5.5.4 Syntax: EHLO hostname" :
+		    "5.5.4 Syntax: HELO hostname");
+		return;
+	}
+	/* The line buffer is as large as this one, so nothing is cut. */
+	strlcpy_mx(p->helo_buf, arg, p->line_cap + 1);
+	ev = event_new(p, PROTO_EV_HELO);
+	ev->helo = p->helo_buf;
+	ev->esmtp = esmtp;
+	raise_event(p);
+}
+
+static void
+cmd_helo(struct proto *p, const char *arg)
+{
+	cmd_helo_common(p, arg, false);
+}
+
+static void
+cmd_ehlo(struct proto *p, const char *arg)
+{
+	cmd_helo_common(p, arg, true);
+}
+
+/* One esmtp-param (RFC 5321 4.1.2), located in place. */
+struct esmtp_param {
+	const char *kw;
+	size_t      kwlen;
+	const char *val;      /* NULL without "=" */
+	size_t      vallen;
+};
+
+static bool
+is_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9');
+}
+
+/* esmtp-keyword ["=" esmtp-value]; *s moves past it. */
+static int
+param_next(const char **s, struct esmtp_param *ep)
+{
+	const char *q = *s;
+
+	ep->kw = q;
+	if (!is_alnum(*q))
+		return -1;
+	while (is_alnum(*q) || *q == '-')
+		q++;
+	ep->kwlen = (size_t)(q - ep->kw);
+	ep->val = NULL;
+	ep->vallen = 0;
+	if (*q == '=') {
+		ep->val = ++q;
+		/* esmtp-value: %d33-60 / %d62-126 */
+		while (*q >= 33 && *q <= 126 && *q != '=')
+			q++;
+		ep->vallen = (size_t)(q - ep->val);
+		if (ep->vallen == 0)
+			return -1;
+	}
+	if (*q != ' ' && *q != '\0')
+		return -1;
+	*s = q;
+	return 0;
+}
+
+static bool
+token_is(const char *s, size_t len, const char *word)
+{
+	return strlen(word) == len && strncasecmp(s, word, len) == 0;
+}
+
+/* RFC 1870 size-value, refusing what does not fit 64 bits. */
+static int
+size_value(const char *s, size_t len, unsigned long long *out)
+{
+	unsigned long long v = 0;
+	unsigned d;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		d = (unsigned)(s[i] - '0');
+		if (v > (~0ULL - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return len > 0 ? 0 : -1;
+}
+
+/*
+ * The MAIL parameters: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8
+ * (RFC 6531).  Replies and returns -1 on the first problem.
+ */
+static int
+mail_params(struct proto *p, const char *s, struct proto_event *ev)
+{
+	struct esmtp_param ep;
+	bool seen_size = false, seen_body = false, seen_utf8 = false;
+	bool seen_auth = false;
+
+	for (;;) {
+		while (*s == ' ')
+			s++;
+		if (*s == '\0')
+			break;
+		/* RFC 5321 4.1.1.11: parameters are an extension, and HELO
+		 * negotiated none. */
+		if (!p->esmtp) {
+			reply(p, 555, "5.5.4 Parameters not allowed after HELO");
+			return -1;
+		}
+		if (param_next(&s, &ep) < 0) {
+			reply(p, 501, "5.5.4 Syntax error in MAIL parameters");
+			return -1;
+		}
+		if (token_is(ep.kw, ep.kwlen, "SIZE")) {
+			if (seen_size || ep.val == NULL ||
+			    size_value(ep.val, ep.vallen, &ev->size_param) < 0) {
+				reply(p, 501, "5.5.4 Bad SIZE parameter");
+				return -1;
+			}
+			seen_size = true;
+		} else if (token_is(ep.kw, ep.kwlen, "BODY")) {
+			if (seen_body || ep.val == NULL) {
+				reply(p, 501, "5.5.4 Bad BODY parameter");
+				return -1;
+			}
+			if (token_is(ep.val, ep.vallen, "8BITMIME"))
+				ev->body_8bitmime = true;
+			else if (!token_is(ep.val, ep.vallen, "7BIT")) {
+				reply(p, 501, "5.5.4 Unsupported BODY type");
+				return -1;
+			}
+			seen_body = true;
+		} else if (token_is(ep.kw, ep.kwlen, "SMTPUTF8")) {
+			if (seen_utf8 || ep.val != NULL) {
+				reply(p, 501, "5.5.4 Bad SMTPUTF8 parameter");
+				return -1;
+			}
+			ev->smtputf8 = true;
+			seen_utf8 = true;
+		} else if (token_is(ep.kw, ep.kwlen, "AUTH") &&
+		    auth_offered(p)) {
+			/* RFC 4954 5: accepted where AUTH is offered, and
+			 * ignored: we do not relay on behalf of other
+			 * trusted servers. */
+			if (seen_auth || ep.val == NULL) {
+				reply(p, 501, "5.5.4 Bad AUTH parameter");
+				return -1;
+			}
+			seen_auth = true;
+		} else {
+			reply(p, 555, "5.5.4 Unsupported parameter");
+			return -1;
+		}
+	}
+	if (p->params.max_size > 0 && ev->size_param > p->params.max_size) {
+		reply(p, 552, TEXT_TOO_BIG);
+		return -1;
+	}
+	return 0;
+}
+
+/* "FROM:" or "TO:", then the path; a space before the path is tolerated
+ * because many clients send one. */
+static const char *
+path_start(const char *arg, const char *keyword)
+{
+	size_t n = strlen(keyword);
+
+	if (strncasecmp(arg, keyword, n) != 0)
+		return NULL;
+	arg += n;
+	while (*arg == ' ')
+		arg++;
+	return *arg == '\0' ? NULL : arg;
+}
+
+static void
+cmd_mail(struct proto *p, const char *arg)
+{
+	struct addr_parse_opts opts = { .null_ok = true, .utf8_ok = true };
+	struct proto_event *ev;
+	const char *path, *why;
+	size_t used;
+
+	if (!p->helo_seen) {
+		reply(p, 503, "5.5.1 Error: send HELO/EHLO first");
+		return;
+	}
+	/* RFC 4954 6, RFC 6409 4.3: a submission server takes mail only
+	 * from users it knows. */
+	if (p->params.auth_required && !p->authenticated) {
+		reply(p, 530, "5.7.0 Authentication required");
+		return;
+	}
+	if (p->in_mail) {
+		reply(p, 503, "5.5.1 Error: nested MAIL command");
+		return;
+	}
+	if ((path = path_start(arg, "FROM:")) == NULL) {
+		reply(p, 501, "5.5.4 Syntax: MAIL FROM:<address>");
+		return;
+	}
+	ev = event_new(p, PROTO_EV_MAIL);
+	/* SMTPUTF8 comes after the path, so parse leniently first and check
+	 * the address against the parameters afterwards. */
+	if (addr_parse_path(path, &opts, &ev->addr, &used, &why) < 0) {
+		replyf(p, 501, "5.1.7 Bad sender address syntax: %s", why);
+		return;
+	}
+	if (mail_params(p, path + used, ev) < 0)
+		return;
+	/* RFC 6531 3.4: non-ASCII addresses only in SMTPUTF8 transactions. */
+	if (!ev->smtputf8 && has_nonascii(path, used)) {
+		reply(p, 553, "5.6.7 Non-ASCII address requires SMTPUTF8");
+		return;
+	}
+	addr_format(&ev->addr, p->addr_buf, sizeof(p->addr_buf));
+	ev->addr_text = p->addr_buf;
+	raise_event(p);
+}
+
+static void
+cmd_rcpt(struct proto *p, const char *arg)
+{
+	struct addr_parse_opts opts = { .postmaster_ok = true };
+	struct proto_event *ev;
+	const char *path, *why;
+	size_t used;
+
+	if (!p->in_mail) {
+		reply(p, 503, "5.5.1 Error: need MAIL command");
+		return;
+	}
+	if ((path = path_start(arg, "TO:")) == NULL) {
+		reply(p, 501, "5.5.4 Syntax: RCPT TO:<address>");
+		return;
+	}
+	opts.utf8_ok = p->txn_utf8;
+	ev = event_new(p, PROTO_EV_RCPT);
+	if (addr_parse_path(path, &opts, &ev->addr, &used, &why) < 0) {
+		if (!p->txn_utf8 && has_nonascii(path, strlen(path)))
+			reply(p, 553, "5.6.7 Non-ASCII address requires "
+			    "SMTPUTF8");
+		else
+			replyf(p, 501, "5.1.3 Bad recipient address syntax: %s",
+			    why);
+		return;
+	}
+	/* No RCPT parameter is advertised (DSN comes later). */
+	for (path += used; *path == ' '; path++)
+		;
+	if (*path != '\0') {
+		reply(p, 555, "5.5.4 Unsupported parameter");
+		return;
+	}
+	/*
+	 * RFC 5321 4.5.3.1.10 demands 452 here and the client is expected to
+	 * send the rest later; that is not a client error, so it does not
+	 * count towards max_errors: a legitimate mailing to many recipients
+	 * must not be cut off with 421 and lose the recipients already given.
+	 */
+	if (p->params.max_rcpts > 0 && p->nrcpts >= p->params.max_rcpts) {
+		reply_text(p, 452, "4.5.3 Too many recipients", false);
+		return;
+	}
+	addr_format(&ev->addr, p->addr_buf, sizeof(p->addr_buf));
+	ev->addr_text = p->addr_buf;
+	raise_event(p);
+}
+
+static void
+cmd_data(struct proto *p, const char *arg)
+{
+	if (arg[0] != '\0') {
+		reply(p, 501, "5.5.4 Syntax: DATA");
+		return;
+	}
+	if (!p->in_mail) {
+		reply(p, 503, "5.5.1 Error: need MAIL command");
+		return;
+	}
+	if (p->nrcpts == 0) {
+		reply(p, 503, "5.5.1 Error: no valid recipients");
+		return;
+	}
+	event_new(p, PROTO_EV_DATA);
+	raise_event(p);
+}
+
+static void
+cmd_rset(struct proto *p, const char *arg)
+{
+	if (arg[0] != '\0') {
+		reply(p, 501, "5.5.4 Syntax: RSET");
+		return;
+	}
+	event_new(p, PROTO_EV_RSET);
+	raise_event(p);
+}
+
+static void
+cmd_quit(struct proto *p, const char *arg)
+{
+	if (arg[0] != '\0') {
+		reply(p, 501, "5.5.4 Syntax: QUIT");
+		return;
+	}
+	event_new(p, PROTO_EV_QUIT);
+	raise_event(p);
+}
+
+static void
+cmd_noop(struct proto *p, const char *arg)
+{
+	/* RFC 5321 4.1.1.9: a parameter is allowed and ignored. */
+	reply(p, 250, "2.0.0 Ok");
+}
+
+static void
+cmd_vrfy(struct proto *p, const char *arg)
+{
+	if (arg[0] == '\0') {
+		reply(p, 501, "5.5.4 Syntax: VRFY address");
+		return;
+	}
+	/* RFC 5321 3.5.3: 252 without looking anything up, so that VRFY
+	 * never tells a harvester which users exist. */
+	reply(p, 252, "2.5.2 Cannot VRFY user, but will accept message and "
+	    "attempt delivery");
+}
+
+static void
+cmd_expn(struct proto *p, const char *arg)
+{
+	/* Lists are not expanded for strangers (RFC 5321 7.3). */
+	reply(p, 502, "5.5.1 Command not implemented");
+}
+
+static void
+cmd_help(struct proto *p, const char *arg)
+{
+	reply(p, 214, "2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP "
+	    "QUIT VRFY HELP; see RFC 5321");
+}
+
+static void
+cmd_starttls(struct proto *p, const char *arg)
+{
+	if (p->tls) {
+		reply(p, 503, "5.5.1 Error: TLS already active");
+		return;
+	}
+	if (!p->params.starttls) {
+		reply(p, 502, "5.5.1 Command not implemented");
+		return;
+	}
+	if (arg[0] != '\0') {
+		reply(p, 501, "5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (!p->helo_seen) {
+		reply(p, 503, "5.5.1 Error: send EHLO first");
+		return;
+	}
+	/* The handshake would throw the transaction away (RFC 3207 4.2):
+	 * better to say so than to lose it silently. */
+	if (p->in_mail) {
+		reply(p, 503, "5.5.1 Error: MAIL transaction in progress");
+		return;
+	}
+	event_new(p, PROTO_EV_STARTTLS);
+	raise_event(p);
+}
+
+/* ---- SASL ------------------------------------------------------------ */
+
+static int
+b64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/*
+ * Strict base64 (RFC 4648 4): whole quanta, padding only at the end, no
+ * whitespace, and unused bits zero, so that one response has exactly one
+ * encoding.  out has room for len / 4 * 3 bytes.  The decoded length, or
+ * -1.
+ */
+static long
+base64_decode(const char *in, size_t len, char *out)
+{
+	size_t i, o = 0;
+	int v[4], k, pad;
+
+	if (len % 4 != 0)
+		return -1;
+	for (i = 0; i < len; i += 4) {
+		pad = 0;
+		for (k = 0; k < 4; k++) {
+			unsigned char c = (unsigned char)in[i + k];
+			if (c == '=' && i + 4 == len && k >= 2) {
+				v[k] = 0;
+				pad++;
+				continue;
+			}
+			if (pad > 0 || (v[k] = b64_value(c)) < 0)
+				return -1;
+		}
+		if ((pad == 2 && (v[1] & 0x0f) != 0) ||
+		    (pad == 1 && (v[2] & 0x03) != 0))
+			return -1;
+		out[o++] = (char)(v[0] << 2 | v[1] >> 4);
+		if (pad < 2)
+			out[o++] = (char)((v[1] & 0x0f) << 4 | v[2] >> 2);
+		if (pad < 1)
+			out[o++] = (char)((v[2] & 0x03) << 6 | v[3]);
+	}
+	return (long)o;
+}
+
+static void
+sasl_fail(struct proto *p, int code, const char *text)
+{
+	sasl_end(p);
+	reply(p, code, text);
+}
+
+static void
+auth_event(struct proto *p, const char *mech, const char *authzid,
+    const char *user, const char *pass)
+{
+	struct proto_event *ev = event_new(p, PROTO_EV_AUTH);
+
+	p->sasl = SASL_NONE;
+	ev->auth_mech = mech;
+	ev->auth_authzid = authzid;
+	ev->auth_user = user;
+	ev->auth_pass = pass;
+	raise_event(p);
+}
+
+/*
+ * RFC 4616 2: [authzid] NUL authcid NUL passwd, in p->sasl_buf; the
+ * identity and the password must not be empty.
+ */
+static void
+plain_response(struct proto *p, size_t len)
+{
+	char *authzid = p->sasl_buf, *user, *pass, *nul;
+
+	p->sasl_buf[len] = '\0';
+	if ((nul = memchr(authzid, '\0', len)) == NULL)
+		goto bad;
+	user = nul + 1;
+	if ((nul = memchr(user, '\0', len - (size_t)(user - authzid))) == NULL)
+		goto bad;
+	pass = nul + 1;
+	if (memchr(pass, '\0', len - (size_t)(pass - authzid)) != NULL ||
+	    user[0] == '\0' || pass[0] == '\0')
+		goto bad;
+	auth_event(p, "PLAIN", authzid, user, pass);
+	return;
+bad:
+	sasl_fail(p, 501, TEXT_BAD_SASL);
+}
+
+/* One LOGIN response in p->sasl_buf: the user name, then the password. */
+static void
+login_response(struct proto *p, size_t len)
+{
+	p->sasl_buf[len] = '\0';
+	if (len == 0 || memchr(p->sasl_buf, '\0', len) != NULL) {
+		sasl_fail(p, 501, TEXT_BAD_SASL);
+		return;
+	}
+	if (p->sasl != SASL_LOGIN_PASS) {
+		memcpy(p->sasl_user, p->sasl_buf, len + 1);
+		explicit_bzero(p->sasl_buf, len);
+		p->sasl = SASL_LOGIN_PASS;
+		challenge(p, LOGIN_PASS_B64);
+		return;
+	}
+	auth_event(p, "LOGIN", "", p->sasl_user, p->sasl_buf);
+}
+
+/* A response of the exchange in state p->sasl, base64 text of len. */
+static void
+sasl_response(struct proto *p, const char *b64, size_t len)
+{
+	long n;
+
+	if ((n = base64_decode(b64, len, p->sasl_buf)) < 0) {
+		sasl_fail(p, 501, TEXT_BAD_B64);
+		return;
+	}
+	if (p->sasl == SASL_PLAIN)
+		plain_response(p, (size_t)n);
+	else
+		login_response(p, (size_t)n);
+}
+
+/* A line while a SASL exchange waits for the client. */
+static void
+sasl_line(struct proto *p, char *line, size_t len)
+{
+	/* RFC 4954 4: "*" cancels the exchange. */
+	if (len == 1 && line[0] == '*')
+		sasl_fail(p, 501, "5.0.0 Authentication cancelled");
+	else
+		sasl_response(p, line, len);
+}
+
+static void
+cmd_auth(struct proto *p, const char *arg)
+{
+	const char *sp, *ir = NULL;
+	size_t mechlen;
+
+	if (!p->params.auth) {
+		reply(p, 502, "5.5.1 Command not implemented");
+		return;
+	}
+	if (!p->helo_seen || !p->esmtp) {
+		reply(p, 503, "5.5.1 Error: send EHLO first");
+		return;
+	}
+	if (!auth_offered(p)) {
+		reply(p, 538, "5.7.11 Encryption required for requested "
+		    "authentication mechanism");
+		return;
+	}
+	if (p->authenticated) {
+		reply(p, 503, "5.5.1 Error: already authenticated");
+		return;
+	}
+	if (p->in_mail) {
+		reply(p, 503, "5.5.1 Error: MAIL transaction in progress");
+		return;
+	}
+	sp = strchr(arg, ' ');
+	mechlen = sp != NULL ? (size_t)(sp - arg) : strlen(arg);
+	if (sp != NULL) {
+		for (ir = sp; *ir == ' '; ir++)
+			;
+		if (strchr(ir, ' ') != NULL)
+			ir = "";        /* a second argument: a syntax error */
+	}
+	if (mechlen == 0 || (ir != NULL && ir[0] == '\0')) {
+		reply(p, 501,
+		    "5.5.4 Syntax: AUTH mechanism [initial-response]");
+		return;
+	}
+	if (token_is(arg, mechlen, "PLAIN"))
+		p->sasl = SASL_PLAIN;
+	else if (token_is(arg, mechlen, "LOGIN"))
+		p->sasl = SASL_LOGIN_USER;
+	else {
+		reply(p, 504, "5.5.4 Unrecognized authentication type");
+		return;
+	}
+	/* RFC 4954 4: "=" is an initial response of zero length. */
+	if (ir != NULL && strcmp(ir, "=") == 0)
+		sasl_response(p, "", 0);
+	else if (ir != NULL)
+		sasl_response(p, ir, strlen(ir));
+	else
+		challenge(p, p->sasl == SASL_PLAIN ? "" : LOGIN_USER_B64);
+}
+
+static const struct proto_cmd proto_cmds[] = {
+	{ "HELO",     cmd_helo,     false },
+	{ "EHLO",     cmd_ehlo,     false },
+	{ "MAIL",     cmd_mail,     true },
+	{ "RCPT",     cmd_rcpt,     true },
+	{ "DATA",     cmd_data,     false },
+	{ "RSET",     cmd_rset,     false },
+	{ "NOOP",     cmd_noop,     false },
+	{ "QUIT",     cmd_quit,     false },
+	{ "VRFY",     cmd_vrfy,     false },
+	{ "EXPN",     cmd_expn,     false },
+	{ "HELP",     cmd_help,     false },
+	{ "STARTTLS", cmd_starttls, false },
+	{ "AUTH",     cmd_auth,     false },
+};
+
+static const struct proto_cmd *
+cmd_lookup(const char *verb, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(proto_cmds); i++)
+		if (strlen(proto_cmds[i].verb) == len &&
+		    strncasecmp(proto_cmds[i].verb, verb, len) == 0)
+			return &proto_cmds[i];
+	return NULL;
+}
+
+/* A complete command line, CRLF removed, NUL-terminated at len. */
+static void
+command(struct proto *p, char *line, size_t len)
+{
+	const struct proto_cmd *cmd;
+	const char *arg;
+	size_t verb;
+
+	if (memchr(line, '\0', len) != NULL) {
+		reply(p, 500, "5.5.2 Error: NUL character in command");
+		return;
+	}
+	/* A CR that is not part of the final CRLF: no smuggling a second
+	 * command (or a bare-CR line end) through a lenient peer. */
+	if (memchr(line, '\r', len) != NULL) {
+		reply(p, 500, "5.5.2 Bare CR received, use CRLF");
+		return;
+	}
+	while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t'))
+		line[--len] = '\0';
+	if (len == 0) {
+		reply(p, 500, "5.5.2 Error: bad syntax");
+		return;
+	}
+	for (verb = 0; verb < len && line[verb] != ' '; verb++)
+		;
+	if ((cmd = cmd_lookup(line, verb)) == NULL) {
+		reply(p, 500, "5.5.2 Error: command not recognized");
+		return;
+	}
+	if (!cmd->utf8_arg && has_nonascii(line, len)) {
+		reply(p, 500, "5.5.2 Error: non-ASCII character in command");
+		return;
+	}
+	/* RFC 5321 3.1: after a refusing greeting only QUIT is served. */
+	if (p->refused && cmd->fn != cmd_quit) {
+		reply(p, 503, "5.5.1 Error: no SMTP service here");
+		return;
+	}
+	for (arg = line + verb; *arg == ' '; arg++)
+		;
+	cmd->fn(p, arg);
+}
+
+/* The LF of a command line arrived. */
+static void
+line_done(struct proto *p)
+{
+	size_t len = p->line_len;
+	bool overlong = p->line_overlong;
+
+	p->line_len = 0;
+	p->line_overlong = false;
+	if (overlong) {
+		if (p->sasl != SASL_NONE)
+			sasl_fail(p, 500, "5.5.6 Authentication Exchange line "
+			    "is too long");
+		else
+			reply(p, 500, "5.5.2 Line too long");
+		return;
+	}
+	/* A bare LF ends the line (the client is waiting for an answer) but
+	 * the command is refused, so that no LF-only dialect gets through. */
+	if (len == 0 || p->line[len - 1] != '\r') {
+		if (p->sasl != SASL_NONE)
+			sasl_fail(p, 500, "5.5.2 Bare LF received, use CRLF");
+		else
+			reply(p, 500, "5.5.2 Bare LF received, use CRLF");
+		explicit_bzero(p->line, len);
+		return;
+	}
+	p->line[--len] = '\0';
+	if (p->sasl != SASL_NONE)
+		sasl_line(p, p->line, len);
+	else
+		command(p, p->line, len);
+	/* An AUTH line may carry a password (the initial response); no
+	 * event points into the line, so it can go. */
+	explicit_bzero(p->line, len);
+}
+
+static size_t
+line_feed(struct proto *p, const char *data, size_t len)
+{
+	const char *nl = memchr(data, '\n', len);
+	size_t take = nl ? (size_t)(nl - data) : len;
+
+	/* An overlong line is consumed to its end but never stored, so that
+	 * a client cannot make the engine hold more than max_line bytes. */
+	if (!p->line_overlong) {
+		if (take > p->line_cap - p->line_len) {
+			p->line_overlong = true;
+			p->line_len = 0;
+		} else {
+			memcpy(p->line + p->line_len, data, take);
+			p->line_len += take;
+		}
+	}
+	if (nl == NULL)
+		return len;
+	line_done(p);
+	return take + 1;
+}
+
+/* ---- message content -------------------------------------------------- */
+
+static void
+chunk_flush(struct proto *p)
+{
+	if (p->chunk_len > 0 && p->abort_code == 0)
+		p->sink(p->sink_ctx, p->chunk, p->chunk_len);
+	p->chunk_len = 0;
+}
+
+static void
+content_abort(struct proto *p, int code, const char *text)
+{
+	/* The first reason is the one reported. */
+	if (p->abort_code != 0)
+		return;
+	p->abort_code = code;
+	p->abort_text = text;
+	p->chunk_len = 0;
+}
+
+static void
+emit(struct proto *p, const char *s, size_t n)
+{
+	size_t room;
+
+	if (p->abort_code != 0)
+		return;
+	if (p->params.max_size > 0 && n > p->params.max_size - p->msg_size) {
+		content_abort(p, 552, TEXT_TOO_BIG);
+		return;
+	}
+	p->msg_size += n;
+	if (p->chunk == NULL)
+		p->chunk = xmalloc(SINK_CHUNK);
+	while (n > 0) {
+		room = SINK_CHUNK - p->chunk_len;
+		if (room == 0) {
+			chunk_flush(p);
+			room = SINK_CHUNK;
+		}
+		if (room > n)
+			room = n;
+		memcpy(p->chunk + p->chunk_len, s, room);
+		p->chunk_len += room;
+		s += room;
+		n -= room;
+	}
+}
+
+/* A CR or LF that is not part of a CRLF.  It never ends a line for the
+ * purpose of finding the end of data (CVE-2023-51766). */
+static void
+bare_newline(struct proto *p)
+{
+	if (p->params.bare_newlines == PROTO_BARE_NORMALIZE)
+		emit(p, "\r\n", 2);
+	else
+		content_abort(p, 550, TEXT_BARE_NL);
+}
+
+static void
+text_byte(struct proto *p, char c)
+{
+	if (c == '\r') {
+		p->dstate = DS_CR;
+		return;
+	}
+	p->dstate = DS_TEXT;
+	if (c == '\n')
+		bare_newline(p);
+	else
+		emit(p, &c, 1);
+}
+
+/*
+ * One content byte; true when it completed CRLF "." CRLF.  DS_BOL is
+ * entered only through a real CRLF (or the DATA line's), which is what
+ * makes a lone "." after a bare LF or CR ordinary content.
+ */
+static bool
+data_byte(struct proto *p, char c)
+{
+	switch (p->dstate) {
+	case DS_BOL:
+		if (c == '.') {
+			p->dstate = DS_DOT;
+			return false;
+		}
+		text_byte(p, c);
+		return false;
+	case DS_DOT:
+		if (c == '\r') {
+			p->dstate = DS_DOTCR;
+			return false;
+		}
+		if (c == '\n') {
+			/* "." then bare LF: the dot is content, not stuffing. */
+			emit(p, ".", 1);
+			bare_newline(p);
+			p->dstate = DS_TEXT;
+			return false;
+		}
+		/* RFC 5321 4.5.2: drop the dot the client's stuffing added. */
+		text_byte(p, c);
+		return false;
+	case DS_DOTCR:
+		if (c == '\n')
+			return true;
+		emit(p, ".", 1);
+		bare_newline(p);
+		text_byte(p, c);
+		return false;
+	case DS_CR:
+		if (c == '\n') {
+			emit(p, "\r\n", 2);
+			p->dstate = DS_BOL;
+			return false;
+		}
+		bare_newline(p);
+		text_byte(p, c);
+		return false;
+	case DS_TEXT:
+		text_byte(p, c);
+		return false;
+	}
+	return false;
+}
+
+static void
+data_end(struct proto *p)
+{
+	struct proto_event *ev;
+
+	chunk_flush(p);
+	p->in_data = false;
+	if (p->abort_code != 0) {
+		ev = event_new(p, PROTO_EV_MESSAGE_ABORT);
+		ev->abort_code = p->abort_code;
+		ev->abort_text = p->abort_text;
+	} else {
+		ev = event_new(p, PROTO_EV_MESSAGE);
+		ev->message_size = p->msg_size;
+	}
+	raise_event(p);
+}
+
+static size_t
+data_feed(struct proto *p, const char *data, size_t len)
+{
+	size_t i = 0, run;
+
+	while (i < len) {
+		/* The common case, runs of ordinary text, in one copy. */
+		if (p->dstate == DS_TEXT) {
+			for (run = 0; i + run < len && data[i + run] != '\r' &&
+			    data[i + run] != '\n'; run++)
+				;
+			emit(p, data + i, run);
+			i += run;
+			if (i == len)
+				break;
+		}
+		if (data_byte(p, data[i++])) {
+			data_end(p);
+			return i;
+		}
+	}
+	chunk_flush(p);
+	return i;
+}
+
+/* ---- public interface ------------------------------------------------- */
+
+struct proto *
+proto_new(const struct proto_params *params, proto_data_fn sink,
+    void *sink_ctx)
+{
+	struct proto *p = xcalloc(1, sizeof(*p));
+
+	p->params = *params;
+	if (p->params.max_line < LINE_MIN)
+		p->params.max_line = LINE_MIN;
+	p->hostname = xstrdup(params->hostname ? params->hostname :
+	    "localhost");
+	p->greeting = xstrdup(params->greeting_text ? params->greeting_text :
+	    "");
+	p->params.hostname = p->hostname;
+	p->params.greeting_text = p->greeting;
+	p->sink = sink;
+	p->sink_ctx = sink_ctx;
+	p->line_cap = p->params.max_line - 1;
+	p->line = xmalloc(p->line_cap + 1);
+	p->helo_buf = xmalloc(p->line_cap + 1);
+	p->sasl_user = xcalloc(1, p->line_cap + 1);
+	p->sasl_buf = xcalloc(1, p->line_cap + 1);
+	p->tls = params->tls;
+	buf_init(&p->out);
+	return p;
+}
+
+void
+proto_free(struct proto *p)
+{
+	if (p == NULL)
+		return;
+	sasl_end(p);
+	explicit_bzero(p->line, p->line_cap + 1);
+	free(p->hostname);
+	free(p->greeting);
+	free(p->line);
+	free(p->helo_buf);
+	free(p->sasl_user);
+	free(p->sasl_buf);
+	free(p->chunk);
+	buf_free(&p->out);
+	free(p);
+}
+
+void
+proto_start(struct proto *p)
+{
+	if (p->started)
+		return;
+	p->started = true;
+	event_new(p, PROTO_EV_CONNECT);
+	raise_event(p);
+}
+
+size_t
+proto_feed(struct proto *p, const char *data, size_t len)
+{
+	size_t off = 0;
+
+	/* RFC 3207 5: whatever came before the handshake is not a command. */
+	if (p->tls_wait && !p->closing && !p->ev_pending)
+		return len;
+	while (off < len && p->started && !p->ev_pending && !p->closing) {
+		if (p->in_data)
+			off += data_feed(p, data + off, len - off);
+		else
+			off += line_feed(p, data + off, len - off);
+	}
+	return off;
+}
+
+const struct proto_event *
+proto_event(const struct proto *p)
+{
+	return p->ev_pending ? &p->ev : NULL;
+}
+
+void
+proto_accept(struct proto *p)
+{
+	int code = 250;
+
+	if (!p->ev_pending)
+		return;
+	switch (p->ev.type) {
+	case PROTO_EV_CONNECT:
+		code = 220;
+		if (p->greeting[0] != '\0')
+			replyf(p, code, "%s %s", p->hostname, p->greeting);
+		else
+			reply(p, code, p->hostname);
+		break;
+	case PROTO_EV_HELO:
+		code = 250;
+		if (p->ev.esmtp)
+			ehlo_reply(p);
+		else
+			reply(p, code, p->hostname);
+		break;
+	case PROTO_EV_MAIL:
+		reply(p, code = 250, "2.1.0 Ok");
+		break;
+	case PROTO_EV_RCPT:
+		reply(p, code = 250, "2.1.5 Ok");
+		break;
+	case PROTO_EV_DATA:
+		reply(p, code = 354, "End data with <CR><LF>.<CR><LF>");
+		break;
+	case PROTO_EV_MESSAGE:
+	case PROTO_EV_RSET:
+		reply(p, code = 250, "2.0.0 Ok");
+		break;
+	case PROTO_EV_MESSAGE_ABORT:
+		reply(p, code = p->ev.abort_code, p->ev.abort_text);
+		break;
+	case PROTO_EV_QUIT:
+		reply(p, code = 221, "2.0.0 Bye");
+		break;
+	case PROTO_EV_STARTTLS:
+		reply(p, code = 220, "2.0.0 Ready to start TLS");
+		break;
+	case PROTO_EV_AUTH:
+		reply(p, code = 235, "2.7.0 Authentication successful");
+		break;
+	}
+	settle(p, code);
+}
+
+void
+proto_reply(struct proto *p, int code, const char *fmt, ...)
+{
+	char text[4096];
+	va_list ap;
+
+	if (!p->ev_pending)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	reply(p, code, text);
+	settle(p, code);
+}
+
+const char *
+proto_output(const struct proto *p, size_t *len)
+{
+	*len = p->out.len;
+	return p->out.len > 0 ? p->out.data : "";
+}
+
+void
+proto_output_drain(struct proto *p, size_t n)
+{
+	buf_consume(&p->out, n);
+}
+
+bool
+proto_closing(const struct proto *p)
+{
+	return p->closing;
+}
+
+enum proto_phase
+proto_phase(const struct proto *p)
+{
+	return p->in_data ? PROTO_PHASE_DATA : PROTO_PHASE_COMMAND;
+}
+
+void
+proto_timeout(struct proto *p)
+{
+	if (p->closing)
+		return;
+	/* Whatever was pending is moot: the connection ends now. */
+	p->ev_pending = false;
+	p->in_data = false;
+	sasl_end(p);
+	close_with(p, "4.4.2", "Error: timeout exceeded");
+}
+
+void
+proto_shutdown(struct proto *p)
+{
+	if (p->closing)
+		return;
+	/* Finish the exchange in progress first (an answer the caller owes,
+	 * or a message being received), then say goodbye. */
+	p->shutdown_wanted = true;
+	maybe_shutdown(p);
+}
+
+bool
+proto_in_transaction(const struct proto *p)
+{
+	return p->in_mail;
+}
+
+void
+proto_tls_started(struct proto *p)
+{
+	if (!p->tls_wait)
+		return;
+	/* RFC 3207 4.2: discard all knowledge obtained from the client. */
+	p->tls_wait = false;
+	p->tls = true;
+	p->helo_seen = false;
+	p->esmtp = false;
+	p->authenticated = false;
+	sasl_end(p);
+	txn_reset(p);
+	p->line_len = 0;
+	p->line_overlong = false;
+	maybe_shutdown(p);
+}
+
+bool
+proto_tls_waiting(const struct proto *p)
+{
+	return p->tls_wait;
+}
+
+bool
+proto_authenticated(const struct proto *p)
+{
+	return p->authenticated;
+}

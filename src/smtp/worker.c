@@ -1,0 +1,504 @@
+/*
+ * worker — see worker.h.
+ *
+ * Sessions are indexed by their socket descriptor, which the kernel keeps
+ * unique while the session lives; a queue request id carries that index in
+ * its low 32 bits (and a sequence number above), so the queue's answer
+ * finds its session in O(1), and an answer for a session that has gone
+ * meanwhile is recognised and dropped.  Credential checks (AUTH) run in a
+ * small thread pool (auth.h) and come back the same way, through the
+ * pool's eventfd; so do SPF checks and policy service answers (hooks.h),
+ * whose descriptors are in the loop too.
+ *
+ * Submissions the queue channel cannot take now (its socket buffer is
+ * full while the queue process commits a large batch) wait in a FIFO and
+ * go out when the channel is writable again: a burst of messages is
+ * delayed, never refused.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+
+#include "smtp/auth.h"
+#include "smtp/hooks.h"
+#include "common/ipc.h"
+#include "common/log.h"
+#include "common/proc.h"
+#include "smtp/session.h"
+#include "common/util.h"
+#include "smtp/worker.h"
+
+#define TICK_MS 1000
+#define AUTH_THREADS 2      /* hashes at once; more only queue up */
+
+enum { EV_MASTER = 1, EV_QUEUE, EV_SIGNAL, EV_SESSION, EV_AUTH, EV_HOOKS };
+#define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
+
+struct fd_slot {
+	struct session *session;
+	uint32_t        interest;     /* current epoll events */
+};
+
+static struct {
+	const struct mxconf *conf;
+	int        slot;
+	int        epfd;
+	int        sigfd;
+	int        master_fd;
+	int        queue_fd;
+	struct fd_slot *fds;
+	size_t     nfds;
+	unsigned   nsessions;
+	uint32_t   request_seq;
+	struct auth_pool *auth;      /* NULL when no listener offers AUTH */
+	uint32_t   auth_seq;
+	struct session **dead;
+	size_t     ndead, dead_cap;
+	struct ipc_outbox held;      /* submissions the channel could not take */
+	bool       stopping;
+	uint64_t   stop_deadline_ms;
+} w;
+
+static void
+epoll_set(int fd, int op, uint32_t events, uint64_t data)
+{
+	struct epoll_event ev = { .events = events, .data.u64 = data };
+
+	if (epoll_ctl(w.epfd, op, fd, &ev) < 0)
+		fatal("epoll_ctl fd %d", fd);
+}
+
+/* ---- what sessions call ---- */
+
+static void
+op_watch(struct session *s, int fd, bool want_read, bool want_write)
+{
+	uint32_t events = (want_read ? EPOLLIN : 0) | (want_write ? EPOLLOUT : 0);
+
+	if (w.fds[fd].interest == events)
+		return;
+	w.fds[fd].interest = events;
+	epoll_set(fd, EPOLL_CTL_MOD, events, EV_DATA(EV_SESSION, fd));
+}
+
+static void
+watch_queue(bool want_write)
+{
+	if (w.queue_fd >= 0)
+		epoll_set(w.queue_fd, EPOLL_CTL_MOD,
+		    EPOLLIN | (want_write ? EPOLLOUT : 0), EV_DATA(EV_QUEUE, 0));
+}
+
+/* The channel is writable: send what waits, in order.  A channel that
+ * broke is noticed by read_queue() (EOF), which answers the sessions. */
+static void
+flush_held(void)
+{
+	if (w.queue_fd < 0)
+		return;
+	(void)ipc_outbox_flush(&w.held, w.queue_fd);
+	if (!ipc_outbox_waiting(&w.held))
+		watch_queue(false);
+}
+
+static int
+op_submit(struct session *s, int memfd, const void *data,
+    uint64_t message_len, uint64_t envelope_len, uint64_t *request_id)
+{
+	struct ipc_submit msg;
+	bool waiting;
+	int rc;
+
+	if (w.queue_fd < 0)
+		return -1;
+	msg.request_id = ((uint64_t)++w.request_seq << 32) | (uint32_t)session_fd(s);
+	msg.message_len = message_len;
+	msg.envelope_len = envelope_len;
+	waiting = ipc_outbox_waiting(&w.held);
+	/* Behind others that wait, or when the channel is full: in turn. */
+	if (memfd >= 0)
+		rc = ipc_outbox_send(&w.held, w.queue_fd, IPC_SUBMIT, &msg,
+		    sizeof(msg), NULL, 0, memfd);
+	else
+		rc = ipc_outbox_send(&w.held, w.queue_fd, IPC_SUBMIT_INLINE,
+		    &msg, sizeof(msg), data,
+		    (size_t)(message_len + envelope_len), -1);
+	if (rc < 0) {
+		log_warn("submitting to the queue: %s", strerror(errno));
+		return -1;
+	}
+	if (!waiting && ipc_outbox_waiting(&w.held)) {
+		log_debug("queue channel full: submissions wait for it");
+		watch_queue(true);
+	}
+	*request_id = msg.request_id;
+	return 0;
+}
+
+static void
+op_auth_failed(struct session *s)
+{
+	struct ipc_conn_closed msg = { .conn_id = session_conn_id(s) };
+
+	/* Best effort: a full channel only loses one count. */
+	if (ipc_send(w.master_fd, IPC_AUTH_FAILED, &msg, sizeof(msg), -1) < 0 &&
+	    errno != EAGAIN)
+		log_warn("telling the master of a failed AUTH: %s",
+		    strerror(errno));
+}
+
+static void
+op_ended(struct session *s)
+{
+	struct ipc_conn_closed msg = { .conn_id = session_conn_id(s) };
+	int fd = session_fd(s);
+
+	epoll_ctl(w.epfd, EPOLL_CTL_DEL, fd, NULL);
+	w.fds[fd].session = NULL;
+	w.fds[fd].interest = 0;
+	w.nsessions--;
+	if (ipc_send(w.master_fd, IPC_CONN_CLOSED, &msg, sizeof(msg), -1) < 0)
+		log_warn("telling the master about a closed session: %s",
+		    strerror(errno));
+	/* Freed at the end of the loop iteration: the session may still be
+	 * on the call stack. */
+	if (w.ndead == w.dead_cap) {
+		w.dead_cap = w.dead_cap ? w.dead_cap * 2 : 64;
+		w.dead = xrealloc(w.dead, w.dead_cap * sizeof(*w.dead));
+	}
+	w.dead[w.ndead++] = s;
+}
+
+static int
+op_auth_check(struct session *s, const char *user, const char *pass,
+    uint64_t *request_id)
+{
+	uint64_t id;
+
+	if (w.auth == NULL)
+		return -1;
+	id = ((uint64_t)++w.auth_seq << 32) | (uint32_t)session_fd(s);
+	if (auth_pool_submit(w.auth, id, user, pass) < 0)
+		return -1;
+	*request_id = id;
+	return 0;
+}
+
+static const struct session_ops worker_session_ops = {
+	.watch = op_watch,
+	.submit = op_submit,
+	.ended = op_ended,
+	.auth_failed = op_auth_failed,
+	.auth_check = op_auth_check,
+};
+
+static void
+free_dead_sessions(void)
+{
+	for (size_t i = 0; i < w.ndead; i++)
+		session_free(w.dead[i]);
+	w.ndead = 0;
+}
+
+/* ---- messages from the master ---- */
+
+static void
+new_session(const struct ipc_conn_new *msg, int fd)
+{
+	if (fd < 0)
+		fatalx("CONN_NEW without a socket");
+	if ((size_t)fd >= w.nfds) {
+		size_t old = w.nfds, n = old ? old : 256;
+		while (n <= (size_t)fd)
+			n *= 2;
+		w.fds = xrealloc(w.fds, n * sizeof(*w.fds));
+		memset(w.fds + old, 0, (n - old) * sizeof(*w.fds));
+		w.nfds = n;
+	}
+	w.fds[fd].interest = EPOLLIN;
+	epoll_set(fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SESSION, fd));
+	w.nsessions++;
+	w.fds[fd].session = session_new(w.conf, &worker_session_ops, fd,
+	    msg->conn_id, &msg->peer, &msg->local, (int)msg->listener);
+	/* session_new() may already have ended it (write error). */
+	for (size_t i = 0; i < w.ndead; i++) {
+		if (w.dead[i] == w.fds[fd].session)
+			w.fds[fd].session = NULL;
+	}
+	if (w.stopping && w.fds[fd].session != NULL)
+		session_shutdown(w.fds[fd].session);
+}
+
+static void
+set_queue_channel(int fd)
+{
+	if (w.queue_fd >= 0) {
+		epoll_ctl(w.epfd, EPOLL_CTL_DEL, w.queue_fd, NULL);
+		close(w.queue_fd);
+		w.queue_fd = -1;
+		/* Whatever was submitted, sent or waiting, went with the
+		 * channel: no answer will come for it. */
+		ipc_outbox_clear(&w.held);
+		for (size_t i = 0; i < w.nfds; i++) {
+			if (w.fds[i].session != NULL)
+				session_queue_lost(w.fds[i].session);
+		}
+	}
+	w.queue_fd = fd;
+	if (fd >= 0)
+		epoll_set(fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_QUEUE, 0));
+}
+
+static void
+read_master(void)
+{
+	union {
+		struct ipc_conn_new conn;
+		char raw[1024];
+	} u;
+	enum ipc_type type;
+	int fd, r = -1;
+
+	while ((r = ipc_recv(w.master_fd, &type, &u, sizeof(u), &fd)) > 0) {
+		switch (type) {
+		case IPC_CONN_NEW:
+			new_session(&u.conn, fd);
+			break;
+		case IPC_QUEUE_CHANNEL:
+			if (fd < 0)
+				fatalx("QUEUE_CHANNEL without a descriptor");
+			log_debug("new queue channel");
+			set_queue_channel(fd);
+			break;
+		default:
+			fatalx("unexpected message %d from the master", type);
+		}
+	}
+	if (r == 0)
+		fatalx("master went away");
+}
+
+/* ---- messages from the queue ---- */
+
+static void
+queue_lost(void)
+{
+	log_warn("queue channel closed; waiting for a new queue process");
+	set_queue_channel(-1);
+}
+
+static void
+read_queue(void)
+{
+	struct ipc_submit_result res;
+	enum ipc_type type;
+	int fd, r = -1;
+
+	while (w.queue_fd >= 0 &&
+	    (r = ipc_recv(w.queue_fd, &type, &res, sizeof(res), &fd)) > 0) {
+		if (fd >= 0)
+			close(fd);
+		if (type != IPC_SUBMIT_RESULT)
+			fatalx("unexpected message %d from the queue", type);
+		res.queue_id[sizeof(res.queue_id) - 1] = '\0';
+		res.text[sizeof(res.text) - 1] = '\0';
+		size_t sfd = (size_t)(res.request_id & 0xffffffffu);
+		struct session *s = sfd < w.nfds ? w.fds[sfd].session : NULL;
+		if (s == NULL || session_request_id(s) != res.request_id) {
+			log_info("id=%s committed for a client that has gone",
+			    res.queue_id);
+			continue;
+		}
+		session_submitted(s, &res);
+	}
+	if (w.queue_fd >= 0 && r == 0)
+		queue_lost();
+}
+
+/* ---- credential checks ---- */
+
+static void
+read_auth(void)
+{
+	enum auth_verdict verdict;
+	char why[160];
+	uint64_t id;
+
+	while (auth_pool_result(w.auth, &id, &verdict, why, sizeof(why))) {
+		size_t sfd = (size_t)(id & 0xffffffffu);
+		struct session *s = sfd < w.nfds ? w.fds[sfd].session : NULL;
+
+		/* A session that has gone, or a later one on its socket,
+		 * does not match the id and ignores it. */
+		if (s != NULL)
+			session_auth_result(s, id, verdict, why);
+	}
+}
+
+static void
+start_auth(void)
+{
+	struct auth_sources src = {
+		.passwd_file = w.conf->auth_passwd_file,
+		.sqlite = w.conf->auth_sqlite,
+	};
+	bool wanted = false;
+
+	for (size_t i = 0; i < w.conf->nlisteners; i++)
+		if (w.conf->listeners[i].auth)
+			wanted = true;
+	if (!wanted)
+		return;
+	if ((w.auth = auth_pool_new(&src, AUTH_THREADS)) == NULL)
+		fatalx("cannot start the credential checks");
+	epoll_set(auth_pool_fd(w.auth), EPOLL_CTL_ADD, EPOLLIN,
+	    EV_DATA(EV_AUTH, 0));
+}
+
+/* SPF lookups and the policy service (hooks.h). */
+static void
+start_hooks(void)
+{
+	int fds[2];
+	size_t n;
+
+	/* A service that cannot start answers temperror / its default:
+	 * logged there, and no reason to stop taking mail. */
+	hooks_worker_init(w.conf);
+	n = hooks_worker_fds(fds, ARRAY_LEN(fds));
+	for (size_t i = 0; i < n; i++)
+		epoll_set(fds[i], EPOLL_CTL_ADD, EPOLLIN,
+		    EV_DATA(EV_HOOKS, fds[i]));
+}
+
+/* ---- loop ---- */
+
+static void
+tick(uint64_t now)
+{
+	hooks_worker_tick(now);
+	for (size_t fd = 0; fd < w.nfds; fd++) {
+		if (w.fds[fd].session != NULL)
+			session_tick(w.fds[fd].session, now);
+	}
+}
+
+static void
+begin_stop(void)
+{
+	if (w.stopping)
+		return;
+	w.stopping = true;
+	w.stop_deadline_ms = monotonic_ms() + (uint64_t)w.conf->shutdown_grace * 1000;
+	log_info("stopping: %u sessions, grace %u s", w.nsessions,
+	    w.conf->shutdown_grace);
+	for (size_t fd = 0; fd < w.nfds; fd++) {
+		if (w.fds[fd].session != NULL)
+			session_shutdown(w.fds[fd].session);
+	}
+}
+
+static void
+read_signals(void)
+{
+	struct signalfd_siginfo si;
+
+	while (read(w.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+			begin_stop();
+	}
+}
+
+static void
+setup_signals(void)
+{
+	static const int handled[] = { SIGTERM, SIGINT };
+
+	w.sigfd = proc_signalfd(handled, (int)ARRAY_LEN(handled));
+}
+
+int
+worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
+{
+	struct epoll_event events[256];
+	uint64_t last_tick = monotonic_ms();
+
+	memset(&w, 0, sizeof(w));
+	w.conf = conf;
+	w.slot = slot;
+	w.master_fd = master_fd;
+	w.queue_fd = -1;
+	w.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (w.epfd < 0)
+		fatal("epoll_create1");
+	setup_signals();
+	epoll_set(w.sigfd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SIGNAL, 0));
+	epoll_set(master_fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_MASTER, 0));
+	set_queue_channel(queue_fd);
+	/* After the signal mask is set: the threads inherit it. */
+	start_auth();
+	start_hooks();
+
+	for (;;) {
+		uint64_t now;
+		int n;
+
+		if (w.stopping && w.nsessions == 0)
+			break;
+		n = epoll_wait(w.epfd, events, (int)ARRAY_LEN(events), TICK_MS);
+		if (n < 0 && errno != EINTR)
+			fatal("epoll_wait");
+		for (int i = 0; i < n; i++) {
+			uint32_t kind = (uint32_t)(events[i].data.u64 >> 32);
+			uint32_t index = (uint32_t)events[i].data.u64;
+			uint32_t evs = events[i].events;
+
+			switch (kind) {
+			case EV_MASTER:
+				read_master();
+				break;
+			case EV_QUEUE:
+				if (evs & EPOLLOUT)
+					flush_held();
+				read_queue();
+				break;
+			case EV_SIGNAL:
+				read_signals();
+				break;
+			case EV_AUTH:
+				read_auth();
+				break;
+			case EV_HOOKS:
+				hooks_worker_dispatch((int)index);
+				break;
+			case EV_SESSION:
+				if (index < w.nfds && w.fds[index].session != NULL)
+					session_io(w.fds[index].session,
+					    (evs & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0,
+					    (evs & EPOLLOUT) != 0);
+				break;
+			}
+		}
+		free_dead_sessions();
+		now = monotonic_ms();
+		if (now - last_tick >= TICK_MS) {
+			tick(now);
+			free_dead_sessions();
+			last_tick = now;
+		}
+		if (w.stopping && now >= w.stop_deadline_ms) {
+			log_warn("grace period over: closing %u sessions", w.nsessions);
+			break;
+		}
+	}
+	auth_pool_free(w.auth);
+	/* Not hooks_worker_free(): it would wait for DNS lookups in
+	 * progress, and the process ends anyway. */
+	log_info("stopped");
+	return 0;
+}

@@ -1,0 +1,18 @@
+/*
+ * worker — an smtp worker process: one epoll event loop serving many SMTP
+ * sessions (session.c) on client sockets the master passes in.  Runs
+ * unprivileged and never opens the queue: finished messages go to the
+ * queue process over queue_fd.
+ *
+ * On SIGTERM the worker stops taking connections, lets sessions finish for
+ * conf->shutdown_grace seconds, then answers the rest 421 and exits.
+ */
+#ifndef MXGATE_WORKER_H
+#define MXGATE_WORKER_H
+
+#include "common/config.h"
+
+int worker_main(const struct mxconf *conf, int slot, int master_fd,
+    int queue_fd);
+
+#endif
