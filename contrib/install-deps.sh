@@ -8,7 +8,8 @@
 # reruns are fast.  postfix is needed only for smtp-source and smtp-sink
 # (benchmarks); it is preseeded to "No configuration" so the install never
 # prompts, and any postfix daemon the package starts is stopped again so
-# nothing is left listening on port 25.
+# nothing is left listening on port 25.  As root it also creates the
+# service users mxgated's processes run as (contrib/create-users.sh).
 set -eu
 
 PACKAGES="build-essential autoconf automake libtool pkg-config
@@ -25,8 +26,13 @@ for p in $PACKAGES; do
 	fi
 done
 
+here=$(cd "$(dirname "$0")" && pwd)
+
 if [ -z "$missing" ]; then
 	echo "install-deps: all packages present"
+	# The service users (contrib/sysusers.d/mxgate.conf) for a daemon
+	# started as root from the build tree.
+	if [ "$(id -u)" -eq 0 ]; then "$here/create-users.sh"; fi
 	exit 0
 fi
 
@@ -65,4 +71,5 @@ apt-get install -y --no-install-recommends $missing
 if command -v postfix >/dev/null 2>&1 && postfix status >/dev/null 2>&1; then
 	postfix stop >/dev/null 2>&1 || true
 fi
+"$here/create-users.sh"
 echo "install-deps: done"
