@@ -73,6 +73,8 @@ struct proto {
 	size_t          line_len;
 	size_t          line_cap;      /* max_line - 1: room for the CR */
 	bool            line_overlong;
+	bool            line_bare_lf;  /* a LF without CR inside the line */
+	char            line_last;     /* the line's last byte so far */
 
 	/* Session. */
 	bool            started;
@@ -349,6 +351,8 @@ settle(struct proto *p, int code)
 			p->tls_wait = true;
 			p->line_len = 0;
 			p->line_overlong = false;
+			p->line_bare_lf = false;
+			p->line_last = '\0';
 		}
 		break;
 	case PROTO_EV_AUTH:
@@ -1037,15 +1041,18 @@ command(struct proto *p, char *line, size_t len)
 	cmd->fn(p, arg);
 }
 
-/* The LF of a command line arrived. */
+/* The CRLF of a command line arrived; the CR is still in the line. */
 static void
 line_done(struct proto *p)
 {
 	size_t len = p->line_len;
 	bool overlong = p->line_overlong;
+	bool bare_lf = p->line_bare_lf;
 
 	p->line_len = 0;
 	p->line_overlong = false;
+	p->line_bare_lf = false;
+	p->line_last = '\0';
 	if (overlong) {
 		if (p->sasl != SASL_NONE)
 			sasl_fail(p, 500, "5.5.6 Authentication Exchange line "
@@ -1054,9 +1061,7 @@ line_done(struct proto *p)
 			reply(p, 500, "5.5.2 Line too long");
 		return;
 	}
-	/* A bare LF ends the line (the client is waiting for an answer) but
-	 * the command is refused, so that no LF-only dialect gets through. */
-	if (len == 0 || p->line[len - 1] != '\r') {
+	if (bare_lf) {
 		if (p->sasl != SASL_NONE)
 			sasl_fail(p, 500, "5.5.2 Bare LF received, use CRLF");
 		else
@@ -1074,6 +1079,11 @@ line_done(struct proto *p)
 	explicit_bzero(p->line, len);
 }
 
+/*
+ * RFC 5321 2.3.8: only CRLF ends a line.  A bare LF is part of the line,
+ * and the whole line is refused when its CRLF arrives: "NOOP\nRCPT TO:<x>"
+ * is one bad line, never a NOOP followed by a smuggled RCPT.
+ */
 static size_t
 line_feed(struct proto *p, const char *data, size_t len)
 {
@@ -1091,8 +1101,22 @@ line_feed(struct proto *p, const char *data, size_t len)
 			p->line_len += take;
 		}
 	}
+	if (take > 0)
+		p->line_last = data[take - 1];
 	if (nl == NULL)
 		return len;
+	if (p->line_last != '\r') {
+		p->line_bare_lf = true;
+		p->line_last = '\n';
+		/* The LF counts toward the line's length like any byte. */
+		if (!p->line_overlong && p->line_len >= p->line_cap) {
+			p->line_overlong = true;
+			p->line_len = 0;
+		} else if (!p->line_overlong) {
+			p->line[p->line_len++] = '\n';
+		}
+		return take + 1;
+	}
 	line_done(p);
 	return take + 1;
 }
@@ -1484,6 +1508,8 @@ proto_tls_started(struct proto *p)
 	txn_reset(p);
 	p->line_len = 0;
 	p->line_overlong = false;
+	p->line_bare_lf = false;
+	p->line_last = '\0';
 	maybe_shutdown(p);
 }
 

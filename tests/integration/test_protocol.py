@@ -312,13 +312,21 @@ def test_line_at_the_limit(daemon):
 
 
 def test_bare_lf_in_command(daemon):
+    # RFC 5321 2.3.8: a bare LF is not a line end.  The text after it is
+    # part of the same (refused) line, never a second command.
     with daemon.raw() as c:
         c.line()
         ehlo(c)
-        c.send("NOOP\n")
+        assert c.cmd("MAIL FROM:<a@example.org>").startswith("250 ")
+        c.send("NOOP\nRCPT TO:<postmaster@example.com>\r\n")
         line = c.line()
-        assert line.startswith("500 5.5.2"), line
-        assert c.cmd("NOOP").startswith("250 ")
+        assert line == "500 5.5.2 Bare LF received, use CRLF", line
+        # Nothing else was answered: the next reply is the next command's.
+        line = c.cmd("NOOP")
+        assert line.startswith("250 "), line
+        # The smuggled RCPT never ran: DATA has no recipient.
+        line = c.cmd("DATA")
+        assert line.startswith("503 "), line
 
 
 def test_too_many_errors(daemon):

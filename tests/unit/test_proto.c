@@ -558,7 +558,8 @@ test_auth_malformed(void)
 	CHECK_STR(run(p, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
 	CHECK_STR(run(p, "\r\n"), "501 5.5.2 Malformed authentication response\r\n");
 	CHECK_STR(run(p, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
-	CHECK_STR(run(p, "Ym9i\n"), "500 5.5.2 Bare LF received, use CRLF\r\n");
+	CHECK_STR(run(p, "Ym9i\n"), "");
+	CHECK_STR(run(p, "\r\n"), "500 5.5.2 Bare LF received, use CRLF\r\n");
 	CHECK_STR(run(p, "AUTH CRAM-MD5\r\n"),
 	    "504 5.5.4 Unrecognized authentication type\r\n");
 	CHECK_STR(run(p, "AUTH\r\n"),
@@ -1223,8 +1224,24 @@ test_bad_command_lines(void)
 
 	pp.max_errors = 100;
 	p = start_with(&pp);
-	CHECK_STR(run(p, "NOOP\n"), "500 5.5.2 Bare LF received, use CRLF\r\n");
-	CHECK_STR(run(p, "\n"), "500 5.5.2 Bare LF received, use CRLF\r\n");
+	/* RFC 5321 2.3.8: a bare LF does not end a line; the whole line,
+	 * up to its CRLF, is refused, and nothing after the LF runs. */
+	CHECK_STR(run(p, "NOOP\n"), "");
+	CHECK_STR(run(p, "\r\n"), "500 5.5.2 Bare LF received, use CRLF\r\n");
+	CHECK_STR(run(p, "\n\r\n"), "500 5.5.2 Bare LF received, use CRLF\r\n");
+	CHECK_STR(run(p, "NOOP\nRCPT TO:<a@example.com>\r\n"),
+	    "500 5.5.2 Bare LF received, use CRLF\r\n");
+	CHECK_STR(run(p, "NOOP\nQUIT\r\n"),
+	    "500 5.5.2 Bare LF received, use CRLF\r\n");
+	CHECK(!proto_closing(p));
+	/* The LF counts toward the line length: a line of bare LFs ends
+	 * as an overlong one, never holding more than the limit. */
+	{
+		char many[2000];
+		memset(many, '\n', sizeof many);
+		CHECK_STR(run_n(p, many, sizeof many), "");
+		CHECK_STR(run(p, "\r\n"), "500 5.5.2 Line too long\r\n");
+	}
 	CHECK_STR(run(p, "NOOP\rQUIT\r\n"),
 	    "500 5.5.2 Bare CR received, use CRLF\r\n");
 	CHECK_STR(run(p, "QUIT\r\r\n"), "500 5.5.2 Bare CR received, use CRLF\r\n");
