@@ -552,9 +552,12 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, policy_timeout), .def = "5", .min = 1, .max = 300,
 	  .doc = "seconds to wait for the service's answer" },
 	{ .path = "policy.default", .type = CT_STRING,
-	  FIELD(struct mxconf, policy_default), .def = "DUNNO",
+	  FIELD(struct mxconf, policy_default),
+	  .def = "451 4.3.5 Server configuration problem",
 	  .check = check_policy_default,
-	  .doc = "the action when the service fails or answers nonsense" },
+	  .doc = "the action when the service is down, slow or answers "
+	         "nonsense; Postfix's 451 4.3.5 by default, so that a "
+	         "greylisting service never turns itself off" },
 
 	{ .path = "plugins", .type = CT_LIST,
 	  FIELD(struct mxconf, plugins), COUNT(struct mxconf, nplugins),

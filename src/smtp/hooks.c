@@ -173,7 +173,14 @@ struct hooks_session {
 	uint64_t    policy_id;
 	bool        policy_answered;
 	struct policy_answer policy_answer;
+	/* PREPEND answers: of the session (CONNECT, HELO), and of the
+	 * transaction (MAIL, RCPT, DATA); empty until a service prepends. */
+	struct buf  prepend_session;
+	struct buf  prepend_txn;
 };
+
+/* Bounds what a policy service can make a session hold. */
+#define PREPEND_MAX (16 * 1024)
 
 static void pipeline(struct hooks_session *h, bool later);
 
@@ -476,6 +483,29 @@ protocol_state(const struct hooks_session *h)
 	}
 }
 
+/* A PREPEND answer: kept for the message, where one can still be added. */
+static void
+prepend(struct hooks_session *h, const char *field)
+{
+	struct buf *b;
+
+	if (h->stage == STAGE_END_OF_MESSAGE) {
+		log_warn("session=%016llx policy service: PREPEND at "
+		    "END-OF-MESSAGE comes after the content; not added: %.80s",
+		    (unsigned long long)h->conn_id, field);
+		return;
+	}
+	b = h->stage <= STAGE_HELO ? &h->prepend_session : &h->prepend_txn;
+	if (h->prepend_session.len + h->prepend_txn.len + strlen(field) + 2 >
+	    PREPEND_MAX) {
+		log_warn("session=%016llx policy service: more than %d bytes "
+		    "of PREPEND; not added: %.80s",
+		    (unsigned long long)h->conn_id, PREPEND_MAX, field);
+		return;
+	}
+	buf_appendf(b, "%s\r\n", field);
+}
+
 static enum step_outcome
 step_policy(struct hooks_session *h, struct policy_answer *a)
 {
@@ -485,6 +515,8 @@ step_policy(struct hooks_session *h, struct policy_answer *a)
 	if (h->policy_answered) {
 		*a = h->policy_answer;
 		h->policy_answered = false;
+		if (a->prepend[0] != '\0')
+			prepend(h, a->prepend);
 		return GO_ON;
 	}
 	if (h->policy_id != 0)
@@ -637,6 +669,14 @@ hooks_txn_reset(struct hooks_session *h)
 {
 	/* The cache stays: the next MAIL may be the same check. */
 	h->cur = NULL;
+	buf_reset(&h->prepend_txn);
+}
+
+void
+hooks_prepended(const struct hooks_session *h, struct buf *out)
+{
+	buf_append(out, h->prepend_session.data, h->prepend_session.len);
+	buf_append(out, h->prepend_txn.data, h->prepend_txn.len);
 }
 
 void
@@ -699,5 +739,7 @@ hooks_session_free(struct hooks_session *h)
 	if (h->policy_id != 0 && svc.policy != NULL)
 		policy_cancel(svc.policy, h->policy_id);
 	plugins_session_end(h->plugins);
+	buf_free(&h->prepend_session);
+	buf_free(&h->prepend_txn);
 	free(h);
 }

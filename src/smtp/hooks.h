@@ -121,6 +121,11 @@ bool hooks_trusted(const struct hooks_session *h);
 /* A new transaction (RSET, HELO, after a message). */
 void hooks_txn_reset(struct hooks_session *h);
 
+/* The header fields the policy service asked to PREPEND (policy.h) for
+ * this transaction: those of CONNECT and HELO, then those of MAIL, RCPT
+ * and DATA, each with its CRLF, appended to out. */
+void hooks_prepended(const struct hooks_session *h, struct buf *out);
+
 /* Our Authentication-Results field for the transaction (after the data
  * stage answered), appended to out. */
 void hooks_authres(struct hooks_session *h, const struct hooks_view *v,

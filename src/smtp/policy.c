@@ -132,6 +132,27 @@ policy_answer_set(struct policy_answer *a, int code, const char *text,
 		snprintf(a->text, sizeof(a->text), "%c.7.1 %s", cls, text);
 }
 
+/* "name: value" on one line: RFC 5322 2.2 field name, printable value. */
+static bool
+header_field_valid(const char *f)
+{
+	const unsigned char *p = (const unsigned char *)f;
+
+	if (*p == ':')
+		return false;
+	while (*p >= 33 && *p <= 126 && *p != ':')
+		p++;
+	if (*p++ != ':')
+		return false;
+	for (; *p != '\0'; p++) {
+		if (*p < 32 && *p != '\t')
+			return false;
+		if (*p == 127)
+			return false;
+	}
+	return true;
+}
+
 int
 policy_action_parse(const char *action, struct policy_answer *a)
 {
@@ -159,7 +180,24 @@ policy_action_parse(const char *action, struct policy_answer *a)
 	word[n] = '\0';
 	a->code = 0;
 	a->text[0] = '\0';
-	if (strcasecmp(word, "DUNNO") == 0) {
+	a->prepend[0] = '\0';
+	if (strcasecmp(word, "PREPEND") == 0) {
+		/* text was cut at 480 bytes: take the field from the action. */
+		if (end == 0 || end > POLICY_HEADER_MAX) {
+			snprintf(a->why, sizeof(a->why), "malformed PREPEND "
+			    "header field");
+			return -1;
+		}
+		memcpy(a->prepend, rest, end);
+		a->prepend[end] = '\0';
+		if (!header_field_valid(a->prepend)) {
+			a->prepend[0] = '\0';
+			snprintf(a->why, sizeof(a->why), "malformed PREPEND "
+			    "header field");
+			return -1;
+		}
+		a->verdict = POLICY_CONTINUE;
+	} else if (strcasecmp(word, "DUNNO") == 0) {
 		a->verdict = POLICY_CONTINUE;
 	} else if (strcasecmp(word, "OK") == 0) {
 		a->verdict = POLICY_ACCEPT;

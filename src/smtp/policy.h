@@ -27,10 +27,22 @@
  *   4NN text, 5NN text        that reply; an enhanced status code in text
  *                             of the same class is kept, else 4.7.1 or
  *                             5.7.1 is put in front; 421 closes the session
- * Anything else (PREPEND, HOLD, REDIRECT, FILTER, malformed answers) is
- * logged and treated as policy.default, as is a service that cannot be
- * reached, closes the connection, or does not answer within
- * policy.timeout seconds.
+ *   PREPEND name: value       no opinion (as DUNNO), and the header field
+ *                             is added to the message, after our
+ *                             Received and Authentication-Results fields,
+ *                             in the order the answers came (postgrey's
+ *                             X-Greylist, policyd-spf's Received-SPF).
+ *                             As in Postfix, it must come before the
+ *                             content: at END-OF-MESSAGE it is logged and
+ *                             not added.  A field that is not "name:
+ *                             value" in one printable line of at most
+ *                             POLICY_HEADER_MAX bytes is a malformed
+ *                             answer.
+ * Anything else (HOLD, REDIRECT, FILTER, malformed answers) is logged and
+ * treated as policy.default, as is a service that cannot be reached,
+ * closes the connection, or does not answer within policy.timeout
+ * seconds.  The default policy.default is Postfix's answer to a policy
+ * service that is down, 451 4.3.5: greylisting never turns itself off.
  *
  * The client is asynchronous inside the worker's event loop: non-blocking
  * sockets (unix:/path or inet:HOST:PORT), connections reused across
@@ -50,6 +62,7 @@
 
 #define POLICY_MAX_CONNS    8
 #define POLICY_ANSWER_MAX   4096
+#define POLICY_HEADER_MAX   998     /* RFC 5322 2.1.1, CRLF not counted */
 
 /* What a check (policy service, plugin, built-in) decided. */
 enum policy_verdict {
@@ -64,6 +77,7 @@ struct policy_answer {
 	int     code;           /* REJECT, TEMPFAIL */
 	char    text[512];      /* "5.7.1 go away" */
 	bool    is_default;     /* policy.default was applied */
+	char    prepend[POLICY_HEADER_MAX + 1]; /* PREPEND: "name: value" */
 	char    why[160];       /* for the log: "action=DUNNO", "timeout" */
 };
 

@@ -355,6 +355,7 @@ data_begin(struct session *s)
 	 * own fields for our authserv-id are filtered out (data_sink). */
 	view_fill(s, &v);
 	hooks_authres(s->hooks, &v, &s->content);
+	hooks_prepended(s->hooks, &s->content);
 	arf_free(s);
 	s->arf = xmalloc(sizeof(*s->arf));
 	authres_filter_init(s->arf, s->conf->hostname);

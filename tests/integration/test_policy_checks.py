@@ -235,7 +235,8 @@ def test_policy_attributes_at_every_stage(start, policy):
     ("450 4.2.0 greylisted, come back later", "450 4.2.0 greylisted"),
     ("550 5.1.1 no such user", "550 5.1.1 no such user"),
     ("521 go away", "521 5.7.1 go away"),
-    ("PREPEND X-Policy: yes", "250 2.1.5"),       # unsupported: default
+    ("PREPEND X-Policy: yes", "250 2.1.5"),       # no opinion, a header
+    ("PREPEND no header field", "451 4.3.5"),     # malformed: default
 ])
 def test_policy_actions_at_rcpt(start, policy, action, expect):
     policy.answers["bob"] = action
@@ -243,8 +244,51 @@ def test_policy_actions_at_rcpt(start, policy, action, expect):
     line = rcpt(d, "bob")
     assert line.startswith(expect), line
     assert policy.states() == ["RCPT"]
-    if action.startswith("PREPEND"):
-        assert "unsupported action" in d.log()
+    if action == "PREPEND no header field":
+        assert "malformed PREPEND" in d.log()
+
+
+def stored_content(d, qid):
+    rows = d.db("SELECT c.content FROM message_contents c WHERE "
+                "c.message_id = ?", (qid,))
+    assert rows, qid
+    content = rows[0][0]
+    return content.decode() if isinstance(content, bytes) else content
+
+
+def test_policy_prepend_adds_headers(start, policy):
+    # postgrey answers PREPEND X-Greylist at RCPT, policyd-spf PREPEND
+    # Received-SPF: both reach the stored message, in the order given,
+    # after our Received and Authentication-Results fields.
+    policy.answers["CONNECT"] = "PREPEND X-Connect: first"
+    policy.answers["bob"] = "PREPEND X-Greylist: delayed 62 seconds"
+    policy.answers["DATA"] = "PREPEND Received-SPF: none (test)"
+    policy.answers["END-OF-MESSAGE"] = "PREPEND X-Late: too late"
+    d = start(policy={"service": policy.service, "stages": [
+        "connect", "rcpt", "data", "end_of_message"]})
+    with session(d) as c:
+        line = send_message(c)
+        m = QUEUED_RE.match(line)
+        assert m, line
+        first = stored_content(d, m.group(1))
+        # The next transaction keeps the session's field only.
+        policy.answers.pop("bob")
+        policy.answers.pop("DATA")
+        line = send_message(c)
+        m = QUEUED_RE.match(line)
+        assert m, line
+        second = stored_content(d, m.group(1))
+    head = first.split("\r\n\r\n", 1)[0]
+    names = [l.split(":", 1)[0] for l in head.split("\r\n")
+             if l and not l[0].isspace()]
+    assert names[:5] == ["Received", "Authentication-Results",
+                         "X-Connect", "X-Greylist", "Received-SPF"], names
+    assert "X-Greylist: delayed 62 seconds\r\n" in head
+    assert "X-Late" not in first
+    assert "PREPEND at END-OF-MESSAGE" in d.log()
+    head2 = second.split("\r\n\r\n", 1)[0]
+    assert "X-Connect: first\r\n" in head2
+    assert "X-Greylist" not in head2 and "Received-SPF" not in head2
 
 
 # The service's answer at each stage other than RCPT, and what the
@@ -363,8 +407,13 @@ def test_policy_service_down_uses_default(start):
     d = start(policy={"service": "unix:/nonexistent/policy.sock",
                       "default": "DEFER policy service unavailable"})
     assert rcpt(d, "bob") == "450 4.7.1 policy service unavailable"
+    # Postfix's default: a service that is down is a temporary failure,
+    # never greylisting silently off.
     d2 = start(policy={"service": "unix:/nonexistent/policy.sock"})
-    assert rcpt(d2, "bob").startswith("250 ")       # default DUNNO
+    assert rcpt(d2, "bob") == "451 4.3.5 Server configuration problem"
+    d3 = start(policy={"service": "unix:/nonexistent/policy.sock",
+                       "default": "DUNNO"})
+    assert rcpt(d3, "bob").startswith("250 ")
 
 
 def test_policy_timeout_uses_default(start, policy):

@@ -89,7 +89,28 @@ test_actions(void)
 	/* An enhanced code of the wrong class is not kept. */
 	action_is("550 4.1.1 mixed", POLICY_REJECT, 550, "5.7.1 4.1.1 mixed");
 	action_is("421 bye", POLICY_TEMPFAIL, 421, "4.7.1 bye");
-	CHECK_INT(policy_action_parse("PREPEND X-Foo: bar", &a), -1);
+	/* PREPEND: no opinion, and a header field for the message. */
+	CHECK_INT(policy_action_parse("PREPEND X-Foo: bar  ", &a), 0);
+	CHECK_INT(a.verdict, POLICY_CONTINUE);
+	CHECK_STR(a.prepend, "X-Foo: bar");
+	CHECK_INT(policy_action_parse("prepend Received-SPF: pass (ok) "
+	    "client-ip=192.0.2.1;", &a), 0);
+	CHECK_STR(a.prepend, "Received-SPF: pass (ok) client-ip=192.0.2.1;");
+	CHECK_INT(policy_action_parse("DUNNO", &a), 0);
+	CHECK_STR(a.prepend, "");
+	/* Not a header field: malformed, so policy.default. */
+	CHECK_INT(policy_action_parse("PREPEND", &a), -1);
+	CHECK_INT(policy_action_parse("PREPEND no colon here", &a), -1);
+	CHECK_INT(policy_action_parse("PREPEND : empty name", &a), -1);
+	CHECK_INT(policy_action_parse("PREPEND X Bad: space in name", &a), -1);
+	CHECK_INT(policy_action_parse("PREPEND X-A: b\rX-B: c", &a), -1);
+	{
+		char big[1100];
+		memcpy(big, "PREPEND X-Big: ", 15);
+		memset(big + 15, 'x', sizeof(big) - 16);
+		big[sizeof(big) - 1] = '\0';
+		CHECK_INT(policy_action_parse(big, &a), -1);
+	}
 	CHECK_INT(policy_action_parse("HOLD", &a), -1);
 	CHECK_INT(policy_action_parse("", &a), -1);
 	CHECK_INT(policy_action_parse("250 fine", &a), -1);
