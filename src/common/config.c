@@ -380,6 +380,14 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "queue.directory", .type = CT_STRING,
 	  FIELD(struct mxconf, queue_dir), .def = "./var/queue",
 	  .doc = "directory of the queue database" },
+	/* Postfix's queue_minfree: room left for deliveries, bounces and
+	 * the WAL's checkpoints, which need space to free space. */
+	{ .path = "queue.min_free_space", .type = CT_SIZE,
+	  FIELD(struct mxconf, queue_min_free), .def = "100M",
+	  .min = 0, .max = 1024 * GB,
+	  .doc = "free space the queue's file system keeps: below it MAIL "
+	         "is answered 452 4.3.1, as is a MAIL whose SIZE= would not "
+	         "fit; deliveries go on" },
 
 	/* RFC 5321 4.5.3.1.4: a command line may be 512 octets. */
 	{ .path = "limits.line_length", .type = CT_INT,
@@ -407,6 +415,12 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, max_connections_per_ip), .def = "50",
 	  .min = 0, .max = 1000000,
 	  .doc = "simultaneous connections per client address, 0 = no limit" },
+	/* Postfix's smtpd_min_data_rate. */
+	{ .path = "limits.min_data_rate", .type = CT_INT,
+	  FIELD(struct mxconf, min_data_rate), .def = "500",
+	  .min = 0, .max = 100000000,
+	  .doc = "bytes per second that extend the DATA deadline by one "
+	         "second each; 0: the whole message within timeouts.data" },
 	{ .path = "limits.bare_newlines", .type = CT_STRING,
 	  FIELD(struct mxconf, bare_newlines), .def = "reject",
 	  .words = bare_newline_modes,
@@ -416,11 +430,13 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "timeouts.command", .type = CT_INT,
 	  FIELD(struct mxconf, timeout_command), .def = "300",
 	  .min = 1, .max = 86400,
-	  .doc = "seconds to wait for a command" },
+	  .doc = "seconds to wait for a whole command line (not for each "
+	         "read: a client dripping bytes does not extend it)" },
 	{ .path = "timeouts.data", .type = CT_INT,
 	  FIELD(struct mxconf, timeout_data), .def = "180",
 	  .min = 1, .max = 86400,
-	  .doc = "seconds to wait for the next chunk of DATA" },
+	  .doc = "seconds a message may take, beyond what "
+	         "limits.min_data_rate grants for the bytes received" },
 	{ .path = "timeouts.shutdown_grace", .type = CT_INT,
 	  FIELD(struct mxconf, shutdown_grace), .def = "30",
 	  .min = 1, .max = 86400,

@@ -137,10 +137,12 @@ struct mxconf {
 
 	/* queue */
 	char    *queue_dir;          /* holds queue.db */
+	size_t   queue_min_free;     /* below this, MAIL is 452 4.3.1 */
 
 	/* limits */
 	size_t   max_line;
 	size_t   max_message_size;
+	unsigned min_data_rate;      /* bytes/s a message must keep up */
 	unsigned max_recipients;
 	unsigned max_errors;
 	unsigned max_connections;

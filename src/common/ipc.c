@@ -26,6 +26,7 @@ ipc_payload_ok(enum ipc_type type, size_t len)
 	case IPC_WORKER_CHANNEL:  return len == sizeof(struct ipc_worker_channel);
 	case IPC_SUBMIT:          return len == sizeof(struct ipc_submit);
 	case IPC_SUBMIT_RESULT:   return len == sizeof(struct ipc_submit_result);
+	case IPC_QUEUE_SPACE:     return len == sizeof(struct ipc_queue_space);
 	case IPC_SUBMIT_INLINE:
 		return len > sizeof(struct ipc_submit) && len <= IPC_PAYLOAD_MAX;
 	}

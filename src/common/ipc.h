@@ -35,6 +35,7 @@ enum ipc_type {
 	IPC_SUBMIT_RESULT,      /* queue -> worker */
 	IPC_SUBMIT_INLINE,      /* worker -> queue, the message in the payload */
 	IPC_AUTH_FAILED,        /* worker -> master, struct ipc_conn_closed */
+	IPC_QUEUE_SPACE,        /* queue -> worker, struct ipc_queue_space */
 };
 
 /*
@@ -73,7 +74,20 @@ struct ipc_submit {
 };
 #define IPC_PAYLOAD_MAX (sizeof(struct ipc_submit) + IPC_INLINE_MAX)
 
-enum submit_status { SUBMIT_OK = 0, SUBMIT_TEMPFAIL = 1, SUBMIT_PERMFAIL = 2 };
+/* SUBMIT_NOSPACE: the queue's file system is full (452 4.3.1). */
+enum submit_status { SUBMIT_OK = 0, SUBMIT_TEMPFAIL = 1, SUBMIT_PERMFAIL = 2,
+	SUBMIT_NOSPACE = 3 };
+
+/*
+ * The queue's free space, sent to each worker when it gets its channel
+ * and whenever it changes, so that MAIL can be refused with 452 4.3.1
+ * before a client sends a message that cannot be stored.  usable: bytes
+ * that may still be filled (free space less queue.min_free_space, 0 when
+ * below it).
+ */
+struct ipc_queue_space {
+	uint64_t usable;
+};
 
 struct ipc_submit_result {
 	uint64_t request_id;

@@ -23,6 +23,8 @@
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/timerfd.h>
 
 #include "common/envelope.h"
 #include "common/ipc.h"
@@ -37,7 +39,7 @@
 #define QUEUE_ARENA_MAX  (8 * 1024 * 1024)   /* inline bytes in one batch */
 #define REQUIRED_SEALS   (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
 
-enum { EV_MASTER = 1, EV_WORKER, EV_SIGNAL, EV_SCHED };
+enum { EV_MASTER = 1, EV_WORKER, EV_SIGNAL, EV_SCHED, EV_SPACE };
 #define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
 
 struct channel {
@@ -68,6 +70,8 @@ static struct {
 	size_t     nbatch;
 	struct buf arena;               /* the batch's inline messages */
 	bool       stopping;
+	int        space_timer;         /* timerfd: the free space, each second */
+	uint64_t   usable;              /* ipc_queue_space: what workers know */
 	unsigned long long committed;    /* statistics, logged at stop */
 	unsigned long long batches;
 	uint64_t   commit_us;
@@ -95,6 +99,8 @@ channel_close(int slot)
 	ipc_outbox_clear(&c->backlog);
 }
 
+static void space_tell(int slot);
+
 static void
 channel_set(int slot, int fd)
 {
@@ -102,8 +108,10 @@ channel_set(int slot, int fd)
 		fatalx("worker channel for unknown slot %d", slot);
 	channel_close(slot);
 	q.chans[slot].fd = fd;
-	if (fd >= 0)
+	if (fd >= 0) {
 		epoll_set(fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_WORKER, slot));
+		space_tell(slot);
+	}
 }
 
 /* ---- answering ---- */
@@ -133,18 +141,95 @@ channel_flush(int slot)
 }
 
 static void
-answer(int slot, const struct ipc_submit_result *r)
+send_worker(int slot, enum ipc_type type, const void *payload, size_t len)
 {
 	struct channel *c = &q.chans[slot];
 	bool waiting = ipc_outbox_waiting(&c->backlog);
 
 	if (c->fd < 0)
 		return;
-	if (ipc_outbox_send(&c->backlog, c->fd, IPC_SUBMIT_RESULT, r,
-	    sizeof(*r), NULL, 0, -1) < 0)
+	if (ipc_outbox_send(&c->backlog, c->fd, type, payload, len, NULL, 0,
+	    -1) < 0)
 		channel_close(slot);
 	else if (!waiting && ipc_outbox_waiting(&c->backlog))
 		channel_watch(slot);
+}
+
+static void
+answer(int slot, const struct ipc_submit_result *r)
+{
+	send_worker(slot, IPC_SUBMIT_RESULT, r, sizeof(*r));
+}
+
+/* ---- free space ---- */
+
+static void
+space_tell(int slot)
+{
+	struct ipc_queue_space sp = { .usable = q.usable };
+
+	send_worker(slot, IPC_QUEUE_SPACE, &sp, sizeof(sp));
+}
+
+/*
+ * Measure the queue's file system and tell the workers when what they
+ * know is off by more than 1 MB or crosses zero: they refuse MAIL with
+ * 452 4.3.1 while nothing is usable, and a SIZE= that does not fit.
+ * full: a commit just failed for want of space, whatever statvfs says.
+ */
+static void
+space_check(bool full)
+{
+	struct statvfs st;
+	uint64_t avail, usable, diff;
+
+	if (statvfs(".", &st) < 0) {
+		log_warn("statvfs of the queue directory: %s", strerror(errno));
+		return;
+	}
+	avail = (uint64_t)st.f_bavail * st.f_frsize;
+	usable = avail > q.conf->queue_min_free && !full ?
+	    avail - q.conf->queue_min_free : 0;
+	diff = usable > q.usable ? usable - q.usable : q.usable - usable;
+	if (diff < 1024 * 1024 && (usable == 0) == (q.usable == 0))
+		return;
+	if (usable == 0 && q.usable != 0)
+		log_warn("queue file system: %llu KB free, queue.min_free_space "
+		    "is %zu KB: new mail is refused (452 4.3.1), deliveries go on",
+		    (unsigned long long)(avail / 1024),
+		    q.conf->queue_min_free / 1024);
+	else if (usable != 0 && q.usable == 0)
+		log_info("queue file system: %llu KB free again: accepting mail",
+		    (unsigned long long)(avail / 1024));
+	q.usable = usable;
+	for (int i = 0; i < q.nchans; i++)
+		space_tell(i);
+}
+
+static void
+space_timer_start(void)
+{
+	struct itimerspec its = {
+		.it_interval = { .tv_sec = 1 }, .it_value = { .tv_sec = 1 },
+	};
+
+	q.space_timer = timerfd_create(CLOCK_MONOTONIC,
+	    TFD_NONBLOCK | TFD_CLOEXEC);
+	if (q.space_timer < 0 || timerfd_settime(q.space_timer, 0, &its,
+	    NULL) < 0)
+		fatal("timerfd for the free space check");
+	epoll_set(q.space_timer, EPOLL_CTL_ADD, EPOLLIN,
+	    EV_DATA(EV_SPACE, 0));
+}
+
+static void
+space_timer_fired(void)
+{
+	uint64_t ticks;
+
+	while (read(q.space_timer, &ticks, sizeof(ticks)) > 0)
+		;
+	space_check(false);
 }
 
 /* ---- one submission ---- */
@@ -298,9 +383,29 @@ insert_batch(void)
 		if (!redo)
 			return queue_db_commit(q.db);
 		queue_db_rollback(q.db);
+		/* A full disk refuses every message alike: no redo. */
+		if (queue_db_out_of_space(q.db))
+			return -1;
 		for (size_t i = 0; i < q.nbatch; i++)
 			q.batch[i].inserted = false;
 	}
+}
+
+/* Answer the whole batch with a failure and let it go: nothing of it was
+ * committed. */
+static void
+batch_refuse(enum submit_status status, const char *text)
+{
+	for (size_t i = 0; i < q.nbatch; i++) {
+		struct submission *sub = &q.batch[i];
+
+		fail(sub, status, text);
+		answer(sub->worker, &sub->result);
+		if (sub->memfd >= 0)
+			close(sub->memfd);
+	}
+	q.nbatch = 0;
+	buf_reset(&q.arena);
 }
 
 static void
@@ -313,9 +418,20 @@ commit_batch(void)
 		return;
 	started = monotonic_us();
 	if (insert_batch() < 0) {
+		queue_db_rollback(q.db);
+		if (queue_db_out_of_space(q.db)) {
+			/* Nobody hears "queued"; the connection is sound,
+			 * and the deliveries that free space go on.  The
+			 * workers refuse MAIL until there is room again. */
+			log_error("queue file system full: %zu messages refused "
+			    "(452 4.3.1)", q.nbatch);
+			batch_refuse(SUBMIT_NOSPACE,
+			    "Insufficient system storage");
+			space_check(true);
+			return;
+		}
 		/* Not durable: nobody may hear "queued".  Stop; the master
 		 * restarts us on a fresh connection. */
-		queue_db_rollback(q.db);
 		for (i = 0; i < q.nbatch; i++) {
 			fail(&q.batch[i], SUBMIT_TEMPFAIL,
 			    "Queue write error, try again later");
@@ -465,6 +581,9 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 	setup_signals();
 	epoll_set(q.sigfd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SIGNAL, 0));
 	epoll_set(master_fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_MASTER, 0));
+	/* Measured before any worker is told (channel_set tells it). */
+	q.usable = UINT64_MAX;
+	space_check(false);
 	q.nchans = nworkers;
 	q.chans = xcalloc((size_t)nworkers, sizeof(*q.chans));
 	for (int i = 0; i < nworkers; i++) {
@@ -472,6 +591,7 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 		channel_set(i, worker_fds[i]);
 	}
 	log_info("queue open: %s/%s", conf->queue_dir, QUEUE_DB_NAME);
+	space_timer_start();
 	scheduler_init(conf, q.db, q.epfd, EV_SCHED);
 
 	while (!q.stopping) {
@@ -500,6 +620,9 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 				break;
 			case EV_SCHED:
 				scheduler_event(index, events[i].events);
+				break;
+			case EV_SPACE:
+				space_timer_fired();
 				break;
 			}
 		}

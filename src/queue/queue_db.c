@@ -229,6 +229,7 @@ struct queue_db {
 	sqlite3      *h;
 	char         *path;
 	bool          readonly;
+	bool          out_of_space;  /* the last error was a full disk */
 	sqlite3_stmt *stmt[ST_COUNT];
 };
 
@@ -241,9 +242,21 @@ struct header_value {
 	char        text[HEADER_VALUE_MAX + 1];
 };
 
+/* A full file system or quota: SQLITE_FULL from a write, or an I/O
+ * error (a sync, a WAL append) whose errno says the same. */
+static void
+note_error(struct queue_db *db)
+{
+	int sys = sqlite3_system_errno(db->h);
+
+	db->out_of_space = (sqlite3_errcode(db->h) & 0xff) == SQLITE_FULL ||
+	    sys == ENOSPC || sys == EDQUOT;
+}
+
 static void
 db_log_error(struct queue_db *db, const char *what)
 {
+	note_error(db);
 	log_error("queue database %s: %s: %s", db->path, what,
 	    sqlite3_errmsg(db->h));
 }
@@ -252,6 +265,7 @@ db_log_error(struct queue_db *db, const char *what)
 static void
 insert_log_error(struct queue_db *db, const char *queue_id, const char *what)
 {
+	note_error(db);
 	log_error("%s queue insert failed, message not queued: %s: %s",
 	    queue_id, what, sqlite3_errmsg(db->h));
 }
@@ -556,7 +570,14 @@ queue_db_begin(struct queue_db *db)
 {
 	if (check_writable(db) == -1)
 		return -1;
+	db->out_of_space = false;
 	return run_stmt(db, ST_BEGIN, NULL, "begin");
+}
+
+bool
+queue_db_out_of_space(const struct queue_db *db)
+{
+	return db->out_of_space;
 }
 
 int

@@ -55,6 +55,9 @@ sqlite3 *queue_db_handle(struct queue_db *db);
 int queue_db_begin(struct queue_db *db);
 int queue_db_commit(struct queue_db *db);
 int queue_db_rollback(struct queue_db *db);
+/* The last failure since queue_db_begin() was a full file system: the
+ * batch can be refused (452 4.3.1) and the connection goes on. */
+bool queue_db_out_of_space(const struct queue_db *db);
 
 /*
  * Insert one message (envelope, content, recipients and the history rows

@@ -52,6 +52,8 @@ struct session {
 	bool       ended;
 	bool       shutting_down;
 	uint64_t   deadline_ms;
+	uint64_t   request_start_ms;   /* the current request's deadline base */
+	unsigned long requests_seen;   /* proto_requests() at the last look */
 
 	char       helo[256];
 	bool       helo_seen;        /* helo is the client's, not "unknown" */
@@ -637,6 +639,22 @@ hooks_answer(void *arg, enum smtp_stage stage, const struct policy_answer *a,
 
 /* ---- events ---- */
 
+/*
+ * Room in the queue for a message of the SIZE= given (0: unknown), with
+ * Postfix's margin of one half: a client must not send 25 MB to hear at
+ * the end that the disk was full.
+ */
+static bool
+queue_has_room(struct session *s, unsigned long long size)
+{
+	uint64_t usable = s->ops->queue_space != NULL ?
+	    s->ops->queue_space(s) : UINT64_MAX;
+
+	if (usable == UINT64_MAX)
+		return true;
+	return usable > 0 && size + size / 2 <= usable;
+}
+
 static void
 handle_event(struct session *s, const struct proto_event *ev)
 {
@@ -656,6 +674,14 @@ handle_event(struct session *s, const struct proto_event *ev)
 		break;
 	case PROTO_EV_MAIL:
 		txn_reset(s);
+		if (!queue_has_room(s, ev->size_param)) {
+			log_info("session=%016llx client=%s MAIL refused: the "
+			    "queue's file system is full",
+			    (unsigned long long)s->conn_id, s->client_ip);
+			proto_reply(s->proto, 452, "4.3.1 Insufficient system "
+			    "storage");
+			break;
+		}
 		/* Known from MAIL on, so that routes can use ${queue_id}. */
 		queue_id_new(s->env.queue_id);
 		s->env.sender = xstrdup(ev->addr_text);
@@ -844,7 +870,38 @@ refresh_deadline(struct session *s)
 	unsigned secs = proto_phase(s->proto) == PROTO_PHASE_DATA ?
 	    s->conf->timeout_data : s->conf->timeout_command;
 
-	s->deadline_ms = monotonic_ms() + (uint64_t)secs * 1000;
+	s->request_start_ms = monotonic_ms();
+	s->deadline_ms = s->request_start_ms + (uint64_t)secs * 1000;
+}
+
+/*
+ * Deadlines run per request, not per read (Postfix's
+ * smtpd_per_request_deadline): a command line must be complete within
+ * timeouts.command of the last one, so one byte every few seconds no
+ * longer holds a session for ever.  A message has timeouts.data plus one
+ * second per limits.min_data_rate bytes received: a slow link that
+ * sends keeps going, a drip does not.
+ */
+static void
+update_deadline(struct session *s)
+{
+	unsigned long requests = proto_requests(s->proto);
+	unsigned long long bytes, rate = s->conf->min_data_rate;
+	uint64_t grace;
+
+	if (requests != s->requests_seen) {
+		s->requests_seen = requests;
+		refresh_deadline(s);
+		return;
+	}
+	if (proto_phase(s->proto) != PROTO_PHASE_DATA || rate == 0)
+		return;
+	bytes = proto_data_bytes(s->proto);
+	grace = (uint64_t)(bytes / rate) * 1000 + (bytes % rate) * 1000 / rate;
+	if (s->request_start_ms + (uint64_t)s->conf->timeout_data * 1000 +
+	    grace > s->deadline_ms)
+		s->deadline_ms = s->request_start_ms +
+		    (uint64_t)s->conf->timeout_data * 1000 + grace;
 }
 
 /* Waiting for the queue, a credential check, the AUTH failure delay, or
@@ -994,15 +1051,12 @@ session_io(struct session *s, bool readable, bool writable)
 		return;
 	/* Under TLS either readiness may be what an operation waits for,
 	 * whichever way its data goes: try both. */
-	if (readable || s->tls != NULL) {
-		size_t before = s->inlen;
+	if (readable || s->tls != NULL)
 		read_input(s);
-		if (s->inlen != before)
-			refresh_deadline(s);
-	}
 	if (writable || s->tls != NULL)
 		flush_output(s);
 	session_run(s);
+	update_deadline(s);
 }
 
 void
@@ -1040,6 +1094,9 @@ session_submitted(struct session *s, const struct ipc_submit_result *r)
 		break;
 	case SUBMIT_TEMPFAIL:
 		proto_reply(s->proto, 451, "4.3.0 %s", r->text);
+		break;
+	case SUBMIT_NOSPACE:
+		proto_reply(s->proto, 452, "4.3.1 %s", r->text);
 		break;
 	default:
 		proto_reply(s->proto, 554, "5.3.0 %s", r->text);

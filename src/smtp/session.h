@@ -65,6 +65,9 @@ struct session_ops {
 	 * session_auth_result(). */
 	int  (*auth_check)(struct session *s, const char *user,
 	    const char *pass, uint64_t *request_id);
+	/* Bytes the queue can still store (ipc_queue_space), UINT64_MAX
+	 * while unknown: MAIL is 452 4.3.1 when a message cannot fit. */
+	uint64_t (*queue_space)(struct session *s);
 };
 
 struct session *session_new(const struct mxconf *conf,

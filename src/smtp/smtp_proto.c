@@ -74,6 +74,8 @@ struct proto {
 	size_t          line_cap;      /* max_line - 1: room for the CR */
 	bool            line_overlong;
 	bool            line_bare_lf;  /* a LF without CR inside the line */
+	unsigned long   requests;      /* complete lines and messages */
+	unsigned long long data_bytes; /* read in this DATA phase */
 	char            line_last;     /* the line's last byte so far */
 
 	/* Session. */
@@ -291,6 +293,7 @@ start_data(struct proto *p)
 	/* The DATA line's CRLF counts as the CRLF before a lone ".". */
 	p->dstate = DS_BOL;
 	p->msg_size = 0;
+	p->data_bytes = 0;
 	p->abort_code = 0;
 	p->abort_text = NULL;
 	p->chunk_len = 0;
@@ -1046,6 +1049,8 @@ static void
 line_done(struct proto *p)
 {
 	size_t len = p->line_len;
+
+	p->requests++;
 	bool overlong = p->line_overlong;
 	bool bare_lf = p->line_bare_lf;
 
@@ -1359,9 +1364,14 @@ proto_feed(struct proto *p, const char *data, size_t len)
 	if (p->tls_wait && !p->closing && !p->ev_pending)
 		return len;
 	while (off < len && p->started && !p->ev_pending && !p->closing) {
-		if (p->in_data)
-			off += data_feed(p, data + off, len - off);
-		else
+		if (p->in_data) {
+			size_t n = data_feed(p, data + off, len - off);
+
+			p->data_bytes += n;
+			off += n;
+			if (!p->in_data)
+				p->requests++;
+		} else
 			off += line_feed(p, data + off, len - off);
 	}
 	return off;
@@ -1511,6 +1521,18 @@ proto_tls_started(struct proto *p)
 	p->line_bare_lf = false;
 	p->line_last = '\0';
 	maybe_shutdown(p);
+}
+
+unsigned long
+proto_requests(const struct proto *p)
+{
+	return p->requests;
+}
+
+unsigned long long
+proto_data_bytes(const struct proto *p)
+{
+	return p->in_data ? p->data_bytes : 0;
 }
 
 bool

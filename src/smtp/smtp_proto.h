@@ -203,6 +203,11 @@ bool proto_closing(const struct proto *p);
 /* Phase for the caller's timer (RFC 5321 4.5.3.2). */
 enum proto_phase { PROTO_PHASE_COMMAND, PROTO_PHASE_DATA };
 enum proto_phase proto_phase(const struct proto *p);
+/* Requests complete so far: command lines (AUTH exchange lines too) and
+ * messages.  The session's deadlines run per request, not per read. */
+unsigned long proto_requests(const struct proto *p);
+/* Bytes read in the current DATA phase (0 outside it). */
+unsigned long long proto_data_bytes(const struct proto *p);
 
 /* Queue "421 4.4.2 <hostname> Error: timeout exceeded" and close. */
 void proto_timeout(struct proto *p);

@@ -51,6 +51,7 @@ static struct {
 	int        sigfd;
 	int        master_fd;
 	int        queue_fd;
+	uint64_t   queue_space;         /* ipc_queue_space; UINT64_MAX unknown */
 	struct fd_slot *fds;
 	size_t     nfds;
 	unsigned   nsessions;
@@ -189,12 +190,20 @@ op_auth_check(struct session *s, const char *user, const char *pass,
 	return 0;
 }
 
+static uint64_t
+op_queue_space(struct session *s)
+{
+	(void)s;
+	return w.queue_space;
+}
+
 static const struct session_ops worker_session_ops = {
 	.watch = op_watch,
 	.submit = op_submit,
 	.ended = op_ended,
 	.auth_failed = op_auth_failed,
 	.auth_check = op_auth_check,
+	.queue_space = op_queue_space,
 };
 
 static void
@@ -295,16 +304,25 @@ queue_lost(void)
 static void
 read_queue(void)
 {
+	union {
+		struct ipc_submit_result res;
+		struct ipc_queue_space space;
+	} m;
 	struct ipc_submit_result res;
 	enum ipc_type type;
 	int fd, r = -1;
 
 	while (w.queue_fd >= 0 &&
-	    (r = ipc_recv(w.queue_fd, &type, &res, sizeof(res), &fd)) > 0) {
+	    (r = ipc_recv(w.queue_fd, &type, &m, sizeof(m), &fd)) > 0) {
 		if (fd >= 0)
 			close(fd);
+		if (type == IPC_QUEUE_SPACE) {
+			w.queue_space = m.space.usable;
+			continue;
+		}
 		if (type != IPC_SUBMIT_RESULT)
 			fatalx("unexpected message %d from the queue", type);
+		res = m.res;
 		res.queue_id[sizeof(res.queue_id) - 1] = '\0';
 		res.text[sizeof(res.text) - 1] = '\0';
 		size_t sfd = (size_t)(res.request_id & 0xffffffffu);
@@ -433,6 +451,7 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 	w.slot = slot;
 	w.master_fd = master_fd;
 	w.queue_fd = -1;
+	w.queue_space = UINT64_MAX;
 	w.epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (w.epfd < 0)
 		fatal("epoll_create1");

@@ -433,6 +433,77 @@ def test_data_timeout(daemon_factory):
     assert d.message_count() == 0
 
 
+def drip(c, data, every, until_closed=8.0):
+    """Send data a piece at a time; the seconds until the server closed
+    (or until_closed if it never did)."""
+    t0 = time.monotonic()
+    for piece in data:
+        try:
+            c.send(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - t0
+        time.sleep(every)
+        if time.monotonic() - t0 >= until_closed:
+            break
+    return time.monotonic() - t0
+
+
+def test_command_drip_does_not_extend_deadline(daemon_factory):
+    # One byte every 0.3 s keeps arriving, but the line never completes:
+    # timeouts.command runs from the last complete command, not per read.
+    d = daemon_factory({"timeouts": {"command": 2}})
+    with d.raw(timeout=15) as c:
+        c.line()
+        ehlo(c)
+        start = time.monotonic()
+        drip(c, ["X"] * 40, 0.3, until_closed=6.0)
+        reply = c.line(timeout=5)
+        assert reply.startswith("421 4.4.2"), reply
+        # Closed at the deadline, not after the drip ran out.
+        assert "timeout" in d.log()
+    elapsed = time.monotonic() - start
+    assert elapsed < 8.0, elapsed
+
+
+def test_data_drip_below_min_rate_times_out(daemon_factory):
+    # 10 bytes per 0.3 s (33 B/s) against a minimum of 1000 B/s: the
+    # message's deadline (2 s + 1 s per 1000 bytes) runs out.
+    d = daemon_factory({"timeouts": {"data": 2},
+                        "limits": {"min_data_rate": 1000}})
+    with d.raw(timeout=15) as c:
+        c.line()
+        ehlo(c)
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250")
+        assert c.cmd("RCPT TO:<bob@example.test>").startswith("250")
+        assert c.cmd("DATA").startswith("354")
+        c.send("Subject: drip\r\n\r\n")
+        drip(c, ["0123456789"] * 40, 0.3, until_closed=6.0)
+        line = c.line(timeout=5)
+        assert line.startswith("421 4.4.2"), line
+    assert d.message_count() == 0
+
+
+def test_data_at_min_rate_is_not_cut(daemon_factory):
+    # 1000 bytes per 0.2 s (5000 B/s) for 4 s, twice timeouts.data: the
+    # bytes received keep extending the deadline, and the message lands.
+    d = daemon_factory({"timeouts": {"data": 2},
+                        "limits": {"min_data_rate": 1000,
+                                   "message_size": "1M"}})
+    with d.raw(timeout=15) as c:
+        c.line()
+        ehlo(c)
+        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250")
+        assert c.cmd("RCPT TO:<bob@example.test>").startswith("250")
+        assert c.cmd("DATA").startswith("354")
+        c.send("Subject: slow link\r\n\r\n")
+        line = ("x" * 98 + "\r\n") * 10
+        drip(c, [line] * 20, 0.2, until_closed=10.0)
+        c.send(".\r\n")
+        reply = c.line(timeout=10)
+        assert reply.startswith("250 2.0.0"), reply
+    assert d.message_count() == 1
+
+
 def test_ehlo_resets_transaction(daemon):
     """RFC 5321 4.1.4: EHLO in a transaction ends it, like RSET."""
     with daemon.raw() as c:
