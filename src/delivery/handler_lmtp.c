@@ -280,9 +280,13 @@ set_from_reply(struct delivery_rcpt *r, int code, const char *reply,
 		delivery_set(r, DELIVERY_DEFER, "%s", reply);
 	else if (code >= 500 && code < 600)
 		delivery_set(r, DELIVERY_FAIL, "%s", reply);
-	else
+	else {
 		delivery_set(r, DELIVERY_DEFER, "451 4.5.0 unexpected reply to %s: "
 		    "%s", what, reply);
+		return;
+	}
+	/* The LMTP server's own words: "smtp;" in a DSN (RFC 3464 2.3.6). */
+	r->remote = true;
 }
 
 /* The message, dot-stuffed (RFC 5321 4.5.2), ending in CRLF . CRLF. */
@@ -365,9 +369,10 @@ lmtp_transaction(struct delivery_job *job, struct lmtp *c,
 	    job->smtputf8 && has_cap(&caps, "SMTPUTF8") ? " SMTPUTF8" : "");
 	buf_free(&caps);
 	if ((code = lmtp_reply(c, reply, sizeof(reply), NULL)) / 100 != 2) {
-		if (code != -1)
-			delivery_set_pending(job, code / 100 == 5 ? DELIVERY_FAIL :
-			    DELIVERY_DEFER, "%s", reply);
+		for (size_t i = 0; code != -1 && i < job->nrcpts; i++)
+			if (job->rcpts[i].status == DELIVERY_PENDING)
+				set_from_reply(&job->rcpts[i], code, reply,
+				    "MAIL");
 		return;
 	}
 	accepted = xcalloc(job->nrcpts + 1, sizeof(*accepted));

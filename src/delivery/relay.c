@@ -231,7 +231,11 @@ mx_shuffle_equal(struct relay_mx *mx, size_t n)
 		for (i = start + 1; i < n && mx[i].pref == mx[start].pref; i++)
 			;
 		for (j = i - 1; j > start; j--) {
-			size_t k = start + (size_t)rand() % (j - start + 1);
+			/* Seeded by the kernel: every delivery process
+			 * draws its own order (rand() was never seeded,
+			 * so all of them tried the same host first). */
+			size_t k = start +
+			    (size_t)arc4random_uniform((uint32_t)(j - start + 1));
 
 			tmp = mx[j];
 			mx[j] = mx[k];

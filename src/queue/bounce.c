@@ -230,7 +230,8 @@ build_status(const struct bounce_report *r, const char *boundary,
 			    rc->remote_mta);
 		if (rc->reply != NULL)
 			buf_appendf(out, "Diagnostic-Code: %s; %s\r\n",
-			    rc->remote_mta != NULL ? "smtp" : "X-mxgate",
+			    rc->smtp_reply || rc->remote_mta != NULL ? "smtp" :
+			    "X-mxgate",
 			    rc->reply);
 		if (rc->last_attempt_at > 0) {
 			rfc5322_date(date, sizeof(date),

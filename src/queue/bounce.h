@@ -40,6 +40,8 @@ struct bounce_rcpt {
 	const char *remote_mta;         /* host that gave it; NULL for local */
 	int64_t     last_attempt_at;    /* 0 when never attempted */
 	bool        expired;            /* failed because time ran out */
+	bool        smtp_reply;         /* the reply is an SMTP or LMTP
+	                                 * server's: Diagnostic-Code smtp */
 };
 
 struct bounce_report {

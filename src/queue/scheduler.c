@@ -1122,11 +1122,24 @@ fmt_utc(char *out, size_t size, int64_t t)
 }
 
 /* "host" of "host[addr]:port" (or "addr" of "[addr]:port"), for
- * Remote-MTA. */
+ * Remote-MTA; an LMTP destination "inet:host:port" gives "host" and
+ * "unix:/path" nothing (no DNS name to report). */
 static void
 remote_host(const char *dest, char *out, size_t size)
 {
-	size_t n = strcspn(dest, "[");
+	size_t n;
+
+	if (strncmp(dest, "unix:", 5) == 0) {
+		out[0] = '\0';
+		return;
+	}
+	if (strncmp(dest, "inet:", 5) == 0) {
+		dest += 5;
+		n = dest[0] == '[' ? strcspn(++dest, "]") : strcspn(dest, ":");
+		snprintf(out, size, "%.*s", (int)n, dest);
+		return;
+	}
+	n = strcspn(dest, "[");
 
 	if (n == 0 && dest[0] == '[') {
 		dest++;
@@ -1222,6 +1235,7 @@ queue_dsn(const struct sjob *j, struct outcome *o, size_t n,
 		br[nb].reply = o[i].rc->reply[0] != '\0' ? o[i].rc->reply : NULL;
 		br[nb].remote_mta = o[i].rc->remote && remote[0] != '\0' ?
 		    remote : NULL;
+		br[nb].smtp_reply = o[i].rc->remote;
 		br[nb].last_attempt_at = now;
 		br[nb].expired = o[i].expired;
 		nb++;

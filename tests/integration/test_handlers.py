@@ -452,6 +452,19 @@ def test_lmtp_unix_and_inet(daemon_factory, outdir):
         assert rc["ann@unix.test"][3] == "unix:" + sock
         assert rc["bea@inet.test"][3] == "inet:127.0.0.1:%d" % inet_ctl.port
 
+        # The bounce gives the LMTP server's reply as "smtp;" (RFC 3464
+        # 2.3.6), as bounce parsers look for it, and no Remote-MTA for a
+        # unix socket, which has no DNS name.
+        dsn = wait_for(lambda: d.db(
+            "SELECT c.content FROM messages m JOIN message_contents c"
+            " ON c.message_id = m.id WHERE m.sender = ''"), 10.0)
+        assert len(dsn) == 1, dsn
+        body = bytes(dsn[0][0]).decode()
+        assert ("Final-Recipient: rfc822; gone@unix.test\r\n"
+                "Action: failed\r\nStatus: 5.1.1\r\n"
+                "Diagnostic-Code: smtp; 550 5.1.1 <gone@unix.test>: no such"
+                " user\r\n") in body, body
+
         assert len(unix_h.messages) == 1 and len(inet_h.messages) == 1
         mail_from, rcpts, content = unix_h.messages[0]
         assert mail_from == "alice@sender.example"

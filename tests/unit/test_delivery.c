@@ -232,15 +232,19 @@ static void
 test_bounce_build(void)
 {
 	const char *hdr = "From: alice@a.example\r\nSubject: hi\r\n";
-	struct bounce_rcpt rc[2] = {
+	struct bounce_rcpt rc[3] = {
 		{ "bob@b.example", "550 5.1.1 <bob@b.example>: no such user",
-		  "mx.b.example", 1700000100, false },
+		  "mx.b.example", 1700000100, false, true },
 		{ "carol@b.example", "451 4.4.1 connection refused", NULL,
-		  1700000200, true },
+		  1700000200, true, false },
+		/* An LMTP server's reply over a unix socket: no Remote-MTA,
+		 * but its words are SMTP's. */
+		{ "dave@b.example", "550 5.2.2 dave: mailbox full", NULL,
+		  1700000200, false, true },
 	};
 	struct bounce_report r = {
 		BOUNCE_FAILED, "0ABCDEFGHIJKLMNO", "alice@a.example",
-		1700000000, "mx.test.example", hdr, strlen(hdr), 0, rc, 2
+		1700000000, "mx.test.example", hdr, strlen(hdr), 0, rc, 3
 	};
 	struct buf b;
 
@@ -269,6 +273,10 @@ test_bounce_build(void)
 	    "Action: failed\r\nStatus: 4.4.7\r\n"
 	    "Diagnostic-Code: X-mxgate; 451 4.4.1 connection refused\r\n")
 	    != NULL);
+	CHECK(strstr(b.data, "Final-Recipient: rfc822; dave@b.example\r\n"
+	    "Action: failed\r\nStatus: 5.2.2\r\n"
+	    "Diagnostic-Code: smtp; 550 5.2.2 dave: mailbox full\r\n")
+	    != NULL);
 	CHECK(strstr(b.data, "Content-Type: text/rfc822-headers\r\n\r\n"
 	    "From: alice@a.example\r\nSubject: hi\r\n\r\n--") != NULL);
 	CHECK(strstr(b.data, "Will-Retry-Until") == NULL);
@@ -284,7 +292,7 @@ test_bounce_build_delayed_global(void)
 {
 	const char *hdr = "Subject: caf\xc3\xa9\n";
 	struct bounce_rcpt rc = { "j\xc3\xb6rg@b.example",
-	    "451 4.4.1 connection refused", NULL, 1700000100, false };
+	    "451 4.4.1 connection refused", NULL, 1700000100, false, false };
 	struct bounce_report r = {
 		BOUNCE_DELAYED, "0ABCDEFGHIJKLMNO", "alice@a.example",
 		1700000000, "mx.test.example", hdr, strlen(hdr), 1700400000,
@@ -540,6 +548,31 @@ test_parse_mx(void)
 	CHECK_INT(relay_parse_mx(buf, 5, mx, 8), -1);
 }
 
+/* Equal preferences are tried in a random order, drawn anew each time:
+ * with two hosts, 64 parses giving one order only would be a 1 in 2^63
+ * event. */
+static void
+test_parse_mx_spreads_equal(void)
+{
+	const int prefs[] = { 10, 10, 20 };
+	const char *hosts[] = { "a.example.org", "b.example.org",
+	    "c.example.org" };
+	unsigned char buf[512];
+	struct relay_mx mx[4];
+	size_t len = dns_mx_answer(buf, prefs, hosts, 3);
+	int a_first = 0;
+
+	for (int i = 0; i < 64; i++) {
+		CHECK_INT(relay_parse_mx(buf, (int)len, mx, 4), 3);
+		if (strcmp(mx[0].host, "a.example.org") == 0)
+			a_first++;
+		else
+			CHECK_STR(mx[0].host, "b.example.org");
+		CHECK_STR(mx[2].host, "c.example.org");
+	}
+	CHECK(a_first > 0 && a_first < 64);
+}
+
 static void
 test_parse_null_mx(void)
 {
@@ -584,6 +617,7 @@ main(void)
 	RUN(test_dot_stuffing);
 	RUN(test_parse_host);
 	RUN(test_parse_mx);
+	RUN(test_parse_mx_spreads_equal);
 	RUN(test_parse_null_mx);
 	RUN(test_has_8bit);
 	return unit_done();
