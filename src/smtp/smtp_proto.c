@@ -19,6 +19,7 @@
  * credentials live in two buffers of the line's size, allocated with the
  * engine and wiped as soon as the AUTH event is answered.
  */
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -102,6 +103,19 @@ struct proto {
 
 	/* Message content. */
 	bool            in_data;
+	/* BDAT (RFC 3030): the transaction's content comes in chunks of
+	 * exactly counted bytes; no dot-stuffing, line ends checked as in
+	 * DATA.  Once a chunk is refused, every later one of the
+	 * transaction gets the same reply and is read and thrown away. */
+	bool            bdat_txn;      /* this transaction uses BDAT */
+	bool            bdat_chunk;    /* reading a chunk (in_data) */
+	bool            bdat_last;     /* ... the LAST one */
+	bool            bdat_discard;  /* ... to throw it away */
+	bool            bdat_cr;       /* the content so far ends in a CR */
+	bool            bdat_bol;      /* ... at a line start (or empty) */
+	unsigned long long bdat_left;  /* bytes of the chunk still to read */
+	int             bdat_fail_code;    /* 0, or the refusal of the txn */
+	char            bdat_fail_text[REPLY_TEXT_MAX + 1];
 	enum data_state dstate;
 	size_t          msg_size;
 	int             abort_code;    /* 0 while the content is acceptable */
@@ -214,7 +228,7 @@ static void
 ehlo_reply(struct proto *p)
 {
 	replyf(p, 250, "%s\nPIPELINING\nSIZE %zu\n8BITMIME\n"
-	    "ENHANCEDSTATUSCODES\nSMTPUTF8%s%s", p->hostname,
+	    "ENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING%s%s", p->hostname,
 	    p->params.max_size, starttls_offered(p) ? "\nSTARTTLS" : "",
 	    auth_offered(p) ? "\nAUTH PLAIN LOGIN" : "");
 }
@@ -244,6 +258,8 @@ txn_reset(struct proto *p)
 	p->in_mail = false;
 	p->txn_utf8 = false;
 	p->nrcpts = 0;
+	p->bdat_txn = false;
+	p->bdat_fail_code = 0;
 }
 
 static struct proto_event *
@@ -299,6 +315,13 @@ start_data(struct proto *p)
 	p->chunk_len = 0;
 }
 
+static void bdat_settle(struct proto *p, bool ok);
+static void bdat_chunk_end(struct proto *p);
+static void emit(struct proto *p, const char *s, size_t n);
+static void chunk_flush(struct proto *p);
+static void bare_newline(struct proto *p);
+static void data_end(struct proto *p);
+
 /*
  * The one place where an answered event changes the session: 2xx (and
  * 3xx for DATA) moves forward, anything else leaves the state as it was.
@@ -334,7 +357,9 @@ settle(struct proto *p, int code)
 			p->nrcpts++;
 		break;
 	case PROTO_EV_DATA:
-		if (ok && !p->closing)
+		if (p->ev.bdat)
+			bdat_settle(p, ok);
+		else if (ok && !p->closing)
 			start_data(p);
 		break;
 	case PROTO_EV_MESSAGE:
@@ -678,7 +703,119 @@ cmd_data(struct proto *p, const char *arg)
 		reply(p, 503, "5.5.1 Error: no valid recipients");
 		return;
 	}
+	/* RFC 3030 3: DATA and BDAT do not mix in one transaction. */
+	if (p->bdat_txn) {
+		reply(p, 503, "5.5.1 Error: BDAT in progress, DATA not allowed");
+		return;
+	}
 	event_new(p, PROTO_EV_DATA);
+	raise_event(p);
+}
+
+/* "BDAT" SP chunk-size [SP "LAST"] (RFC 3030 2). */
+static int
+bdat_parse(const char *arg, unsigned long long *size, bool *last)
+{
+	unsigned long long n = 0;
+	const char *q = arg;
+
+	if (*q < '0' || *q > '9')
+		return -1;
+	for (; *q >= '0' && *q <= '9'; q++) {
+		if (n > (ULLONG_MAX - 9) / 10)
+			return -1;
+		n = n * 10 + (unsigned long long)(*q - '0');
+	}
+	*last = false;
+	if (*q == ' ') {
+		while (*q == ' ')
+			q++;
+		if (strcasecmp(q, "LAST") != 0)
+			return -1;
+		*last = true;
+	} else if (*q != '\0')
+		return -1;
+	*size = n;
+	return 0;
+}
+
+/* Start reading a chunk: kept, or thrown away after its refusal. */
+static void
+bdat_start_chunk(struct proto *p, bool discard)
+{
+	p->in_data = true;
+	p->bdat_chunk = true;
+	p->bdat_discard = discard;
+	p->data_bytes = 0;
+	/* A zero-length chunk ends at once (proto_feed is not called
+	 * without bytes). */
+	if (p->bdat_left == 0)
+		bdat_chunk_end(p);
+}
+
+/* The first chunk's DATA-stage checks answered. */
+static void
+bdat_settle(struct proto *p, bool ok)
+{
+	if (p->closing)
+		return;
+	if (!ok) {
+		bdat_start_chunk(p, true);
+		return;
+	}
+	p->bdat_txn = true;
+	p->msg_size = 0;
+	p->abort_code = 0;
+	p->chunk_len = 0;
+	p->bdat_cr = false;
+	p->bdat_bol = true;
+	bdat_start_chunk(p, false);
+}
+
+static void
+cmd_bdat(struct proto *p, const char *arg)
+{
+	unsigned long long size;
+	bool last;
+
+	/* Without a size there is no telling where the chunk ends, and its
+	 * bytes must never be read as commands: close. */
+	if (bdat_parse(arg, &size, &last) < 0) {
+		reply(p, 501, "5.5.4 Syntax: BDAT chunk-size [LAST]");
+		close_with(p, "4.5.4", "Error: cannot find the end of the "
+		    "BDAT chunk, closing");
+		return;
+	}
+	p->bdat_left = size;
+	p->bdat_last = last;
+	/* RFC 3030 2: a refused BDAT's chunk is still read, and thrown
+	 * away. */
+	if (!p->in_mail || p->nrcpts == 0) {
+		reply(p, 503, !p->in_mail ? "5.5.1 Error: need MAIL command" :
+		    "5.5.1 Error: no valid recipients");
+		bdat_start_chunk(p, true);
+		return;
+	}
+	if (p->bdat_fail_code != 0) {
+		reply(p, p->bdat_fail_code, p->bdat_fail_text);
+		bdat_start_chunk(p, true);
+		return;
+	}
+	if (p->params.max_size > 0 && (size > p->params.max_size ||
+	    p->msg_size > p->params.max_size - size)) {
+		p->bdat_fail_code = 552;
+		strlcpy_mx(p->bdat_fail_text, TEXT_TOO_BIG,
+		    sizeof(p->bdat_fail_text));
+		reply(p, 552, TEXT_TOO_BIG);
+		bdat_start_chunk(p, true);
+		return;
+	}
+	if (p->bdat_txn) {
+		bdat_start_chunk(p, false);
+		return;
+	}
+	/* The first chunk goes through the DATA stage's checks. */
+	event_new(p, PROTO_EV_DATA)->bdat = true;
 	raise_event(p);
 }
 
@@ -978,6 +1115,7 @@ static const struct proto_cmd proto_cmds[] = {
 	{ "MAIL",     cmd_mail,     true },
 	{ "RCPT",     cmd_rcpt,     true },
 	{ "DATA",     cmd_data,     false },
+	{ "BDAT",     cmd_bdat,     false },
 	{ "RSET",     cmd_rset,     false },
 	{ "NOOP",     cmd_noop,     false },
 	{ "QUIT",     cmd_quit,     false },
@@ -1273,11 +1411,111 @@ data_end(struct proto *p)
 	raise_event(p);
 }
 
+/*
+ * A chunk's bytes: binary as far as the framing goes (no dot-stuffing,
+ * no end marker), but a message is still text with CRLF line ends, as
+ * DATA's: a bare CR or LF is refused or made CRLF (limits.bare_newlines)
+ * exactly as there, so content received with BDAT can be relayed with
+ * DATA without a line-ending game (CVE-2023-51766).  A CR at the end of
+ * one chunk pairs with a LF at the start of the next.
+ */
+static void
+bdat_bytes(struct proto *p, const char *data, size_t len)
+{
+	size_t i = 0, run;
+
+	while (i < len) {
+		if (p->bdat_cr) {
+			p->bdat_cr = false;
+			if (data[i] == '\n') {
+				emit(p, "\r\n", 2);
+				p->bdat_bol = true;
+				i++;
+				continue;
+			}
+			bare_newline(p);
+			p->bdat_bol = true;
+		}
+		for (run = 0; i + run < len && data[i + run] != '\r' &&
+		    data[i + run] != '\n'; run++)
+			;
+		if (run > 0) {
+			emit(p, data + i, run);
+			p->bdat_bol = false;
+			i += run;
+			continue;
+		}
+		if (data[i++] == '\r')
+			p->bdat_cr = true;
+		else {
+			bare_newline(p);
+			p->bdat_bol = true;
+		}
+	}
+}
+
+/* The chunk's last byte was read. */
+static void
+bdat_chunk_end(struct proto *p)
+{
+	p->in_data = false;
+	p->bdat_chunk = false;
+	if (p->bdat_discard) {
+		/* Its reply went out with the command; LAST ends the
+		 * refused transaction. */
+		if (p->bdat_last)
+			txn_reset(p);
+		return;
+	}
+	if (p->bdat_last) {
+		if (p->bdat_cr)
+			bare_newline(p);
+		/* Relayed later with DATA, the content must end in CRLF
+		 * before the final dot. */
+		else if (!p->bdat_bol)
+			emit(p, "\r\n", 2);
+		p->bdat_cr = false;
+		data_end(p);
+		return;
+	}
+	if (p->abort_code != 0) {
+		/* Refused content ends the transaction now (RFC 3030 4.2:
+		 * the client stops at the first refusal), as at the end of
+		 * DATA: the caller drops what it has; chunks pipelined
+		 * behind are read and refused (no transaction). */
+		data_end(p);
+		return;
+	}
+	chunk_flush(p);
+	replyf(p, 250, "2.0.0 %llu octets received",
+	    (unsigned long long)p->data_bytes);
+}
+
+static size_t
+bdat_feed(struct proto *p, const char *data, size_t len)
+{
+	size_t take = len < p->bdat_left ? len : (size_t)p->bdat_left;
+
+	if (!p->bdat_discard && p->bdat_fail_code == 0)
+		bdat_bytes(p, data, take);
+	p->bdat_left -= take;
+	if (p->bdat_left == 0) {
+		/* Counted before the reply, for the 250's octets. */
+		p->data_bytes += take;
+		bdat_chunk_end(p);
+		p->data_bytes -= take;
+	} else if (!p->bdat_discard)
+		chunk_flush(p);
+	return take;
+}
+
 static size_t
 data_feed(struct proto *p, const char *data, size_t len)
 {
 	size_t i = 0, run;
 
+	if (p->bdat_chunk)
+		return bdat_feed(p, data, len);
 	while (i < len) {
 		/* The common case, runs of ordinary text, in one copy. */
 		if (p->dstate == DS_TEXT) {
@@ -1412,7 +1650,11 @@ proto_accept(struct proto *p)
 		reply(p, code = 250, "2.1.5 Ok");
 		break;
 	case PROTO_EV_DATA:
-		reply(p, code = 354, "End data with <CR><LF>.<CR><LF>");
+		/* BDAT: the chunk's 250 comes once it has been read. */
+		if (p->ev.bdat)
+			code = 250;
+		else
+			reply(p, code = 354, "End data with <CR><LF>.<CR><LF>");
 		break;
 	case PROTO_EV_MESSAGE:
 	case PROTO_EV_RSET:
@@ -1446,6 +1688,11 @@ proto_reply(struct proto *p, int code, const char *fmt, ...)
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
 	reply(p, code, text);
+	if (p->ev.type == PROTO_EV_DATA && p->ev.bdat &&
+	    (code < 200 || code >= 400)) {
+		p->bdat_fail_code = code;
+		strlcpy_mx(p->bdat_fail_text, text, sizeof(p->bdat_fail_text));
+	}
 	settle(p, code);
 }
 

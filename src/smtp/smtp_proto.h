@@ -142,6 +142,9 @@ struct proto_event {
 	unsigned long long size_param;  /* SIZE=, 0 if absent */
 	bool        body_8bitmime;   /* BODY=8BITMIME */
 	bool        smtputf8;        /* SMTPUTF8 */
+	/* DATA: the first chunk of a BDAT transaction (RFC 3030); accepting
+	 * it sends no 354, the chunk's 250 follows once it is read */
+	bool        bdat;
 	/* MESSAGE */
 	size_t      message_size;    /* content bytes passed to the sink */
 	/* MESSAGE_ABORT */

@@ -108,6 +108,7 @@ answer(struct proto *p, struct run *r, const uint8_t *in, uint8_t flags,
     const struct proto_params *pp)
 {
 	const struct proto_event *ev = proto_event(p);
+	enum proto_event_type type = ev->type;
 	uint8_t pick;
 
 	/* Events come at line ends, so look at the byte before CRLF (the
@@ -117,6 +118,10 @@ answer(struct proto *p, struct run *r, const uint8_t *in, uint8_t flags,
 		pick = (r->seed & 0x81) == 0x81 ? 0 : 3;
 	else
 		pick = r->consumed >= 3 ? in[r->consumed - 3] : 3;
+	/* "DATA" always ends in 'A' (a 451): let the seed decide, or
+	 * message content would never be read. */
+	if (ev->type == PROTO_EV_DATA)
+		pick ^= r->seed & 0x06;
 
 	r->events++;
 	switch (ev->type) {
@@ -182,8 +187,12 @@ answer(struct proto *p, struct run *r, const uint8_t *in, uint8_t flags,
 		proto_accept(p);
 		break;
 	}
-	check(proto_event(p) == NULL, "event still pending after answer");
-	if (proto_phase(p) == PROTO_PHASE_DATA) {
+	/* An accepted "BDAT 0 LAST" raises its MESSAGE at once. */
+	check(proto_event(p) == NULL || (type == PROTO_EV_DATA &&
+	    proto_event(p)->type == PROTO_EV_MESSAGE),
+	    "event still pending after answer");
+	if (proto_phase(p) == PROTO_PHASE_DATA ||
+	    (type == PROTO_EV_DATA && proto_event(p) != NULL)) {
 		r->msg_start = r->content.len;
 		r->last = '\n';
 	}
@@ -254,6 +263,11 @@ drive(const struct proto_params *pp, const uint8_t *in, size_t len,
 			check(proto_feed(p, (const char *)in + r->consumed,
 			    len - r->consumed) == 0, "consumed past an event");
 	}
+	/* A message the input ended in the middle of is dropped by the
+	 * session, as is one whose content was refused: what reached the
+	 * sink of it depends on the pieces and promises nothing. */
+	if (proto_phase(p) == PROTO_PHASE_DATA)
+		r->content.len = r->msg_start;
 	proto_free(p);
 }
 

@@ -429,6 +429,51 @@ def test_relay_to_aiosmtpd_byte_identical(daemon_factory):
         cap.stop()
 
 
+def send_bdat(d, rcpt, chunks):
+    """One message in BDAT chunks (RFC 3030), all pipelined in one write;
+    the replies, one per chunk."""
+    with d.raw(timeout=20) as c:
+        assert c.line().startswith("220")
+        c.send("EHLO client.test\r\n")
+        code, texts, _ = c.reply()
+        assert code == 250 and "CHUNKING" in texts, texts
+        out = b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\n" % (
+            SENDER.encode(), rcpt.encode())
+        for i, chunk in enumerate(chunks):
+            last = " LAST" if i == len(chunks) - 1 else ""
+            out += b"BDAT %d%s\r\n" % (len(chunk), last.encode()) + chunk
+        c.sock.sendall(out)
+        assert c.line().startswith("250 2.1.0")
+        assert c.line().startswith("250 2.1.5")
+        return [c.line() for _ in chunks]
+
+
+@needs_aiosmtpd
+def test_bdat_received_relayed_with_data_byte_identical(daemon_factory):
+    # Content received in chunks (no dot-stuffing: a lone "." line and
+    # lines with leading dots are plain bytes) is relayed with DATA,
+    # dot-stuffed, and arrives byte for byte.
+    cap = Capture()
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("next", ["127.0.0.1:%d" % cap.port])]))
+        raw = tricky_bytes("bdat chunks")
+        cut = [0, 17, 18, 100, len(raw)]
+        # A chunk boundary between CR and LF too.
+        cr = raw.index(b"\r\n", 120) + 1
+        cut = sorted(set(cut + [cr]))
+        chunks = [raw[a:b] for a, b in zip(cut, cut[1:])]
+        replies = send_bdat(d, "bob@example.test", chunks)
+        for chunk, line in zip(chunks, replies[:-1]):
+            assert line == "250 2.0.0 %d octets received" % len(chunk), line
+        qid = queued_id(replies[-1])
+        wait_state(d, qid, "delivered")
+        assert wait_for(lambda: cap.handler.count() == 1, 5)
+        assert strip_trace(cap.messages[0]["data"]) == raw
+    finally:
+        cap.stop()
+
+
 def test_relay_to_second_mxgated_byte_identical(daemon_factory):
     b = daemon_factory()        # its default routes keep mail in its queue
     a = daemon_factory(relay_settings(

@@ -14,7 +14,7 @@
 #define EHLO_PREFIX \
 	"250-mx.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n" \
 	"250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n"
-#define EHLO_REPLY EHLO_PREFIX "250 SMTPUTF8\r\n"
+#define EHLO_REPLY EHLO_PREFIX "250-SMTPUTF8\r\n250 CHUNKING\r\n"
 
 static struct buf content;
 static char outbuf[1 << 20];
@@ -219,7 +219,7 @@ test_ehlo_starttls_auth(void)
 	pp.auth = true;
 	p = start_with(&pp);
 	/* AUTH waits for TLS (RFC 4954 4). */
-	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n"
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n"
 	    "250 STARTTLS\r\n");
 	CHECK_STR(run(p, "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"),
 	    "538 5.7.11 Encryption required for requested authentication "
@@ -229,14 +229,14 @@ test_ehlo_starttls_auth(void)
 	proto_tls_started(p);
 	CHECK(!proto_tls_waiting(p));
 	/* After the handshake: no STARTTLS, AUTH offered. */
-	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n"
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n"
 	    "250 AUTH PLAIN LOGIN\r\n");
 	proto_free(p);
 
 	/* Plaintext AUTH allowed: both offered before TLS. */
 	pp.auth_plaintext = true;
 	p = start_with(&pp);
-	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n"
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n"
 	    "250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n");
 	proto_free(p);
 }
@@ -327,7 +327,7 @@ test_starttls_errors(void)
 	run(p, "RSET\r\n");
 	run(p, "STARTTLS\r\n");
 	proto_tls_started(p);
-	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n"
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n"
 	    "250 AUTH PLAIN LOGIN\r\n");
 	CHECK_STR(run(p, "STARTTLS\r\n"),
 	    "503 5.5.1 Error: TLS already active\r\n");
@@ -344,7 +344,7 @@ test_implicit_tls(void)
 	pp.tls = true;
 	pp.auth = true;
 	p = start_with(&pp);
-	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n"
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n"
 	    "250 AUTH PLAIN LOGIN\r\n");
 	CHECK_STR(run(p, "STARTTLS\r\n"),
 	    "503 5.5.1 Error: TLS already active\r\n");
@@ -636,13 +636,13 @@ test_starttls_forgets_auth(void)
 	pp.auth_required = true;
 	p = start_with(&pp);
 	CHECK_STR(run(p, "EHLO c\r\nAUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"
-	    "STARTTLS\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-STARTTLS\r\n"
+	    "STARTTLS\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n250-STARTTLS\r\n"
 	    "250 AUTH PLAIN LOGIN\r\n235 2.7.0 Authentication successful\r\n"
 	    "220 2.0.0 Ready to start TLS\r\n");
 	proto_tls_started(p);
 	CHECK(!proto_authenticated(p));
 	CHECK_STR(run(p, "EHLO c\r\nMAIL FROM:<a@b.example>\r\n"),
-	    EHLO_PREFIX "250-SMTPUTF8\r\n250 AUTH PLAIN LOGIN\r\n"
+	    EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n250 AUTH PLAIN LOGIN\r\n"
 	    "530 5.7.0 Authentication required\r\n");
 	proto_free(p);
 }
@@ -921,6 +921,136 @@ test_max_rcpts(void)
 	    "RCPT TO:<3@d.example>\r\nRCPT TO:<4@d.example>\r\n"),
 	    "250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n"
 	    "452 4.5.3 Too many recipients\r\n");
+	proto_free(p);
+}
+
+/* ---- BDAT (RFC 3030) ------------------------------------------------------ */
+
+static void
+test_bdat_chunks(void)
+{
+	struct proto *p = in_transaction();
+	const struct proto_event *ev;
+
+	/* The first chunk goes through the DATA stage, then is read. */
+	ev = until_event(p, "BDAT 13\r\n", PROTO_EV_DATA);
+	CHECK(ev != NULL && ev->bdat);
+	proto_accept(p);
+	CHECK_STR(out(p), "");
+	CHECK(proto_phase(p) == PROTO_PHASE_DATA);
+	/* Binary framing: a "." line is content, nothing is unstuffed. */
+	CHECK_STR(run(p, "Subject: a\r\n."), "250 2.0.0 13 octets received\r\n");
+	CHECK(proto_phase(p) == PROTO_PHASE_COMMAND);
+	/* A CR at the end of one chunk and its LF in the next: CRLF. */
+	CHECK_STR(run(p, "BDAT 3\r\n.x\r"), "250 2.0.0 3 octets received\r\n");
+	CHECK_STR(run(p, "DATA\r\n"),
+	    "503 5.5.1 Error: BDAT in progress, DATA not allowed\r\n");
+	ev = NULL;
+	CHECK_INT(proto_feed(p, "BDAT 7 LAST\r\n\nbody\r\n", 20), 20);
+	ev = proto_event(p);
+	CHECK(ev != NULL && ev->type == PROTO_EV_MESSAGE);
+	CHECK_STR(content.data, "Subject: a\r\n..x\r\nbody\r\n");
+	CHECK(ev != NULL && ev->message_size == strlen(content.data));
+	proto_reply(p, 250, "2.0.0 Ok: queued as 0123456789ABCDEF");
+	CHECK_STR(out(p), "250 2.0.0 Ok: queued as 0123456789ABCDEF\r\n");
+	CHECK(!proto_in_transaction(p));
+	proto_free(p);
+}
+
+static void
+test_bdat_pipelined_and_unterminated(void)
+{
+	struct proto *p = in_transaction();
+
+	/* All in one write; a message without a final CRLF gets one, so
+	 * that it can be relayed with DATA. */
+	CHECK_STR(run(p, "BDAT 5\r\nHelloBDAT 0 LAST\r\n"
+	    "RSET\r\n"), "250 2.0.0 5 octets received\r\n"
+	    "250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n");
+	CHECK_STR(content.data, "Hello\r\n");
+	proto_free(p);
+}
+
+static void
+test_bdat_refusals_consume_the_chunk(void)
+{
+	struct proto *p = start();
+
+	run(p, "EHLO c\r\n");
+	/* Refused, its bytes still read and thrown away, never commands. */
+	CHECK_STR(run(p, "BDAT 6\r\nQUIT\r\nNOOP\r\n"),
+	    "503 5.5.1 Error: need MAIL command\r\n250 2.0.0 Ok\r\n");
+	CHECK(!proto_closing(p));
+	run(p, "MAIL FROM:<a@b.example>\r\n");
+	CHECK_STR(run(p, "BDAT 6 LAST\r\nQUIT\r\n"),
+	    "503 5.5.1 Error: no valid recipients\r\n");
+	CHECK(!proto_closing(p));
+	proto_free(p);
+
+	/* Refused at the DATA stage: this chunk and every later one of the
+	 * transaction get the refusal; LAST ends the transaction. */
+	p = in_transaction();
+	CHECK(until_event(p, "BDAT 4\r\n", PROTO_EV_DATA) != NULL);
+	proto_reply(p, 554, "5.7.1 No thanks");
+	CHECK_STR(out(p), "554 5.7.1 No thanks\r\n");
+	CHECK_STR(run(p, "QUITBDAT 3 LAST\r\nabc"), "554 5.7.1 No thanks\r\n");
+	CHECK(!proto_in_transaction(p));
+	CHECK_STR(content.data == NULL ? "" : content.data, "");
+	CHECK_STR(run(p, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+	proto_free(p);
+}
+
+static void
+test_bdat_limits(void)
+{
+	struct proto_params pp = params();
+	struct proto *p;
+	char big[700];
+
+	pp.max_errors = 100;
+	p = start_with(&pp);
+	run(p, "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n");
+	/* A chunk over SIZE (1000) is refused before it is read. */
+	CHECK_STR(run(p, "BDAT 2000\r\n"),
+	    "552 5.3.4 Message size exceeds fixed limit\r\n");
+	memset(big, 'x', sizeof(big));
+	CHECK_STR(run_n(p, big, sizeof(big)), "");
+	CHECK_STR(run_n(p, big, sizeof(big)), "");
+	CHECK_STR(run_n(p, big, 600), "");
+	CHECK_STR(run(p, "BDAT 1 LAST\r\nx"),
+	    "552 5.3.4 Message size exceeds fixed limit\r\n");
+	CHECK(!proto_in_transaction(p));
+	/* The total counts too: 700 + 400 > 1000. */
+	run(p, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n");
+	CHECK_STR(run(p, "BDAT 700\r\n"), "");
+	CHECK_STR(run_n(p, big, sizeof(big)), "250 2.0.0 700 octets received\r\n");
+	CHECK_STR(run(p, "BDAT 400 LAST\r\n"),
+	    "552 5.3.4 Message size exceeds fixed limit\r\n");
+	memset(big, 'y', 400);
+	CHECK_STR(run_n(p, big, 400), "");
+	CHECK(!proto_in_transaction(p));
+	/* Bare LF in a chunk: refused as in DATA, at the end. */
+	run(p, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n");
+	CHECK_STR(run(p, "BDAT 9 LAST\r\na\n.\nQUIT\n"),
+	    "550 5.6.11 Bare CR or LF received in message, use CRLF\r\n");
+	CHECK(!proto_closing(p));
+	/* Refused content in a chunk before the last ends the transaction:
+	 * what was pipelined behind it is read, refused, never commands. */
+	run(p, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n");
+	CHECK_STR(run(p, "BDAT 3\r\na\nbBDAT 6 LAST\r\nQUIT\r\n"),
+	    "550 5.6.11 Bare CR or LF received in message, use CRLF\r\n"
+	    "503 5.5.1 Error: need MAIL command\r\n");
+	CHECK(!proto_closing(p));
+	/* No size: nothing tells where the chunk ends; close. */
+	CHECK_STR(run(p, "BDAT x\r\n"), "501 5.5.4 Syntax: BDAT chunk-size "
+	    "[LAST]\r\n421 4.5.4 mx.example Error: cannot find the end of the "
+	    "BDAT chunk, closing\r\n");
+	CHECK(proto_closing(p));
+	proto_free(p);
+	p = start_with(&pp);
+	CHECK_STR(run(p, "BDAT 99999999999999999999999 LAST\r\n"),
+	    "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n421 4.5.4 mx.example "
+	    "Error: cannot find the end of the BDAT chunk, closing\r\n");
 	proto_free(p);
 }
 
@@ -1750,6 +1880,10 @@ main(void)
 	RUN(test_quit_in_transaction);
 	RUN(test_pipelining);
 	RUN(test_bytewise_equivalence);
+	RUN(test_bdat_chunks);
+	RUN(test_bdat_pipelined_and_unterminated);
+	RUN(test_bdat_refusals_consume_the_chunk);
+	RUN(test_bdat_limits);
 	buf_free(&content);
 	return unit_done();
 }
