@@ -45,16 +45,29 @@
 #define GB (1024LL * MB)
 
 /*
- * An integer literal of the main text.  libconfig 1.5 stores a decimal
+ * An integer literal of the configuration.  libconfig 1.5 stores a decimal
  * literal that does not fit in 32 bits into an int (truncated, silently),
  * and even recent versions do so for hexadecimal literals; the
  * literals are scanned separately so that such a value is an error rather
- * than, say, "recipients = 4294967396" read as 100.
+ * than, say, "recipients = 4294967396" read as 100.  The @include'd files
+ * are scanned too: libconfig cuts their literals the same way.
  */
 struct int_literal {
+	size_t     file;        /* index in conf_ctx.files */
 	unsigned   line;
 	long long  value;
 	bool       wide;        /* does not fit in an int */
+};
+
+/*
+ * A text scanned for literals: files[0] is the main text (both names
+ * NULL, as libconfig names none for a string it read), the others are
+ * @include'd files, which libconfig 1.5 names as written in the directive
+ * and later versions with the include directory in front.
+ */
+struct scanned_file {
+	char *written;
+	char *path;
 };
 
 struct conf_ctx {
@@ -65,6 +78,8 @@ struct conf_ctx {
 	struct int_literal *literals;
 	size_t              nliterals;
 	bool                any_wide;
+	struct scanned_file *files;
+	size_t              nfiles;
 };
 
 enum conf_type {
@@ -702,6 +717,27 @@ conf_name(char out[CONF_NAME_LEN], const char *fmt, ...)
 
 /* --- integer literals that libconfig may have truncated --- */
 
+/* Append the file at path to b: 0, or an errno value, *op saying what
+ * failed ("open" or "read"). */
+static int
+file_slurp(const char *path, struct buf *b, const char **op)
+{
+	char chunk[8192];
+	size_t n;
+	FILE *fp;
+	int err;
+
+	*op = "open";
+	if ((fp = fopen(path, "r")) == NULL)
+		return errno;
+	while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0)
+		buf_append(b, chunk, n);
+	err = ferror(fp) ? errno : 0;
+	fclose(fp);
+	*op = "read";
+	return err;
+}
+
 static bool
 is_name_char(int c)
 {
@@ -709,10 +745,12 @@ is_name_char(int c)
 }
 
 static void
-literal_add(struct conf_ctx *ctx, unsigned line, long long v, bool wide)
+literal_add(struct conf_ctx *ctx, size_t file, unsigned line, long long v,
+    bool wide)
 {
 	ctx->literals = xrealloc(ctx->literals,
 	    (ctx->nliterals + 1) * sizeof(*ctx->literals));
+	ctx->literals[ctx->nliterals].file = file;
 	ctx->literals[ctx->nliterals].line = line;
 	ctx->literals[ctx->nliterals].value = v;
 	ctx->literals[ctx->nliterals].wide = wide;
@@ -736,7 +774,7 @@ skip_float(const char *q)
  * float token); record integers without an L suffix.  Returns the end.
  */
 static const char *
-scan_number(struct conf_ctx *ctx, const char *p, unsigned line)
+scan_number(struct conf_ctx *ctx, const char *p, size_t file, unsigned line)
 {
 	unsigned long long u;
 	const char *q;
@@ -768,7 +806,7 @@ scan_number(struct conf_ctx *ctx, const char *p, unsigned line)
 			q++;
 		return q;
 	}
-	literal_add(ctx, line, v, wide);
+	literal_add(ctx, file, line, v, wide);
 	return q;
 }
 
@@ -803,9 +841,55 @@ starts_number(const char *p)
 	return isdigit((unsigned char)*p);
 }
 
+static void scan_int_literals(struct conf_ctx *ctx, const char *text,
+    size_t file, unsigned depth);
+
+/* As libconfig's scanner: more than this is an error it reports itself. */
+#define INCLUDE_DEPTH_MAX 10
+
+/*
+ * The @include directive at p: scan the file it names (relative to the
+ * include directory, as libconfig reads it; libconfig 1.5 resolves nested
+ * includes there too).  A file that cannot be read is libconfig's to
+ * report.  Returns the end of the directive.
+ */
+static const char *
+scan_include(struct conf_ctx *ctx, const char *p, unsigned depth)
+{
+	const char *name, *end, *op;
+	struct scanned_file *f;
+	struct buf b;
+	size_t idx;
+
+	p += strlen("@include");
+	p += strspn(p, " \t");
+	if (*p != '"' || (end = strchr(p + 1, '"')) == NULL ||
+	    memchr(p + 1, '\n', (size_t)(end - p - 1)) != NULL)
+		return p;
+	name = p + 1;
+	if (depth >= INCLUDE_DEPTH_MAX)
+		return end + 1;
+	ctx->files = xrealloc(ctx->files, (ctx->nfiles + 1) *
+	    sizeof(*ctx->files));
+	idx = ctx->nfiles++;
+	f = &ctx->files[idx];
+	f->written = xstrndup(name, (size_t)(end - name));
+	if (ctx->include_dir != NULL && name[0] != '/')
+		xasprintf(&f->path, "%s/%s", ctx->include_dir, f->written);
+	else
+		f->path = xstrdup(f->written);
+	buf_init(&b);
+	buf_append(&b, "", 0);
+	if (file_slurp(ctx->files[idx].path, &b, &op) == 0)
+		scan_int_literals(ctx, b.data, idx, depth + 1);
+	buf_free(&b);
+	return end + 1;
+}
+
 /* Find the integer literals of text, skipping comments, strings, names. */
 static void
-scan_int_literals(struct conf_ctx *ctx, const char *text)
+scan_int_literals(struct conf_ctx *ctx, const char *text, size_t file,
+    unsigned depth)
 {
 	const char *p = text;
 	unsigned line = 1;
@@ -820,41 +904,71 @@ scan_int_literals(struct conf_ctx *ctx, const char *text)
 			p = skip_block_comment(p, &line);
 		} else if (*p == '"') {
 			p = skip_string(p, &line);
+		} else if (strncmp(p, "@include", 8) == 0) {
+			p = scan_include(ctx, p, depth);
 		} else if (isalpha((unsigned char)*p) || *p == '*') {
 			while (is_name_char((unsigned char)*p))
 				p++;
 		} else if (starts_number(p)) {
 			p = *p == '.' ? skip_float(p) :
-			    scan_number(ctx, p, line);
+			    scan_number(ctx, p, file, line);
 		} else {
 			p++;
 		}
 	}
 }
 
+/* Which scanned text setting s comes from; nfiles when none. */
+static size_t
+literal_file(const struct conf_ctx *ctx, const config_setting_t *s)
+{
+	const char *src = config_setting_source_file(s);
+	size_t i;
+
+	if (src == NULL)
+		return 0;
+	for (i = 1; i < ctx->nfiles; i++)
+		if (strcmp(src, ctx->files[i].written) == 0 ||
+		    strcmp(src, ctx->files[i].path) == 0)
+			return i;
+	return ctx->nfiles;
+}
+
 /*
- * Did libconfig truncate the integer of s?  Only the main text is scanned
- * (not @include'd files).  A value that equals a literal on its line was
- * read whole (later libconfig versions promote wide decimal literals to
- * 64 bits); one that equals none, on a line holding a wide literal, was cut.
+ * Did libconfig truncate the integer of s?  A value that equals a literal
+ * on its line was read whole (later libconfig versions promote wide
+ * decimal literals to 64 bits); one that equals none, on a line holding a
+ * wide literal, was cut.  When the value is not on the setting's line
+ * ("name =" ending it), it is the next literal of the file.
  */
 static bool
 int_truncated(const struct conf_ctx *ctx, config_setting_t *s, long long v)
 {
 	unsigned line = config_setting_source_line(s);
-	bool wide_here = false;
-	size_t i;
+	const struct int_literal *next = NULL, *l;
+	bool wide_here = false, any_here = false;
+	size_t i, file;
 
-	if (!ctx->any_wide || config_setting_source_file(s) != NULL)
+	if (!ctx->any_wide)
 		return false;
+	file = literal_file(ctx, s);
 	for (i = 0; i < ctx->nliterals; i++) {
-		if (ctx->literals[i].line != line)
+		l = &ctx->literals[i];
+		if (l->file != file || l->line < line)
 			continue;
-		if (ctx->literals[i].value == v)
+		if (l->line > line) {
+			if (next == NULL)
+				next = l;
+			continue;
+		}
+		any_here = true;
+		if (l->value == v)
 			return false;
-		if (ctx->literals[i].wide)
+		if (l->wide)
 			wide_here = true;
 	}
+	if (!any_here && next != NULL)
+		return next->wide && next->value != v;
 	return wide_here;
 }
 
@@ -2234,7 +2348,10 @@ config_parse(struct conf_ctx *ctx, const char *text, const char *include_dir)
 		    config_error_text(&cf));
 		goto done;
 	}
-	scan_int_literals(ctx, text);
+	/* files[0]: the main text */
+	ctx->files = xcalloc(1, sizeof(*ctx->files));
+	ctx->nfiles = 1;
+	scan_int_literals(ctx, text, 0, 0);
 	c = xcalloc(1, sizeof(*c));
 	c->path = xstrdup(ctx->name);
 	conf_defaults(&mxconf_table, c);
@@ -2246,6 +2363,11 @@ config_parse(struct conf_ctx *ctx, const char *text, const char *include_dir)
 	}
 done:
 	free(ctx->literals);
+	for (size_t i = 0; i < ctx->nfiles; i++) {
+		free(ctx->files[i].written);
+		free(ctx->files[i].path);
+	}
+	free(ctx->files);
 	config_destroy(&cf);
 	return c;
 }
@@ -2253,22 +2375,12 @@ done:
 static int
 read_file(struct conf_ctx *ctx, const char *path, struct buf *b)
 {
-	char chunk[8192];
-	size_t n;
-	FILE *fp;
+	const char *op;
 	int err;
 
-	if ((fp = fopen(path, "r")) == NULL) {
-		conf_report_at(ctx, path, 0, "cannot open: %s",
-		    strerror(errno));
-		return -1;
-	}
-	while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0)
-		buf_append(b, chunk, n);
-	err = ferror(fp) ? errno : 0;
-	fclose(fp);
-	if (err != 0) {
-		conf_report_at(ctx, path, 0, "cannot read: %s", strerror(err));
+	if ((err = file_slurp(path, b, &op)) != 0) {
+		conf_report_at(ctx, path, 0, "cannot %s: %s", op,
+		    strerror(err));
 		return -1;
 	}
 	/* libconfig would stop at a NUL and ignore the rest. */

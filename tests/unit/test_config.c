@@ -795,6 +795,70 @@ test_files(void)
 	CHECK_STR(errs[0], want);
 }
 
+/*
+ * Settings in an @include'd file are checked like any other, and each
+ * problem names the included file and its line.  The include is nested
+ * once, as operators split files (libconfig reads every @include relative
+ * to the main file's directory).
+ */
+static bool
+include_fails_with(const char *inc_text, unsigned line, const char *problem)
+{
+	struct mxconf *c;
+	const char *path;
+	char want[1024];
+
+	write_tmp("problem.inc", inc_text);
+	write_tmp("outer.inc", "# settings of this host\n"
+	    "@include \"problem.inc\"\n");
+	path = write_tmp("incmain.conf", LISTEN "@include \"outer.inc\"\n");
+	snprintf(want, sizeof(want), "%s/problem.inc:%u: %s", tmpdir, line,
+	    problem);
+	nerrs = 0;
+	c = config_load(path, capture);
+	if (c == NULL && nerrs == 1 && strcmp(errs[0], want) == 0)
+		return true;
+	printf("#   want: %s\n", want);
+	if (c != NULL)
+		printf("#   but it loaded\n");
+	show_errors();
+	config_free(c);
+	return false;
+}
+
+static void
+test_include_problems(void)
+{
+	struct mxconf *c;
+	const char *path;
+
+	CHECK(include_fails_with("\nlimits = {\n  errors = 1001;\n};\n", 3,
+	    "'limits.errors' must be between 1 and 1000 (got 1001)"));
+	/* 2^32 + 100: libconfig 1.5 reads 100, the default. */
+	CHECK(include_fails_with("limits = {\n  recipients = 4294967396;\n};\n",
+	    2, "'limits.recipients': this integer does not fit in 32 bits "
+	    "and libconfig cuts it; write it with an L suffix (3000000000L)"));
+	/* A value on the line after its name: libconfig blames the name's. */
+	CHECK(include_fails_with("limits = { recipients =\n  0x100000064; };\n",
+	    1, "'limits.recipients': this integer does not fit in 32 bits "
+	    "and libconfig cuts it; write it with an L suffix (3000000000L)"));
+	CHECK(include_fails_with("timeouts = {\n\n  data = \"soon\";\n};\n", 3,
+	    "'timeouts.data' must be an integer"));
+	CHECK(include_fails_with("limits = {\n  recipients = 10;\n"
+	    "  colour = \"blue\";\n};\n", 3, "unknown setting 'limits.colour'"));
+
+	/* A good value in an included file is read as written. */
+	write_tmp("problem.inc", "limits = {\n  recipients = 7;\n};\n");
+	path = write_tmp("incmain.conf", LISTEN "@include \"outer.inc\"\n");
+	nerrs = 0;
+	c = config_load(path, capture);
+	CHECK(c != NULL);
+	if (c != NULL)
+		CHECK_INT(c->max_recipients, 7);
+	show_errors();
+	config_free(c);
+}
+
 /* spf, policy, plugins, helo_checks, networks, rate_limits */
 static void
 test_checks_settings(void)
@@ -889,7 +953,8 @@ static void
 remove_tmp(void)
 {
 	static const char *const names[] = {
-		"bad.conf", "syntax.conf", "limits.inc", "main.conf"
+		"bad.conf", "syntax.conf", "limits.inc", "main.conf",
+		"problem.inc", "outer.inc", "incmain.conf",
 	};
 	char path[256];
 	size_t i;
@@ -1007,6 +1072,7 @@ main(int argc, char **argv)
 	RUN(test_several_errors);
 	RUN(test_wide_integers);
 	RUN(test_files);
+	RUN(test_include_problems);
 	RUN(test_free_null);
 	RUN(test_checks_settings);
 	RUN(test_listener_auth_tls);
