@@ -27,6 +27,9 @@
 static char errs[MAX_ERRS][2048];
 static int nerrs;
 static const char *sample_path;
+static char manual_path[4096];
+
+#define SAMPLE_IN_TREE "/etc/mxgate.conf"
 
 static void
 capture(const char *msg)
@@ -1035,11 +1038,140 @@ test_delivery_settings(void)
 	    " or \"required\" (got \"maybe\")"));
 }
 
+/* --- the manual page, made from the table --- */
+
+static char *
+manual_text(void)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *fp = open_memstream(&text, &len);
+
+	if (fp == NULL)
+		return NULL;
+	config_write_manual(fp);
+	fclose(fp);
+	return text;
+}
+
+/* Where a and b first differ: line number, and the two lines. */
+static void
+show_first_difference(const char *a, const char *b)
+{
+	unsigned line = 1;
+	size_t i = 0, start = 0;
+
+	for (; a[i] != '\0' && a[i] == b[i]; i++)
+		if (a[i] == '\n') {
+			line++;
+			start = i + 1;
+		}
+	printf("#   first difference at line %u:\n", line);
+	printf("#   committed: %.*s\n", (int)strcspn(a + start, "\n"),
+	    a + start);
+	printf("#   the table: %.*s\n", (int)strcspn(b + start, "\n"),
+	    b + start);
+}
+
+/*
+ * doc/mxgate.conf.5 is what the table makes: a row changed without the
+ * page regenerated fails here.
+ */
+static void
+test_manual_up_to_date(void)
+{
+	char *page = read_text(manual_path), *made = manual_text();
+
+	CHECK(page != NULL);
+	CHECK(made != NULL);
+	if (page != NULL && made != NULL && strcmp(page, made) != 0) {
+		printf("#   %s is not what the configuration table makes:\n"
+		    "#   regenerate it with `make -C build manual` "
+		    "(tests/run.sh builds in build/) and commit it\n",
+		    manual_path);
+		show_first_difference(page, made);
+		CHECK(strcmp(page, made) == 0);
+	}
+	free(page);
+	free(made);
+}
+
+struct manual_check {
+	const char *page;
+	int missing;
+};
+
+static void
+manual_has_setting(const struct config_doc *d, void *arg)
+{
+	struct manual_check *m = arg;
+	char want[512];
+
+	snprintf(want, sizeof(want), "\n.B %s\n", d->path);
+	if (strstr(m->page, want) != NULL)
+		return;
+	printf("#   setting %s%s%s is not in the manual\n",
+	    d->list != NULL ? d->list : "", d->list != NULL ? "." : "",
+	    d->path);
+	m->missing++;
+}
+
+/*
+ * What the generator makes, whatever the rows: every setting has its
+ * entry, and every line that groff reads as a request is one of the man
+ * macros the page uses (an unescaped '.' or '\'' from a doc string would
+ * start a line with something else).
+ */
+static void
+test_manual_generated(void)
+{
+	static const char *const macros[] = {
+		"\\\"", "TH", "SH", "SS", "TP", "B", "I", "BR", "IR", "RI",
+		"BI", "IB", "RB", "PP", "IP", "RS", "RE", "EX", "EE", "br",
+		"nh", "ad", "nr", NULL
+	};
+	struct manual_check m = { NULL, 0 };
+	char *made = manual_text(), *line, *save = NULL;
+	size_t i, len;
+	int bad = 0;
+
+	CHECK(made != NULL);
+	if (made == NULL)
+		return;
+	m.page = made;
+	config_describe(manual_has_setting, &m);
+	CHECK_INT(m.missing, 0);
+	CHECK(strstr(made, "\n.SS routes\n") != NULL);
+	CHECK(strstr(made, "\n.B limits.recipients\n\\fIinteger\\fP, 1 to "
+	    "10000; default \\fB100\\fP.\n") != NULL);
+	for (line = strtok_r(made, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		if (line[0] == '\'') {
+			printf("#   line starts with a quote: %s\n", line);
+			bad++;
+		}
+		if (line[0] != '.')
+			continue;
+		len = strcspn(line + 1, " ");
+		for (i = 0; macros[i] != NULL; i++)
+			if (strlen(macros[i]) == len &&
+			    strncmp(line + 1, macros[i], len) == 0)
+				break;
+		if (macros[i] == NULL) {
+			printf("#   unexpected request: %s\n", line);
+			bad++;
+		}
+	}
+	CHECK_INT(bad, 0);
+	free(made);
+}
+
 int
 main(int argc, char **argv)
 {
 	static char path[4096];
 	const char *dir;
+	size_t len;
 
 	if (argc > 1) {
 		sample_path = argv[1];
@@ -1050,6 +1182,18 @@ main(int argc, char **argv)
 		snprintf(path, sizeof(path), "%s/etc/mxgate.conf", dir);
 		sample_path = path;
 	}
+	/* The manual beside the sample: SRCDIR/doc/mxgate.conf.5. */
+	len = strlen(sample_path);
+	dir = sample_path;
+	if (len >= strlen(SAMPLE_IN_TREE) && strcmp(sample_path + len -
+	    strlen(SAMPLE_IN_TREE), SAMPLE_IN_TREE) == 0) {
+		len -= strlen(SAMPLE_IN_TREE);
+	} else {
+		dir = ".";
+		len = 1;
+	}
+	snprintf(manual_path, sizeof(manual_path), "%.*s/doc/mxgate.conf.5",
+	    (int)len, dir);
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_config.XXXXXX");
 	if (mkdtemp(tmpdir) == NULL) {
 		perror("mkdtemp");
@@ -1077,6 +1221,8 @@ main(int argc, char **argv)
 	RUN(test_checks_settings);
 	RUN(test_listener_auth_tls);
 	RUN(test_delivery_settings);
+	RUN(test_manual_up_to_date);
+	RUN(test_manual_generated);
 	remove_tmp();
 	return unit_done();
 }
