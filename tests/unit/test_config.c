@@ -7,6 +7,8 @@
  * under $srcdir (exported by `make check`), else under ".".
  */
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <libconfig.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1038,6 +1040,269 @@ test_delivery_settings(void)
 	    " or \"required\" (got \"maybe\")"));
 }
 
+/*
+ * --- etc/mxgate.conf held to the table ---
+ *
+ * The sample shows every setting, set or commented out ("# name = ...;"
+ * at the indentation of its group), under a comment that documents it and
+ * says "default: VALUE" with the table's default written as in the file
+ * (or "default: as below" over a line that sets it to that).  The settings
+ * of a list's groups are documented in the comment above the list, each
+ * on a line of its own, "#   name  what it is", continued on lines indented
+ * deeper.
+ */
+
+struct sample {
+	char   **lines;             /* the sample, commented-out settings set */
+	size_t   nlines;
+	config_t cf;
+	int      problems;
+};
+
+static bool
+is_comment(const char *line)
+{
+	return line[strspn(line, " \t")] == '#';
+}
+
+/* "  # name = value;" is a commented-out setting: "  name = value;". */
+static bool
+commented_setting(const char *line, size_t *indent)
+{
+	const char *p;
+
+	*indent = strspn(line, " ");
+	p = line + *indent;
+	if (p[0] != '#' || p[1] != ' ' || !islower((unsigned char)p[2]))
+		return false;
+	p += 2 + strspn(p + 2, "abcdefghijklmnopqrstuvwxyz_0123456789");
+	return strncmp(p, " = ", 3) == 0;
+}
+
+/* Set what the sample comments out, so that libconfig finds it too; a
+ * commented-out list "# name = (" goes on to its "# );". */
+static char *
+uncomment_settings(const char *text, struct sample *smp)
+{
+	char *copy = strdup(text), *rest = copy, *line, *out;
+	size_t indent, len, total = 0;
+	bool in_list = false;
+	size_t list_indent = 0;
+
+	smp->lines = NULL;
+	smp->nlines = 0;
+	/* Line by line, empty ones too: line numbers are the sample's. */
+	while ((line = strsep(&rest, "\n")) != NULL) {
+		char *l;
+
+		if (rest == NULL && line[0] == '\0')
+			break;          /* after the last newline */
+		l = strdup(line);
+
+		len = strlen(l);
+		if (in_list && strncmp(l + list_indent, "# ", 2) == 0 &&
+		    strspn(l, " ") == list_indent) {
+			memmove(l + list_indent, l + list_indent + 2,
+			    len - list_indent - 1);
+			if (strcmp(l + list_indent, ");") == 0)
+				in_list = false;
+		} else if (commented_setting(l, &indent)) {
+			memmove(l + indent, l + indent + 2, len - indent - 1);
+			in_list = l[strlen(l) - 1] == '(';
+			list_indent = indent;
+		}
+		smp->lines = realloc(smp->lines,
+		    (smp->nlines + 1) * sizeof(*smp->lines));
+		smp->lines[smp->nlines++] = l;
+		total += strlen(l) + 1;
+	}
+	free(copy);
+	out = calloc(1, total + 1);
+	for (size_t i = 0; i < smp->nlines; i++) {
+		strcat(out, smp->lines[i]);
+		strcat(out, "\n");
+	}
+	return out;
+}
+
+/* The comment right above line (1-based): its first line, 0 if none. */
+static size_t
+comment_above(const struct sample *smp, size_t line)
+{
+	size_t first = line;
+
+	while (first > 1 && is_comment(smp->lines[first - 2]))
+		first--;
+	return first < line ? first : 0;
+}
+
+/* Lines from..to (1-based) without their '#', joined by spaces. */
+static char *
+comment_text(const struct sample *smp, size_t from, size_t to)
+{
+	size_t total = 1, i;
+	char *out, *p;
+
+	for (i = from; i <= to; i++)
+		total += strlen(smp->lines[i - 1]) + 1;
+	out = calloc(1, total);
+	for (i = from; i <= to; i++) {
+		p = smp->lines[i - 1];
+		p += strspn(p, " \t");
+		if (*p == '#')
+			p++;
+		p += strspn(p, " \t");
+		if (*p == '\0')
+			continue;
+		if (out[0] != '\0')
+			strcat(out, " ");
+		strcat(out, p);
+	}
+	return out;
+}
+
+static void
+sample_problem(struct sample *smp, const struct config_doc *d,
+    unsigned line, const char *what)
+{
+	printf("#   %s:%u: '%s%s%s' %s\n", sample_path, line,
+	    d->list != NULL ? d->list : "", d->list != NULL ? "[]." : "",
+	    d->path, what);
+	smp->problems++;
+}
+
+/* The text documents the default, or says "as below" over it. */
+static bool
+default_documented(const char *text, const struct config_doc *d,
+    const char *setting_line)
+{
+	char want[300], set[600];
+	const char *name = strrchr(d->path, '.');
+
+	snprintf(want, sizeof(want), "default: %s", d->def);
+	if (strstr(text, want) != NULL)
+		return true;
+	name = name != NULL ? name + 1 : d->path;
+	snprintf(set, sizeof(set), "%s = %s;", name, d->def);
+	return setting_line != NULL && strstr(text, "default: as below") &&
+	    strcmp(setting_line + strspn(setting_line, " "), set) == 0;
+}
+
+/* A setting of the main table: set or shown, under its comment. */
+static void
+sample_check_setting(struct sample *smp, const struct config_doc *d)
+{
+	config_setting_t *s = config_lookup(&smp->cf, d->path);
+	size_t line, first;
+	char *text;
+
+	if (s == NULL) {
+		sample_problem(smp, d, 0, "is neither set nor shown in a "
+		    "comment (\"# name = value;\")");
+		return;
+	}
+	line = config_setting_source_line(s);
+	if ((first = comment_above(smp, line)) == 0) {
+		sample_problem(smp, d, (unsigned)line, "has no comment "
+		    "right above it to document it");
+		return;
+	}
+	text = comment_text(smp, first, line - 1);
+	if (d->def[0] != '\0' &&
+	    !default_documented(text, d, smp->lines[line - 1]))
+		sample_problem(smp, d, (unsigned)line, "has no \"default: "
+		    "...\" with the table's default in its comment");
+	free(text);
+}
+
+/* A setting of a list's groups: an entry in the comment over the list. */
+static void
+sample_check_entry(struct sample *smp, const struct config_doc *d)
+{
+	config_setting_t *list = config_lookup(&smp->cf, d->list);
+	size_t line, first, i, end, indent = 0, n;
+	const char *p;
+	char *text;
+
+	if (list == NULL)
+		return;         /* the list itself was reported */
+	line = config_setting_source_line(list);
+	if ((first = comment_above(smp, line)) == 0)
+		return;
+	n = strlen(d->path);
+	for (i = first; i < line; i++) {
+		p = smp->lines[i - 1];
+		p += strspn(p, " ");
+		indent = strspn(p + 1, " ");
+		p += 1 + indent;
+		if (indent > 0 && strncmp(p, d->path, n) == 0 &&
+		    (p[n] == '\0' || strncmp(p + n, "  ", 2) == 0))
+			break;
+	}
+	if (i == line) {
+		sample_problem(smp, d, (unsigned)line, "has no line \"#   "
+		    "name  what it is\" in the comment above the list");
+		return;
+	}
+	for (end = i + 1; end < line; end++) {
+		p = smp->lines[end - 1];
+		p += strspn(p, " ") + 1;
+		if (strspn(p, " ") <= indent)
+			break;
+	}
+	text = comment_text(smp, i, end - 1);
+	if (d->def[0] != '\0' && !default_documented(text, d, NULL))
+		sample_problem(smp, d, (unsigned)i, "has no \"default: ...\" "
+		    "with the table's default in its entry");
+	free(text);
+}
+
+static void
+sample_check(const struct config_doc *d, void *arg)
+{
+	if (d->list == NULL)
+		sample_check_setting(arg, d);
+	else
+		sample_check_entry(arg, d);
+}
+
+static void
+test_sample_documents_table(void)
+{
+	char *text = read_text(sample_path), *set;
+	struct sample smp = { .problems = 0 };
+	struct mxconf *c;
+	int i, unknown = 0;
+
+	CHECK(text != NULL);
+	if (text == NULL)
+		return;
+	set = uncomment_settings(text, &smp);
+
+	/* What the comments show is known to the table too. */
+	nerrs = 0;
+	c = config_load_string(set, sample_path, capture);
+	for (i = 0; i < nerrs && i < MAX_ERRS; i++) {
+		if (strstr(errs[i], ": unknown setting '") == NULL)
+			continue;
+		printf("#   shown in a comment: %s\n", errs[i]);
+		unknown++;
+	}
+	CHECK_INT(unknown, 0);
+	config_free(c);
+
+	config_init(&smp.cf);
+	CHECK(config_read_string(&smp.cf, set) == CONFIG_TRUE);
+	config_describe(sample_check, &smp);
+	CHECK_INT(smp.problems, 0);
+	config_destroy(&smp.cf);
+	for (size_t j = 0; j < smp.nlines; j++)
+		free(smp.lines[j]);
+	free(smp.lines);
+	free(set);
+	free(text);
+}
+
 /* --- the manual page, made from the table --- */
 
 static char *
@@ -1202,6 +1467,7 @@ main(int argc, char **argv)
 
 	RUN(test_default_loads);
 	RUN(test_sample_matches_default);
+	RUN(test_sample_documents_table);
 	RUN(test_defaults_filled_in);
 	RUN(test_all_settings);
 	RUN(test_sizes);
