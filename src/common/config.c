@@ -4,11 +4,17 @@
  *
  * As in nginx, every setting is declared once, in a table (mxconf_specs
  * and listener_specs below): its path, type, default, range or allowed
- * words, an optional checker, and a one-line description.  One walker
+ * words, an optional checker, the parser of the module that owns it (spf,
+ * policy, checks: config_value_fn), and its documentation.  One walker
  * drives parsing, checking, defaults and freeing from those tables, so a
  * new setting is one table line plus its struct field.  A group is implied
  * by the dotted paths ("limits.recipients" makes "limits" a group); a list
  * of groups ("listen") has its own table, applied to each element.
+ *
+ * The same table is the documentation: config_write_manual() makes
+ * mxgate.conf(5) from it (doc/mxgate.conf.5, `make manual`), and
+ * test_config holds etc/mxgate.conf to it.  A row's doc says what the
+ * manual should: units, what 0 means, an example.
  *
  * Every problem is reported as "FILE:LINE: problem" and the walk goes on,
  * so that the operator sees all problems of a file at once; the load fails
@@ -99,6 +105,7 @@ enum conf_type {
 };
 
 #define CF_REQUIRED 0x01
+#define CF_NONEMPTY 0x02        /* CT_STRLIST: [ ] is an error */
 
 struct conf_spec;
 
@@ -124,6 +131,7 @@ struct conf_spec {
 	long long        min, max;
 	const char *const *words;
 	conf_check_fn    check;
+	config_value_fn  value;     /* the owning module's parser */
 	const struct conf_table *sub;   /* CT_LIST */
 	unsigned         flags;
 	const char      *doc;
@@ -157,15 +165,7 @@ static int check_abs_path(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static void tls_cert_finish(struct conf_ctx *, config_setting_t *,
     const char *, void *);
-static int check_spf_results(struct conf_ctx *, const struct conf_spec *,
-    config_setting_t *, const char *, void *);
-static int check_policy_service(struct conf_ctx *, const struct conf_spec *,
-    config_setting_t *, const char *, void *);
-static int check_policy_default(struct conf_ctx *, const struct conf_spec *,
-    config_setting_t *, const char *, void *);
 static int check_policy_stages(struct conf_ctx *, const struct conf_spec *,
-    config_setting_t *, const char *, void *);
-static int check_networks(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static int check_plugin_path(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
@@ -662,7 +662,8 @@ static const struct conf_spec mxconf_specs[] = {
 	      "\"reject_fail\" (550 5.7.23 when the result is fail)" },
 	{ .path = "spf.pass_results", .type = CT_STRLIST,
 	  FIELD(struct mxconf, spf_pass_results),
-	  COUNT(struct mxconf, nspf_pass_results), .check = check_spf_results,
+	  COUNT(struct mxconf, nspf_pass_results),
+	  .value = spf_pass_result_check, .flags = CF_NONEMPTY,
 	  .doc = "the SPF results that satisfy sender_auth \"spf\", "
 	      "among \"pass\", \"neutral\", \"softfail\", \"none\", "
 	      "\"fail\" and \"permerror\"; default [ \"pass\" ]" },
@@ -677,7 +678,7 @@ static const struct conf_spec mxconf_specs[] = {
 	      "DNS never stalls other sessions" },
 
 	{ .path = "policy.service", .type = CT_STRING,
-	  FIELD(struct mxconf, policy_service), .check = check_policy_service,
+	  FIELD(struct mxconf, policy_service), .value = policy_address_check,
 	  .doc = "the service's address: \"unix:/path/to/socket\", "
 	      "\"inet:127.0.0.1:10023\" or \"inet:[::1]:10023\"; "
 	      "default none, no service asked" },
@@ -694,7 +695,7 @@ static const struct conf_spec mxconf_specs[] = {
 	      "policy.default applies" },
 	{ .path = "policy.default", .type = CT_STRING,
 	  FIELD(struct mxconf, policy_default), .def = "DUNNO",
-	  .check = check_policy_default,
+	  .value = policy_default_check,
 	  .doc = "the action when the service is down, too slow or "
 	      "answers nonsense: DUNNO, OK, REJECT [text], DEFER "
 	      "[text], or \"4NN text\" / \"5NN text\"" },
@@ -711,12 +712,14 @@ static const struct conf_spec mxconf_specs[] = {
 	      "\"[IPv6:2001:db8::1]\")" },
 	{ .path = "reject_networks", .type = CT_STRLIST,
 	  FIELD(struct mxconf, reject_networks),
-	  COUNT(struct mxconf, nreject_networks), .check = check_networks,
+	  COUNT(struct mxconf, nreject_networks),
+	  .value = netlist_entry_check,
 	  .doc = "clients refused at connect with 554 5.7.1: addresses "
 	      "or CIDR networks" },
 	{ .path = "trusted_networks", .type = CT_STRLIST,
 	  FIELD(struct mxconf, trusted_networks),
-	  COUNT(struct mxconf, ntrusted_networks), .check = check_networks,
+	  COUNT(struct mxconf, ntrusted_networks),
+	  .value = netlist_entry_check,
 	  .doc = "clients exempt from SPF (their messages say none), "
 	      "the policy service and the rate limits: addresses or "
 	      "CIDR networks, such as your own submission hosts" },
@@ -1381,6 +1384,10 @@ set_strlist(struct conf_ctx *ctx, const struct conf_spec *sp,
 	free_strlist(*field);
 	*field = list;
 	*count = n;
+	if (ok == 0 && n == 0 && (sp->flags & CF_NONEMPTY)) {
+		conf_report(ctx, s, "'%s' must not be empty", name);
+		ok = -1;
+	}
 	return ok;
 }
 
@@ -1596,6 +1603,39 @@ path_join(char out[CONF_NAME_LEN], const char *a, const char *b)
 		conf_name(out, "%s.%s", a, b);
 }
 
+/*
+ * The owning module's parser (config_value_fn) on the string, or on each
+ * string of the list; every bad one is reported.
+ */
+static int
+check_values(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	char why[256], **list;
+	size_t i, n;
+	int r = 0;
+
+	if (sp->type == CT_STRING) {
+		if (sp->value(*(char **)(void *)((char *)base + sp->off), why,
+		    sizeof(why)) == 0)
+			return 0;
+		conf_report(ctx, s, "'%s': %s", name, why);
+		return -1;
+	}
+	if (sp->type != CT_STRLIST)
+		fatalx("config: %s: a value parser takes strings", sp->path);
+	list = *(char ***)(void *)((char *)base + sp->off);
+	n = *(size_t *)(void *)((char *)base + sp->count_off);
+	for (i = 0; i < n; i++) {
+		if (sp->value(list[i], why, sizeof(why)) == 0)
+			continue;
+		conf_report(ctx, config_setting_get_elem(s, (unsigned)i),
+		    "'%s[%zu]' %s (got \"%s\")", name, i, why, list[i]);
+		r = -1;
+	}
+	return r;
+}
+
 static void
 conf_apply(struct conf_ctx *ctx, const struct conf_spec *sp,
     config_setting_t *s, const char *name, void *base)
@@ -1632,6 +1672,8 @@ conf_apply(struct conf_ctx *ctx, const struct conf_spec *sp,
 		r = set_durlist(ctx, sp, s, name, base);
 		break;
 	}
+	if (r == 0 && sp->value != NULL)
+		r = check_values(ctx, sp, s, name, base);
 	if (r == 0 && sp->check != NULL)
 		sp->check(ctx, sp, s, name, base);
 }
@@ -1960,57 +2002,6 @@ tls_cert_finish(struct conf_ctx *ctx, config_setting_t *group,
 /* ---- sender authentication, policy service, plugins, checks ---- */
 
 static int
-check_spf_results(struct conf_ctx *ctx, const struct conf_spec *sp,
-    config_setting_t *s, const char *name, void *base)
-{
-	struct mxconf *c = base;
-	enum spf_result r;
-	int ok = 0;
-
-	for (size_t i = 0; i < c->nspf_pass_results; i++) {
-		if (spf_result_parse(c->spf_pass_results[i], &r) == 0 &&
-		    r != SPF_RES_TEMPERROR)
-			continue;
-		conf_report(ctx, config_setting_get_elem(s, (unsigned)i),
-		    "'%s[%zu]' must be \"pass\", \"neutral\", \"softfail\", "
-		    "\"none\", \"fail\" or \"permerror\" (got \"%s\")", name, i,
-		    c->spf_pass_results[i]);
-		ok = -1;
-	}
-	if (ok == 0 && c->nspf_pass_results == 0) {
-		conf_report(ctx, s, "'%s' must not be empty", name);
-		ok = -1;
-	}
-	return ok;
-}
-
-static int
-check_policy_service(struct conf_ctx *ctx, const struct conf_spec *sp,
-    config_setting_t *s, const char *name, void *base)
-{
-	char why[256];
-
-	if (policy_address_check(((struct mxconf *)base)->policy_service, why,
-	    sizeof(why)) == 0)
-		return 0;
-	conf_report(ctx, s, "'%s': %s", name, why);
-	return -1;
-}
-
-static int
-check_policy_default(struct conf_ctx *ctx, const struct conf_spec *sp,
-    config_setting_t *s, const char *name, void *base)
-{
-	struct policy_answer a;
-
-	if (policy_action_parse(((struct mxconf *)base)->policy_default, &a) == 0)
-		return 0;
-	conf_report(ctx, s, "'%s': %s; use DUNNO, OK, REJECT [text], "
-	    "DEFER [text] or \"4NN/5NN text\"", name, a.why);
-	return -1;
-}
-
-static int
 check_policy_stages(struct conf_ctx *ctx, const struct conf_spec *sp,
     config_setting_t *s, const char *name, void *base)
 {
@@ -2028,24 +2019,6 @@ check_policy_stages(struct conf_ctx *ctx, const struct conf_spec *sp,
 		ok = -1;
 	}
 	return ok;
-}
-
-static int
-check_networks(struct conf_ctx *ctx, const struct conf_spec *sp,
-    config_setting_t *s, const char *name, void *base)
-{
-	char ***list = (char ***)(void *)((char *)base + sp->off);
-	size_t n = *(size_t *)(void *)((char *)base + sp->count_off), bad;
-	struct netlist *l;
-	const char *why;
-
-	if ((l = netlist_new(*list, n, &bad, &why)) != NULL) {
-		netlist_free(l);
-		return 0;
-	}
-	conf_report(ctx, config_setting_get_elem(s, (unsigned)bad),
-	    "'%s[%zu]' %s (got \"%s\")", name, bad, why, (*list)[bad]);
-	return -1;
 }
 
 static int
@@ -2843,6 +2816,8 @@ man_entry(FILE *fp, const struct conf_spec *sp)
 		fputs(", one of ", fp);
 		man_puts(fp, words, true);
 	}
+	if (sp->flags & CF_NONEMPTY)
+		fputs(", not empty", fp);
 	if (sp->flags & CF_REQUIRED)
 		fputs("; required", fp);
 	if (def[0] != '\0') {

@@ -231,6 +231,16 @@ struct mxconf {
 
 typedef void (*config_error_fn)(const char *msg);
 
+/*
+ * The parser a module owns for the values of one of its settings
+ * (spf.h, policy.h, checks.h): the table in config.c names it, and
+ * config.c reports what it says.  Called with the string, or each string
+ * of a list; 0, or -1 with why set to a phrase that follows the setting's
+ * name: "'NAME': WHY" for a string, "'NAME[i]' WHY (got \"VALUE\")" for
+ * an element of a list.
+ */
+typedef int (*config_value_fn)(const char *value, char *why, size_t size);
+
 /* Load and check; NULL on any problem (each reported through errfn, or
  * stderr when errfn is NULL). */
 struct mxconf *config_load(const char *path, config_error_fn errfn);

@@ -937,6 +937,17 @@ test_checks_settings(void)
 	CHECK(fails_with(LISTEN "trusted_networks = [ \"localhost\" ];\n",
 	    "t.conf:2: 'trusted_networks[0]' is not an address or network such "
 	    "as \"192.0.2.0/24\" or \"2001:db8::/32\" (got \"localhost\")"));
+	CHECK(fails_with(LISTEN "spf = { pass_results = [ ]; };\n",
+	    "t.conf:2: 'spf.pass_results' must not be empty"));
+	/* Every bad entry of a list is reported, not only the first. */
+	c = load(LISTEN "trusted_networks = [ \"a\",\n \"::1\", \"b\" ];\n");
+	CHECK(c == NULL);
+	CHECK_INT(nerrs, 2);
+	CHECK(has_error("t.conf:2: 'trusted_networks[0]' is not an address or "
+	    "network such as \"192.0.2.0/24\" or \"2001:db8::/32\" (got \"a\")"));
+	CHECK(has_error("t.conf:3: 'trusted_networks[2]' is not an address or "
+	    "network such as \"192.0.2.0/24\" or \"2001:db8::/32\" (got \"b\")"));
+	config_free(c);
 	CHECK(fails_with(LISTEN "plugins = (\n { path = \"/nonexistent/x.so\"; } );\n",
 	    "t.conf:3: 'plugins[0].path': /nonexistent/x.so: No such file or "
 	    "directory"));
