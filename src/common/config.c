@@ -2058,6 +2058,7 @@ config_checks(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 	const char *why;
 
 	if (c->nspf_pass_results == 0) {
+		free_strlist(c->spf_pass_results);      /* [ ], reported */
 		c->spf_pass_results = xcalloc(2, sizeof(char *));
 		c->spf_pass_results[0] = xstrdup("pass");
 		c->nspf_pass_results = 1;
