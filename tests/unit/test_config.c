@@ -1176,7 +1176,11 @@ static void
 sample_problem(struct sample *smp, const struct config_doc *d,
     unsigned line, const char *what)
 {
-	printf("#   %s:%u: '%s%s%s' %s\n", sample_path, line,
+	char where[32] = "";
+
+	if (line > 0)
+		snprintf(where, sizeof(where), ":%u", line);
+	printf("#   %s%s: '%s%s%s' %s\n", sample_path, where,
 	    d->list != NULL ? d->list : "", d->list != NULL ? "[]." : "",
 	    d->path, what);
 	smp->problems++;
