@@ -4,11 +4,17 @@
  *
  * As in nginx, every setting is declared once, in a table (mxconf_specs
  * and listener_specs below): its path, type, default, range or allowed
- * words, an optional checker, and a one-line description.  One walker
+ * words, an optional checker, the parser of the module that owns it (spf,
+ * policy, checks: config_value_fn), and its documentation.  One walker
  * drives parsing, checking, defaults and freeing from those tables, so a
  * new setting is one table line plus its struct field.  A group is implied
  * by the dotted paths ("limits.recipients" makes "limits" a group); a list
  * of groups ("listen") has its own table, applied to each element.
+ *
+ * The same table is the documentation: config_write_manual() makes
+ * mxgate.conf(5) from it (doc/mxgate.conf.5, `make manual`), and
+ * test_config holds etc/mxgate.conf to it.  A row's doc says what the
+ * manual should: units, what 0 means, an example.
  *
  * Every problem is reported as "FILE:LINE: problem" and the walk goes on,
  * so that the operator sees all problems of a file at once; the load fails
@@ -34,6 +40,7 @@
 #include "smtp/checks.h"
 #include "common/config.h"
 #include "common/config_default.h"
+#include "common/config_manual.h"
 #include "common/log.h"
 #include "smtp/policy.h"
 #include "smtp/route.h"
@@ -45,16 +52,29 @@
 #define GB (1024LL * MB)
 
 /*
- * An integer literal of the main text.  libconfig 1.5 stores a decimal
+ * An integer literal of the configuration.  libconfig 1.5 stores a decimal
  * literal that does not fit in 32 bits into an int (truncated, silently),
  * and even recent versions do so for hexadecimal literals; the
  * literals are scanned separately so that such a value is an error rather
- * than, say, "recipients = 4294967396" read as 100.
+ * than, say, "recipients = 4294967396" read as 100.  The @include'd files
+ * are scanned too: libconfig cuts their literals the same way.
  */
 struct int_literal {
+	size_t     file;        /* index in conf_ctx.files */
 	unsigned   line;
 	long long  value;
 	bool       wide;        /* does not fit in an int */
+};
+
+/*
+ * A text scanned for literals: files[0] is the main text (both names
+ * NULL, as libconfig names none for a string it read), the others are
+ * @include'd files, which libconfig 1.5 names as written in the directive
+ * and later versions with the include directory in front.
+ */
+struct scanned_file {
+	char *written;
+	char *path;
 };
 
 struct conf_ctx {
@@ -65,6 +85,8 @@ struct conf_ctx {
 	struct int_literal *literals;
 	size_t              nliterals;
 	bool                any_wide;
+	struct scanned_file *files;
+	size_t              nfiles;
 };
 
 enum conf_type {
@@ -83,6 +105,7 @@ enum conf_type {
 };
 
 #define CF_REQUIRED 0x01
+#define CF_NONEMPTY 0x02        /* CT_STRLIST: [ ] is an error */
 
 struct conf_spec;
 
@@ -108,6 +131,7 @@ struct conf_spec {
 	long long        min, max;
 	const char *const *words;
 	conf_check_fn    check;
+	config_value_fn  value;     /* the owning module's parser */
 	const struct conf_table *sub;   /* CT_LIST */
 	unsigned         flags;
 	const char      *doc;
@@ -141,15 +165,7 @@ static int check_abs_path(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static void tls_cert_finish(struct conf_ctx *, config_setting_t *,
     const char *, void *);
-static int check_spf_results(struct conf_ctx *, const struct conf_spec *,
-    config_setting_t *, const char *, void *);
-static int check_policy_service(struct conf_ctx *, const struct conf_spec *,
-    config_setting_t *, const char *, void *);
-static int check_policy_default(struct conf_ctx *, const struct conf_spec *,
-    config_setting_t *, const char *, void *);
 static int check_policy_stages(struct conf_ctx *, const struct conf_spec *,
-    config_setting_t *, const char *, void *);
-static int check_networks(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static int check_plugin_path(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
@@ -171,20 +187,30 @@ static const struct conf_spec listener_specs[] = {
 	{ .path = "address", .type = CT_STRING,
 	  FIELD(struct listener_conf, address), .flags = CF_REQUIRED,
 	  .check = check_ip_address,
-	  .doc = "IPv4 or IPv6 address to listen on (\"::\" for all)" },
+	  .doc = "IPv4 or IPv6 address to listen on; \"0.0.0.0\" and "
+	      "\"::\" listen on all the host's addresses" },
 	{ .path = "port", .type = CT_INT,
 	  FIELD(struct listener_conf, port), .flags = CF_REQUIRED,
 	  .min = 1, .max = 65535,
-	  .doc = "TCP port" },
+	  .doc = "TCP port: 25 for mx, 587 for submission, 465 for "
+	      "submissions" },
 	{ .path = "role", .type = CT_ENUM,
 	  FIELD(struct listener_conf, role), .def = "mx",
 	  .words = listener_roles,
-	  .doc = "mx (port 25), submission (587) or submissions (465, TLS)" },
+	  .doc = "what the listener is for: \"mx\" takes mail from the "
+	      "internet for the routes' domains (port 25); "
+	      "\"submission\" (587, STARTTLS) and \"submissions\" "
+	      "(465, TLS from the first byte) take mail from users, "
+	      "only after AUTH" },
 	{ .path = "auth", .type = CT_BOOL, FIELD(struct listener_conf, auth),
-	  .doc = "offer AUTH; default: not on mx, on the others" },
+	  .doc = "offer AUTH (see auth); default false on mx "
+	      "listeners, true on the others, which then need "
+	      "auth.passwd_file or auth.sqlite" },
 	{ .path = "allow_plaintext_auth", .type = CT_BOOL,
 	  FIELD(struct listener_conf, allow_plaintext_auth),
-	  .doc = "offer AUTH without TLS; default auth.allow_plaintext" },
+	  .doc = "offer AUTH before STARTTLS too, the password then "
+	      "crossing the network in the clear; default "
+	      "auth.allow_plaintext" },
 	{ .path = NULL }
 };
 
@@ -197,72 +223,115 @@ static const char *const route_formats[] = { "raw", "json", NULL };
 /* What each action takes is route.c's to check (route_table_build). */
 static const struct conf_spec route_specs[] = {
 	{ .path = "name", .type = CT_STRING, FIELD(struct route_conf, name),
-	  .doc = "name in logs and the queue; default \"route<N>\"" },
+	  .doc = "the route's name in logs, the queue and mxgatectl "
+	      "route test: letters, digits, '_', '-' and '.', unique; "
+	      "default \"route<N>\", N counting from 1" },
 	{ .path = "rcpt", .type = CT_STRING, FIELD(struct route_conf, rcpt),
 	  .flags = CF_REQUIRED,
-	  .doc = "PCRE2 on local@domain, caseless" },
+	  .doc = "PCRE2 pattern on the recipient, \"local@domain\" "
+	      "with the domain in lower case; caseless (\"(?-i)\" "
+	      "makes the rest case-sensitive).  Named groups, "
+	      "(?<name>...), become ${name} in the action's "
+	      "parameters.  Example: \"@example\\\\.com$\"" },
 	{ .path = "sender", .type = CT_STRING,
 	  FIELD(struct route_conf, sender),
-	  .doc = "PCRE2 on the envelope sender, caseless" },
+	  .doc = "PCRE2 pattern on the envelope sender, caseless; \"\" "
+	      "matches the null sender <>" },
 	{ .path = "client", .type = CT_STRLIST,
 	  FIELD(struct route_conf, client), COUNT(struct route_conf, nclient),
-	  .doc = "client networks (CIDR)" },
+	  .doc = "client networks the route applies to, addresses or "
+	      "CIDR: [ \"192.0.2.0/24\", \"2001:db8::/32\" ]" },
 	{ .path = "authenticated", .type = CT_BOOLSTR,
 	  FIELD(struct route_conf, authenticated),
-	  .doc = "true, false, or PCRE2 on the authenticated user" },
+	  .doc = "true: only clients that authenticated (AUTH); false: "
+	      "only those that did not; a string: a PCRE2 pattern on "
+	      "the authenticated user's name (case-sensitive)" },
 	{ .path = "tls", .type = CT_BOOL, FIELD(struct route_conf, tls),
-	  .doc = "true: only encrypted sessions; false: only plaintext" },
+	  .doc = "true: only encrypted sessions; false: only plaintext "
+	      "ones; default either" },
 	{ .path = "sender_auth", .type = CT_STRLIST,
 	  FIELD(struct route_conf, sender_auth),
 	  COUNT(struct route_conf, nsender_auth),
-	  .doc = "\"spf\", \"auth\", \"tls\": any one must pass" },
+	  .doc = "sender authentication the route requires, any one of "
+	      "which must pass, else the recipient is refused: \"spf\" "
+	      "(a result among spf.pass_results), \"auth\" (SMTP AUTH) "
+	      "and \"tls\"" },
 	{ .path = "continue", .type = CT_BOOL, FIELD(struct route_conf, cont),
 	  .def = "false",
-	  .doc = "also apply the later matching routes" },
+	  .doc = "true: the later matching routes apply too, up to the "
+	      "first one without continue (archive, then deliver)" },
 	{ .path = "max_size", .type = CT_SIZE,
 	  FIELD(struct route_conf, max_size), .min = 1 * KB, .max = 2 * GB,
-	  .doc = "largest message for this route's recipients" },
+	  .doc = "largest message for this route's recipients; a "
+	      "message gets the smallest limit of its routes and "
+	      "limits.message_size (552 5.3.4)" },
 	{ .path = "action", .type = CT_STRING,
 	  FIELD(struct route_conf, action), .flags = CF_REQUIRED,
 	  .words = route_action_names,
-	  .doc = "what happens to the recipient" },
+	  .doc = "what happens to the recipient: reject it in the SMTP "
+	      "dialogue, relay it to an upstream, deliver it to a "
+	      "maildir, a pipe command, an LMTP server or a webhook, "
+	      "discard it, or print it to the log (debug)" },
 	{ .path = "code", .type = CT_INT, FIELD(struct route_conf, code),
-	  .min = 400, .max = 599, .doc = "reject: reply code" },
+	  .min = 400, .max = 599,
+	  .doc = "with action reject: the reply code, 4xx (try again "
+	      "later) or 5xx (refused); default 550" },
 	{ .path = "text", .type = CT_STRING, FIELD(struct route_conf, text),
-	  .doc = "reject: reply text, from the enhanced status code on" },
+	  .doc = "with action reject: the reply text, from its "
+	      "enhanced status code on, of the same class as code; "
+	      "default \"5.7.1 <${rcpt}>: Recipient address rejected\"" },
 	{ .path = "upstream", .type = CT_STRING,
 	  FIELD(struct route_conf, upstream),
-	  .doc = "relay: a name from upstreams, or \"mx\"" },
+	  .doc = "with action relay: the name of one of upstreams, or "
+	      "\"mx\" for the recipient domain's MX hosts" },
 	{ .path = "path", .type = CT_STRING, FIELD(struct route_conf, path),
-	  .doc = "maildir: directory" },
+	  .doc = "with action maildir: the Maildir directory, created "
+	      "if missing; variables only after its fixed root, e.g. "
+	      "\"/var/mail/${domain}/${local}/\"" },
 	{ .path = "command", .type = CT_STRLIST,
 	  FIELD(struct route_conf, command),
 	  COUNT(struct route_conf, ncommand),
-	  .doc = "pipe: program and arguments, no shell" },
+	  .doc = "with action pipe: the program and its arguments, run "
+	      "without a shell, with the message on its standard input "
+	      "and the envelope in environment variables; exit status "
+	      "75 means try again later" },
 	{ .path = "format", .type = CT_STRING,
 	  FIELD(struct route_conf, format), .words = route_formats,
-	  .doc = "pipe, webhook: raw message or parsed JSON" },
+	  .doc = "with action pipe or webhook: \"raw\" (the message as "
+	      "received) or \"json\" (parsed: envelope, headers, text, "
+	      "attachments); default \"raw\" for pipe, \"json\" for "
+	      "webhook" },
 	{ .path = "timeout", .type = CT_INT,
 	  FIELD(struct route_conf, timeout), .min = 1, .max = 86400,
-	  .doc = "pipe, webhook: seconds" },
+	  .doc = "with action pipe or webhook: seconds the command or "
+	      "the HTTP request may take; default 60 for pipe, 30 for "
+	      "webhook" },
 	{ .path = "address", .type = CT_STRING,
 	  FIELD(struct route_conf, address),
-	  .doc = "lmtp: unix:/path or inet:host:port" },
+	  .doc = "with action lmtp: the LMTP server, "
+	      "\"unix:/path/to/socket\" or \"inet:host:port\"" },
 	{ .path = "url", .type = CT_STRING, FIELD(struct route_conf, url),
-	  .doc = "webhook: https:// URL" },
+	  .doc = "with action webhook: the https:// URL the message is "
+	      "POSTed to; variables only after the host, "
+	      "percent-encoded" },
 	{ .path = "secret", .type = CT_STRING,
 	  FIELD(struct route_conf, secret),
-	  .doc = "webhook: HMAC key (never stored in the queue)" },
+	  .doc = "with action webhook: the HMAC-SHA256 key that signs "
+	      "each POST (X-Mxgate-Signature); never stored in the "
+	      "queue" },
 	{ .path = "tls_verify", .type = CT_BOOL,
 	  FIELD(struct route_conf, tls_verify), .def = "true",
-	  .doc = "webhook: verify the server's certificate (false: tests only)" },
+	  .doc = "with action webhook: verify the server's certificate "
+	      "(false: for tests only)" },
 	{ .path = "tls_ca", .type = CT_STRING,
 	  FIELD(struct route_conf, tls_ca), .check = check_abs_path,
-	  .doc = "webhook: CA certificates (PEM); default the system's" },
+	  .doc = "with action webhook: the CA certificates (PEM) to "
+	      "verify it with; default the system's" },
 	{ .path = "attachments_dir", .type = CT_STRING,
 	  FIELD(struct route_conf, attachments_dir), .check = check_abs_path,
-	  .doc = "pipe, webhook (format json): save attachments in this"
-	      " directory and give their paths instead of base64" },
+	  .doc = "with action pipe or webhook and format json: save "
+	      "the attachments in this directory and give their paths "
+	      "instead of their content in base64" },
 	{ .path = NULL }
 };
 
@@ -278,18 +347,22 @@ static const char *const upstream_tls_modes[] = {
 static const struct conf_spec upstream_specs[] = {
 	{ .path = "name", .type = CT_STRING,
 	  FIELD(struct upstream_conf, name), .flags = CF_REQUIRED,
-	  .doc = "what relay routes call it" },
+	  .doc = "what relay routes call it (upstream = \"NAME\"); "
+	      "unique, and not \"mx\"" },
 	{ .path = "hosts", .type = CT_STRLIST,
 	  FIELD(struct upstream_conf, hosts),
 	  COUNT(struct upstream_conf, nhosts), .flags = CF_REQUIRED,
 	  .check = check_upstream_hosts,
-	  .doc = "\"host\", \"host:port\", \"[2001:db8::1]:port\", in order" },
+	  .doc = "the hosts, tried in order until one answers: "
+	      "\"host\", \"host:port\", \"192.0.2.1:25\" or "
+	      "\"[2001:db8::1]:25\"" },
 	{ .path = "port", .type = CT_INT, FIELD(struct upstream_conf, port),
 	  .def = "25", .min = 1, .max = 65535,
 	  .doc = "port of the hosts that name none" },
 	{ .path = "tls", .type = CT_ENUM, FIELD(struct upstream_conf, tls),
 	  .def = "opportunistic", .words = upstream_tls_modes,
-	  .doc = "STARTTLS: none, opportunistic (when offered) or required" },
+	  .doc = "STARTTLS to the upstream: \"none\", "
+	      "\"opportunistic\" (when offered) or \"required\"" },
 	{ .path = "tls_verify", .type = CT_BOOL,
 	  FIELD(struct upstream_conf, tls_verify), .def = "true",
 	  .doc = "check the certificate chain and the host name (required"
@@ -302,7 +375,7 @@ static const struct conf_spec upstream_specs[] = {
 	  .doc = "AUTH PLAIN/LOGIN to the upstream as this user (over TLS)" },
 	{ .path = "auth_password", .type = CT_STRING,
 	  FIELD(struct upstream_conf, auth_password),
-	  .doc = "its password" },
+	  .doc = "the password of auth_user" },
 	{ .path = "helo", .type = CT_STRING,
 	  FIELD(struct upstream_conf, helo),
 	  .doc = "name in EHLO/HELO; default server.hostname" },
@@ -321,11 +394,14 @@ static const struct conf_spec tls_cert_specs[] = {
 	{ .path = "cert", .type = CT_STRING,
 	  FIELD(struct tls_cert_conf, cert), .flags = CF_REQUIRED,
 	  .check = check_abs_path,
-	  .doc = "certificate chain (PEM), leaf first" },
+	  .doc = "the certificate chain (PEM), the server's own "
+	      "certificate first, then the intermediates" },
 	{ .path = "key", .type = CT_STRING,
 	  FIELD(struct tls_cert_conf, key), .flags = CF_REQUIRED,
 	  .check = check_abs_path,
-	  .doc = "its private key (PEM), read by the master at start" },
+	  .doc = "its private key (PEM, RSA or ECDSA); read by the "
+	      "master at start, as root, so it may be readable by root "
+	      "alone" },
 	{ .path = NULL }
 };
 
@@ -342,9 +418,10 @@ static const char *const smtp_stages[] = {
 static const struct conf_spec plugin_specs[] = {
 	{ .path = "path", .type = CT_STRING, FIELD(struct plugin_conf, path),
 	  .flags = CF_REQUIRED, .check = check_plugin_path,
-	  .doc = "the plugin, a shared object (mxgate/plugin.h)" },
+	  .doc = "the plugin, a shared object built against "
+	      "<mxgate/plugin.h>" },
 	{ .path = "args", .type = CT_STRING, FIELD(struct plugin_conf, args),
-	  .doc = "a string handed to the plugin's init()" },
+	  .doc = "a string handed to the plugin's init(); default none" },
 	{ .path = NULL }
 };
 
@@ -375,147 +452,194 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "listen", .type = CT_LIST,
 	  FIELD(struct mxconf, listeners), COUNT(struct mxconf, nlisteners),
 	  .sub = &listener_table, .check = check_listeners_unique,
-	  .doc = "where to accept connections; at least one" },
+	  .doc = "where to accept connections: a list of listeners; at "
+	      "least one is required" },
 
 	{ .path = "queue.directory", .type = CT_STRING,
 	  FIELD(struct mxconf, queue_dir), .def = "./var/queue",
-	  .doc = "directory of the queue database" },
+	  .doc = "directory of the queue database, queue.db, created "
+	      "if missing; an installed system uses an absolute path "
+	      "such as \"/var/lib/mxgate/queue\"" },
 	/* Postfix's queue_minfree: room left for deliveries, bounces and
 	 * the WAL's checkpoints, which need space to free space. */
 	{ .path = "queue.min_free_space", .type = CT_SIZE,
 	  FIELD(struct mxconf, queue_min_free), .def = "100M",
 	  .min = 0, .max = 1024 * GB,
-	  .doc = "free space the queue's file system keeps: below it MAIL "
-	         "is answered 452 4.3.1, as is a MAIL whose SIZE= would not "
-	         "fit; deliveries go on" },
+	  .doc = "free space the queue's file system keeps: below it, "
+	      "MAIL is answered 452 4.3.1 (as is a MAIL whose SIZE= "
+	      "would not fit with half again as margin) while "
+	      "deliveries, which free space, go on" },
 
 	/* RFC 5321 4.5.3.1.4: a command line may be 512 octets. */
 	{ .path = "limits.line_length", .type = CT_INT,
 	  FIELD(struct mxconf, max_line), .def = "512",
 	  .min = 512, .max = 65536,
-	  .doc = "longest command line, CRLF included" },
+	  .doc = "longest command line accepted, in bytes, CRLF "
+	      "included (RFC 5321 4.5.3.1.4: at least 512)" },
 	{ .path = "limits.message_size", .type = CT_SIZE,
 	  FIELD(struct mxconf, max_message_size), .def = "25M",
 	  .min = 1 * KB, .max = 2 * GB,
-	  .doc = "largest message accepted (SIZE)" },
+	  .doc = "largest message accepted, announced in EHLO (SIZE); "
+	      "a bigger one is refused with 552 5.3.4" },
 	/* RFC 5321 4.5.3.1.8: at least 100 recipients must be accepted. */
 	{ .path = "limits.recipients", .type = CT_INT,
 	  FIELD(struct mxconf, max_recipients), .def = "100",
 	  .min = 1, .max = 10000,
-	  .doc = "recipients per message" },
+	  .doc = "recipients per message; more are answered 452 4.5.3 "
+	      "(RFC 5321 4.5.3.1.8: at least 100 must be accepted)" },
 	{ .path = "limits.errors", .type = CT_INT,
 	  FIELD(struct mxconf, max_errors), .def = "10",
 	  .min = 1, .max = 1000,
-	  .doc = "client errors before the session is closed" },
+	  .doc = "errors a client may make (commands refused) before "
+	      "the session is closed" },
 	{ .path = "limits.connections", .type = CT_INT,
 	  FIELD(struct mxconf, max_connections), .def = "1000",
 	  .min = 1, .max = 1000000,
-	  .doc = "simultaneous connections in total" },
+	  .doc = "simultaneous connections, in total" },
 	{ .path = "limits.connections_per_ip", .type = CT_INT,
 	  FIELD(struct mxconf, max_connections_per_ip), .def = "50",
 	  .min = 0, .max = 1000000,
-	  .doc = "simultaneous connections per client address, 0 = no limit" },
+	  .doc = "simultaneous connections from one client address; 0 "
+	      "= no limit" },
 	/* Postfix's smtpd_min_data_rate. */
 	{ .path = "limits.min_data_rate", .type = CT_INT,
 	  FIELD(struct mxconf, min_data_rate), .def = "500",
 	  .min = 0, .max = 100000000,
-	  .doc = "bytes per second that extend the DATA deadline by one "
-	         "second each; 0: the whole message within timeouts.data" },
+	  .doc = "bytes per second a message must keep up: each such "
+	      "amount received extends the DATA deadline "
+	      "(timeouts.data) by one second; 0 = the whole message "
+	      "within timeouts.data" },
 	{ .path = "limits.bare_newlines", .type = CT_STRING,
 	  FIELD(struct mxconf, bare_newlines), .def = "reject",
 	  .words = bare_newline_modes,
-	  .doc = "bare LF or CR in DATA: reject (no smuggling) or normalize" },
+	  .doc = "a line ending in a bare LF or a bare CR inside DATA: "
+	      "\"reject\" the message (554; prevents SMTP smuggling) "
+	      "or \"normalize\" the line ending to CRLF" },
 
 	/* RFC 5321 4.5.3.2.7 and 4.5.3.2.5. */
 	{ .path = "timeouts.command", .type = CT_INT,
 	  FIELD(struct mxconf, timeout_command), .def = "300",
 	  .min = 1, .max = 86400,
-	  .doc = "seconds to wait for a whole command line (not for each "
-	         "read: a client dripping bytes does not extend it)" },
+	  .doc = "seconds a whole command line may take, from the end "
+	      "of the previous one; a client sending a byte at a time "
+	      "does not extend it (RFC 5321 4.5.3.2.7: at least 5 "
+	      "minutes)" },
 	{ .path = "timeouts.data", .type = CT_INT,
 	  FIELD(struct mxconf, timeout_data), .def = "180",
 	  .min = 1, .max = 86400,
-	  .doc = "seconds a message may take, beyond what "
-	         "limits.min_data_rate grants for the bytes received" },
+	  .doc = "seconds a message may take, plus one second per "
+	      "limits.min_data_rate bytes received (RFC 5321 "
+	      "4.5.3.2.5: 3 minutes)" },
 	{ .path = "timeouts.shutdown_grace", .type = CT_INT,
 	  FIELD(struct mxconf, shutdown_grace), .def = "30",
 	  .min = 1, .max = 86400,
-	  .doc = "seconds sessions may finish in on stop or reload" },
+	  .doc = "seconds the sessions in progress may take to finish "
+	      "when mxgated stops; then they are closed" },
 
 	{ .path = "accept_domains", .type = CT_STRLIST,
 	  FIELD(struct mxconf, accept_domains),
 	  COUNT(struct mxconf, naccept_domains), .check = check_domains,
-	  .doc = "domains we are MX for" },
+	  .doc = "the domains mxgate is MX for, when there are no "
+	      "routes: a shorthand for a debug route per domain, one "
+	      "for postmaster@server.hostname, and a refusal of every "
+	      "other recipient (550 5.7.1 relay access denied); not "
+	      "with routes" },
 
 	{ .path = "routes", .type = CT_LIST,
 	  FIELD(struct mxconf, routes), COUNT(struct mxconf, nroutes),
 	  .sub = &route_table, .check = check_routes,
-	  .doc = "what happens to each recipient, tried in order" },
+	  .doc = "what happens to each recipient: routes tried in "
+	      "order at RCPT TO, the first that matches deciding" },
 	/* Postfix's defaults, give or take: queue lifetime 5 days, RFC
 	 * 5321 4.5.4.1 "at least 4-5 days". */
 	{ .path = "delivery.retry_schedule", .type = CT_DURLIST,
 	  FIELD(struct mxconf, retry_schedule),
 	  COUNT(struct mxconf, nretry_schedule),
 	  .def = "60 300 900 3600 14400", .min = 1, .max = 7 * 86400,
-	  .doc = "waits after the 1st, 2nd... failed attempt; the last repeats" },
+	  .doc = "waits after the 1st, 2nd... failed attempt of a "
+	      "recipient (a 4xx reply, no answer); the last one "
+	      "repeats until delivery.max_queue_time" },
 	{ .path = "delivery.max_queue_time", .type = CT_DURATION,
 	  FIELD(struct mxconf, max_queue_time), .def = "5d",
 	  .min = 0, .max = 365 * 86400,
-	  .doc = "then a recipient bounces (expiry DSN)" },
+	  .doc = "how long a recipient may stay in the queue; then it "
+	      "bounces and the sender gets an expiry notice (DSN).  0: "
+	      "it bounces at its first temporary failure" },
 	{ .path = "delivery.delay_warning", .type = CT_DURATION,
 	  FIELD(struct mxconf, delay_warning), .def = "0",
 	  .min = 0, .max = 365 * 86400,
-	  .doc = "warn the sender once after this long; 0 = never" },
+	  .doc = "warn the sender once (a \"delayed\" DSN) when a "
+	      "recipient is still undelivered after this long, e.g. "
+	      "\"4h\"; 0 = never" },
 	{ .path = "delivery.paused", .type = CT_BOOL,
 	  FIELD(struct mxconf, delivery_paused), .def = "false",
-	  .doc = "accept and queue only: start no delivery" },
+	  .doc = "true: accept and queue mail but start no delivery; "
+	      "messages wait until it is false again and mxgated is "
+	      "restarted" },
 	{ .path = "delivery.concurrency", .type = CT_INT,
 	  FIELD(struct mxconf, concurrency), .def = "20", .min = 1, .max = 1000,
-	  .doc = "delivery processes at once, in all" },
+	  .doc = "delivery processes running at once, in all" },
 	{ .path = "delivery.concurrency_per_destination", .type = CT_INT,
 	  FIELD(struct mxconf, concurrency_per_destination), .def = "5",
 	  .min = 1, .max = 1000,
-	  .doc = "at once to one upstream, MX domain or local target" },
+	  .doc = "delivery processes at once to one destination: an "
+	      "upstream, an MX domain, a maildir, a command, an LMTP "
+	      "server or a webhook" },
 	{ .path = "delivery.keep_delivered", .type = CT_DURATION,
 	  FIELD(struct mxconf, keep_delivered), .def = "0",
 	  .min = 0, .max = 3650 * 86400,
-	  .doc = "keep delivered/bounced messages' rows (not the content);"
-	      " 0 = delete them at once" },
+	  .doc = "once every recipient of a message is delivered or "
+	      "bounced, its content is deleted; its envelope, "
+	      "recipients and history are kept this long for auditing. "
+	      "0: deleted at once" },
 	{ .path = "delivery.bounce_upstream", .type = CT_STRING,
 	  FIELD(struct mxconf, bounce_upstream), .def = "mx",
-	  .doc = "where DSNs are relayed: \"mx\" or an upstream's name" },
+	  .doc = "where bounces (DSNs, from <>) are relayed: \"mx\" "
+	      "for the sender domain's MX hosts, or the name of one of "
+	      "upstreams" },
 	{ .path = "delivery.connect_timeout", .type = CT_DURATION,
 	  FIELD(struct mxconf, relay_connect_timeout), .def = "30",
 	  .min = 1, .max = 3600,
-	  .doc = "relay: TCP connect, per address" },
+	  .doc = "relay: seconds to wait for a TCP connection, per "
+	      "address tried" },
 	/* RFC 5321 4.5.3.2: 5 minutes for replies, 10 for the final dot. */
 	{ .path = "delivery.command_timeout", .type = CT_DURATION,
 	  FIELD(struct mxconf, relay_command_timeout), .def = "300",
 	  .min = 1, .max = 3600,
-	  .doc = "relay: each reply and each block of DATA" },
+	  .doc = "relay: seconds to wait for each reply, and to send "
+	      "each block of DATA (RFC 5321 4.5.3.2: 5 minutes)" },
 	{ .path = "delivery.data_timeout", .type = CT_DURATION,
 	  FIELD(struct mxconf, relay_data_timeout), .def = "600",
 	  .min = 1, .max = 3600,
-	  .doc = "relay: the reply to the end of DATA" },
+	  .doc = "relay: seconds to wait for the reply to the end of "
+	      "DATA (RFC 5321 4.5.3.2.6: 10 minutes)" },
 
 	{ .path = "upstreams", .type = CT_LIST,
 	  FIELD(struct mxconf, upstreams), COUNT(struct mxconf, nupstreams),
 	  .sub = &upstream_table, .check = check_upstreams,
-	  .doc = "hosts that relay routes deliver to" },
+	  .doc = "the hosts that routes with action \"relay\" deliver "
+	      "to, by name" },
 
 	{ .path = "tls.certificates", .type = CT_LIST,
 	  FIELD(struct mxconf, tls_certs), COUNT(struct mxconf, ntls_certs),
 	  .sub = &tls_cert_table,
-	  .doc = "certificate/key pairs, chosen by SNI; the first by default" },
+	  .doc = "certificate chains and their keys, RSA or ECDSA.  "
+	      "The client's SNI picks the pair with its name "
+	      "(\"*.example.com\" covers one label); the first pair "
+	      "serves everyone else.  Without any, STARTTLS is not "
+	      "offered" },
 	{ .path = "tls.min_version", .type = CT_STRING,
 	  FIELD(struct mxconf, tls_min_version), .def = "TLSv1.2",
 	  .words = tls_versions,
-	  .doc = "oldest TLS version accepted" },
+	  .doc = "the oldest TLS version accepted; with OpenSSL 3, TLS "
+	      "1.0 and 1.1 also need \"@SECLEVEL=0\" in tls.ciphers" },
 	{ .path = "tls.ciphers", .type = CT_STRING,
 	  FIELD(struct mxconf, tls_ciphers),
 	  .def = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:"
 	      "!aNULL:!DSS",
-	  .doc = "TLS 1.2 cipher list (OpenSSL syntax)" },
+	  .doc = "ciphers of TLS 1.2 and older (OpenSSL syntax; the "
+	      "server's order wins): forward secrecy and AEAD only by "
+	      "default" },
 	{ .path = "tls.ciphersuites", .type = CT_STRING,
 	  FIELD(struct mxconf, tls_ciphersuites),
 	  .def = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:"
@@ -524,88 +648,124 @@ static const struct conf_spec mxconf_specs[] = {
 
 	{ .path = "auth.passwd_file", .type = CT_STRING,
 	  FIELD(struct mxconf, auth_passwd_file), .check = check_abs_path,
-	  .doc = "file of user:crypt-hash lines" },
+	  .doc = "a file of \"user:hash\" lines with crypt(3) hashes, "
+	      "yescrypt (\"$y$...\") or SHA-512-crypt (\"$6$...\"); "
+	      "\"*\" or \"!...\" locks a user.  Read at each check: "
+	      "changes apply at once.  Set a password with mxgatectl "
+	      "passwd USER" },
 	{ .path = "auth.sqlite", .type = CT_STRING,
 	  FIELD(struct mxconf, auth_sqlite), .check = check_abs_path,
-	  .doc = "SQLite database with a users(name, password_hash) table" },
+	  .doc = "an SQLite database, opened read-only, with a table "
+	      "users(name TEXT PRIMARY KEY, password_hash TEXT NOT "
+	      "NULL), asked about the users passwd_file does not have" },
 	{ .path = "auth.max_failures", .type = CT_INT,
 	  FIELD(struct mxconf, auth_max_failures), .def = "3",
 	  .min = 1, .max = 100,
-	  .doc = "failed AUTHs in a session before it is closed" },
+	  .doc = "failed AUTH attempts in a session before it is "
+	      "closed (421 4.7.0)" },
 	{ .path = "auth.failure_delay", .type = CT_INT,
 	  FIELD(struct mxconf, auth_failure_delay), .def = "1",
 	  .min = 0, .max = 30,
-	  .doc = "seconds before a failed AUTH is answered" },
+	  .doc = "seconds before a failed AUTH is answered (535 "
+	      "5.7.8), to slow password guessing; 0 = at once" },
 	{ .path = "auth.allow_plaintext", .type = CT_BOOL,
 	  FIELD(struct mxconf, auth_allow_plaintext), .def = "false",
-	  .doc = "offer AUTH without TLS (listeners may override)" },
+	  .doc = "offer AUTH on unencrypted connections too, the "
+	      "password then crossing the network in the clear; "
+	      "listeners may say otherwise" },
 
 	{ .path = "spf.mail_from_policy", .type = CT_STRING,
 	  FIELD(struct mxconf, spf_mail_from_policy), .def = "none",
 	  .words = spf_policies,
-	  .doc = "SPF at MAIL FROM for every route: none or reject_fail" },
+	  .doc = "an SPF check at MAIL FROM for every route: \"none\" "
+	      "(only routes with sender_auth check), or "
+	      "\"reject_fail\" (550 5.7.23 when the result is fail)" },
 	{ .path = "spf.pass_results", .type = CT_STRLIST,
 	  FIELD(struct mxconf, spf_pass_results),
-	  COUNT(struct mxconf, nspf_pass_results), .check = check_spf_results,
-	  .doc = "SPF results that satisfy sender_auth \"spf\"; "
-	      "default [ \"pass\" ]" },
+	  COUNT(struct mxconf, nspf_pass_results),
+	  .value = spf_pass_result_check, .flags = CF_NONEMPTY,
+	  .doc = "the SPF results that satisfy sender_auth \"spf\", "
+	      "among \"pass\", \"neutral\", \"softfail\", \"none\", "
+	      "\"fail\" and \"permerror\"; default [ \"pass\" ]" },
 	{ .path = "spf.timeout", .type = CT_INT,
 	  FIELD(struct mxconf, spf_timeout), .def = "10", .min = 1, .max = 300,
-	  .doc = "seconds an SPF check may take; then temperror" },
+	  .doc = "seconds an SPF check may take, DNS included; then "
+	      "its result is temperror (451 4.7.24 where it is "
+	      "required)" },
 	{ .path = "spf.threads", .type = CT_INT,
 	  FIELD(struct mxconf, spf_threads), .def = "4", .min = 1, .max = 64,
-	  .doc = "SPF lookup threads in each SMTP worker" },
+	  .doc = "SPF lookup threads in each SMTP worker, so that slow "
+	      "DNS never stalls other sessions" },
 
 	{ .path = "policy.service", .type = CT_STRING,
-	  FIELD(struct mxconf, policy_service), .check = check_policy_service,
-	  .doc = "Postfix policy service: unix:/path or inet:addr:port" },
+	  FIELD(struct mxconf, policy_service), .value = policy_address_check,
+	  .doc = "the service's address: \"unix:/path/to/socket\", "
+	      "\"inet:127.0.0.1:10023\" or \"inet:[::1]:10023\"; "
+	      "default none, no service asked" },
 	{ .path = "policy.stages", .type = CT_STRLIST,
 	  FIELD(struct mxconf, policy_stages_list),
 	  COUNT(struct mxconf, npolicy_stages_list),
 	  .check = check_policy_stages,
-	  .doc = "SMTP stages the service is asked at; default [ \"rcpt\" ]" },
+	  .doc = "the SMTP stages the service is asked at, among "
+	      "\"connect\", \"helo\", \"mail\", \"rcpt\", \"data\" and "
+	      "\"end_of_message\"; default [ \"rcpt\" ]" },
 	{ .path = "policy.timeout", .type = CT_INT,
 	  FIELD(struct mxconf, policy_timeout), .def = "5", .min = 1, .max = 300,
-	  .doc = "seconds to wait for the service's answer" },
+	  .doc = "seconds to wait for the service's answer; then "
+	      "policy.default applies" },
 	{ .path = "policy.default", .type = CT_STRING,
 	  FIELD(struct mxconf, policy_default),
 	  .def = "451 4.3.5 Server configuration problem",
-	  .check = check_policy_default,
-	  .doc = "the action when the service is down, slow or answers "
-	         "nonsense; Postfix's 451 4.3.5 by default, so that a "
-	         "greylisting service never turns itself off" },
+	  .value = policy_default_check,
+	  .doc = "the action when the service is down, too slow or "
+	      "answers nonsense: DUNNO, OK, REJECT [text], DEFER "
+	      "[text], or \"4NN text\" / \"5NN text\"; Postfix's "
+	      "451 4.3.5 by default, so that a greylisting service "
+	      "that is down never turns greylisting off" },
 
 	{ .path = "plugins", .type = CT_LIST,
 	  FIELD(struct mxconf, plugins), COUNT(struct mxconf, nplugins),
 	  .sub = &plugin_table,
-	  .doc = "C plugins loaded at start, run in order" },
+	  .doc = "C plugins loaded at start and asked in this order" },
 
 	{ .path = "helo_checks", .type = CT_BOOL,
 	  FIELD(struct mxconf, helo_checks), .def = "false",
-	  .doc = "refuse a HELO/EHLO that is not a host name or address "
-	      "literal" },
+	  .doc = "refuse (501 5.5.2) a HELO/EHLO name that is neither "
+	      "a host name nor an address literal (\"[192.0.2.1]\", "
+	      "\"[IPv6:2001:db8::1]\")" },
 	{ .path = "reject_networks", .type = CT_STRLIST,
 	  FIELD(struct mxconf, reject_networks),
-	  COUNT(struct mxconf, nreject_networks), .check = check_networks,
-	  .doc = "clients refused at connect (554)" },
+	  COUNT(struct mxconf, nreject_networks),
+	  .value = netlist_entry_check,
+	  .doc = "clients refused at connect with 554 5.7.1: addresses "
+	      "or CIDR networks" },
 	{ .path = "trusted_networks", .type = CT_STRLIST,
 	  FIELD(struct mxconf, trusted_networks),
-	  COUNT(struct mxconf, ntrusted_networks), .check = check_networks,
-	  .doc = "clients exempt from SPF, the policy service and rate limits" },
+	  COUNT(struct mxconf, ntrusted_networks),
+	  .value = netlist_entry_check,
+	  .doc = "clients exempt from SPF (their messages say none), "
+	      "the policy service and the rate limits: addresses or "
+	      "CIDR networks, such as your own submission hosts" },
 	{ .path = "rate_limits.connections_per_minute", .type = CT_INT,
 	  FIELD(struct mxconf, rate_connections), .def = "0",
 	  .min = 0, .max = 1000000,
-	  .doc = "new connections per client address per minute, 0 = no limit" },
+	  .doc = "new connections per client address per minute, "
+	      "counted by the master for all workers; over it, 421 "
+	      "4.7.0 and the connection is closed.  0 = no limit" },
 	{ .path = "rate_limits.messages_per_minute", .type = CT_INT,
 	  FIELD(struct mxconf, rate_messages), .def = "0",
 	  .min = 0, .max = 1000000,
-	  .doc = "messages (MAIL FROM) per client address per minute and "
-	      "worker, 0 = no limit" },
+	  .doc = "messages (MAIL FROM) per client address per minute, "
+	      "counted in each SMTP worker, so that a client spread "
+	      "over N workers gets up to N times this; over it, 450 "
+	      "4.7.1.  0 = no limit" },
 	{ .path = "rate_limits.auth_failures_per_minute", .type = CT_INT,
 	  FIELD(struct mxconf, rate_auth_failures), .def = "0",
 	  .min = 0, .max = 1000000,
-	  .doc = "failed AUTH attempts per client address per minute before "
-	      "its connections are refused, 0 = no limit" },
+	  .doc = "failed AUTH attempts per client address per minute, "
+	      "counted by the master for all workers; once a client "
+	      "reaches it, its new connections get 421 4.7.0 until its "
+	      "rate falls.  0 = no limit" },
 	{ .path = NULL }
 };
 
@@ -721,6 +881,27 @@ conf_name(char out[CONF_NAME_LEN], const char *fmt, ...)
 
 /* --- integer literals that libconfig may have truncated --- */
 
+/* Append the file at path to b: 0, or an errno value, *op saying what
+ * failed ("open" or "read"). */
+static int
+file_slurp(const char *path, struct buf *b, const char **op)
+{
+	char chunk[8192];
+	size_t n;
+	FILE *fp;
+	int err;
+
+	*op = "open";
+	if ((fp = fopen(path, "r")) == NULL)
+		return errno;
+	while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0)
+		buf_append(b, chunk, n);
+	err = ferror(fp) ? errno : 0;
+	fclose(fp);
+	*op = "read";
+	return err;
+}
+
 static bool
 is_name_char(int c)
 {
@@ -728,10 +909,12 @@ is_name_char(int c)
 }
 
 static void
-literal_add(struct conf_ctx *ctx, unsigned line, long long v, bool wide)
+literal_add(struct conf_ctx *ctx, size_t file, unsigned line, long long v,
+    bool wide)
 {
 	ctx->literals = xrealloc(ctx->literals,
 	    (ctx->nliterals + 1) * sizeof(*ctx->literals));
+	ctx->literals[ctx->nliterals].file = file;
 	ctx->literals[ctx->nliterals].line = line;
 	ctx->literals[ctx->nliterals].value = v;
 	ctx->literals[ctx->nliterals].wide = wide;
@@ -755,7 +938,7 @@ skip_float(const char *q)
  * float token); record integers without an L suffix.  Returns the end.
  */
 static const char *
-scan_number(struct conf_ctx *ctx, const char *p, unsigned line)
+scan_number(struct conf_ctx *ctx, const char *p, size_t file, unsigned line)
 {
 	unsigned long long u;
 	const char *q;
@@ -787,7 +970,7 @@ scan_number(struct conf_ctx *ctx, const char *p, unsigned line)
 			q++;
 		return q;
 	}
-	literal_add(ctx, line, v, wide);
+	literal_add(ctx, file, line, v, wide);
 	return q;
 }
 
@@ -822,9 +1005,55 @@ starts_number(const char *p)
 	return isdigit((unsigned char)*p);
 }
 
+static void scan_int_literals(struct conf_ctx *ctx, const char *text,
+    size_t file, unsigned depth);
+
+/* As libconfig's scanner: more than this is an error it reports itself. */
+#define INCLUDE_DEPTH_MAX 10
+
+/*
+ * The @include directive at p: scan the file it names (relative to the
+ * include directory, as libconfig reads it; libconfig 1.5 resolves nested
+ * includes there too).  A file that cannot be read is libconfig's to
+ * report.  Returns the end of the directive.
+ */
+static const char *
+scan_include(struct conf_ctx *ctx, const char *p, unsigned depth)
+{
+	const char *name, *end, *op;
+	struct scanned_file *f;
+	struct buf b;
+	size_t idx;
+
+	p += strlen("@include");
+	p += strspn(p, " \t");
+	if (*p != '"' || (end = strchr(p + 1, '"')) == NULL ||
+	    memchr(p + 1, '\n', (size_t)(end - p - 1)) != NULL)
+		return p;
+	name = p + 1;
+	if (depth >= INCLUDE_DEPTH_MAX)
+		return end + 1;
+	ctx->files = xrealloc(ctx->files, (ctx->nfiles + 1) *
+	    sizeof(*ctx->files));
+	idx = ctx->nfiles++;
+	f = &ctx->files[idx];
+	f->written = xstrndup(name, (size_t)(end - name));
+	if (ctx->include_dir != NULL && name[0] != '/')
+		xasprintf(&f->path, "%s/%s", ctx->include_dir, f->written);
+	else
+		f->path = xstrdup(f->written);
+	buf_init(&b);
+	buf_append(&b, "", 0);
+	if (file_slurp(ctx->files[idx].path, &b, &op) == 0)
+		scan_int_literals(ctx, b.data, idx, depth + 1);
+	buf_free(&b);
+	return end + 1;
+}
+
 /* Find the integer literals of text, skipping comments, strings, names. */
 static void
-scan_int_literals(struct conf_ctx *ctx, const char *text)
+scan_int_literals(struct conf_ctx *ctx, const char *text, size_t file,
+    unsigned depth)
 {
 	const char *p = text;
 	unsigned line = 1;
@@ -839,41 +1068,71 @@ scan_int_literals(struct conf_ctx *ctx, const char *text)
 			p = skip_block_comment(p, &line);
 		} else if (*p == '"') {
 			p = skip_string(p, &line);
+		} else if (strncmp(p, "@include", 8) == 0) {
+			p = scan_include(ctx, p, depth);
 		} else if (isalpha((unsigned char)*p) || *p == '*') {
 			while (is_name_char((unsigned char)*p))
 				p++;
 		} else if (starts_number(p)) {
 			p = *p == '.' ? skip_float(p) :
-			    scan_number(ctx, p, line);
+			    scan_number(ctx, p, file, line);
 		} else {
 			p++;
 		}
 	}
 }
 
+/* Which scanned text setting s comes from; nfiles when none. */
+static size_t
+literal_file(const struct conf_ctx *ctx, const config_setting_t *s)
+{
+	const char *src = config_setting_source_file(s);
+	size_t i;
+
+	if (src == NULL)
+		return 0;
+	for (i = 1; i < ctx->nfiles; i++)
+		if (strcmp(src, ctx->files[i].written) == 0 ||
+		    strcmp(src, ctx->files[i].path) == 0)
+			return i;
+	return ctx->nfiles;
+}
+
 /*
- * Did libconfig truncate the integer of s?  Only the main text is scanned
- * (not @include'd files).  A value that equals a literal on its line was
- * read whole (later libconfig versions promote wide decimal literals to
- * 64 bits); one that equals none, on a line holding a wide literal, was cut.
+ * Did libconfig truncate the integer of s?  A value that equals a literal
+ * on its line was read whole (later libconfig versions promote wide
+ * decimal literals to 64 bits); one that equals none, on a line holding a
+ * wide literal, was cut.  When the value is not on the setting's line
+ * ("name =" ending it), it is the next literal of the file.
  */
 static bool
 int_truncated(const struct conf_ctx *ctx, config_setting_t *s, long long v)
 {
 	unsigned line = config_setting_source_line(s);
-	bool wide_here = false;
-	size_t i;
+	const struct int_literal *next = NULL, *l;
+	bool wide_here = false, any_here = false;
+	size_t i, file;
 
-	if (!ctx->any_wide || config_setting_source_file(s) != NULL)
+	if (!ctx->any_wide)
 		return false;
+	file = literal_file(ctx, s);
 	for (i = 0; i < ctx->nliterals; i++) {
-		if (ctx->literals[i].line != line)
+		l = &ctx->literals[i];
+		if (l->file != file || l->line < line)
 			continue;
-		if (ctx->literals[i].value == v)
+		if (l->line > line) {
+			if (next == NULL)
+				next = l;
+			continue;
+		}
+		any_here = true;
+		if (l->value == v)
 			return false;
-		if (ctx->literals[i].wide)
+		if (l->wide)
 			wide_here = true;
 	}
+	if (!any_here && next != NULL)
+		return next->wide && next->value != v;
 	return wide_here;
 }
 
@@ -1148,6 +1407,10 @@ set_strlist(struct conf_ctx *ctx, const struct conf_spec *sp,
 	free_strlist(*field);
 	*field = list;
 	*count = n;
+	if (ok == 0 && n == 0 && (sp->flags & CF_NONEMPTY)) {
+		conf_report(ctx, s, "'%s' must not be empty", name);
+		ok = -1;
+	}
 	return ok;
 }
 
@@ -1363,6 +1626,39 @@ path_join(char out[CONF_NAME_LEN], const char *a, const char *b)
 		conf_name(out, "%s.%s", a, b);
 }
 
+/*
+ * The owning module's parser (config_value_fn) on the string, or on each
+ * string of the list; every bad one is reported.
+ */
+static int
+check_values(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	char why[256], **list;
+	size_t i, n;
+	int r = 0;
+
+	if (sp->type == CT_STRING) {
+		if (sp->value(*(char **)(void *)((char *)base + sp->off), why,
+		    sizeof(why)) == 0)
+			return 0;
+		conf_report(ctx, s, "'%s': %s", name, why);
+		return -1;
+	}
+	if (sp->type != CT_STRLIST)
+		fatalx("config: %s: a value parser takes strings", sp->path);
+	list = *(char ***)(void *)((char *)base + sp->off);
+	n = *(size_t *)(void *)((char *)base + sp->count_off);
+	for (i = 0; i < n; i++) {
+		if (sp->value(list[i], why, sizeof(why)) == 0)
+			continue;
+		conf_report(ctx, config_setting_get_elem(s, (unsigned)i),
+		    "'%s[%zu]' %s (got \"%s\")", name, i, why, list[i]);
+		r = -1;
+	}
+	return r;
+}
+
 static void
 conf_apply(struct conf_ctx *ctx, const struct conf_spec *sp,
     config_setting_t *s, const char *name, void *base)
@@ -1399,6 +1695,8 @@ conf_apply(struct conf_ctx *ctx, const struct conf_spec *sp,
 		r = set_durlist(ctx, sp, s, name, base);
 		break;
 	}
+	if (r == 0 && sp->value != NULL)
+		r = check_values(ctx, sp, s, name, base);
 	if (r == 0 && sp->check != NULL)
 		sp->check(ctx, sp, s, name, base);
 }
@@ -1727,57 +2025,6 @@ tls_cert_finish(struct conf_ctx *ctx, config_setting_t *group,
 /* ---- sender authentication, policy service, plugins, checks ---- */
 
 static int
-check_spf_results(struct conf_ctx *ctx, const struct conf_spec *sp,
-    config_setting_t *s, const char *name, void *base)
-{
-	struct mxconf *c = base;
-	enum spf_result r;
-	int ok = 0;
-
-	for (size_t i = 0; i < c->nspf_pass_results; i++) {
-		if (spf_result_parse(c->spf_pass_results[i], &r) == 0 &&
-		    r != SPF_RES_TEMPERROR)
-			continue;
-		conf_report(ctx, config_setting_get_elem(s, (unsigned)i),
-		    "'%s[%zu]' must be \"pass\", \"neutral\", \"softfail\", "
-		    "\"none\", \"fail\" or \"permerror\" (got \"%s\")", name, i,
-		    c->spf_pass_results[i]);
-		ok = -1;
-	}
-	if (ok == 0 && c->nspf_pass_results == 0) {
-		conf_report(ctx, s, "'%s' must not be empty", name);
-		ok = -1;
-	}
-	return ok;
-}
-
-static int
-check_policy_service(struct conf_ctx *ctx, const struct conf_spec *sp,
-    config_setting_t *s, const char *name, void *base)
-{
-	char why[256];
-
-	if (policy_address_check(((struct mxconf *)base)->policy_service, why,
-	    sizeof(why)) == 0)
-		return 0;
-	conf_report(ctx, s, "'%s': %s", name, why);
-	return -1;
-}
-
-static int
-check_policy_default(struct conf_ctx *ctx, const struct conf_spec *sp,
-    config_setting_t *s, const char *name, void *base)
-{
-	struct policy_answer a;
-
-	if (policy_action_parse(((struct mxconf *)base)->policy_default, &a) == 0)
-		return 0;
-	conf_report(ctx, s, "'%s': %s; use DUNNO, OK, REJECT [text], "
-	    "DEFER [text] or \"4NN/5NN text\"", name, a.why);
-	return -1;
-}
-
-static int
 check_policy_stages(struct conf_ctx *ctx, const struct conf_spec *sp,
     config_setting_t *s, const char *name, void *base)
 {
@@ -1795,24 +2042,6 @@ check_policy_stages(struct conf_ctx *ctx, const struct conf_spec *sp,
 		ok = -1;
 	}
 	return ok;
-}
-
-static int
-check_networks(struct conf_ctx *ctx, const struct conf_spec *sp,
-    config_setting_t *s, const char *name, void *base)
-{
-	char ***list = (char ***)(void *)((char *)base + sp->off);
-	size_t n = *(size_t *)(void *)((char *)base + sp->count_off), bad;
-	struct netlist *l;
-	const char *why;
-
-	if ((l = netlist_new(*list, n, &bad, &why)) != NULL) {
-		netlist_free(l);
-		return 0;
-	}
-	conf_report(ctx, config_setting_get_elem(s, (unsigned)bad),
-	    "'%s[%zu]' %s (got \"%s\")", name, bad, why, (*list)[bad]);
-	return -1;
 }
 
 static int
@@ -1852,6 +2081,7 @@ config_checks(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 	const char *why;
 
 	if (c->nspf_pass_results == 0) {
+		free_strlist(c->spf_pass_results);      /* [ ], reported */
 		c->spf_pass_results = xcalloc(2, sizeof(char *));
 		c->spf_pass_results[0] = xstrdup("pass");
 		c->nspf_pass_results = 1;
@@ -2253,7 +2483,10 @@ config_parse(struct conf_ctx *ctx, const char *text, const char *include_dir)
 		    config_error_text(&cf));
 		goto done;
 	}
-	scan_int_literals(ctx, text);
+	/* files[0]: the main text */
+	ctx->files = xcalloc(1, sizeof(*ctx->files));
+	ctx->nfiles = 1;
+	scan_int_literals(ctx, text, 0, 0);
 	c = xcalloc(1, sizeof(*c));
 	c->path = xstrdup(ctx->name);
 	conf_defaults(&mxconf_table, c);
@@ -2265,6 +2498,11 @@ config_parse(struct conf_ctx *ctx, const char *text, const char *include_dir)
 	}
 done:
 	free(ctx->literals);
+	for (size_t i = 0; i < ctx->nfiles; i++) {
+		free(ctx->files[i].written);
+		free(ctx->files[i].path);
+	}
+	free(ctx->files);
 	config_destroy(&cf);
 	return c;
 }
@@ -2272,22 +2510,12 @@ done:
 static int
 read_file(struct conf_ctx *ctx, const char *path, struct buf *b)
 {
-	char chunk[8192];
-	size_t n;
-	FILE *fp;
+	const char *op;
 	int err;
 
-	if ((fp = fopen(path, "r")) == NULL) {
-		conf_report_at(ctx, path, 0, "cannot open: %s",
-		    strerror(errno));
-		return -1;
-	}
-	while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0)
-		buf_append(b, chunk, n);
-	err = ferror(fp) ? errno : 0;
-	fclose(fp);
-	if (err != 0) {
-		conf_report_at(ctx, path, 0, "cannot read: %s", strerror(err));
+	if ((err = file_slurp(path, b, &op)) != 0) {
+		conf_report_at(ctx, path, 0, "cannot %s: %s", op,
+		    strerror(err));
 		return -1;
 	}
 	/* libconfig would stop at a NUL and ignore the rest. */
@@ -2348,4 +2576,363 @@ config_free(struct mxconf *c)
 	netlist_free(c->trusted_nets);
 	free(c->path);
 	free(c);
+}
+
+/* --- documentation: the table described, and the manual page --- */
+
+static const char *
+conf_type_name(enum conf_type t)
+{
+	switch (t) {
+	case CT_INT:
+		return "integer";
+	case CT_SIZE:
+		return "size";
+	case CT_STRING:
+	case CT_ENUM:
+		return "string";
+	case CT_STRLIST:
+		return "list of strings";
+	case CT_LIST:
+		return "list of groups";
+	case CT_BOOL:
+		return "boolean";
+	case CT_BOOLSTR:
+		return "boolean or string";
+	case CT_DURATION:
+		return "duration";
+	case CT_DURLIST:
+		return "list of durations";
+	}
+	return "?";
+}
+
+/* 604800 as "1w", 90 as "90s": the largest unit that divides it. */
+static void
+fmt_duration(char *out, size_t size, long long v)
+{
+	static const struct { char unit; long long seconds; } units[] = {
+		{ 'w', 7 * 86400 }, { 'd', 86400 }, { 'h', 3600 }, { 'm', 60 },
+	};
+	size_t i;
+
+	for (i = 0; v != 0 && i < ARRAY_LEN(units); i++) {
+		if (v % units[i].seconds == 0) {
+			snprintf(out, size, "%lld%c", v / units[i].seconds,
+			    units[i].unit);
+			return;
+		}
+	}
+	snprintf(out, size, v == 0 ? "0" : "%llds", v);
+}
+
+/* A number or a word as written in the file: 300, or "5m" in quotes. */
+static void
+fmt_literal(struct buf *b, const char *word, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len && isdigit((unsigned char)word[i]); i++)
+		;
+	if (len > 0 && i == len)
+		buf_append(b, word, len);
+	else
+		buf_appendf(b, "\"%.*s\"", (int)len, word);
+}
+
+/* The default of sp as it would be written in the file; "" for none. */
+static void
+fmt_default(char *out, size_t size, const struct conf_spec *sp)
+{
+	const char *p, *sep;
+	struct buf b;
+	size_t len;
+
+	buf_init(&b);
+	buf_append(&b, "", 0);
+	if (sp->def == NULL) {
+		/* none */
+	} else if (sp->type == CT_STRING || sp->type == CT_ENUM) {
+		buf_appendf(&b, "\"%s\"", sp->def);
+	} else if (sp->type == CT_SIZE || sp->type == CT_DURATION) {
+		fmt_literal(&b, sp->def, strlen(sp->def));
+	} else if (sp->type == CT_DURLIST) {
+		sep = "[ ";
+		for (p = sp->def; *(p += strspn(p, " ")) != '\0'; p += len) {
+			len = strcspn(p, " ");
+			buf_appends(&b, sep);
+			sep = ", ";
+			fmt_literal(&b, p, len);
+		}
+		buf_appends(&b, " ]");
+	} else {
+		buf_appends(&b, sp->def);
+	}
+	snprintf(out, size, "%s", b.data);
+	buf_free(&b);
+}
+
+/* "1 to 10000", "1K to 2G", "1s to 1w"; "" when the type has no range. */
+static void
+fmt_range(char *out, size_t size, const struct conf_spec *sp)
+{
+	char lo[24], hi[24];
+
+	switch (sp->type) {
+	case CT_INT:
+	case CT_SIZE:
+		fmt_number(lo, sizeof(lo), sp, sp->min);
+		fmt_number(hi, sizeof(hi), sp, sp->max);
+		break;
+	case CT_DURATION:
+	case CT_DURLIST:
+		fmt_duration(lo, sizeof(lo), sp->min);
+		fmt_duration(hi, sizeof(hi), sp->max);
+		break;
+	default:
+		out[0] = '\0';
+		return;
+	}
+	snprintf(out, size, "%s to %s", lo, hi);
+}
+
+static void
+describe_table(const struct conf_table *t, const char *list,
+    void (*fn)(const struct config_doc *, void *), void *arg)
+{
+	const struct conf_spec *sp;
+	struct config_doc d;
+
+	for (sp = t->specs; sp->path != NULL; sp++) {
+		memset(&d, 0, sizeof(d));
+		d.path = sp->path;
+		d.list = list;
+		d.type = conf_type_name(sp->type);
+		fmt_default(d.def, sizeof(d.def), sp);
+		fmt_range(d.range, sizeof(d.range), sp);
+		if (sp->words != NULL)
+			fmt_words(d.words, sizeof(d.words), sp->words);
+		d.required = (sp->flags & CF_REQUIRED) != 0;
+		d.doc = sp->doc;
+		fn(&d, arg);
+		if (sp->type == CT_LIST)
+			describe_table(sp->sub, sp->path, fn, arg);
+	}
+}
+
+void
+config_describe(void (*fn)(const struct config_doc *, void *), void *arg)
+{
+	describe_table(&mxconf_table, NULL, fn, arg);
+}
+
+/*
+ * The sections of the manual, in this order: each takes the settings
+ * whose paths start with one of its names.  A setting that none names
+ * still appears, in a section of its own after these.
+ */
+static const struct man_section {
+	const char *title;
+	const char *names;      /* first components of paths, by spaces */
+	const char *intro;
+} man_sections[] = {
+	{ "server", "server",
+	  "The daemon's processes: who they run as, how many, what they log." },
+	{ "listen", "listen",
+	  "The addresses and ports mxgated accepts connections on, and what "
+	  "each listener is for: mail from the internet (mx) or from users "
+	  "(submission, submissions)." },
+	{ "queue", "queue",
+	  "Where accepted messages are kept: an SQLite database, queue.db, "
+	  "committed before the client hears 250." },
+	{ "limits", "limits",
+	  "Sizes and counts a client may not exceed; each is refused with an "
+	  "SMTP reply, never by dropping the connection silently." },
+	{ "timeouts", "timeouts",
+	  "How long the server waits on a client, in seconds." },
+	{ "tls", "tls",
+	  "TLS for the listeners: STARTTLS (RFC 3207) on mx and submission "
+	  "listeners, TLS from the first byte (RFC 8314) on submissions ones. "
+	  "The master reads the certificates and keys at start, as root." },
+	{ "auth", "auth",
+	  "SMTP AUTH (RFC 4954) with PLAIN and LOGIN, on the listeners that "
+	  "offer it, and only under TLS unless plaintext is allowed." },
+	{ "spf", "spf",
+	  "Sender authentication with SPF (RFC 7208), for routes that ask for "
+	  "it with sender_auth and for the MAIL FROM policy." },
+	{ "policy", "policy",
+	  "A Postfix SMTP access policy delegation service (postgrey, "
+	  "policyd-spf, ...), asked at the SMTP stages listed." },
+	{ "checks", "helo_checks reject_networks trusted_networks rate_limits",
+	  "Built-in checks of the client, run before the plugins and the "
+	  "policy service." },
+	{ "routes", "accept_domains routes",
+	  "What happens to each recipient: routes are tried in order at RCPT "
+	  "TO, the first that matches decides (unless it says continue), and "
+	  "a recipient no route matches is refused with 550 5.1.1.  Try them "
+	  "without a daemon: mxgatectl route test ADDRESS." },
+	{ "upstreams", "upstreams",
+	  "The hosts that routes with action relay deliver to." },
+	{ "delivery", "delivery",
+	  "Delivery from the queue: retries, expiry, bounces, concurrency and "
+	  "the relay client's timeouts." },
+	{ "plugins", "plugins",
+	  "C plugins (see <mxgate/plugin.h>) loaded at start and asked in "
+	  "order, after the built-in checks and before the policy service." },
+};
+
+/* Roff text: backslashes escaped, no line taken for a request; with
+ * literal set, '-' is a minus (copied as typed), and a long cipher list
+ * may break after its colons. */
+static void
+man_puts(FILE *fp, const char *s, bool literal)
+{
+	bool bol = true;
+
+	for (; *s != '\0'; s++) {
+		if (bol && (*s == '.' || *s == '\''))
+			fputs("\\&", fp);
+		bol = *s == '\n';
+		if (*s == '\\')
+			fputs("\\e", fp);
+		else if (*s == '-' && literal)
+			fputs("\\-", fp);
+		else if (*s == ':' && literal)
+			fputs(":\\:", fp);
+		else
+			fputc(*s, fp);
+	}
+}
+
+/* A doc string as a sentence of its own: a capital, a full stop. */
+static void
+man_sentence(FILE *fp, const char *doc)
+{
+	char first[2] = { doc[0], '\0' };
+
+	fputs(".br\n", fp);
+	if (islower((unsigned char)first[0]))
+		first[0] = (char)toupper((unsigned char)first[0]);
+	man_puts(fp, first, false);
+	man_puts(fp, doc + 1, false);
+	fputs(doc[strlen(doc) - 1] == '.' ? "\n" : ".\n", fp);
+}
+
+static void man_table(FILE *fp, const struct conf_table *t,
+    const struct man_section *sec);
+
+static void
+man_entry(FILE *fp, const struct conf_spec *sp)
+{
+	char def[256], range[64], words[256];
+
+	fmt_default(def, sizeof(def), sp);
+	fmt_range(range, sizeof(range), sp);
+	fputs(".TP\n.B ", fp);
+	man_puts(fp, sp->path, true);
+	fprintf(fp, "\n\\fI%s\\fP", conf_type_name(sp->type));
+	if (range[0] != '\0') {
+		fputs(", ", fp);
+		man_puts(fp, range, true);
+	}
+	if (sp->words != NULL) {
+		fmt_words(words, sizeof(words), sp->words);
+		fputs(", one of ", fp);
+		man_puts(fp, words, true);
+	}
+	if (sp->flags & CF_NONEMPTY)
+		fputs(", not empty", fp);
+	if (sp->flags & CF_REQUIRED)
+		fputs("; required", fp);
+	if (def[0] != '\0') {
+		fputs("; default \\fB", fp);
+		man_puts(fp, def, true);
+		fputs("\\fP", fp);
+	}
+	fputs(".\n", fp);
+	if (sp->doc != NULL && sp->doc[0] != '\0')
+		man_sentence(fp, sp->doc);
+	if (sp->type == CT_LIST) {
+		fputs(".RS\n.PP\nEach group of the list holds:\n", fp);
+		man_table(fp, sp->sub, NULL);
+		fputs(".RE\n", fp);
+	}
+}
+
+static bool
+man_section_has(const struct man_section *sec, const char *path)
+{
+	size_t len = strcspn(path, "."), n;
+	const char *p;
+
+	for (p = sec->names; *(p += strspn(p, " ")) != '\0'; p += n) {
+		n = strcspn(p, " ");
+		if (n == len && strncmp(p, path, len) == 0)
+			return true;
+	}
+	return false;
+}
+
+static const struct man_section *
+man_section_of(const char *path)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(man_sections); i++)
+		if (man_section_has(&man_sections[i], path))
+			return &man_sections[i];
+	return NULL;
+}
+
+/* The settings of t in section sec (all of them when sec is NULL). */
+static void
+man_table(FILE *fp, const struct conf_table *t, const struct man_section *sec)
+{
+	const struct conf_spec *sp;
+
+	for (sp = t->specs; sp->path != NULL; sp++)
+		if (sec == NULL || man_section_has(sec, sp->path))
+			man_entry(fp, sp);
+}
+
+/* Settings no section names, grouped by their first component. */
+static void
+man_other_sections(FILE *fp)
+{
+	const struct conf_spec *sp, *prev;
+	size_t len;
+	bool seen;
+
+	for (sp = mxconf_specs; sp->path != NULL; sp++) {
+		if (man_section_of(sp->path) != NULL)
+			continue;
+		len = strcspn(sp->path, ".");
+		seen = false;
+		for (prev = mxconf_specs; prev != sp && !seen; prev++)
+			seen = strncmp(prev->path, sp->path, len) == 0 &&
+			    strcspn(prev->path, ".") == len;
+		if (seen)
+			continue;
+		fprintf(fp, ".SS %.*s\n", (int)len, sp->path);
+		for (prev = sp; prev->path != NULL; prev++)
+			if (strncmp(prev->path, sp->path, len) == 0 &&
+			    strcspn(prev->path, ".") == len)
+				man_entry(fp, prev);
+	}
+}
+
+void
+config_write_manual(FILE *fp)
+{
+	size_t i;
+
+	fputs(CONFIG_MANUAL_HEAD, fp);
+	for (i = 0; i < ARRAY_LEN(man_sections); i++) {
+		fprintf(fp, ".SS %s\n", man_sections[i].title);
+		man_puts(fp, man_sections[i].intro, false);
+		fputc('\n', fp);
+		man_table(fp, &mxconf_table, &man_sections[i]);
+	}
+	man_other_sections(fp);
+	fputs(CONFIG_MANUAL_TAIL, fp);
 }

@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -232,6 +233,16 @@ struct mxconf {
 
 typedef void (*config_error_fn)(const char *msg);
 
+/*
+ * The parser a module owns for the values of one of its settings
+ * (spf.h, policy.h, checks.h): the table in config.c names it, and
+ * config.c reports what it says.  Called with the string, or each string
+ * of a list; 0, or -1 with why set to a phrase that follows the setting's
+ * name: "'NAME': WHY" for a string, "'NAME[i]' WHY (got \"VALUE\")" for
+ * an element of a list.
+ */
+typedef int (*config_value_fn)(const char *value, char *why, size_t size);
+
 /* Load and check; NULL on any problem (each reported through errfn, or
  * stderr when errfn is NULL). */
 struct mxconf *config_load(const char *path, config_error_fn errfn);
@@ -241,6 +252,30 @@ struct mxconf *config_load_string(const char *text, const char *name,
 /* The embedded default: 127.0.0.1:2525, queue in ./var/queue. */
 struct mxconf *config_default(void);
 void config_free(struct mxconf *c);
+
+/*
+ * The settings as the table in config.c declares them, for the manual page
+ * and for the tests that hold etc/mxgate.conf to the table.
+ * config_describe() calls fn once per setting in the table's order, the
+ * settings of the groups of a list (the address of each listener) right
+ * after the list.
+ */
+struct config_doc {
+	const char *path;       /* "limits.recipients"; in a list, "port" */
+	const char *list;       /* the list it is in ("listen"), or NULL */
+	const char *type;       /* "integer", "size", "duration", "string"... */
+	char        def[256];   /* the default as written in the file; "" */
+	char        range[64];  /* "1 to 10000", "1K to 2G", "1s to 1w"; "" */
+	char        words[256]; /* the strings allowed, "\"a\" or \"b\""; "" */
+	bool        required;
+	const char *doc;        /* what it does: a paragraph */
+};
+
+void config_describe(void (*fn)(const struct config_doc *d, void *arg),
+    void *arg);
+/* mxgate.conf(5), in roff: the table's settings between a hand-written
+ * head and tail (config_manual.h).  doc/mxgate.conf.5 is its output. */
+void config_write_manual(FILE *fp);
 
 /* Path of the queue database inside queue_dir. */
 #define QUEUE_DB_NAME "queue.db"

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -96,6 +97,18 @@ netlist_new(char *const *entries, size_t n, size_t *bad, const char **why)
 		}
 	}
 	return l;
+}
+
+int
+netlist_entry_check(const char *entry, char *why, size_t size)
+{
+	const char *reason;
+	struct net net;
+
+	if (net_parse(entry, &net, &reason) == 0)
+		return 0;
+	snprintf(why, size, "%s", reason);
+	return -1;
 }
 
 void

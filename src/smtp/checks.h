@@ -34,6 +34,9 @@ struct netlist;
 struct netlist *netlist_new(char *const *entries, size_t n, size_t *bad,
     const char **why);
 void netlist_free(struct netlist *l);
+/* The parser of reject_networks and trusted_networks (config.h,
+ * config_value_fn): one address or CIDR network; 0, or -1 with why. */
+int netlist_entry_check(const char *entry, char *why, size_t size);
 /* Is ip (text, as the session has it) in the list?  false for NULL. */
 bool netlist_contains(const struct netlist *l, const char *ip);
 

@@ -219,6 +219,18 @@ policy_action_parse(const char *action, struct policy_answer *a)
 	return 0;
 }
 
+int
+policy_default_check(const char *action, char *why, size_t size)
+{
+	struct policy_answer a;
+
+	if (policy_action_parse(action, &a) == 0)
+		return 0;
+	snprintf(why, size, "%s; use DUNNO, OK, REJECT [text], DEFER [text] "
+	    "or \"4NN/5NN text\"", a.why);
+	return -1;
+}
+
 long
 policy_answer_end(const char *data, size_t len)
 {

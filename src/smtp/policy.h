@@ -123,6 +123,9 @@ void policy_request_format(const struct policy_request *r, struct buf *out);
  * untouched otherwise).
  */
 int policy_action_parse(const char *action, struct policy_answer *a);
+/* The parser of policy.default (config.h, config_value_fn): an action
+ * policy_action_parse() takes; 0, or -1 with why. */
+int policy_default_check(const char *action, char *why, size_t size);
 
 /*
  * Find the end of one answer (the empty line) in data.  Returns the
@@ -137,7 +140,7 @@ int policy_answer_action(const char *answer, size_t len, char *out,
     size_t size);
 
 /* "unix:/path" or "inet:host:port" ("inet:[::1]:port"); 0 or -1 with a
- * reason. */
+ * reason.  The parser of policy.service (config.h, config_value_fn). */
 int policy_address_check(const char *service, char *why, size_t whylen);
 
 /* ---- the asynchronous client ---- */

@@ -65,6 +65,20 @@ spf_result_parse(const char *name, enum spf_result *out)
 	return -1;
 }
 
+/* A temperror is never a pass: the same message could fail once DNS
+ * answers (RFC 7208 2.6.6). */
+int
+spf_pass_result_check(const char *name, char *why, size_t size)
+{
+	enum spf_result r;
+
+	if (spf_result_parse(name, &r) == 0 && r != SPF_RES_TEMPERROR)
+		return 0;
+	snprintf(why, size, "must be \"pass\", \"neutral\", \"softfail\", "
+	    "\"none\", \"fail\" or \"permerror\"");
+	return -1;
+}
+
 /* ---- the RFC 7208 section 12 grammar ---- */
 
 struct term {

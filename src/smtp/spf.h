@@ -69,6 +69,9 @@ enum spf_result {
 const char *spf_result_name(enum spf_result r);
 /* 0, or -1 if name is not a result. */
 int spf_result_parse(const char *name, enum spf_result *out);
+/* The parser of spf.pass_results (config.h, config_value_fn): a result
+ * that can count as a pass, any but temperror; 0, or -1 with why. */
+int spf_pass_result_check(const char *name, char *why, size_t size);
 
 /* What is checked: the client, the HELO name, the MAIL FROM address. */
 struct spf_query {

@@ -7,6 +7,8 @@
  * under $srcdir (exported by `make check`), else under ".".
  */
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <libconfig.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,9 @@
 static char errs[MAX_ERRS][2048];
 static int nerrs;
 static const char *sample_path;
+static char manual_path[4096];
+
+#define SAMPLE_IN_TREE "/etc/mxgate.conf"
 
 static void
 capture(const char *msg)
@@ -795,6 +800,70 @@ test_files(void)
 	CHECK_STR(errs[0], want);
 }
 
+/*
+ * Settings in an @include'd file are checked like any other, and each
+ * problem names the included file and its line.  The include is nested
+ * once, as operators split files (libconfig reads every @include relative
+ * to the main file's directory).
+ */
+static bool
+include_fails_with(const char *inc_text, unsigned line, const char *problem)
+{
+	struct mxconf *c;
+	const char *path;
+	char want[1024];
+
+	write_tmp("problem.inc", inc_text);
+	write_tmp("outer.inc", "# settings of this host\n"
+	    "@include \"problem.inc\"\n");
+	path = write_tmp("incmain.conf", LISTEN "@include \"outer.inc\"\n");
+	snprintf(want, sizeof(want), "%s/problem.inc:%u: %s", tmpdir, line,
+	    problem);
+	nerrs = 0;
+	c = config_load(path, capture);
+	if (c == NULL && nerrs == 1 && strcmp(errs[0], want) == 0)
+		return true;
+	printf("#   want: %s\n", want);
+	if (c != NULL)
+		printf("#   but it loaded\n");
+	show_errors();
+	config_free(c);
+	return false;
+}
+
+static void
+test_include_problems(void)
+{
+	struct mxconf *c;
+	const char *path;
+
+	CHECK(include_fails_with("\nlimits = {\n  errors = 1001;\n};\n", 3,
+	    "'limits.errors' must be between 1 and 1000 (got 1001)"));
+	/* 2^32 + 100: libconfig 1.5 reads 100, the default. */
+	CHECK(include_fails_with("limits = {\n  recipients = 4294967396;\n};\n",
+	    2, "'limits.recipients': this integer does not fit in 32 bits "
+	    "and libconfig cuts it; write it with an L suffix (3000000000L)"));
+	/* A value on the line after its name: libconfig blames the name's. */
+	CHECK(include_fails_with("limits = { recipients =\n  0x100000064; };\n",
+	    1, "'limits.recipients': this integer does not fit in 32 bits "
+	    "and libconfig cuts it; write it with an L suffix (3000000000L)"));
+	CHECK(include_fails_with("timeouts = {\n\n  data = \"soon\";\n};\n", 3,
+	    "'timeouts.data' must be an integer"));
+	CHECK(include_fails_with("limits = {\n  recipients = 10;\n"
+	    "  colour = \"blue\";\n};\n", 3, "unknown setting 'limits.colour'"));
+
+	/* A good value in an included file is read as written. */
+	write_tmp("problem.inc", "limits = {\n  recipients = 7;\n};\n");
+	path = write_tmp("incmain.conf", LISTEN "@include \"outer.inc\"\n");
+	nerrs = 0;
+	c = config_load(path, capture);
+	CHECK(c != NULL);
+	if (c != NULL)
+		CHECK_INT(c->max_recipients, 7);
+	show_errors();
+	config_free(c);
+}
+
 /* spf, policy, plugins, helo_checks, networks, rate_limits */
 static void
 test_checks_settings(void)
@@ -870,6 +939,17 @@ test_checks_settings(void)
 	CHECK(fails_with(LISTEN "trusted_networks = [ \"localhost\" ];\n",
 	    "t.conf:2: 'trusted_networks[0]' is not an address or network such "
 	    "as \"192.0.2.0/24\" or \"2001:db8::/32\" (got \"localhost\")"));
+	CHECK(fails_with(LISTEN "spf = { pass_results = [ ]; };\n",
+	    "t.conf:2: 'spf.pass_results' must not be empty"));
+	/* Every bad entry of a list is reported, not only the first. */
+	c = load(LISTEN "trusted_networks = [ \"a\",\n \"::1\", \"b\" ];\n");
+	CHECK(c == NULL);
+	CHECK_INT(nerrs, 2);
+	CHECK(has_error("t.conf:2: 'trusted_networks[0]' is not an address or "
+	    "network such as \"192.0.2.0/24\" or \"2001:db8::/32\" (got \"a\")"));
+	CHECK(has_error("t.conf:3: 'trusted_networks[2]' is not an address or "
+	    "network such as \"192.0.2.0/24\" or \"2001:db8::/32\" (got \"b\")"));
+	config_free(c);
 	CHECK(fails_with(LISTEN "plugins = (\n { path = \"/nonexistent/x.so\"; } );\n",
 	    "t.conf:3: 'plugins[0].path': /nonexistent/x.so: No such file or "
 	    "directory"));
@@ -891,7 +971,8 @@ static void
 remove_tmp(void)
 {
 	static const char *const names[] = {
-		"bad.conf", "syntax.conf", "limits.inc", "main.conf"
+		"bad.conf", "syntax.conf", "limits.inc", "main.conf",
+		"problem.inc", "outer.inc", "incmain.conf",
 	};
 	char path[256];
 	size_t i;
@@ -972,11 +1053,407 @@ test_delivery_settings(void)
 	    " or \"required\" (got \"maybe\")"));
 }
 
+/*
+ * --- etc/mxgate.conf held to the table ---
+ *
+ * The sample shows every setting, set or commented out ("# name = ...;"
+ * at the indentation of its group), under a comment that documents it and
+ * says "default: VALUE" with the table's default written as in the file
+ * (or "default: as below" over a line that sets it to that).  The settings
+ * of a list's groups are documented in the comment above the list, each
+ * on a line of its own, "#   name  what it is", continued on lines indented
+ * deeper.
+ */
+
+struct sample {
+	char   **lines;             /* the sample, commented-out settings set */
+	size_t   nlines;
+	config_t cf;
+	int      problems;
+};
+
+static bool
+is_comment(const char *line)
+{
+	return line[strspn(line, " \t")] == '#';
+}
+
+/* "  # name = value;" is a commented-out setting: "  name = value;". */
+static bool
+commented_setting(const char *line, size_t *indent)
+{
+	const char *p;
+
+	*indent = strspn(line, " ");
+	p = line + *indent;
+	if (p[0] != '#' || p[1] != ' ' || !islower((unsigned char)p[2]))
+		return false;
+	p += 2 + strspn(p + 2, "abcdefghijklmnopqrstuvwxyz_0123456789");
+	return strncmp(p, " = ", 3) == 0;
+}
+
+/* Set what the sample comments out, so that libconfig finds it too; a
+ * commented-out list "# name = (" goes on to its "# );". */
+static char *
+uncomment_settings(const char *text, struct sample *smp)
+{
+	char *copy = strdup(text), *rest = copy, *line, *out;
+	size_t indent, len, total = 0;
+	bool in_list = false;
+	size_t list_indent = 0;
+
+	smp->lines = NULL;
+	smp->nlines = 0;
+	/* Line by line, empty ones too: line numbers are the sample's. */
+	while ((line = strsep(&rest, "\n")) != NULL) {
+		char *l;
+
+		if (rest == NULL && line[0] == '\0')
+			break;          /* after the last newline */
+		l = strdup(line);
+
+		len = strlen(l);
+		if (in_list && strncmp(l + list_indent, "# ", 2) == 0 &&
+		    strspn(l, " ") == list_indent) {
+			memmove(l + list_indent, l + list_indent + 2,
+			    len - list_indent - 1);
+			if (strcmp(l + list_indent, ");") == 0)
+				in_list = false;
+		} else if (commented_setting(l, &indent)) {
+			memmove(l + indent, l + indent + 2, len - indent - 1);
+			in_list = l[strlen(l) - 1] == '(';
+			list_indent = indent;
+		}
+		smp->lines = realloc(smp->lines,
+		    (smp->nlines + 1) * sizeof(*smp->lines));
+		smp->lines[smp->nlines++] = l;
+		total += strlen(l) + 1;
+	}
+	free(copy);
+	out = calloc(1, total + 1);
+	for (size_t i = 0; i < smp->nlines; i++) {
+		strcat(out, smp->lines[i]);
+		strcat(out, "\n");
+	}
+	return out;
+}
+
+/* The comment right above line (1-based): its first line, 0 if none. */
+static size_t
+comment_above(const struct sample *smp, size_t line)
+{
+	size_t first = line;
+
+	while (first > 1 && is_comment(smp->lines[first - 2]))
+		first--;
+	return first < line ? first : 0;
+}
+
+/* Lines from..to (1-based) without their '#', joined by spaces. */
+static char *
+comment_text(const struct sample *smp, size_t from, size_t to)
+{
+	size_t total = 1, i;
+	char *out, *p;
+
+	for (i = from; i <= to; i++)
+		total += strlen(smp->lines[i - 1]) + 1;
+	out = calloc(1, total);
+	for (i = from; i <= to; i++) {
+		p = smp->lines[i - 1];
+		p += strspn(p, " \t");
+		if (*p == '#')
+			p++;
+		p += strspn(p, " \t");
+		if (*p == '\0')
+			continue;
+		if (out[0] != '\0')
+			strcat(out, " ");
+		strcat(out, p);
+	}
+	return out;
+}
+
+static void
+sample_problem(struct sample *smp, const struct config_doc *d,
+    unsigned line, const char *what)
+{
+	char where[32] = "";
+
+	if (line > 0)
+		snprintf(where, sizeof(where), ":%u", line);
+	printf("#   %s%s: '%s%s%s' %s\n", sample_path, where,
+	    d->list != NULL ? d->list : "", d->list != NULL ? "[]." : "",
+	    d->path, what);
+	smp->problems++;
+}
+
+/* The text documents the default, or says "as below" over it. */
+static bool
+default_documented(const char *text, const struct config_doc *d,
+    const char *setting_line)
+{
+	char want[300], set[600];
+	const char *name = strrchr(d->path, '.');
+
+	snprintf(want, sizeof(want), "default: %s", d->def);
+	if (strstr(text, want) != NULL)
+		return true;
+	name = name != NULL ? name + 1 : d->path;
+	snprintf(set, sizeof(set), "%s = %s;", name, d->def);
+	return setting_line != NULL && strstr(text, "default: as below") &&
+	    strcmp(setting_line + strspn(setting_line, " "), set) == 0;
+}
+
+/* A setting of the main table: set or shown, under its comment. */
+static void
+sample_check_setting(struct sample *smp, const struct config_doc *d)
+{
+	config_setting_t *s = config_lookup(&smp->cf, d->path);
+	size_t line, first;
+	char *text;
+
+	if (s == NULL) {
+		sample_problem(smp, d, 0, "is neither set nor shown in a "
+		    "comment (\"# name = value;\")");
+		return;
+	}
+	line = config_setting_source_line(s);
+	if ((first = comment_above(smp, line)) == 0) {
+		sample_problem(smp, d, (unsigned)line, "has no comment "
+		    "right above it to document it");
+		return;
+	}
+	text = comment_text(smp, first, line - 1);
+	if (d->def[0] != '\0' &&
+	    !default_documented(text, d, smp->lines[line - 1]))
+		sample_problem(smp, d, (unsigned)line, "has no \"default: "
+		    "...\" with the table's default in its comment");
+	free(text);
+}
+
+/* A setting of a list's groups: an entry in the comment over the list. */
+static void
+sample_check_entry(struct sample *smp, const struct config_doc *d)
+{
+	config_setting_t *list = config_lookup(&smp->cf, d->list);
+	size_t line, first, i, end, indent = 0, n;
+	const char *p;
+	char *text;
+
+	if (list == NULL)
+		return;         /* the list itself was reported */
+	line = config_setting_source_line(list);
+	if ((first = comment_above(smp, line)) == 0)
+		return;
+	n = strlen(d->path);
+	for (i = first; i < line; i++) {
+		p = smp->lines[i - 1];
+		p += strspn(p, " ");
+		indent = strspn(p + 1, " ");
+		p += 1 + indent;
+		if (indent > 0 && strncmp(p, d->path, n) == 0 &&
+		    (p[n] == '\0' || strncmp(p + n, "  ", 2) == 0))
+			break;
+	}
+	if (i == line) {
+		sample_problem(smp, d, (unsigned)line, "has no line \"#   "
+		    "name  what it is\" in the comment above the list");
+		return;
+	}
+	for (end = i + 1; end < line; end++) {
+		p = smp->lines[end - 1];
+		p += strspn(p, " ") + 1;
+		if (strspn(p, " ") <= indent)
+			break;
+	}
+	text = comment_text(smp, i, end - 1);
+	if (d->def[0] != '\0' && !default_documented(text, d, NULL))
+		sample_problem(smp, d, (unsigned)i, "has no \"default: ...\" "
+		    "with the table's default in its entry");
+	free(text);
+}
+
+static void
+sample_check(const struct config_doc *d, void *arg)
+{
+	if (d->list == NULL)
+		sample_check_setting(arg, d);
+	else
+		sample_check_entry(arg, d);
+}
+
+static void
+test_sample_documents_table(void)
+{
+	char *text = read_text(sample_path), *set;
+	struct sample smp = { .problems = 0 };
+	struct mxconf *c;
+	int i, unknown = 0;
+
+	CHECK(text != NULL);
+	if (text == NULL)
+		return;
+	set = uncomment_settings(text, &smp);
+
+	/* What the comments show is known to the table too. */
+	nerrs = 0;
+	c = config_load_string(set, sample_path, capture);
+	for (i = 0; i < nerrs && i < MAX_ERRS; i++) {
+		if (strstr(errs[i], ": unknown setting '") == NULL)
+			continue;
+		printf("#   shown in a comment: %s\n", errs[i]);
+		unknown++;
+	}
+	CHECK_INT(unknown, 0);
+	config_free(c);
+
+	config_init(&smp.cf);
+	CHECK(config_read_string(&smp.cf, set) == CONFIG_TRUE);
+	config_describe(sample_check, &smp);
+	CHECK_INT(smp.problems, 0);
+	config_destroy(&smp.cf);
+	for (size_t j = 0; j < smp.nlines; j++)
+		free(smp.lines[j]);
+	free(smp.lines);
+	free(set);
+	free(text);
+}
+
+/* --- the manual page, made from the table --- */
+
+static char *
+manual_text(void)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *fp = open_memstream(&text, &len);
+
+	if (fp == NULL)
+		return NULL;
+	config_write_manual(fp);
+	fclose(fp);
+	return text;
+}
+
+/* Where a and b first differ: line number, and the two lines. */
+static void
+show_first_difference(const char *a, const char *b)
+{
+	unsigned line = 1;
+	size_t i = 0, start = 0;
+
+	for (; a[i] != '\0' && a[i] == b[i]; i++)
+		if (a[i] == '\n') {
+			line++;
+			start = i + 1;
+		}
+	printf("#   first difference at line %u:\n", line);
+	printf("#   committed: %.*s\n", (int)strcspn(a + start, "\n"),
+	    a + start);
+	printf("#   the table: %.*s\n", (int)strcspn(b + start, "\n"),
+	    b + start);
+}
+
+/*
+ * doc/mxgate.conf.5 is what the table makes: a row changed without the
+ * page regenerated fails here.
+ */
+static void
+test_manual_up_to_date(void)
+{
+	char *page = read_text(manual_path), *made = manual_text();
+
+	CHECK(page != NULL);
+	CHECK(made != NULL);
+	if (page != NULL && made != NULL && strcmp(page, made) != 0) {
+		printf("#   %s is not what the configuration table makes:\n"
+		    "#   regenerate it with `make -C build manual` "
+		    "(tests/run.sh builds in build/) and commit it\n",
+		    manual_path);
+		show_first_difference(page, made);
+		CHECK(strcmp(page, made) == 0);
+	}
+	free(page);
+	free(made);
+}
+
+struct manual_check {
+	const char *page;
+	int missing;
+};
+
+static void
+manual_has_setting(const struct config_doc *d, void *arg)
+{
+	struct manual_check *m = arg;
+	char want[512];
+
+	snprintf(want, sizeof(want), "\n.B %s\n", d->path);
+	if (strstr(m->page, want) != NULL)
+		return;
+	printf("#   setting %s%s%s is not in the manual\n",
+	    d->list != NULL ? d->list : "", d->list != NULL ? "." : "",
+	    d->path);
+	m->missing++;
+}
+
+/*
+ * What the generator makes, whatever the rows: every setting has its
+ * entry, and every line that groff reads as a request is one of the man
+ * macros the page uses (an unescaped '.' or '\'' from a doc string would
+ * start a line with something else).
+ */
+static void
+test_manual_generated(void)
+{
+	static const char *const macros[] = {
+		"\\\"", "TH", "SH", "SS", "TP", "B", "I", "BR", "IR", "RI",
+		"BI", "IB", "RB", "PP", "IP", "RS", "RE", "EX", "EE", "br",
+		"nh", "ad", "nr", NULL
+	};
+	struct manual_check m = { NULL, 0 };
+	char *made = manual_text(), *line, *save = NULL;
+	size_t i, len;
+	int bad = 0;
+
+	CHECK(made != NULL);
+	if (made == NULL)
+		return;
+	m.page = made;
+	config_describe(manual_has_setting, &m);
+	CHECK_INT(m.missing, 0);
+	CHECK(strstr(made, "\n.SS routes\n") != NULL);
+	CHECK(strstr(made, "\n.B limits.recipients\n\\fIinteger\\fP, 1 to "
+	    "10000; default \\fB100\\fP.\n") != NULL);
+	for (line = strtok_r(made, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		if (line[0] == '\'') {
+			printf("#   line starts with a quote: %s\n", line);
+			bad++;
+		}
+		if (line[0] != '.')
+			continue;
+		len = strcspn(line + 1, " ");
+		for (i = 0; macros[i] != NULL; i++)
+			if (strlen(macros[i]) == len &&
+			    strncmp(line + 1, macros[i], len) == 0)
+				break;
+		if (macros[i] == NULL) {
+			printf("#   unexpected request: %s\n", line);
+			bad++;
+		}
+	}
+	CHECK_INT(bad, 0);
+	free(made);
+}
+
 int
 main(int argc, char **argv)
 {
 	static char path[4096];
 	const char *dir;
+	size_t len;
 
 	if (argc > 1) {
 		sample_path = argv[1];
@@ -987,6 +1464,18 @@ main(int argc, char **argv)
 		snprintf(path, sizeof(path), "%s/etc/mxgate.conf", dir);
 		sample_path = path;
 	}
+	/* The manual beside the sample: SRCDIR/doc/mxgate.conf.5. */
+	len = strlen(sample_path);
+	dir = sample_path;
+	if (len >= strlen(SAMPLE_IN_TREE) && strcmp(sample_path + len -
+	    strlen(SAMPLE_IN_TREE), SAMPLE_IN_TREE) == 0) {
+		len -= strlen(SAMPLE_IN_TREE);
+	} else {
+		dir = ".";
+		len = 1;
+	}
+	snprintf(manual_path, sizeof(manual_path), "%.*s/doc/mxgate.conf.5",
+	    (int)len, dir);
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_config.XXXXXX");
 	if (mkdtemp(tmpdir) == NULL) {
 		perror("mkdtemp");
@@ -995,6 +1484,7 @@ main(int argc, char **argv)
 
 	RUN(test_default_loads);
 	RUN(test_sample_matches_default);
+	RUN(test_sample_documents_table);
 	RUN(test_defaults_filled_in);
 	RUN(test_all_settings);
 	RUN(test_sizes);
@@ -1009,10 +1499,13 @@ main(int argc, char **argv)
 	RUN(test_several_errors);
 	RUN(test_wide_integers);
 	RUN(test_files);
+	RUN(test_include_problems);
 	RUN(test_free_null);
 	RUN(test_checks_settings);
 	RUN(test_listener_auth_tls);
 	RUN(test_delivery_settings);
+	RUN(test_manual_up_to_date);
+	RUN(test_manual_generated);
 	remove_tmp();
 	return unit_done();
 }
