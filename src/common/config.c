@@ -728,6 +728,15 @@ static const struct conf_spec mxconf_specs[] = {
 	  .sub = &plugin_table,
 	  .doc = "C plugins loaded at start and asked in this order" },
 
+	/* Postfix postscreen's pregreet test, Sendmail's greet_pause. */
+	{ .path = "greet_pause", .type = CT_INT,
+	  FIELD(struct mxconf, greet_pause), .def = "0",
+	  .min = 0, .max = 60,
+	  .doc = "seconds the greeting waits after a client connects; a "
+	      "client that talks first (spamware does not wait for the "
+	      "server) is answered 554 5.5.1 and disconnected; clients "
+	      "in trusted_networks and implicit-TLS listeners are not "
+	      "made to wait; 0 = off" },
 	{ .path = "helo_checks", .type = CT_BOOL,
 	  FIELD(struct mxconf, helo_checks), .def = "false",
 	  .doc = "refuse (501 5.5.2) a HELO/EHLO name that is neither "

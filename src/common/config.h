@@ -220,6 +220,7 @@ struct mxconf {
 
 	/* built-in checks (checks.h) */
 	bool     helo_checks;
+	unsigned greet_pause;        /* seconds; 0 = greet at once */
 	char   **reject_networks;
 	size_t   nreject_networks;
 	char   **trusted_networks;

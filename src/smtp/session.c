@@ -53,6 +53,7 @@ struct session {
 	bool       shutting_down;
 	uint64_t   deadline_ms;
 	uint64_t   request_start_ms;   /* the current request's deadline base */
+	uint64_t   greet_at_ms;        /* greet_pause: the 220 waits till then */
 	unsigned long requests_seen;   /* proto_requests() at the last look */
 
 	char       helo[256];
@@ -570,6 +571,51 @@ on_auth(struct session *s, const struct proto_event *ev)
 	/* The event stays pending until session_auth_result(). */
 }
 
+/* ---- the greeting pause ---- */
+
+static void session_end(struct session *s);
+static void refresh_deadline(struct session *s);
+
+/*
+ * greet_pause (Postfix postscreen's pregreet test): the 220 is held back
+ * for that long, and a client that talks before it has not waited for
+ * the server, which no real MTA does.  Not for trusted clients, nor
+ * under implicit TLS, whose greeting already follows a handshake.
+ */
+static void
+greet_hold(struct session *s)
+{
+	if (s->conf->greet_pause == 0 || s->implicit_tls ||
+	    hooks_trusted(s->hooks))
+		return;
+	s->greet_at_ms = monotonic_ms() + (uint64_t)s->conf->greet_pause * 1000;
+}
+
+static void
+greet_release(struct session *s)
+{
+	s->greet_at_ms = 0;
+	refresh_deadline(s);
+}
+
+/* Input before the greeting: refused, and the session ends. */
+static void
+pregreet(struct session *s)
+{
+	static const char refusal[] =
+	    "554 5.5.1 Error: talked before the greeting\r\n";
+	size_t held;
+
+	log_info("session=%016llx client=%s pregreet: %zu bytes before the "
+	    "greeting; refused", (unsigned long long)s->conn_id, s->client_ip,
+	    s->inlen);
+	proto_output(s->proto, &held);
+	proto_output_drain(s->proto, held);
+	if (send(s->fd, refusal, sizeof(refusal) - 1, MSG_NOSIGNAL) < 0)
+		s->write_failed = true;
+	session_end(s);
+}
+
 /* ---- the checks' answers ---- */
 
 /*
@@ -600,8 +646,10 @@ hooks_answer(void *arg, enum smtp_stage stage, const struct policy_answer *a,
 	switch (stage) {
 	case STAGE_CONNECT:
 	case STAGE_DATA:
-		if (ok && stage == STAGE_CONNECT)
+		if (ok && stage == STAGE_CONNECT) {
+			greet_hold(s);
 			proto_accept(s->proto);
+		}
 		else if (ok)
 			data_begin(s);
 		break;
@@ -783,8 +831,10 @@ flush_tls(struct session *s)
 static void
 flush_output(struct session *s)
 {
-	/* Nothing goes out in the middle of a handshake. */
-	if (s->tls_phase == STLS_HANDSHAKE || s->write_failed)
+	/* Nothing goes out in the middle of a handshake, nor before the
+	 * greeting pause is over. */
+	if (s->tls_phase == STLS_HANDSHAKE || s->write_failed ||
+	    s->greet_at_ms != 0)
 		return;
 	if (encrypted(s)) {
 		flush_tls(s);
@@ -1039,7 +1089,8 @@ session_run(struct session *s)
 		    s->inlen < sizeof(s->in) &&
 		    s->tls_phase != STLS_STARTING) || s->tls_write_wants_read;
 		want_write = (output_pending(s) > 0 &&
-		    !s->tls_write_wants_read) || s->tls_read_wants_write;
+		    !s->tls_write_wants_read && s->greet_at_ms == 0) ||
+		    s->tls_read_wants_write;
 	}
 	s->ops->watch(s, s->fd, want_read, want_write);
 }
@@ -1053,6 +1104,10 @@ session_io(struct session *s, bool readable, bool writable)
 	 * whichever way its data goes: try both. */
 	if (readable || s->tls != NULL)
 		read_input(s);
+	if (s->greet_at_ms != 0 && s->inlen > 0) {
+		pregreet(s);
+		return;
+	}
 	if (writable || s->tls != NULL)
 		flush_output(s);
 	session_run(s);
@@ -1068,6 +1123,13 @@ session_tick(struct session *s, uint64_t now_ms)
 		auth_fail_reply(s);
 		refresh_deadline(s);
 		session_run(s);
+		return;
+	}
+	if (s->greet_at_ms != 0) {
+		if (now_ms >= s->greet_at_ms) {
+			greet_release(s);
+			session_run(s);
+		}
 		return;
 	}
 	if (waiting(s) || now_ms < s->deadline_ms)

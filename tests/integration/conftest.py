@@ -340,7 +340,9 @@ class Daemon:
             if self.proc.poll() is not None:
                 pytest.fail("mxgated exited with status %s during startup:\n%s"
                             % (self.proc.returncode, self.log()))
-            banner = read_banner(self.host, self.port, timeout=0.5)
+            # greet_pause holds the banner back for its seconds.
+            banner = read_banner(self.host, self.port, timeout=0.5 +
+                                 self.settings.get("greet_pause", 0))
             if banner is not None and banner.startswith("220"):
                 # The queue process may still be opening its database:
                 # give it a moment, so that tests can read the schema.

@@ -504,6 +504,44 @@ def test_data_at_min_rate_is_not_cut(daemon_factory):
     assert d.message_count() == 1
 
 
+def test_pregreet_refused(daemon_factory):
+    # greet_pause: a client that talks before the 220 is refused and
+    # disconnected; one that waits is served.
+    d = daemon_factory({"greet_pause": 2, "trusted_networks": []})
+    s = socket.create_connection((d.host, d.port), timeout=10)
+    try:
+        s.sendall(b"EHLO eager.example\r\n")
+        data = b""
+        while not data.endswith(b"\r\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        assert data == b"554 5.5.1 Error: talked before the greeting\r\n", \
+            data
+        assert s.recv(4096) == b""      # closed
+    finally:
+        s.close()
+    assert "pregreet" in d.log()
+    t0 = time.monotonic()
+    with d.raw(timeout=10) as c:
+        assert c.line().startswith("220 ")
+        waited = time.monotonic() - t0
+        assert waited >= 1.5, waited
+        ehlo(c)
+        assert c.cmd("QUIT").startswith("221")
+    assert d.message_count() == 0
+
+
+def test_pregreet_not_for_trusted(daemon_factory):
+    d = daemon_factory({"greet_pause": 5,
+                        "trusted_networks": ["127.0.0.0/8"]})
+    t0 = time.monotonic()
+    with d.raw(timeout=10) as c:
+        assert c.line().startswith("220 ")
+    assert time.monotonic() - t0 < 2.0
+
+
 def test_ehlo_resets_transaction(daemon):
     """RFC 5321 4.1.4: EHLO in a transaction ends it, like RSET."""
     with daemon.raw() as c:
