@@ -33,7 +33,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <poll.h>
-#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -43,6 +42,7 @@
 
 #include "queue/bounce.h"
 #include "delivery/delivery.h"
+#include "common/event.h"
 #include "common/log.h"
 #include "common/proc.h"
 #include "queue/retry.h"
@@ -179,12 +179,15 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    " WHERE m.id = ?1",
 };
 
+/* The loop's callbacks (event.h): the timer, a delivery child's reports
+ * (arg: its struct child). */
+static event_fn on_timer, on_child;
+
 static struct {
 	const struct mxconf *conf;
 	struct queue_db *db;
 	sqlite3  *h;
-	int       epfd;
-	uint32_t  ev_kind;
+	struct event_loop *loop;
 	int       timerfd;
 	uint64_t  timer_at_ms;              /* when it is armed for; 0 none */
 	struct child *children;         /* conf->concurrency slots */
@@ -607,7 +610,7 @@ child_release(struct child *c)
 	size_t i;
 
 	if (c->fd >= 0) {
-		epoll_ctl(s.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		event_del(s.loop, c->fd);
 		close(c->fd);
 	}
 	for (i = 0; i < c->njobs; i++)
@@ -803,14 +806,7 @@ start_child(struct child *c)
 	fd_set_nonblock(c->fd);
 	c->deadline_ms = monotonic_ms() +
 	    (uint64_t)DELIVERY_JOB_TIMEOUT * 1000 * c->njobs;
-	{
-		struct epoll_event ev = { .events = EPOLLIN,
-		    .data.u64 = ((uint64_t)s.ev_kind << 32) |
-		    (uint32_t)(c - s.children + 1) };
-
-		if (epoll_ctl(s.epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
-			fatal("epoll_ctl");
-	}
+	event_add(s.loop, c->fd, EPOLLIN, on_child, c);
 	log_debug("delivery process %ld: %zu job%s for %s", (long)pid,
 	    c->njobs, c->njobs == 1 ? "" : "s", c->dest_key);
 }
@@ -1454,19 +1450,16 @@ requeue_interrupted(void)
 }
 
 void
-scheduler_init(const struct mxconf *conf, struct queue_db *db, int epfd,
-    uint32_t ev_kind)
+scheduler_init(const struct mxconf *conf, struct queue_db *db,
+    struct event_loop *loop)
 {
-	struct epoll_event ev = { .events = EPOLLIN,
-	    .data.u64 = (uint64_t)ev_kind << 32 };
 	int i;
 
 	memset(&s, 0, sizeof(s));
 	s.conf = conf;
 	s.db = db;
 	s.h = queue_db_handle(db);
-	s.epfd = epfd;
-	s.ev_kind = ev_kind;
+	s.loop = loop;
 	s.policy.schedule = conf->retry_schedule;
 	s.policy.nschedule = conf->nretry_schedule;
 	s.policy.max_queue_time = conf->max_queue_time;
@@ -1487,28 +1480,30 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db, int epfd,
 	    TFD_CLOEXEC);
 	if (s.timerfd < 0)
 		fatal("timerfd_create");
-	if (epoll_ctl(epfd, EPOLL_CTL_ADD, s.timerfd, &ev) < 0)
-		fatal("epoll_ctl");
+	event_add(loop, s.timerfd, EPOLLIN, on_timer, NULL);
 	s.kick = true;
 	s.next_tick_ms = monotonic_ms();
 	s.next_purge_ms = s.next_tick_ms;
 	timer_arm(s.next_tick_ms);
 }
 
-void
-scheduler_event(uint32_t index, uint32_t events)
+static void
+on_timer(void *arg, int fd, uint32_t events)
 {
 	uint64_t expirations;
 
-	if (index == 0) {
-		while (read(s.timerfd, &expirations, sizeof(expirations)) > 0)
-			;
-		s.timer_at_ms = 0;
-		return;
-	}
-	if (index - 1 < s.nslots && s.children[index - 1].used &&
-	    s.children[index - 1].fd >= 0)
-		read_reports(&s.children[index - 1]);
+	while (read(s.timerfd, &expirations, sizeof(expirations)) > 0)
+		;
+	s.timer_at_ms = 0;
+}
+
+static void
+on_child(void *arg, int fd, uint32_t events)
+{
+	struct child *c = arg;
+
+	if (c->used && c->fd >= 0)
+		read_reports(c);
 }
 
 void
@@ -1628,5 +1623,6 @@ scheduler_stop(unsigned grace_seconds)
 	free(s.completed);
 	free(s.children);
 	buf_free(&s.detail);
+	event_del(s.loop, s.timerfd);
 	close(s.timerfd);
 }
