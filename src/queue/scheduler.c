@@ -84,7 +84,7 @@ struct sjob {
 	struct srcpt *rcpts;
 	size_t   nrcpts, nreported;
 	char     destination[DELIVERY_DEST_MAX];
-	struct queue_message msg;      /* read by the queue process before the fork */
+	struct queue_message msg;       /* read before the fork */
 	int      memfd;                 /* the content; -1 when not loaded */
 	size_t   content_len;
 };
