@@ -60,7 +60,6 @@ struct ctl {
 	char            *db_path_buf;
 	struct mxconf   *conf;
 	struct queue_db *db;
-	sqlite3         *h;
 	const struct command *cmd;      /* the one running, for usage */
 };
 
@@ -211,50 +210,30 @@ put_field(const char *label, const char *value)
 	putchar('\n');
 }
 
-static const char *
-col_text(sqlite3_stmt *st, int i)
-{
-	return (const char *)sqlite3_column_text(st, i);
-}
-
 static int
 query_failed(struct ctl *ctl, const char *what)
 {
-	fprintf(stderr, "mxgatectl: %s: %s\n", what, sqlite3_errmsg(ctl->h));
+	fprintf(stderr, "mxgatectl: %s: %s\n", what, queue_db_error(ctl->db));
 	return 1;
-}
-
-static int
-prepare(struct ctl *ctl, const char *sql, sqlite3_stmt **st)
-{
-	if (sqlite3_prepare_v2(ctl->h, sql, -1, st, NULL) != SQLITE_OK) {
-		query_failed(ctl, "query");
-		return -1;
-	}
-	return 0;
 }
 
 /* queue list */
 
-/* Patterns for mx_match(N, text) in the listing's query. */
+/* The --rcpt (0) and --sender (1) patterns, matched for the store. */
 struct list_patterns {
 	pcre2_code *re[2];
 	pcre2_match_data *md;
 };
 
-static void
-sql_mx_match(sqlite3_context *cx, int argc, sqlite3_value **argv)
+static int
+list_match(void *arg, int which, const char *text, size_t len)
 {
-	struct list_patterns *lp = sqlite3_user_data(cx);
-	int i = sqlite3_value_int(argv[0]);
-	const unsigned char *text = sqlite3_value_text(argv[1]);
+	struct list_patterns *lp = arg;
 
-	if (i < 0 || i > 1 || lp->re[i] == NULL || text == NULL) {
-		sqlite3_result_int(cx, 0);
-		return;
-	}
-	sqlite3_result_int(cx, pcre2_match(lp->re[i], text,
-	    (size_t)sqlite3_value_bytes(argv[1]), 0, 0, lp->md, NULL) >= 0);
+	if (lp->re[which] == NULL)
+		return 0;
+	return pcre2_match(lp->re[which], (PCRE2_SPTR)text, len, 0, 0, lp->md,
+	    NULL) >= 0;
 }
 
 static int
@@ -288,50 +267,35 @@ state_valid(const char *state)
 }
 
 static void
-put_list_row(sqlite3_stmt *st)
+put_list_row(void *arg, const struct queue_list_row *row)
 {
-	printf("%-16s  %-19s  %9lld  <", col_text(st, 0), col_text(st, 1),
-	    (long long)sqlite3_column_int64(st, 2));
-	put_safe_n(stdout, col_text(st, 3), (size_t)sqlite3_column_bytes(st, 3),
-	    SAFE_LINE);
-	printf(">%*s  %5lld  ", (int)(sqlite3_column_bytes(st, 3) < 30 ?
-	    30 - sqlite3_column_bytes(st, 3) : 0), "",
-	    (long long)sqlite3_column_int64(st, 4));
-	put_safe(col_text(st, 5));
+	long long *n = arg;
+
+	printf("%-16s  %-19s  %9lld  <", row->id, row->received,
+	    (long long)row->size);
+	put_safe_n(stdout, row->sender, row->sender_len, SAFE_LINE);
+	printf(">%*s  %5lld  ", (int)(row->sender_len < 30 ?
+	    30 - row->sender_len : 0), "", (long long)row->nrcpts);
+	put_safe(row->states);
 	putchar('\n');
+	(*n)++;
 }
 
 static int
 run_list(struct ctl *ctl, const char *state, struct list_patterns *lp)
 {
-	sqlite3_stmt *st;
+	struct queue_list_filter f = {
+		.state = state,
+		.rcpt = lp->re[0] != NULL,
+		.sender = lp->re[1] != NULL,
+		.match = list_match,
+		.arg = lp,
+	};
 	long long n = 0;
-	int rc;
 
-	/* One recipient must match both --state and --rcpt. */
-	if (prepare(ctl, "SELECT m.id, m.received, m.size, m.sender,"
-	    " m.recipients, m.states FROM message_status m"
-	    " WHERE (?1 IS NULL AND ?2 IS NULL OR EXISTS (SELECT 1 FROM"
-	    "  recipients r WHERE r.message_id = m.id"
-	    "  AND (?1 IS NULL OR r.state = ?1)"
-	    "  AND (?2 IS NULL OR mx_match(0, r.address))))"
-	    " AND (?3 IS NULL OR mx_match(1, m.sender))"
-	    " ORDER BY m.received_at, m.id", &st) == -1)
-		return 1;
-	if (state != NULL)
-		sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
-	if (lp->re[0] != NULL)
-		sqlite3_bind_int(st, 2, 1);
-	if (lp->re[1] != NULL)
-		sqlite3_bind_int(st, 3, 1);
 	printf("%-16s  %-19s  %9s  %-32s  %5s  %s\n", "ID", "RECEIVED (UTC)",
 	    "SIZE", "SENDER", "RCPTS", "STATE");
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		put_list_row(st);
-		n++;
-	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE)
+	if (queue_db_list(ctl->db, &f, put_list_row, &n) < 0)
 		return query_failed(ctl, "queue list");
 	printf("%lld message%s\n", n, n == 1 ? "" : "s");
 	return 0;
@@ -369,11 +333,6 @@ cmd_queue_list(struct ctl *ctl, int argc, char **argv)
 		}
 	}
 	lp.md = pcre2_match_data_create(8, NULL);
-	if (sqlite3_create_function(ctl->h, "mx_match", 2, SQLITE_UTF8 |
-	    SQLITE_DETERMINISTIC, &lp, sql_mx_match, NULL, NULL) != SQLITE_OK) {
-		rc = query_failed(ctl, "queue list");
-		goto done;
-	}
 	rc = run_list(ctl, state, &lp);
 done:
 	pcre2_code_free(lp.re[0]);
@@ -384,120 +343,103 @@ done:
 
 /* queue show */
 
+static void
+put_message(void *arg, const struct queue_message_view *m)
+{
+	(void)arg;
+	put_field("id:", m->id);
+	printf("%-12s %s UTC (%lld)\n", "received:", m->received,
+	    (long long)m->received_at);
+	printf("%-12s <", "sender:");
+	put_safe(m->sender);
+	printf(">\n");
+	put_field("client:", m->client_ip);
+	put_field("helo:", m->helo);
+	put_field("protocol:", m->protocol);
+	put_field("auth user:", m->auth_user);
+	printf("%-12s %lld bytes%s%s\n", "size:", (long long)m->size,
+	    m->body_8bitmime ? ", 8BITMIME" : "",
+	    m->smtputf8 ? ", SMTPUTF8" : "");
+	put_field("message-id:", m->message_id);
+	put_field("subject:", m->subject);
+}
+
 static int
 show_message(struct ctl *ctl, const char *id)
 {
-	sqlite3_stmt *st;
-	int rc;
+	int r = queue_db_show_message(ctl->db, id, put_message, NULL);
 
-	if (prepare(ctl, "SELECT id, datetime(received_at, 'unixepoch'),"
-	    " received_at, sender, client_ip, helo, protocol, auth_user,"
-	    " size, body_8bitmime, smtputf8, message_id_header, subject"
-	    " FROM messages WHERE id = ?1", &st) == -1)
-		return 1;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
-		sqlite3_finalize(st);
+	if (r == 0) {
 		fprintf(stderr, "mxgatectl: no message %s in the queue\n", id);
 		return 1;
 	}
-	if (rc != SQLITE_ROW) {
-		sqlite3_finalize(st);
-		return query_failed(ctl, "queue show");
+	return r < 0 ? query_failed(ctl, "queue show") : 0;
+}
+
+static void
+put_recipient(void *arg, const struct queue_rcpt_view *r)
+{
+	(void)arg;
+	printf("  <");
+	put_safe(r->address);
+	printf(">\n    route=");
+	put_safe(r->route);
+	printf(" action=");
+	put_safe(r->action);
+	printf(" params=");
+	put_safe(r->params);
+	printf("\n    state=%s attempts=%lld", r->state,
+	    (long long)r->attempts);
+	if (r->next_attempt != NULL)
+		printf(" next attempt=%s", r->next_attempt);
+	if (r->last_attempt != NULL)
+		printf(" last attempt=%s", r->last_attempt);
+	putchar('\n');
+	if (r->last_reply != NULL) {
+		printf("    last reply: ");
+		put_safe(r->last_reply);
+		putchar('\n');
 	}
-	put_field("id:", col_text(st, 0));
-	printf("%-12s %s UTC (%lld)\n", "received:", col_text(st, 1),
-	    (long long)sqlite3_column_int64(st, 2));
-	printf("%-12s <", "sender:");
-	put_safe(col_text(st, 3));
-	printf(">\n");
-	put_field("client:", col_text(st, 4));
-	put_field("helo:", col_text(st, 5));
-	put_field("protocol:", col_text(st, 6));
-	put_field("auth user:", col_text(st, 7));
-	printf("%-12s %lld bytes%s%s\n", "size:",
-	    (long long)sqlite3_column_int64(st, 8),
-	    sqlite3_column_int(st, 9) ? ", 8BITMIME" : "",
-	    sqlite3_column_int(st, 10) ? ", SMTPUTF8" : "");
-	put_field("message-id:", col_text(st, 11));
-	put_field("subject:", col_text(st, 12));
-	sqlite3_finalize(st);
-	return 0;
+	if (r->destination != NULL) {
+		printf("    destination: ");
+		put_safe(r->destination);
+		putchar('\n');
+	}
 }
 
 static int
 show_recipients(struct ctl *ctl, const char *id)
 {
-	sqlite3_stmt *st;
-	int rc;
-
-	if (prepare(ctl, "SELECT address, route, action, action_params,"
-	    " state, attempts, next_attempt, last_attempt, last_reply,"
-	    " destination FROM recipient_status WHERE message_id = ?1"
-	    " ORDER BY recipient_id", &st) == -1)
-		return 1;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	printf("\nrecipients:\n");
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		printf("  <");
-		put_safe(col_text(st, 0));
-		printf(">\n    route=");
-		put_safe(col_text(st, 1));
-		printf(" action=");
-		put_safe(col_text(st, 2));
-		printf(" params=");
-		put_safe(col_text(st, 3));
-		printf("\n    state=%s attempts=%lld", col_text(st, 4),
-		    (long long)sqlite3_column_int64(st, 5));
-		if (col_text(st, 6) != NULL)
-			printf(" next attempt=%s", col_text(st, 6));
-		if (col_text(st, 7) != NULL)
-			printf(" last attempt=%s", col_text(st, 7));
-		putchar('\n');
-		if (col_text(st, 8) != NULL) {
-			printf("    last reply: ");
-			put_safe(col_text(st, 8));
-			putchar('\n');
-		}
-		if (col_text(st, 9) != NULL) {
-			printf("    destination: ");
-			put_safe(col_text(st, 9));
-			putchar('\n');
-		}
+	if (queue_db_show_recipients(ctl->db, id, put_recipient, NULL) < 0)
+		return query_failed(ctl, "recipients");
+	return 0;
+}
+
+static void
+put_event(void *arg, const struct queue_event_view *e)
+{
+	(void)arg;
+	printf("  %s  %-9s", e->time, e->kind);
+	if (e->recipient != NULL) {
+		printf(" <");
+		put_safe(e->recipient);
+		printf(">");
 	}
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : query_failed(ctl, "recipients");
+	if (e->detail != NULL) {
+		putchar(' ');
+		put_safe(e->detail);
+	}
+	putchar('\n');
 }
 
 static int
 show_history(struct ctl *ctl, const char *id)
 {
-	sqlite3_stmt *st;
-	int rc;
-
-	if (prepare(ctl, "SELECT time, kind, recipient, detail FROM"
-	    " message_history WHERE message_id = ?1 ORDER BY at,"
-	    " event_id IS NOT NULL, ifnull(event_id, recipient_id)",
-	    &st) == -1)
-		return 1;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	printf("\nhistory:\n");
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		printf("  %s  %-9s", col_text(st, 0), col_text(st, 1));
-		if (col_text(st, 2) != NULL) {
-			printf(" <");
-			put_safe(col_text(st, 2));
-			printf(">");
-		}
-		if (col_text(st, 3) != NULL) {
-			putchar(' ');
-			put_safe(col_text(st, 3));
-		}
-		putchar('\n');
-	}
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : query_failed(ctl, "history");
+	if (queue_db_show_history(ctl->db, id, put_event, NULL) < 0)
+		return query_failed(ctl, "history");
+	return 0;
 }
 
 /* Length of the header block, up to and including its empty line. */
@@ -517,32 +459,11 @@ header_block_len(const char *p, size_t len)
 	return len;
 }
 
-static int
-show_content(struct ctl *ctl, const char *id, bool body)
+static void
+put_content(void *arg, const char *p, size_t len)
 {
-	sqlite3_stmt *st;
-	const char *p;
-	size_t len;
-	int rc;
+	bool body = *(bool *)arg;
 
-	if (prepare(ctl, "SELECT content FROM message_contents"
-	    " WHERE message_id = ?1", &st) == -1)
-		return 1;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW) {
-		sqlite3_finalize(st);
-		if (rc == SQLITE_DONE) {
-			/* delivery.keep_delivered keeps the rest, not this. */
-			printf("\n(content removed: every recipient is final)\n");
-			return 0;
-		}
-		return query_failed(ctl, "content");
-	}
-	p = sqlite3_column_blob(st, 0);
-	len = (size_t)sqlite3_column_bytes(st, 0);
-	if (p == NULL)
-		len = 0;
 	printf("\n%s:\n", body ? "message" : "headers");
 	fflush(stdout);
 	if (!body)
@@ -553,7 +474,18 @@ show_content(struct ctl *ctl, const char *id, bool body)
 		fwrite(p, 1, len, stdout);
 	else
 		put_safe_n(stdout, p, len, SAFE_BLOCK);
-	sqlite3_finalize(st);
+}
+
+static int
+show_content(struct ctl *ctl, const char *id, bool body)
+{
+	int r = queue_db_show_content(ctl->db, id, put_content, &body);
+
+	if (r < 0)
+		return query_failed(ctl, "content");
+	/* delivery.keep_delivered keeps the rest, not this. */
+	if (r == 0)
+		printf("\n(content removed: every recipient is final)\n");
 	return 0;
 }
 
@@ -591,24 +523,10 @@ cmd_queue_show(struct ctl *ctl, int argc, char **argv)
  * change takes effect without telling it anything. */
 
 static int
-exec_ctl(struct ctl *ctl, const char *sql)
-{
-	char *err = NULL;
-
-	if (sqlite3_exec(ctl->h, sql, NULL, NULL, &err) != SQLITE_OK) {
-		fprintf(stderr, "mxgatectl: %s\n", err != NULL ? err :
-		    sqlite3_errmsg(ctl->h));
-		sqlite3_free(err);
-		return -1;
-	}
-	return 0;
-}
-
-static int
 rollback_fail(struct ctl *ctl, const char *what)
 {
 	query_failed(ctl, what);
-	exec_ctl(ctl, "ROLLBACK");
+	queue_db_admin_rollback(ctl->db);
 	return 1;
 }
 
@@ -616,8 +534,7 @@ rollback_fail(struct ctl *ctl, const char *what)
 static int
 message_exists(struct ctl *ctl, const char *id)
 {
-	sqlite3_stmt *st;
-	int rc;
+	int r;
 
 	if (!queue_id_valid(id)) {
 		fprintf(stderr, "mxgatectl: no message ");
@@ -625,68 +542,23 @@ message_exists(struct ctl *ctl, const char *id)
 		fprintf(stderr, " in the queue (not a queue id)\n");
 		return 0;
 	}
-	if (prepare(ctl, "SELECT 1 FROM messages WHERE id = ?1", &st) == -1)
-		return -1;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc == SQLITE_ROW)
-		return 1;
-	if (rc != SQLITE_DONE)
+	if ((r = queue_db_message_exists(ctl->db, id)) < 0)
 		return query_failed(ctl, "queue"), -1;
-	fprintf(stderr, "mxgatectl: no message %s in the queue\n", id);
-	return 0;
+	if (r == 0)
+		fprintf(stderr, "mxgatectl: no message %s in the queue\n", id);
+	return r;
 }
 
-/* Run sql with ?1 = id (or NULL), ?2 = now, ?3 = detail. */
+/* Change the recipients of message id (NULL: of every message). */
 static int
-run_change(struct ctl *ctl, const char *sql, const char *id, long long now,
-    const char *detail, long long *changed)
+change_recipients(struct ctl *ctl, const char *id, enum queue_change change,
+    const char *what)
 {
-	sqlite3_stmt *st;
-	int rc;
+	long long n = 0;
 
-	if (prepare(ctl, sql, &st) == -1)
-		return -1;
-	if (id != NULL)
-		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	if (sqlite3_bind_parameter_count(st) >= 2)
-		sqlite3_bind_int64(st, 2, now);
-	if (sqlite3_bind_parameter_count(st) >= 3)
-		sqlite3_bind_text(st, 3, detail, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (changed != NULL)
-		*changed = sqlite3_changes(ctl->h);
-	return rc == SQLITE_DONE ? 0 : -1;
-}
-
-/*
- * Change the recipients of message id (NULL: of every message) that
- * match `where`: one history row of `kind` each, then `set`, in one
- * transaction.
- */
-static int
-change_recipients(struct ctl *ctl, const char *id, const char *where,
-    const char *set, const char *kind, const char *what)
-{
-	char events[512], update[512];
-	long long now = (long long)time(NULL), n = 0;
-
-	snprintf(events, sizeof(events), "INSERT INTO events (message_id,"
-	    " recipient_id, at, kind, detail) SELECT message_id, id, ?2, '%s',"
-	    " ?3 FROM recipients WHERE (?1 IS NULL OR message_id = ?1)"
-	    " AND %s", kind, where);
-	snprintf(update, sizeof(update), "UPDATE recipients SET %s,"
-	    " updated_at = ?2 WHERE (?1 IS NULL OR message_id = ?1) AND %s",
-	    set, where);
-	if (exec_ctl(ctl, "BEGIN IMMEDIATE") == -1)
-		return 1;
-	if (run_change(ctl, events, id, now, "by mxgatectl", NULL) == -1 ||
-	    run_change(ctl, update, id, now, NULL, &n) == -1)
-		return rollback_fail(ctl, what);
-	if (exec_ctl(ctl, "COMMIT") == -1)
-		return rollback_fail(ctl, what);
+	if (queue_db_change_recipients(ctl->db, id, change,
+	    (int64_t)time(NULL), &n) < 0)
+		return query_failed(ctl, what);
 	printf("%s: %lld recipient%s\n", what, n, n == 1 ? "" : "s");
 	return 0;
 }
@@ -712,8 +584,7 @@ cmd_queue_retry(struct ctl *ctl, int argc, char **argv)
 		id = NULL;
 	else if (check_id(ctl, id) != 0)
 		return id[0] == '-' ? EXIT_USAGE : 1;
-	return change_recipients(ctl, id, "state IN ('queued', 'deferred')",
-	    "next_attempt_at = ?2", "retry", "due now");
+	return change_recipients(ctl, id, QUEUE_CHANGE_RETRY, "due now");
 }
 
 static int
@@ -723,11 +594,7 @@ cmd_queue_hold(struct ctl *ctl, int argc, char **argv)
 
 	if (rc != 0)
 		return rc;
-	/* A recipient in delivery now is held too: if that attempt fails
-	 * it stays held rather than being retried. */
-	return change_recipients(ctl, argv[0],
-	    "state IN ('queued', 'deferred', 'delivering')",
-	    "state = 'held'", "held", "held");
+	return change_recipients(ctl, argv[0], QUEUE_CHANGE_HOLD, "held");
 }
 
 static int
@@ -737,23 +604,18 @@ cmd_queue_release(struct ctl *ctl, int argc, char **argv)
 
 	if (rc != 0)
 		return rc;
-	return change_recipients(ctl, argv[0], "state = 'held'",
-	    "state = CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END,"
-	    " next_attempt_at = ?2", "released", "released, due now");
+	return change_recipients(ctl, argv[0], QUEUE_CHANGE_RELEASE,
+	    "released, due now");
 }
 
 static int
 cmd_queue_delete(struct ctl *ctl, int argc, char **argv)
 {
-	long long n = 0;
 	int rc = check_id(ctl, argv[0]);
 
 	if (rc != 0)
 		return rc;
-	/* The content, recipients and history go with it (ON DELETE
-	 * CASCADE); a delivery running now finds nothing to record. */
-	if (run_change(ctl, "DELETE FROM messages WHERE id = ?1", argv[0], 0,
-	    NULL, &n) == -1)
+	if (queue_db_delete(ctl->db, argv[0]) == -1)
 		return query_failed(ctl, "queue delete");
 	printf("deleted %s\n", argv[0]);
 	return 0;
@@ -780,38 +642,59 @@ bounce_rows_free(struct bounce_rows *b)
 	free(b->replies);
 }
 
-/* The recipients still pending (not in delivery right now). */
-static int
-bounce_collect(struct ctl *ctl, const char *id, struct bounce_rows *b)
+static void
+bounce_add(void *arg, int64_t rcpt_id, const char *address,
+    const char *last, int64_t last_attempt_at)
 {
-	sqlite3_stmt *st;
+	struct bounce_rows *b = arg;
+
+	b->ids = xrealloc(b->ids, (b->n + 1) * sizeof(*b->ids));
+	b->rcpts = xrealloc(b->rcpts, (b->n + 1) * sizeof(*b->rcpts));
+	b->replies = xrealloc(b->replies, (b->n + 1) * sizeof(*b->replies));
+	memset(&b->rcpts[b->n], 0, sizeof(b->rcpts[b->n]));
+	b->ids[b->n] = rcpt_id;
+	b->rcpts[b->n].address = xstrdup(address);
+	xasprintf(&b->replies[b->n], "554 5.0.0 returned to the sender"
+	    " by the postmaster%s%s%s", last != NULL ? " (last error: " :
+	    "", last != NULL ? last : "", last != NULL ? ")" : "");
+	b->rcpts[b->n].reply = b->replies[b->n];
+	b->rcpts[b->n].last_attempt_at = last_attempt_at;
+	b->n++;
+}
+
+struct bounce_send {
+	struct ctl         *ctl;
+	const char         *id;
+	struct bounce_rows *rows;
+	long long           now;
+	char               *dsn;
+};
+
+static int
+bounce_write(void *arg, const char *sender, int64_t received_at,
+    const char *content, size_t len)
+{
+	struct bounce_send *bs = arg;
+	struct bounce_report r;
 	int rc;
 
-	if (prepare(ctl, "SELECT id, address, last_reply,"
-	    " coalesce(last_attempt_at, 0) FROM recipients WHERE message_id ="
-	    " ?1 AND state IN ('queued', 'deferred', 'held') ORDER BY id",
-	    &st) == -1)
-		return -1;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *last = col_text(st, 2);
-
-		b->ids = xrealloc(b->ids, (b->n + 1) * sizeof(*b->ids));
-		b->rcpts = xrealloc(b->rcpts, (b->n + 1) * sizeof(*b->rcpts));
-		b->replies = xrealloc(b->replies,
-		    (b->n + 1) * sizeof(*b->replies));
-		memset(&b->rcpts[b->n], 0, sizeof(b->rcpts[b->n]));
-		b->ids[b->n] = sqlite3_column_int64(st, 0);
-		b->rcpts[b->n].address = xstrdup(col_text(st, 1));
-		xasprintf(&b->replies[b->n], "554 5.0.0 returned to the sender"
-		    " by the postmaster%s%s%s", last != NULL ? " (last error: " :
-		    "", last != NULL ? last : "", last != NULL ? ")" : "");
-		b->rcpts[b->n].reply = b->replies[b->n];
-		b->rcpts[b->n].last_attempt_at = sqlite3_column_int64(st, 3);
-		b->n++;
+	memset(&r, 0, sizeof(r));
+	r.kind = BOUNCE_FAILED;
+	r.queue_id = bs->id;
+	r.sender = sender;
+	r.received_at = received_at;
+	r.reporting_mta = bs->ctl->conf->hostname;
+	r.headers = content != NULL ? content : "";
+	r.headers_len = content != NULL ? bounce_header_len(content, len) : 0;
+	r.rcpts = bs->rows->rcpts;
+	r.nrcpts = bs->rows->n;
+	rc = bounce_queue(bs->ctl->db, &r, bs->ctl->conf->bounce_upstream,
+	    bs->now, bs->dsn);
+	if (rc == 1) {
+		bs->dsn[0] = '\0';
+		rc = 0;
 	}
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : -1;
+	return rc;
 }
 
 /* The DSN: 0 with its id ("" for none: null sender), -1 on failure. */
@@ -819,91 +702,26 @@ static int
 bounce_send(struct ctl *ctl, const char *id, struct bounce_rows *b,
     long long now, char dsn[QUEUE_ID_LEN + 1])
 {
-	struct bounce_report r;
-	sqlite3_stmt *st;
-	const char *content;
-	int rc = -1;
+	struct bounce_send bs = { ctl, id, b, now, dsn };
 
 	dsn[0] = '\0';
-	if (prepare(ctl, "SELECT m.sender, m.received_at, c.content FROM"
-	    " messages m LEFT JOIN message_contents c ON c.message_id = m.id"
-	    " WHERE m.id = ?1", &st) == -1)
-		return -1;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		memset(&r, 0, sizeof(r));
-		r.kind = BOUNCE_FAILED;
-		r.queue_id = id;
-		r.sender = col_text(st, 0);
-		r.received_at = sqlite3_column_int64(st, 1);
-		r.reporting_mta = ctl->conf->hostname;
-		content = sqlite3_column_blob(st, 2);
-		r.headers = content != NULL ? content : "";
-		r.headers_len = content != NULL ? bounce_header_len(content,
-		    (size_t)sqlite3_column_bytes(st, 2)) : 0;
-		r.rcpts = b->rcpts;
-		r.nrcpts = b->n;
-		rc = bounce_queue(ctl->db, &r, ctl->conf->bounce_upstream, now,
-		    dsn);
-		if (rc == 1) {
-			dsn[0] = '\0';
-			rc = 0;
-		}
-	}
-	sqlite3_finalize(st);
-	return rc;
+	return queue_db_bounce_source(ctl->db, id, bounce_write, &bs) < 0 ?
+	    -1 : 0;
 }
 
 static int
 bounce_mark(struct ctl *ctl, struct bounce_rows *b, const char *dsn,
     long long now)
 {
-	sqlite3_stmt *up, *ev;
 	char detail[128];
-	size_t i;
-	int rc = 0;
 
 	snprintf(detail, sizeof(detail), "by mxgatectl dsn=%s",
 	    dsn[0] != '\0' ? dsn : "none");
-	if (prepare(ctl, "UPDATE recipients SET state = 'bounced',"
-	    " last_reply = ?2, next_attempt_at = NULL, updated_at = ?3"
-	    " WHERE id = ?1", &up) == -1)
-		return -1;
-	if (prepare(ctl, "INSERT INTO events (message_id, recipient_id, at,"
-	    " kind, detail) SELECT message_id, id, ?2, 'bounced', ?3 FROM"
-	    " recipients WHERE id = ?1", &ev) == -1) {
-		sqlite3_finalize(up);
-		return -1;
-	}
-	for (i = 0; i < b->n && rc == 0; i++) {
-		sqlite3_bind_int64(up, 1, b->ids[i]);
-		sqlite3_bind_text(up, 2, b->replies[i], -1, SQLITE_STATIC);
-		sqlite3_bind_int64(up, 3, now);
-		sqlite3_bind_int64(ev, 1, b->ids[i]);
-		sqlite3_bind_int64(ev, 2, now);
-		sqlite3_bind_text(ev, 3, detail, -1, SQLITE_STATIC);
-		if (sqlite3_step(up) != SQLITE_DONE ||
-		    sqlite3_step(ev) != SQLITE_DONE)
-			rc = -1;
-		sqlite3_reset(up);
-		sqlite3_reset(ev);
-	}
-	sqlite3_finalize(up);
-	sqlite3_finalize(ev);
-	return rc;
-}
-
-/* As the scheduler does once every recipient is final. */
-static int
-bounce_retire(struct ctl *ctl, const char *id)
-{
-	return run_change(ctl, ctl->conf->keep_delivered == 0 ?
-	    "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM"
-	    " recipients WHERE message_id = ?1 AND state NOT IN ('delivered',"
-	    " 'bounced'))" :
-	    "DELETE FROM message_contents WHERE message_id = ?1 AND NOT EXISTS"
-	    " (SELECT 1 FROM recipients WHERE message_id = ?1 AND state NOT IN"
-	    " ('delivered', 'bounced'))", id, 0, NULL, NULL);
+	for (size_t i = 0; i < b->n; i++)
+		if (queue_db_mark_bounced(ctl->db, b->ids[i], b->replies[i],
+		    detail, now) < 0)
+			return -1;
+	return 0;
 }
 
 static int
@@ -918,21 +736,27 @@ cmd_queue_bounce(struct ctl *ctl, int argc, char **argv)
 	if (rc != 0 || load_config(ctl) == -1)
 		return rc != 0 ? rc : 1;
 	memset(&b, 0, sizeof(b));
-	if (exec_ctl(ctl, "BEGIN IMMEDIATE") == -1)
+	/* Retiring the message is the scheduler's statement. */
+	if (queue_db_delivery_init(ctl->db) == -1)
 		return 1;
-	if (bounce_collect(ctl, id, &b) == -1) {
+	if (queue_db_admin_begin(ctl->db) == -1)
+		return query_failed(ctl, "queue bounce");
+	if (queue_db_pending_rcpts(ctl->db, id, bounce_add, &b) == -1) {
 		bounce_rows_free(&b);
 		return rollback_fail(ctl, "queue bounce");
 	}
 	if (b.n == 0) {
-		exec_ctl(ctl, "ROLLBACK");
+		queue_db_admin_rollback(ctl->db);
 		fprintf(stderr, "mxgatectl: %s: no recipient to bounce (done, or"
 		    " in delivery right now)\n", id);
 		return 1;
 	}
+	/* As the scheduler does once every recipient is final. */
 	if (bounce_send(ctl, id, &b, now, dsn) == -1 ||
-	    bounce_mark(ctl, &b, dsn, now) == -1 || bounce_retire(ctl, id) == -1 ||
-	    exec_ctl(ctl, "COMMIT") == -1) {
+	    bounce_mark(ctl, &b, dsn, now) == -1 ||
+	    queue_db_retire_if_final(ctl->db, id,
+	    ctl->conf->keep_delivered != 0) == -1 ||
+	    queue_db_admin_commit(ctl->db) == -1) {
 		bounce_rows_free(&b);
 		return rollback_fail(ctl, "queue bounce");
 	}
@@ -947,91 +771,64 @@ cmd_queue_bounce(struct ctl *ctl, int argc, char **argv)
 
 /* queue stats */
 
-static int
-stats_states(struct ctl *ctl)
+static void
+put_state(void *arg, const char *state, int64_t recipients, int64_t messages)
 {
-	sqlite3_stmt *st;
-	int rc;
+	(void)arg;
+	printf("%-12s %10lld %10lld\n", state, (long long)recipients,
+	    (long long)messages);
+}
 
-	if (prepare(ctl, "SELECT state, recipients, messages FROM"
-	    " queue_summary ORDER BY state", &st) == -1)
-		return -1;
+static void
+put_oldest(void *arg, int64_t messages, const char *id, const char *received,
+    int64_t received_at)
+{
+	(void)arg;
+	printf("\nmessages: %lld\noldest pending: %s, received %s UTC"
+	    " (%lld s ago)\n", (long long)messages, id, received,
+	    (long long)time(NULL) - (long long)received_at);
+}
+
+static void
+put_destination(void *arg, const char *dest, size_t len, int64_t delivered,
+    int64_t deferred, int64_t bounced, int64_t pending)
+{
+	(void)arg;
+	put_safe_n(stdout, dest, len, SAFE_LINE);
+	printf("%*s %9lld %9lld %9lld %9lld\n", len < 40 ? 40 - (int)len : 0,
+	    "", (long long)delivered, (long long)deferred, (long long)bounced,
+	    (long long)pending);
+}
+
+static int
+stats_all(struct ctl *ctl)
+{
+	int r;
+
 	printf("%-12s %10s %10s\n", "STATE", "RECIPIENTS", "MESSAGES");
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-		printf("%-12s %10lld %10lld\n", col_text(st, 0),
-		    (long long)sqlite3_column_int64(st, 1),
-		    (long long)sqlite3_column_int64(st, 2));
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : -1;
-}
-
-static int
-stats_oldest(struct ctl *ctl)
-{
-	sqlite3_stmt *st;
-	long long age;
-	int rc;
-
-	if (prepare(ctl, "SELECT (SELECT count(*) FROM messages),"
-	    " m.id, datetime(m.received_at, 'unixepoch'), m.received_at"
-	    " FROM messages m WHERE EXISTS (SELECT 1 FROM recipients r"
-	    " WHERE r.message_id = m.id AND r.state NOT IN ('delivered',"
-	    " 'bounced')) ORDER BY m.received_at, m.id LIMIT 1", &st) == -1)
+	if (queue_db_stats_states(ctl->db, put_state, NULL) < 0)
 		return -1;
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		age = (long long)time(NULL) - sqlite3_column_int64(st, 3);
-		printf("\nmessages: %lld\noldest pending: %s, received %s UTC"
-		    " (%lld s ago)\n", (long long)sqlite3_column_int64(st, 0),
-		    col_text(st, 1), col_text(st, 2), age);
-	} else if (rc == SQLITE_DONE) {
+	if ((r = queue_db_stats_oldest(ctl->db, put_oldest, NULL)) < 0)
+		return -1;
+	if (r == 0)
 		printf("\noldest pending: none\n");
-	}
-	sqlite3_finalize(st);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
-}
-
-static int
-stats_destinations(struct ctl *ctl)
-{
-	sqlite3_stmt *st;
-	int rc;
-
-	if (prepare(ctl, "SELECT coalesce(destination, '(none yet)'),"
-	    " sum(state = 'delivered'), sum(state = 'deferred'),"
-	    " sum(state = 'bounced'), sum(state IN ('queued', 'delivering',"
-	    " 'held')) FROM recipients GROUP BY 1 ORDER BY 2 DESC, 1",
-	    &st) == -1)
-		return -1;
 	printf("\n%-40s %9s %9s %9s %9s\n", "DESTINATION", "DELIVERED",
 	    "DEFERRED", "BOUNCED", "PENDING");
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		int len = sqlite3_column_bytes(st, 0);
-
-		put_safe_n(stdout, col_text(st, 0), (size_t)len, SAFE_LINE);
-		printf("%*s %9lld %9lld %9lld %9lld\n", len < 40 ? 40 - len : 0,
-		    "", (long long)sqlite3_column_int64(st, 1),
-		    (long long)sqlite3_column_int64(st, 2),
-		    (long long)sqlite3_column_int64(st, 3),
-		    (long long)sqlite3_column_int64(st, 4));
-	}
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : -1;
+	return queue_db_stats_destinations(ctl->db, put_destination, NULL);
 }
 
 static int
 cmd_queue_stats(struct ctl *ctl, int argc, char **argv)
 {
 	/* One read transaction: the three parts agree. */
-	if (exec_ctl(ctl, "BEGIN") == -1)
-		return 1;
-	if (stats_states(ctl) == -1 || stats_oldest(ctl) == -1 ||
-	    stats_destinations(ctl) == -1) {
+	if (queue_db_read_begin(ctl->db) == -1)
+		return query_failed(ctl, "queue stats");
+	if (stats_all(ctl) == -1) {
 		query_failed(ctl, "queue stats");
-		exec_ctl(ctl, "ROLLBACK");
+		queue_db_admin_rollback(ctl->db);
 		return 1;
 	}
-	exec_ctl(ctl, "COMMIT");
+	queue_db_admin_commit(ctl->db);
 	return 0;
 }
 
@@ -1196,7 +993,6 @@ open_queue(struct ctl *ctl, bool readonly)
 	ctl->db = queue_db_open(ctl->db_path, readonly);
 	if (ctl->db == NULL)
 		return -1;
-	ctl->h = queue_db_handle(ctl->db);
 	return 0;
 }
 

@@ -9,7 +9,6 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -17,6 +16,7 @@
 #include <sys/wait.h>
 
 #include "smtp/checks.h"
+#include "common/event.h"
 #include "common/ipc.h"
 #include "common/log.h"
 #include "master/master.h"
@@ -72,7 +72,7 @@ static struct {
 	struct ratelimit *conn_rate;     /* rate_limits.connections_per_minute */
 	struct ratelimit *auth_rate;     /* rate_limits.auth_failures_per_minute */
 	struct mxconf *conf;
-	int        epfd;
+	struct event_loop *loop;
 	int        sigfd;
 	int       *listen_fds;
 	struct child *workers;          /* nslots: active ones and their */
@@ -91,18 +91,10 @@ static struct {
 	bool       killed;
 } m;
 
-/* epoll user data: what kind of fd woke us. */
-enum { EV_LISTENER = 1, EV_SIGNAL, EV_WORKER, EV_QUEUE };
-#define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
-
-static void
-epoll_add(int fd, uint64_t data)
-{
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = data };
-
-	if (epoll_ctl(m.epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-		fatal("epoll_ctl add");
-}
+/* The loop's callbacks (event.h); arg: the listener's or the worker's
+ * index. */
+static event_fn on_listener, on_signal, on_worker, on_queue;
+#define INDEX_ARG(i) ((void *)(intptr_t)(i))
 
 static void
 raise_fd_limit(void)
@@ -334,7 +326,7 @@ close_child_channel(struct child *c)
 	/* Their connection slots go with conns_release_worker(). */
 	ipc_outbox_clear(&c->backlog);
 	if (c->fd >= 0) {
-		epoll_ctl(m.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		event_del(m.loop, c->fd);
 		close(c->fd);
 		c->fd = -1;
 	}
@@ -407,7 +399,7 @@ spawn_queue(void)
 	m.queue.fd = chan[0];
 	m.queue.started_ms = monotonic_ms();
 	m.queue.respawn_at_ms = 0;
-	epoll_add(m.queue.fd, EV_DATA(EV_QUEUE, 0));
+	event_add(m.loop, m.queue.fd, EPOLLIN, on_queue, NULL);
 	for (i = 0; i < m.nslots; i++) {
 		if (qends[i] < 0)
 			continue;
@@ -458,7 +450,7 @@ spawn_worker(int slot)
 	w->started_ms = monotonic_ms();
 	w->respawn_at_ms = 0;
 	w->nconns = 0;
-	epoll_add(w->fd, EV_DATA(EV_WORKER, slot));
+	event_add(m.loop, w->fd, EPOLLIN, on_worker, INDEX_ARG(slot));
 	if (qpair[0] >= 0) {
 		struct ipc_worker_channel wc = { .worker_slot = (uint32_t)slot };
 
@@ -625,11 +617,8 @@ set_accepting(bool on)
 		return;
 	m.accept_paused = !on;
 	for (size_t i = 0; i < m.conf->nlisteners; i++) {
-		struct epoll_event ev = { .events = on ? EPOLLIN : 0,
-		    .data.u64 = EV_DATA(EV_LISTENER, i) };
-
 		if (m.listen_fds[i] >= 0)
-			epoll_ctl(m.epfd, EPOLL_CTL_MOD, m.listen_fds[i], &ev);
+			event_mod(m.loop, m.listen_fds[i], on ? EPOLLIN : 0);
 	}
 }
 
@@ -651,14 +640,9 @@ update_accepting(void)
 static void
 worker_channel_events(struct child *w)
 {
-	struct epoll_event ev = {
-		.events = EPOLLIN |
-		    (ipc_outbox_waiting(&w->backlog) ? EPOLLOUT : 0),
-		.data.u64 = EV_DATA(EV_WORKER, w->slot),
-	};
-
 	if (w->fd >= 0)
-		epoll_ctl(m.epfd, EPOLL_CTL_MOD, w->fd, &ev);
+		event_mod(m.loop, w->fd, EPOLLIN |
+		    (ipc_outbox_waiting(&w->backlog) ? EPOLLOUT : 0));
 }
 
 /* The worker's channel has room again: hand over what waited, in order. */
@@ -836,6 +820,7 @@ begin_stop(int signo)
 	    (uint64_t)m.conf->shutdown_grace * 1000 + STOP_EXTRA_MS;
 	for (size_t i = 0; i < m.conf->nlisteners; i++) {
 		if (m.listen_fds[i] >= 0) {
+			event_del(m.loop, m.listen_fds[i]);
 			close(m.listen_fds[i]);
 			m.listen_fds[i] = -1;
 		}
@@ -1017,11 +1002,40 @@ worker_count(const struct mxconf *conf)
 	return n > 0 ? (int)n : 1;
 }
 
+static void
+on_listener(void *arg, int fd, uint32_t events)
+{
+	int index = (int)(intptr_t)arg;
+
+	if (!m.stopping && !m.accept_paused && m.listen_fds[index] >= 0)
+		accept_connections(index);
+}
+
+static void
+on_signal(void *arg, int fd, uint32_t events)
+{
+	read_signals();
+}
+
+static void
+on_worker(void *arg, int fd, uint32_t events)
+{
+	int slot = (int)(intptr_t)arg;
+
+	if (events & EPOLLOUT)
+		backlog_flush(&m.workers[slot]);
+	read_worker(slot);
+}
+
+static void
+on_queue(void *arg, int fd, uint32_t events)
+{
+	read_queue();
+}
+
 int
 master_main(struct mxconf *conf)
 {
-	struct epoll_event events[64];
-
 	memset(&m, 0, sizeof(m));
 	m.conf = conf;
 	if (conf->rate_connections > 0)
@@ -1032,11 +1046,9 @@ master_main(struct mxconf *conf)
 	proc_title_set("mxgated: master");
 	log_set_role("master");
 
-	m.epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (m.epfd < 0)
-		fatal("epoll_create1");
+	m.loop = event_loop_new(64);
 	setup_signals();
-	epoll_add(m.sigfd, EV_DATA(EV_SIGNAL, 0));
+	event_add(m.loop, m.sigfd, EPOLLIN, on_signal, NULL);
 
 	m.listen_fds = xcalloc(conf->nlisteners, sizeof(int));
 	for (size_t i = 0; i < conf->nlisteners; i++) {
@@ -1046,7 +1058,8 @@ master_main(struct mxconf *conf)
 			    conf->listeners[i].port, strerror(errno));
 			return 1;
 		}
-		epoll_add(m.listen_fds[i], EV_DATA(EV_LISTENER, i));
+		event_add(m.loop, m.listen_fds[i], EPOLLIN, on_listener,
+		    INDEX_ARG(i));
 		log_info("listening on %s port %d", conf->listeners[i].address,
 		    conf->listeners[i].port);
 	}
@@ -1068,7 +1081,7 @@ master_main(struct mxconf *conf)
 
 	for (;;) {
 		uint64_t now = monotonic_ms();
-		int n, timeout;
+		int timeout;
 
 		respawn_due(now);
 		if (stop_progress(now))
@@ -1076,35 +1089,7 @@ master_main(struct mxconf *conf)
 		timeout = next_timeout_ms(now);
 		if (m.stopping && (timeout < 0 || timeout > 200))
 			timeout = 200;
-		n = epoll_wait(m.epfd, events, (int)ARRAY_LEN(events), timeout);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			fatal("epoll_wait");
-		}
-		for (int i = 0; i < n; i++) {
-			uint32_t kind = (uint32_t)(events[i].data.u64 >> 32);
-			uint32_t index = (uint32_t)events[i].data.u64;
-
-			switch (kind) {
-			case EV_LISTENER:
-				if (!m.stopping && !m.accept_paused &&
-				    m.listen_fds[index] >= 0)
-					accept_connections((int)index);
-				break;
-			case EV_SIGNAL:
-				read_signals();
-				break;
-			case EV_WORKER:
-				if (events[i].events & EPOLLOUT)
-					backlog_flush(&m.workers[index]);
-				read_worker((int)index);
-				break;
-			case EV_QUEUE:
-				read_queue();
-				break;
-			}
-		}
+		event_run(m.loop, timeout);
 	}
 	log_info("stopped");
 	return 0;

@@ -266,33 +266,6 @@ bounce_build(const struct bounce_report *r, const char *id, int64_t now,
 	buf_appendf(out, "\r\n--%s--\r\n", boundary);
 }
 
-/*
- * queue_db_insert() inside the caller's transaction, under a savepoint:
- * a DSN that cannot be written must not take the outcomes recorded with
- * it down too (queue_db leaves a failed insert half done in a batch).
- */
-static int
-insert_alone(struct queue_db *db, const struct envelope *env,
-    const char *content, size_t len)
-{
-	sqlite3 *h = queue_db_handle(db);
-	bool nested = sqlite3_get_autocommit(h) == 0;
-
-	if (nested && sqlite3_exec(h, "SAVEPOINT dsn", NULL, NULL, NULL) !=
-	    SQLITE_OK)
-		return -1;
-	if (queue_db_insert(db, env, content, len) == 0) {
-		if (nested)
-			sqlite3_exec(h, "RELEASE dsn", NULL, NULL, NULL);
-		return 0;
-	}
-	if (nested) {
-		sqlite3_exec(h, "ROLLBACK TO dsn", NULL, NULL, NULL);
-		sqlite3_exec(h, "RELEASE dsn", NULL, NULL, NULL);
-	}
-	return -1;
-}
-
 int
 bounce_queue(struct queue_db *db, const struct bounce_report *r,
     const char *upstream, int64_t now, char new_id[QUEUE_ID_LEN + 1])
@@ -326,7 +299,7 @@ bounce_queue(struct queue_db *db, const struct bounce_report *r,
 	json_end_object(&w);
 	envelope_add_rcpt(&env, r->sender, "bounce", "relay", params.data);
 
-	rc = insert_alone(db, &env, content.data, content.len);
+	rc = queue_db_insert_alone(db, &env, content.data, content.len);
 	if (rc == 0) {
 		memcpy(new_id, env.queue_id, QUEUE_ID_LEN + 1);
 		log_info("id=%s dsn=%s kind=%s to=<%s> nrcpt=%zu", r->queue_id,

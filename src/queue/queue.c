@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -27,6 +26,7 @@
 #include <sys/timerfd.h>
 
 #include "common/envelope.h"
+#include "common/event.h"
 #include "common/ipc.h"
 #include "common/log.h"
 #include "common/proc.h"
@@ -38,9 +38,6 @@
 #define QUEUE_BATCH_MAX  2048
 #define QUEUE_ARENA_MAX  (8 * 1024 * 1024)   /* inline bytes in one batch */
 #define REQUIRED_SEALS   (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
-
-enum { EV_MASTER = 1, EV_WORKER, EV_SIGNAL, EV_SCHED, EV_SPACE };
-#define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
 
 struct channel {
 	int   fd;
@@ -60,7 +57,7 @@ struct submission {
 static struct {
 	const struct mxconf *conf;
 	struct queue_db *db;
-	int        epfd;
+	struct event_loop *loop;
 	int        sigfd;
 	int        master_fd;
 	int        lock_fd;             /* held for life (queue_db.h) */
@@ -77,14 +74,8 @@ static struct {
 	uint64_t   commit_us;
 } q;
 
-static void
-epoll_set(int fd, int op, uint32_t events, uint64_t data)
-{
-	struct epoll_event ev = { .events = events, .data.u64 = data };
-
-	if (epoll_ctl(q.epfd, op, fd, &ev) < 0)
-		fatal("epoll_ctl fd %d", fd);
-}
+/* The loop's callbacks (event.h); a worker channel's arg is its slot. */
+static event_fn on_master, on_signal, on_worker;
 
 static void
 channel_close(int slot)
@@ -92,7 +83,7 @@ channel_close(int slot)
 	struct channel *c = &q.chans[slot];
 
 	if (c->fd >= 0) {
-		epoll_ctl(q.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		event_del(q.loop, c->fd);
 		close(c->fd);
 		c->fd = -1;
 	}
@@ -100,6 +91,7 @@ channel_close(int slot)
 }
 
 static void space_tell(int slot);
+static event_fn on_space_timer;
 
 static void
 channel_set(int slot, int fd)
@@ -109,7 +101,7 @@ channel_set(int slot, int fd)
 	channel_close(slot);
 	q.chans[slot].fd = fd;
 	if (fd >= 0) {
-		epoll_set(fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_WORKER, slot));
+		event_add(q.loop, fd, EPOLLIN, on_worker, (void *)(intptr_t)slot);
 		space_tell(slot);
 	}
 }
@@ -121,9 +113,8 @@ channel_watch(int slot)
 {
 	struct channel *c = &q.chans[slot];
 
-	epoll_set(c->fd, EPOLL_CTL_MOD,
-	    EPOLLIN | (ipc_outbox_waiting(&c->backlog) ? EPOLLOUT : 0),
-	    EV_DATA(EV_WORKER, slot));
+	event_mod(q.loop, c->fd,
+	    EPOLLIN | (ipc_outbox_waiting(&c->backlog) ? EPOLLOUT : 0));
 }
 
 static void
@@ -218,15 +209,17 @@ space_timer_start(void)
 	if (q.space_timer < 0 || timerfd_settime(q.space_timer, 0, &its,
 	    NULL) < 0)
 		fatal("timerfd for the free space check");
-	epoll_set(q.space_timer, EPOLL_CTL_ADD, EPOLLIN,
-	    EV_DATA(EV_SPACE, 0));
+	event_add(q.loop, q.space_timer, EPOLLIN, on_space_timer, NULL);
 }
 
 static void
-space_timer_fired(void)
+on_space_timer(void *arg, int fd, uint32_t events)
 {
 	uint64_t ticks;
 
+	(void)arg;
+	(void)fd;
+	(void)events;
 	while (read(q.space_timer, &ticks, sizeof(ticks)) > 0)
 		;
 	space_check(false);
@@ -555,12 +548,32 @@ setup_signals(void)
 	q.sigfd = proc_signalfd(handled, (int)ARRAY_LEN(handled));
 }
 
+static void
+on_master(void *arg, int fd, uint32_t events)
+{
+	read_master();
+}
+
+static void
+on_signal(void *arg, int fd, uint32_t events)
+{
+	read_signals();
+}
+
+static void
+on_worker(void *arg, int fd, uint32_t events)
+{
+	int slot = (int)(intptr_t)arg;
+
+	if (events & EPOLLOUT)
+		channel_flush(slot);
+	read_worker(slot);
+}
+
 int
 queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
     int nworkers)
 {
-	struct epoll_event events[64];
-
 	memset(&q, 0, sizeof(q));
 	q.conf = conf;
 	/* The batch allocates and frees the same sizes over and over:
@@ -575,12 +588,10 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 	q.db = queue_db_open(QUEUE_DB_NAME, false);
 	if (q.db == NULL)
 		fatalx("cannot open the queue %s/%s", conf->queue_dir, QUEUE_DB_NAME);
-	q.epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (q.epfd < 0)
-		fatal("epoll_create1");
+	q.loop = event_loop_new(64);
 	setup_signals();
-	epoll_set(q.sigfd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SIGNAL, 0));
-	epoll_set(master_fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_MASTER, 0));
+	event_add(q.loop, q.sigfd, EPOLLIN, on_signal, NULL);
+	event_add(q.loop, master_fd, EPOLLIN, on_master, NULL);
 	/* Measured before any worker is told (channel_set tells it). */
 	q.usable = UINT64_MAX;
 	space_check(false);
@@ -592,40 +603,10 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 	}
 	log_info("queue open: %s/%s", conf->queue_dir, QUEUE_DB_NAME);
 	space_timer_start();
-	scheduler_init(conf, q.db, q.epfd, EV_SCHED);
+	scheduler_init(conf, q.db, q.loop);
 
 	while (!q.stopping) {
-		int n = epoll_wait(q.epfd, events, (int)ARRAY_LEN(events), -1);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			fatal("epoll_wait");
-		}
-		for (int i = 0; i < n; i++) {
-			uint32_t kind = (uint32_t)(events[i].data.u64 >> 32);
-			uint32_t index = (uint32_t)events[i].data.u64;
-
-			switch (kind) {
-			case EV_MASTER:
-				read_master();
-				break;
-			case EV_SIGNAL:
-				read_signals();
-				break;
-			case EV_WORKER:
-				if (events[i].events & EPOLLOUT)
-					channel_flush((int)index);
-				read_worker((int)index);
-				break;
-			case EV_SCHED:
-				scheduler_event(index, events[i].events);
-				break;
-			case EV_SPACE:
-				space_timer_fired();
-				break;
-			}
-		}
+		event_run(q.loop, -1);
 		unsigned long long before = q.committed;
 		commit_batch();
 		/* Not once the master is gone: a new master's queue process

@@ -21,6 +21,7 @@
 
 #include "common/log.h"
 #include "queue/queue_db.h"
+#include "queue/queue_db_private.h"
 #include "queue/queue_vfs.h"
 #include "common/util.h"
 
@@ -225,13 +226,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    " VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6)",
 };
 
-struct queue_db {
-	sqlite3      *h;
-	char         *path;
-	bool          readonly;
-	bool          out_of_space;  /* the last error was a full disk */
-	sqlite3_stmt *stmt[ST_COUNT];
-};
+_Static_assert(ST_COUNT == QDB_INSERT_STMTS, "QDB_INSERT_STMTS");
 
 /* A header field value being collected from the header block. */
 struct header_value {
@@ -253,8 +248,8 @@ note_error(struct queue_db *db)
 	    sys == ENOSPC || sys == EDQUOT;
 }
 
-static void
-db_log_error(struct queue_db *db, const char *what)
+void
+qdb_log_error(struct queue_db *db, const char *what)
 {
 	note_error(db);
 	log_error("queue database %s: %s: %s", db->path, what,
@@ -270,8 +265,8 @@ insert_log_error(struct queue_db *db, const char *queue_id, const char *what)
 	    queue_id, what, sqlite3_errmsg(db->h));
 }
 
-static int
-exec_sql(struct queue_db *db, const char *sql, const char *what)
+int
+qdb_exec(struct queue_db *db, const char *sql, const char *what)
 {
 	char *err = NULL;
 
@@ -300,7 +295,7 @@ run_stmt(struct queue_db *db, enum stmt_id id, const char *queue_id,
 		if (queue_id != NULL)
 			insert_log_error(db, queue_id, what);
 		else
-			db_log_error(db, what);
+			qdb_log_error(db, what);
 	}
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
@@ -315,7 +310,7 @@ query_int(struct queue_db *db, const char *sql, long long *out)
 	int rc;
 
 	if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK) {
-		db_log_error(db, "reading the schema");
+		qdb_log_error(db, "reading the schema");
 		return -1;
 	}
 	rc = sqlite3_step(st);
@@ -323,7 +318,7 @@ query_int(struct queue_db *db, const char *sql, long long *out)
 		*out = sqlite3_column_type(st, 0) == SQLITE_NULL ? -1 :
 		    sqlite3_column_int64(st, 0);
 	else
-		db_log_error(db, "reading the schema");
+		qdb_log_error(db, "reading the schema");
 	sqlite3_finalize(st);
 	return rc == SQLITE_ROW ? 0 : -1;
 }
@@ -369,27 +364,27 @@ apply_migration(struct queue_db *db, const struct migration *m)
 	char sql[128];
 	int version;
 
-	if (exec_sql(db, "BEGIN IMMEDIATE", "migration") == -1)
+	if (qdb_exec(db, "BEGIN IMMEDIATE", "migration") == -1)
 		return -1;
 	/* Another process may have migrated while we waited for the lock. */
 	if (schema_version(db, &version) == -1)
 		goto fail;
 	if (version >= m->version) {
-		exec_sql(db, "ROLLBACK", "migration");
+		qdb_exec(db, "ROLLBACK", "migration");
 		return 0;
 	}
 	snprintf(sql, sizeof(sql), "DELETE FROM schema_version;"
 	    " INSERT INTO schema_version (version) VALUES (%d);", m->version);
-	if (exec_sql(db, m->sql, "migration") == -1 ||
-	    exec_sql(db, sql, "migration") == -1 ||
-	    exec_sql(db, "COMMIT", "migration") == -1)
+	if (qdb_exec(db, m->sql, "migration") == -1 ||
+	    qdb_exec(db, sql, "migration") == -1 ||
+	    qdb_exec(db, "COMMIT", "migration") == -1)
 		goto fail;
 	log_info("queue database %s: schema migrated to version %d",
 	    db->path, m->version);
 	return 0;
 fail:
 	if (!sqlite3_get_autocommit(db->h))
-		exec_sql(db, "ROLLBACK", "migration");
+		qdb_exec(db, "ROLLBACK", "migration");
 	return -1;
 }
 
@@ -441,7 +436,7 @@ enable_wal(struct queue_db *db)
 
 	if (sqlite3_prepare_v2(db->h, "PRAGMA journal_mode = WAL", -1, &st,
 	    NULL) != SQLITE_OK) {
-		db_log_error(db, "journal_mode");
+		qdb_log_error(db, "journal_mode");
 		return -1;
 	}
 	if (sqlite3_step(st) == SQLITE_ROW)
@@ -461,7 +456,7 @@ configure_connection(struct queue_db *db)
 	long long n;
 
 	if (sqlite3_busy_timeout(db->h, 5000) != SQLITE_OK) {
-		db_log_error(db, "busy timeout");
+		qdb_log_error(db, "busy timeout");
 		return -1;
 	}
 	/* A read-only connection cannot change the mode; it reads a WAL
@@ -474,9 +469,9 @@ configure_connection(struct queue_db *db)
 	 * journals in memory: in a temporary file they cost dozens of
 	 * write(2) calls per message.
 	 */
-	if (exec_sql(db, "PRAGMA synchronous = FULL", "synchronous") == -1 ||
-	    exec_sql(db, "PRAGMA foreign_keys = ON", "foreign_keys") == -1 ||
-	    exec_sql(db, "PRAGMA temp_store = MEMORY", "temp_store") == -1)
+	if (qdb_exec(db, "PRAGMA synchronous = FULL", "synchronous") == -1 ||
+	    qdb_exec(db, "PRAGMA foreign_keys = ON", "foreign_keys") == -1 ||
+	    qdb_exec(db, "PRAGMA temp_store = MEMORY", "temp_store") == -1)
 		return -1;
 	if (query_int(db, "PRAGMA foreign_keys", &n) == -1 || n != 1) {
 		log_error("queue database %s: SQLite lacks foreign keys",
@@ -494,7 +489,7 @@ prepare_statements(struct queue_db *db)
 	for (i = 0; i < ST_COUNT; i++) {
 		if (sqlite3_prepare_v3(db->h, stmt_sql[i], -1,
 		    SQLITE_PREPARE_PERSISTENT, &db->stmt[i], NULL) != SQLITE_OK) {
-			db_log_error(db, "preparing statements");
+			qdb_log_error(db, "preparing statements");
 			return -1;
 		}
 	}
@@ -523,6 +518,13 @@ queue_db_open(const char *path, bool readonly)
 	sqlite3_extended_result_codes(db->h, 1);
 	if (configure_connection(db) == -1 || migrate(db) == -1)
 		goto fail;
+	if (!readonly) {
+		long long sync;
+
+		if (query_int(db, "PRAGMA synchronous", &sync) == -1)
+			goto fail;
+		db->lower_sync = sync >= 2;
+	}
 	if (!readonly && prepare_statements(db) == -1)
 		goto fail;
 	return db;
@@ -540,6 +542,8 @@ queue_db_close(struct queue_db *db)
 		return;
 	for (i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(db->stmt[i]);
+	for (i = 0; i < QDB_DELIVERY_STMTS; i++)
+		sqlite3_finalize(db->dstmt[i]);
 	/* _v2: statements a caller prepared on the handle and forgot do
 	 * not keep the file open forever. */
 	if (db->h != NULL && sqlite3_close_v2(db->h) != SQLITE_OK)
@@ -549,14 +553,22 @@ queue_db_close(struct queue_db *db)
 	free(db);
 }
 
-sqlite3 *
-queue_db_handle(struct queue_db *db)
+void
+qdb_save_error(struct queue_db *db)
 {
-	return db->h;
+	snprintf(db->err, sizeof(db->err), "%s", sqlite3_errmsg(db->h));
 }
 
-static int
-check_writable(struct queue_db *db)
+char *
+qdb_column_dup(sqlite3_stmt *st, int i)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+
+	return t != NULL ? xstrdup((const char *)t) : NULL;
+}
+
+int
+qdb_check_writable(struct queue_db *db)
 {
 	if (db->readonly) {
 		log_error("queue database %s: opened read-only", db->path);
@@ -568,7 +580,7 @@ check_writable(struct queue_db *db)
 int
 queue_db_begin(struct queue_db *db)
 {
-	if (check_writable(db) == -1)
+	if (qdb_check_writable(db) == -1)
 		return -1;
 	db->out_of_space = false;
 	return run_stmt(db, ST_BEGIN, NULL, "begin");
@@ -583,7 +595,7 @@ queue_db_out_of_space(const struct queue_db *db)
 int
 queue_db_commit(struct queue_db *db)
 {
-	if (check_writable(db) == -1)
+	if (qdb_check_writable(db) == -1)
 		return -1;
 	return run_stmt(db, ST_COMMIT, NULL, "commit");
 }
@@ -591,7 +603,7 @@ queue_db_commit(struct queue_db *db)
 int
 queue_db_rollback(struct queue_db *db)
 {
-	if (check_writable(db) == -1)
+	if (qdb_check_writable(db) == -1)
 		return -1;
 	/* A failed COMMIT or an I/O error may have ended the transaction
 	 * already; there is nothing left to undo then. */
@@ -678,8 +690,8 @@ scan_headers(const char *content, size_t len, struct header_value *hv,
 			header_trim(&hv[i]);
 }
 
-static void
-bind_text(sqlite3_stmt *st, int idx, const char *s)
+void
+qdb_bind_text(sqlite3_stmt *st, int idx, const char *s)
 {
 	if (s != NULL)
 		sqlite3_bind_text(st, idx, s, -1, SQLITE_STATIC);
@@ -709,15 +721,15 @@ insert_message(struct queue_db *db, const struct envelope *env,
 	sqlite3_bind_text(st, 1, env->queue_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, env->received_at);
 	sqlite3_bind_text(st, 3, or_empty(env->sender), -1, SQLITE_STATIC);
-	bind_text(st, 4, env->client_ip);
-	bind_text(st, 5, env->helo);
-	bind_text(st, 6, env->protocol);
-	bind_text(st, 7, env->auth_user);
+	qdb_bind_text(st, 4, env->client_ip);
+	qdb_bind_text(st, 5, env->helo);
+	qdb_bind_text(st, 6, env->protocol);
+	qdb_bind_text(st, 7, env->auth_user);
 	sqlite3_bind_int(st, 8, env->body_8bitmime ? 1 : 0);
 	sqlite3_bind_int(st, 9, env->smtputf8 ? 1 : 0);
 	sqlite3_bind_int64(st, 10, (sqlite3_int64)content_len);
-	bind_text(st, 11, hv[0].found ? hv[0].text : NULL);
-	bind_text(st, 12, hv[1].found ? hv[1].text : NULL);
+	qdb_bind_text(st, 11, hv[0].found ? hv[0].text : NULL);
+	qdb_bind_text(st, 12, hv[1].found ? hv[1].text : NULL);
 	if (run_stmt(db, ST_INSERT_MESSAGE, env->queue_id,
 	    "insert message") == -1)
 		return -1;
@@ -744,10 +756,10 @@ insert_rcpt(struct queue_db *db, const struct envelope *env,
 	sqlite3_stmt *st = db->stmt[ST_INSERT_RCPT];
 
 	sqlite3_bind_text(st, 1, env->queue_id, -1, SQLITE_STATIC);
-	bind_text(st, 2, rc->address);
-	bind_text(st, 3, rc->route);
-	bind_text(st, 4, rc->action);
-	bind_text(st, 5, rc->params);
+	qdb_bind_text(st, 2, rc->address);
+	qdb_bind_text(st, 3, rc->route);
+	qdb_bind_text(st, 4, rc->action);
+	qdb_bind_text(st, 5, rc->params);
 	/* Due at once: the scheduler picks it up on its next pass. */
 	sqlite3_bind_int64(st, 6, env->received_at);
 	/* Its "routed" event is message_history's (schema_v2). */
@@ -761,7 +773,7 @@ queue_db_insert(struct queue_db *db, const struct envelope *env,
 	bool own_transaction;
 	size_t i;
 
-	if (check_writable(db) == -1)
+	if (qdb_check_writable(db) == -1)
 		return -1;
 	/* No savepoint per message: they were a third of the insert's cost
 	 * (measured with callgrind), and a failure is rare enough that the

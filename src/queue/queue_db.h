@@ -1,26 +1,40 @@
 /*
- * queue_db — the SQLite queue: schema, migrations, and the statements the
- * queue process and mxgatectl run.  The schema is a public interface
- * (README, "The queue schema"): operators query it with the sqlite3 shell
- * while the daemon runs.
+ * queue_db — the queue store: the one module that owns the SQLite
+ * connection, every SQL statement run on the queue, and the durability
+ * policy.  The queue process (group commit), its scheduler, the bounces
+ * and mxgatectl go through these functions; the SQLite handle never
+ * leaves the store.  The schema is a public interface (README, "The queue
+ * schema"): operators query it with the sqlite3 shell while the daemon
+ * runs.
+ *
+ * Files: queue_db.c (connection, schema, migrations, the insert path,
+ * the queue lock), queue_db_delivery.c (the scheduler's and the bounces'
+ * statements), queue_db_admin.c (mxgatectl's), queue_vfs.c (the VFS of
+ * the writers).
  *
  * Only the queue process writes messages; mxgatectl reads (and, for queue
  * management, changes recipient states in short transactions).
  *
- * queue_db_open() sets WAL mode, synchronous=FULL, foreign keys and a busy
- * timeout, and migrates the schema to QUEUE_SCHEMA_VERSION (a newer schema
- * than this binary knows is an error: never downgrade silently).  A
- * writable connection goes through the queue VFS (queue_vfs.h).
+ * Durability: queue_db_open() sets WAL mode, synchronous=FULL, foreign
+ * keys and a busy timeout, and migrates the schema to QUEUE_SCHEMA_VERSION
+ * (a newer schema than this binary knows is an error: never downgrade
+ * silently).  A writable connection goes through the queue VFS
+ * (queue_vfs.h).  The group commit's transactions (queue_db_begin(),
+ * queue_db_commit()) are synced when COMMIT returns: only then may a
+ * client hear 250.  The delivery side's transactions (queue_db_txn_begin(),
+ * queue_db_txn_commit()) run with synchronous=NORMAL: the next synced
+ * commit takes what they wrote to disk, and a crash before it can only
+ * make a delivery happen twice, never lose a message.
  *
  * Errors: functions returning int give 0 on success and -1 on failure
- * after logging the SQLite message once.
+ * after logging the SQLite message once, unless said otherwise.
  */
 #ifndef MXGATE_QUEUE_DB_H
 #define MXGATE_QUEUE_DB_H
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <sqlite3.h>
+#include <stdint.h>
 #include "common/envelope.h"
 
 #define QUEUE_SCHEMA_VERSION 2
@@ -49,7 +63,6 @@ struct queue_db;
 /* readonly: for mxgatectl's listing commands. */
 struct queue_db *queue_db_open(const char *path, bool readonly);
 void queue_db_close(struct queue_db *db);
-sqlite3 *queue_db_handle(struct queue_db *db);
 
 /* One transaction around a batch of inserts (group commit). */
 int queue_db_begin(struct queue_db *db);
@@ -69,5 +82,182 @@ bool queue_db_out_of_space(const struct queue_db *db);
  */
 int queue_db_insert(struct queue_db *db, const struct envelope *env,
     const char *content, size_t content_len);
+
+/*
+ * queue_db_insert() as a unit inside the caller's transaction (under a
+ * savepoint): a failure leaves nothing of this message and keeps what the
+ * transaction wrote before (a DSN must not take the outcomes recorded
+ * with it down).  Outside a transaction, queue_db_insert().
+ */
+int queue_db_insert_alone(struct queue_db *db, const struct envelope *env,
+    const char *content, size_t content_len);
+
+/* ---- the delivery side (scheduler.h): queue_db_delivery.c ---- */
+
+/* Prepare the statements below; once, at the scheduler's start. */
+int queue_db_delivery_init(struct queue_db *db);
+
+/* A short transaction of the delivery side (see Durability above).
+ * begin: -1 when busy (mxgatectl holds the lock) or failing: try later.
+ * commit: -1 after a rollback; fatal if synchronous=FULL cannot be set
+ * again, as the next group commit would acknowledge unsynced messages. */
+int queue_db_txn_begin(struct queue_db *db);
+int queue_db_txn_commit(struct queue_db *db);
+
+/* Leave "delivering" for "deferred", due now, with a history row each:
+ * the deliveries a stopped queue process left.  How many, or -1. */
+int queue_db_requeue_interrupted(struct queue_db *db, int64_t now);
+
+/* A recipient due for delivery, with what the scheduler needs of its
+ * message (strings are copies, NULL for SQL NULL). */
+struct queue_due {
+	int64_t  id;
+	char    *msgid, *address, *route, *action, *params, *sender;
+	unsigned attempts;
+	int64_t  last_attempt_at, received_at;
+};
+enum queue_due_state { QUEUE_DUE_QUEUED, QUEUE_DUE_DEFERRED };
+
+/* Up to max recipients of one state due at now (next_attempt_at <= now),
+ * earliest first, after skipping offset of them; how many, or -1. */
+int  queue_db_due(struct queue_db *db, enum queue_due_state state,
+    int64_t now, int64_t offset, struct queue_due *rows, int max);
+void queue_db_due_free(struct queue_due *row);
+
+/* queued / deferred -> delivering (one more attempt, at now): 1, or 0
+ * when the row has changed since it was read (mxgatectl), or -1. */
+int queue_db_claim(struct queue_db *db, int64_t rcpt_id, int64_t now);
+/* One history row; rcpt_id 0 for the message as a whole. */
+int queue_db_event(struct queue_db *db, const char *msgid, int64_t rcpt_id,
+    int64_t at, const char *kind, const char *detail);
+/* An outcome for a recipient being delivered (or held meanwhile): final
+ * (state "delivered" or "bounced") or deferred to next_at.  dest NULL
+ * when none.  -1 also when the row was not in such a state. */
+int queue_db_set_final(struct queue_db *db, int64_t rcpt_id,
+    const char *state, const char *reply, const char *dest, int64_t now);
+int queue_db_set_deferred(struct queue_db *db, int64_t rcpt_id,
+    const char *reply, const char *dest, int64_t next_at, int64_t now);
+/* When no recipient of the message is pending any more: delete it, or
+ * only its content (keep_rows).  1 done, 0 still pending, -1. */
+int queue_db_retire_if_final(struct queue_db *db, const char *msgid,
+    bool keep_rows);
+/* Delete the finished messages last changed before before: how many, or
+ * -1. */
+int queue_db_purge(struct queue_db *db, int64_t before);
+
+/* A message as its delivery needs it. */
+struct queue_message {
+	char    *sender, *client_ip, *helo, *protocol, *auth_user;
+	int64_t  received_at;
+	bool     body_8bitmime, smtputf8;
+	size_t   content_len;
+};
+/* Fill m and write the content to fd: 1, 0 when there is no such
+ * message (deleted meanwhile), -1 (logged) when it cannot be read or
+ * written; m is empty unless 1. */
+int  queue_db_message_copy(struct queue_db *db, const char *queue_id,
+    struct queue_message *m, int fd);
+void queue_db_message_free(struct queue_message *m);
+/* The first max bytes of a message's content (NUL-terminated, *len
+ * bytes, malloc'd), or NULL when it has none. */
+char *queue_db_content_head(struct queue_db *db, const char *msgid,
+    size_t max, size_t *len);
+
+/* ---- mxgatectl (ctl/mxgatectl.c): queue_db_admin.c ---- */
+
+/*
+ * These report a failure by returning -1 and keeping SQLite's message
+ * for queue_db_error(), without logging: mxgatectl prints it with the
+ * command it was running.  Rows go to a callback, called while the query
+ * runs: the values it gets are valid during the call only.
+ */
+const char *queue_db_error(const struct queue_db *db);
+
+/* A read transaction (the parts of a report agree); end it with
+ * queue_db_admin_commit().  A write transaction: BEGIN IMMEDIATE, synced
+ * at commit like every write of mxgatectl.  Rollback keeps the error. */
+int  queue_db_read_begin(struct queue_db *db);
+int  queue_db_admin_begin(struct queue_db *db);
+int  queue_db_admin_commit(struct queue_db *db);
+void queue_db_admin_rollback(struct queue_db *db);
+
+/* queue list: the messages in the order received, filtered by the state
+ * of a recipient and by patterns the caller matches (match(): which 0 is
+ * a recipient address, 1 the sender; rcpt / sender say whether to ask). */
+struct queue_list_filter {
+	const char *state;              /* NULL: any */
+	bool        rcpt, sender;
+	int       (*match)(void *arg, int which, const char *text, size_t len);
+	void       *arg;
+};
+struct queue_list_row {
+	const char *id, *received, *sender, *states;
+	size_t      sender_len;
+	int64_t     size, nrcpts;
+};
+int queue_db_list(struct queue_db *db, const struct queue_list_filter *f,
+    void (*fn)(void *arg, const struct queue_list_row *row), void *arg);
+
+/* queue show.  The single-row ones return 1, 0 when there is no such
+ * message (or content: removed once every recipient is final), -1. */
+struct queue_message_view {
+	const char *id, *received, *sender, *client_ip, *helo, *protocol;
+	const char *auth_user, *message_id, *subject;
+	int64_t     received_at, size;
+	bool        body_8bitmime, smtputf8;
+};
+struct queue_rcpt_view {
+	const char *address, *route, *action, *params, *state;
+	const char *next_attempt, *last_attempt, *last_reply, *destination;
+	int64_t     attempts;
+};
+struct queue_event_view {
+	const char *time, *kind, *recipient, *detail;
+};
+int queue_db_message_exists(struct queue_db *db, const char *id);
+int queue_db_show_message(struct queue_db *db, const char *id,
+    void (*fn)(void *arg, const struct queue_message_view *m), void *arg);
+int queue_db_show_recipients(struct queue_db *db, const char *id,
+    void (*fn)(void *arg, const struct queue_rcpt_view *r), void *arg);
+int queue_db_show_history(struct queue_db *db, const char *id,
+    void (*fn)(void *arg, const struct queue_event_view *e), void *arg);
+int queue_db_show_content(struct queue_db *db, const char *id,
+    void (*fn)(void *arg, const char *content, size_t len), void *arg);
+
+/* queue retry / hold / release: change the recipients of message id
+ * (NULL: every message) that the change applies to, with a history row
+ * each, in one transaction; *changed: how many. */
+enum queue_change { QUEUE_CHANGE_RETRY, QUEUE_CHANGE_HOLD,
+	QUEUE_CHANGE_RELEASE };
+int queue_db_change_recipients(struct queue_db *db, const char *id,
+    enum queue_change change, int64_t now, long long *changed);
+/* queue delete: the message and everything about it. */
+int queue_db_delete(struct queue_db *db, const char *id);
+
+/* queue bounce, inside queue_db_admin_begin(): the recipients still
+ * pending (not in delivery right now); the original for the DSN
+ * (fn's result is returned; -1 when there is no such message); each
+ * recipient bounced, with its history row.  Then
+ * queue_db_retire_if_final() (after queue_db_delivery_init()). */
+int queue_db_pending_rcpts(struct queue_db *db, const char *id,
+    void (*fn)(void *arg, int64_t rcpt_id, const char *address,
+    const char *last_reply, int64_t last_attempt_at), void *arg);
+int queue_db_bounce_source(struct queue_db *db, const char *id,
+    int (*fn)(void *arg, const char *sender, int64_t received_at,
+    const char *content, size_t len), void *arg);
+int queue_db_mark_bounced(struct queue_db *db, int64_t rcpt_id,
+    const char *reply, const char *detail, int64_t now);
+
+/* queue stats: recipients and messages per state; the oldest message
+ * with a pending recipient (1, or 0 when none); per destination. */
+int queue_db_stats_states(struct queue_db *db,
+    void (*fn)(void *arg, const char *state, int64_t recipients,
+    int64_t messages), void *arg);
+int queue_db_stats_oldest(struct queue_db *db,
+    void (*fn)(void *arg, int64_t messages, const char *id,
+    const char *received, int64_t received_at), void *arg);
+int queue_db_stats_destinations(struct queue_db *db,
+    void (*fn)(void *arg, const char *dest, size_t len, int64_t delivered,
+    int64_t deferred, int64_t bounced, int64_t pending), void *arg);
 
 #endif

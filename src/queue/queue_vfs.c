@@ -16,6 +16,12 @@
 
 #define QUEUE_VFS_NAME "mxgate-queue"
 
+/* sqlite3_database_file_object() came with SQLite 3.32.0; configure.ac
+ * asks for that version too, and this is the check for the library
+ * actually loaded. */
+#define QUEUE_VFS_MIN_SQLITE      3032000
+#define QUEUE_VFS_MIN_SQLITE_TEXT "3.32.0"
+
 /* A transaction larger than this (a message of megabytes) is written in
  * runs of this size. */
 #define WAL_RUN_MAX (1024 * 1024)
@@ -425,9 +431,34 @@ static sqlite3_vfs queue_vfs = {
 	.xCurrentTimeInt64 = vfs_current_time_int64,
 };
 
+/* Whether to use this VFS at all: once per process, logged once. */
+static bool
+vfs_wanted(void)
+{
+	static int wanted = -1;
+	const char *env = getenv(QUEUE_VFS_ENV);
+
+	if (wanted >= 0)
+		return wanted;
+	if (env != NULL && strcmp(env, "stock") == 0) {
+		log_info("queue: SQLite's stock VFS (%s=stock)", QUEUE_VFS_ENV);
+		wanted = 0;
+	} else if (sqlite3_libversion_number() < QUEUE_VFS_MIN_SQLITE) {
+		log_warn("queue: SQLite %s is older than %s, which the queue VFS"
+		    " needs: using the stock VFS", sqlite3_libversion(),
+		    QUEUE_VFS_MIN_SQLITE_TEXT);
+		wanted = 0;
+	} else {
+		wanted = 1;
+	}
+	return wanted;
+}
+
 const char *
 queue_vfs_name(void)
 {
+	if (!vfs_wanted())
+		return NULL;
 	if (default_vfs != NULL)
 		return QUEUE_VFS_NAME;
 	default_vfs = sqlite3_vfs_find(NULL);

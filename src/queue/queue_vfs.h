@@ -34,8 +34,21 @@
 #ifndef MXGATE_QUEUE_VFS_H
 #define MXGATE_QUEUE_VFS_H
 
+/*
+ * Whether it pays: contrib/bench/queue-vfs.sh measures the queue process
+ * with it and with the stock VFS, side by side (README, "Benchmarks").
+ *
+ * The stock VFS is used instead -- queue_vfs_name() returns NULL, which
+ * sqlite3_open_v2() takes as the default VFS -- when the environment
+ * variable QUEUE_VFS_ENV is "stock" (for the benchmark, or to rule the
+ * VFS out), or when the SQLite library loaded at run time is older than
+ * 3.32.0 (sqlite3_database_file_object()); each is logged once.
+ */
+#define QUEUE_VFS_ENV "MXGATE_QUEUE_VFS"
+
 /* Registers the VFS (once; not as the default) and returns its name for
- * sqlite3_open_v2(), or NULL (logged) when SQLite has no default VFS. */
+ * sqlite3_open_v2(), or NULL (logged) for the stock VFS: by choice, for
+ * an old SQLite, or when SQLite has no default VFS. */
 const char *queue_vfs_name(void);
 
 #endif

@@ -33,7 +33,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <poll.h>
-#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -43,6 +42,7 @@
 
 #include "queue/bounce.h"
 #include "delivery/delivery.h"
+#include "common/event.h"
 #include "common/log.h"
 #include "common/proc.h"
 #include "queue/retry.h"
@@ -56,7 +56,6 @@
 					 messages per connection) */
 #define SCHED_PURGE_MS       60000
 #define SCHED_HEADERS_MAX    65536    /* original headers read for a DSN */
-#define SCHED_SMALL_CONTENT  (256 * 1024)
 
 /* Child -> queue process: one per recipient, one datagram each. */
 struct report {
@@ -79,20 +78,13 @@ struct srcpt {
 	char     reply[DELIVERY_REPLY_MAX];
 };
 
-/* The message of a job, read by the queue process before the fork. */
-struct message_row {
-	char    *sender, *client_ip, *helo, *protocol, *auth_user;
-	int64_t  received_at;
-	bool     body_8bitmime, smtputf8;
-};
-
 struct sjob {
 	char    *queue_id, *sender, *route, *action, *params, *job_key;
 	int64_t  received_at;
 	struct srcpt *rcpts;
 	size_t   nrcpts, nreported;
 	char     destination[DELIVERY_DEST_MAX];
-	struct message_row msg;
+	struct queue_message msg;       /* read before the fork */
 	int      memfd;                 /* the content; -1 when not loaded */
 	size_t   content_len;
 };
@@ -107,96 +99,24 @@ struct child {
 	bool     used;
 };
 
-enum stmt_id {
-	ST_DUE_QUEUED,
-	ST_DUE_DEFERRED,
-	ST_MARK,
-	ST_EVENT,
-	ST_FINAL,
-	ST_DEFER,
-	ST_PENDING_COUNT,
-	ST_DELETE_MESSAGE,
-	ST_DELETE_CONTENT,
-	ST_HEADERS,
-	ST_PURGE,
-	ST_LOAD,
-	ST_COUNT
-};
-
-#define DUE_SQL(state) \
-	"SELECT r.id, r.message_id, r.address, r.route, r.action," \
-	" r.action_params, r.attempts, coalesce(r.last_attempt_at, 0)," \
-	" m.received_at, m.sender" \
-	" FROM recipients r JOIN messages m ON m.id = r.message_id" \
-	" WHERE r.state = '" state "' AND r.next_attempt_at <= ?1" \
-	" ORDER BY r.next_attempt_at LIMIT ?2 OFFSET ?3"
-
-static const char *const stmt_sql[ST_COUNT] = {
-	/* One state at a time: the (state, next_attempt_at) index gives
-	 * the rows in order, with no sort of the whole backlog. */
-	[ST_DUE_QUEUED] = DUE_SQL("queued"),
-	[ST_DUE_DEFERRED] = DUE_SQL("deferred"),
-	[ST_MARK] =
-	    "UPDATE recipients SET state = 'delivering',"
-	    " attempts = attempts + 1, last_attempt_at = ?2, updated_at = ?2"
-	    " WHERE id = ?1 AND state IN ('queued', 'deferred')",
-	[ST_EVENT] =
-	    "INSERT INTO events (message_id, recipient_id, at, kind, detail)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5)",
-	/* "held" while delivering: the operator's hold does not undo an
-	 * outcome that is final anyway. */
-	[ST_FINAL] =
-	    "UPDATE recipients SET state = ?2, last_reply = ?3,"
-	    " destination = ?4, next_attempt_at = NULL, updated_at = ?5"
-	    " WHERE id = ?1 AND state IN ('delivering', 'held')",
-	[ST_DEFER] =
-	    "UPDATE recipients SET state = CASE state WHEN 'held' THEN 'held'"
-	    " ELSE 'deferred' END, last_reply = ?2, destination = ?3,"
-	    " next_attempt_at = ?4, updated_at = ?5"
-	    " WHERE id = ?1 AND state IN ('delivering', 'held')",
-	[ST_PENDING_COUNT] =
-	    "SELECT count(*) FROM recipients WHERE message_id = ?1"
-	    " AND state NOT IN ('delivered', 'bounced')",
-	[ST_DELETE_MESSAGE] = "DELETE FROM messages WHERE id = ?1",
-	[ST_DELETE_CONTENT] =
-	    "DELETE FROM message_contents WHERE message_id = ?1",
-	[ST_HEADERS] =
-	    "SELECT substr(content, 1, ?2) FROM message_contents"
-	    " WHERE message_id = ?1",
-	[ST_PURGE] =
-	    "DELETE FROM messages WHERE id IN (SELECT message_id FROM"
-	    " recipients GROUP BY message_id HAVING"
-	    " sum(state NOT IN ('delivered', 'bounced')) = 0"
-	    " AND max(updated_at) < ?1)",
-	/* A small content comes with the row; a large one is read a piece
-	 * at a time (copy_blob). */
-	[ST_LOAD] =
-	    "SELECT m.sender, m.client_ip, m.helo, m.protocol, m.auth_user,"
-	    " m.received_at, m.body_8bitmime, m.smtputf8, c.rowid,"
-	    " length(c.content), CASE WHEN length(c.content) <= ?2"
-	    " THEN c.content END"
-	    " FROM messages m JOIN message_contents c ON c.message_id = m.id"
-	    " WHERE m.id = ?1",
-};
+/* The loop's callbacks (event.h): the timer, a delivery child's reports
+ * (arg: its struct child). */
+static event_fn on_timer, on_child;
 
 static struct {
 	const struct mxconf *conf;
 	struct queue_db *db;
-	sqlite3  *h;
-	int       epfd;
-	uint32_t  ev_kind;
+	struct event_loop *loop;
 	int       timerfd;
 	uint64_t  timer_at_ms;              /* when it is armed for; 0 none */
 	struct child *children;         /* conf->concurrency slots */
 	size_t    nslots, nrunning;
 	struct sjob **completed;        /* outcomes to record */
 	size_t    ncompleted, completed_cap;
-	sqlite3_stmt *st[ST_COUNT];
 	struct retry_policy policy;
 	uint64_t  next_tick_ms, last_txn_ms, next_purge_ms;
 	bool      kick;                 /* look for due work soon */
 	bool      stopping;
-	bool      lower_sync;           /* see sync_is_full() */
 	struct buf detail;
 } s;
 
@@ -209,82 +129,10 @@ now_s(void)
 }
 
 static void
-sql_fail(const char *what)
-{
-	log_error("scheduler: %s: %s", what, sqlite3_errmsg(s.h));
-}
-
-static sqlite3_stmt *
-stmt(enum stmt_id id)
-{
-	sqlite3_reset(s.st[id]);
-	sqlite3_clear_bindings(s.st[id]);
-	return s.st[id];
-}
-
-static void
-bind_text(sqlite3_stmt *st, int i, const char *v)
-{
-	if (v != NULL)
-		sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
-	else
-		sqlite3_bind_null(st, i);
-}
-
-/* Run a statement that returns no rows; -1 (logged) on failure. */
-static int
-step_done(sqlite3_stmt *st, const char *what)
-{
-	int rc = sqlite3_step(st);
-
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE) {
-		sql_fail(what);
-		return -1;
-	}
-	return 0;
-}
-
-static int
-exec(const char *sql)
-{
-	char *err = NULL;
-
-	if (sqlite3_exec(s.h, sql, NULL, NULL, &err) != SQLITE_OK) {
-		log_error("scheduler: %s: %s", sql, err != NULL ? err :
-		    sqlite3_errmsg(s.h));
-		sqlite3_free(err);
-		return -1;
-	}
-	return 0;
-}
-
-static void
 add_event(const char *msgid, int64_t rcpt_id, int64_t at, const char *kind,
     const char *detail)
 {
-	sqlite3_stmt *st = stmt(ST_EVENT);
-
-	sqlite3_bind_text(st, 1, msgid, -1, SQLITE_STATIC);
-	if (rcpt_id > 0)
-		sqlite3_bind_int64(st, 2, rcpt_id);
-	else
-		sqlite3_bind_null(st, 2);
-	sqlite3_bind_int64(st, 3, at);
-	sqlite3_bind_text(st, 4, kind, -1, SQLITE_STATIC);
-	bind_text(st, 5, detail);
-	step_done(st, "history");
-}
-
-static void
-message_row_free(struct message_row *m)
-{
-	free(m->sender);
-	free(m->client_ip);
-	free(m->helo);
-	free(m->protocol);
-	free(m->auth_user);
-	memset(m, 0, sizeof(*m));
+	(void)queue_db_event(s.db, msgid, rcpt_id, at, kind, detail);
 }
 
 static void
@@ -305,7 +153,7 @@ job_free(struct sjob *j)
 	free(j->job_key);
 	if (j->memfd >= 0)
 		close(j->memfd);
-	message_row_free(&j->msg);
+	queue_db_message_free(&j->msg);
 	free(j);
 }
 
@@ -343,87 +191,31 @@ timer_arm(uint64_t at_ms)
 
 /* ---- the messages, read before the fork ---- */
 
-static char *
-col_dup(sqlite3_stmt *st, int i)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-
-	return t != NULL ? xstrdup((const char *)t) : NULL;
-}
-
-/* A large content, a piece at a time (no second copy in memory). */
-static int
-copy_blob(int fd, sqlite3_int64 rowid, size_t len)
-{
-	sqlite3_blob *blob;
-	char chunk[65536];
-	size_t off = 0, n;
-
-	if (sqlite3_blob_open(s.h, "main", "message_contents", "content",
-	    rowid, 0, &blob) != SQLITE_OK)
-		return -1;
-	while (off < len) {
-		n = len - off < sizeof(chunk) ? len - off : sizeof(chunk);
-		if (sqlite3_blob_read(blob, chunk, (int)n, (int)off) !=
-		    SQLITE_OK || fd_write_all(fd, chunk, n) < 0)
-			break;
-		off += n;
-	}
-	sqlite3_blob_close(blob);
-	return off == len ? 0 : -1;
-}
-
 /* The job's message into j->msg and a sealed memfd; -1 when it is gone
  * (deleted by the operator) or unreadable. */
 static int
 load_message(struct sjob *j)
 {
-	sqlite3_stmt *st = stmt(ST_LOAD);
-	sqlite3_int64 rowid = 0;
-	const void *small = NULL;
-	int rc, fd = -1, ok = -1;
+	int fd, rc = -1;
 
-	sqlite3_bind_text(st, 1, j->queue_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, SCHED_SMALL_CONTENT);
-	if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
-		if (rc != SQLITE_DONE)
-			sql_fail("reading a message");
-		sqlite3_reset(st);
+	fd = memfd_create("mxgate-message", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0) {
+		log_error("id=%s cannot copy the message for delivery: %s",
+		    j->queue_id, strerror(errno));
 		return -1;
 	}
-	j->msg.sender = col_dup(st, 0);
-	j->msg.client_ip = col_dup(st, 1);
-	j->msg.helo = col_dup(st, 2);
-	j->msg.protocol = col_dup(st, 3);
-	j->msg.auth_user = col_dup(st, 4);
-	j->msg.received_at = sqlite3_column_int64(st, 5);
-	j->msg.body_8bitmime = sqlite3_column_int(st, 6) != 0;
-	j->msg.smtputf8 = sqlite3_column_int(st, 7) != 0;
-	rowid = sqlite3_column_int64(st, 8);
-	j->content_len = (size_t)sqlite3_column_int64(st, 9);
-	errno = 0;
-	fd = memfd_create("mxgate-message", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd >= 0) {
-		small = sqlite3_column_blob(st, 10);
-		if (j->content_len == 0)
-			ok = 0;
-		else if (small != NULL)
-			ok = fd_write_all(fd, small, j->content_len);
-		else
-			ok = copy_blob(fd, rowid, j->content_len);
+	if ((rc = queue_db_message_copy(s.db, j->queue_id, &j->msg, fd)) <= 0) {
+		close(fd);
+		return -1;
 	}
-	sqlite3_reset(st);
+	j->content_len = j->msg.content_len;
 	/* Sealed: what the handler reads is what we committed. */
-	if (ok == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
-	    F_SEAL_WRITE | F_SEAL_SEAL) < 0)
-		ok = -1;
-	if (ok < 0) {
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
+	    F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
 		log_error("id=%s cannot copy the message for delivery: %s",
-		    j->queue_id, errno != 0 ? strerror(errno) :
-		    sqlite3_errmsg(s.h));
-		if (fd >= 0)
-			close(fd);
-		message_row_free(&j->msg);
+		    j->queue_id, strerror(errno));
+		close(fd);
+		queue_db_message_free(&j->msg);
 		return -1;
 	}
 	j->memfd = fd;
@@ -607,7 +399,7 @@ child_release(struct child *c)
 	size_t i;
 
 	if (c->fd >= 0) {
-		epoll_ctl(s.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		event_del(s.loop, c->fd);
 		close(c->fd);
 	}
 	for (i = 0; i < c->njobs; i++)
@@ -803,14 +595,7 @@ start_child(struct child *c)
 	fd_set_nonblock(c->fd);
 	c->deadline_ms = monotonic_ms() +
 	    (uint64_t)DELIVERY_JOB_TIMEOUT * 1000 * c->njobs;
-	{
-		struct epoll_event ev = { .events = EPOLLIN,
-		    .data.u64 = ((uint64_t)s.ev_kind << 32) |
-		    (uint32_t)(c - s.children + 1) };
-
-		if (epoll_ctl(s.epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
-			fatal("epoll_ctl");
-	}
+	event_add(s.loop, c->fd, EPOLLIN, on_child, c);
 	log_debug("delivery process %ld: %zu job%s for %s", (long)pid,
 	    c->njobs, c->njobs == 1 ? "" : "s", c->dest_key);
 }
@@ -833,13 +618,6 @@ kill_overdue(uint64_t now)
 
 /* ---- dispatch: due rows -> jobs -> children ---- */
 
-struct due_row {
-	int64_t     id;
-	const char *msgid, *address, *route, *action, *params, *sender;
-	unsigned    attempts;
-	int64_t     last_attempt_at, received_at;
-};
-
 static bool
 is_relay(const char *action)
 {
@@ -849,7 +627,7 @@ is_relay(const char *action)
 /* A job of this pass for the same message and key, in a child that is
  * not started yet. */
 static struct sjob *
-find_job(const struct due_row *row, const char *job_key)
+find_job(const struct queue_due *row, const char *job_key)
 {
 	size_t i, k;
 
@@ -898,7 +676,7 @@ find_child(const char *dest_key)
 }
 
 static struct sjob *
-new_job(const struct due_row *row, const char *job_key)
+new_job(const struct queue_due *row, const char *job_key)
 {
 	struct sjob *j = xcalloc(1, sizeof(*j));
 
@@ -914,7 +692,7 @@ new_job(const struct due_row *row, const char *job_key)
 }
 
 static void
-job_add_rcpt(struct sjob *j, const struct due_row *row)
+job_add_rcpt(struct sjob *j, const struct queue_due *row)
 {
 	struct srcpt *rc;
 
@@ -930,14 +708,9 @@ job_add_rcpt(struct sjob *j, const struct due_row *row)
 /* Claim the row (queued/deferred -> delivering) in the open transaction;
  * false when somebody (mxgatectl) changed it since we read it. */
 static bool
-claim(const struct due_row *row, const char *dest_key, int64_t now)
+claim(const struct queue_due *row, const char *dest_key, int64_t now)
 {
-	sqlite3_stmt *st = stmt(ST_MARK);
-
-	sqlite3_bind_int64(st, 1, row->id);
-	sqlite3_bind_int64(st, 2, now);
-	if (step_done(st, "marking a recipient") < 0 ||
-	    sqlite3_changes(s.h) != 1)
+	if (queue_db_claim(s.db, row->id, now) != 1)
 		return false;
 	buf_reset(&s.detail);
 	buf_appendf(&s.detail, "attempt=%u dest=%s", row->attempts + 1,
@@ -948,7 +721,7 @@ claim(const struct due_row *row, const char *dest_key, int64_t now)
 
 /* Place one due row: false when no child may take it now. */
 static bool
-place(const struct due_row *row, int64_t now)
+place(const struct queue_due *row, int64_t now)
 {
 	char job_key[RETRY_KEY_MAX], dest_key[RETRY_KEY_MAX];
 	struct child *c;
@@ -984,40 +757,6 @@ place(const struct due_row *row, int64_t now)
 	return true;
 }
 
-static const char *
-col_copy(sqlite3_stmt *st, int i)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-
-	return t != NULL ? xstrdup((const char *)t) : NULL;
-}
-
-static void
-read_row(sqlite3_stmt *st, struct due_row *row)
-{
-	row->id = sqlite3_column_int64(st, 0);
-	row->msgid = col_copy(st, 1);
-	row->address = col_copy(st, 2);
-	row->route = col_copy(st, 3);
-	row->action = col_copy(st, 4);
-	row->params = col_copy(st, 5);
-	row->attempts = (unsigned)sqlite3_column_int(st, 6);
-	row->last_attempt_at = sqlite3_column_int64(st, 7);
-	row->received_at = sqlite3_column_int64(st, 8);
-	row->sender = col_copy(st, 9);
-}
-
-static void
-row_free(struct due_row *row)
-{
-	free((char *)row->msgid);
-	free((char *)row->address);
-	free((char *)row->route);
-	free((char *)row->action);
-	free((char *)row->params);
-	free((char *)row->sender);
-}
-
 static bool
 any_pending_child(void)
 {
@@ -1029,51 +768,31 @@ any_pending_child(void)
 	return false;
 }
 
-/* One page of due rows of one state, copied: the statement is done
- * before any of them is claimed (updated). */
-static int
-read_page(enum stmt_id which, int64_t now, int64_t offset,
-    struct due_row *rows, int *nrows)
-{
-	sqlite3_stmt *st = stmt(which);
-	int rc;
-
-	*nrows = 0;
-	sqlite3_bind_int64(st, 1, now);
-	sqlite3_bind_int(st, 2, SCHED_PAGE);
-	sqlite3_bind_int64(st, 3, offset);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && *nrows < SCHED_PAGE)
-		read_row(st, &rows[(*nrows)++]);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		sql_fail("reading due recipients");
-		return -1;
-	}
-	return 0;
-}
-
 /*
  * Read due rows of one state a page at a time and place them, while
  * slots are free.  A claimed row leaves the state being read, so the
  * OFFSET of the next page counts only the rows left behind.
  */
 static void
-dispatch_state(enum stmt_id which, int64_t now)
+dispatch_state(enum queue_due_state which, int64_t now)
 {
-	static struct due_row rows[SCHED_PAGE];
+	static struct queue_due rows[SCHED_PAGE];
 	int64_t skipped = 0;
 	int page, i, nrows;
 
 	for (page = 0; page < SCHED_MAX_PAGES; page++) {
 		if (s.nrunning >= s.nslots && !any_pending_child())
 			return;
-		if (read_page(which, now, skipped, rows, &nrows) < 0)
+		/* Copies: the statement is done before any row is claimed
+		 * (updated). */
+		if ((nrows = queue_db_due(s.db, which, now, skipped, rows,
+		    SCHED_PAGE)) < 0)
 			return;
 		for (i = 0; i < nrows; i++) {
 			if (rows[i].msgid != NULL && rows[i].address != NULL &&
 			    rows[i].action != NULL && !place(&rows[i], now))
 				skipped++;
-			row_free(&rows[i]);
+			queue_db_due_free(&rows[i]);
 		}
 		if (nrows < SCHED_PAGE)
 			return;
@@ -1097,8 +816,8 @@ drop_empty_children(void)
 static void
 dispatch(int64_t now)
 {
-	dispatch_state(ST_DUE_QUEUED, now);
-	dispatch_state(ST_DUE_DEFERRED, now);
+	dispatch_state(QUEUE_DUE_QUEUED, now);
+	dispatch_state(QUEUE_DUE_DEFERRED, now);
 	drop_empty_children();
 }
 
@@ -1152,58 +871,31 @@ static int
 update_final(struct srcpt *rc, const char *state, const char *dest,
     int64_t now)
 {
-	sqlite3_stmt *st = stmt(ST_FINAL);
-
-	sqlite3_bind_int64(st, 1, rc->id);
-	sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, rc->reply, -1, SQLITE_STATIC);
-	bind_text(st, 4, dest[0] != '\0' ? dest : NULL);
-	sqlite3_bind_int64(st, 5, now);
-	if (step_done(st, "recording an outcome") < 0)
-		return -1;
-	return sqlite3_changes(s.h) == 1 ? 0 : -1;
+	return queue_db_set_final(s.db, rc->id, state, rc->reply,
+	    dest[0] != '\0' ? dest : NULL, now);
 }
 
 static int
 update_defer(struct srcpt *rc, const char *dest, int64_t next_at,
     int64_t now)
 {
-	sqlite3_stmt *st = stmt(ST_DEFER);
-
-	sqlite3_bind_int64(st, 1, rc->id);
-	sqlite3_bind_text(st, 2, rc->reply, -1, SQLITE_STATIC);
-	bind_text(st, 3, dest[0] != '\0' ? dest : NULL);
-	sqlite3_bind_int64(st, 4, next_at);
-	sqlite3_bind_int64(st, 5, now);
-	if (step_done(st, "recording a deferral") < 0)
-		return -1;
-	return sqlite3_changes(s.h) == 1 ? 0 : -1;
+	return queue_db_set_deferred(s.db, rc->id, rc->reply,
+	    dest[0] != '\0' ? dest : NULL, next_at, now);
 }
 
 /* The original's header block, for a DSN. */
 static char *
 original_headers(const char *msgid, size_t *len)
 {
-	sqlite3_stmt *st = stmt(ST_HEADERS);
-	const char *p;
-	char *out = NULL;
 	size_t n;
+	char *p = queue_db_content_head(s.db, msgid, SCHED_HEADERS_MAX, &n);
 
 	*len = 0;
-	sqlite3_bind_text(st, 1, msgid, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, SCHED_HEADERS_MAX);
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		p = sqlite3_column_blob(st, 0);
-		n = (size_t)sqlite3_column_bytes(st, 0);
-		if (p != NULL) {
-			*len = bounce_header_len(p, n);
-			out = xmalloc(*len + 1);
-			memcpy(out, p, *len);
-			out[*len] = '\0';
-		}
-	}
-	sqlite3_reset(st);
-	return out != NULL ? out : xstrdup("");
+	if (p == NULL)
+		return xstrdup("");
+	*len = bounce_header_len(p, n);
+	p[*len] = '\0';
+	return p;
 }
 
 /*
@@ -1331,19 +1023,8 @@ write_history(const struct sjob *j, const struct outcome *o,
 static void
 retire_if_final(const char *msgid)
 {
-	sqlite3_stmt *st = stmt(ST_PENDING_COUNT);
-	int64_t pending = -1;
-
-	sqlite3_bind_text(st, 1, msgid, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		pending = sqlite3_column_int64(st, 0);
-	sqlite3_reset(st);
-	if (pending != 0)
-		return;
-	st = stmt(s.conf->keep_delivered == 0 ? ST_DELETE_MESSAGE :
-	    ST_DELETE_CONTENT);
-	sqlite3_bind_text(st, 1, msgid, -1, SQLITE_STATIC);
-	if (step_done(st, "retiring a message") == 0)
+	if (queue_db_retire_if_final(s.db, msgid,
+	    s.conf->keep_delivered != 0) == 1)
 		log_debug("id=%s done: %s", msgid, s.conf->keep_delivered == 0 ?
 		    "removed" : "content removed");
 }
@@ -1384,16 +1065,13 @@ record_completed(int64_t now)
 static void
 purge(int64_t now)
 {
-	sqlite3_stmt *st;
+	int n;
 
 	if (s.conf->keep_delivered == 0)
 		return;
-	st = stmt(ST_PURGE);
-	sqlite3_bind_int64(st, 1, now - (int64_t)s.conf->keep_delivered);
-	if (step_done(st, "purging old messages") == 0 &&
-	    sqlite3_changes(s.h) > 0)
-		log_info("purged %d messages older than keep_delivered",
-		    sqlite3_changes(s.h));
+	n = queue_db_purge(s.db, now - (int64_t)s.conf->keep_delivered);
+	if (n > 0)
+		log_info("purged %d messages older than keep_delivered", n);
 }
 
 /* ---- transactions ---- */
@@ -1401,42 +1079,16 @@ purge(int64_t now)
 static int
 txn_begin(void)
 {
-	if (s.lower_sync && exec("PRAGMA synchronous = NORMAL") < 0)
-		return -1;
-	if (exec("BEGIN IMMEDIATE") < 0) {
-		if (s.lower_sync)
-			exec("PRAGMA synchronous = FULL");
-		return -1;
-	}
-	return 0;
+	return queue_db_txn_begin(s.db);
 }
 
 static void
 txn_commit(void)
 {
-	if (exec("COMMIT") < 0) {
-		exec("ROLLBACK");
-		/* Outcomes we cannot record: stop, the master restarts us,
-		 * and what was "delivering" is retried. */
+	/* Outcomes we cannot record: stop, the master restarts us, and
+	 * what was "delivering" is retried. */
+	if (queue_db_txn_commit(s.db) < 0)
 		fatalx("scheduler: commit failed; exiting");
-	}
-	if (s.lower_sync && exec("PRAGMA synchronous = FULL") < 0)
-		fatalx("scheduler: cannot restore synchronous = FULL");
-}
-
-/* Is the connection syncing every commit (FULL or EXTRA)?  Then ours
- * run with NORMAL and the next synced commit covers them. */
-static bool
-sync_is_full(void)
-{
-	sqlite3_stmt *st;
-	bool full = false;
-
-	if (sqlite3_prepare_v2(s.h, "PRAGMA synchronous", -1, &st, NULL) ==
-	    SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-		full = sqlite3_column_int(st, 0) >= 2;
-	sqlite3_finalize(st);
-	return full;
 }
 
 /* ---- the interface ---- */
@@ -1444,43 +1096,22 @@ sync_is_full(void)
 static void
 requeue_interrupted(void)
 {
-	int64_t now = now_s();
-	char sql[512];
+	int n = queue_db_requeue_interrupted(s.db, now_s());
 
-	if (exec("BEGIN IMMEDIATE") < 0)
+	if (n < 0)
 		fatalx("scheduler: cannot requeue interrupted deliveries");
-	snprintf(sql, sizeof(sql), "INSERT INTO events (message_id,"
-	    " recipient_id, at, kind, detail) SELECT message_id, id, %" PRId64
-	    ", 'deferred', 'reply=451 4.3.0 delivery interrupted (mxgated"
-	    " stopped); retried now' FROM recipients WHERE state ="
-	    " 'delivering'", now);
-	if (exec(sql) < 0)
-		fatalx("scheduler: cannot requeue interrupted deliveries");
-	snprintf(sql, sizeof(sql), "UPDATE recipients SET state = 'deferred',"
-	    " next_attempt_at = %" PRId64 ", updated_at = %" PRId64 ","
-	    " last_reply = '451 4.3.0 delivery interrupted (mxgated"
-	    " stopped)' WHERE state = 'delivering'", now, now);
-	if (exec(sql) < 0 || exec("COMMIT") < 0)
-		fatalx("scheduler: cannot requeue interrupted deliveries");
-	if (sqlite3_changes(s.h) > 0)
-		log_info("%d interrupted deliveries are due again",
-		    sqlite3_changes(s.h));
+	if (n > 0)
+		log_info("%d interrupted deliveries are due again", n);
 }
 
 void
-scheduler_init(const struct mxconf *conf, struct queue_db *db, int epfd,
-    uint32_t ev_kind)
+scheduler_init(const struct mxconf *conf, struct queue_db *db,
+    struct event_loop *loop)
 {
-	struct epoll_event ev = { .events = EPOLLIN,
-	    .data.u64 = (uint64_t)ev_kind << 32 };
-	int i;
-
 	memset(&s, 0, sizeof(s));
 	s.conf = conf;
 	s.db = db;
-	s.h = queue_db_handle(db);
-	s.epfd = epfd;
-	s.ev_kind = ev_kind;
+	s.loop = loop;
 	s.policy.schedule = conf->retry_schedule;
 	s.policy.nschedule = conf->nretry_schedule;
 	s.policy.max_queue_time = conf->max_queue_time;
@@ -1490,39 +1121,37 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db, int epfd,
 	for (size_t k = 0; k < s.nslots; k++)
 		s.children[k].fd = -1;
 	buf_init(&s.detail);
-	for (i = 0; i < ST_COUNT; i++)
-		if (sqlite3_prepare_v3(s.h, stmt_sql[i], -1,
-		    SQLITE_PREPARE_PERSISTENT, &s.st[i], NULL) != SQLITE_OK)
-			fatalx("scheduler: preparing statements: %s",
-			    sqlite3_errmsg(s.h));
+	if (queue_db_delivery_init(db) < 0)
+		fatalx("scheduler: cannot prepare its statements");
 	requeue_interrupted();
-	s.lower_sync = sync_is_full();
 	s.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK |
 	    TFD_CLOEXEC);
 	if (s.timerfd < 0)
 		fatal("timerfd_create");
-	if (epoll_ctl(epfd, EPOLL_CTL_ADD, s.timerfd, &ev) < 0)
-		fatal("epoll_ctl");
+	event_add(loop, s.timerfd, EPOLLIN, on_timer, NULL);
 	s.kick = true;
 	s.next_tick_ms = monotonic_ms();
 	s.next_purge_ms = s.next_tick_ms;
 	timer_arm(s.next_tick_ms);
 }
 
-void
-scheduler_event(uint32_t index, uint32_t events)
+static void
+on_timer(void *arg, int fd, uint32_t events)
 {
 	uint64_t expirations;
 
-	if (index == 0) {
-		while (read(s.timerfd, &expirations, sizeof(expirations)) > 0)
-			;
-		s.timer_at_ms = 0;
-		return;
-	}
-	if (index - 1 < s.nslots && s.children[index - 1].used &&
-	    s.children[index - 1].fd >= 0)
-		read_reports(&s.children[index - 1]);
+	while (read(s.timerfd, &expirations, sizeof(expirations)) > 0)
+		;
+	s.timer_at_ms = 0;
+}
+
+static void
+on_child(void *arg, int fd, uint32_t events)
+{
+	struct child *c = arg;
+
+	if (c->used && c->fd >= 0)
+		read_reports(c);
 }
 
 void
@@ -1637,10 +1266,9 @@ scheduler_stop(unsigned grace_seconds)
 	/* What is still "delivering" is retried at the next start. */
 	for (i = 0; i < s.ncompleted; i++)
 		job_free(s.completed[i]);
-	for (i = 0; i < ST_COUNT; i++)
-		sqlite3_finalize(s.st[i]);
 	free(s.completed);
 	free(s.children);
 	buf_free(&s.detail);
+	event_del(s.loop, s.timerfd);
 	close(s.timerfd);
 }

@@ -40,20 +40,18 @@
 #include <stdint.h>
 
 #include "common/config.h"
+#include "common/event.h"
 #include "queue/queue_db.h"
 
 #define SCHEDULER_MIN_INTERVAL_MS 10
 
 /*
  * Start: requeue what was "delivering", then register the scheduler's
- * descriptors in the queue process's epoll set epfd, each with the data
- * ((uint64_t)ev_kind << 32 | index); hand those events to
- * scheduler_event().
+ * descriptors (its timer, the delivery children's report sockets) in the
+ * queue process's event loop, which calls the scheduler back (event.h).
  */
-void scheduler_init(const struct mxconf *conf, struct queue_db *db, int epfd,
-    uint32_t ev_kind);
-/* One of the scheduler's descriptors is ready. */
-void scheduler_event(uint32_t index, uint32_t events);
+void scheduler_init(const struct mxconf *conf, struct queue_db *db,
+    struct event_loop *loop);
 /* Once per turn of the queue loop, after the group commit; new_messages:
  * the commit brought some. */
 void scheduler_run(bool new_messages);

@@ -1,31 +1,27 @@
 /*
  * auth — see auth.h.
  *
- * The pool: a mutex-protected queue of checks to do and one of checks
- * done.  A thread takes a check, runs it without the lock, appends the
- * verdict to the done queue and then writes the eventfd; the loop reads
- * the eventfd before it looks at an empty done queue, so a verdict is
- * never left behind without a wake-up.  Threads never log (the log module
- * belongs to the loop): the reason travels with the verdict.  A password
- * is wiped as soon as its check is over.
+ * The pool is a threadpool (threadpool.h) whose threads each keep an
+ * auth_checker.  Threads never log (the log module belongs to the loop):
+ * the reason travels with the verdict.  A password is wiped as soon as
+ * its check is over.
  */
 #include <crypt.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <libgen.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 
 #include <sqlite3.h>
 
 #include "smtp/auth.h"
 #include "common/log.h"
+#include "common/threadpool.h"
 #include "common/util.h"
 
 #define USER_MAX        255
@@ -257,7 +253,7 @@ auth_check(struct auth_checker *ck, const char *user, const char *pass,
 /* ---- the pool ---------------------------------------------------------- */
 
 struct auth_job {
-	struct auth_job *next;
+	struct threadpool_job tp;       /* first: the pool's part */
 	uint64_t  id;
 	char     *user;
 	char     *pass;
@@ -266,14 +262,7 @@ struct auth_job {
 };
 
 struct auth_pool {
-	pthread_mutex_t   mu;
-	pthread_cond_t    cv;
-	struct auth_job  *todo, **todo_tail;
-	struct auth_job  *done, **done_tail;
-	bool              stopping;
-	int               efd;
-	pthread_t        *threads;
-	unsigned          nthreads;
+	struct threadpool  *threads;
 	struct auth_sources src;
 };
 
@@ -289,92 +278,55 @@ job_free(struct auth_job *j)
 }
 
 static void
-jobs_free(struct auth_job *j)
+job_drop(struct threadpool_job *tp)
 {
-	struct auth_job *next;
-
-	for (; j != NULL; j = next) {
-		next = j->next;
-		job_free(j);
-	}
-}
-
-static struct auth_job *
-take_todo(struct auth_pool *pool)
-{
-	struct auth_job *j;
-
-	pthread_mutex_lock(&pool->mu);
-	while (pool->todo == NULL && !pool->stopping)
-		pthread_cond_wait(&pool->cv, &pool->mu);
-	j = pool->stopping ? NULL : pool->todo;
-	if (j != NULL && (pool->todo = j->next) == NULL)
-		pool->todo_tail = &pool->todo;
-	pthread_mutex_unlock(&pool->mu);
-	return j;
-}
-
-static void
-put_done(struct auth_pool *pool, struct auth_job *j)
-{
-	uint64_t one = 1;
-
-	j->next = NULL;
-	pthread_mutex_lock(&pool->mu);
-	*pool->done_tail = j;
-	pool->done_tail = &j->next;
-	pthread_mutex_unlock(&pool->mu);
-	/* Only fails when the counter would overflow: a wake-up is
-	 * pending then anyway. */
-	if (write(pool->efd, &one, sizeof(one)) < 0)
-		return;
+	job_free((struct auth_job *)tp);
 }
 
 static void *
-pool_thread(void *arg)
+thread_init(void *arg)
 {
 	struct auth_pool *pool = arg;
-	struct auth_checker *ck = auth_checker_new(&pool->src);
-	struct auth_job *j;
 
-	while ((j = take_todo(pool)) != NULL) {
-		j->verdict = auth_check(ck, j->user, j->pass, j->why,
-		    sizeof(j->why));
-		explicit_bzero(j->pass, strlen(j->pass));
-		put_done(pool, j);
-	}
-	auth_checker_free(ck);
-	return NULL;
+	return auth_checker_new(&pool->src);
 }
+
+static void
+thread_fini(void *state)
+{
+	auth_checker_free(state);
+}
+
+static void
+job_run(struct threadpool_job *tp, void *state)
+{
+	struct auth_job *j = (struct auth_job *)tp;
+
+	j->verdict = auth_check(state, j->user, j->pass, j->why,
+	    sizeof(j->why));
+	explicit_bzero(j->pass, strlen(j->pass));
+}
+
+static const struct threadpool_ops auth_pool_ops = {
+	.thread_init = thread_init,
+	.thread_fini = thread_fini,
+	.run = job_run,
+};
 
 struct auth_pool *
 auth_pool_new(const struct auth_sources *src, unsigned nthreads)
 {
 	struct auth_pool *pool = xcalloc(1, sizeof(*pool));
-	unsigned i;
-	int err;
 
-	pthread_mutex_init(&pool->mu, NULL);
-	pthread_cond_init(&pool->cv, NULL);
-	pool->todo_tail = &pool->todo;
-	pool->done_tail = &pool->done;
 	pool->src.passwd_file = src->passwd_file ? xstrdup(src->passwd_file) :
 	    NULL;
 	pool->src.sqlite = src->sqlite ? xstrdup(src->sqlite) : NULL;
-	if ((pool->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
-		log_error("auth: eventfd: %s", strerror(errno));
+	pool->threads = threadpool_new(nthreads ? nthreads : 1, &auth_pool_ops,
+	    pool);
+	if (pool->threads == NULL) {
+		log_error("auth: starting the threads: %s", strerror(errno));
 		auth_pool_free(pool);
 		return NULL;
-	}
-	pool->threads = xcalloc(nthreads ? nthreads : 1, sizeof(pthread_t));
-	for (i = 0; i < (nthreads ? nthreads : 1); i++) {
-		if ((err = pthread_create(&pool->threads[i], NULL, pool_thread,
-		    pool)) != 0) {
-			log_error("auth: starting a thread: %s", strerror(err));
-			auth_pool_free(pool);
-			return NULL;
-		}
-		pool->nthreads++;
 	}
 	return pool;
 }
@@ -382,23 +334,9 @@ auth_pool_new(const struct auth_sources *src, unsigned nthreads)
 void
 auth_pool_free(struct auth_pool *pool)
 {
-	unsigned i;
-
 	if (pool == NULL)
 		return;
-	pthread_mutex_lock(&pool->mu);
-	pool->stopping = true;
-	pthread_cond_broadcast(&pool->cv);
-	pthread_mutex_unlock(&pool->mu);
-	for (i = 0; i < pool->nthreads; i++)
-		pthread_join(pool->threads[i], NULL);
-	jobs_free(pool->todo);
-	jobs_free(pool->done);
-	if (pool->efd >= 0)
-		close(pool->efd);
-	pthread_mutex_destroy(&pool->mu);
-	pthread_cond_destroy(&pool->cv);
-	free(pool->threads);
+	threadpool_free(pool->threads, job_drop);
 	free((char *)pool->src.passwd_file);
 	free((char *)pool->src.sqlite);
 	free(pool);
@@ -407,7 +345,7 @@ auth_pool_free(struct auth_pool *pool)
 int
 auth_pool_fd(const struct auth_pool *pool)
 {
-	return pool->efd;
+	return threadpool_fd(pool->threads);
 }
 
 int
@@ -419,29 +357,11 @@ auth_pool_submit(struct auth_pool *pool, uint64_t id, const char *user,
 	j->id = id;
 	j->user = xstrdup(user);
 	j->pass = xstrdup(pass);
-	pthread_mutex_lock(&pool->mu);
-	if (pool->stopping) {
-		pthread_mutex_unlock(&pool->mu);
+	if (threadpool_submit(pool->threads, &j->tp) < 0) {
 		job_free(j);
 		return -1;
 	}
-	*pool->todo_tail = j;
-	pool->todo_tail = &j->next;
-	pthread_cond_signal(&pool->cv);
-	pthread_mutex_unlock(&pool->mu);
 	return 0;
-}
-
-static struct auth_job *
-take_done(struct auth_pool *pool)
-{
-	struct auth_job *j;
-
-	pthread_mutex_lock(&pool->mu);
-	if ((j = pool->done) != NULL && (pool->done = j->next) == NULL)
-		pool->done_tail = &pool->done;
-	pthread_mutex_unlock(&pool->mu);
-	return j;
 }
 
 bool
@@ -449,17 +369,9 @@ auth_pool_result(struct auth_pool *pool, uint64_t *id,
     enum auth_verdict *verdict, char *why, size_t whysize)
 {
 	struct auth_job *j;
-	uint64_t count;
 
-	if ((j = take_done(pool)) == NULL) {
-		/* Reset the eventfd, then look again: a verdict added in
-		 * between has written it anew. */
-		if (read(pool->efd, &count, sizeof(count)) < 0 &&
-		    errno != EAGAIN)
-			log_warn("auth: eventfd: %s", strerror(errno));
-		if ((j = take_done(pool)) == NULL)
-			return false;
-	}
+	if ((j = (struct auth_job *)threadpool_done(pool->threads)) == NULL)
+		return false;
 	*id = j->id;
 	*verdict = j->verdict;
 	set_why(why, whysize, "%s", j->why);

@@ -6,9 +6,10 @@
  * finished request -- answered, failed or timed out -- goes to the ready
  * list and is delivered at the end of policy_client_dispatch(), so that
  * callbacks never run inside policy_query() or in the middle of a
- * connection's state change.  An eventfd in our epoll set wakes the loop
- * when something became ready outside dispatch (a connect that failed at
- * once, a timeout).
+ * connection's state change.  The connections are in an event loop of
+ * our own (event.h), whose descriptor is in the worker's loop; an eventfd
+ * in ours wakes the worker's loop when something became ready outside
+ * dispatch (a connect that failed at once, a timeout).
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -19,16 +20,15 @@
 #include <strings.h>
 #include <unistd.h>
 #include <netinet/in.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include "common/event.h"
 #include "common/log.h"
 #include "smtp/policy.h"
 
 #define IDLE_MAX_MS   60000      /* close connections idle this long */
-#define EV_WAKE       UINT64_MAX
 
 /* ---- the request ---- */
 
@@ -382,7 +382,7 @@ struct pconn {
 };
 
 struct policy_client {
-	int            epfd;
+	struct event_loop *loop;
 	int            evfd;
 	char          *service;
 	struct sockaddr_storage addr;
@@ -411,13 +411,9 @@ wake(struct policy_client *c)
 static void
 conn_watch(struct policy_client *c, struct pconn *pc, uint32_t events)
 {
-	struct epoll_event ev = { .events = events,
-	    .data.u64 = (uint64_t)(pc - c->conns) };
-
 	if (pc->events == events)
 		return;
-	if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, pc->fd, &ev) < 0)
-		fatal("policy: epoll_ctl");
+	event_mod(c->loop, pc->fd, events);
 	pc->events = events;
 }
 
@@ -425,7 +421,7 @@ static void
 conn_close(struct policy_client *c, struct pconn *pc)
 {
 	if (pc->fd >= 0) {
-		epoll_ctl(c->epfd, EPOLL_CTL_DEL, pc->fd, NULL);
+		event_del(c->loop, pc->fd);
 		close(pc->fd);
 	}
 	pc->fd = -1;
@@ -622,13 +618,50 @@ conn_connected(struct policy_client *c, struct pconn *pc)
 	conn_write(c, pc);
 }
 
+/* Our loop's callbacks (event.h). */
+static void
+on_wake(void *arg, int fd, uint32_t events)
+{
+	uint64_t count;
+
+	(void)arg;
+	(void)events;
+	while (read(fd, &count, sizeof(count)) < 0 && errno == EINTR)
+		;
+}
+
+static void
+on_conn(void *arg, int fd, uint32_t events)
+{
+	struct policy_client *c = arg;
+	struct pconn *pc = NULL;
+
+	(void)events;
+	for (int i = 0; i < POLICY_MAX_CONNS; i++)
+		if (c->conns[i].fd == fd)
+			pc = &c->conns[i];
+	if (pc == NULL)
+		return;
+	switch (pc->state) {
+	case PC_CONNECTING:
+		conn_connected(c, pc);
+		break;
+	case PC_WRITING:
+		conn_write(c, pc);
+		break;
+	case PC_READING:
+	case PC_IDLE:
+		conn_read(c, pc);
+		break;
+	case PC_FREE:
+		break;
+	}
+}
+
 /* Open a connection for r in the free slot pc. */
 static void
 conn_open(struct policy_client *c, struct pconn *pc, struct preq *r)
 {
-	struct epoll_event ev = { .events = EPOLLOUT,
-	    .data.u64 = (uint64_t)(pc - c->conns) };
-
 	pc->fd = socket(c->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);
 	pc->req = r;
@@ -640,8 +673,7 @@ conn_open(struct policy_client *c, struct pconn *pc, struct preq *r)
 		conn_fail(c, pc, strerror(errno));
 		return;
 	}
-	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, pc->fd, &ev) < 0)
-		fatal("policy: epoll_ctl");
+	event_add(c->loop, pc->fd, EPOLLOUT, on_conn, c);
 	pc->events = EPOLLOUT;
 	if (connect(pc->fd, (struct sockaddr *)&c->addr, c->addrlen) == 0) {
 		pc->state = PC_WRITING;
@@ -689,7 +721,6 @@ policy_client_new(const char *service, unsigned timeout_ms,
     const char *default_action)
 {
 	struct policy_client *c = xcalloc(1, sizeof(*c));
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = EV_WAKE };
 	struct policy_answer probe;
 	char why[256];
 
@@ -707,15 +738,15 @@ policy_client_new(const char *service, unsigned timeout_ms,
 	c->next_id = 1;
 	for (int i = 0; i < POLICY_MAX_CONNS; i++)
 		c->conns[i].fd = -1;
-	c->epfd = epoll_create1(EPOLL_CLOEXEC);
 	c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (c->epfd < 0 || c->evfd < 0 ||
-	    epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->evfd, &ev) < 0) {
+	if (c->evfd < 0) {
 		int err = errno;
 		policy_client_free(c);
 		errno = err;
 		return NULL;
 	}
+	c->loop = event_loop_new(POLICY_MAX_CONNS + 1);
+	event_add(c->loop, c->evfd, EPOLLIN, on_wake, c);
 	return c;
 }
 
@@ -741,8 +772,9 @@ policy_client_free(struct policy_client *c)
 		conn_close(c, &c->conns[i]);
 	while (c->all != NULL)
 		req_free(c, c->all);
-	if (c->epfd >= 0)
-		close(c->epfd);
+	if (c->loop != NULL && c->evfd >= 0)
+		event_del(c->loop, c->evfd);
+	event_loop_free(c->loop);
 	if (c->evfd >= 0)
 		close(c->evfd);
 	free(c->service);
@@ -753,7 +785,7 @@ policy_client_free(struct policy_client *c)
 int
 policy_client_fd(const struct policy_client *c)
 {
-	return c->epfd;
+	return event_loop_fd(c->loop);
 }
 
 /* Deliver the finished requests. */
@@ -777,38 +809,7 @@ deliver(struct policy_client *c)
 void
 policy_client_dispatch(struct policy_client *c)
 {
-	struct epoll_event events[POLICY_MAX_CONNS + 1];
-	int n = epoll_wait(c->epfd, events, (int)ARRAY_LEN(events), 0);
-
-	for (int i = 0; i < n; i++) {
-		uint64_t u = events[i].data.u64;
-		struct pconn *pc;
-
-		if (u == EV_WAKE) {
-			uint64_t count;
-			while (read(c->evfd, &count, sizeof(count)) < 0 &&
-			    errno == EINTR)
-				;
-			continue;
-		}
-		pc = &c->conns[u];
-		if (pc->fd < 0)
-			continue;
-		switch (pc->state) {
-		case PC_CONNECTING:
-			conn_connected(c, pc);
-			break;
-		case PC_WRITING:
-			conn_write(c, pc);
-			break;
-		case PC_READING:
-		case PC_IDLE:
-			conn_read(c, pc);
-			break;
-		case PC_FREE:
-			break;
-		}
-	}
+	event_run(c->loop, 0);
 	pump(c);
 	deliver(c);
 }

@@ -47,8 +47,9 @@
  * The client is asynchronous inside the worker's event loop: non-blocking
  * sockets (unix:/path or inet:HOST:PORT), connections reused across
  * requests and sessions (one request at a time on each, at most
- * POLICY_MAX_CONNS, more requests wait in a queue), all behind one epoll
- * descriptor that the worker adds to its own loop.  A reused connection
+ * POLICY_MAX_CONNS, more requests wait in a queue), all in an event loop
+ * of the client's own (event.h) whose descriptor the worker adds to its
+ * loop.  A reused connection
  * the service had closed meanwhile is retried once on a fresh one.
  */
 #ifndef MXGATE_POLICY_H

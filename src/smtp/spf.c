@@ -5,12 +5,11 @@
  * record rewrite (pure string work); our libspf2 DNS layer; the checker;
  * the thread pool.
  *
- * The pool's locking: one mutex guards the job lists and every job's
- * state.  A job is owned by the pool from submission until the loop has
- * both delivered it (or cancelled it) and seen the thread finish with it;
- * only then is it freed, by the loop.  Threads never call back into the
- * loop's code: they move a finished job to the done list and write the
- * eventfd.
+ * The pool is a threadpool (threadpool.h) whose threads each keep an
+ * spf_checker.  A job is owned by the pool from submission until the loop
+ * has both delivered it (or cancelled it) and seen the thread finish with
+ * it; only then is it freed, by the loop.  Threads never call back into
+ * the loop's code.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -24,13 +23,13 @@
 #include <strings.h>
 #include <unistd.h>
 #include <netinet/in.h>
-#include <sys/eventfd.h>
 
 #include <spf2/spf.h>
 #include <spf2/spf_dns_resolv.h>
 
 #include "common/log.h"
 #include "smtp/spf.h"
+#include "common/threadpool.h"
 #include "common/util.h"
 
 #define SPF_VERSION_TAG  "v=spf1"
@@ -971,14 +970,11 @@ spf_check(struct spf_checker *c, const struct spf_query *q,
 
 /* ---- the thread pool ---- */
 
-enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_FINISHED };
-
 struct spf_job {
-	struct spf_job *next;           /* in the queued or done list */
+	struct threadpool_job tp;       /* first: the pool's part */
 	struct spf_job *all_next, *all_prev;   /* the loop's list */
 	uint64_t        id;
 	uint64_t        deadline_ms;
-	enum job_state  state;          /* under the lock */
 	bool            answered;       /* delivered or cancelled (loop) */
 	struct spf_query q;
 	struct spf_answer a;
@@ -987,14 +983,7 @@ struct spf_job {
 };
 
 struct spf_pool {
-	pthread_mutex_t  lock;
-	pthread_cond_t   wake;
-	struct spf_job  *queued, **queued_tail;
-	struct spf_job  *done, **done_tail;
-	bool             stopping;
-	pthread_t       *threads;
-	unsigned         nthreads;
-	int              efd;
+	struct threadpool *threads;
 	unsigned         timeout_ms;
 	char            *hostname;
 	spf_dns_factory  factory;
@@ -1005,106 +994,68 @@ struct spf_pool {
 	unsigned         pending;
 };
 
-static void
-pool_signal(struct spf_pool *p)
-{
-	uint64_t one = 1;
-
-	/* The counter cannot overflow in practice; EAGAIN then means the
-	 * loop has plenty to read already. */
-	while (write(p->efd, &one, sizeof(one)) < 0 && errno == EINTR)
-		;
-}
-
 static void *
-pool_thread(void *arg)
+thread_init(void *arg)
 {
 	struct spf_pool *p = arg;
-	struct spf_checker *checker;
-	struct spf_job *j;
 
-	checker = spf_checker_new(p->hostname,
+	return spf_checker_new(p->hostname,
 	    p->factory ? p->factory(p->factory_arg) : NULL);
-	pthread_mutex_lock(&p->lock);
-	for (;;) {
-		while (p->queued == NULL && !p->stopping)
-			pthread_cond_wait(&p->wake, &p->lock);
-		if (p->stopping)
-			break;
-		j = p->queued;
-		p->queued = j->next;
-		if (p->queued == NULL)
-			p->queued_tail = &p->queued;
-		j->state = JOB_RUNNING;
-		/* Answered meanwhile (timeout, cancel): no lookup. */
-		bool skip = j->answered;
-		pthread_mutex_unlock(&p->lock);
-		if (skip) {
-			/* nothing to do */
-		} else if (checker == NULL) {
-			memset(&j->a, 0, sizeof(j->a));
-			j->a.result = SPF_RES_TEMPERROR;
-			j->a.identity = "mailfrom";
-			snprintf(j->a.text, sizeof(j->a.text),
-			    "SPF checker unavailable");
-		} else {
-			spf_check(checker, &j->q, &j->a);
-		}
-		pthread_mutex_lock(&p->lock);
-		j->state = JOB_FINISHED;
-		j->next = NULL;
-		*p->done_tail = j;
-		p->done_tail = &j->next;
-		pool_signal(p);
-	}
-	pthread_mutex_unlock(&p->lock);
-	spf_checker_free(checker);
-	return NULL;
 }
+
+static void
+thread_fini(void *state)
+{
+	spf_checker_free(state);
+}
+
+static void
+job_run(struct threadpool_job *tp, void *state)
+{
+	struct spf_job *j = (struct spf_job *)tp;
+	struct spf_checker *checker = state;
+
+	if (checker == NULL) {
+		memset(&j->a, 0, sizeof(j->a));
+		j->a.result = SPF_RES_TEMPERROR;
+		j->a.identity = "mailfrom";
+		snprintf(j->a.text, sizeof(j->a.text),
+		    "SPF checker unavailable");
+	} else {
+		spf_check(checker, &j->q, &j->a);
+	}
+}
+
+static const struct threadpool_ops spf_pool_ops = {
+	.thread_init = thread_init,
+	.thread_fini = thread_fini,
+	.run = job_run,
+};
 
 struct spf_pool *
 spf_pool_new(unsigned nthreads, unsigned timeout_ms, const char *hostname,
     spf_dns_factory factory, void *factory_arg)
 {
 	struct spf_pool *p;
-	sigset_t all, old;
-	int err = 0;
+	int err;
 
 	if (nthreads == 0 || nthreads > 64) {
 		errno = EINVAL;
 		return NULL;
 	}
 	p = xcalloc(1, sizeof(*p));
-	pthread_mutex_init(&p->lock, NULL);
-	pthread_cond_init(&p->wake, NULL);
-	p->queued_tail = &p->queued;
-	p->done_tail = &p->done;
 	p->timeout_ms = timeout_ms;
 	p->hostname = xstrdup(hostname);
 	p->factory = factory;
 	p->factory_arg = factory_arg;
 	p->next_id = 1;
-	p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (p->efd < 0) {
+	if ((p->threads = threadpool_new(nthreads, &spf_pool_ops, p)) == NULL) {
 		err = errno;
-		goto fail;
+		spf_pool_free(p);
+		errno = err;
+		return NULL;
 	}
-	p->threads = xcalloc(nthreads, sizeof(*p->threads));
-	/* Signals belong to the loop's thread (signalfd). */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	for (; p->nthreads < nthreads; p->nthreads++) {
-		if ((err = pthread_create(&p->threads[p->nthreads], NULL,
-		    pool_thread, p)) != 0)
-			break;
-	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (err == 0)
-		return p;
-fail:
-	spf_pool_free(p);
-	errno = err;
-	return NULL;
+	return p;
 }
 
 static void
@@ -1126,21 +1077,12 @@ spf_pool_free(struct spf_pool *p)
 
 	if (p == NULL)
 		return;
-	pthread_mutex_lock(&p->lock);
-	p->stopping = true;
-	pthread_cond_broadcast(&p->wake);
-	pthread_mutex_unlock(&p->lock);
-	for (unsigned i = 0; i < p->nthreads; i++)
-		pthread_join(p->threads[i], NULL);
+	/* Every job is on the loop's list too: freed from there. */
+	threadpool_free(p->threads, NULL);
 	for (j = p->all; j != NULL; j = next) {
 		next = j->all_next;
 		free(j);
 	}
-	if (p->efd >= 0)
-		close(p->efd);
-	pthread_cond_destroy(&p->wake);
-	pthread_mutex_destroy(&p->lock);
-	free(p->threads);
 	free(p->hostname);
 	free(p);
 }
@@ -1148,7 +1090,7 @@ spf_pool_free(struct spf_pool *p)
 int
 spf_pool_fd(const struct spf_pool *p)
 {
-	return p->efd;
+	return threadpool_fd(p->threads);
 }
 
 uint64_t
@@ -1167,13 +1109,9 @@ spf_pool_submit(struct spf_pool *p, const struct spf_query *q,
 		p->all->all_prev = j;
 	p->all = j;
 	p->pending++;
-
-	pthread_mutex_lock(&p->lock);
-	j->state = JOB_QUEUED;
-	*p->queued_tail = j;
-	p->queued_tail = &j->next;
-	pthread_cond_signal(&p->wake);
-	pthread_mutex_unlock(&p->lock);
+	/* Fails only while the pool is being freed, from this thread. */
+	if (threadpool_submit(p->threads, &j->tp) < 0)
+		fatalx("spf: submit to a stopped pool");
 	return j->id;
 }
 
@@ -1187,13 +1125,12 @@ job_find(struct spf_pool *p, uint64_t id)
 	return NULL;
 }
 
-/* Mark answered (under the lock, so that a thread skips a queued job). */
+/* Mark answered, and tell the pool, so that a thread skips a queued job. */
 static void
 job_answered(struct spf_pool *p, struct spf_job *j)
 {
-	pthread_mutex_lock(&p->lock);
 	j->answered = true;
-	pthread_mutex_unlock(&p->lock);
+	threadpool_cancel(p->threads, &j->tp);
 	p->pending--;
 }
 
@@ -1209,18 +1146,11 @@ spf_pool_cancel(struct spf_pool *p, uint64_t id)
 void
 spf_pool_complete(struct spf_pool *p)
 {
-	struct spf_job *list, *j, *next;
-	uint64_t count;
+	struct threadpool_job *tp;
 
-	while (read(p->efd, &count, sizeof(count)) < 0 && errno == EINTR)
-		;
-	pthread_mutex_lock(&p->lock);
-	list = p->done;
-	p->done = NULL;
-	p->done_tail = &p->done;
-	pthread_mutex_unlock(&p->lock);
-	for (j = list; j != NULL; j = next) {
-		next = j->next;
+	while ((tp = threadpool_done(p->threads)) != NULL) {
+		struct spf_job *j = (struct spf_job *)tp;
+
 		if (!j->answered) {
 			job_answered(p, j);
 			j->done(j->ctx, &j->a);

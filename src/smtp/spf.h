@@ -9,8 +9,8 @@
  *                resolver or, in unit tests, on any libspf2 DNS layer (the
  *                zone layer).  Blocking: used by the pool's threads.
  *
- *   spf_pool     a few threads taking jobs from a queue (the Redis bio.c
- *                model).  The event loop submits a job with a callback;
+ *   spf_pool     a few threads taking jobs from a queue (threadpool.h,
+ *                the Redis bio.c model).  The event loop submits a job with a callback;
  *                finished jobs are queued back and the pool's eventfd
  *                becomes readable; the loop then calls spf_pool_complete(),
  *                which runs the callbacks in the loop's thread, in the

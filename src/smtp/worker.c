@@ -21,10 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/epoll.h>
 #include <sys/signalfd.h>
 
 #include "smtp/auth.h"
+#include "common/event.h"
 #include "smtp/hooks.h"
 #include "common/ipc.h"
 #include "common/log.h"
@@ -36,18 +36,14 @@
 #define TICK_MS 1000
 #define AUTH_THREADS 2      /* hashes at once; more only queue up */
 
-enum { EV_MASTER = 1, EV_QUEUE, EV_SIGNAL, EV_SESSION, EV_AUTH, EV_HOOKS };
-#define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
-
 struct fd_slot {
 	struct session *session;
-	uint32_t        interest;     /* current epoll events */
 };
 
 static struct {
 	const struct mxconf *conf;
 	int        slot;
-	int        epfd;
+	struct event_loop *loop;
 	int        sigfd;
 	int        master_fd;
 	int        queue_fd;
@@ -65,34 +61,25 @@ static struct {
 	uint64_t   stop_deadline_ms;
 } w;
 
-static void
-epoll_set(int fd, int op, uint32_t events, uint64_t data)
-{
-	struct epoll_event ev = { .events = events, .data.u64 = data };
-
-	if (epoll_ctl(w.epfd, op, fd, &ev) < 0)
-		fatal("epoll_ctl fd %d", fd);
-}
+/* The loop's callbacks (event.h). */
+static event_fn on_master, on_queue, on_signal, on_auth, on_hooks,
+    on_session;
 
 /* ---- what sessions call ---- */
 
 static void
 op_watch(struct session *s, int fd, bool want_read, bool want_write)
 {
-	uint32_t events = (want_read ? EPOLLIN : 0) | (want_write ? EPOLLOUT : 0);
-
-	if (w.fds[fd].interest == events)
-		return;
-	w.fds[fd].interest = events;
-	epoll_set(fd, EPOLL_CTL_MOD, events, EV_DATA(EV_SESSION, fd));
+	event_mod(w.loop, fd,
+	    (want_read ? EPOLLIN : 0) | (want_write ? EPOLLOUT : 0));
 }
 
 static void
 watch_queue(bool want_write)
 {
 	if (w.queue_fd >= 0)
-		epoll_set(w.queue_fd, EPOLL_CTL_MOD,
-		    EPOLLIN | (want_write ? EPOLLOUT : 0), EV_DATA(EV_QUEUE, 0));
+		event_mod(w.loop, w.queue_fd,
+		    EPOLLIN | (want_write ? EPOLLOUT : 0));
 }
 
 /* The channel is writable: send what waits, in order.  A channel that
@@ -159,9 +146,8 @@ op_ended(struct session *s)
 	struct ipc_conn_closed msg = { .conn_id = session_conn_id(s) };
 	int fd = session_fd(s);
 
-	epoll_ctl(w.epfd, EPOLL_CTL_DEL, fd, NULL);
+	event_del(w.loop, fd);
 	w.fds[fd].session = NULL;
-	w.fds[fd].interest = 0;
 	w.nsessions--;
 	if (ipc_send(w.master_fd, IPC_CONN_CLOSED, &msg, sizeof(msg), -1) < 0)
 		log_warn("telling the master about a closed session: %s",
@@ -229,8 +215,7 @@ new_session(const struct ipc_conn_new *msg, int fd)
 		memset(w.fds + old, 0, (n - old) * sizeof(*w.fds));
 		w.nfds = n;
 	}
-	w.fds[fd].interest = EPOLLIN;
-	epoll_set(fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SESSION, fd));
+	event_add(w.loop, fd, EPOLLIN, on_session, NULL);
 	w.nsessions++;
 	w.fds[fd].session = session_new(w.conf, &worker_session_ops, fd,
 	    msg->conn_id, &msg->peer, &msg->local, (int)msg->listener);
@@ -247,7 +232,7 @@ static void
 set_queue_channel(int fd)
 {
 	if (w.queue_fd >= 0) {
-		epoll_ctl(w.epfd, EPOLL_CTL_DEL, w.queue_fd, NULL);
+		event_del(w.loop, w.queue_fd);
 		close(w.queue_fd);
 		w.queue_fd = -1;
 		/* Whatever was submitted, sent or waiting, went with the
@@ -260,7 +245,7 @@ set_queue_channel(int fd)
 	}
 	w.queue_fd = fd;
 	if (fd >= 0)
-		epoll_set(fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_QUEUE, 0));
+		event_add(w.loop, fd, EPOLLIN, on_queue, NULL);
 }
 
 static void
@@ -374,8 +359,7 @@ start_auth(void)
 		return;
 	if ((w.auth = auth_pool_new(&src, AUTH_THREADS)) == NULL)
 		fatalx("cannot start the credential checks");
-	epoll_set(auth_pool_fd(w.auth), EPOLL_CTL_ADD, EPOLLIN,
-	    EV_DATA(EV_AUTH, 0));
+	event_add(w.loop, auth_pool_fd(w.auth), EPOLLIN, on_auth, NULL);
 }
 
 /* SPF lookups and the policy service (hooks.h). */
@@ -390,8 +374,7 @@ start_hooks(void)
 	hooks_worker_init(w.conf);
 	n = hooks_worker_fds(fds, ARRAY_LEN(fds));
 	for (size_t i = 0; i < n; i++)
-		epoll_set(fds[i], EPOLL_CTL_ADD, EPOLLIN,
-		    EV_DATA(EV_HOOKS, fds[i]));
+		event_add(w.loop, fds[i], EPOLLIN, on_hooks, NULL);
 }
 
 /* ---- loop ---- */
@@ -440,10 +423,50 @@ setup_signals(void)
 	w.sigfd = proc_signalfd(handled, (int)ARRAY_LEN(handled));
 }
 
+static void
+on_master(void *arg, int fd, uint32_t events)
+{
+	read_master();
+}
+
+static void
+on_queue(void *arg, int fd, uint32_t events)
+{
+	if (events & EPOLLOUT)
+		flush_held();
+	read_queue();
+}
+
+static void
+on_signal(void *arg, int fd, uint32_t events)
+{
+	read_signals();
+}
+
+static void
+on_auth(void *arg, int fd, uint32_t events)
+{
+	read_auth();
+}
+
+static void
+on_hooks(void *arg, int fd, uint32_t events)
+{
+	hooks_worker_dispatch(fd);
+}
+
+static void
+on_session(void *arg, int fd, uint32_t events)
+{
+	if ((size_t)fd < w.nfds && w.fds[fd].session != NULL)
+		session_io(w.fds[fd].session,
+		    (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0,
+		    (events & EPOLLOUT) != 0);
+}
+
 int
 worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 {
-	struct epoll_event events[256];
 	uint64_t last_tick = monotonic_ms();
 
 	memset(&w, 0, sizeof(w));
@@ -452,12 +475,10 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 	w.master_fd = master_fd;
 	w.queue_fd = -1;
 	w.queue_space = UINT64_MAX;
-	w.epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (w.epfd < 0)
-		fatal("epoll_create1");
+	w.loop = event_loop_new(256);
 	setup_signals();
-	epoll_set(w.sigfd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SIGNAL, 0));
-	epoll_set(master_fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_MASTER, 0));
+	event_add(w.loop, w.sigfd, EPOLLIN, on_signal, NULL);
+	event_add(w.loop, master_fd, EPOLLIN, on_master, NULL);
 	set_queue_channel(queue_fd);
 	/* After the signal mask is set: the threads inherit it. */
 	start_auth();
@@ -465,44 +486,10 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 
 	for (;;) {
 		uint64_t now;
-		int n;
 
 		if (w.stopping && w.nsessions == 0)
 			break;
-		n = epoll_wait(w.epfd, events, (int)ARRAY_LEN(events), TICK_MS);
-		if (n < 0 && errno != EINTR)
-			fatal("epoll_wait");
-		for (int i = 0; i < n; i++) {
-			uint32_t kind = (uint32_t)(events[i].data.u64 >> 32);
-			uint32_t index = (uint32_t)events[i].data.u64;
-			uint32_t evs = events[i].events;
-
-			switch (kind) {
-			case EV_MASTER:
-				read_master();
-				break;
-			case EV_QUEUE:
-				if (evs & EPOLLOUT)
-					flush_held();
-				read_queue();
-				break;
-			case EV_SIGNAL:
-				read_signals();
-				break;
-			case EV_AUTH:
-				read_auth();
-				break;
-			case EV_HOOKS:
-				hooks_worker_dispatch((int)index);
-				break;
-			case EV_SESSION:
-				if (index < w.nfds && w.fds[index].session != NULL)
-					session_io(w.fds[index].session,
-					    (evs & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0,
-					    (evs & EPOLLOUT) != 0);
-				break;
-			}
-		}
+		event_run(w.loop, TICK_MS);
 		free_dead_sessions();
 		now = monotonic_ms();
 		if (now - last_tick >= TICK_MS) {

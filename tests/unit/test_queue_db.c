@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sqlite3.h>
 
 #include "common/envelope.h"
 #include "common/log.h"
@@ -21,11 +22,37 @@
 static char dir[256];
 static char path[300];
 static int db_counter;
+/* The test's own connection to path, beside the store's (which never
+ * hands its handle out): through the queue VFS, with foreign keys on, as
+ * the store's connection. */
+static sqlite3 *side;
+
+static void
+side_close(void)
+{
+	if (side != NULL)
+		sqlite3_close(side);
+	side = NULL;
+}
+
+static sqlite3 *
+side_h(void)
+{
+	if (side == NULL) {
+		if (sqlite3_open_v2(path, &side, SQLITE_OPEN_READWRITE,
+		    queue_vfs_name()) != SQLITE_OK)
+			printf("# side connection: %s\n", sqlite3_errmsg(side));
+		sqlite3_busy_timeout(side, 5000);
+		sqlite3_exec(side, "PRAGMA foreign_keys = ON", NULL, NULL, NULL);
+	}
+	return side;
+}
 
 /* A fresh database path for each test. */
 static void
 new_path(void)
 {
+	side_close();
 	snprintf(path, sizeof(path), "%s/q%d.db", dir, ++db_counter);
 }
 
@@ -34,6 +61,7 @@ remove_db(const char *p)
 {
 	char aux[320];
 
+	side_close();
 	unlink(p);
 	snprintf(aux, sizeof(aux), "%s-wal", p);
 	unlink(aux);
@@ -83,7 +111,7 @@ h_text(sqlite3 *h, const char *sql)
 static char *
 q_text(struct queue_db *db, const char *sql)
 {
-	return h_text(queue_db_handle(db), sql);
+	return h_text(side_h(), sql);
 }
 
 static long long
@@ -101,7 +129,7 @@ q_int(struct queue_db *db, const char *sql)
 	CHECK_STR(got_, want); \
 	free(got_); \
 } while (0)
-#define CHECK_Q(db, sql, want) CHECK_H(queue_db_handle(db), sql, want)
+#define CHECK_Q(db, sql, want) CHECK_H(side_h(), sql, want)
 
 static const char message[] =
 	"Received: from client.example.org\r\n"
@@ -170,7 +198,7 @@ test_migration_v1_to_v2(void)
 	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
 	envelope_free(&e);
 	/* Back to what version 1 wrote and showed. */
-	CHECK(sqlite3_exec(queue_db_handle(db),
+	CHECK(sqlite3_exec(side_h(),
 	    "INSERT INTO events (message_id, recipient_id, at, kind, detail)"
 	    " VALUES ('0000000001AAAAAA', NULL, 1700000000, 'received', 'x'),"
 	    " ('0000000001AAAAAA', 1, 1700000000, 'routed', 'y'),"
@@ -256,7 +284,7 @@ test_insert(void)
 	    "received -;routed rcpt0@example.com;routed rcpt1@example.com");
 	/* Events written later follow, in the order written, also within
 	 * the second of reception. */
-	CHECK(sqlite3_exec(queue_db_handle(db), "INSERT INTO events (message_id,"
+	CHECK(sqlite3_exec(side_h(), "INSERT INTO events (message_id,"
 	    " recipient_id, at, kind, detail) VALUES"
 	    " ('0000000001AAAAAA', 2, 1700000000, 'attempt', 'a'),"
 	    " ('0000000001AAAAAA', 1, 1700000000, 'attempt', 'b'),"
@@ -271,15 +299,15 @@ test_insert(void)
 	    " WHERE recipient_id = 1", "rcpt0@example.com 2023-11-14 22:13:20");
 
 	/* A second state shows in the summary, sorted. */
-	CHECK(sqlite3_exec(queue_db_handle(db), "UPDATE recipients SET state ="
+	CHECK(sqlite3_exec(side_h(), "UPDATE recipients SET state ="
 	    " 'delivered' WHERE id = 2", NULL, NULL, NULL) == SQLITE_OK);
 	CHECK_Q(db, "SELECT states FROM message_status", "delivered,queued");
 	/* States are checked by the schema. */
-	CHECK(sqlite3_exec(queue_db_handle(db), "UPDATE recipients SET state ="
+	CHECK(sqlite3_exec(side_h(), "UPDATE recipients SET state ="
 	    " 'lost' WHERE id = 2", NULL, NULL, NULL) != SQLITE_OK);
 
 	/* Deleting a message takes everything of it along. */
-	CHECK(sqlite3_exec(queue_db_handle(db), "DELETE FROM messages", NULL,
+	CHECK(sqlite3_exec(side_h(), "DELETE FROM messages", NULL,
 	    NULL, NULL) == SQLITE_OK);
 	CHECK_INT(q_int(db, "SELECT (SELECT count(*) FROM message_contents) +"
 	    " (SELECT count(*) FROM recipients) +"
@@ -397,7 +425,7 @@ test_headers(void)
 		CHECK_INT(queue_db_insert(db, &e, cases[i].content,
 		    strlen(cases[i].content)), 0);
 		envelope_free(&e);
-		sqlite3_prepare_v2(queue_db_handle(db), "SELECT subject,"
+		sqlite3_prepare_v2(side_h(), "SELECT subject,"
 		    " message_id_header, size, length(c.content),"
 		    " typeof(c.content) FROM messages m JOIN message_contents c"
 		    " ON c.message_id = m.id WHERE m.id = ?", -1, &st, NULL);
@@ -418,6 +446,136 @@ test_headers(void)
 		CHECK_STR((const char *)sqlite3_column_text(st, 4), "blob");
 		sqlite3_finalize(st);
 	}
+	queue_db_close(db);
+	remove_db(path);
+}
+
+/*
+ * The delivery side's statements (queue_db_delivery.c), as the scheduler
+ * and the bounces use them: due rows, claims, outcomes, retention, the
+ * requeue at start, and an insert that fails alone inside a transaction.
+ */
+static void
+test_delivery_side(void)
+{
+	struct queue_due rows[4];
+	struct queue_message m;
+	struct envelope e;
+	struct queue_db *db;
+	const int64_t t0 = 1700000000;
+	char *head, buf[sizeof(message)];
+	size_t len;
+	FILE *f;
+
+	new_path();
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	make_env(&e, "0000000001AAAAAA", 2);
+	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
+	envelope_free(&e);
+	CHECK_INT(queue_db_delivery_init(db), 0);
+
+	CHECK_INT(queue_db_txn_begin(db), 0);
+	CHECK_INT(queue_db_due(db, QUEUE_DUE_QUEUED, t0 - 1, 0, rows, 4), 0);
+	CHECK_INT(queue_db_due(db, QUEUE_DUE_QUEUED, t0, 0, rows, 4), 2);
+	CHECK_STR(rows[0].msgid, "0000000001AAAAAA");
+	CHECK_STR(rows[0].address, "rcpt0@example.com");
+	CHECK_STR(rows[0].action, "queue");
+	CHECK_STR(rows[0].sender, "alice@example.org");
+	CHECK_INT(rows[0].attempts, 0);
+	CHECK_INT(rows[0].received_at, t0);
+	/* One claim only: the second finds it delivering. */
+	CHECK_INT(queue_db_claim(db, rows[0].id, t0 + 1), 1);
+	CHECK_INT(queue_db_claim(db, rows[0].id, t0 + 1), 0);
+	CHECK_INT(queue_db_event(db, rows[0].msgid, rows[0].id, t0 + 1,
+	    "attempt", "attempt=1"), 0);
+	CHECK_INT(queue_db_set_deferred(db, rows[0].id, "451 later",
+	    "mx.example", t0 + 60, t0 + 1), 0);
+	/* An outcome for a recipient that is not being delivered. */
+	CHECK_INT(queue_db_set_final(db, rows[0].id, "delivered", "250 ok",
+	    NULL, t0 + 2), -1);
+	CHECK_INT(queue_db_claim(db, rows[1].id, t0 + 1), 1);
+	CHECK_INT(queue_db_set_final(db, rows[1].id, "delivered", "250 ok",
+	    NULL, t0 + 2), 0);
+	CHECK_INT(queue_db_retire_if_final(db, "0000000001AAAAAA", true), 0);
+	CHECK_INT(queue_db_txn_commit(db), 0);
+	CHECK_Q(db, "SELECT group_concat(state || ' ' || attempts || ' ' ||"
+	    " ifnull(destination, '-'), ';') FROM recipients",
+	    "deferred 1 mx.example;delivered 1 -");
+	CHECK_Q(db, "SELECT count(*) FROM events WHERE kind = 'attempt'", "1");
+	queue_db_due_free(&rows[0]);
+	queue_db_due_free(&rows[1]);
+	CHECK_INT(queue_db_due(db, QUEUE_DUE_DEFERRED, t0 + 59, 0, rows, 4), 0);
+	CHECK_INT(queue_db_due(db, QUEUE_DUE_DEFERRED, t0 + 60, 0, rows, 4), 1);
+	CHECK_INT(rows[0].attempts, 1);
+	CHECK_INT(rows[0].last_attempt_at, t0 + 1);
+
+	/* The message for its delivery, and the head for a DSN. */
+	f = tmpfile();
+	CHECK(f != NULL);
+	if (f != NULL) {
+		CHECK_INT(queue_db_message_copy(db, "0000000001AAAAAA", &m,
+		    fileno(f)), 1);
+		CHECK_STR(m.sender, "alice@example.org");
+		CHECK_STR(m.helo, "client.example.org");
+		CHECK(m.auth_user == NULL && m.body_8bitmime && !m.smtputf8);
+		CHECK_INT(m.content_len, sizeof(message) - 1);
+		rewind(f);
+		CHECK_INT(fread(buf, 1, sizeof(buf), f), sizeof(message) - 1);
+		CHECK(memcmp(buf, message, sizeof(message) - 1) == 0);
+		queue_db_message_free(&m);
+		CHECK_INT(queue_db_message_copy(db, "0000000009ZZZZZZ", &m,
+		    fileno(f)), 0);
+		fclose(f);
+	}
+	head = queue_db_content_head(db, "0000000001AAAAAA", 9, &len);
+	CHECK_STR(head, "Received:");
+	CHECK_INT(len, 9);
+	free(head);
+	CHECK(queue_db_content_head(db, "0000000009ZZZZZZ", 9, &len) == NULL);
+
+	/* Final: the content goes, the rows stay until the purge. */
+	CHECK_INT(queue_db_txn_begin(db), 0);
+	CHECK_INT(queue_db_claim(db, rows[0].id, t0 + 61), 1);
+	CHECK_INT(queue_db_set_final(db, rows[0].id, "bounced", "550 no",
+	    NULL, t0 + 62), 0);
+	CHECK_INT(queue_db_retire_if_final(db, "0000000001AAAAAA", true), 1);
+	CHECK_INT(queue_db_txn_commit(db), 0);
+	queue_db_due_free(&rows[0]);
+	CHECK_Q(db, "SELECT (SELECT count(*) FROM messages) || ' ' ||"
+	    " (SELECT count(*) FROM message_contents)", "1 0");
+	CHECK_INT(queue_db_purge(db, t0 + 62), 0);
+	CHECK_INT(queue_db_purge(db, t0 + 63), 1);
+	CHECK_Q(db, "SELECT count(*) FROM messages", "0");
+
+	/* What a stopped queue process left "delivering" is due again. */
+	make_env(&e, "0000000002BBBBBB", 1);
+	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
+	envelope_free(&e);
+	CHECK_INT(queue_db_due(db, QUEUE_DUE_QUEUED, t0, 0, rows, 4), 1);
+	CHECK_INT(queue_db_claim(db, rows[0].id, t0 + 1), 1);
+	queue_db_due_free(&rows[0]);
+	CHECK_INT(queue_db_requeue_interrupted(db, t0 + 100), 1);
+	CHECK_Q(db, "SELECT state || ' ' || next_attempt_at FROM recipients",
+	    "deferred 1700000100");
+
+	/* Inside a transaction, a failed insert takes only itself back. */
+	CHECK_INT(queue_db_txn_begin(db), 0);
+	CHECK_INT(queue_db_event(db, "0000000002BBBBBB", 0, t0 + 101, "held",
+	    "kept"), 0);
+	make_env(&e, "0000000002BBBBBB", 1);
+	CHECK_INT(queue_db_insert_alone(db, &e, message, 4), -1);
+	envelope_free(&e);
+	make_env(&e, "0000000003CCCCCC", 1);
+	CHECK_INT(queue_db_insert_alone(db, &e, message, 4), 0);
+	envelope_free(&e);
+	CHECK_INT(queue_db_txn_commit(db), 0);
+	CHECK_Q(db, "SELECT group_concat(id) FROM messages",
+	    "0000000002BBBBBB,0000000003CCCCCC");
+	CHECK_Q(db, "SELECT detail FROM events WHERE kind = 'held'", "kept");
+
 	queue_db_close(db);
 	remove_db(path);
 }
@@ -543,7 +701,7 @@ test_queue_vfs(void)
 	CHECK(db != NULL);
 	if (db == NULL)
 		return;
-	h = queue_db_handle(db);
+	h = side_h();
 	CHECK(sqlite3_file_control(h, "main", SQLITE_FCNTL_VFS_POINTER,
 	    &vfs) == SQLITE_OK);
 	CHECK(vfs != NULL && strcmp(vfs->zName, "mxgate-queue") == 0);
@@ -643,6 +801,7 @@ main(void)
 	RUN(test_migration_v1_to_v2);
 	RUN(test_failed_insert_in_batch);
 	RUN(test_headers);
+	RUN(test_delivery_side);
 	RUN(test_refusals);
 	RUN(test_queue_vfs);
 	RUN(test_queue_vfs_rollback);
