@@ -38,6 +38,7 @@
 
 #include "common/addr.h"
 #include "smtp/checks.h"
+#include "smtp/dnsbl.h"
 #include "common/config.h"
 #include "common/config_default.h"
 #include "common/config_manual.h"
@@ -742,6 +743,37 @@ static const struct conf_spec mxconf_specs[] = {
 	  .doc = "refuse (501 5.5.2) a HELO/EHLO name that is neither "
 	      "a host name nor an address literal (\"[192.0.2.1]\", "
 	      "\"[IPv6:2001:db8::1]\")" },
+	/* Postfix postscreen's dnsbl_sites, weights and threshold. */
+	{ .path = "dnsbl.sites", .type = CT_STRLIST,
+	  FIELD(struct mxconf, dnsbl_sites),
+	  COUNT(struct mxconf, ndnsbl_sites),
+	  .value = dnsbl_site_check,
+	  .doc = "DNS lists asked for the client's address at connect, "
+	      "each \"domain[=filter][*weight]\" (\"zen.example="
+	      "127.0.0.[2..11]*3\"; a negative weight for an allow "
+	      "list); a client whose weights add up to dnsbl.threshold "
+	      "is greeted 554 5.7.1" },
+	{ .path = "dnsbl.sender_sites", .type = CT_STRLIST,
+	  FIELD(struct mxconf, dnsbl_sender_sites),
+	  COUNT(struct mxconf, ndnsbl_sender_sites),
+	  .value = dnsbl_site_check,
+	  .doc = "domain lists (RHSBL) asked for the domain of MAIL FROM, "
+	      "same syntax; a sender domain whose weights add up to "
+	      "dnsbl.threshold is refused at MAIL with 554 5.7.1" },
+	{ .path = "dnsbl.threshold", .type = CT_INT,
+	  FIELD(struct mxconf, dnsbl_threshold), .def = "1",
+	  .min = -1000, .max = 1000,
+	  .doc = "the score at which a client or sender domain is refused" },
+	{ .path = "dnsbl.timeout", .type = CT_INT,
+	  FIELD(struct mxconf, dnsbl_timeout), .def = "5",
+	  .min = 1, .max = 60,
+	  .doc = "seconds a list may take to answer; one that does not "
+	      "lists nobody (the check fails open, and the log says so)" },
+	{ .path = "dnsbl.cache_time", .type = CT_INT,
+	  FIELD(struct mxconf, dnsbl_cache_time), .def = "600",
+	  .min = 0, .max = 86400,
+	  .doc = "seconds a worker keeps a score, so that a client that "
+	      "comes back is not looked up again; 0 = no cache" },
 	{ .path = "reject_networks", .type = CT_STRLIST,
 	  FIELD(struct mxconf, reject_networks),
 	  COUNT(struct mxconf, nreject_networks),

@@ -223,6 +223,14 @@ struct mxconf {
 	unsigned greet_pause;        /* seconds; 0 = greet at once */
 	char   **reject_networks;
 	size_t   nreject_networks;
+	/* dnsbl (dnsbl.h): "domain[=filter][*weight]" */
+	char   **dnsbl_sites;
+	size_t   ndnsbl_sites;
+	char   **dnsbl_sender_sites;
+	size_t   ndnsbl_sender_sites;
+	int      dnsbl_threshold;
+	unsigned dnsbl_timeout;
+	unsigned dnsbl_cache_time;
 	char   **trusted_networks;
 	size_t   ntrusted_networks;
 	struct netlist *reject_nets;     /* compiled; never NULL after load */

@@ -2,6 +2,10 @@
  * dnsbl — see dnsbl.h.
  */
 #include <arpa/inet.h>
+#include <arpa/nameser.h>
+#include <netinet/in.h>
+#include <netdb.h>
+#include <resolv.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -9,6 +13,8 @@
 #include <string.h>
 
 #include "smtp/dnsbl.h"
+#include "common/log.h"
+#include "common/threadpool.h"
 #include "common/util.h"
 
 #define DNS_NAME_MAX 253
@@ -166,6 +172,16 @@ dnsbl_site_parse(const char *spec, struct dnsbl_site *out, char *err,
 	return 0;
 }
 
+int
+dnsbl_site_check(const char *spec, char *why, size_t size)
+{
+	struct dnsbl_site site;
+	int r = dnsbl_site_parse(spec, &site, why, size);
+
+	dnsbl_site_free(&site);
+	return r;
+}
+
 void
 dnsbl_site_free(struct dnsbl_site *site)
 {
@@ -223,4 +239,203 @@ dnsbl_domain_name(const char *domain, const char *site, char *out,
 		return -1;
 	r = snprintf(out, size, "%s.%s", domain, site);
 	return r > 0 && (size_t)r < size ? 0 : -1;
+}
+
+/* ---- the lookups ---- */
+
+struct dnsbl_job {
+	struct threadpool_job tp;       /* first: the pool's part */
+	struct dnsbl_job *next, *prev;  /* the loop's list */
+	uint64_t         id;
+	bool             cancelled;     /* loop side */
+	char             name[DNS_NAME_MAX + 1];
+	const struct dnsbl_site *site;
+	enum dnsbl_result result;
+	char             answer[INET_ADDRSTRLEN];
+	dnsbl_done_fn    done;
+	void            *ctx;
+};
+
+struct dnsbl_pool {
+	struct threadpool *threads;
+	unsigned          timeout_s;
+	struct dnsbl_job *all;
+	uint64_t          next_id;
+};
+
+static void *
+resolver_new(void *arg)
+{
+	struct dnsbl_pool *p = arg;
+	struct __res_state *rs = xcalloc(1, sizeof(*rs));
+
+	if (res_ninit(rs) != 0) {
+		free(rs);
+		return NULL;
+	}
+	/* One try, the configured wait: a list that is slow lists nobody
+	 * rather than holding the greeting. */
+	rs->retrans = (int)p->timeout_s;
+	rs->retry = 1;
+	return rs;
+}
+
+static void
+resolver_free(void *state)
+{
+	if (state != NULL) {
+		res_nclose(state);
+		free(state);
+	}
+}
+
+/* The first A record of the answer that the site's filter accepts. */
+static enum dnsbl_result
+read_answer(struct dnsbl_job *j, const unsigned char *buf, int len)
+{
+	ns_msg msg;
+	ns_rr rr;
+
+	if (ns_initparse(buf, len, &msg) < 0)
+		return DNSBL_FAILED;
+	for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+		if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
+			return DNSBL_FAILED;
+		if (ns_rr_type(rr) != ns_t_a || ns_rr_rdlen(rr) != 4)
+			continue;
+		if (dnsbl_site_matches(j->site, ns_rr_rdata(rr))) {
+			inet_ntop(AF_INET, ns_rr_rdata(rr), j->answer,
+			    sizeof(j->answer));
+			return DNSBL_LISTED;
+		}
+	}
+	return DNSBL_NOT_LISTED;
+}
+
+static void
+lookup_run(struct threadpool_job *tp, void *state)
+{
+	struct dnsbl_job *j = (struct dnsbl_job *)tp;
+	struct __res_state *rs = state;
+	unsigned char buf[2048];
+	int len;
+
+	j->result = DNSBL_FAILED;
+	if (rs == NULL)
+		return;
+	len = res_nquery(rs, j->name, ns_c_in, ns_t_a, buf, sizeof(buf));
+	if (len >= 0) {
+		j->result = read_answer(j, buf, len);
+		return;
+	}
+	/* NXDOMAIN and NODATA: not listed; anything else failed. */
+	if (rs->res_h_errno == HOST_NOT_FOUND || rs->res_h_errno == NO_DATA)
+		j->result = DNSBL_NOT_LISTED;
+}
+
+static const struct threadpool_ops dnsbl_pool_ops = {
+	.thread_init = resolver_new,
+	.thread_fini = resolver_free,
+	.run = lookup_run,
+};
+
+struct dnsbl_pool *
+dnsbl_pool_new(unsigned nthreads, unsigned timeout_s)
+{
+	struct dnsbl_pool *p = xcalloc(1, sizeof(*p));
+
+	p->timeout_s = timeout_s;
+	p->next_id = 1;
+	if ((p->threads = threadpool_new(nthreads, &dnsbl_pool_ops, p)) ==
+	    NULL) {
+		int err = errno;
+
+		free(p);
+		errno = err;
+		return NULL;
+	}
+	return p;
+}
+
+static void
+job_unlink(struct dnsbl_pool *p, struct dnsbl_job *j)
+{
+	if (j->prev != NULL)
+		j->prev->next = j->next;
+	else
+		p->all = j->next;
+	if (j->next != NULL)
+		j->next->prev = j->prev;
+	free(j);
+}
+
+void
+dnsbl_pool_free(struct dnsbl_pool *p)
+{
+	struct dnsbl_job *j, *next;
+
+	if (p == NULL)
+		return;
+	threadpool_free(p->threads, NULL);
+	for (j = p->all; j != NULL; j = next) {
+		next = j->next;
+		free(j);
+	}
+	free(p);
+}
+
+int
+dnsbl_pool_fd(const struct dnsbl_pool *p)
+{
+	return threadpool_fd(p->threads);
+}
+
+uint64_t
+dnsbl_lookup(struct dnsbl_pool *p, const char *name,
+    const struct dnsbl_site *site, dnsbl_done_fn done, void *ctx)
+{
+	struct dnsbl_job *j = xcalloc(1, sizeof(*j));
+
+	j->id = p->next_id++;
+	strlcpy_mx(j->name, name, sizeof(j->name));
+	j->site = site;
+	j->done = done;
+	j->ctx = ctx;
+	j->next = p->all;
+	if (p->all != NULL)
+		p->all->prev = j;
+	p->all = j;
+	if (threadpool_submit(p->threads, &j->tp) < 0)
+		fatalx("dnsbl: submit to a stopped pool");
+	return j->id;
+}
+
+void
+dnsbl_cancel(struct dnsbl_pool *p, uint64_t id)
+{
+	for (struct dnsbl_job *j = p->all; j != NULL; j = j->next) {
+		if (j->id == id) {
+			j->cancelled = true;
+			threadpool_cancel(p->threads, &j->tp);
+			return;
+		}
+	}
+}
+
+void
+dnsbl_pool_complete(struct dnsbl_pool *p)
+{
+	struct threadpool_job *tp;
+
+	while ((tp = threadpool_done(p->threads)) != NULL) {
+		struct dnsbl_job *j = (struct dnsbl_job *)tp;
+
+		if (!j->cancelled) {
+			if (j->result == DNSBL_FAILED)
+				log_warn("dnsbl: %s: no answer (timeout or "
+				    "server failure): not listed", j->name);
+			j->done(j->ctx, j->result, j->answer);
+		}
+		job_unlink(p, j);
+	}
 }

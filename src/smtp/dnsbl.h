@@ -36,6 +36,9 @@ int  dnsbl_site_parse(const char *spec, struct dnsbl_site *out,
     char *err, size_t errlen);
 void dnsbl_site_free(struct dnsbl_site *site);
 
+/* config_value_fn for dnsbl.sites and dnsbl.sender_sites. */
+int  dnsbl_site_check(const char *spec, char *why, size_t size);
+
 /* An A answer lists the client (or domain) on this site. */
 bool dnsbl_site_matches(const struct dnsbl_site *site, const uint8_t a[4]);
 
@@ -50,5 +53,33 @@ int  dnsbl_client_name(const char *ip, const char *site, char *out,
     size_t size);
 int  dnsbl_domain_name(const char *domain, const char *site, char *out,
     size_t size);
+
+/*
+ * The lookups: an A query per name, in a thread pool (threadpool.h) whose
+ * threads each keep a resolver (res_ninit), and answers handed back to
+ * the loop: dnsbl_pool_fd() becomes readable, dnsbl_pool_complete() calls
+ * each lookup's done().  A lookup cancelled (its session went away) is
+ * never answered.
+ */
+enum dnsbl_result {
+	DNSBL_NOT_LISTED,       /* NXDOMAIN, NODATA, or no answer in the filter */
+	DNSBL_LISTED,
+	DNSBL_FAILED,           /* timeout, SERVFAIL: lists nobody (logged) */
+};
+
+typedef void (*dnsbl_done_fn)(void *ctx, enum dnsbl_result r,
+    const char *answer);
+
+struct dnsbl_pool;
+
+/* NULL with errno set when the threads cannot start. */
+struct dnsbl_pool *dnsbl_pool_new(unsigned nthreads, unsigned timeout_s);
+void     dnsbl_pool_free(struct dnsbl_pool *p);
+int      dnsbl_pool_fd(const struct dnsbl_pool *p);
+void     dnsbl_pool_complete(struct dnsbl_pool *p);
+/* site is kept by pointer: it must outlive the lookup. */
+uint64_t dnsbl_lookup(struct dnsbl_pool *p, const char *name,
+    const struct dnsbl_site *site, dnsbl_done_fn done, void *ctx);
+void     dnsbl_cancel(struct dnsbl_pool *p, uint64_t id);
 
 #endif

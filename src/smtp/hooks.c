@@ -17,6 +17,7 @@
 
 #include "smtp/authres.h"
 #include "smtp/checks.h"
+#include "smtp/dnsbl.h"
 #include "smtp/hooks.h"
 #include "common/log.h"
 #include "smtp/plugin.h"
@@ -24,6 +25,8 @@
 
 #define SPF_CACHE  8
 #define MAX_MASKS  32
+#define DNSBL_MAX_SITES   16        /* asked per client or sender */
+#define DNSBL_CACHE       1024      /* scores a worker remembers */
 
 /* ---- the worker's services ---- */
 
@@ -32,7 +35,80 @@ static struct {
 	struct spf_pool      *spf;
 	struct policy_client *policy;
 	struct ratelimit     *messages;
+	/* DNS lists: the parsed sites, the lookups, recent scores */
+	struct dnsbl_pool    *dnsbl;
+	struct dnsbl_site    *bl_sites, *bl_sender_sites;
+	size_t                nbl_sites, nbl_sender_sites;
+	struct bl_cached     *bl_cache;
 } svc;
+
+/* A score remembered: by client address, or "@domain" for a sender. */
+struct bl_cached {
+	char     key[256];
+	int      score;
+	char     hits[160];
+	uint64_t expires_ms;
+};
+
+static struct dnsbl_site *
+bl_sites_parse(char **specs, size_t n)
+{
+	struct dnsbl_site *sites = xcalloc(n ? n : 1, sizeof(*sites));
+	char why[160];
+
+	for (size_t i = 0; i < n; i++) {
+		/* Checked at load (dnsbl_site_check): cannot fail here. */
+		if (dnsbl_site_parse(specs[i], &sites[i], why, sizeof(why)) < 0)
+			fatalx("dnsbl: %s: %s", specs[i], why);
+	}
+	return sites;
+}
+
+static void
+bl_init(const struct mxconf *conf)
+{
+	if (conf->ndnsbl_sites == 0 && conf->ndnsbl_sender_sites == 0)
+		return;
+	svc.nbl_sites = conf->ndnsbl_sites < DNSBL_MAX_SITES ?
+	    conf->ndnsbl_sites : DNSBL_MAX_SITES;
+	svc.nbl_sender_sites = conf->ndnsbl_sender_sites < DNSBL_MAX_SITES ?
+	    conf->ndnsbl_sender_sites : DNSBL_MAX_SITES;
+	svc.bl_sites = bl_sites_parse(conf->dnsbl_sites, svc.nbl_sites);
+	svc.bl_sender_sites = bl_sites_parse(conf->dnsbl_sender_sites,
+	    svc.nbl_sender_sites);
+	svc.bl_cache = xcalloc(DNSBL_CACHE, sizeof(*svc.bl_cache));
+	/* One thread per site of the longer list: a client's lookups run
+	 * side by side. */
+	svc.dnsbl = dnsbl_pool_new((unsigned)(svc.nbl_sites >
+	    svc.nbl_sender_sites ? svc.nbl_sites : svc.nbl_sender_sites),
+	    conf->dnsbl_timeout);
+	if (svc.dnsbl == NULL)
+		log_error("dnsbl: cannot start the lookup threads: %s; no "
+		    "client is looked up", strerror(errno));
+}
+
+static void
+bl_free(void)
+{
+	dnsbl_pool_free(svc.dnsbl);
+	for (size_t i = 0; i < svc.nbl_sites; i++)
+		dnsbl_site_free(&svc.bl_sites[i]);
+	for (size_t i = 0; i < svc.nbl_sender_sites; i++)
+		dnsbl_site_free(&svc.bl_sender_sites[i]);
+	free(svc.bl_sites);
+	free(svc.bl_sender_sites);
+	free(svc.bl_cache);
+}
+
+static struct bl_cached *
+bl_cache_slot(const char *key)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (const char *p = key; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	return &svc.bl_cache[h % DNSBL_CACHE];
+}
 
 int
 hooks_worker_init(const struct mxconf *conf)
@@ -59,6 +135,7 @@ hooks_worker_init(const struct mxconf *conf)
 	}
 	if (conf->rate_messages > 0)
 		svc.messages = ratelimit_new(conf->rate_messages);
+	bl_init(conf);
 	return r;
 }
 
@@ -68,6 +145,7 @@ hooks_worker_free(void)
 	spf_pool_free(svc.spf);
 	policy_client_free(svc.policy);
 	ratelimit_free(svc.messages);
+	bl_free();
 	memset(&svc, 0, sizeof(svc));
 }
 
@@ -80,6 +158,8 @@ hooks_worker_fds(int *fds, size_t max)
 		fds[n++] = spf_pool_fd(svc.spf);
 	if (svc.policy != NULL && n < max)
 		fds[n++] = policy_client_fd(svc.policy);
+	if (svc.dnsbl != NULL && n < max)
+		fds[n++] = dnsbl_pool_fd(svc.dnsbl);
 	return n;
 }
 
@@ -90,6 +170,8 @@ hooks_worker_dispatch(int fd)
 		spf_pool_complete(svc.spf);
 	else if (svc.policy != NULL && fd == policy_client_fd(svc.policy))
 		policy_client_dispatch(svc.policy);
+	else if (svc.dnsbl != NULL && fd == dnsbl_pool_fd(svc.dnsbl))
+		dnsbl_pool_complete(svc.dnsbl);
 }
 
 void
@@ -107,6 +189,7 @@ hooks_worker_tick(uint64_t now_ms)
 
 enum step {
 	ST_BUILTIN,       /* reject_networks, helo_checks, rate, SPF start */
+	ST_DNSBL,         /* dnsbl.sites at connect, sender_sites at MAIL */
 	ST_SPF_MAIL,      /* spf.mail_from_policy */
 	ST_SENDER_AUTH,   /* the route's sender_auth */
 	ST_PLUGINS,
@@ -115,10 +198,10 @@ enum step {
 	ST_END,
 };
 
-static const enum step connect_steps[] = { ST_BUILTIN, ST_PLUGINS,
-    ST_POLICY, ST_END };
-static const enum step mail_steps[] = { ST_BUILTIN, ST_SPF_MAIL, ST_PLUGINS,
-    ST_POLICY, ST_END };
+static const enum step connect_steps[] = { ST_BUILTIN, ST_DNSBL,
+    ST_PLUGINS, ST_POLICY, ST_END };
+static const enum step mail_steps[] = { ST_BUILTIN, ST_DNSBL, ST_SPF_MAIL,
+    ST_PLUGINS, ST_POLICY, ST_END };
 static const enum step rcpt_steps[] = { ST_SENDER_AUTH, ST_PLUGINS,
     ST_POLICY, ST_END };
 static const enum step data_steps[] = { ST_PLUGINS, ST_POLICY, ST_SPF_READY,
@@ -159,6 +242,9 @@ struct hooks_session {
 	struct spf_entry *spf;
 	struct spf_entry *cur;      /* the transaction's check */
 	uint64_t    stamp;
+
+	/* DNS lists: the stage's check, allocated when one starts */
+	struct bl_check *bl;
 
 	/* The stage being checked. */
 	bool        active;
@@ -330,6 +416,160 @@ step_builtin(struct hooks_session *h, struct policy_answer *a)
 	default:
 		break;
 	}
+	return GO_ON;
+}
+
+/* ---- DNS lists ---- */
+
+/* One stage's lookups: the client's at CONNECT, the sender's at MAIL. */
+struct bl_lookup {
+	struct hooks_session *h;
+	const struct dnsbl_site *site;
+	uint64_t    id;             /* 0 once answered */
+};
+
+struct bl_check {
+	enum smtp_stage stage;
+	bool        cached;         /* the score is in the cache */
+	unsigned    pending;
+	int         score;
+	char        key[256];
+	char        hits[160];      /* "zen.example=127.0.0.2, ..." */
+	struct bl_lookup lookups[DNSBL_MAX_SITES];
+};
+
+static void
+bl_cancel(struct hooks_session *h)
+{
+	if (h->bl == NULL)
+		return;
+	for (size_t i = 0; i < DNSBL_MAX_SITES; i++)
+		if (h->bl->lookups[i].id != 0 && svc.dnsbl != NULL)
+			dnsbl_cancel(svc.dnsbl, h->bl->lookups[i].id);
+	free(h->bl);
+	h->bl = NULL;
+}
+
+static void
+bl_hit(struct bl_check *c, const char *domain, const char *answer)
+{
+	size_t n = strlen(c->hits);
+
+	snprintf(c->hits + n, sizeof(c->hits) - n, "%s%s=%s", n ? ", " : "",
+	    domain, answer);
+}
+
+static void
+bl_done(void *ctx, enum dnsbl_result r, const char *answer)
+{
+	struct bl_lookup *l = ctx;
+	struct hooks_session *h = l->h;
+	struct bl_check *c = h->bl;
+
+	l->id = 0;
+	if (r == DNSBL_LISTED) {
+		c->score += l->site->weight;
+		bl_hit(c, l->site->domain, answer);
+	}
+	if (--c->pending == 0 && h->active && h->waiting)
+		pipeline(h, true);
+}
+
+/* Start this stage's lookups, unless the cache knows the score. */
+static void
+bl_start(struct hooks_session *h, const struct dnsbl_site *sites,
+    size_t nsites, const char *key, const char *what)
+{
+	struct bl_check *c;
+	struct bl_cached *e = bl_cache_slot(key);
+	char name[300];
+
+	bl_cancel(h);
+	c = h->bl = xcalloc(1, sizeof(*c));
+	c->stage = h->stage;
+	strlcpy_mx(c->key, key, sizeof(c->key));
+	if (svc.conf->dnsbl_cache_time > 0 && strcmp(e->key, key) == 0 &&
+	    monotonic_ms() < e->expires_ms) {
+		c->cached = true;
+		c->score = e->score;
+		strlcpy_mx(c->hits, e->hits, sizeof(c->hits));
+		return;
+	}
+	for (size_t i = 0; i < nsites; i++) {
+		struct bl_lookup *l = &c->lookups[i];
+		int r = h->stage == STAGE_CONNECT ?
+		    dnsbl_client_name(what, sites[i].domain, name, sizeof(name)) :
+		    dnsbl_domain_name(what, sites[i].domain, name, sizeof(name));
+
+		if (r < 0)
+			continue;
+		l->h = h;
+		l->site = &sites[i];
+		c->pending++;
+		l->id = dnsbl_lookup(svc.dnsbl, name, &sites[i], bl_done, l);
+	}
+}
+
+/*
+ * dnsbl.sites for the client at CONNECT, dnsbl.sender_sites for the
+ * sender's domain at MAIL: the weights of the lists that list it add
+ * up, and a score at dnsbl.threshold refuses it.
+ */
+static enum step_outcome
+step_dnsbl(struct hooks_session *h, struct policy_answer *a)
+{
+	const char *sender = str(h->view.sender), *domain;
+	struct bl_check *c = h->bl;
+	struct bl_cached *e;
+	bool connect = h->stage == STAGE_CONNECT;
+	char key[256];
+
+	if (h->trusted || svc.dnsbl == NULL ||
+	    (connect ? svc.nbl_sites : svc.nbl_sender_sites) == 0)
+		return GO_ON;
+	if (connect)
+		strlcpy_mx(key, h->ip, sizeof(key));
+	else {
+		domain = strrchr(sender, '@');
+		if (domain == NULL || domain[1] == '\0')
+			return GO_ON;       /* the null sender */
+		snprintf(key, sizeof(key), "@%s", domain + 1);
+	}
+	/* Once per stage and key: the pipeline comes back here when the
+	 * answers are in, and a second MAIL may name another domain. */
+	if (c == NULL || c->stage != h->stage || strcmp(c->key, key) != 0) {
+		if (connect)
+			bl_start(h, svc.bl_sites, svc.nbl_sites, key, h->ip);
+		else
+			bl_start(h, svc.bl_sender_sites, svc.nbl_sender_sites,
+			    key, key + 1);
+		c = h->bl;
+	}
+	if (c->pending > 0)
+		return WAIT;
+	e = bl_cache_slot(c->key);
+	if (svc.conf->dnsbl_cache_time > 0 && !c->cached) {
+		c->cached = true;
+		strlcpy_mx(e->key, c->key, sizeof(e->key));
+		e->score = c->score;
+		strlcpy_mx(e->hits, c->hits, sizeof(e->hits));
+		e->expires_ms = monotonic_ms() +
+		    (uint64_t)svc.conf->dnsbl_cache_time * 1000;
+	}
+	if (c->hits[0] != '\0')
+		log_info("session=%016llx client=%s dnsbl %s score=%d "
+		    "threshold=%d listed by %s", (unsigned long long)h->conn_id,
+		    h->ip, connect ? "client" : c->key + 1, c->score,
+		    svc.conf->dnsbl_threshold, c->hits);
+	if (c->score < svc.conf->dnsbl_threshold)
+		return GO_ON;
+	if (connect)
+		reject(a, 554, "dnsbl.sites", "5.7.1 Service unavailable; "
+		    "client [%s] blocked using %s", h->ip, c->hits);
+	else
+		reject(a, 554, "dnsbl.sender_sites", "5.7.1 <%s>: Sender "
+		    "address rejected: %s blocked using %s", sender, c->key + 1,
+		    c->hits);
 	return GO_ON;
 }
 
@@ -562,6 +802,7 @@ step_run(struct hooks_session *h, enum step st, struct policy_answer *a)
 {
 	switch (st) {
 	case ST_BUILTIN:     return step_builtin(h, a);
+	case ST_DNSBL:       return step_dnsbl(h, a);
 	case ST_SPF_MAIL:    return step_spf_mail(h, a);
 	case ST_SENDER_AUTH: return step_sender_auth(h, a);
 	case ST_PLUGINS:     return step_plugins(h, a);
@@ -736,6 +977,7 @@ hooks_session_free(struct hooks_session *h)
 			spf_pool_cancel(svc.spf, h->spf[i].job);
 	}
 	free(h->spf);
+	bl_cancel(h);
 	if (h->policy_id != 0 && svc.policy != NULL)
 		policy_cancel(svc.policy, h->policy_id);
 	plugins_session_end(h->plugins);
