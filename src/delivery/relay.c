@@ -31,6 +31,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "delivery/mime7bit.h"
 #include "delivery/relay.h"
 
 #define RELAY_LINE_MAX   4096   /* longer reply lines are an error */
@@ -1013,7 +1014,8 @@ str_ascii(const char *s)
 /* The checks before MAIL: can this server take this message? */
 static enum txn_result
 capabilities(struct conn *c, const struct delivery_job *job,
-    const char *content, bool *body8, bool *utf8, char *why, size_t whysize)
+    const char *content, bool *body8, bool *utf8, bool *convert, char *why,
+    size_t whysize)
 {
 	bool eight = relay_has_8bit(content, job->content_len);
 	bool utf8_addr = !str_ascii(job->sender), utf8_headers;
@@ -1046,12 +1048,15 @@ capabilities(struct conn *c, const struct delivery_job *job,
 		    " received without SMTPUTF8");
 		return TXN_REFUSED;
 	}
-	/* RFC 6152: 8-bit content only to a server that says 8BITMIME; a
-	 * message declared 8BITMIME that is all 7-bit goes as it is. */
-	if (eight && !c->ext.eightbitmime) {
-		why_set(why, whysize, "554 5.6.3 message has 8-bit content"
-		    " and %s does not support 8BITMIME (conversion needed and"
-		    " not done)", c->dest);
+	/* RFC 6152 3: 8-bit content only to a server that says 8BITMIME,
+	 * else converted to 7-bit MIME (the body; 8-bit header fields
+	 * cannot be); a message declared 8BITMIME that is all 7-bit goes
+	 * as it is. */
+	*convert = eight && !c->ext.eightbitmime;
+	if (*convert && utf8_headers) {
+		why_set(why, whysize, "554 5.6.3 message has 8-bit header"
+		    " fields and %s does not support 8BITMIME: they cannot be"
+		    " converted to 7 bits", c->dest);
 		return TXN_REFUSED;
 	}
 	*body8 = c->ext.eightbitmime && (eight || job->body_8bitmime);
@@ -1287,15 +1292,33 @@ transaction(struct conn *c, struct delivery_job *job, const char *content,
 	char mail[1024];
 	struct txn t;
 	enum txn_result res;
-	bool body8, utf8;
-	size_t i;
+	bool body8, utf8, convert;
+	struct buf converted;
+	size_t i, stored_len = job->content_len;
 
 	*reusable = false;
 	snprintf(job->destination, sizeof(job->destination), "%s", c->dest);
-	res = capabilities(c, job, content, &body8, &utf8, why, whysize);
+	res = capabilities(c, job, content, &body8, &utf8, &convert, why,
+	    whysize);
 	if (res != TXN_DONE) {
 		*reusable = true;
 		return res;
+	}
+	buf_init(&converted);
+	if (convert) {
+		if (mime_to_7bit(content, job->content_len, &converted) < 0) {
+			why_set(why, whysize, "554 5.6.3 message has 8-bit"
+			    " content, %s does not support 8BITMIME, and it"
+			    " could not be converted to 7 bits", c->dest);
+			*reusable = true;
+			return TXN_REFUSED;
+		}
+		log_info("id=%s converted to 7-bit MIME for %s (no 8BITMIME):"
+		    " %zu bytes, %zu before", job->queue_id, c->dest,
+		    converted.len, job->content_len);
+		/* What this transaction sends, SIZE= included. */
+		content = converted.data;
+		job->content_len = converted.len;
 	}
 	memset(&t, 0, sizeof(t));
 	t.c = c;
@@ -1318,6 +1341,8 @@ transaction(struct conn *c, struct delivery_job *job, const char *content,
 		res = TXN_DONE;
 	free(t.idx);
 	free(t.accepted);
+	job->content_len = stored_len;
+	buf_free(&converted);
 	return res;
 }
 

@@ -744,7 +744,10 @@ def test_delay_warning_once(daemon_factory):
         dsn_cap.stop()
 
 
-def test_8bit_to_server_without_8bitmime_bounces(daemon_factory):
+def test_8bit_to_server_without_8bitmime_converted(daemon_factory):
+    # RFC 6152 3: for a server without 8BITMIME the 8-bit body is made
+    # 7-bit MIME (quoted-printable here), the same text once decoded;
+    # 8-bit header fields cannot be converted: that message bounces.
     fake = FakeSMTP(ext=("PIPELINING",))
     try:
         d = daemon_factory(relay_settings(
@@ -754,13 +757,27 @@ def test_8bit_to_server_without_8bitmime_bounces(daemon_factory):
         # Declared 8BITMIME but all 7-bit: sent as it is, without BODY=.
         q7 = send(d, "carol@example.test", message("seven"),
                   mail_options=["BODY=8BITMIME"])
-        wait_state(d, q8, "bounced")
+        qh = send(d, "dave@example.test",
+                  message("head", extra="X-Name: caf\xe9\r\n").encode(
+                      "latin-1"), mail_options=["BODY=8BITMIME"])
+        wait_state(d, q8, "delivered")
         wait_state(d, q7, "delivered")
+        wait_state(d, qh, "bounced")
         reply = d.db("SELECT last_reply FROM recipients WHERE message_id ="
-                     " ?", (q8,))[0][0]
-        assert reply.startswith("554 5.6.3 ") and "8BITMIME" in reply
-        assert len(fake.messages) == 1
-        assert "BODY=" not in fake.messages[0]["mail"]
+                     " ?", (qh,))[0][0]
+        assert reply.startswith("554 5.6.3 ") and "header" in reply, reply
+        assert len(fake.messages) == 2
+        for m in fake.messages:
+            assert "BODY=" not in m["mail"]
+            assert all(b < 0x80 for b in m["data"]), m["data"][:200]
+        converted = [m for m in fake.messages
+                     if b"Subject: eight" in m["data"]][0]["data"]
+        parsed = email.message_from_bytes(converted)
+        assert parsed["Content-Transfer-Encoding"] == "quoted-printable"
+        assert parsed["MIME-Version"] is not None
+        body = parsed.get_payload(decode=True)
+        assert body == TRICKY_BODY.encode("latin-1"), body
+        assert "converted to 7-bit MIME" in d.log()
     finally:
         fake.stop()
 

@@ -8,6 +8,7 @@
 
 #include "queue/bounce.h"
 #include "delivery/delivery.h"
+#include "delivery/mime7bit.h"
 #include "delivery/relay.h"
 #include "queue/retry.h"
 #include "unit.h"
@@ -573,6 +574,52 @@ test_parse_mx_spreads_equal(void)
 	CHECK(a_first > 0 && a_first < 64);
 }
 
+/* RFC 6152 3: 8-bit parts made 7-bit MIME, the rest left as it was. */
+static void
+test_mime_to_7bit(void)
+{
+	const char *multi =
+	    "Received: from x by y; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+	    "From: <a@b.example>\r\n"
+	    "Subject: parts\r\n"
+	    "MIME-Version: 1.0\r\n"
+	    "Content-Type: multipart/mixed; boundary=\"XX\"\r\n"
+	    "\r\n"
+	    "--XX\r\n"
+	    "Content-Type: text/plain; charset=utf-8\r\n"
+	    "Content-Transfer-Encoding: 8bit\r\n"
+	    "\r\n"
+	    "caf\xc3\xa9 au lait\r\n"
+	    "--XX\r\n"
+	    "Content-Type: text/plain\r\n"
+	    "\r\n"
+	    "plain ascii stays\r\n"
+	    "--XX\r\n"
+	    "Content-Type: application/octet-stream\r\n"
+	    "Content-Transfer-Encoding: 8bit\r\n"
+	    "\r\n"
+	    "\x80\x81\x82\x83\xfe\xff\x80\x81\x82\x83\xfe\xff\r\n"
+	    "--XX--\r\n";
+	struct buf out;
+
+	buf_init(&out);
+	CHECK_INT(mime_to_7bit(multi, strlen(multi), &out), 0);
+	CHECK(!relay_has_8bit(out.data, out.len));
+	CHECK(strncmp(out.data, "Received: from x by y;", 22) == 0);
+	CHECK(strstr(out.data, "Content-Transfer-Encoding: quoted-printable"
+	    "\r\n\r\ncaf=C3=A9 au lait") != NULL);
+	CHECK(strstr(out.data, "Content-Transfer-Encoding: base64") != NULL);
+	CHECK(strstr(out.data, "\r\n\r\nplain ascii stays\r\n") != NULL);
+	for (size_t i = 0; i < out.len; i++)
+		if (out.data[i] == '\n' && (i == 0 || out.data[i - 1] != '\r'))
+			CHECK(!"bare LF");
+	/* 8-bit header fields cannot be made 7-bit. */
+	CHECK_INT(mime_to_7bit("Subject: caf\xc3\xa9\r\n\r\nx\xc3\xa9\r\n",
+	    21, &out), -1);
+	CHECK_INT((int)out.len, 0);
+	buf_free(&out);
+}
+
 static void
 test_parse_null_mx(void)
 {
@@ -619,6 +666,7 @@ main(void)
 	RUN(test_parse_mx);
 	RUN(test_parse_mx_spreads_equal);
 	RUN(test_parse_null_mx);
+	RUN(test_mime_to_7bit);
 	RUN(test_has_8bit);
 	return unit_done();
 }
