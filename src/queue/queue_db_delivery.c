@@ -96,7 +96,8 @@ static const char *const dstmt_sql[DS_COUNT] = {
 static void
 sched_fail(struct queue_db *db, const char *what)
 {
-	log_error("scheduler: %s: %s", what, sqlite3_errmsg(db->h));
+	qdb_save_error(db);
+	log_error("scheduler: %s: %s", what, db->err);
 }
 
 static sqlite3_stmt *
@@ -127,8 +128,9 @@ exec_logged(struct queue_db *db, const char *sql)
 	char *err = NULL;
 
 	if (sqlite3_exec(db->h, sql, NULL, NULL, &err) != SQLITE_OK) {
+		qdb_save_error(db);
 		log_error("scheduler: %s: %s", sql, err != NULL ? err :
-		    sqlite3_errmsg(db->h));
+		    db->err);
 		sqlite3_free(err);
 		return -1;
 	}
