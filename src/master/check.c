@@ -186,7 +186,15 @@ need(struct role *r, const char *setting, const char *path, int mode)
 		return;
 	}
 	describe(path, how, sizeof(how));
-	if (r->user != NULL)
+	if (r->user != NULL && mode == R_OK) {
+		/* Something to read (credentials, a CA): its group is enough,
+		 * the file need not change hands. */
+		struct group *gr = getgrgid(getegid());
+
+		problem(r, path, "cannot %s: Permission denied (%s); fix:"
+		    " chgrp %s %s && chmod g+r %s", need_words(mode), how,
+		    gr != NULL ? gr->gr_name : "GROUP", path, path);
+	} else if (r->user != NULL)
 		problem(r, path, "cannot %s: Permission denied (%s); fix: chown"
 		    " %s %s, or give %s access", need_words(mode), how,
 		    r->user, path, who);
