@@ -69,23 +69,29 @@ config_name(const struct mxconf *conf, bool from_file, char *buf,
 }
 
 /*
- * The pid file (server.pid_file), written once the master is the process
- * that stays; a stale one from a crash is overwritten (the queue lock, not
- * this file, keeps two daemons apart).
+ * The pid file (server.pid_file): opened before daemon(), so that a wrong
+ * path is reported where the operator sees it, written once the master
+ * is the process that stays.  A stale one from a crash is overwritten
+ * (the queue lock, not this file, keeps two daemons apart).
  */
 static int
-write_pid_file(const char *path)
+open_pid_file(const char *path)
 {
-	char line[32];
-	int fd, n;
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+	    O_NOFOLLOW, 0644);
 
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-	    0644);
-	if (fd < 0) {
+	if (fd < 0)
 		log_error("server.pid_file %s: %s; fix: create its directory,"
 		    " or correct server.pid_file", path, strerror(errno));
-		return -1;
-	}
+	return fd;
+}
+
+static int
+write_pid_file(int fd, const char *path)
+{
+	char line[32];
+	int n;
+
 	n = snprintf(line, sizeof(line), "%ld\n", (long)getpid());
 	if (write(fd, line, (size_t)n) != n || close(fd) < 0) {
 		log_error("server.pid_file %s: %s", path, strerror(errno));
@@ -228,6 +234,7 @@ main(int argc, char **argv)
 	const char *config_path = NULL;
 	char namebuf[PATH_MAX + 64];
 	bool foreground = false, check_only = false, from_file;
+	int pid_fd = -1;
 	struct mxconf *conf;
 	enum log_level level;
 	int ch;
@@ -311,7 +318,9 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (make_parents(conf->queue_dir, false, 0, 0) < 0 ||
-	    prepare_maildir_roots(conf) < 0 || queue_not_in_use(conf) < 0) {
+	    prepare_maildir_roots(conf) < 0 || queue_not_in_use(conf) < 0 ||
+	    (conf->pid_file != NULL &&
+	    (pid_fd = open_pid_file(conf->pid_file)) < 0)) {
 		config_free(conf);
 		return 1;
 	}
@@ -324,7 +333,7 @@ main(int argc, char **argv)
 		log_info("mxgated %s started with %s", PACKAGE_VERSION,
 		    config_name(conf, from_file, namebuf, sizeof(namebuf)));
 	}
-	if (conf->pid_file != NULL && write_pid_file(conf->pid_file) < 0) {
+	if (pid_fd >= 0 && write_pid_file(pid_fd, conf->pid_file) < 0) {
 		config_free(conf);
 		return 1;
 	}

@@ -544,3 +544,66 @@ def test_debian_package():
                        timeout=3600)
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-5000:]
     assert "debian-check: OK" in r.stdout
+
+
+@pytest.mark.skipif(not can_unshare_mount(), reason="needs unshare -m (root)")
+def test_daemon_mode_syslog_mail_and_pid_file(daemon_factory):
+    """Without -f: mxgated detaches, the pid file holds the daemon's pid
+    (not the launcher's), and the lines go to syslog with facility mail
+    (<22> = mail.info, <19> = mail.err).  /dev/log is our socket in a
+    private mount namespace."""
+    import socket as socketmod
+    d = daemon_factory(start=False)
+    pidfile = os.path.join(d.dir, "mxgated.pid")
+    with open(d.config_path, "w") as f:
+        f.write(render_config(merge_settings(d.settings, {
+            "server": {"pid_file": pidfile}})))
+    dev = os.path.join(d.dir, "dev")
+    os.mkdir(dev)
+    for n in ("null", "zero", "urandom", "random"):
+        open(os.path.join(dev, n), "w").close()
+    sock = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_DGRAM)
+    sock.bind(os.path.join(dev, "log"))
+    os.chmod(os.path.join(dev, "log"), 0o666)
+    sock.settimeout(0.2)
+    script = ('for n in null zero urandom random; do '
+              'mount --bind /dev/$n "$1/$n" || exit 1; done; '
+              'mount --rbind "$1" /dev && shift && exec "$@"')
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh",
+                        "-c", script, "sh", dev, mxgated_path(), "-c",
+                        d.config_path], capture_output=True, text=True,
+                       timeout=30, cwd=d.dir)
+    assert r.returncode == 0, r.stderr
+    try:
+        assert wait_for(lambda: (read_banner(d.host, d.port, 0.3) or "")
+                        .startswith("220"), 10)
+        with open(pidfile) as f:
+            pid = int(f.read())
+        assert proc_exists(pid)
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            assert f.read().startswith(b"mxgated: master")
+        os.kill(pid, signal.SIGUSR2)        # ignored, and logged
+        got = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+                "ignored" in g for g in got):
+            try:
+                got.append(sock.recv(4096).decode("utf-8", "replace"))
+            except socketmod.timeout:
+                pass
+        assert any(re.match(r"^<22>.*mxgated\[%d\]: master: listening on "
+                            r"127\.0\.0\.1" % pid, g) for g in got), got
+        assert any(re.match(r"^<22>.*mxgated\[%d\]: master: received signal"
+                            r" %d .*ignored" % (pid, signal.SIGUSR2), g)
+                   for g in got), got
+        os.kill(pid, signal.SIGTERM)
+        assert wait_for(lambda: not proc_exists(pid), 20)
+        assert not os.path.exists(pidfile)
+    finally:
+        if os.path.exists(pidfile):
+            try:
+                with open(pidfile) as f:
+                    os.kill(int(f.read()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        sock.close()
