@@ -9,17 +9,18 @@
 # Needs dpkg-dev and debhelper (contrib/install-deps.sh) and debootstrap
 # (installed here if missing); the chroot's base is made once in
 # $BASE (default /tmp/mxgate-bookworm, about a minute) and copied for
-# each run.  KEEP=1 keeps the run's directory.  Steps:
+# each run.  KEEP=1 keeps the run's directory; DEB=FILE checks that
+# package instead of building one.  Steps:
 #   1. git archive HEAD, dpkg-buildpackage -us -uc -b;
 #   2. apt-get install ./mxgate_*.deb in a copy of the base (dependencies
 #      from the mirror);
 #   3. the users and the spool exist, the unit, the manuals and the
 #      configuration are where they belong;
 #   4. mxgated -n, then mxgated -f as ExecStart says (no systemd in a
-#      chroot: the command line is taken from the unit), a message to
-#      postmaster@localhost over SMTP (bash's /dev/tcp), the 250, the
-#      message in the queue and in the maildir the installed
-#      configuration names;
+#      chroot: the command lines are taken from the unit), in a network
+#      namespace of its own; a message to postmaster@localhost over SMTP
+#      (bash's /dev/tcp), the 250, the message in the queue and in the
+#      maildir the installed configuration names;
 #   5. an edited /etc/mxgate/mxgate.conf survives reinstalling the package.
 set -euo pipefail
 
@@ -37,10 +38,6 @@ done
 
 mounted=no
 cleanup() {
-	if [ -n "${pid_file:-}" ] && [ -s "$root$pid_file" ]; then
-		kill -TERM "$(cat "$root$pid_file")" 2>/dev/null || true
-		sleep 2
-	fi
 	if [ "$mounted" = yes ]; then
 		umount -R "$root/dev" 2>/dev/null || umount -l "$root/dev" || true
 		umount "$root/proc" || true
@@ -49,15 +46,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# 1. The package, from what is committed.
-say "building the package from $(git -C "$top" rev-parse --short HEAD)"
-mkdir -p "$work/src/mxgate"
-git -C "$top" archive HEAD | tar -x -C "$work/src/mxgate"
-(cd "$work/src/mxgate" && DEB_BUILD_OPTIONS="parallel=${JOBS:-2}" \
-    dpkg-buildpackage -us -uc -b) > "$work/build.log" 2>&1 ||
-	{ tail -40 "$work/build.log"; fail "dpkg-buildpackage (log: $work/build.log)"; }
-deb=$(ls "$work"/src/mxgate_*.deb)
-say "built $(basename "$deb")"
+# 1. The package, from what is committed (DEB=FILE: check that one).
+if [ -n "${DEB:-}" ]; then
+	deb=$DEB
+	say "checking $deb"
+else
+	say "building the package from $(git -C "$top" rev-parse --short HEAD)"
+	mkdir -p "$work/src/mxgate"
+	git -C "$top" archive HEAD | tar -x -C "$work/src/mxgate"
+	(cd "$work/src/mxgate" && DEB_BUILD_OPTIONS="parallel=${JOBS:-2}" \
+	    dpkg-buildpackage -us -uc -b) > "$work/build.log" 2>&1 ||
+		{ tail -40 "$work/build.log"; fail "dpkg-buildpackage (log: $work/build.log)"; }
+	deb=$(ls "$work"/src/mxgate_*.deb)
+	say "built $(basename "$deb")"
+fi
 dpkg-deb -c "$deb" | awk '{print $6}' > "$work/contents"
 for f in ./usr/sbin/mxgated ./usr/sbin/mxgatectl ./etc/mxgate/mxgate.conf \
     ./lib/systemd/system/mxgated.service ./usr/lib/sysusers.d/mxgate.conf \
@@ -107,59 +109,74 @@ grep -q '^ExecStart=/usr/sbin/mxgated -f -c /etc/mxgate/mxgate.conf$' \
 in_root "mxgatectl --version" | grep -q '^mxgatectl ' || fail "mxgatectl --version"
 say "users, spool, unit, manuals and configuration in place"
 
-# 4. Start as the unit does, send, find.
-exec_start=$(sed -n 's/^ExecStart=//p' "$root/lib/systemd/system/mxgated.service")
-pre=$(sed -n 's/^ExecStartPre=//p' "$root/lib/systemd/system/mxgated.service")
-in_root "$pre" || fail "ExecStartPre: $pre"
-pid_file=/run/mxgated-check.pid
-in_root "mkdir -p /run; ($exec_start >/var/log/mxgated-check.log 2>&1 & echo \$! > $pid_file)"
+# 4. Start as the unit does, send, find: one script in the chroot, in a
+# network namespace of its own when unshare(1) allows, so that port 2525
+# is ours even on a shared machine.
+cat > "$root/tmp/check-run.sh" <<'RUN'
+set -u
+unit=/lib/systemd/system/mxgated.service
+pre=$(sed -n 's/^ExecStartPre=//p' $unit)
+start=$(sed -n 's/^ExecStart=//p' $unit)
+$pre || { echo "FAIL ExecStartPre: $pre"; exit 1; }
+$start > /var/log/mxgated-check.log 2>&1 &
+pid=$!
+stop() { kill -TERM $pid; wait $pid; }
 up=no
 for _ in $(seq 1 100); do
-	if in_root 'exec 3<>/dev/tcp/127.0.0.1/2525 && head -c 3 <&3' 2>/dev/null | grep -q 220; then
+	if (exec 3<>/dev/tcp/127.0.0.1/2525 && head -c 3 <&3) 2>/dev/null | grep -q 220; then
 		up=yes; break
 	fi
 	sleep 0.1
 done
-[ $up = yes ] || { cat "$root/var/log/mxgated-check.log"; fail "no 220 on 127.0.0.1:2525"; }
-marker="debian-check-$$-$(date +%s)"
-reply=$(in_root "exec 3<>/dev/tcp/127.0.0.1/2525
-	r() { IFS= read -r line <&3; echo \"\$line\"; case \"\$line\" in ???-*) r;; esac; }
-	r >/dev/null
-	printf 'EHLO check.example\r\n' >&3; r >/dev/null
-	printf 'MAIL FROM:<check@example.org>\r\n' >&3; r >/dev/null
-	printf 'RCPT TO:<postmaster@localhost>\r\n' >&3; r >/dev/null
-	printf 'DATA\r\n' >&3; r >/dev/null
-	printf 'Subject: $marker\r\n\r\nsent by contrib/debian-check.sh\r\n.\r\n' >&3; r
-	printf 'QUIT\r\n' >&3; r >/dev/null")
-echo "$reply" | grep -q '^250 .*queued as [0-9A-Z]\{16\}' ||
-	{ cat "$root/var/log/mxgated-check.log"; fail "no 250 for the message: $reply"; }
-qid=$(echo "$reply" | sed -n 's/.*queued as \([0-9A-Z]\{16\}\).*/\1/p')
-say "accepted: $qid"
-# Found in the queue: mxgatectl shows it, unless delivery was quicker and
-# (delivery.keep_delivered = 0) removed it, which the log then says.
-in_root "mxgatectl queue show $qid" > "$work/show" 2>&1 || true
+[ $up = yes ] || { cat /var/log/mxgated-check.log; echo "FAIL no 220 on 127.0.0.1:2525"; exit 1; }
+marker=debian-check-$$-$(date +%s)
+exec 3<>/dev/tcp/127.0.0.1/2525
+r() { IFS= read -r line <&3; echo "$line"; case "$line" in ???-*) r;; esac; }
+r >/dev/null
+printf 'EHLO check.example\r\n' >&3; r >/dev/null
+printf 'MAIL FROM:<check@example.org>\r\n' >&3; r >/dev/null
+printf 'RCPT TO:<postmaster@localhost>\r\n' >&3; r >/dev/null
+printf 'DATA\r\n' >&3; r >/dev/null
+printf 'Subject: %s\r\n\r\nsent by contrib/debian-check.sh\r\n.\r\n' "$marker" >&3
+reply=$(r)
+printf 'QUIT\r\n' >&3; r >/dev/null
+exec 3<&-
+qid=$(echo "$reply" | sed -n 's/^250 .*queued as \([0-9A-Z]\{16\}\).*/\1/p')
+[ -n "$qid" ] || { stop; cat /var/log/mxgated-check.log; echo "FAIL no 250: $reply"; exit 1; }
+echo "accepted: $qid"
+# In the queue: mxgatectl shows it, unless delivery was quicker and
+# (delivery.keep_delivered = 0) removed it; then the log has its commit.
+if mxgatectl queue show "$qid" > /tmp/show 2>&1; then
+	echo "found in the queue (mxgatectl queue show $qid)"
+elif grep -q "queue\[.*id=$qid from=" /var/log/mxgated-check.log; then
+	echo "committed to the queue (log), already delivered and removed (keep_delivered = 0)"
+else
+	stop; cat /tmp/show /var/log/mxgated-check.log; echo "FAIL $qid not in the queue"; exit 1
+fi
 found=no
 for _ in $(seq 1 50); do
-	if in_root "grep -rlq '$marker' /var/lib/mxgate/mail/postmaster/new/ 2>/dev/null"; then
+	if grep -rlq "$marker" /var/lib/mxgate/mail/postmaster/new/ 2>/dev/null; then
 		found=yes; break
 	fi
 	sleep 0.2
 done
-[ $found = yes ] || { cat "$root/var/log/mxgated-check.log"; fail "not in /var/lib/mxgate/mail/postmaster/new/"; }
-if grep -q "^Queue ID: *$qid\|$qid" "$work/show"; then
-	say "found in the queue (mxgatectl queue show $qid)"
-elif grep -q "$qid.*deliver" "$root/var/log/mxgated-check.log"; then
-	say "already delivered and removed from the queue (keep_delivered = 0); the log has it"
+stop
+[ $found = yes ] || { cat /var/log/mxgated-check.log; echo "FAIL not in /var/lib/mxgate/mail/postmaster/new/"; exit 1; }
+echo "delivered to /var/lib/mxgate/mail/postmaster/new/"
+RUN
+run_check() {
+	chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+	    LANG=C.UTF-8 /bin/bash /tmp/check-run.sh
+}
+if unshare -n true 2>/dev/null && command -v ip >/dev/null; then
+	export root
+	out=$(unshare -n /bin/bash -c "ip link set lo up && $(declare -f run_check); run_check") || true
 else
-	cat "$work/show" "$root/var/log/mxgated-check.log"; fail "$qid neither in the queue nor in the log"
+	say "no unshare -n here: using the machine's 127.0.0.1:2525"
+	out=$(run_check) || true
 fi
-say "delivered to /var/lib/mxgate/mail/postmaster/new/"
-kill -TERM "$(cat "$root$pid_file")"
-for _ in $(seq 1 100); do
-	kill -0 "$(cat "$root$pid_file")" 2>/dev/null || break
-	sleep 0.1
-done
-rm -f "$root$pid_file"
+echo "$out" | sed 's/^/debian-check: /'
+echo "$out" | grep -q '^delivered to ' || fail "send and find"
 
 # 5. An edited configuration survives the package's reinstall (dpkg keeps
 # a changed conffile when the package's version of it did not change).
