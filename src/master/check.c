@@ -30,10 +30,12 @@ struct role {
 	char        label[128];         /* "queue process (user mxgate)" */
 	bool        fatal;              /* a problem here stops the start */
 	int         problems;           /* fatal ones */
+	int         warnings;
 };
 
 /* mxgated -n writes to stderr; the start logs (journal priorities). */
 static bool use_log;
+static int  mode_warnings;      /* check_modes(), in this process */
 
 static void
 emit(bool is_error, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -72,6 +74,8 @@ problem(struct role *r, const char *path, const char *fmt, ...)
 	emit(r->fatal, "%s: %s: %s", r->label, path, what);
 	if (r->fatal)
 		r->problems++;
+	else
+		r->warnings++;
 }
 
 static void
@@ -88,6 +92,7 @@ warning(const char *path, const char *fmt, ...)
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
 	emit(false, "%s: %s", path, what);
+	mode_warnings++;
 }
 
 static const char *
@@ -369,9 +374,11 @@ check_master(struct role *r, const struct mxconf *conf)
 		need(r, "queue.directory", anc, W_OK | X_OK);
 }
 
-/* Run fn as the role's user in a child; its problem count comes back as
- * the exit status. */
-static int
+/*
+ * Run fn as the role's user in a child.  Its counts come back in the exit
+ * status: problems in the high nibble, warnings in the low one.
+ */
+static void
 run_as(struct role *r, const struct mxconf *conf,
     void (*fn)(struct role *, const struct mxconf *))
 {
@@ -381,14 +388,17 @@ run_as(struct role *r, const struct mxconf *conf,
 
 	if (r->user == NULL) {
 		fn(r, conf);
-		return r->problems;
+		return;
 	}
-	if (proc_lookup_user(r->user, r->group, &uid, &gid) < 0)
-		return 1;
+	if (proc_lookup_user(r->user, r->group, &uid, &gid) < 0) {
+		r->problems++;
+		return;
+	}
 	fflush(stderr);
 	if ((pid = fork()) < 0) {
 		emit(true, "fork: %s", strerror(errno));
-		return 1;
+		r->problems++;
+		return;
 	}
 	if (pid == 0) {
 		gid_t g = (gid_t)gid;
@@ -397,16 +407,24 @@ run_as(struct role *r, const struct mxconf *conf,
 		    setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) < 0) {
 			emit(true, "checking as %s: %s", r->user,
 			    strerror(errno));
-			_exit(1);
+			_exit(0x10);
 		}
 		fn(r, conf);
 		fflush(stderr);
-		_exit(r->problems > 255 ? 255 : r->problems);
+		_exit((r->problems > 15 ? 15 : r->problems) << 4 |
+		    (r->warnings > 15 ? 15 : r->warnings));
 	}
 	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return 1;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+		if (errno != EINTR) {
+			r->problems++;
+			return;
+		}
+	if (!WIFEXITED(status)) {
+		r->problems++;
+		return;
+	}
+	r->problems += WEXITSTATUS(status) >> 4;
+	r->warnings += WEXITSTATUS(status) & 15;
 }
 
 static void
@@ -473,27 +491,34 @@ role_init(struct role *r, const char *process, const char *user,
 }
 
 int
-check_access(const struct mxconf *conf, bool starting)
+check_access(const struct mxconf *conf, bool starting, int *warnings)
 {
 	const char *quser = conf->queue_user ? conf->queue_user : conf->user;
 	const char *qgroup = conf->queue_user ? NULL : conf->group;
-	struct role r;
+	struct role roles[4];
 	int problems = 0;
 
 	use_log = starting;
-	role_init(&r, "master", NULL, NULL, true);
-	check_master(&r, conf);
-	problems += r.problems;
-	role_init(&r, "queue process", quser, qgroup, true);
-	problems += run_as(&r, conf, check_queue);
+	mode_warnings = 0;
+	*warnings = 0;
+	role_init(&roles[0], "master", NULL, NULL, true);
+	check_master(&roles[0], conf);
+	role_init(&roles[1], "queue process", quser, qgroup, true);
+	run_as(&roles[1], conf, check_queue);
 	/* Delivery children run as the queue process's user.  What they
-	 * cannot reach defers those routes' mail; the rest works, so the
-	 * start goes on, with the warning. */
-	role_init(&r, "delivery", quser, qgroup, !starting);
-	problems += run_as(&r, conf, check_delivery);
-	role_init(&r, "smtp worker", conf->user, conf->group, !starting);
-	problems += run_as(&r, conf, check_smtp);
+	 * cannot reach defers those routes' mail, what the workers cannot
+	 * read fails AUTH; the rest works, so these are warnings, and the
+	 * start goes on. */
+	role_init(&roles[2], "delivery", quser, qgroup, false);
+	run_as(&roles[2], conf, check_delivery);
+	role_init(&roles[3], "smtp worker", conf->user, conf->group, false);
+	run_as(&roles[3], conf, check_smtp);
 	if (geteuid() == 0)
 		check_modes(conf);
+	for (size_t i = 0; i < ARRAY_LEN(roles); i++) {
+		problems += roles[i].problems;
+		*warnings += roles[i].warnings;
+	}
+	*warnings += mode_warnings;
 	return problems;
 }

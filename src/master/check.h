@@ -11,19 +11,22 @@
  * credential files.  As root it also looks at the modes of secrets (TLS
  * keys, credentials, a configuration holding passwords) and of plugins.
  *
- * Each problem is one line on stderr naming the process, the user, the
- * path, what is wrong and the fix:
+ * Each finding is one line on stderr (-n) or in the log (the start)
+ * naming the process, the user, the path, what is wrong and the fix:
  *
  *   mxgated: queue process (user mxgate): /var/spool/mxgate/queue.db:
  *       cannot read and write it: Permission denied (owner root, mode
  *       0600); fix: chown mxgate /var/spool/mxgate/queue.db*
  *
- * starting: false for mxgated -n (lines on stderr; every problem counts),
- * true for the start (lines logged; what only defers some mail -- a
- * maildir root, a pipe command, credentials -- is a warning there).
+ * What would keep the daemon from taking mail (the queue's directory and
+ * files, where the master makes them) is a problem: -n and the start
+ * exit 1.  What would only defer or refuse some of it (a maildir root or
+ * a pipe command delivery cannot reach, credentials the workers cannot
+ * read) and secrets others can read are warnings ("warning:" lines), so
+ * that -n's exit status is the start's.
  *
- * Return: the number of problems that count (exit 1 on any); warnings
- * (secrets readable by others) are printed but never counted.
+ * starting: false for mxgated -n (stderr), true for the start (log).
+ * Returns the number of problems; *warnings gets the number of warnings.
  */
 #ifndef MXGATE_CHECK_H
 #define MXGATE_CHECK_H
@@ -32,6 +35,6 @@
 
 struct mxconf;
 
-int check_access(const struct mxconf *conf, bool starting);
+int check_access(const struct mxconf *conf, bool starting, int *warnings);
 
 #endif

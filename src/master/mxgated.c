@@ -234,7 +234,7 @@ main(int argc, char **argv)
 	const char *config_path = NULL;
 	char namebuf[PATH_MAX + 64];
 	bool foreground = false, check_only = false, from_file;
-	int pid_fd = -1;
+	int pid_fd = -1, warnings;
 	struct mxconf *conf;
 	enum log_level level;
 	int ch;
@@ -289,13 +289,17 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (check_only) {
-		int problems = check_access(conf, false);
+		int problems = check_access(conf, false, &warnings);
 
 		if (problems > 0)
 			fprintf(stderr, "%s: %d problem%s: mxgated would not"
-			    " work as configured\n", config_name(conf, from_file,
-			    namebuf, sizeof(namebuf)), problems,
+			    " start as configured\n", config_name(conf,
+			    from_file, namebuf, sizeof(namebuf)), problems,
 			    problems == 1 ? "" : "s");
+		else if (warnings > 0)
+			printf("%s: configuration OK, with %d warning%s (on"
+			    " stderr)\n", config_name(conf, from_file, namebuf,
+			    sizeof(namebuf)), warnings, warnings == 1 ? "" : "s");
 		else
 			printf("%s: configuration OK\n", config_name(conf,
 			    from_file, namebuf, sizeof(namebuf)));
@@ -311,7 +315,7 @@ main(int argc, char **argv)
 	log_set_role("mxgated");
 	log_info("mxgated %s starting with %s", PACKAGE_VERSION,
 	    config_name(conf, from_file, namebuf, sizeof(namebuf)));
-	if (check_access(conf, true) > 0) {
+	if (check_access(conf, true, &warnings) > 0) {
 		log_error("not started: fix the problems above (mxgated -n"
 		    " checks again)");
 		config_free(conf);
