@@ -239,44 +239,53 @@ fixed_root(const char *path, char *buf, size_t size)
 		slash[1] = '\0';
 }
 
+/* Whether uid:gid may read and write a file of this owner and mode. */
+static bool
+may_read_write(const struct stat *st, uid_t uid, gid_t gid)
+{
+	if (st->st_uid == uid)
+		return (st->st_mode & (S_IRUSR | S_IWUSR)) == (S_IRUSR | S_IWUSR);
+	if (st->st_gid == gid)
+		return (st->st_mode & (S_IRGRP | S_IWGRP)) == (S_IRGRP | S_IWGRP);
+	return (st->st_mode & (S_IROTH | S_IWOTH)) == (S_IROTH | S_IWOTH);
+}
+
 /*
  * The queue process: the master makes the queue directory (as root) and
- * gives it to the queue user; what is already in it must be the queue
- * user's.
+ * gives it to the queue user, and the queue process enters it before it
+ * drops root (so a queue in a 0700 tree works); what is already in it
+ * must be the queue user's.  Run here, as root, from the files' owners
+ * and modes: the directory may not be the queue user's yet.
  */
 static void
 check_queue(struct role *r, const struct mxconf *conf)
 {
 	static const char *const files[] = { QUEUE_DB_NAME,
 	    QUEUE_DB_NAME "-wal", QUEUE_DB_NAME "-shm", QUEUE_LOCK_NAME };
-	char path[PATH_MAX];
+	char path[PATH_MAX], how[96];
+	unsigned uid = (unsigned)geteuid(), gid = (unsigned)getegid();
 	struct stat st;
 
-	if (stat(conf->queue_dir, &st) < 0) {
-		if (errno == EACCES && r->user != NULL)
-			return;         /* the master reaches it before dropping */
-		if (errno != ENOENT) {
-			problem(r, conf->queue_dir, "%s; fix: correct"
-			    " queue.directory", strerror(errno));
-		}
-		return;         /* made at start; checked by the master's role */
-	}
+	if (stat(conf->queue_dir, &st) < 0)
+		return;         /* made at start (check_master) */
 	if (!S_ISDIR(st.st_mode)) {
 		problem(r, conf->queue_dir, "not a directory; fix: correct"
 		    " queue.directory");
 		return;
 	}
+	if (r->user != NULL &&
+	    proc_lookup_user(r->user, r->group, &uid, &gid) < 0) {
+		r->problems++;
+		return;
+	}
 	for (size_t i = 0; i < ARRAY_LEN(files); i++) {
 		snprintf(path, sizeof(path), "%s/%s", conf->queue_dir, files[i]);
-		if (lstat(path, &st) < 0)
+		if (lstat(path, &st) < 0 ||
+		    may_read_write(&st, (uid_t)uid, (gid_t)gid))
 			continue;
-		if (access(path, R_OK | W_OK) == 0)
-			continue;
-		char how[96];
-
 		describe(path, how, sizeof(how));
-		problem(r, path, "cannot read and write it: %s (%s); fix:"
-		    " chown %s %s/%s*", strerror(errno), how,
+		problem(r, path, "cannot read and write it: Permission denied"
+		    " (%s); fix: chown %s %s/%s*", how,
 		    r->user != NULL ? r->user : "$(id -un)", conf->queue_dir,
 		    QUEUE_DB_NAME);
 		return;
@@ -382,7 +391,7 @@ static void
 run_as(struct role *r, const struct mxconf *conf,
     void (*fn)(struct role *, const struct mxconf *))
 {
-	unsigned uid, gid;
+	unsigned uid = 0, gid = 0;
 	int status;
 	pid_t pid;
 
@@ -504,7 +513,7 @@ check_access(const struct mxconf *conf, bool starting, int *warnings)
 	role_init(&roles[0], "master", NULL, NULL, true);
 	check_master(&roles[0], conf);
 	role_init(&roles[1], "queue process", quser, qgroup, true);
-	run_as(&roles[1], conf, check_queue);
+	check_queue(&roles[1], conf);
 	/* Delivery children run as the queue process's user.  What they
 	 * cannot reach defers those routes' mail, what the workers cannot
 	 * read fails AUTH; the rest works, so these are warnings, and the

@@ -85,6 +85,31 @@ def test_check_queue_db_of_another_user(daemon_factory):
     assert read_banner(d.host, d.port, timeout=0.3) is None
 
 
+@needs_root
+def test_check_queue_in_a_0700_tree(daemon_factory):
+    """A queue under a directory only root can search (a clone in /root):
+    the queue process enters it before dropping root, so that is fine;
+    a root-owned queue.db in it is not, and -n still sees it."""
+    d = daemon_factory(start=False)
+    private = os.path.join(d.dir, "private")
+    os.mkdir(private, 0o700)
+    qdir = os.path.join(private, "queue")
+    with open(d.config_path, "w") as f:
+        f.write(render_config(merge_settings(
+            d.settings, {"queue": {"directory": qdir}})))
+    r = check(d.config_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "%s: configuration OK" % d.config_path
+    os.mkdir(qdir, 0o700)
+    with open(os.path.join(qdir, "queue.db"), "w"):
+        pass
+    r = check(d.config_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert ("mxgated: queue process (user nobody): %s/queue.db: cannot read "
+            "and write it: Permission denied (owner root, mode 0644); fix: "
+            "chown nobody %s/queue.db*" % (qdir, qdir)) in r.stderr, r.stderr
+
+
 def test_check_queue_directory_under_a_file(daemon_factory):
     d = daemon_factory(start=False)
     blocker = os.path.join(d.dir, "afile")
