@@ -313,10 +313,24 @@ col_text(sqlite3_stmt *st, int i)
 	return (const char *)sqlite3_column_text(st, i);
 }
 
+/* SQLite's words, then what the operator can do about them. */
 static int
 query_failed(struct ctl *ctl, const char *what)
 {
-	fprintf(stderr, "mxgatectl: %s: %s\n", what, sqlite3_errmsg(ctl->h));
+	int code = sqlite3_errcode(ctl->h);
+
+	fprintf(stderr, "mxgatectl: %s: the queue %s: %s; ", what,
+	    ctl->db_path, sqlite3_errmsg(ctl->h));
+	if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
+		fprintf(stderr, "mxgated holds it for now: run the command"
+		    " again\n");
+	else if (code == SQLITE_READONLY || code == SQLITE_PERM ||
+	    code == SQLITE_CANTOPEN)
+		fprintf(stderr, "run mxgatectl as root or as the queue's owner"
+		    " (server.queue_user)\n");
+	else
+		fprintf(stderr, "if it happens again, check the database: sqlite3"
+		    " %s 'PRAGMA integrity_check'\n", ctl->db_path);
 	return 1;
 }
 

@@ -44,8 +44,8 @@ usage(FILE *f, int status)
 {
 	fprintf(f, "usage: mxgated [-f] [-n] [-V] [-h] [-c config]\n"
 	    "  -c FILE  the configuration; default %s when it exists,\n"
-	    "           else the embedded default (127.0.0.1 port 2525, queue\n"
-	    "           in ./var/queue)\n"
+	    "           else the embedded default (127.0.0.1 port 2525,\n"
+	    "           queue in ./var/queue)\n"
 	    "  -f       stay in the foreground and log to stderr (with <N>\n"
 	    "           priorities when stderr is the systemd journal);\n"
 	    "           without -f: a daemon, logging to syslog (mail)\n"
