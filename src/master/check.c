@@ -21,9 +21,6 @@
 #include "common/util.h"
 #include "master/check.h"
 #include "queue/queue_db.h"
-#include "queue/queue_vfs.h"
-
-#include <sqlite3.h>
 
 /* Who a role's checks run as, and how lines name it. */
 struct role {
@@ -295,36 +292,6 @@ check_queue(struct role *r, const struct mxconf *conf)
 	}
 }
 
-/*
- * The queue process opens queue.db by the name the queue's SQLite VFS
- * makes of it.  If that name is absolute, the queue user must be able to
- * search every directory above the queue (a queue under /root, mode
- * 0700, could not be opened); if the VFS keeps it relative to the
- * directory entered as root, nothing above matters.  Asked of the VFS
- * itself, so the check follows what the queue process really does.
- */
-static bool
-queue_name_is_absolute(void)
-{
-	const char *name = queue_vfs_name();
-	sqlite3_vfs *vfs = name != NULL ? sqlite3_vfs_find(name) : NULL;
-	char out[PATH_MAX + 1];
-
-	if (vfs == NULL || vfs->xFullPathname(vfs, QUEUE_DB_NAME,
-	    (int)sizeof(out), out) != SQLITE_OK)
-		return true;
-	return out[0] == '/';
-}
-
-static void
-check_queue_reach(struct role *r, const struct mxconf *conf)
-{
-	char anc[PATH_MAX];
-
-	existing_ancestor(conf->queue_dir, anc, sizeof(anc));
-	need(r, "queue.directory", anc, X_OK);
-}
-
 /* Delivery children: the handlers' targets. */
 static void
 check_delivery(struct role *r, const struct mxconf *conf)
@@ -547,8 +514,6 @@ check_access(const struct mxconf *conf, bool starting, int *warnings)
 	check_master(&roles[0], conf);
 	role_init(&roles[1], "queue process", quser, qgroup, true);
 	check_queue(&roles[1], conf);
-	if (roles[1].problems == 0 && queue_name_is_absolute())
-		run_as(&roles[1], conf, check_queue_reach);
 	/* Delivery children run as the queue process's user.  What they
 	 * cannot reach defers those routes' mail, what the workers cannot
 	 * read fails AUTH; the rest works, so these are warnings, and the
