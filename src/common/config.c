@@ -449,6 +449,9 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "server.log_level", .type = CT_STRING,
 	  FIELD(struct mxconf, log_level), .def = "info", .words = log_levels,
 	  .doc = "least important level logged" },
+	{ .path = "server.pid_file", .type = CT_STRING,
+	  FIELD(struct mxconf, pid_file), .check = check_abs_path,
+	  .doc = "the master writes its pid there; default none" },
 
 	{ .path = "listen", .type = CT_LIST,
 	  FIELD(struct mxconf, listeners), COUNT(struct mxconf, nlisteners),

@@ -131,6 +131,7 @@ struct mxconf {
 	char    *queue_user;         /* queue process user; default: user */
 	int      workers;            /* 0 = one per CPU */
 	char    *log_level;          /* "error" "warn" "info" "debug" */
+	char    *pid_file;           /* the master's pid; NULL: none */
 
 	/* listeners */
 	struct listener_conf *listeners;

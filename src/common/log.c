@@ -9,24 +9,52 @@
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 
 #include "common/log.h"
 
-static bool log_foreground = true;
+enum log_sink { SINK_STDERR, SINK_JOURNAL, SINK_SYSLOG };
+
+static enum log_sink log_sink = SINK_STDERR;
 static enum log_level log_threshold = LOG_LEVEL_INFO;
 static char log_role[16] = "mxgated";
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 static const int level_syslog[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 
+/*
+ * systemd sets JOURNAL_STREAM to "DEV:INODE" of the stream it connected
+ * to stdout and stderr (systemd.exec(5)); it only counts if stderr is
+ * still that stream, not a file the service redirected it to.
+ */
+static bool
+stderr_is_journal(void)
+{
+	const char *env = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (env == NULL || sscanf(env, "%llu:%llu", &dev, &ino) != 2)
+		return false;
+	if (fstat(STDERR_FILENO, &st) < 0)
+		return false;
+	return (unsigned long long)st.st_dev == dev &&
+	    (unsigned long long)st.st_ino == ino;
+}
+
 void
 log_init(bool foreground, enum log_level level)
 {
-	log_foreground = foreground;
 	log_threshold = level;
-	if (!foreground)
+	if (!foreground) {
+		log_sink = SINK_SYSLOG;
 		openlog("mxgated", LOG_PID | LOG_NDELAY, LOG_MAIL);
+	} else if (stderr_is_journal()) {
+		log_sink = SINK_JOURNAL;
+	} else {
+		log_sink = SINK_STDERR;
+	}
 }
 
 void
@@ -67,7 +95,12 @@ log_vwrite(enum log_level level, const char *fmt, va_list ap, const char *suffix
 	if (suffix != NULL && (size_t)n < sizeof(msg))
 		snprintf(msg + n, sizeof(msg) - (size_t)n, ": %s", suffix);
 
-	if (log_foreground) {
+	if (log_sink == SINK_JOURNAL) {
+		/* sd-daemon(3) prefixes: the journal takes the priority from
+		 * "<N>" and adds its own time stamp. */
+		fprintf(stderr, "<%d>%s[%ld]: %s: %s\n", level_syslog[level],
+		    log_role, (long)getpid(), level_names[level], msg);
+	} else if (log_sink == SINK_STDERR) {
 		struct timeval tv;
 		struct tm tm;
 		char stamp[32];

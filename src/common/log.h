@@ -1,8 +1,10 @@
 /*
  * log — one log line per event, "id key=value ..." style.
  *
- * log_init() chooses the sink: stderr with a timestamp (foreground) or
- * syslog(3) facility mail (daemon).  Every line starts with the process
+ * log_init() chooses the sink: syslog(3) facility mail (daemon), or
+ * stderr (foreground): with "<N>" priority prefixes when stderr is the
+ * systemd journal (JOURNAL_STREAM, see sd-daemon(3)), so that
+ * `journalctl -p err` works, else with a time stamp.  Every line starts with the process
  * role ("master", "smtp", "queue") so that interleaved output from several
  * processes stays readable.
  *

@@ -1,18 +1,22 @@
 /*
- * mxgatectl — the operator's tool: inspect (and later manage) the queue.
+ * mxgatectl — the operator's tool: inspect and manage the queue, test
+ * routes, set AUTH passwords.
  *
- *   mxgatectl [-c CONFIG] [-q QUEUE_DB] COMMAND ...
- *   mxgatectl -V | -h
+ *   mxgatectl [-c CONFIG] [-q QUEUE] COMMAND ...
+ *   mxgatectl --help | --version | help [COMMAND]
  *
- * The queue database is QUEUE_DB (-q), or queue.directory/queue.db from
- * the configuration: CONFIG (-c), else SYSCONFDIR/mxgate.conf, else --
- * when that file does not exist -- the embedded default that mxgated also
- * uses without -c (./var/queue).  A relative queue directory is taken
- * relative to the current directory, as mxgated does.
+ * The queue is QUEUE (-q: the queue directory, or its queue.db), or
+ * queue.directory/queue.db from the configuration: CONFIG (-c), else
+ * MXGATE_CONF ($(sysconfdir)/mxgate/mxgate.conf, the file mxgated and the
+ * systemd unit use), else -- when that file does not exist -- the
+ * embedded default that mxgated also uses without -c (./var/queue).  A
+ * relative queue directory is taken relative to the current directory,
+ * as mxgated does.
  *
  * Commands are rows of the table at the end of this file: a command says
  * what it needs (the queue read-only or read-write, the configuration) and
- * main() provides exactly that before calling it.
+ * main() provides exactly that before calling it.  Every error says what
+ * to do next (which option, which file), not only what SQLite said.
  *
  * Everything printed from the queue comes from the network (senders,
  * subjects, replies): control characters are escaped before they reach the
@@ -29,6 +33,8 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include <limits.h>
+#include <sys/stat.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -41,8 +47,8 @@
 #include "ctl/route_test.h"
 #include "common/util.h"
 
-#ifndef SYSCONFDIR
-#define SYSCONFDIR "/etc"
+#ifndef MXGATE_CONF
+#define MXGATE_CONF "/etc/mxgate/mxgate.conf"
 #endif
 
 #define EXIT_USAGE 2
@@ -55,8 +61,9 @@ enum cmd_needs {
 };
 
 struct ctl {
-	const char      *config_path;   /* -c */
-	const char      *db_path;       /* -q, or derived from conf */
+	const char      *config_path;   /* -c, or MXGATE_CONF if it exists */
+	const char      *queue_arg;     /* -q as given */
+	const char      *db_path;       /* from -q, or derived from conf */
 	char            *db_path_buf;
 	struct mxconf   *conf;
 	struct queue_db *db;
@@ -127,19 +134,72 @@ enum safe_mode {
 	SAFE_BLOCK,             /* text block: keep tabs and newlines, drop CR */
 };
 
+/* What `mxgatectl help COMMAND` adds to a command's one-line help. */
+static const struct {
+	const char *command;
+	const char *text;
+} details[] = {
+	{ "queue list",
+	  "One line per message: id, time received (UTC), size, sender,\n"
+	  "number of recipients, the states of its recipients.\n"
+	  "  --state S    only messages with a recipient in state S (queued,\n"
+	  "               delivering, deferred, delivered, bounced, held)\n"
+	  "  --rcpt RE    only messages with a recipient matching RE\n"
+	  "  --sender RE  only messages whose sender matches RE\n" },
+	{ "queue show",
+	  "The envelope, each recipient with its state and last reply, the\n"
+	  "message's history and its headers; --body adds the whole message.\n"
+	  "ID is the id in the 250 reply, the logs and queue list.\n" },
+	{ "queue retry",
+	  "Make the queued and deferred recipients of message ID (or of every\n"
+	  "message, --all) due now; the running queue process picks them up.\n" },
+	{ "queue hold",
+	  "Hold the pending recipients of message ID: never attempted until\n"
+	  "released.\n" },
+	{ "queue release",
+	  "Release the held recipients of message ID; they are due now.\n" },
+	{ "queue delete",
+	  "Delete message ID and everything about it, without a bounce.\n" },
+	{ "queue bounce",
+	  "Fail the pending recipients of message ID and send the sender a\n"
+	  "delivery status notification (delivery.bounce_upstream).\n" },
+	{ "queue stats",
+	  "Recipients per state, the oldest message, and per destination.\n" },
+	{ "route test",
+	  "Run the configuration's routes on a recipient, as an smtp worker\n"
+	  "would at RCPT TO, and print the decision and the variables; with\n"
+	  "--script FILE, check every case in FILE (etc/routes.test).\n" },
+	{ "passwd",
+	  "Set USER's password (read twice from a terminal, once from a pipe)\n"
+	  "in auth.passwd_file of the configuration, or in --file FILE; a\n"
+	  "yescrypt hash, or SHA-512 crypt with --sha512.\n" },
+};
+
+static void
+command_name(const struct command *c, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s%s%s", c->group, c->name != NULL ? " " : "",
+	    c->name != NULL ? c->name : "");
+}
+
 static void
 usage_to(FILE *f)
 {
+	char name[64];
 	size_t i;
 
-	fprintf(f, "usage: mxgatectl [-c config] [-q queue.db] command ...\n"
-	    "       mxgatectl -V\n"
-	    "commands:\n");
-	for (i = 0; i < ARRAY_LEN(commands); i++)
-		fprintf(f, "  %s%s%s %-16s %s\n", commands[i].group,
-		    commands[i].name != NULL ? " " : "",
-		    commands[i].name != NULL ? commands[i].name : "",
-		    commands[i].args, commands[i].help);
+	fprintf(f, "usage: mxgatectl [-c config] [-q queue] command ...\n"
+	    "       mxgatectl --help | --version | help [command]\n"
+	    "  -c FILE   the configuration; default %s,\n"
+	    "            else the embedded default (queue in ./var/queue)\n"
+	    "  -q QUEUE  the queue directory (queue.directory) or its queue.db;\n"
+	    "            default: from the configuration\n"
+	    "commands:\n", MXGATE_CONF);
+	for (i = 0; i < ARRAY_LEN(commands); i++) {
+		command_name(&commands[i], name, sizeof(name));
+		fprintf(f, "  %-14s %s\n", name, commands[i].help);
+	}
+	fprintf(f, "\"mxgatectl help COMMAND\" says more; see mxgatectl(8)\n");
 }
 
 static int
@@ -152,10 +212,46 @@ usage(void)
 static int
 cmd_usage(const struct command *c)
 {
-	fprintf(stderr, "usage: mxgatectl %s%s%s %s\n", c->group,
-	    c->name != NULL ? " " : "", c->name != NULL ? c->name : "",
-	    c->args);
+	char name[64];
+
+	command_name(c, name, sizeof(name));
+	fprintf(stderr, "usage: mxgatectl %s %s\n"
+	    "(\"mxgatectl help %s\" says more)\n", name, c->args, name);
 	return EXIT_USAGE;
+}
+
+/* mxgatectl help [GROUP [NAME]]: every command that matches the words. */
+static int
+help(int argc, char **argv)
+{
+	char name[64];
+	size_t i, j, shown = 0;
+
+	if (argc == 0) {
+		usage_to(stdout);
+		return 0;
+	}
+	for (i = 0; i < ARRAY_LEN(commands); i++) {
+		const struct command *c = &commands[i];
+
+		if (strcmp(argv[0], c->group) != 0 || (argc > 1 &&
+		    (c->name == NULL || strcmp(argv[1], c->name) != 0)))
+			continue;
+		command_name(c, name, sizeof(name));
+		printf("%susage: mxgatectl %s %s\n  %s\n", shown > 0 ? "\n" : "",
+		    name, c->args, c->help);
+		for (j = 0; j < ARRAY_LEN(details); j++)
+			if (strcmp(details[j].command, name) == 0)
+				printf("%s", details[j].text);
+		shown++;
+	}
+	if (shown == 0 || argc > 2) {
+		fprintf(stderr, "mxgatectl: help: no command \"%s%s%s\"; the"
+		    " commands are listed by mxgatectl --help\n", argv[0],
+		    argc > 1 ? " " : "", argc > 1 ? argv[1] : "");
+		return EXIT_USAGE;
+	}
+	return 0;
 }
 
 static void
@@ -210,10 +306,26 @@ put_field(const char *label, const char *value)
 	putchar('\n');
 }
 
+/* The store's words, then what the operator can do about them. */
 static int
 query_failed(struct ctl *ctl, const char *what)
 {
-	fprintf(stderr, "mxgatectl: %s: %s\n", what, queue_db_error(ctl->db));
+	fprintf(stderr, "mxgatectl: %s: the queue %s: %s; ", what,
+	    ctl->db_path, queue_db_error(ctl->db));
+	switch (queue_db_error_kind(ctl->db)) {
+	case QDB_ERR_BUSY:
+		fprintf(stderr, "mxgated holds it for now: run the command"
+		    " again\n");
+		break;
+	case QDB_ERR_ACCESS:
+		fprintf(stderr, "run mxgatectl as root or as the queue's owner"
+		    " (server.queue_user)\n");
+		break;
+	default:
+		fprintf(stderr, "if it happens again, check the database: sqlite3"
+		    " %s 'PRAGMA integrity_check'\n", ctl->db_path);
+		break;
+	}
 	return 1;
 }
 
@@ -960,39 +1072,103 @@ cmd_passwd(struct ctl *ctl, int argc, char **argv)
 
 /* Setting up what a command needs. */
 
+/* "the configuration FILE" or "the embedded default configuration". */
+static const char *
+config_words(const struct ctl *ctl, char *buf, size_t size)
+{
+	if (ctl->config_path != NULL)
+		snprintf(buf, size, "the configuration %s", ctl->config_path);
+	else
+		snprintf(buf, size, "the embedded default configuration (%s"
+		    " does not exist)", MXGATE_CONF);
+	return buf;
+}
+
 static int
 load_config(struct ctl *ctl)
 {
-	const char *path = ctl->config_path;
-
 	if (ctl->conf != NULL)
 		return 0;
-	if (path == NULL && access(SYSCONFDIR "/mxgate.conf", F_OK) == 0)
-		path = SYSCONFDIR "/mxgate.conf";
-	ctl->conf = path != NULL ? config_load(path, config_error) :
-	    config_default();
+	if (ctl->config_path == NULL && access(MXGATE_CONF, F_OK) == 0)
+		ctl->config_path = MXGATE_CONF;
+	if (ctl->config_path != NULL && access(ctl->config_path, R_OK) < 0) {
+		fprintf(stderr, "mxgatectl: cannot read the configuration %s:"
+		    " %s; %s\n", ctl->config_path, strerror(errno),
+		    errno == EACCES ? "run mxgatectl as root, or name the"
+		    " queue with -q DIR" : "name another one with -c FILE");
+		return -1;
+	}
+	ctl->conf = ctl->config_path != NULL ?
+	    config_load(ctl->config_path, config_error) : config_default();
 	return ctl->conf != NULL ? 0 : -1;
+}
+
+/* The queue database: -q names the directory or the file itself. */
+static int
+find_queue(struct ctl *ctl)
+{
+	char words[PATH_MAX + 64];
+	struct stat st;
+
+	if (ctl->queue_arg != NULL) {
+		if (stat(ctl->queue_arg, &st) == 0 && S_ISDIR(st.st_mode))
+			xasprintf(&ctl->db_path_buf, "%s/%s", ctl->queue_arg,
+			    QUEUE_DB_NAME);
+		else
+			ctl->db_path_buf = xstrdup(ctl->queue_arg);
+		ctl->db_path = ctl->db_path_buf;
+		if (access(ctl->db_path, F_OK) == 0)
+			return 0;
+		fprintf(stderr, "mxgatectl: -q %s: no queue database at %s (%s);"
+		    " -q takes the queue directory (queue.directory of the"
+		    " configuration) or its %s file\n", ctl->queue_arg,
+		    ctl->db_path, strerror(errno), QUEUE_DB_NAME);
+		return -1;
+	}
+	if (load_config(ctl) == -1)
+		return -1;
+	xasprintf(&ctl->db_path_buf, "%s/%s", ctl->conf->queue_dir,
+	    QUEUE_DB_NAME);
+	ctl->db_path = ctl->db_path_buf;
+	/* Never create a queue: a wrong path must not leave a new one. */
+	if (access(ctl->db_path, F_OK) == 0)
+		return 0;
+	if (errno == EACCES) {
+		fprintf(stderr, "mxgatectl: cannot reach the queue %s: %s; run"
+		    " mxgatectl as root or as the queue's owner (server.queue_user)"
+		    "\n", ctl->db_path, strerror(errno));
+		return -1;
+	}
+	fprintf(stderr, "mxgatectl: no queue at %s (queue.directory of %s%s);"
+	    " has mxgated run with this configuration?  Otherwise name the"
+	    " configuration with -c FILE or the queue directory with -q DIR\n",
+	    ctl->db_path, config_words(ctl, words, sizeof(words)),
+	    ctl->conf->queue_dir[0] != '/' ? ", relative to the current"
+	    " directory as for mxgated" : "");
+	return -1;
 }
 
 static int
 open_queue(struct ctl *ctl, bool readonly)
 {
-	if (ctl->db_path == NULL) {
-		if (load_config(ctl) == -1)
-			return -1;
-		xasprintf(&ctl->db_path_buf, "%s/%s", ctl->conf->queue_dir,
-		    QUEUE_DB_NAME);
-		ctl->db_path = ctl->db_path_buf;
-	}
-	/* Never create a queue: a typo in -q must not leave a new one. */
-	if (access(ctl->db_path, F_OK) == -1) {
-		fprintf(stderr, "mxgatectl: queue database %s: %s\n",
+	if (ctl->db_path == NULL && find_queue(ctl) == -1)
+		return -1;
+	if (access(ctl->db_path, readonly ? R_OK : R_OK | W_OK) < 0) {
+		fprintf(stderr, "mxgatectl: cannot %s the queue %s: %s; run"
+		    " mxgatectl as root or as the queue's owner"
+		    " (server.queue_user)\n", readonly ? "read" : "change",
 		    ctl->db_path, strerror(errno));
 		return -1;
 	}
 	ctl->db = queue_db_open(ctl->db_path, readonly);
-	if (ctl->db == NULL)
+	if (ctl->db == NULL) {
+		/* queue_db_open said what SQLite said; now what to do. */
+		fprintf(stderr, "mxgatectl: cannot use the queue %s: is it an"
+		    " mxgate queue (-q), and can this user write in its"
+		    " directory (the -wal and -shm files)?  Run mxgatectl as"
+		    " root or as the queue's owner\n", ctl->db_path);
 		return -1;
+	}
 	return 0;
 }
 
@@ -1040,9 +1216,15 @@ run_command(struct ctl *ctl, int argc, char **argv)
 	const struct command *c;
 	int consumed, nargs, rc;
 
+	if (strcmp(argv[0], "help") == 0)
+		return help(argc - 1, argv + 1);
 	c = find_command(argc, argv, &consumed);
-	if (c == NULL)
-		return usage();
+	if (c == NULL) {
+		fprintf(stderr, "mxgatectl: unknown command \"%s%s%s\"; the"
+		    " commands are listed by mxgatectl --help\n", argv[0],
+		    argc > 1 ? " " : "", argc > 1 ? argv[1] : "");
+		return EXIT_USAGE;
+	}
 	nargs = argc - consumed;
 	if (nargs < c->min_args || nargs > c->max_args)
 		return cmd_usage(c);
@@ -1057,6 +1239,14 @@ run_command(struct ctl *ctl, int argc, char **argv)
 	return rc;
 }
 
+static const struct option options[] = {
+	{ "config",  required_argument, NULL, 'c' },
+	{ "queue",   required_argument, NULL, 'q' },
+	{ "help",    no_argument,       NULL, 'h' },
+	{ "version", no_argument,       NULL, 'V' },
+	{ NULL, 0, NULL, 0 }
+};
+
 int
 main(int argc, char **argv)
 {
@@ -1067,13 +1257,13 @@ main(int argc, char **argv)
 	log_init(true, LOG_LEVEL_WARN);
 	log_set_role("mxgatectl");
 	/* "+": options end at the command, whose own options follow it. */
-	while ((ch = getopt(argc, argv, "+c:q:hV")) != -1) {
+	while ((ch = getopt_long(argc, argv, "+c:q:hV", options, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			ctl.config_path = optarg;
 			break;
 		case 'q':
-			ctl.db_path = optarg;
+			ctl.queue_arg = optarg;
 			break;
 		case 'h':
 			usage_to(stdout);
@@ -1085,8 +1275,10 @@ main(int argc, char **argv)
 			return usage();
 		}
 	}
-	if (optind >= argc)
+	if (optind >= argc) {
+		fprintf(stderr, "mxgatectl: no command given\n");
 		return usage();
+	}
 	rc = run_command(&ctl, argc - optind, argv + optind);
 	queue_db_close(ctl.db);
 	if (ctl.conf != NULL)

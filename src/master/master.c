@@ -978,14 +978,27 @@ read_signals(void)
 		case SIGHUP:
 			reload();
 			break;
+		default:
+			log_info("received signal %d (%s): ignored",
+			    (int)si.ssi_signo, strsignal((int)si.ssi_signo));
+			break;
 		}
 	}
 }
 
+/*
+ * Every signal whose default action would end the master is read here:
+ * TERM, INT and HUP act, the others are logged and ignored, so that a
+ * stray "kill -USR1" (logrotate scripts written for other daemons) never
+ * takes the whole gateway down.  Children get the default dispositions
+ * back (child_prepare).
+ */
 static void
 setup_signals(void)
 {
-	static const int handled[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP };
+	static const int handled[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP,
+	    SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGQUIT, SIGIO,
+	    SIGPWR, SIGSTKFLT };
 
 	m.sigfd = proc_signalfd(handled, (int)ARRAY_LEN(handled));
 	signal(SIGPIPE, SIG_IGN);

@@ -3,23 +3,30 @@
  * master process (master.c), which forks everything else.
  *
  *   mxgated [-f] [-c FILE]   run (-f: stay in the foreground, log to stderr)
- *   mxgated -n [-c FILE]     check the configuration: exit 0, or 1 with
- *                            "FILE:LINE: problem" lines
+ *   mxgated -n [-c FILE]     check the configuration, and that every
+ *                            process can reach its files (check.h): exit
+ *                            0, or 1 with "FILE:LINE: problem" lines
  *   mxgated -V               print the version
+ *   mxgated -h               usage, with the default configuration path
  *
- * Without -c the embedded default configuration is used (127.0.0.1:2525,
- * queue in ./var/queue).
+ * Without -c, MXGATE_CONF ($(sysconfdir)/mxgate/mxgate.conf, the file
+ * `make install` and the Debian package install) is used when it exists,
+ * else the embedded default configuration (127.0.0.1:2525, queue in
+ * ./var/queue), so that a build tree runs with no file at all.  The start
+ * and -n say which one they run on.
  */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <sys/stat.h>
 
 #include "common/config.h"
 #include "common/log.h"
+#include "master/check.h"
 #include "master/master.h"
 #include "smtp/plugin.h"
 #include "common/proc.h"
@@ -28,11 +35,69 @@
 #include "common/tls.h"
 #include "common/util.h"
 
+#ifndef MXGATE_CONF
+#define MXGATE_CONF "/etc/mxgate/mxgate.conf"
+#endif
+
 static void
-usage(void)
+usage(FILE *f, int status)
 {
-	fprintf(stderr, "usage: mxgated [-f] [-n] [-V] [-c config]\n");
-	exit(2);
+	fprintf(f, "usage: mxgated [-f] [-n] [-V] [-h] [-c config]\n"
+	    "  -c FILE  the configuration; default %s when it exists,\n"
+	    "           else the embedded default (127.0.0.1 port 2525,\n"
+	    "           queue in ./var/queue)\n"
+	    "  -f       stay in the foreground and log to stderr (with <N>\n"
+	    "           priorities when stderr is the systemd journal);\n"
+	    "           without -f: a daemon, logging to syslog (mail)\n"
+	    "  -n       check the configuration and every file a process\n"
+	    "           uses, as the user that uses it; exit 0 or 1\n"
+	    "  -V       print the version\n"
+	    "see mxgated(8) and mxgate.conf(5)\n", MXGATE_CONF);
+	exit(status);
+}
+
+/* How a line names the configuration in use. */
+static const char *
+config_name(const struct mxconf *conf, bool from_file, char *buf,
+    size_t size)
+{
+	if (from_file)
+		return conf->path;
+	snprintf(buf, size, "embedded default configuration (%s does not"
+	    " exist)", MXGATE_CONF);
+	return buf;
+}
+
+/*
+ * The pid file (server.pid_file): opened before daemon(), so that a wrong
+ * path is reported where the operator sees it, written once the master
+ * is the process that stays.  A stale one from a crash is overwritten
+ * (the queue lock, not this file, keeps two daemons apart).
+ */
+static int
+open_pid_file(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+	    O_NOFOLLOW, 0644);
+
+	if (fd < 0)
+		log_error("server.pid_file %s: %s; fix: create its directory,"
+		    " or correct server.pid_file", path, strerror(errno));
+	return fd;
+}
+
+static int
+write_pid_file(int fd, const char *path)
+{
+	char line[32];
+	int n;
+
+	n = snprintf(line, sizeof(line), "%ld\n", (long)getpid());
+	if (write(fd, line, (size_t)n) != n || close(fd) < 0) {
+		log_error("server.pid_file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 static void
@@ -167,7 +232,9 @@ int
 main(int argc, char **argv)
 {
 	const char *config_path = NULL;
-	bool foreground = false, check_only = false;
+	char namebuf[PATH_MAX + 64];
+	bool foreground = false, check_only = false, from_file;
+	int pid_fd = -1, warnings;
 	struct mxconf *conf;
 	enum log_level level;
 	int ch;
@@ -187,14 +254,21 @@ main(int argc, char **argv)
 		case 'V':
 			printf("mxgated %s\n", PACKAGE_VERSION);
 			return 0;
+		case 'h':
+			usage(stdout, 0);
+			break;
 		default:
-			usage();
+			usage(stderr, 2);
 		}
 	}
 	if (optind != argc)
-		usage();
+		usage(stderr, 2);
 
-	conf = config_path ? config_load(config_path, config_error) : config_default();
+	if (config_path == NULL && access(MXGATE_CONF, F_OK) == 0)
+		config_path = MXGATE_CONF;
+	from_file = config_path != NULL;
+	conf = from_file ? config_load(config_path, config_error) :
+	    config_default();
 	if (conf == NULL)
 		return 1;
 	/* Certificates and keys are read now, as root and before anything
@@ -210,27 +284,67 @@ main(int argc, char **argv)
 		config_free(conf);
 		return 1;
 	}
-	if (check_only) {
-		printf("%s: configuration OK\n", conf->path);
+	if (absolute_queue_dir(conf) < 0) {
 		config_free(conf);
-		return 0;
-	}
-	if (absolute_queue_dir(conf) < 0 ||
-	    make_parents(conf->queue_dir, false, 0, 0) < 0 ||
-	    prepare_maildir_roots(conf) < 0)
 		return 1;
+	}
+	if (check_only) {
+		int problems = check_access(conf, false, &warnings);
+
+		if (problems > 0)
+			fprintf(stderr, "%s: %d problem%s: mxgated would not"
+			    " start as configured\n", config_name(conf,
+			    from_file, namebuf, sizeof(namebuf)), problems,
+			    problems == 1 ? "" : "s");
+		else if (warnings > 0)
+			printf("%s: configuration OK, with %d warning%s (on"
+			    " stderr)\n", config_name(conf, from_file, namebuf,
+			    sizeof(namebuf)), warnings, warnings == 1 ? "" : "s");
+		else
+			printf("%s: configuration OK\n", config_name(conf,
+			    from_file, namebuf, sizeof(namebuf)));
+		config_free(conf);
+		return problems > 0 ? 1 : 0;
+	}
 
 	if (log_level_parse(conf->log_level, &level) < 0)
 		level = LOG_LEVEL_INFO;
-	log_init(foreground, level);
-	if (queue_not_in_use(conf) < 0)
-		return 1;
-	if (!foreground && daemon(0, 0) < 0) {
-		fprintf(stderr, "mxgated: daemon: %s\n", strerror(errno));
+	/* Logging starts now, on stderr or the journal until daemon() (the
+	 * operator sees why a start fails), then syslog. */
+	log_init(true, level);
+	log_set_role("mxgated");
+	log_info("mxgated %s starting with %s", PACKAGE_VERSION,
+	    config_name(conf, from_file, namebuf, sizeof(namebuf)));
+	if (check_access(conf, true, &warnings) > 0) {
+		log_error("not started: fix the problems above (mxgated -n"
+		    " checks again)");
+		config_free(conf);
 		return 1;
 	}
-	log_info("mxgated %s starting with %s", PACKAGE_VERSION, conf->path);
+	if (make_parents(conf->queue_dir, false, 0, 0) < 0 ||
+	    prepare_maildir_roots(conf) < 0 || queue_not_in_use(conf) < 0 ||
+	    (conf->pid_file != NULL &&
+	    (pid_fd = open_pid_file(conf->pid_file)) < 0)) {
+		config_free(conf);
+		return 1;
+	}
+	if (!foreground) {
+		if (daemon(0, 0) < 0) {
+			log_error("daemon: %s", strerror(errno));
+			return 1;
+		}
+		log_init(false, level);
+		log_info("mxgated %s started with %s", PACKAGE_VERSION,
+		    config_name(conf, from_file, namebuf, sizeof(namebuf)));
+	}
+	if (pid_fd >= 0 && write_pid_file(pid_fd, conf->pid_file) < 0) {
+		config_free(conf);
+		return 1;
+	}
 	int status = master_main(conf);
+	/* Only the master gets here (children exit): the file is ours. */
+	if (conf->pid_file != NULL)
+		unlink(conf->pid_file);
 	config_free(conf);
 	return status;
 }

@@ -557,6 +557,7 @@ void
 qdb_save_error(struct queue_db *db)
 {
 	snprintf(db->err, sizeof(db->err), "%s", sqlite3_errmsg(db->h));
+	db->err_code = sqlite3_errcode(db->h);
 }
 
 char *

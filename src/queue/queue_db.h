@@ -172,6 +172,13 @@ char *queue_db_content_head(struct queue_db *db, const char *msgid,
  * runs: the values it gets are valid during the call only.
  */
 const char *queue_db_error(const struct queue_db *db);
+/* What kind of failure that was, for advice to the operator. */
+enum queue_db_error_kind {
+	QDB_ERR_OTHER,
+	QDB_ERR_BUSY,           /* the daemon holds a lock: try again */
+	QDB_ERR_ACCESS,         /* read-only, permission, cannot open */
+};
+enum queue_db_error_kind queue_db_error_kind(const struct queue_db *db);
 
 /* A read transaction (the parts of a report agree); end it with
  * queue_db_admin_commit().  A write transaction: BEGIN IMMEDIATE, synced

@@ -62,6 +62,22 @@ queue_db_error(const struct queue_db *db)
 	return db->err[0] != '\0' ? db->err : "unknown error";
 }
 
+enum queue_db_error_kind
+queue_db_error_kind(const struct queue_db *db)
+{
+	switch (db->err_code & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return QDB_ERR_BUSY;
+	case SQLITE_READONLY:
+	case SQLITE_PERM:
+	case SQLITE_CANTOPEN:
+		return QDB_ERR_ACCESS;
+	default:
+		return QDB_ERR_OTHER;
+	}
+}
+
 /* ---- transactions ---- */
 
 int

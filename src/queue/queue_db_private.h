@@ -28,6 +28,7 @@ struct queue_db {
 	sqlite3_stmt *stmt[QDB_INSERT_STMTS];
 	sqlite3_stmt *dstmt[QDB_DELIVERY_STMTS];   /* NULL until prepared */
 	char          err[256];         /* the last failure: queue_db_error() */
+	int           err_code;         /* its SQLite code: queue_db_error_kind() */
 };
 
 /* "queue database PATH: what: SQLite's message". */
