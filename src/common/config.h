@@ -127,7 +127,10 @@ struct mxconf {
 	char    *hostname;           /* default: gethostname() */
 	char    *user;               /* workers run as this user when root */
 	char    *group;              /* default: user's primary group */
-	char    *queue_user;         /* queue process user; default: user */
+	char    *queue_user;         /* queue process user, owns the queue */
+	char    *delivery_user;      /* delivery children */
+	char    *lookup_user;        /* the credentials lookup process */
+	char    *chroot_dir;         /* the workers' root when root */
 	int      workers;            /* 0 = one per CPU */
 	char    *log_level;          /* "error" "warn" "info" "debug" */
 

@@ -25,6 +25,9 @@ int proc_signalfd(const int *signals, int nsignals);
 
 /* user NULL: nothing to drop.  Returns 0, or -1 after logging. */
 int proc_drop_privileges(const char *user, const char *group);
+/* The same for a user already looked up (after a chroot, where the user
+ * database is out of reach). */
+int proc_switch_user(const char *user, unsigned uid, unsigned gid);
 /* The uid/gid the role would run as: for chown of the queue directory. */
 int proc_lookup_user(const char *user, const char *group, unsigned *uid,
     unsigned *gid);

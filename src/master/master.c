@@ -280,11 +280,6 @@ child_prepare(const char *title)
 	proc_title_set("mxgated: %s", title);
 }
 
-static const char *
-queue_user(void)
-{
-	return m.conf->queue_user ? m.conf->queue_user : m.conf->user;
-}
 
 static void
 child_died_logged(struct child *c, int status)
@@ -380,20 +375,23 @@ spawn_queue(void)
 		log_set_role("queue");
 		if (mkdir(m.conf->queue_dir, 0700) < 0 && errno != EEXIST)
 			fatal("%s: mkdir", m.conf->queue_dir);
-		if (geteuid() == 0 && m.conf->user != NULL) {
-			if (proc_lookup_user(queue_user(), m.conf->queue_user ? NULL : m.conf->group, &uid, &gid) < 0)
+		if (geteuid() == 0 && m.conf->queue_user != NULL) {
+			if (proc_lookup_user(m.conf->queue_user, NULL, &uid,
+			    &gid) < 0)
 				exit(1);
-			if (chown(m.conf->queue_dir, uid, gid) < 0)
+			if (chown(m.conf->queue_dir, uid, gid) < 0 ||
+			    chmod(m.conf->queue_dir, 0700) < 0)
 				fatal("%s: chown", m.conf->queue_dir);
 		}
-		/* Relative to the queue directory from now on: the unprivileged
-		 * process needs no search permission on its parents. */
+		/* Relative to the queue directory from now on, entered while
+		 * still root: the unprivileged process needs no search
+		 * permission on its parents (a queue inside /root), and
+		 * SQLite keeps the name relative (queue_vfs.h). */
 		if (chdir(m.conf->queue_dir) < 0)
 			fatal("%s: chdir", m.conf->queue_dir);
 		/* The queue serves no TLS: no reason to keep the keys. */
 		tls_cleanup();
-		if (proc_drop_privileges(queue_user(),
-		    m.conf->queue_user ? NULL : m.conf->group) < 0)
+		if (proc_drop_privileges(m.conf->queue_user, NULL) < 0)
 			exit(1);
 		free(qends);
 		free(wends);
@@ -445,10 +443,7 @@ spawn_worker(int slot)
 		child_keep_fds(keep, 2);
 		child_prepare("smtp");
 		log_set_role("smtp");
-		if (chdir("/") < 0)
-			fatal("chdir /");
-		if (proc_drop_privileges(m.conf->user, m.conf->group) < 0)
-			exit(1);
+		/* worker_main() confines itself (worker_sandbox()). */
 		exit(worker_main(m.conf, slot, keep[0], keep[1]));
 	}
 

@@ -16,13 +16,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <pwd.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "common/config.h"
 #include "common/log.h"
 #include "master/master.h"
 #include "smtp/plugin.h"
 #include "common/proc.h"
+#include "common/sandbox.h"
+#include "smtp/worker.h"
 #include "queue/queue.h"
 #include "queue/queue_db.h"
 #include "common/tls.h"
@@ -118,12 +123,11 @@ make_parents(const char *dir, bool give, unsigned uid, unsigned gid)
 static int
 prepare_maildir_roots(const struct mxconf *conf)
 {
-	const char *user = conf->queue_user ? conf->queue_user : conf->user;
+	const char *user = conf->queue_user;
 	unsigned uid = 0, gid = 0;
 	bool give = geteuid() == 0 && user != NULL;
 
-	if (give && proc_lookup_user(user, conf->queue_user ? NULL : conf->group,
-	    &uid, &gid) < 0)
+	if (give && proc_lookup_user(user, NULL, &uid, &gid) < 0)
 		return -1;
 	for (size_t i = 0; i < conf->nroutes; i++) {
 		const struct route_conf *r = &conf->routes[i];
@@ -143,6 +147,70 @@ prepare_maildir_roots(const struct mxconf *conf)
 			return -1;
 	}
 	return 0;
+}
+
+/*
+ * The queue directory, made (0700) and given to the queue's user while we
+ * are root; then, as each other user, the proof that it cannot be opened.
+ */
+static int
+prepare_queue_dir(const struct mxconf *conf)
+{
+	unsigned uid, gid;
+
+	if (geteuid() != 0)
+		return 0;
+	if (mkdir(conf->queue_dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "mxgated: mkdir %s: %s\n", conf->queue_dir,
+		    strerror(errno));
+		return -1;
+	}
+	if (proc_lookup_user(conf->queue_user, NULL, &uid, &gid) < 0)
+		return -1;
+	if (chown(conf->queue_dir, (uid_t)uid, (gid_t)gid) < 0 ||
+	    chmod(conf->queue_dir, 0700) < 0) {
+		fprintf(stderr, "mxgated: %s: giving it to server.queue_user"
+		    " \"%s\": %s\n", conf->queue_dir, conf->queue_user,
+		    strerror(errno));
+		return -1;
+	}
+	return sandbox_check_queue_closed(conf);
+}
+
+/*
+ * The plugins' init() runs in the workers, confined; a failing one stops
+ * the start all the same: tried once here in a child confined as a
+ * worker, which reports "FILE:LINE: ... init failed: ..." on stderr.
+ */
+static int
+plugins_try_init(const struct mxconf *conf)
+{
+	pid_t pid;
+	int status;
+
+	if (plugins_count() == 0)
+		return 0;
+	fflush(stderr);
+	if ((pid = fork()) < 0) {
+		fprintf(stderr, "mxgated: fork: %s\n", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		worker_sandbox(conf);
+		_exit(plugins_init(config_error) < 0 ? 1 : 0);
+	}
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR)
+			return -1;
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	if (WIFSIGNALED(status))
+		fprintf(stderr, "mxgated: the plugins' init() killed their"
+		    " process (signal %d%s)\n", WTERMSIG(status),
+		    WTERMSIG(status) == SIGSYS ? ": a system call the smtp"
+		    " workers' seccomp filter forbids" : "");
+	return -1;
 }
 
 /*
@@ -204,9 +272,10 @@ main(int argc, char **argv)
 		config_free(conf);
 		return 1;
 	}
-	/* Plugins too (plugin.h): loaded and initialized by the master, so
-	 * the workers inherit them; -n only loads them and checks the ABI. */
-	if (plugins_load(conf, !check_only, config_error) < 0) {
+	/* Plugins too (plugin.h): loaded by the master, so the workers
+	 * inherit them, and initialized in the workers once confined; -n
+	 * only loads them and checks the ABI. */
+	if (plugins_load(conf, false, config_error) < 0) {
 		config_free(conf);
 		return 1;
 	}
@@ -215,9 +284,15 @@ main(int argc, char **argv)
 		config_free(conf);
 		return 0;
 	}
-	if (absolute_queue_dir(conf) < 0 ||
+	/* Started as root, each role gets its own user: they must exist,
+	 * and none but the queue's may reach the queue. */
+	if (sandbox_check_users(conf) < 0 ||
+	    absolute_queue_dir(conf) < 0 ||
 	    make_parents(conf->queue_dir, false, 0, 0) < 0 ||
-	    prepare_maildir_roots(conf) < 0)
+	    prepare_queue_dir(conf) < 0 ||
+	    sandbox_chroot_prepare(conf->chroot_dir) < 0 ||
+	    prepare_maildir_roots(conf) < 0 ||
+	    plugins_try_init(conf) < 0)
 		return 1;
 
 	if (log_level_parse(conf->log_level, &level) < 0)
@@ -230,6 +305,14 @@ main(int argc, char **argv)
 		return 1;
 	}
 	log_info("mxgated %s starting with %s", PACKAGE_VERSION, conf->path);
+	if (!sandbox_privileged()) {
+		struct passwd *pw = getpwuid(geteuid());
+
+		log_info("started as %s, not root: every process runs as %s,"
+		    " without chroot or users of its own (no_new_privs and"
+		    " the seccomp filters still apply)",
+		    pw ? pw->pw_name : "this user", pw ? pw->pw_name : "it");
+	}
 	int status = master_main(conf);
 	config_free(conf);
 	return status;

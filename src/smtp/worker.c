@@ -29,6 +29,8 @@
 #include "common/ipc.h"
 #include "common/log.h"
 #include "common/proc.h"
+#include "common/sandbox.h"
+#include "smtp/plugin.h"
 #include "smtp/session.h"
 #include "common/util.h"
 #include "smtp/worker.h"
@@ -364,12 +366,25 @@ start_auth(void)
 static void
 start_hooks(void)
 {
+	static struct mxconf inside;
+	static char service[sizeof(SANDBOX_POLICY_DIR) + 300];
+	const char *sock;
 	int fds[2];
 	size_t n;
 
+	/* Chrooted, a unix policy service's directory is mounted at
+	 * SANDBOX_POLICY_DIR (worker_sandbox()). */
+	inside = *w.conf;
+	if (sandbox_privileged() && w.conf->policy_service != NULL &&
+	    strncmp(w.conf->policy_service, "unix:", 5) == 0 &&
+	    (sock = strrchr(w.conf->policy_service, '/')) != NULL) {
+		snprintf(service, sizeof(service), "unix:%s%s",
+		    SANDBOX_POLICY_DIR, sock);
+		inside.policy_service = service;
+	}
 	/* A service that cannot start answers temperror / its default:
 	 * logged there, and no reason to stop taking mail. */
-	hooks_worker_init(w.conf);
+	hooks_worker_init(&inside);
 	n = hooks_worker_fds(fds, ARRAY_LEN(fds));
 	for (size_t i = 0; i < n; i++)
 		epoll_set(fds[i], EPOLL_CTL_ADD, EPOLLIN,
@@ -422,6 +437,35 @@ setup_signals(void)
 	w.sigfd = proc_signalfd(handled, (int)ARRAY_LEN(handled));
 }
 
+void
+worker_sandbox(const struct mxconf *conf)
+{
+	static char policy_dir[300];
+	struct sandbox sb = {
+		.title = "smtp",
+		.user = conf->user,
+		.group = conf->group,
+		.root = conf->chroot_dir,
+		.filter = SANDBOX_FILTER_SMTP,
+	};
+	const char *slash;
+
+	if (conf->policy_service != NULL &&
+	    strncmp(conf->policy_service, "unix:", 5) == 0 &&
+	    (slash = strrchr(conf->policy_service, '/')) != NULL) {
+		size_t len = (size_t)(slash - (conf->policy_service + 5));
+
+		if (len == 0)
+			len = 1;         /* a socket in / */
+		if (len < sizeof(policy_dir)) {
+			memcpy(policy_dir, conf->policy_service + 5, len);
+			policy_dir[len] = '\0';
+			sb.bind_dir = policy_dir;
+		}
+	}
+	sandbox_enter(&sb);
+}
+
 int
 worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 {
@@ -440,6 +484,11 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 	epoll_set(w.sigfd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SIGNAL, 0));
 	epoll_set(master_fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_MASTER, 0));
 	set_queue_channel(queue_fd);
+	/* Everything the worker needs from the system is open or loaded:
+	 * from here on the kernel holds it to what it needs. */
+	worker_sandbox(conf);
+	if (plugins_init(NULL) < 0)
+		exit(1);
 	/* After the signal mask is set: the threads inherit it. */
 	start_auth();
 	start_hooks();

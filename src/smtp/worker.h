@@ -12,6 +12,16 @@
 
 #include "common/config.h"
 
+/*
+ * Confine the calling process as an smtp worker (sandbox.h): its user,
+ * chrooted into conf->chroot_dir (a unix policy service's directory
+ * mounted inside), no capabilities, no_new_privs, the smtp seccomp
+ * filter.  Fatal on failure.  worker_main() calls it once its channels
+ * and epoll set exist, before it starts threads or plugins; the master
+ * calls it in a child to try the plugins' init() at start.
+ */
+void worker_sandbox(const struct mxconf *conf);
+
 int worker_main(const struct mxconf *conf, int slot, int master_fd,
     int queue_fd);
 
