@@ -15,6 +15,10 @@
  *                       QUEUE_CHANNEL (+worker's end of a worker<->queue pair)
  *   master <-> queue    WORKER_CHANNEL (+queue's end of a worker<->queue pair)
  *   worker <-> queue    SUBMIT (+memfd) and SUBMIT_RESULT
+ *   master <-> lookup   WORKER_CHANNEL (+lookup's end of a worker<->lookup
+ *                       pair)
+ *   master  -> worker   LOOKUP_CHANNEL (+worker's end of that pair)
+ *   worker <-> lookup   AUTH_CHECK and AUTH_RESULT
  */
 #ifndef MXGATE_IPC_H
 #define MXGATE_IPC_H
@@ -35,6 +39,9 @@ enum ipc_type {
 	IPC_SUBMIT_RESULT,      /* queue -> worker */
 	IPC_SUBMIT_INLINE,      /* worker -> queue, the message in the payload */
 	IPC_AUTH_FAILED,        /* worker -> master, struct ipc_conn_closed */
+	IPC_LOOKUP_CHANNEL,     /* master -> worker, fd = channel to lookup */
+	IPC_AUTH_CHECK,         /* worker -> lookup */
+	IPC_AUTH_RESULT,        /* lookup -> worker */
 };
 
 /*
@@ -80,6 +87,19 @@ struct ipc_submit_result {
 	uint32_t status;        /* enum submit_status */
 	char     queue_id[QUEUE_ID_LEN + 1];
 	char     text[128];     /* reason for a failure, for the reply */
+};
+
+/* AUTH credentials to check (auth.h); both strings NUL-terminated. */
+struct ipc_auth_check {
+	uint64_t request_id;    /* echoed in the result */
+	char     user[256];
+	char     pass[512];
+};
+
+struct ipc_auth_result {
+	uint64_t request_id;
+	uint32_t verdict;       /* enum auth_verdict */
+	char     why[160];      /* for the log */
 };
 
 /*

@@ -505,6 +505,19 @@ allow_smtp(scmp_filter_ctx ctx)
 }
 
 static void
+allow_lookup(scmp_filter_ctx ctx)
+{
+	/* SQLite opens the database (and, for a WAL one, its -shm file)
+	 * and resolves its name; nothing is written but its locks. */
+	static const char *const names[] = {
+		"open", "openat", "getcwd", "readlink", "readlinkat", "access",
+		"faccessat", "faccessat2", "fsync", "fdatasync",
+	};
+	for (size_t i = 0; i < ARRAY_LEN(names); i++)
+		allow_name(ctx, names[i]);
+}
+
+static void
 load_filter(const struct sandbox *sb)
 {
 	scmp_filter_ctx ctx;
@@ -518,6 +531,9 @@ load_filter(const struct sandbox *sb)
 	switch (sb->filter) {
 	case SANDBOX_FILTER_SMTP:
 		allow_smtp(ctx);
+		break;
+	case SANDBOX_FILTER_LOOKUP:
+		allow_lookup(ctx);
 		break;
 	case SANDBOX_FILTER_QUEUE:
 	case SANDBOX_FILTER_NONE:

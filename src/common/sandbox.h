@@ -10,7 +10,8 @@
  *   smtp workers   server.user, chrooted into server.chroot_dir, the smtp
  *                  seccomp filter
  *   queue          server.queue_user, in the queue directory (cwd)
- *   lookup         server.lookup_user (credentials for AUTH)
+ *   lookup         server.lookup_user (credentials for AUTH), the
+ *                  lookup seccomp filter
  * Started as an ordinary user nothing can switch users or chroot: every
  * process keeps that user, and only no_new_privs and the filters apply.
  *
@@ -46,6 +47,9 @@ enum sandbox_filter {
 	                         * no fork, no file but read-only opens */
 	SANDBOX_FILTER_QUEUE,   /* files in its directory, fork for
 	                         * deliveries; no listening sockets */
+	SANDBOX_FILTER_LOOKUP,  /* reads files (the credential sources,
+	                         * SQLite's locks); no socket, no fork, no
+	                         * exec */
 };
 
 /* Where, inside the workers' root, a unix policy service's directory is

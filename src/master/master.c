@@ -24,13 +24,14 @@
 #include "queue/queue.h"
 #include "common/tls.h"
 #include "common/util.h"
+#include "lookup/lookup.h"
 #include "smtp/worker.h"
 
 #define RESPAWN_MAX_DELAY_MS   60000
 #define RESPAWN_STABLE_MS      10000   /* lived this long: restart at once */
 #define STOP_EXTRA_MS          10000   /* after the grace, SIGKILL */
 
-enum child_role { CHILD_WORKER, CHILD_QUEUE };
+enum child_role { CHILD_WORKER, CHILD_QUEUE, CHILD_LOOKUP };
 
 struct child {
 	enum child_role role;
@@ -79,6 +80,8 @@ static struct {
 	int        nworkers;            /* replacements after a reload */
 	int        nslots;
 	struct child queue;
+	struct child lookup;            /* when a listener offers AUTH */
+	bool       lookup_on;
 	struct conn *conns;
 	size_t     nconn_slots;
 	size_t     conn_free_hint;
@@ -92,7 +95,7 @@ static struct {
 } m;
 
 /* epoll user data: what kind of fd woke us. */
-enum { EV_LISTENER = 1, EV_SIGNAL, EV_WORKER, EV_QUEUE };
+enum { EV_LISTENER = 1, EV_SIGNAL, EV_WORKER, EV_QUEUE, EV_LOOKUP };
 #define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
 
 static void
@@ -281,15 +284,26 @@ child_prepare(const char *title)
 }
 
 
+static const char *
+child_name(const struct child *c)
+{
+	return c->role == CHILD_QUEUE ? "queue" :
+	    c->role == CHILD_LOOKUP ? "lookup" : "smtp";
+}
+
 static void
 child_died_logged(struct child *c, int status)
 {
-	const char *name = c->role == CHILD_QUEUE ? "queue" : "smtp";
+	const char *name = child_name(c);
 
 	if (c->retiring && WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		log_info("%s process %ld retired", name, (long)c->pid);
 	else if (m.stopping && WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		log_info("%s process %ld stopped", name, (long)c->pid);
+	else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS)
+		log_warn("%s process %ld killed by signal %d (SIGSYS: a system"
+		    " call its seccomp filter forbids)", name, (long)c->pid,
+		    WTERMSIG(status));
 	else if (WIFSIGNALED(status))
 		log_warn("%s process %ld killed by signal %d", name, (long)c->pid,
 		    WTERMSIG(status));
@@ -315,12 +329,12 @@ schedule_respawn(struct child *c)
 	c->quick_deaths++;
 	c->respawn_at_ms = now + delay;
 	if (delay > 0)
-		log_warn("%s process respawns in %llu ms",
-		    c->role == CHILD_QUEUE ? "queue" : "smtp",
+		log_warn("%s process respawns in %llu ms", child_name(c),
 		    (unsigned long long)delay);
 }
 
 static void spawn_queue(void);
+static void spawn_lookup(void);
 static void spawn_worker(int slot);
 
 static void
@@ -420,11 +434,77 @@ spawn_queue(void)
 	log_info("queue process %ld started", (long)pid);
 }
 
+/*
+ * Fork the credentials lookup process (lookup.h) with one fresh channel
+ * per running worker; each worker gets its end through
+ * IPC_LOOKUP_CHANNEL.
+ */
+static void
+spawn_lookup(void)
+{
+	int chan[2], i;
+	int *lends = xcalloc((size_t)m.nslots, sizeof(int));
+	int *wends = xcalloc((size_t)m.nslots, sizeof(int));
+	pid_t pid;
+
+	if (ipc_socketpair(chan) < 0)
+		fatal("socketpair");
+	for (i = 0; i < m.nslots; i++) {
+		int pair[2];
+		lends[i] = wends[i] = -1;
+		if (m.workers[i].pid == 0 || m.workers[i].fd < 0)
+			continue;
+		if (ipc_socketpair(pair) < 0)
+			fatal("socketpair");
+		lends[i] = pair[0];
+		wends[i] = pair[1];
+	}
+
+	pid = fork();
+	if (pid < 0)
+		fatal("fork");
+	if (pid == 0) {
+		int n = 1 + m.nslots, *keep = xcalloc((size_t)n, sizeof(int));
+
+		keep[0] = chan[1];
+		for (i = 0; i < m.nslots; i++)
+			keep[1 + i] = lends[i];
+		child_keep_fds(keep, n);
+		child_prepare("lookup");
+		log_set_role("lookup");
+		if (chdir("/") < 0)
+			fatal("chdir /");
+		/* It serves no TLS: no reason to keep the keys. */
+		tls_cleanup();
+		exit(lookup_main(m.conf, keep[0], keep + 1, m.nslots));
+	}
+
+	close(chan[1]);
+	m.lookup.pid = pid;
+	m.lookup.fd = chan[0];
+	m.lookup.started_ms = monotonic_ms();
+	m.lookup.respawn_at_ms = 0;
+	epoll_add(m.lookup.fd, EV_DATA(EV_LOOKUP, 0));
+	for (i = 0; i < m.nslots; i++) {
+		if (lends[i] < 0)
+			continue;
+		close(lends[i]);
+		if (ipc_send(m.workers[i].fd, IPC_LOOKUP_CHANNEL, NULL, 0,
+		    wends[i]) < 0)
+			log_warn("worker %d: cannot pass the lookup channel: %s",
+			    i, strerror(errno));
+		close(wends[i]);
+	}
+	free(lends);
+	free(wends);
+	log_info("lookup process %ld started", (long)pid);
+}
+
 static void
 spawn_worker(int slot)
 {
 	struct child *w = &m.workers[slot];
-	int chan[2], qpair[2] = { -1, -1 };
+	int chan[2], qpair[2] = { -1, -1 }, lpair[2] = { -1, -1 };
 	pid_t pid;
 
 	if (ipc_socketpair(chan) < 0)
@@ -433,18 +513,22 @@ spawn_worker(int slot)
 		if (ipc_socketpair(qpair) < 0)
 			fatal("socketpair");
 	}
+	if (m.lookup.pid != 0 && m.lookup.fd >= 0) {
+		if (ipc_socketpair(lpair) < 0)
+			fatal("socketpair");
+	}
 
 	pid = fork();
 	if (pid < 0)
 		fatal("fork");
 	if (pid == 0) {
-		int keep[2] = { chan[1], qpair[1] };
+		int keep[3] = { chan[1], qpair[1], lpair[1] };
 
-		child_keep_fds(keep, 2);
+		child_keep_fds(keep, 3);
 		child_prepare("smtp");
 		log_set_role("smtp");
 		/* worker_main() confines itself (worker_sandbox()). */
-		exit(worker_main(m.conf, slot, keep[0], keep[1]));
+		exit(worker_main(m.conf, slot, keep[0], keep[1], keep[2]));
 	}
 
 	close(chan[1]);
@@ -463,6 +547,16 @@ spawn_worker(int slot)
 			    slot, strerror(errno));
 		close(qpair[0]);
 	}
+	if (lpair[0] >= 0) {
+		struct ipc_worker_channel wc = { .worker_slot = (uint32_t)slot };
+
+		close(lpair[1]);
+		if (ipc_send(m.lookup.fd, IPC_WORKER_CHANNEL, &wc, sizeof(wc),
+		    lpair[0]) < 0)
+			log_warn("cannot pass worker %d's channel to the lookup"
+			    " process: %s", slot, strerror(errno));
+		close(lpair[0]);
+	}
 	log_info("smtp process %ld started (slot %d)", (long)pid, slot);
 }
 
@@ -471,6 +565,8 @@ child_by_pid(pid_t pid)
 {
 	if (m.queue.pid == pid)
 		return &m.queue;
+	if (m.lookup.pid == pid)
+		return &m.lookup;
 	for (int i = 0; i < m.nslots; i++) {
 		if (m.workers[i].pid == pid)
 			return &m.workers[i];
@@ -495,7 +591,7 @@ reap_children(void)
 		c->retiring = false;
 		if (c->role == CHILD_WORKER)
 			conns_release_worker(c->slot);
-		if (!m.stopping && (c->role == CHILD_QUEUE || c->active))
+		if (!m.stopping && (c->role != CHILD_WORKER || c->active))
 			schedule_respawn(c);
 	}
 }
@@ -508,6 +604,9 @@ respawn_due(uint64_t now)
 	if (m.queue.pid == 0 && m.queue.respawn_at_ms != 0 &&
 	    m.queue.respawn_at_ms <= now)
 		spawn_queue();
+	if (m.lookup_on && m.lookup.pid == 0 && m.lookup.respawn_at_ms != 0 &&
+	    m.lookup.respawn_at_ms <= now)
+		spawn_lookup();
 	for (int i = 0; i < m.nslots; i++) {
 		struct child *w = &m.workers[i];
 		if (w->active && w->pid == 0 && w->respawn_at_ms != 0 &&
@@ -523,6 +622,9 @@ next_timeout_ms(uint64_t now)
 
 	if (m.queue.pid == 0 && m.queue.respawn_at_ms != 0)
 		next = m.queue.respawn_at_ms;
+	if (m.lookup_on && m.lookup.pid == 0 && m.lookup.respawn_at_ms != 0 &&
+	    m.lookup.respawn_at_ms < next)
+		next = m.lookup.respawn_at_ms;
 	for (int i = 0; i < m.nslots; i++) {
 		if (m.workers[i].active && m.workers[i].pid == 0 &&
 		    m.workers[i].respawn_at_ms != 0 &&
@@ -801,6 +903,23 @@ read_worker(int slot)
 }
 
 static void
+read_lookup(void)
+{
+	char buf[512];
+	enum ipc_type type;
+	int fd, r = -1;
+
+	while (m.lookup.fd >= 0 &&
+	    (r = ipc_recv(m.lookup.fd, &type, buf, sizeof(buf), &fd)) > 0) {
+		if (fd >= 0)
+			close(fd);
+		fatalx("lookup process sent unexpected message %d", type);
+	}
+	if (m.lookup.fd >= 0 && r == 0)
+		close_child_channel(&m.lookup);
+}
+
+static void
 read_queue(void)
 {
 	char buf[512];
@@ -865,10 +984,19 @@ stop_progress(uint64_t now)
 		}
 		if (m.queue.pid != 0)
 			kill(m.queue.pid, SIGKILL);
+		if (m.lookup.pid != 0)
+			kill(m.lookup.pid, SIGKILL);
 		m.killed = true;
 	}
 	if (workers_running())
 		return false;
+	if (m.lookup.pid != 0) {
+		static bool lookup_told;
+		if (!lookup_told) {
+			kill(m.lookup.pid, SIGTERM);
+			lookup_told = true;
+		}
+	}
 	if (m.queue.pid != 0) {
 		static bool queue_told;
 		if (!queue_told) {
@@ -877,7 +1005,7 @@ stop_progress(uint64_t now)
 		}
 		return false;
 	}
-	return true;
+	return m.lookup.pid == 0;
 }
 
 /* ---- reload ---- */
@@ -1057,7 +1185,11 @@ master_main(struct mxconf *conf)
 	}
 	m.queue.role = CHILD_QUEUE;
 	m.queue.fd = -1;
+	m.lookup.role = CHILD_LOOKUP;
+	m.lookup.fd = -1;
 	spawn_queue();
+	if ((m.lookup_on = lookup_wanted(conf)))
+		spawn_lookup();
 	for (int i = 0; i < m.nworkers; i++)
 		spawn_worker(i);
 
@@ -1097,6 +1229,9 @@ master_main(struct mxconf *conf)
 				break;
 			case EV_QUEUE:
 				read_queue();
+				break;
+			case EV_LOOKUP:
+				read_lookup();
 				break;
 			}
 		}

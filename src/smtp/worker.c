@@ -5,10 +5,10 @@
  * unique while the session lives; a queue request id carries that index in
  * its low 32 bits (and a sequence number above), so the queue's answer
  * finds its session in O(1), and an answer for a session that has gone
- * meanwhile is recognised and dropped.  Credential checks (AUTH) run in a
- * small thread pool (auth.h) and come back the same way, through the
- * pool's eventfd; so do SPF checks and policy service answers (hooks.h),
- * whose descriptors are in the loop too.
+ * meanwhile is recognised and dropped.  Credential checks (AUTH) go to
+ * the lookup process (lookup.h), which alone can read the credentials,
+ * and come back the same way; so do SPF checks and policy service
+ * answers (hooks.h), whose descriptors are in the loop too.
  *
  * Submissions the queue channel cannot take now (its socket buffer is
  * full while the queue process commits a large batch) wait in a FIFO and
@@ -36,9 +36,8 @@
 #include "smtp/worker.h"
 
 #define TICK_MS 1000
-#define AUTH_THREADS 2      /* hashes at once; more only queue up */
 
-enum { EV_MASTER = 1, EV_QUEUE, EV_SIGNAL, EV_SESSION, EV_AUTH, EV_HOOKS };
+enum { EV_MASTER = 1, EV_QUEUE, EV_SIGNAL, EV_SESSION, EV_LOOKUP, EV_HOOKS };
 #define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
 
 struct fd_slot {
@@ -57,7 +56,7 @@ static struct {
 	size_t     nfds;
 	unsigned   nsessions;
 	uint32_t   request_seq;
-	struct auth_pool *auth;      /* NULL when no listener offers AUTH */
+	int        lookup_fd;        /* the credentials lookup, -1: none */
 	uint32_t   auth_seq;
 	struct session **dead;
 	size_t     ndead, dead_cap;
@@ -180,14 +179,25 @@ static int
 op_auth_check(struct session *s, const char *user, const char *pass,
     uint64_t *request_id)
 {
-	uint64_t id;
+	struct ipc_auth_check c;
+	int rc;
 
-	if (w.auth == NULL)
+	if (w.lookup_fd < 0)
 		return -1;
-	id = ((uint64_t)++w.auth_seq << 32) | (uint32_t)session_fd(s);
-	if (auth_pool_submit(w.auth, id, user, pass) < 0)
+	memset(&c, 0, sizeof(c));
+	c.request_id = ((uint64_t)++w.auth_seq << 32) | (uint32_t)session_fd(s);
+	/* Too long for any entry: an empty user, which the lookup
+	 * answers "no such user" at the cost of a real hash. */
+	if (strlcpy_mx(c.user, user, sizeof(c.user)) >= sizeof(c.user) ||
+	    strlcpy_mx(c.pass, pass, sizeof(c.pass)) >= sizeof(c.pass))
+		c.user[0] = '\0';
+	rc = ipc_send(w.lookup_fd, IPC_AUTH_CHECK, &c, sizeof(c), -1);
+	explicit_bzero(&c.pass, sizeof(c.pass));
+	if (rc < 0) {
+		log_warn("sending a credential check: %s", strerror(errno));
 		return -1;
-	*request_id = id;
+	}
+	*request_id = c.request_id;
 	return 0;
 }
 
@@ -256,6 +266,29 @@ set_queue_channel(int fd)
 		epoll_set(fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_QUEUE, 0));
 }
 
+/* Sessions waiting for a check the lost lookup process will not
+ * answer: a temporary failure. */
+static void
+set_lookup_channel(int fd)
+{
+	if (w.lookup_fd >= 0) {
+		epoll_ctl(w.epfd, EPOLL_CTL_DEL, w.lookup_fd, NULL);
+		close(w.lookup_fd);
+		w.lookup_fd = -1;
+		for (size_t i = 0; i < w.nfds; i++) {
+			struct session *s = w.fds[i].session;
+
+			if (s != NULL && session_auth_request(s) != 0)
+				session_auth_result(s, session_auth_request(s),
+				    AUTH_TEMPFAIL, "credentials lookup process"
+				    " gone");
+		}
+	}
+	w.lookup_fd = fd;
+	if (fd >= 0)
+		epoll_set(fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_LOOKUP, 0));
+}
+
 static void
 read_master(void)
 {
@@ -276,6 +309,12 @@ read_master(void)
 				fatalx("QUEUE_CHANNEL without a descriptor");
 			log_debug("new queue channel");
 			set_queue_channel(fd);
+			break;
+		case IPC_LOOKUP_CHANNEL:
+			if (fd < 0)
+				fatalx("LOOKUP_CHANNEL without a descriptor");
+			log_debug("new lookup channel");
+			set_lookup_channel(fd);
 			break;
 		default:
 			fatalx("unexpected message %d from the master", type);
@@ -325,41 +364,34 @@ read_queue(void)
 /* ---- credential checks ---- */
 
 static void
-read_auth(void)
+read_lookup(void)
 {
-	enum auth_verdict verdict;
-	char why[160];
-	uint64_t id;
+	struct ipc_auth_result res;
+	enum ipc_type type;
+	int fd, r = -1;
 
-	while (auth_pool_result(w.auth, &id, &verdict, why, sizeof(why))) {
-		size_t sfd = (size_t)(id & 0xffffffffu);
+	while (w.lookup_fd >= 0 &&
+	    (r = ipc_recv(w.lookup_fd, &type, &res, sizeof(res), &fd)) > 0) {
+		if (fd >= 0)
+			close(fd);
+		if (type != IPC_AUTH_RESULT)
+			fatalx("unexpected message %d from the lookup process",
+			    type);
+		res.why[sizeof(res.why) - 1] = '\0';
+		size_t sfd = (size_t)(res.request_id & 0xffffffffu);
 		struct session *s = sfd < w.nfds ? w.fds[sfd].session : NULL;
 
 		/* A session that has gone, or a later one on its socket,
 		 * does not match the id and ignores it. */
-		if (s != NULL)
-			session_auth_result(s, id, verdict, why);
+		if (s != NULL && res.verdict <= AUTH_TEMPFAIL)
+			session_auth_result(s, res.request_id,
+			    (enum auth_verdict)res.verdict, res.why);
 	}
-}
-
-static void
-start_auth(void)
-{
-	struct auth_sources src = {
-		.passwd_file = w.conf->auth_passwd_file,
-		.sqlite = w.conf->auth_sqlite,
-	};
-	bool wanted = false;
-
-	for (size_t i = 0; i < w.conf->nlisteners; i++)
-		if (w.conf->listeners[i].auth)
-			wanted = true;
-	if (!wanted)
-		return;
-	if ((w.auth = auth_pool_new(&src, AUTH_THREADS)) == NULL)
-		fatalx("cannot start the credential checks");
-	epoll_set(auth_pool_fd(w.auth), EPOLL_CTL_ADD, EPOLLIN,
-	    EV_DATA(EV_AUTH, 0));
+	if (w.lookup_fd >= 0 && r == 0) {
+		log_warn("lookup channel closed; waiting for a new lookup"
+		    " process");
+		set_lookup_channel(-1);
+	}
 }
 
 /* SPF lookups and the policy service (hooks.h). */
@@ -467,7 +499,8 @@ worker_sandbox(const struct mxconf *conf)
 }
 
 int
-worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
+worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd,
+    int lookup_fd)
 {
 	struct epoll_event events[256];
 	uint64_t last_tick = monotonic_ms();
@@ -477,6 +510,7 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 	w.slot = slot;
 	w.master_fd = master_fd;
 	w.queue_fd = -1;
+	w.lookup_fd = -1;
 	w.epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (w.epfd < 0)
 		fatal("epoll_create1");
@@ -484,13 +518,13 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 	epoll_set(w.sigfd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_SIGNAL, 0));
 	epoll_set(master_fd, EPOLL_CTL_ADD, EPOLLIN, EV_DATA(EV_MASTER, 0));
 	set_queue_channel(queue_fd);
+	set_lookup_channel(lookup_fd);
 	/* Everything the worker needs from the system is open or loaded:
 	 * from here on the kernel holds it to what it needs. */
 	worker_sandbox(conf);
 	if (plugins_init(NULL) < 0)
 		exit(1);
 	/* After the signal mask is set: the threads inherit it. */
-	start_auth();
 	start_hooks();
 
 	for (;;) {
@@ -519,8 +553,8 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 			case EV_SIGNAL:
 				read_signals();
 				break;
-			case EV_AUTH:
-				read_auth();
+			case EV_LOOKUP:
+				read_lookup();
 				break;
 			case EV_HOOKS:
 				hooks_worker_dispatch((int)index);
@@ -545,7 +579,6 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 			break;
 		}
 	}
-	auth_pool_free(w.auth);
 	/* Not hooks_worker_free(): it would wait for DNS lookups in
 	 * progress, and the process ends anyway. */
 	log_info("stopped");

@@ -264,3 +264,50 @@ def test_readme_first_command_in_a_0700_tree():
             log.close()
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_credentials_only_in_the_lookup_process(daemon_factory):
+    """AUTH with a passwd file only the lookup user can read: the
+    workers ask the lookup process, which is confined too."""
+    import base64
+    secret = tempfile.mkdtemp(prefix="mxgate-lookup-", dir="/tmp")
+    try:
+        os.chmod(secret, 0o755)
+        passwd = os.path.join(secret, "passwd")
+        h = subprocess.run(["openssl", "passwd", "-6", "s3cret"],
+                           capture_output=True, text=True, check=True,
+                           timeout=30).stdout.strip()
+        with open(passwd, "w") as f:
+            f.write("alice:%s\n" % h)
+        os.chown(passwd, 0, pwd.getpwnam(LOOKUP_USER).pw_gid)
+        os.chmod(passwd, 0o640)
+        port = free_port()
+        d = daemon_factory({
+            "listen": [{"address": "127.0.0.1", "port": port, "role": "mx",
+                        "auth": True, "allow_plaintext_auth": True}],
+            "auth": {"passwd_file": passwd, "failure_delay": 0},
+        })
+        lookup = [p for p, t in d.titles().items()
+                  if t.startswith("mxgated: lookup")]
+        assert len(lookup) == 1, d.titles()
+        assert_confined(lookup[0], LOOKUP_USER, "/", "2")
+        with d.raw() as c:
+            c.line()
+            assert c.cmd("EHLO client.example").startswith("250")
+            plain = base64.b64encode(b"\0alice\0wrong").decode()
+            assert c.cmd("AUTH PLAIN " + plain).startswith("535")
+            plain = base64.b64encode(b"\0alice\0s3cret").decode()
+            assert c.cmd("AUTH PLAIN " + plain).startswith("235")
+        # A lookup process that dies is replaced, and AUTH works again.
+        os.kill(lookup[0], 9)
+        assert wait_for(lambda: [p for p, t in d.titles().items()
+                                 if t.startswith("mxgated: lookup")
+                                 and p != lookup[0]], 10.0)
+        assert wait_for(lambda: "new lookup channel" in d.log(), 10.0)
+        with d.raw() as c:
+            c.line()
+            assert c.cmd("EHLO client.example").startswith("250")
+            plain = base64.b64encode(b"\0alice\0s3cret").decode()
+            assert c.cmd("AUTH PLAIN " + plain).startswith("235")
+    finally:
+        shutil.rmtree(secret, ignore_errors=True)
