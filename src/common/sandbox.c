@@ -370,10 +370,17 @@ static void
 enter_root(const struct sandbox *sb)
 {
 	char mnt[PATH_MAX];
+	struct stat st;
 
 	if (sandbox_chroot_refresh(sb->root) < 0)
 		fatalx("%s: cannot prepare %s", sb->title, sb->root);
-	if (sb->bind_dir != NULL) {
+	if (sb->bind_dir != NULL && stat(sb->bind_dir, &st) < 0) {
+		/* The service is down as far as this worker is concerned
+		 * (its checks take policy.default), until it restarts. */
+		log_warn("%s: policy service directory %s: %s: unreachable"
+		    " from this process", sb->title, sb->bind_dir,
+		    strerror(errno));
+	} else if (sb->bind_dir != NULL) {
 		/* A mount of our own: nobody outside this process sees the
 		 * policy service's directory inside the root. */
 		snprintf(mnt, sizeof(mnt), "%s%s", sb->root, SANDBOX_POLICY_DIR);

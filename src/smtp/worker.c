@@ -57,6 +57,7 @@ static struct {
 	unsigned   nsessions;
 	uint32_t   request_seq;
 	int        lookup_fd;        /* the credentials lookup, -1: none */
+	bool       chrooted;         /* into conf->chroot_dir */
 	uint32_t   auth_seq;
 	struct session **dead;
 	size_t     ndead, dead_cap;
@@ -407,7 +408,7 @@ start_hooks(void)
 	/* Chrooted, a unix policy service's directory is mounted at
 	 * SANDBOX_POLICY_DIR (worker_sandbox()). */
 	inside = *w.conf;
-	if (sandbox_privileged() && w.conf->policy_service != NULL &&
+	if (w.chrooted && w.conf->policy_service != NULL &&
 	    strncmp(w.conf->policy_service, "unix:", 5) == 0 &&
 	    (sock = strrchr(w.conf->policy_service, '/')) != NULL) {
 		snprintf(service, sizeof(service), "unix:%s%s",
@@ -521,6 +522,7 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd,
 	set_lookup_channel(lookup_fd);
 	/* Everything the worker needs from the system is open or loaded:
 	 * from here on the kernel holds it to what it needs. */
+	w.chrooted = sandbox_privileged();
 	worker_sandbox(conf);
 	if (plugins_init(NULL) < 0)
 		exit(1);
