@@ -371,7 +371,8 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "server.delivery_user", .type = CT_STRING,
 	  FIELD(struct mxconf, delivery_user), .def = "mxgate-deliver",
 	  .check = check_user,
-	  .doc = "user of the delivery processes; never the queue's" },
+	  .doc = "user of the delivery processes, never the queue's (checked;"
+	  " not used yet: deliveries run as server.queue_user)" },
 	{ .path = "server.lookup_user", .type = CT_STRING,
 	  FIELD(struct mxconf, lookup_user), .def = "mxgate-auth",
 	  .check = check_user,
