@@ -524,17 +524,59 @@ allow_lookup(scmp_filter_ctx ctx)
 		allow_name(ctx, names[i]);
 }
 
+/*
+ * The queue process forks the delivery processes, which inherit its
+ * filter and run what the operator configured (pipe commands, curl,
+ * GMime): an allow-list would have to allow nearly everything.  Refused
+ * instead (EPERM, so a command sees an ordinary error) are the calls no
+ * part of delivery needs and that an attacker wants: other processes'
+ * memory, new namespaces and mounts, kernel modules and keys, eBPF,
+ * io_uring (which bypasses this filter), the clock and the machine.
+ */
+static void
+deny_queue(scmp_filter_ctx ctx)
+{
+	static const char *const names[] = {
+		"ptrace", "process_vm_readv", "process_vm_writev",
+		"process_madvise", "pidfd_getfd", "kcmp",
+		"mount", "umount2", "pivot_root", "chroot", "unshare", "setns",
+		"move_mount", "open_tree", "fsopen", "fsconfig", "fsmount",
+		"fspick", "mount_setattr", "name_to_handle_at",
+		"open_by_handle_at",
+		"init_module", "finit_module", "delete_module", "kexec_load",
+		"kexec_file_load", "bpf", "perf_event_open", "userfaultfd",
+		"keyctl", "add_key", "request_key",
+		"io_uring_setup", "io_uring_enter", "io_uring_register",
+		"swapon", "swapoff", "reboot", "acct", "quotactl",
+		"settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+		"sethostname", "setdomainname", "syslog", "iopl", "ioperm",
+		"vhangup", "lookup_dcookie", "fanotify_init",
+	};
+
+	for (size_t i = 0; i < ARRAY_LEN(names); i++) {
+		int nr = seccomp_syscall_resolve_name(names[i]);
+
+		if (nr != __NR_SCMP_ERROR &&
+		    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0) < 0)
+			fatalx("seccomp: refusing %s", names[i]);
+	}
+}
+
 static void
 load_filter(const struct sandbox *sb)
 {
+	bool deny_list = sb->filter == SANDBOX_FILTER_QUEUE;
 	scmp_filter_ctx ctx;
 
-	/* Anything not allowed kills the whole process, every thread. */
-	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL)
+	/* Anything not allowed kills the whole process, every thread;
+	 * the queue's is a list of what is refused. */
+	if ((ctx = seccomp_init(deny_list ? SCMP_ACT_ALLOW :
+	    SCMP_ACT_KILL_PROCESS)) == NULL)
 		fatalx("%s: seccomp_init", sb->title);
 	if (seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1) < 0)
 		fatalx("%s: seccomp: cannot filter every thread", sb->title);
-	allow_common(ctx);
+	if (!deny_list)
+		allow_common(ctx);
 	switch (sb->filter) {
 	case SANDBOX_FILTER_SMTP:
 		allow_smtp(ctx);
@@ -543,6 +585,8 @@ load_filter(const struct sandbox *sb)
 		allow_lookup(ctx);
 		break;
 	case SANDBOX_FILTER_QUEUE:
+		deny_queue(ctx);
+		break;
 	case SANDBOX_FILTER_NONE:
 		break;
 	}

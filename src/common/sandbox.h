@@ -9,7 +9,8 @@
  * what the kernel enforces"):
  *   smtp workers   server.user, chrooted into server.chroot_dir, the smtp
  *                  seccomp filter
- *   queue          server.queue_user, in the queue directory (cwd)
+ *   queue          server.queue_user, in the queue directory (cwd), the
+ *                  queue's deny-list filter (inherited by deliveries)
  *   lookup         server.lookup_user (credentials for AUTH), the
  *                  lookup seccomp filter
  * Started as an ordinary user nothing can switch users or chroot: every
@@ -45,8 +46,10 @@ enum sandbox_filter {
 	SANDBOX_FILTER_NONE,
 	SANDBOX_FILTER_SMTP,    /* network I/O, memory, threads; no exec,
 	                         * no fork, no file but read-only opens */
-	SANDBOX_FILTER_QUEUE,   /* files in its directory, fork for
-	                         * deliveries; no listening sockets */
+	SANDBOX_FILTER_QUEUE,   /* a deny-list (EPERM): the delivery
+	                         * processes inherit it and run commands;
+	                         * no ptrace, mounts, namespaces, modules,
+	                         * keys, eBPF, io_uring */
 	SANDBOX_FILTER_LOOKUP,  /* reads files (the credential sources,
 	                         * SQLite's locks); no socket, no fork, no
 	                         * exec */

@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "master/master.h"
 #include "common/proc.h"
+#include "common/sandbox.h"
 #include "queue/queue.h"
 #include "common/tls.h"
 #include "common/util.h"
@@ -405,8 +406,8 @@ spawn_queue(void)
 			fatal("%s: chdir", m.conf->queue_dir);
 		/* The queue serves no TLS: no reason to keep the keys. */
 		tls_cleanup();
-		if (proc_drop_privileges(m.conf->queue_user, NULL) < 0)
-			exit(1);
+		sandbox_enter(&(struct sandbox){ .title = "queue",
+		    .user = m.conf->queue_user, .filter = SANDBOX_FILTER_QUEUE });
 		free(qends);
 		free(wends);
 		int status = queue_main(m.conf, keep[0], keep + 1, m.nslots);
