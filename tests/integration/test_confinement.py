@@ -312,3 +312,38 @@ def test_credentials_only_in_the_lookup_process(daemon_factory):
             assert c.cmd("AUTH PLAIN " + plain).startswith("235")
     finally:
         shutil.rmtree(secret, ignore_errors=True)
+
+
+def test_deliveries_inherit_the_queue_deny_list(daemon_factory):
+    """A pipe command runs under the queue's filter: the calls it refuses
+    fail with EPERM (here unshare(2), which needs no privilege
+    otherwise), and the command's ordinary work goes on."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1)")
+    d = daemon_factory({
+        "routes": [{"name": "ns", "rcpt": r"@ns\.test$", "action": "pipe",
+                    "command": [shutil.which("unshare"), "--user", "true"]},
+                   {"name": "plain", "rcpt": r"@plain\.test$",
+                    "action": "pipe", "command": ["/bin/cat"]}],
+        "delivery": {"retry_schedule": [3600], "keep_delivered": "1d"},
+    })
+    with smtplib.SMTP(d.host, d.port, timeout=10) as s:
+        s.ehlo("client.example")
+        s.mail("alice@sender.example")
+        s.rcpt("x@ns.test")
+        s.rcpt("y@plain.test")
+        code, resp = s.data(make_message("deny list"))
+        qid = queued_id("%d %s" % (code, resp.decode()))
+
+    def states():
+        rows = d.db("SELECT address, state, last_reply FROM recipients"
+                    " WHERE message_id = ?", (qid,))
+        got = {r[0]: (r[1], r[2]) for r in rows}
+        return got if all(v[0] in ("delivered", "bounced")
+                          for v in got.values()) and got else None
+
+    got = wait_for(states, 20.0, interval=0.1)
+    assert got, d.log()[-3000:]
+    assert got["y@plain.test"][0] == "delivered", got
+    assert got["x@ns.test"][0] == "bounced", got
+    assert "Operation not permitted" in got["x@ns.test"][1], got
