@@ -19,6 +19,8 @@
  *                       pair)
  *   master  -> worker   LOOKUP_CHANNEL (+worker's end of that pair)
  *   worker <-> lookup   AUTH_CHECK and AUTH_RESULT
+ *   queue  <-> spawner  SPAWN_FD (+a descriptor of the next SPAWN), SPAWN
+ *                       (+report channel), SPAWNED, SPAWN_KILL
  */
 #ifndef MXGATE_IPC_H
 #define MXGATE_IPC_H
@@ -42,6 +44,11 @@ enum ipc_type {
 	IPC_LOOKUP_CHANNEL,     /* master -> worker, fd = channel to lookup */
 	IPC_AUTH_CHECK,         /* worker -> lookup */
 	IPC_AUTH_RESULT,        /* lookup -> worker */
+	IPC_SPAWN_FD,           /* queue -> spawner, fd = one of the next
+	                         * SPAWN's descriptors, in order */
+	IPC_SPAWN,              /* queue -> spawner, fd = report channel */
+	IPC_SPAWNED,            /* spawner -> queue */
+	IPC_SPAWN_KILL,         /* queue -> spawner, struct ipc_spawned */
 };
 
 /*
@@ -100,6 +107,22 @@ struct ipc_auth_result {
 	uint64_t request_id;
 	uint32_t verdict;       /* enum auth_verdict */
 	char     why[160];      /* for the log */
+};
+
+/* Start a delivery process (spawner.h); the SPAWN_FD messages before it
+ * carried nfds descriptors: the jobs (a sealed memfd), then each job's
+ * content. */
+struct ipc_spawn {
+	uint64_t request;       /* echoed in SPAWNED */
+	uint32_t nfds;
+	uint32_t pad;
+	char     title[128];    /* "delivery DEST" for ps(1) */
+};
+
+struct ipc_spawned {
+	uint64_t request;
+	int32_t  pid;           /* -1: it could not be started */
+	int32_t  pad;
 };
 
 /*

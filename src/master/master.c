@@ -25,6 +25,7 @@
 #include "queue/queue.h"
 #include "common/tls.h"
 #include "common/util.h"
+#include "delivery/spawner.h"
 #include "lookup/lookup.h"
 #include "smtp/worker.h"
 
@@ -32,7 +33,7 @@
 #define RESPAWN_STABLE_MS      10000   /* lived this long: restart at once */
 #define STOP_EXTRA_MS          10000   /* after the grace, SIGKILL */
 
-enum child_role { CHILD_WORKER, CHILD_QUEUE, CHILD_LOOKUP };
+enum child_role { CHILD_WORKER, CHILD_QUEUE, CHILD_LOOKUP, CHILD_SPAWNER };
 
 struct child {
 	enum child_role role;
@@ -82,6 +83,7 @@ static struct {
 	int        nslots;
 	struct child queue;
 	struct child lookup;            /* when a listener offers AUTH */
+	struct child spawner;           /* the queue's delivery spawner */
 	bool       lookup_on;
 	struct conn *conns;
 	size_t     nconn_slots;
@@ -289,7 +291,8 @@ static const char *
 child_name(const struct child *c)
 {
 	return c->role == CHILD_QUEUE ? "queue" :
-	    c->role == CHILD_LOOKUP ? "lookup" : "smtp";
+	    c->role == CHILD_LOOKUP ? "lookup" :
+	    c->role == CHILD_SPAWNER ? "spawner" : "smtp";
 }
 
 static void
@@ -351,19 +354,55 @@ close_child_channel(struct child *c)
 }
 
 /*
+ * The delivery spawner (spawner.h), which stays root to start delivery
+ * processes as the delivery user: one per queue process, started with
+ * it; its deliveries die with it.  fd is its end of the channel to the
+ * queue process.
+ */
+static void
+spawn_spawner(int fd)
+{
+	pid_t pid;
+
+	if (m.spawner.pid != 0)
+		kill(m.spawner.pid, SIGKILL);   /* the last queue's */
+	pid = fork();
+	if (pid < 0)
+		fatal("fork");
+	if (pid == 0) {
+		int keep[1] = { fd };
+
+		child_keep_fds(keep, 1);
+		child_prepare("spawner");
+		log_set_role("spawner");
+		if (chdir("/") < 0)
+			fatal("chdir /");
+		tls_cleanup();
+		exit(spawner_main(m.conf, keep[0]));
+	}
+	m.spawner.pid = pid;
+	m.spawner.fd = -1;
+	m.spawner.started_ms = monotonic_ms();
+	log_info("spawner process %ld started", (long)pid);
+}
+
+/*
  * Fork the queue process with one fresh channel per running worker; each
- * worker gets its end through IPC_QUEUE_CHANNEL.
+ * worker gets its end through IPC_QUEUE_CHANNEL.  Its delivery spawner
+ * is started first.
  */
 static void
 spawn_queue(void)
 {
-	int chan[2], i;
+	int chan[2], spawn[2], i;
 	int *qends = xcalloc((size_t)m.nslots, sizeof(int));
 	int *wends = xcalloc((size_t)m.nslots, sizeof(int));
 	pid_t pid;
 
-	if (ipc_socketpair(chan) < 0)
+	if (ipc_socketpair(chan) < 0 || ipc_socketpair(spawn) < 0)
 		fatal("socketpair");
+	spawn_spawner(spawn[1]);
+	close(spawn[1]);
 	for (i = 0; i < m.nslots; i++) {
 		int pair[2];
 		qends[i] = wends[i] = -1;
@@ -379,12 +418,13 @@ spawn_queue(void)
 	if (pid < 0)
 		fatal("fork");
 	if (pid == 0) {
-		int n = 1 + m.nslots, *keep = xcalloc((size_t)n, sizeof(int));
+		int n = 2 + m.nslots, *keep = xcalloc((size_t)n, sizeof(int));
 		unsigned uid, gid;
 
 		keep[0] = chan[1];
 		for (i = 0; i < m.nslots; i++)
 			keep[1 + i] = qends[i];
+		keep[n - 1] = spawn[0];
 		child_keep_fds(keep, n);
 		child_prepare("queue");
 		log_set_role("queue");
@@ -410,12 +450,14 @@ spawn_queue(void)
 		    .user = m.conf->queue_user, .filter = SANDBOX_FILTER_QUEUE });
 		free(qends);
 		free(wends);
-		int status = queue_main(m.conf, keep[0], keep + 1, m.nslots);
+		int status = queue_main(m.conf, keep[0], keep + 1, m.nslots,
+		    keep[n - 1]);
 		free(keep);
 		exit(status);
 	}
 
 	close(chan[1]);
+	close(spawn[0]);
 	m.queue.pid = pid;
 	m.queue.fd = chan[0];
 	m.queue.started_ms = monotonic_ms();
@@ -568,6 +610,8 @@ child_by_pid(pid_t pid)
 		return &m.queue;
 	if (m.lookup.pid == pid)
 		return &m.lookup;
+	if (m.spawner.pid == pid)
+		return &m.spawner;
 	for (int i = 0; i < m.nslots; i++) {
 		if (m.workers[i].pid == pid)
 			return &m.workers[i];
@@ -592,6 +636,13 @@ reap_children(void)
 		c->retiring = false;
 		if (c->role == CHILD_WORKER)
 			conns_release_worker(c->slot);
+		/* The queue process goes with its spawner, and both are
+		 * started again together. */
+		if (c->role == CHILD_SPAWNER) {
+			if (m.queue.pid != 0 && !m.stopping)
+				kill(m.queue.pid, SIGTERM);
+			continue;
+		}
 		if (!m.stopping && (c->role != CHILD_WORKER || c->active))
 			schedule_respawn(c);
 	}
@@ -987,6 +1038,8 @@ stop_progress(uint64_t now)
 			kill(m.queue.pid, SIGKILL);
 		if (m.lookup.pid != 0)
 			kill(m.lookup.pid, SIGKILL);
+		if (m.spawner.pid != 0)
+			kill(m.spawner.pid, SIGKILL);
 		m.killed = true;
 	}
 	if (workers_running())
@@ -1006,7 +1059,8 @@ stop_progress(uint64_t now)
 		}
 		return false;
 	}
-	return m.lookup.pid == 0;
+	/* The spawner ends when the queue process has. */
+	return m.lookup.pid == 0 && m.spawner.pid == 0;
 }
 
 /* ---- reload ---- */
@@ -1188,6 +1242,8 @@ master_main(struct mxconf *conf)
 	m.queue.fd = -1;
 	m.lookup.role = CHILD_LOOKUP;
 	m.lookup.fd = -1;
+	m.spawner.role = CHILD_SPAWNER;
+	m.spawner.fd = -1;
 	spawn_queue();
 	if ((m.lookup_on = lookup_wanted(conf)))
 		spawn_lookup();

@@ -115,7 +115,7 @@ make_parents(const char *dir, bool give, unsigned uid, unsigned gid)
 
 /*
  * The fixed root of each maildir route (its path up to the first
- * variable) must be writable by the queue's user, who delivers.  The
+ * variable) must be writable by the delivery user, who delivers.  The
  * directories that do not exist yet are created here, while still root,
  * and given to that user; existing ones are left as the operator made
  * them.
@@ -123,7 +123,7 @@ make_parents(const char *dir, bool give, unsigned uid, unsigned gid)
 static int
 prepare_maildir_roots(const struct mxconf *conf)
 {
-	const char *user = conf->queue_user;
+	const char *user = conf->delivery_user;
 	unsigned uid = 0, gid = 0;
 	bool give = geteuid() == 0 && user != NULL;
 

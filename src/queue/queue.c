@@ -441,7 +441,7 @@ setup_signals(void)
 
 int
 queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
-    int nworkers)
+    int nworkers, int spawner_fd)
 {
 	struct epoll_event events[64];
 
@@ -472,7 +472,7 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 		channel_set(i, worker_fds[i]);
 	}
 	log_info("queue open: %s/%s", conf->queue_dir, QUEUE_DB_NAME);
-	scheduler_init(conf, q.db, q.epfd, EV_SCHED);
+	scheduler_init(conf, q.db, q.epfd, EV_SCHED, spawner_fd);
 
 	while (!q.stopping) {
 		int n = epoll_wait(q.epfd, events, (int)ARRAY_LEN(events), -1);

@@ -1,6 +1,7 @@
 /*
  * scheduler — delivery, inside the queue process: picks the recipients
- * that are due, runs each job in a child process (delivery.h), records
+ * that are due, runs each job in a delivery process that the delivery
+ * spawner starts as the delivery user (spawner_fd, spawner.h), records
  * every outcome in the queue (recipient state, history rows, bounces),
  * and plans the retries (retry.h).
  *
@@ -46,12 +47,13 @@
 
 /*
  * Start: requeue what was "delivering", then register the scheduler's
- * descriptors in the queue process's epoll set epfd, each with the data
+ * descriptors (spawner_fd among them, the channel to the delivery
+ * spawner) in the queue process's epoll set epfd, each with the data
  * ((uint64_t)ev_kind << 32 | index); hand those events to
  * scheduler_event().
  */
 void scheduler_init(const struct mxconf *conf, struct queue_db *db, int epfd,
-    uint32_t ev_kind);
+    uint32_t ev_kind, int spawner_fd);
 /* One of the scheduler's descriptors is ready. */
 void scheduler_event(uint32_t index, uint32_t events);
 /* Once per turn of the queue loop, after the group commit; new_messages:

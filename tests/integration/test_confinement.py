@@ -347,3 +347,47 @@ def test_deliveries_inherit_the_queue_deny_list(daemon_factory):
     assert got["y@plain.test"][0] == "delivered", got
     assert got["x@ns.test"][0] == "bounced", got
     assert "Operation not permitted" in got["x@ns.test"][1], got
+
+
+def test_delivery_process_runs_as_the_delivery_user(daemon_factory):
+    """The delivery spawner (root, nothing else) starts each delivery
+    process as mxgate-deliver, confined, in /: it reads the message from
+    its descriptor, and cannot open the queue."""
+    out = tempfile.mkdtemp(prefix="mxgate-deliver-", dir="/tmp")
+    try:
+        os.chmod(out, 0o777)
+        script = os.path.join(out, "slow.sh")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\ncat > %s/got\nsleep 3\n" % out)
+        os.chmod(script, 0o755)
+        d = daemon_factory({
+            "routes": [{"name": "slow", "rcpt": r"@slow\.test$",
+                        "action": "pipe", "command": [script]}],
+            "delivery": {"retry_schedule": [3600], "keep_delivered": "1d"},
+        })
+        spawner = [p for p, t in d.titles().items()
+                   if t.startswith("mxgated: spawner")]
+        assert len(spawner) == 1, d.titles()
+        assert status(spawner[0])["Uid"].split()[0] == "0"
+        with smtplib.SMTP(d.host, d.port, timeout=10) as s:
+            s.ehlo("client.example")
+            s.mail("alice@sender.example")
+            s.rcpt("x@slow.test")
+            code, resp = s.data(make_message("as the delivery user"))
+            qid = queued_id("%d %s" % (code, resp.decode()))
+        from conftest import pids_with_parent, proc_cmdline
+        kids = wait_for(lambda: [p for p in pids_with_parent(spawner[0])
+                                 if proc_cmdline(p).startswith(
+                                     "mxgated: delivery")], 10.0)
+        assert kids, d.log()[-3000:]
+        assert_confined(kids[0], DELIVERY_USER, "/", "2")
+        assert os.readlink("/proc/%d/cwd" % kids[0]) == "/"
+        assert wait_for(lambda: d.db("SELECT state FROM recipients WHERE"
+                                     " message_id = ?", (qid,))
+                        == [("delivered",)], 20.0), d.log()[-3000:]
+        with open(os.path.join(out, "got"), "rb") as f:
+            assert b"Subject: as the delivery user" in f.read()
+        assert os.stat(os.path.join(out, "got")).st_uid == \
+            uid_of(DELIVERY_USER)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
