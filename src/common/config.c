@@ -265,6 +265,10 @@ static const struct conf_spec route_specs[] = {
 	  FIELD(struct route_conf, attachments_dir), .check = check_abs_path,
 	  .doc = "pipe, webhook (format json): save attachments in this"
 	      " directory and give their paths instead of base64" },
+	{ .path = "user", .type = CT_STRING, FIELD(struct route_conf, user),
+	  .check = check_user,
+	  .doc = "pipe, maildir: the user the delivery runs as (started as"
+	      " root); default server.delivery_user, never the queue's" },
 	{ .path = NULL }
 };
 
@@ -371,8 +375,7 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "server.delivery_user", .type = CT_STRING,
 	  FIELD(struct mxconf, delivery_user), .def = "mxgate-deliver",
 	  .check = check_user,
-	  .doc = "user of the delivery processes, never the queue's (checked;"
-	  " not used yet: deliveries run as server.queue_user)" },
+	  .doc = "user of the delivery processes; never the queue's" },
 	{ .path = "server.lookup_user", .type = CT_STRING,
 	  FIELD(struct mxconf, lookup_user), .def = "mxgate-auth",
 	  .check = check_user,

@@ -79,6 +79,7 @@ struct route_conf {
 	char    *secret;        /* webhook (never stored in the queue) */
 	bool     tls_verify;    /* webhook: check the certificate; default true */
 	char    *tls_ca;        /* webhook: CA file (PEM); default the system's */
+	char    *user;             /* pipe, maildir: runs as this user */
 	char    *attachments_dir;  /* pipe, webhook (json): save attachments
 	                         * there instead of inlining them in base64 */
 };

@@ -117,6 +117,7 @@ struct ipc_spawn {
 	uint32_t nfds;
 	uint32_t pad;
 	char     title[128];    /* "delivery DEST" for ps(1) */
+	char     user[64];      /* a route's user=, "": delivery_user */
 };
 
 struct ipc_spawned {

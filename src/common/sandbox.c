@@ -50,7 +50,11 @@ struct role_user {
 	const char *setting;
 	const char *user;
 	const char *process;
+	char       *owned;          /* setting, when made here */
 };
+
+/* The four roles, then each route's user= (pipe, maildir deliveries). */
+#define ROLE_USERS_MAX(conf) (4 + (conf)->nroutes)
 
 static size_t
 role_users(const struct mxconf *conf, struct role_user *out)
@@ -58,67 +62,94 @@ role_users(const struct mxconf *conf, struct role_user *out)
 	size_t n = 0;
 
 	out[n++] = (struct role_user){ "server.user", conf->user,
-	    "smtp workers" };
+	    "smtp workers", NULL };
 	out[n++] = (struct role_user){ "server.queue_user", conf->queue_user,
-	    "queue process" };
+	    "queue process", NULL };
 	out[n++] = (struct role_user){ "server.delivery_user",
-	    conf->delivery_user, "delivery processes" };
+	    conf->delivery_user, "delivery processes", NULL };
 	out[n++] = (struct role_user){ "server.lookup_user", conf->lookup_user,
-	    "credentials lookup process" };
+	    "credentials lookup process", NULL };
+	for (size_t i = 0; i < conf->nroutes; i++) {
+		char *setting;
+
+		if (conf->routes[i].user == NULL)
+			continue;
+		xasprintf(&setting, "routes[%zu].user", i);
+		out[n++] = (struct role_user){ setting, conf->routes[i].user,
+		    "deliveries of that route", setting };
+	}
 	return n;
+}
+
+static void
+role_users_free(struct role_user *r, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(r[i].owned);
+	free(r);
+}
+
+/* One line on stderr for r, 0 when it may run; quid: the queue's uid. */
+static int
+check_user_of(const struct role_user *r, const struct mxconf *conf,
+    bool check_queue, uid_t quid, size_t i)
+{
+	struct passwd *pw;
+
+	if ((pw = getpwnam(r->user)) == NULL) {
+		fprintf(stderr, "mxgated: %s: the user \"%s\" of the %s does"
+		    " not exist: create the service users with"
+		    " contrib/create-users.sh (or systemd-sysusers"
+		    " contrib/sysusers.d/mxgate.conf), or name another user in"
+		    " %s\n", r->setting, r->user, r->process, r->setting);
+		return -1;
+	}
+	if (pw->pw_uid == 0) {
+		fprintf(stderr, "mxgated: %s: the %s must not run as root"
+		    " (\"%s\"): name an unprivileged user\n", r->setting,
+		    r->process, r->user);
+		return -1;
+	}
+	if (check_queue && r->user != conf->queue_user && pw->pw_uid == quid) {
+		fprintf(stderr, "mxgated: %s \"%s\" is the queue's user"
+		    " (server.queue_user \"%s\"): the %s could open the queue"
+		    " database %s/queue.db; give them a user of their own"
+		    " (default \"%s\")\n", r->setting, r->user,
+		    conf->queue_user, r->process, conf->queue_dir,
+		    i == 0 ? "mxgate-smtp" : i == 3 ? "mxgate-auth" :
+		    "mxgate-deliver");
+		return -1;
+	}
+	return 0;
 }
 
 int
 sandbox_check_users(const struct mxconf *conf)
 {
-	struct role_user r[4];
-	size_t n = role_users(conf, r);
+	struct role_user *r;
 	struct passwd *queue;
-	uid_t quid;
+	bool check_queue;
+	uid_t quid = 0;
+	size_t n;
+	int rc = 0;
 
 	if (!sandbox_privileged())
 		return 0;
-	for (size_t i = 0; i < n; i++) {
-		struct passwd *pw;
-
-		if (r[i].user == NULL)
-			continue;
-		if ((pw = getpwnam(r[i].user)) == NULL) {
-			fprintf(stderr, "mxgated: %s: the user \"%s\" of the %s"
-			    " does not exist: create the service users with"
-			    " contrib/create-users.sh (or systemd-sysusers"
-			    " contrib/sysusers.d/mxgate.conf), or name another"
-			    " user in %s\n", r[i].setting, r[i].user,
-			    r[i].process, r[i].setting);
-			return -1;
-		}
-		if (pw->pw_uid == 0) {
-			fprintf(stderr, "mxgated: %s: the %s must not run as"
-			    " root (\"%s\"): name an unprivileged user\n",
-			    r[i].setting, r[i].process, r[i].user);
-			return -1;
-		}
+	r = xcalloc(ROLE_USERS_MAX(conf), sizeof(*r));
+	n = role_users(conf, r);
+	check_queue = conf->queue_user != NULL &&
+	    (queue = getpwnam(conf->queue_user)) != NULL;
+	if (check_queue)
+		quid = queue->pw_uid;
+	/* The queue's own line first: its absence is the first thing to
+	 * say. */
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		if (r[i].user != NULL &&
+		    check_user_of(&r[i], conf, check_queue, quid, i) < 0)
+			rc = -1;
 	}
-	if (conf->queue_user == NULL ||
-	    (queue = getpwnam(conf->queue_user)) == NULL)
-		return 0;
-	quid = queue->pw_uid;
-	for (size_t i = 0; i < n; i++) {
-		struct passwd *pw;
-
-		if (r[i].user == NULL || r[i].user == conf->queue_user ||
-		    (pw = getpwnam(r[i].user)) == NULL || pw->pw_uid != quid)
-			continue;
-		fprintf(stderr, "mxgated: %s \"%s\" is the queue's user"
-		    " (server.queue_user \"%s\"): the %s could open the queue"
-		    " database %s/queue.db; give them a user of their own"
-		    " (default \"%s\")\n", r[i].setting, r[i].user,
-		    conf->queue_user, r[i].process, conf->queue_dir,
-		    i == 0 ? "mxgate-smtp" : i == 2 ? "mxgate-deliver" :
-		    "mxgate-auth");
-		return -1;
-	}
-	return 0;
+	role_users_free(r, n);
+	return rc;
 }
 
 /*
@@ -164,21 +195,25 @@ probe_queue(const char *user, const char *group, const char *dir)
 int
 sandbox_check_queue_closed(const struct mxconf *conf)
 {
-	struct role_user r[4];
-	size_t n = role_users(conf, r);
+	struct role_user *r;
+	size_t n;
+	int rc = 0;
 
 	if (!sandbox_privileged())
 		return 0;
-	for (size_t i = 0; i < n; i++) {
-		int rc;
+	r = xcalloc(ROLE_USERS_MAX(conf), sizeof(*r));
+	n = role_users(conf, r);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		int open;
 
 		if (r[i].user == NULL || r[i].user == conf->queue_user)
 			continue;
-		rc = probe_queue(r[i].user, i == 0 ? conf->group : NULL,
+		open = probe_queue(r[i].user, i == 0 ? conf->group : NULL,
 		    conf->queue_dir);
-		if (rc == 0)
+		if (open == 0)
 			continue;
-		if (rc < 0)
+		rc = -1;
+		if (open < 0)
 			fprintf(stderr, "mxgated: cannot check whether the %s"
 			    " (%s \"%s\") can open the queue %s\n",
 			    r[i].process, r[i].setting, r[i].user,
@@ -189,9 +224,9 @@ sandbox_check_queue_closed(const struct mxconf *conf)
 			    " \"%s\" alone (mode 0700, no ACL, no group"
 			    " access)\n", r[i].process, r[i].setting,
 			    r[i].user, conf->queue_dir, conf->queue_user);
-		return -1;
 	}
-	return 0;
+	role_users_free(r, n);
+	return rc;
 }
 
 /* dir exists (made root's, 0755, when missing) and only root can write

@@ -218,11 +218,11 @@ close_all_but(int *keep, size_t n)
 /* Become the process delivery.h describes, then deliver. */
 static void __attribute__((noreturn))
 delivery_child(const struct mxconf *conf, pid_t spawner, const char *title,
-    int report, int *fds, int nfds)
+    const char *user, int report, int *fds, int nfds)
 {
 	struct sandbox sb = {
 		.title = "delivery",
-		.user = conf->delivery_user,
+		.user = user,
 		.filter = SANDBOX_FILTER_QUEUE,
 	};
 	int keep[SPAWN_MAX_FDS + 1], null;
@@ -309,22 +309,47 @@ ours(pid_t pid)
 	return false;
 }
 
+/*
+ * The user a request may name: the configured delivery user, or one a
+ * route names (user=), which mxgated checked at start.  Anything else is
+ * a queue process that is not itself.
+ */
+static const char *
+allowed_user(const char *requested)
+{
+	if (requested[0] == '\0')
+		return sp.conf->delivery_user;
+	for (size_t i = 0; i < sp.conf->nroutes; i++) {
+		const char *u = sp.conf->routes[i].user;
+
+		if (u != NULL && strcmp(u, requested) == 0)
+			return u;
+	}
+	return NULL;
+}
+
 static void
 spawn(const struct ipc_spawn *req, int report)
 {
 	struct ipc_spawned res = { .request = req->request, .pid = -1 };
-	char title[sizeof(req->title)];
+	char title[sizeof(req->title)], want[sizeof(req->user)];
+	const char *user;
 	pid_t pid = -1;
 
 	memcpy(title, req->title, sizeof(title));
 	title[sizeof(title) - 1] = '\0';
+	memcpy(want, req->user, sizeof(want));
+	want[sizeof(want) - 1] = '\0';
 	if (report < 0 || req->nfds != (uint32_t)sp.nfds || sp.nfds < 2)
 		log_error("spawn request %llu with %d of %u descriptors",
 		    (unsigned long long)req->request, sp.nfds, req->nfds);
+	else if ((user = allowed_user(want)) == NULL)
+		log_error("spawn request %llu for user \"%s\", which no route"
+		    " names: refused", (unsigned long long)req->request, want);
 	else if ((pid = fork()) < 0)
 		log_error("fork: %s", strerror(errno));
 	else if (pid == 0)
-		delivery_child(sp.conf, getppid(), title, report, sp.fds,
+		delivery_child(sp.conf, getppid(), title, user, report, sp.fds,
 		    sp.nfds);
 	if (pid > 0) {
 		if (sp.npids == sp.cap) {

@@ -115,27 +115,30 @@ make_parents(const char *dir, bool give, unsigned uid, unsigned gid)
 
 /*
  * The fixed root of each maildir route (its path up to the first
- * variable) must be writable by the delivery user, who delivers.  The
- * directories that do not exist yet are created here, while still root,
- * and given to that user; existing ones are left as the operator made
- * them.
+ * variable) must be writable by the delivery user (the route's user=
+ * when it names one), who delivers.  The directories that do not exist
+ * yet are created here, while still root, and given to that user;
+ * existing ones are left as the operator made them.
  */
 static int
 prepare_maildir_roots(const struct mxconf *conf)
 {
-	const char *user = conf->delivery_user;
-	unsigned uid = 0, gid = 0;
-	bool give = geteuid() == 0 && user != NULL;
+	bool give = geteuid() == 0;
 
-	if (give && proc_lookup_user(user, NULL, &uid, &gid) < 0)
-		return -1;
 	for (size_t i = 0; i < conf->nroutes; i++) {
 		const struct route_conf *r = &conf->routes[i];
+		const char *user = r->user ? r->user : conf->delivery_user;
+		unsigned uid = 0, gid = 0;
 		char *root, *var, *slash;
 		int rc;
 
 		if (r->action == NULL || strcmp(r->action, "maildir") != 0 ||
-		    r->path == NULL || (root = absolute_path(r->path)) == NULL)
+		    r->path == NULL)
+			continue;
+		if (give && (user == NULL ||
+		    proc_lookup_user(user, NULL, &uid, &gid) < 0))
+			return -1;
+		if ((root = absolute_path(r->path)) == NULL)
 			continue;
 		if ((var = strstr(root, "${")) != NULL)
 			*var = '\0';

@@ -43,6 +43,7 @@
 
 #include "queue/bounce.h"
 #include "common/ipc.h"
+#include "common/json.h"
 #include "delivery/delivery.h"
 #include "delivery/spawner.h"
 #include "common/log.h"
@@ -97,6 +98,7 @@ struct child {
 	uint64_t request;               /* the spawn request */
 	int      fd;                    /* our end of the report channel */
 	char    *dest_key;
+	char    *user;                  /* a route's user=, NULL: default */
 	struct sjob **jobs;             /* NULL once moved to completed */
 	size_t   njobs;
 	uint64_t deadline_ms;
@@ -466,6 +468,7 @@ child_release(struct child *c)
 		job_free(c->jobs[i]);
 	free(c->jobs);
 	free(c->dest_key);
+	free(c->user);
 	memset(c, 0, sizeof(*c));
 	c->fd = -1;
 	if (s.nrunning > 0)
@@ -700,6 +703,9 @@ spawn_request(struct child *c, int report)
 	req.request = c->request = ++s.spawn_seq;
 	req.nfds = nfds;
 	snprintf(req.title, sizeof(req.title), "delivery %s", c->dest_key);
+	if (c->user != NULL &&
+	    strlcpy_mx(req.user, c->user, sizeof(req.user)) >= sizeof(req.user))
+		return -1;
 	return spawner_send(IPC_SPAWN, &req, sizeof(req), report);
 }
 
@@ -864,7 +870,7 @@ find_job(const struct due_row *row, const char *job_key)
  * held acceptance to a quarter of its rate).
  */
 static struct child *
-find_child(const char *dest_key)
+find_child(const char *dest_key, const char *user)
 {
 	size_t i;
 
@@ -872,10 +878,29 @@ find_child(const char *dest_key)
 		struct child *c = &s.children[i];
 
 		if (c->used && c->pid == 0 && c->njobs < SCHED_JOBS_PER_CHILD &&
-		    strcmp(c->dest_key, dest_key) == 0)
+		    strcmp(c->dest_key, dest_key) == 0 &&
+		    (c->user == NULL ? user == NULL :
+		    user != NULL && strcmp(c->user, user) == 0))
 			return c;
 	}
 	return NULL;
+}
+
+/* The user a route's parameters name (pipe, maildir: user=), or NULL. */
+static char *
+params_user(const char *params)
+{
+	struct json_value *v;
+	const char *u;
+	char err[64], *user = NULL;
+
+	if (params == NULL || strstr(params, "\"user\"") == NULL ||
+	    (v = json_parse(params, strlen(params), err, sizeof(err))) == NULL)
+		return NULL;
+	if (v->type == JSON_OBJECT && (u = json_get_string(v, "user")) != NULL)
+		user = xstrdup(u);
+	json_free(v);
+	return user;
 }
 
 static struct sjob *
@@ -934,6 +959,7 @@ place(const struct due_row *row, int64_t now)
 	char job_key[RETRY_KEY_MAX], dest_key[RETRY_KEY_MAX];
 	struct child *c;
 	struct sjob *j;
+	char *user;
 
 	retry_keys(row->action, row->params, row->address, job_key, dest_key);
 	if ((j = find_job(row, job_key)) != NULL) {
@@ -942,21 +968,25 @@ place(const struct due_row *row, int64_t now)
 		job_add_rcpt(j, row);
 		return true;
 	}
-	c = find_child(dest_key);
+	user = is_relay(row->action) ? NULL : params_user(row->params);
+	c = find_child(dest_key, user);
 	if (c == NULL) {
 		if (s.nrunning >= s.nslots ||
 		    dest_running(dest_key) >=
 		    s.conf->concurrency_per_destination ||
-		    (c = child_slot()) == NULL)
-			return false;
-		if (!claim(row, dest_key, now))
-			return true;
+		    (c = child_slot()) == NULL || !claim(row, dest_key, now)) {
+			free(user);
+			return c == NULL ? false : true;
+		}
 		c->used = true;
 		c->fd = -1;
 		c->dest_key = xstrdup(dest_key);
+		c->user = user;
 		s.nrunning++;
-	} else if (!claim(row, dest_key, now)) {
-		return true;
+	} else {
+		free(user);
+		if (!claim(row, dest_key, now))
+			return true;
 	}
 	j = new_job(row, job_key);
 	job_add_rcpt(j, row);

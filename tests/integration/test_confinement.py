@@ -391,3 +391,50 @@ def test_delivery_process_runs_as_the_delivery_user(daemon_factory):
             uid_of(DELIVERY_USER)
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def test_route_user(daemon_factory, tmp_path):
+    """pipe and maildir routes may name the user they run as (user=, as
+    Postfix's pipe); never the queue's."""
+    out = tempfile.mkdtemp(prefix="mxgate-routeuser-", dir="/tmp")
+    try:
+        os.chmod(out, 0o777)
+        d = daemon_factory({
+            "routes": [
+                {"name": "asnobody", "rcpt": r"@nobody\.test$",
+                 "action": "pipe", "user": "nobody",
+                 "command": ["/bin/sh", "-c", "cat > %s/pipe" % out]},
+                {"name": "box", "rcpt": r"@box\.test$", "action": "maildir",
+                 "user": "nobody", "path": out + "/mail/${local}/"},
+                {"name": "default", "rcpt": r"@default\.test$",
+                 "action": "pipe",
+                 "command": ["/bin/sh", "-c", "cat > %s/default" % out]},
+            ],
+            "delivery": {"retry_schedule": [3600], "keep_delivered": "1d"},
+        })
+        with smtplib.SMTP(d.host, d.port, timeout=10) as s:
+            s.ehlo("client.example")
+            s.mail("alice@sender.example")
+            for r in ("a@nobody.test", "b@box.test", "c@default.test"):
+                s.rcpt(r)
+            code, resp = s.data(make_message("route user"))
+            qid = queued_id("%d %s" % (code, resp.decode()))
+        assert wait_for(lambda: d.db(
+            "SELECT count(*) FROM recipients WHERE message_id = ? AND"
+            " state = 'delivered'", (qid,)) == [(3,)], 20.0), \
+            d.log()[-3000:]
+        nobody = uid_of("nobody")
+        assert os.stat(os.path.join(out, "pipe")).st_uid == nobody
+        assert os.stat(os.path.join(out, "mail")).st_uid == nobody
+        new = os.path.join(out, "mail", "b", "new")
+        assert [os.stat(os.path.join(new, f)).st_uid
+                for f in os.listdir(new)] == [nobody]
+        assert os.stat(os.path.join(out, "default")).st_uid == \
+            uid_of(DELIVERY_USER)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    # The queue's user is refused, like any role sharing it.
+    err = start_fails(tmp_path, {"chroot_dir": str(tmp_path / "empty")},
+                      'routes = ( { rcpt = ".*"; action = "pipe";'
+                      ' user = "mxgate"; command = [ "/bin/true" ]; } );\n')
+    assert 'routes[0].user "mxgate" is the queue\'s user' in err, err
