@@ -407,7 +407,7 @@ enter_root(const struct sandbox *sb)
 	char mnt[PATH_MAX];
 	struct stat st;
 
-	if (sandbox_chroot_refresh(sb->root) < 0)
+	if (sb->resolver && sandbox_chroot_refresh(sb->root) < 0)
 		fatalx("%s: cannot prepare %s", sb->title, sb->root);
 	if (sb->bind_dir != NULL && stat(sb->bind_dir, &st) < 0) {
 		/* The service is down as far as this worker is concerned
@@ -560,16 +560,36 @@ allow_lookup(scmp_filter_ctx ctx)
 }
 
 /*
- * The queue process forks the delivery processes, which inherit its
- * filter and run what the operator configured (pipe commands, curl,
- * GMime): an allow-list would have to allow nearly everything.  Refused
- * instead (EPERM, so a command sees an ordinary error) are the calls no
- * part of delivery needs and that an attacker wants: other processes'
- * memory, new namespaces and mounts, kernel modules and keys, eBPF,
- * io_uring (which bypasses this filter), the clock and the machine.
+ * The queue process: SQLite on the files of its root (the database, its
+ * WAL and shared memory, the journal, temporary files), the lock, the
+ * channels to the workers and the spawner, the memfds it hands over.
  */
 static void
-deny_queue(scmp_filter_ctx ctx)
+allow_queue(scmp_filter_ctx ctx)
+{
+	static const char *const names[] = {
+		"open", "openat", "unlink", "unlinkat", "access", "faccessat",
+		"faccessat2", "fsync", "fdatasync", "fallocate", "flock",
+		"fchmod", "fchown", "getcwd", "readlink", "timerfd_create",
+		"timerfd_settime", "timerfd_gettime", "fadvise64", "msync",
+		"signalfd", "signalfd4",
+	};
+
+	for (size_t i = 0; i < ARRAY_LEN(names); i++)
+		allow_name(ctx, names[i]);
+}
+
+/*
+ * The delivery processes run what the operator configured (pipe
+ * commands, curl, GMime): an allow-list would have to allow nearly
+ * everything.  Refused instead (EPERM, so a command sees an ordinary
+ * error) are the calls no part of delivery needs and that an attacker
+ * wants: other processes' memory, new namespaces and mounts, kernel
+ * modules and keys, eBPF, io_uring (which bypasses this filter), the
+ * clock and the machine.
+ */
+static void
+deny_delivery(scmp_filter_ctx ctx)
 {
 	static const char *const names[] = {
 		"ptrace", "process_vm_readv", "process_vm_writev",
@@ -600,11 +620,11 @@ deny_queue(scmp_filter_ctx ctx)
 static void
 load_filter(const struct sandbox *sb)
 {
-	bool deny_list = sb->filter == SANDBOX_FILTER_QUEUE;
+	bool deny_list = sb->filter == SANDBOX_FILTER_DELIVERY;
 	scmp_filter_ctx ctx;
 
 	/* Anything not allowed kills the whole process, every thread;
-	 * the queue's is a list of what is refused. */
+	 * the delivery processes' is a list of what is refused. */
 	if ((ctx = seccomp_init(deny_list ? SCMP_ACT_ALLOW :
 	    SCMP_ACT_KILL_PROCESS)) == NULL)
 		fatalx("%s: seccomp_init", sb->title);
@@ -620,7 +640,10 @@ load_filter(const struct sandbox *sb)
 		allow_lookup(ctx);
 		break;
 	case SANDBOX_FILTER_QUEUE:
-		deny_queue(ctx);
+		allow_queue(ctx);
+		break;
+	case SANDBOX_FILTER_DELIVERY:
+		deny_delivery(ctx);
 		break;
 	case SANDBOX_FILTER_NONE:
 		break;

@@ -9,18 +9,21 @@
  * what the kernel enforces"):
  *   smtp workers   server.user, chrooted into server.chroot_dir, the smtp
  *                  seccomp filter
- *   queue          server.queue_user, in the queue directory (cwd), the
- *                  queue's deny-list filter (inherited by deliveries)
+ *   queue          server.queue_user, chrooted into the queue directory,
+ *                  the queue's filter
  *   lookup         server.lookup_user (credentials for AUTH), the
  *                  lookup seccomp filter
+ *   delivery       server.delivery_user or a route's user=, started by
+ *                  the spawner (spawner.h), the delivery deny-list
  * Started as an ordinary user nothing can switch users or chroot: every
  * process keeps that user, and only no_new_privs and the filters apply.
  *
  * Start-up checks (master, before anything forks), each 0 or -1 after
  * printing one line that names the process, the user, the path and the
  * fix to stderr:
- *   sandbox_check_users()        every configured user exists and is not
- *                                root; no other role shares the queue's
+ *   sandbox_check_users()        every configured user (routes' user=
+ *                                too) exists and is not root; no other
+ *                                role shares the queue's
  *   sandbox_check_queue_closed() as each of the other users, in a child,
  *                                try to open the queue directory and
  *                                queue.db: any success refuses the start
@@ -46,10 +49,12 @@ enum sandbox_filter {
 	SANDBOX_FILTER_NONE,
 	SANDBOX_FILTER_SMTP,    /* network I/O, memory, threads; no exec,
 	                         * no fork, no file but read-only opens */
-	SANDBOX_FILTER_QUEUE,   /* a deny-list (EPERM): the delivery
-	                         * processes inherit it and run commands;
-	                         * no ptrace, mounts, namespaces, modules,
-	                         * keys, eBPF, io_uring */
+	SANDBOX_FILTER_QUEUE,   /* files (in its root, the queue
+	                         * directory), its channels, memfds; no
+	                         * fork, no exec, no socket */
+	SANDBOX_FILTER_DELIVERY,/* a deny-list (EPERM): the commands it
+	                         * runs inherit it; no ptrace, mounts,
+	                         * namespaces, modules, keys, eBPF, io_uring */
 	SANDBOX_FILTER_LOOKUP,  /* reads files (the credential sources,
 	                         * SQLite's locks); no socket, no fork, no
 	                         * exec */
@@ -65,6 +70,8 @@ struct sandbox {
 	const char *user;       /* NULL: keep the current user */
 	const char *group;      /* NULL: the user's primary group */
 	const char *root;       /* chroot into it (as root only); NULL: none */
+	bool        resolver;   /* keep the resolver's files in root's etc/
+	                         * (sandbox_chroot_refresh()) */
 	const char *bind_dir;   /* mounted at SANDBOX_POLICY_DIR in root */
 	enum sandbox_filter filter;
 };
@@ -80,7 +87,8 @@ int  sandbox_chroot_refresh(const char *root);
 /* Confine the calling process.  Fatal on any failure. */
 void sandbox_enter(const struct sandbox *sb);
 
-/* The user a role runs as, for messages; "" when not root. */
+/* Started as root: users can be switched, roots changed, capabilities
+ * dropped.  Otherwise every process keeps the user it was started as. */
 bool sandbox_privileged(void);
 
 #endif

@@ -16,7 +16,7 @@
  * The process a job runs in:
  *   - a child of the delivery spawner (spawner.h), started for the queue
  *     process, as server.delivery_user or the route's user=, which
- *     cannot open the queue; no capability, no_new_privs, the queue's
+ *     cannot open the queue; no capability, no_new_privs, the delivery
  *     seccomp deny-list; the current directory is / (paths in params
  *     are absolute);
  *   - stdin is /dev/null, stdout and stderr are the daemon's (logs);

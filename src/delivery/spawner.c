@@ -223,7 +223,7 @@ delivery_child(const struct mxconf *conf, pid_t spawner, const char *title,
 	struct sandbox sb = {
 		.title = "delivery",
 		.user = user,
-		.filter = SANDBOX_FILTER_QUEUE,
+		.filter = SANDBOX_FILTER_DELIVERY,
 	};
 	int keep[SPAWN_MAX_FDS + 1], null;
 	struct reader rd;
@@ -256,7 +256,7 @@ delivery_child(const struct mxconf *conf, pid_t spawner, const char *title,
 	proc_title_set("mxgated: %s", title);
 	if (chdir("/") < 0)
 		fatal("chdir /");
-	/* The delivery user: it cannot open the queue; the queue's
+	/* The delivery user: it cannot open the queue; the delivery
 	 * deny-list, inherited by the commands it runs. */
 	sandbox_enter(&sb);
 

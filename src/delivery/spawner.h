@@ -6,7 +6,7 @@
  * user; the master forks the spawner next to it, as root, and it does
  * nothing but this: for each IPC_SPAWN from the queue it forks a child,
  * which drops to server.delivery_user (no capability, no_new_privs, the
- * queue's seccomp deny-list), reads its jobs and delivers them
+ * delivery seccomp deny-list), reads its jobs and delivers them
  * (delivery.h), reporting each recipient's outcome straight to the queue
  * process over the report channel that came with the request.  The
  * delivery user cannot open the queue directory; the message reaches

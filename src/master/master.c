@@ -441,13 +441,16 @@ spawn_queue(void)
 		/* Relative to the queue directory from now on, entered while
 		 * still root: the unprivileged process needs no search
 		 * permission on its parents (a queue inside /root), and
-		 * SQLite keeps the name relative (queue_vfs.h). */
+		 * SQLite keeps the name relative (queue_vfs.h).  Started as
+		 * root, it is the process's root too: the deliveries are
+		 * started by the spawner, outside. */
 		if (chdir(m.conf->queue_dir) < 0)
 			fatal("%s: chdir", m.conf->queue_dir);
 		/* The queue serves no TLS: no reason to keep the keys. */
 		tls_cleanup();
 		sandbox_enter(&(struct sandbox){ .title = "queue",
-		    .user = m.conf->queue_user, .filter = SANDBOX_FILTER_QUEUE });
+		    .user = m.conf->queue_user, .root = m.conf->queue_dir,
+		    .filter = SANDBOX_FILTER_QUEUE });
 		free(qends);
 		free(wends);
 		int status = queue_main(m.conf, keep[0], keep + 1, m.nslots,

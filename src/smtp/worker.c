@@ -479,6 +479,7 @@ worker_sandbox(const struct mxconf *conf)
 		.user = conf->user,
 		.group = conf->group,
 		.root = conf->chroot_dir,
+		.resolver = true,
 		.filter = SANDBOX_FILTER_SMTP,
 	};
 	const char *slash;

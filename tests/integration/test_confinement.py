@@ -70,7 +70,7 @@ def test_each_process_confined(daemon):
         assert int(status(p)["CapBnd"], 16) == 0
     for p in daemon.queue_pids():
         # 2: its deny-list (inherited by the delivery processes)
-        assert_confined(p, QUEUE_USER, "/", "2")
+        assert_confined(p, QUEUE_USER, daemon.queue_dir, "2")
         assert os.readlink("/proc/%d/cwd" % p) == daemon.queue_dir
     # The workers' root: root's, not writable by others, nothing in it
     # but the resolver's files.
