@@ -286,7 +286,6 @@ child_prepare(const char *title)
 	proc_title_set("mxgated: %s", title);
 }
 
-
 static const char *
 child_name(const struct child *c)
 {

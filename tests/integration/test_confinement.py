@@ -438,3 +438,17 @@ def test_route_user(daemon_factory, tmp_path):
                       'routes = ( { rcpt = ".*"; action = "pipe";'
                       ' user = "mxgate"; command = [ "/bin/true" ]; } );\n')
     assert 'routes[0].user "mxgate" is the queue\'s user' in err, err
+
+
+def test_new_passwd_file_is_for_the_lookup_user(tmp_path):
+    """mxgatectl passwd makes a new file root's, group mxgate-auth, mode
+    0640: the lookup process reads it, the workers cannot."""
+    from conftest import mxgatectl_path
+    path = str(tmp_path / "passwd")
+    r = subprocess.run([mxgatectl_path(), "passwd", "erin", "--file", path],
+                       input="a password\na password\n", text=True,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    st = os.stat(path)
+    assert st.st_uid == 0 and st.st_mode & 0o777 == 0o640
+    assert st.st_gid == pwd.getpwnam(LOOKUP_USER).pw_gid
