@@ -148,6 +148,8 @@ static int check_domains(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static int check_ip_address(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
+static int check_chroot_dir(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
 static int check_user(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static int check_group(struct conf_ctx *, const struct conf_spec *,
@@ -333,6 +335,11 @@ static const struct conf_spec route_specs[] = {
 	  .doc = "with action pipe or webhook and format json: save "
 	      "the attachments in this directory and give their paths "
 	      "instead of their content in base64" },
+	{ .path = "user", .type = CT_STRING, FIELD(struct route_conf, user),
+	  .check = check_user,
+	  .doc = "with action pipe or maildir: the user the delivery runs "
+	      "as (when started as root); default server.delivery_user, "
+	      "never the queue's" },
 	{ .path = NULL }
 };
 
@@ -435,14 +442,29 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, hostname), .check = check_hostname,
 	  .doc = "name in the greeting and EHLO; default gethostname()" },
 	{ .path = "server.user", .type = CT_STRING,
-	  FIELD(struct mxconf, user), .def = "nobody", .check = check_user,
-	  .doc = "user of the SMTP workers when started as root" },
+	  FIELD(struct mxconf, user), .def = "mxgate-smtp", .check = check_user,
+	  .doc = "user of the SMTP workers when started as root; must not be"
+	  " able to open the queue" },
 	{ .path = "server.group", .type = CT_STRING,
 	  FIELD(struct mxconf, group), .check = check_group,
 	  .doc = "group of the workers; default the user's primary group" },
 	{ .path = "server.queue_user", .type = CT_STRING,
-	  FIELD(struct mxconf, queue_user), .check = check_user,
-	  .doc = "owner of the queue process; default server.user" },
+	  FIELD(struct mxconf, queue_user), .def = "mxgate", .check = check_user,
+	  .doc = "owner of the queue directory and user of the queue process" },
+	{ .path = "server.delivery_user", .type = CT_STRING,
+	  FIELD(struct mxconf, delivery_user), .def = "mxgate-deliver",
+	  .check = check_user,
+	  .doc = "user of the delivery processes; never the queue's" },
+	{ .path = "server.lookup_user", .type = CT_STRING,
+	  FIELD(struct mxconf, lookup_user), .def = "mxgate-auth",
+	  .check = check_user,
+	  .doc = "user of the credentials lookup process (auth.passwd_file,"
+	  " auth.sqlite)" },
+	{ .path = "server.chroot_dir", .type = CT_STRING,
+	  FIELD(struct mxconf, chroot_dir), .def = "/var/lib/mxgate/empty",
+	  .check = check_chroot_dir,
+	  .doc = "root directory of the SMTP workers when started as root:"
+	  " root's, writable by root alone" },
 	{ .path = "server.workers", .type = CT_INT,
 	  FIELD(struct mxconf, workers), .def = "0", .min = 0, .max = 256,
 	  .doc = "number of SMTP workers, 0 = one per CPU" },
@@ -1917,6 +1939,21 @@ check_user(struct conf_ctx *ctx, const struct conf_spec *sp,
 	return 0;
 }
 
+/* An absolute path other than "/": the workers' root. */
+static int
+check_chroot_dir(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	const char *dir = *(char **)(void *)((char *)base + sp->off);
+
+	if (dir != NULL && (dir[0] != '/' || dir[strspn(dir, "/")] == '\0')) {
+		conf_report(ctx, s, "'%s': an absolute path other than /, not"
+		    " \"%s\"", name, dir);
+		return -1;
+	}
+	return 0;
+}
+
 static int
 check_group(struct conf_ctx *ctx, const struct conf_spec *sp,
     config_setting_t *s, const char *name, void *base)
@@ -2503,8 +2540,6 @@ config_finish(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 		    "listen = ( { address = \"...\"; port = ...; } );");
 	if (c->hostname == NULL)
 		c->hostname = default_hostname();
-	if (c->queue_user == NULL && c->user != NULL)
-		c->queue_user = xstrdup(c->user);
 	config_routes(ctx, cf, c);
 	config_bounce_upstream(ctx, cf, c);
 	config_listeners_auth(ctx, cf, c);

@@ -80,6 +80,7 @@ struct route_conf {
 	char    *secret;        /* webhook (never stored in the queue) */
 	bool     tls_verify;    /* webhook: check the certificate; default true */
 	char    *tls_ca;        /* webhook: CA file (PEM); default the system's */
+	char    *user;             /* pipe, maildir: runs as this user */
 	char    *attachments_dir;  /* pipe, webhook (json): save attachments
 	                         * there instead of inlining them in base64 */
 };
@@ -128,7 +129,10 @@ struct mxconf {
 	char    *hostname;           /* default: gethostname() */
 	char    *user;               /* workers run as this user when root */
 	char    *group;              /* default: user's primary group */
-	char    *queue_user;         /* queue process user; default: user */
+	char    *queue_user;         /* queue process user, owns the queue */
+	char    *delivery_user;      /* delivery children */
+	char    *lookup_user;        /* the credentials lookup process */
+	char    *chroot_dir;         /* the workers' root when root */
 	int      workers;            /* 0 = one per CPU */
 	char    *log_level;          /* "error" "warn" "info" "debug" */
 	char    *pid_file;           /* the master's pid; NULL: none */

@@ -22,7 +22,14 @@ ipc_payload_ok(enum ipc_type type, size_t len)
 	case IPC_CONN_NEW:        return len == sizeof(struct ipc_conn_new);
 	case IPC_CONN_CLOSED:
 	case IPC_AUTH_FAILED:     return len == sizeof(struct ipc_conn_closed);
-	case IPC_QUEUE_CHANNEL:   return len == 0;
+	case IPC_QUEUE_CHANNEL:
+	case IPC_LOOKUP_CHANNEL:  return len == 0;
+	case IPC_AUTH_CHECK:      return len == sizeof(struct ipc_auth_check);
+	case IPC_AUTH_RESULT:     return len == sizeof(struct ipc_auth_result);
+	case IPC_SPAWN_FD:        return len == 0;
+	case IPC_SPAWN:           return len == sizeof(struct ipc_spawn);
+	case IPC_SPAWNED:
+	case IPC_SPAWN_KILL:      return len == sizeof(struct ipc_spawned);
 	case IPC_WORKER_CHANNEL:  return len == sizeof(struct ipc_worker_channel);
 	case IPC_SUBMIT:          return len == sizeof(struct ipc_submit);
 	case IPC_SUBMIT_RESULT:   return len == sizeof(struct ipc_submit_result);

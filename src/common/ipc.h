@@ -15,6 +15,12 @@
  *                       QUEUE_CHANNEL (+worker's end of a worker<->queue pair)
  *   master <-> queue    WORKER_CHANNEL (+queue's end of a worker<->queue pair)
  *   worker <-> queue    SUBMIT (+memfd) and SUBMIT_RESULT
+ *   master <-> lookup   WORKER_CHANNEL (+lookup's end of a worker<->lookup
+ *                       pair)
+ *   master  -> worker   LOOKUP_CHANNEL (+worker's end of that pair)
+ *   worker <-> lookup   AUTH_CHECK and AUTH_RESULT
+ *   queue  <-> spawner  SPAWN_FD (+a descriptor of the next SPAWN), SPAWN
+ *                       (+report channel), SPAWNED, SPAWN_KILL
  */
 #ifndef MXGATE_IPC_H
 #define MXGATE_IPC_H
@@ -36,6 +42,14 @@ enum ipc_type {
 	IPC_SUBMIT_INLINE,      /* worker -> queue, the message in the payload */
 	IPC_AUTH_FAILED,        /* worker -> master, struct ipc_conn_closed */
 	IPC_QUEUE_SPACE,        /* queue -> worker, struct ipc_queue_space */
+	IPC_LOOKUP_CHANNEL,     /* master -> worker, fd = channel to lookup */
+	IPC_AUTH_CHECK,         /* worker -> lookup */
+	IPC_AUTH_RESULT,        /* lookup -> worker */
+	IPC_SPAWN_FD,           /* queue -> spawner, fd = one of the next
+	                         * SPAWN's descriptors, in order */
+	IPC_SPAWN,              /* queue -> spawner, fd = report channel */
+	IPC_SPAWNED,            /* spawner -> queue */
+	IPC_SPAWN_KILL,         /* queue -> spawner, struct ipc_spawned */
 };
 
 /*
@@ -94,6 +108,36 @@ struct ipc_submit_result {
 	uint32_t status;        /* enum submit_status */
 	char     queue_id[QUEUE_ID_LEN + 1];
 	char     text[128];     /* reason for a failure, for the reply */
+};
+
+/* AUTH credentials to check (auth.h); both strings NUL-terminated. */
+struct ipc_auth_check {
+	uint64_t request_id;    /* echoed in the result */
+	char     user[256];
+	char     pass[512];
+};
+
+struct ipc_auth_result {
+	uint64_t request_id;
+	uint32_t verdict;       /* enum auth_verdict */
+	char     why[160];      /* for the log */
+};
+
+/* Start a delivery process (spawner.h); the SPAWN_FD messages before it
+ * carried nfds descriptors: the jobs (a sealed memfd), then each job's
+ * content. */
+struct ipc_spawn {
+	uint64_t request;       /* echoed in SPAWNED */
+	uint32_t nfds;
+	uint32_t pad;
+	char     title[128];    /* "delivery DEST" for ps(1) */
+	char     user[64];      /* a route's user=, "": delivery_user */
+};
+
+struct ipc_spawned {
+	uint64_t request;
+	int32_t  pid;           /* -1: it could not be started */
+	int32_t  pad;
 };
 
 /*

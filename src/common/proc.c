@@ -128,12 +128,19 @@ int
 proc_drop_privileges(const char *user, const char *group)
 {
 	unsigned uid, gid;
-	gid_t gidv;
 
 	if (geteuid() != 0 || user == NULL)
 		return 0;
 	if (proc_lookup_user(user, group, &uid, &gid) < 0)
 		return -1;
+	return proc_switch_user(user, uid, gid);
+}
+
+int
+proc_switch_user(const char *user, unsigned uid, unsigned gid)
+{
+	gid_t gidv;
+
 	if (uid == 0) {
 		log_error("refusing to run as root: configure an unprivileged user");
 		return -1;

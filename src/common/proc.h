@@ -1,10 +1,11 @@
 /*
  * proc — process roles, privilege dropping and process titles.
  *
- * proc_drop_privileges() is called in every child before it runs any of
- * its role's code: when started as root it switches to the configured
- * user and group irrevocably (setgroups, setresgid, setresuid, then a check
- * that root cannot be regained); otherwise it does nothing.
+ * proc_drop_privileges() switches, when started as root, to the given
+ * user and group irrevocably (setgroups, setresgid, setresuid, then a
+ * check that root cannot be regained); otherwise it does nothing.  The
+ * roles call it through sandbox_enter() (sandbox.h), which adds the
+ * chroot, the capabilities, no_new_privs and the seccomp filter.
  */
 #ifndef MXGATE_PROC_H
 #define MXGATE_PROC_H
@@ -25,6 +26,9 @@ int proc_signalfd(const int *signals, int nsignals);
 
 /* user NULL: nothing to drop.  Returns 0, or -1 after logging. */
 int proc_drop_privileges(const char *user, const char *group);
+/* The same for a user already looked up (after a chroot, where the user
+ * database is out of reach). */
+int proc_switch_user(const char *user, unsigned uid, unsigned gid);
 /* The uid/gid the role would run as: for chown of the queue directory. */
 int proc_lookup_user(const char *user, const char *group, unsigned *uid,
     unsigned *gid);

@@ -27,6 +27,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1026,6 +1027,9 @@ cmd_passwd(struct ctl *ctl, int argc, char **argv)
 {
 	const char *user = NULL, *file = NULL, *scheme = "yescrypt";
 	char pass[1024], hash[512], err[512];
+	struct passwd *pw;
+	struct stat st;
+	bool existed;
 	int i, r;
 
 	for (i = 0; i < argc; i++) {
@@ -1062,10 +1066,18 @@ cmd_passwd(struct ctl *ctl, int argc, char **argv)
 		fprintf(stderr, "mxgatectl: hashing: %s\n", strerror(errno));
 		return 1;
 	}
+	existed = stat(file, &st) == 0;
 	if (auth_passwd_set(file, user, hash, err, sizeof(err)) == -1) {
 		fprintf(stderr, "mxgatectl: %s\n", err);
 		return 1;
 	}
+	/* A new file (mode 0640) for the lookup process, which alone reads
+	 * it: root's, its user's group. */
+	if (!existed && geteuid() == 0 && (pw = getpwnam(ctl->conf != NULL &&
+	    ctl->conf->lookup_user != NULL ? ctl->conf->lookup_user :
+	    "mxgate-auth")) != NULL && chown(file, 0, pw->pw_gid) < 0)
+		fprintf(stderr, "mxgatectl: %s: chown: %s\n", file,
+		    strerror(errno));
 	printf("%s: password of %s set\n", file, user);
 	return 0;
 }

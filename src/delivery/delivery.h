@@ -5,16 +5,20 @@
  *
  * The scheduler groups the due recipients of one message that go to the
  * same destination (same action and same parameters; for relay the same
- * upstream, and with "mx" the same recipient domain) into one job, forks
- * a child process for it and runs relay_deliver() (action "relay") or
- * handler_deliver() (every other action) there.  The child reports each
+ * upstream, and with "mx" the same recipient domain) into one job, has
+ * the delivery spawner start a process for it, which runs
+ * relay_deliver() (action "relay") or handler_deliver() (every other
+ * action).  The child reports each
  * recipient's outcome back to the queue process, which records it
  * (state, history row) and decides on retries and bounces: a handler
  * never retries, never bounces, and never touches the queue database.
  *
  * The process a job runs in:
- *   - a child of the queue process, with its user; the current directory
- *     is the queue directory (paths in params are absolute);
+ *   - a child of the delivery spawner (spawner.h), started for the queue
+ *     process, as server.delivery_user or the route's user=, which
+ *     cannot open the queue; no capability, no_new_privs, the delivery
+ *     seccomp deny-list; the current directory is / (paths in params
+ *     are absolute);
  *   - stdin is /dev/null, stdout and stderr are the daemon's (logs);
  *     every other inherited descriptor is closed except the job's own
  *     (content_fd) and the report channel (close-on-exec);
@@ -24,7 +28,7 @@
  *   - handler_deliver() is called once per process; relay_deliver() may
  *     be called for several jobs in a row in one process (connection
  *     reuse), followed by relay_finish();
- *   - the queue process kills the child (SIGKILL) when a job runs longer
+ *   - the queue process has the child killed (SIGKILL) when a job runs longer
  *     than DELIVERY_JOB_TIMEOUT seconds: handlers enforce their own,
  *     shorter, timeouts (a pipe command's "timeout", the network's) and
  *     report DELIVERY_DEFER themselves.

@@ -29,6 +29,8 @@ struct role {
 	const char *group;              /* NULL: the user's primary group */
 	char        label[128];         /* "queue process (user mxgate)" */
 	bool        fatal;              /* a problem here stops the start */
+	const char *route_user;         /* delivery: the routes of this user
+	                                 * (NULL: those of delivery_user) */
 	int         problems;           /* fatal ones */
 	int         warnings;
 };
@@ -303,6 +305,10 @@ check_delivery(struct role *r, const struct mxconf *conf)
 
 		if (rt->action == NULL)
 			continue;
+		/* A route with a user= of its own is tried as that user. */
+		if ((rt->user == NULL) != (r->route_user == NULL) ||
+		    (rt->user != NULL && strcmp(rt->user, r->route_user) != 0))
+			continue;
 		if (strcmp(rt->action, "maildir") == 0 && rt->path != NULL &&
 		    rt->path[0] == '/') {
 			/* Missing directories are made by the master and given
@@ -339,7 +345,8 @@ check_delivery(struct role *r, const struct mxconf *conf)
 			need(r, setting, anc, W_OK | X_OK);
 		}
 	}
-	for (size_t i = 0; i < conf->nupstreams; i++) {
+	for (size_t i = 0; r->route_user == NULL && i < conf->nupstreams;
+	    i++) {
 		const struct upstream_conf *u = &conf->upstreams[i];
 
 		if (u->tls_ca != NULL) {
@@ -350,14 +357,20 @@ check_delivery(struct role *r, const struct mxconf *conf)
 	}
 }
 
-/* smtp workers: the credentials they check AUTH against. */
+/* The lookup process: the credentials AUTH is checked against. */
 static void
-check_smtp(struct role *r, const struct mxconf *conf)
+check_lookup(struct role *r, const struct mxconf *conf)
 {
 	if (conf->auth_passwd_file != NULL)
 		need(r, "auth.passwd_file", conf->auth_passwd_file, R_OK);
 	if (conf->auth_sqlite != NULL)
 		need(r, "auth.sqlite", conf->auth_sqlite, R_OK);
+}
+
+/* smtp workers: a unix policy service's socket. */
+static void
+check_smtp(struct role *r, const struct mxconf *conf)
+{
 	if (conf->policy_service != NULL &&
 	    strncmp(conf->policy_service, "unix:", 5) == 0 &&
 	    access(conf->policy_service + 5, W_OK) < 0 && errno != ENOENT)
@@ -504,7 +517,7 @@ check_access(const struct mxconf *conf, bool starting, int *warnings)
 {
 	const char *quser = conf->queue_user ? conf->queue_user : conf->user;
 	const char *qgroup = conf->queue_user ? NULL : conf->group;
-	struct role roles[4];
+	struct role roles[5];
 	int problems = 0;
 
 	use_log = starting;
@@ -514,14 +527,33 @@ check_access(const struct mxconf *conf, bool starting, int *warnings)
 	check_master(&roles[0], conf);
 	role_init(&roles[1], "queue process", quser, qgroup, true);
 	check_queue(&roles[1], conf);
-	/* Delivery children run as the queue process's user.  What they
-	 * cannot reach defers those routes' mail, what the workers cannot
-	 * read fails AUTH; the rest works, so these are warnings, and the
-	 * start goes on. */
-	role_init(&roles[2], "delivery", quser, qgroup, false);
+	/* What delivery cannot reach defers those routes' mail, what the
+	 * lookup process cannot read fails AUTH; the rest works, so these
+	 * are warnings, and the start goes on. */
+	role_init(&roles[2], "delivery", conf->delivery_user, NULL, false);
 	run_as(&roles[2], conf, check_delivery);
-	role_init(&roles[3], "smtp worker", conf->user, conf->group, false);
-	run_as(&roles[3], conf, check_smtp);
+	role_init(&roles[3], "lookup process", conf->lookup_user, NULL, false);
+	run_as(&roles[3], conf, check_lookup);
+	role_init(&roles[4], "smtp worker", conf->user, conf->group, false);
+	run_as(&roles[4], conf, check_smtp);
+	/* Routes that name their own user (user=): as that user. */
+	for (size_t i = 0; i < conf->nroutes; i++) {
+		const char *u = conf->routes[i].user;
+		struct role route;
+		bool seen = false;
+
+		for (size_t j = 0; u != NULL && j < i; j++)
+			if (conf->routes[j].user != NULL &&
+			    strcmp(conf->routes[j].user, u) == 0)
+				seen = true;
+		if (u == NULL || seen)
+			continue;
+		role_init(&route, "delivery", u, NULL, false);
+		route.route_user = u;
+		run_as(&route, conf, check_delivery);
+		problems += route.problems;
+		*warnings += route.warnings;
+	}
 	if (geteuid() == 0)
 		check_modes(conf);
 	for (size_t i = 0; i < ARRAY_LEN(roles); i++) {

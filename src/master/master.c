@@ -21,16 +21,19 @@
 #include "common/log.h"
 #include "master/master.h"
 #include "common/proc.h"
+#include "common/sandbox.h"
 #include "queue/queue.h"
 #include "common/tls.h"
 #include "common/util.h"
+#include "delivery/spawner.h"
+#include "lookup/lookup.h"
 #include "smtp/worker.h"
 
 #define RESPAWN_MAX_DELAY_MS   60000
 #define RESPAWN_STABLE_MS      10000   /* lived this long: restart at once */
 #define STOP_EXTRA_MS          10000   /* after the grace, SIGKILL */
 
-enum child_role { CHILD_WORKER, CHILD_QUEUE };
+enum child_role { CHILD_WORKER, CHILD_QUEUE, CHILD_LOOKUP, CHILD_SPAWNER };
 
 struct child {
 	enum child_role role;
@@ -79,6 +82,9 @@ static struct {
 	int        nworkers;            /* replacements after a reload */
 	int        nslots;
 	struct child queue;
+	struct child lookup;            /* when a listener offers AUTH */
+	struct child spawner;           /* the queue's delivery spawner */
+	bool       lookup_on;
 	struct conn *conns;
 	size_t     nconn_slots;
 	size_t     conn_free_hint;
@@ -93,7 +99,7 @@ static struct {
 
 /* The loop's callbacks (event.h); arg: the listener's or the worker's
  * index. */
-static event_fn on_listener, on_signal, on_worker, on_queue;
+static event_fn on_listener, on_signal, on_worker, on_queue, on_lookup;
 #define INDEX_ARG(i) ((void *)(intptr_t)(i))
 
 static void
@@ -273,20 +279,26 @@ child_prepare(const char *title)
 }
 
 static const char *
-queue_user(void)
+child_name(const struct child *c)
 {
-	return m.conf->queue_user ? m.conf->queue_user : m.conf->user;
+	return c->role == CHILD_QUEUE ? "queue" :
+	    c->role == CHILD_LOOKUP ? "lookup" :
+	    c->role == CHILD_SPAWNER ? "spawner" : "smtp";
 }
 
 static void
 child_died_logged(struct child *c, int status)
 {
-	const char *name = c->role == CHILD_QUEUE ? "queue" : "smtp";
+	const char *name = child_name(c);
 
 	if (c->retiring && WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		log_info("%s process %ld retired", name, (long)c->pid);
 	else if (m.stopping && WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		log_info("%s process %ld stopped", name, (long)c->pid);
+	else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS)
+		log_warn("%s process %ld killed by signal %d (SIGSYS: a system"
+		    " call its seccomp filter forbids)", name, (long)c->pid,
+		    WTERMSIG(status));
 	else if (WIFSIGNALED(status))
 		log_warn("%s process %ld killed by signal %d", name, (long)c->pid,
 		    WTERMSIG(status));
@@ -312,12 +324,12 @@ schedule_respawn(struct child *c)
 	c->quick_deaths++;
 	c->respawn_at_ms = now + delay;
 	if (delay > 0)
-		log_warn("%s process respawns in %llu ms",
-		    c->role == CHILD_QUEUE ? "queue" : "smtp",
+		log_warn("%s process respawns in %llu ms", child_name(c),
 		    (unsigned long long)delay);
 }
 
 static void spawn_queue(void);
+static void spawn_lookup(void);
 static void spawn_worker(int slot);
 
 static void
@@ -333,19 +345,55 @@ close_child_channel(struct child *c)
 }
 
 /*
+ * The delivery spawner (spawner.h), which stays root to start delivery
+ * processes as the delivery user: one per queue process, started with
+ * it; its deliveries die with it.  fd is its end of the channel to the
+ * queue process.
+ */
+static void
+spawn_spawner(int fd)
+{
+	pid_t pid;
+
+	if (m.spawner.pid != 0)
+		kill(m.spawner.pid, SIGKILL);   /* the last queue's */
+	pid = fork();
+	if (pid < 0)
+		fatal("fork");
+	if (pid == 0) {
+		int keep[1] = { fd };
+
+		child_keep_fds(keep, 1);
+		child_prepare("spawner");
+		log_set_role("spawner");
+		if (chdir("/") < 0)
+			fatal("chdir /");
+		tls_cleanup();
+		exit(spawner_main(m.conf, keep[0]));
+	}
+	m.spawner.pid = pid;
+	m.spawner.fd = -1;
+	m.spawner.started_ms = monotonic_ms();
+	log_info("spawner process %ld started", (long)pid);
+}
+
+/*
  * Fork the queue process with one fresh channel per running worker; each
- * worker gets its end through IPC_QUEUE_CHANNEL.
+ * worker gets its end through IPC_QUEUE_CHANNEL.  Its delivery spawner
+ * is started first.
  */
 static void
 spawn_queue(void)
 {
-	int chan[2], i;
+	int chan[2], spawn[2], i;
 	int *qends = xcalloc((size_t)m.nslots, sizeof(int));
 	int *wends = xcalloc((size_t)m.nslots, sizeof(int));
 	pid_t pid;
 
-	if (ipc_socketpair(chan) < 0)
+	if (ipc_socketpair(chan) < 0 || ipc_socketpair(spawn) < 0)
 		fatal("socketpair");
+	spawn_spawner(spawn[1]);
+	close(spawn[1]);
 	for (i = 0; i < m.nslots; i++) {
 		int pair[2];
 		qends[i] = wends[i] = -1;
@@ -361,40 +409,49 @@ spawn_queue(void)
 	if (pid < 0)
 		fatal("fork");
 	if (pid == 0) {
-		int n = 1 + m.nslots, *keep = xcalloc((size_t)n, sizeof(int));
+		int n = 2 + m.nslots, *keep = xcalloc((size_t)n, sizeof(int));
 		unsigned uid, gid;
 
 		keep[0] = chan[1];
 		for (i = 0; i < m.nslots; i++)
 			keep[1 + i] = qends[i];
+		keep[n - 1] = spawn[0];
 		child_keep_fds(keep, n);
 		child_prepare("queue");
 		log_set_role("queue");
 		if (mkdir(m.conf->queue_dir, 0700) < 0 && errno != EEXIST)
 			fatal("%s: mkdir", m.conf->queue_dir);
-		if (geteuid() == 0 && m.conf->user != NULL) {
-			if (proc_lookup_user(queue_user(), m.conf->queue_user ? NULL : m.conf->group, &uid, &gid) < 0)
+		if (geteuid() == 0 && m.conf->queue_user != NULL) {
+			if (proc_lookup_user(m.conf->queue_user, NULL, &uid,
+			    &gid) < 0)
 				exit(1);
-			if (chown(m.conf->queue_dir, uid, gid) < 0)
+			if (chown(m.conf->queue_dir, uid, gid) < 0 ||
+			    chmod(m.conf->queue_dir, 0700) < 0)
 				fatal("%s: chown", m.conf->queue_dir);
 		}
-		/* Relative to the queue directory from now on: the unprivileged
-		 * process needs no search permission on its parents. */
+		/* Relative to the queue directory from now on, entered while
+		 * still root: the unprivileged process needs no search
+		 * permission on its parents (a queue inside /root), and
+		 * SQLite keeps the name relative (queue_vfs.h).  Started as
+		 * root, it is the process's root too: the deliveries are
+		 * started by the spawner, outside. */
 		if (chdir(m.conf->queue_dir) < 0)
 			fatal("%s: chdir", m.conf->queue_dir);
 		/* The queue serves no TLS: no reason to keep the keys. */
 		tls_cleanup();
-		if (proc_drop_privileges(queue_user(),
-		    m.conf->queue_user ? NULL : m.conf->group) < 0)
-			exit(1);
+		sandbox_enter(&(struct sandbox){ .title = "queue",
+		    .user = m.conf->queue_user, .root = m.conf->queue_dir,
+		    .filter = SANDBOX_FILTER_QUEUE });
 		free(qends);
 		free(wends);
-		int status = queue_main(m.conf, keep[0], keep + 1, m.nslots);
+		int status = queue_main(m.conf, keep[0], keep + 1, m.nslots,
+		    keep[n - 1]);
 		free(keep);
 		exit(status);
 	}
 
 	close(chan[1]);
+	close(spawn[0]);
 	m.queue.pid = pid;
 	m.queue.fd = chan[0];
 	m.queue.started_ms = monotonic_ms();
@@ -414,11 +471,77 @@ spawn_queue(void)
 	log_info("queue process %ld started", (long)pid);
 }
 
+/*
+ * Fork the credentials lookup process (lookup.h) with one fresh channel
+ * per running worker; each worker gets its end through
+ * IPC_LOOKUP_CHANNEL.
+ */
+static void
+spawn_lookup(void)
+{
+	int chan[2], i;
+	int *lends = xcalloc((size_t)m.nslots, sizeof(int));
+	int *wends = xcalloc((size_t)m.nslots, sizeof(int));
+	pid_t pid;
+
+	if (ipc_socketpair(chan) < 0)
+		fatal("socketpair");
+	for (i = 0; i < m.nslots; i++) {
+		int pair[2];
+		lends[i] = wends[i] = -1;
+		if (m.workers[i].pid == 0 || m.workers[i].fd < 0)
+			continue;
+		if (ipc_socketpair(pair) < 0)
+			fatal("socketpair");
+		lends[i] = pair[0];
+		wends[i] = pair[1];
+	}
+
+	pid = fork();
+	if (pid < 0)
+		fatal("fork");
+	if (pid == 0) {
+		int n = 1 + m.nslots, *keep = xcalloc((size_t)n, sizeof(int));
+
+		keep[0] = chan[1];
+		for (i = 0; i < m.nslots; i++)
+			keep[1 + i] = lends[i];
+		child_keep_fds(keep, n);
+		child_prepare("lookup");
+		log_set_role("lookup");
+		if (chdir("/") < 0)
+			fatal("chdir /");
+		/* It serves no TLS: no reason to keep the keys. */
+		tls_cleanup();
+		exit(lookup_main(m.conf, keep[0], keep + 1, m.nslots));
+	}
+
+	close(chan[1]);
+	m.lookup.pid = pid;
+	m.lookup.fd = chan[0];
+	m.lookup.started_ms = monotonic_ms();
+	m.lookup.respawn_at_ms = 0;
+	event_add(m.loop, m.lookup.fd, EPOLLIN, on_lookup, NULL);
+	for (i = 0; i < m.nslots; i++) {
+		if (lends[i] < 0)
+			continue;
+		close(lends[i]);
+		if (ipc_send(m.workers[i].fd, IPC_LOOKUP_CHANNEL, NULL, 0,
+		    wends[i]) < 0)
+			log_warn("worker %d: cannot pass the lookup channel: %s",
+			    i, strerror(errno));
+		close(wends[i]);
+	}
+	free(lends);
+	free(wends);
+	log_info("lookup process %ld started", (long)pid);
+}
+
 static void
 spawn_worker(int slot)
 {
 	struct child *w = &m.workers[slot];
-	int chan[2], qpair[2] = { -1, -1 };
+	int chan[2], qpair[2] = { -1, -1 }, lpair[2] = { -1, -1 };
 	pid_t pid;
 
 	if (ipc_socketpair(chan) < 0)
@@ -427,21 +550,22 @@ spawn_worker(int slot)
 		if (ipc_socketpair(qpair) < 0)
 			fatal("socketpair");
 	}
+	if (m.lookup.pid != 0 && m.lookup.fd >= 0) {
+		if (ipc_socketpair(lpair) < 0)
+			fatal("socketpair");
+	}
 
 	pid = fork();
 	if (pid < 0)
 		fatal("fork");
 	if (pid == 0) {
-		int keep[2] = { chan[1], qpair[1] };
+		int keep[3] = { chan[1], qpair[1], lpair[1] };
 
-		child_keep_fds(keep, 2);
+		child_keep_fds(keep, 3);
 		child_prepare("smtp");
 		log_set_role("smtp");
-		if (chdir("/") < 0)
-			fatal("chdir /");
-		if (proc_drop_privileges(m.conf->user, m.conf->group) < 0)
-			exit(1);
-		exit(worker_main(m.conf, slot, keep[0], keep[1]));
+		/* worker_main() confines itself (worker_sandbox()). */
+		exit(worker_main(m.conf, slot, keep[0], keep[1], keep[2]));
 	}
 
 	close(chan[1]);
@@ -460,6 +584,16 @@ spawn_worker(int slot)
 			    slot, strerror(errno));
 		close(qpair[0]);
 	}
+	if (lpair[0] >= 0) {
+		struct ipc_worker_channel wc = { .worker_slot = (uint32_t)slot };
+
+		close(lpair[1]);
+		if (ipc_send(m.lookup.fd, IPC_WORKER_CHANNEL, &wc, sizeof(wc),
+		    lpair[0]) < 0)
+			log_warn("cannot pass worker %d's channel to the lookup"
+			    " process: %s", slot, strerror(errno));
+		close(lpair[0]);
+	}
 	log_info("smtp process %ld started (slot %d)", (long)pid, slot);
 }
 
@@ -468,6 +602,10 @@ child_by_pid(pid_t pid)
 {
 	if (m.queue.pid == pid)
 		return &m.queue;
+	if (m.lookup.pid == pid)
+		return &m.lookup;
+	if (m.spawner.pid == pid)
+		return &m.spawner;
 	for (int i = 0; i < m.nslots; i++) {
 		if (m.workers[i].pid == pid)
 			return &m.workers[i];
@@ -492,7 +630,14 @@ reap_children(void)
 		c->retiring = false;
 		if (c->role == CHILD_WORKER)
 			conns_release_worker(c->slot);
-		if (!m.stopping && (c->role == CHILD_QUEUE || c->active))
+		/* The queue process goes with its spawner, and both are
+		 * started again together. */
+		if (c->role == CHILD_SPAWNER) {
+			if (m.queue.pid != 0 && !m.stopping)
+				kill(m.queue.pid, SIGTERM);
+			continue;
+		}
+		if (!m.stopping && (c->role != CHILD_WORKER || c->active))
 			schedule_respawn(c);
 	}
 }
@@ -505,6 +650,9 @@ respawn_due(uint64_t now)
 	if (m.queue.pid == 0 && m.queue.respawn_at_ms != 0 &&
 	    m.queue.respawn_at_ms <= now)
 		spawn_queue();
+	if (m.lookup_on && m.lookup.pid == 0 && m.lookup.respawn_at_ms != 0 &&
+	    m.lookup.respawn_at_ms <= now)
+		spawn_lookup();
 	for (int i = 0; i < m.nslots; i++) {
 		struct child *w = &m.workers[i];
 		if (w->active && w->pid == 0 && w->respawn_at_ms != 0 &&
@@ -520,6 +668,9 @@ next_timeout_ms(uint64_t now)
 
 	if (m.queue.pid == 0 && m.queue.respawn_at_ms != 0)
 		next = m.queue.respawn_at_ms;
+	if (m.lookup_on && m.lookup.pid == 0 && m.lookup.respawn_at_ms != 0 &&
+	    m.lookup.respawn_at_ms < next)
+		next = m.lookup.respawn_at_ms;
 	for (int i = 0; i < m.nslots; i++) {
 		if (m.workers[i].active && m.workers[i].pid == 0 &&
 		    m.workers[i].respawn_at_ms != 0 &&
@@ -790,6 +941,23 @@ read_worker(int slot)
 }
 
 static void
+read_lookup(void)
+{
+	char buf[512];
+	enum ipc_type type;
+	int fd, r = -1;
+
+	while (m.lookup.fd >= 0 &&
+	    (r = ipc_recv(m.lookup.fd, &type, buf, sizeof(buf), &fd)) > 0) {
+		if (fd >= 0)
+			close(fd);
+		fatalx("lookup process sent unexpected message %d", type);
+	}
+	if (m.lookup.fd >= 0 && r == 0)
+		close_child_channel(&m.lookup);
+}
+
+static void
 read_queue(void)
 {
 	char buf[512];
@@ -855,10 +1023,21 @@ stop_progress(uint64_t now)
 		}
 		if (m.queue.pid != 0)
 			kill(m.queue.pid, SIGKILL);
+		if (m.lookup.pid != 0)
+			kill(m.lookup.pid, SIGKILL);
+		if (m.spawner.pid != 0)
+			kill(m.spawner.pid, SIGKILL);
 		m.killed = true;
 	}
 	if (workers_running())
 		return false;
+	if (m.lookup.pid != 0) {
+		static bool lookup_told;
+		if (!lookup_told) {
+			kill(m.lookup.pid, SIGTERM);
+			lookup_told = true;
+		}
+	}
 	if (m.queue.pid != 0) {
 		static bool queue_told;
 		if (!queue_told) {
@@ -867,7 +1046,8 @@ stop_progress(uint64_t now)
 		}
 		return false;
 	}
-	return true;
+	/* The spawner ends when the queue process has. */
+	return m.lookup.pid == 0 && m.spawner.pid == 0;
 }
 
 /* ---- reload ---- */
@@ -1046,6 +1226,12 @@ on_queue(void *arg, int fd, uint32_t events)
 	read_queue();
 }
 
+static void
+on_lookup(void *arg, int fd, uint32_t events)
+{
+	read_lookup();
+}
+
 int
 master_main(struct mxconf *conf)
 {
@@ -1088,7 +1274,13 @@ master_main(struct mxconf *conf)
 	}
 	m.queue.role = CHILD_QUEUE;
 	m.queue.fd = -1;
+	m.lookup.role = CHILD_LOOKUP;
+	m.lookup.fd = -1;
+	m.spawner.role = CHILD_SPAWNER;
+	m.spawner.fd = -1;
 	spawn_queue();
+	if ((m.lookup_on = lookup_wanted(conf)))
+		spawn_lookup();
 	for (int i = 0; i < m.nworkers; i++)
 		spawn_worker(i);
 

@@ -22,7 +22,10 @@
 #include <string.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <pwd.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "common/config.h"
 #include "common/log.h"
@@ -30,6 +33,8 @@
 #include "master/master.h"
 #include "smtp/plugin.h"
 #include "common/proc.h"
+#include "common/sandbox.h"
+#include "smtp/worker.h"
 #include "queue/queue.h"
 #include "queue/queue_db.h"
 #include "common/tls.h"
@@ -175,28 +180,30 @@ make_parents(const char *dir, bool give, unsigned uid, unsigned gid)
 
 /*
  * The fixed root of each maildir route (its path up to the first
- * variable) must be writable by the queue's user, who delivers.  The
- * directories that do not exist yet are created here, while still root,
- * and given to that user; existing ones are left as the operator made
- * them.
+ * variable) must be writable by the delivery user (the route's user=
+ * when it names one), who delivers.  The directories that do not exist
+ * yet are created here, while still root, and given to that user;
+ * existing ones are left as the operator made them.
  */
 static int
 prepare_maildir_roots(const struct mxconf *conf)
 {
-	const char *user = conf->queue_user ? conf->queue_user : conf->user;
-	unsigned uid = 0, gid = 0;
-	bool give = geteuid() == 0 && user != NULL;
+	bool give = geteuid() == 0;
 
-	if (give && proc_lookup_user(user, conf->queue_user ? NULL : conf->group,
-	    &uid, &gid) < 0)
-		return -1;
 	for (size_t i = 0; i < conf->nroutes; i++) {
 		const struct route_conf *r = &conf->routes[i];
+		const char *user = r->user ? r->user : conf->delivery_user;
+		unsigned uid = 0, gid = 0;
 		char *root, *var, *slash;
 		int rc;
 
 		if (r->action == NULL || strcmp(r->action, "maildir") != 0 ||
-		    r->path == NULL || (root = absolute_path(r->path)) == NULL)
+		    r->path == NULL)
+			continue;
+		if (give && (user == NULL ||
+		    proc_lookup_user(user, NULL, &uid, &gid) < 0))
+			return -1;
+		if ((root = absolute_path(r->path)) == NULL)
 			continue;
 		if ((var = strstr(root, "${")) != NULL)
 			*var = '\0';
@@ -208,6 +215,70 @@ prepare_maildir_roots(const struct mxconf *conf)
 			return -1;
 	}
 	return 0;
+}
+
+/*
+ * The queue directory, made (0700) and given to the queue's user while we
+ * are root; then, as each other user, the proof that it cannot be opened.
+ */
+static int
+prepare_queue_dir(const struct mxconf *conf)
+{
+	unsigned uid, gid;
+
+	if (geteuid() != 0)
+		return 0;
+	if (mkdir(conf->queue_dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "mxgated: mkdir %s: %s\n", conf->queue_dir,
+		    strerror(errno));
+		return -1;
+	}
+	if (proc_lookup_user(conf->queue_user, NULL, &uid, &gid) < 0)
+		return -1;
+	if (chown(conf->queue_dir, (uid_t)uid, (gid_t)gid) < 0 ||
+	    chmod(conf->queue_dir, 0700) < 0) {
+		fprintf(stderr, "mxgated: %s: giving it to server.queue_user"
+		    " \"%s\": %s\n", conf->queue_dir, conf->queue_user,
+		    strerror(errno));
+		return -1;
+	}
+	return sandbox_check_queue_closed(conf);
+}
+
+/*
+ * The plugins' init() runs in the workers, confined; a failing one stops
+ * the start all the same: tried once here in a child confined as a
+ * worker, which reports "FILE:LINE: ... init failed: ..." on stderr.
+ */
+static int
+plugins_try_init(const struct mxconf *conf)
+{
+	pid_t pid;
+	int status;
+
+	if (plugins_count() == 0)
+		return 0;
+	fflush(stderr);
+	if ((pid = fork()) < 0) {
+		fprintf(stderr, "mxgated: fork: %s\n", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		worker_sandbox(conf);
+		_exit(plugins_init(config_error) < 0 ? 1 : 0);
+	}
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR)
+			return -1;
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	if (WIFSIGNALED(status))
+		fprintf(stderr, "mxgated: the plugins' init() killed their"
+		    " process (signal %d%s)\n", WTERMSIG(status),
+		    WTERMSIG(status) == SIGSYS ? ": a system call the smtp"
+		    " workers' seccomp filter forbids" : "");
+	return -1;
 }
 
 /*
@@ -278,9 +349,10 @@ main(int argc, char **argv)
 		config_free(conf);
 		return 1;
 	}
-	/* Plugins too (plugin.h): loaded and initialized by the master, so
-	 * the workers inherit them; -n only loads them and checks the ABI. */
-	if (plugins_load(conf, !check_only, config_error) < 0) {
+	/* Plugins too (plugin.h): loaded by the master, so the workers
+	 * inherit them, and initialized in the workers once confined; -n
+	 * only loads them and checks the ABI. */
+	if (plugins_load(conf, false, config_error) < 0) {
 		config_free(conf);
 		return 1;
 	}
@@ -289,7 +361,12 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (check_only) {
-		int problems = check_access(conf, false, &warnings);
+		/* What the start refuses, -n refuses: users that do not
+		 * exist, roles sharing the queue's user, a queue another
+		 * role's user can open (sandbox.h), then every path. */
+		int problems = sandbox_check_users(conf) < 0 ? 1 : 0;
+
+		problems += check_access(conf, false, &warnings);
 
 		if (problems > 0)
 			fprintf(stderr, "%s: %d problem%s: mxgated would not"
@@ -321,8 +398,14 @@ main(int argc, char **argv)
 		config_free(conf);
 		return 1;
 	}
-	if (make_parents(conf->queue_dir, false, 0, 0) < 0 ||
-	    prepare_maildir_roots(conf) < 0 || queue_not_in_use(conf) < 0 ||
+	/* Started as root, each role gets its own user: they must exist,
+	 * and none but the queue's may reach the queue (sandbox.h). */
+	if (sandbox_check_users(conf) < 0 ||
+	    make_parents(conf->queue_dir, false, 0, 0) < 0 ||
+	    prepare_queue_dir(conf) < 0 ||
+	    sandbox_chroot_prepare(conf->chroot_dir) < 0 ||
+	    prepare_maildir_roots(conf) < 0 || plugins_try_init(conf) < 0 ||
+	    queue_not_in_use(conf) < 0 ||
 	    (conf->pid_file != NULL &&
 	    (pid_fd = open_pid_file(conf->pid_file)) < 0)) {
 		config_free(conf);
@@ -340,6 +423,14 @@ main(int argc, char **argv)
 	if (pid_fd >= 0 && write_pid_file(pid_fd, conf->pid_file) < 0) {
 		config_free(conf);
 		return 1;
+	}
+	if (!sandbox_privileged()) {
+		struct passwd *pw = getpwuid(geteuid());
+
+		log_info("started as %s, not root: every process runs as %s,"
+		    " without chroot or users of its own (no_new_privs and"
+		    " the seccomp filters still apply)",
+		    pw ? pw->pw_name : "this user", pw ? pw->pw_name : "it");
 	}
 	int status = master_main(conf);
 	/* Only the master gets here (children exit): the file is ours. */

@@ -14,14 +14,17 @@
  * and `#include <mxgate/plugin.h>` (installed with mxgate).
  *
  * Lifetime and processes.  mxgated loads every plugin in the master
- * process, before it forks the SMTP workers, and calls init() there, once,
- * with the configured args (the master may run as root: parse args and
- * set up memory, but touch no client data).  The workers inherit the
- * loaded plugin and the memory init() set up -- not its file
- * descriptors, which the workers close: open files or sockets in
- * session_new() or a hook, as the workers' unprivileged user.  The hooks
- * run in the workers, each worker with its own copy of any plugin state
- * (a counter incremented in one worker is not seen by another).
+ * process, before it forks the SMTP workers; each worker calls init(),
+ * once, with the configured args, after it has dropped its privileges:
+ * as the workers' unprivileged user, chrooted into an empty directory,
+ * under a seccomp filter that allows network I/O but no fork, no exec
+ * and no file but read-only ones inside that directory (README,
+ * "Processes and what the kernel enforces").  A plugin therefore reads
+ * no file after the start: give it what it needs in args.  An init()
+ * that fails stops that worker, which the master starts again after a
+ * delay.  The hooks run in the workers, each worker with its own copy of
+ * any plugin state (a counter incremented in one worker is not seen by
+ * another).
  * `mxgated -n` loads the plugin and checks its ABI but calls nothing.
  * fini() may be called when a process stops; do not rely on it.
  *
@@ -127,7 +130,8 @@ struct mxgate_plugin {
 	unsigned    abi;            /* MXGATE_PLUGIN_ABI */
 	const char *name;           /* for logs */
 
-	/* Once, in the master: args is the configured string ("" if none).
+	/* Once in each worker, confined: args is the configured string
+	 * ("" if none).
 	 * Return 0 and set *state, or -1 with a message in err. */
 	int   (*init)(const char *args, void **state, char *err, size_t errlen);
 	void  (*fini)(void *state);

@@ -572,7 +572,7 @@ on_worker(void *arg, int fd, uint32_t events)
 
 int
 queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
-    int nworkers)
+    int nworkers, int spawner_fd)
 {
 	memset(&q, 0, sizeof(q));
 	q.conf = conf;
@@ -603,7 +603,7 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 	}
 	log_info("queue open: %s/%s", conf->queue_dir, QUEUE_DB_NAME);
 	space_timer_start();
-	scheduler_init(conf, q.db, q.loop);
+	scheduler_init(conf, q.db, q.loop, spawner_fd);
 
 	while (!q.stopping) {
 		event_run(q.loop, -1);

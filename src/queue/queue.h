@@ -22,7 +22,8 @@
  * commit. */
 #define QUEUE_LOCK_WAIT(conf) ((conf)->shutdown_grace / 2 + 6)
 
+/* spawner_fd: the channel to the delivery spawner (spawner.h). */
 int queue_main(const struct mxconf *conf, int master_fd,
-    const int *worker_fds, int nworkers);
+    const int *worker_fds, int nworkers, int spawner_fd);
 
 #endif

@@ -343,10 +343,25 @@ vfs_access(sqlite3_vfs *vfs, const char *name, int flags, int *out)
 	return default_vfs->xAccess(default_vfs, name, flags, out);
 }
 
+/*
+ * A bare file name stays relative to the current directory.  The queue
+ * process enters its directory while still root and may then be unable
+ * to search the directories above it (a queue under /root, mode 0700):
+ * the absolute name the default VFS would make from getcwd() could not
+ * be opened again, nor its -wal and -shm files.
+ */
 static int
 vfs_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out)
 {
+	size_t len = strlen(name);
+
 	(void)vfs;
+	if (len > 0 && strchr(name, '/') == NULL) {
+		if (len >= (size_t)n)
+			return SQLITE_CANTOPEN;
+		memcpy(out, name, len + 1);
+		return SQLITE_OK;
+	}
 	return default_vfs->xFullPathname(default_vfs, name, n, out);
 }
 

@@ -28,6 +28,10 @@
  * Not for locking_mode=EXCLUSIVE: without shared memory there is no
  * barrier, and a NORMAL commit would wait in memory for the next sync.
  *
+ * A bare file name ("queue.db") stays relative to the current directory
+ * instead of being made absolute: the queue process enters its directory
+ * as root and cannot always search its parents afterwards.
+ *
  * Durability is unchanged: the sync SQLite asks for at each commit
  * (synchronous=FULL) writes the frames first, then syncs.
  */

@@ -4,11 +4,11 @@
  * A job's life: dispatch() reads the due recipients, groups them into
  * jobs and jobs into children, and marks them "delivering" in a
  * transaction; after its commit, start_child() copies each job's message
- * into a sealed memfd and forks.  The child (child_main) delivers and
- * sends one report per recipient over a SOCK_SEQPACKET pair; it never
- * opens the database (SQLite's per-process lock bookkeeping does not
- * survive fork(), and a read-only connection in the child would fight
- * over it).  The queue process collects the reports (read_reports); a job
+ * into a sealed memfd, writes the jobs into another (spawner.h), and asks
+ * the delivery spawner to start a delivery process for them, as the
+ * delivery user, which cannot open the queue.  That process delivers and
+ * sends one report per recipient over a SOCK_SEQPACKET pair whose other
+ * end stays here.  The queue process collects the reports (read_reports); a job
  * whose recipients all have an outcome is "completed", and the next
  * scheduler transaction records it (record_job): state, history,
  * bounce, retention.  A child that dies leaves its unreported recipients
@@ -41,8 +41,11 @@
 #include <syslog.h>
 
 #include "queue/bounce.h"
+#include "common/ipc.h"
+#include "common/json.h"
 #include "delivery/delivery.h"
 #include "common/event.h"
+#include "delivery/spawner.h"
 #include "common/log.h"
 #include "common/proc.h"
 #include "queue/retry.h"
@@ -57,16 +60,8 @@
 #define SCHED_PURGE_MS       60000
 #define SCHED_HEADERS_MAX    65536    /* original headers read for a DSN */
 
-/* Child -> queue process: one per recipient, one datagram each. */
-struct report {
-	uint32_t job;
-	int32_t  status;
-	int32_t  remote;                /* the reply is the server's */
-	int32_t  pad;
-	int64_t  recipient_id;
-	char     destination[DELIVERY_DEST_MAX];
-	char     reply[DELIVERY_REPLY_MAX];
-};
+/* Child -> queue process (spawner.h). */
+#define report spawn_report
 
 struct srcpt {
 	int64_t  id;
@@ -90,9 +85,12 @@ struct sjob {
 };
 
 struct child {
-	pid_t    pid;                   /* 0 while not started */
+	pid_t    pid;                   /* 0 while not started; -1 asked
+	                                 * for, the spawner has not said */
+	uint64_t request;               /* the spawn request */
 	int      fd;                    /* our end of the report channel */
 	char    *dest_key;
+	char    *user;                  /* a route's user=, NULL: default */
 	struct sjob **jobs;             /* NULL once moved to completed */
 	size_t   njobs;
 	uint64_t deadline_ms;
@@ -101,7 +99,7 @@ struct child {
 
 /* The loop's callbacks (event.h): the timer, a delivery child's reports
  * (arg: its struct child). */
-static event_fn on_timer, on_child;
+static event_fn on_timer, on_child, on_spawner;
 
 static struct {
 	const struct mxconf *conf;
@@ -118,6 +116,8 @@ static struct {
 	bool      kick;                 /* look for due work soon */
 	bool      stopping;
 	struct buf detail;
+	int       spawner_fd;           /* the delivery spawner (spawner.h) */
+	uint64_t  spawn_seq;
 } s;
 
 /* ---- small helpers ---- */
@@ -222,152 +222,6 @@ load_message(struct sjob *j)
 	return 0;
 }
 
-/* ---- the child process ---- */
-
-static int report_fd = -1;
-
-static void
-report_job(uint32_t index, const struct delivery_job *job)
-{
-	struct report r;
-	size_t i;
-
-	for (i = 0; i < job->nrcpts; i++) {
-		memset(&r, 0, sizeof(r));
-		r.job = index;
-		r.status = job->rcpts[i].status;
-		r.remote = job->rcpts[i].remote;
-		r.recipient_id = job->rcpts[i].recipient_id;
-		snprintf(r.destination, sizeof(r.destination), "%s",
-		    job->destination);
-		snprintf(r.reply, sizeof(r.reply), "%s", job->rcpts[i].reply);
-		/* The queue process is gone if this fails: PDEATHSIG ends
-		 * us; nothing else to do. */
-		if (send(report_fd, &r, sizeof(r), MSG_NOSIGNAL) < 0)
-			_exit(1);
-	}
-}
-
-static void
-run_job(uint32_t index, const struct sjob *sj)
-{
-	struct delivery_job job;
-	size_t i;
-	int rc;
-
-	memset(&job, 0, sizeof(job));
-	job.rcpts = xcalloc(sj->nrcpts, sizeof(*job.rcpts));
-	job.nrcpts = sj->nrcpts;
-	for (i = 0; i < sj->nrcpts; i++) {
-		job.rcpts[i].address = sj->rcpts[i].address;
-		job.rcpts[i].recipient_id = sj->rcpts[i].id;
-	}
-	job.queue_id = sj->queue_id;
-	job.sender = sj->msg.sender != NULL ? sj->msg.sender : "";
-	job.route = sj->route;
-	job.action = sj->action;
-	job.params_json = sj->params;
-	job.conf = s.conf;
-	job.content_fd = sj->memfd;
-	job.content_len = sj->content_len;
-	job.client_ip = sj->msg.client_ip;
-	job.helo = sj->msg.helo;
-	job.protocol = sj->msg.protocol;
-	job.auth_user = sj->msg.auth_user;
-	job.received_at = sj->msg.received_at;
-	job.body_8bitmime = sj->msg.body_8bitmime;
-	job.smtputf8 = sj->msg.smtputf8;
-
-	if (strcmp(sj->action, "relay") == 0)
-		rc = relay_deliver(&job);
-	else
-		rc = handler_deliver(&job);
-	delivery_set_pending(&job, DELIVERY_DEFER, rc < 0 ?
-	    "4.3.0 delivery failed (see the log)" :
-	    "4.3.0 the handler gave no outcome");
-	report_job(index, &job);
-	if (job.content_map != NULL)
-		munmap(job.content_map, job.content_len);
-	free(job.rcpts);
-}
-
-static int
-int_cmp(const void *a, const void *b)
-{
-	return *(const int *)a - *(const int *)b;
-}
-
-/* Close every descriptor from 3 up but those in keep. */
-static void
-close_all_but(int *keep, size_t n)
-{
-	unsigned lo = 3;
-	size_t i;
-
-	qsort(keep, n, sizeof(*keep), int_cmp);
-	for (i = 0; i < n; i++) {
-		if (keep[i] < (int)lo)
-			continue;
-		if ((unsigned)keep[i] > lo)
-			close_range(lo, (unsigned)keep[i] - 1, 0);
-		lo = (unsigned)keep[i] + 1;
-	}
-	close_range(lo, ~0U, 0);
-}
-
-/* Become the process contract delivery.h describes. */
-static void
-child_setup(struct child *c, int fd)
-{
-	sigset_t none;
-	int *keep, null;
-	size_t i, n = 0;
-
-	/* Die with the queue process: an orphan could deliver what a
-	 * restarted queue process delivers again. */
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() == 1)
-		_exit(1);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	signal(SIGTERM, SIG_DFL);
-	signal(SIGINT, SIG_DFL);
-	signal(SIGCHLD, SIG_DFL);
-	signal(SIGPIPE, SIG_IGN);
-	/* Everything inherited from the queue process (its database, epoll,
-	 * the workers' channels) goes; syslog reconnects by itself. */
-	closelog();
-	keep = xcalloc(c->njobs + 1, sizeof(*keep));
-	keep[n++] = fd;
-	for (i = 0; i < c->njobs; i++)
-		if (c->jobs[i] != NULL)
-			keep[n++] = c->jobs[i]->memfd;
-	close_all_but(keep, n);
-	free(keep);
-	report_fd = fd;
-	if ((null = open("/dev/null", O_RDONLY)) >= 0 && null != STDIN_FILENO) {
-		dup2(null, STDIN_FILENO);
-		close(null);
-	}
-	log_set_role("delivery");
-	proc_title_set("mxgated: delivery %s", c->dest_key);
-}
-
-static void __attribute__((noreturn))
-child_main(struct child *c, int fd)
-{
-	size_t i;
-
-	child_setup(c, fd);
-	for (i = 0; i < c->njobs; i++)
-		if (c->jobs[i] != NULL)
-			run_job((uint32_t)i, c->jobs[i]);
-	relay_finish();
-	/* No atexit handlers, no sanitizer leak report on the queue
-	 * process's copied heap. */
-	_exit(0);
-}
-
 /* ---- children, seen from the queue process ---- */
 
 static struct child *
@@ -406,6 +260,7 @@ child_release(struct child *c)
 		job_free(c->jobs[i]);
 	free(c->jobs);
 	free(c->dest_key);
+	free(c->user);
 	memset(c, 0, sizeof(*c));
 	c->fd = -1;
 	if (s.nrunning > 0)
@@ -478,27 +333,12 @@ child_finished(struct child *c, const char *why)
 	child_release(c);
 }
 
+/* The report channel ended: the delivery process has exited (the
+ * spawner logs how). */
 static void
 reap(struct child *c)
 {
-	char why[128];
-	int status = 0;
-	pid_t r;
-
-	do
-		r = waitpid(c->pid, &status, 0);
-	while (r < 0 && errno == EINTR);
-	if (r < 0)
-		snprintf(why, sizeof(why), "delivery process lost");
-	else if (WIFSIGNALED(status))
-		snprintf(why, sizeof(why), "delivery process killed by"
-		    " signal %d", WTERMSIG(status));
-	else
-		snprintf(why, sizeof(why), "delivery process exited with"
-		    " status %d", WEXITSTATUS(status));
-	if (r < 0 || WIFSIGNALED(status) || WEXITSTATUS(status) != 0)
-		log_warn("%s (pid %ld, %s)", why, (long)c->pid, c->dest_key);
-	child_finished(c, why);
+	child_finished(c, "delivery process ended without reporting");
 }
 
 static void
@@ -560,11 +400,111 @@ close_memfds(struct child *c)
 	}
 }
 
+/* To the spawner, waiting for room: it reads at once, and a request
+ * must go whole, in order. */
+static int
+spawner_send(enum ipc_type type, const void *payload, size_t len, int fd)
+{
+	for (int tries = 0; tries < 50; tries++) {
+		struct pollfd pfd = { .fd = s.spawner_fd, .events = POLLOUT };
+
+		if (ipc_send(s.spawner_fd, type, payload, len, fd) == 0)
+			return 0;
+		if (errno != EAGAIN)
+			return -1;
+		(void)poll(&pfd, 1, 100);
+	}
+	errno = EAGAIN;
+	return -1;
+}
+
+/* The jobs of c, in the format of spawner.h, in a sealed memfd. */
+static int
+jobs_memfd(const struct child *c)
+{
+	struct buf b;
+	uint32_t n = 0, content = 1;
+	int fd;
+
+	buf_init(&b);
+	for (size_t i = 0; i < c->njobs; i++)
+		n += c->jobs[i] != NULL;
+	spawn_put_u32(&b, SPAWN_MAGIC);
+	spawn_put_u32(&b, n);
+	for (size_t i = 0; i < c->njobs; i++) {
+		const struct sjob *j = c->jobs[i];
+
+		if (j == NULL)
+			continue;
+		spawn_put_u32(&b, (uint32_t)i);
+		spawn_put_u32(&b, content++);
+		spawn_put_u64(&b, (uint64_t)j->content_len);
+		spawn_put_u64(&b, (uint64_t)j->msg.received_at);
+		spawn_put_u32(&b, (j->msg.body_8bitmime ? SPAWN_8BITMIME : 0) |
+		    (j->msg.smtputf8 ? SPAWN_SMTPUTF8 : 0));
+		spawn_put_str(&b, j->queue_id);
+		spawn_put_str(&b, j->msg.sender != NULL ? j->msg.sender : "");
+		spawn_put_str(&b, j->route);
+		spawn_put_str(&b, j->action);
+		spawn_put_str(&b, j->params);
+		spawn_put_str(&b, j->msg.client_ip);
+		spawn_put_str(&b, j->msg.helo);
+		spawn_put_str(&b, j->msg.protocol);
+		spawn_put_str(&b, j->msg.auth_user);
+		spawn_put_u32(&b, (uint32_t)j->nrcpts);
+		for (size_t k = 0; k < j->nrcpts; k++) {
+			spawn_put_u64(&b, (uint64_t)j->rcpts[k].id);
+			spawn_put_str(&b, j->rcpts[k].address);
+		}
+	}
+	fd = memfd_create("mxgate-jobs", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd >= 0 && (fd_write_all(fd, b.data, b.len) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
+	    F_SEAL_WRITE | F_SEAL_SEAL) < 0)) {
+		close(fd);
+		fd = -1;
+	}
+	buf_free(&b);
+	return fd;
+}
+
+/* Ask the spawner for a delivery process: the jobs, each job's content,
+ * then the request with our report channel's other end. */
+static int
+spawn_request(struct child *c, int report)
+{
+	struct ipc_spawn req;
+	uint32_t nfds = 1;
+	int jobs;
+
+	if (s.spawner_fd < 0 || (jobs = jobs_memfd(c)) < 0)
+		return -1;
+	if (spawner_send(IPC_SPAWN_FD, NULL, 0, jobs) < 0) {
+		close(jobs);
+		return -1;
+	}
+	close(jobs);
+	for (size_t i = 0; i < c->njobs; i++) {
+		if (c->jobs[i] == NULL)
+			continue;
+		if (spawner_send(IPC_SPAWN_FD, NULL, 0, c->jobs[i]->memfd) < 0)
+			return -1;
+		nfds++;
+	}
+	memset(&req, 0, sizeof(req));
+	req.request = c->request = ++s.spawn_seq;
+	req.nfds = nfds;
+	snprintf(req.title, sizeof(req.title), "delivery %s", c->dest_key);
+	if (c->user != NULL &&
+	    strlcpy_mx(req.user, c->user, sizeof(req.user)) >= sizeof(req.user))
+		return -1;
+	return spawner_send(IPC_SPAWN, &req, sizeof(req), report);
+}
+
 static void
 start_child(struct child *c)
 {
 	int sv[2];
-	pid_t pid;
 
 	if (!load_jobs(c)) {
 		child_release(c);
@@ -575,29 +515,79 @@ start_child(struct child *c)
 		child_finished(c, "cannot start a delivery process");
 		return;
 	}
-	pid = fork();
-	if (pid < 0) {
-		log_error("fork: %s", strerror(errno));
+	if (spawn_request(c, sv[1]) < 0) {
+		/* A request cut short leaves the spawner with descriptors
+		 * that do not add up: it refuses it, and we never hear of
+		 * this child again but by its channel's end. */
+		log_error("asking for a delivery process: %s", strerror(errno));
 		close(sv[0]);
 		close(sv[1]);
 		child_finished(c, "cannot start a delivery process");
 		return;
 	}
-	if (pid == 0) {
-		close(sv[0]);
-		child_main(c, sv[1]);
-	}
 	close(sv[1]);
-	/* The child has them; the content stays in the queue. */
+	/* The delivery process has them; the content stays in the queue. */
 	close_memfds(c);
-	c->pid = pid;
+	c->pid = -1;
 	c->fd = sv[0];
 	fd_set_nonblock(c->fd);
 	c->deadline_ms = monotonic_ms() +
 	    (uint64_t)DELIVERY_JOB_TIMEOUT * 1000 * c->njobs;
 	event_add(s.loop, c->fd, EPOLLIN, on_child, c);
-	log_debug("delivery process %ld: %zu job%s for %s", (long)pid,
-	    c->njobs, c->njobs == 1 ? "" : "s", c->dest_key);
+	log_debug("delivery requested: %zu job%s for %s", c->njobs,
+	    c->njobs == 1 ? "" : "s", c->dest_key);
+}
+
+static void
+kill_child(struct child *c)
+{
+	struct ipc_spawned k = { .pid = (int32_t)c->pid };
+
+	if (c->pid > 0 && spawner_send(IPC_SPAWN_KILL, &k, sizeof(k), -1) < 0)
+		log_warn("asking the spawner to kill %ld: %s", (long)c->pid,
+		    strerror(errno));
+}
+
+/* The spawner answered a request: the pid, or a failure (whose report
+ * channel has ended too: the recipients are deferred then). */
+static void
+on_spawner(void *arg, int fd, uint32_t events)
+{
+	struct ipc_spawned res;
+	enum ipc_type type;
+	int pfd, r;
+
+	(void)arg;
+	(void)fd;
+	(void)events;
+	while ((r = ipc_recv(s.spawner_fd, &type, &res, sizeof(res), &pfd)) > 0) {
+		if (pfd >= 0)
+			close(pfd);
+		if (type != IPC_SPAWNED)
+			fatalx("unexpected message %d from the spawner", type);
+		for (size_t i = 0; i < s.nslots; i++) {
+			struct child *c = &s.children[i];
+
+			if (!c->used || c->request != res.request)
+				continue;
+			if (res.pid > 0) {
+				c->pid = (pid_t)res.pid;
+				log_debug("delivery process %ld: %zu job%s for"
+				    " %s", (long)c->pid, c->njobs,
+				    c->njobs == 1 ? "" : "s", c->dest_key);
+				if (monotonic_ms() > c->deadline_ms)
+					kill_child(c);
+			}
+			break;
+		}
+	}
+	if (r == 0) {
+		/* The master stops us when the spawner dies. */
+		log_warn("the delivery spawner has gone");
+		event_del(s.loop, s.spawner_fd);
+		close(s.spawner_fd);
+		s.spawner_fd = -1;
+	}
 }
 
 static void
@@ -611,7 +601,7 @@ kill_overdue(uint64_t now)
 		if (c->used && c->pid > 0 && now > c->deadline_ms) {
 			log_warn("delivery process %ld (%s) ran too long;"
 			    " killing it", (long)c->pid, c->dest_key);
-			kill(c->pid, SIGKILL);
+			kill_child(c);
 		}
 	}
 }
@@ -661,7 +651,7 @@ find_job(const struct queue_due *row, const char *job_key)
  * held acceptance to a quarter of its rate).
  */
 static struct child *
-find_child(const char *dest_key)
+find_child(const char *dest_key, const char *user)
 {
 	size_t i;
 
@@ -669,10 +659,29 @@ find_child(const char *dest_key)
 		struct child *c = &s.children[i];
 
 		if (c->used && c->pid == 0 && c->njobs < SCHED_JOBS_PER_CHILD &&
-		    strcmp(c->dest_key, dest_key) == 0)
+		    strcmp(c->dest_key, dest_key) == 0 &&
+		    (c->user == NULL ? user == NULL :
+		    user != NULL && strcmp(c->user, user) == 0))
 			return c;
 	}
 	return NULL;
+}
+
+/* The user a route's parameters name (pipe, maildir: user=), or NULL. */
+static char *
+params_user(const char *params)
+{
+	struct json_value *v;
+	const char *u;
+	char err[64], *user = NULL;
+
+	if (params == NULL || strstr(params, "\"user\"") == NULL ||
+	    (v = json_parse(params, strlen(params), err, sizeof(err))) == NULL)
+		return NULL;
+	if (v->type == JSON_OBJECT && (u = json_get_string(v, "user")) != NULL)
+		user = xstrdup(u);
+	json_free(v);
+	return user;
 }
 
 static struct sjob *
@@ -726,6 +735,7 @@ place(const struct queue_due *row, int64_t now)
 	char job_key[RETRY_KEY_MAX], dest_key[RETRY_KEY_MAX];
 	struct child *c;
 	struct sjob *j;
+	char *user;
 
 	retry_keys(row->action, row->params, row->address, job_key, dest_key);
 	if ((j = find_job(row, job_key)) != NULL) {
@@ -734,21 +744,25 @@ place(const struct queue_due *row, int64_t now)
 		job_add_rcpt(j, row);
 		return true;
 	}
-	c = find_child(dest_key);
+	user = is_relay(row->action) ? NULL : params_user(row->params);
+	c = find_child(dest_key, user);
 	if (c == NULL) {
 		if (s.nrunning >= s.nslots ||
 		    dest_running(dest_key) >=
 		    s.conf->concurrency_per_destination ||
-		    (c = child_slot()) == NULL)
-			return false;
-		if (!claim(row, dest_key, now))
-			return true;
+		    (c = child_slot()) == NULL || !claim(row, dest_key, now)) {
+			free(user);
+			return c == NULL ? false : true;
+		}
 		c->used = true;
 		c->fd = -1;
 		c->dest_key = xstrdup(dest_key);
+		c->user = user;
 		s.nrunning++;
-	} else if (!claim(row, dest_key, now)) {
-		return true;
+	} else {
+		free(user);
+		if (!claim(row, dest_key, now))
+			return true;
 	}
 	j = new_job(row, job_key);
 	job_add_rcpt(j, row);
@@ -1106,7 +1120,7 @@ requeue_interrupted(void)
 
 void
 scheduler_init(const struct mxconf *conf, struct queue_db *db,
-    struct event_loop *loop)
+    struct event_loop *loop, int spawner_fd)
 {
 	memset(&s, 0, sizeof(s));
 	s.conf = conf;
@@ -1117,6 +1131,7 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db,
 	s.policy.max_queue_time = conf->max_queue_time;
 	s.policy.delay_warning = conf->delay_warning;
 	s.nslots = conf->concurrency;
+	s.spawner_fd = spawner_fd;
 	s.children = xcalloc(s.nslots, sizeof(*s.children));
 	for (size_t k = 0; k < s.nslots; k++)
 		s.children[k].fd = -1;
@@ -1129,6 +1144,8 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db,
 	if (s.timerfd < 0)
 		fatal("timerfd_create");
 	event_add(loop, s.timerfd, EPOLLIN, on_timer, NULL);
+	if (s.spawner_fd >= 0)
+		event_add(loop, s.spawner_fd, EPOLLIN, on_spawner, NULL);
 	s.kick = true;
 	s.next_tick_ms = monotonic_ms();
 	s.next_purge_ms = s.next_tick_ms;
@@ -1214,7 +1231,7 @@ running_children(void)
 	size_t i, n = 0;
 
 	for (i = 0; i < s.nslots; i++)
-		if (s.children[i].used && s.children[i].pid > 0)
+		if (s.children[i].used && s.children[i].pid != 0)
 			n++;
 	return n;
 }
@@ -1256,8 +1273,12 @@ scheduler_stop(unsigned grace_seconds)
 	s.stopping = true;
 	drain(monotonic_ms() + (uint64_t)grace_seconds * 1000);
 	for (i = 0; i < s.nslots; i++)
-		if (s.children[i].used && s.children[i].pid > 0)
-			kill(s.children[i].pid, SIGKILL);
+		if (s.children[i].used && s.children[i].pid != 0) {
+			/* A pid the spawner has not told yet: wait for it. */
+			if (s.children[i].pid < 0 && s.spawner_fd >= 0)
+				on_spawner(NULL, s.spawner_fd, EPOLLIN);
+			kill_child(&s.children[i]);
+		}
 	drain(monotonic_ms() + 5000);
 	if (s.ncompleted > 0 && txn_begin() == 0) {
 		record_completed(now_s());

@@ -1,6 +1,7 @@
 /*
  * scheduler — delivery, inside the queue process: picks the recipients
- * that are due, runs each job in a child process (delivery.h), records
+ * that are due, runs each job in a delivery process that the delivery
+ * spawner starts as the delivery user (spawner_fd, spawner.h), records
  * every outcome in the queue (recipient state, history rows, bounces),
  * and plans the retries (retry.h).
  *
@@ -47,11 +48,12 @@
 
 /*
  * Start: requeue what was "delivering", then register the scheduler's
- * descriptors (its timer, the delivery children's report sockets) in the
- * queue process's event loop, which calls the scheduler back (event.h).
+ * descriptors (its timer, spawner_fd -- the channel to the delivery
+ * spawner -- and the delivery children's report sockets) in the queue
+ * process's event loop, which calls the scheduler back (event.h).
  */
 void scheduler_init(const struct mxconf *conf, struct queue_db *db,
-    struct event_loop *loop);
+    struct event_loop *loop, int spawner_fd);
 /* Once per turn of the queue loop, after the group commit; new_messages:
  * the commit brought some. */
 void scheduler_run(bool new_messages);

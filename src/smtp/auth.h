@@ -13,12 +13,13 @@
  *                             name          TEXT PRIMARY KEY,
  *                             password_hash TEXT NOT NULL  -- crypt(3)
  *                         );
- * Both must be readable by server.user (the workers), and by nobody else
- * that does not need them.
+ * Both must be readable by server.lookup_user (the lookup process, the
+ * only one that checks credentials: lookup.h), and by nobody else that
+ * does not need them; the chrooted smtp workers cannot open them.
  *
- * Hashes are slow on purpose, so a worker never checks one in its event
- * loop: auth_pool_new() starts a few threads; auth_pool_submit() queues a
- * check; when one is done the pool's eventfd (auth_pool_fd()) becomes
+ * Hashes are slow on purpose, so they are never checked in an event
+ * loop: auth_pool_new() starts a few threads (in the lookup process);
+ * auth_pool_submit() queues a check; when one is done the pool's eventfd (auth_pool_fd()) becomes
  * readable and auth_pool_result() hands the verdicts back, one by one, to
  * the loop.  A user that no source knows costs the same hash as one that
  * exists (a dummy one), so timing does not tell which users exist.

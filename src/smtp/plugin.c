@@ -16,6 +16,7 @@ struct loaded {
 	void                       *state;
 	bool                        initialized;
 	char                       *name;      /* for logs */
+	const struct plugin_conf   *conf;
 };
 
 static struct loaded *loaded;
@@ -41,11 +42,31 @@ report(void (*errfn)(const char *), const struct plugin_conf *pc,
 }
 
 static int
+init_one(struct loaded *l, void (*errfn)(const char *))
+{
+	const struct plugin_conf *pc = l->conf;
+	char err[512] = "", problem[800];
+
+	if (l->initialized || l->api->init == NULL)
+		return 0;
+	if (l->api->init(pc->args ? pc->args : "", &l->state, err,
+	    sizeof(err)) != 0) {
+		err[sizeof(err) - 1] = '\0';
+		snprintf(problem, sizeof(problem), "init failed: %s",
+		    err[0] ? err : "(no reason given)");
+		report(errfn, pc, problem);
+		return -1;
+	}
+	l->initialized = true;
+	return 0;
+}
+
+static int
 load_one(const struct plugin_conf *pc, bool init,
     void (*errfn)(const char *), struct loaded *l)
 {
 	mxgate_plugin_register_fn reg;
-	char err[512] = "", problem[800];
+	char problem[800];
 	void *sym;
 
 	/* RTLD_LOCAL: plugins cannot see each other's symbols. */
@@ -72,18 +93,10 @@ load_one(const struct plugin_conf *pc, bool init,
 		return -1;
 	}
 	l->name = xstrdup(l->api->name ? l->api->name : pc->path);
-	if (!init || l->api->init == NULL)
+	l->conf = pc;
+	if (!init)
 		return 0;
-	if (l->api->init(pc->args ? pc->args : "", &l->state, err,
-	    sizeof(err)) != 0) {
-		err[sizeof(err) - 1] = '\0';
-		snprintf(problem, sizeof(problem), "init failed: %s",
-		    err[0] ? err : "(no reason given)");
-		report(errfn, pc, problem);
-		return -1;
-	}
-	l->initialized = true;
-	return 0;
+	return init_one(l, errfn);
 }
 
 int
@@ -109,6 +122,16 @@ plugins_load(const struct mxconf *conf, bool init, void (*errfn)(const char *))
 	if (r < 0)
 		plugins_unload();
 	return r;
+}
+
+int
+plugins_init(void (*errfn)(const char *))
+{
+	for (size_t i = 0; i < nloaded; i++) {
+		if (init_one(&loaded[i], errfn) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 void

@@ -5,7 +5,9 @@
  *
  * plugins_load() runs in mxgated's master after the configuration is
  * read and before anything forks, so the workers inherit the loaded code
- * and whatever init() set up.  The loaded plugins are process-wide state
+ * (the files may be readable by root alone); plugins_init() runs in each
+ * worker once it is confined (sandbox.h), so a plugin's init() never
+ * runs as root.  The loaded plugins are process-wide state
  * of this module (one configuration per process; reload is not
  * supported).
  *
@@ -35,6 +37,9 @@ enum plugin_hook {
  */
 int plugins_load(const struct mxconf *conf, bool init,
     void (*errfn)(const char *msg));
+/* init() every plugin loaded and not initialized yet, in order; 0, or -1
+ * after reporting the first failure through errfn (NULL: the log). */
+int plugins_init(void (*errfn)(const char *msg));
 /* fini() and dlclose() everything loaded. */
 void plugins_unload(void);
 size_t plugins_count(void);

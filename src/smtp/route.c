@@ -108,6 +108,7 @@ struct route {
 	int      timeout;
 	char    *address;
 	struct tmpl url;
+	char    *user;              /* maildir, pipe: runs as; NULL default */
 };
 
 struct route_table {
@@ -520,6 +521,7 @@ static const struct param_rule param_rules[] = {
 	{ "secret",   A(ROUTE_WEBHOOK), 0 },
 	{ "tls_ca",   A(ROUTE_WEBHOOK), 0 },
 	{ "attachments_dir", A(ROUTE_PIPE) | A(ROUTE_WEBHOOK), 0 },
+	{ "user",     A(ROUTE_PIPE) | A(ROUTE_MAILDIR), 0 },
 };
 
 static bool
@@ -547,6 +549,8 @@ param_present(const struct route_conf *rc, const char *setting)
 		return rc->tls_ca != NULL;
 	if (strcmp(setting, "attachments_dir") == 0)
 		return rc->attachments_dir != NULL;
+	if (strcmp(setting, "user") == 0)
+		return rc->user != NULL;
 	return rc->secret != NULL;
 }
 
@@ -674,6 +678,8 @@ build_maildir(struct build *b, const struct route_conf *rc, struct route *r)
 	if (tmpl_dot_component(&r->path))
 		build_report(b, "path", -1, "must not contain \".\" or "
 		    "\"..\" components");
+	no_variables(b, "user", rc->user);
+	r->user = rc->user != NULL ? xstrdup(rc->user) : NULL;
 }
 
 static void
@@ -698,6 +704,8 @@ build_pipe(struct build *b, const struct route_conf *rc, struct route *r)
 		tmpl_absolute(b, &r->command[0]);
 	r->format = xstrdup(rc->format != NULL ? rc->format : "raw");
 	r->timeout = rc->timeout != 0 ? rc->timeout : 60;
+	no_variables(b, "user", rc->user);
+	r->user = rc->user != NULL ? xstrdup(rc->user) : NULL;
 }
 
 /* "unix:/path" (a relative path is made absolute) or "inet:host:port". */
@@ -912,6 +920,7 @@ route_free(struct route *r)
 		tmpl_free(&r->command[i]);
 	free(r->command);
 	free(r->format);
+	free(r->user);
 	free(r->address);
 	tmpl_free(&r->url);
 }
@@ -1188,6 +1197,10 @@ params_json(const struct route *r, const struct route_match *m,
 		if (json_expanded(&w, "path", &r->path, m->vars, X_PATH,
 		    bad) < 0)
 			return -1;
+		if (r->user != NULL) {
+			json_key(&w, "user");
+			json_string(&w, r->user);
+		}
 		break;
 	case ROUTE_PIPE:
 		json_key(&w, "command");
@@ -1201,6 +1214,10 @@ params_json(const struct route *r, const struct route_match *m,
 		json_string(&w, r->format);
 		json_key(&w, "timeout");
 		json_int(&w, r->timeout);
+		if (r->user != NULL) {
+			json_key(&w, "user");
+			json_string(&w, r->user);
+		}
 		break;
 	case ROUTE_LMTP:
 		json_key(&w, "address");

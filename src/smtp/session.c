@@ -1342,6 +1342,12 @@ session_conn_id(const struct session *s)
 }
 
 uint64_t
+session_auth_request(const struct session *s)
+{
+	return s->auth_request;
+}
+
+uint64_t
 session_request_id(const struct session *s)
 {
 	return s->request_id;

@@ -90,6 +90,8 @@ void session_shutdown(struct session *s);
 
 uint64_t session_conn_id(const struct session *s);
 uint64_t session_request_id(const struct session *s);   /* 0 if none */
+/* The credential check the session waits for, 0 if none. */
+uint64_t session_auth_request(const struct session *s);
 int      session_fd(const struct session *s);
 /* The authenticated user, NULL before a successful AUTH. */
 const char *session_auth_user(const struct session *s);

@@ -5,10 +5,10 @@
  * unique while the session lives; a queue request id carries that index in
  * its low 32 bits (and a sequence number above), so the queue's answer
  * finds its session in O(1), and an answer for a session that has gone
- * meanwhile is recognised and dropped.  Credential checks (AUTH) run in a
- * small thread pool (auth.h) and come back the same way, through the
- * pool's eventfd; so do SPF checks and policy service answers (hooks.h),
- * whose descriptors are in the loop too.
+ * meanwhile is recognised and dropped.  Credential checks (AUTH) go to
+ * the lookup process (lookup.h), which alone can read the credentials,
+ * and come back the same way; so do SPF checks and policy service
+ * answers (hooks.h), whose descriptors are in the loop too.
  *
  * Submissions the queue channel cannot take now (its socket buffer is
  * full while the queue process commits a large batch) wait in a FIFO and
@@ -29,12 +29,13 @@
 #include "common/ipc.h"
 #include "common/log.h"
 #include "common/proc.h"
+#include "common/sandbox.h"
+#include "smtp/plugin.h"
 #include "smtp/session.h"
 #include "common/util.h"
 #include "smtp/worker.h"
 
 #define TICK_MS 1000
-#define AUTH_THREADS 2      /* hashes at once; more only queue up */
 
 struct fd_slot {
 	struct session *session;
@@ -52,7 +53,8 @@ static struct {
 	size_t     nfds;
 	unsigned   nsessions;
 	uint32_t   request_seq;
-	struct auth_pool *auth;      /* NULL when no listener offers AUTH */
+	int        lookup_fd;        /* the credentials lookup, -1: none */
+	bool       chrooted;         /* into conf->chroot_dir */
 	uint32_t   auth_seq;
 	struct session **dead;
 	size_t     ndead, dead_cap;
@@ -62,7 +64,7 @@ static struct {
 } w;
 
 /* The loop's callbacks (event.h). */
-static event_fn on_master, on_queue, on_signal, on_auth, on_hooks,
+static event_fn on_master, on_queue, on_signal, on_lookup, on_hooks,
     on_session;
 
 /* ---- what sessions call ---- */
@@ -165,14 +167,25 @@ static int
 op_auth_check(struct session *s, const char *user, const char *pass,
     uint64_t *request_id)
 {
-	uint64_t id;
+	struct ipc_auth_check c;
+	int rc;
 
-	if (w.auth == NULL)
+	if (w.lookup_fd < 0)
 		return -1;
-	id = ((uint64_t)++w.auth_seq << 32) | (uint32_t)session_fd(s);
-	if (auth_pool_submit(w.auth, id, user, pass) < 0)
+	memset(&c, 0, sizeof(c));
+	c.request_id = ((uint64_t)++w.auth_seq << 32) | (uint32_t)session_fd(s);
+	/* Too long for any entry: an empty user, which the lookup
+	 * answers "no such user" at the cost of a real hash. */
+	if (strlcpy_mx(c.user, user, sizeof(c.user)) >= sizeof(c.user) ||
+	    strlcpy_mx(c.pass, pass, sizeof(c.pass)) >= sizeof(c.pass))
+		c.user[0] = '\0';
+	rc = ipc_send(w.lookup_fd, IPC_AUTH_CHECK, &c, sizeof(c), -1);
+	explicit_bzero(&c.pass, sizeof(c.pass));
+	if (rc < 0) {
+		log_warn("sending a credential check: %s", strerror(errno));
 		return -1;
-	*request_id = id;
+	}
+	*request_id = c.request_id;
 	return 0;
 }
 
@@ -248,6 +261,29 @@ set_queue_channel(int fd)
 		event_add(w.loop, fd, EPOLLIN, on_queue, NULL);
 }
 
+/* Sessions waiting for a check the lost lookup process will not
+ * answer: a temporary failure. */
+static void
+set_lookup_channel(int fd)
+{
+	if (w.lookup_fd >= 0) {
+		event_del(w.loop, w.lookup_fd);
+		close(w.lookup_fd);
+		w.lookup_fd = -1;
+		for (size_t i = 0; i < w.nfds; i++) {
+			struct session *s = w.fds[i].session;
+
+			if (s != NULL && session_auth_request(s) != 0)
+				session_auth_result(s, session_auth_request(s),
+				    AUTH_TEMPFAIL, "credentials lookup process"
+				    " gone");
+		}
+	}
+	w.lookup_fd = fd;
+	if (fd >= 0)
+		event_add(w.loop, fd, EPOLLIN, on_lookup, NULL);
+}
+
 static void
 read_master(void)
 {
@@ -268,6 +304,12 @@ read_master(void)
 				fatalx("QUEUE_CHANNEL without a descriptor");
 			log_debug("new queue channel");
 			set_queue_channel(fd);
+			break;
+		case IPC_LOOKUP_CHANNEL:
+			if (fd < 0)
+				fatalx("LOOKUP_CHANNEL without a descriptor");
+			log_debug("new lookup channel");
+			set_lookup_channel(fd);
 			break;
 		default:
 			fatalx("unexpected message %d from the master", type);
@@ -326,52 +368,59 @@ read_queue(void)
 /* ---- credential checks ---- */
 
 static void
-read_auth(void)
+read_lookup(void)
 {
-	enum auth_verdict verdict;
-	char why[160];
-	uint64_t id;
+	struct ipc_auth_result res;
+	enum ipc_type type;
+	int fd, r = -1;
 
-	while (auth_pool_result(w.auth, &id, &verdict, why, sizeof(why))) {
-		size_t sfd = (size_t)(id & 0xffffffffu);
+	while (w.lookup_fd >= 0 &&
+	    (r = ipc_recv(w.lookup_fd, &type, &res, sizeof(res), &fd)) > 0) {
+		if (fd >= 0)
+			close(fd);
+		if (type != IPC_AUTH_RESULT)
+			fatalx("unexpected message %d from the lookup process",
+			    type);
+		res.why[sizeof(res.why) - 1] = '\0';
+		size_t sfd = (size_t)(res.request_id & 0xffffffffu);
 		struct session *s = sfd < w.nfds ? w.fds[sfd].session : NULL;
 
 		/* A session that has gone, or a later one on its socket,
 		 * does not match the id and ignores it. */
-		if (s != NULL)
-			session_auth_result(s, id, verdict, why);
+		if (s != NULL && res.verdict <= AUTH_TEMPFAIL)
+			session_auth_result(s, res.request_id,
+			    (enum auth_verdict)res.verdict, res.why);
 	}
-}
-
-static void
-start_auth(void)
-{
-	struct auth_sources src = {
-		.passwd_file = w.conf->auth_passwd_file,
-		.sqlite = w.conf->auth_sqlite,
-	};
-	bool wanted = false;
-
-	for (size_t i = 0; i < w.conf->nlisteners; i++)
-		if (w.conf->listeners[i].auth)
-			wanted = true;
-	if (!wanted)
-		return;
-	if ((w.auth = auth_pool_new(&src, AUTH_THREADS)) == NULL)
-		fatalx("cannot start the credential checks");
-	event_add(w.loop, auth_pool_fd(w.auth), EPOLLIN, on_auth, NULL);
+	if (w.lookup_fd >= 0 && r == 0) {
+		log_warn("lookup channel closed; waiting for a new lookup"
+		    " process");
+		set_lookup_channel(-1);
+	}
 }
 
 /* SPF lookups and the policy service (hooks.h). */
 static void
 start_hooks(void)
 {
+	static struct mxconf inside;
+	static char service[sizeof(SANDBOX_POLICY_DIR) + 300];
+	const char *sock;
 	int fds[2];
 	size_t n;
 
+	/* Chrooted, a unix policy service's directory is mounted at
+	 * SANDBOX_POLICY_DIR (worker_sandbox()). */
+	inside = *w.conf;
+	if (w.chrooted && w.conf->policy_service != NULL &&
+	    strncmp(w.conf->policy_service, "unix:", 5) == 0 &&
+	    (sock = strrchr(w.conf->policy_service, '/')) != NULL) {
+		snprintf(service, sizeof(service), "unix:%s%s",
+		    SANDBOX_POLICY_DIR, sock);
+		inside.policy_service = service;
+	}
 	/* A service that cannot start answers temperror / its default:
 	 * logged there, and no reason to stop taking mail. */
-	hooks_worker_init(w.conf);
+	hooks_worker_init(&inside);
 	n = hooks_worker_fds(fds, ARRAY_LEN(fds));
 	for (size_t i = 0; i < n; i++)
 		event_add(w.loop, fds[i], EPOLLIN, on_hooks, NULL);
@@ -444,9 +493,9 @@ on_signal(void *arg, int fd, uint32_t events)
 }
 
 static void
-on_auth(void *arg, int fd, uint32_t events)
+on_lookup(void *arg, int fd, uint32_t events)
 {
-	read_auth();
+	read_lookup();
 }
 
 static void
@@ -464,8 +513,39 @@ on_session(void *arg, int fd, uint32_t events)
 		    (events & EPOLLOUT) != 0);
 }
 
+void
+worker_sandbox(const struct mxconf *conf)
+{
+	static char policy_dir[300];
+	struct sandbox sb = {
+		.title = "smtp",
+		.user = conf->user,
+		.group = conf->group,
+		.root = conf->chroot_dir,
+		.resolver = true,
+		.filter = SANDBOX_FILTER_SMTP,
+	};
+	const char *slash;
+
+	if (conf->policy_service != NULL &&
+	    strncmp(conf->policy_service, "unix:", 5) == 0 &&
+	    (slash = strrchr(conf->policy_service, '/')) != NULL) {
+		size_t len = (size_t)(slash - (conf->policy_service + 5));
+
+		if (len == 0)
+			len = 1;         /* a socket in / */
+		if (len < sizeof(policy_dir)) {
+			memcpy(policy_dir, conf->policy_service + 5, len);
+			policy_dir[len] = '\0';
+			sb.bind_dir = policy_dir;
+		}
+	}
+	sandbox_enter(&sb);
+}
+
 int
-worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
+worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd,
+    int lookup_fd)
 {
 	uint64_t last_tick = monotonic_ms();
 
@@ -475,13 +555,20 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 	w.master_fd = master_fd;
 	w.queue_fd = -1;
 	w.queue_space = UINT64_MAX;
+	w.lookup_fd = -1;
 	w.loop = event_loop_new(256);
 	setup_signals();
 	event_add(w.loop, w.sigfd, EPOLLIN, on_signal, NULL);
 	event_add(w.loop, master_fd, EPOLLIN, on_master, NULL);
 	set_queue_channel(queue_fd);
+	set_lookup_channel(lookup_fd);
+	/* Everything the worker needs from the system is open or loaded:
+	 * from here on the kernel holds it to what it needs. */
+	w.chrooted = sandbox_privileged();
+	worker_sandbox(conf);
+	if (plugins_init(NULL) < 0)
+		exit(1);
 	/* After the signal mask is set: the threads inherit it. */
-	start_auth();
 	start_hooks();
 
 	for (;;) {
@@ -502,7 +589,6 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd)
 			break;
 		}
 	}
-	auth_pool_free(w.auth);
 	/* Not hooks_worker_free(): it would wait for DNS lookups in
 	 * progress, and the process ends anyway. */
 	log_info("stopped");

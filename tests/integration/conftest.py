@@ -94,8 +94,11 @@ PARKED_PORT = 9
 
 def default_settings(dirpath, port):
     return {
-        "server": {"hostname": HOSTNAME, "user": "nobody", "group": "nogroup",
-                   "workers": 2, "log_level": "debug"},
+        # The default users (mxgate-smtp, mxgate, mxgate-deliver,
+        # mxgate-auth); a root for the workers of this daemon alone: the
+        # copy of resolv.conf there is the one of its network namespace.
+        "server": {"hostname": HOSTNAME, "workers": 2, "log_level": "debug",
+                   "chroot_dir": os.path.join(dirpath, "empty")},
         "listen": [{"address": "127.0.0.1", "port": port, "role": "mx"}],
         "queue": {"directory": os.path.join(dirpath, "queue")},
         "limits": {"line_length": 512, "message_size": "1M",

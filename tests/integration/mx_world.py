@@ -84,14 +84,14 @@ def main():
     queue = os.path.join(work, "queue")
     with open(conf, "w") as f:
         f.write("""
-server = { hostname = "mx.world.test"; user = "nobody"; group = "nogroup";
-           workers = 1; log_level = "debug"; };
+server = { hostname = "mx.world.test"; workers = 1; log_level = "debug";
+           chroot_dir = "%s/empty"; };
 listen = ( { address = "127.0.0.1"; port = 2525; role = "mx"; } );
 queue = { directory = "%s"; };
 routes = ( { rcpt = ".*"; action = "relay"; upstream = "mx"; } );
 delivery = { retry_schedule = [ 3600 ]; keep_delivered = "1d"; connect_timeout = 5;
              command_timeout = 10; };
-""" % queue)
+""" % (work, queue))
     log = open(os.path.join(work, "mxgated.log"), "wb")
     proc = subprocess.Popen([mxgated, "-f", "-c", conf], stdout=log,
                             stderr=subprocess.STDOUT, cwd=work)

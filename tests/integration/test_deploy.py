@@ -2,8 +2,9 @@
 the default configuration path, the pid file, logging for the journal,
 stray signals, mxgatectl's command line, and `make install`.
 
-Tests that switch users need root (mxgated checks as server.user, here
-"nobody"); the default-path tests need unshare(1) to put a configuration
+Tests that switch users need root (mxgated checks as each role's user:
+the queue's "mxgate", delivery's "mxgate-deliver", the lookup process's
+"mxgate-auth"); the default-path tests need unshare(1) to put a configuration
 at the compiled-in path in a private mount namespace, so that nothing on
 the machine changes.
 """
@@ -73,13 +74,13 @@ def test_check_queue_db_of_another_user(daemon_factory):
     assert r.returncode == 1, r.stdout + r.stderr
     line = [l for l in r.stderr.splitlines() if d.db_path in l]
     assert line, r.stderr
-    assert "queue process (user nobody)" in line[0], line
+    assert "queue process (user mxgate)" in line[0], line
     assert "cannot read and write it" in line[0], line
-    assert "fix: chown nobody %s/queue.db*" % d.queue_dir in line[0], line
+    assert "fix: chown mxgate %s/queue.db*" % d.queue_dir in line[0], line
 
     r = start_fails(d)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "queue process (user nobody)" in r.stderr, r.stderr
+    assert "queue process (user mxgate)" in r.stderr, r.stderr
     assert d.db_path in r.stderr and "fix: chown" in r.stderr, r.stderr
     assert "not started" in r.stderr, r.stderr
     assert read_banner(d.host, d.port, timeout=0.3) is None
@@ -107,9 +108,9 @@ def test_check_queue_in_a_0700_tree(daemon_factory):
     os.chmod(os.path.join(qdir, "queue.db"), 0o644)
     r = check(d.config_path)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert ("mxgated: queue process (user nobody): %s/queue.db: cannot read "
+    assert ("mxgated: queue process (user mxgate): %s/queue.db: cannot read "
             "and write it: Permission denied (owner root, mode 0644); fix: "
-            "chown nobody %s/queue.db*" % (qdir, qdir)) in r.stderr, r.stderr
+            "chown mxgate %s/queue.db*" % (qdir, qdir)) in r.stderr, r.stderr
 
 
 def test_check_queue_directory_under_a_file(daemon_factory):
@@ -131,7 +132,7 @@ def test_check_queue_directory_under_a_file(daemon_factory):
 @needs_root
 def test_check_maildir_unreachable_by_delivery(daemon_factory):
     """A maildir route under a root-only directory: the delivery
-    children (user nobody) could never reach it.  -n warns, naming the
+    children (user mxgate-deliver) could never reach it.  -n warns, naming the
     route, the directory in the way and the fix; its exit status is the
     start's, and the start goes on with the same warning (the other
     routes work)."""
@@ -152,13 +153,14 @@ def test_check_maildir_unreachable_by_delivery(daemon_factory):
                                 "(on stderr)" % d.config_path), r.stdout
     line = [l for l in r.stderr.splitlines() if "delivery" in l]
     assert line, r.stderr
-    assert line[0].startswith("mxgated: warning: delivery (user nobody): ")
+    assert line[0].startswith("mxgated: warning: delivery (user mxgate-deliver): ")
     assert "no search permission on %s" % private in line[0], line
     assert "routes[0].path (route boxes)" in line[0], line
     assert "fix: chmod o+x %s" % private in line[0], line
 
     d.start()
-    assert re.search(r"warn.*delivery \(user nobody\).*no search permission",
+    assert re.search(r"warn.*delivery \(user mxgate-deliver\).*no search "
+                     r"permission",
                      d.log()), d.log()
 
 
@@ -201,16 +203,17 @@ def test_check_credentials_unreadable_by_workers(daemon_factory):
     pw = os.path.join(d.dir, "passwd")
     with open(pw, "w") as f:
         f.write("alice:$6$x$y\n")
-    os.chmod(pw, 0o600)         # root's: the workers (nobody) cannot read
+    os.chmod(pw, 0o600)         # root's: the lookup process cannot read
     with open(d.config_path, "w") as f:
         f.write(render_config(merge_settings(d.settings, {
             "auth": {"passwd_file": pw}})))
     r = check(d.config_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "with 1 warning" in r.stdout, r.stdout
-    assert re.search(r"warning: smtp worker \(user nobody\): %s: cannot read it: "
+    assert re.search(r"warning: lookup process \(user mxgate-auth\): %s: "
+                     r"cannot read it: "
                      r"Permission denied \(owner root, mode 0600\); "
-                     r"fix: chgrp nogroup %s && chmod g\+r %s"
+                     r"fix: chgrp mxgate-auth %s && chmod g\+r %s"
                      % (re.escape(pw), re.escape(pw), re.escape(pw)),
                      r.stderr), r.stderr
 

@@ -1,7 +1,7 @@
 """Local handlers end to end: a route sends recipients to maildir, pipe,
 lmtp, webhook, discard or debug, the scheduler runs the handler in a
-delivery child (as the queue user, "nobody" here), and we look at what
-arrived and at the recipient's state and last reply in the queue.
+delivery child (as the delivery user, "mxgate-deliver" by default), and we
+look at what arrived and at the recipient's state and last reply in the queue.
 
 Servers the handlers talk to are started here on loopback: an LMTP server
 (aiosmtpd's LMTP class) on a unix socket and on 127.0.0.1, and an HTTPS
@@ -18,7 +18,6 @@ import http.server
 import json
 import os
 import pwd
-import grp
 import re
 import shutil
 import smtplib
@@ -43,17 +42,17 @@ SECRET = "whsec_0123456789abcdef"
 # Helpers
 
 def owned_by_queue_user(path, mode=0o755):
-    """Delivery children run as the daemon's user ("nobody"): make path
-    theirs (when we are root) and open enough either way."""
+    """Delivery children run as the delivery user ("mxgate-deliver"): make
+    path theirs (when we are root) and open enough either way."""
     if os.geteuid() == 0:
-        os.chown(path, pwd.getpwnam("nobody").pw_uid,
-                 grp.getgrnam("nogroup").gr_gid)
+        pw = pwd.getpwnam("mxgate-deliver")
+        os.chown(path, pw.pw_uid, pw.pw_gid)
     os.chmod(path, mode)
 
 
 @pytest.fixture
 def outdir():
-    """A directory the delivery children (user nobody) can reach: pytest's
+    """A directory the delivery children (mxgate-deliver) can reach: pytest's
     tmp_path sits under 0700 directories."""
     path = tempfile.mkdtemp(prefix="mxgate-handlers-", dir="/tmp")
     os.chmod(path, 0o755)
@@ -182,7 +181,7 @@ def test_maildir(daemon_factory, outdir):
 
 def test_maildir_permission_defers(daemon_factory, outdir):
     if os.geteuid() != 0:
-        pytest.skip("needs root: the daemon must run deliveries as nobody")
+        pytest.skip("needs root: deliveries must run as mxgate-deliver")
     locked = os.path.join(outdir, "locked")
     os.makedirs(locked)
     os.chmod(locked, 0o755)      # root's, not writable by the queue user

@@ -497,7 +497,8 @@ def test_maildir_root_made_for_the_unprivileged_user(daemon_factory):
             time.sleep(0.1)
         assert os.listdir(new), d.log()[-2000:]
         st = os.stat(os.path.join(top, "mail"))
-        assert st.st_uid == pwd.getpwnam("nobody").pw_uid
+        # deliveries run as the delivery user (server.delivery_user)
+        assert st.st_uid == pwd.getpwnam("mxgate-deliver").pw_uid
         # The operator's own root keeps its owner.
         assert os.stat(own).st_uid == 0
     finally:

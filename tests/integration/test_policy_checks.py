@@ -60,7 +60,10 @@ def start(request, ns, daemon_factory):
         port = next(PORTS)
         settings = merge_settings(default_settings(dirpath, port), {
             "listen": [{"address": SERVER, "port": port, "role": "mx"}],
-            "accept_domains": None, "upstreams": None, "delivery": None,
+            "accept_domains": None, "upstreams": None,
+            # Delivered messages stay countable: the debug delivery is
+            # quicker than a test's look at the queue.
+            "delivery": {"keep_delivered": "1d"},
             "routes": [{"name": "open", "rcpt": r"@open\.test$",
                         "action": "debug"}],
         })

@@ -172,9 +172,12 @@ check_defaults(const struct mxconf *c)
 		strcpy(host, "localhost");
 	host[sizeof(host) - 1] = '\0';
 	CHECK_STR(c->hostname, host);
-	CHECK_STR(c->user, "nobody");
+	CHECK_STR(c->user, "mxgate-smtp");
 	CHECK(c->group == NULL);
-	CHECK_STR(c->queue_user, "nobody");
+	CHECK_STR(c->queue_user, "mxgate");
+	CHECK_STR(c->delivery_user, "mxgate-deliver");
+	CHECK_STR(c->lookup_user, "mxgate-auth");
+	CHECK_STR(c->chroot_dir, "/var/lib/mxgate/empty");
 	CHECK_INT(c->workers, 0);
 	CHECK_STR(c->log_level, "info");
 	CHECK_STR(c->queue_dir, "./var/queue");
@@ -280,8 +283,10 @@ test_all_settings(void)
 {
 	struct mxconf *c = load(
 	    "server = { hostname = \"MX.Example.test\"; user = \"mail\";\n"
-	    "  group = \"mail\"; queue_user = \"daemon\"; workers = 4;\n"
-	    "  log_level = \"debug\"; };\n"
+	    "  group = \"mail\"; queue_user = \"daemon\"; workers = 4;"
+	    " delivery_user = \"nobody\";\n"
+	    "  log_level = \"debug\"; lookup_user = \"bin\";"
+	    " chroot_dir = \"/var/empty\"; };\n"
 	    "listen = ( { address = \"0.0.0.0\"; port = 25; role = \"mx\"; },\n"
 	    "  { address = \"::\"; port = 587; role = \"submission\"; },\n"
 	    "  { address = \"::1\"; port = 465; role = \"submissions\"; } );\n"
@@ -306,6 +311,9 @@ test_all_settings(void)
 	CHECK_STR(c->user, "mail");
 	CHECK_STR(c->group, "mail");
 	CHECK_STR(c->queue_user, "daemon");
+	CHECK_STR(c->delivery_user, "nobody");
+	CHECK_STR(c->lookup_user, "bin");
+	CHECK_STR(c->chroot_dir, "/var/empty");
 	CHECK_INT(c->workers, 4);
 	CHECK_STR(c->log_level, "debug");
 	CHECK_INT(c->nlisteners, 3);
@@ -541,6 +549,14 @@ test_bad_values(void)
 		  "'server.user' must not be empty" },
 		{ "server = { user = \"no-such-user-mx\"; };",
 		  "'server.user': no such user \"no-such-user-mx\"" },
+		{ "server = { delivery_user = \"no-such-user-mx\"; };",
+		  "'server.delivery_user': no such user \"no-such-user-mx\"" },
+		{ "server = { chroot_dir = \"var/empty\"; };",
+		  "'server.chroot_dir': an absolute path other than /, not"
+		  " \"var/empty\"" },
+		{ "server = { chroot_dir = \"//\"; };",
+		  "'server.chroot_dir': an absolute path other than /, not"
+		  " \"//\"" },
 		{ "server = { group = \"no-such-group-mx\"; };",
 		  "'server.group': no such group \"no-such-group-mx\"" },
 		{ "queue = { directory = \"\"; };",

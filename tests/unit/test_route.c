@@ -948,6 +948,10 @@ test_config_errors_actions(void)
 	    "  path = \"/tmp/x/\"; } );\n",
 	    "t.conf:3: 'routes[0].path' is not a parameter of action "
 	    "\"debug\""));
+	CHECK(fails_with("routes = ( { rcpt = \".\"; action = \"discard\";\n"
+	    "  user = \"nobody\"; } );\n",
+	    "t.conf:3: 'routes[0].user' is not a parameter of action "
+	    "\"discard\""));
 	CHECK(fails_with("routes = ( { rcpt = \".\"; action = \"reject\";\n"
 	    "  code = 250; } );\n",
 	    "t.conf:3: 'routes[0].code' must be between 400 and 599 (got "

@@ -1,0 +1,73 @@
+/*
+ * spawner — the delivery spawner: the small process that starts the
+ * delivery processes for the queue process, as the delivery user.
+ *
+ * The queue process has no capability, so it cannot give a child another
+ * user; the master forks the spawner next to it, as root, and it does
+ * nothing but this: for each IPC_SPAWN from the queue it forks a child,
+ * which drops to server.delivery_user (no capability, no_new_privs, the
+ * delivery seccomp deny-list), reads its jobs and delivers them
+ * (delivery.h), reporting each recipient's outcome straight to the queue
+ * process over the report channel that came with the request.  The
+ * delivery user cannot open the queue directory; the message reaches
+ * the child as a descriptor (a sealed memfd), as before.
+ *
+ * Guarantees (delivery is at least once, README "Delivery"):
+ *   - the queue process defers every recipient a child did not report
+ *     when the report channel reaches its end, however the child ended;
+ *   - the spawner kills every child it started when the queue process
+ *     goes away (its channel ends), and the children die with the
+ *     spawner (PDEATHSIG): nothing delivers behind a restarted queue;
+ *   - SPAWN_KILL (a job over its time limit) is honoured only for a pid
+ *     the spawner started and has not reaped.
+ *
+ * The jobs travel in a sealed memfd, in this format (integers in host
+ * order, as both ends are the same binary):
+ *   u32 SPAWN_MAGIC, u32 njobs, then per job:
+ *     u32 index (echoed in its reports), u32 content (index of its
+ *     content among the descriptors, the jobs' memfd being 0),
+ *     u64 content_len, i64 received_at, u32 flags (1: BODY=8BITMIME,
+ *     2: SMTPUTF8), str queue_id, sender, route, action, params,
+ *     client_ip, helo, protocol, auth_user, u32 nrcpts, then per
+ *     recipient i64 id, str address;
+ *   str: u32 length (SPAWN_NULL for NULL) and that many bytes.
+ * A child that cannot read it exits 1: its recipients are deferred.
+ */
+#ifndef MXGATE_SPAWNER_H
+#define MXGATE_SPAWNER_H
+
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/util.h"
+#include "delivery/delivery.h"
+
+#define SPAWN_MAGIC   0x6d786a31u      /* "mxj1" */
+#define SPAWN_NULL    0xffffffffu
+#define SPAWN_MAX_FDS 64               /* the jobs + 20 contents, and room */
+
+#define SPAWN_8BITMIME 1u
+#define SPAWN_SMTPUTF8 2u
+
+/* Child -> queue process: one per recipient, one datagram each. */
+struct spawn_report {
+	uint32_t job;                   /* the job's index */
+	int32_t  status;                /* enum delivery_status */
+	int32_t  remote;                /* the reply is the server's */
+	int32_t  pad;
+	int64_t  recipient_id;
+	char     destination[DELIVERY_DEST_MAX];
+	char     reply[DELIVERY_REPLY_MAX];
+};
+
+/* Writing the jobs (the queue process). */
+void spawn_put_u32(struct buf *b, uint32_t v);
+void spawn_put_u64(struct buf *b, uint64_t v);
+void spawn_put_str(struct buf *b, const char *s);
+
+/* The spawner process: queue_fd is its channel to the queue process.
+ * Returns only to exit, once the queue process has gone and every child
+ * it started has been reaped. */
+int spawner_main(const struct mxconf *conf, int queue_fd);
+
+#endif
