@@ -199,7 +199,11 @@ def burst_with_queue_stopped(daemon, n, then):
         time.sleep(1.5)
     finally:
         then(qpid)
-        os.kill(qpid, signal.SIGCONT)
+        try:
+            os.kill(qpid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass        # then() killed it, and the master reaped it
+
     for t in threads:
         t.join(60)
     return replies
