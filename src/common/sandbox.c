@@ -436,6 +436,39 @@ enter_root(const struct sandbox *sb)
 		fatal("%s: chdir / in %s", sb->title, sb->root);
 }
 
+void
+sandbox_spawner(void)
+{
+	/* kill: its children run as other users; setuid, setgid: their
+	 * switch; setpcap: their empty bounding set. */
+	static const int keep[] = { CAP_KILL, CAP_SETGID, CAP_SETUID,
+	    CAP_SETPCAP };
+	struct __user_cap_header_struct hdr = {
+		.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct data[2];
+	uint32_t mask = 0;
+
+	if (!sandbox_privileged())
+		goto nnp;
+	for (size_t i = 0; i < ARRAY_LEN(keep); i++)
+		mask |= 1u << keep[i];
+	for (int cap = 0; cap <= 63; cap++) {
+		if (cap < 32 && (mask & (1u << cap)) != 0)
+			continue;
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno == EINVAL)
+			break;
+	}
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	memset(data, 0, sizeof(data));
+	data[0].effective = data[0].permitted = mask;
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		fatal("spawner: capset");
+nnp:
+	/* Set-id programs the deliveries run give nothing. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		fatal("spawner: no_new_privs");
+}
+
 /* ---- seccomp ---- */
 
 #define ALLOW(ctx, name) allow_name(ctx, #name)

@@ -84,6 +84,11 @@ int  sandbox_chroot_prepare(const char *dir);
  * root only.  0, or -1 after logging. */
 int  sandbox_chroot_refresh(const char *root);
 
+/* The delivery spawner (spawner.h) stays root to start processes as
+ * other users: it keeps CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_KILL
+ * alone (bounding set too), and no_new_privs.  Fatal on failure. */
+void sandbox_spawner(void);
+
 /* Confine the calling process.  Fatal on any failure. */
 void sandbox_enter(const struct sandbox *sb);
 

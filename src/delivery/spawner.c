@@ -435,7 +435,9 @@ spawner_main(const struct mxconf *conf, int queue_fd)
 	sp.conf = conf;
 	sp.queue_fd = queue_fd;
 	sigfd = proc_signalfd(handled, (int)ARRAY_LEN(handled));
-	/* Nothing else: no file, no network; only fork on request. */
+	/* Nothing else: no file, no network; only fork on request, with
+	 * the capabilities that takes. */
+	sandbox_spawner();
 	while (queue_there) {
 		struct signalfd_siginfo si;
 

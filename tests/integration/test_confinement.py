@@ -368,7 +368,14 @@ def test_delivery_process_runs_as_the_delivery_user(daemon_factory):
         spawner = [p for p, t in d.titles().items()
                    if t.startswith("mxgated: spawner")]
         assert len(spawner) == 1, d.titles()
-        assert status(spawner[0])["Uid"].split()[0] == "0"
+        st = status(spawner[0])
+        assert st["Uid"].split()[0] == "0"
+        # CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP and nothing else
+        want = (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8)
+        assert int(st["CapEff"], 16) == want, st["CapEff"]
+        assert int(st["CapPrm"], 16) == want, st["CapPrm"]
+        assert int(st["CapBnd"], 16) == want, st["CapBnd"]
+        assert st["NoNewPrivs"] == "1"
         with smtplib.SMTP(d.host, d.port, timeout=10) as s:
             s.ehlo("client.example")
             s.mail("alice@sender.example")
