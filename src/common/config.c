@@ -2654,6 +2654,7 @@ config_free(struct mxconf *c)
 	netlist_free(c->reject_nets);
 	netlist_free(c->trusted_nets);
 	free(c->path);
+	free(c->start_dir);
 	free(c);
 }
 

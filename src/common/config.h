@@ -124,6 +124,8 @@ enum smtp_stage {
 
 struct mxconf {
 	char    *path;               /* file it came from, "(default)" */
+	char    *start_dir;          /* where mxgated started (relative paths
+	                              * start there); set by mxgated, not read */
 
 	/* server */
 	char    *hostname;           /* default: gethostname() */

@@ -143,3 +143,20 @@ delivery_content(struct delivery_job *job)
 	job->content_map = p;
 	return p;
 }
+
+const char *delivery_start_dir;
+
+const char *
+delivery_local_path(const char *path)
+{
+	size_t n;
+
+	if (delivery_start_dir == NULL || strcmp(delivery_start_dir, "/") == 0)
+		return path;
+	n = strlen(delivery_start_dir);
+	if (strncmp(path, delivery_start_dir, n) != 0 || path[n] != '/')
+		return path;
+	while (path[n] == '/')
+		n++;
+	return path[n] != '\0' ? path + n : ".";
+}

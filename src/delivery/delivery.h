@@ -171,4 +171,15 @@ void delivery_set_pending(struct delivery_job *job,
  * valid until the job ends; NULL (logged) if it cannot be mapped. */
 const char *delivery_content(struct delivery_job *job);
 
+/*
+ * The directory mxgated was started from, when the delivery process
+ * entered it before giving up root (spawner.c): a target under it (the
+ * sample's ./var/mail maildirs) is then reached by a path relative to
+ * it, even when a directory above it (a 0700 /root) would stop the
+ * delivery user.  NULL: paths are used as they are.
+ */
+extern const char *delivery_start_dir;
+/* path relative to delivery_start_dir when it lies under it, else path. */
+const char *delivery_local_path(const char *path);
+
 #endif

@@ -290,8 +290,9 @@ handler_maildir(struct delivery_job *job, const struct json_value *params)
 		    "4.3.5 maildir without a path");
 		return -1;
 	}
-	/* "/var/mail/bob/" and "/var/mail/bob" are the same maildir. */
-	len = strlcpy_mx(root, path, sizeof(root));
+	/* "/var/mail/bob/" and "/var/mail/bob" are the same maildir; one
+	 * under the start directory is reached from it (delivery.h). */
+	len = strlcpy_mx(root, delivery_local_path(path), sizeof(root));
 	while (len > 1 && root[len - 1] == '/')
 		root[--len] = '\0';
 	strlcpy_mx(job->destination, path, sizeof(job->destination));

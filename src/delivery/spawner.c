@@ -254,7 +254,12 @@ delivery_child(const struct mxconf *conf, pid_t spawner, const char *title,
 	}
 	log_set_role("delivery");
 	proc_title_set("mxgated: %s", title);
-	if (chdir("/") < 0)
+	/* Entered as root, the directory mxgated started from stays
+	 * reachable below it after the switch of user, whatever is above
+	 * (delivery.h); else "/". */
+	if (conf->start_dir != NULL && chdir(conf->start_dir) == 0)
+		delivery_start_dir = conf->start_dir;
+	else if (chdir("/") < 0)
 		fatal("chdir /");
 	/* The delivery user: it cannot open the queue; the delivery
 	 * deny-list, inherited by the commands it runs. */

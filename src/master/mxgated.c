@@ -360,6 +360,12 @@ main(int argc, char **argv)
 		config_free(conf);
 		return 1;
 	}
+	{
+		char cwd[PATH_MAX];
+
+		if (getcwd(cwd, sizeof(cwd)) != NULL)
+			conf->start_dir = xstrdup(cwd);
+	}
 	if (check_only) {
 		/* What the start refuses, -n refuses: users that do not
 		 * exist, roles sharing the queue's user, a queue another

@@ -259,6 +259,14 @@ def test_readme_first_command_in_a_0700_tree():
                 con.close()
             assert rows == [(1,)]
             assert "respawns" not in open(log.name).read()
+            # ... and delivered to the sample's maildir under the tree,
+            # which the delivery user reaches from the start directory
+            # although it cannot search the 0700 directory above.
+            new = os.path.join(build, "var", "mail", "example.test", "bob",
+                               "new")
+            assert wait_for(lambda: os.path.isdir(new) and
+                            len(os.listdir(new)) == 1, 15.0), \
+                open(log.name).read()[-3000:]
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -351,8 +359,9 @@ def test_deliveries_inherit_the_queue_deny_list(daemon_factory):
 
 def test_delivery_process_runs_as_the_delivery_user(daemon_factory):
     """The delivery spawner (root, nothing else) starts each delivery
-    process as mxgate-deliver, confined, in /: it reads the message from
-    its descriptor, and cannot open the queue."""
+    process as mxgate-deliver, confined, in the directory mxgated started
+    from (entered as root, so that targets under it stay reachable): it
+    reads the message from its descriptor, and cannot open the queue."""
     out = tempfile.mkdtemp(prefix="mxgate-deliver-", dir="/tmp")
     try:
         os.chmod(out, 0o777)
@@ -388,7 +397,7 @@ def test_delivery_process_runs_as_the_delivery_user(daemon_factory):
                                      "mxgated: delivery")], 10.0)
         assert kids, d.log()[-3000:]
         assert_confined(kids[0], DELIVERY_USER, "/", "2")
-        assert os.readlink("/proc/%d/cwd" % kids[0]) == "/"
+        assert os.readlink("/proc/%d/cwd" % kids[0]) == d.dir
         assert wait_for(lambda: d.db("SELECT state FROM recipients WHERE"
                                      " message_id = ?", (qid,))
                         == [("delivered",)], 20.0), d.log()[-3000:]
