@@ -579,6 +579,20 @@ allow_smtp(scmp_filter_ctx ctx)
 #endif
 }
 
+/*
+ * syslog(3) connects again to /dev/log when its socket was closed or
+ * never connected (no syslog daemon yet): a unix datagram socket.  In a
+ * chroot the connect fails and the line is lost, never the process.
+ */
+static void
+allow_syslog(scmp_filter_ctx ctx)
+{
+	struct scmp_arg_cmp unix_only = SCMP_A0(SCMP_CMP_EQ, AF_UNIX);
+
+	rule(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1, &unix_only);
+	ALLOW(ctx, connect);
+}
+
 static void
 allow_lookup(scmp_filter_ctx ctx)
 {
@@ -673,9 +687,11 @@ load_filter(const struct sandbox *sb)
 		break;
 	case SANDBOX_FILTER_LOOKUP:
 		allow_lookup(ctx);
+		allow_syslog(ctx);
 		break;
 	case SANDBOX_FILTER_QUEUE:
 		allow_queue(ctx);
+		allow_syslog(ctx);
 		break;
 	case SANDBOX_FILTER_DELIVERY:
 		deny_delivery(ctx);

@@ -51,13 +51,13 @@ enum sandbox_filter {
 	                         * no fork, no file but read-only opens */
 	SANDBOX_FILTER_QUEUE,   /* files (in its root, the queue
 	                         * directory), its channels, memfds; no
-	                         * fork, no exec, no socket */
+	                         * fork, no exec, no socket but syslog's */
 	SANDBOX_FILTER_DELIVERY,/* a deny-list (EPERM): the commands it
 	                         * runs inherit it; no ptrace, mounts,
 	                         * namespaces, modules, keys, eBPF, io_uring */
 	SANDBOX_FILTER_LOOKUP,  /* reads files (the credential sources,
-	                         * SQLite's locks); no socket, no fork, no
-	                         * exec */
+	                         * SQLite's locks); no socket but syslog's,
+	                         * no fork, no exec */
 };
 
 /* Where, inside the workers' root, a unix policy service's directory is

@@ -468,3 +468,82 @@ def test_new_passwd_file_is_for_the_lookup_user(tmp_path):
     st = os.stat(path)
     assert st.st_uid == 0 and st.st_mode & 0o777 == 0o640
     assert st.st_gid == pwd.getpwnam(LOOKUP_USER).pw_gid
+
+
+def test_daemon_mode_survives_its_filters(tmp_path):
+    """Without -f mxgated logs to syslog, and syslog(3) opens a socket
+    again whenever /dev/log is not connected (no syslog daemon, or one
+    that restarted): the filters must let it try, from every process."""
+    from conftest import proc_exists
+    top = tempfile.mkdtemp(prefix="mxgate-daemon-", dir="/tmp")
+    master = None
+    try:
+        os.chmod(top, 0o755)
+        port = free_port()
+        passwd = os.path.join(top, "passwd")
+        with open(passwd, "w") as f:
+            f.write("bob:*\n")
+        os.chmod(passwd, 0o644)
+        conf = os.path.join(top, "mxgate.conf")
+        with open(conf, "w") as f:
+            f.write('server = { hostname = "mx.test"; workers = 1;'
+                    ' log_level = "debug"; chroot_dir = "%s/empty"; };\n'
+                    'listen = ( { address = "127.0.0.1"; port = %d;'
+                    ' auth = true; allow_plaintext_auth = true; } );\n'
+                    'auth = { passwd_file = "%s"; failure_delay = 0; };\n'
+                    'queue = { directory = "%s/q"; };\n'
+                    'routes = ( { rcpt = ".*"; action = "discard"; } );\n'
+                    'delivery = { keep_delivered = "1d"; };\n'
+                    'trusted_networks = [ "127.0.0.0/8" ];\n'
+                    % (top, port, passwd, top))
+        r = subprocess.run([mxgated_path(), "-c", conf], timeout=30,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert wait_for(lambda: (read_banner("127.0.0.1", port) or "")
+                        .startswith("220"), 15.0)
+        lock = os.path.join(top, "q", "queue.lock")
+        assert wait_for(lambda: os.path.exists(lock)
+                        and open(lock).read().strip(), 10.0)
+        queue = int(open(lock).read().split()[0])
+        with open("/proc/%d/stat" % queue) as f:
+            master = int(f.read().rsplit(")", 1)[1].split()[1])
+        import base64
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+            s.ehlo("client.example")
+            code, _ = s.docmd("AUTH", "PLAIN " + base64.b64encode(
+                b"\0bob\0nope").decode())
+            assert code == 535
+            s.mail("alice@sender.example")
+            s.rcpt("x@example.test")
+            code, resp = s.data(make_message("daemon mode"))
+            assert code == 250, resp
+        import time
+        time.sleep(1.5)
+        from conftest import pids_with_parent, proc_cmdline
+        titles = sorted(proc_cmdline(p).split()[1]
+                        for p in pids_with_parent(master))
+        assert titles == ["lookup", "queue", "smtp", "spawner"], titles
+        assert proc_exists(queue), "the queue process died"
+    finally:
+        if master is None:
+            master = daemon_master_in(top)
+        if master is not None:
+            os.kill(master, 15)
+            wait_for(lambda: not proc_exists(master), 30.0)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def daemon_master_in(top):
+    """The master a failed daemon-mode test left: a daemonized mxgated
+    (parent init, in /) whose smtp worker's root is top's empty/."""
+    from conftest import pids_with_parent, proc_cmdline
+    for p in pids_with_parent(1):
+        if not proc_cmdline(p).startswith("mxgated: master"):
+            continue
+        for k in pids_with_parent(p):
+            try:
+                if os.readlink("/proc/%d/root" % k) == top + "/empty":
+                    return p
+            except OSError:
+                pass
+    return None
