@@ -51,7 +51,8 @@ def ns():
 
 
 @pytest.fixture
-def start(request, ns):
+def start(request, ns, daemon_factory):
+    # daemon_factory's teardown stops what is in _mxgate_daemons.
     started = request.node._mxgate_daemons
 
     def go(**sections):
