@@ -10,7 +10,8 @@
 # prompts, and any postfix daemon the package starts is stopped again so
 # nothing is left listening on port 25.  As root it also creates the
 # service users mxgated's processes run as (contrib/create-users.sh).
-# dpkg-dev and debhelper build the Debian package (contrib/debian-check.sh).
+# dpkg-dev and debhelper build the Debian package (contrib/debian-check.sh);
+# acl's setfacl lets a test grant a worker's user access by ACL.
 set -eu
 
 PACKAGES="build-essential autoconf automake libtool pkg-config
@@ -18,7 +19,7 @@ libssl-dev libspf2-dev libpcre2-dev libconfig-dev libgmime-3.0-dev
 libsqlite3-dev sqlite3 libcurl4-openssl-dev libcrypt-dev clang libclang-rt-14-dev
 libseccomp-dev
 python3 python3-pytest python3-aiosmtpd python3-dnslib
-swaks openssl postfix iproute2 procps valgrind
+swaks openssl postfix iproute2 procps valgrind acl
 dpkg-dev debhelper"
 
 missing=""
