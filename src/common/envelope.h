@@ -28,6 +28,8 @@ struct envelope {
 	char    *helo;
 	char    *protocol;      /* "SMTP", "ESMTP", "ESMTPS", ... */
 	char    *auth_user;     /* NULL when not authenticated */
+	char    *hold_reason;   /* non-NULL: commit the recipients held
+	                         * (a milter's quarantine), and why */
 	bool     body_8bitmime;
 	bool     smtputf8;
 	struct envelope_rcpt *rcpts;

@@ -204,6 +204,7 @@ enum stmt_id {
 	ST_INSERT_MESSAGE,
 	ST_INSERT_CONTENT,
 	ST_INSERT_RCPT,
+	ST_INSERT_EVENT,
 	ST_COUNT
 };
 
@@ -223,7 +224,12 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_INSERT_RCPT] =
 	    "INSERT INTO recipients (message_id, address, route, action,"
 	    " action_params, state, next_attempt_at, updated_at)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6)",
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?7, ?6, ?6)",
+	/* A message committed held (a milter's quarantine): why, in its
+	 * history, as mxgatectl's hold writes it. */
+	[ST_INSERT_EVENT] =
+	    "INSERT INTO events (message_id, recipient_id, at, kind, detail)"
+	    " VALUES (?1, NULL, ?2, 'held', ?3)",
 };
 
 _Static_assert(ST_COUNT == QDB_INSERT_STMTS, "QDB_INSERT_STMTS");
@@ -763,8 +769,21 @@ insert_rcpt(struct queue_db *db, const struct envelope *env,
 	qdb_bind_text(st, 5, rc->params);
 	/* Due at once: the scheduler picks it up on its next pass. */
 	sqlite3_bind_int64(st, 6, env->received_at);
+	sqlite3_bind_text(st, 7, env->hold_reason != NULL ? "held" : "queued",
+	    -1, SQLITE_STATIC);
 	/* Its "routed" event is message_history's (schema_v2). */
 	return run_stmt(db, ST_INSERT_RCPT, env->queue_id, "insert recipient");
+}
+
+static int
+insert_held(struct queue_db *db, const struct envelope *env)
+{
+	sqlite3_stmt *st = db->stmt[ST_INSERT_EVENT];
+
+	sqlite3_bind_text(st, 1, env->queue_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, env->received_at);
+	qdb_bind_text(st, 3, env->hold_reason);
+	return run_stmt(db, ST_INSERT_EVENT, env->queue_id, "insert event");
 }
 
 int
@@ -787,6 +806,8 @@ queue_db_insert(struct queue_db *db, const struct envelope *env,
 	for (i = 0; i < env->nrcpts; i++)
 		if (insert_rcpt(db, env, &env->rcpts[i]) == -1)
 			goto fail;
+	if (env->hold_reason != NULL && insert_held(db, env) == -1)
+		goto fail;
 	if (own_transaction && queue_db_commit(db) == -1)
 		goto fail;
 	return 0;

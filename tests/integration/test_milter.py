@@ -1,0 +1,330 @@
+"""Milters through the daemon (milter_client.h), against real programs
+started here: a Python milter (python3-milter, tests/integration/
+milter_actions.py) for every action a milter may take, rspamd's milter
+proxy refusing GTUBE and adding its headers, and OpenDKIM signing on a
+submission route and verifying on an MX route.  Also: a milter that is
+down (default_action), one that does not answer in time, and per-route
+milters meeting only their routes' recipients.
+"""
+
+import os
+import shutil
+import smtplib
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import QUEUED_RE, free_port, make_message, queued_id, wait_for
+
+PY = "/usr/bin/python3"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def wait_listening(port, timeout=15.0):
+    def up():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+    assert wait_for(up, timeout), "nothing listens on port %d" % port
+
+
+class Proc:
+    """A program of the test's own, stopped by its pid."""
+
+    def __init__(self, argv, log, **kw):
+        self.log = log
+        self.p = subprocess.Popen(argv, stdout=open(log, "ab"),
+                                  stderr=subprocess.STDOUT, **kw)
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+
+
+@pytest.fixture
+def procs():
+    started = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def pymilter(procs, tmp_path):
+    """The action milter on a TCP port: (address, log path)."""
+    port = free_port()
+    log = str(tmp_path / "milter.log")
+    procs.append(Proc([PY, os.path.join(HERE, "milter_actions.py"),
+                       "inet:%d@127.0.0.1" % port, log],
+                      str(tmp_path / "milter.out")))
+    wait_listening(port)
+    return "inet:127.0.0.1:%d" % port, log
+
+
+def milter_settings(address, **kw):
+    m = {"name": "test", "address": address}
+    m.update(kw)
+    return {"milters": [m], "smtp_milters": ["test"]}
+
+
+def send(d, subject, rcpts=("bob@example.test",), sender="alice@sender.example",
+         extra_headers=""):
+    msg = make_message(subject, rcpt=rcpts[0], sender=sender)
+    if extra_headers:
+        msg = extra_headers + msg
+    with smtplib.SMTP(d.host, d.port, timeout=30) as s:
+        s.ehlo("client.example")
+        s.mail(sender)
+        for r in rcpts:
+            code, text = s.rcpt(r)
+            if code != 250:
+                return code, text.decode()
+        code, text = s.data(msg.encode())
+        return code, text.decode()
+
+
+def content(d, qid):
+    rows = d.db("SELECT content FROM message_contents WHERE message_id = ?",
+                (qid,))
+    return bytes(rows[0][0]).decode()
+
+
+def rcpts_of(d, qid):
+    return sorted((r[0], r[1]) for r in d.db(
+        "SELECT address, state FROM recipients WHERE message_id = ?", (qid,)))
+
+
+# ---------------------------------------------------------------------------
+# The Python milter: every action
+
+def test_milter_sees_the_session_and_its_macros(daemon_factory, pymilter):
+    address, log = pymilter
+    d = daemon_factory(milter_settings(address))
+    code, text = send(d, "plain")
+    assert code == 250, text
+    qid = queued_id("250 " + text)
+    c = content(d, qid)
+    # What libmilter was told, callback by callback.
+    seen = open(log).read()
+    assert "connect 127.0.0.1" in seen
+    assert "helo client.example" in seen
+    assert "mail <alice@sender.example>" in seen
+    assert "rcpt <bob@example.test>" in seen
+    assert "eom plain" in seen
+    # The macros milters rely on, with our values.
+    macros = [l for l in c.splitlines() if l.startswith("X-Macros:")][0]
+    assert "i=%s" % qid in macros
+    assert "j=mx.test.example" in macros
+    assert "{client_addr}=127.0.0.1" in macros
+    assert "{mail_addr}=alice@sender.example" in macros
+    assert "{rcpt_mailer}=relay" in macros
+
+
+def test_milter_header_actions(daemon_factory, pymilter):
+    address, _ = pymilter
+    d = daemon_factory(milter_settings(address))
+    code, text = send(d, "headers",
+                      extra_headers="X-Change-Me: old\r\nX-Delete-Me: x\r\n")
+    assert code == 250, text
+    c = content(d, queued_id("250 " + text))
+    head = c.split("\r\n\r\n", 1)[0]
+    lines = head.split("\r\n")
+    assert lines[0] == "X-Inserted: on top"
+    assert "X-Change-Me: changed" in lines
+    assert not any(l.startswith("X-Delete-Me") for l in lines)
+    # Added fields come last, in the order they were added.
+    assert lines[-2] == "X-Macros: " + lines[-2][len("X-Macros: "):]
+    assert lines[-1] == "X-Added: appended"
+    assert c.endswith("body line 2 of headers\r\n")
+
+
+def test_milter_recipients_body_and_sender(daemon_factory, pymilter):
+    address, _ = pymilter
+    d = daemon_factory(milter_settings(address))
+    code, text = send(d, "rcpts", rcpts=("bob@example.test",
+                                         "drop@example.test"))
+    assert code == 250, text
+    qid = queued_id("250 " + text)
+    assert [a for a, _ in rcpts_of(d, qid)] == ["added@example.test",
+                                                "bob@example.test"]
+    route = d.db("SELECT route FROM recipients WHERE address = ?",
+                 ("added@example.test",))
+    assert route == [("accepted",)]
+
+    code, text = send(d, "body")
+    assert code == 250, text
+    c = content(d, queued_id("250 " + text))
+    assert c.endswith("\r\n\r\nreplaced body line 1\r\nline 2\r\n")
+
+    code, text = send(d, "chgfrom")
+    assert code == 250, text
+    qid = queued_id("250 " + text)
+    assert d.db("SELECT sender FROM messages WHERE id = ?", (qid,)) == \
+        [("changed@sender.example",)]
+
+
+def test_milter_quarantine_holds_the_message(daemon_factory, pymilter):
+    address, _ = pymilter
+    d = daemon_factory(milter_settings(address))
+    code, text = send(d, "quarantine")
+    assert code == 250, text
+    qid = queued_id("250 " + text)
+    assert rcpts_of(d, qid) == [("bob@example.test", "held")]
+    ev = d.db("SELECT kind, detail FROM events WHERE message_id = ?", (qid,))
+    assert ev == [("held", "milter=test held by the test milter")]
+
+
+def test_milter_refusals(daemon_factory, pymilter):
+    address, _ = pymilter
+    d = daemon_factory(milter_settings(address))
+    code, text = send(d, "x", rcpts=("reject-me@example.test",))
+    assert code == 550 and "5.7.1 recipient refused by test milter" in text
+    code, text = send(d, "tempfail")
+    assert code == 451 and text.startswith("4.7.1"), text
+    code, text = send(d, "reply")
+    assert code == 550 and "5.7.0 refused by the test milter" in text
+    before = d.db("SELECT count(*) FROM messages")[0][0]
+    code, text = send(d, "discard")
+    assert (code, text) == (250, "2.0.0 Ok: discarded")
+    assert d.db("SELECT count(*) FROM messages")[0][0] == before
+    assert "message discarded: milter=test" in d.log()
+
+
+def test_milter_several_messages_in_a_session(daemon_factory, pymilter):
+    """The conversation goes on across messages and RSET (SMFIC_ABORT)."""
+    address, log = pymilter
+    d = daemon_factory(milter_settings(address))
+    with smtplib.SMTP(d.host, d.port, timeout=30) as s:
+        s.ehlo("client.example")
+        s.mail("a@sender.example")
+        s.rcpt("bob@example.test")
+        s.rset()
+        for i in range(3):
+            s.sendmail("a@sender.example", ["bob@example.test"],
+                       make_message("m%d" % i))
+    assert d.db("SELECT count(*) FROM messages")[0][0] == 3
+    seen = open(log).read()
+    assert seen.count("helo client.example") == 1
+    assert "abort" in seen
+    for i in range(3):
+        assert "eom m%d" % i in seen
+
+
+def test_milter_down_default_actions(daemon_factory):
+    dead = "inet:127.0.0.1:%d" % free_port()
+    d = daemon_factory(milter_settings(dead))
+    with smtplib.SMTP(d.host, d.port, timeout=30) as s:
+        s.ehlo("client.example")
+        code, text = s.mail("a@sender.example")
+    assert code == 451 and text.decode().startswith("4.7.1"), text
+    assert "milter=test" in d.log() and "default tempfail" in d.log()
+
+    d2 = daemon_factory(milter_settings(dead, default_action="accept"))
+    code, text = send(d2, "down")
+    assert code == 250, text
+
+    d3 = daemon_factory(milter_settings(dead, default_action="reject"))
+    with smtplib.SMTP(d3.host, d3.port, timeout=30) as s:
+        s.ehlo("client.example")
+        code, _ = s.mail("a@sender.example")
+    assert code == 550
+
+
+def test_milter_timeout(daemon_factory):
+    """A milter that accepts connections and never answers (once the
+    daemon is up: its start-up probe must get its banner)."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    port = lsock.getsockname()[1]
+    held, silent = [], threading.Event()
+    stop = threading.Event()
+
+    def serve():
+        lsock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = lsock.accept()
+            except socket.timeout:
+                continue
+            if silent.is_set():
+                held.append(c)
+            else:
+                c.close()
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        d = daemon_factory(milter_settings("inet:127.0.0.1:%d" % port,
+                                           connect_timeout=1))
+        silent.set()
+        t0 = time.monotonic()
+        with smtplib.SMTP(d.host, d.port, timeout=30) as s:
+            s.ehlo("client.example")
+            code, _ = s.mail("a@sender.example")
+        assert code == 451
+        assert time.monotonic() - t0 < 8
+        assert held, "the milter was not asked"
+        assert "no answer in time" in d.log()
+    finally:
+        stop.set()
+        t.join()
+        for c in held:
+            c.close()
+        lsock.close()
+
+
+def test_milter_per_route(daemon_factory, pymilter):
+    """A route's milter meets its recipients only, and joins late."""
+    address, log = pymilter
+    d = daemon_factory({
+        "milters": [{"name": "test", "address": address}],
+        "routes": [
+            {"name": "filtered", "rcpt": r"^f.*@example\.test$",
+             "action": "relay", "upstream": "parked", "milters": ["test"]},
+            {"name": "accepted", "rcpt": r"@example\.test$",
+             "action": "relay", "upstream": "parked"},
+        ]})
+    code, text = send(d, "plain", rcpts=("bob@example.test",))
+    assert code == 250, text
+    c = content(d, queued_id("250 " + text))
+    assert "X-Macros:" not in c
+    assert not os.path.exists(log) or "connect" not in open(log).read()
+    code, text = send(d, "plain", rcpts=("bob@example.test",
+                                         "fred@example.test"))
+    assert code == 250, text
+    c = content(d, queued_id("250 " + text))
+    assert "X-Macros:" in c
+    seen = open(log).read()
+    # Told the session it missed, then its recipient only.
+    assert "connect 127.0.0.1" in seen and "helo client.example" in seen
+    assert "rcpt <fred@example.test>" in seen
+    assert "rcpt <bob@example.test>" not in seen
+
+
+def test_milter_config_errors(tmp_path):
+    from conftest import mxgated_path
+    conf = tmp_path / "bad.conf"
+    conf.write_text(
+        'listen = ( { address = "127.0.0.1"; port = 2525; } );\n'
+        'milters = ( { name = "a"; address = "tcp:1.2.3.4"; } );\n'
+        'smtp_milters = [ "b" ];\n'
+        'routes = ( { rcpt = ".*"; action = "discard"; milters = [ "c" ];'
+        ' policy_service = "nope"; } );\n')
+    r = subprocess.run([mxgated_path(), "-n", "-c", str(conf)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "bad.conf:2:" in r.stderr and "unix:" in r.stderr
+    assert "bad.conf:3: 'smtp_milters[0]': no milter named \"b\"" in r.stderr
+    assert "'routes[0].milters[0]': no milter named \"c\"" in r.stderr
+    assert "'routes[0].policy_service': no service named \"nope\"" in r.stderr
