@@ -328,3 +328,70 @@ def test_milter_config_errors(tmp_path):
     assert "bad.conf:3: 'smtp_milters[0]': no milter named \"b\"" in r.stderr
     assert "'routes[0].milters[0]': no milter named \"c\"" in r.stderr
     assert "'routes[0].policy_service': no service named \"nope\"" in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# rspamd: its milter proxy (worker "rspamd_proxy" with milter = yes),
+# scanning itself, from the Debian package's configuration with a private
+# directory of overrides, database and logs.
+
+GTUBE = ("XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X")
+
+
+@pytest.fixture(scope="module")
+def rspamd():
+    if shutil.which("rspamd") is None:
+        pytest.skip("rspamd is not installed (contrib/install-deps.sh)")
+    top = tempfile.mkdtemp(prefix="mxgate-rspamd-", dir="/tmp")
+    port = free_port()
+    for sub in ("local.d", "override.d", "db", "run", "log"):
+        os.mkdir(os.path.join(top, sub))
+
+    def write(name, text):
+        with open(os.path.join(top, name), "w") as f:
+            f.write(text)
+    write("local.d/worker-proxy.inc",
+          'bind_socket = "127.0.0.1:%d";\nmilter = yes;\ntimeout = 120s;\n'
+          'upstream "local" { default = yes; self_scan = yes; }\n'
+          'count = 1;\n' % port)
+    for w in ("worker-normal.inc", "worker-controller.inc",
+              "worker-fuzzy.inc"):
+        write("override.d/" + w, "enabled = false;\n")
+    write("local.d/logging.inc", 'type = "file";\nfilename = "%s/log/'
+          'rspamd.log";\nlevel = "info";\n' % top)
+    write("local.d/options.inc", 'pidfile = "%s/run/rspamd.pid";\n'
+          'dns { timeout = 1s; retransmits = 1; }\n' % top)
+    write("local.d/milter_headers.conf",
+          'use = ["x-spamd-result", "x-rspamd-queue-id", "x-spam-status"];\n'
+          'skip_local = false;\nskip_authenticated = false;\n')
+    p = Proc(["rspamd", "-f", "-i", "-u", "root", "-g", "root", "-c",
+              "/etc/rspamd/rspamd.conf", "--var=LOCAL_CONFDIR=" + top,
+              "--var=DBDIR=%s/db" % top, "--var=RUNDIR=%s/run" % top,
+              "--var=LOGDIR=%s/log" % top], os.path.join(top, "out"))
+    try:
+        # It compiles its rules first: tens of seconds on a busy machine.
+        wait_listening(port, timeout=180)
+        yield "inet:127.0.0.1:%d" % port
+    finally:
+        p.stop()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_rspamd_rejects_gtube_and_adds_its_headers(daemon_factory, rspamd):
+    d = daemon_factory(milter_settings(rspamd, content_timeout=120))
+    msg = make_message("gtube") + GTUBE + "\r\n"
+    with smtplib.SMTP(d.host, d.port, timeout=120) as s:
+        s.ehlo("client.example")
+        s.mail("alice@sender.example")
+        s.rcpt("bob@example.test")
+        code, text = s.data(msg.encode())
+    assert code == 554 or code == 550, (code, text)
+    assert b"5.7.1" in text
+    assert d.db("SELECT count(*) FROM messages")[0][0] == 0
+
+    code, text = send(d, "an ordinary message")
+    assert code == 250, text
+    c = content(d, queued_id("250 " + text))
+    head = c.split("\r\n\r\n", 1)[0]
+    assert "\r\nX-Spamd-Result: default: False" in head, head
+    assert "\r\nX-Rspamd-Queue-Id: " in head
