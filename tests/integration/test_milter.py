@@ -395,3 +395,118 @@ def test_rspamd_rejects_gtube_and_adds_its_headers(daemon_factory, rspamd):
     head = c.split("\r\n\r\n", 1)[0]
     assert "\r\nX-Spamd-Result: default: False" in head, head
     assert "\r\nX-Rspamd-Queue-Id: " in head
+
+
+# ---------------------------------------------------------------------------
+# OpenDKIM: one instance signs (the submission route's milter), another
+# verifies (the MX route's); the verifier reads the public key from the
+# key file opendkim-genkey wrote, through its TestPublicKeys option.
+
+def opendkim(procs, top, name, mode, extra):
+    port = free_port()
+    conf = os.path.join(top, name + ".conf")
+    with open(conf, "w") as f:
+        f.write("Syslog no\nSocket inet:%d@127.0.0.1\nMode %s\n"
+                "PidFile %s/%s.pid\nCanonicalization relaxed/relaxed\n"
+                "UserID root\nRequireSafeKeys false\n%s" % (port, mode, top, name,
+                                                     extra))
+    procs.append(Proc(["opendkim", "-f", "-x", conf],
+                      os.path.join(top, name + ".log")))
+    wait_listening(port)
+    return "inet:127.0.0.1:%d" % port
+
+
+@pytest.fixture
+def dkim_pair(procs, tmp_path):
+    if shutil.which("opendkim") is None:
+        pytest.skip("opendkim is not installed (contrib/install-deps.sh)")
+    top = str(tmp_path)
+    subprocess.run(["opendkim-genkey", "-D", top, "-d", "sender.example",
+                    "-s", "sel", "-b", "2048"], check=True, timeout=60)
+    key = os.path.join(top, "sel.private")
+    os.chmod(key, 0o600)
+    # sel.txt is a zone file line: "sel._domainkey IN TXT ( "v=DKIM1; ..." )"
+    txt = open(os.path.join(top, "sel.txt")).read()
+    record = "".join(txt[txt.index("(") + 1:txt.index(")")].split('"')[1::2])
+    with open(os.path.join(top, "keys"), "w") as f:
+        f.write("sel._domainkey.sender.example %s\n" % record)
+    sign = opendkim(procs, top, "sign", "s",
+                    "Domain sender.example\nSelector sel\nKeyFile %s\n" % key)
+    verify = opendkim(procs, top, "verify", "v",
+                      "InternalHosts 192.0.2.250\nTestPublicKeys %s/keys\n"
+                      "AuthservID verifier.test.example\n"
+                      "AlwaysAddARHeader yes\n" % top)
+    return sign, verify
+
+
+def auth_listener(top):
+    """AUTH on the listener; top: a directory the lookup user can read
+    (pytest's are root's alone)."""
+    passwd = os.path.join(top, "passwd")
+    h = subprocess.run(["openssl", "passwd", "-6", "s3cret"],
+                       capture_output=True, text=True, check=True,
+                       timeout=30).stdout.strip()
+    with open(passwd, "w") as f:
+        f.write("alice:%s\n" % h)
+    os.chmod(passwd, 0o644)
+    return {"listen": [{"address": "127.0.0.1", "port": free_port(),
+                        "role": "mx", "auth": True,
+                        "allow_plaintext_auth": True}],
+            "auth": {"passwd_file": passwd, "failure_delay": 0}}
+
+
+def test_opendkim_signs_on_submission_and_verifies_on_mx(daemon_factory,
+                                                          dkim_pair, request):
+    sign, verify = dkim_pair
+    top = tempfile.mkdtemp(prefix="mxgate-auth-", dir="/tmp")
+    os.chmod(top, 0o755)
+    request.addfinalizer(lambda: shutil.rmtree(top, ignore_errors=True))
+    settings = auth_listener(top)
+    settings.update({
+        "milters": [{"name": "dkim_sign", "address": sign},
+                    {"name": "dkim_verify", "address": verify}],
+        "routes": [
+            {"name": "submission", "rcpt": ".*", "authenticated": True,
+             "action": "relay", "upstream": "parked",
+             "milters": ["dkim_sign"]},
+            {"name": "mx", "rcpt": r"@example\.test$", "action": "relay",
+             "upstream": "parked", "milters": ["dkim_verify"]},
+        ]})
+    d = daemon_factory(settings)
+    msg = make_message("signed", sender="alice@sender.example",
+                       rcpt="carol@far.example")
+    with smtplib.SMTP(d.host, d.port, timeout=60) as s:
+        s.ehlo("client.example")
+        s.login("alice", "s3cret")
+        s.mail("alice@sender.example")
+        s.rcpt("carol@far.example")
+        code, text = s.data(msg.encode())
+    assert code == 250, text
+    signed = content(d, queued_id("250 " + text.decode()))
+    assert "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; " \
+        "d=sender.example; s=sel;" in signed.replace("\r\n\t", " "), signed
+
+    # The signed message, as another MX would receive it from us.
+    code, text = send_raw(d, signed, "alice@sender.example",
+                          "bob@example.test")
+    assert code == 250, text
+    verified = content(d, queued_id("250 " + text))
+    ar = [l for l in verified.replace("\r\n\t", " ").split("\r\n")
+          if l.startswith("Authentication-Results: verifier.test.example")]
+    assert ar and "dkim=pass" in ar[0], verified
+
+    # Changed in transit: the verifier says so.
+    code, text = send_raw(d, signed.replace("body line 1", "body line X"),
+                          "alice@sender.example", "bob@example.test")
+    assert code == 250, text
+    broken = content(d, queued_id("250 " + text))
+    assert "dkim=fail" in broken or "dkim=neutral" in broken, broken
+
+
+def send_raw(d, msg, sender, rcpt):
+    with smtplib.SMTP(d.host, d.port, timeout=60) as s:
+        s.ehlo("client.example")
+        s.mail(sender)
+        s.rcpt(rcpt)
+        code, text = s.data(msg.encode())
+    return code, text.decode()
