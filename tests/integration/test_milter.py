@@ -284,6 +284,27 @@ def test_milter_timeout(daemon_factory):
         lsock.close()
 
 
+def test_milter_on_a_unix_socket(daemon_factory, procs, request):
+    """unix: milters are reached from inside the chrooted workers, their
+    directory mounted read-only there (sandbox.h)."""
+    top = tempfile.mkdtemp(prefix="mxgate-milter-", dir="/tmp")
+    os.chmod(top, 0o755)
+    request.addfinalizer(lambda: shutil.rmtree(top, ignore_errors=True))
+    sock = os.path.join(top, "milter.sock")
+    log = os.path.join(top, "milter.log")
+    procs.append(Proc([PY, os.path.join(HERE, "milter_actions.py"),
+                       "unix:" + sock, log], os.path.join(top, "out")))
+    assert wait_for(lambda: os.path.exists(sock), 15)
+    os.chmod(sock, 0o666)      # the workers' user connects to it
+    d = daemon_factory(milter_settings("unix:" + sock))
+    code, text = send(d, "headers")
+    assert code == 250, text
+    c = content(d, queued_id("250 " + text))
+    assert "X-Added: appended" in c
+    # The milter heard the whole session through the mount.
+    assert "helo client.example" in open(log).read()
+
+
 def test_milter_per_route(daemon_factory, pymilter):
     """A route's milter meets its recipients only, and joins late."""
     address, log = pymilter
