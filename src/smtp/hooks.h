@@ -27,6 +27,10 @@
  *             the Authentication-Results field reports (hooks_authres())
  *   end_of_message   plugins (with the header section and size); policy
  *             service
+ * and at every stage, last, the milters (milter_client.h), for trusted
+ * clients too.  At RCPT the policy service is the one the recipient's
+ * route names (routes[].policy_service), else the global one; the
+ * route's milters join the session's.
  *
  * A plugin's or the policy service's accept skips the later plugins and
  * the policy service of that stage, never the steps before them.
@@ -36,8 +40,8 @@
  * SPF results are cached per session: the same HELO name and sender (the
  * client being the same) are checked once.
  *
- * Worker-wide: the SPF thread pool, the policy client and the message
- * rate counter are made by hooks_worker_init() in each worker after the
+ * Worker-wide: the SPF thread pool, the policy clients, the milter pool
+ * and the message rate counter are made by hooks_worker_init() in each worker after the
  * fork; their descriptors go into the worker's epoll loop.
  */
 #ifndef MXGATE_HOOKS_H
