@@ -86,7 +86,7 @@ struct milter_session {
 	struct milter_client_info ci;
 	char        client_ip[64], server_ip[64];
 	char        client_port[8], server_port[8];
-	struct mconv conv[MAX_MILTERS];
+	struct mconv *conv;         /* those any session may need */
 	size_t      nconv;
 	unsigned    helo_gen;
 	char        helo[256];
@@ -388,7 +388,7 @@ answer_set(struct policy_answer *a, const struct mconv *c, int code,
 {
 	policy_answer_set(a, code, text, code >= 500 ? "Command rejected" :
 	    "Service unavailable - try again later");
-	snprintf(a->why, sizeof(a->why), "milter=%s %s", c->def->name, why);
+	snprintf(a->why, sizeof(a->why), "milter=%.60s %s", c->def->name, why);
 }
 
 /* The milter's default action, as an answer (CONTINUE for accept). */
@@ -399,8 +399,8 @@ default_answer(const struct mconv *c, struct policy_answer *a)
 	a->is_default = true;
 	if (strcmp(c->def->default_action, "accept") == 0) {
 		a->verdict = POLICY_CONTINUE;
-		snprintf(a->why, sizeof(a->why), "milter=%s unavailable (%s), "
-		    "default accept", c->def->name, c->failure);
+		snprintf(a->why, sizeof(a->why), "milter=%.40s unavailable "
+		    "(%.80s), default accept", c->def->name, c->failure);
 		return;
 	}
 	if (strcmp(c->def->default_action, "reject") == 0)
@@ -408,8 +408,8 @@ default_answer(const struct mconv *c, struct policy_answer *a)
 	else
 		answer_set(a, c, 451, "4.7.1 Service unavailable - try again "
 		    "later", "default");
-	snprintf(a->why, sizeof(a->why), "milter=%s unavailable (%s), default "
-	    "%s", c->def->name, c->failure, c->def->default_action);
+	snprintf(a->why, sizeof(a->why), "milter=%.40s unavailable (%.80s), "
+	    "default %s", c->def->name, c->failure, c->def->default_action);
 }
 
 /* The stage is decided by a: report it to the session. */
@@ -1083,6 +1083,7 @@ milter_session_new(const struct mxconf *conf,
 	if (pool.loop == NULL || conf->nmilters == 0)
 		return NULL;
 	ms = xcalloc(1, sizeof(*ms));
+	ms->conv = xcalloc(conf->nmilters, sizeof(*ms->conv));
 	ms->conf = conf;
 	ms->ci = *ci;
 	snprintf(ms->client_ip, sizeof(ms->client_ip), "%s", ci->client_ip);
@@ -1179,6 +1180,7 @@ milter_session_free(struct milter_session *ms)
 	hdrs_free(ms);
 	buf_free(&ms->msg);
 	outcome_clear(&ms->outcome);
+	free(ms->conv);
 	free(ms);
 }
 

@@ -564,6 +564,23 @@ milter_del_rcpt(struct session *s, const char *address)
 	s->env.nrcpts = k;
 }
 
+/* A sender a milter gave (SMFIR_CHGFROM): a path, or the null one. */
+static bool
+sender_valid(const struct session *s, const char *sender)
+{
+	struct addr_parse_opts opts = { .null_ok = true,
+	    .utf8_ok = s->env.smtputf8 };
+	struct mailaddr a;
+	char path[ADDR_PATH_MAX + 3];
+	const char *why;
+	size_t used;
+
+	snprintf(path, sizeof(path), "<%s>", sender);
+	return strlen(sender) <= ADDR_PATH_MAX &&
+	    addr_parse_path(path, &opts, &a, &used, &why) == 0 &&
+	    path[used] == '\0';
+}
+
 /* The new content a milter made replaces what was received. */
 static void
 milter_content(struct session *s, const struct buf *msg)
@@ -613,7 +630,11 @@ milter_apply(struct session *s)
 		txn_reset(s);
 		return false;
 	}
-	if (o->new_sender != NULL) {
+	if (o->new_sender != NULL && !sender_valid(s, o->new_sender)) {
+		log_warn("session=%016llx id=%s milter's new sender <%.200s> is "
+		    "not an address; kept <%s>", (unsigned long long)s->conn_id,
+		    s->env.queue_id, o->new_sender, s->env.sender);
+	} else if (o->new_sender != NULL) {
 		log_info("session=%016llx id=%s milter changed the sender from "
 		    "<%s> to <%.200s>", (unsigned long long)s->conn_id,
 		    s->env.queue_id, s->env.sender, o->new_sender);
