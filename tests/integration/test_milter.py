@@ -183,6 +183,12 @@ def test_milter_quarantine_holds_the_message(daemon_factory, pymilter):
     assert rcpts_of(d, qid) == [("bob@example.test", "held")]
     ev = d.db("SELECT kind, detail FROM events WHERE message_id = ?", (qid,))
     assert ev == [("held", "milter=test held by the test milter")]
+    # Held for good: nothing tries it until the operator releases it.
+    time.sleep(1.5)
+    assert rcpts_of(d, qid) == [("bob@example.test", "held")]
+    r = d.ctl("queue", "release", qid)
+    assert r.returncode == 0, r.stderr
+    assert rcpts_of(d, qid)[0][1] != "held"
 
 
 def test_milter_refusals(daemon_factory, pymilter):
