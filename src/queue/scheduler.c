@@ -1118,11 +1118,18 @@ purge(int64_t now)
 {
 	int n;
 
-	if (s.conf->keep_delivered == 0)
-		return;
-	n = queue_db_purge(s.db, now - (int64_t)s.conf->keep_delivered);
+	if (s.conf->keep_delivered != 0) {
+		n = queue_db_purge(s.db, now - (int64_t)s.conf->keep_delivered);
+		if (n > 0)
+			log_info("purged %d messages older than keep_delivered",
+			    n);
+	}
+	/* What left the queue is history (schema version 3), kept for
+	 * queue.keep_history. */
+	n = queue_db_purge_history(s.db, now - (int64_t)s.conf->keep_history);
 	if (n > 0)
-		log_info("purged %d messages older than keep_delivered", n);
+		log_debug("forgot the history of %d messages older than"
+		    " keep_history", n);
 }
 
 /* ---- transactions ---- */

@@ -32,7 +32,8 @@
  * Retention: once every recipient of a message is delivered or bounced,
  * the message is deleted (delivery.keep_delivered = 0) or only its
  * content is, and the rest (envelope, recipients, history) goes after
- * keep_delivered.
+ * keep_delivered -- into the history tables (a trigger copies them),
+ * which keep it queue.keep_history more.
  */
 #ifndef MXGATE_SCHEDULER_H
 #define MXGATE_SCHEDULER_H
