@@ -490,10 +490,10 @@ cmd_queue_list(struct ctl *ctl, int argc, char **argv)
 	struct list_out lo;
 	int rc = 0;
 
-	if (ctl_select_parse(&sel, argc, argv, SEL_IDS | SEL_ALL |
-	    SEL_FILTERS | SEL_JSON | SEL_IDS_ONLY) < 0 || sel.nrest > 0) {
+	if ((rc = ctl_select_parse(&sel, argc, argv, SEL_IDS | SEL_ALL |
+	    SEL_FILTERS | SEL_JSON | SEL_IDS_ONLY)) < 0 || sel.nrest > 0) {
 		ctl_select_free(&sel);
-		return cmd_usage(ctl->cmd);
+		return rc == -2 ? 1 : cmd_usage(ctl->cmd);
 	}
 	memset(&lo, 0, sizeof(lo));
 	lo.sel = &sel;
@@ -908,10 +908,30 @@ operator_words(void)
 static int
 action_select(struct ctl *ctl, struct ctl_select *sel, int argc, char **argv)
 {
-	if (ctl_select_parse(sel, argc, argv, SEL_IDS | SEL_ALL) < 0 ||
+	size_t i, missing = 0;
+	int r;
+
+	if ((r = ctl_select_parse(sel, argc, argv, SEL_IDS | SEL_ALL)) < 0 ||
 	    sel->nrest > 0) {
 		ctl_select_free(sel);
-		return cmd_usage(ctl->cmd);
+		return r == -2 ? 1 : cmd_usage(ctl->cmd);
+	}
+	/* IDs named must all be there: a typo acts on nothing. */
+	for (i = 0; i < sel->nids; i++) {
+		if ((r = queue_db_message_exists(ctl->db, sel->ids[i])) < 0) {
+			ctl_select_free(sel);
+			return query_failed(ctl, "queue");
+		}
+		if (r == 0 && missing++ < 10)
+			fprintf(stderr, "mxgatectl: no message %s in the queue\n",
+			    sel->ids[i]);
+	}
+	if (missing > 0) {
+		fprintf(stderr, "mxgatectl: %zu of the messages named %s not"
+		    " in the queue: nothing done\n", missing, missing == 1 ?
+		    "is" : "are");
+		ctl_select_free(sel);
+		return 1;
 	}
 	if (ctl_select_load(sel, ctl->db) < 0) {
 		ctl_select_free(sel);
@@ -1471,8 +1491,11 @@ cmd_queue_shape(struct ctl *ctl, int argc, char **argv)
 	struct shape sh;
 	int n = -1, rc = 0;
 
-	if (ctl_select_parse(&sel, argc, argv, SEL_FILTERS | SEL_JSON) < 0)
-		return ctl_select_free(&sel), cmd_usage(ctl->cmd);
+	if ((rc = ctl_select_parse(&sel, argc, argv, SEL_FILTERS |
+	    SEL_JSON)) < 0) {
+		ctl_select_free(&sel);
+		return rc == -2 ? 1 : cmd_usage(ctl->cmd);
+	}
 	if (sel.nrest == 0)
 		n = parse_buckets("5m,10m,20m,40m,80m,160m,320m,640m", bounds);
 	else if (sel.nrest == 2 && strcmp(sel.rest[0], "--buckets") == 0)

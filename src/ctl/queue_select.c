@@ -103,7 +103,7 @@ read_ids(struct ctl_select *cs)
 		if (!queue_id_valid(p)) {
 			fprintf(stderr, "mxgatectl: stdin line %u: not a queue"
 			    " id\n", n);
-			return -1;
+			return -2;
 		}
 		add_id(cs, p);
 	}
@@ -136,7 +136,7 @@ parse_filter(struct ctl_select *cs, int argc, char **argv, int *i)
 			fprintf(stderr, "mxgatectl: %s given twice\n", opt);
 			return -1;
 		}
-		return compile(opt, v, &cs->re[which]) == 0 ? 1 : -1;
+		return compile(opt, v, &cs->re[which]) == 0 ? 1 : -2;
 	}
 	if (strcmp(opt, "--state") == 0) {
 		if (!state_valid(v) || cs->q.state != NULL) {
@@ -171,8 +171,9 @@ parse_word(struct ctl_select *cs, const char *a, unsigned allow)
 		return read_ids(cs);
 	else if (a[0] != '-' && (allow & SEL_IDS)) {
 		if (!queue_id_valid(a)) {
-			fprintf(stderr, "mxgatectl: %.64s: not a queue id\n", a);
-			return -1;
+			fprintf(stderr, "mxgatectl: no message %.64s in the"
+			    " queue (not a queue id)\n", a);
+			return -2;
 		}
 		add_id(cs, a);
 	} else {
@@ -192,7 +193,7 @@ ctl_select_parse(struct ctl_select *cs, int argc, char **argv, unsigned allow)
 	memset(cs, 0, sizeof(*cs));
 	for (i = 0; i < argc; i++) {
 		if ((r = parse_filter(cs, argc, argv, &i)) < 0)
-			return -1;
+			return r;
 		if (r == 1)
 			continue;
 		if (strcmp(argv[i], "-") == 0) {
@@ -202,8 +203,8 @@ ctl_select_parse(struct ctl_select *cs, int argc, char **argv, unsigned allow)
 			}
 			stdin_ids = true;
 		}
-		if (parse_word(cs, argv[i], allow) < 0)
-			return -1;
+		if ((r = parse_word(cs, argv[i], allow)) < 0)
+			return r;
 	}
 	if ((allow & SEL_ALL) && !(allow & SEL_FILTERS) && !cs->all &&
 	    cs->nids == 0 && !stdin_ids) {

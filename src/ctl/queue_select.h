@@ -15,7 +15,8 @@
  * --json.  An action needs IDs or --all: a filter alone is refused, so
  * that a mistyped command never touches the whole queue.
  *
- * ctl_select_parse(): 0, or -1 after printing the problem (bad usage).
+ * ctl_select_parse(): 0, or after printing the problem -1 (bad usage)
+ * or -2 (a bad pattern or queue id: the command fails).
  * ctl_select_load(): hands the IDs to the store (queue_db_select_ids()),
  * 0 or -1 (the store's error).
  */
