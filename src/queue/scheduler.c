@@ -2,17 +2,19 @@
  * scheduler — see scheduler.h.
  *
  * A job's life: dispatch() reads the due recipients, groups them into
- * jobs and jobs into children, and marks them "delivering" in a
- * transaction; after its commit, start_child() copies each job's message
- * into a sealed memfd, writes the jobs into another (spawner.h), and asks
- * the delivery spawner to start a delivery process for them, as the
- * delivery user, which cannot open the queue.  That process delivers and
- * sends one report per recipient over a SOCK_SEQPACKET pair whose other
- * end stays here.  The queue process collects the reports (read_reports); a job
+ * jobs and jobs into batches ("children": the slots), and marks them
+ * "delivering" in a transaction; after its commit, start_child() copies
+ * each job's message into a sealed memfd, writes the jobs into another
+ * (spawner.h), and sends them to an idle delivery process of the pool
+ * (struct dproc) over its channel, or asks the delivery spawner to start
+ * a new one, as the delivery user, which cannot open the queue.  That
+ * process delivers and sends one report per recipient, then
+ * SPAWN_BATCH_DONE, over a SOCK_SEQPACKET pair whose other end stays
+ * here.  The queue process collects the reports (read_reports); a job
  * whose recipients all have an outcome is "completed", and the next
  * scheduler transaction records it (record_job): state, history,
- * bounce, retention.  A child that dies leaves its unreported recipients
- * deferred.
+ * bounce, retention.  A process that dies leaves its batch's unreported
+ * recipients deferred.
  *
  * The scheduler's transactions never wait for the disk: in WAL mode a
  * commit with synchronous=NORMAL is written at once (a crashed process
