@@ -202,7 +202,7 @@ def test_dsn_values_stored_decoded(daemon_factory):
         ("bob@example.test", "SUCCESS,DELAY", "rfc822;Bob+x@Example.test"),
         ("carol@example.test", "NEVER", None),
         ("dave@example.test", None, None)]
-    assert d.db("SELECT version FROM schema_version") == [(3,)]
+    assert d.db("SELECT version FROM schema_version") == [(4,)]
     # Without any DSN parameter: nothing stored.
     qid = dsn_send(d, [("erin@example.test", [])], message("plain"))
     assert d.db("SELECT dsn_ret, dsn_envid FROM messages WHERE id = ?",
