@@ -155,7 +155,8 @@ v2_header(uint8_t *buf, uint8_t ver_cmd, uint8_t fam, const uint8_t *body,
 	buf[13] = fam;
 	buf[14] = (uint8_t)(blen >> 8);
 	buf[15] = (uint8_t)blen;
-	memcpy(buf + 16, body, blen);
+	if (blen > 0)
+		memcpy(buf + 16, body, blen);
 	return 16 + blen;
 }
 
