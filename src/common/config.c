@@ -510,6 +510,13 @@ static const struct conf_spec mxconf_specs[] = {
 	      "MAIL is answered 452 4.3.1 (as is a MAIL whose SIZE= "
 	      "would not fit with half again as margin) while "
 	      "deliveries, which free space, go on" },
+	{ .path = "queue.keep_history", .type = CT_DURATION,
+	  FIELD(struct mxconf, keep_history), .def = "1d",
+	  .min = 0, .max = 3650 * 86400,
+	  .doc = "how long a message's envelope, recipients and history "
+	      "(mxgatectl queue trace) are kept once it has left the "
+	      "queue: delivered or bounced (and delivery.keep_delivered "
+	      "passed) or deleted. 0: forgotten within a minute" },
 
 	/* RFC 5321 4.5.3.1.4: a command line may be 512 octets. */
 	{ .path = "limits.line_length", .type = CT_INT,

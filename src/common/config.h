@@ -152,6 +152,7 @@ struct mxconf {
 	/* queue */
 	char    *queue_dir;          /* holds queue.db */
 	size_t   queue_min_free;     /* below this, MAIL is 452 4.3.1 */
+	unsigned keep_history;       /* history of messages gone; seconds */
 
 	/* limits */
 	size_t   max_line;
