@@ -14,6 +14,8 @@
 # acl's setfacl lets a test grant a worker's user access by ACL.
 # rspamd, opendkim (+ opendkim-tools for opendkim-genkey) and python3-milter
 # are the milters the milter tests start on their own (test_milter.py).
+# haproxy stands in front of two mxgated in the PROXY protocol test (a
+# private instance the test starts; the packaged service is not started).
 set -eu
 
 PACKAGES="build-essential autoconf automake libtool pkg-config
@@ -23,7 +25,8 @@ libseccomp-dev
 python3 python3-pytest python3-aiosmtpd python3-dnslib
 swaks openssl postfix iproute2 procps valgrind acl
 dpkg-dev debhelper
-rspamd opendkim opendkim-tools python3-milter"
+rspamd opendkim opendkim-tools python3-milter
+haproxy"
 
 missing=""
 for p in $PACKAGES; do
