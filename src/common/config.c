@@ -88,6 +88,10 @@ struct conf_ctx {
 	bool                any_wide;
 	struct scanned_file *files;
 	size_t              nfiles;
+	/* config_load_checked(): a text the master has checked, parsed in a
+	 * process that may not see the files (queue, spawner) */
+	bool                checked;
+	const char         *base_dir;    /* relative paths start here */
 };
 
 enum conf_type {
@@ -2079,7 +2083,9 @@ check_abs_path(struct conf_ctx *ctx, const struct conf_spec *sp,
 
 	if (*field == NULL || (*field)[0] == '/')
 		return 0;
-	if (getcwd(cwd, sizeof(cwd)) == NULL) {
+	if (ctx->base_dir != NULL)
+		strlcpy_mx(cwd, ctx->base_dir, sizeof(cwd));
+	else if (getcwd(cwd, sizeof(cwd)) == NULL) {
 		conf_report(ctx, s, "'%s': relative path, and the current "
 		    "directory is unknown: %s", name, strerror(errno));
 		return -1;
@@ -2133,7 +2139,7 @@ check_plugin_path(struct conf_ctx *ctx, const struct conf_spec *sp,
 
 	if (check_abs_path(ctx, sp, s, name, base) < 0)
 		return -1;
-	if (access(pc->path, R_OK) == 0)
+	if (ctx->checked || access(pc->path, R_OK) == 0)
 		return 0;
 	conf_report(ctx, s, "'%s': %s: %s", name, pc->path, strerror(errno));
 	return -1;
@@ -2546,6 +2552,26 @@ config_finish(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 	config_checks(ctx, cf, c);
 }
 
+/*
+ * The configuration as one text, the @include'd files in place
+ * (libconfig writes back what it read): what the master hands to the
+ * processes that cannot read the files themselves at a reload.
+ */
+static char *
+config_flatten(const config_t *cf)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *fp = open_memstream(&text, &len);
+
+	if (fp == NULL)
+		fatal("open_memstream");
+	config_write(cf, fp);
+	if (fclose(fp) != 0)
+		fatal("writing the configuration out");
+	return text;
+}
+
 static struct mxconf *
 config_parse(struct conf_ctx *ctx, const char *text, const char *include_dir)
 {
@@ -2574,7 +2600,8 @@ config_parse(struct conf_ctx *ctx, const char *text, const char *include_dir)
 	if (ctx->nerrors > 0) {
 		config_free(c);
 		c = NULL;
-	}
+	} else
+		c->text = config_flatten(&cf);
 done:
 	free(ctx->literals);
 	for (size_t i = 0; i < ctx->nfiles; i++) {
@@ -2634,6 +2661,16 @@ config_load_string(const char *text, const char *name, config_error_fn errfn)
 }
 
 struct mxconf *
+config_load_checked(const char *text, const char *name, const char *base_dir,
+    config_error_fn errfn)
+{
+	struct conf_ctx ctx = { .name = name, .errfn = errfn, .checked = true,
+	    .base_dir = base_dir };
+
+	return config_parse(&ctx, text, NULL);
+}
+
+struct mxconf *
 config_default(void)
 {
 	struct mxconf *c;
@@ -2655,6 +2692,7 @@ config_free(struct mxconf *c)
 	netlist_free(c->trusted_nets);
 	free(c->path);
 	free(c->start_dir);
+	free(c->text);
 	free(c);
 }
 

@@ -23,6 +23,9 @@
 enum { EV_MASTER = 1, EV_SIGNAL, EV_WORKER, EV_POOL };
 #define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
 
+/* Worker slots: a few generations of workers at most (master.c). */
+#define CHANNELS_MAX 4096
+
 struct channel {
 	int      fd;            /* -1: none */
 	unsigned generation;    /* bumped when the slot gets a new channel */
@@ -82,8 +85,18 @@ channel_close(int slot)
 static void
 channel_set(int slot, int fd)
 {
-	if (slot < 0 || slot >= l.nchans)
+	if (slot < 0 || slot >= CHANNELS_MAX)
 		fatalx("channel for worker slot %d of %d", slot, l.nchans);
+	if (slot >= l.nchans) {
+		/* A reload's new generation of workers (master.c). */
+		l.chans = xrealloc(l.chans, (size_t)(slot + 1) *
+		    sizeof(*l.chans));
+		memset(l.chans + l.nchans, 0, (size_t)(slot + 1 - l.nchans) *
+		    sizeof(*l.chans));
+		for (int i = l.nchans; i <= slot; i++)
+			l.chans[i].fd = -1;
+		l.nchans = slot + 1;
+	}
 	channel_close(slot);
 	l.chans[slot].generation++;
 	l.chans[slot].fd = fd;

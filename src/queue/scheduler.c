@@ -107,8 +107,10 @@ static struct {
 	struct event_loop *loop;
 	int       timerfd;
 	uint64_t  timer_at_ms;              /* when it is armed for; 0 none */
-	struct child *children;         /* conf->concurrency slots */
+	struct child *children;         /* nslots: the most concurrency
+	                                 * has been since the start */
 	size_t    nslots, nrunning;
+	size_t    limit;                /* delivery.concurrency now */
 	struct sjob **completed;        /* outcomes to record */
 	size_t    ncompleted, completed_cap;
 	struct retry_policy policy;
@@ -747,7 +749,7 @@ place(const struct queue_due *row, int64_t now)
 	user = is_relay(row->action) ? NULL : params_user(row->params);
 	c = find_child(dest_key, user);
 	if (c == NULL) {
-		if (s.nrunning >= s.nslots ||
+		if (s.nrunning >= s.limit ||
 		    dest_running(dest_key) >=
 		    s.conf->concurrency_per_destination ||
 		    (c = child_slot()) == NULL || !claim(row, dest_key, now)) {
@@ -795,7 +797,7 @@ dispatch_state(enum queue_due_state which, int64_t now)
 	int page, i, nrows;
 
 	for (page = 0; page < SCHED_MAX_PAGES; page++) {
-		if (s.nrunning >= s.nslots && !any_pending_child())
+		if (s.nrunning >= s.limit && !any_pending_child())
 			return;
 		/* Copies: the statement is done before any row is claimed
 		 * (updated). */
@@ -1130,7 +1132,7 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db,
 	s.policy.nschedule = conf->nretry_schedule;
 	s.policy.max_queue_time = conf->max_queue_time;
 	s.policy.delay_warning = conf->delay_warning;
-	s.nslots = conf->concurrency;
+	s.nslots = s.limit = conf->concurrency;
 	s.spawner_fd = spawner_fd;
 	s.children = xcalloc(s.nslots, sizeof(*s.children));
 	for (size_t k = 0; k < s.nslots; k++)
@@ -1150,6 +1152,51 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db,
 	s.next_tick_ms = monotonic_ms();
 	s.next_purge_ms = s.next_tick_ms;
 	timer_arm(s.next_tick_ms);
+}
+
+/* More children than ever before: the array grows, and the running
+ * children's report sockets are watched at their new address. */
+static void
+children_grow(size_t n)
+{
+	size_t old = s.nslots;
+
+	for (size_t i = 0; i < old; i++) {
+		if (s.children[i].used && s.children[i].fd >= 0)
+			event_del(s.loop, s.children[i].fd);
+	}
+	s.children = xrealloc(s.children, n * sizeof(*s.children));
+	memset(s.children + old, 0, (n - old) * sizeof(*s.children));
+	for (size_t k = old; k < n; k++)
+		s.children[k].fd = -1;
+	s.nslots = n;
+	for (size_t i = 0; i < old; i++) {
+		if (s.children[i].used && s.children[i].fd >= 0)
+			event_add(s.loop, s.children[i].fd, EPOLLIN, on_child,
+			    &s.children[i]);
+	}
+}
+
+void
+scheduler_reconfigure(const struct mxconf *conf, int config_fd)
+{
+	s.conf = conf;
+	s.policy.schedule = conf->retry_schedule;
+	s.policy.nschedule = conf->nretry_schedule;
+	s.policy.max_queue_time = conf->max_queue_time;
+	s.policy.delay_warning = conf->delay_warning;
+	if (conf->concurrency > s.nslots)
+		children_grow(conf->concurrency);
+	/* Fewer: the running ones end as they would, no new one starts
+	 * until they are under the limit. */
+	s.limit = conf->concurrency;
+	/* Between two requests (each goes whole): the spawner's next
+	 * delivery process has the new routes, upstreams and timeouts. */
+	if (s.spawner_fd >= 0 && config_fd >= 0 &&
+	    spawner_send(IPC_CONFIG, NULL, 0, config_fd) < 0)
+		log_error("reload: cannot pass the configuration to the"
+		    " spawner: %s", strerror(errno));
+	s.kick = true;
 }
 
 static void
@@ -1183,7 +1230,7 @@ scheduler_run(bool new_messages)
 	if (new_messages)
 		s.kick = true;
 	tick = now_ms >= s.next_tick_ms;
-	want_dispatch = !s.conf->delivery_paused && s.nrunning < s.nslots &&
+	want_dispatch = !s.conf->delivery_paused && s.nrunning < s.limit &&
 	    (s.kick || tick);
 	if (s.ncompleted == 0 && !want_dispatch && !tick) {
 		timer_arm(s.next_tick_ms);
