@@ -448,13 +448,16 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "server.user", .type = CT_STRING,
 	  FIELD(struct mxconf, user), .def = "mxgate-smtp", .check = check_user,
 	  .doc = "user of the SMTP workers when started as root; must not be"
-	  " able to open the queue" },
+	  " able to open the queue"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.group", .type = CT_STRING,
 	  FIELD(struct mxconf, group), .check = check_group,
-	  .doc = "group of the workers; default the user's primary group" },
+	  .doc = "group of the workers; default the user's primary group"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.queue_user", .type = CT_STRING,
 	  FIELD(struct mxconf, queue_user), .def = "mxgate", .check = check_user,
-	  .doc = "owner of the queue directory and user of the queue process" },
+	  .doc = "owner of the queue directory and user of the queue process"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.delivery_user", .type = CT_STRING,
 	  FIELD(struct mxconf, delivery_user), .def = "mxgate-deliver",
 	  .check = check_user,
@@ -468,7 +471,8 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, chroot_dir), .def = "/var/lib/mxgate/empty",
 	  .check = check_chroot_dir,
 	  .doc = "root directory of the SMTP workers when started as root:"
-	  " root's, writable by root alone" },
+	  " root's, writable by root alone"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.workers", .type = CT_INT,
 	  FIELD(struct mxconf, workers), .def = "0", .min = 0, .max = 256,
 	  .doc = "number of SMTP workers, 0 = one per CPU" },
@@ -477,7 +481,8 @@ static const struct conf_spec mxconf_specs[] = {
 	  .doc = "least important level logged" },
 	{ .path = "server.pid_file", .type = CT_STRING,
 	  FIELD(struct mxconf, pid_file), .check = check_abs_path,
-	  .doc = "the master writes its pid there; default none" },
+	  .doc = "the master writes its pid there; default none"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 
 	{ .path = "listen", .type = CT_LIST,
 	  FIELD(struct mxconf, listeners), COUNT(struct mxconf, nlisteners),
@@ -489,7 +494,8 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, queue_dir), .def = "./var/queue",
 	  .doc = "directory of the queue database, queue.db, created "
 	      "if missing; an installed system uses an absolute path "
-	      "such as \"/var/lib/mxgate/queue\"" },
+	      "such as \"/var/lib/mxgate/queue\""
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	/* Postfix's queue_minfree: room left for deliveries, bounces and
 	 * the WAL's checkpoints, which need space to free space. */
 	{ .path = "queue.min_free_space", .type = CT_SIZE,
@@ -564,7 +570,9 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, shutdown_grace), .def = "30",
 	  .min = 1, .max = 86400,
 	  .doc = "seconds the sessions in progress may take to finish "
-	      "when mxgated stops; then they are closed" },
+	      "when mxgated stops; then they are closed.  At a reload, "
+	      "the replaced smtp processes keep their sessions this long, "
+	      "then stop the same way" },
 
 	{ .path = "accept_domains", .type = CT_STRLIST,
 	  FIELD(struct mxconf, accept_domains),
@@ -604,8 +612,8 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "delivery.paused", .type = CT_BOOL,
 	  FIELD(struct mxconf, delivery_paused), .def = "false",
 	  .doc = "true: accept and queue mail but start no delivery; "
-	      "messages wait until it is false again and mxgated is "
-	      "restarted" },
+	      "messages wait until it is false again (a reload is "
+	      "enough)" },
 	{ .path = "delivery.concurrency", .type = CT_INT,
 	  FIELD(struct mxconf, concurrency), .def = "20", .min = 1, .max = 1000,
 	  .doc = "delivery processes running at once, in all" },
@@ -756,7 +764,9 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "plugins", .type = CT_LIST,
 	  FIELD(struct mxconf, plugins), COUNT(struct mxconf, nplugins),
 	  .sub = &plugin_table,
-	  .doc = "C plugins loaded at start and asked in this order" },
+	  .doc = "C plugins loaded at start and asked in this order"
+	  " (changes only at a restart: a reload that changes them is"
+	  " refused)" },
 
 	/* Postfix postscreen's pregreet test, Sendmail's greet_pause. */
 	{ .path = "greet_pause", .type = CT_INT,

@@ -97,6 +97,7 @@ static struct {
 	bool       stopping;
 	uint64_t   stop_deadline_ms;
 	bool       killed;
+	unsigned   reloads;             /* SIGHUPs acted on, for the title */
 } m;
 
 /* The loop's callbacks (event.h); arg: the listener's or the worker's
@@ -1364,28 +1365,26 @@ rates_reconfigure(const struct mxconf *old)
  * process and its spawner switch their delivery settings; the lookup
  * process restarts if its sources changed.
  */
-static void
-reload(void)
+static bool
+reload_apply(void)
 {
 	struct mxconf *nc, *old = m.conf;
 	enum log_level level;
 	bool *kept;
 	int *fds, retired;
 
-	if (m.stopping)
-		return;
 	if (strcmp(old->path, "(default)") == 0) {
 		log_warn("SIGHUP: running on the embedded default"
 		    " configuration: no file to read again");
-		return;
+		return false;
 	}
 	log_info("SIGHUP: reading %s again", old->path);
 	if ((nc = reload_load(old)) == NULL)
-		return;
+		return false;
 	if ((fds = listeners_prepare(nc, &kept)) == NULL) {
 		log_error("reload: %s refused: nothing changed", old->path);
 		config_free(nc);
-		return;
+		return false;
 	}
 	if (tls_init(nc, reload_error) < 0) {
 		for (size_t j = 0; j < nc->nlisteners; j++) {
@@ -1396,7 +1395,7 @@ reload(void)
 		free(kept);
 		log_error("reload: %s refused: nothing changed", old->path);
 		config_free(nc);
-		return;
+		return false;
 	}
 	/* From here on nothing can fail: switch. */
 	listeners_switch(nc, fds, kept);
@@ -1414,6 +1413,22 @@ reload(void)
 	/* The first one is mxgated's (the plugins point into it). */
 	if (old != m.first_conf)
 		config_free(old);
+	return true;
+}
+
+/* The outcome goes in the title too (ps, mxgatectl reload): "mxgated:
+ * master (reload N loaded|refused)". */
+static void
+reload(void)
+{
+	bool ok;
+
+	if (m.stopping)
+		return;
+	ok = reload_apply();
+	m.reloads++;
+	proc_title_set("mxgated: master (reload %u %s)", m.reloads,
+	    ok ? "loaded" : "refused");
 }
 
 static void

@@ -55,7 +55,7 @@ reload_fixed_change(const struct mxconf *a, const struct mxconf *b)
 	if (!same_string(a->queue_user, b->queue_user))
 		return "server.queue_user";
 	if (!same_string(a->chroot_dir, b->chroot_dir))
-		return "server.chroot";
+		return "server.chroot_dir";
 	if (!same_string(a->pid_file, b->pid_file))
 		return "server.pid_file";
 	if (!same_string(a->queue_dir, b->queue_dir))

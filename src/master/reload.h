@@ -18,7 +18,7 @@
  * holds what they name (the queue process its chrooted database, the
  * master its pid file, every process its user, the workers the plugins'
  * code): server.user, server.group, server.queue_user,
- * server.chroot, server.pid_file, queue.directory, and plugins.
+ * server.chroot_dir, server.pid_file, queue.directory, and plugins.
  * Everything else takes effect at the reload.
  */
 #ifndef MXGATE_RELOAD_H

@@ -33,8 +33,7 @@ import time
 import pytest
 
 from conftest import (QUEUED_RE, default_settings, make_message,
-                      merge_settings, mxgatectl_path, render_config,
-                      wait_for)
+                      merge_settings, proc_cmdline, render_config, wait_for)
 from netns import NetNS, NetnsDaemon, can_unshare
 
 try:
@@ -201,7 +200,8 @@ class World:
         os.mkdir(keys, 0o700)
         self.cert = make_cert(keys, HOSTNAME)
         self.base = merge_settings(default_settings(self.dir, self.kept), {
-            "server": {"workers": 2},
+            "server": {"workers": 2,
+                       "pid_file": os.path.join(self.dir, "mxgated.pid")},
             "listen": [
                 {"address": SERVER, "port": self.kept, "role": "mx"},
                 {"address": SERVER, "port": self.removed, "role": "mx"}],
@@ -551,3 +551,39 @@ def test_fixed_setting_and_unbindable_listener_refused(world):
     assert send(c, "bob@open.test")
     c.close()
     assert not connect_refused(w, w.removed)
+
+
+def test_mxgatectl_reload(world):
+    """mxgatectl reload: its own check first (a bad file is reported
+    FILE:LINE and no signal is sent), then SIGHUP and the master's
+    verdict, read from its title."""
+    w, d = world, world.d
+    w.write(merge_settings(w.base, {"helo_checks": True}))
+    r = d.ctl("reload")
+    assert r.returncode == 0, r.stderr
+    assert "loaded" in r.stdout, r.stdout
+    assert proc_cmdline(d.pid) == "mxgated: master (reload 1 loaded)"
+    c = w.session(helo=None)
+    assert c.cmd("EHLO my_pc").startswith("501 5.5.2")
+    c.close()
+
+    text = render_config(w.base).replace("recipients = 100;",
+                                         "recipients = 0;")
+    w.write(text=text)
+    hups = d.log().count("SIGHUP: reading")
+    r = d.ctl("reload")
+    assert r.returncode == 1
+    assert "%s:%d: 'limits.recipients' must be between 1 and 10000" % (
+        d.config_path, line_of(text, "recipients = 0")) in r.stderr, r.stderr
+    time.sleep(0.5)
+    assert d.log().count("SIGHUP: reading") == hups
+
+    # What only the master can tell: a setting fixed until a restart.
+    w.write(merge_settings(w.base, {"queue": {"directory": w.dir + "/q2"}}))
+    r = d.ctl("reload")
+    assert r.returncode == 1
+    assert "refused" in r.stderr, r.stderr
+    assert proc_cmdline(d.pid) == "mxgated: master (reload 2 refused)"
+    c = w.session(helo=None)
+    assert c.cmd("EHLO my_pc").startswith("501 5.5.2")    # still reload 1
+    c.close()
