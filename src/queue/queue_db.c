@@ -238,20 +238,26 @@ struct header_value {
 };
 
 /* A full file system or quota: SQLITE_FULL from a write, or an I/O
- * error (a sync, a WAL append) whose errno says the same. */
-static void
-note_error(struct queue_db *db)
+ * error (a sync, a WAL append) whose errno says the same.  Either, an
+ * I/O error, or a transaction SQLite rolled back by itself also spoils
+ * the delivery side's open transaction (queue_db_txn_broken()). */
+void
+qdb_note_error(struct queue_db *db)
 {
 	int sys = sqlite3_system_errno(db->h);
+	int code = sqlite3_errcode(db->h) & 0xff;
 
-	db->out_of_space = (sqlite3_errcode(db->h) & 0xff) == SQLITE_FULL ||
-	    sys == ENOSPC || sys == EDQUOT;
+	db->out_of_space = code == SQLITE_FULL || sys == ENOSPC ||
+	    sys == EDQUOT;
+	if (db->out_of_space || code == SQLITE_IOERR ||
+	    sqlite3_get_autocommit(db->h))
+		db->txn_broken = true;
 }
 
 void
 qdb_log_error(struct queue_db *db, const char *what)
 {
-	note_error(db);
+	qdb_note_error(db);
 	log_error("queue database %s: %s: %s", db->path, what,
 	    sqlite3_errmsg(db->h));
 }
@@ -260,7 +266,7 @@ qdb_log_error(struct queue_db *db, const char *what)
 static void
 insert_log_error(struct queue_db *db, const char *queue_id, const char *what)
 {
-	note_error(db);
+	qdb_note_error(db);
 	log_error("%s queue insert failed, message not queued: %s: %s",
 	    queue_id, what, sqlite3_errmsg(db->h));
 }

@@ -99,10 +99,17 @@ int queue_db_delivery_init(struct queue_db *db);
 
 /* A short transaction of the delivery side (see Durability above).
  * begin: -1 when busy (mxgatectl holds the lock) or failing: try later.
- * commit: -1 after a rollback; fatal if synchronous=FULL cannot be set
- * again, as the next group commit would acknowledge unsynced messages. */
-int queue_db_txn_begin(struct queue_db *db);
-int queue_db_txn_commit(struct queue_db *db);
+ * commit: -1 after a rollback (nothing of it is written: redo it all
+ * later; queue_db_out_of_space() says whether the disk was full);
+ * fatal if synchronous=FULL cannot be set again, as the next group
+ * commit would acknowledge unsynced messages.  broken: a statement of
+ * the open transaction failed for want of space or with an I/O error
+ * (or SQLite ended the transaction): stop writing, the commit will roll
+ * back.  rollback: give the transaction up. */
+int  queue_db_txn_begin(struct queue_db *db);
+int  queue_db_txn_commit(struct queue_db *db);
+bool queue_db_txn_broken(const struct queue_db *db);
+int  queue_db_txn_rollback(struct queue_db *db);
 
 /* Leave "delivering" for "deferred", due now, with a history row each:
  * the deliveries a stopped queue process left.  How many, or -1. */

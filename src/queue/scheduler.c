@@ -59,6 +59,7 @@
 					 messages per connection) */
 #define SCHED_PURGE_MS       60000
 #define SCHED_HEADERS_MAX    65536    /* original headers read for a DSN */
+#define SCHED_FULL_RETRY_MS  200      /* writing again after a full disk */
 
 /* Child -> queue process (spawner.h). */
 #define report spawn_report
@@ -120,6 +121,10 @@ static struct {
 	struct buf detail;
 	int       spawner_fd;           /* the delivery spawner (spawner.h) */
 	uint64_t  spawn_seq;
+	uint64_t  full_since_ms;        /* writes fail for want of space */
+	uint64_t  full_retry_ms;        /* when to try writing again */
+	struct buf outcome_log;         /* lines for the log, once committed */
+	bool      requeue_pending;      /* requeue_interrupted() to redo */
 } s;
 
 /* ---- small helpers ---- */
@@ -805,12 +810,18 @@ dispatch_state(enum queue_due_state which, int64_t now)
 		    SCHED_PAGE)) < 0)
 			return;
 		for (i = 0; i < nrows; i++) {
+			/* A claim failed for want of space: the transaction
+			 * will roll back, claim no more. */
+			if (queue_db_txn_broken(s.db)) {
+				queue_db_due_free(&rows[i]);
+				continue;
+			}
 			if (rows[i].msgid != NULL && rows[i].address != NULL &&
 			    rows[i].action != NULL && !place(&rows[i], now))
 				skipped++;
 			queue_db_due_free(&rows[i]);
 		}
-		if (nrows < SCHED_PAGE)
+		if (nrows < SCHED_PAGE || queue_db_txn_broken(s.db))
 			return;
 	}
 }
@@ -1029,10 +1040,26 @@ write_history(const struct sjob *j, const struct outcome *o,
 		    "none");
 	}
 	add_event(j->queue_id, o->rc->id, now, o->kind, s.detail.data);
-	log_info("id=%s to=<%s> action=%s dest=%s status=%s attempts=%u"
-	    " reply=%s", j->queue_id, o->rc->address, j->action,
-	    j->destination[0] != '\0' ? j->destination : "-", o->kind,
-	    o->rc->attempts, o->rc->reply);
+	/* Logged once committed (txn_commit()): a transaction that fails
+	 * is redone, and logs its outcomes then. */
+	buf_appendf(&s.outcome_log, "id=%s to=<%s> action=%s dest=%s"
+	    " status=%s attempts=%u reply=%s\n", j->queue_id, o->rc->address,
+	    j->action, j->destination[0] != '\0' ? j->destination : "-",
+	    o->kind, o->rc->attempts, o->rc->reply);
+}
+
+/* The outcome lines of the transaction that just committed. */
+static void
+outcome_log_flush(void)
+{
+	char *p = s.outcome_log.data, *nl;
+
+	for (; p != NULL && *p != '\0'; p = nl + 1) {
+		if ((nl = strchr(p, '\n')) == NULL)
+			break;
+		log_info("%.*s", (int)(nl - p), p);
+	}
+	buf_reset(&s.outcome_log);
 }
 
 /* Every recipient final: the message (or its content) goes. */
@@ -1066,15 +1093,25 @@ record_job(struct sjob *j, int64_t now)
 	free(o);
 }
 
+/* The outcomes are freed only once their transaction has committed
+ * (completed_done()): a transaction that fails (a full disk) is redone
+ * from them at the next turn. */
 static void
 record_completed(int64_t now)
 {
 	size_t i;
 
-	for (i = 0; i < s.ncompleted; i++) {
+	for (i = 0; i < s.ncompleted && !queue_db_txn_broken(s.db); i++)
 		record_job(s.completed[i], now);
+}
+
+static void
+completed_done(void)
+{
+	size_t i;
+
+	for (i = 0; i < s.ncompleted; i++)
 		job_free(s.completed[i]);
-	}
 	s.ncompleted = 0;
 }
 
@@ -1098,27 +1135,68 @@ txn_begin(void)
 	return queue_db_txn_begin(s.db);
 }
 
+/* Children placed in this transaction but not started: their claims are
+ * rolled back with it, so they go; the rows are due again as they were. */
 static void
-txn_commit(void)
+unplace_children(void)
 {
-	/* Outcomes we cannot record: stop, the master restarts us, and
-	 * what was "delivering" is retried. */
-	if (queue_db_txn_commit(s.db) < 0)
-		fatalx("scheduler: commit failed; exiting");
+	for (size_t i = 0; i < s.nslots; i++)
+		if (s.children[i].used && s.children[i].pid == 0)
+			child_release(&s.children[i]);
 }
 
-/* ---- the interface ---- */
+/*
+ * Commit the scheduler's transaction: 0, or -1 when it could not be
+ * written for want of space (or an I/O error: the queue file system is
+ * in trouble either way).  Then nothing of it is in the queue: the
+ * outcomes stay in memory and are recorded again at the next turn, the
+ * claims are undone; deliveries that run go on (they free space), and
+ * acceptance is the group commit's business.  At worst an outcome is
+ * recorded late, never lost: delivery stays at least once.
+ */
+static int
+txn_commit(void)
+{
+	if (queue_db_txn_commit(s.db) == 0) {
+		outcome_log_flush();
+		completed_done();
+		if (s.full_since_ms != 0) {
+			log_info("scheduler: the queue takes writes again:"
+			    " outcomes recorded");
+			s.full_since_ms = 0;
+		}
+		return 0;
+	}
+	unplace_children();
+	buf_reset(&s.outcome_log);
+	/* Anything but a full disk: stop, the master restarts us, and what
+	 * was "delivering" is retried. */
+	if (!queue_db_out_of_space(s.db))
+		fatalx("scheduler: commit failed; exiting");
+	if (s.full_since_ms == 0) {
+		s.full_since_ms = monotonic_ms();
+		log_error("scheduler: cannot write to the queue (file system"
+		    " full?): %zu outcomes kept and recorded once there is"
+		    " room; deliveries go on", s.ncompleted);
+	}
+	return -1;
+}
 
+/* What a stopped queue process left "delivering" is due again; on a
+ * full disk, tried again at each turn until it is written. */
 static void
 requeue_interrupted(void)
 {
 	int n = queue_db_requeue_interrupted(s.db, now_s());
 
-	if (n < 0)
+	if (n < 0 && !queue_db_out_of_space(s.db))
 		fatalx("scheduler: cannot requeue interrupted deliveries");
+	s.requeue_pending = n < 0;
 	if (n > 0)
 		log_info("%d interrupted deliveries are due again", n);
 }
+
+/* ---- the interface ---- */
 
 void
 scheduler_init(const struct mxconf *conf, struct queue_db *db,
@@ -1138,6 +1216,7 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db,
 	for (size_t k = 0; k < s.nslots; k++)
 		s.children[k].fd = -1;
 	buf_init(&s.detail);
+	buf_init(&s.outcome_log);
 	if (queue_db_delivery_init(db) < 0)
 		fatalx("scheduler: cannot prepare its statements");
 	requeue_interrupted();
@@ -1236,12 +1315,18 @@ scheduler_run(bool new_messages)
 		timer_arm(s.next_tick_ms);
 		return;
 	}
-	/* Bound the scheduler's share of the database. */
-	if (now_ms < s.last_txn_ms + SCHEDULER_MIN_INTERVAL_MS) {
-		timer_arm(s.last_txn_ms + SCHEDULER_MIN_INTERVAL_MS);
+	/* Bound the scheduler's share of the database; while the disk is
+	 * full, try a few times a second. */
+	if (now_ms < s.last_txn_ms + SCHEDULER_MIN_INTERVAL_MS ||
+	    now_ms < s.full_retry_ms) {
+		timer_arm(s.full_retry_ms > s.last_txn_ms +
+		    SCHEDULER_MIN_INTERVAL_MS ? s.full_retry_ms :
+		    s.last_txn_ms + SCHEDULER_MIN_INTERVAL_MS);
 		return;
 	}
 	now = now_s();
+	if (s.requeue_pending)
+		requeue_interrupted();
 	if (txn_begin() < 0) {
 		/* Busy (mxgatectl holds the lock): next time. */
 		s.last_txn_ms = now_ms;
@@ -1249,15 +1334,23 @@ scheduler_run(bool new_messages)
 		return;
 	}
 	record_completed(now);
-	if (now_ms >= s.next_purge_ms) {
+	if (now_ms >= s.next_purge_ms && !queue_db_txn_broken(s.db)) {
 		purge(now);
 		s.next_purge_ms = now_ms + SCHED_PURGE_MS;
 	}
-	if (want_dispatch) {
+	if (want_dispatch && !queue_db_txn_broken(s.db)) {
 		s.kick = false;
 		dispatch(now);
 	}
-	txn_commit();
+	if (txn_commit() < 0) {
+		/* Full: again soon, so that outcomes are written (and mail
+		 * is dispatched) within a second of space coming back. */
+		s.last_txn_ms = now_ms;
+		s.kick = true;
+		s.full_retry_ms = now_ms + SCHED_FULL_RETRY_MS;
+		timer_arm(s.full_retry_ms);
+		return;
+	}
 	for (size_t i = 0; i < s.nslots; i++)
 		if (s.children[i].used && s.children[i].pid == 0)
 			start_child(&s.children[i]);
@@ -1329,14 +1422,16 @@ scheduler_stop(unsigned grace_seconds)
 	drain(monotonic_ms() + 5000);
 	if (s.ncompleted > 0 && txn_begin() == 0) {
 		record_completed(now_s());
-		txn_commit();
+		(void)txn_commit();
 	}
-	/* What is still "delivering" is retried at the next start. */
+	/* What is still "delivering" (or recorded nowhere: a full disk) is
+	 * retried at the next start. */
 	for (i = 0; i < s.ncompleted; i++)
 		job_free(s.completed[i]);
 	free(s.completed);
 	free(s.children);
 	buf_free(&s.detail);
+	buf_free(&s.outcome_log);
 	event_del(s.loop, s.timerfd);
 	close(s.timerfd);
 }
