@@ -201,6 +201,11 @@ int ipc_recv(int sock, enum ipc_type *type, void *buf, size_t size,
 int ipc_recv_len(int sock, enum ipc_type *type, void *buf, size_t size,
     size_t *len, int *fd);
 
+/* Worker slots a queue or lookup process accepts channels for: the
+ * generations of smtp processes a burst of reloads leaves draining
+ * (master.c refuses a reload past it). */
+#define IPC_WORKER_SLOTS_MAX 4096
+
 /* A text as a sealed memfd (IPC_CONFIG): the descriptor, or -1 with
  * errno.  ipc_text_read(): the text again, NUL-terminated, malloc'd;
  * NULL with errno when it cannot be read or exceeds IPC_TEXT_MAX. */

@@ -385,6 +385,7 @@ reconfigure(int fd)
 {
 	struct mxconf *c = NULL;
 	char *text = ipc_text_read(fd);
+	enum log_level level;
 
 	if (text != NULL)
 		c = config_load_checked(text, sp.conf->path,
@@ -401,6 +402,8 @@ reconfigure(int fd)
 	c->queue_dir = xstrdup(sp.conf->queue_dir);
 	if (sp.conf->start_dir != NULL)
 		c->start_dir = xstrdup(sp.conf->start_dir);
+	if (log_level_parse(c->log_level, &level) == 0)
+		log_set_level(level);
 	if (sp.reloaded != NULL)
 		config_free(sp.reloaded);
 	sp.conf = sp.reloaded = c;

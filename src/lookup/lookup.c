@@ -23,9 +23,6 @@
 enum { EV_MASTER = 1, EV_SIGNAL, EV_WORKER, EV_POOL };
 #define EV_DATA(kind, index) (((uint64_t)(kind) << 32) | (uint32_t)(index))
 
-/* Worker slots: a few generations of workers at most (master.c). */
-#define CHANNELS_MAX 4096
-
 struct channel {
 	int      fd;            /* -1: none */
 	unsigned generation;    /* bumped when the slot gets a new channel */
@@ -85,7 +82,7 @@ channel_close(int slot)
 static void
 channel_set(int slot, int fd)
 {
-	if (slot < 0 || slot >= CHANNELS_MAX)
+	if (slot < 0 || slot >= IPC_WORKER_SLOTS_MAX)
 		fatalx("channel for worker slot %d of %d", slot, l.nchans);
 	if (slot >= l.nchans) {
 		/* A reload's new generation of workers (master.c). */

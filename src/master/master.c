@@ -1211,6 +1211,24 @@ backlog_move(const struct mxconf *nc, struct child *from)
 	worker_channel_events(from);
 }
 
+static bool
+slot_free(const struct child *w)
+{
+	return w->pid == 0 && !w->active && w->fd < 0;
+}
+
+/* Room for n more smtp processes within what the queue and lookup
+ * processes take (IPC_WORKER_SLOTS_MAX). */
+static bool
+worker_slots_left(int n)
+{
+	int free = 0;
+
+	for (int i = 0; i < m.nslots; i++)
+		free += slot_free(&m.workers[i]);
+	return n <= free || m.nslots + (n - free) <= IPC_WORKER_SLOTS_MAX;
+}
+
 /* n worker slots that are free (no process, not active), the array
  * grown when there are not enough: a reload's new generation. */
 static int *
@@ -1219,8 +1237,7 @@ free_worker_slots(int n)
 	int *slots = xcalloc((size_t)n, sizeof(int)), found = 0;
 
 	for (int i = 0; i < m.nslots && found < n; i++) {
-		if (m.workers[i].pid == 0 && !m.workers[i].active &&
-		    m.workers[i].fd < 0)
+		if (slot_free(&m.workers[i]))
 			slots[found++] = i;
 	}
 	if (found < n) {
@@ -1381,6 +1398,13 @@ reload_apply(void)
 	log_info("SIGHUP: reading %s again", old->path);
 	if ((nc = reload_load(old)) == NULL)
 		return false;
+	if (!worker_slots_left(worker_count(nc))) {
+		log_error("reload: %s refused: the smtp processes of earlier"
+		    " reloads are still finishing their sessions; try again"
+		    " after timeouts.shutdown_grace", old->path);
+		config_free(nc);
+		return false;
+	}
 	if ((fds = listeners_prepare(nc, &kept)) == NULL) {
 		log_error("reload: %s refused: nothing changed", old->path);
 		config_free(nc);

@@ -39,9 +39,6 @@
 #define QUEUE_ARENA_MAX  (8 * 1024 * 1024)   /* inline bytes in one batch */
 #define REQUIRED_SEALS   (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
 
-/* Worker slots: a few generations of workers at most (master.c). */
-#define CHANNELS_MAX 4096
-
 struct channel {
 	int   fd;
 	struct ipc_outbox backlog;    /* answers the socket could not take */
@@ -100,7 +97,7 @@ static event_fn on_space_timer;
 static void
 channel_set(int slot, int fd)
 {
-	if (slot < 0 || slot >= CHANNELS_MAX)
+	if (slot < 0 || slot >= IPC_WORKER_SLOTS_MAX)
 		fatalx("worker channel for unknown slot %d", slot);
 	if (slot >= q.nchans) {
 		/* A reload's new generation of workers (master.c). */

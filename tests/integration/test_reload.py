@@ -20,6 +20,7 @@ lookups every message gets are answered inside; the relay upstreams and
 the policy service are real servers started here, in the namespace.
 """
 
+import base64
 import os
 import shutil
 import signal
@@ -199,6 +200,13 @@ class World:
         keys = os.path.join(self.dir, "keys")
         os.mkdir(keys, 0o700)
         self.cert = make_cert(keys, HOSTNAME)
+        self.passwd = os.path.join(self.dir, "passwd")
+        r = subprocess.run(["openssl", "passwd", "-6", "secret"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        with open(self.passwd, "w") as f:
+            f.write("bob:%s\n" % r.stdout.strip())
+        os.chmod(self.passwd, 0o644)
         self.base = merge_settings(default_settings(self.dir, self.kept), {
             "server": {"workers": 2,
                        "pid_file": os.path.join(self.dir, "mxgated.pid")},
@@ -379,6 +387,7 @@ def test_reload_applies_every_kind_of_setting_under_load(world):
     assert wait_for(lambda: w.up_a.got("before@relay.test"), 15.0)
     assert not connect_refused(w, w.removed)
     assert connect_refused(w, w.added)
+    assert not [t for t in d.titles().values() if "lookup" in t]
 
     load = Load(w, w.kept)
     assert wait_for(lambda: len(load.ids) >= 5, 20.0), load.failures
@@ -395,7 +404,9 @@ def test_reload_applies_every_kind_of_setting_under_load(world):
         "server": {"workers": 3},
         "listen": [
             {"address": SERVER, "port": w.kept, "role": "mx"},
-            {"address": SERVER, "port": w.added, "role": "mx"}],
+            {"address": SERVER, "port": w.added, "role": "submission",
+             "auth": True, "allow_plaintext_auth": True}],
+        "auth": {"passwd_file": w.passwd, "failure_delay": 1},
         "upstreams": [{"name": "up", "hosts": ["127.0.0.1:%d" % w.up_b.port]}],
         "routes": w.base["routes"] + [
             {"name": "new", "rcpt": r"@new\.test$", "action": "debug"}],
@@ -408,9 +419,14 @@ def test_reload_applies_every_kind_of_setting_under_load(world):
     log = w.reload()
     assert "3 smtp processes started, 2 old ones finish" in log, log
 
-    # The listeners: the removed one refuses, the added one serves.
+    # The listeners: the removed one refuses, the added one serves, with
+    # AUTH (a lookup process started for it).
     assert wait_for(lambda: connect_refused(w, w.removed), 5.0)
+    assert [t for t in d.titles().values() if "lookup" in t]
     c = w.session(w.added)
+    plain = base64.b64encode(b"\0bob\0secret").decode()
+    line = c.cmd("AUTH PLAIN " + plain, timeout=20)
+    assert line.startswith("235 "), line
     c.cmd("QUIT")
     c.close()
 
@@ -460,9 +476,10 @@ def test_reload_applies_every_kind_of_setting_under_load(world):
     # A delivery setting: paused, then not.
     paused = merge_settings(new, {"delivery": {"paused": True}})
     w.write(paused)
+    switched = d.log().count("delivery settings of")
     w.reload()
-    assert wait_for(lambda: "delivery settings of" in
-                    d.log().split("SIGHUP")[-1], 5.0)
+    assert wait_for(lambda: d.log().count("delivery settings of")
+                    > switched, 5.0)
     c = w.session()
     held = send(c, "held@relay.test")
     c.close()
