@@ -389,6 +389,37 @@ queue_db_purge(struct queue_db *db, int64_t before)
 	return sqlite3_changes(db->h);
 }
 
+/* Three statements, once a minute: prepared at each call. */
+int
+queue_db_purge_history(struct queue_db *db, int64_t before)
+{
+	static const char *const sql[] = {
+		"DELETE FROM history_events WHERE message_id IN (SELECT id"
+		" FROM history_messages WHERE finished_at < ?1)",
+		"DELETE FROM history_recipients WHERE message_id IN (SELECT id"
+		" FROM history_messages WHERE finished_at < ?1)",
+		"DELETE FROM history_messages WHERE finished_at < ?1",
+	};
+	sqlite3_stmt *st;
+	int rc = SQLITE_DONE;
+
+	for (size_t i = 0; i < ARRAY_LEN(sql) && rc == SQLITE_DONE; i++) {
+		if (sqlite3_prepare_v2(db->h, sql[i], -1, &st, NULL) !=
+		    SQLITE_OK) {
+			sched_fail(db, "purging old history");
+			return -1;
+		}
+		sqlite3_bind_int64(st, 1, before);
+		rc = sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+	if (rc != SQLITE_DONE) {
+		sched_fail(db, "purging old history");
+		return -1;
+	}
+	return sqlite3_changes(db->h);
+}
+
 int
 queue_db_requeue_interrupted(struct queue_db *db, int64_t now)
 {
