@@ -397,7 +397,7 @@ def rspamd():
               "--var=LOGDIR=%s/log" % top], os.path.join(top, "out"))
     try:
         # It compiles its rules first: tens of seconds on a busy machine.
-        wait_listening(port, timeout=180)
+        wait_listening(port, timeout=400)
         yield "inet:127.0.0.1:%d" % port
     finally:
         p.stop()
