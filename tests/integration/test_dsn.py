@@ -451,3 +451,41 @@ def test_delay_dsn_only_where_notify_allows(daemon_factory):
         assert set(states(d, qid).values()) <= {"deferred", "delivering"}
     finally:
         dsn_cap.stop()
+
+
+def test_operator_bounce_honours_notify(daemon_factory):
+    """mxgatectl queue bounce writes the failure DSN the scheduler
+    would: NOTIFY=NEVER recipients left out, RET, ENVID, ORCPT kept."""
+    d = daemon_factory({"delivery": {"paused": True}})
+    qid = dsn_send(d, [
+        ("never@example.test", ["NOTIFY=NEVER"]),
+        ("bob@example.test", ["ORCPT=rfc822;b+2Bo@example.test"])],
+        message("bounced by hand", body="whole body\r\n"),
+        ["RET=FULL", "ENVID=op+3D1"])
+    r = d.ctl("queue", "bounce", qid)
+    assert r.returncode == 0, r.stderr
+    dsn_id = re.search(r"DSN ([0-9A-Z]{16}) queued", r.stdout).group(1)
+    content = d.db("SELECT content FROM message_contents WHERE"
+                   " message_id = ?", (dsn_id,))[0][0]
+    _, parts, per_msg, per_rcpt = parse_report(
+        content, last_type="message/rfc822")
+    assert per_msg["Original-Envelope-Id"] == "op=1"
+    assert [r["Final-Recipient"] for r in per_rcpt] == [
+        "rfc822; bob@example.test"]
+    assert per_rcpt[0]["Original-Recipient"] == "rfc822;b+o@example.test"
+    assert per_rcpt[0]["Action"] == "failed"
+    assert "whole body" in parts[2].get_payload()[0].get_payload()
+    details = dict(d.db(
+        "SELECT r.address, e.detail FROM events e JOIN recipients r"
+        " ON r.id = e.recipient_id WHERE e.message_id = ? AND"
+        " e.kind = 'bounced'", (qid,)))
+    assert "dsn=none notify=NEVER" in details["never@example.test"]
+    assert "dsn=%s" % dsn_id in details["bob@example.test"]
+
+    # Nobody asked: no DSN, and the operator is told why.
+    qid = dsn_send(d, [("never@example.test", ["NOTIFY=NEVER"])],
+                   message("quiet"))
+    r = d.ctl("queue", "bounce", qid)
+    assert r.returncode == 0, r.stderr
+    assert "no DSN (NOTIFY=NEVER)" in r.stdout
+    assert states(d, qid) == {"never@example.test": "bounced"}
