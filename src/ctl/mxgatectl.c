@@ -544,6 +544,17 @@ put_message(void *arg, const struct queue_message_view *m)
 	    m->smtputf8 ? ", SMTPUTF8" : "");
 	put_field("message-id:", m->message_id);
 	put_field("subject:", m->subject);
+	/* DSN (RFC 3461), as the client asked, decoded. */
+	if (m->dsn_ret != NULL || m->dsn_envid != NULL) {
+		printf("%-12s", "dsn:");
+		if (m->dsn_ret != NULL)
+			printf(" RET=%s", m->dsn_ret);
+		if (m->dsn_envid != NULL) {
+			printf(" ENVID=");
+			put_safe(m->dsn_envid);
+		}
+		putchar('\n');
+	}
 }
 
 static int
@@ -585,6 +596,18 @@ put_recipient(void *arg, const struct queue_rcpt_view *r)
 	if (r->destination != NULL) {
 		printf("    destination: ");
 		put_safe(r->destination);
+		putchar('\n');
+	}
+	if (r->dsn_notify != NULL || r->dsn_orcpt != NULL) {
+		printf("    dsn:");
+		if (r->dsn_notify != NULL) {
+			printf(" NOTIFY=");
+			put_safe(r->dsn_notify);
+		}
+		if (r->dsn_orcpt != NULL) {
+			printf(" ORCPT=");
+			put_safe(r->dsn_orcpt);
+		}
 		putchar('\n');
 	}
 }
@@ -704,6 +727,10 @@ json_message(void *arg, const struct queue_message_view *m)
 	json_string(w, m->message_id);
 	json_key(w, "subject");
 	json_string(w, m->subject);
+	json_key(w, "dsn_ret");
+	json_string(w, m->dsn_ret);
+	json_key(w, "dsn_envid");
+	json_string(w, m->dsn_envid);
 }
 
 static void
@@ -732,6 +759,10 @@ json_recipient(void *arg, const struct queue_rcpt_view *r)
 	json_string(w, r->last_reply);
 	json_key(w, "destination");
 	json_string(w, r->destination);
+	json_key(w, "dsn_notify");
+	json_string(w, r->dsn_notify);
+	json_key(w, "dsn_orcpt");
+	json_string(w, r->dsn_orcpt);
 	json_end_object(w);
 }
 

@@ -251,12 +251,14 @@ int queue_db_shape(struct queue_db *db, const struct queue_select *sel,
 struct queue_message_view {
 	const char *id, *received, *sender, *client_ip, *helo, *protocol;
 	const char *auth_user, *message_id, *subject;
+	const char *dsn_ret, *dsn_envid;        /* NULL: none given */
 	int64_t     received_at, size;
 	bool        body_8bitmime, smtputf8;
 };
 struct queue_rcpt_view {
 	const char *address, *route, *action, *params, *state;
 	const char *next_attempt, *last_attempt, *last_reply, *destination;
+	const char *dsn_notify, *dsn_orcpt;     /* NULL: none given */
 	int64_t     attempts;
 };
 struct queue_event_view {

@@ -344,12 +344,12 @@ queue_db_show_message(struct queue_db *db, const char *id,
 	if (prepare(db, db->history ?
 	    "SELECT id, datetime(received_at, 'unixepoch'),"
 	    " received_at, sender, client_ip, helo, protocol, auth_user,"
-	    " size, body_8bitmime, smtputf8, message_id_header, subject"
-	    " FROM history_messages WHERE id = ?1" :
+	    " size, body_8bitmime, smtputf8, message_id_header, subject,"
+	    " NULL, NULL FROM history_messages WHERE id = ?1" :
 	    "SELECT id, datetime(received_at, 'unixepoch'),"
 	    " received_at, sender, client_ip, helo, protocol, auth_user,"
-	    " size, body_8bitmime, smtputf8, message_id_header, subject"
-	    " FROM messages WHERE id = ?1", &st) == -1)
+	    " size, body_8bitmime, smtputf8, message_id_header, subject,"
+	    " dsn_ret, dsn_envid FROM messages WHERE id = ?1", &st) == -1)
 		return -1;
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
@@ -367,6 +367,8 @@ queue_db_show_message(struct queue_db *db, const char *id,
 		m.smtputf8 = sqlite3_column_int(st, 10) != 0;
 		m.message_id = col_text(st, 11);
 		m.subject = col_text(st, 12);
+		m.dsn_ret = col_text(st, 13);
+		m.dsn_envid = col_text(st, 14);
 		fn(arg, &m);
 	}
 	if (finish(db, st, rc, true) < 0)
@@ -386,12 +388,14 @@ queue_db_show_recipients(struct queue_db *db, const char *id,
 	    "SELECT address, route, action, action_params, state, attempts,"
 	    " datetime(next_attempt_at, 'unixepoch'),"
 	    " datetime(last_attempt_at, 'unixepoch'), last_reply,"
-	    " destination FROM history_recipients WHERE message_id = ?1"
-	    " ORDER BY recipient_id" :
-	    "SELECT address, route, action, action_params,"
-	    " state, attempts, next_attempt, last_attempt, last_reply,"
-	    " destination FROM recipient_status WHERE message_id = ?1"
-	    " ORDER BY recipient_id", &st) == -1)
+	    " destination, NULL, NULL FROM history_recipients"
+	    " WHERE message_id = ?1 ORDER BY recipient_id" :
+	    "SELECT s.address, s.route, s.action, s.action_params,"
+	    " s.state, s.attempts, s.next_attempt, s.last_attempt,"
+	    " s.last_reply, s.destination, r.dsn_notify, r.dsn_orcpt"
+	    " FROM recipient_status s JOIN recipients r"
+	    " ON r.id = s.recipient_id WHERE s.message_id = ?1"
+	    " ORDER BY s.recipient_id", &st) == -1)
 		return -1;
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -405,6 +409,8 @@ queue_db_show_recipients(struct queue_db *db, const char *id,
 		r.last_attempt = col_text(st, 7);
 		r.last_reply = col_text(st, 8);
 		r.destination = col_text(st, 9);
+		r.dsn_notify = col_text(st, 10);
+		r.dsn_orcpt = col_text(st, 11);
 		fn(arg, &r);
 	}
 	return finish(db, st, rc, false);

@@ -19,6 +19,7 @@ arrived.  Every DSN is parsed with Python's email package.
 
 import email
 import email.policy
+import json
 import re
 import smtplib
 import time
@@ -203,6 +204,20 @@ def test_dsn_values_stored_decoded(daemon_factory):
         ("carol@example.test", "NEVER", None),
         ("dave@example.test", None, None)]
     assert d.db("SELECT version FROM schema_version") == [(4,)]
+    # mxgatectl shows them too.
+    r = d.ctl("queue", "show", qid)
+    assert r.returncode == 0, r.stderr
+    assert "dsn:         RET=HDRS ENVID=QQ+314=x y\n" in r.stdout
+    assert "    dsn: NOTIFY=SUCCESS,DELAY ORCPT=rfc822;Bob+x@Example.test\n" \
+        in r.stdout
+    assert "    dsn: NOTIFY=NEVER\n" in r.stdout
+    r = d.ctl("queue", "show", "--json", qid)
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert (shown["dsn_ret"], shown["dsn_envid"]) == ("HDRS", "QQ+314=x y")
+    assert [(x["dsn_notify"], x["dsn_orcpt"]) for x in shown["recipients"]] \
+        == [("SUCCESS,DELAY", "rfc822;Bob+x@Example.test"),
+            ("NEVER", None), (None, None)]
     # Without any DSN parameter: nothing stored.
     qid = dsn_send(d, [("erin@example.test", [])], message("plain"))
     assert d.db("SELECT dsn_ret, dsn_envid FROM messages WHERE id = ?",
