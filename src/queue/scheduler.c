@@ -76,7 +76,7 @@ struct srcpt {
 	int64_t  prev_attempt_at;       /* the one before; 0 for none */
 	int      status;                /* enum delivery_status */
 	bool     remote;                /* see struct delivery_rcpt */
-	bool     dsn_passed;            /* ... */
+	bool     dsn_passed;            /* the upstream took DSN (relay) */
 	unsigned dsn_notify;            /* DSN NOTIFY bits, 0: none given */
 	char    *dsn_orcpt;             /* "type;address", NULL: none */
 	char     reply[DELIVERY_REPLY_MAX];
