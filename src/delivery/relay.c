@@ -1297,6 +1297,9 @@ transaction(struct conn *c, struct delivery_job *job, const char *content,
 	size_t i, stored_len = job->content_len;
 
 	*reusable = false;
+	/* The connection is ready: what came before was connecting. */
+	if (job->connected_us == 0)
+		job->connected_us = monotonic_us();
 	snprintf(job->destination, sizeof(job->destination), "%s", c->dest);
 	res = capabilities(c, job, content, &body8, &utf8, &convert, why,
 	    whysize);

@@ -54,7 +54,9 @@ struct spawn_report {
 	uint32_t job;                   /* the job's index */
 	int32_t  status;                /* enum delivery_status */
 	int32_t  remote;                /* the reply is the server's */
-	int32_t  pad;
+	uint32_t connect_ms;            /* the job's connection set-up */
+	uint32_t transfer_ms;           /* the job's transaction */
+	uint32_t pad;
 	int64_t  recipient_id;
 	char     destination[DELIVERY_DEST_MAX];
 	char     reply[DELIVERY_REPLY_MAX];

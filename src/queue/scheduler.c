@@ -47,6 +47,7 @@
 #include "common/event.h"
 #include "delivery/spawner.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/proc.h"
 #include "queue/retry.h"
 #include "queue/scheduler.h"
@@ -70,6 +71,7 @@ struct srcpt {
 	int64_t  prev_attempt_at;       /* the one before; 0 for none */
 	int      status;                /* enum delivery_status */
 	bool     remote;                /* see struct delivery_rcpt */
+	uint32_t connect_ms, transfer_ms;       /* for the log */
 	char     reply[DELIVERY_REPLY_MAX];
 };
 
@@ -299,6 +301,8 @@ apply_report(struct child *c, const struct report *r)
 		rc->status = r->status == DELIVERY_OK ||
 		    r->status == DELIVERY_FAIL ? r->status : DELIVERY_DEFER;
 		rc->remote = r->remote != 0;
+		rc->connect_ms = r->connect_ms;
+		rc->transfer_ms = r->transfer_ms;
 		memcpy(rc->reply, r->reply, sizeof(rc->reply));
 		rc->reply[sizeof(rc->reply) - 1] = '\0';
 		memcpy(j->destination, r->destination, sizeof(j->destination));
@@ -1005,6 +1009,70 @@ decide(const struct sjob *j, struct outcome *o, int64_t now)
 		o->warn = false;
 }
 
+/* Seconds since the message was received, to the millisecond. */
+static double
+since_received(const struct sjob *j)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)(ts.tv_sec - j->received_at) +
+	    (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * One line per recipient outcome, keyed by the queue id (README
+ * "Logs"): delay is the whole time since reception, delays its parts:
+ * waiting in the queue (attempts before this one included), connecting,
+ * and this attempt's transaction.
+ */
+static void
+log_outcome(const struct sjob *j, const struct outcome *o, const char *dsn)
+{
+	double delay = since_received(j);
+	double conn = o->rc->connect_ms / 1000.0, xfer = o->rc->transfer_ms /
+	    1000.0, waited = delay - conn - xfer;
+	struct log_rec r;
+	char delays[64];
+
+	if (!log_enabled(LOG_LEVEL_INFO))
+		return;
+	snprintf(delays, sizeof(delays), "%.3f/%.3f/%.3f",
+	    waited > 0 ? waited : 0.0, conn, xfer);
+	log_rec_begin(&r);
+	log_rec_str(&r, "id", j->queue_id);
+	log_rec_str(&r, "event", "delivery");
+	log_rec_path(&r, "to", o->rc->address);
+	log_rec_str(&r, "status", o->kind);
+	log_rec_str(&r, "action", j->action);
+	log_rec_str(&r, "route", j->route);
+	log_rec_str(&r, "relay", j->destination[0] != '\0' ?
+	    j->destination : NULL);
+	log_rec_secs(&r, "delay", delay);
+	log_rec_str(&r, "delays", delays);
+	log_rec_num(&r, "attempts", o->rc->attempts);
+	log_rec_reply(&r, o->rc->reply);
+	if ((strcmp(o->kind, "bounced") == 0 ||
+	    strcmp(o->kind, "expired") == 0) && dsn[0] != '\0')
+		log_rec_str(&r, "bounce", dsn);
+	log_rec_emit(&r, LOG_LEVEL_INFO);
+}
+
+static void
+count_outcome(const struct sjob *j, const struct outcome *o)
+{
+	enum metrics_outcome mo = strcmp(o->kind, "delivered") == 0 ?
+	    MO_DELIVERED : strcmp(o->kind, "deferred") == 0 ? MO_DEFERRED :
+	    strcmp(o->kind, "expired") == 0 ? MO_EXPIRED : MO_BOUNCED;
+
+	if (!metrics_enabled())
+		return;
+	metrics_delivery(j->destination, mo);
+	if (mo == MO_DELIVERED)
+		metrics_observe(MH_DELIVERY,
+		    (uint64_t)(since_received(j) * 1e6));
+}
+
 static void
 write_history(const struct sjob *j, const struct outcome *o,
     const char *dsn, const char *warning, int64_t now)
@@ -1027,10 +1095,8 @@ write_history(const struct sjob *j, const struct outcome *o,
 		    "none");
 	}
 	add_event(j->queue_id, o->rc->id, now, o->kind, s.detail.data);
-	log_info("id=%s to=<%s> action=%s dest=%s status=%s attempts=%u"
-	    " reply=%s", j->queue_id, o->rc->address, j->action,
-	    j->destination[0] != '\0' ? j->destination : "-", o->kind,
-	    o->rc->attempts, o->rc->reply);
+	log_outcome(j, o, dsn);
+	count_outcome(j, o);
 }
 
 /* Every recipient final: the message (or its content) goes. */
