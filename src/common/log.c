@@ -123,7 +123,7 @@ write_line(enum log_level level, const char *msg, bool json)
 
 /* The members every JSON line starts with. */
 static void
-json_head(struct buf *b, enum log_level level)
+json_head_named(struct buf *b, const char *level, const char *role)
 {
 	struct timeval tv;
 	struct tm tm;
@@ -133,10 +133,15 @@ json_head(struct buf *b, enum log_level level)
 	gmtime_r(&tv.tv_sec, &tm);
 	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
 	buf_appendf(b, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\","
-	    "\"role\":\"", stamp, (long)(tv.tv_usec / 1000),
-	    level_names[level]);
-	json_escape(b, log_role, strlen(log_role));
+	    "\"role\":\"", stamp, (long)(tv.tv_usec / 1000), level);
+	json_escape(b, role, strlen(role));
 	buf_appendf(b, "\",\"pid\":%ld", (long)getpid());
+}
+
+static void
+json_head(struct buf *b, enum log_level level)
+{
+	json_head_named(b, level_names[level], log_role);
 }
 
 static void
@@ -332,6 +337,25 @@ log_rec_reply(struct log_rec *r, const char *reply)
 		snprintf(dsn, sizeof(dsn), "%c.0.0", reply[0]);
 	log_rec_str(r, "dsn", dsn[0] != '\0' ? dsn : NULL);
 	log_rec_str(r, "reply", reply);
+}
+
+void
+log_rec_syslog(struct log_rec *r, const char *ident, int priority)
+{
+	openlog(ident, LOG_PID, priority & LOG_FACMASK);
+	if (log_format == LOG_FORMAT_JSON) {
+		struct buf line;
+
+		buf_init(&line);
+		json_head_named(&line, "notice", ident);
+		buf_append(&line, r->b.data, r->b.len);
+		buf_append(&line, "}", 1);
+		syslog(priority, "%s", line.data);
+		buf_free(&line);
+	} else
+		syslog(priority, "%s", r->b.len > 0 ? r->b.data : "");
+	closelog();
+	buf_free(&r->b);
 }
 
 void

@@ -62,6 +62,9 @@ void log_rec_secs(struct log_rec *r, const char *key, double secs);
  * X.0.0 from the reply code when it has none) and reply= (the line). */
 void log_rec_reply(struct log_rec *r, const char *reply);
 void log_rec_emit(struct log_rec *r, enum log_level level);
+/* To syslog as ident, whatever the sink (mxgatectl's audit.h); the
+ * JSON form carries "time", "level" notice, "role" ident, "pid". */
+void log_rec_syslog(struct log_rec *r, const char *ident, int priority);
 
 /* Whether a line at this level would be written (to skip costly
  * formatting on hot paths). */

@@ -42,6 +42,7 @@
 
 #include "smtp/auth.h"
 #include "queue/bounce.h"
+#include "ctl/audit.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "queue/queue_db.h"
@@ -662,16 +663,27 @@ message_exists(struct ctl *ctl, const char *id)
 	return r;
 }
 
+/* An operator's action is logged where the daemon logs (audit.h), in
+ * its log_format when the configuration was read. */
+static void
+audit(struct ctl *ctl, const char *action, const char *id, long long nrcpt,
+    const char *detail)
+{
+	audit_init(ctl->conf != NULL ? ctl->conf->log_format : NULL);
+	audit_log(action, id, nrcpt, detail);
+}
+
 /* Change the recipients of message id (NULL: of every message). */
 static int
 change_recipients(struct ctl *ctl, const char *id, enum queue_change change,
-    const char *what)
+    const char *action, const char *what)
 {
 	long long n = 0;
 
 	if (queue_db_change_recipients(ctl->db, id, change,
 	    (int64_t)time(NULL), &n) < 0)
 		return query_failed(ctl, what);
+	audit(ctl, action, id, n, NULL);
 	printf("%s: %lld recipient%s\n", what, n, n == 1 ? "" : "s");
 	return 0;
 }
@@ -697,7 +709,8 @@ cmd_queue_retry(struct ctl *ctl, int argc, char **argv)
 		id = NULL;
 	else if (check_id(ctl, id) != 0)
 		return id[0] == '-' ? EXIT_USAGE : 1;
-	return change_recipients(ctl, id, QUEUE_CHANGE_RETRY, "due now");
+	return change_recipients(ctl, id, QUEUE_CHANGE_RETRY, "retry",
+	    "due now");
 }
 
 static int
@@ -707,7 +720,8 @@ cmd_queue_hold(struct ctl *ctl, int argc, char **argv)
 
 	if (rc != 0)
 		return rc;
-	return change_recipients(ctl, argv[0], QUEUE_CHANGE_HOLD, "held");
+	return change_recipients(ctl, argv[0], QUEUE_CHANGE_HOLD, "hold",
+	    "held");
 }
 
 static int
@@ -717,7 +731,7 @@ cmd_queue_release(struct ctl *ctl, int argc, char **argv)
 
 	if (rc != 0)
 		return rc;
-	return change_recipients(ctl, argv[0], QUEUE_CHANGE_RELEASE,
+	return change_recipients(ctl, argv[0], QUEUE_CHANGE_RELEASE, "release",
 	    "released, due now");
 }
 
@@ -730,6 +744,7 @@ cmd_queue_delete(struct ctl *ctl, int argc, char **argv)
 		return rc;
 	if (queue_db_delete(ctl->db, argv[0]) == -1)
 		return query_failed(ctl, "queue delete");
+	audit(ctl, "delete", argv[0], -1, NULL);
 	printf("deleted %s\n", argv[0]);
 	return 0;
 }
@@ -872,6 +887,13 @@ cmd_queue_bounce(struct ctl *ctl, int argc, char **argv)
 	    queue_db_admin_commit(ctl->db) == -1) {
 		bounce_rows_free(&b);
 		return rollback_fail(ctl, "queue bounce");
+	}
+	{
+		char detail[QUEUE_ID_LEN + 8];
+
+		snprintf(detail, sizeof(detail), "dsn=%s",
+		    dsn[0] != '\0' ? dsn : "none");
+		audit(ctl, "bounce", id, (long long)b.n, detail);
 	}
 	printf("bounced: %zu recipient%s, ", b.n, b.n == 1 ? "" : "s");
 	if (dsn[0] != '\0')
