@@ -117,6 +117,10 @@ report_job(uint32_t index, const struct delivery_job *job, uint64_t started,
 {
 	uint64_t ready = job->connected_us != 0 && job->connected_us >= started ?
 	    job->connected_us : started;
+
+	/* A relay that never got a connection spent it all connecting. */
+	if (job->connected_us == 0 && strcmp(job->action, "relay") == 0)
+		ready = ended;
 	struct spawn_report r;
 
 	for (size_t i = 0; i < job->nrcpts; i++) {

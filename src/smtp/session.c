@@ -96,7 +96,7 @@ struct session {
 	uint64_t   content_len;      /* bytes written to the memfd */
 	bool       content_failed;   /* a memfd write failed: answer 451 */
 	uint64_t   request_id;       /* submitted, waiting for the queue */
-	size_t     msg_size;         /* the content's size, for the log */
+	size_t     msg_size;         /* the message as stored, for the log */
 	uint64_t   data_start_us;    /* DATA accepted, for the log */
 };
 
@@ -515,7 +515,6 @@ on_message(struct session *s, const struct proto_event *ev)
 	struct hooks_view v;
 
 	s->in_data = false;
-	s->msg_size = ev->message_size;
 	authres_filter_finish(s->arf, &s->content);
 	if (s->max_size != 0 && ev->message_size > s->max_size) {
 		char why[120];
@@ -549,6 +548,8 @@ message_submit(struct session *s)
 		txn_reset(s);
 		return;
 	}
+	/* As stored, our header fields included: the queue's size. */
+	s->msg_size = (size_t)message_len;
 	if (s->ops->submit(s, s->memfd, s->memfd < 0 ? s->content.data : NULL,
 	    message_len, envelope_len, &s->request_id) < 0) {
 		log_warn("session=%016llx id=%s queue unavailable",
