@@ -14,6 +14,8 @@
 # acl's setfacl lets a test grant a worker's user access by ACL.
 # prometheus ships promtool, which checks the metrics endpoint's output;
 # util-linux's unshare gives the audit test a /dev/log of its own.
+# haproxy stands in front of two mxgated in the PROXY protocol test (a
+# private instance the test starts; the packaged service is not started).
 set -eu
 
 PACKAGES="build-essential autoconf automake libtool pkg-config
@@ -22,7 +24,8 @@ libsqlite3-dev sqlite3 libcurl4-openssl-dev libcrypt-dev clang libclang-rt-14-de
 libseccomp-dev
 python3 python3-pytest python3-aiosmtpd python3-dnslib
 swaks openssl postfix iproute2 procps valgrind acl prometheus util-linux
-dpkg-dev debhelper"
+dpkg-dev debhelper
+haproxy"
 
 missing=""
 for p in $PACKAGES; do

@@ -359,21 +359,35 @@ log_rec_syslog(struct log_rec *r, const char *ident, int priority)
 }
 
 void
+log_fields_emit(enum log_level level, const char *fields, size_t len)
+{
+	struct buf line;
+
+	if (level > log_threshold)
+		return;
+	buf_init(&line);
+	if (log_format == LOG_FORMAT_JSON) {
+		json_head(&line, level);
+		buf_append(&line, fields, len);
+		buf_append(&line, "}", 1);
+	} else
+		buf_append(&line, fields, len);
+	write_line(level, line.data != NULL ? line.data : "",
+	    log_format == LOG_FORMAT_JSON);
+	buf_free(&line);
+}
+
+void
 log_rec_emit(struct log_rec *r, enum log_level level)
 {
-	if (level <= log_threshold) {
-		if (log_format == LOG_FORMAT_JSON) {
-			struct buf line;
+	log_fields_emit(level, r->b.data != NULL ? r->b.data : "", r->b.len);
+	buf_free(&r->b);
+}
 
-			buf_init(&line);
-			json_head(&line, level);
-			buf_append(&line, r->b.data, r->b.len);
-			buf_append(&line, "}", 1);
-			write_line(level, line.data, true);
-			buf_free(&line);
-		} else
-			write_line(level, r->b.len > 0 ? r->b.data : "", false);
-	}
+void
+log_rec_take(struct log_rec *r, struct buf *out)
+{
+	buf_append(out, r->b.data != NULL ? r->b.data : "", r->b.len);
 	buf_free(&r->b);
 }
 

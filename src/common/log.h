@@ -62,6 +62,12 @@ void log_rec_secs(struct log_rec *r, const char *key, double secs);
  * X.0.0 from the reply code when it has none) and reply= (the line). */
 void log_rec_reply(struct log_rec *r, const char *reply);
 void log_rec_emit(struct log_rec *r, enum log_level level);
+/* A record kept to be logged later (the scheduler's outcome lines wait
+ * for their transaction's commit): log_rec_take() appends its fields to
+ * out (one line, no newline in it) and frees r; log_fields_emit() logs
+ * such fields as log_rec_emit() would have. */
+void log_rec_take(struct log_rec *r, struct buf *out);
+void log_fields_emit(enum log_level level, const char *fields, size_t len);
 /* To syslog as ident, whatever the sink (mxgatectl's audit.h); the
  * JSON form carries "time", "level" notice, "role" ident, "pid". */
 void log_rec_syslog(struct log_rec *r, const char *ident, int priority);

@@ -37,8 +37,8 @@ login_uid(void)
 }
 
 void
-audit_log(const char *action, const char *queue_id, long long nrcpt,
-    const char *detail)
+audit_log(const char *action, const char *queue_id, long long nmsgs,
+    long long nrcpt, const char *selection, const char *detail)
 {
 	struct passwd *pw = getpwuid(getuid());
 	long long luid = login_uid();
@@ -49,8 +49,10 @@ audit_log(const char *action, const char *queue_id, long long nrcpt,
 		log_rec_str(&r, "id", queue_id);
 	log_rec_str(&r, "event", "operator");
 	log_rec_str(&r, "action", action);
-	if (queue_id == NULL)
-		log_rec_str(&r, "scope", "all");
+	if (selection != NULL)
+		log_rec_str(&r, "selection", selection);
+	if (nmsgs >= 0)
+		log_rec_num(&r, "messages", nmsgs);
 	if (nrcpt >= 0)
 		log_rec_num(&r, "nrcpt", nrcpt);
 	log_rec_num(&r, "uid", (long long)getuid());

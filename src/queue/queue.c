@@ -484,6 +484,12 @@ commit_batch(void)
 	q.commit_us += monotonic_us() - started;
 	metrics_observe(MH_COMMIT, monotonic_us() - started);
 	metrics_observe(MH_BATCH, q.nbatch);
+	/* Counted before anyone hears "queued": a scrape after the 250
+	 * sees it. */
+	for (i = 0; i < q.nbatch; i++)
+		ok += q.batch[i].inserted;
+	metrics_add(MC_QUEUE_COMMITTED, ok);
+	ok = 0;
 	for (i = 0; i < q.nbatch; i++) {
 		struct submission *sub = &q.batch[i];
 
@@ -500,7 +506,6 @@ commit_batch(void)
 			close(sub->memfd);
 	}
 	q.committed += ok;
-	metrics_add(MC_QUEUE_COMMITTED, ok);
 	log_debug("committed batch of %zu (%zu ok)", q.nbatch, ok);
 	q.nbatch = 0;
 	buf_reset(&q.arena);

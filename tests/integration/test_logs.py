@@ -301,16 +301,21 @@ def test_operator_actions_logged(daemon_factory, cert, fmt):
         assert rec["action"] == action
         assert rec["uid"] == num(os.getuid())
         assert rec["user"] == "root"
+        assert rec["messages"] == num(1), rec
         if nrcpt is not None:
             assert rec["nrcpt"] == num(nrcpt), (action, rec, out)
+        else:
+            assert "nrcpt" not in rec, rec
         if action == "bounce":
             assert rec["detail"].startswith("dsn="), rec
         if fmt == "json":
             assert rec["role"] == "mxgatectl" and rec["level"] == "notice"
-    # an action on every message names none
+    # an action on a selection says what the operator selected
     out, lines = ctl_syslog(d, "queue", "retry", "--all")
+    assert len(lines) == 1, out
     rec = parse(lines[0])
-    assert "id" not in rec and rec["scope"] == "all", rec
+    assert "id" not in rec and rec["selection"] == "--all", rec
+    assert rec["action"] == "retry" and rec["uid"] == num(os.getuid())
     # a refused action (no such message) logs nothing
     r = subprocess.run(["unshare", "--mount", "--propagation", "private",
                         "/usr/bin/python3", "-c", CAPTURE, mxgatectl_path(),
