@@ -89,6 +89,10 @@ struct conf_ctx {
 	bool                any_wide;
 	struct scanned_file *files;
 	size_t              nfiles;
+	/* config_load_checked(): a text the master has checked, parsed in a
+	 * process that may not see the files (queue, spawner) */
+	bool                checked;
+	const char         *base_dir;    /* relative paths start here */
 };
 
 enum conf_type {
@@ -465,13 +469,16 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "server.user", .type = CT_STRING,
 	  FIELD(struct mxconf, user), .def = "mxgate-smtp", .check = check_user,
 	  .doc = "user of the SMTP workers when started as root; must not be"
-	  " able to open the queue" },
+	  " able to open the queue"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.group", .type = CT_STRING,
 	  FIELD(struct mxconf, group), .check = check_group,
-	  .doc = "group of the workers; default the user's primary group" },
+	  .doc = "group of the workers; default the user's primary group"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.queue_user", .type = CT_STRING,
 	  FIELD(struct mxconf, queue_user), .def = "mxgate", .check = check_user,
-	  .doc = "owner of the queue directory and user of the queue process" },
+	  .doc = "owner of the queue directory and user of the queue process"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.delivery_user", .type = CT_STRING,
 	  FIELD(struct mxconf, delivery_user), .def = "mxgate-deliver",
 	  .check = check_user,
@@ -485,7 +492,8 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, chroot_dir), .def = "/var/lib/mxgate/empty",
 	  .check = check_chroot_dir,
 	  .doc = "root directory of the SMTP workers when started as root:"
-	  " root's, writable by root alone" },
+	  " root's, writable by root alone"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.workers", .type = CT_INT,
 	  FIELD(struct mxconf, workers), .def = "0", .min = 0, .max = 256,
 	  .doc = "number of SMTP workers, 0 = one per CPU" },
@@ -498,7 +506,8 @@ static const struct conf_spec mxconf_specs[] = {
 	  " object per line, with the same fields" },
 	{ .path = "server.pid_file", .type = CT_STRING,
 	  FIELD(struct mxconf, pid_file), .check = check_abs_path,
-	  .doc = "the master writes its pid there; default none" },
+	  .doc = "the master writes its pid there; default none"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 
 	{ .path = "listen", .type = CT_LIST,
 	  FIELD(struct mxconf, listeners), COUNT(struct mxconf, nlisteners),
@@ -515,7 +524,8 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, queue_dir), .def = "./var/queue",
 	  .doc = "directory of the queue database, queue.db, created "
 	      "if missing; an installed system uses an absolute path "
-	      "such as \"/var/lib/mxgate/queue\"" },
+	      "such as \"/var/lib/mxgate/queue\""
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	/* Postfix's queue_minfree: room left for deliveries, bounces and
 	 * the WAL's checkpoints, which need space to free space. */
 	{ .path = "queue.min_free_space", .type = CT_SIZE,
@@ -616,7 +626,9 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, shutdown_grace), .def = "30",
 	  .min = 1, .max = 86400,
 	  .doc = "seconds the sessions in progress may take to finish "
-	      "when mxgated stops; then they are closed" },
+	      "when mxgated stops; then they are closed.  At a reload, "
+	      "the replaced smtp processes keep their sessions this long, "
+	      "then stop the same way" },
 	/* Postfix's stress-dependent defaults (STRESS_README). */
 	{ .path = "stress.threshold", .type = CT_INT,
 	  FIELD(struct mxconf, stress_threshold), .def = "80",
@@ -674,8 +686,8 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "delivery.paused", .type = CT_BOOL,
 	  FIELD(struct mxconf, delivery_paused), .def = "false",
 	  .doc = "true: accept and queue mail but start no delivery; "
-	      "messages wait until it is false again and mxgated is "
-	      "restarted" },
+	      "messages wait until it is false again (a reload is "
+	      "enough)" },
 	{ .path = "delivery.concurrency", .type = CT_INT,
 	  FIELD(struct mxconf, concurrency), .def = "20", .min = 1, .max = 1000,
 	  .doc = "delivery processes running at once, in all" },
@@ -826,7 +838,9 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "plugins", .type = CT_LIST,
 	  FIELD(struct mxconf, plugins), COUNT(struct mxconf, nplugins),
 	  .sub = &plugin_table,
-	  .doc = "C plugins loaded at start and asked in this order" },
+	  .doc = "C plugins loaded at start and asked in this order"
+	  " (changes only at a restart: a reload that changes them is"
+	  " refused)" },
 
 	/* Postfix postscreen's pregreet test, Sendmail's greet_pause. */
 	{ .path = "greet_pause", .type = CT_INT,
@@ -2165,7 +2179,9 @@ check_abs_path(struct conf_ctx *ctx, const struct conf_spec *sp,
 
 	if (*field == NULL || (*field)[0] == '/')
 		return 0;
-	if (getcwd(cwd, sizeof(cwd)) == NULL) {
+	if (ctx->base_dir != NULL)
+		strlcpy_mx(cwd, ctx->base_dir, sizeof(cwd));
+	else if (getcwd(cwd, sizeof(cwd)) == NULL) {
 		conf_report(ctx, s, "'%s': relative path, and the current "
 		    "directory is unknown: %s", name, strerror(errno));
 		return -1;
@@ -2235,7 +2251,7 @@ check_plugin_path(struct conf_ctx *ctx, const struct conf_spec *sp,
 
 	if (check_abs_path(ctx, sp, s, name, base) < 0)
 		return -1;
-	if (access(pc->path, R_OK) == 0)
+	if (ctx->checked || access(pc->path, R_OK) == 0)
 		return 0;
 	conf_report(ctx, s, "'%s': %s: %s", name, pc->path, strerror(errno));
 	return -1;
@@ -2676,6 +2692,26 @@ config_finish(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 	config_checks(ctx, cf, c);
 }
 
+/*
+ * The configuration as one text, the @include'd files in place
+ * (libconfig writes back what it read): what the master hands to the
+ * processes that cannot read the files themselves at a reload.
+ */
+static char *
+config_flatten(const config_t *cf)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *fp = open_memstream(&text, &len);
+
+	if (fp == NULL)
+		fatal("open_memstream");
+	config_write(cf, fp);
+	if (fclose(fp) != 0)
+		fatal("writing the configuration out");
+	return text;
+}
+
 static struct mxconf *
 config_parse(struct conf_ctx *ctx, const char *text, const char *include_dir)
 {
@@ -2704,7 +2740,8 @@ config_parse(struct conf_ctx *ctx, const char *text, const char *include_dir)
 	if (ctx->nerrors > 0) {
 		config_free(c);
 		c = NULL;
-	}
+	} else
+		c->text = config_flatten(&cf);
 done:
 	free(ctx->literals);
 	for (size_t i = 0; i < ctx->nfiles; i++) {
@@ -2764,6 +2801,16 @@ config_load_string(const char *text, const char *name, config_error_fn errfn)
 }
 
 struct mxconf *
+config_load_checked(const char *text, const char *name, const char *base_dir,
+    config_error_fn errfn)
+{
+	struct conf_ctx ctx = { .name = name, .errfn = errfn, .checked = true,
+	    .base_dir = base_dir };
+
+	return config_parse(&ctx, text, NULL);
+}
+
+struct mxconf *
 config_default(void)
 {
 	struct mxconf *c;
@@ -2787,6 +2834,7 @@ config_free(struct mxconf *c)
 	netlist_free(c->trusted_nets);
 	free(c->path);
 	free(c->start_dir);
+	free(c->text);
 	free(c);
 }
 

@@ -132,6 +132,8 @@ struct mxconf {
 	char    *path;               /* file it came from, "(default)" */
 	char    *start_dir;          /* where mxgated started (relative paths
 	                              * start there); set by mxgated, not read */
+	char    *text;               /* the whole file, @includes in place, as
+	                              * config_load_checked() reads it */
 
 	/* server */
 	char    *hostname;           /* default: gethostname() */
@@ -287,6 +289,12 @@ struct mxconf *config_load(const char *path, config_error_fn errfn);
 /* Same, from a string (tests); name is used in messages. */
 struct mxconf *config_load_string(const char *text, const char *name,
     config_error_fn errfn);
+/* A reload (README "Reload"): the text of a configuration the master has
+ * loaded and checked (mxconf.text), parsed again by a process that may
+ * not reach its files (the queue process in its root, the spawner):
+ * files are not tried, relative paths start at base_dir. */
+struct mxconf *config_load_checked(const char *text, const char *name,
+    const char *base_dir, config_error_fn errfn);
 /* The embedded default: 127.0.0.1:2525, queue in ./var/queue. */
 struct mxconf *config_default(void);
 void config_free(struct mxconf *c);

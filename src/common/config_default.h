@@ -409,7 +409,7 @@ static const char CONFIG_DEFAULT_TEXT[] =
 	"\n"
 	"  # true: accept and queue mail but start no delivery (an upstream not\n"
 	"  # ready yet, a queue-only staging host, measuring acceptance alone);\n"
-	"  # messages wait until it is false again and mxgated restarted.\n"
+	"  # messages wait until it is false again and mxgated reloaded (SIGHUP).\n"
 	"  # default: false\n"
 	"  paused = false;\n"
 	"\n"

@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +98,7 @@ static int cmd_queue_trace(struct ctl *, int, char **);
 static int cmd_queue_shape(struct ctl *, int, char **);
 static int cmd_route_test(struct ctl *, int, char **);
 static int cmd_passwd(struct ctl *, int, char **);
+static int cmd_reload(struct ctl *, int, char **);
 static int load_config(struct ctl *);
 
 /* The commands. */
@@ -138,6 +140,9 @@ static const struct command commands[] = {
 	{ "passwd", NULL, "USER [--file FILE] [--sha512]",
 	  "set USER's AUTH password (read from stdin) in the passwd file",
 	  1, 4, NEEDS_NOTHING, cmd_passwd },
+	{ "reload", NULL, "",
+	  "check the configuration, have mxgated load it, say how it went",
+	  0, 0, NEEDS_CONFIG, cmd_reload },
 };
 
 /* Escaping of untrusted text for a terminal. */
@@ -217,6 +222,12 @@ static const struct {
 	  "Run the configuration's routes on a recipient, as an smtp worker\n"
 	  "would at RCPT TO, and print the decision and the variables; with\n"
 	  "--script FILE, check every case in FILE (etc/routes.test).\n" },
+	{ "reload",
+	  "Check the configuration (FILE:LINE: problem, and nothing is sent\n"
+	  "when it is bad), send SIGHUP to the mxgated in server.pid_file and\n"
+	  "wait until it has loaded the file (exit 0) or refused it (exit 1:\n"
+	  "its log says why; what it checks more: the users, the files each\n"
+	  "process reads, the certificates, the new listeners).\n" },
 	{ "passwd",
 	  "Set USER's password (read twice from a terminal, once from a pipe)\n"
 	  "in auth.passwd_file of the configuration, or in --file FILE; a\n"
@@ -1708,6 +1719,96 @@ config_words(const struct ctl *ctl, char *buf, size_t size)
 		snprintf(buf, size, "the embedded default configuration (%s"
 		    " does not exist)", MXGATE_CONF);
 	return buf;
+}
+
+/* The master's reload counter and outcome, from its title ("mxgated:
+ * master (reload N loaded|refused)", master.c): -1 when pid is not an
+ * mxgated master. */
+static int
+master_reloads(pid_t pid, bool *loaded)
+{
+	char path[64], title[256];
+	unsigned n = 0;
+	size_t len;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%ld/cmdline", (long)pid);
+	if ((fp = fopen(path, "r")) == NULL)
+		return -1;
+	len = fread(title, 1, sizeof(title) - 1, fp);
+	fclose(fp);
+	title[len] = '\0';
+	if (strncmp(title, "mxgated: master", 15) != 0)
+		return -1;
+	*loaded = strstr(title, " loaded)") != NULL;
+	if (sscanf(title, "mxgated: master (reload %u", &n) != 1)
+		n = 0;
+	return (int)n;
+}
+
+static int
+cmd_reload(struct ctl *ctl, int argc, char **argv)
+{
+	char line[32];
+	long pid = 0;
+	bool loaded = false;
+	int before, now = -1;
+	FILE *fp;
+
+	(void)argc;
+	(void)argv;
+	if (ctl->conf->pid_file == NULL) {
+		fprintf(stderr, "mxgatectl: %s has no server.pid_file: send"
+		    " SIGHUP to the mxgated master process yourself\n",
+		    ctl->conf->path);
+		return 1;
+	}
+	if ((fp = fopen(ctl->conf->pid_file, "r")) == NULL ||
+	    fgets(line, sizeof(line), fp) == NULL ||
+	    (pid = strtol(line, NULL, 10)) <= 1) {
+		fprintf(stderr, "mxgatectl: server.pid_file %s: %s; is mxgated"
+		    " running?\n", ctl->conf->pid_file, fp == NULL ?
+		    strerror(errno) : "no process id in it");
+		if (fp != NULL)
+			fclose(fp);
+		return 1;
+	}
+	fclose(fp);
+	if ((before = master_reloads((pid_t)pid, &loaded)) < 0) {
+		fprintf(stderr, "mxgatectl: process %ld (server.pid_file %s) is"
+		    " not an mxgated master: is mxgated running?\n", pid,
+		    ctl->conf->pid_file);
+		return 1;
+	}
+	if (kill((pid_t)pid, SIGHUP) < 0) {
+		fprintf(stderr, "mxgatectl: kill -HUP %ld: %s\n", pid,
+		    strerror(errno));
+		return 1;
+	}
+	/* The checks fork a process per role, certificates load: seconds
+	 * at most. */
+	for (int i = 0; i < 600; i++) {
+		if ((now = master_reloads((pid_t)pid, &loaded)) != before)
+			break;
+		usleep(50 * 1000);
+	}
+	if (now == before) {
+		fprintf(stderr, "mxgatectl: mxgated %ld has not answered the"
+		    " reload within 30 s: see its log\n", pid);
+		return 1;
+	}
+	if (now < 0) {
+		fprintf(stderr, "mxgatectl: mxgated %ld has gone\n", pid);
+		return 1;
+	}
+	if (!loaded) {
+		fprintf(stderr, "mxgatectl: mxgated %ld refused %s: nothing"
+		    " changed; its log says why\n", pid, ctl->conf->path);
+		return 1;
+	}
+	printf("mxgated %ld: %s loaded; new sessions use it\n", pid,
+	    ctl->conf->path);
+	return 0;
 }
 
 static int

@@ -448,6 +448,7 @@ delivery_child(const struct mxconf *conf, pid_t spawner, const char *title,
 
 static struct {
 	const struct mxconf *conf;
+	struct mxconf *reloaded;        /* conf, once a reload replaced it */
 	int    queue_fd;
 	int    fds[SPAWN_MAX_FDS];
 	int    nfds;
@@ -530,6 +531,43 @@ spawn(const struct ipc_spawn *req, int report)
 		log_warn("answering the queue process: %s", strerror(errno));
 }
 
+static void
+reload_error(const char *msg)
+{
+	log_error("reload: %s", msg);
+}
+
+/* A reload, passed on by the queue process: the next delivery processes
+ * get the new routes, upstreams and timeouts (config.h). */
+static void
+reconfigure(int fd)
+{
+	struct mxconf *c = NULL;
+	char *text = ipc_text_read(fd);
+	enum log_level level;
+
+	if (text != NULL)
+		c = config_load_checked(text, sp.conf->path,
+		    sp.conf->start_dir, reload_error);
+	else
+		log_error("reload: reading the configuration: %s",
+		    strerror(errno));
+	free(text);
+	if (c == NULL) {
+		log_error("reload: deliveries keep the old configuration");
+		return;
+	}
+	free(c->queue_dir);
+	c->queue_dir = xstrdup(sp.conf->queue_dir);
+	if (sp.conf->start_dir != NULL)
+		c->start_dir = xstrdup(sp.conf->start_dir);
+	if (log_level_parse(c->log_level, &level) == 0)
+		log_set_level(level);
+	if (sp.reloaded != NULL)
+		config_free(sp.reloaded);
+	sp.conf = sp.reloaded = c;
+}
+
 /* false once the queue process has gone. */
 static bool
 read_queue(void)
@@ -550,6 +588,12 @@ read_queue(void)
 			break;
 		case IPC_SPAWN:
 			spawn(&u.spawn, fd);
+			break;
+		case IPC_CONFIG:
+			if (fd < 0)
+				fatalx("CONFIG without a descriptor");
+			reconfigure(fd);
+			close(fd);
 			break;
 		case IPC_SPAWN_KILL:
 			if (fd >= 0)
@@ -627,6 +671,7 @@ spawner_main(const struct mxconf *conf, int queue_fd)
 		kill(sp.pids[i], SIGKILL);
 	while (sp.npids > 0 && waitpid(-1, NULL, 0) > 0)
 		sp.npids--;
+	config_free(sp.reloaded);
 	log_info("stopped");
 	return 0;
 }

@@ -130,6 +130,7 @@ struct dproc {
 	struct child *batch;            /* NULL: idle */
 	unsigned batches;
 	uint64_t idle_since_ms;
+	unsigned conf_generation;       /* s.conf_generation when asked for */
 	bool     used;
 };
 
@@ -143,9 +144,12 @@ static struct {
 	struct event_loop *loop;
 	int       timerfd;
 	uint64_t  timer_at_ms;              /* when it is armed for; 0 none */
-	struct child *children;         /* conf->concurrency slots */
+	struct child *children;         /* nslots: the most concurrency
+	                                 * has been since the start */
 	size_t    nslots, nrunning;
+	size_t    limit;                /* delivery.concurrency now */
 	struct dproc *procs;            /* as many: the process pool */
+	unsigned  conf_generation;      /* reloads (scheduler_reconfigure) */
 	struct sjob **completed;        /* outcomes to record */
 	size_t    ncompleted, completed_cap;
 	struct retry_policy policy;
@@ -416,7 +420,9 @@ batch_done(struct dproc *p)
 	}
 	child_finished(p->batch, "the delivery process gave no outcome");
 	p->idle_since_ms = monotonic_ms();
-	if (++p->batches >= SCHED_PROC_BATCHES)
+	/* One started before a reload has the old routes and upstreams. */
+	if (++p->batches >= SCHED_PROC_BATCHES ||
+	    p->conf_generation != s.conf_generation)
 		proc_release(p);
 }
 
@@ -617,7 +623,8 @@ proc_idle(const struct child *c)
 		struct dproc *p = &s.procs[i];
 
 		if (!p->used || p->batch != NULL || p->pid <= 0 ||
-		    !same_user(p->user, c->user))
+		    !same_user(p->user, c->user) ||
+		    p->conf_generation != s.conf_generation)
 			continue;
 		if (p->last_dest != NULL && strcmp(p->last_dest, c->dest_key) == 0)
 			return p;
@@ -687,6 +694,7 @@ start_proc(struct child *c, const int *fds, int nfds)
 	p->used = true;
 	p->pid = -1;
 	p->fd = sv[0];
+	p->conf_generation = s.conf_generation;
 	p->user = c->user != NULL ? xstrdup(c->user) : NULL;
 	fd_set_nonblock(p->fd);
 	event_add(s.loop, p->fd, EPOLLIN, on_proc, p);
@@ -964,7 +972,7 @@ place(const struct queue_due *row, int64_t now)
 	user = is_relay(row->action) ? NULL : params_user(row->params);
 	c = find_child(dest_key, user);
 	if (c == NULL) {
-		if (s.nrunning >= s.nslots ||
+		if (s.nrunning >= s.limit ||
 		    dest_running(dest_key) >=
 		    s.conf->concurrency_per_destination ||
 		    (c = child_slot()) == NULL || !claim(row, dest_key, now)) {
@@ -1011,7 +1019,7 @@ dispatch_state(enum queue_due_state which, int64_t now)
 	int page, i, nrows;
 
 	for (page = 0; page < SCHED_MAX_PAGES; page++) {
-		if (s.nrunning >= s.nslots && !any_pending_child())
+		if (s.nrunning >= s.limit && !any_pending_child())
 			return;
 		/* Copies: the statement is done before any row is claimed
 		 * (updated). */
@@ -1557,7 +1565,7 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db,
 	s.policy.nschedule = conf->nretry_schedule;
 	s.policy.max_queue_time = conf->max_queue_time;
 	s.policy.delay_warning = conf->delay_warning;
-	s.nslots = conf->concurrency;
+	s.nslots = s.limit = conf->concurrency;
 	s.spawner_fd = spawner_fd;
 	s.children = xcalloc(s.nslots, sizeof(*s.children));
 	s.procs = xcalloc(s.nslots, sizeof(*s.procs));
@@ -1580,6 +1588,79 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db,
 	s.next_tick_ms = monotonic_ms();
 	s.next_purge_ms = s.next_tick_ms;
 	timer_arm(s.next_tick_ms);
+}
+
+/*
+ * More batches at once than ever before: both arrays grow.  A batch and
+ * its process point at each other, and a process's channel is watched
+ * with its address: all three are set again at the new places.
+ */
+static void
+slots_grow(size_t n)
+{
+	size_t old = s.nslots;
+	size_t *batch_of = xcalloc(old, sizeof(size_t));
+	size_t *proc_of = xcalloc(old, sizeof(size_t));
+
+	for (size_t i = 0; i < old; i++) {
+		struct dproc *p = &s.procs[i];
+
+		if (p->batch != NULL)
+			batch_of[i] = (size_t)(p->batch - s.children) + 1;
+		if (s.children[i].proc != NULL)
+			proc_of[i] = (size_t)(s.children[i].proc - s.procs) + 1;
+		if (p->used && p->fd >= 0)
+			event_del(s.loop, p->fd);
+	}
+	s.children = xrealloc(s.children, n * sizeof(*s.children));
+	s.procs = xrealloc(s.procs, n * sizeof(*s.procs));
+	memset(s.children + old, 0, (n - old) * sizeof(*s.children));
+	memset(s.procs + old, 0, (n - old) * sizeof(*s.procs));
+	for (size_t k = old; k < n; k++)
+		s.procs[k].fd = -1;
+	for (size_t i = 0; i < old; i++) {
+		struct dproc *p = &s.procs[i];
+
+		p->batch = batch_of[i] ? &s.children[batch_of[i] - 1] : NULL;
+		s.children[i].proc = proc_of[i] ? &s.procs[proc_of[i] - 1] :
+		    NULL;
+		if (p->used && p->fd >= 0)
+			event_add(s.loop, p->fd, EPOLLIN, on_proc, p);
+	}
+	s.nslots = n;
+	free(batch_of);
+	free(proc_of);
+}
+
+void
+scheduler_reconfigure(const struct mxconf *conf, int config_fd)
+{
+	s.conf = conf;
+	s.policy.schedule = conf->retry_schedule;
+	s.policy.nschedule = conf->nretry_schedule;
+	s.policy.max_queue_time = conf->max_queue_time;
+	s.policy.delay_warning = conf->delay_warning;
+	if (conf->concurrency > s.nslots)
+		slots_grow(conf->concurrency);
+	/* Fewer: the running batches end as they would, no new one starts
+	 * until they are under the limit. */
+	s.limit = conf->concurrency;
+	/* Between two requests (each goes whole): the spawner's next
+	 * delivery process has the new routes, upstreams and timeouts. */
+	if (s.spawner_fd >= 0 && config_fd >= 0 &&
+	    spawner_send(IPC_CONFIG, NULL, 0, config_fd) < 0)
+		log_error("reload: cannot pass the configuration to the"
+		    " spawner: %s", strerror(errno));
+	/* The pool's processes have the old one: the idle ones go now,
+	 * the busy ones after their batch (batch_done). */
+	s.conf_generation++;
+	for (size_t i = 0; i < s.nslots; i++) {
+		struct dproc *p = &s.procs[i];
+
+		if (p->used && p->batch == NULL)
+			proc_release(p);
+	}
+	s.kick = true;
 }
 
 static void
@@ -1613,7 +1694,7 @@ scheduler_run(bool new_messages)
 	if (new_messages)
 		s.kick = true;
 	tick = now_ms >= s.next_tick_ms;
-	want_dispatch = !s.conf->delivery_paused && s.nrunning < s.nslots &&
+	want_dispatch = !s.conf->delivery_paused && s.nrunning < s.limit &&
 	    (s.kick || tick);
 	if (s.ncompleted == 0 && !want_dispatch && !tick) {
 		timer_arm(s.next_tick_ms);
