@@ -43,10 +43,12 @@
 
 #include "smtp/auth.h"
 #include "queue/bounce.h"
+#include "ctl/audit.h"
 #include "common/config.h"
 #include "common/dsn.h"
 #include "common/log.h"
 #include "queue/queue_db.h"
+#include "ctl/queue_reroute.h"
 #include "ctl/queue_select.h"
 #include "ctl/route_test.h"
 #include "common/json.h"
@@ -96,6 +98,7 @@ static int cmd_queue_bounce(struct ctl *, int, char **);
 static int cmd_queue_stats(struct ctl *, int, char **);
 static int cmd_queue_trace(struct ctl *, int, char **);
 static int cmd_queue_shape(struct ctl *, int, char **);
+static int cmd_queue_reroute(struct ctl *, int, char **);
 static int cmd_route_test(struct ctl *, int, char **);
 static int cmd_config(struct ctl *, int, char **);
 static int cmd_passwd(struct ctl *, int, char **);
@@ -131,6 +134,9 @@ static const struct command commands[] = {
 	{ "queue", "bounce", "ID... | - | --all [FILTERS]",
 	  "bounce messages' pending recipients to the sender",
 	  1, 64, NEEDS_QUEUE_RW, cmd_queue_bounce },
+	{ "queue", "reroute", "ID... | - | --all [FILTERS] [--dry-run]",
+	  "decide pending recipients' routes again (configuration changed)",
+	  1, 64, NEEDS_QUEUE_RW, cmd_queue_reroute },
 	{ "queue", "stats", "[--json]",
 	  "recipients per state, oldest message, per destination",
 	  0, 1, NEEDS_QUEUE_RO, cmd_queue_stats },
@@ -219,6 +225,16 @@ static const struct {
 	  "Fail the pending recipients of the selected messages and send each\n"
 	  "sender a delivery status notification (delivery.bounce_upstream).\n"
 	  ACTION_HELP },
+	{ "queue reroute",
+	  "Run the routes of the configuration (-c) again on the selected\n"
+	  "recipients still to be delivered (queued, deferred, held), as at\n"
+	  "RCPT TO with the message's sender, client, HELO, user and TLS;\n"
+	  "store each new decision (due now; held ones stay held) with a\n"
+	  "history row, and print OLD -> NEW.  A recipient the routes would\n"
+	  "now refuse (or several would match) is left as it was, and said.\n"
+	  "--dry-run: print, change nothing.  Run it where mxgated runs:\n"
+	  "relative maildir paths and commands are made absolute against the\n"
+	  "current directory.\n" ACTION_HELP },
 	{ "queue stats",
 	  "Recipients per state, the oldest message, and per destination;\n"
 	  "--json: the same as one JSON object.\n" },
@@ -956,6 +972,29 @@ operator_words(void)
 	return words;
 }
 
+/*
+ * An operator's action is logged where the daemon logs (audit.h), in
+ * its log_format when the configuration was read: the one message
+ * named, or what the command's arguments selected.
+ */
+static void
+audit(struct ctl *ctl, const char *action, const struct ctl_select *sel,
+    int argc, char **argv, long long nmsgs, long long nrcpts,
+    const char *detail)
+{
+	struct buf args;
+	bool one = sel != NULL && sel->nids == 1 && !sel->all &&
+	    !sel->any_filter;
+
+	buf_init(&args);
+	for (int i = 0; !one && i < argc; i++)
+		buf_appendf(&args, "%s%s", i > 0 ? " " : "", argv[i]);
+	audit_init(ctl->conf != NULL ? ctl->conf->log_format : NULL);
+	audit_log(action, one ? sel->ids[0] : NULL, nmsgs, nrcpts,
+	    one ? NULL : args.data != NULL ? args.data : "", detail);
+	buf_free(&args);
+}
+
 /* The selection of an action command: 0, or the exit status. */
 static int
 action_select(struct ctl *ctl, struct ctl_select *sel, int argc, char **argv)
@@ -995,7 +1034,7 @@ action_select(struct ctl *ctl, struct ctl_select *sel, int argc, char **argv)
 /* Change the selected recipients; say how many. */
 static int
 change_selected(struct ctl *ctl, int argc, char **argv,
-    enum queue_change change, const char *what)
+    enum queue_change change, const char *action, const char *what)
 {
 	struct ctl_select sel;
 	long long nrcpts = 0, nmsgs = 0;
@@ -1006,9 +1045,11 @@ change_selected(struct ctl *ctl, int argc, char **argv,
 	if (queue_db_change_selected(ctl->db, &sel.q, change,
 	    (int64_t)time(NULL), operator_words(), &nrcpts, &nmsgs) < 0)
 		rc = query_failed(ctl, what);
-	else
+	else {
+		audit(ctl, action, &sel, argc, argv, nmsgs, nrcpts, NULL);
 		printf("%s: %lld recipient%s of %lld message%s\n", what, nrcpts,
 		    nrcpts == 1 ? "" : "s", nmsgs, nmsgs == 1 ? "" : "s");
+	}
 	ctl_select_free(&sel);
 	return rc;
 }
@@ -1016,20 +1057,22 @@ change_selected(struct ctl *ctl, int argc, char **argv,
 static int
 cmd_queue_retry(struct ctl *ctl, int argc, char **argv)
 {
-	return change_selected(ctl, argc, argv, QUEUE_CHANGE_RETRY, "due now");
+	return change_selected(ctl, argc, argv, QUEUE_CHANGE_RETRY, "retry",
+	    "due now");
 }
 
 static int
 cmd_queue_hold(struct ctl *ctl, int argc, char **argv)
 {
-	return change_selected(ctl, argc, argv, QUEUE_CHANGE_HOLD, "held");
+	return change_selected(ctl, argc, argv, QUEUE_CHANGE_HOLD, "hold",
+	    "held");
 }
 
 static int
 cmd_queue_release(struct ctl *ctl, int argc, char **argv)
 {
 	return change_selected(ctl, argc, argv, QUEUE_CHANGE_RELEASE,
-	    "released, due now");
+	    "release", "released, due now");
 }
 
 static int
@@ -1044,8 +1087,10 @@ cmd_queue_delete(struct ctl *ctl, int argc, char **argv)
 	if (queue_db_delete_selected(ctl->db, &sel.q, (int64_t)time(NULL),
 	    operator_words(), &n) < 0)
 		rc = query_failed(ctl, "queue delete");
-	else
+	else {
+		audit(ctl, "delete", &sel, argc, argv, n, -1, NULL);
 		printf("deleted: %lld message%s\n", n, n == 1 ? "" : "s");
+	}
 	ctl_select_free(&sel);
 	return rc;
 }
@@ -1220,6 +1265,15 @@ bounce_one(struct ctl *ctl, const char *id, long long now, size_t *nrcpts,
 		bounce_rows_free(&b);
 		return rollback_fail(ctl, "queue bounce"), -1;
 	}
+	{
+		/* One record per message: each queued its own DSN. */
+		char detail[QUEUE_ID_LEN + 8];
+
+		snprintf(detail, sizeof(detail), "dsn=%s",
+		    dsn[0] != '\0' ? dsn : "none");
+		audit_init(ctl->conf != NULL ? ctl->conf->log_format : NULL);
+		audit_log("bounce", id, 1, (long long)b.n, NULL, detail);
+	}
 	*nrcpts += b.n;
 	if (dsn[0] != '\0')
 		(*ndsn)++;
@@ -1286,6 +1340,16 @@ cmd_queue_bounce(struct ctl *ctl, int argc, char **argv)
 	id_list_free(&l);
 	ctl_select_free(&sel);
 	return rc;
+}
+
+/* queue reroute: queue_reroute.h. */
+static int
+cmd_queue_reroute(struct ctl *ctl, int argc, char **argv)
+{
+	if (load_config(ctl) == -1)
+		return 1;
+	return queue_reroute_main(ctl->conf, ctl->db, operator_words(), argc,
+	    argv);
 }
 
 /* queue stats */
