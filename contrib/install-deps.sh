@@ -14,6 +14,8 @@
 # acl's setfacl lets a test grant a worker's user access by ACL.
 # rspamd, opendkim (+ opendkim-tools for opendkim-genkey) and python3-milter
 # are the milters the milter tests start on their own (test_milter.py).
+# prometheus ships promtool, which checks the metrics endpoint's output;
+# util-linux's unshare gives the audit test a /dev/log of its own.
 # haproxy stands in front of two mxgated in the PROXY protocol test (a
 # private instance the test starts; the packaged service is not started).
 set -eu
@@ -23,7 +25,7 @@ libssl-dev libspf2-dev libpcre2-dev libconfig-dev libgmime-3.0-dev
 libsqlite3-dev sqlite3 libcurl4-openssl-dev libcrypt-dev clang libclang-rt-14-dev
 libseccomp-dev
 python3 python3-pytest python3-aiosmtpd python3-dnslib
-swaks openssl postfix iproute2 procps valgrind acl
+swaks openssl postfix iproute2 procps valgrind acl prometheus util-linux
 dpkg-dev debhelper
 rspamd opendkim opendkim-tools python3-milter
 haproxy"
