@@ -548,6 +548,13 @@ def test_fixed_setting_and_unbindable_listener_refused(world):
     log = w.reload(ok=False)
     assert "queue.directory changed: it takes effect only at a restart" \
         in log, log
+    # A user that does not exist (FILE:LINE, as at a start).
+    w.write(merge_settings(w.base, {"server": {"delivery_user":
+                                               "no-such-user-here"},
+                                    "helo_checks": True}))
+    log = w.reload(ok=False)
+    assert "%s:1: 'server.delivery_user': no such user" % d.config_path \
+        in log, log
     # A port somebody else holds: refused, the other listeners untouched.
     with w.ns.entered():
         holder = socket.socket()
