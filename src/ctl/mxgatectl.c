@@ -96,6 +96,7 @@ static int cmd_queue_stats(struct ctl *, int, char **);
 static int cmd_queue_trace(struct ctl *, int, char **);
 static int cmd_queue_shape(struct ctl *, int, char **);
 static int cmd_route_test(struct ctl *, int, char **);
+static int cmd_config(struct ctl *, int, char **);
 static int cmd_passwd(struct ctl *, int, char **);
 static int cmd_reload(struct ctl *, int, char **);
 static int load_config(struct ctl *);
@@ -132,6 +133,9 @@ static const struct command commands[] = {
 	{ "queue", "stats", "[--json]",
 	  "recipients per state, oldest message, per destination",
 	  0, 1, NEEDS_QUEUE_RO, cmd_queue_stats },
+	{ "config", NULL, "[-d]",
+	  "the effective configuration, defaults included (-d: changes)",
+	  0, 1, NEEDS_CONFIG, cmd_config },
 	{ "route", "test", "RCPT [--from S] [--ip A] [--helo H] [--auth U] "
 	  "[--tls] | --script FILE",
 	  "what the routes do with a recipient (route_test.h)",
@@ -217,6 +221,11 @@ static const struct {
 	{ "queue stats",
 	  "Recipients per state, the oldest message, and per destination;\n"
 	  "--json: the same as one JSON object.\n" },
+	{ "config",
+	  "Every setting of the configuration (-c) with the value mxgated\n"
+	  "would use, defaults included, in the file's syntax: mxgated reads\n"
+	  "it back as the same configuration.  -d: only what differs from\n"
+	  "the defaults (as mxgated -n -v -d).\n" },
 	{ "route test",
 	  "Run the configuration's routes on a recipient, as an smtp worker\n"
 	  "would at RCPT TO, and print the decision and the variables; with\n"
@@ -1529,6 +1538,18 @@ cmd_queue_shape(struct ctl *ctl, int argc, char **argv)
 	buf_free(&sh.b);
 	ctl_select_free(&sel);
 	return rc;
+}
+
+/* config: config.h, config_write_effective(). */
+static int
+cmd_config(struct ctl *ctl, int argc, char **argv)
+{
+	bool changed_only = argc == 1 && strcmp(argv[0], "-d") == 0;
+
+	if (argc > 0 && !changed_only)
+		return cmd_usage(ctl->cmd);
+	return config_write_effective(stdout, ctl->conf, changed_only) < 0 ?
+	    1 : 0;
 }
 
 /* route test: see route_test.h. */

@@ -260,3 +260,69 @@ def test_history_of_delivered_and_keep_history(daemon_factory, tmp_path):
     assert [r["state"] for r in t["recipients"]] == ["delivered"]
     kinds = [e["kind"] for e in t["history"]]
     assert kinds == ["received", "routed", "attempt", "delivered"], kinds
+
+
+def run_mxgated(*args):
+    import subprocess
+    from conftest import mxgated_path
+    return subprocess.run([mxgated_path()] + list(args), capture_output=True,
+                          text=True, timeout=60)
+
+
+def table_settings():
+    """Every setting of the table, from the manual made from it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    page = open(os.path.join(here, "..", "..", "doc", "mxgate.conf.5")).read()
+    return set(re.findall(r"^\.TP\n\.B ([a-z_.]+)$", page, re.M))
+
+
+def test_effective_configuration_round_trip(daemon_factory, tmp_path):
+    d = daemon_factory({"limits": {"recipients": 7},
+                        "queue": {"keep_history": "2h"}})
+    full = ctl_ok(d, "config")
+    # Every top-level setting of the table, with its value or "not set".
+    names = set(re.findall(r"^(?:  )?(?:# )?([a-z_]+)(?: = |: not set)",
+                           full, re.M))
+    # Settings of list elements (a route's action, ...) are shown as
+    # written, inside their list: the others each have a line (the
+    # grouped ones, and the top-level ones named here).
+    top = {"listen", "accept_domains", "routes", "upstreams", "plugins",
+           "greet_pause", "helo_checks", "reject_networks",
+           "trusted_networks"}
+    settings = {n for n in table_settings() if "." in n or n in top}
+    assert "queue.keep_history" in settings and "routes" in settings
+    missing = {n for n in settings if n.split(".")[-1] not in names}
+    assert not missing, missing
+    assert re.search(r"^limits = \{\n(  .*\n)*  recipients = 7;$", full,
+                     re.M), full
+    assert "  keep_history = \"2h\";" in full
+    assert "  errors = 10;" in full          # a default
+    # Read back: the same configuration.
+    path = tmp_path / "effective.conf"
+    path.write_text(full)
+    r = run_mxgated("-n", "-c", str(path))
+    assert r.returncode == 0, (r.stdout, r.stderr, full)
+    again = run_mxgated("-n", "-v", "-c", str(path))
+    assert again.returncode == 0, again.stderr
+    body = lambda t: [l for l in t.splitlines() if not l.startswith("# ")]
+    assert body(again.stdout) == body(full)
+    assert again.stdout.splitlines()[-1] == \
+        "# %s: configuration OK" % path
+    # -d: only what differs from the defaults, and mxgated -n -v -d says
+    # the same.
+    diff = ctl_ok(d, "config", "-d")
+    assert "  recipients = 7;" in diff and "errors" not in diff
+    assert "keep_history = \"2h\";" in diff
+    assert "min_free_space" not in diff
+    r = run_mxgated("-n", "-v", "-d", "-c", d.config_path)
+    assert r.returncode == 0, r.stderr
+    assert body(r.stdout) == body(diff)
+    # The differences alone make the same configuration too.
+    path2 = tmp_path / "diff.conf"
+    path2.write_text(diff)
+    r = run_mxgated("-n", "-v", "-c", str(path2))
+    assert r.returncode == 0, r.stderr
+    assert body(r.stdout) == body(full)
+    # -v only with -n, -d only with -v.
+    assert run_mxgated("-v", "-c", d.config_path).returncode == 2
+    assert run_mxgated("-n", "-d", "-c", d.config_path).returncode == 2
