@@ -46,6 +46,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "queue/queue_db.h"
+#include "ctl/queue_reroute.h"
 #include "ctl/queue_select.h"
 #include "ctl/route_test.h"
 #include "common/json.h"
@@ -95,6 +96,7 @@ static int cmd_queue_bounce(struct ctl *, int, char **);
 static int cmd_queue_stats(struct ctl *, int, char **);
 static int cmd_queue_trace(struct ctl *, int, char **);
 static int cmd_queue_shape(struct ctl *, int, char **);
+static int cmd_queue_reroute(struct ctl *, int, char **);
 static int cmd_route_test(struct ctl *, int, char **);
 static int cmd_config(struct ctl *, int, char **);
 static int cmd_passwd(struct ctl *, int, char **);
@@ -130,6 +132,9 @@ static const struct command commands[] = {
 	{ "queue", "bounce", "ID... | - | --all [FILTERS]",
 	  "bounce messages' pending recipients to the sender",
 	  1, 64, NEEDS_QUEUE_RW, cmd_queue_bounce },
+	{ "queue", "reroute", "ID... | - | --all [FILTERS] [--dry-run]",
+	  "decide pending recipients' routes again (configuration changed)",
+	  1, 64, NEEDS_QUEUE_RW, cmd_queue_reroute },
 	{ "queue", "stats", "[--json]",
 	  "recipients per state, oldest message, per destination",
 	  0, 1, NEEDS_QUEUE_RO, cmd_queue_stats },
@@ -218,6 +223,16 @@ static const struct {
 	  "Fail the pending recipients of the selected messages and send each\n"
 	  "sender a delivery status notification (delivery.bounce_upstream).\n"
 	  ACTION_HELP },
+	{ "queue reroute",
+	  "Run the routes of the configuration (-c) again on the selected\n"
+	  "recipients still to be delivered (queued, deferred, held), as at\n"
+	  "RCPT TO with the message's sender, client, HELO, user and TLS;\n"
+	  "store each new decision (due now; held ones stay held) with a\n"
+	  "history row, and print OLD -> NEW.  A recipient the routes would\n"
+	  "now refuse (or several would match) is left as it was, and said.\n"
+	  "--dry-run: print, change nothing.  Run it where mxgated runs:\n"
+	  "relative maildir paths and commands are made absolute against the\n"
+	  "current directory.\n" ACTION_HELP },
 	{ "queue stats",
 	  "Recipients per state, the oldest message, and per destination;\n"
 	  "--json: the same as one JSON object.\n" },
@@ -1216,6 +1231,16 @@ cmd_queue_bounce(struct ctl *ctl, int argc, char **argv)
 	id_list_free(&l);
 	ctl_select_free(&sel);
 	return rc;
+}
+
+/* queue reroute: queue_reroute.h. */
+static int
+cmd_queue_reroute(struct ctl *ctl, int argc, char **argv)
+{
+	if (load_config(ctl) == -1)
+		return 1;
+	return queue_reroute_main(ctl->conf, ctl->db, operator_words(), argc,
+	    argv);
 }
 
 /* queue stats */

@@ -326,3 +326,79 @@ def test_effective_configuration_round_trip(daemon_factory, tmp_path):
     # -v only with -n, -d only with -v.
     assert run_mxgated("-v", "-c", d.config_path).returncode == 2
     assert run_mxgated("-n", "-d", "-c", d.config_path).returncode == 2
+
+
+def test_reroute_after_a_configuration_change(daemon_factory, tmp_path):
+    from conftest import merge_settings, render_config
+    d = daemon_factory(PAUSED)
+    one, two, held, other = send_many(d, [["a@one.example.test"],
+                                          ["b@two.example.test"],
+                                          ["c@one.example.test"],
+                                          ["d@example.test"]])
+    ctl_ok(d, "queue", "hold", held)
+    before = d.db("SELECT address, route, action, action_params, state"
+                  " FROM recipients ORDER BY id")
+    # The new configuration: one.example.test goes to another upstream,
+    # two.example.test is refused now; the rest as before.
+    new = merge_settings(d.settings, {
+        "upstreams": d.settings["upstreams"] +
+        [{"name": "newup", "hosts": ["192.0.2.25:25"]}],
+        "routes": [{"name": "one", "rcpt": r"@one\.example\.test$",
+                    "action": "relay", "upstream": "newup"},
+                   {"name": "two", "rcpt": r"@two\.example\.test$",
+                    "action": "reject", "code": 550,
+                    "text": "5.1.1 gone"}] + PAUSED["routes"]})
+    conf = tmp_path / "new.conf"
+    conf.write_text(render_config(new))
+
+    def reroute(*args):
+        # mxgatectl with the new configuration; the daemon keeps its own.
+        return _ctl_conf(conf, "queue", "reroute", *args)
+
+    out = reroute("--all", "--dry-run")
+    assert out.splitlines()[-1] == "would reroute: 2 recipients of 2" \
+        " messages; 1 unchanged, 1 left as they were", out
+    assert d.db("SELECT address, route, action, action_params, state"
+                " FROM recipients ORDER BY id") == before
+    # Filters: only two.example.test, which is refused now.
+    out = reroute("--all", "--rcpt", "@two\\.")
+    assert "%s <b@two.example.test>: the routes refuse it now (550 5.1.1" \
+        " gone): left as it was" % two in out, out
+    out = reroute("--all")
+    lines = out.splitlines()
+    assert lines[-1] == "rerouted: 2 recipients of 2 messages; 1" \
+        " unchanged, 1 left as they were", out
+    assert ("%s <a@one.example.test>: route=sub action=relay params=" % one
+            ) in out and "-> route=one action=relay params=" in out, out
+    rows = {r[0]: r[1:] for r in d.db(
+        "SELECT address, route, action, action_params, state,"
+        " next_attempt_at FROM recipients")}
+    assert rows["a@one.example.test"][0] == "one"
+    assert json.loads(rows["a@one.example.test"][2])["upstream"] == "newup"
+    assert rows["a@one.example.test"][3] == "queued"
+    assert rows["c@one.example.test"][:2] == ("one", "relay")
+    assert rows["c@one.example.test"][3] == "held"       # still held
+    assert rows["b@two.example.test"][0] == "sub"        # left as it was
+    assert rows["d@example.test"][0] == "sub"            # unchanged
+    # The history says what changed and who did it.
+    ev = d.db("SELECT kind, detail FROM events WHERE message_id = ?"
+              " AND kind = 'routed'", (one,))
+    assert len(ev) == 1 and "(was route=sub action=relay" in ev[0][1] \
+        and "by mxgatectl uid=%d" % os.getuid() in ev[0][1], ev
+    # Done again: nothing left to change.
+    out = reroute("--all")
+    assert out.splitlines()[-1] == "rerouted: 0 recipients of 0 messages;" \
+        " 3 unchanged, 1 left as they were", out
+    # The message's trace shows the rerouting.
+    t = json.loads(ctl_ok(d, "queue", "trace", one, "--json"))
+    assert [e["kind"] for e in t["history"]] == ["received", "routed",
+                                                 "routed"]
+
+
+def _ctl_conf(conf, *args):
+    import subprocess
+    from conftest import mxgatectl_path
+    r = subprocess.run([mxgatectl_path(), "-c", str(conf)] + list(args),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r.stdout
