@@ -32,7 +32,7 @@ $CC $CFLAGS -I src tests/fuzz/fuzz_spf_record.c src/smtp/spf.c src/common/thread
 $CC $CFLAGS -I src tests/fuzz/fuzz_envelope.c src/common/envelope.c \
     src/common/util.c src/common/log.c -o "$out/fuzz_envelope"
 # The relay client's pure parsers; relay.c needs its libraries to link.
-RELAY_SRC="src/delivery/relay.c src/delivery/delivery.c src/delivery/mime7bit.c
+RELAY_SRC="src/delivery/relay.c src/delivery/dane.c src/delivery/delivery.c src/delivery/mime7bit.c
   src/common/json.c src/common/util.c src/common/log.c"
 RELAY_LIBS="-lssl -lcrypto -lresolv $(pkg-config --libs gmime-3.0)"
 $CC $CFLAGS -I src $(pkg-config --cflags gmime-3.0) \
