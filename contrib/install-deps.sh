@@ -12,6 +12,8 @@
 # service users mxgated's processes run as (contrib/create-users.sh).
 # dpkg-dev and debhelper build the Debian package (contrib/debian-check.sh);
 # acl's setfacl lets a test grant a worker's user access by ACL.
+# haproxy stands in front of two mxgated in the PROXY protocol test (a
+# private instance the test starts; the packaged service is not started).
 # nsd, unbound and ldnsutils make the signed DNS of the relay's DANE tests
 # (tests/integration/tls_world.py), python3-cryptography their certificates.
 set -eu
@@ -23,6 +25,7 @@ libseccomp-dev
 python3 python3-pytest python3-aiosmtpd python3-dnslib
 swaks openssl postfix iproute2 procps valgrind acl
 dpkg-dev debhelper
+haproxy
 nsd unbound ldnsutils python3-cryptography"
 
 missing=""

@@ -216,6 +216,21 @@ static const struct conf_spec listener_specs[] = {
 	  .doc = "offer AUTH before STARTTLS too, the password then "
 	      "crossing the network in the clear; default "
 	      "auth.allow_plaintext" },
+	{ .path = "proxy_protocol", .type = CT_BOOL,
+	  FIELD(struct listener_conf, proxy_protocol), .def = "false",
+	  .doc = "expect a PROXY protocol header (HAProxy's, version 1 "
+	      "or 2, told apart by their first bytes) before anything "
+	      "else, from the load balancers in proxy_from (required "
+	      "then): the client it names is the client for the limits, "
+	      "the checks, the logs and the Received header.  Anything "
+	      "else on such a listener is refused" },
+	{ .path = "proxy_from", .type = CT_STRLIST,
+	  FIELD(struct listener_conf, proxy_from),
+	  COUNT(struct listener_conf, nproxy_from),
+	  .value = netlist_entry_check,
+	  .doc = "with proxy_protocol: the load balancers' addresses or "
+	      "CIDR networks; a connection from anywhere else is refused "
+	      "with 421 4.7.0" },
 	{ .path = NULL }
 };
 
@@ -524,6 +539,13 @@ static const struct conf_spec mxconf_specs[] = {
 	      "MAIL is answered 452 4.3.1 (as is a MAIL whose SIZE= "
 	      "would not fit with half again as margin) while "
 	      "deliveries, which free space, go on" },
+	{ .path = "queue.keep_history", .type = CT_DURATION,
+	  FIELD(struct mxconf, keep_history), .def = "1d",
+	  .min = 0, .max = 3650 * 86400,
+	  .doc = "how long a message's envelope, recipients and history "
+	      "(mxgatectl queue trace) are kept once it has left the "
+	      "queue: delivered or bounced (and delivery.keep_delivered "
+	      "passed) or deleted. 0: forgotten within a minute" },
 
 	/* RFC 5321 4.5.3.1.4: a command line may be 512 octets. */
 	{ .path = "limits.line_length", .type = CT_INT,
@@ -548,14 +570,27 @@ static const struct conf_spec mxconf_specs[] = {
 	  .doc = "errors a client may make (commands refused) before "
 	      "the session is closed" },
 	{ .path = "limits.connections", .type = CT_INT,
-	  FIELD(struct mxconf, max_connections), .def = "1000",
-	  .min = 1, .max = 1000000,
-	  .doc = "simultaneous connections, in total" },
+	  FIELD(struct mxconf, max_connections), .def = "0",
+	  .min = 0, .max = 1000000,
+	  .doc = "simultaneous connections, in total; over it, 421 4.7.0.  "
+	      "0 = what the memory allows, computed at start and logged: "
+	      "an eighth of the physical memory at 16 KB a session (an "
+	      "idle one costs about 10 KB in a worker and a few in the "
+	      "kernel), at least 100, at most 100000, and no more than "
+	      "the workers' descriptor limit allows" },
 	{ .path = "limits.connections_per_ip", .type = CT_INT,
 	  FIELD(struct mxconf, max_connections_per_ip), .def = "50",
 	  .min = 0, .max = 1000000,
 	  .doc = "simultaneous connections from one client address; 0 "
 	      "= no limit" },
+	{ .path = "limits.fair_share", .type = CT_INT,
+	  FIELD(struct mxconf, fair_share), .def = "10",
+	  .min = 0, .max = 100,
+	  .doc = "under stress (stress.threshold), a client address gets "
+	      "another connection only while it holds fewer than this "
+	      "percent of the connections still free, so a few "
+	      "addresses cannot take every slot and a new one always "
+	      "finds one (421 4.7.0 otherwise); 0 = off" },
 	/* Postfix's smtpd_min_data_rate. */
 	{ .path = "limits.min_data_rate", .type = CT_INT,
 	  FIELD(struct mxconf, min_data_rate), .def = "500",
@@ -585,11 +620,34 @@ static const struct conf_spec mxconf_specs[] = {
 	  .doc = "seconds a message may take, plus one second per "
 	      "limits.min_data_rate bytes received (RFC 5321 "
 	      "4.5.3.2.5: 3 minutes)" },
+	{ .path = "timeouts.proxy", .type = CT_INT,
+	  FIELD(struct mxconf, timeout_proxy), .def = "10",
+	  .min = 1, .max = 300,
+	  .doc = "seconds the PROXY protocol header may take on a "
+	      "listener with proxy_protocol; then the connection is "
+	      "closed" },
 	{ .path = "timeouts.shutdown_grace", .type = CT_INT,
 	  FIELD(struct mxconf, shutdown_grace), .def = "30",
 	  .min = 1, .max = 86400,
 	  .doc = "seconds the sessions in progress may take to finish "
 	      "when mxgated stops; then they are closed" },
+	/* Postfix's stress-dependent defaults (STRESS_README). */
+	{ .path = "stress.threshold", .type = CT_INT,
+	  FIELD(struct mxconf, stress_threshold), .def = "80",
+	  .min = 0, .max = 100,
+	  .doc = "percent of limits.connections in use at which stress "
+	      "mode begins (and limits.fair_share applies); it ends when "
+	      "use falls 10 points below; both are logged.  0 = never" },
+	{ .path = "stress.command", .type = CT_INT,
+	  FIELD(struct mxconf, stress_timeout_command), .def = "10",
+	  .min = 1, .max = 86400,
+	  .doc = "timeouts.command under stress, for every session, those "
+	      "already open too (Postfix: 10 seconds)" },
+	{ .path = "stress.data", .type = CT_INT,
+	  FIELD(struct mxconf, stress_timeout_data), .def = "60",
+	  .min = 1, .max = 86400,
+	  .doc = "timeouts.data under stress (plus one second per "
+	      "limits.min_data_rate bytes received, as always)" },
 
 	{ .path = "accept_domains", .type = CT_STRLIST,
 	  FIELD(struct mxconf, accept_domains),
@@ -818,6 +876,18 @@ static const struct conf_spec mxconf_specs[] = {
 	      "server) is answered 554 5.5.1 and disconnected; clients "
 	      "in trusted_networks and implicit-TLS listeners are not "
 	      "made to wait; 0 = off" },
+	{ .path = "greet_multiline", .type = CT_BOOL,
+	  FIELD(struct mxconf, greet_multiline), .def = "true",
+	  .doc = "with greet_pause: send the first line of a multi-line "
+	      "greeting (\"220-\") at once and the rest after the "
+	      "pause; a client that talks after that first line did not "
+	      "wait for the end of the reply (postscreen's trap)" },
+	{ .path = "greet_pass_time", .type = CT_DURATION,
+	  FIELD(struct mxconf, greet_pass_time), .def = "1d",
+	  .min = 0, .max = 30 * 86400,
+	  .doc = "how long a client address that waited for the whole "
+	      "greeting is remembered (by the master, for every worker) "
+	      "and greeted without the pause; 0 = not remembered" },
 	{ .path = "helo_checks", .type = CT_BOOL,
 	  FIELD(struct mxconf, helo_checks), .def = "false",
 	  .doc = "refuse (501 5.5.2) a HELO/EHLO name that is neither "
@@ -2282,16 +2352,44 @@ listener_auth_check(struct conf_ctx *ctx, config_setting_t *e,
 		    "allow_plaintext_auth = true)", i);
 }
 
+/*
+ * The PROXY protocol: a listener that expects it must say whom from (a
+ * header is a claim about the client, believed from the balancers
+ * alone), and balancers named for a listener that does not expect it
+ * would be ignored.
+ */
+static void
+listener_proxy_check(struct conf_ctx *ctx, config_setting_t *e,
+    struct listener_conf *l, size_t i)
+{
+	size_t bad;
+	const char *why;
+
+	if (l->proxy_protocol && l->nproxy_from == 0)
+		conf_report(ctx, e, "'listen[%zu]': proxy_protocol needs "
+		    "proxy_from, the load balancers' addresses", i);
+	else if (!l->proxy_protocol && l->nproxy_from > 0)
+		conf_report(ctx, e, "'listen[%zu]': proxy_from without "
+		    "proxy_protocol = true", i);
+	else if (l->proxy_protocol)
+		/* Bad entries were reported already: NULL then. */
+		l->proxy_nets = netlist_new(l->proxy_from, l->nproxy_from,
+		    &bad, &why);
+}
+
 static void
 config_listeners_auth(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 {
 	config_setting_t *listen = config_lookup(cf, "listen");
 	size_t i;
 
-	for (i = 0; i < c->nlisteners; i++)
-		listener_auth_check(ctx, listen != NULL ?
-		    config_setting_get_elem(listen, (unsigned)i) : NULL, c,
-		    &c->listeners[i], i);
+	for (i = 0; i < c->nlisteners; i++) {
+		config_setting_t *e = listen != NULL ?
+		    config_setting_get_elem(listen, (unsigned)i) : NULL;
+
+		listener_auth_check(ctx, e, c, &c->listeners[i], i);
+		listener_proxy_check(ctx, e, &c->listeners[i], i);
+	}
 }
 
 /* Route names go to logs, the queue and `route test`: keep them words. */
@@ -2762,6 +2860,8 @@ config_free(struct mxconf *c)
 {
 	if (c == NULL)
 		return;
+	for (size_t i = 0; i < c->nlisteners; i++)
+		netlist_free(c->listeners[i].proxy_nets);
 	conf_release(&mxconf_table, c);
 	route_table_free(c->route_table);
 	netlist_free(c->reject_nets);
@@ -2943,6 +3043,11 @@ static const struct man_section {
 	  "SMTP reply, never by dropping the connection silently." },
 	{ "timeouts", "timeouts",
 	  "How long the server waits on a client, in seconds." },
+	{ "stress", "stress",
+	  "Stress mode, as in Postfix: when most connection slots are taken, "
+	  "shorter timeouts apply to every session and no client address may "
+	  "take more than its fair share (limits.fair_share) of what is left, "
+	  "so that a new client still finds a slot." },
 	{ "tls", "tls",
 	  "TLS for the listeners: STARTTLS (RFC 3207) on mx and submission "
 	  "listeners, TLS from the first byte (RFC 8314) on submissions ones. "
@@ -2956,7 +3061,8 @@ static const struct man_section {
 	{ "policy", "policy",
 	  "A Postfix SMTP access policy delegation service (postgrey, "
 	  "policyd-spf, ...), asked at the SMTP stages listed." },
-	{ "checks", "helo_checks reject_networks trusted_networks rate_limits",
+	{ "checks", "greet_pause greet_multiline greet_pass_time helo_checks"
+	  " reject_networks trusted_networks rate_limits",
 	  "Built-in checks of the client, run before the plugins and the "
 	  "policy service." },
 	{ "routes", "accept_domains routes",

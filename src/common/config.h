@@ -33,6 +33,12 @@ struct listener_conf {
 	 * -1 while absent, 0 or 1 after the load. */
 	int      auth;
 	int      allow_plaintext_auth;
+	/* The PROXY protocol (proxy.h): a header from one of proxy_from
+	 * (addresses or CIDR networks) comes first and names the client. */
+	bool     proxy_protocol;
+	char   **proxy_from;
+	size_t   nproxy_from;
+	struct netlist *proxy_nets;   /* proxy_from compiled; NULL: none */
 };
 
 /* One element of tls.certificates: a certificate chain and its key. */
@@ -167,6 +173,7 @@ struct mxconf {
 	/* queue */
 	char    *queue_dir;          /* holds queue.db */
 	size_t   queue_min_free;     /* below this, MAIL is 452 4.3.1 */
+	unsigned keep_history;       /* history of messages gone; seconds */
 
 	/* limits */
 	size_t   max_line;
@@ -174,14 +181,24 @@ struct mxconf {
 	unsigned min_data_rate;      /* bytes/s a message must keep up */
 	unsigned max_recipients;
 	unsigned max_errors;
-	unsigned max_connections;
+	unsigned max_connections;    /* 0 in the file: computed at start
+	                              * (master.c, from the memory) */
 	unsigned max_connections_per_ip;
+	unsigned fair_share;         /* percent of the free slots one
+	                              * address may hold under stress; 0 off */
 	char    *bare_newlines;      /* "reject" | "normalize" */
 
 	/* timeouts, seconds */
 	unsigned timeout_command;
 	unsigned timeout_data;
+	unsigned timeout_proxy;      /* the PROXY header */
 	unsigned shutdown_grace;
+
+	/* stress mode (Postfix's): over stress_threshold percent of
+	 * max_connections, these timeouts apply and fair_share holds */
+	unsigned stress_threshold;   /* 0: never */
+	unsigned stress_timeout_command;
+	unsigned stress_timeout_data;
 
 	/* acceptance: domains we are MX for; without `routes`, a shorthand
 	 * for routes (etc/mxgate.conf says which) */
@@ -256,6 +273,9 @@ struct mxconf {
 	/* built-in checks (checks.h) */
 	bool     helo_checks;
 	unsigned greet_pause;        /* seconds; 0 = greet at once */
+	bool     greet_multiline;    /* "220-" first: the pregreet trap */
+	unsigned greet_pass_time;    /* seconds a client that waited skips
+	                              * the pause; 0: not remembered */
 	char   **reject_networks;
 	size_t   nreject_networks;
 	/* dnsbl (dnsbl.h): "domain[=filter][*weight]" */

@@ -21,7 +21,11 @@ ipc_payload_ok(enum ipc_type type, size_t len)
 	switch (type) {
 	case IPC_CONN_NEW:        return len == sizeof(struct ipc_conn_new);
 	case IPC_CONN_CLOSED:
-	case IPC_AUTH_FAILED:     return len == sizeof(struct ipc_conn_closed);
+	case IPC_AUTH_FAILED:
+	case IPC_GREET_PASSED:    return len == sizeof(struct ipc_conn_closed);
+	case IPC_CONN_PROXIED:    return len == sizeof(struct ipc_conn_proxied);
+	case IPC_CONN_ADMIT:      return len == sizeof(struct ipc_conn_admit);
+	case IPC_STRESS:          return len == sizeof(struct ipc_stress);
 	case IPC_QUEUE_CHANNEL:
 	case IPC_LOOKUP_CHANNEL:  return len == 0;
 	case IPC_AUTH_CHECK:      return len == sizeof(struct ipc_auth_check);

@@ -25,9 +25,12 @@
  *   - an empty signal mask, default dispositions, except SIGPIPE which is
  *     ignored (SIG_IGN survives execve: reset it to SIG_DFL in a child
  *     before exec'ing a command);
- *   - handler_deliver() is called once per process; relay_deliver() may
- *     be called for several jobs in a row in one process (connection
- *     reuse), followed by relay_finish();
+ *   - the process is long-lived (spawner.h): handler_deliver() and
+ *     relay_deliver() are called for job after job, batch after batch;
+ *     the relay client keeps its connection for the next job to the
+ *     same upstream (connection reuse), relay_batch_end() after each
+ *     batch, relay_finish() when the connection has been idle a while
+ *     and before the process exits;
  *   - the queue process has the child killed (SIGKILL) when a job runs longer
  *     than DELIVERY_JOB_TIMEOUT seconds: handlers enforce their own,
  *     shorter, timeouts (a pipe command's "timeout", the network's) and
@@ -149,6 +152,10 @@ int handler_deliver(struct delivery_job *job);
  */
 int relay_deliver(struct delivery_job *job);
 void relay_finish(void);
+/* The end of a batch of jobs (the process waits for the next): forget
+ * the addresses that failed during it, which the next batch may try
+ * again. */
+void relay_batch_end(void);
 
 /* ---- helpers for both (delivery.c) ---- */
 

@@ -40,6 +40,12 @@
 #define RELAY_MAX_MX     32
 #define RELAY_DOWN_MAX   64     /* refused addresses remembered */
 #define RELAY_CHUNK      65536
+/* A connection carries at most this many transactions, for at most this
+ * long (Postfix: smtp_connection_reuse_count_limit, _time_limit): a
+ * long-lived delivery process must not pin one upstream server forever
+ * (DNS changes, load balancing behind the name). */
+#define RELAY_REUSE_MAX  1000
+#define RELAY_REUSE_MS   300000
 
 /* ---- pure parts ---- */
 
@@ -130,32 +136,42 @@ void
 relay_dot_stuff(struct relay_stuff *st, const char *p, size_t len,
     struct buf *out)
 {
-	size_t i;
+	size_t i = 0, run;
 
 	buf_reserve(out, len + len / 32 + 8);
-	for (i = 0; i < len; i++) {
-		char c = p[i];
-
+	while (i < len) {
 		if (st->cr) {
 			st->cr = false;
 			buf_append(out, "\r\n", 2);
 			st->mid_line = false;
-			if (c == '\n')
+			if (p[i] == '\n') {
+				i++;
 				continue;
+			}
 		}
-		if (c == '\r') {
+		if (p[i] == '\r') {
 			st->cr = true;
-		} else if (c == '\n') {
+			i++;
+			continue;
+		}
+		if (p[i] == '\n') {
 			buf_append(out, "\r\n", 2);
 			st->mid_line = false;
-		} else {
-			/* RFC 5321 4.5.2: a line that starts with a dot gets
-			 * one more. */
-			if (!st->mid_line && c == '.')
-				buf_append(out, ".", 1);
-			buf_append(out, &c, 1);
-			st->mid_line = true;
+			i++;
+			continue;
 		}
+		/* RFC 5321 4.5.2: a line that starts with a dot gets one
+		 * more. */
+		if (!st->mid_line && p[i] == '.')
+			buf_append(out, ".", 1);
+		/* The rest of the line in one piece: a 100 KB body costs a
+		 * copy, not a call per byte. */
+		for (run = i + 1; run < len && p[run] != '\r' && p[run] != '\n';
+		    run++)
+			;
+		buf_append(out, p + i, run - i);
+		st->mid_line = true;
+		i = run;
 	}
 }
 
@@ -356,6 +372,8 @@ struct conn {
 	char        dest[DELIVERY_DEST_MAX];   /* "host[addr]:port" */
 	char        err[256];           /* the last I/O problem */
 	bool        broken;             /* a read or write failed: no QUIT */
+	unsigned    uses;               /* transactions begun on it */
+	uint64_t    opened_ms;
 	struct relay_ext ext;
 	char        in[RELAY_LINE_MAX + 2];
 	size_t      inlen;
@@ -674,6 +692,7 @@ conn_open(const struct addrinfo *ai, const char *host, const char *addr,
 
 	c = xcalloc(1, sizeof(*c));
 	c->conf = conf;
+	c->opened_ms = monotonic_ms();
 	strlcpy_mx(c->host, host, sizeof(c->host));
 	fmt_dest(c->dest, sizeof(c->dest), host, addr, port);
 	c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
@@ -1378,6 +1397,7 @@ transaction(struct conn *c, struct delivery_job *job, const char *content,
 	size_t i, stored_len = job->content_len;
 
 	*reusable = false;
+	c->uses++;
 	snprintf(job->destination, sizeof(job->destination), "%s", c->dest);
 	res = capabilities(c, job, content, &body8, &utf8, &convert, why,
 	    whysize);
@@ -1753,7 +1773,26 @@ job_key(const struct delivery_job *job, const struct target *t, char *out,
 	}
 }
 
-/* The connection of the last job, when it goes to the same place. */
+/*
+ * May a connection that just ended a transaction well carry another?
+ * Not past the reuse limits, and not when the server has said anything
+ * unasked (a 421 before it closes, or the close itself): a reply out of
+ * turn would be taken for the next command's.
+ */
+static bool
+keep_for_reuse(struct conn *c)
+{
+	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+
+	if (c->uses >= RELAY_REUSE_MAX ||
+	    monotonic_ms() - c->opened_ms >= RELAY_REUSE_MS)
+		return false;
+	return c->inlen == 0 && poll(&pfd, 1, 0) == 0 &&
+	    (c->ssl == NULL || SSL_pending(c->ssl) == 0);
+}
+
+/* The connection of the last job, when it goes to the same place and is
+ * still fit (the server may have closed it while it waited). */
 static bool
 try_cached(struct delivery_job *job, const char *key, const char *content,
     char *why, size_t whysize, bool *perm)
@@ -1765,7 +1804,7 @@ try_cached(struct delivery_job *job, const char *key, const char *content,
 	if (c == NULL)
 		return false;
 	cached = NULL;
-	if (strcmp(c->key, key) != 0) {
+	if (strcmp(c->key, key) != 0 || !keep_for_reuse(c)) {
 		conn_close(c, true);
 		return false;
 	}
@@ -1829,4 +1868,10 @@ relay_finish(void)
 {
 	conn_close(cached, true);
 	cached = NULL;
+}
+
+void
+relay_batch_end(void)
+{
+	ndown = 0;
 }

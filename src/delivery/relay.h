@@ -43,12 +43,17 @@
  * deferred with the last error.  A connection lost after the final dot
  * defers (the server may have the message: retrying may duplicate it,
  * never lose it).  An address that refused a connection is not tried
- * again by the same process.
+ * again in the same batch.
  *
  * Timeouts: delivery.connect_timeout per connect, command_timeout for
  * each reply and each write, data_timeout for the reply to the final dot.
  * The connection stays open after a job for the next one of the process
- * to the same upstream (and domain); relay_finish() says QUIT.
+ * to the same upstream (and domain), also across batches (the delivery
+ * process is long-lived), unless the server said something unasked
+ * (a 421 before it hangs up, or hung up), or it has carried
+ * RELAY_REUSE_MAX transactions or lived RELAY_REUSE_MS (relay.c);
+ * relay_finish() says QUIT.  The addresses that failed are remembered
+ * until relay_batch_end().
  *
  * The functions below relay_finish() are the pure parts, exposed for the
  * unit tests.

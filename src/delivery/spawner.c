@@ -132,6 +132,24 @@ report_job(uint32_t index, const struct delivery_job *job)
 	}
 }
 
+static void
+job_free(struct delivery_job *job, char **addrs)
+{
+	for (size_t i = 0; addrs != NULL && i < job->nrcpts; i++)
+		free(addrs[i]);
+	free(addrs);
+	free(job->rcpts);
+	free((char *)job->queue_id);
+	free((char *)job->sender);
+	free((char *)job->route);
+	free((char *)job->action);
+	free((char *)job->params_json);
+	free((char *)job->client_ip);
+	free((char *)job->helo);
+	free((char *)job->protocol);
+	free((char *)job->auth_user);
+}
+
 /* Read one job and deliver it; false when the jobs are malformed. */
 static bool
 run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
@@ -139,7 +157,8 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 {
 	struct delivery_job job;
 	uint32_t index, content, flags, n;
-	char **addrs;
+	char **addrs = NULL;
+	bool ok = false;
 	int rc;
 
 	memset(&job, 0, sizeof(job));
@@ -161,7 +180,7 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 	if (rd->bad || n == 0 || n > rd->left || content == 0 ||
 	    (int)content >= nfds || job.queue_id == NULL ||
 	    job.action == NULL || job.params_json == NULL)
-		return false;
+		goto out;
 	job.body_8bitmime = (flags & SPAWN_8BITMIME) != 0;
 	job.smtputf8 = (flags & SPAWN_SMTPUTF8) != 0;
 	if (job.sender == NULL)
@@ -177,7 +196,7 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 		job.rcpts[i].address = addrs[i] != NULL ? addrs[i] : "";
 	}
 	if (rd->bad)
-		return false;
+		goto out;
 	if (strcmp(job.action, "relay") == 0)
 		rc = relay_deliver(&job);
 	else
@@ -188,8 +207,139 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 	report_job(index, &job);
 	if (job.content_map != NULL)
 		munmap(job.content_map, job.content_len);
-	/* The process ends after its jobs: the strings go with it. */
-	return true;
+	ok = true;
+out:
+	job_free(&job, addrs);
+	return ok;
+}
+
+/* Deliver the jobs of one batch (fds[0]: the jobs, then the contents),
+ * close its descriptors, and say it is over. */
+static void
+run_batch(const struct mxconf *conf, int *fds, int nfds)
+{
+	struct spawn_report done;
+	struct reader rd;
+	struct stat st;
+	char *jobs;
+
+	if (fstat(fds[0], &st) < 0 || st.st_size <= 0)
+		fatal("the jobs");
+	jobs = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fds[0], 0);
+	if (jobs == MAP_FAILED)
+		fatal("mapping the jobs");
+	rd.p = jobs;
+	rd.left = (size_t)st.st_size;
+	rd.bad = false;
+	if (get_u32(&rd) != SPAWN_MAGIC)
+		fatalx("jobs of another format");
+	for (uint32_t n = get_u32(&rd); n > 0; n--) {
+		if (!run_one(&rd, conf, fds, nfds))
+			fatalx("malformed jobs");
+	}
+	munmap(jobs, (size_t)st.st_size);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	/* Addresses that failed in this batch may answer the next one. */
+	relay_batch_end();
+	memset(&done, 0, sizeof(done));
+	done.job = SPAWN_BATCH_DONE;
+	if (send(report_fd, &done, sizeof(done), MSG_NOSIGNAL) < 0)
+		_exit(1);
+}
+
+/*
+ * Wait for the next batch on the channel.  A connection kept for reuse
+ * is closed (QUIT) once it has waited SPAWN_CONN_IDLE_MS: an upstream
+ * should not hold a session for a process with nothing to send.
+ * Returns the number of descriptors received, 0 when the queue process
+ * closed the channel (the process ends).
+ */
+static int
+next_batch(int *fds, char *title, size_t titlesize)
+{
+	struct spawn_batch b;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * SPAWN_MAX_FDS)];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = &b, .iov_len = sizeof(b) };
+	struct msghdr msg;
+	struct cmsghdr *cm;
+	struct pollfd pfd = { .fd = report_fd, .events = POLLIN };
+	int timeout = SPAWN_CONN_IDLE_MS, nfds = 0, r;
+	ssize_t n;
+
+	while ((r = poll(&pfd, 1, timeout)) <= 0) {
+		if (r < 0 && errno != EINTR)
+			fatal("poll");
+		if (r == 0) {
+			relay_finish();
+			timeout = -1;
+		}
+	}
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = u.buf;
+	msg.msg_controllen = sizeof(u.buf);
+	do
+		n = recvmsg(report_fd, &msg, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n == 0 || (n < 0 && errno == ECONNRESET))
+		return 0;
+	if (n != (ssize_t)sizeof(b) || b.magic != SPAWN_MAGIC ||
+	    (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0)
+		fatalx("a malformed batch from the queue process");
+	for (cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		nfds = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		memcpy(fds, CMSG_DATA(cm), (size_t)nfds * sizeof(int));
+	}
+	if (nfds < 2 || (uint32_t)nfds != b.nfds)
+		fatalx("a batch with %d of %u descriptors", nfds, b.nfds);
+	b.title[sizeof(b.title) - 1] = '\0';
+	snprintf(title, titlesize, "%s", b.title);
+	return nfds;
+}
+
+int
+spawn_send_batch(int sock, const char *title, const int *fds, int nfds)
+{
+	struct spawn_batch b;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * SPAWN_MAX_FDS)];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = &b, .iov_len = sizeof(b) };
+	struct msghdr msg;
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	if (nfds < 1 || nfds > SPAWN_MAX_FDS) {
+		errno = EINVAL;
+		return -1;
+	}
+	memset(&b, 0, sizeof(b));
+	b.magic = SPAWN_MAGIC;
+	b.nfds = (uint32_t)nfds;
+	snprintf(b.title, sizeof(b.title), "%s", title);
+	memset(&msg, 0, sizeof(msg));
+	memset(&u, 0, sizeof(u));
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = u.buf;
+	msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+	cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+	memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+	do
+		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	return n == (ssize_t)sizeof(b) ? 0 : -1;
 }
 
 static int
@@ -215,7 +365,8 @@ close_all_but(int *keep, size_t n)
 	close_range(lo, ~0U, 0);
 }
 
-/* Become the process delivery.h describes, then deliver. */
+/* Become the process delivery.h describes, then deliver batch after
+ * batch until the queue process closes the channel. */
 static void __attribute__((noreturn))
 delivery_child(const struct mxconf *conf, pid_t spawner, const char *title,
     const char *user, int report, int *fds, int nfds)
@@ -225,11 +376,9 @@ delivery_child(const struct mxconf *conf, pid_t spawner, const char *title,
 		.user = user,
 		.filter = SANDBOX_FILTER_DELIVERY,
 	};
-	int keep[SPAWN_MAX_FDS + 1], null;
-	struct reader rd;
-	struct stat st;
+	int keep[SPAWN_MAX_FDS + 1], batch[SPAWN_MAX_FDS], null;
+	char name[sizeof(((struct spawn_batch *)0)->title)];
 	sigset_t none;
-	char *jobs;
 
 	/* Die with the spawner, which dies with the queue process: an
 	 * orphan could deliver what a restarted queue delivers again. */
@@ -244,7 +393,7 @@ delivery_child(const struct mxconf *conf, pid_t spawner, const char *title,
 	signal(SIGPIPE, SIG_IGN);
 	closelog();
 	for (int i = 0; i < nfds; i++)
-		keep[i] = fds[i];
+		keep[i] = batch[i] = fds[i];
 	keep[nfds] = report;
 	close_all_but(keep, (size_t)nfds + 1);
 	report_fd = report;
@@ -265,20 +414,12 @@ delivery_child(const struct mxconf *conf, pid_t spawner, const char *title,
 	 * deny-list, inherited by the commands it runs. */
 	sandbox_enter(&sb);
 
-	if (fstat(fds[0], &st) < 0 || st.st_size <= 0)
-		fatal("the jobs");
-	jobs = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fds[0], 0);
-	if (jobs == MAP_FAILED)
-		fatal("mapping the jobs");
-	rd.p = jobs;
-	rd.left = (size_t)st.st_size;
-	rd.bad = false;
-	if (get_u32(&rd) != SPAWN_MAGIC)
-		fatalx("jobs of another format");
-	for (uint32_t n = get_u32(&rd); n > 0; n--) {
-		if (!run_one(&rd, conf, fds, nfds))
-			fatalx("malformed jobs");
-	}
+	do {
+		run_batch(conf, batch, nfds);
+		proc_title_set("mxgated: delivery (idle)");
+		if ((nfds = next_batch(batch, name, sizeof(name))) > 0)
+			proc_title_set("mxgated: %s", name);
+	} while (nfds > 0);
 	relay_finish();
 	/* No atexit handlers, no sanitizer leak report on the spawner's
 	 * copied heap. */

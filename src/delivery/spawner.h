@@ -8,9 +8,19 @@
  * which drops to server.delivery_user (no capability, no_new_privs, the
  * delivery seccomp deny-list), reads its jobs and delivers them
  * (delivery.h), reporting each recipient's outcome straight to the queue
- * process over the report channel that came with the request.  The
- * delivery user cannot open the queue directory; the message reaches
- * the child as a descriptor (a sealed memfd), as before.
+ * process over the channel that came with the request.  The delivery
+ * user cannot open the queue directory; the message reaches the child as
+ * a descriptor (a sealed memfd).
+ *
+ * A delivery process is long-lived (as Postfix's smtp(8) processes are):
+ * after the jobs of a batch it sends a report with job SPAWN_BATCH_DONE
+ * and waits on the same channel for the next batch, which the queue
+ * process sends it directly (spawn_send_batch(): a struct spawn_batch
+ * with the jobs' and contents' descriptors, SCM_RIGHTS), and its relay
+ * client keeps its connection to the upstream from one batch to the
+ * next (relay.h).  It ends when the queue process closes the channel
+ * (an idle process retired, or the queue process gone).  A connection
+ * left idle SPAWN_CONN_IDLE_MS is closed with QUIT.
  *
  * Guarantees (delivery is at least once, README "Delivery"):
  *   - the queue process defers every recipient a child did not report
@@ -49,7 +59,19 @@
 #define SPAWN_8BITMIME 1u
 #define SPAWN_SMTPUTF8 2u
 
-/* Child -> queue process: one per recipient, one datagram each. */
+#define SPAWN_BATCH_DONE   0xffffffffu  /* spawn_report.job: batch over */
+#define SPAWN_CONN_IDLE_MS 2000         /* an unused upstream connection */
+
+/* Queue process -> an idle delivery process, with nfds descriptors:
+ * the jobs, then each job's content (as for IPC_SPAWN). */
+struct spawn_batch {
+	uint32_t magic;                 /* SPAWN_MAGIC */
+	uint32_t nfds;
+	char     title[120];            /* "delivery DEST" for ps(1) */
+};
+
+/* Child -> queue process: one per recipient, one datagram each; then
+ * one with job SPAWN_BATCH_DONE at the end of each batch. */
 struct spawn_report {
 	uint32_t job;                   /* the job's index */
 	int32_t  status;                /* enum delivery_status */
@@ -64,6 +86,10 @@ struct spawn_report {
 void spawn_put_u32(struct buf *b, uint32_t v);
 void spawn_put_u64(struct buf *b, uint64_t v);
 void spawn_put_str(struct buf *b, const char *s);
+
+/* Send the next batch to an idle delivery process over its channel:
+ * 0, or -1 with errno. */
+int spawn_send_batch(int sock, const char *title, const int *fds, int nfds);
 
 /* The spawner process: queue_fd is its channel to the queue process.
  * Returns only to exit, once the queue process has gone and every child

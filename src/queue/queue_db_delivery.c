@@ -97,6 +97,7 @@ static void
 sched_fail(struct queue_db *db, const char *what)
 {
 	qdb_save_error(db);
+	qdb_note_error(db);
 	log_error("scheduler: %s: %s", what, db->err);
 }
 
@@ -129,6 +130,7 @@ exec_logged(struct queue_db *db, const char *sql)
 
 	if (sqlite3_exec(db->h, sql, NULL, NULL, &err) != SQLITE_OK) {
 		qdb_save_error(db);
+		qdb_note_error(db);
 		log_error("scheduler: %s: %s", sql, err != NULL ? err :
 		    db->err);
 		sqlite3_free(err);
@@ -157,31 +159,65 @@ queue_db_delivery_init(struct queue_db *db)
 
 /* ---- durability ---- */
 
+/* Every commit after a delivery transaction must sync again: the group
+ * commit's 250s depend on it. */
+static void
+restore_sync(struct queue_db *db)
+{
+	if (db->lower_sync && exec_logged(db, "PRAGMA synchronous = FULL") < 0)
+		fatalx("queue database %s: cannot restore synchronous = FULL",
+		    db->path);
+}
+
 int
 queue_db_txn_begin(struct queue_db *db)
 {
+	db->out_of_space = false;
+	db->txn_broken = false;
 	if (db->lower_sync && exec_logged(db, "PRAGMA synchronous = NORMAL") < 0)
 		return -1;
 	if (exec_logged(db, "BEGIN IMMEDIATE") < 0) {
-		if (db->lower_sync)
-			exec_logged(db, "PRAGMA synchronous = FULL");
+		restore_sync(db);
 		return -1;
 	}
+	return 0;
+}
+
+bool
+queue_db_txn_broken(const struct queue_db *db)
+{
+	return db->txn_broken;
+}
+
+int
+queue_db_txn_rollback(struct queue_db *db)
+{
+	if (!sqlite3_get_autocommit(db->h))
+		sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+	restore_sync(db);
 	return 0;
 }
 
 int
 queue_db_txn_commit(struct queue_db *db)
 {
-	if (exec_logged(db, "COMMIT") < 0) {
-		exec_logged(db, "ROLLBACK");
-		return -1;
+	/* A statement that failed for want of space may have left part of
+	 * its work undone, or SQLite may have rolled everything back and
+	 * run the later statements on their own: commit nothing. */
+	if (db->txn_broken || sqlite3_get_autocommit(db->h)) {
+		db->txn_broken = true;
+		return queue_db_txn_rollback(db), -1;
 	}
-	/* Every commit after this one must sync again: the group commit's
-	 * 250s depend on it. */
-	if (db->lower_sync && exec_logged(db, "PRAGMA synchronous = FULL") < 0)
-		fatalx("queue database %s: cannot restore synchronous = FULL",
-		    db->path);
+	if (sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		qdb_save_error(db);
+		qdb_note_error(db);
+		/* A full disk is the scheduler's to report, once. */
+		if (!db->out_of_space)
+			log_error("scheduler: COMMIT: %s", db->err);
+		db->txn_broken = true;
+		return queue_db_txn_rollback(db), -1;
+	}
+	restore_sync(db);
 	return 0;
 }
 
@@ -353,11 +389,43 @@ queue_db_purge(struct queue_db *db, int64_t before)
 	return sqlite3_changes(db->h);
 }
 
+/* Three statements, once a minute: prepared at each call. */
+int
+queue_db_purge_history(struct queue_db *db, int64_t before)
+{
+	static const char *const sql[] = {
+		"DELETE FROM history_events WHERE message_id IN (SELECT id"
+		" FROM history_messages WHERE finished_at < ?1)",
+		"DELETE FROM history_recipients WHERE message_id IN (SELECT id"
+		" FROM history_messages WHERE finished_at < ?1)",
+		"DELETE FROM history_messages WHERE finished_at < ?1",
+	};
+	sqlite3_stmt *st;
+	int rc = SQLITE_DONE;
+
+	for (size_t i = 0; i < ARRAY_LEN(sql) && rc == SQLITE_DONE; i++) {
+		if (sqlite3_prepare_v2(db->h, sql[i], -1, &st, NULL) !=
+		    SQLITE_OK) {
+			sched_fail(db, "purging old history");
+			return -1;
+		}
+		sqlite3_bind_int64(st, 1, before);
+		rc = sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+	if (rc != SQLITE_DONE) {
+		sched_fail(db, "purging old history");
+		return -1;
+	}
+	return sqlite3_changes(db->h);
+}
+
 int
 queue_db_requeue_interrupted(struct queue_db *db, int64_t now)
 {
 	char sql[512];
 
+	db->out_of_space = false;
 	if (exec_logged(db, "BEGIN IMMEDIATE") < 0)
 		return -1;
 	snprintf(sql, sizeof(sql), "INSERT INTO events (message_id,"

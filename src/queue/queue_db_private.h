@@ -25,14 +25,21 @@ struct queue_db {
 	 * queue_db_txn_begin()). */
 	bool          lower_sync;
 	bool          out_of_space;     /* the last error was a full disk */
+	/* The delivery side's open transaction cannot commit what it did:
+	 * a statement failed for want of space or with an I/O error, or
+	 * SQLite ended the transaction (queue_db_txn_broken()). */
+	bool          txn_broken;
 	sqlite3_stmt *stmt[QDB_INSERT_STMTS];
 	sqlite3_stmt *dstmt[QDB_DELIVERY_STMTS];   /* NULL until prepared */
+	bool          history;          /* show_* read the history tables */
 	char          err[256];         /* the last failure: queue_db_error() */
 	int           err_code;         /* its SQLite code: queue_db_error_kind() */
 };
 
 /* "queue database PATH: what: SQLite's message". */
 void qdb_log_error(struct queue_db *db, const char *what);
+/* Note what the last failure was (out_of_space, txn_broken). */
+void qdb_note_error(struct queue_db *db);
 /* sqlite3_exec() with the error logged; 0 or -1. */
 int  qdb_exec(struct queue_db *db, const char *sql, const char *what);
 /* Binds NULL for a NULL string. */

@@ -31,6 +31,11 @@
  * masks the length to 17 bits. */
 #define WAL_WRITE_MAX (64 * 1024)
 
+/* SQLite writes each WAL frame as its header, then its page; bytes 4-7
+ * of the header are the database size after a commit, 0 in the frames
+ * that do not end one (SQLite's wal.c, "WAL Frame Format"). */
+#define WAL_FRAME_HDR 24
+
 struct vfs_file {
 	sqlite3_file     base;          /* pMethods: vfs_io */
 	sqlite3_file    *real;          /* the default VFS's file, after us */
@@ -40,6 +45,8 @@ struct vfs_file {
 	unsigned char   *run;           /* WAL file: gathered frames */
 	size_t           run_len, run_cap;
 	sqlite3_int64    run_off;       /* file offset of run[0] */
+	bool             commit_page;   /* the next write is the page of a
+	                                 * commit frame */
 };
 
 static sqlite3_vfs *default_vfs;
@@ -133,14 +140,35 @@ vfs_read(sqlite3_file *file, void *buf, int amt, sqlite3_int64 off)
 	return RIO(f)->xRead(f->real, buf, amt, off);
 }
 
+static bool
+is_commit_frame_header(const void *buf, int amt)
+{
+	const unsigned char *p = buf;
+
+	return amt == WAL_FRAME_HDR && (p[4] | p[5] | p[6] | p[7]) != 0;
+}
+
+/*
+ * A commit's frames are written as soon as its commit frame is gathered,
+ * while SQLite can still be told that they could not be (a full disk:
+ * SQLITE_FULL fails the COMMIT, the transaction is rolled back, the
+ * process goes on).  Written only at the barrier, a failure could only
+ * end the process.
+ */
 static int
 vfs_write(sqlite3_file *file, const void *buf, int amt, sqlite3_int64 off)
 {
 	struct vfs_file *f = (struct vfs_file *)file;
+	bool commit_page;
+	int rc;
 
-	if (f->is_wal)
-		return wal_gather(f, buf, amt, off);
-	return RIO(f)->xWrite(f->real, buf, amt, off);
+	if (!f->is_wal)
+		return RIO(f)->xWrite(f->real, buf, amt, off);
+	commit_page = f->commit_page;
+	f->commit_page = is_commit_frame_header(buf, amt);
+	if ((rc = wal_gather(f, buf, amt, off)) != SQLITE_OK)
+		return rc;
+	return commit_page ? wal_flush(f) : SQLITE_OK;
 }
 
 static int
@@ -240,7 +268,8 @@ vfs_shm_lock(sqlite3_file *file, int offset, int n, int flags)
 }
 
 /* SQLite publishes a commit around this barrier: the frames it names
- * must be in the file first (see queue_vfs.h). */
+ * must be in the file first (see queue_vfs.h).  vfs_write() has written
+ * a commit's frames already; what is left here would be a bug's. */
 static void
 vfs_shm_barrier(sqlite3_file *file)
 {

@@ -19,11 +19,14 @@
  * were spilled by a transaction that rolled back: they are dropped, never
  * written over what the next writer commits.
  *
- * With synchronous=FULL the commit's sync has written everything before
- * the barrier; only a NORMAL commit (the scheduler's) is written there.
- * A flush that fails at the barrier cannot be reported to SQLite (the
- * call returns nothing), so it ends the process: such a commit was never
- * synced, hence never acknowledged, and the master restarts the queue.
+ * A commit's frames are written when its commit frame (the last) has
+ * been gathered, inside the xWrite call that gathers it: a failure there
+ * (a full disk) fails the COMMIT, which SQLite rolls back, and the
+ * process goes on -- a NORMAL commit (the scheduler's) is never synced,
+ * so this is where it meets the disk.  A flush still failing at the
+ * barrier cannot be reported to SQLite (the call returns nothing), so it
+ * ends the process: such a commit was never synced, hence never
+ * acknowledged, and the master restarts the queue.
  *
  * Not for locking_mode=EXCLUSIVE: without shared memory there is no
  * barrier, and a NORMAL commit would wait in memory for the next sync.

@@ -2,17 +2,19 @@
  * scheduler — see scheduler.h.
  *
  * A job's life: dispatch() reads the due recipients, groups them into
- * jobs and jobs into children, and marks them "delivering" in a
- * transaction; after its commit, start_child() copies each job's message
- * into a sealed memfd, writes the jobs into another (spawner.h), and asks
- * the delivery spawner to start a delivery process for them, as the
- * delivery user, which cannot open the queue.  That process delivers and
- * sends one report per recipient over a SOCK_SEQPACKET pair whose other
- * end stays here.  The queue process collects the reports (read_reports); a job
+ * jobs and jobs into batches ("children": the slots), and marks them
+ * "delivering" in a transaction; after its commit, start_child() copies
+ * each job's message into a sealed memfd, writes the jobs into another
+ * (spawner.h), and sends them to an idle delivery process of the pool
+ * (struct dproc) over its channel, or asks the delivery spawner to start
+ * a new one, as the delivery user, which cannot open the queue.  That
+ * process delivers and sends one report per recipient, then
+ * SPAWN_BATCH_DONE, over a SOCK_SEQPACKET pair whose other end stays
+ * here.  The queue process collects the reports (read_reports); a job
  * whose recipients all have an outcome is "completed", and the next
  * scheduler transaction records it (record_job): state, history,
- * bounce, retention.  A child that dies leaves its unreported recipients
- * deferred.
+ * bounce, retention.  A process that dies leaves its batch's unreported
+ * recipients deferred.
  *
  * The scheduler's transactions never wait for the disk: in WAL mode a
  * commit with synchronous=NORMAL is written at once (a crashed process
@@ -59,6 +61,9 @@
 					 messages per connection) */
 #define SCHED_PURGE_MS       60000
 #define SCHED_HEADERS_MAX    65536    /* original headers read for a DSN */
+#define SCHED_PROC_IDLE_MS   60000    /* an idle delivery process retires */
+#define SCHED_PROC_BATCHES   500      /* batches a process runs, at most */
+#define SCHED_FULL_RETRY_MS  200      /* writing again after a full disk */
 
 /* Child -> queue process (spawner.h). */
 #define report spawn_report
@@ -84,11 +89,11 @@ struct sjob {
 	size_t   content_len;
 };
 
+/* A batch: the jobs one delivery process runs in turn (a "child" slot:
+ * delivery.concurrency of them). */
 struct child {
-	pid_t    pid;                   /* 0 while not started; -1 asked
-	                                 * for, the spawner has not said */
-	uint64_t request;               /* the spawn request */
-	int      fd;                    /* our end of the report channel */
+	struct dproc *proc;             /* running it; NULL before */
+	bool     started;               /* handed to a process */
 	char    *dest_key;
 	char    *user;                  /* a route's user=, NULL: default */
 	struct sjob **jobs;             /* NULL once moved to completed */
@@ -97,9 +102,26 @@ struct child {
 	bool     used;
 };
 
-/* The loop's callbacks (event.h): the timer, a delivery child's reports
- * (arg: its struct child). */
-static event_fn on_timer, on_child, on_spawner;
+/* A long-lived delivery process (spawner.h): at most one batch at a
+ * time; idle ones wait for the next batch of their user. */
+struct dproc {
+	pid_t    pid;                   /* -1: asked for, the spawner has not
+	                                 * said */
+	uint64_t request;               /* the spawn request */
+	int      fd;                    /* the channel: reports in, batches
+	                                 * out */
+	char    *user;                  /* a route's user=, NULL: default */
+	char    *last_dest;             /* its last batch's destination (its
+	                                 * cached connection's) */
+	struct child *batch;            /* NULL: idle */
+	unsigned batches;
+	uint64_t idle_since_ms;
+	bool     used;
+};
+
+/* The loop's callbacks (event.h): the timer, a delivery process's
+ * reports (arg: its struct dproc). */
+static event_fn on_timer, on_proc, on_spawner;
 
 static struct {
 	const struct mxconf *conf;
@@ -109,6 +131,7 @@ static struct {
 	uint64_t  timer_at_ms;              /* when it is armed for; 0 none */
 	struct child *children;         /* conf->concurrency slots */
 	size_t    nslots, nrunning;
+	struct dproc *procs;            /* as many: the process pool */
 	struct sjob **completed;        /* outcomes to record */
 	size_t    ncompleted, completed_cap;
 	struct retry_policy policy;
@@ -118,6 +141,10 @@ static struct {
 	struct buf detail;
 	int       spawner_fd;           /* the delivery spawner (spawner.h) */
 	uint64_t  spawn_seq;
+	uint64_t  full_since_ms;        /* writes fail for want of space */
+	uint64_t  full_retry_ms;        /* when to try writing again */
+	struct buf outcome_log;         /* lines for the log, once committed */
+	bool      requeue_pending;      /* requeue_interrupted() to redo */
 } s;
 
 /* ---- small helpers ---- */
@@ -252,17 +279,14 @@ child_release(struct child *c)
 {
 	size_t i;
 
-	if (c->fd >= 0) {
-		event_del(s.loop, c->fd);
-		close(c->fd);
-	}
+	if (c->proc != NULL)
+		c->proc->batch = NULL;
 	for (i = 0; i < c->njobs; i++)
 		job_free(c->jobs[i]);
 	free(c->jobs);
 	free(c->dest_key);
 	free(c->user);
 	memset(c, 0, sizeof(*c));
-	c->fd = -1;
 	if (s.nrunning > 0)
 		s.nrunning--;
 	s.kick = true;
@@ -288,7 +312,7 @@ apply_report(struct child *c, const struct report *r)
 
 	if (r->job >= c->njobs || (j = c->jobs[r->job]) == NULL) {
 		log_warn("delivery process %ld sent a report for no job",
-		    (long)c->pid);
+		    (long)c->proc->pid);
 		return;
 	}
 	for (i = 0; i < j->nrcpts; i++) {
@@ -309,7 +333,8 @@ apply_report(struct child *c, const struct report *r)
 	job_maybe_complete(c, r->job);
 }
 
-/* The child is gone: whatever it did not report is deferred. */
+/* The batch is over (or its process gone): whatever was not reported
+ * is deferred. */
 static void
 child_finished(struct child *c, const char *why)
 {
@@ -333,33 +358,73 @@ child_finished(struct child *c, const char *why)
 	child_release(c);
 }
 
-/* The report channel ended: the delivery process has exited (the
- * spawner logs how). */
+/* Forget a process: its channel closed, so that it ends (an idle one
+ * exits at once; the spawner reaps it). */
 static void
-reap(struct child *c)
+proc_release(struct dproc *p)
 {
-	child_finished(c, "delivery process ended without reporting");
+	if (p->fd >= 0) {
+		event_del(s.loop, p->fd);
+		close(p->fd);
+	}
+	free(p->user);
+	free(p->last_dest);
+	memset(p, 0, sizeof(*p));
+	p->fd = -1;
+}
+
+/* The channel ended: the delivery process has exited (the spawner logs
+ * how); what it did not report of its batch is deferred. */
+static void
+proc_gone(struct dproc *p)
+{
+	if (p->batch != NULL)
+		child_finished(p->batch, "delivery process ended without"
+		    " reporting");
+	proc_release(p);
+}
+
+/* The process says its batch is over: the batch's slot is free, the
+ * process waits for the next (or retires after SCHED_PROC_BATCHES). */
+static void
+batch_done(struct dproc *p)
+{
+	if (p->batch == NULL) {
+		log_warn("delivery process %ld ended a batch it did not have",
+		    (long)p->pid);
+		return;
+	}
+	child_finished(p->batch, "the delivery process gave no outcome");
+	p->idle_since_ms = monotonic_ms();
+	if (++p->batches >= SCHED_PROC_BATCHES)
+		proc_release(p);
 }
 
 static void
-read_reports(struct child *c)
+read_reports(struct dproc *p)
 {
 	struct report r;
 	ssize_t n;
 
-	for (;;) {
-		n = recv(c->fd, &r, sizeof(r), MSG_DONTWAIT);
+	while (p->used) {
+		n = recv(p->fd, &r, sizeof(r), MSG_DONTWAIT);
 		if (n == (ssize_t)sizeof(r)) {
-			apply_report(c, &r);
+			if (r.job == SPAWN_BATCH_DONE)
+				batch_done(p);
+			else if (p->batch != NULL)
+				apply_report(p->batch, &r);
+			else
+				log_warn("delivery process %ld reported"
+				    " outside a batch", (long)p->pid);
 			continue;
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
 		if (n > 0)
 			fatalx("delivery process %ld sent %zd bytes",
-			    (long)c->pid, n);
-		/* EOF (or an error): the child has exited or is exiting. */
-		reap(c);
+			    (long)p->pid, n);
+		/* EOF (or an error): the process has exited or is exiting. */
+		proc_gone(p);
 		return;
 	}
 }
@@ -468,32 +533,38 @@ jobs_memfd(const struct child *c)
 	return fd;
 }
 
-/* Ask the spawner for a delivery process: the jobs, each job's content,
- * then the request with our report channel's other end. */
+/* The batch's descriptors, in the order of spawner.h: the jobs (a new
+ * memfd, the caller closes it), then each job's content.  -1 on
+ * failure. */
 static int
-spawn_request(struct child *c, int report)
+batch_fds(const struct child *c, int *fds)
+{
+	int n = 0;
+
+	if ((fds[n++] = jobs_memfd(c)) < 0)
+		return -1;
+	for (size_t i = 0; i < c->njobs; i++)
+		if (c->jobs[i] != NULL)
+			fds[n++] = c->jobs[i]->memfd;
+	return n;
+}
+
+/* Ask the spawner for a new delivery process: the jobs, each job's
+ * content, then the request with our channel's other end. */
+static int
+spawn_request(struct child *c, struct dproc *p, const int *fds, int nfds,
+    int report)
 {
 	struct ipc_spawn req;
-	uint32_t nfds = 1;
-	int jobs;
 
-	if (s.spawner_fd < 0 || (jobs = jobs_memfd(c)) < 0)
+	if (s.spawner_fd < 0)
 		return -1;
-	if (spawner_send(IPC_SPAWN_FD, NULL, 0, jobs) < 0) {
-		close(jobs);
-		return -1;
-	}
-	close(jobs);
-	for (size_t i = 0; i < c->njobs; i++) {
-		if (c->jobs[i] == NULL)
-			continue;
-		if (spawner_send(IPC_SPAWN_FD, NULL, 0, c->jobs[i]->memfd) < 0)
+	for (int i = 0; i < nfds; i++)
+		if (spawner_send(IPC_SPAWN_FD, NULL, 0, fds[i]) < 0)
 			return -1;
-		nfds++;
-	}
 	memset(&req, 0, sizeof(req));
-	req.request = c->request = ++s.spawn_seq;
-	req.nfds = nfds;
+	req.request = p->request = ++s.spawn_seq;
+	req.nfds = (uint32_t)nfds;
 	snprintf(req.title, sizeof(req.title), "delivery %s", c->dest_key);
 	if (c->user != NULL &&
 	    strlcpy_mx(req.user, c->user, sizeof(req.user)) >= sizeof(req.user))
@@ -501,55 +572,159 @@ spawn_request(struct child *c, int report)
 	return spawner_send(IPC_SPAWN, &req, sizeof(req), report);
 }
 
+static bool
+same_user(const char *a, const char *b)
+{
+	return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
+
+/*
+ * An idle process of the batch's user, preferably the one whose last
+ * batch went to the same destination (its connection may still be
+ * open); NULL when there is none.
+ */
+static struct dproc *
+proc_idle(const struct child *c)
+{
+	struct dproc *any = NULL;
+
+	for (size_t i = 0; i < s.nslots; i++) {
+		struct dproc *p = &s.procs[i];
+
+		if (!p->used || p->batch != NULL || p->pid <= 0 ||
+		    !same_user(p->user, c->user))
+			continue;
+		if (p->last_dest != NULL && strcmp(p->last_dest, c->dest_key) == 0)
+			return p;
+		if (any == NULL)
+			any = p;
+	}
+	return any;
+}
+
+/* A free entry for a new process; when the pool is full, the process
+ * idle the longest (of another user) is retired for it.  Never NULL:
+ * there are as many entries as batches, and this batch has none. */
+static struct dproc *
+proc_entry(void)
+{
+	struct dproc *oldest = NULL;
+
+	for (size_t i = 0; i < s.nslots; i++) {
+		struct dproc *p = &s.procs[i];
+
+		if (!p->used)
+			return p;
+		if (p->batch == NULL && (oldest == NULL ||
+		    p->idle_since_ms < oldest->idle_since_ms))
+			oldest = p;
+	}
+	if (oldest == NULL)
+		fatalx("scheduler: no room for a delivery process");
+	proc_release(oldest);
+	return oldest;
+}
+
+static void
+attach(struct child *c, struct dproc *p)
+{
+	c->proc = p;
+	c->started = true;
+	p->batch = c;
+	free(p->last_dest);
+	p->last_dest = xstrdup(c->dest_key);
+	c->deadline_ms = monotonic_ms() +
+	    (uint64_t)DELIVERY_JOB_TIMEOUT * 1000 * c->njobs;
+}
+
+/* A new process for the batch, through the spawner. */
+static int
+start_proc(struct child *c, const int *fds, int nfds)
+{
+	struct dproc *p;
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		log_error("socketpair: %s", strerror(errno));
+		return -1;
+	}
+	p = proc_entry();
+	if (spawn_request(c, p, fds, nfds, sv[1]) < 0) {
+		/* A request cut short leaves the spawner with descriptors
+		 * that do not add up: it refuses it, and we never hear of
+		 * this process again but by its channel's end. */
+		log_error("asking for a delivery process: %s", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return -1;
+	}
+	close(sv[1]);
+	p->used = true;
+	p->pid = -1;
+	p->fd = sv[0];
+	p->user = c->user != NULL ? xstrdup(c->user) : NULL;
+	fd_set_nonblock(p->fd);
+	event_add(s.loop, p->fd, EPOLLIN, on_proc, p);
+	attach(c, p);
+	log_debug("delivery process requested: %zu job%s for %s", c->njobs,
+	    c->njobs == 1 ? "" : "s", c->dest_key);
+	return 0;
+}
+
+/* The batch to an idle process of its user, else to a new one. */
 static void
 start_child(struct child *c)
 {
-	int sv[2];
+	int fds[SPAWN_MAX_FDS], nfds;
+	char title[sizeof(((struct spawn_batch *)0)->title)];
+	struct dproc *p;
 
 	if (!load_jobs(c)) {
 		child_release(c);
 		return;
 	}
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-		log_error("socketpair: %s", strerror(errno));
+	if ((nfds = batch_fds(c, fds)) < 0) {
+		log_error("writing the jobs for a delivery process: %s",
+		    strerror(errno));
 		child_finished(c, "cannot start a delivery process");
 		return;
 	}
-	if (spawn_request(c, sv[1]) < 0) {
-		/* A request cut short leaves the spawner with descriptors
-		 * that do not add up: it refuses it, and we never hear of
-		 * this child again but by its channel's end. */
-		log_error("asking for a delivery process: %s", strerror(errno));
-		close(sv[0]);
-		close(sv[1]);
+	snprintf(title, sizeof(title), "delivery %s", c->dest_key);
+	while ((p = proc_idle(c)) != NULL) {
+		if (spawn_send_batch(p->fd, title, fds, nfds) == 0) {
+			attach(c, p);
+			break;
+		}
+		/* It is exiting (or stuck): a new one instead. */
+		log_warn("delivery process %ld takes no batch: %s",
+		    (long)p->pid, strerror(errno));
+		proc_release(p);
+	}
+	if (p == NULL && start_proc(c, fds, nfds) < 0) {
+		close(fds[0]);
 		child_finished(c, "cannot start a delivery process");
 		return;
 	}
-	close(sv[1]);
+	close(fds[0]);
 	/* The delivery process has them; the content stays in the queue. */
 	close_memfds(c);
-	c->pid = -1;
-	c->fd = sv[0];
-	fd_set_nonblock(c->fd);
-	c->deadline_ms = monotonic_ms() +
-	    (uint64_t)DELIVERY_JOB_TIMEOUT * 1000 * c->njobs;
-	event_add(s.loop, c->fd, EPOLLIN, on_child, c);
-	log_debug("delivery requested: %zu job%s for %s", c->njobs,
-	    c->njobs == 1 ? "" : "s", c->dest_key);
 }
 
 static void
 kill_child(struct child *c)
 {
-	struct ipc_spawned k = { .pid = (int32_t)c->pid };
+	struct ipc_spawned k;
 
-	if (c->pid > 0 && spawner_send(IPC_SPAWN_KILL, &k, sizeof(k), -1) < 0)
-		log_warn("asking the spawner to kill %ld: %s", (long)c->pid,
-		    strerror(errno));
+	if (c->proc == NULL || c->proc->pid <= 0)
+		return;
+	k = (struct ipc_spawned){ .pid = (int32_t)c->proc->pid };
+	if (spawner_send(IPC_SPAWN_KILL, &k, sizeof(k), -1) < 0)
+		log_warn("asking the spawner to kill %ld: %s",
+		    (long)c->proc->pid, strerror(errno));
 }
 
-/* The spawner answered a request: the pid, or a failure (whose report
- * channel has ended too: the recipients are deferred then). */
+/* The spawner answered a request: the pid, or a failure (whose channel
+ * has ended too: the recipients are deferred then). */
 static void
 on_spawner(void *arg, int fd, uint32_t events)
 {
@@ -566,17 +741,17 @@ on_spawner(void *arg, int fd, uint32_t events)
 		if (type != IPC_SPAWNED)
 			fatalx("unexpected message %d from the spawner", type);
 		for (size_t i = 0; i < s.nslots; i++) {
-			struct child *c = &s.children[i];
+			struct dproc *p = &s.procs[i];
 
-			if (!c->used || c->request != res.request)
+			if (!p->used || p->request != res.request)
 				continue;
 			if (res.pid > 0) {
-				c->pid = (pid_t)res.pid;
-				log_debug("delivery process %ld: %zu job%s for"
-				    " %s", (long)c->pid, c->njobs,
-				    c->njobs == 1 ? "" : "s", c->dest_key);
-				if (monotonic_ms() > c->deadline_ms)
-					kill_child(c);
+				p->pid = (pid_t)res.pid;
+				log_debug("delivery process %ld for %s",
+				    (long)p->pid, p->last_dest);
+				if (p->batch != NULL &&
+				    monotonic_ms() > p->batch->deadline_ms)
+					kill_child(p->batch);
 			}
 			break;
 		}
@@ -590,6 +765,19 @@ on_spawner(void *arg, int fd, uint32_t events)
 	}
 }
 
+/* Idle processes retire after SCHED_PROC_IDLE_MS. */
+static void
+retire_idle(uint64_t now)
+{
+	for (size_t i = 0; i < s.nslots; i++) {
+		struct dproc *p = &s.procs[i];
+
+		if (p->used && p->batch == NULL &&
+		    now - p->idle_since_ms >= SCHED_PROC_IDLE_MS)
+			proc_release(p);
+	}
+}
+
 static void
 kill_overdue(uint64_t now)
 {
@@ -598,9 +786,10 @@ kill_overdue(uint64_t now)
 	for (i = 0; i < s.nslots; i++) {
 		struct child *c = &s.children[i];
 
-		if (c->used && c->pid > 0 && now > c->deadline_ms) {
+		if (c->used && c->started && c->proc != NULL &&
+		    c->proc->pid > 0 && now > c->deadline_ms) {
 			log_warn("delivery process %ld (%s) ran too long;"
-			    " killing it", (long)c->pid, c->dest_key);
+			    " killing it", (long)c->proc->pid, c->dest_key);
 			kill_child(c);
 		}
 	}
@@ -624,7 +813,7 @@ find_job(const struct queue_due *row, const char *job_key)
 	for (i = 0; i < s.nslots; i++) {
 		struct child *c = &s.children[i];
 
-		if (!c->used || c->pid != 0)
+		if (!c->used || c->started)
 			continue;
 		for (k = 0; k < c->njobs; k++) {
 			struct sjob *j = c->jobs[k];
@@ -658,7 +847,7 @@ find_child(const char *dest_key, const char *user)
 	for (i = 0; i < s.nslots; i++) {
 		struct child *c = &s.children[i];
 
-		if (c->used && c->pid == 0 && c->njobs < SCHED_JOBS_PER_CHILD &&
+		if (c->used && !c->started && c->njobs < SCHED_JOBS_PER_CHILD &&
 		    strcmp(c->dest_key, dest_key) == 0 &&
 		    (c->user == NULL ? user == NULL :
 		    user != NULL && strcmp(c->user, user) == 0))
@@ -755,7 +944,6 @@ place(const struct queue_due *row, int64_t now)
 			return c == NULL ? false : true;
 		}
 		c->used = true;
-		c->fd = -1;
 		c->dest_key = xstrdup(dest_key);
 		c->user = user;
 		s.nrunning++;
@@ -777,7 +965,7 @@ any_pending_child(void)
 	size_t i;
 
 	for (i = 0; i < s.nslots; i++)
-		if (s.children[i].used && s.children[i].pid == 0)
+		if (s.children[i].used && !s.children[i].started)
 			return true;
 	return false;
 }
@@ -803,12 +991,18 @@ dispatch_state(enum queue_due_state which, int64_t now)
 		    SCHED_PAGE)) < 0)
 			return;
 		for (i = 0; i < nrows; i++) {
+			/* A claim failed for want of space: the transaction
+			 * will roll back, claim no more. */
+			if (queue_db_txn_broken(s.db)) {
+				queue_db_due_free(&rows[i]);
+				continue;
+			}
 			if (rows[i].msgid != NULL && rows[i].address != NULL &&
 			    rows[i].action != NULL && !place(&rows[i], now))
 				skipped++;
 			queue_db_due_free(&rows[i]);
 		}
-		if (nrows < SCHED_PAGE)
+		if (nrows < SCHED_PAGE || queue_db_txn_broken(s.db))
 			return;
 	}
 }
@@ -822,7 +1016,7 @@ drop_empty_children(void)
 	for (i = 0; i < s.nslots; i++) {
 		struct child *c = &s.children[i];
 
-		if (c->used && c->pid == 0 && c->njobs == 0)
+		if (c->used && !c->started && c->njobs == 0)
 			child_release(c);
 	}
 }
@@ -1027,10 +1221,26 @@ write_history(const struct sjob *j, const struct outcome *o,
 		    "none");
 	}
 	add_event(j->queue_id, o->rc->id, now, o->kind, s.detail.data);
-	log_info("id=%s to=<%s> action=%s dest=%s status=%s attempts=%u"
-	    " reply=%s", j->queue_id, o->rc->address, j->action,
-	    j->destination[0] != '\0' ? j->destination : "-", o->kind,
-	    o->rc->attempts, o->rc->reply);
+	/* Logged once committed (txn_commit()): a transaction that fails
+	 * is redone, and logs its outcomes then. */
+	buf_appendf(&s.outcome_log, "id=%s to=<%s> action=%s dest=%s"
+	    " status=%s attempts=%u reply=%s\n", j->queue_id, o->rc->address,
+	    j->action, j->destination[0] != '\0' ? j->destination : "-",
+	    o->kind, o->rc->attempts, o->rc->reply);
+}
+
+/* The outcome lines of the transaction that just committed. */
+static void
+outcome_log_flush(void)
+{
+	char *p = s.outcome_log.data, *nl;
+
+	for (; p != NULL && *p != '\0'; p = nl + 1) {
+		if ((nl = strchr(p, '\n')) == NULL)
+			break;
+		log_info("%.*s", (int)(nl - p), p);
+	}
+	buf_reset(&s.outcome_log);
 }
 
 /* Every recipient final: the message (or its content) goes. */
@@ -1064,15 +1274,25 @@ record_job(struct sjob *j, int64_t now)
 	free(o);
 }
 
+/* The outcomes are freed only once their transaction has committed
+ * (completed_done()): a transaction that fails (a full disk) is redone
+ * from them at the next turn. */
 static void
 record_completed(int64_t now)
 {
 	size_t i;
 
-	for (i = 0; i < s.ncompleted; i++) {
+	for (i = 0; i < s.ncompleted && !queue_db_txn_broken(s.db); i++)
 		record_job(s.completed[i], now);
+}
+
+static void
+completed_done(void)
+{
+	size_t i;
+
+	for (i = 0; i < s.ncompleted; i++)
 		job_free(s.completed[i]);
-	}
 	s.ncompleted = 0;
 }
 
@@ -1081,11 +1301,18 @@ purge(int64_t now)
 {
 	int n;
 
-	if (s.conf->keep_delivered == 0)
-		return;
-	n = queue_db_purge(s.db, now - (int64_t)s.conf->keep_delivered);
+	if (s.conf->keep_delivered != 0) {
+		n = queue_db_purge(s.db, now - (int64_t)s.conf->keep_delivered);
+		if (n > 0)
+			log_info("purged %d messages older than keep_delivered",
+			    n);
+	}
+	/* What left the queue is history (schema version 3), kept for
+	 * queue.keep_history. */
+	n = queue_db_purge_history(s.db, now - (int64_t)s.conf->keep_history);
 	if (n > 0)
-		log_info("purged %d messages older than keep_delivered", n);
+		log_debug("forgot the history of %d messages older than"
+		    " keep_history", n);
 }
 
 /* ---- transactions ---- */
@@ -1096,27 +1323,68 @@ txn_begin(void)
 	return queue_db_txn_begin(s.db);
 }
 
+/* Children placed in this transaction but not started: their claims are
+ * rolled back with it, so they go; the rows are due again as they were. */
 static void
-txn_commit(void)
+unplace_children(void)
 {
-	/* Outcomes we cannot record: stop, the master restarts us, and
-	 * what was "delivering" is retried. */
-	if (queue_db_txn_commit(s.db) < 0)
-		fatalx("scheduler: commit failed; exiting");
+	for (size_t i = 0; i < s.nslots; i++)
+		if (s.children[i].used && !s.children[i].started)
+			child_release(&s.children[i]);
 }
 
-/* ---- the interface ---- */
+/*
+ * Commit the scheduler's transaction: 0, or -1 when it could not be
+ * written for want of space (or an I/O error: the queue file system is
+ * in trouble either way).  Then nothing of it is in the queue: the
+ * outcomes stay in memory and are recorded again at the next turn, the
+ * claims are undone; deliveries that run go on (they free space), and
+ * acceptance is the group commit's business.  At worst an outcome is
+ * recorded late, never lost: delivery stays at least once.
+ */
+static int
+txn_commit(void)
+{
+	if (queue_db_txn_commit(s.db) == 0) {
+		outcome_log_flush();
+		completed_done();
+		if (s.full_since_ms != 0) {
+			log_info("scheduler: the queue takes writes again:"
+			    " outcomes recorded");
+			s.full_since_ms = 0;
+		}
+		return 0;
+	}
+	unplace_children();
+	buf_reset(&s.outcome_log);
+	/* Anything but a full disk: stop, the master restarts us, and what
+	 * was "delivering" is retried. */
+	if (!queue_db_out_of_space(s.db))
+		fatalx("scheduler: commit failed; exiting");
+	if (s.full_since_ms == 0) {
+		s.full_since_ms = monotonic_ms();
+		log_error("scheduler: cannot write to the queue (file system"
+		    " full?): %zu outcomes kept and recorded once there is"
+		    " room; deliveries go on", s.ncompleted);
+	}
+	return -1;
+}
 
+/* What a stopped queue process left "delivering" is due again; on a
+ * full disk, tried again at each turn until it is written. */
 static void
 requeue_interrupted(void)
 {
 	int n = queue_db_requeue_interrupted(s.db, now_s());
 
-	if (n < 0)
+	if (n < 0 && !queue_db_out_of_space(s.db))
 		fatalx("scheduler: cannot requeue interrupted deliveries");
+	s.requeue_pending = n < 0;
 	if (n > 0)
 		log_info("%d interrupted deliveries are due again", n);
 }
+
+/* ---- the interface ---- */
 
 void
 scheduler_init(const struct mxconf *conf, struct queue_db *db,
@@ -1133,9 +1401,11 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db,
 	s.nslots = conf->concurrency;
 	s.spawner_fd = spawner_fd;
 	s.children = xcalloc(s.nslots, sizeof(*s.children));
+	s.procs = xcalloc(s.nslots, sizeof(*s.procs));
 	for (size_t k = 0; k < s.nslots; k++)
-		s.children[k].fd = -1;
+		s.procs[k].fd = -1;
 	buf_init(&s.detail);
+	buf_init(&s.outcome_log);
 	if (queue_db_delivery_init(db) < 0)
 		fatalx("scheduler: cannot prepare its statements");
 	requeue_interrupted();
@@ -1163,12 +1433,12 @@ on_timer(void *arg, int fd, uint32_t events)
 }
 
 static void
-on_child(void *arg, int fd, uint32_t events)
+on_proc(void *arg, int fd, uint32_t events)
 {
-	struct child *c = arg;
+	struct dproc *p = arg;
 
-	if (c->used && c->fd >= 0)
-		read_reports(c);
+	if (p->used && p->fd >= 0)
+		read_reports(p);
 }
 
 void
@@ -1189,12 +1459,18 @@ scheduler_run(bool new_messages)
 		timer_arm(s.next_tick_ms);
 		return;
 	}
-	/* Bound the scheduler's share of the database. */
-	if (now_ms < s.last_txn_ms + SCHEDULER_MIN_INTERVAL_MS) {
-		timer_arm(s.last_txn_ms + SCHEDULER_MIN_INTERVAL_MS);
+	/* Bound the scheduler's share of the database; while the disk is
+	 * full, try a few times a second. */
+	if (now_ms < s.last_txn_ms + SCHEDULER_MIN_INTERVAL_MS ||
+	    now_ms < s.full_retry_ms) {
+		timer_arm(s.full_retry_ms > s.last_txn_ms +
+		    SCHEDULER_MIN_INTERVAL_MS ? s.full_retry_ms :
+		    s.last_txn_ms + SCHEDULER_MIN_INTERVAL_MS);
 		return;
 	}
 	now = now_s();
+	if (s.requeue_pending)
+		requeue_interrupted();
 	if (txn_begin() < 0) {
 		/* Busy (mxgatectl holds the lock): next time. */
 		s.last_txn_ms = now_ms;
@@ -1202,22 +1478,31 @@ scheduler_run(bool new_messages)
 		return;
 	}
 	record_completed(now);
-	if (now_ms >= s.next_purge_ms) {
+	if (now_ms >= s.next_purge_ms && !queue_db_txn_broken(s.db)) {
 		purge(now);
 		s.next_purge_ms = now_ms + SCHED_PURGE_MS;
 	}
-	if (want_dispatch) {
+	if (want_dispatch && !queue_db_txn_broken(s.db)) {
 		s.kick = false;
 		dispatch(now);
 	}
-	txn_commit();
+	if (txn_commit() < 0) {
+		/* Full: again soon, so that outcomes are written (and mail
+		 * is dispatched) within a second of space coming back. */
+		s.last_txn_ms = now_ms;
+		s.kick = true;
+		s.full_retry_ms = now_ms + SCHED_FULL_RETRY_MS;
+		timer_arm(s.full_retry_ms);
+		return;
+	}
 	for (size_t i = 0; i < s.nslots; i++)
-		if (s.children[i].used && s.children[i].pid == 0)
+		if (s.children[i].used && !s.children[i].started)
 			start_child(&s.children[i]);
 	s.last_txn_ms = now_ms;
 	if (tick) {
 		s.next_tick_ms = now_ms + SCHED_TICK_MS;
 		kill_overdue(now_ms);
+		retire_idle(now_ms);
 	}
 	/* Work left over (a finished child, new messages) comes back soon;
 	 * otherwise the next tick. */
@@ -1231,7 +1516,7 @@ running_children(void)
 	size_t i, n = 0;
 
 	for (i = 0; i < s.nslots; i++)
-		if (s.children[i].used && s.children[i].pid != 0)
+		if (s.children[i].used && s.children[i].started)
 			n++;
 	return n;
 }
@@ -1242,7 +1527,7 @@ static void
 drain(uint64_t deadline_ms)
 {
 	struct pollfd pfd[256];
-	struct child *who[256];
+	struct dproc *who[256];
 	uint64_t now;
 	size_t i;
 	int n, r;
@@ -1250,11 +1535,11 @@ drain(uint64_t deadline_ms)
 	while (running_children() > 0 && (now = monotonic_ms()) < deadline_ms) {
 		n = 0;
 		for (i = 0; i < s.nslots && n < (int)ARRAY_LEN(pfd); i++) {
-			if (!s.children[i].used || s.children[i].fd < 0)
+			if (!s.procs[i].used || s.procs[i].batch == NULL)
 				continue;
-			pfd[n].fd = s.children[i].fd;
+			pfd[n].fd = s.procs[i].fd;
 			pfd[n].events = POLLIN;
-			who[n++] = &s.children[i];
+			who[n++] = &s.procs[i];
 		}
 		r = poll(pfd, (nfds_t)n, (int)(deadline_ms - now));
 		if (r < 0 && errno != EINTR)
@@ -1273,23 +1558,30 @@ scheduler_stop(unsigned grace_seconds)
 	s.stopping = true;
 	drain(monotonic_ms() + (uint64_t)grace_seconds * 1000);
 	for (i = 0; i < s.nslots; i++)
-		if (s.children[i].used && s.children[i].pid != 0) {
+		if (s.children[i].used && s.children[i].started) {
 			/* A pid the spawner has not told yet: wait for it. */
-			if (s.children[i].pid < 0 && s.spawner_fd >= 0)
+			if (s.children[i].proc->pid < 0 && s.spawner_fd >= 0)
 				on_spawner(NULL, s.spawner_fd, EPOLLIN);
 			kill_child(&s.children[i]);
 		}
 	drain(monotonic_ms() + 5000);
+	/* The idle ones end with their channel (QUIT to their upstreams). */
+	for (i = 0; i < s.nslots; i++)
+		if (s.procs[i].used)
+			proc_release(&s.procs[i]);
 	if (s.ncompleted > 0 && txn_begin() == 0) {
 		record_completed(now_s());
-		txn_commit();
+		(void)txn_commit();
 	}
-	/* What is still "delivering" is retried at the next start. */
+	/* What is still "delivering" (or recorded nowhere: a full disk) is
+	 * retried at the next start. */
 	for (i = 0; i < s.ncompleted; i++)
 		job_free(s.completed[i]);
 	free(s.completed);
 	free(s.children);
+	free(s.procs);
 	buf_free(&s.detail);
+	buf_free(&s.outcome_log);
 	event_del(s.loop, s.timerfd);
 	close(s.timerfd);
 }

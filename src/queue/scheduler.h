@@ -23,16 +23,20 @@
  * most one every SCHEDULER_MIN_INTERVAL_MS, apart from the group commit,
  * so that acceptance never waits for delivery.
  *
- * Limits: delivery.concurrency child processes in all, at most
+ * Limits: delivery.concurrency batches running in all, at most
  * delivery.concurrency_per_destination of them per destination
  * (retry_keys()); the recipients of one message with the same job key go
- * in one job; a relay child may carry several messages for the same
- * destination, delivered over one connection.
+ * in one job, up to 20 jobs for one destination in one batch.  Batches
+ * run in long-lived delivery processes (spawner.h), a pool of at most
+ * delivery.concurrency: a batch goes to an idle process of its user,
+ * preferably the one whose last batch (and cached connection) went to
+ * the same destination; an idle process retires after 60 s.
  *
  * Retention: once every recipient of a message is delivered or bounced,
  * the message is deleted (delivery.keep_delivered = 0) or only its
  * content is, and the rest (envelope, recipients, history) goes after
- * keep_delivered.
+ * keep_delivered -- into the history tables (a trigger copies them),
+ * which keep it queue.keep_history more.
  */
 #ifndef MXGATE_SCHEDULER_H
 #define MXGATE_SCHEDULER_H

@@ -31,6 +31,7 @@ $CC $CFLAGS -I src tests/fuzz/fuzz_spf_record.c src/smtp/spf.c src/common/thread
     src/common/log.c -lspf2 -o "$out/fuzz_spf_record"
 $CC $CFLAGS -I src tests/fuzz/fuzz_envelope.c src/common/envelope.c \
     src/common/util.c src/common/log.c -o "$out/fuzz_envelope"
+$CC $CFLAGS -I src tests/fuzz/fuzz_proxy.c src/smtp/proxy.c -o "$out/fuzz_proxy"
 # The relay client's pure parsers; relay.c needs its libraries to link.
 RELAY_SRC="src/delivery/relay.c src/delivery/dane.c src/delivery/delivery.c src/delivery/mime7bit.c
   src/common/json.c src/common/util.c src/common/log.c"
@@ -44,3 +45,4 @@ $CC $CFLAGS -I src $(pkg-config --cflags gmime-3.0) \
 echo "built $out/fuzz_addr $out/fuzz_proto $out/fuzz_json $out/fuzz_message_json"
 echo "built $out/fuzz_authres $out/fuzz_spf_record"
 echo "built $out/fuzz_envelope $out/fuzz_relay_reply $out/fuzz_relay_mx"
+echo "built $out/fuzz_proxy"

@@ -6,7 +6,10 @@ The queue directory is a small tmpfs mounted by the test (root), so that
 "full" is a few megabytes away and nothing else on the machine fills up.
 """
 import os
+import shutil
 import subprocess
+import tempfile
+import threading
 import time
 
 import pytest
@@ -14,6 +17,7 @@ import pytest
 from conftest import make_daemon, make_message, queued_id, wait_for
 
 TMPFS_SIZE = "6m"
+FULL_TMPFS_SIZE = "8m"
 
 
 def ehlo(c):
@@ -44,10 +48,11 @@ def fill(path, leave=0):
     filler = os.path.join(path, "filler")
     st = os.statvfs(path)
     size = st.f_bavail * st.f_frsize - leave
-    assert size > 0, (st, leave)
+    assert size > 0 or leave == 0, (st, leave)
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.posix_fallocate(fd, 0, size)
+        if size > 0:
+            os.posix_fallocate(fd, 0, size)
     finally:
         os.close(fd)
     return filler
@@ -58,12 +63,15 @@ def small_queue(request):
     """A daemon whose queue directory is a TMPFS_SIZE tmpfs."""
     made = []
 
-    def go(min_free):
-        d = make_daemon({"queue": {"min_free_space": min_free},
-                         "limits": {"message_size": "8M"}}, start=False)
+    def go(min_free, overrides=None):
+        settings = {"queue": {"min_free_space": min_free},
+                    "limits": {"message_size": "8M"}}
+        settings.update(overrides or {})
+        d = make_daemon(settings, start=False)
         os.makedirs(d.queue_dir, exist_ok=True)
+        size = FULL_TMPFS_SIZE if overrides else TMPFS_SIZE
         r = subprocess.run(["mount", "-t", "tmpfs", "-o",
-                            "size=%s,mode=0755" % TMPFS_SIZE, "tmpfs",
+                            "size=%s,mode=0755" % size, "tmpfs",
                             d.queue_dir], capture_output=True, text=True)
         if r.returncode != 0:
             pytest.skip("cannot mount a tmpfs here: %s" % r.stderr.strip())
@@ -129,3 +137,93 @@ def test_commit_out_of_space_is_452_and_queue_goes_on(small_queue):
     qid = queued_id(line)
     assert d.db("SELECT count(*) FROM messages WHERE id = ?", (qid,))[0][0] == 1
     assert queue_pid(d) == pid
+
+
+def send_to(d, rcpt, marker):
+    """One message to rcpt; the final reply (or the refusal at MAIL)."""
+    with d.raw() as c:
+        ehlo(c)
+        line = c.cmd("MAIL FROM:<a@sender.example>")
+        if not line.startswith("250"):
+            return line
+        line = c.cmd("RCPT TO:<%s>" % rcpt)
+        assert line.startswith("250"), line
+        assert c.cmd("DATA").startswith("354")
+        c.send(make_message("flow", marker=marker, body_lines=40) + ".\r\n")
+        return c.line(timeout=20)
+
+
+def test_full_disk_while_mail_flows_and_deliveries_end(small_queue, request):
+    """Issue 12: the disk fills up completely while messages arrive and
+    deliveries finish.  The queue process stays (the same pid); a commit
+    that cannot be written is refused with 452 4.3.1; the outcomes of the
+    deliveries that ended meanwhile are kept and recorded once there is
+    room (the log says so); acceptance is back within a second of the
+    space; every message that heard 250 is delivered, at least once."""
+    # Where the delivery user can write (pytest's tmp_path is root's).
+    out = tempfile.mkdtemp(prefix="mxgate-full-", dir="/tmp")
+    os.chmod(out, 0o777)
+    request.addfinalizer(lambda: shutil.rmtree(out, ignore_errors=True))
+    # A pipe handler that takes a while: deliveries are in flight when
+    # the disk fills, and end while it is full.
+    command = ["/bin/sh", "-c",
+               'sleep 0.7; cat > "%s/$QUEUE_ID.$$"' % out]
+    d = small_queue("0", {
+        "routes": [{"name": "slow", "rcpt": r"@pipe\.test$",
+                    "action": "pipe", "command": command, "timeout": 30}],
+        "delivery": {"retry_schedule": [1], "keep_delivered": 0}})
+    pid = queue_pid(d)
+    accepted, refused = {}, []
+    stop = threading.Event()
+
+    def flow():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            marker = "flow-%d" % n
+            line = send_to(d, "x%d@pipe.test" % n, marker)
+            if line.startswith("250"):
+                accepted[queued_id(line)] = marker
+                time.sleep(0.03)
+            else:
+                assert line.startswith("452 4.3.1"), line
+                refused.append(line)
+                time.sleep(0.05)
+
+    t = threading.Thread(target=flow)
+    t.start()
+    try:
+        assert wait_for(lambda: len(os.listdir(out)) >= 3, 15.0), \
+            d.log()
+        filler = fill(d.queue_dir)
+        # Deliveries end while nothing can be written: their outcomes
+        # wait in memory.
+        assert wait_for(lambda: "scheduler: cannot write to the queue"
+                        in d.log(), 10.0), d.log()
+        time.sleep(1.0)
+        assert refused, "no message was refused while the disk was full"
+        assert queue_pid(d) == pid
+        os.unlink(filler)
+        freed = time.monotonic()
+        n_before = len(accepted)
+        assert wait_for(lambda: len(accepted) > n_before, 5.0)
+        took = time.monotonic() - freed
+        assert took < 1.5, "accepting again took %.2f s" % took
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join(30)
+    assert wait_for(lambda: "outcomes recorded" in d.log(), 10.0), d.log()
+    # Everything acknowledged is delivered (the message leaves the queue,
+    # keep_delivered = 0) and in the handler's files, at least once.
+    assert wait_for(lambda: d.db("SELECT count(*) FROM messages")[0][0] == 0,
+                    60.0), d.db("SELECT message_id, address, state,"
+                                " last_reply FROM recipients")
+    files = os.listdir(out)
+    for qid, marker in accepted.items():
+        mine = [f for f in files if f.startswith(qid + ".")]
+        assert mine, (qid, marker)
+        with open(os.path.join(out, mine[0])) as f:
+            assert marker in f.read()
+    assert queue_pid(d) == pid
+    assert "exiting" not in d.log()
