@@ -683,7 +683,8 @@ static const struct conf_spec mxconf_specs[] = {
 	  .min = 0, .max = 365 * 86400,
 	  .doc = "warn the sender once (a \"delayed\" DSN) when a "
 	      "recipient is still undelivered after this long, e.g. "
-	      "\"4h\"; 0 = never" },
+	      "\"4h\"; 0 = never.  Only for recipients whose RCPT had no "
+	      "NOTIFY or a NOTIFY with DELAY (RFC 3461)" },
 	{ .path = "delivery.paused", .type = CT_BOOL,
 	  FIELD(struct mxconf, delivery_paused), .def = "false",
 	  .doc = "true: accept and queue mail but start no delivery; "

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "common/dsn.h"
 #include "common/ipc.h"
 #include "common/log.h"
 #include "common/proc.h"
@@ -121,6 +122,7 @@ report_job(uint32_t index, const struct delivery_job *job)
 		r.job = index;
 		r.status = job->rcpts[i].status;
 		r.remote = job->rcpts[i].remote;
+		r.dsn_passed = job->rcpts[i].dsn_passed;
 		r.recipient_id = job->rcpts[i].recipient_id;
 		snprintf(r.destination, sizeof(r.destination), "%s",
 		    job->destination);
@@ -176,6 +178,7 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 	job.helo = get_str(rd);
 	job.protocol = get_str(rd);
 	job.auth_user = get_str(rd);
+	job.dsn_envid = get_str(rd);
 	n = get_u32(rd);
 	if (rd->bad || n == 0 || n > rd->left || content == 0 ||
 	    (int)content >= nfds || job.queue_id == NULL ||
@@ -183,6 +186,8 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 		goto out;
 	job.body_8bitmime = (flags & SPAWN_8BITMIME) != 0;
 	job.smtputf8 = (flags & SPAWN_SMTPUTF8) != 0;
+	job.dsn_ret = (flags & SPAWN_RET_FULL) != 0 ? DSN_RET_FULL :
+	    (flags & SPAWN_RET_HDRS) != 0 ? DSN_RET_HDRS : DSN_RET_NONE;
 	if (job.sender == NULL)
 		job.sender = xstrdup("");
 	job.conf = conf;
@@ -194,6 +199,8 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 		job.rcpts[i].recipient_id = (int64_t)get_u64(rd);
 		addrs[i] = get_str(rd);
 		job.rcpts[i].address = addrs[i] != NULL ? addrs[i] : "";
+		job.rcpts[i].dsn_notify = get_u32(rd) & DSN_NOTIFY_KNOWN;
+		job.rcpts[i].dsn_orcpt = get_str(rd);
 	}
 	if (rd->bad)
 		goto out;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <sys/file.h>
 
+#include "common/dsn.h"
 #include "common/log.h"
 #include "queue/queue_db.h"
 #include "queue/queue_db_private.h"
@@ -294,6 +295,19 @@ static const char schema_v3[] =
 	"           ifnull(event_id, recipient_id);";
 
 /*
+ * Schema version 4: the DSN extension (RFC 3461), xtext decoded.  Per
+ * message RET ('FULL', 'HDRS', NULL when not given) and ENVID; per
+ * recipient NOTIFY ('NEVER' or a comma list of SUCCESS, FAILURE, DELAY,
+ * NULL when not given) and ORCPT ('addr-type;address').
+ */
+static const char schema_v4[] =
+	"ALTER TABLE messages ADD COLUMN dsn_ret TEXT"
+	"  CHECK (dsn_ret IN ('FULL', 'HDRS'));"
+	"ALTER TABLE messages ADD COLUMN dsn_envid TEXT;"
+	"ALTER TABLE recipients ADD COLUMN dsn_notify TEXT;"
+	"ALTER TABLE recipients ADD COLUMN dsn_orcpt TEXT;";
+
+/*
  * Migrations, in order: migrations[i] takes the schema from version
  * migrations[i].version - 1 to migrations[i].version.  Each runs in its own
  * transaction together with the update of schema_version.
@@ -305,6 +319,7 @@ static const struct migration {
 	{ 1, schema_v1 },
 	{ 2, schema_v2 },
 	{ 3, schema_v3 },
+	{ 4, schema_v4 },
 };
 
 enum stmt_id {
@@ -326,14 +341,16 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_INSERT_MESSAGE] =
 	    "INSERT INTO messages (id, received_at, sender, client_ip, helo,"
 	    " protocol, auth_user, body_8bitmime, smtputf8, size,"
-	    " message_id_header, subject)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+	    " message_id_header, subject, dsn_ret, dsn_envid)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
+	    " ?14)",
 	[ST_INSERT_CONTENT] =
 	    "INSERT INTO message_contents (message_id, content) VALUES (?1, ?2)",
 	[ST_INSERT_RCPT] =
 	    "INSERT INTO recipients (message_id, address, route, action,"
-	    " action_params, state, next_attempt_at, updated_at)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6)",
+	    " action_params, state, next_attempt_at, updated_at, dsn_notify,"
+	    " dsn_orcpt)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6, ?7, ?8)",
 };
 
 _Static_assert(ST_COUNT == QDB_INSERT_STMTS, "QDB_INSERT_STMTS");
@@ -853,6 +870,8 @@ insert_message(struct queue_db *db, const struct envelope *env,
 	sqlite3_bind_int64(st, 10, (sqlite3_int64)content_len);
 	qdb_bind_text(st, 11, hv[0].found ? hv[0].text : NULL);
 	qdb_bind_text(st, 12, hv[1].found ? hv[1].text : NULL);
+	qdb_bind_text(st, 13, dsn_ret_name(env->dsn_ret));
+	qdb_bind_text(st, 14, env->dsn_envid);
 	if (run_stmt(db, ST_INSERT_MESSAGE, env->queue_id,
 	    "insert message") == -1)
 		return -1;
@@ -877,6 +896,7 @@ insert_rcpt(struct queue_db *db, const struct envelope *env,
     const struct envelope_rcpt *rc)
 {
 	sqlite3_stmt *st = db->stmt[ST_INSERT_RCPT];
+	char notify[DSN_NOTIFY_TEXT_MAX];
 
 	sqlite3_bind_text(st, 1, env->queue_id, -1, SQLITE_STATIC);
 	qdb_bind_text(st, 2, rc->address);
@@ -885,6 +905,9 @@ insert_rcpt(struct queue_db *db, const struct envelope *env,
 	qdb_bind_text(st, 5, rc->params);
 	/* Due at once: the scheduler picks it up on its next pass. */
 	sqlite3_bind_int64(st, 6, env->received_at);
+	qdb_bind_text(st, 7, rc->dsn_notify != 0 ?
+	    dsn_notify_format(rc->dsn_notify, notify) : NULL);
+	qdb_bind_text(st, 8, rc->dsn_orcpt);
 	/* Its "routed" event is message_history's (schema_v2). */
 	return run_stmt(db, ST_INSERT_RCPT, env->queue_id, "insert recipient");
 }

@@ -37,7 +37,7 @@
 #include <stdint.h>
 #include "common/envelope.h"
 
-#define QUEUE_SCHEMA_VERSION 3
+#define QUEUE_SCHEMA_VERSION 4
 #define QUEUE_LOCK_NAME      "queue.lock"
 
 /*
@@ -122,6 +122,8 @@ struct queue_due {
 	char    *msgid, *address, *route, *action, *params, *sender;
 	unsigned attempts;
 	int64_t  last_attempt_at, received_at;
+	unsigned dsn_notify;            /* DSN_NOTIFY_* bits, 0: none */
+	char    *dsn_orcpt;             /* "type;address", NULL: none */
 };
 enum queue_due_state { QUEUE_DUE_QUEUED, QUEUE_DUE_DEFERRED };
 
@@ -160,6 +162,8 @@ struct queue_message {
 	char    *sender, *client_ip, *helo, *protocol, *auth_user;
 	int64_t  received_at;
 	bool     body_8bitmime, smtputf8;
+	int      dsn_ret;               /* enum dsn_ret */
+	char    *dsn_envid;             /* NULL: none */
 	size_t   content_len;
 };
 /* Fill m and write the content to fd: 1, 0 when there is no such

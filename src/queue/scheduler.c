@@ -43,6 +43,7 @@
 #include <syslog.h>
 
 #include "queue/bounce.h"
+#include "common/dsn.h"
 #include "common/ipc.h"
 #include "common/json.h"
 #include "delivery/delivery.h"
@@ -75,6 +76,9 @@ struct srcpt {
 	int64_t  prev_attempt_at;       /* the one before; 0 for none */
 	int      status;                /* enum delivery_status */
 	bool     remote;                /* see struct delivery_rcpt */
+	bool     dsn_passed;            /* ... */
+	unsigned dsn_notify;            /* DSN NOTIFY bits, 0: none given */
+	char    *dsn_orcpt;             /* "type;address", NULL: none */
 	char     reply[DELIVERY_REPLY_MAX];
 };
 
@@ -169,8 +173,10 @@ job_free(struct sjob *j)
 
 	if (j == NULL)
 		return;
-	for (i = 0; i < j->nrcpts; i++)
+	for (i = 0; i < j->nrcpts; i++) {
 		free(j->rcpts[i].address);
+		free(j->rcpts[i].dsn_orcpt);
+	}
 	free(j->rcpts);
 	free(j->queue_id);
 	free(j->sender);
@@ -323,6 +329,7 @@ apply_report(struct child *c, const struct report *r)
 		rc->status = r->status == DELIVERY_OK ||
 		    r->status == DELIVERY_FAIL ? r->status : DELIVERY_DEFER;
 		rc->remote = r->remote != 0;
+		rc->dsn_passed = r->dsn_passed != 0;
 		memcpy(rc->reply, r->reply, sizeof(rc->reply));
 		rc->reply[sizeof(rc->reply) - 1] = '\0';
 		memcpy(j->destination, r->destination, sizeof(j->destination));
@@ -506,7 +513,9 @@ jobs_memfd(const struct child *c)
 		spawn_put_u64(&b, (uint64_t)j->content_len);
 		spawn_put_u64(&b, (uint64_t)j->msg.received_at);
 		spawn_put_u32(&b, (j->msg.body_8bitmime ? SPAWN_8BITMIME : 0) |
-		    (j->msg.smtputf8 ? SPAWN_SMTPUTF8 : 0));
+		    (j->msg.smtputf8 ? SPAWN_SMTPUTF8 : 0) |
+		    (j->msg.dsn_ret == DSN_RET_FULL ? SPAWN_RET_FULL : 0) |
+		    (j->msg.dsn_ret == DSN_RET_HDRS ? SPAWN_RET_HDRS : 0));
 		spawn_put_str(&b, j->queue_id);
 		spawn_put_str(&b, j->msg.sender != NULL ? j->msg.sender : "");
 		spawn_put_str(&b, j->route);
@@ -516,10 +525,13 @@ jobs_memfd(const struct child *c)
 		spawn_put_str(&b, j->msg.helo);
 		spawn_put_str(&b, j->msg.protocol);
 		spawn_put_str(&b, j->msg.auth_user);
+		spawn_put_str(&b, j->msg.dsn_envid);
 		spawn_put_u32(&b, (uint32_t)j->nrcpts);
 		for (size_t k = 0; k < j->nrcpts; k++) {
 			spawn_put_u64(&b, (uint64_t)j->rcpts[k].id);
 			spawn_put_str(&b, j->rcpts[k].address);
+			spawn_put_u32(&b, j->rcpts[k].dsn_notify);
+			spawn_put_str(&b, j->rcpts[k].dsn_orcpt);
 		}
 	}
 	fd = memfd_create("mxgate-jobs", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -901,6 +913,9 @@ job_add_rcpt(struct sjob *j, const struct queue_due *row)
 	rc->address = xstrdup(row->address);
 	rc->attempts = row->attempts + 1;
 	rc->prev_attempt_at = row->last_attempt_at;
+	rc->dsn_notify = row->dsn_notify;
+	rc->dsn_orcpt = row->dsn_orcpt != NULL ? xstrdup(row->dsn_orcpt) :
+	    NULL;
 }
 
 /* Claim the row (queued/deferred -> delivering) in the open transaction;
@@ -1106,9 +1121,51 @@ original_headers(const char *msgid, size_t *len)
 	return p;
 }
 
+/* Does this outcome call for a DSN of this kind, by its NOTIFY
+ * (RFC 3461 4.1)?  A success is ours to report only when the upstream did
+ * not take the request along (relay to a server without DSN: "relayed")
+ * or the message ended here (a local handler: "delivered"). */
+static bool
+dsn_wanted(const struct sjob *j, const struct outcome *o,
+    enum bounce_kind kind)
+{
+	const struct srcpt *rc = o->rc;
+
+	if (o->kind == NULL)
+		return false;
+	switch (kind) {
+	case BOUNCE_DELAYED:
+		return o->warn && dsn_wants_delay(rc->dsn_notify);
+	case BOUNCE_SUCCESS:
+		return strcmp(o->kind, "delivered") == 0 &&
+		    dsn_wants_success(rc->dsn_notify) &&
+		    !(is_relay(j->action) && rc->dsn_passed);
+	case BOUNCE_FAILED:
+		break;
+	}
+	return (strcmp(o->kind, "bounced") == 0 ||
+	    strcmp(o->kind, "expired") == 0) &&
+	    dsn_wants_failure(rc->dsn_notify);
+}
+
+/* The original for a DSN: its header block, and with RET=FULL, for a
+ * failure, the whole of it (*content, else NULL). */
+static char *
+original_for_dsn(const struct sjob *j, enum bounce_kind kind,
+    size_t *headers_len, char **content, size_t *content_len)
+{
+	*content = NULL;
+	*content_len = 0;
+	if (kind == BOUNCE_FAILED && j->msg.dsn_ret == DSN_RET_FULL)
+		*content = queue_db_content_head(s.db, j->queue_id,
+		    j->msg.content_len, content_len);
+	return original_headers(j->queue_id, headers_len);
+}
+
 /*
- * Queue one DSN for the outcomes of a job that match kind (failed or
- * delayed).  new_id empty when none was queued.
+ * Queue one DSN for the outcomes of a job that match kind (failed,
+ * delayed, success) and whose NOTIFY asks for it.  new_id empty when
+ * none was queued.
  */
 static void
 queue_dsn(const struct sjob *j, struct outcome *o, size_t n,
@@ -1118,18 +1175,14 @@ queue_dsn(const struct sjob *j, struct outcome *o, size_t n,
 	struct bounce_report r;
 	char remote[DELIVERY_DEST_MAX];
 	size_t i, nb = 0;
-	char *headers;
+	char *headers, *content;
 	int rc;
 
 	new_id[0] = '\0';
 	br = xcalloc(n, sizeof(*br));
 	remote_host(j->destination, remote, sizeof(remote));
 	for (i = 0; i < n; i++) {
-		bool want = kind == BOUNCE_DELAYED ? o[i].warn :
-		    strcmp(o[i].kind, "bounced") == 0 ||
-		    strcmp(o[i].kind, "expired") == 0;
-
-		if (!want)
+		if (!dsn_wanted(j, &o[i], kind))
 			continue;
 		br[nb].address = o[i].rc->address;
 		br[nb].reply = o[i].rc->reply[0] != '\0' ? o[i].rc->reply : NULL;
@@ -1138,6 +1191,8 @@ queue_dsn(const struct sjob *j, struct outcome *o, size_t n,
 		br[nb].smtp_reply = o[i].rc->remote;
 		br[nb].last_attempt_at = now;
 		br[nb].expired = o[i].expired;
+		br[nb].relayed = is_relay(j->action);
+		br[nb].orcpt = o[i].rc->dsn_orcpt;
 		nb++;
 	}
 	if (nb == 0) {
@@ -1147,18 +1202,21 @@ queue_dsn(const struct sjob *j, struct outcome *o, size_t n,
 	if (j->sender[0] == '\0') {
 		log_info("id=%s no %s DSN: the sender is <> (a bounce is never"
 		    " bounced)", j->queue_id, kind == BOUNCE_DELAYED ?
-		    "delay" : "failure");
+		    "delay" : kind == BOUNCE_SUCCESS ? "success" : "failure");
 		free(br);
 		return;
 	}
 	memset(&r, 0, sizeof(r));
-	headers = original_headers(j->queue_id, &r.headers_len);
+	headers = original_for_dsn(j, kind, &r.headers_len, &content,
+	    &r.content_len);
 	r.kind = kind;
 	r.queue_id = j->queue_id;
 	r.sender = j->sender;
 	r.received_at = j->received_at;
 	r.reporting_mta = s.conf->hostname;
 	r.headers = headers;
+	r.content = content;
+	r.envid = j->msg.dsn_envid;
 	r.retry_until = j->received_at + s.policy.max_queue_time;
 	r.rcpts = br;
 	r.nrcpts = nb;
@@ -1167,6 +1225,7 @@ queue_dsn(const struct sjob *j, struct outcome *o, size_t n,
 		new_id[0] = '\0';
 	if (rc < 0)
 		log_error("id=%s could not queue a DSN", j->queue_id);
+	free(content);
 	free(headers);
 	free(br);
 }
@@ -1201,9 +1260,9 @@ decide(const struct sjob *j, struct outcome *o, int64_t now)
 
 static void
 write_history(const struct sjob *j, const struct outcome *o,
-    const char *dsn, const char *warning, int64_t now)
+    const char *dsn, const char *warning, const char *success, int64_t now)
 {
-	char when[32];
+	char when[32], notify[DSN_NOTIFY_TEXT_MAX];
 
 	buf_reset(&s.detail);
 	buf_appendf(&s.detail, "attempt=%u", o->rc->attempts);
@@ -1213,13 +1272,20 @@ write_history(const struct sjob *j, const struct outcome *o,
 	if (strcmp(o->kind, "deferred") == 0) {
 		fmt_utc(when, sizeof(when), o->next_at);
 		buf_appendf(&s.detail, " next=%s", when);
-		if (o->warn && warning[0] != '\0')
+		if (o->warn && warning[0] != '\0' &&
+		    dsn_wanted(j, o, BOUNCE_DELAYED))
 			buf_appendf(&s.detail, " delay_warning=%s", warning);
 	} else if (strcmp(o->kind, "bounced") == 0 ||
 	    strcmp(o->kind, "expired") == 0) {
-		buf_appendf(&s.detail, " dsn=%s", dsn[0] != '\0' ? dsn :
+		buf_appendf(&s.detail, " dsn=%s",
+		    dsn[0] != '\0' && dsn_wanted(j, o, BOUNCE_FAILED) ? dsn :
 		    "none");
+	} else if (success[0] != '\0' && dsn_wanted(j, o, BOUNCE_SUCCESS)) {
+		buf_appendf(&s.detail, " dsn=%s", success);
 	}
+	if (o->rc->dsn_notify != 0)
+		buf_appendf(&s.detail, " notify=%s",
+		    dsn_notify_format(o->rc->dsn_notify, notify));
 	add_event(j->queue_id, o->rc->id, now, o->kind, s.detail.data);
 	/* Logged once committed (txn_commit()): a transaction that fails
 	 * is redone, and logs its outcomes then. */
@@ -1257,6 +1323,7 @@ static void
 record_job(struct sjob *j, int64_t now)
 {
 	char dsn[QUEUE_ID_LEN + 1], warning[QUEUE_ID_LEN + 1];
+	char success[QUEUE_ID_LEN + 1];
 	struct outcome *o;
 	size_t i;
 
@@ -1267,9 +1334,10 @@ record_job(struct sjob *j, int64_t now)
 	}
 	queue_dsn(j, o, j->nrcpts, BOUNCE_FAILED, now, dsn);
 	queue_dsn(j, o, j->nrcpts, BOUNCE_DELAYED, now, warning);
+	queue_dsn(j, o, j->nrcpts, BOUNCE_SUCCESS, now, success);
 	for (i = 0; i < j->nrcpts; i++)
 		if (o[i].kind != NULL)
-			write_history(j, &o[i], dsn, warning, now);
+			write_history(j, &o[i], dsn, warning, success, now);
 	retire_if_final(j->queue_id);
 	free(o);
 }

@@ -206,6 +206,7 @@ rcpt_accept(struct session *s, const struct proto_event *ev,
 		m = &res->matches[i];
 		envelope_add_rcpt(&s->env, ev->addr_text, m->route,
 		    m->action_name, m->params);
+		envelope_rcpt_dsn(&s->env, ev->dsn_notify, ev->dsn_orcpt);
 		log_info("session=%016llx id=%s rcpt=<%s> route=%s action=%s",
 		    (unsigned long long)s->conn_id, s->env.queue_id,
 		    ev->addr_text, m->route, m->action_name);
@@ -761,6 +762,9 @@ handle_event(struct session *s, const struct proto_event *ev)
 		s->size_param = ev->size_param;
 		s->env.body_8bitmime = ev->body_8bitmime;
 		s->env.smtputf8 = ev->smtputf8;
+		s->env.dsn_ret = ev->dsn_ret;
+		if (ev->dsn_envid != NULL)
+			s->env.dsn_envid = xstrdup(ev->dsn_envid);
 		view_fill(s, &v);
 		hooks_run(s->hooks, STAGE_MAIL, &v);
 		break;
