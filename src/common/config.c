@@ -43,6 +43,7 @@
 #include "common/config_default.h"
 #include "common/config_manual.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "smtp/policy.h"
 #include "smtp/route.h"
 #include "smtp/spf.h"
@@ -88,6 +89,10 @@ struct conf_ctx {
 	bool                any_wide;
 	struct scanned_file *files;
 	size_t              nfiles;
+	/* config_load_checked(): a text the master has checked, parsed in a
+	 * process that may not see the files (queue, spawner) */
+	bool                checked;
+	const char         *base_dir;    /* relative paths start here */
 };
 
 enum conf_type {
@@ -168,6 +173,8 @@ static int check_tls_policy_domain(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static int check_abs_path(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
+static int check_metrics_listen(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
 static void tls_cert_finish(struct conf_ctx *, config_setting_t *,
     const char *, void *);
 static int check_policy_stages(struct conf_ctx *, const struct conf_spec *,
@@ -183,6 +190,9 @@ static const char *const listener_roles[] = {
 };
 static const char *const log_levels[] = {
 	"error", "warn", "info", "debug", NULL
+};
+static const char *const log_formats[] = {
+	"text", "json", NULL
 };
 static const char *const bare_newline_modes[] = {
 	"reject", "normalize", NULL
@@ -488,13 +498,16 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "server.user", .type = CT_STRING,
 	  FIELD(struct mxconf, user), .def = "mxgate-smtp", .check = check_user,
 	  .doc = "user of the SMTP workers when started as root; must not be"
-	  " able to open the queue" },
+	  " able to open the queue"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.group", .type = CT_STRING,
 	  FIELD(struct mxconf, group), .check = check_group,
-	  .doc = "group of the workers; default the user's primary group" },
+	  .doc = "group of the workers; default the user's primary group"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.queue_user", .type = CT_STRING,
 	  FIELD(struct mxconf, queue_user), .def = "mxgate", .check = check_user,
-	  .doc = "owner of the queue directory and user of the queue process" },
+	  .doc = "owner of the queue directory and user of the queue process"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.delivery_user", .type = CT_STRING,
 	  FIELD(struct mxconf, delivery_user), .def = "mxgate-deliver",
 	  .check = check_user,
@@ -508,16 +521,22 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, chroot_dir), .def = "/var/lib/mxgate/empty",
 	  .check = check_chroot_dir,
 	  .doc = "root directory of the SMTP workers when started as root:"
-	  " root's, writable by root alone" },
+	  " root's, writable by root alone"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.workers", .type = CT_INT,
 	  FIELD(struct mxconf, workers), .def = "0", .min = 0, .max = 256,
 	  .doc = "number of SMTP workers, 0 = one per CPU" },
 	{ .path = "server.log_level", .type = CT_STRING,
 	  FIELD(struct mxconf, log_level), .def = "info", .words = log_levels,
 	  .doc = "least important level logged" },
+	{ .path = "server.log_format", .type = CT_STRING,
+	  FIELD(struct mxconf, log_format), .def = "text", .words = log_formats,
+	  .doc = "\"text\": lines of key=value fields; \"json\": one JSON"
+	  " object per line, with the same fields" },
 	{ .path = "server.pid_file", .type = CT_STRING,
 	  FIELD(struct mxconf, pid_file), .check = check_abs_path,
-	  .doc = "the master writes its pid there; default none" },
+	  .doc = "the master writes its pid there; default none"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 
 	{ .path = "listen", .type = CT_LIST,
 	  FIELD(struct mxconf, listeners), COUNT(struct mxconf, nlisteners),
@@ -525,11 +544,17 @@ static const struct conf_spec mxconf_specs[] = {
 	  .doc = "where to accept connections: a list of listeners; at "
 	      "least one is required" },
 
+	{ .path = "metrics.listen", .type = CT_STRING,
+	  FIELD(struct mxconf, metrics_listen), .check = check_metrics_listen,
+	  .doc = "address and port of the Prometheus endpoint (GET /metrics),"
+	  " e.g. \"127.0.0.1:9187\" or \"[::1]:9187\"; default none (off)" },
+
 	{ .path = "queue.directory", .type = CT_STRING,
 	  FIELD(struct mxconf, queue_dir), .def = "./var/queue",
 	  .doc = "directory of the queue database, queue.db, created "
 	      "if missing; an installed system uses an absolute path "
-	      "such as \"/var/lib/mxgate/queue\"" },
+	      "such as \"/var/lib/mxgate/queue\""
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	/* Postfix's queue_minfree: room left for deliveries, bounces and
 	 * the WAL's checkpoints, which need space to free space. */
 	{ .path = "queue.min_free_space", .type = CT_SIZE,
@@ -630,7 +655,9 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, shutdown_grace), .def = "30",
 	  .min = 1, .max = 86400,
 	  .doc = "seconds the sessions in progress may take to finish "
-	      "when mxgated stops; then they are closed" },
+	      "when mxgated stops; then they are closed.  At a reload, "
+	      "the replaced smtp processes keep their sessions this long, "
+	      "then stop the same way" },
 	/* Postfix's stress-dependent defaults (STRESS_README). */
 	{ .path = "stress.threshold", .type = CT_INT,
 	  FIELD(struct mxconf, stress_threshold), .def = "80",
@@ -688,8 +715,8 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "delivery.paused", .type = CT_BOOL,
 	  FIELD(struct mxconf, delivery_paused), .def = "false",
 	  .doc = "true: accept and queue mail but start no delivery; "
-	      "messages wait until it is false again and mxgated is "
-	      "restarted" },
+	      "messages wait until it is false again (a reload is "
+	      "enough)" },
 	{ .path = "delivery.concurrency", .type = CT_INT,
 	  FIELD(struct mxconf, concurrency), .def = "20", .min = 1, .max = 1000,
 	  .doc = "delivery processes running at once, in all" },
@@ -866,7 +893,9 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "plugins", .type = CT_LIST,
 	  FIELD(struct mxconf, plugins), COUNT(struct mxconf, nplugins),
 	  .sub = &plugin_table,
-	  .doc = "C plugins loaded at start and asked in this order" },
+	  .doc = "C plugins loaded at start and asked in this order"
+	  " (changes only at a restart: a reload that changes them is"
+	  " refused)" },
 
 	/* Postfix postscreen's pregreet test, Sendmail's greet_pause. */
 	{ .path = "greet_pause", .type = CT_INT,
@@ -2205,7 +2234,9 @@ check_abs_path(struct conf_ctx *ctx, const struct conf_spec *sp,
 
 	if (*field == NULL || (*field)[0] == '/')
 		return 0;
-	if (getcwd(cwd, sizeof(cwd)) == NULL) {
+	if (ctx->base_dir != NULL)
+		strlcpy_mx(cwd, ctx->base_dir, sizeof(cwd));
+	else if (getcwd(cwd, sizeof(cwd)) == NULL) {
 		conf_report(ctx, s, "'%s': relative path, and the current "
 		    "directory is unknown: %s", name, strerror(errno));
 		return -1;
@@ -2213,6 +2244,22 @@ check_abs_path(struct conf_ctx *ctx, const struct conf_spec *sp,
 	xasprintf(&abs, "%s/%s", cwd, *field);
 	free(*field);
 	*field = abs;
+	return 0;
+}
+
+static int
+check_metrics_listen(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	const char *text = ((struct mxconf *)base)->metrics_listen;
+	struct sockaddr_storage ss;
+	const char *why;
+	unsigned len;
+
+	if (text != NULL && metrics_listen_parse(text, &ss, &len, &why) < 0) {
+		conf_report(ctx, s, "'%s': \"%s\": %s", name, text, why);
+		return -1;
+	}
 	return 0;
 }
 
@@ -2259,7 +2306,7 @@ check_plugin_path(struct conf_ctx *ctx, const struct conf_spec *sp,
 
 	if (check_abs_path(ctx, sp, s, name, base) < 0)
 		return -1;
-	if (access(pc->path, R_OK) == 0)
+	if (ctx->checked || access(pc->path, R_OK) == 0)
 		return 0;
 	conf_report(ctx, s, "'%s': %s: %s", name, pc->path, strerror(errno));
 	return -1;
@@ -2758,6 +2805,26 @@ config_finish(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 	config_checks(ctx, cf, c);
 }
 
+/*
+ * The configuration as one text, the @include'd files in place
+ * (libconfig writes back what it read): what the master hands to the
+ * processes that cannot read the files themselves at a reload.
+ */
+static char *
+config_flatten(const config_t *cf)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *fp = open_memstream(&text, &len);
+
+	if (fp == NULL)
+		fatal("open_memstream");
+	config_write(cf, fp);
+	if (fclose(fp) != 0)
+		fatal("writing the configuration out");
+	return text;
+}
+
 static struct mxconf *
 config_parse(struct conf_ctx *ctx, const char *text, const char *include_dir)
 {
@@ -2786,7 +2853,8 @@ config_parse(struct conf_ctx *ctx, const char *text, const char *include_dir)
 	if (ctx->nerrors > 0) {
 		config_free(c);
 		c = NULL;
-	}
+	} else
+		c->text = config_flatten(&cf);
 done:
 	free(ctx->literals);
 	for (size_t i = 0; i < ctx->nfiles; i++) {
@@ -2846,6 +2914,16 @@ config_load_string(const char *text, const char *name, config_error_fn errfn)
 }
 
 struct mxconf *
+config_load_checked(const char *text, const char *name, const char *base_dir,
+    config_error_fn errfn)
+{
+	struct conf_ctx ctx = { .name = name, .errfn = errfn, .checked = true,
+	    .base_dir = base_dir };
+
+	return config_parse(&ctx, text, NULL);
+}
+
+struct mxconf *
 config_default(void)
 {
 	struct mxconf *c;
@@ -2869,6 +2947,7 @@ config_free(struct mxconf *c)
 	netlist_free(c->trusted_nets);
 	free(c->path);
 	free(c->start_dir);
+	free(c->text);
 	free(c);
 }
 
@@ -3235,4 +3314,361 @@ config_write_manual(FILE *fp)
 	}
 	man_other_sections(fp);
 	fputs(CONFIG_MANUAL_TAIL, fp);
+}
+
+/* --- the effective configuration (mxgated -n -v, mxgatectl config) --- */
+
+/* A string in libconfig's syntax: quotes, and escapes for what needs one. */
+static void
+eff_string(struct buf *b, const char *s)
+{
+	buf_appends(b, "\"");
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			buf_appendf(b, "\\%c", ch);
+		else if (ch == '\n')
+			buf_appends(b, "\\n");
+		else if (ch == '\t')
+			buf_appends(b, "\\t");
+		else if (ch < 0x20 || ch == 0x7f)
+			buf_appendf(b, "\\x%02x", ch);
+		else
+			buf_append(b, s, 1);
+	}
+	buf_appends(b, "\"");
+}
+
+static long long
+load_int(const struct conf_spec *sp, const void *base)
+{
+	const char *field = (const char *)base + sp->off;
+	long long v = 0;
+	int i;
+
+	if (sp->width == sizeof(int)) {
+		memcpy(&i, field, sizeof(i));
+		v = sp->min >= 0 ? (long long)(unsigned)i : i;
+	} else {
+		memcpy(&v, field, sizeof(v));
+	}
+	return v;
+}
+
+static int
+load_bool(const struct conf_spec *sp, const void *base)
+{
+	const char *field = (const char *)base + sp->off;
+	bool b;
+	int i;
+
+	if (sp->width == sizeof(bool)) {
+		memcpy(&b, field, sizeof(b));
+		return b;
+	}
+	memcpy(&i, field, sizeof(i));
+	return i;
+}
+
+/* A number or a unit word: 300 as is, "5m" in quotes. */
+static void
+eff_word(struct buf *b, const char *w)
+{
+	fmt_literal(b, w, strlen(w));
+}
+
+/* The value of a setting that is not a list of groups, from the loaded
+ * configuration, as the file would say it; false when it has none. */
+static bool
+eff_value(struct buf *b, const struct conf_spec *sp, const void *base)
+{
+	const char *field = (const char *)base + sp->off;
+	char word[64];
+	size_t i, n;
+
+	switch (sp->type) {
+	case CT_INT:
+	case CT_SIZE:
+		fmt_number(word, sizeof(word), sp, load_int(sp, base));
+		eff_word(b, word);
+		return true;
+	case CT_DURATION:
+		fmt_duration(word, sizeof(word), load_int(sp, base));
+		eff_word(b, word);
+		return true;
+	case CT_ENUM:
+		eff_string(b, sp->words[load_int(sp, base)]);
+		return true;
+	case CT_STRING: {
+		const char *v = *(char *const *)(const void *)field;
+
+		if (v == NULL)
+			return false;
+		eff_string(b, v);
+		return true;
+	}
+	case CT_BOOL:
+		if (load_bool(sp, base) < 0)
+			return false;
+		buf_appends(b, load_bool(sp, base) > 0 ? "true" : "false");
+		return true;
+	case CT_STRLIST: {
+		char *const *list = *(char **const *)(const void *)field;
+
+		n = *(const size_t *)(const void *)((const char *)base +
+		    sp->count_off);
+		/* [ ] is refused where a list must not be empty. */
+		if (n == 0 && (sp->flags & CF_NONEMPTY))
+			return false;
+		buf_appends(b, "[");
+		for (i = 0; i < n; i++) {
+			buf_appends(b, i == 0 ? " " : ", ");
+			eff_string(b, list[i]);
+		}
+		buf_appends(b, " ]");
+		return true;
+	}
+	case CT_DURLIST: {
+		const unsigned *list = *(unsigned *const *)(const void *)field;
+
+		n = *(const size_t *)(const void *)((const char *)base +
+		    sp->count_off);
+		buf_appends(b, "[");
+		for (i = 0; i < n; i++) {
+			buf_appends(b, i == 0 ? " " : ", ");
+			fmt_duration(word, sizeof(word), list[i]);
+			eff_word(b, word);
+		}
+		buf_appends(b, " ]");
+		return true;
+	}
+	case CT_BOOLSTR:
+	case CT_LIST:
+		break;
+	}
+	return false;
+}
+
+/* eff_value(), but an empty list that the file does not name stays
+ * unnamed: some exclude others (accept_domains and routes). */
+static bool
+eff_named(struct buf *b, const struct conf_spec *sp, const void *base,
+    bool named)
+{
+	if (sp->type == CT_STRLIST && !named && *(const size_t *)(const void *)
+	    ((const char *)base + sp->count_off) == 0)
+		return false;
+	return eff_value(b, sp, base);
+}
+
+/* A libconfig setting as written (the lists of groups: listeners,
+ * routes, upstreams, certificates, plugins), one line. */
+static void
+eff_setting(struct buf *b, const config_setting_t *s)
+{
+	unsigned i, n;
+	char num[64];
+
+	switch (config_setting_type(s)) {
+	case CONFIG_TYPE_INT:
+		buf_appendf(b, "%d", config_setting_get_int(s));
+		return;
+	case CONFIG_TYPE_INT64:
+		buf_appendf(b, "%lldL", (long long)config_setting_get_int64(s));
+		return;
+	case CONFIG_TYPE_FLOAT:
+		snprintf(num, sizeof(num), "%.17g", config_setting_get_float(s));
+		buf_appends(b, num);
+		if (strpbrk(num, ".eEn") == NULL)
+			buf_appends(b, ".0");
+		return;
+	case CONFIG_TYPE_BOOL:
+		buf_appends(b, config_setting_get_bool(s) ? "true" : "false");
+		return;
+	case CONFIG_TYPE_STRING:
+		eff_string(b, config_setting_get_string(s));
+		return;
+	default:
+		break;
+	}
+	n = (unsigned)config_setting_length(s);
+	buf_appends(b, config_setting_is_group(s) ? "{" :
+	    config_setting_is_array(s) ? "[" : "(");
+	for (i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, i);
+
+		if (config_setting_is_group(s)) {
+			buf_appendf(b, " %s = ", config_setting_name(e));
+			eff_setting(b, e);
+			buf_appends(b, ";");
+		} else {
+			buf_appends(b, i == 0 ? " " : ", ");
+			eff_setting(b, e);
+		}
+	}
+	buf_appends(b, config_setting_is_group(s) ? " }" :
+	    config_setting_is_array(s) ? " ]" : " )");
+}
+
+/* The part of a path after its group ("limits.recipients": "recipients"),
+ * and the group's length (0 for a top-level setting). */
+static const char *
+eff_leaf(const char *path, size_t *group_len)
+{
+	const char *dot = strchr(path, '.');
+
+	*group_len = dot != NULL ? (size_t)(dot - path) : 0;
+	return dot != NULL ? dot + 1 : path;
+}
+
+struct eff_ctx {
+	FILE          *fp;
+	config_t      *cf;
+	const void    *base, *dflt;
+	bool           only_changed;
+	unsigned       printed;
+};
+
+/* One setting: "name = value;", or a comment when it has no value. */
+static void
+eff_spec(struct eff_ctx *e, const struct conf_spec *sp, const char *indent)
+{
+	const config_setting_t *s = config_lookup(e->cf, sp->path);
+	struct buf v, d;
+	bool has, changed;
+	size_t glen;
+	const char *leaf = eff_leaf(sp->path, &glen);
+
+	buf_init(&v);
+	buf_init(&d);
+	buf_append(&v, "", 0);
+	buf_append(&d, "", 0);
+	if (sp->type == CT_LIST) {
+		has = s != NULL;
+		if (has)
+			eff_setting(&v, s);
+		changed = has;
+	} else {
+		/* Compared as values: an empty list named or not is the
+		 * same list. */
+		changed = eff_value(&v, sp, e->base) !=
+		    eff_value(&d, sp, e->dflt) || strcmp(v.data, d.data) != 0;
+		buf_reset(&v);
+		buf_append(&v, "", 0);
+		has = eff_named(&v, sp, e->base, s != NULL);
+	}
+	if (!e->only_changed || changed) {
+		if (has)
+			fprintf(e->fp, "%s%s = %s;\n", indent, leaf, v.data);
+		else
+			fprintf(e->fp, "%s# %s: not set\n", indent, leaf);
+		e->printed++;
+	}
+	buf_free(&v);
+	buf_free(&d);
+}
+
+static bool
+eff_group_wanted(struct eff_ctx *e, const struct conf_spec *first,
+    size_t glen)
+{
+	const struct conf_spec *sp;
+	unsigned before = e->printed;
+	FILE *saved = e->fp;
+	FILE *null;
+
+	if (!e->only_changed)
+		return true;
+	/* Whether any of the group would print: try it on /dev/null. */
+	if ((null = fopen("/dev/null", "w")) == NULL)
+		return true;
+	e->fp = null;
+	for (sp = first; sp->path != NULL; sp++)
+		if (strncmp(sp->path, first->path, glen) == 0 &&
+		    sp->path[glen] == '.')
+			eff_spec(e, sp, "");
+	fclose(null);
+	e->fp = saved;
+	bool any = e->printed > before;
+	e->printed = before;
+	return any;
+}
+
+/* Each group once, where its first setting is in the table. */
+static void
+eff_table(struct eff_ctx *e)
+{
+	const struct conf_spec *sp, *q;
+	size_t glen;
+
+	for (sp = mxconf_table.specs; sp->path != NULL; sp++) {
+		eff_leaf(sp->path, &glen);
+		if (glen == 0) {
+			eff_spec(e, sp, "");
+			continue;
+		}
+		for (q = mxconf_table.specs; q < sp; q++)
+			if (strncmp(q->path, sp->path, glen + 1) == 0)
+				break;
+		if (q < sp || !eff_group_wanted(e, sp, glen))
+			continue;
+		fprintf(e->fp, "%.*s = {\n", (int)glen, sp->path);
+		for (q = sp; q->path != NULL; q++)
+			if (strncmp(q->path, sp->path, glen + 1) == 0)
+				eff_spec(e, q, "  ");
+		fprintf(e->fp, "};\n");
+	}
+}
+
+int
+config_write_effective(FILE *fp, const struct mxconf *c, bool only_changed)
+{
+	struct eff_ctx e = { .fp = fp, .base = c, .only_changed = only_changed };
+	struct mxconf *dflt;
+	struct buf text;
+	config_t cf;
+	char *dir = NULL;
+	const char *op;
+	int err, rc = -1;
+
+	buf_init(&text);
+	buf_append(&text, "", 0);
+	if (strcmp(c->path, "(default)") == 0) {
+		buf_appends(&text, CONFIG_DEFAULT_TEXT);
+	} else if ((err = file_slurp(c->path, &text, &op)) != 0) {
+		fprintf(stderr, "%s: cannot %s: %s\n", c->path, op,
+		    strerror(err));
+		buf_free(&text);
+		return -1;
+	} else {
+		dir = xstrdup(c->path);
+	}
+	config_init(&cf);
+	if (dir != NULL)
+		config_set_include_dir(&cf, dirname(dir));
+	if (config_read_string(&cf, text.data) != CONFIG_TRUE) {
+		fprintf(stderr, "%s:%d: %s\n", c->path, config_error_line(&cf),
+		    config_error_text(&cf));
+		goto done;
+	}
+	/* The defaults: what a configuration that sets nothing but the
+	 * one required setting has (derived values included). */
+	dflt = config_load_string("listen = ( { address = \"127.0.0.1\";"
+	    " port = 25; } );", "(defaults)", NULL);
+	if (dflt == NULL)
+		fatalx("config: a configuration of defaults does not load");
+	e.cf = &cf;
+	e.dflt = dflt;
+	fprintf(fp, "# the effective configuration of %s%s\n", c->path,
+	    only_changed ? ": what differs from the defaults" :
+	    ", defaults included");
+	eff_table(&e);
+	config_free(dflt);
+	rc = 0;
+done:
+	config_destroy(&cf);
+	free(dir);
+	buf_free(&text);
+	return rc;
 }

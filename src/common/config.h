@@ -153,6 +153,8 @@ struct mxconf {
 	char    *path;               /* file it came from, "(default)" */
 	char    *start_dir;          /* where mxgated started (relative paths
 	                              * start there); set by mxgated, not read */
+	char    *text;               /* the whole file, @includes in place, as
+	                              * config_load_checked() reads it */
 
 	/* server */
 	char    *hostname;           /* default: gethostname() */
@@ -164,6 +166,8 @@ struct mxconf {
 	char    *chroot_dir;         /* the workers' root when root */
 	int      workers;            /* 0 = one per CPU */
 	char    *log_level;          /* "error" "warn" "info" "debug" */
+	char    *log_format;         /* "text" (key=value) or "json" */
+	char    *metrics_listen;     /* "ADDR:PORT" of the exporter; NULL: off */
 	char    *pid_file;           /* the master's pid; NULL: none */
 
 	/* listeners */
@@ -313,6 +317,12 @@ struct mxconf *config_load(const char *path, config_error_fn errfn);
 /* Same, from a string (tests); name is used in messages. */
 struct mxconf *config_load_string(const char *text, const char *name,
     config_error_fn errfn);
+/* A reload (README "Reload"): the text of a configuration the master has
+ * loaded and checked (mxconf.text), parsed again by a process that may
+ * not reach its files (the queue process in its root, the spawner):
+ * files are not tried, relative paths start at base_dir. */
+struct mxconf *config_load_checked(const char *text, const char *name,
+    const char *base_dir, config_error_fn errfn);
 /* The embedded default: 127.0.0.1:2525, queue in ./var/queue. */
 struct mxconf *config_default(void);
 void config_free(struct mxconf *c);
@@ -340,6 +350,18 @@ void config_describe(void (*fn)(const struct config_doc *d, void *arg),
 /* mxgate.conf(5), in roff: the table's settings between a hand-written
  * head and tail (config_manual.h).  doc/mxgate.conf.5 is its output. */
 void config_write_manual(FILE *fp);
+
+/*
+ * The effective configuration c in the file's syntax, every setting of
+ * the table with its value (defaults included; "# NAME: not set" for
+ * one that has none), groups as { ... }, the lists of groups (listen,
+ * routes, upstreams, ...) as written; only_changed: only what differs
+ * from the defaults.  mxgated reads it back as the same configuration
+ * (mxgated -n -v, mxgatectl config).  0, or -1 (said on stderr) when
+ * the file cannot be read again.
+ */
+int config_write_effective(FILE *fp, const struct mxconf *c,
+    bool only_changed);
 
 /* Path of the queue database inside queue_dir. */
 #define QUEUE_DB_NAME "queue.db"

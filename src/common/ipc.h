@@ -60,6 +60,9 @@ enum ipc_type {
 	IPC_GREET_PASSED,       /* worker -> master, struct ipc_conn_closed:
 	                         * the client waited for the whole greeting */
 	IPC_STRESS,             /* master -> worker */
+	IPC_CONFIG,             /* master -> queue -> spawner, fd = sealed
+	                         * memfd: a reloaded configuration's text
+	                         * (ipc_text_fd, config_load_checked) */
 };
 
 /*
@@ -239,5 +242,17 @@ int ipc_recv(int sock, enum ipc_type *type, void *buf, size_t size,
 /* The same, for types whose payload size varies: *len is its size. */
 int ipc_recv_len(int sock, enum ipc_type *type, void *buf, size_t size,
     size_t *len, int *fd);
+
+/* Worker slots a queue or lookup process accepts channels for: the
+ * generations of smtp processes a burst of reloads leaves draining
+ * (master.c refuses a reload past it). */
+#define IPC_WORKER_SLOTS_MAX 4096
+
+/* A text as a sealed memfd (IPC_CONFIG): the descriptor, or -1 with
+ * errno.  ipc_text_read(): the text again, NUL-terminated, malloc'd;
+ * NULL with errno when it cannot be read or exceeds IPC_TEXT_MAX. */
+#define IPC_TEXT_MAX (16 * 1024 * 1024)
+int   ipc_text_fd(const char *text);
+char *ipc_text_read(int fd);
 
 #endif

@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,9 +43,11 @@
 
 #include "smtp/auth.h"
 #include "queue/bounce.h"
+#include "ctl/audit.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "queue/queue_db.h"
+#include "ctl/queue_reroute.h"
 #include "ctl/queue_select.h"
 #include "ctl/route_test.h"
 #include "common/json.h"
@@ -94,8 +97,11 @@ static int cmd_queue_bounce(struct ctl *, int, char **);
 static int cmd_queue_stats(struct ctl *, int, char **);
 static int cmd_queue_trace(struct ctl *, int, char **);
 static int cmd_queue_shape(struct ctl *, int, char **);
+static int cmd_queue_reroute(struct ctl *, int, char **);
 static int cmd_route_test(struct ctl *, int, char **);
+static int cmd_config(struct ctl *, int, char **);
 static int cmd_passwd(struct ctl *, int, char **);
+static int cmd_reload(struct ctl *, int, char **);
 static int load_config(struct ctl *);
 
 /* The commands. */
@@ -127,9 +133,15 @@ static const struct command commands[] = {
 	{ "queue", "bounce", "ID... | - | --all [FILTERS]",
 	  "bounce messages' pending recipients to the sender",
 	  1, 64, NEEDS_QUEUE_RW, cmd_queue_bounce },
+	{ "queue", "reroute", "ID... | - | --all [FILTERS] [--dry-run]",
+	  "decide pending recipients' routes again (configuration changed)",
+	  1, 64, NEEDS_QUEUE_RW, cmd_queue_reroute },
 	{ "queue", "stats", "[--json]",
 	  "recipients per state, oldest message, per destination",
 	  0, 1, NEEDS_QUEUE_RO, cmd_queue_stats },
+	{ "config", NULL, "[-d]",
+	  "the effective configuration, defaults included (-d: changes)",
+	  0, 1, NEEDS_CONFIG, cmd_config },
 	{ "route", "test", "RCPT [--from S] [--ip A] [--helo H] [--auth U] "
 	  "[--tls] | --script FILE",
 	  "what the routes do with a recipient (route_test.h)",
@@ -137,6 +149,9 @@ static const struct command commands[] = {
 	{ "passwd", NULL, "USER [--file FILE] [--sha512]",
 	  "set USER's AUTH password (read from stdin) in the passwd file",
 	  1, 4, NEEDS_NOTHING, cmd_passwd },
+	{ "reload", NULL, "",
+	  "check the configuration, have mxgated load it, say how it went",
+	  0, 0, NEEDS_CONFIG, cmd_reload },
 };
 
 /* Escaping of untrusted text for a terminal. */
@@ -209,13 +224,34 @@ static const struct {
 	  "Fail the pending recipients of the selected messages and send each\n"
 	  "sender a delivery status notification (delivery.bounce_upstream).\n"
 	  ACTION_HELP },
+	{ "queue reroute",
+	  "Run the routes of the configuration (-c) again on the selected\n"
+	  "recipients still to be delivered (queued, deferred, held), as at\n"
+	  "RCPT TO with the message's sender, client, HELO, user and TLS;\n"
+	  "store each new decision (due now; held ones stay held) with a\n"
+	  "history row, and print OLD -> NEW.  A recipient the routes would\n"
+	  "now refuse (or several would match) is left as it was, and said.\n"
+	  "--dry-run: print, change nothing.  Run it where mxgated runs:\n"
+	  "relative maildir paths and commands are made absolute against the\n"
+	  "current directory.\n" ACTION_HELP },
 	{ "queue stats",
 	  "Recipients per state, the oldest message, and per destination;\n"
 	  "--json: the same as one JSON object.\n" },
+	{ "config",
+	  "Every setting of the configuration (-c) with the value mxgated\n"
+	  "would use, defaults included, in the file's syntax: mxgated reads\n"
+	  "it back as the same configuration.  -d: only what differs from\n"
+	  "the defaults (as mxgated -n -v -d).\n" },
 	{ "route test",
 	  "Run the configuration's routes on a recipient, as an smtp worker\n"
 	  "would at RCPT TO, and print the decision and the variables; with\n"
 	  "--script FILE, check every case in FILE (etc/routes.test).\n" },
+	{ "reload",
+	  "Check the configuration (FILE:LINE: problem, and nothing is sent\n"
+	  "when it is bad), send SIGHUP to the mxgated in server.pid_file and\n"
+	  "wait until it has loaded the file (exit 0) or refused it (exit 1:\n"
+	  "its log says why; what it checks more: the users, the files each\n"
+	  "process reads, the certificates, the new listeners).\n" },
 	{ "passwd",
 	  "Set USER's password (read twice from a terminal, once from a pipe)\n"
 	  "in auth.passwd_file of the configuration, or in --file FILE; a\n"
@@ -904,6 +940,29 @@ operator_words(void)
 	return words;
 }
 
+/*
+ * An operator's action is logged where the daemon logs (audit.h), in
+ * its log_format when the configuration was read: the one message
+ * named, or what the command's arguments selected.
+ */
+static void
+audit(struct ctl *ctl, const char *action, const struct ctl_select *sel,
+    int argc, char **argv, long long nmsgs, long long nrcpts,
+    const char *detail)
+{
+	struct buf args;
+	bool one = sel != NULL && sel->nids == 1 && !sel->all &&
+	    !sel->any_filter;
+
+	buf_init(&args);
+	for (int i = 0; !one && i < argc; i++)
+		buf_appendf(&args, "%s%s", i > 0 ? " " : "", argv[i]);
+	audit_init(ctl->conf != NULL ? ctl->conf->log_format : NULL);
+	audit_log(action, one ? sel->ids[0] : NULL, nmsgs, nrcpts,
+	    one ? NULL : args.data != NULL ? args.data : "", detail);
+	buf_free(&args);
+}
+
 /* The selection of an action command: 0, or the exit status. */
 static int
 action_select(struct ctl *ctl, struct ctl_select *sel, int argc, char **argv)
@@ -943,7 +1002,7 @@ action_select(struct ctl *ctl, struct ctl_select *sel, int argc, char **argv)
 /* Change the selected recipients; say how many. */
 static int
 change_selected(struct ctl *ctl, int argc, char **argv,
-    enum queue_change change, const char *what)
+    enum queue_change change, const char *action, const char *what)
 {
 	struct ctl_select sel;
 	long long nrcpts = 0, nmsgs = 0;
@@ -954,9 +1013,11 @@ change_selected(struct ctl *ctl, int argc, char **argv,
 	if (queue_db_change_selected(ctl->db, &sel.q, change,
 	    (int64_t)time(NULL), operator_words(), &nrcpts, &nmsgs) < 0)
 		rc = query_failed(ctl, what);
-	else
+	else {
+		audit(ctl, action, &sel, argc, argv, nmsgs, nrcpts, NULL);
 		printf("%s: %lld recipient%s of %lld message%s\n", what, nrcpts,
 		    nrcpts == 1 ? "" : "s", nmsgs, nmsgs == 1 ? "" : "s");
+	}
 	ctl_select_free(&sel);
 	return rc;
 }
@@ -964,20 +1025,22 @@ change_selected(struct ctl *ctl, int argc, char **argv,
 static int
 cmd_queue_retry(struct ctl *ctl, int argc, char **argv)
 {
-	return change_selected(ctl, argc, argv, QUEUE_CHANGE_RETRY, "due now");
+	return change_selected(ctl, argc, argv, QUEUE_CHANGE_RETRY, "retry",
+	    "due now");
 }
 
 static int
 cmd_queue_hold(struct ctl *ctl, int argc, char **argv)
 {
-	return change_selected(ctl, argc, argv, QUEUE_CHANGE_HOLD, "held");
+	return change_selected(ctl, argc, argv, QUEUE_CHANGE_HOLD, "hold",
+	    "held");
 }
 
 static int
 cmd_queue_release(struct ctl *ctl, int argc, char **argv)
 {
 	return change_selected(ctl, argc, argv, QUEUE_CHANGE_RELEASE,
-	    "released, due now");
+	    "release", "released, due now");
 }
 
 static int
@@ -992,8 +1055,10 @@ cmd_queue_delete(struct ctl *ctl, int argc, char **argv)
 	if (queue_db_delete_selected(ctl->db, &sel.q, (int64_t)time(NULL),
 	    operator_words(), &n) < 0)
 		rc = query_failed(ctl, "queue delete");
-	else
+	else {
+		audit(ctl, "delete", &sel, argc, argv, n, -1, NULL);
 		printf("deleted: %lld message%s\n", n, n == 1 ? "" : "s");
+	}
 	ctl_select_free(&sel);
 	return rc;
 }
@@ -1130,6 +1195,15 @@ bounce_one(struct ctl *ctl, const char *id, long long now, size_t *nrcpts,
 		bounce_rows_free(&b);
 		return rollback_fail(ctl, "queue bounce"), -1;
 	}
+	{
+		/* One record per message: each queued its own DSN. */
+		char detail[QUEUE_ID_LEN + 8];
+
+		snprintf(detail, sizeof(detail), "dsn=%s",
+		    dsn[0] != '\0' ? dsn : "none");
+		audit_init(ctl->conf != NULL ? ctl->conf->log_format : NULL);
+		audit_log("bounce", id, 1, (long long)b.n, NULL, detail);
+	}
 	*nrcpts += b.n;
 	if (dsn[0] != '\0')
 		(*ndsn)++;
@@ -1196,6 +1270,16 @@ cmd_queue_bounce(struct ctl *ctl, int argc, char **argv)
 	id_list_free(&l);
 	ctl_select_free(&sel);
 	return rc;
+}
+
+/* queue reroute: queue_reroute.h. */
+static int
+cmd_queue_reroute(struct ctl *ctl, int argc, char **argv)
+{
+	if (load_config(ctl) == -1)
+		return 1;
+	return queue_reroute_main(ctl->conf, ctl->db, operator_words(), argc,
+	    argv);
 }
 
 /* queue stats */
@@ -1520,6 +1604,18 @@ cmd_queue_shape(struct ctl *ctl, int argc, char **argv)
 	return rc;
 }
 
+/* config: config.h, config_write_effective(). */
+static int
+cmd_config(struct ctl *ctl, int argc, char **argv)
+{
+	bool changed_only = argc == 1 && strcmp(argv[0], "-d") == 0;
+
+	if (argc > 0 && !changed_only)
+		return cmd_usage(ctl->cmd);
+	return config_write_effective(stdout, ctl->conf, changed_only) < 0 ?
+	    1 : 0;
+}
+
 /* route test: see route_test.h. */
 static int
 cmd_route_test(struct ctl *ctl, int argc, char **argv)
@@ -1669,6 +1765,96 @@ config_words(const struct ctl *ctl, char *buf, size_t size)
 		snprintf(buf, size, "the embedded default configuration (%s"
 		    " does not exist)", MXGATE_CONF);
 	return buf;
+}
+
+/* The master's reload counter and outcome, from its title ("mxgated:
+ * master (reload N loaded|refused)", master.c): -1 when pid is not an
+ * mxgated master. */
+static int
+master_reloads(pid_t pid, bool *loaded)
+{
+	char path[64], title[256];
+	unsigned n = 0;
+	size_t len;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%ld/cmdline", (long)pid);
+	if ((fp = fopen(path, "r")) == NULL)
+		return -1;
+	len = fread(title, 1, sizeof(title) - 1, fp);
+	fclose(fp);
+	title[len] = '\0';
+	if (strncmp(title, "mxgated: master", 15) != 0)
+		return -1;
+	*loaded = strstr(title, " loaded)") != NULL;
+	if (sscanf(title, "mxgated: master (reload %u", &n) != 1)
+		n = 0;
+	return (int)n;
+}
+
+static int
+cmd_reload(struct ctl *ctl, int argc, char **argv)
+{
+	char line[32];
+	long pid = 0;
+	bool loaded = false;
+	int before, now = -1;
+	FILE *fp;
+
+	(void)argc;
+	(void)argv;
+	if (ctl->conf->pid_file == NULL) {
+		fprintf(stderr, "mxgatectl: %s has no server.pid_file: send"
+		    " SIGHUP to the mxgated master process yourself\n",
+		    ctl->conf->path);
+		return 1;
+	}
+	if ((fp = fopen(ctl->conf->pid_file, "r")) == NULL ||
+	    fgets(line, sizeof(line), fp) == NULL ||
+	    (pid = strtol(line, NULL, 10)) <= 1) {
+		fprintf(stderr, "mxgatectl: server.pid_file %s: %s; is mxgated"
+		    " running?\n", ctl->conf->pid_file, fp == NULL ?
+		    strerror(errno) : "no process id in it");
+		if (fp != NULL)
+			fclose(fp);
+		return 1;
+	}
+	fclose(fp);
+	if ((before = master_reloads((pid_t)pid, &loaded)) < 0) {
+		fprintf(stderr, "mxgatectl: process %ld (server.pid_file %s) is"
+		    " not an mxgated master: is mxgated running?\n", pid,
+		    ctl->conf->pid_file);
+		return 1;
+	}
+	if (kill((pid_t)pid, SIGHUP) < 0) {
+		fprintf(stderr, "mxgatectl: kill -HUP %ld: %s\n", pid,
+		    strerror(errno));
+		return 1;
+	}
+	/* The checks fork a process per role, certificates load: seconds
+	 * at most. */
+	for (int i = 0; i < 600; i++) {
+		if ((now = master_reloads((pid_t)pid, &loaded)) != before)
+			break;
+		usleep(50 * 1000);
+	}
+	if (now == before) {
+		fprintf(stderr, "mxgatectl: mxgated %ld has not answered the"
+		    " reload within 30 s: see its log\n", pid);
+		return 1;
+	}
+	if (now < 0) {
+		fprintf(stderr, "mxgatectl: mxgated %ld has gone\n", pid);
+		return 1;
+	}
+	if (!loaded) {
+		fprintf(stderr, "mxgatectl: mxgated %ld refused %s: nothing"
+		    " changed; its log says why\n", pid, ctl->conf->path);
+		return 1;
+	}
+	printf("mxgated %ld: %s loaded; new sessions use it\n", pid,
+	    ctl->conf->path);
+	return 0;
 }
 
 static int

@@ -113,8 +113,15 @@ get_str(struct reader *r)
 static int report_fd = -1;
 
 static void
-report_job(uint32_t index, const struct delivery_job *job)
+report_job(uint32_t index, const struct delivery_job *job, uint64_t started,
+    uint64_t ended)
 {
+	uint64_t ready = job->connected_us != 0 && job->connected_us >= started ?
+	    job->connected_us : started;
+
+	/* A relay that never got a connection spent it all connecting. */
+	if (job->connected_us == 0 && strcmp(job->action, "relay") == 0)
+		ready = ended;
 	struct spawn_report r;
 
 	for (size_t i = 0; i < job->nrcpts; i++) {
@@ -124,6 +131,8 @@ report_job(uint32_t index, const struct delivery_job *job)
 		r.remote = job->rcpts[i].remote;
 		r.dsn_passed = job->rcpts[i].dsn_passed;
 		r.recipient_id = job->rcpts[i].recipient_id;
+		r.connect_ms = (uint32_t)((ready - started) / 1000);
+		r.transfer_ms = (uint32_t)((ended - ready) / 1000);
 		snprintf(r.destination, sizeof(r.destination), "%s",
 		    job->destination);
 		snprintf(r.reply, sizeof(r.reply), "%s", job->rcpts[i].reply);
@@ -159,6 +168,7 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 {
 	struct delivery_job job;
 	uint32_t index, content, flags, n;
+	uint64_t started;
 	char **addrs = NULL;
 	bool ok = false;
 	int rc;
@@ -204,6 +214,7 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 	}
 	if (rd->bad)
 		goto out;
+	started = monotonic_us();
 	if (strcmp(job.action, "relay") == 0)
 		rc = relay_deliver(&job);
 	else
@@ -211,7 +222,7 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 	delivery_set_pending(&job, DELIVERY_DEFER, rc < 0 ?
 	    "4.3.0 delivery failed (see the log)" :
 	    "4.3.0 the handler gave no outcome");
-	report_job(index, &job);
+	report_job(index, &job, started, monotonic_us());
 	if (job.content_map != NULL)
 		munmap(job.content_map, job.content_len);
 	ok = true;
@@ -437,6 +448,7 @@ delivery_child(const struct mxconf *conf, pid_t spawner, const char *title,
 
 static struct {
 	const struct mxconf *conf;
+	struct mxconf *reloaded;        /* conf, once a reload replaced it */
 	int    queue_fd;
 	int    fds[SPAWN_MAX_FDS];
 	int    nfds;
@@ -519,6 +531,43 @@ spawn(const struct ipc_spawn *req, int report)
 		log_warn("answering the queue process: %s", strerror(errno));
 }
 
+static void
+reload_error(const char *msg)
+{
+	log_error("reload: %s", msg);
+}
+
+/* A reload, passed on by the queue process: the next delivery processes
+ * get the new routes, upstreams and timeouts (config.h). */
+static void
+reconfigure(int fd)
+{
+	struct mxconf *c = NULL;
+	char *text = ipc_text_read(fd);
+	enum log_level level;
+
+	if (text != NULL)
+		c = config_load_checked(text, sp.conf->path,
+		    sp.conf->start_dir, reload_error);
+	else
+		log_error("reload: reading the configuration: %s",
+		    strerror(errno));
+	free(text);
+	if (c == NULL) {
+		log_error("reload: deliveries keep the old configuration");
+		return;
+	}
+	free(c->queue_dir);
+	c->queue_dir = xstrdup(sp.conf->queue_dir);
+	if (sp.conf->start_dir != NULL)
+		c->start_dir = xstrdup(sp.conf->start_dir);
+	if (log_level_parse(c->log_level, &level) == 0)
+		log_set_level(level);
+	if (sp.reloaded != NULL)
+		config_free(sp.reloaded);
+	sp.conf = sp.reloaded = c;
+}
+
 /* false once the queue process has gone. */
 static bool
 read_queue(void)
@@ -539,6 +588,12 @@ read_queue(void)
 			break;
 		case IPC_SPAWN:
 			spawn(&u.spawn, fd);
+			break;
+		case IPC_CONFIG:
+			if (fd < 0)
+				fatalx("CONFIG without a descriptor");
+			reconfigure(fd);
+			close(fd);
 			break;
 		case IPC_SPAWN_KILL:
 			if (fd >= 0)
@@ -616,6 +671,7 @@ spawner_main(const struct mxconf *conf, int queue_fd)
 		kill(sp.pids[i], SIGKILL);
 	while (sp.npids > 0 && waitpid(-1, NULL, 0) > 0)
 		sp.npids--;
+	config_free(sp.reloaded);
 	log_info("stopped");
 	return 0;
 }

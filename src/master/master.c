@@ -20,6 +20,7 @@
 #include "common/ipc.h"
 #include "common/log.h"
 #include "master/master.h"
+#include "master/reload.h"
 #include "common/proc.h"
 #include "common/sandbox.h"
 #include "queue/queue.h"
@@ -28,12 +29,15 @@
 #include "delivery/spawner.h"
 #include "lookup/lookup.h"
 #include "smtp/worker.h"
+#include "common/metrics.h"
+#include "metrics/exporter.h"
 
 #define RESPAWN_MAX_DELAY_MS   60000
 #define RESPAWN_STABLE_MS      10000   /* lived this long: restart at once */
 #define STOP_EXTRA_MS          10000   /* after the grace, SIGKILL */
 
-enum child_role { CHILD_WORKER, CHILD_QUEUE, CHILD_LOOKUP, CHILD_SPAWNER };
+enum child_role { CHILD_WORKER, CHILD_QUEUE, CHILD_LOOKUP, CHILD_SPAWNER,
+	CHILD_METRICS };
 
 struct child {
 	enum child_role role;
@@ -92,7 +96,8 @@ struct ip_count {
 static struct {
 	struct ratelimit *conn_rate;     /* rate_limits.connections_per_minute */
 	struct ratelimit *auth_rate;     /* rate_limits.auth_failures_per_minute */
-	struct mxconf *conf;
+	struct mxconf *conf;            /* the running one (a reload's) */
+	struct mxconf *first_conf;      /* mxgated's, freed by it */
 	struct event_loop *loop;
 	int        sigfd;
 	int       *listen_fds;
@@ -102,6 +107,8 @@ static struct {
 	struct child queue;
 	struct child lookup;            /* when a listener offers AUTH */
 	struct child spawner;           /* the queue's delivery spawner */
+	struct child exporter;          /* metrics.listen: the exporter */
+	int        metrics_fd;          /* its listener, -1 when off */
 	bool       lookup_on;
 	struct conn *conns;
 	size_t     nconn_slots;
@@ -117,6 +124,7 @@ static struct {
 	bool       stopping;
 	uint64_t   stop_deadline_ms;
 	bool       killed;
+	unsigned   reloads;             /* SIGHUPs acted on, for the title */
 } m;
 
 /* The loop's callbacks (event.h); arg: the listener's or the worker's
@@ -349,6 +357,7 @@ conn_release(struct conn *c)
 	if (c->worker >= 0 && c->worker < m.nslots && m.workers[c->worker].nconns > 0)
 		m.workers[c->worker].nconns--;
 	m.nconns--;
+	metrics_set(MC_SESSIONS, m.nconns);
 	c->id = 0;
 	c->counted = c->proxy_pending = false;
 	stress_update();
@@ -431,7 +440,8 @@ child_name(const struct child *c)
 {
 	return c->role == CHILD_QUEUE ? "queue" :
 	    c->role == CHILD_LOOKUP ? "lookup" :
-	    c->role == CHILD_SPAWNER ? "spawner" : "smtp";
+	    c->role == CHILD_SPAWNER ? "spawner" :
+	    c->role == CHILD_METRICS ? "metrics" : "smtp";
 }
 
 static void
@@ -567,6 +577,8 @@ spawn_queue(void)
 		child_keep_fds(keep, n);
 		child_prepare("queue");
 		log_set_role("queue");
+		metrics_bind(METRICS_BLOCK_QUEUE);
+		metrics_inc(MC_QUEUE_STARTS);
 		if (mkdir(m.conf->queue_dir, 0700) < 0 && errno != EEXIST)
 			fatal("%s: mkdir", m.conf->queue_dir);
 		if (geteuid() == 0 && m.conf->queue_user != NULL) {
@@ -711,7 +723,15 @@ spawn_worker(int slot)
 
 		child_keep_fds(keep, 3);
 		child_prepare("smtp");
+		/* A reload's "retire" (worker.c) must not kill a worker
+		 * that has not set up its signals yet. */
+		sigset_t usr1;
+		sigemptyset(&usr1);
+		sigaddset(&usr1, SIGUSR1);
+		sigprocmask(SIG_BLOCK, &usr1, NULL);
 		log_set_role("smtp");
+		metrics_bind(METRICS_BLOCK_SMTP + slot);
+		metrics_inc(MC_WORKER_STARTS);
 		/* worker_main() confines itself (worker_sandbox()). */
 		exit(worker_main(m.conf, slot, keep[0], keep[1], keep[2]));
 	}
@@ -749,6 +769,70 @@ spawn_worker(int slot)
 	log_info("smtp process %ld started (slot %d)", (long)pid, slot);
 }
 
+/*
+ * Fork the exporter (exporter.h) with the metrics listener alone; it
+ * confines itself before it reads a byte.
+ */
+static void
+spawn_exporter(void)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		fatal("fork");
+	if (pid == 0) {
+		int keep[1] = { m.metrics_fd };
+
+		child_keep_fds(keep, 1);
+		child_prepare("metrics");
+		log_set_role("metrics");
+		tls_cleanup();
+		exit(exporter_main(m.conf, keep[0]));
+	}
+	m.exporter.pid = pid;
+	m.exporter.started_ms = monotonic_ms();
+	m.exporter.respawn_at_ms = 0;
+	log_info("metrics process %ld started", (long)pid);
+}
+
+/* metrics.listen: the counter store and the exporter's listener, made
+ * before anything forks so that every process inherits the store. */
+static int
+metrics_start(void)
+{
+	struct sockaddr_storage ss;
+	const char *why;
+	unsigned len;
+	int on = 1;
+
+	m.metrics_fd = -1;
+	if (m.conf->metrics_listen == NULL)
+		return 0;
+	if (metrics_listen_parse(m.conf->metrics_listen, &ss, &len, &why) < 0) {
+		log_error("metrics.listen: %s", why);
+		return -1;
+	}
+	if (metrics_init(m.nslots) < 0)
+		return -1;
+	metrics_bind(METRICS_BLOCK_MASTER);
+	m.metrics_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (m.metrics_fd < 0)
+		return -1;
+	setsockopt(m.metrics_fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if (ss.ss_family == AF_INET6)
+		setsockopt(m.metrics_fd, IPPROTO_IPV6, IPV6_V6ONLY, &on,
+		    sizeof(on));
+	if (bind(m.metrics_fd, (struct sockaddr *)&ss, len) < 0 ||
+	    listen(m.metrics_fd, 64) < 0) {
+		log_error("metrics.listen: %s: %s", m.conf->metrics_listen,
+		    strerror(errno));
+		return -1;
+	}
+	log_info("metrics on http://%s/metrics", m.conf->metrics_listen);
+	return 0;
+}
+
 static struct child *
 child_by_pid(pid_t pid)
 {
@@ -758,6 +842,8 @@ child_by_pid(pid_t pid)
 		return &m.lookup;
 	if (m.spawner.pid == pid)
 		return &m.spawner;
+	if (m.exporter.pid == pid && pid != 0)
+		return &m.exporter;
 	for (int i = 0; i < m.nslots; i++) {
 		if (m.workers[i].pid == pid)
 			return &m.workers[i];
@@ -805,6 +891,9 @@ respawn_due(uint64_t now)
 	if (m.lookup_on && m.lookup.pid == 0 && m.lookup.respawn_at_ms != 0 &&
 	    m.lookup.respawn_at_ms <= now)
 		spawn_lookup();
+	if (m.metrics_fd >= 0 && m.exporter.pid == 0 &&
+	    m.exporter.respawn_at_ms != 0 && m.exporter.respawn_at_ms <= now)
+		spawn_exporter();
 	for (int i = 0; i < m.nslots; i++) {
 		struct child *w = &m.workers[i];
 		if (w->active && w->pid == 0 && w->respawn_at_ms != 0 &&
@@ -823,6 +912,9 @@ next_timeout_ms(uint64_t now)
 	if (m.lookup_on && m.lookup.pid == 0 && m.lookup.respawn_at_ms != 0 &&
 	    m.lookup.respawn_at_ms < next)
 		next = m.lookup.respawn_at_ms;
+	if (m.metrics_fd >= 0 && m.exporter.pid == 0 &&
+	    m.exporter.respawn_at_ms != 0 && m.exporter.respawn_at_ms < next)
+		next = m.exporter.respawn_at_ms;
 	for (int i = 0; i < m.nslots; i++) {
 		if (m.workers[i].active && m.workers[i].pid == 0 &&
 		    m.workers[i].respawn_at_ms != 0 &&
@@ -1018,24 +1110,28 @@ admit_refusal(const char *ip, struct ip_count *ipc, unsigned others)
 	    holds >= m.conf->max_connections_per_ip) {
 		log_warn("client=%s refused: %u connections from it (limit)", ip,
 		    holds);
+		metrics_inc(MC_CONN_REFUSED_PER_IP);
 		return "421 4.7.0 Too many connections from your address\r\n";
 	}
 	if (over_fair_share(ip, holds, others)) {
 		log_warn("client=%s refused: %u connections from it, its fair "
 		    "share under stress (%u of %u in use)", ip, holds, others,
 		    m.conf->max_connections);
+		metrics_inc(MC_CONN_REFUSED_FAIR_SHARE);
 		return "421 4.7.0 Too many connections from your address, try"
 		    " again later\r\n";
 	}
 	if (auth_failures_exceeded(ip)) {
 		log_warn("client=%s refused: over %u failed authentications per"
 		    " minute (rate_limits)", ip, m.conf->rate_auth_failures);
+		metrics_inc(MC_CONN_REFUSED_AUTH);
 		return "421 4.7.0 Too many failed authentications from your"
 		    " address, try again later\r\n";
 	}
 	if (rate_exceeded(ip)) {
 		log_warn("client=%s refused: over %u connections per minute "
 		    "(rate_limits)", ip, m.conf->rate_connections);
+		metrics_inc(MC_CONN_REFUSED_RATE);
 		return "421 4.7.0 Too many connections from your address, "
 		    "try again later\r\n";
 	}
@@ -1079,6 +1175,7 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 	sockaddr_ntop((const struct sockaddr *)peer, ip, sizeof(ip));
 	if (m.nconns >= m.conf->max_connections) {
 		log_warn("client=%s refused: %u connections (limit)", ip, m.nconns);
+		metrics_inc(MC_CONN_REFUSED_LIMIT);
 		refuse(fd, "421 4.7.0 Too many connections, try again later\r\n");
 		return;
 	}
@@ -1088,6 +1185,7 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 		if (!proxy_allowed(&m.conf->listeners[listener], ip)) {
 			log_warn("client=%s refused: not a load balancer of "
 			    "this listener (proxy_from)", ip);
+			metrics_inc(MC_CONN_REFUSED_PROXY);
 			refuse(fd, "421 4.7.0 This port takes connections from "
 			    "its load balancers only\r\n");
 			return;
@@ -1099,6 +1197,7 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 	w = least_loaded_worker();
 	if (w < 0) {
 		log_warn("client=%s refused: no smtp process running", ip);
+		metrics_inc(MC_CONN_REFUSED_NO_WORKER);
 		refuse(fd, "421 4.3.2 Service not available, try again later\r\n");
 		return;
 	}
@@ -1120,6 +1219,7 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 	}
 	m.nconns++;
 	m.workers[w].nconns++;
+	metrics_set(MC_SESSIONS, m.nconns);
 	stress_update();
 
 	msg.conn_id = c->id;
@@ -1132,11 +1232,13 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 		log_warn("client=%s: handing to worker %d failed: %s", ip, w,
 		    strerror(errno));
 		conn_release(c);
+		metrics_inc(MC_CONN_REFUSED_NO_WORKER);
 		refuse(fd, "421 4.3.2 Service not available, try again later\r\n");
 		return;
 	}
 	/* Sent, or a copy waits in the backlog. */
 	close(fd);
+	metrics_inc(MC_CONN_ACCEPTED);
 	if (ipc_outbox_waiting(&m.workers[w].backlog)) {
 		if (!waiting)
 			worker_channel_events(&m.workers[w]);
@@ -1307,6 +1409,9 @@ begin_stop(int signo)
 		if (m.workers[i].pid != 0)
 			kill(m.workers[i].pid, SIGTERM);
 	}
+	/* The exporter holds nothing: it goes first. */
+	if (m.exporter.pid != 0)
+		kill(m.exporter.pid, SIGTERM);
 }
 
 static bool
@@ -1337,6 +1442,8 @@ stop_progress(uint64_t now)
 			kill(m.lookup.pid, SIGKILL);
 		if (m.spawner.pid != 0)
 			kill(m.spawner.pid, SIGKILL);
+		if (m.exporter.pid != 0)
+			kill(m.exporter.pid, SIGKILL);
 		m.killed = true;
 	}
 	if (workers_running())
@@ -1357,10 +1464,13 @@ stop_progress(uint64_t now)
 		return false;
 	}
 	/* The spawner ends when the queue process has. */
-	return m.lookup.pid == 0 && m.spawner.pid == 0;
+	return m.lookup.pid == 0 && m.spawner.pid == 0 && m.exporter.pid == 0;
 }
 
 /* ---- reload ---- */
+
+static int worker_count(const struct mxconf *conf);
+static void resolve_max_connections(struct mxconf *conf, int nworkers);
 
 static void
 reload_error(const char *msg)
@@ -1368,19 +1478,119 @@ reload_error(const char *msg)
 	log_error("reload: %s", msg);
 }
 
+static bool
+same_address(const struct listener_conf *a, const struct listener_conf *b)
+{
+	return a->ss_len == b->ss_len && memcmp(&a->ss, &b->ss, a->ss_len) == 0;
+}
+
 /*
- * Sockets that waited for a retiring worker go to its replacement.  What
- * else waited (a verdict on a connection it already has) stays for it.
+ * The new configuration's listening sockets: those of the running one
+ * at the same address are kept (the same socket: its listen queue goes
+ * on filling, nobody is refused), the others bound now.  NULL, having
+ * closed what it bound, when one cannot be bound: the reload is then
+ * refused.  kept[i] tells whether new listener i is an old socket.
+ */
+static int *
+listeners_prepare(const struct mxconf *nc, bool **kept)
+{
+	int *fds = xcalloc(nc->nlisteners, sizeof(int));
+	bool *taken = xcalloc(m.conf->nlisteners, sizeof(bool));
+
+	*kept = xcalloc(nc->nlisteners, sizeof(bool));
+	for (size_t j = 0; j < nc->nlisteners; j++) {
+		fds[j] = -1;
+		for (size_t i = 0; i < m.conf->nlisteners; i++) {
+			if (!taken[i] && m.listen_fds[i] >= 0 &&
+			    same_address(&m.conf->listeners[i],
+			    &nc->listeners[j])) {
+				taken[i] = true;
+				(*kept)[j] = true;
+				fds[j] = m.listen_fds[i];
+				break;
+			}
+		}
+		if (fds[j] >= 0)
+			continue;
+		if ((fds[j] = bind_listener(&nc->listeners[j])) < 0) {
+			log_error("reload: %s: listen on %s port %d: %s",
+			    nc->path, nc->listeners[j].address,
+			    nc->listeners[j].port, strerror(errno));
+			for (size_t k = 0; k < j; k++) {
+				if (!(*kept)[k])
+					close(fds[k]);
+			}
+			free(fds);
+			free(*kept);
+			free(taken);
+			return NULL;
+		}
+	}
+	free(taken);
+	return fds;
+}
+
+/* Switch the master to the new sockets: the kept ones under their new
+ * index, the new ones watched, the ones no longer configured closed. */
+static void
+listeners_switch(const struct mxconf *nc, int *fds, const bool *kept)
+{
+	for (size_t i = 0; i < m.conf->nlisteners; i++) {
+		bool still = false;
+
+		if (m.listen_fds[i] < 0)
+			continue;
+		event_del(m.loop, m.listen_fds[i]);
+		for (size_t j = 0; j < nc->nlisteners; j++)
+			still |= fds[j] == m.listen_fds[i];
+		if (!still) {
+			log_info("reload: no longer listening on %s port %d",
+			    m.conf->listeners[i].address,
+			    m.conf->listeners[i].port);
+			close(m.listen_fds[i]);
+		}
+	}
+	for (size_t j = 0; j < nc->nlisteners; j++) {
+		event_add(m.loop, fds[j], m.accept_paused ? 0 : EPOLLIN,
+		    on_listener, INDEX_ARG(j));
+		if (!kept[j])
+			log_info("reload: listening on %s port %d",
+			    nc->listeners[j].address, nc->listeners[j].port);
+	}
+	free(m.listen_fds);
+	m.listen_fds = fds;
+}
+
+/* The index in nc of the old configuration's listener i, or -1. */
+static int
+listener_renumbered(const struct mxconf *nc, uint32_t i)
+{
+	if (i >= m.conf->nlisteners)
+		return -1;
+	for (size_t j = 0; j < nc->nlisteners; j++) {
+		if (same_address(&m.conf->listeners[i], &nc->listeners[j]))
+			return (int)j;
+	}
+	return -1;
+}
+
+/*
+ * Sockets that waited for a retiring worker go to a worker of the new
+ * generation, under their listener's new index; one whose listener is
+ * gone gets the 421 of a stopping server.  What else waited (a verdict
+ * on a connection it already has) stays for it: it still reads.
  */
 static void
-backlog_move(struct child *from, struct child *to)
+backlog_move(const struct mxconf *nc, struct child *from)
 {
 	size_t kept = 0;
 
 	for (size_t i = 0; i < from->backlog.n; i++) {
 		struct ipc_outmsg *out = &from->backlog.msgs[i];
 		struct ipc_conn_new msg;
+		struct child *to;
 		size_t slot;
+		int l, w;
 
 		if (out->type != IPC_CONN_NEW) {
 			from->backlog.msgs[kept++] = *out;
@@ -1388,12 +1598,26 @@ backlog_move(struct child *from, struct child *to)
 		}
 		memcpy(&msg, out->payload, sizeof(msg));
 		slot = (size_t)(msg.conn_id & 0xffffffffu);
+		l = listener_renumbered(nc, msg.listener);
+		w = least_loaded_worker();
 		if (slot < m.nconn_slots && m.conns[slot].id == msg.conn_id) {
-			m.conns[slot].worker = to->slot;
-			if (from->nconns > 0)
-				from->nconns--;
-			to->nconns++;
+			if (l < 0 || w < 0)
+				conn_release(&m.conns[slot]);
+			else {
+				m.conns[slot].worker = w;
+				if (from->nconns > 0)
+					from->nconns--;
+				m.workers[w].nconns++;
+			}
 		}
+		if (l < 0 || w < 0) {
+			refuse(out->fd, "421 4.3.2 Service not available,"
+			    " try again later\r\n");
+			free(out->payload);
+			continue;
+		}
+		to = &m.workers[w];
+		msg.listener = (uint32_t)l;
 		if (ipc_outbox_send(&to->backlog, to->fd, IPC_CONN_NEW, &msg,
 		    sizeof(msg), NULL, 0, out->fd) < 0)
 			log_warn("handing connections to worker %d failed: %s",
@@ -1401,66 +1625,255 @@ backlog_move(struct child *from, struct child *to)
 		if (out->fd >= 0)
 			close(out->fd);
 		free(out->payload);
+		worker_channel_events(to);
 	}
 	from->backlog.n = kept;
 	worker_channel_events(from);
-	worker_channel_events(to);
-	update_accepting();
+}
+
+static bool
+slot_free(const struct child *w)
+{
+	return w->pid == 0 && !w->active && w->fd < 0;
+}
+
+/* Room for n more smtp processes within what the queue and lookup
+ * processes take (IPC_WORKER_SLOTS_MAX). */
+static bool
+worker_slots_left(int n)
+{
+	int free = 0;
+
+	for (int i = 0; i < m.nslots; i++)
+		free += slot_free(&m.workers[i]);
+	return n <= free || m.nslots + (n - free) <= IPC_WORKER_SLOTS_MAX;
+}
+
+/* n worker slots that are free (no process, not active), the array
+ * grown when there are not enough: a reload's new generation. */
+static int *
+free_worker_slots(int n)
+{
+	int *slots = xcalloc((size_t)n, sizeof(int)), found = 0;
+
+	for (int i = 0; i < m.nslots && found < n; i++) {
+		if (slot_free(&m.workers[i]))
+			slots[found++] = i;
+	}
+	if (found < n) {
+		int old = m.nslots;
+
+		m.nslots += n - found;
+		m.workers = xrealloc(m.workers, (size_t)m.nslots *
+		    sizeof(*m.workers));
+		memset(m.workers + old, 0, (size_t)(m.nslots - old) *
+		    sizeof(*m.workers));
+		for (int i = old; i < m.nslots; i++) {
+			m.workers[i].role = CHILD_WORKER;
+			m.workers[i].slot = i;
+			m.workers[i].fd = -1;
+			slots[found++] = i;
+		}
+	}
+	return slots;
 }
 
 /*
- * SIGHUP: read the certificates and keys again (a renewed certificate)
- * and replace every smtp process by one that serves them.  The old ones
- * get no more connections and finish their sessions as at a stop (the
- * grace period, then 421); their queue channels stay open meanwhile,
- * each worker slot having a partner slot for its replacement.  A reload
- * whose certificates fail changes nothing, and one during the previous
- * reload's drain is refused.
+ * A new generation of smtp processes, forked with the new configuration
+ * (privileges dropped, chroot and seccomp as at start); the old ones get
+ * no more connections and finish their sessions on the configuration
+ * they started with (SIGUSR1, worker.c): they end with their last
+ * session, or after shutdown_grace stop as at a shutdown.
  */
+static int
+workers_replace(const struct mxconf *nc, int count)
+{
+	int *slots = free_worker_slots(count), retired = 0;
+	bool *old = xcalloc((size_t)m.nslots, sizeof(bool));
+
+	for (int i = 0; i < m.nslots; i++) {
+		struct child *w = &m.workers[i];
+
+		if (!w->active)
+			continue;
+		old[i] = true;
+		w->active = false;
+		w->respawn_at_ms = 0;
+	}
+	for (int k = 0; k < count; k++) {
+		struct child *w = &m.workers[slots[k]];
+
+		w->active = true;
+		w->quick_deaths = 0;
+		spawn_worker(w->slot);
+	}
+	m.nworkers = count;
+	for (int i = 0; i < m.nslots; i++) {
+		if (!old[i] || m.workers[i].pid == 0)
+			continue;
+		m.workers[i].retiring = true;
+		backlog_move(nc, &m.workers[i]);
+		kill(m.workers[i].pid, SIGUSR1);
+		retired++;
+	}
+	update_accepting();
+	free(old);
+	free(slots);
+	return retired;
+}
+
+/* The queue process gets the new text (and passes it on to its
+ * spawner): delivery settings apply from its next delivery. */
+static void
+queue_reconfigure(const struct mxconf *nc)
+{
+	int fd;
+
+	if (m.queue.pid == 0 || m.queue.fd < 0)
+		return;         /* it starts with m.conf, the new one */
+	if ((fd = ipc_text_fd(nc->text)) < 0 ||
+	    ipc_send(m.queue.fd, IPC_CONFIG, NULL, 0, fd) < 0)
+		log_error("reload: cannot pass the configuration to the queue"
+		    " process: %s; its delivery settings are the old ones",
+		    strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
+static bool
+lookup_changed(const struct mxconf *a, const struct mxconf *b)
+{
+	const char *sa[] = { a->auth_passwd_file, a->auth_sqlite,
+	    a->lookup_user };
+	const char *sb[] = { b->auth_passwd_file, b->auth_sqlite,
+	    b->lookup_user };
+
+	if (lookup_wanted(a) != lookup_wanted(b))
+		return true;
+	for (size_t i = 0; i < ARRAY_LEN(sa); i++) {
+		if ((sa[i] == NULL) != (sb[i] == NULL) ||
+		    (sa[i] != NULL && strcmp(sa[i], sb[i]) != 0))
+			return true;
+	}
+	return false;
+}
+
+/* The lookup process reads its sources at each use: only a change of
+ * the sources, its user or whether any listener offers AUTH starts a
+ * new one (every worker gets a channel to it). */
+static void
+lookup_reconfigure(void)
+{
+	if (m.lookup.pid != 0) {
+		pid_t old = m.lookup.pid;
+
+		close_child_channel(&m.lookup);
+		m.lookup.pid = 0;       /* its death is not a respawn */
+		kill(old, SIGTERM);
+	}
+	m.lookup.respawn_at_ms = 0;
+	m.lookup.quick_deaths = 0;
+	if ((m.lookup_on = lookup_wanted(m.conf)))
+		spawn_lookup();
+}
+
+static void
+rates_reconfigure(const struct mxconf *old)
+{
+	if (old->rate_connections != m.conf->rate_connections) {
+		ratelimit_free(m.conn_rate);
+		m.conn_rate = m.conf->rate_connections > 0 ?
+		    ratelimit_new(m.conf->rate_connections) : NULL;
+	}
+	if (old->rate_auth_failures != m.conf->rate_auth_failures) {
+		ratelimit_free(m.auth_rate);
+		m.auth_rate = m.conf->rate_auth_failures > 0 ?
+		    ratelimit_new(m.conf->rate_auth_failures) : NULL;
+	}
+}
+
+/*
+ * SIGHUP (README "Reload"): the whole configuration again.  The file is
+ * read and checked as at start (reload.h), the new listeners bound and
+ * the certificates loaded; if any of that fails, the log says why
+ * (FILE:LINE: problem) and nothing changes.  Then: new smtp processes
+ * with the new configuration take every new connection, the old ones
+ * finish their sessions; listeners kept, added and closed; the queue
+ * process and its spawner switch their delivery settings; the lookup
+ * process restarts if its sources changed.
+ */
+static bool
+reload_apply(void)
+{
+	struct mxconf *nc, *old = m.conf;
+	enum log_level level;
+	bool *kept;
+	int *fds, retired;
+
+	if (strcmp(old->path, "(default)") == 0) {
+		log_warn("SIGHUP: running on the embedded default"
+		    " configuration: no file to read again");
+		return false;
+	}
+	log_info("SIGHUP: reading %s again", old->path);
+	if ((nc = reload_load(old)) == NULL)
+		return false;
+	resolve_max_connections(nc, worker_count(nc));
+	if (!worker_slots_left(worker_count(nc))) {
+		log_error("reload: %s refused: the smtp processes of earlier"
+		    " reloads are still finishing their sessions; try again"
+		    " after timeouts.shutdown_grace", old->path);
+		config_free(nc);
+		return false;
+	}
+	if ((fds = listeners_prepare(nc, &kept)) == NULL) {
+		log_error("reload: %s refused: nothing changed", old->path);
+		config_free(nc);
+		return false;
+	}
+	if (tls_init(nc, reload_error) < 0) {
+		for (size_t j = 0; j < nc->nlisteners; j++) {
+			if (!kept[j])
+				close(fds[j]);
+		}
+		free(fds);
+		free(kept);
+		log_error("reload: %s refused: nothing changed", old->path);
+		config_free(nc);
+		return false;
+	}
+	/* From here on nothing can fail: switch. */
+	listeners_switch(nc, fds, kept);
+	free(kept);
+	m.conf = nc;
+	if (log_level_parse(nc->log_level, &level) == 0)
+		log_set_level(level);
+	rates_reconfigure(old);
+	retired = workers_replace(nc, worker_count(nc));
+	if (lookup_changed(old, nc))
+		lookup_reconfigure();
+	queue_reconfigure(nc);
+	log_info("SIGHUP: %s loaded: %d smtp processes started, %d old ones"
+	    " finish their sessions", nc->path, m.nworkers, retired);
+	/* The first one is mxgated's (the plugins point into it). */
+	if (old != m.first_conf)
+		config_free(old);
+	return true;
+}
+
+/* The outcome goes in the title too (ps, mxgatectl reload): "mxgated:
+ * master (reload N loaded|refused)". */
 static void
 reload(void)
 {
-	int replaced = 0;
+	bool ok;
 
 	if (m.stopping)
 		return;
-	if (m.conf->ntls_certs == 0) {
-		log_info("SIGHUP: no TLS certificates to load again (the rest"
-		    " of the configuration is read at start only)");
-		return;
-	}
-	for (int i = 0; i < m.nslots; i++) {
-		if (m.workers[i].retiring) {
-			log_warn("SIGHUP: the smtp processes of the last reload"
-			    " are still finishing their sessions; try later");
-			return;
-		}
-	}
-	if (tls_init(m.conf, reload_error) < 0) {
-		log_error("reload: certificates unchanged");
-		return;
-	}
-	/* The active ones are the first or the second half of the slots. */
-	int from = m.workers[0].active ? 0 : m.nworkers;
-
-	for (int i = from; i < from + m.nworkers; i++) {
-		struct child *old = &m.workers[i];
-		struct child *new = &m.workers[(i + m.nworkers) % m.nslots];
-
-		old->active = false;
-		old->respawn_at_ms = 0;
-		new->active = true;
-		new->quick_deaths = 0;
-		spawn_worker(new->slot);
-		if (old->pid != 0) {
-			old->retiring = true;
-			backlog_move(old, new);
-			kill(old->pid, SIGTERM);
-		}
-		replaced++;
-	}
-	log_info("SIGHUP: TLS certificates loaded again; %d smtp processes"
-	    " replaced, the old ones finish their sessions", replaced);
+	ok = reload_apply();
+	m.reloads++;
+	proc_title_set("mxgated: master (reload %u %s)", m.reloads,
+	    ok ? "loaded" : "refused");
 }
 
 static void
@@ -1594,7 +2007,7 @@ int
 master_main(struct mxconf *conf)
 {
 	memset(&m, 0, sizeof(m));
-	m.conf = conf;
+	m.conf = m.first_conf = conf;
 	if (conf->rate_connections > 0)
 		m.conn_rate = ratelimit_new(conf->rate_connections);
 	if (conf->rate_auth_failures > 0)
@@ -1637,11 +2050,17 @@ master_main(struct mxconf *conf)
 	m.lookup.fd = -1;
 	m.spawner.role = CHILD_SPAWNER;
 	m.spawner.fd = -1;
+	m.exporter.role = CHILD_METRICS;
+	m.exporter.fd = -1;
+	if (metrics_start() < 0)
+		return 1;
 	spawn_queue();
 	if ((m.lookup_on = lookup_wanted(conf)))
 		spawn_lookup();
 	for (int i = 0; i < m.nworkers; i++)
 		spawn_worker(i);
+	if (m.metrics_fd >= 0)
+		spawn_exporter();
 
 	for (;;) {
 		uint64_t now = monotonic_ms();
@@ -1657,5 +2076,7 @@ master_main(struct mxconf *conf)
 		event_run(m.loop, timeout);
 	}
 	log_info("stopped");
+	if (m.conf != m.first_conf)
+		config_free(m.conf);
 	return 0;
 }

@@ -3,7 +3,7 @@
  * master process (master.c), which forks everything else.
  *
  *   mxgated [-f] [-c FILE]   run (-f: stay in the foreground, log to stderr)
- *   mxgated -n [-c FILE]     check the configuration, and that every
+ *   mxgated -n [-v [-d]] [-c FILE]  check the configuration, and that every
  *                            process can reach its files (check.h): exit
  *                            0, or 1 with "FILE:LINE: problem" lines
  *   mxgated -V               print the version
@@ -47,7 +47,7 @@
 static void
 usage(FILE *f, int status)
 {
-	fprintf(f, "usage: mxgated [-f] [-n] [-V] [-h] [-c config]\n"
+	fprintf(f, "usage: mxgated [-f] [-n [-v [-d]]] [-V] [-h] [-c config]\n"
 	    "  -c FILE  the configuration; default %s when it exists,\n"
 	    "           else the embedded default (127.0.0.1 port 2525,\n"
 	    "           queue in ./var/queue)\n"
@@ -56,6 +56,9 @@ usage(FILE *f, int status)
 	    "           without -f: a daemon, logging to syslog (mail)\n"
 	    "  -n       check the configuration and every file a process\n"
 	    "           uses, as the user that uses it; exit 0 or 1\n"
+	    "  -v       with -n: print the effective configuration first,\n"
+	    "           every setting with its value, defaults included\n"
+	    "  -d       with -n -v: only what differs from the defaults\n"
 	    "  -V       print the version\n"
 	    "see mxgated(8) and mxgate.conf(5)\n", MXGATE_CONF);
 	exit(status);
@@ -141,79 +144,6 @@ absolute_queue_dir(struct mxconf *conf)
 		return -1;
 	free(conf->queue_dir);
 	conf->queue_dir = abs;
-	return 0;
-}
-
-/*
- * mkdir -p for every directory of path up to its last '/' (the last
- * component itself is not made unless path ends with '/').  Directories
- * created here are given to uid:gid when give is set; existing ones are
- * left as they are.
- */
-static int
-make_parents(const char *dir, bool give, unsigned uid, unsigned gid)
-{
-	char *path = xstrdup(dir);
-
-	for (char *p = path + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0755) == 0) {
-			if (give && chown(path, (uid_t)uid, (gid_t)gid) < 0) {
-				fprintf(stderr, "mxgated: chown %s: %s\n", path,
-				    strerror(errno));
-				free(path);
-				return -1;
-			}
-		} else if (errno != EEXIST) {
-			fprintf(stderr, "mxgated: mkdir %s: %s\n", path,
-			    strerror(errno));
-			free(path);
-			return -1;
-		}
-		*p = '/';
-	}
-	free(path);
-	return 0;
-}
-
-/*
- * The fixed root of each maildir route (its path up to the first
- * variable) must be writable by the delivery user (the route's user=
- * when it names one), who delivers.  The directories that do not exist
- * yet are created here, while still root, and given to that user;
- * existing ones are left as the operator made them.
- */
-static int
-prepare_maildir_roots(const struct mxconf *conf)
-{
-	bool give = geteuid() == 0;
-
-	for (size_t i = 0; i < conf->nroutes; i++) {
-		const struct route_conf *r = &conf->routes[i];
-		const char *user = r->user ? r->user : conf->delivery_user;
-		unsigned uid = 0, gid = 0;
-		char *root, *var, *slash;
-		int rc;
-
-		if (r->action == NULL || strcmp(r->action, "maildir") != 0 ||
-		    r->path == NULL)
-			continue;
-		if (give && (user == NULL ||
-		    proc_lookup_user(user, NULL, &uid, &gid) < 0))
-			return -1;
-		if ((root = absolute_path(r->path)) == NULL)
-			continue;
-		if ((var = strstr(root, "${")) != NULL)
-			*var = '\0';
-		if ((slash = strrchr(root, '/')) != NULL)
-			slash[1] = '\0';
-		rc = make_parents(root, give, uid, gid);
-		free(root);
-		if (rc < 0)
-			return -1;
-	}
 	return 0;
 }
 
@@ -305,13 +235,15 @@ main(int argc, char **argv)
 	const char *config_path = NULL;
 	char namebuf[PATH_MAX + 64];
 	bool foreground = false, check_only = false, from_file;
+	bool verbose = false, changed_only = false;
 	int pid_fd = -1, warnings;
 	struct mxconf *conf;
 	enum log_level level;
+	enum log_format format;
 	int ch;
 
 	proc_title_init(argc, argv);
-	while ((ch = getopt(argc, argv, "c:fnVh")) != -1) {
+	while ((ch = getopt(argc, argv, "c:fnvdVh")) != -1) {
 		switch (ch) {
 		case 'c':
 			config_path = optarg;
@@ -321,6 +253,12 @@ main(int argc, char **argv)
 			break;
 		case 'n':
 			check_only = true;
+			break;
+		case 'v':
+			verbose = true;
+			break;
+		case 'd':
+			changed_only = true;
 			break;
 		case 'V':
 			printf("mxgated %s\n", PACKAGE_VERSION);
@@ -332,7 +270,8 @@ main(int argc, char **argv)
 			usage(stderr, 2);
 		}
 	}
-	if (optind != argc)
+	if (optind != argc || (verbose && !check_only) ||
+	    (changed_only && !verbose))
 		usage(stderr, 2);
 
 	if (config_path == NULL && access(MXGATE_CONF, F_OK) == 0)
@@ -342,6 +281,13 @@ main(int argc, char **argv)
 	    config_default();
 	if (conf == NULL)
 		return 1;
+	/* -n -v: printed as loaded (a relative queue.directory as written),
+	 * before the checks, so that their verdict is a comment after it
+	 * and the output can be read back. */
+	if (verbose && config_write_effective(stdout, conf, changed_only) < 0) {
+		config_free(conf);
+		return 1;
+	}
 	/* Certificates and keys are read now, as root and before anything
 	 * forks: the workers inherit them and never open a key file.  A bad
 	 * one stops the start, and fails -n. */
@@ -370,8 +316,9 @@ main(int argc, char **argv)
 		/* What the start refuses, -n refuses: users that do not
 		 * exist, roles sharing the queue's user, a queue another
 		 * role's user can open (sandbox.h), then every path. */
-		int problems = sandbox_check_users(conf) < 0 ? 1 : 0;
+		int problems = 0;
 
+		problems += sandbox_check_users(conf) < 0 ? 1 : 0;
 		problems += check_access(conf, false, &warnings);
 
 		if (problems > 0)
@@ -380,18 +327,22 @@ main(int argc, char **argv)
 			    from_file, namebuf, sizeof(namebuf)), problems,
 			    problems == 1 ? "" : "s");
 		else if (warnings > 0)
-			printf("%s: configuration OK, with %d warning%s (on"
-			    " stderr)\n", config_name(conf, from_file, namebuf,
+			printf("%s%s: configuration OK, with %d warning%s (on"
+			    " stderr)\n", verbose ? "# " : "",
+			    config_name(conf, from_file, namebuf,
 			    sizeof(namebuf)), warnings, warnings == 1 ? "" : "s");
 		else
-			printf("%s: configuration OK\n", config_name(conf,
-			    from_file, namebuf, sizeof(namebuf)));
+			printf("%s%s: configuration OK\n", verbose ? "# " : "",
+			    config_name(conf, from_file, namebuf,
+			    sizeof(namebuf)));
 		config_free(conf);
 		return problems > 0 ? 1 : 0;
 	}
 
 	if (log_level_parse(conf->log_level, &level) < 0)
 		level = LOG_LEVEL_INFO;
+	if (log_format_parse(conf->log_format, &format) == 0)
+		log_set_format(format);
 	/* Logging starts now, on stderr or the journal until daemon() (the
 	 * operator sees why a start fails), then syslog. */
 	log_init(true, level);
@@ -407,10 +358,10 @@ main(int argc, char **argv)
 	/* Started as root, each role gets its own user: they must exist,
 	 * and none but the queue's may reach the queue (sandbox.h). */
 	if (sandbox_check_users(conf) < 0 ||
-	    make_parents(conf->queue_dir, false, 0, 0) < 0 ||
+	    check_make_parents(conf->queue_dir, false, 0, 0) < 0 ||
 	    prepare_queue_dir(conf) < 0 ||
 	    sandbox_chroot_prepare(conf->chroot_dir) < 0 ||
-	    prepare_maildir_roots(conf) < 0 || plugins_try_init(conf) < 0 ||
+	    check_prepare_maildirs(conf) < 0 || plugins_try_init(conf) < 0 ||
 	    queue_not_in_use(conf) < 0 ||
 	    (conf->pid_file != NULL &&
 	    (pid_fd = open_pid_file(conf->pid_file)) < 0)) {

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
@@ -29,6 +30,7 @@
 #include "common/event.h"
 #include "common/ipc.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/proc.h"
 #include "queue/queue.h"
 #include "queue/queue_db.h"
@@ -56,6 +58,7 @@ struct submission {
 
 static struct {
 	const struct mxconf *conf;
+	struct mxconf *reloaded;        /* conf, once a reload replaced it */
 	struct queue_db *db;
 	struct event_loop *loop;
 	int        sigfd;
@@ -72,6 +75,7 @@ static struct {
 	unsigned long long committed;    /* statistics, logged at stop */
 	unsigned long long batches;
 	uint64_t   commit_us;
+	uint64_t   depth_due_us;        /* the next queue gauges (metrics) */
 } q;
 
 /* The loop's callbacks (event.h); a worker channel's arg is its slot. */
@@ -91,13 +95,24 @@ channel_close(int slot)
 }
 
 static void space_tell(int slot);
+static void depth_refresh(void);
 static event_fn on_space_timer;
 
 static void
 channel_set(int slot, int fd)
 {
-	if (slot < 0 || slot >= q.nchans)
+	if (slot < 0 || slot >= IPC_WORKER_SLOTS_MAX)
 		fatalx("worker channel for unknown slot %d", slot);
+	if (slot >= q.nchans) {
+		/* A reload's new generation of workers (master.c). */
+		q.chans = xrealloc(q.chans, (size_t)(slot + 1) *
+		    sizeof(*q.chans));
+		memset(q.chans + q.nchans, 0, (size_t)(slot + 1 - q.nchans) *
+		    sizeof(*q.chans));
+		for (int i = q.nchans; i <= slot; i++)
+			q.chans[i].fd = -1;
+		q.nchans = slot + 1;
+	}
 	channel_close(slot);
 	q.chans[slot].fd = fd;
 	if (fd >= 0) {
@@ -212,6 +227,49 @@ space_timer_start(void)
 	event_add(q.loop, q.space_timer, EPOLLIN, on_space_timer, NULL);
 }
 
+/* ---- the metrics' queue gauges ---- */
+
+/* Scraped within this long: keep the gauges fresh. */
+#define DEPTH_SCRAPED_RECENTLY 120
+
+static void
+depth_row(void *arg, const char *state, const char *dest, int64_t n,
+    int64_t oldest)
+{
+	int64_t *min = arg;
+	int st = metrics_state_index(state);
+
+	if (st < 0)
+		return;
+	metrics_depth_row((enum metrics_state)st, dest, (uint64_t)n);
+	if (oldest > 0 && (*min == 0 || oldest < *min))
+		*min = oldest;
+}
+
+/*
+ * The queue's gauges (metrics.h), each second while someone scrapes
+ * them, and never more than 1 % of this process's time: a query that
+ * took t waits 100 t before the next.
+ */
+static void
+depth_refresh(void)
+{
+	int64_t now = (int64_t)time(NULL), oldest = 0;
+	uint64_t started = monotonic_us(), took;
+
+	if (!metrics_enabled() || started < q.depth_due_us ||
+	    now - metrics_last_scrape() > DEPTH_SCRAPED_RECENTLY)
+		return;
+	metrics_depth_begin();
+	if (queue_db_depth(q.db, depth_row, &oldest) < 0)
+		log_warn("queue gauges for the metrics: %s",
+		    queue_db_error(q.db));
+	metrics_depth_end(oldest, now);
+	took = monotonic_us() - started;
+	q.depth_due_us = started + (took * 100 > 1000000 ? took * 100 :
+	    1000000) - 50000;
+}
+
 static void
 on_space_timer(void *arg, int fd, uint32_t events)
 {
@@ -223,6 +281,7 @@ on_space_timer(void *arg, int fd, uint32_t events)
 	while (read(q.space_timer, &ticks, sizeof(ticks)) > 0)
 		;
 	space_check(false);
+	depth_refresh();
 }
 
 /* ---- one submission ---- */
@@ -340,7 +399,7 @@ insert_submission(struct submission *sub)
 		sub->inserted = true;
 		strlcpy_mx(sub->result.queue_id, env.queue_id,
 		    sizeof(sub->result.queue_id));
-		if (log_enabled(LOG_LEVEL_INFO))
+		if (log_enabled(LOG_LEVEL_DEBUG))
 			snprintf(sub->logline, sizeof(sub->logline),
 			    "id=%s from=<%s> size=%llu nrcpt=%zu client=%s",
 			    env.queue_id, env.sender,
@@ -434,13 +493,23 @@ commit_batch(void)
 	}
 	q.batches++;
 	q.commit_us += monotonic_us() - started;
+	metrics_observe(MH_COMMIT, monotonic_us() - started);
+	metrics_observe(MH_BATCH, q.nbatch);
+	/* Counted before anyone hears "queued": a scrape after the 250
+	 * sees it. */
+	for (i = 0; i < q.nbatch; i++)
+		ok += q.batch[i].inserted;
+	metrics_add(MC_QUEUE_COMMITTED, ok);
+	ok = 0;
 	for (i = 0; i < q.nbatch; i++) {
 		struct submission *sub = &q.batch[i];
 
 		if (sub->inserted) {
 			ok++;
+			/* The smtp process logs the reception with all
+			 * it knows of the session (README "Logs"). */
 			if (sub->logline[0] != '\0')
-				log_info("%s", sub->logline);
+				log_debug("%s committed", sub->logline);
 		} else if (sub->result.status == SUBMIT_OK)
 			fail(sub, SUBMIT_TEMPFAIL, "Local error, try again later");
 		answer(sub->worker, &sub->result);
@@ -512,6 +581,54 @@ read_worker(int slot)
 }
 
 static void
+reload_error(const char *msg)
+{
+	log_error("reload: %s", msg);
+}
+
+/*
+ * A reload: the master checked this text (config_load_checked); the
+ * delivery settings and the free space wanted apply from now on, and the
+ * spawner gets the text too.  What we cannot read leaves the old ones,
+ * said once in the log.
+ */
+static void
+reconfigure(int fd)
+{
+	struct mxconf *c = NULL;
+	char *text = ipc_text_read(fd);
+	enum log_level level;
+
+	if (text == NULL)
+		log_error("reload: reading the configuration: %s",
+		    strerror(errno));
+	else
+		c = config_load_checked(text, q.conf->path, q.conf->start_dir,
+		    reload_error);
+	free(text);
+	if (c == NULL) {
+		log_error("reload: the queue process keeps its delivery"
+		    " settings");
+		return;
+	}
+	/* Fixed until a restart (reload.h); and where we are. */
+	free(c->queue_dir);
+	c->queue_dir = xstrdup(q.conf->queue_dir);
+	if (q.conf->start_dir != NULL)
+		c->start_dir = xstrdup(q.conf->start_dir);
+	if (log_level_parse(c->log_level, &level) == 0)
+		log_set_level(level);
+	scheduler_reconfigure(c, fd);
+	/* The master's copy (from the fork) is never freed: nothing here
+	 * owns it. */
+	if (q.reloaded != NULL)
+		config_free(q.reloaded);
+	q.conf = q.reloaded = c;
+	space_check(false);
+	log_info("reload: delivery settings of %s in effect", c->path);
+}
+
+static void
 read_master(void)
 {
 	struct ipc_worker_channel wc;
@@ -519,6 +636,11 @@ read_master(void)
 	int fd, r = -1;
 
 	while ((r = ipc_recv(q.master_fd, &type, &wc, sizeof(wc), &fd)) > 0) {
+		if (type == IPC_CONFIG && fd >= 0) {
+			reconfigure(fd);
+			close(fd);
+			continue;
+		}
 		if (type != IPC_WORKER_CHANNEL || fd < 0)
 			fatalx("unexpected message %d from the master", type);
 		channel_set((int)wc.worker_slot, fd);
@@ -622,11 +744,12 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 	commit_batch();
 	for (int i = 0; i < q.nchans; i++)
 		channel_flush(i);
-	scheduler_stop(conf->shutdown_grace / 2);
+	scheduler_stop(q.conf->shutdown_grace / 2);
 	queue_db_close(q.db);
 	buf_free(&q.arena);
 	log_info("stopped: %llu messages in %llu batches, %.1f us per commit"
 	    " (sync included)", q.committed, q.batches,
 	    q.batches ? (double)q.commit_us / (double)q.batches : 0.0);
+	config_free(q.reloaded);
 	return 0;
 }

@@ -50,6 +50,7 @@
 #include "common/event.h"
 #include "delivery/spawner.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/proc.h"
 #include "queue/retry.h"
 #include "queue/scheduler.h"
@@ -69,6 +70,14 @@
 /* Child -> queue process (spawner.h). */
 #define report spawn_report
 
+/* A delivery outcome for the metrics, counted once its transaction
+ * committed. */
+struct pending_count {
+	char     dest[METRICS_DEST_LEN];
+	enum metrics_outcome outcome;
+	uint64_t latency_us;
+};
+
 struct srcpt {
 	int64_t  id;
 	char    *address;
@@ -76,6 +85,7 @@ struct srcpt {
 	int64_t  prev_attempt_at;       /* the one before; 0 for none */
 	int      status;                /* enum delivery_status */
 	bool     remote;                /* see struct delivery_rcpt */
+	uint32_t connect_ms, transfer_ms;       /* for the log */
 	bool     dsn_passed;            /* ... */
 	unsigned dsn_notify;            /* DSN NOTIFY bits, 0: none given */
 	char    *dsn_orcpt;             /* "type;address", NULL: none */
@@ -120,6 +130,7 @@ struct dproc {
 	struct child *batch;            /* NULL: idle */
 	unsigned batches;
 	uint64_t idle_since_ms;
+	unsigned conf_generation;       /* s.conf_generation when asked for */
 	bool     used;
 };
 
@@ -133,9 +144,12 @@ static struct {
 	struct event_loop *loop;
 	int       timerfd;
 	uint64_t  timer_at_ms;              /* when it is armed for; 0 none */
-	struct child *children;         /* conf->concurrency slots */
+	struct child *children;         /* nslots: the most concurrency
+	                                 * has been since the start */
 	size_t    nslots, nrunning;
+	size_t    limit;                /* delivery.concurrency now */
 	struct dproc *procs;            /* as many: the process pool */
+	unsigned  conf_generation;      /* reloads (scheduler_reconfigure) */
 	struct sjob **completed;        /* outcomes to record */
 	size_t    ncompleted, completed_cap;
 	struct retry_policy policy;
@@ -148,6 +162,7 @@ static struct {
 	uint64_t  full_since_ms;        /* writes fail for want of space */
 	uint64_t  full_retry_ms;        /* when to try writing again */
 	struct buf outcome_log;         /* lines for the log, once committed */
+	struct buf outcome_counts;      /* struct pending_count, the same */
 	bool      requeue_pending;      /* requeue_interrupted() to redo */
 } s;
 
@@ -329,6 +344,8 @@ apply_report(struct child *c, const struct report *r)
 		rc->status = r->status == DELIVERY_OK ||
 		    r->status == DELIVERY_FAIL ? r->status : DELIVERY_DEFER;
 		rc->remote = r->remote != 0;
+		rc->connect_ms = r->connect_ms;
+		rc->transfer_ms = r->transfer_ms;
 		rc->dsn_passed = r->dsn_passed != 0;
 		memcpy(rc->reply, r->reply, sizeof(rc->reply));
 		rc->reply[sizeof(rc->reply) - 1] = '\0';
@@ -403,7 +420,9 @@ batch_done(struct dproc *p)
 	}
 	child_finished(p->batch, "the delivery process gave no outcome");
 	p->idle_since_ms = monotonic_ms();
-	if (++p->batches >= SCHED_PROC_BATCHES)
+	/* One started before a reload has the old routes and upstreams. */
+	if (++p->batches >= SCHED_PROC_BATCHES ||
+	    p->conf_generation != s.conf_generation)
 		proc_release(p);
 }
 
@@ -604,7 +623,8 @@ proc_idle(const struct child *c)
 		struct dproc *p = &s.procs[i];
 
 		if (!p->used || p->batch != NULL || p->pid <= 0 ||
-		    !same_user(p->user, c->user))
+		    !same_user(p->user, c->user) ||
+		    p->conf_generation != s.conf_generation)
 			continue;
 		if (p->last_dest != NULL && strcmp(p->last_dest, c->dest_key) == 0)
 			return p;
@@ -674,6 +694,7 @@ start_proc(struct child *c, const int *fds, int nfds)
 	p->used = true;
 	p->pid = -1;
 	p->fd = sv[0];
+	p->conf_generation = s.conf_generation;
 	p->user = c->user != NULL ? xstrdup(c->user) : NULL;
 	fd_set_nonblock(p->fd);
 	event_add(s.loop, p->fd, EPOLLIN, on_proc, p);
@@ -951,7 +972,7 @@ place(const struct queue_due *row, int64_t now)
 	user = is_relay(row->action) ? NULL : params_user(row->params);
 	c = find_child(dest_key, user);
 	if (c == NULL) {
-		if (s.nrunning >= s.nslots ||
+		if (s.nrunning >= s.limit ||
 		    dest_running(dest_key) >=
 		    s.conf->concurrency_per_destination ||
 		    (c = child_slot()) == NULL || !claim(row, dest_key, now)) {
@@ -998,7 +1019,7 @@ dispatch_state(enum queue_due_state which, int64_t now)
 	int page, i, nrows;
 
 	for (page = 0; page < SCHED_MAX_PAGES; page++) {
-		if (s.nrunning >= s.nslots && !any_pending_child())
+		if (s.nrunning >= s.limit && !any_pending_child())
 			return;
 		/* Copies: the statement is done before any row is claimed
 		 * (updated). */
@@ -1258,6 +1279,78 @@ decide(const struct sjob *j, struct outcome *o, int64_t now)
 		o->warn = false;
 }
 
+/* Seconds since the message was received, to the millisecond. */
+static double
+since_received(const struct sjob *j)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)(ts.tv_sec - j->received_at) +
+	    (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * One line per recipient outcome, keyed by the queue id (README
+ * "Logs"): delay is the whole time since reception, delays its parts:
+ * waiting in the queue (attempts before this one included), connecting,
+ * and this attempt's transaction.
+ */
+static void
+log_outcome(const struct sjob *j, const struct outcome *o, const char *dsn)
+{
+	double delay = since_received(j);
+	double conn = o->rc->connect_ms / 1000.0, xfer = o->rc->transfer_ms /
+	    1000.0, waited = delay - conn - xfer;
+	struct log_rec r;
+	char delays[64];
+
+	if (!log_enabled(LOG_LEVEL_INFO))
+		return;
+	snprintf(delays, sizeof(delays), "%.3f/%.3f/%.3f",
+	    waited > 0 ? waited : 0.0, conn, xfer);
+	log_rec_begin(&r);
+	log_rec_str(&r, "id", j->queue_id);
+	log_rec_str(&r, "event", "delivery");
+	log_rec_path(&r, "to", o->rc->address);
+	log_rec_str(&r, "status", o->kind);
+	log_rec_str(&r, "action", j->action);
+	log_rec_str(&r, "route", j->route);
+	log_rec_str(&r, "relay", j->destination[0] != '\0' ?
+	    j->destination : NULL);
+	log_rec_secs(&r, "delay", delay);
+	log_rec_str(&r, "delays", delays);
+	log_rec_num(&r, "attempts", o->rc->attempts);
+	log_rec_reply(&r, o->rc->reply);
+	if ((strcmp(o->kind, "bounced") == 0 ||
+	    strcmp(o->kind, "expired") == 0) && dsn[0] != '\0')
+		log_rec_str(&r, "bounce", dsn);
+	/* Logged once committed (txn_commit()): a transaction that fails
+	 * is redone, and logs its outcomes then. */
+	log_rec_take(&r, &s.outcome_log);
+	buf_append(&s.outcome_log, "\n", 1);
+}
+
+static void
+count_outcome(const struct sjob *j, const struct outcome *o)
+{
+	enum metrics_outcome mo = strcmp(o->kind, "delivered") == 0 ?
+	    MO_DELIVERED : strcmp(o->kind, "deferred") == 0 ? MO_DEFERRED :
+	    strcmp(o->kind, "expired") == 0 ? MO_EXPIRED : MO_BOUNCED;
+
+	struct pending_count pc;
+
+	if (!metrics_enabled())
+		return;
+	/* Counted once committed, as the lines are logged. */
+	memset(&pc, 0, sizeof(pc));
+	strlcpy_mx(pc.dest, j->destination, sizeof(pc.dest));
+	pc.outcome = mo;
+	if (mo == MO_DELIVERED)
+		pc.latency_us = (uint64_t)(since_received(j) * 1e6);
+	buf_append(&s.outcome_counts, &pc, sizeof(pc));
+}
+
 static void
 write_history(const struct sjob *j, const struct outcome *o,
     const char *dsn, const char *warning, const char *success, int64_t now)
@@ -1287,26 +1380,31 @@ write_history(const struct sjob *j, const struct outcome *o,
 		buf_appendf(&s.detail, " notify=%s",
 		    dsn_notify_format(o->rc->dsn_notify, notify));
 	add_event(j->queue_id, o->rc->id, now, o->kind, s.detail.data);
-	/* Logged once committed (txn_commit()): a transaction that fails
-	 * is redone, and logs its outcomes then. */
-	buf_appendf(&s.outcome_log, "id=%s to=<%s> action=%s dest=%s"
-	    " status=%s attempts=%u reply=%s\n", j->queue_id, o->rc->address,
-	    j->action, j->destination[0] != '\0' ? j->destination : "-",
-	    o->kind, o->rc->attempts, o->rc->reply);
+	log_outcome(j, o, dsn);
+	count_outcome(j, o);
 }
 
-/* The outcome lines of the transaction that just committed. */
+/* The outcome lines and counts of the transaction that just committed. */
 static void
 outcome_log_flush(void)
 {
 	char *p = s.outcome_log.data, *nl;
+	struct pending_count *pc = (struct pending_count *)(void *)
+	    s.outcome_counts.data;
+	size_t i, n = s.outcome_counts.len / sizeof(*pc);
 
 	for (; p != NULL && *p != '\0'; p = nl + 1) {
 		if ((nl = strchr(p, '\n')) == NULL)
 			break;
-		log_info("%.*s", (int)(nl - p), p);
+		log_fields_emit(LOG_LEVEL_INFO, p, (size_t)(nl - p));
 	}
 	buf_reset(&s.outcome_log);
+	for (i = 0; i < n; i++) {
+		metrics_delivery(pc[i].dest, pc[i].outcome);
+		if (pc[i].outcome == MO_DELIVERED)
+			metrics_observe(MH_DELIVERY, pc[i].latency_us);
+	}
+	buf_reset(&s.outcome_counts);
 }
 
 /* Every recipient final: the message (or its content) goes. */
@@ -1425,6 +1523,7 @@ txn_commit(void)
 	}
 	unplace_children();
 	buf_reset(&s.outcome_log);
+	buf_reset(&s.outcome_counts);
 	/* Anything but a full disk: stop, the master restarts us, and what
 	 * was "delivering" is retried. */
 	if (!queue_db_out_of_space(s.db))
@@ -1466,7 +1565,7 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db,
 	s.policy.nschedule = conf->nretry_schedule;
 	s.policy.max_queue_time = conf->max_queue_time;
 	s.policy.delay_warning = conf->delay_warning;
-	s.nslots = conf->concurrency;
+	s.nslots = s.limit = conf->concurrency;
 	s.spawner_fd = spawner_fd;
 	s.children = xcalloc(s.nslots, sizeof(*s.children));
 	s.procs = xcalloc(s.nslots, sizeof(*s.procs));
@@ -1474,6 +1573,7 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db,
 		s.procs[k].fd = -1;
 	buf_init(&s.detail);
 	buf_init(&s.outcome_log);
+	buf_init(&s.outcome_counts);
 	if (queue_db_delivery_init(db) < 0)
 		fatalx("scheduler: cannot prepare its statements");
 	requeue_interrupted();
@@ -1488,6 +1588,79 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db,
 	s.next_tick_ms = monotonic_ms();
 	s.next_purge_ms = s.next_tick_ms;
 	timer_arm(s.next_tick_ms);
+}
+
+/*
+ * More batches at once than ever before: both arrays grow.  A batch and
+ * its process point at each other, and a process's channel is watched
+ * with its address: all three are set again at the new places.
+ */
+static void
+slots_grow(size_t n)
+{
+	size_t old = s.nslots;
+	size_t *batch_of = xcalloc(old, sizeof(size_t));
+	size_t *proc_of = xcalloc(old, sizeof(size_t));
+
+	for (size_t i = 0; i < old; i++) {
+		struct dproc *p = &s.procs[i];
+
+		if (p->batch != NULL)
+			batch_of[i] = (size_t)(p->batch - s.children) + 1;
+		if (s.children[i].proc != NULL)
+			proc_of[i] = (size_t)(s.children[i].proc - s.procs) + 1;
+		if (p->used && p->fd >= 0)
+			event_del(s.loop, p->fd);
+	}
+	s.children = xrealloc(s.children, n * sizeof(*s.children));
+	s.procs = xrealloc(s.procs, n * sizeof(*s.procs));
+	memset(s.children + old, 0, (n - old) * sizeof(*s.children));
+	memset(s.procs + old, 0, (n - old) * sizeof(*s.procs));
+	for (size_t k = old; k < n; k++)
+		s.procs[k].fd = -1;
+	for (size_t i = 0; i < old; i++) {
+		struct dproc *p = &s.procs[i];
+
+		p->batch = batch_of[i] ? &s.children[batch_of[i] - 1] : NULL;
+		s.children[i].proc = proc_of[i] ? &s.procs[proc_of[i] - 1] :
+		    NULL;
+		if (p->used && p->fd >= 0)
+			event_add(s.loop, p->fd, EPOLLIN, on_proc, p);
+	}
+	s.nslots = n;
+	free(batch_of);
+	free(proc_of);
+}
+
+void
+scheduler_reconfigure(const struct mxconf *conf, int config_fd)
+{
+	s.conf = conf;
+	s.policy.schedule = conf->retry_schedule;
+	s.policy.nschedule = conf->nretry_schedule;
+	s.policy.max_queue_time = conf->max_queue_time;
+	s.policy.delay_warning = conf->delay_warning;
+	if (conf->concurrency > s.nslots)
+		slots_grow(conf->concurrency);
+	/* Fewer: the running batches end as they would, no new one starts
+	 * until they are under the limit. */
+	s.limit = conf->concurrency;
+	/* Between two requests (each goes whole): the spawner's next
+	 * delivery process has the new routes, upstreams and timeouts. */
+	if (s.spawner_fd >= 0 && config_fd >= 0 &&
+	    spawner_send(IPC_CONFIG, NULL, 0, config_fd) < 0)
+		log_error("reload: cannot pass the configuration to the"
+		    " spawner: %s", strerror(errno));
+	/* The pool's processes have the old one: the idle ones go now,
+	 * the busy ones after their batch (batch_done). */
+	s.conf_generation++;
+	for (size_t i = 0; i < s.nslots; i++) {
+		struct dproc *p = &s.procs[i];
+
+		if (p->used && p->batch == NULL)
+			proc_release(p);
+	}
+	s.kick = true;
 }
 
 static void
@@ -1521,7 +1694,7 @@ scheduler_run(bool new_messages)
 	if (new_messages)
 		s.kick = true;
 	tick = now_ms >= s.next_tick_ms;
-	want_dispatch = !s.conf->delivery_paused && s.nrunning < s.nslots &&
+	want_dispatch = !s.conf->delivery_paused && s.nrunning < s.limit &&
 	    (s.kick || tick);
 	if (s.ncompleted == 0 && !want_dispatch && !tick) {
 		timer_arm(s.next_tick_ms);
@@ -1650,6 +1823,7 @@ scheduler_stop(unsigned grace_seconds)
 	free(s.procs);
 	buf_free(&s.detail);
 	buf_free(&s.outcome_log);
+	buf_free(&s.outcome_counts);
 	event_del(s.loop, s.timerfd);
 	close(s.timerfd);
 }

@@ -89,6 +89,8 @@ static struct {
 	struct ipc_outbox held;      /* submissions the channel could not take */
 	bool       stopping;
 	uint64_t   stop_deadline_ms;
+	bool       retiring;         /* replaced by a reload: draining */
+	uint64_t   retire_deadline_ms;
 } w;
 
 /* The loop's callbacks (event.h). */
@@ -699,6 +701,25 @@ begin_stop(void)
 	}
 }
 
+/*
+ * SIGUSR1: a reload has started the next generation of workers, which
+ * gets every new connection.  Our sessions go on undisturbed, on the
+ * configuration they started with (a client between two messages is
+ * not told 421), and the process ends with the last of them; after
+ * shutdown_grace, what is left is stopped as at a shutdown.
+ */
+static void
+begin_retire(void)
+{
+	if (w.retiring || w.stopping)
+		return;
+	w.retiring = true;
+	w.retire_deadline_ms = monotonic_ms() +
+	    (uint64_t)w.conf->shutdown_grace * 1000;
+	log_info("replaced by a reload: %u sessions finish, at most %u s",
+	    w.nsessions, w.conf->shutdown_grace);
+}
+
 static void
 read_signals(void)
 {
@@ -707,13 +728,15 @@ read_signals(void)
 	while (read(w.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
 			begin_stop();
+		else if (si.ssi_signo == SIGUSR1)
+			begin_retire();
 	}
 }
 
 static void
 setup_signals(void)
 {
-	static const int handled[] = { SIGTERM, SIGINT };
+	static const int handled[] = { SIGTERM, SIGINT, SIGUSR1 };
 
 	w.sigfd = proc_signalfd(handled, (int)ARRAY_LEN(handled));
 }
@@ -823,7 +846,7 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd,
 	for (;;) {
 		uint64_t now;
 
-		if (w.stopping && w.nsessions == 0)
+		if ((w.stopping || w.retiring) && w.nsessions == 0)
 			break;
 		event_run(w.loop, TICK_MS);
 		free_dead_sessions();
@@ -833,6 +856,8 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd,
 			free_dead_sessions();
 			last_tick = now;
 		}
+		if (w.retiring && !w.stopping && now >= w.retire_deadline_ms)
+			begin_stop();
 		if (w.stopping && now >= w.stop_deadline_ms) {
 			log_warn("grace period over: closing %u sessions", w.nsessions);
 			break;

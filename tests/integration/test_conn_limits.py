@@ -177,6 +177,47 @@ def test_stress_timeouts(daemon_factory):
         close_all(held)
 
 
+def test_stress_data_deadline(daemon_factory):
+    """A message dripping in: under stress it has stress.data in all (and
+    what limits.min_data_rate adds), not timeouts.data."""
+    d = daemon_factory({"limits": {"connections": 10, "min_data_rate": 0},
+                        "stress": {"threshold": 20, "data": 3,
+                                   "command": 60},
+                        "timeouts": {"data": 300}})
+    held = []
+    try:
+        s, line = connect(d, "127.0.0.1")
+        assert line.startswith("220 "), line
+        held.append(s)
+        s.sendall(b"EHLO drip.example\r\nMAIL FROM:<a@sender.example>\r\n"
+                  b"RCPT TO:<bob@example.test>\r\nDATA\r\n")
+        data = b""
+        while b"\r\n354 " not in data:
+            chunk = s.recv(4096)
+            assert chunk, data
+            data += chunk
+        t0 = time.monotonic()
+        s2, line = connect(d, "127.0.0.1")      # 2 of 10: stress
+        held.append(s2)
+        assert wait_for(lambda: "stress mode entered" in d.log(), 5)
+        closed = None
+        for i in range(20):
+            try:
+                s.sendall(b"line %d of a slow message\r\n" % i)
+            except OSError:
+                pass
+            closed = read_until_closed(s, 0.5)
+            if closed is not None:
+                break
+        assert closed is not None, "the message still goes on"
+        assert closed.startswith(b"421 4.4.2"), closed
+        took = time.monotonic() - t0
+        assert 2 <= took < 6, took
+        assert d.message_count() == 0
+    finally:
+        close_all(held)
+
+
 def test_stress_never(daemon_factory):
     """stress.threshold = 0: no stress mode, the long timeout holds."""
     d = daemon_factory({"limits": {"connections": 10},

@@ -132,7 +132,7 @@ def stored(d, qid):
     (v2("192.0.2.9", tlvs=b"\x04\x00\x02\xaa\xbb\x05\x00\x03abc"),
      "192.0.2.9"),
     (v2("2001:db8::9"), "2001:db8::9"),
-])
+], ids=["v1-tcp4", "v1-tcp6", "v2-tcp4-tlvs", "v2-tcp6"])
 def test_client_is_carried(daemon_factory, header, client):
     d = daemon_factory(proxy_settings())
     with lb_connect(d) as s:
@@ -195,7 +195,7 @@ def test_health_check(daemon_factory):
     (SIG + b"\x21\x12\x00\x0c" + b"\x00" * 12, "v2: transport 2"),
     (SIG + b"\x21\x11\x00\x0f" + b"\x00" * 12 + b"\x04\x00\x09",
      "v2: malformed TLV"),
-])
+], ids=["smtp", "v1-fields", "v1-address", "v2-udp", "v2-tlv"])
 def test_bad_header_refused(daemon_factory, data, why):
     d = daemon_factory(proxy_settings())
     with lb_connect(d) as s:

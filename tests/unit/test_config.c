@@ -903,6 +903,49 @@ include_fails_with(const char *inc_text, unsigned line, const char *problem)
 	return false;
 }
 
+/*
+ * A reload (config.h): the text the master hands to the queue process
+ * and the spawner gives the same values, the @include'd settings in
+ * place, relative paths from the start directory.
+ */
+static void
+test_reload_text(void)
+{
+	struct mxconf *c, *again;
+	const char *path;
+
+	nerrs = 0;
+	c = config_load(sample_path, capture);
+	CHECK(c != NULL && c->text != NULL);
+	if (c != NULL && c->text != NULL) {
+		again = config_load_checked(c->text, c->path, "/start", capture);
+		CHECK(again != NULL);
+		if (again != NULL)
+			check_same(c, again);
+		config_free(again);
+	}
+	config_free(c);
+
+	write_tmp("reload.inc", "limits = {\n  recipients = 7;\n};\n");
+	path = write_tmp("reload.conf", LISTEN "@include \"reload.inc\"\n"
+	    "auth = { passwd_file = \"etc/passwd\"; };\n");
+	c = config_load(path, capture);
+	CHECK(c != NULL);
+	if (c != NULL) {
+		CHECK(strstr(c->text, "@include") == NULL);
+		again = config_load_checked(c->text, c->path, "/start", capture);
+		CHECK(again != NULL);
+		if (again != NULL) {
+			CHECK_INT(again->max_recipients, 7);
+			CHECK_STR(again->auth_passwd_file, "/start/etc/passwd");
+		}
+		config_free(again);
+	}
+	config_free(c);
+	show_errors();
+	CHECK_INT(nerrs, 0);
+}
+
 static void
 test_include_problems(void)
 {
@@ -1625,6 +1668,7 @@ main(int argc, char **argv)
 	RUN(test_wide_integers);
 	RUN(test_files);
 	RUN(test_include_problems);
+	RUN(test_reload_text);
 	RUN(test_free_null);
 	RUN(test_checks_settings);
 	RUN(test_listener_proxy);
