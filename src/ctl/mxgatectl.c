@@ -132,7 +132,8 @@ static const struct command commands[] = {
 	{ "queue", "bounce", "ID... | - | --all [FILTERS]",
 	  "bounce messages' pending recipients to the sender",
 	  1, 64, NEEDS_QUEUE_RW, cmd_queue_bounce },
-	{ "queue", "reroute", "ID... | - | --all [FILTERS] [--dry-run]",
+	{ "queue", "reroute",
+	  "ID... | - | --all [FILTERS] [--dry-run] [--bounce-refused]",
 	  "decide pending recipients' routes again (configuration changed)",
 	  1, 64, NEEDS_QUEUE_RW, cmd_queue_reroute },
 	{ "queue", "stats", "[--json]",
@@ -229,8 +230,9 @@ static const struct {
 	  "RCPT TO with the message's sender, client, HELO, user and TLS;\n"
 	  "store each new decision (due now; held ones stay held) with a\n"
 	  "history row, and print OLD -> NEW.  A recipient the routes would\n"
-	  "now refuse (or several would match) is left as it was, and said.\n"
-	  "--dry-run: print, change nothing.  Run it where mxgated runs:\n"
+	  "now refuse (or several would match) is left as it was, and said;\n"
+	  "with --bounce-refused, one it refuses is bounced with the route's\n"
+	  "reply (a DSN per message).  --dry-run: print, change nothing.  Run it where mxgated runs:\n"
 	  "relative maildir paths and commands are made absolute against the\n"
 	  "current directory.\n" ACTION_HELP },
 	{ "queue stats",
@@ -1054,24 +1056,33 @@ bounce_rows_free(struct bounce_rows *b)
 	free(b->replies);
 }
 
+/* One recipient to bounce, with its reply (taken). */
 static void
-bounce_add(void *arg, int64_t rcpt_id, const char *address,
-    const char *last, int64_t last_attempt_at)
+bounce_push(struct bounce_rows *b, int64_t rcpt_id, const char *address,
+    char *reply, int64_t last_attempt_at)
 {
-	struct bounce_rows *b = arg;
-
 	b->ids = xrealloc(b->ids, (b->n + 1) * sizeof(*b->ids));
 	b->rcpts = xrealloc(b->rcpts, (b->n + 1) * sizeof(*b->rcpts));
 	b->replies = xrealloc(b->replies, (b->n + 1) * sizeof(*b->replies));
 	memset(&b->rcpts[b->n], 0, sizeof(b->rcpts[b->n]));
 	b->ids[b->n] = rcpt_id;
 	b->rcpts[b->n].address = xstrdup(address);
-	xasprintf(&b->replies[b->n], "554 5.0.0 returned to the sender"
-	    " by the postmaster%s%s%s", last != NULL ? " (last error: " :
-	    "", last != NULL ? last : "", last != NULL ? ")" : "");
+	b->replies[b->n] = reply;
 	b->rcpts[b->n].reply = b->replies[b->n];
 	b->rcpts[b->n].last_attempt_at = last_attempt_at;
 	b->n++;
+}
+
+static void
+bounce_add(void *arg, int64_t rcpt_id, const char *address,
+    const char *last, int64_t last_attempt_at)
+{
+	char *reply;
+
+	xasprintf(&reply, "554 5.0.0 returned to the sender"
+	    " by the postmaster%s%s%s", last != NULL ? " (last error: " :
+	    "", last != NULL ? last : "", last != NULL ? ")" : "");
+	bounce_push(arg, rcpt_id, address, reply, last_attempt_at);
 }
 
 struct bounce_send {
@@ -1233,14 +1244,76 @@ cmd_queue_bounce(struct ctl *ctl, int argc, char **argv)
 	return rc;
 }
 
-/* queue reroute: queue_reroute.h. */
+/* queue reroute: queue_reroute.h.  With --bounce-refused, the
+ * recipients the routes refuse now are bounced here, a DSN per message,
+ * inside the reroute's transaction. */
+
+struct refused {
+	struct ctl         *ctl;
+	char                msgid[QUEUE_ID_LEN + 1];
+	struct bounce_rows  rows;
+	long long           now;
+};
+
+/* Bounce what was gathered for one message: 0 or -1. */
+static int
+refused_flush(void *arg)
+{
+	struct refused *rf = arg;
+	char dsn[QUEUE_ID_LEN + 1];
+	int rc = 0;
+
+	if (rf->rows.n == 0)
+		return 0;
+	if (bounce_send(rf->ctl, rf->msgid, &rf->rows, rf->now, dsn) == -1 ||
+	    bounce_mark(rf->ctl, &rf->rows, dsn, rf->now) == -1 ||
+	    queue_db_retire_if_final(rf->ctl->db, rf->msgid,
+	    rf->ctl->conf->keep_delivered != 0) == -1)
+		rc = -1;
+	else
+		printf("%s: bounced %zu recipient%s, %s%s\n", rf->msgid,
+		    rf->rows.n, rf->rows.n == 1 ? "" : "s", dsn[0] != '\0' ?
+		    "DSN " : "no DSN (null sender)", dsn[0] != '\0' ?
+		    dsn : "");
+	bounce_rows_free(&rf->rows);
+	memset(&rf->rows, 0, sizeof(rf->rows));
+	return rc;
+}
+
+static int
+refused_add(void *arg, const char *msgid, int64_t rcpt_id,
+    const char *address, int code, const char *text)
+{
+	struct refused *rf = arg;
+	char *reply;
+
+	if (strcmp(rf->msgid, msgid) != 0 && refused_flush(rf) == -1)
+		return -1;
+	snprintf(rf->msgid, sizeof(rf->msgid), "%s", msgid);
+	xasprintf(&reply, "%d %s", code, text);
+	bounce_push(&rf->rows, rcpt_id, address, reply, 0);
+	return 0;
+}
+
 static int
 cmd_queue_reroute(struct ctl *ctl, int argc, char **argv)
 {
+	struct refused rf;
+	struct reroute_bounce rb = { refused_add, refused_flush, &rf };
+	int rc;
+
 	if (load_config(ctl) == -1)
 		return 1;
-	return queue_reroute_main(ctl->conf, ctl->db, operator_words(), argc,
-	    argv);
+	memset(&rf, 0, sizeof(rf));
+	rf.ctl = ctl;
+	rf.now = (long long)time(NULL);
+	/* Retiring a message is the scheduler's statement. */
+	if (queue_db_delivery_init(ctl->db) == -1)
+		return 1;
+	rc = queue_reroute_main(ctl->conf, ctl->db, operator_words(), &rb,
+	    argc, argv);
+	bounce_rows_free(&rf.rows);
+	return rc;
 }
 
 /* queue stats */

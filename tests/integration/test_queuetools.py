@@ -389,6 +389,23 @@ def test_reroute_after_a_configuration_change(daemon_factory, tmp_path):
     out = reroute("--all")
     assert out.splitlines()[-1] == "rerouted: 0 recipients of 0 messages;" \
         " 3 unchanged, 1 left as they were", out
+    # --bounce-refused: the refused one is bounced with the route's
+    # reply, a DSN to its sender.
+    out = reroute("--all", "--bounce-refused", "--dry-run")
+    assert out.splitlines()[-1].endswith(", 0 left as they were, 1 would"
+                                         " be bounced"), out
+    assert states(d, two) == {"b@two.example.test": "deferred"} or \
+        states(d, two) == {"b@two.example.test": "queued"}
+    out = reroute("--all", "--bounce-refused")
+    assert "%s <b@two.example.test>: the routes refuse it now (550 5.1.1" \
+        " gone): bounced" % two in out, out
+    m = re.search(r"^%s: bounced 1 recipient, DSN ([0-9A-Z]{16})$" % two,
+                  out, re.M)
+    assert m, out
+    assert states(d, two) == {"b@two.example.test": "bounced"}
+    assert d.db("SELECT last_reply FROM recipients WHERE message_id = ?",
+                (two,)) == [("550 5.1.1 gone",)]
+    assert states(d, m.group(1)) == {"alice@sender.example": "queued"}
     # The message's trace shows the rerouting.
     t = json.loads(ctl_ok(d, "queue", "trace", one, "--json"))
     assert [e["kind"] for e in t["history"]] == ["received", "routed",
