@@ -43,6 +43,7 @@
 
 #include "smtp/auth.h"
 #include "queue/bounce.h"
+#include "ctl/audit.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "queue/queue_db.h"
@@ -941,6 +942,29 @@ operator_words(void)
 	return words;
 }
 
+/*
+ * An operator's action is logged where the daemon logs (audit.h), in
+ * its log_format when the configuration was read: the one message
+ * named, or what the command's arguments selected.
+ */
+static void
+audit(struct ctl *ctl, const char *action, const struct ctl_select *sel,
+    int argc, char **argv, long long nmsgs, long long nrcpts,
+    const char *detail)
+{
+	struct buf args;
+	bool one = sel != NULL && sel->nids == 1 && !sel->all &&
+	    !sel->any_filter;
+
+	buf_init(&args);
+	for (int i = 0; !one && i < argc; i++)
+		buf_appendf(&args, "%s%s", i > 0 ? " " : "", argv[i]);
+	audit_init(ctl->conf != NULL ? ctl->conf->log_format : NULL);
+	audit_log(action, one ? sel->ids[0] : NULL, nmsgs, nrcpts,
+	    one ? NULL : args.data != NULL ? args.data : "", detail);
+	buf_free(&args);
+}
+
 /* The selection of an action command: 0, or the exit status. */
 static int
 action_select(struct ctl *ctl, struct ctl_select *sel, int argc, char **argv)
@@ -980,7 +1004,7 @@ action_select(struct ctl *ctl, struct ctl_select *sel, int argc, char **argv)
 /* Change the selected recipients; say how many. */
 static int
 change_selected(struct ctl *ctl, int argc, char **argv,
-    enum queue_change change, const char *what)
+    enum queue_change change, const char *action, const char *what)
 {
 	struct ctl_select sel;
 	long long nrcpts = 0, nmsgs = 0;
@@ -991,9 +1015,11 @@ change_selected(struct ctl *ctl, int argc, char **argv,
 	if (queue_db_change_selected(ctl->db, &sel.q, change,
 	    (int64_t)time(NULL), operator_words(), &nrcpts, &nmsgs) < 0)
 		rc = query_failed(ctl, what);
-	else
+	else {
+		audit(ctl, action, &sel, argc, argv, nmsgs, nrcpts, NULL);
 		printf("%s: %lld recipient%s of %lld message%s\n", what, nrcpts,
 		    nrcpts == 1 ? "" : "s", nmsgs, nmsgs == 1 ? "" : "s");
+	}
 	ctl_select_free(&sel);
 	return rc;
 }
@@ -1001,20 +1027,22 @@ change_selected(struct ctl *ctl, int argc, char **argv,
 static int
 cmd_queue_retry(struct ctl *ctl, int argc, char **argv)
 {
-	return change_selected(ctl, argc, argv, QUEUE_CHANGE_RETRY, "due now");
+	return change_selected(ctl, argc, argv, QUEUE_CHANGE_RETRY, "retry",
+	    "due now");
 }
 
 static int
 cmd_queue_hold(struct ctl *ctl, int argc, char **argv)
 {
-	return change_selected(ctl, argc, argv, QUEUE_CHANGE_HOLD, "held");
+	return change_selected(ctl, argc, argv, QUEUE_CHANGE_HOLD, "hold",
+	    "held");
 }
 
 static int
 cmd_queue_release(struct ctl *ctl, int argc, char **argv)
 {
 	return change_selected(ctl, argc, argv, QUEUE_CHANGE_RELEASE,
-	    "released, due now");
+	    "release", "released, due now");
 }
 
 static int
@@ -1029,8 +1057,10 @@ cmd_queue_delete(struct ctl *ctl, int argc, char **argv)
 	if (queue_db_delete_selected(ctl->db, &sel.q, (int64_t)time(NULL),
 	    operator_words(), &n) < 0)
 		rc = query_failed(ctl, "queue delete");
-	else
+	else {
+		audit(ctl, "delete", &sel, argc, argv, n, -1, NULL);
 		printf("deleted: %lld message%s\n", n, n == 1 ? "" : "s");
+	}
 	ctl_select_free(&sel);
 	return rc;
 }
@@ -1175,6 +1205,15 @@ bounce_one(struct ctl *ctl, const char *id, long long now, size_t *nrcpts,
 	    queue_db_admin_commit(ctl->db) == -1) {
 		bounce_rows_free(&b);
 		return rollback_fail(ctl, "queue bounce"), -1;
+	}
+	{
+		/* One record per message: each queued its own DSN. */
+		char detail[QUEUE_ID_LEN + 8];
+
+		snprintf(detail, sizeof(detail), "dsn=%s",
+		    dsn[0] != '\0' ? dsn : "none");
+		audit_init(ctl->conf != NULL ? ctl->conf->log_format : NULL);
+		audit_log("bounce", id, 1, (long long)b.n, NULL, detail);
 	}
 	*nrcpts += b.n;
 	if (dsn[0] != '\0')

@@ -338,4 +338,11 @@ int queue_db_stats_destinations(struct queue_db *db,
     void (*fn)(void *arg, const char *dest, size_t len, int64_t delivered,
     int64_t deferred, int64_t bounced, int64_t pending), void *arg);
 
+/* The metrics' queue gauges (queue_db_metrics.c): per pending state
+ * (queued, delivering, deferred, held) and destination ("" before the
+ * first attempt), the recipients and the oldest reception among them. */
+int queue_db_depth(struct queue_db *db,
+    void (*fn)(void *arg, const char *state, const char *dest,
+    int64_t recipients, int64_t oldest_received_at), void *arg);
+
 #endif
