@@ -1339,6 +1339,7 @@ cmd_queue_reroute(struct ctl *ctl, int argc, char **argv)
 {
 	struct refused rf;
 	struct reroute_bounce rb = { refused_add, refused_flush, &rf };
+	struct reroute_done done;
 	int rc;
 
 	if (load_config(ctl) == -1)
@@ -1350,8 +1351,15 @@ cmd_queue_reroute(struct ctl *ctl, int argc, char **argv)
 	if (queue_db_delivery_init(ctl->db) == -1)
 		return 1;
 	rc = queue_reroute_main(ctl->conf, ctl->db, operator_words(), &rb,
-	    argc, argv);
+	    argc, argv, &done);
 	bounce_rows_free(&rf.rows);
+	if (rc == 0 && (done.recipients > 0 || done.bounced > 0)) {
+		char detail[64];
+
+		snprintf(detail, sizeof(detail), "bounced=%lld", done.bounced);
+		audit(ctl, "reroute", NULL, argc, argv, done.messages,
+		    done.recipients, done.bounced > 0 ? detail : NULL);
+	}
 	return rc;
 }
 

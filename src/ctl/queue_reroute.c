@@ -248,7 +248,7 @@ store_failed(struct queue_db *db)
 
 static int
 reroute_all(const struct mxconf *conf, struct queue_db *db,
-    const struct rr_opts *o, struct ctl_select *sel)
+    const struct rr_opts *o, struct ctl_select *sel, struct reroute_done *done)
 {
 	bool dry_run = o->dry_run;
 	struct rr_rows rows = { NULL, 0 };
@@ -293,13 +293,19 @@ reroute_all(const struct mxconf *conf, struct queue_db *db,
 	if (o->bounce != NULL)
 		printf(", %zu %sbounced", n.bounced, dry_run ? "would be " : "");
 	putchar('\n');
+	if (!dry_run) {
+		done->messages = (long long)n.messages;
+		done->recipients = (long long)n.changed;
+		done->bounced = (long long)n.bounced;
+	}
 	rr_free(&rows);
 	return 0;
 }
 
 int
 queue_reroute_main(const struct mxconf *conf, struct queue_db *db,
-    const char *who, const struct reroute_bounce *rb, int argc, char **argv)
+    const char *who, const struct reroute_bounce *rb, int argc, char **argv,
+    struct reroute_done *done)
 {
 	struct rr_opts o = { who, false, NULL };
 	struct ctl_select sel;
@@ -322,7 +328,8 @@ queue_reroute_main(const struct mxconf *conf, struct queue_db *db,
 			return 2;
 		}
 	}
-	r = reroute_all(conf, db, &o, &sel);
+	memset(done, 0, sizeof(*done));
+	r = reroute_all(conf, db, &o, &sel, done);
 	ctl_select_free(&sel);
 	return r;
 }

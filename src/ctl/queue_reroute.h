@@ -42,9 +42,16 @@ struct reroute_bounce {
 	void  *arg;
 };
 
+/* What a reroute committed (all 0 for --dry-run or a failure), for the
+ * operators' log (audit.h). */
+struct reroute_done {
+	long long messages, recipients, bounced;
+};
+
 /* argv: the words after "queue reroute"; who: the operator, for the
  * history ("by mxgatectl uid=0 user=root"). */
 int queue_reroute_main(const struct mxconf *conf, struct queue_db *db,
-    const char *who, const struct reroute_bounce *rb, int argc, char **argv);
+    const char *who, const struct reroute_bounce *rb, int argc, char **argv,
+    struct reroute_done *done);
 
 #endif

@@ -419,3 +419,28 @@ def _ctl_conf(conf, *args):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, (args, r.stdout, r.stderr)
     return r.stdout
+
+
+def test_reroute_is_in_the_operators_log(daemon_factory):
+    """The reroute is logged like the other actions (audit.h)."""
+    from conftest import merge_settings, render_config
+    from test_logs import ctl_syslog, parse_kv
+    d = daemon_factory(PAUSED)
+    qid = send_many(d, [["a@one.example.test", "b@one.example.test"]])[0]
+    # The configuration file changes under the running daemon (which
+    # keeps what it read); mxgatectl reads the new one.
+    new = merge_settings(d.settings, {
+        "routes": [{"name": "one", "rcpt": r"@one\.example\.test$",
+                    "action": "relay", "upstream": "parked"}] +
+        PAUSED["routes"]})
+    with open(d.config_path, "w") as f:
+        f.write(render_config(new))
+    out, lines = ctl_syslog(d, "queue", "reroute", "--all")
+    assert out["rc"] == 0, out
+    assert len(lines) == 1, out
+    rec = parse_kv(lines[0])
+    assert rec["action"] == "reroute" and rec["event"] == "operator", rec
+    assert rec["messages"] == "1" and rec["nrcpt"] == "2", rec
+    assert rec["uid"] == str(os.getuid())
+    assert d.db("SELECT DISTINCT route FROM recipients WHERE message_id = ?",
+                (qid,)) == [("one",)]
