@@ -45,6 +45,7 @@
 #include "queue/bounce.h"
 #include "ctl/audit.h"
 #include "common/config.h"
+#include "common/dsn.h"
 #include "common/log.h"
 #include "queue/queue_db.h"
 #include "ctl/queue_reroute.h"
@@ -581,6 +582,17 @@ put_message(void *arg, const struct queue_message_view *m)
 	    m->smtputf8 ? ", SMTPUTF8" : "");
 	put_field("message-id:", m->message_id);
 	put_field("subject:", m->subject);
+	/* DSN (RFC 3461), as the client asked, decoded. */
+	if (m->dsn_ret != NULL || m->dsn_envid != NULL) {
+		printf("%-12s", "dsn:");
+		if (m->dsn_ret != NULL)
+			printf(" RET=%s", m->dsn_ret);
+		if (m->dsn_envid != NULL) {
+			printf(" ENVID=");
+			put_safe(m->dsn_envid);
+		}
+		putchar('\n');
+	}
 }
 
 static int
@@ -622,6 +634,18 @@ put_recipient(void *arg, const struct queue_rcpt_view *r)
 	if (r->destination != NULL) {
 		printf("    destination: ");
 		put_safe(r->destination);
+		putchar('\n');
+	}
+	if (r->dsn_notify != NULL || r->dsn_orcpt != NULL) {
+		printf("    dsn:");
+		if (r->dsn_notify != NULL) {
+			printf(" NOTIFY=");
+			put_safe(r->dsn_notify);
+		}
+		if (r->dsn_orcpt != NULL) {
+			printf(" ORCPT=");
+			put_safe(r->dsn_orcpt);
+		}
 		putchar('\n');
 	}
 }
@@ -741,6 +765,10 @@ json_message(void *arg, const struct queue_message_view *m)
 	json_string(w, m->message_id);
 	json_key(w, "subject");
 	json_string(w, m->subject);
+	json_key(w, "dsn_ret");
+	json_string(w, m->dsn_ret);
+	json_key(w, "dsn_envid");
+	json_string(w, m->dsn_envid);
 }
 
 static void
@@ -769,6 +797,10 @@ json_recipient(void *arg, const struct queue_rcpt_view *r)
 	json_string(w, r->last_reply);
 	json_key(w, "destination");
 	json_string(w, r->destination);
+	json_key(w, "dsn_notify");
+	json_string(w, r->dsn_notify);
+	json_key(w, "dsn_orcpt");
+	json_string(w, r->dsn_orcpt);
 	json_end_object(w);
 }
 
@@ -1071,6 +1103,7 @@ struct bounce_rows {
 	int64_t *ids;
 	struct bounce_rcpt *rcpts;
 	char   **replies;
+	unsigned *notify;
 	size_t   n;
 };
 
@@ -1079,40 +1112,46 @@ bounce_rows_free(struct bounce_rows *b)
 {
 	for (size_t i = 0; i < b->n; i++) {
 		free((char *)b->rcpts[i].address);
+		free((char *)b->rcpts[i].orcpt);
 		free(b->replies[i]);
 	}
 	free(b->ids);
 	free(b->rcpts);
 	free(b->replies);
+	free(b->notify);
 }
 
 /* One recipient to bounce, with its reply (taken). */
 static void
-bounce_push(struct bounce_rows *b, int64_t rcpt_id, const char *address,
-    char *reply, int64_t last_attempt_at)
+bounce_push(struct bounce_rows *b, const struct queue_pending_rcpt *p,
+    char *reply)
 {
 	b->ids = xrealloc(b->ids, (b->n + 1) * sizeof(*b->ids));
 	b->rcpts = xrealloc(b->rcpts, (b->n + 1) * sizeof(*b->rcpts));
 	b->replies = xrealloc(b->replies, (b->n + 1) * sizeof(*b->replies));
+	b->notify = xrealloc(b->notify, (b->n + 1) * sizeof(*b->notify));
 	memset(&b->rcpts[b->n], 0, sizeof(b->rcpts[b->n]));
-	b->ids[b->n] = rcpt_id;
-	b->rcpts[b->n].address = xstrdup(address);
+	b->ids[b->n] = p->id;
+	b->rcpts[b->n].address = xstrdup(p->address);
+	b->rcpts[b->n].orcpt = p->dsn_orcpt != NULL ?
+	    xstrdup(p->dsn_orcpt) : NULL;
 	b->replies[b->n] = reply;
 	b->rcpts[b->n].reply = b->replies[b->n];
-	b->rcpts[b->n].last_attempt_at = last_attempt_at;
+	b->rcpts[b->n].last_attempt_at = p->last_attempt_at;
+	b->notify[b->n] = p->dsn_notify;
 	b->n++;
 }
 
 static void
-bounce_add(void *arg, int64_t rcpt_id, const char *address,
-    const char *last, int64_t last_attempt_at)
+bounce_add(void *arg, const struct queue_pending_rcpt *p)
 {
+	const char *last = p->last_reply;
 	char *reply;
 
 	xasprintf(&reply, "554 5.0.0 returned to the sender"
 	    " by the postmaster%s%s%s", last != NULL ? " (last error: " :
 	    "", last != NULL ? last : "", last != NULL ? ")" : "");
-	bounce_push(arg, rcpt_id, address, reply, last_attempt_at);
+	bounce_push(arg, p, reply);
 }
 
 struct bounce_send {
@@ -1121,45 +1160,69 @@ struct bounce_send {
 	struct bounce_rows *rows;
 	long long           now;
 	char               *dsn;
+	const char         *why;        /* when there is no DSN */
 };
 
+/* The DSN lists the recipients whose NOTIFY asks for failures (RFC
+ * 3461 4.1; none given: they do), as the scheduler's do. */
 static int
-bounce_write(void *arg, const char *sender, int64_t received_at,
-    const char *content, size_t len)
+bounce_write(void *arg, const struct queue_bounce_source *src)
 {
 	struct bounce_send *bs = arg;
 	struct bounce_report r;
+	struct bounce_rcpt *wanted;
+	size_t n = 0;
 	int rc;
 
+	wanted = xcalloc(bs->rows->n + 1, sizeof(*wanted));
+	for (size_t i = 0; i < bs->rows->n; i++)
+		if (dsn_wants_failure(bs->rows->notify[i]))
+			wanted[n++] = bs->rows->rcpts[i];
+	bs->dsn[0] = '\0';
+	if (n == 0) {
+		bs->why = "NOTIFY=NEVER";
+		free(wanted);
+		return 0;
+	}
 	memset(&r, 0, sizeof(r));
 	r.kind = BOUNCE_FAILED;
 	r.queue_id = bs->id;
-	r.sender = sender;
-	r.received_at = received_at;
+	r.sender = src->sender;
+	r.received_at = src->received_at;
 	r.reporting_mta = bs->ctl->conf->hostname;
-	r.headers = content != NULL ? content : "";
-	r.headers_len = content != NULL ? bounce_header_len(content, len) : 0;
-	r.rcpts = bs->rows->rcpts;
-	r.nrcpts = bs->rows->n;
+	r.headers = src->content != NULL ? src->content : "";
+	r.headers_len = src->content != NULL ?
+	    bounce_header_len(src->content, src->len) : 0;
+	if (src->dsn_ret == DSN_RET_FULL && src->content != NULL) {
+		r.content = src->content;
+		r.content_len = src->len;
+	}
+	r.envid = src->dsn_envid;
+	r.rcpts = wanted;
+	r.nrcpts = n;
 	rc = bounce_queue(bs->ctl->db, &r, bs->ctl->conf->bounce_upstream,
 	    bs->now, bs->dsn);
 	if (rc == 1) {
 		bs->dsn[0] = '\0';
 		rc = 0;
 	}
+	free(wanted);
 	return rc;
 }
 
-/* The DSN: 0 with its id ("" for none: null sender), -1 on failure. */
+/* The DSN: 0 with its id ("" for none: *why says why), -1 on failure. */
 static int
 bounce_send(struct ctl *ctl, const char *id, struct bounce_rows *b,
-    long long now, char dsn[QUEUE_ID_LEN + 1])
+    long long now, char dsn[QUEUE_ID_LEN + 1], const char **why)
 {
-	struct bounce_send bs = { ctl, id, b, now, dsn };
+	struct bounce_send bs = { ctl, id, b, now, dsn, "null sender" };
+	int rc;
 
 	dsn[0] = '\0';
-	return queue_db_bounce_source(ctl->db, id, bounce_write, &bs) < 0 ?
+	rc = queue_db_bounce_source(ctl->db, id, bounce_write, &bs) < 0 ?
 	    -1 : 0;
+	*why = bs.why;
+	return rc;
 }
 
 static int
@@ -1168,12 +1231,18 @@ bounce_mark(struct ctl *ctl, struct bounce_rows *b, const char *dsn,
 {
 	char detail[256];
 
-	snprintf(detail, sizeof(detail), "%s dsn=%s", operator_words(),
-	    dsn[0] != '\0' ? dsn : "none");
-	for (size_t i = 0; i < b->n; i++)
+	for (size_t i = 0; i < b->n; i++) {
+		/* As the scheduler writes it: who is not in the DSN, why. */
+		bool in_dsn = dsn[0] != '\0' &&
+		    dsn_wants_failure(b->notify[i]);
+
+		snprintf(detail, sizeof(detail), "%s dsn=%s%s",
+		    operator_words(), in_dsn ? dsn : "none",
+		    dsn_wants_failure(b->notify[i]) ? "" : " notify=NEVER");
 		if (queue_db_mark_bounced(ctl->db, b->ids[i], b->replies[i],
 		    detail, now) < 0)
 			return -1;
+	}
 	return 0;
 }
 
@@ -1185,6 +1254,7 @@ bounce_one(struct ctl *ctl, const char *id, long long now, size_t *nrcpts,
 {
 	struct bounce_rows b;
 	char dsn[QUEUE_ID_LEN + 1];
+	const char *why = NULL;
 
 	memset(&b, 0, sizeof(b));
 	if (queue_db_admin_begin(ctl->db) == -1)
@@ -1198,7 +1268,7 @@ bounce_one(struct ctl *ctl, const char *id, long long now, size_t *nrcpts,
 		return 0;
 	}
 	/* As the scheduler does once every recipient is final. */
-	if (bounce_send(ctl, id, &b, now, dsn) == -1 ||
+	if (bounce_send(ctl, id, &b, now, dsn, &why) == -1 ||
 	    bounce_mark(ctl, &b, dsn, now) == -1 ||
 	    queue_db_retire_if_final(ctl->db, id,
 	    ctl->conf->keep_delivered != 0) == -1 ||
@@ -1222,7 +1292,7 @@ bounce_one(struct ctl *ctl, const char *id, long long now, size_t *nrcpts,
 	if (dsn[0] != '\0')
 		printf("DSN %s queued\n", dsn);
 	else
-		printf("no DSN (null sender)\n");
+		printf("no DSN (%s)\n", why);
 	bounce_rows_free(&b);
 	return 1;
 }
@@ -1290,9 +1360,38 @@ cmd_queue_bounce(struct ctl *ctl, int argc, char **argv)
 struct refused {
 	struct ctl         *ctl;
 	char                msgid[QUEUE_ID_LEN + 1];
+	int64_t            *ids;            /* of msgid, refused now */
+	char              **replies;
+	size_t              n;
 	struct bounce_rows  rows;
 	long long           now;
 };
+
+static void
+refused_clear(struct refused *rf)
+{
+	for (size_t i = 0; i < rf->n; i++)
+		free(rf->replies[i]);
+	free(rf->ids);
+	free(rf->replies);
+	rf->ids = NULL;
+	rf->replies = NULL;
+	rf->n = 0;
+	bounce_rows_free(&rf->rows);
+	memset(&rf->rows, 0, sizeof(rf->rows));
+}
+
+/* The message's pending recipients that are refused now, with their
+ * DSN parameters (NOTIFY, ORCPT) as queue bounce takes them. */
+static void
+refused_pick(void *arg, const struct queue_pending_rcpt *p)
+{
+	struct refused *rf = arg;
+
+	for (size_t i = 0; i < rf->n; i++)
+		if (rf->ids[i] == p->id)
+			bounce_push(&rf->rows, p, xstrdup(rf->replies[i]));
+}
 
 /* Bounce what was gathered for one message: 0 or -1. */
 static int
@@ -1300,22 +1399,29 @@ refused_flush(void *arg)
 {
 	struct refused *rf = arg;
 	char dsn[QUEUE_ID_LEN + 1];
+	const char *why = NULL;
 	int rc = 0;
 
-	if (rf->rows.n == 0)
+	if (rf->n == 0)
 		return 0;
-	if (bounce_send(rf->ctl, rf->msgid, &rf->rows, rf->now, dsn) == -1 ||
+	if (queue_db_pending_rcpts(rf->ctl->db, rf->msgid, refused_pick,
+	    rf) == -1)
+		rc = -1;
+	else if (rf->rows.n > 0 &&
+	    (bounce_send(rf->ctl, rf->msgid, &rf->rows, rf->now, dsn,
+	    &why) == -1 ||
 	    bounce_mark(rf->ctl, &rf->rows, dsn, rf->now) == -1 ||
 	    queue_db_retire_if_final(rf->ctl->db, rf->msgid,
-	    rf->ctl->conf->keep_delivered != 0) == -1)
+	    rf->ctl->conf->keep_delivered != 0) == -1))
 		rc = -1;
-	else
-		printf("%s: bounced %zu recipient%s, %s%s\n", rf->msgid,
-		    rf->rows.n, rf->rows.n == 1 ? "" : "s", dsn[0] != '\0' ?
-		    "DSN " : "no DSN (null sender)", dsn[0] != '\0' ?
-		    dsn : "");
-	bounce_rows_free(&rf->rows);
-	memset(&rf->rows, 0, sizeof(rf->rows));
+	else if (rf->rows.n > 0 && dsn[0] != '\0')
+		printf("%s: bounced %zu recipient%s, DSN %s queued\n",
+		    rf->msgid, rf->rows.n, rf->rows.n == 1 ? "" : "s", dsn);
+	else if (rf->rows.n > 0)
+		printf("%s: bounced %zu recipient%s, no DSN (%s)\n",
+		    rf->msgid, rf->rows.n, rf->rows.n == 1 ? "" : "s",
+		    why != NULL ? why : "none");
+	refused_clear(rf);
 	return rc;
 }
 
@@ -1324,13 +1430,17 @@ refused_add(void *arg, const char *msgid, int64_t rcpt_id,
     const char *address, int code, const char *text)
 {
 	struct refused *rf = arg;
-	char *reply;
 
+	(void)address;
 	if (strcmp(rf->msgid, msgid) != 0 && refused_flush(rf) == -1)
 		return -1;
 	snprintf(rf->msgid, sizeof(rf->msgid), "%s", msgid);
-	xasprintf(&reply, "%d %s", code, text);
-	bounce_push(&rf->rows, rcpt_id, address, reply, 0);
+	rf->ids = xrealloc(rf->ids, (rf->n + 1) * sizeof(*rf->ids));
+	rf->replies = xrealloc(rf->replies, (rf->n + 1) *
+	    sizeof(*rf->replies));
+	rf->ids[rf->n] = rcpt_id;
+	xasprintf(&rf->replies[rf->n], "%d %s", code, text);
+	rf->n++;
 	return 0;
 }
 
@@ -1352,7 +1462,7 @@ cmd_queue_reroute(struct ctl *ctl, int argc, char **argv)
 		return 1;
 	rc = queue_reroute_main(ctl->conf, ctl->db, operator_words(), &rb,
 	    argc, argv, &done);
-	bounce_rows_free(&rf.rows);
+	refused_clear(&rf);
 	if (rc == 0 && (done.recipients > 0 || done.bounced > 0)) {
 		char detail[64];
 

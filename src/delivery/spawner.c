@@ -149,7 +149,10 @@ job_free(struct delivery_job *job, char **addrs)
 	for (size_t i = 0; addrs != NULL && i < job->nrcpts; i++)
 		free(addrs[i]);
 	free(addrs);
+	for (size_t i = 0; job->rcpts != NULL && i < job->nrcpts; i++)
+		free((char *)job->rcpts[i].dsn_orcpt);
 	free(job->rcpts);
+	free((char *)job->dsn_envid);
 	free((char *)job->queue_id);
 	free((char *)job->sender);
 	free((char *)job->route);

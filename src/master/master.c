@@ -287,24 +287,14 @@ static void send_to_worker(struct child *w, enum ipc_type type,
 /*
  * Postfix's stress mode: past stress.threshold percent of the slots,
  * every worker applies the shorter stress timeouts and handoff() the
- * fair share.  It ends 10 points lower (half the threshold for one
- * under 20), so that it does not flap at the boundary.
+ * fair share (stress_next(), checks.h, says when it begins and ends).
  */
 static void
 stress_update(void)
 {
-	uint64_t used = (uint64_t)m.nconns * 100;
 	unsigned th = m.conf->stress_threshold;
-	unsigned low = th >= 20 ? th - 10 : th / 2;
-	uint64_t max = m.conf->max_connections;
-	bool on;
+	bool on = stress_next(m.stress, m.nconns, m.conf->max_connections, th);
 
-	if (th == 0)
-		return;
-	if (!m.stress)
-		on = used >= th * max;
-	else
-		on = !(used < low * max || m.nconns == 0);
 	if (on == m.stress)
 		return;
 	m.stress = on;
@@ -1085,14 +1075,9 @@ send_to_worker(struct child *w, enum ipc_type type, const void *msg,
 static bool
 over_fair_share(const char *ip, unsigned holds, unsigned others)
 {
-	uint64_t free_slots;
-
-	if (!m.stress || m.conf->fair_share == 0 || holds == 0 ||
-	    netlist_contains(m.conf->trusted_nets, ip))
-		return false;
-	free_slots = others >= m.conf->max_connections ? 0 :
-	    m.conf->max_connections - others;
-	return (uint64_t)holds * 100 >= free_slots * m.conf->fair_share;
+	return m.stress && fair_share_reached(holds, others,
+	    m.conf->max_connections, m.conf->fair_share) &&
+	    !netlist_contains(m.conf->trusted_nets, ip);
 }
 
 /*

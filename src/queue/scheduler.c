@@ -86,7 +86,7 @@ struct srcpt {
 	int      status;                /* enum delivery_status */
 	bool     remote;                /* see struct delivery_rcpt */
 	uint32_t connect_ms, transfer_ms;       /* for the log */
-	bool     dsn_passed;            /* ... */
+	bool     dsn_passed;            /* the upstream took DSN (relay) */
 	unsigned dsn_notify;            /* DSN NOTIFY bits, 0: none given */
 	char    *dsn_orcpt;             /* "type;address", NULL: none */
 	char     reply[DELIVERY_REPLY_MAX];
