@@ -399,7 +399,8 @@ def test_reroute_after_a_configuration_change(daemon_factory, tmp_path):
     out = reroute("--all", "--bounce-refused")
     assert "%s <b@two.example.test>: the routes refuse it now (550 5.1.1" \
         " gone): bounced" % two in out, out
-    m = re.search(r"^%s: bounced 1 recipient, DSN ([0-9A-Z]{16})$" % two,
+    m = re.search(r"^%s: bounced 1 recipient, DSN ([0-9A-Z]{16}) queued$"
+                  % two,
                   out, re.M)
     assert m, out
     assert states(d, two) == {"b@two.example.test": "bounced"}
