@@ -109,6 +109,7 @@ static struct {
 	struct child spawner;           /* the queue's delivery spawner */
 	struct child exporter;          /* metrics.listen: the exporter */
 	int        metrics_fd;          /* its listener, -1 when off */
+	int        metrics_slots;       /* smtp blocks in the store */
 	bool       lookup_on;
 	struct conn *conns;
 	size_t     nconn_slots;
@@ -720,7 +721,9 @@ spawn_worker(int slot)
 		sigaddset(&usr1, SIGUSR1);
 		sigprocmask(SIG_BLOCK, &usr1, NULL);
 		log_set_role("smtp");
-		metrics_bind(METRICS_BLOCK_SMTP + slot);
+		/* Slots past the first ones (reload.h: generations that
+		 * overlap) share blocks: workers only add to counters. */
+		metrics_bind(METRICS_BLOCK_SMTP + slot % m.metrics_slots);
 		metrics_inc(MC_WORKER_STARTS);
 		/* worker_main() confines itself (worker_sandbox()). */
 		exit(worker_main(m.conf, slot, keep[0], keep[1], keep[2]));
@@ -796,6 +799,7 @@ metrics_start(void)
 	int on = 1;
 
 	m.metrics_fd = -1;
+	m.metrics_slots = m.nslots;
 	if (m.conf->metrics_listen == NULL)
 		return 0;
 	if (metrics_listen_parse(m.conf->metrics_listen, &ss, &len, &why) < 0) {
