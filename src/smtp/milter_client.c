@@ -18,6 +18,8 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
@@ -296,6 +298,22 @@ conn_flush(struct mconv *c)
 	conn_watch(c, EPOLLIN);
 }
 
+/*
+ * A milter writes a reply packet per write(): the second waits (Nagle)
+ * for our ACK of the first, which the kernel delays 40 ms when it has
+ * nothing to send.  Acknowledge at once instead (quick ACK mode does
+ * not stick: set it after each read).
+ */
+static void
+quickack(struct mconv *c)
+{
+	int one = 1;
+
+	if (pool.addr[c->idx].ss_family != AF_UNIX)
+		(void)setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one,
+		    sizeof(one));
+}
+
 static void
 conn_read(struct mconv *c)
 {
@@ -317,6 +335,7 @@ conn_read(struct mconv *c)
 			return;
 		}
 		buf_append(&c->in, chunk, (size_t)n);
+		quickack(c);
 	}
 	if (c->in.len > 0)
 		mark_ready(c);
@@ -357,6 +376,13 @@ conn_open(struct mconv *c)
 		return;
 	}
 	c->fd = fd;
+	if (pool.addr[c->idx].ss_family != AF_UNIX) {
+		int one = 1;
+		/* Each command is one write; none should wait for an ACK. */
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+		    sizeof(one));
+		quickack(c);
+	}
 	event_add(pool.loop, fd, EPOLLOUT, on_conn, c);
 	c->events = EPOLLOUT;
 	if (connect(fd, (struct sockaddr *)&pool.addr[c->idx],
