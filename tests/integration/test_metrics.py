@@ -348,3 +348,60 @@ def test_bad_listen_refused_with_its_line(daemon_factory, value, why):
     assert r.returncode == 1
     assert re.search(r"%s:\d+: 'metrics.listen': .*%s" %
                      (re.escape(d.config_path), why), r.stderr), r.stderr
+
+
+def test_real_prometheus_scrapes_it(md, tmp_path):
+    """Debian's prometheus, a private instance scraping the endpoint
+    every second: the target is up and the series it stored are what was
+    sent."""
+    import json
+    import urllib.parse
+    import urllib.request
+    if not os.access("/usr/bin/prometheus", os.X_OK):
+        pytest.fail("prometheus not installed (contrib/install-deps.sh)")
+    for i in range(3):
+        send(md, ["p%d@sink.example" % i, "q%d@example.test" % i])
+    web = free_port()
+    conf = tmp_path / "prometheus.yml"
+    conf.write_text(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+        "scrape_configs:\n  - job_name: mxgate\n    static_configs:\n"
+        "      - targets: ['127.0.0.1:%d']\n" % md.mport)
+    log = open(tmp_path / "prometheus.log", "wb")
+    proc = subprocess.Popen(
+        ["/usr/bin/prometheus", "--config.file=%s" % conf,
+         "--storage.tsdb.path=%s" % (tmp_path / "data"),
+         "--web.listen-address=127.0.0.1:%d" % web],
+        stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path))
+
+    def query(q):
+        url = "http://127.0.0.1:%d/api/v1/query?query=%s" % (
+            web, urllib.parse.quote(q))
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                res = json.load(r)["data"]["result"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return [float(x["value"][1]) for x in res] or None
+
+    try:
+        assert wait_for(lambda: query('up{job="mxgate"}') == [1.0], 30.0,
+                        interval=0.5), \
+            (tmp_path / "prometheus.log").read_text()[-3000:]
+        assert wait_for(lambda: query("mxgate_messages_accepted_total")
+                        == [3.0], 10.0, interval=0.5)
+        assert query("mxgate_recipients_accepted_total") == [6.0]
+        assert query('sum(mxgate_deliveries_total{outcome="delivered"})') \
+            == [3.0]
+        assert query("mxgate_queue_commit_seconds_count") is not None
+        # a histogram Prometheus can take quantiles of
+        assert query("histogram_quantile(0.5, "
+                     "mxgate_queue_commit_seconds_bucket)") is not None
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
