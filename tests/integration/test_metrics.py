@@ -6,6 +6,7 @@ the exporter answers only GET /metrics, bounds its connections, and runs
 confined; nothing listens unless configured.
 """
 import os
+import tempfile
 import re
 import smtplib
 import socket
@@ -405,3 +406,41 @@ def test_real_prometheus_scrapes_it(md, tmp_path):
             proc.kill()
             proc.wait(5)
         log.close()
+
+
+def test_milter_outcomes_counted(daemon_factory):
+    """The milters' answers (python3-milter's test milter, as
+    test_milter.py starts it): a refused recipient, a temporary
+    failure, and the stages it let through."""
+    import test_milter
+    procs = []
+    try:
+        port = free_port()
+        tmp = tempfile.mkdtemp(prefix="mxgate-mm-", dir="/tmp")
+        procs.append(test_milter.Proc(
+            [test_milter.PY, os.path.join(test_milter.HERE,
+                                          "milter_actions.py"),
+             "inet:%d@127.0.0.1" % port, os.path.join(tmp, "milter.log")],
+            os.path.join(tmp, "milter.out")))
+        test_milter.wait_listening(port)
+        mport = free_port()
+        settings = test_milter.milter_settings("inet:127.0.0.1:%d" % port)
+        settings["metrics"] = {"listen": "127.0.0.1:%d" % mport}
+        d = daemon_factory(settings)
+        wait_for(lambda: _up(mport), 10.0)
+        base = scrape(mport)
+        assert test_milter.send(d, "x", rcpts=("reject-me@example.test",))[0] \
+            == 550
+        assert test_milter.send(d, "tempfail")[0] == 451
+        assert test_milter.send(d, "fine")[0] == 250
+        m = scrape(mport)
+        diff = {k: m[k] - base.get(k, 0) for k in m}
+        assert diff['mxgate_milter_outcomes_total{verdict="reject"}'] == 1
+        assert diff['mxgate_milter_outcomes_total{verdict="defer"}'] == 1
+        assert diff['mxgate_milter_outcomes_total{verdict="continue"}'] >= 5
+        assert diff["mxgate_messages_accepted_total"] == 1
+        assert diff['mxgate_messages_rejected_total{reason="check"}'] == 1
+        assert diff['mxgate_recipients_rejected_total{reason="check"}'] == 1
+    finally:
+        for p in procs:
+            p.stop()
