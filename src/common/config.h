@@ -89,6 +89,10 @@ struct route_conf {
 	char    *user;             /* pipe, maildir: runs as this user */
 	char    *attachments_dir;  /* pipe, webhook (json): save attachments
 	                         * there instead of inlining them in base64 */
+	char   **milters;       /* names in mxconf.milters (milter_client.h) */
+	size_t   nmilters;
+	char    *policy_service;   /* a name in mxconf.policy_services;
+	                         * NULL: the global policy service */
 };
 
 /* One element of `upstreams`: where action "relay" sends mail.  The
@@ -107,9 +111,30 @@ struct upstream_conf {
 	char    *helo;          /* name in EHLO; default server.hostname */
 };
 
-/* In the order of the words of upstreams[].tls. */
+/* In the order of the words of upstreams[].tls: the first three are
+ * the older words (opportunistic = may; required = verify, or encrypt
+ * with tls_verify = false), the others the TLS levels (enum tls_level). */
 enum upstream_tls { UPSTREAM_TLS_NONE, UPSTREAM_TLS_OPPORTUNISTIC,
-	UPSTREAM_TLS_REQUIRED };
+	UPSTREAM_TLS_REQUIRED, UPSTREAM_TLS_MAY, UPSTREAM_TLS_ENCRYPT,
+	UPSTREAM_TLS_VERIFY, UPSTREAM_TLS_DANE };
+
+/*
+ * The relay client's TLS levels (relay.h), as Postfix names them, in the
+ * order of their words: none (no TLS), may (STARTTLS when offered),
+ * encrypt (TLS or nothing, any certificate), verify (TLS with a
+ * certificate that verifies and names the host), dane (RFC 7672: TLSA
+ * records from a validating resolver bind the certificate; else may).
+ */
+enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT,
+	TLS_LEVEL_VERIFY, TLS_LEVEL_DANE };
+
+/* One element of delivery.tls_policy: the level for a recipient domain
+ * delivered to its MX hosts. */
+struct tls_policy_conf {
+	char    *domain;        /* "example.com", or ".example.com" for
+	                         * its subdomains */
+	int      level;         /* enum tls_level */
+};
 
 struct route_table;
 struct netlist;
@@ -119,6 +144,25 @@ struct plugin_conf {
 	char    *path;          /* the shared object, absolute after load */
 	char    *args;          /* handed to its init(); NULL: none */
 	char     where[300];    /* "FILE:LINE: 'plugins[N]'" for load errors */
+};
+
+/* One element of `milters` (milter_client.h); timeouts in seconds. */
+struct milter_conf {
+	char    *name;
+	char    *address;       /* "unix:/path", "inet:addr:port" */
+	unsigned connect_timeout;   /* connection and negotiation */
+	unsigned command_timeout;   /* each SMTP command's reply */
+	unsigned content_timeout;   /* header, body, end of message */
+	char    *default_action;    /* "tempfail" "accept" "reject" */
+};
+
+/* One element of `policy_services`: a named policy service that routes
+ * refer to (policy.h); the global `policy` block is the default. */
+struct policy_service_conf {
+	char    *name;
+	char    *service;       /* "unix:/path", "inet:addr:port" */
+	unsigned timeout;
+	char    *default_action;
 };
 
 /* SMTP stages, as policy.stages names them ("connect", "helo", "mail",
@@ -169,6 +213,8 @@ struct mxconf {
 	unsigned max_connections_per_ip;
 	unsigned fair_share;         /* percent of the free slots one
 	                              * address may hold under stress; 0 off */
+	unsigned ipv6_prefix;        /* IPv6 clients are counted by their
+	                              * network of this many bits */
 	char    *bare_newlines;      /* "reject" | "normalize" */
 
 	/* timeouts, seconds */
@@ -209,6 +255,13 @@ struct mxconf {
 	unsigned relay_connect_timeout;
 	unsigned relay_command_timeout;  /* each reply, and DATA's blocks */
 	unsigned relay_data_timeout;     /* the reply to the final dot */
+	/* the relay client's TLS (relay.h) */
+	bool     dnssec;             /* trust the resolver's AD bit */
+	char    *mx_tls_level_word;  /* delivery.tls_level as written */
+	int      mx_tls_level;       /* enum tls_level: derived from it */
+	char    *relay_tls_ca;       /* CA file for MX hosts; NULL: system */
+	struct tls_policy_conf *tls_policies;
+	size_t   ntls_policies;
 
 	/* TLS for the listeners (tls.h): STARTTLS is offered when there is
 	 * a certificate */
@@ -241,6 +294,17 @@ struct mxconf {
 	unsigned policy_stages;          /* 1 << enum smtp_stage */
 	unsigned policy_timeout;
 	char    *policy_default;         /* action when the service fails */
+
+	/* named policy services that routes refer to (policy_service) */
+	struct policy_service_conf *policy_services;
+	size_t   npolicy_services;
+
+	/* milters (milter_client.h): defined by name; smtp_milters for
+	 * every session, routes[].milters for their recipients */
+	struct milter_conf *milters;
+	size_t   nmilters;
+	char   **smtp_milters;
+	size_t   nsmtp_milters;
 
 	/* plugins (plugin.h, mxgate/plugin.h) */
 	struct plugin_conf *plugins;
