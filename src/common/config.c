@@ -2201,7 +2201,9 @@ check_user(struct conf_ctx *ctx, const struct conf_spec *sp,
 {
 	const char *user = *(char **)(void *)((char *)base + sp->off);
 
-	if (user != NULL && getpwnam(user) == NULL) {
+	/* A checked text is parsed where /etc/passwd may be out of reach
+	 * (the queue process's root): the master looked already. */
+	if (user != NULL && !ctx->checked && getpwnam(user) == NULL) {
 		conf_report(ctx, s, "'%s': no such user \"%s\"", name, user);
 		return -1;
 	}
@@ -2229,7 +2231,7 @@ check_group(struct conf_ctx *ctx, const struct conf_spec *sp,
 {
 	const char *group = *(char **)(void *)((char *)base + sp->off);
 
-	if (group != NULL && getgrnam(group) == NULL) {
+	if (group != NULL && !ctx->checked && getgrnam(group) == NULL) {
 		conf_report(ctx, s, "'%s': no such group \"%s\"", name, group);
 		return -1;
 	}

@@ -33,7 +33,7 @@ import time
 
 import pytest
 
-from conftest import (QUEUED_RE, default_settings, make_message,
+from conftest import (QUEUED_RE, default_settings, free_port, make_message,
                       merge_settings, proc_cmdline, render_config, wait_for)
 from netns import NetNS, NetnsDaemon, can_unshare
 
@@ -640,3 +640,34 @@ def test_reload_listener_options(world):
     c = w.session(w.removed)
     assert send(c, "bob@open.test", "direct")
     c.close()
+
+
+def test_reload_adds_a_milter(daemon_factory, tmp_path):
+    """milters (a real one: milter_actions.py on python3-milter) come with
+    a reload like any setting: the next session is filtered by it."""
+    from test_milter import PY, HERE, Proc, milter_settings, wait_listening
+    port = free_port()
+    milter = Proc([PY, os.path.join(HERE, "milter_actions.py"),
+                   "inet:%d@127.0.0.1" % port, str(tmp_path / "milter.log")],
+                  str(tmp_path / "milter.out"))
+    try:
+        wait_listening(port)
+        d = daemon_factory()
+        with d.raw() as c:
+            c.line()
+            c.cmd("EHLO client.example")
+            c.cmd("MAIL FROM:<a@sender.example>")
+            assert c.cmd("RCPT TO:<reject-me@example.test>").startswith("250")
+        with open(d.config_path, "w") as f:
+            f.write(render_config(merge_settings(
+                d.settings, milter_settings("inet:127.0.0.1:%d" % port))))
+        os.kill(d.pid, signal.SIGHUP)
+        assert wait_for(lambda: " loaded: " in d.log(), 20.0), d.log()[-2000:]
+        with d.raw() as c:
+            c.line()
+            c.cmd("EHLO client.example")
+            c.cmd("MAIL FROM:<a@sender.example>")
+            line = c.cmd("RCPT TO:<reject-me@example.test>", timeout=20)
+            assert line.startswith("550 5.7.1"), line
+    finally:
+        milter.stop()
