@@ -97,9 +97,10 @@ class Upstream:
 
 class PolicyService:
     """A Postfix policy service on a unix socket: REJECT for the local
-    part "policyblock", DUNNO for the rest."""
+    part `block`, DUNNO for the rest."""
 
-    def __init__(self, dirpath):
+    def __init__(self, dirpath, block="policyblock"):
+        self.block = block
         self.path = os.path.join(dirpath, "policy.sock")
         self.service = "unix:" + self.path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -137,7 +138,7 @@ class PolicyService:
                     self.asked += 1
                     local = attrs.get("recipient", "").split("@")[0]
                     action = ("REJECT 5.7.1 blocked by the policy service"
-                              if local == "policyblock" else "DUNNO")
+                              if local == self.block else "DUNNO")
                     conn.sendall(("action=%s\n\n" % action).encode())
         except OSError:
             pass
@@ -197,6 +198,10 @@ class World:
         os.mkdir(pdir)
         os.chmod(pdir, 0o755)
         self.policy = PolicyService(pdir)
+        pdir = os.path.join(self.dir, "policy2")
+        os.mkdir(pdir)
+        os.chmod(pdir, 0o755)
+        self.named = PolicyService(pdir, block="namedblock")
         keys = os.path.join(self.dir, "keys")
         os.mkdir(keys, 0o700)
         self.cert = make_cert(keys, HOSTNAME)
@@ -271,6 +276,7 @@ class World:
         self.up_a.stop()
         self.up_b.stop()
         self.policy.close()
+        self.named.close()
 
 
 @pytest.fixture
@@ -409,7 +415,9 @@ def test_reload_applies_every_kind_of_setting_under_load(world):
         "auth": {"passwd_file": w.passwd, "failure_delay": 1},
         "upstreams": [{"name": "up", "hosts": ["127.0.0.1:%d" % w.up_b.port]}],
         "routes": w.base["routes"] + [
-            {"name": "new", "rcpt": r"@new\.test$", "action": "debug"}],
+            {"name": "new", "rcpt": r"@new\.test$", "action": "debug",
+             "policy_service": "named"}],
+        "policy_services": [{"name": "named", "service": w.named.service}],
         "limits": {"recipients": 2},
         "helo_checks": True,
         "policy": {"service": w.policy.service, "stages": ["rcpt"]},
@@ -455,7 +463,9 @@ def test_reload_applies_every_kind_of_setting_under_load(world):
     line = c.cmd("RCPT TO:<policyblock@open.test>", timeout=20)
     assert line.startswith("554 5.7.1") or line.startswith("550 5.7.1"), \
         line                                                 # policy
-    assert c.cmd("RCPT TO:<y@open.test>").startswith("250")
+    line = c.cmd("RCPT TO:<namedblock@new.test>", timeout=20)
+    assert line[:3] in ("550", "554"), line          # a route's policy
+    assert c.cmd("RCPT TO:<namedblock@open.test>").startswith("250")
     assert c.cmd("RCPT TO:<z@open.test>").startswith("452 4.5.3")  # limit
     c.cmd("QUIT")
     c.close()
