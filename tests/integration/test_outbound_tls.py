@@ -468,3 +468,29 @@ def test_mta_sts_cache_outlives_the_server(world, relay):
     got = send(d, ["j@nosts.test"])
     deferred_with(world, got, "j@nosts.test", "is not an MX host of the"
                   " MTA-STS policy of nosts.test")
+
+
+def test_check_warns_of_a_remote_dnssec_resolver(tmp_path):
+    # mxgated -n: the AD bit of a resolver across the network can be
+    # forged on the way; a local one is what delivery.dnssec trusts.
+    from conftest import mxgated_path, render_config
+    settings = merge_settings(default_settings(str(tmp_path), 2525), {
+        "delivery": {"dnssec": True, "tls_ca": "/nonexistent/ca.pem"}})
+    conf = tmp_path / "mxgate.conf"
+    conf.write_text(render_config(settings))
+
+    def check(nameserver):
+        resolv = tmp_path / "resolv.conf"
+        resolv.write_text("nameserver %s\n" % nameserver)
+        return subprocess.run(
+            ["unshare", "-m", "--", "sh", "-c",
+             "mount --bind %s /etc/resolv.conf && exec %s -n -c %s"
+             % (resolv, mxgated_path(), conf)],
+            capture_output=True, text=True, timeout=60)
+
+    r = check("192.0.2.53")
+    assert "delivery.dnssec trusts the AD bit of nameserver 192.0.2.53" \
+        in r.stderr, r.stderr
+    assert "delivery.tls_ca" in r.stderr and "/nonexistent/ca.pem" in r.stderr
+    r = check("127.0.0.1")
+    assert "trusts the AD bit" not in r.stderr, r.stderr
