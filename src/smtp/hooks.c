@@ -879,6 +879,9 @@ milter_done(void *arg, const struct policy_answer *a)
 	h->milter_running = false;
 	h->milter_answered = true;
 	h->milter_answer = *a;
+	metrics_inc(a->verdict == POLICY_ACCEPT ? MC_MILTER_ACCEPT :
+	    a->verdict == POLICY_REJECT ? MC_MILTER_REJECT :
+	    a->verdict == POLICY_TEMPFAIL ? MC_MILTER_DEFER : MC_MILTER_CONTINUE);
 	if (h->active && h->waiting)
 		pipeline(h, true);
 }
