@@ -12,6 +12,8 @@
 # service users mxgated's processes run as (contrib/create-users.sh).
 # dpkg-dev and debhelper build the Debian package (contrib/debian-check.sh);
 # acl's setfacl lets a test grant a worker's user access by ACL.
+# haproxy stands in front of two mxgated in the PROXY protocol test (a
+# private instance the test starts; the packaged service is not started).
 set -eu
 
 PACKAGES="build-essential autoconf automake libtool pkg-config
@@ -20,7 +22,8 @@ libsqlite3-dev sqlite3 libcurl4-openssl-dev libcrypt-dev clang libclang-rt-14-de
 libseccomp-dev
 python3 python3-pytest python3-aiosmtpd python3-dnslib
 swaks openssl postfix iproute2 procps valgrind acl
-dpkg-dev debhelper"
+dpkg-dev debhelper
+haproxy"
 
 missing=""
 for p in $PACKAGES; do
@@ -68,7 +71,7 @@ printf '%s\n' \
 
 apt-get update
 # shellcheck disable=SC2086
-apt-get install -y --no-install-recommends $missing
+apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends $missing
 
 # If a postfix master got started anyway, stop it: port 25 stays free.
 if command -v postfix >/dev/null 2>&1 && postfix status >/dev/null 2>&1; then

@@ -88,6 +88,10 @@ struct conf_ctx {
 	bool                any_wide;
 	struct scanned_file *files;
 	size_t              nfiles;
+	/* config_load_checked(): a text the master has checked, parsed in a
+	 * process that may not see the files (queue, spawner) */
+	bool                checked;
+	const char         *base_dir;    /* relative paths start here */
 };
 
 enum conf_type {
@@ -214,6 +218,21 @@ static const struct conf_spec listener_specs[] = {
 	  .doc = "offer AUTH before STARTTLS too, the password then "
 	      "crossing the network in the clear; default "
 	      "auth.allow_plaintext" },
+	{ .path = "proxy_protocol", .type = CT_BOOL,
+	  FIELD(struct listener_conf, proxy_protocol), .def = "false",
+	  .doc = "expect a PROXY protocol header (HAProxy's, version 1 "
+	      "or 2, told apart by their first bytes) before anything "
+	      "else, from the load balancers in proxy_from (required "
+	      "then): the client it names is the client for the limits, "
+	      "the checks, the logs and the Received header.  Anything "
+	      "else on such a listener is refused" },
+	{ .path = "proxy_from", .type = CT_STRLIST,
+	  FIELD(struct listener_conf, proxy_from),
+	  COUNT(struct listener_conf, nproxy_from),
+	  .value = netlist_entry_check,
+	  .doc = "with proxy_protocol: the load balancers' addresses or "
+	      "CIDR networks; a connection from anywhere else is refused "
+	      "with 421 4.7.0" },
 	{ .path = NULL }
 };
 
@@ -444,13 +463,16 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "server.user", .type = CT_STRING,
 	  FIELD(struct mxconf, user), .def = "mxgate-smtp", .check = check_user,
 	  .doc = "user of the SMTP workers when started as root; must not be"
-	  " able to open the queue" },
+	  " able to open the queue"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.group", .type = CT_STRING,
 	  FIELD(struct mxconf, group), .check = check_group,
-	  .doc = "group of the workers; default the user's primary group" },
+	  .doc = "group of the workers; default the user's primary group"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.queue_user", .type = CT_STRING,
 	  FIELD(struct mxconf, queue_user), .def = "mxgate", .check = check_user,
-	  .doc = "owner of the queue directory and user of the queue process" },
+	  .doc = "owner of the queue directory and user of the queue process"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.delivery_user", .type = CT_STRING,
 	  FIELD(struct mxconf, delivery_user), .def = "mxgate-deliver",
 	  .check = check_user,
@@ -464,7 +486,8 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, chroot_dir), .def = "/var/lib/mxgate/empty",
 	  .check = check_chroot_dir,
 	  .doc = "root directory of the SMTP workers when started as root:"
-	  " root's, writable by root alone" },
+	  " root's, writable by root alone"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	{ .path = "server.workers", .type = CT_INT,
 	  FIELD(struct mxconf, workers), .def = "0", .min = 0, .max = 256,
 	  .doc = "number of SMTP workers, 0 = one per CPU" },
@@ -473,7 +496,8 @@ static const struct conf_spec mxconf_specs[] = {
 	  .doc = "least important level logged" },
 	{ .path = "server.pid_file", .type = CT_STRING,
 	  FIELD(struct mxconf, pid_file), .check = check_abs_path,
-	  .doc = "the master writes its pid there; default none" },
+	  .doc = "the master writes its pid there; default none"
+	  " (changes only at a restart: a reload that changes it is refused)" },
 
 	{ .path = "listen", .type = CT_LIST,
 	  FIELD(struct mxconf, listeners), COUNT(struct mxconf, nlisteners),
@@ -485,7 +509,8 @@ static const struct conf_spec mxconf_specs[] = {
 	  FIELD(struct mxconf, queue_dir), .def = "./var/queue",
 	  .doc = "directory of the queue database, queue.db, created "
 	      "if missing; an installed system uses an absolute path "
-	      "such as \"/var/lib/mxgate/queue\"" },
+	      "such as \"/var/lib/mxgate/queue\""
+	  " (changes only at a restart: a reload that changes it is refused)" },
 	/* Postfix's queue_minfree: room left for deliveries, bounces and
 	 * the WAL's checkpoints, which need space to free space. */
 	{ .path = "queue.min_free_space", .type = CT_SIZE,
@@ -495,6 +520,13 @@ static const struct conf_spec mxconf_specs[] = {
 	      "MAIL is answered 452 4.3.1 (as is a MAIL whose SIZE= "
 	      "would not fit with half again as margin) while "
 	      "deliveries, which free space, go on" },
+	{ .path = "queue.keep_history", .type = CT_DURATION,
+	  FIELD(struct mxconf, keep_history), .def = "1d",
+	  .min = 0, .max = 3650 * 86400,
+	  .doc = "how long a message's envelope, recipients and history "
+	      "(mxgatectl queue trace) are kept once it has left the "
+	      "queue: delivered or bounced (and delivery.keep_delivered "
+	      "passed) or deleted. 0: forgotten within a minute" },
 
 	/* RFC 5321 4.5.3.1.4: a command line may be 512 octets. */
 	{ .path = "limits.line_length", .type = CT_INT,
@@ -519,14 +551,27 @@ static const struct conf_spec mxconf_specs[] = {
 	  .doc = "errors a client may make (commands refused) before "
 	      "the session is closed" },
 	{ .path = "limits.connections", .type = CT_INT,
-	  FIELD(struct mxconf, max_connections), .def = "1000",
-	  .min = 1, .max = 1000000,
-	  .doc = "simultaneous connections, in total" },
+	  FIELD(struct mxconf, max_connections), .def = "0",
+	  .min = 0, .max = 1000000,
+	  .doc = "simultaneous connections, in total; over it, 421 4.7.0.  "
+	      "0 = what the memory allows, computed at start and logged: "
+	      "an eighth of the physical memory at 16 KB a session (an "
+	      "idle one costs about 10 KB in a worker and a few in the "
+	      "kernel), at least 100, at most 100000, and no more than "
+	      "the workers' descriptor limit allows" },
 	{ .path = "limits.connections_per_ip", .type = CT_INT,
 	  FIELD(struct mxconf, max_connections_per_ip), .def = "50",
 	  .min = 0, .max = 1000000,
 	  .doc = "simultaneous connections from one client address; 0 "
 	      "= no limit" },
+	{ .path = "limits.fair_share", .type = CT_INT,
+	  FIELD(struct mxconf, fair_share), .def = "10",
+	  .min = 0, .max = 100,
+	  .doc = "under stress (stress.threshold), a client address gets "
+	      "another connection only while it holds fewer than this "
+	      "percent of the connections still free, so a few "
+	      "addresses cannot take every slot and a new one always "
+	      "finds one (421 4.7.0 otherwise); 0 = off" },
 	/* Postfix's smtpd_min_data_rate. */
 	{ .path = "limits.min_data_rate", .type = CT_INT,
 	  FIELD(struct mxconf, min_data_rate), .def = "500",
@@ -556,11 +601,36 @@ static const struct conf_spec mxconf_specs[] = {
 	  .doc = "seconds a message may take, plus one second per "
 	      "limits.min_data_rate bytes received (RFC 5321 "
 	      "4.5.3.2.5: 3 minutes)" },
+	{ .path = "timeouts.proxy", .type = CT_INT,
+	  FIELD(struct mxconf, timeout_proxy), .def = "10",
+	  .min = 1, .max = 300,
+	  .doc = "seconds the PROXY protocol header may take on a "
+	      "listener with proxy_protocol; then the connection is "
+	      "closed" },
 	{ .path = "timeouts.shutdown_grace", .type = CT_INT,
 	  FIELD(struct mxconf, shutdown_grace), .def = "30",
 	  .min = 1, .max = 86400,
 	  .doc = "seconds the sessions in progress may take to finish "
-	      "when mxgated stops; then they are closed" },
+	      "when mxgated stops; then they are closed.  At a reload, "
+	      "the replaced smtp processes keep their sessions this long, "
+	      "then stop the same way" },
+	/* Postfix's stress-dependent defaults (STRESS_README). */
+	{ .path = "stress.threshold", .type = CT_INT,
+	  FIELD(struct mxconf, stress_threshold), .def = "80",
+	  .min = 0, .max = 100,
+	  .doc = "percent of limits.connections in use at which stress "
+	      "mode begins (and limits.fair_share applies); it ends when "
+	      "use falls 10 points below; both are logged.  0 = never" },
+	{ .path = "stress.command", .type = CT_INT,
+	  FIELD(struct mxconf, stress_timeout_command), .def = "10",
+	  .min = 1, .max = 86400,
+	  .doc = "timeouts.command under stress, for every session, those "
+	      "already open too (Postfix: 10 seconds)" },
+	{ .path = "stress.data", .type = CT_INT,
+	  FIELD(struct mxconf, stress_timeout_data), .def = "60",
+	  .min = 1, .max = 86400,
+	  .doc = "timeouts.data under stress (plus one second per "
+	      "limits.min_data_rate bytes received, as always)" },
 
 	{ .path = "accept_domains", .type = CT_STRLIST,
 	  FIELD(struct mxconf, accept_domains),
@@ -596,12 +666,13 @@ static const struct conf_spec mxconf_specs[] = {
 	  .min = 0, .max = 365 * 86400,
 	  .doc = "warn the sender once (a \"delayed\" DSN) when a "
 	      "recipient is still undelivered after this long, e.g. "
-	      "\"4h\"; 0 = never" },
+	      "\"4h\"; 0 = never.  Only for recipients whose RCPT had no "
+	      "NOTIFY or a NOTIFY with DELAY (RFC 3461)" },
 	{ .path = "delivery.paused", .type = CT_BOOL,
 	  FIELD(struct mxconf, delivery_paused), .def = "false",
 	  .doc = "true: accept and queue mail but start no delivery; "
-	      "messages wait until it is false again and mxgated is "
-	      "restarted" },
+	      "messages wait until it is false again (a reload is "
+	      "enough)" },
 	{ .path = "delivery.concurrency", .type = CT_INT,
 	  FIELD(struct mxconf, concurrency), .def = "20", .min = 1, .max = 1000,
 	  .doc = "delivery processes running at once, in all" },
@@ -752,7 +823,9 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "plugins", .type = CT_LIST,
 	  FIELD(struct mxconf, plugins), COUNT(struct mxconf, nplugins),
 	  .sub = &plugin_table,
-	  .doc = "C plugins loaded at start and asked in this order" },
+	  .doc = "C plugins loaded at start and asked in this order"
+	  " (changes only at a restart: a reload that changes them is"
+	  " refused)" },
 
 	/* Postfix postscreen's pregreet test, Sendmail's greet_pause. */
 	{ .path = "greet_pause", .type = CT_INT,
@@ -763,6 +836,18 @@ static const struct conf_spec mxconf_specs[] = {
 	      "server) is answered 554 5.5.1 and disconnected; clients "
 	      "in trusted_networks and implicit-TLS listeners are not "
 	      "made to wait; 0 = off" },
+	{ .path = "greet_multiline", .type = CT_BOOL,
+	  FIELD(struct mxconf, greet_multiline), .def = "true",
+	  .doc = "with greet_pause: send the first line of a multi-line "
+	      "greeting (\"220-\") at once and the rest after the "
+	      "pause; a client that talks after that first line did not "
+	      "wait for the end of the reply (postscreen's trap)" },
+	{ .path = "greet_pass_time", .type = CT_DURATION,
+	  FIELD(struct mxconf, greet_pass_time), .def = "1d",
+	  .min = 0, .max = 30 * 86400,
+	  .doc = "how long a client address that waited for the whole "
+	      "greeting is remembered (by the master, for every worker) "
+	      "and greeted without the pause; 0 = not remembered" },
 	{ .path = "helo_checks", .type = CT_BOOL,
 	  FIELD(struct mxconf, helo_checks), .def = "false",
 	  .doc = "refuse (501 5.5.2) a HELO/EHLO name that is neither "
@@ -2079,7 +2164,9 @@ check_abs_path(struct conf_ctx *ctx, const struct conf_spec *sp,
 
 	if (*field == NULL || (*field)[0] == '/')
 		return 0;
-	if (getcwd(cwd, sizeof(cwd)) == NULL) {
+	if (ctx->base_dir != NULL)
+		strlcpy_mx(cwd, ctx->base_dir, sizeof(cwd));
+	else if (getcwd(cwd, sizeof(cwd)) == NULL) {
 		conf_report(ctx, s, "'%s': relative path, and the current "
 		    "directory is unknown: %s", name, strerror(errno));
 		return -1;
@@ -2133,7 +2220,7 @@ check_plugin_path(struct conf_ctx *ctx, const struct conf_spec *sp,
 
 	if (check_abs_path(ctx, sp, s, name, base) < 0)
 		return -1;
-	if (access(pc->path, R_OK) == 0)
+	if (ctx->checked || access(pc->path, R_OK) == 0)
 		return 0;
 	conf_report(ctx, s, "'%s': %s: %s", name, pc->path, strerror(errno));
 	return -1;
@@ -2227,16 +2314,44 @@ listener_auth_check(struct conf_ctx *ctx, config_setting_t *e,
 		    "allow_plaintext_auth = true)", i);
 }
 
+/*
+ * The PROXY protocol: a listener that expects it must say whom from (a
+ * header is a claim about the client, believed from the balancers
+ * alone), and balancers named for a listener that does not expect it
+ * would be ignored.
+ */
+static void
+listener_proxy_check(struct conf_ctx *ctx, config_setting_t *e,
+    struct listener_conf *l, size_t i)
+{
+	size_t bad;
+	const char *why;
+
+	if (l->proxy_protocol && l->nproxy_from == 0)
+		conf_report(ctx, e, "'listen[%zu]': proxy_protocol needs "
+		    "proxy_from, the load balancers' addresses", i);
+	else if (!l->proxy_protocol && l->nproxy_from > 0)
+		conf_report(ctx, e, "'listen[%zu]': proxy_from without "
+		    "proxy_protocol = true", i);
+	else if (l->proxy_protocol)
+		/* Bad entries were reported already: NULL then. */
+		l->proxy_nets = netlist_new(l->proxy_from, l->nproxy_from,
+		    &bad, &why);
+}
+
 static void
 config_listeners_auth(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 {
 	config_setting_t *listen = config_lookup(cf, "listen");
 	size_t i;
 
-	for (i = 0; i < c->nlisteners; i++)
-		listener_auth_check(ctx, listen != NULL ?
-		    config_setting_get_elem(listen, (unsigned)i) : NULL, c,
-		    &c->listeners[i], i);
+	for (i = 0; i < c->nlisteners; i++) {
+		config_setting_t *e = listen != NULL ?
+		    config_setting_get_elem(listen, (unsigned)i) : NULL;
+
+		listener_auth_check(ctx, e, c, &c->listeners[i], i);
+		listener_proxy_check(ctx, e, &c->listeners[i], i);
+	}
 }
 
 /* Route names go to logs, the queue and `route test`: keep them words. */
@@ -2546,6 +2661,26 @@ config_finish(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 	config_checks(ctx, cf, c);
 }
 
+/*
+ * The configuration as one text, the @include'd files in place
+ * (libconfig writes back what it read): what the master hands to the
+ * processes that cannot read the files themselves at a reload.
+ */
+static char *
+config_flatten(const config_t *cf)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *fp = open_memstream(&text, &len);
+
+	if (fp == NULL)
+		fatal("open_memstream");
+	config_write(cf, fp);
+	if (fclose(fp) != 0)
+		fatal("writing the configuration out");
+	return text;
+}
+
 static struct mxconf *
 config_parse(struct conf_ctx *ctx, const char *text, const char *include_dir)
 {
@@ -2574,7 +2709,8 @@ config_parse(struct conf_ctx *ctx, const char *text, const char *include_dir)
 	if (ctx->nerrors > 0) {
 		config_free(c);
 		c = NULL;
-	}
+	} else
+		c->text = config_flatten(&cf);
 done:
 	free(ctx->literals);
 	for (size_t i = 0; i < ctx->nfiles; i++) {
@@ -2634,6 +2770,16 @@ config_load_string(const char *text, const char *name, config_error_fn errfn)
 }
 
 struct mxconf *
+config_load_checked(const char *text, const char *name, const char *base_dir,
+    config_error_fn errfn)
+{
+	struct conf_ctx ctx = { .name = name, .errfn = errfn, .checked = true,
+	    .base_dir = base_dir };
+
+	return config_parse(&ctx, text, NULL);
+}
+
+struct mxconf *
 config_default(void)
 {
 	struct mxconf *c;
@@ -2649,12 +2795,15 @@ config_free(struct mxconf *c)
 {
 	if (c == NULL)
 		return;
+	for (size_t i = 0; i < c->nlisteners; i++)
+		netlist_free(c->listeners[i].proxy_nets);
 	conf_release(&mxconf_table, c);
 	route_table_free(c->route_table);
 	netlist_free(c->reject_nets);
 	netlist_free(c->trusted_nets);
 	free(c->path);
 	free(c->start_dir);
+	free(c->text);
 	free(c);
 }
 
@@ -2830,6 +2979,11 @@ static const struct man_section {
 	  "SMTP reply, never by dropping the connection silently." },
 	{ "timeouts", "timeouts",
 	  "How long the server waits on a client, in seconds." },
+	{ "stress", "stress",
+	  "Stress mode, as in Postfix: when most connection slots are taken, "
+	  "shorter timeouts apply to every session and no client address may "
+	  "take more than its fair share (limits.fair_share) of what is left, "
+	  "so that a new client still finds a slot." },
 	{ "tls", "tls",
 	  "TLS for the listeners: STARTTLS (RFC 3207) on mx and submission "
 	  "listeners, TLS from the first byte (RFC 8314) on submissions ones. "
@@ -2843,7 +2997,8 @@ static const struct man_section {
 	{ "policy", "policy",
 	  "A Postfix SMTP access policy delegation service (postgrey, "
 	  "policyd-spf, ...), asked at the SMTP stages listed." },
-	{ "checks", "helo_checks reject_networks trusted_networks rate_limits",
+	{ "checks", "greet_pause greet_multiline greet_pass_time helo_checks"
+	  " reject_networks trusted_networks rate_limits",
 	  "Built-in checks of the client, run before the plugins and the "
 	  "policy service." },
 	{ "routes", "accept_domains routes",

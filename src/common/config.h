@@ -33,6 +33,12 @@ struct listener_conf {
 	 * -1 while absent, 0 or 1 after the load. */
 	int      auth;
 	int      allow_plaintext_auth;
+	/* The PROXY protocol (proxy.h): a header from one of proxy_from
+	 * (addresses or CIDR networks) comes first and names the client. */
+	bool     proxy_protocol;
+	char   **proxy_from;
+	size_t   nproxy_from;
+	struct netlist *proxy_nets;   /* proxy_from compiled; NULL: none */
 };
 
 /* One element of tls.certificates: a certificate chain and its key. */
@@ -126,6 +132,8 @@ struct mxconf {
 	char    *path;               /* file it came from, "(default)" */
 	char    *start_dir;          /* where mxgated started (relative paths
 	                              * start there); set by mxgated, not read */
+	char    *text;               /* the whole file, @includes in place, as
+	                              * config_load_checked() reads it */
 
 	/* server */
 	char    *hostname;           /* default: gethostname() */
@@ -146,6 +154,7 @@ struct mxconf {
 	/* queue */
 	char    *queue_dir;          /* holds queue.db */
 	size_t   queue_min_free;     /* below this, MAIL is 452 4.3.1 */
+	unsigned keep_history;       /* history of messages gone; seconds */
 
 	/* limits */
 	size_t   max_line;
@@ -153,14 +162,24 @@ struct mxconf {
 	unsigned min_data_rate;      /* bytes/s a message must keep up */
 	unsigned max_recipients;
 	unsigned max_errors;
-	unsigned max_connections;
+	unsigned max_connections;    /* 0 in the file: computed at start
+	                              * (master.c, from the memory) */
 	unsigned max_connections_per_ip;
+	unsigned fair_share;         /* percent of the free slots one
+	                              * address may hold under stress; 0 off */
 	char    *bare_newlines;      /* "reject" | "normalize" */
 
 	/* timeouts, seconds */
 	unsigned timeout_command;
 	unsigned timeout_data;
+	unsigned timeout_proxy;      /* the PROXY header */
 	unsigned shutdown_grace;
+
+	/* stress mode (Postfix's): over stress_threshold percent of
+	 * max_connections, these timeouts apply and fair_share holds */
+	unsigned stress_threshold;   /* 0: never */
+	unsigned stress_timeout_command;
+	unsigned stress_timeout_data;
 
 	/* acceptance: domains we are MX for; without `routes`, a shorthand
 	 * for routes (etc/mxgate.conf says which) */
@@ -228,6 +247,9 @@ struct mxconf {
 	/* built-in checks (checks.h) */
 	bool     helo_checks;
 	unsigned greet_pause;        /* seconds; 0 = greet at once */
+	bool     greet_multiline;    /* "220-" first: the pregreet trap */
+	unsigned greet_pass_time;    /* seconds a client that waited skips
+	                              * the pause; 0: not remembered */
 	char   **reject_networks;
 	size_t   nreject_networks;
 	/* dnsbl (dnsbl.h): "domain[=filter][*weight]" */
@@ -265,6 +287,12 @@ struct mxconf *config_load(const char *path, config_error_fn errfn);
 /* Same, from a string (tests); name is used in messages. */
 struct mxconf *config_load_string(const char *text, const char *name,
     config_error_fn errfn);
+/* A reload (README "Reload"): the text of a configuration the master has
+ * loaded and checked (mxconf.text), parsed again by a process that may
+ * not reach its files (the queue process in its root, the spawner):
+ * files are not tried, relative paths start at base_dir. */
+struct mxconf *config_load_checked(const char *text, const char *name,
+    const char *base_dir, config_error_fn errfn);
 /* The embedded default: 127.0.0.1:2525, queue in ./var/queue. */
 struct mxconf *config_default(void);
 void config_free(struct mxconf *c);

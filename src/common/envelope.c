@@ -8,14 +8,18 @@
  *     u32     format version (ENVELOPE_VERSION)
  *     str     queue id (exactly QUEUE_ID_LEN bytes, queue_id_valid)
  *     u64     received_at (int64, two's complement)
- *     u32     flags: bit 0 8BITMIME, bit 1 SMTPUTF8, others must be 0
+ *     u32     flags: bit 0 8BITMIME, bit 1 SMTPUTF8, bit 2 RET=FULL,
+ *             bit 3 RET=HDRS (not both), others must be 0
  *     str     sender ("" for the null sender; never absent)
  *     str     client_ip, helo, protocol, auth_user (each may be absent)
+ *     str     DSN ENVID, decoded (may be absent)
  *     u32     number of recipients (1 to ENVELOPE_MAX_RCPTS: a message
  *             without recipients is a worker bug, never something to queue)
  *     then per recipient:
  *     str     address (non-empty), route (may be absent),
  *             action (non-empty), params (may be absent)
+ *     u32     DSN NOTIFY bits (dsn.h; 0 none, NEVER alone)
+ *     str     DSN ORCPT "type;address", decoded (may be absent)
  *
  * where str is a u32 length followed by that many bytes (no terminator),
  * and the length STR_ABSENT encodes a NULL pointer.  The record must end
@@ -30,20 +34,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/dsn.h"
 #include "common/envelope.h"
 #include "common/util.h"
 
 #define ENVELOPE_MAGIC      "MXEV"
-#define ENVELOPE_VERSION    1
+#define ENVELOPE_VERSION    2
 #define ENVELOPE_MAX_RCPTS  100000
 #define STR_ABSENT          UINT32_MAX
 
 #define FLAG_8BITMIME       0x1u
 #define FLAG_SMTPUTF8       0x2u
-#define FLAGS_KNOWN         (FLAG_8BITMIME | FLAG_SMTPUTF8)
+#define FLAG_RET_FULL       0x4u
+#define FLAG_RET_HDRS       0x8u
+#define FLAGS_KNOWN         (FLAG_8BITMIME | FLAG_SMTPUTF8 | FLAG_RET_FULL | \
+                             FLAG_RET_HDRS)
 
-/* The smallest recipient record: four empty-or-absent strings. */
-#define RCPT_MIN_BYTES      (4 * 4)
+/* The smallest recipient record: four empty-or-absent strings, the
+ * NOTIFY bits and an absent ORCPT. */
+#define RCPT_MIN_BYTES      (6 * 4)
 
 /* What a field may be on the wire. */
 enum str_rule {
@@ -175,10 +184,19 @@ get_queue_id(struct reader *r, struct envelope *e)
 static int
 get_rcpt(struct reader *r, struct envelope_rcpt *rc)
 {
+	uint32_t notify;
+
 	if (get_str(r, STR_NONEMPTY, &rc->address) == -1 ||
 	    get_str(r, STR_OPTIONAL, &rc->route) == -1 ||
 	    get_str(r, STR_NONEMPTY, &rc->action) == -1 ||
 	    get_str(r, STR_OPTIONAL, &rc->params) == -1)
+		return -1;
+	if (get_u32(r, &notify) == -1 || !dsn_notify_valid(notify))
+		return -1;
+	rc->dsn_notify = notify;
+	/* What the engine let through: "type;address", not empty. */
+	if (get_str(r, STR_OPTIONAL, &rc->dsn_orcpt) == -1 ||
+	    (rc->dsn_orcpt != NULL && strchr(rc->dsn_orcpt, ';') == NULL))
 		return -1;
 	return 0;
 }
@@ -223,15 +241,20 @@ parse_fields(struct reader *r, struct envelope *e)
 	if (get_u64(r, &when) == -1)
 		return -1;
 	e->received_at = (int64_t)when;
-	if (get_u32(r, &flags) == -1 || (flags & ~FLAGS_KNOWN) != 0)
+	if (get_u32(r, &flags) == -1 || (flags & ~FLAGS_KNOWN) != 0 ||
+	    (flags & (FLAG_RET_FULL | FLAG_RET_HDRS)) ==
+	    (FLAG_RET_FULL | FLAG_RET_HDRS))
 		return -1;
 	e->body_8bitmime = (flags & FLAG_8BITMIME) != 0;
 	e->smtputf8 = (flags & FLAG_SMTPUTF8) != 0;
+	e->dsn_ret = (flags & FLAG_RET_FULL) != 0 ? DSN_RET_FULL :
+	    (flags & FLAG_RET_HDRS) != 0 ? DSN_RET_HDRS : DSN_RET_NONE;
 	if (get_str(r, STR_REQUIRED, &e->sender) == -1 ||
 	    get_str(r, STR_OPTIONAL, &e->client_ip) == -1 ||
 	    get_str(r, STR_OPTIONAL, &e->helo) == -1 ||
 	    get_str(r, STR_OPTIONAL, &e->protocol) == -1 ||
-	    get_str(r, STR_OPTIONAL, &e->auth_user) == -1)
+	    get_str(r, STR_OPTIONAL, &e->auth_user) == -1 ||
+	    get_str(r, STR_OPTIONAL, &e->dsn_envid) == -1)
 		return -1;
 	if (get_rcpts(r, e) == -1)
 		return -1;
@@ -254,6 +277,7 @@ envelope_free(struct envelope *e)
 		free(e->rcpts[i].route);
 		free(e->rcpts[i].action);
 		free(e->rcpts[i].params);
+		free(e->rcpts[i].dsn_orcpt);
 	}
 	free(e->rcpts);
 	free(e->sender);
@@ -261,6 +285,7 @@ envelope_free(struct envelope *e)
 	free(e->helo);
 	free(e->protocol);
 	free(e->auth_user);
+	free(e->dsn_envid);
 	envelope_init(e);
 }
 
@@ -284,6 +309,18 @@ envelope_add_rcpt(struct envelope *e, const char *address, const char *route,
 	rc->route = dup_or_null(route);
 	rc->action = dup_or_null(action);
 	rc->params = dup_or_null(params);
+	rc->dsn_notify = 0;
+	rc->dsn_orcpt = NULL;
+}
+
+void
+envelope_rcpt_dsn(struct envelope *e, unsigned notify, const char *orcpt)
+{
+	struct envelope_rcpt *rc = &e->rcpts[e->nrcpts - 1];
+
+	rc->dsn_notify = notify;
+	free(rc->dsn_orcpt);
+	rc->dsn_orcpt = dup_or_null(orcpt);
 }
 
 void
@@ -296,6 +333,10 @@ envelope_serialize(const struct envelope *e, struct buf *b)
 		flags |= FLAG_8BITMIME;
 	if (e->smtputf8)
 		flags |= FLAG_SMTPUTF8;
+	if (e->dsn_ret == DSN_RET_FULL)
+		flags |= FLAG_RET_FULL;
+	else if (e->dsn_ret == DSN_RET_HDRS)
+		flags |= FLAG_RET_HDRS;
 
 	buf_append(b, ENVELOPE_MAGIC, 4);
 	put_u32(b, ENVELOPE_VERSION);
@@ -307,12 +348,15 @@ envelope_serialize(const struct envelope *e, struct buf *b)
 	put_str(b, e->helo);
 	put_str(b, e->protocol);
 	put_str(b, e->auth_user);
+	put_str(b, e->dsn_envid);
 	put_u32(b, (uint32_t)e->nrcpts);
 	for (i = 0; i < e->nrcpts; i++) {
 		put_str(b, e->rcpts[i].address);
 		put_str(b, e->rcpts[i].route);
 		put_str(b, e->rcpts[i].action);
 		put_str(b, e->rcpts[i].params);
+		put_u32(b, e->rcpts[i].dsn_notify);
+		put_str(b, e->rcpts[i].dsn_orcpt);
 	}
 }
 

@@ -18,6 +18,8 @@ struct envelope_rcpt {
 	char *route;            /* name of the route that accepted it */
 	char *action;           /* "queue" until delivery exists */
 	char *params;           /* action parameters, JSON object text */
+	unsigned dsn_notify;    /* DSN_NOTIFY_* bits, 0: none given */
+	char *dsn_orcpt;        /* "type;address" decoded, NULL: none */
 };
 
 struct envelope {
@@ -30,15 +32,20 @@ struct envelope {
 	char    *auth_user;     /* NULL when not authenticated */
 	bool     body_8bitmime;
 	bool     smtputf8;
+	int      dsn_ret;       /* enum dsn_ret (common/dsn.h) */
+	char    *dsn_envid;     /* ENVID decoded, NULL: none given */
 	struct envelope_rcpt *rcpts;
 	size_t   nrcpts;
 };
 
 void envelope_init(struct envelope *e);
 void envelope_free(struct envelope *e);
-/* Copies address, route, action and params. */
+/* Copies address, route, action and params; DSN values none. */
 void envelope_add_rcpt(struct envelope *e, const char *address,
     const char *route, const char *action, const char *params);
+/* Set the DSN values of the last recipient added (orcpt copied). */
+void envelope_rcpt_dsn(struct envelope *e, unsigned notify,
+    const char *orcpt);
 
 /* Append the serialized form to b. */
 void envelope_serialize(const struct envelope *e, struct buf *b);

@@ -7,7 +7,9 @@
 #include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include "common/ipc.h"
@@ -21,12 +23,17 @@ ipc_payload_ok(enum ipc_type type, size_t len)
 	switch (type) {
 	case IPC_CONN_NEW:        return len == sizeof(struct ipc_conn_new);
 	case IPC_CONN_CLOSED:
-	case IPC_AUTH_FAILED:     return len == sizeof(struct ipc_conn_closed);
+	case IPC_AUTH_FAILED:
+	case IPC_GREET_PASSED:    return len == sizeof(struct ipc_conn_closed);
+	case IPC_CONN_PROXIED:    return len == sizeof(struct ipc_conn_proxied);
+	case IPC_CONN_ADMIT:      return len == sizeof(struct ipc_conn_admit);
+	case IPC_STRESS:          return len == sizeof(struct ipc_stress);
 	case IPC_QUEUE_CHANNEL:
 	case IPC_LOOKUP_CHANNEL:  return len == 0;
 	case IPC_AUTH_CHECK:      return len == sizeof(struct ipc_auth_check);
 	case IPC_AUTH_RESULT:     return len == sizeof(struct ipc_auth_result);
-	case IPC_SPAWN_FD:        return len == 0;
+	case IPC_SPAWN_FD:
+	case IPC_CONFIG:          return len == 0;
 	case IPC_SPAWN:           return len == sizeof(struct ipc_spawn);
 	case IPC_SPAWNED:
 	case IPC_SPAWN_KILL:      return len == sizeof(struct ipc_spawned);
@@ -240,4 +247,66 @@ ipc_outbox_clear(struct ipc_outbox *o)
 		free(o->msgs[i].payload);
 	}
 	o->n = 0;
+}
+
+int
+ipc_text_fd(const char *text)
+{
+	size_t len = strlen(text), off = 0;
+	int fd = memfd_create("mxgate-config", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	if (fd < 0)
+		return -1;
+	while (off < len) {
+		ssize_t n = write(fd, text + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			goto fail;
+		off += (size_t)n;
+	}
+	/* Sealed: the receiver reads what the master checked, nothing a
+	 * later writer put there. */
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
+	    F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+		goto fail;
+	return fd;
+fail:
+	{
+		int saved = errno;
+		close(fd);
+		errno = saved;
+	}
+	return -1;
+}
+
+char *
+ipc_text_read(int fd)
+{
+	struct stat st;
+	size_t off = 0;
+	char *text;
+
+	if (fstat(fd, &st) < 0)
+		return NULL;
+	if (st.st_size < 0 || (uint64_t)st.st_size > IPC_TEXT_MAX) {
+		errno = EFBIG;
+		return NULL;
+	}
+	text = xmalloc((size_t)st.st_size + 1);
+	while (off < (size_t)st.st_size) {
+		ssize_t n = pread(fd, text + off, (size_t)st.st_size - off,
+		    (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			free(text);
+			return NULL;
+		}
+		off += (size_t)n;
+	}
+	text[off] = '\0';
+	return text;
 }

@@ -12,7 +12,11 @@
  *
  * Channels:
  *   master <-> worker   CONN_NEW (+client socket), CONN_CLOSED, AUTH_FAILED,
- *                       QUEUE_CHANNEL (+worker's end of a worker<->queue pair)
+ *                       QUEUE_CHANNEL (+worker's end of a worker<->queue pair),
+ *                       CONN_PROXIED and CONN_ADMIT (a PROXY protocol
+ *                       listener's client, and the master's verdict on it),
+ *                       GREET_PASSED (the pass cache of greet_pause),
+ *                       STRESS (stress mode on or off)
  *   master <-> queue    WORKER_CHANNEL (+queue's end of a worker<->queue pair)
  *   worker <-> queue    SUBMIT (+memfd) and SUBMIT_RESULT
  *   master <-> lookup   WORKER_CHANNEL (+lookup's end of a worker<->lookup
@@ -50,6 +54,15 @@ enum ipc_type {
 	IPC_SPAWN,              /* queue -> spawner, fd = report channel */
 	IPC_SPAWNED,            /* spawner -> queue */
 	IPC_SPAWN_KILL,         /* queue -> spawner, struct ipc_spawned */
+	IPC_CONN_PROXIED,       /* worker -> master: the client a PROXY
+	                         * header named */
+	IPC_CONN_ADMIT,         /* master -> worker: its verdict */
+	IPC_GREET_PASSED,       /* worker -> master, struct ipc_conn_closed:
+	                         * the client waited for the whole greeting */
+	IPC_STRESS,             /* master -> worker */
+	IPC_CONFIG,             /* master -> queue -> spawner, fd = sealed
+	                         * memfd: a reloaded configuration's text
+	                         * (ipc_text_fd, config_load_checked) */
 };
 
 /*
@@ -65,12 +78,44 @@ struct ipc_hdr {
 	uint32_t len;           /* payload bytes after the header */
 };
 
+/* ipc_conn_new.flags and ipc_conn_admit.flags */
+#define CONN_F_GREET_PASSED  0x1    /* in the pass cache: no greet_pause */
+#define CONN_F_PROXY         0x2    /* a PROXY header comes first: the
+                                     * master waits for CONN_PROXIED */
+
 struct ipc_conn_new {
 	uint64_t conn_id;
 	uint32_t listener;      /* index into conf->listeners */
-	uint32_t pad;
+	uint32_t flags;         /* CONN_F_* */
 	struct sockaddr_storage peer;
 	struct sockaddr_storage local;
+};
+
+/*
+ * A PROXY protocol listener's connection (proxy.h): the worker reads the
+ * header and names the client; the master applies the limits to it
+ * (per address, fair share, rates) and answers CONN_ADMIT.  An empty
+ * refusal admits the connection; otherwise it is the reply to send
+ * (CRLF-terminated) before closing.
+ */
+struct ipc_conn_proxied {
+	uint64_t conn_id;
+	uint32_t wfd;           /* the worker's socket, echoed in the answer */
+	uint32_t pad;
+	struct sockaddr_storage client;
+};
+
+struct ipc_conn_admit {
+	uint64_t conn_id;
+	uint32_t wfd;
+	uint32_t flags;         /* CONN_F_GREET_PASSED */
+	char     refusal[128];
+};
+
+/* Stress mode (stress.threshold): on = 1 entered, 0 left. */
+struct ipc_stress {
+	uint32_t on;
+	uint32_t pad;
 };
 
 struct ipc_conn_closed {
@@ -197,5 +242,17 @@ int ipc_recv(int sock, enum ipc_type *type, void *buf, size_t size,
 /* The same, for types whose payload size varies: *len is its size. */
 int ipc_recv_len(int sock, enum ipc_type *type, void *buf, size_t size,
     size_t *len, int *fd);
+
+/* Worker slots a queue or lookup process accepts channels for: the
+ * generations of smtp processes a burst of reloads leaves draining
+ * (master.c refuses a reload past it). */
+#define IPC_WORKER_SLOTS_MAX 4096
+
+/* A text as a sealed memfd (IPC_CONFIG): the descriptor, or -1 with
+ * errno.  ipc_text_read(): the text again, NUL-terminated, malloc'd;
+ * NULL with errno when it cannot be read or exceeds IPC_TEXT_MAX. */
+#define IPC_TEXT_MAX (16 * 1024 * 1024)
+int   ipc_text_fd(const char *text);
+char *ipc_text_read(int fd);
 
 #endif

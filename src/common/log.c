@@ -44,6 +44,12 @@ stderr_is_journal(void)
 }
 
 void
+log_set_level(enum log_level level)
+{
+	log_threshold = level;
+}
+
+void
 log_init(bool foreground, enum log_level level)
 {
 	log_threshold = level;

@@ -20,6 +20,8 @@
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 
 void log_init(bool foreground, enum log_level level);
+/* A reload's server.log_level: from the next line on. */
+void log_set_level(enum log_level level);
 void log_set_role(const char *role);
 int  log_level_parse(const char *name, enum log_level *out);
 

@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,9 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "queue/queue_db.h"
+#include "ctl/queue_select.h"
 #include "ctl/route_test.h"
+#include "common/json.h"
 #include "common/util.h"
 
 #ifndef MXGATE_CONF
@@ -90,36 +93,45 @@ static int cmd_queue_release(struct ctl *, int, char **);
 static int cmd_queue_delete(struct ctl *, int, char **);
 static int cmd_queue_bounce(struct ctl *, int, char **);
 static int cmd_queue_stats(struct ctl *, int, char **);
+static int cmd_queue_trace(struct ctl *, int, char **);
+static int cmd_queue_shape(struct ctl *, int, char **);
 static int cmd_route_test(struct ctl *, int, char **);
 static int cmd_passwd(struct ctl *, int, char **);
+static int cmd_reload(struct ctl *, int, char **);
 static int load_config(struct ctl *);
 
-/*
- * The commands.  Still to come: queue retry/hold/release/delete/bounce
- * (NEEDS_QUEUE_RW), queue stats.
- */
+/* The commands. */
 static const struct command commands[] = {
-	{ "queue", "list", "[--state S] [--rcpt RE] [--sender RE]",
-	  "list the messages in the queue (RE: PCRE2, caseless)",
-	  0, 6, NEEDS_QUEUE_RO, cmd_queue_list },
-	{ "queue", "show", "ID [--body]",
+	{ "queue", "list", "[ID... | -] [FILTERS] [--json | --ids]",
+	  "list the messages in the queue, with why they wait",
+	  0, 64, NEEDS_QUEUE_RO, cmd_queue_list },
+	{ "queue", "show", "ID [--body | --json]",
 	  "envelope, recipients, history, headers (or all)",
 	  1, 2, NEEDS_QUEUE_RO, cmd_queue_show },
-	{ "queue", "retry", "ID | --all",
+	{ "queue", "trace", "ID [--json]",
+	  "a message's whole story, also after delivery or deletion",
+	  1, 2, NEEDS_QUEUE_RO, cmd_queue_trace },
+	{ "queue", "shape", "[FILTERS] [--buckets LIST] [--json]",
+	  "pending recipients per destination, by age",
+	  0, 16, NEEDS_QUEUE_RO, cmd_queue_shape },
+	{ "queue", "retry", "ID... | - | --all [FILTERS]",
 	  "make queued and deferred recipients due now",
-	  1, 1, NEEDS_QUEUE_RW, cmd_queue_retry },
-	{ "queue", "hold", "ID", "hold a message's pending recipients",
-	  1, 1, NEEDS_QUEUE_RW, cmd_queue_hold },
-	{ "queue", "release", "ID", "release held recipients, due now",
-	  1, 1, NEEDS_QUEUE_RW, cmd_queue_release },
-	{ "queue", "delete", "ID", "delete a message (no bounce)",
-	  1, 1, NEEDS_QUEUE_RW, cmd_queue_delete },
-	{ "queue", "bounce", "ID",
-	  "bounce a message's pending recipients to the sender",
-	  1, 1, NEEDS_QUEUE_RW, cmd_queue_bounce },
-	{ "queue", "stats", "",
+	  1, 64, NEEDS_QUEUE_RW, cmd_queue_retry },
+	{ "queue", "hold", "ID... | - | --all [FILTERS]",
+	  "hold pending recipients",
+	  1, 64, NEEDS_QUEUE_RW, cmd_queue_hold },
+	{ "queue", "release", "ID... | - | --all [FILTERS]",
+	  "release held recipients, due now",
+	  1, 64, NEEDS_QUEUE_RW, cmd_queue_release },
+	{ "queue", "delete", "ID... | - | --all [FILTERS]",
+	  "delete messages (no bounce; their history stays)",
+	  1, 64, NEEDS_QUEUE_RW, cmd_queue_delete },
+	{ "queue", "bounce", "ID... | - | --all [FILTERS]",
+	  "bounce messages' pending recipients to the sender",
+	  1, 64, NEEDS_QUEUE_RW, cmd_queue_bounce },
+	{ "queue", "stats", "[--json]",
 	  "recipients per state, oldest message, per destination",
-	  0, 0, NEEDS_QUEUE_RO, cmd_queue_stats },
+	  0, 1, NEEDS_QUEUE_RO, cmd_queue_stats },
 	{ "route", "test", "RCPT [--from S] [--ip A] [--helo H] [--auth U] "
 	  "[--tls] | --script FILE",
 	  "what the routes do with a recipient (route_test.h)",
@@ -127,6 +139,9 @@ static const struct command commands[] = {
 	{ "passwd", NULL, "USER [--file FILE] [--sha512]",
 	  "set USER's AUTH password (read from stdin) in the passwd file",
 	  1, 4, NEEDS_NOTHING, cmd_passwd },
+	{ "reload", NULL, "",
+	  "check the configuration, have mxgated load it, say how it went",
+	  0, 0, NEEDS_CONFIG, cmd_reload },
 };
 
 /* Escaping of untrusted text for a terminal. */
@@ -135,6 +150,23 @@ enum safe_mode {
 	SAFE_BLOCK,             /* text block: keep tabs and newlines, drop CR */
 };
 
+#define FILTERS_HELP \
+	"Filters, which must all hold for one recipient of a message:\n" \
+	"  --state S        its state (queued, delivering, deferred,\n" \
+	"                   delivered, bounced, held)\n" \
+	"  --rcpt RE        its address matches RE\n" \
+	"  --sender RE      the message's sender matches RE\n" \
+	"  --dest RE        its destination (host, path or command last tried)\n" \
+	"                   or its domain matches RE\n" \
+	"  --older-than D   the message was received more than D ago\n" \
+	"                   (90s, 30m, 4h, 2d, 1w)\n" \
+	"RE: a PCRE2 pattern, caseless.\n"
+#define ACTION_HELP \
+	"Which messages: IDs, \"-\" for IDs on stdin (one a line, as queue\n" \
+	"list --ids prints them), or --all; filters narrow them, and alone\n" \
+	"are refused.  Prints how many recipients and messages it touched;\n" \
+	"the history of each names the operator (uid).\n" FILTERS_HELP
+
 /* What `mxgatectl help COMMAND` adds to a command's one-line help. */
 static const struct {
 	const char *command;
@@ -142,34 +174,59 @@ static const struct {
 } details[] = {
 	{ "queue list",
 	  "One line per message: id, time received (UTC), size, sender,\n"
-	  "number of recipients, the states of its recipients.\n"
-	  "  --state S    only messages with a recipient in state S (queued,\n"
-	  "               delivering, deferred, delivered, bounced, held)\n"
-	  "  --rcpt RE    only messages with a recipient matching RE\n"
-	  "  --sender RE  only messages whose sender matches RE\n" },
+	  "number of recipients, the states of its recipients; under it, each\n"
+	  "deferred recipient with its attempts, next attempt and last reply.\n"
+	  "--json: an array of messages, each with its recipients; --ids: the\n"
+	  "ids alone, one a line (for the actions' \"-\").\n"
+	  FILTERS_HELP },
 	{ "queue show",
 	  "The envelope, each recipient with its state and last reply, the\n"
-	  "message's history and its headers; --body adds the whole message.\n"
+	  "message's history and its headers; --body adds the whole message;\n"
+	  "--json: all but the content as one JSON object.\n"
 	  "ID is the id in the 250 reply, the logs and queue list.\n" },
+	{ "queue trace",
+	  "What happened to message ID, from its reception on: envelope,\n"
+	  "recipients and every step (attempts, replies, operator actions),\n"
+	  "also after it left the queue (delivered, bounced or deleted) for\n"
+	  "queue.keep_history.\n" },
+	{ "queue shape",
+	  "Pending recipients (queued, deferred, delivering, held) per\n"
+	  "destination domain, counted in buckets of the age of their message\n"
+	  "(as Postfix's qshape): --buckets 5m,10m,20m,40m,80m,160m,320m,640m\n"
+	  "by default; a bucket holds those younger than its bound and not\n"
+	  "younger than the previous one; the last, the rest.\n"
+	  FILTERS_HELP },
 	{ "queue retry",
-	  "Make the queued and deferred recipients of message ID (or of every\n"
-	  "message, --all) due now; the running queue process picks them up.\n" },
+	  "Make the selected queued and deferred recipients due now; the\n"
+	  "running queue process picks them up within a second.\n"
+	  ACTION_HELP },
 	{ "queue hold",
-	  "Hold the pending recipients of message ID: never attempted until\n"
-	  "released.\n" },
+	  "Hold the selected pending recipients: never attempted until\n"
+	  "released.\n" ACTION_HELP },
 	{ "queue release",
-	  "Release the held recipients of message ID; they are due now.\n" },
+	  "Release the selected held recipients; they are due now.\n"
+	  ACTION_HELP },
 	{ "queue delete",
-	  "Delete message ID and everything about it, without a bounce.\n" },
+	  "Delete the selected messages (any of whose recipients is selected),\n"
+	  "without a bounce; their envelope, recipients and history stay for\n"
+	  "queue.keep_history (queue trace).\n" ACTION_HELP },
 	{ "queue bounce",
-	  "Fail the pending recipients of message ID and send the sender a\n"
-	  "delivery status notification (delivery.bounce_upstream).\n" },
+	  "Fail the pending recipients of the selected messages and send each\n"
+	  "sender a delivery status notification (delivery.bounce_upstream).\n"
+	  ACTION_HELP },
 	{ "queue stats",
-	  "Recipients per state, the oldest message, and per destination.\n" },
+	  "Recipients per state, the oldest message, and per destination;\n"
+	  "--json: the same as one JSON object.\n" },
 	{ "route test",
 	  "Run the configuration's routes on a recipient, as an smtp worker\n"
 	  "would at RCPT TO, and print the decision and the variables; with\n"
 	  "--script FILE, check every case in FILE (etc/routes.test).\n" },
+	{ "reload",
+	  "Check the configuration (FILE:LINE: problem, and nothing is sent\n"
+	  "when it is bad), send SIGHUP to the mxgated in server.pid_file and\n"
+	  "wait until it has loaded the file (exit 0) or refused it (exit 1:\n"
+	  "its log says why; what it checks more: the users, the files each\n"
+	  "process reads, the certificates, the new listeners).\n" },
 	{ "passwd",
 	  "Set USER's password (read twice from a terminal, once from a pipe)\n"
 	  "in auth.passwd_file of the configuration, or in --file FILE; a\n"
@@ -332,125 +389,147 @@ query_failed(struct ctl *ctl, const char *what)
 
 /* queue list */
 
-/* The --rcpt (0) and --sender (1) patterns, matched for the store. */
-struct list_patterns {
-	pcre2_code *re[2];
-	pcre2_match_data *md;
+/* The rows of one message, gathered from queue_db_list()'s calls. */
+struct list_out {
+	struct ctl_select  *sel;
+	struct json_writer  w;
+	struct buf          json;
+	char                last_id[QUEUE_ID_LEN + 1];
+	long long           n;
 };
 
-static int
-list_match(void *arg, int which, const char *text, size_t len)
+static void
+list_text_row(struct list_out *lo, const struct queue_list_row *row, bool first)
 {
-	struct list_patterns *lp = arg;
-
-	if (lp->re[which] == NULL)
-		return 0;
-	return pcre2_match(lp->re[which], (PCRE2_SPTR)text, len, 0, 0, lp->md,
-	    NULL) >= 0;
+	if (first) {
+		printf("%-16s  %-19s  %9lld  <", row->id, row->received,
+		    (long long)row->size);
+		put_safe_n(stdout, row->sender, row->sender_len, SAFE_LINE);
+		printf(">%*s  %5lld  ", (int)(row->sender_len < 30 ?
+		    30 - row->sender_len : 0), "", (long long)row->nrcpts);
+		put_safe(row->states);
+		putchar('\n');
+	}
+	(void)lo;
+	/* Why a message waits: each deferred recipient's last reply. */
+	if (strcmp(row->state, "deferred") != 0)
+		return;
+	printf("    <");
+	put_safe(row->address);
+	printf("> deferred, %lld attempt%s, next %s UTC: ",
+	    (long long)row->attempts, row->attempts == 1 ? "" : "s",
+	    row->next_attempt != NULL ? row->next_attempt : "-");
+	put_safe(row->last_reply);
+	putchar('\n');
 }
 
-static int
-compile_pattern(const char *opt, const char *pattern, pcre2_code **out)
+static void
+list_json_row(struct list_out *lo, const struct queue_list_row *row, bool first)
 {
-	PCRE2_UCHAR msg[256];
-	PCRE2_SIZE off;
-	int err;
+	struct json_writer *w = &lo->w;
 
-	*out = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
-	    PCRE2_CASELESS | PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &err, &off,
-	    NULL);
-	if (*out != NULL)
-		return 0;
-	pcre2_get_error_message(err, msg, sizeof(msg));
-	fprintf(stderr, "mxgatectl: %s: bad pattern at offset %zu: %s\n", opt,
-	    (size_t)off, (const char *)msg);
-	return -1;
-}
-
-static bool
-state_valid(const char *state)
-{
-	static const char *const states[] = { "queued", "delivering",
-	    "deferred", "delivered", "bounced", "held" };
-
-	for (size_t i = 0; i < ARRAY_LEN(states); i++)
-		if (strcmp(state, states[i]) == 0)
-			return true;
-	return false;
+	if (first) {
+		if (lo->n > 1) {
+			json_end_array(w);
+			json_end_object(w);
+		}
+		json_begin_object(w);
+		json_key(w, "id");
+		json_string(w, row->id);
+		json_key(w, "received");
+		json_string(w, row->received);
+		json_key(w, "received_at");
+		json_int(w, row->received_at);
+		json_key(w, "sender");
+		json_stringn(w, row->sender, row->sender_len);
+		json_key(w, "size");
+		json_int(w, row->size);
+		json_key(w, "states");
+		json_string(w, row->states);
+		json_key(w, "recipients");
+		json_begin_array(w);
+	}
+	json_begin_object(w);
+	json_key(w, "address");
+	json_string(w, row->address);
+	json_key(w, "state");
+	json_string(w, row->state);
+	json_key(w, "route");
+	json_string(w, row->route);
+	json_key(w, "attempts");
+	json_int(w, row->attempts);
+	json_key(w, "next_attempt");
+	json_string(w, row->next_attempt);
+	json_key(w, "last_reply");
+	json_string(w, row->last_reply);
+	json_key(w, "destination");
+	json_string(w, row->destination);
+	json_end_object(w);
 }
 
 static void
 put_list_row(void *arg, const struct queue_list_row *row)
 {
-	long long *n = arg;
+	struct list_out *lo = arg;
+	bool first = strcmp(lo->last_id, row->id) != 0;
 
-	printf("%-16s  %-19s  %9lld  <", row->id, row->received,
-	    (long long)row->size);
-	put_safe_n(stdout, row->sender, row->sender_len, SAFE_LINE);
-	printf(">%*s  %5lld  ", (int)(row->sender_len < 30 ?
-	    30 - row->sender_len : 0), "", (long long)row->nrcpts);
-	put_safe(row->states);
-	putchar('\n');
-	(*n)++;
+	if (first) {
+		snprintf(lo->last_id, sizeof(lo->last_id), "%s", row->id);
+		lo->n++;
+	}
+	if (lo->sel->json)
+		list_json_row(lo, row, first);
+	else if (lo->sel->ids_only) {
+		if (first)
+			printf("%s\n", row->id);
+	} else
+		list_text_row(lo, row, first);
 }
 
-static int
-run_list(struct ctl *ctl, const char *state, struct list_patterns *lp)
+/* Write a JSON document built in b to stdout, with a newline. */
+static void
+put_json(struct buf *b)
 {
-	struct queue_list_filter f = {
-		.state = state,
-		.rcpt = lp->re[0] != NULL,
-		.sender = lp->re[1] != NULL,
-		.match = list_match,
-		.arg = lp,
-	};
-	long long n = 0;
-
-	printf("%-16s  %-19s  %9s  %-32s  %5s  %s\n", "ID", "RECEIVED (UTC)",
-	    "SIZE", "SENDER", "RCPTS", "STATE");
-	if (queue_db_list(ctl->db, &f, put_list_row, &n) < 0)
-		return query_failed(ctl, "queue list");
-	printf("%lld message%s\n", n, n == 1 ? "" : "s");
-	return 0;
+	fwrite(b->data, 1, b->len, stdout);
+	putchar('\n');
 }
 
 static int
 cmd_queue_list(struct ctl *ctl, int argc, char **argv)
 {
-	struct list_patterns lp;
-	const char *state = NULL;
-	int i, rc = 1;
+	struct ctl_select sel;
+	struct list_out lo;
+	int rc = 0;
 
-	memset(&lp, 0, sizeof(lp));
-	for (i = 0; i < argc; i++) {
-		if (i + 1 >= argc)
-			return cmd_usage(ctl->cmd);
-		if (strcmp(argv[i], "--state") == 0 && state == NULL) {
-			state = argv[++i];
-			if (!state_valid(state)) {
-				fprintf(stderr, "mxgatectl: --state: one of queued,"
-				    " delivering, deferred, delivered, bounced,"
-				    " held\n");
-				return EXIT_USAGE;
-			}
-		} else if (strcmp(argv[i], "--rcpt") == 0 && lp.re[0] == NULL) {
-			if (compile_pattern("--rcpt", argv[++i], &lp.re[0]) < 0)
-				goto done;
-		} else if (strcmp(argv[i], "--sender") == 0 &&
-		    lp.re[1] == NULL) {
-			if (compile_pattern("--sender", argv[++i], &lp.re[1]) < 0)
-				goto done;
-		} else {
-			rc = cmd_usage(ctl->cmd);
-			goto done;
-		}
+	if ((rc = ctl_select_parse(&sel, argc, argv, SEL_IDS | SEL_ALL |
+	    SEL_FILTERS | SEL_JSON | SEL_IDS_ONLY)) < 0 || sel.nrest > 0) {
+		ctl_select_free(&sel);
+		return rc == -2 ? 1 : cmd_usage(ctl->cmd);
 	}
-	lp.md = pcre2_match_data_create(8, NULL);
-	rc = run_list(ctl, state, &lp);
-done:
-	pcre2_code_free(lp.re[0]);
-	pcre2_code_free(lp.re[1]);
-	pcre2_match_data_free(lp.md);
+	memset(&lo, 0, sizeof(lo));
+	lo.sel = &sel;
+	buf_init(&lo.json);
+	json_writer_init(&lo.w, &lo.json);
+	if (sel.json)
+		json_begin_array(&lo.w);
+	else if (!sel.ids_only)
+		printf("%-16s  %-19s  %9s  %-32s  %5s  %s\n", "ID",
+		    "RECEIVED (UTC)", "SIZE", "SENDER", "RCPTS", "STATE");
+	if (ctl_select_load(&sel, ctl->db) < 0 ||
+	    queue_db_list(ctl->db, &sel.q, put_list_row, &lo) < 0) {
+		rc = query_failed(ctl, "queue list");
+	} else if (sel.json) {
+		if (lo.n > 0) {
+			json_end_array(&lo.w);
+			json_end_object(&lo.w);
+		}
+		json_end_array(&lo.w);
+		put_json(&lo.json);
+	} else if (!sel.ids_only) {
+		printf("%lld message%s\n", lo.n, lo.n == 1 ? "" : "s");
+	}
+	buf_free(&lo.json);
+	ctl_select_free(&sel);
 	return rc;
 }
 
@@ -602,16 +681,154 @@ show_content(struct ctl *ctl, const char *id, bool body)
 	return 0;
 }
 
+/* queue show --json, queue trace --json: one object. */
+
+static void
+json_message(void *arg, const struct queue_message_view *m)
+{
+	struct json_writer *w = arg;
+
+	json_key(w, "id");
+	json_string(w, m->id);
+	json_key(w, "received");
+	json_string(w, m->received);
+	json_key(w, "received_at");
+	json_int(w, m->received_at);
+	json_key(w, "sender");
+	json_string(w, m->sender);
+	json_key(w, "client_ip");
+	json_string(w, m->client_ip);
+	json_key(w, "helo");
+	json_string(w, m->helo);
+	json_key(w, "protocol");
+	json_string(w, m->protocol);
+	json_key(w, "auth_user");
+	json_string(w, m->auth_user);
+	json_key(w, "size");
+	json_int(w, m->size);
+	json_key(w, "body_8bitmime");
+	json_bool(w, m->body_8bitmime);
+	json_key(w, "smtputf8");
+	json_bool(w, m->smtputf8);
+	json_key(w, "message_id");
+	json_string(w, m->message_id);
+	json_key(w, "subject");
+	json_string(w, m->subject);
+}
+
+static void
+json_recipient(void *arg, const struct queue_rcpt_view *r)
+{
+	struct json_writer *w = arg;
+
+	json_begin_object(w);
+	json_key(w, "address");
+	json_string(w, r->address);
+	json_key(w, "route");
+	json_string(w, r->route);
+	json_key(w, "action");
+	json_string(w, r->action);
+	json_key(w, "params");
+	json_string(w, r->params);
+	json_key(w, "state");
+	json_string(w, r->state);
+	json_key(w, "attempts");
+	json_int(w, r->attempts);
+	json_key(w, "next_attempt");
+	json_string(w, r->next_attempt);
+	json_key(w, "last_attempt");
+	json_string(w, r->last_attempt);
+	json_key(w, "last_reply");
+	json_string(w, r->last_reply);
+	json_key(w, "destination");
+	json_string(w, r->destination);
+	json_end_object(w);
+}
+
+static void
+json_event(void *arg, const struct queue_event_view *e)
+{
+	struct json_writer *w = arg;
+
+	json_begin_object(w);
+	json_key(w, "time");
+	json_string(w, e->time);
+	json_key(w, "kind");
+	json_string(w, e->kind);
+	json_key(w, "recipient");
+	json_string(w, e->recipient);
+	json_key(w, "detail");
+	json_string(w, e->detail);
+	json_end_object(w);
+}
+
+/* The message, its recipients and history as one JSON object;
+ * in_queue: "in_queue" (trace: false when only its history is left). */
+static int
+show_json(struct ctl *ctl, const char *id, int in_queue)
+{
+	struct json_writer w;
+	struct buf b;
+	int r, rc = 0;
+
+	buf_init(&b);
+	json_writer_init(&w, &b);
+	json_begin_object(&w);
+	if (in_queue >= 0) {
+		json_key(&w, "in_queue");
+		json_bool(&w, in_queue != 0);
+	}
+	r = queue_db_show_message(ctl->db, id, json_message, &w);
+	if (r == 0) {
+		fprintf(stderr, "mxgatectl: no message %s in the queue\n", id);
+		rc = 1;
+	} else if (r < 0) {
+		rc = query_failed(ctl, "queue show");
+	} else {
+		json_key(&w, "recipients");
+		json_begin_array(&w);
+		if (queue_db_show_recipients(ctl->db, id, json_recipient,
+		    &w) < 0)
+			rc = query_failed(ctl, "recipients");
+		json_end_array(&w);
+		json_key(&w, "history");
+		json_begin_array(&w);
+		if (rc == 0 && queue_db_show_history(ctl->db, id, json_event,
+		    &w) < 0)
+			rc = query_failed(ctl, "history");
+		json_end_array(&w);
+		json_end_object(&w);
+		if (rc == 0)
+			put_json(&b);
+	}
+	buf_free(&b);
+	return rc;
+}
+
+/* A queue id argument, or 1 (said). */
+static int
+id_argument(const char *id)
+{
+	if (queue_id_valid(id))
+		return 0;
+	fprintf(stderr, "mxgatectl: no message ");
+	put_safe_n(stderr, id, strnlen(id, 64), SAFE_LINE);
+	fprintf(stderr, " in the queue (not a queue id)\n");
+	return 1;
+}
+
 static int
 cmd_queue_show(struct ctl *ctl, int argc, char **argv)
 {
 	const char *id = NULL;
-	bool body = false;
+	bool body = false, json = false;
 	int i;
 
 	for (i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--body") == 0)
+		if (strcmp(argv[i], "--body") == 0 && !json)
 			body = true;
+		else if (strcmp(argv[i], "--json") == 0 && !body)
+			json = true;
 		else if (argv[i][0] == '-' || id != NULL)
 			return cmd_usage(ctl->cmd);
 		else
@@ -619,21 +836,59 @@ cmd_queue_show(struct ctl *ctl, int argc, char **argv)
 	}
 	if (id == NULL)
 		return cmd_usage(ctl->cmd);
-	if (!queue_id_valid(id)) {
-		fprintf(stderr, "mxgatectl: no message ");
-		put_safe_n(stderr, id, strnlen(id, 64), SAFE_LINE);
-		fprintf(stderr, " in the queue (not a queue id)\n");
+	if (id_argument(id) != 0)
 		return 1;
-	}
+	if (json)
+		return show_json(ctl, id, -1);
 	if (show_message(ctl, id) != 0 || show_recipients(ctl, id) != 0 ||
 	    show_history(ctl, id) != 0 || show_content(ctl, id, body) != 0)
 		return 1;
 	return 0;
 }
 
+/* queue trace */
+
+static int
+cmd_queue_trace(struct ctl *ctl, int argc, char **argv)
+{
+	const char *id = NULL;
+	bool json = false;
+	int i, where;
+
+	for (i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			json = true;
+		else if (argv[i][0] == '-' || id != NULL)
+			return cmd_usage(ctl->cmd);
+		else
+			id = argv[i];
+	}
+	if (id == NULL)
+		return cmd_usage(ctl->cmd);
+	if (id_argument(id) != 0)
+		return 1;
+	if ((where = queue_db_message_where(ctl->db, id)) < 0)
+		return query_failed(ctl, "queue trace");
+	if (where == 0) {
+		fprintf(stderr, "mxgatectl: no message %s in the queue nor in"
+		    " its history (queue.keep_history)\n", id);
+		return 1;
+	}
+	queue_db_use_history(ctl->db, where == 2);
+	if (json)
+		return show_json(ctl, id, where == 1);
+	printf("%s\n\n", where == 1 ? "in the queue" : "no longer in the"
+	    " queue: its history");
+	if (show_message(ctl, id) != 0 || show_recipients(ctl, id) != 0 ||
+	    show_history(ctl, id) != 0)
+		return 1;
+	return 0;
+}
+
 /* Queue management.  Each command is one short write transaction; the
  * daemon's scheduler reads the due recipients again every second, so a
- * change takes effect without telling it anything. */
+ * change takes effect without telling it anything.  Each names the
+ * operator in the history rows it writes. */
 
 static int
 rollback_fail(struct ctl *ctl, const char *what)
@@ -643,95 +898,115 @@ rollback_fail(struct ctl *ctl, const char *what)
 	return 1;
 }
 
-/* 1 when the message is in the queue, 0 (said) when not, -1 on error. */
-static int
-message_exists(struct ctl *ctl, const char *id)
+/* "by mxgatectl uid=0 user=root": who did it, for the history. */
+static const char *
+operator_words(void)
 {
-	int r;
+	static char words[128];
+	struct passwd *pw;
+	uid_t uid = getuid();
 
-	if (!queue_id_valid(id)) {
-		fprintf(stderr, "mxgatectl: no message ");
-		put_safe_n(stderr, id, strnlen(id, 64), SAFE_LINE);
-		fprintf(stderr, " in the queue (not a queue id)\n");
-		return 0;
+	if (words[0] == '\0') {
+		pw = getpwuid(uid);
+		snprintf(words, sizeof(words), "by mxgatectl uid=%u%s%s",
+		    (unsigned)uid, pw != NULL ? " user=" : "",
+		    pw != NULL ? pw->pw_name : "");
 	}
-	if ((r = queue_db_message_exists(ctl->db, id)) < 0)
-		return query_failed(ctl, "queue"), -1;
-	if (r == 0)
-		fprintf(stderr, "mxgatectl: no message %s in the queue\n", id);
-	return r;
+	return words;
 }
 
-/* Change the recipients of message id (NULL: of every message). */
+/* The selection of an action command: 0, or the exit status. */
 static int
-change_recipients(struct ctl *ctl, const char *id, enum queue_change change,
-    const char *what)
+action_select(struct ctl *ctl, struct ctl_select *sel, int argc, char **argv)
 {
-	long long n = 0;
+	size_t i, missing = 0;
+	int r;
 
-	if (queue_db_change_recipients(ctl->db, id, change,
-	    (int64_t)time(NULL), &n) < 0)
-		return query_failed(ctl, what);
-	printf("%s: %lld recipient%s\n", what, n, n == 1 ? "" : "s");
+	if ((r = ctl_select_parse(sel, argc, argv, SEL_IDS | SEL_ALL)) < 0 ||
+	    sel->nrest > 0) {
+		ctl_select_free(sel);
+		return r == -2 ? 1 : cmd_usage(ctl->cmd);
+	}
+	/* IDs named must all be there: a typo acts on nothing. */
+	for (i = 0; i < sel->nids; i++) {
+		if ((r = queue_db_message_exists(ctl->db, sel->ids[i])) < 0) {
+			ctl_select_free(sel);
+			return query_failed(ctl, "queue");
+		}
+		if (r == 0 && missing++ < 10)
+			fprintf(stderr, "mxgatectl: no message %s in the queue\n",
+			    sel->ids[i]);
+	}
+	if (missing > 0) {
+		fprintf(stderr, "mxgatectl: %zu of the messages named %s not"
+		    " in the queue: nothing done\n", missing, missing == 1 ?
+		    "is" : "are");
+		ctl_select_free(sel);
+		return 1;
+	}
+	if (ctl_select_load(sel, ctl->db) < 0) {
+		ctl_select_free(sel);
+		return query_failed(ctl, "queue");
+	}
 	return 0;
 }
 
-/* The ID argument of a management command: 0 when it names a message. */
+/* Change the selected recipients; say how many. */
 static int
-check_id(struct ctl *ctl, const char *id)
+change_selected(struct ctl *ctl, int argc, char **argv,
+    enum queue_change change, const char *what)
 {
-	int r;
+	struct ctl_select sel;
+	long long nrcpts = 0, nmsgs = 0;
+	int rc;
 
-	if (id[0] == '-')
-		return cmd_usage(ctl->cmd);
-	r = message_exists(ctl, id);
-	return r == 1 ? 0 : 1;
+	if ((rc = action_select(ctl, &sel, argc, argv)) != 0)
+		return rc;
+	if (queue_db_change_selected(ctl->db, &sel.q, change,
+	    (int64_t)time(NULL), operator_words(), &nrcpts, &nmsgs) < 0)
+		rc = query_failed(ctl, what);
+	else
+		printf("%s: %lld recipient%s of %lld message%s\n", what, nrcpts,
+		    nrcpts == 1 ? "" : "s", nmsgs, nmsgs == 1 ? "" : "s");
+	ctl_select_free(&sel);
+	return rc;
 }
 
 static int
 cmd_queue_retry(struct ctl *ctl, int argc, char **argv)
 {
-	const char *id = argv[0];
-
-	if (strcmp(id, "--all") == 0)
-		id = NULL;
-	else if (check_id(ctl, id) != 0)
-		return id[0] == '-' ? EXIT_USAGE : 1;
-	return change_recipients(ctl, id, QUEUE_CHANGE_RETRY, "due now");
+	return change_selected(ctl, argc, argv, QUEUE_CHANGE_RETRY, "due now");
 }
 
 static int
 cmd_queue_hold(struct ctl *ctl, int argc, char **argv)
 {
-	int rc = check_id(ctl, argv[0]);
-
-	if (rc != 0)
-		return rc;
-	return change_recipients(ctl, argv[0], QUEUE_CHANGE_HOLD, "held");
+	return change_selected(ctl, argc, argv, QUEUE_CHANGE_HOLD, "held");
 }
 
 static int
 cmd_queue_release(struct ctl *ctl, int argc, char **argv)
 {
-	int rc = check_id(ctl, argv[0]);
-
-	if (rc != 0)
-		return rc;
-	return change_recipients(ctl, argv[0], QUEUE_CHANGE_RELEASE,
+	return change_selected(ctl, argc, argv, QUEUE_CHANGE_RELEASE,
 	    "released, due now");
 }
 
 static int
 cmd_queue_delete(struct ctl *ctl, int argc, char **argv)
 {
-	int rc = check_id(ctl, argv[0]);
+	struct ctl_select sel;
+	long long n = 0;
+	int rc;
 
-	if (rc != 0)
+	if ((rc = action_select(ctl, &sel, argc, argv)) != 0)
 		return rc;
-	if (queue_db_delete(ctl->db, argv[0]) == -1)
-		return query_failed(ctl, "queue delete");
-	printf("deleted %s\n", argv[0]);
-	return 0;
+	if (queue_db_delete_selected(ctl->db, &sel.q, (int64_t)time(NULL),
+	    operator_words(), &n) < 0)
+		rc = query_failed(ctl, "queue delete");
+	else
+		printf("deleted: %lld message%s\n", n, n == 1 ? "" : "s");
+	ctl_select_free(&sel);
+	return rc;
 }
 
 /* queue bounce */
@@ -826,9 +1101,9 @@ static int
 bounce_mark(struct ctl *ctl, struct bounce_rows *b, const char *dsn,
     long long now)
 {
-	char detail[128];
+	char detail[256];
 
-	snprintf(detail, sizeof(detail), "by mxgatectl dsn=%s",
+	snprintf(detail, sizeof(detail), "%s dsn=%s", operator_words(),
 	    dsn[0] != '\0' ? dsn : "none");
 	for (size_t i = 0; i < b->n; i++)
 		if (queue_db_mark_bounced(ctl->db, b->ids[i], b->replies[i],
@@ -837,32 +1112,25 @@ bounce_mark(struct ctl *ctl, struct bounce_rows *b, const char *dsn,
 	return 0;
 }
 
+/* Bounce the pending recipients of one message, in a transaction of
+ * its own: 1 bounced, 0 nothing to bounce, -1 failed (said). */
 static int
-cmd_queue_bounce(struct ctl *ctl, int argc, char **argv)
+bounce_one(struct ctl *ctl, const char *id, long long now, size_t *nrcpts,
+    size_t *ndsn)
 {
-	long long now = (long long)time(NULL);
 	struct bounce_rows b;
 	char dsn[QUEUE_ID_LEN + 1];
-	const char *id = argv[0];
-	int rc = check_id(ctl, id);
 
-	if (rc != 0 || load_config(ctl) == -1)
-		return rc != 0 ? rc : 1;
 	memset(&b, 0, sizeof(b));
-	/* Retiring the message is the scheduler's statement. */
-	if (queue_db_delivery_init(ctl->db) == -1)
-		return 1;
 	if (queue_db_admin_begin(ctl->db) == -1)
-		return query_failed(ctl, "queue bounce");
+		return query_failed(ctl, "queue bounce"), -1;
 	if (queue_db_pending_rcpts(ctl->db, id, bounce_add, &b) == -1) {
 		bounce_rows_free(&b);
-		return rollback_fail(ctl, "queue bounce");
+		return rollback_fail(ctl, "queue bounce"), -1;
 	}
 	if (b.n == 0) {
 		queue_db_admin_rollback(ctl->db);
-		fprintf(stderr, "mxgatectl: %s: no recipient to bounce (done, or"
-		    " in delivery right now)\n", id);
-		return 1;
+		return 0;
 	}
 	/* As the scheduler does once every recipient is final. */
 	if (bounce_send(ctl, id, &b, now, dsn) == -1 ||
@@ -871,15 +1139,74 @@ cmd_queue_bounce(struct ctl *ctl, int argc, char **argv)
 	    ctl->conf->keep_delivered != 0) == -1 ||
 	    queue_db_admin_commit(ctl->db) == -1) {
 		bounce_rows_free(&b);
-		return rollback_fail(ctl, "queue bounce");
+		return rollback_fail(ctl, "queue bounce"), -1;
 	}
-	printf("bounced: %zu recipient%s, ", b.n, b.n == 1 ? "" : "s");
+	*nrcpts += b.n;
+	if (dsn[0] != '\0')
+		(*ndsn)++;
+	printf("%s: bounced %zu recipient%s, ", id, b.n, b.n == 1 ? "" : "s");
 	if (dsn[0] != '\0')
 		printf("DSN %s queued\n", dsn);
 	else
 		printf("no DSN (null sender)\n");
 	bounce_rows_free(&b);
-	return 0;
+	return 1;
+}
+
+struct id_list {
+	char  **ids;
+	size_t  n;
+};
+
+static void
+id_add(void *arg, const char *id)
+{
+	struct id_list *l = arg;
+
+	l->ids = xrealloc(l->ids, (l->n + 1) * sizeof(*l->ids));
+	l->ids[l->n++] = xstrdup(id);
+}
+
+static void
+id_list_free(struct id_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->ids[i]);
+	free(l->ids);
+}
+
+static int
+cmd_queue_bounce(struct ctl *ctl, int argc, char **argv)
+{
+	long long now = (long long)time(NULL);
+	struct ctl_select sel;
+	struct id_list l = { NULL, 0 };
+	size_t i, nmsgs = 0, nrcpts = 0, ndsn = 0;
+	int rc, r = 0;
+
+	if (load_config(ctl) == -1)
+		return 1;
+	if ((rc = action_select(ctl, &sel, argc, argv)) != 0)
+		return rc;
+	/* Retiring the message is the scheduler's statement. */
+	if (queue_db_delivery_init(ctl->db) == -1) {
+		ctl_select_free(&sel);
+		return 1;
+	}
+	if (queue_db_selected_messages(ctl->db, &sel.q, id_add, &l) < 0)
+		rc = query_failed(ctl, "queue bounce");
+	for (i = 0; rc == 0 && i < l.n && r >= 0; i++)
+		if ((r = bounce_one(ctl, l.ids[i], now, &nrcpts, &ndsn)) > 0)
+			nmsgs++;
+	if (r < 0)
+		rc = 1;
+	if (rc == 0)
+		printf("bounced: %zu recipient%s of %zu message%s, %zu DSN%s"
+		    " queued\n", nrcpts, nrcpts == 1 ? "" : "s", nmsgs,
+		    nmsgs == 1 ? "" : "s", ndsn, ndsn == 1 ? "" : "s");
+	id_list_free(&l);
+	ctl_select_free(&sel);
+	return rc;
 }
 
 /* queue stats */
@@ -930,19 +1257,278 @@ stats_all(struct ctl *ctl)
 	return queue_db_stats_destinations(ctl->db, put_destination, NULL);
 }
 
+static void
+json_state(void *arg, const char *state, int64_t recipients, int64_t messages)
+{
+	struct json_writer *w = arg;
+
+	json_begin_object(w);
+	json_key(w, "state");
+	json_string(w, state);
+	json_key(w, "recipients");
+	json_int(w, recipients);
+	json_key(w, "messages");
+	json_int(w, messages);
+	json_end_object(w);
+}
+
+static void
+json_oldest(void *arg, int64_t messages, const char *id, const char *received,
+    int64_t received_at)
+{
+	struct json_writer *w = arg;
+
+	json_key(w, "messages");
+	json_int(w, messages);
+	json_key(w, "oldest_pending");
+	json_begin_object(w);
+	json_key(w, "id");
+	json_string(w, id);
+	json_key(w, "received");
+	json_string(w, received);
+	json_key(w, "age");
+	json_int(w, (long long)time(NULL) - (long long)received_at);
+	json_end_object(w);
+}
+
+static void
+json_destination(void *arg, const char *dest, size_t len, int64_t delivered,
+    int64_t deferred, int64_t bounced, int64_t pending)
+{
+	struct json_writer *w = arg;
+
+	json_begin_object(w);
+	json_key(w, "destination");
+	json_stringn(w, dest, len);
+	json_key(w, "delivered");
+	json_int(w, delivered);
+	json_key(w, "deferred");
+	json_int(w, deferred);
+	json_key(w, "bounced");
+	json_int(w, bounced);
+	json_key(w, "pending");
+	json_int(w, pending);
+	json_end_object(w);
+}
+
+static int
+stats_json(struct ctl *ctl)
+{
+	struct json_writer w;
+	struct buf b;
+	int r, rc = -1;
+
+	buf_init(&b);
+	json_writer_init(&w, &b);
+	json_begin_object(&w);
+	json_key(&w, "states");
+	json_begin_array(&w);
+	if (queue_db_stats_states(ctl->db, json_state, &w) < 0)
+		goto done;
+	json_end_array(&w);
+	if ((r = queue_db_stats_oldest(ctl->db, json_oldest, &w)) < 0)
+		goto done;
+	if (r == 0) {
+		json_key(&w, "messages");
+		json_int(&w, 0);
+		json_key(&w, "oldest_pending");
+		json_null(&w);
+	}
+	json_key(&w, "destinations");
+	json_begin_array(&w);
+	if (queue_db_stats_destinations(ctl->db, json_destination, &w) < 0)
+		goto done;
+	json_end_array(&w);
+	json_end_object(&w);
+	put_json(&b);
+	rc = 0;
+done:
+	buf_free(&b);
+	return rc;
+}
+
 static int
 cmd_queue_stats(struct ctl *ctl, int argc, char **argv)
 {
+	bool json = argc == 1 && strcmp(argv[0], "--json") == 0;
+
+	if (argc > 0 && !json)
+		return cmd_usage(ctl->cmd);
 	/* One read transaction: the three parts agree. */
 	if (queue_db_read_begin(ctl->db) == -1)
 		return query_failed(ctl, "queue stats");
-	if (stats_all(ctl) == -1) {
+	if ((json ? stats_json(ctl) : stats_all(ctl)) == -1) {
 		query_failed(ctl, "queue stats");
 		queue_db_admin_rollback(ctl->db);
 		return 1;
 	}
 	queue_db_admin_commit(ctl->db);
 	return 0;
+}
+
+/* queue shape: Postfix's qshape, from the queue database. */
+
+#define SHAPE_BUCKETS_MAX 16
+
+struct shape {
+	struct json_writer w;
+	struct buf         b;
+	bool               json;
+	size_t             nbounds;
+	int64_t            total[SHAPE_BUCKETS_MAX + 2];   /* as counts */
+};
+
+/* "5m" for 300: the bucket's bound as given. */
+static void
+fmt_age(char *out, size_t size, int64_t v)
+{
+	if (v % 86400 == 0)
+		snprintf(out, size, "%lldd", (long long)(v / 86400));
+	else if (v % 3600 == 0)
+		snprintf(out, size, "%lldh", (long long)(v / 3600));
+	else if (v % 60 == 0)
+		snprintf(out, size, "%lldm", (long long)(v / 60));
+	else
+		snprintf(out, size, "%llds", (long long)v);
+}
+
+static void
+shape_row(void *arg, const char *dest, size_t len, const int64_t *counts)
+{
+	struct shape *sh = arg;
+	size_t i;
+
+	sh->total[0] += counts[0];
+	for (i = 0; i <= sh->nbounds; i++)
+		sh->total[i + 1] += counts[i + 1];
+	if (sh->json) {
+		json_begin_object(&sh->w);
+		json_key(&sh->w, "destination");
+		json_stringn(&sh->w, dest, len);
+		json_key(&sh->w, "total");
+		json_int(&sh->w, counts[0]);
+		json_key(&sh->w, "buckets");
+		json_begin_array(&sh->w);
+		for (i = 0; i <= sh->nbounds; i++)
+			json_int(&sh->w, counts[i + 1]);
+		json_end_array(&sh->w);
+		json_end_object(&sh->w);
+		return;
+	}
+	put_safe_n(stdout, dest, len, SAFE_LINE);
+	printf("%*s %6lld", len < 32 ? 32 - (int)len : 0, "",
+	    (long long)counts[0]);
+	for (i = 0; i <= sh->nbounds; i++)
+		printf(" %6lld", (long long)counts[i + 1]);
+	putchar('\n');
+}
+
+/* "5m,10m,..." into bounds (increasing); their number, or -1 (said). */
+static int
+parse_buckets(const char *list, int64_t *bounds)
+{
+	char *copy = xstrdup(list), *tok, *save = NULL;
+	long long v;
+	int n = 0;
+
+	for (tok = strtok_r(copy, ",", &save); tok != NULL;
+	    tok = strtok_r(NULL, ",", &save)) {
+		if (n == SHAPE_BUCKETS_MAX || (v = ctl_parse_duration(tok)) <= 0 ||
+		    (n > 0 && v <= bounds[n - 1])) {
+			fprintf(stderr, "mxgatectl: --buckets: up to %d"
+			    " increasing durations, comma-separated (5m,1h,1d)\n",
+			    SHAPE_BUCKETS_MAX);
+			free(copy);
+			return -1;
+		}
+		bounds[n++] = v;
+	}
+	free(copy);
+	return n;
+}
+
+static void
+shape_header(struct shape *sh, const int64_t *bounds)
+{
+	char age[24];
+
+	if (sh->json) {
+		json_begin_object(&sh->w);
+		json_key(&sh->w, "buckets");
+		json_begin_array(&sh->w);
+		for (size_t i = 0; i < sh->nbounds; i++) {
+			fmt_age(age, sizeof(age), bounds[i]);
+			json_string(&sh->w, age);
+		}
+		json_string(&sh->w, "older");
+		json_end_array(&sh->w);
+		json_key(&sh->w, "destinations");
+		json_begin_array(&sh->w);
+		return;
+	}
+	printf("%-32s %6s", "DESTINATION", "TOTAL");
+	for (size_t i = 0; i < sh->nbounds; i++) {
+		fmt_age(age, sizeof(age), bounds[i]);
+		printf(" %6s", age);
+	}
+	fmt_age(age, sizeof(age), bounds[sh->nbounds - 1]);
+	printf(" %5s+\n", age);
+}
+
+static void
+shape_footer(struct shape *sh)
+{
+	size_t i;
+
+	if (sh->json) {
+		json_end_array(&sh->w);
+		json_key(&sh->w, "total");
+		json_int(&sh->w, sh->total[0]);
+		json_end_object(&sh->w);
+		put_json(&sh->b);
+		return;
+	}
+	printf("%-32s %6lld", "TOTAL", (long long)sh->total[0]);
+	for (i = 0; i <= sh->nbounds; i++)
+		printf(" %6lld", (long long)sh->total[i + 1]);
+	putchar('\n');
+}
+
+static int
+cmd_queue_shape(struct ctl *ctl, int argc, char **argv)
+{
+	int64_t bounds[SHAPE_BUCKETS_MAX];
+	struct ctl_select sel;
+	struct shape sh;
+	int n = -1, rc = 0;
+
+	if ((rc = ctl_select_parse(&sel, argc, argv, SEL_FILTERS |
+	    SEL_JSON)) < 0) {
+		ctl_select_free(&sel);
+		return rc == -2 ? 1 : cmd_usage(ctl->cmd);
+	}
+	if (sel.nrest == 0)
+		n = parse_buckets("5m,10m,20m,40m,80m,160m,320m,640m", bounds);
+	else if (sel.nrest == 2 && strcmp(sel.rest[0], "--buckets") == 0)
+		n = parse_buckets(sel.rest[1], bounds);
+	if (n <= 0) {
+		ctl_select_free(&sel);
+		return n < 0 ? EXIT_USAGE : cmd_usage(ctl->cmd);
+	}
+	memset(&sh, 0, sizeof(sh));
+	sh.json = sel.json;
+	sh.nbounds = (size_t)n;
+	buf_init(&sh.b);
+	json_writer_init(&sh.w, &sh.b);
+	shape_header(&sh, bounds);
+	if (queue_db_shape(ctl->db, &sel.q, (int64_t)time(NULL), bounds,
+	    sh.nbounds, shape_row, &sh) < 0)
+		rc = query_failed(ctl, "queue shape");
+	else
+		shape_footer(&sh);
+	buf_free(&sh.b);
+	ctl_select_free(&sel);
+	return rc;
 }
 
 /* route test: see route_test.h. */
@@ -1094,6 +1680,96 @@ config_words(const struct ctl *ctl, char *buf, size_t size)
 		snprintf(buf, size, "the embedded default configuration (%s"
 		    " does not exist)", MXGATE_CONF);
 	return buf;
+}
+
+/* The master's reload counter and outcome, from its title ("mxgated:
+ * master (reload N loaded|refused)", master.c): -1 when pid is not an
+ * mxgated master. */
+static int
+master_reloads(pid_t pid, bool *loaded)
+{
+	char path[64], title[256];
+	unsigned n = 0;
+	size_t len;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%ld/cmdline", (long)pid);
+	if ((fp = fopen(path, "r")) == NULL)
+		return -1;
+	len = fread(title, 1, sizeof(title) - 1, fp);
+	fclose(fp);
+	title[len] = '\0';
+	if (strncmp(title, "mxgated: master", 15) != 0)
+		return -1;
+	*loaded = strstr(title, " loaded)") != NULL;
+	if (sscanf(title, "mxgated: master (reload %u", &n) != 1)
+		n = 0;
+	return (int)n;
+}
+
+static int
+cmd_reload(struct ctl *ctl, int argc, char **argv)
+{
+	char line[32];
+	long pid = 0;
+	bool loaded = false;
+	int before, now = -1;
+	FILE *fp;
+
+	(void)argc;
+	(void)argv;
+	if (ctl->conf->pid_file == NULL) {
+		fprintf(stderr, "mxgatectl: %s has no server.pid_file: send"
+		    " SIGHUP to the mxgated master process yourself\n",
+		    ctl->conf->path);
+		return 1;
+	}
+	if ((fp = fopen(ctl->conf->pid_file, "r")) == NULL ||
+	    fgets(line, sizeof(line), fp) == NULL ||
+	    (pid = strtol(line, NULL, 10)) <= 1) {
+		fprintf(stderr, "mxgatectl: server.pid_file %s: %s; is mxgated"
+		    " running?\n", ctl->conf->pid_file, fp == NULL ?
+		    strerror(errno) : "no process id in it");
+		if (fp != NULL)
+			fclose(fp);
+		return 1;
+	}
+	fclose(fp);
+	if ((before = master_reloads((pid_t)pid, &loaded)) < 0) {
+		fprintf(stderr, "mxgatectl: process %ld (server.pid_file %s) is"
+		    " not an mxgated master: is mxgated running?\n", pid,
+		    ctl->conf->pid_file);
+		return 1;
+	}
+	if (kill((pid_t)pid, SIGHUP) < 0) {
+		fprintf(stderr, "mxgatectl: kill -HUP %ld: %s\n", pid,
+		    strerror(errno));
+		return 1;
+	}
+	/* The checks fork a process per role, certificates load: seconds
+	 * at most. */
+	for (int i = 0; i < 600; i++) {
+		if ((now = master_reloads((pid_t)pid, &loaded)) != before)
+			break;
+		usleep(50 * 1000);
+	}
+	if (now == before) {
+		fprintf(stderr, "mxgatectl: mxgated %ld has not answered the"
+		    " reload within 30 s: see its log\n", pid);
+		return 1;
+	}
+	if (now < 0) {
+		fprintf(stderr, "mxgatectl: mxgated %ld has gone\n", pid);
+		return 1;
+	}
+	if (!loaded) {
+		fprintf(stderr, "mxgatectl: mxgated %ld refused %s: nothing"
+		    " changed; its log says why\n", pid, ctl->conf->path);
+		return 1;
+	}
+	printf("mxgated %ld: %s loaded; new sessions use it\n", pid,
+	    ctl->conf->path);
+	return 0;
 }
 
 static int

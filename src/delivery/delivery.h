@@ -92,6 +92,12 @@ struct delivery_rcpt {
 	                                 * "Diagnostic-Code: smtp; reply" and
 	                                 * names the Remote-MTA; delivery_set()
 	                                 * clears it */
+	unsigned    dsn_notify;         /* DSN NOTIFY bits (common/dsn.h),
+	                                 * 0 when the client gave none */
+	const char *dsn_orcpt;          /* ORCPT "type;address", or NULL */
+	bool        dsn_passed;         /* set by relay: the upstream offered
+	                                 * DSN and took the request, so its
+	                                 * success DSN is its job, not ours */
 };
 
 /* One delivery job: one message, one action and destination, one or
@@ -120,6 +126,8 @@ struct delivery_job {
 	int64_t     received_at;        /* unix seconds */
 	bool        body_8bitmime;      /* the client declared BODY=8BITMIME */
 	bool        smtputf8;           /* the client declared SMTPUTF8 */
+	int         dsn_ret;            /* RET: enum dsn_ret */
+	const char *dsn_envid;          /* ENVID decoded, or NULL */
 
 	struct delivery_rcpt *rcpts;
 	size_t      nrcpts;

@@ -29,6 +29,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "common/dsn.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "delivery/mime7bit.h"
@@ -112,6 +113,8 @@ relay_ehlo_parse(struct relay_ext *x, const char *const *lines,
 			x->smtputf8 = true;
 		else if (keyword(l, "STARTTLS", &rest))
 			x->starttls = true;
+		else if (keyword(l, "DSN", &rest))
+			x->dsn = true;
 		else if (keyword(l, "SIZE", &rest)) {
 			x->size = true;
 			x->size_max = strtoull(rest, NULL, 10);
@@ -527,7 +530,7 @@ conn_write(struct conn *c, const char *p, size_t n, unsigned timeout)
 static int
 conn_cmd(struct conn *c, const char *text)
 {
-	char line[1024];
+	char line[2048];         /* RCPT with DSN: 500 more (RFC 3461) */
 	int n = snprintf(line, sizeof(line), "%s\r\n", text);
 
 	if (n < 0 || (size_t)n >= sizeof(line)) {
@@ -1119,16 +1122,64 @@ set_from_reply(struct delivery_rcpt *rc, const struct relay_reply *r)
 
 /* The RCPT, MAIL and DATA commands, for one write or one at a time. */
 static void
-mail_command(struct conn *c, char *out, size_t size,
-    const struct delivery_job *job, bool body8, bool utf8)
+mail_command(struct conn *c, struct buf *out, const struct delivery_job *job,
+    bool body8, bool utf8)
 {
-	char sz[32] = "";
+	const char *ret = dsn_ret_name(job->dsn_ret);
 
-	/* Parameters only for the extensions the server offered. */
+	/* Parameters only for the extensions the server offered; DSN's
+	 * are dropped for a server without it, and its success is then
+	 * ours to report ("relayed", scheduler.c). */
+	buf_appendf(out, "MAIL FROM:<%s>", job->sender);
 	if (c->ext.size)
-		snprintf(sz, sizeof(sz), " SIZE=%zu", job->content_len);
-	snprintf(out, size, "MAIL FROM:<%s>%s%s%s", job->sender, sz,
-	    body8 ? " BODY=8BITMIME" : "", utf8 ? " SMTPUTF8" : "");
+		buf_appendf(out, " SIZE=%zu", job->content_len);
+	if (body8)
+		buf_appends(out, " BODY=8BITMIME");
+	if (utf8)
+		buf_appends(out, " SMTPUTF8");
+	if (c->ext.dsn && ret != NULL)
+		buf_appendf(out, " RET=%s", ret);
+	if (c->ext.dsn && job->dsn_envid != NULL) {
+		buf_appends(out, " ENVID=");
+		dsn_xtext_put(out, job->dsn_envid);
+	}
+}
+
+/* ORCPT's value for the upstream: the client's, else the address we
+ * were given (RFC 3461 4.2 lets a relay add it; Postfix does), as
+ * "rfc822;xtext"; nothing for a UTF-8 address without a client ORCPT,
+ * or when the encoded value would pass RFC 3461's 500 characters. */
+static void
+orcpt_param(struct buf *out, const struct delivery_rcpt *rc)
+{
+	const char *orcpt = rc->dsn_orcpt, *semi;
+	struct buf v;
+
+	buf_init(&v);
+	if (orcpt != NULL && (semi = strchr(orcpt, ';')) != NULL) {
+		buf_append(&v, orcpt, (size_t)(semi - orcpt) + 1);
+		dsn_xtext_put(&v, semi + 1);
+	} else if (str_ascii(rc->address)) {
+		buf_appends(&v, "rfc822;");
+		dsn_xtext_put(&v, rc->address);
+	}
+	if (v.len > 0 && v.len <= DSN_ORCPT_MAX)
+		buf_appendf(out, " ORCPT=%s", v.data);
+	buf_free(&v);
+}
+
+static void
+rcpt_command(struct conn *c, struct buf *out, const struct delivery_rcpt *rc)
+{
+	char notify[DSN_NOTIFY_TEXT_MAX];
+
+	buf_appendf(out, "RCPT TO:<%s>", rc->address);
+	if (!c->ext.dsn)
+		return;
+	if (rc->dsn_notify != 0)
+		buf_appendf(out, " NOTIFY=%s",
+		    dsn_notify_format(rc->dsn_notify, notify));
+	orcpt_param(out, rc);
 }
 
 struct txn {
@@ -1223,9 +1274,10 @@ txn_pipelined(struct txn *t, const char *mail, const char *content)
 
 	buf_init(&cmds);
 	buf_appendf(&cmds, "%s\r\n", mail);
-	for (i = 0; i < t->n; i++)
-		buf_appendf(&cmds, "RCPT TO:<%s>\r\n",
-		    t->job->rcpts[t->idx[i]].address);
+	for (i = 0; i < t->n; i++) {
+		rcpt_command(t->c, &cmds, &t->job->rcpts[t->idx[i]]);
+		buf_appends(&cmds, "\r\n");
+	}
 	buf_appends(&cmds, "DATA\r\n");
 	rc = conn_write(t->c, cmds.data, cmds.len,
 	    t->c->conf->relay_command_timeout);
@@ -1265,22 +1317,28 @@ txn_stepwise(struct txn *t, const char *mail, const char *content)
 {
 	struct relay_reply r;
 	enum txn_result res;
-	char cmd[1024];
+	struct buf cmd;
 	size_t i;
+	int rc;
 
 	if (conn_cmd(t->c, mail) < 0 || read_reply(t->c, &r,
 	    t->c->conf->relay_command_timeout, NULL, NULL) < 0)
 		return txn_lost(t);
 	if ((res = mail_reply(t, &r)) != TXN_DONE)
 		return res;
+	buf_init(&cmd);
 	for (i = 0; i < t->n; i++) {
-		snprintf(cmd, sizeof(cmd), "RCPT TO:<%s>",
-		    t->job->rcpts[t->idx[i]].address);
-		if (conn_cmd(t->c, cmd) < 0 || read_reply(t->c, &r,
-		    t->c->conf->relay_command_timeout, NULL, NULL) < 0)
+		buf_reset(&cmd);
+		rcpt_command(t->c, &cmd, &t->job->rcpts[t->idx[i]]);
+		rc = conn_cmd(t->c, cmd.data);
+		if (rc < 0 || read_reply(t->c, &r,
+		    t->c->conf->relay_command_timeout, NULL, NULL) < 0) {
+			buf_free(&cmd);
 			return txn_lost(t);
+		}
 		rcpt_reply(t, i, &r);
 	}
+	buf_free(&cmd);
 	if (t->naccepted == 0)
 		return TXN_DONE;
 	if (conn_cmd(t->c, "DATA") < 0 || read_reply(t->c, &r,
@@ -1308,7 +1366,7 @@ static enum txn_result
 transaction(struct conn *c, struct delivery_job *job, const char *content,
     char *why, size_t whysize, bool *reusable)
 {
-	char mail[1024];
+	struct buf mail;
 	struct txn t;
 	enum txn_result res;
 	bool body8, utf8, convert;
@@ -1350,9 +1408,16 @@ transaction(struct conn *c, struct delivery_job *job, const char *content,
 	for (i = 0; i < job->nrcpts; i++)
 		if (job->rcpts[i].status == DELIVERY_PENDING)
 			t.idx[t.n++] = i;
-	mail_command(c, mail, sizeof(mail), job, body8, utf8);
-	res = c->ext.pipelining ? txn_pipelined(&t, mail, content) :
-	    txn_stepwise(&t, mail, content);
+	buf_init(&mail);
+	mail_command(c, &mail, job, body8, utf8);
+	res = c->ext.pipelining ? txn_pipelined(&t, mail.data, content) :
+	    txn_stepwise(&t, mail.data, content);
+	buf_free(&mail);
+	/* Delivered to a server that took the DSN request: any success
+	 * notice is its to send. */
+	for (i = 0; i < t.n; i++)
+		if (job->rcpts[t.idx[i]].status == DELIVERY_OK)
+			job->rcpts[t.idx[i]].dsn_passed = c->ext.dsn;
 	if (res == TXN_DONE)
 		*reusable = t.naccepted > 0 || reset(c);
 	else if (res == TXN_SENDER_REFUSED)

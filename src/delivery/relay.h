@@ -75,6 +75,7 @@ struct relay_ext {
 	bool     pipelining, eightbitmime, smtputf8, starttls;
 	bool     auth_plain, auth_login;
 	bool     size;                  /* SIZE offered (RFC 1870) */
+	bool     dsn;                   /* DSN offered (RFC 3461) */
 	unsigned long long size_max;    /* its limit; 0: none given */
 };
 

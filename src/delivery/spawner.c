@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "common/dsn.h"
 #include "common/ipc.h"
 #include "common/log.h"
 #include "common/proc.h"
@@ -121,6 +122,7 @@ report_job(uint32_t index, const struct delivery_job *job)
 		r.job = index;
 		r.status = job->rcpts[i].status;
 		r.remote = job->rcpts[i].remote;
+		r.dsn_passed = job->rcpts[i].dsn_passed;
 		r.recipient_id = job->rcpts[i].recipient_id;
 		snprintf(r.destination, sizeof(r.destination), "%s",
 		    job->destination);
@@ -176,6 +178,7 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 	job.helo = get_str(rd);
 	job.protocol = get_str(rd);
 	job.auth_user = get_str(rd);
+	job.dsn_envid = get_str(rd);
 	n = get_u32(rd);
 	if (rd->bad || n == 0 || n > rd->left || content == 0 ||
 	    (int)content >= nfds || job.queue_id == NULL ||
@@ -183,6 +186,8 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 		goto out;
 	job.body_8bitmime = (flags & SPAWN_8BITMIME) != 0;
 	job.smtputf8 = (flags & SPAWN_SMTPUTF8) != 0;
+	job.dsn_ret = (flags & SPAWN_RET_FULL) != 0 ? DSN_RET_FULL :
+	    (flags & SPAWN_RET_HDRS) != 0 ? DSN_RET_HDRS : DSN_RET_NONE;
 	if (job.sender == NULL)
 		job.sender = xstrdup("");
 	job.conf = conf;
@@ -194,6 +199,8 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 		job.rcpts[i].recipient_id = (int64_t)get_u64(rd);
 		addrs[i] = get_str(rd);
 		job.rcpts[i].address = addrs[i] != NULL ? addrs[i] : "";
+		job.rcpts[i].dsn_notify = get_u32(rd) & DSN_NOTIFY_KNOWN;
+		job.rcpts[i].dsn_orcpt = get_str(rd);
 	}
 	if (rd->bad)
 		goto out;
@@ -430,6 +437,7 @@ delivery_child(const struct mxconf *conf, pid_t spawner, const char *title,
 
 static struct {
 	const struct mxconf *conf;
+	struct mxconf *reloaded;        /* conf, once a reload replaced it */
 	int    queue_fd;
 	int    fds[SPAWN_MAX_FDS];
 	int    nfds;
@@ -512,6 +520,43 @@ spawn(const struct ipc_spawn *req, int report)
 		log_warn("answering the queue process: %s", strerror(errno));
 }
 
+static void
+reload_error(const char *msg)
+{
+	log_error("reload: %s", msg);
+}
+
+/* A reload, passed on by the queue process: the next delivery processes
+ * get the new routes, upstreams and timeouts (config.h). */
+static void
+reconfigure(int fd)
+{
+	struct mxconf *c = NULL;
+	char *text = ipc_text_read(fd);
+	enum log_level level;
+
+	if (text != NULL)
+		c = config_load_checked(text, sp.conf->path,
+		    sp.conf->start_dir, reload_error);
+	else
+		log_error("reload: reading the configuration: %s",
+		    strerror(errno));
+	free(text);
+	if (c == NULL) {
+		log_error("reload: deliveries keep the old configuration");
+		return;
+	}
+	free(c->queue_dir);
+	c->queue_dir = xstrdup(sp.conf->queue_dir);
+	if (sp.conf->start_dir != NULL)
+		c->start_dir = xstrdup(sp.conf->start_dir);
+	if (log_level_parse(c->log_level, &level) == 0)
+		log_set_level(level);
+	if (sp.reloaded != NULL)
+		config_free(sp.reloaded);
+	sp.conf = sp.reloaded = c;
+}
+
 /* false once the queue process has gone. */
 static bool
 read_queue(void)
@@ -532,6 +577,12 @@ read_queue(void)
 			break;
 		case IPC_SPAWN:
 			spawn(&u.spawn, fd);
+			break;
+		case IPC_CONFIG:
+			if (fd < 0)
+				fatalx("CONFIG without a descriptor");
+			reconfigure(fd);
+			close(fd);
 			break;
 		case IPC_SPAWN_KILL:
 			if (fd >= 0)
@@ -609,6 +660,7 @@ spawner_main(const struct mxconf *conf, int queue_fd)
 		kill(sp.pids[i], SIGKILL);
 	while (sp.npids > 0 && waitpid(-1, NULL, 0) > 0)
 		sp.npids--;
+	config_free(sp.reloaded);
 	log_info("stopped");
 	return 0;
 }

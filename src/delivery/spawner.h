@@ -37,9 +37,10 @@
  *     u32 index (echoed in its reports), u32 content (index of its
  *     content among the descriptors, the jobs' memfd being 0),
  *     u64 content_len, i64 received_at, u32 flags (1: BODY=8BITMIME,
- *     2: SMTPUTF8), str queue_id, sender, route, action, params,
- *     client_ip, helo, protocol, auth_user, u32 nrcpts, then per
- *     recipient i64 id, str address;
+ *     2: SMTPUTF8, 4: RET=FULL, 8: RET=HDRS), str queue_id, sender,
+ *     route, action, params, client_ip, helo, protocol, auth_user,
+ *     dsn_envid, u32 nrcpts, then per recipient i64 id, str address,
+ *     u32 DSN NOTIFY bits, str dsn_orcpt;
  *   str: u32 length (SPAWN_NULL for NULL) and that many bytes.
  * A child that cannot read it exits 1: its recipients are deferred.
  */
@@ -58,6 +59,8 @@
 
 #define SPAWN_8BITMIME 1u
 #define SPAWN_SMTPUTF8 2u
+#define SPAWN_RET_FULL 4u
+#define SPAWN_RET_HDRS 8u
 
 #define SPAWN_BATCH_DONE   0xffffffffu  /* spawn_report.job: batch over */
 #define SPAWN_CONN_IDLE_MS 2000         /* an unused upstream connection */
@@ -76,7 +79,7 @@ struct spawn_report {
 	uint32_t job;                   /* the job's index */
 	int32_t  status;                /* enum delivery_status */
 	int32_t  remote;                /* the reply is the server's */
-	int32_t  pad;
+	int32_t  dsn_passed;            /* the server took the DSN request */
 	int64_t  recipient_id;
 	char     destination[DELIVERY_DEST_MAX];
 	char     reply[DELIVERY_REPLY_MAX];

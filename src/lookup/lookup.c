@@ -82,8 +82,18 @@ channel_close(int slot)
 static void
 channel_set(int slot, int fd)
 {
-	if (slot < 0 || slot >= l.nchans)
+	if (slot < 0 || slot >= IPC_WORKER_SLOTS_MAX)
 		fatalx("channel for worker slot %d of %d", slot, l.nchans);
+	if (slot >= l.nchans) {
+		/* A reload's new generation of workers (master.c). */
+		l.chans = xrealloc(l.chans, (size_t)(slot + 1) *
+		    sizeof(*l.chans));
+		memset(l.chans + l.nchans, 0, (size_t)(slot + 1 - l.nchans) *
+		    sizeof(*l.chans));
+		for (int i = l.nchans; i <= slot; i++)
+			l.chans[i].fd = -1;
+		l.nchans = slot + 1;
+	}
 	channel_close(slot);
 	l.chans[slot].generation++;
 	l.chans[slot].fd = fd;

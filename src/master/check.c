@@ -563,3 +563,80 @@ check_access(const struct mxconf *conf, bool starting, int *warnings)
 	*warnings += mode_warnings;
 	return problems;
 }
+
+/*
+ * mkdir -p for every directory of path up to its last '/' (the last
+ * component itself is not made unless path ends with '/').  Directories
+ * created here are given to uid:gid when give is set; existing ones are
+ * left as they are.
+ */
+int
+check_make_parents(const char *dir, bool give, unsigned uid, unsigned gid)
+{
+	char *path = xstrdup(dir);
+
+	for (char *p = path + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0755) == 0) {
+			if (give && chown(path, (uid_t)uid, (gid_t)gid) < 0) {
+				log_error("chown %s: %s", path,
+				    strerror(errno));
+				free(path);
+				return -1;
+			}
+		} else if (errno != EEXIST) {
+			log_error("mkdir %s: %s", path,
+			    strerror(errno));
+			free(path);
+			return -1;
+		}
+		*p = '/';
+	}
+	free(path);
+	return 0;
+}
+
+/*
+ * The fixed root of each maildir route (its path up to the first
+ * variable) must be writable by the delivery user (the route's user=
+ * when it names one), who delivers.  The directories that do not exist
+ * yet are created here, while still root, and given to that user;
+ * existing ones are left as the operator made them.
+ */
+int
+check_prepare_maildirs(const struct mxconf *conf)
+{
+	bool give = geteuid() == 0;
+
+	for (size_t i = 0; i < conf->nroutes; i++) {
+		const struct route_conf *r = &conf->routes[i];
+		const char *user = r->user ? r->user : conf->delivery_user;
+		unsigned uid = 0, gid = 0;
+		char cwd[PATH_MAX], *root, *var, *slash;
+		int rc;
+
+		if (r->action == NULL || strcmp(r->action, "maildir") != 0 ||
+		    r->path == NULL)
+			continue;
+		if (give && (user == NULL ||
+		    proc_lookup_user(user, NULL, &uid, &gid) < 0))
+			return -1;
+		if (r->path[0] == '/')
+			root = xstrdup(r->path);
+		else if (getcwd(cwd, sizeof(cwd)) == NULL)
+			continue;
+		else
+			xasprintf(&root, "%s/%s", cwd, r->path);
+		if ((var = strstr(root, "${")) != NULL)
+			*var = '\0';
+		if ((slash = strrchr(root, '/')) != NULL)
+			slash[1] = '\0';
+		rc = check_make_parents(root, give, uid, gid);
+		free(root);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}

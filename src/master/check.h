@@ -37,4 +37,15 @@ struct mxconf;
 
 int check_access(const struct mxconf *conf, bool starting, int *warnings);
 
+/*
+ * What the master prepares as root before the processes start, at the
+ * start and at each reload: mkdir -p of a path's parents (given to
+ * uid:gid when give is set), and the maildir routes' fixed roots (their
+ * paths up to the first variable), given to the user that delivers
+ * them.  0, or -1 after logging why.
+ */
+int check_make_parents(const char *dir, bool give, unsigned uid,
+    unsigned gid);
+int check_prepare_maildirs(const struct mxconf *conf);
+
 #endif

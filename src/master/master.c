@@ -20,6 +20,7 @@
 #include "common/ipc.h"
 #include "common/log.h"
 #include "master/master.h"
+#include "master/reload.h"
 #include "common/proc.h"
 #include "common/sandbox.h"
 #include "queue/queue.h"
@@ -60,8 +61,26 @@ struct conn {
 	uint64_t  id;             /* 0 when the slot is free */
 	int       worker;
 	unsigned  ip_hash;
+	bool      counted;        /* in its address's ip_count */
+	bool      proxy_pending;  /* waiting for the client a PROXY header
+	                           * names; ip is the balancer's till then */
 	char      ip[64];
 };
+
+/*
+ * greet_pause's pass cache (Postfix postscreen's cache): a client address
+ * that waited for the whole greeting, until when it skips the pause.  In
+ * the master, which sees every connection, so a client that passed on
+ * one worker is not made to wait on another.
+ */
+struct greet_pass {
+	struct greet_pass *next;
+	uint64_t  until_ms;
+	char      ip[64];
+};
+
+#define GREET_PASS_MAX   100000        /* addresses remembered at most */
+#define GREET_PRUNE_MS   60000         /* expired ones go this often */
 
 struct ip_count {
 	struct ip_count *next;
@@ -74,7 +93,8 @@ struct ip_count {
 static struct {
 	struct ratelimit *conn_rate;     /* rate_limits.connections_per_minute */
 	struct ratelimit *auth_rate;     /* rate_limits.auth_failures_per_minute */
-	struct mxconf *conf;
+	struct mxconf *conf;            /* the running one (a reload's) */
+	struct mxconf *first_conf;      /* mxgated's, freed by it */
 	struct event_loop *loop;
 	int        sigfd;
 	int       *listen_fds;
@@ -91,10 +111,15 @@ static struct {
 	unsigned   nconns;
 	uint32_t   conn_generation;
 	struct ip_count *ip_buckets[IP_BUCKETS];
+	struct greet_pass *pass_buckets[IP_BUCKETS];
+	size_t     npass;
+	uint64_t   pass_prune_ms;
+	bool       stress;              /* stress mode (stress.threshold) */
 	bool       accept_paused;
 	bool       stopping;
 	uint64_t   stop_deadline_ms;
 	bool       killed;
+	unsigned   reloads;             /* SIGHUPs acted on, for the title */
 } m;
 
 /* The loop's callbacks (event.h); arg: the listener's or the worker's
@@ -179,6 +204,120 @@ ip_release(const char *ip, unsigned h)
 	}
 }
 
+/* ---- the greeting pause's pass cache ---- */
+
+static bool
+greet_passed(const char *ip)
+{
+	struct greet_pass **pp, *p;
+	uint64_t now = monotonic_ms();
+
+	for (pp = &m.pass_buckets[ip_hash(ip)]; (p = *pp) != NULL;
+	    pp = &p->next) {
+		if (strcmp(p->ip, ip) != 0)
+			continue;
+		if (p->until_ms > now)
+			return true;
+		*pp = p->next;
+		free(p);
+		m.npass--;
+		return false;
+	}
+	return false;
+}
+
+static void
+greet_pass_record(const char *ip)
+{
+	unsigned h = ip_hash(ip);
+	struct greet_pass *p;
+	uint64_t until = monotonic_ms() +
+	    (uint64_t)m.conf->greet_pass_time * 1000;
+
+	if (m.conf->greet_pass_time == 0)
+		return;
+	for (p = m.pass_buckets[h]; p != NULL; p = p->next) {
+		if (strcmp(p->ip, ip) == 0) {
+			p->until_ms = until;
+			return;
+		}
+	}
+	/* Full: this one waits again next time, which costs it seconds,
+	 * while an unbounded cache could cost the master its memory. */
+	if (m.npass >= GREET_PASS_MAX)
+		return;
+	p = xcalloc(1, sizeof(*p));
+	strlcpy_mx(p->ip, ip, sizeof(p->ip));
+	p->until_ms = until;
+	p->next = m.pass_buckets[h];
+	m.pass_buckets[h] = p;
+	m.npass++;
+}
+
+static void
+greet_pass_prune(uint64_t now)
+{
+	if (now < m.pass_prune_ms)
+		return;
+	m.pass_prune_ms = now + GREET_PRUNE_MS;
+	for (size_t h = 0; h < IP_BUCKETS; h++) {
+		struct greet_pass **pp = &m.pass_buckets[h], *p;
+
+		while ((p = *pp) != NULL) {
+			if (p->until_ms <= now) {
+				*pp = p->next;
+				free(p);
+				m.npass--;
+			} else
+				pp = &p->next;
+		}
+	}
+}
+
+/* ---- stress mode ---- */
+
+static void send_to_worker(struct child *w, enum ipc_type type,
+    const void *msg, size_t len);
+
+/*
+ * Postfix's stress mode: past stress.threshold percent of the slots,
+ * every worker applies the shorter stress timeouts and handoff() the
+ * fair share.  It ends 10 points lower (half the threshold for one
+ * under 20), so that it does not flap at the boundary.
+ */
+static void
+stress_update(void)
+{
+	uint64_t used = (uint64_t)m.nconns * 100;
+	unsigned th = m.conf->stress_threshold;
+	unsigned low = th >= 20 ? th - 10 : th / 2;
+	uint64_t max = m.conf->max_connections;
+	bool on;
+
+	if (th == 0)
+		return;
+	if (!m.stress)
+		on = used >= th * max;
+	else
+		on = !(used < low * max || m.nconns == 0);
+	if (on == m.stress)
+		return;
+	m.stress = on;
+	if (on)
+		log_warn("stress mode entered: %u of %u connections in use "
+		    "(stress.threshold %u%%): timeouts command=%us data=%us, "
+		    "fair share %u%% of the free slots per address",
+		    m.nconns, m.conf->max_connections, th,
+		    m.conf->stress_timeout_command,
+		    m.conf->stress_timeout_data, m.conf->fair_share);
+	else
+		log_info("stress mode left: %u of %u connections in use",
+		    m.nconns, m.conf->max_connections);
+	struct ipc_stress msg = { .on = on };
+	for (int i = 0; i < m.nslots; i++)
+		send_to_worker(&m.workers[i], IPC_STRESS, &msg, sizeof(msg));
+}
+
 /* ---- connection table ---- */
 
 /* conn ids carry their slot in the low 32 bits and a generation above,
@@ -208,20 +347,32 @@ conn_alloc(void)
 static void
 conn_release(struct conn *c)
 {
-	ip_release(c->ip, c->ip_hash);
+	if (c->counted)
+		ip_release(c->ip, c->ip_hash);
 	if (c->worker >= 0 && c->worker < m.nslots && m.workers[c->worker].nconns > 0)
 		m.workers[c->worker].nconns--;
 	m.nconns--;
 	c->id = 0;
+	c->counted = c->proxy_pending = false;
+	stress_update();
+}
+
+static struct conn *
+conn_find(uint64_t id)
+{
+	size_t slot = (size_t)(id & 0xffffffffu);
+
+	return slot < m.nconn_slots && m.conns[slot].id == id ?
+	    &m.conns[slot] : NULL;
 }
 
 static void
 conn_closed(uint64_t id)
 {
-	size_t slot = (size_t)(id & 0xffffffffu);
+	struct conn *c = conn_find(id);
 
-	if (slot < m.nconn_slots && m.conns[slot].id == id)
-		conn_release(&m.conns[slot]);
+	if (c != NULL)
+		conn_release(c);
 }
 
 /* A worker that died took its sessions with it. */
@@ -563,6 +714,12 @@ spawn_worker(int slot)
 
 		child_keep_fds(keep, 3);
 		child_prepare("smtp");
+		/* A reload's "retire" (worker.c) must not kill a worker
+		 * that has not set up its signals yet. */
+		sigset_t usr1;
+		sigemptyset(&usr1);
+		sigaddset(&usr1, SIGUSR1);
+		sigprocmask(SIG_BLOCK, &usr1, NULL);
 		log_set_role("smtp");
 		/* worker_main() confines itself (worker_sandbox()). */
 		exit(worker_main(m.conf, slot, keep[0], keep[1], keep[2]));
@@ -593,6 +750,10 @@ spawn_worker(int slot)
 			log_warn("cannot pass worker %d's channel to the lookup"
 			    " process: %s", slot, strerror(errno));
 		close(lpair[0]);
+	}
+	if (m.stress) {
+		struct ipc_stress msg = { .on = 1 };
+		send_to_worker(w, IPC_STRESS, &msg, sizeof(msg));
 	}
 	log_info("smtp process %ld started (slot %d)", (long)pid, slot);
 }
@@ -808,6 +969,109 @@ backlog_flush(struct child *w)
 	update_accepting();
 }
 
+/* A message for a worker, in order behind the sockets waiting for it. */
+static void
+send_to_worker(struct child *w, enum ipc_type type, const void *msg,
+    size_t len)
+{
+	bool waiting;
+
+	if (w->pid == 0 || w->fd < 0)
+		return;
+	waiting = ipc_outbox_waiting(&w->backlog);
+	if (ipc_outbox_send(&w->backlog, w->fd, type, msg, len, NULL, 0,
+	    -1) < 0) {
+		log_warn("worker %d: sending message %d failed: %s", w->slot,
+		    type, strerror(errno));
+		return;
+	}
+	if (!waiting && ipc_outbox_waiting(&w->backlog)) {
+		worker_channel_events(w);
+		update_accepting();
+	}
+}
+
+/*
+ * limits.fair_share under stress: an address gets one more slot only
+ * while it holds fewer than that share of the free ones.  An address
+ * holding none always gets one while any is free, so however many
+ * connections a few addresses open, another address is still served;
+ * the share shrinks as the slots fill, so the holders stop well before
+ * the end (20 addresses at 10% stop with about a third still free).
+ */
+static bool
+over_fair_share(const char *ip, unsigned holds, unsigned others)
+{
+	uint64_t free_slots;
+
+	if (!m.stress || m.conf->fair_share == 0 || holds == 0 ||
+	    netlist_contains(m.conf->trusted_nets, ip))
+		return false;
+	free_slots = others >= m.conf->max_connections ? 0 :
+	    m.conf->max_connections - others;
+	return (uint64_t)holds * 100 >= free_slots * m.conf->fair_share;
+}
+
+/*
+ * The limits on a client address, where every connection arrives (so
+ * one count holds whichever worker serves it): per address, the fair
+ * share, failed AUTHs, the rate.  NULL: admitted; else the reply that
+ * refuses it, logged.  others: connections in use besides this one.
+ */
+static const char *
+admit_refusal(const char *ip, struct ip_count *ipc, unsigned others)
+{
+	unsigned holds = ipc != NULL ? ipc->count : 0;
+
+	if (m.conf->max_connections_per_ip > 0 &&
+	    holds >= m.conf->max_connections_per_ip) {
+		log_warn("client=%s refused: %u connections from it (limit)", ip,
+		    holds);
+		return "421 4.7.0 Too many connections from your address\r\n";
+	}
+	if (over_fair_share(ip, holds, others)) {
+		log_warn("client=%s refused: %u connections from it, its fair "
+		    "share under stress (%u of %u in use)", ip, holds, others,
+		    m.conf->max_connections);
+		return "421 4.7.0 Too many connections from your address, try"
+		    " again later\r\n";
+	}
+	if (auth_failures_exceeded(ip)) {
+		log_warn("client=%s refused: over %u failed authentications per"
+		    " minute (rate_limits)", ip, m.conf->rate_auth_failures);
+		return "421 4.7.0 Too many failed authentications from your"
+		    " address, try again later\r\n";
+	}
+	if (rate_exceeded(ip)) {
+		log_warn("client=%s refused: over %u connections per minute "
+		    "(rate_limits)", ip, m.conf->rate_connections);
+		return "421 4.7.0 Too many connections from your address, "
+		    "try again later\r\n";
+	}
+	return NULL;
+}
+
+static uint32_t
+greet_flags(const char *ip)
+{
+	return m.conf->greet_pause > 0 && greet_passed(ip) ?
+	    CONN_F_GREET_PASSED : 0;
+}
+
+/*
+ * A PROXY protocol listener takes connections from its balancers alone;
+ * the limits on the client wait until the worker has read the header
+ * (proxy_admit()).  The master reads no client byte itself: the header
+ * is input from the internet's side like any other, parsed where such
+ * input is parsed, in the confined worker, which only reports the
+ * address it carried.
+ */
+static bool
+proxy_allowed(const struct listener_conf *l, const char *ip)
+{
+	return netlist_contains(l->proxy_nets, ip);
+}
+
 static void
 handoff(int fd, int listener, const struct sockaddr_storage *peer)
 {
@@ -815,9 +1079,10 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 	struct ip_count *ipc;
 	struct conn *c;
 	socklen_t len = sizeof(msg.local);
+	const char *why;
 	char ip[64];
 	unsigned h;
-	bool waiting;
+	bool waiting, proxy = m.conf->listeners[listener].proxy_protocol;
 	int w;
 
 	sockaddr_ntop((const struct sockaddr *)peer, ip, sizeof(ip));
@@ -828,25 +1093,16 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 	}
 	h = ip_hash(ip);
 	ipc = ip_lookup(ip, h, false);
-	if (ipc != NULL && m.conf->max_connections_per_ip > 0 &&
-	    ipc->count >= m.conf->max_connections_per_ip) {
-		log_warn("client=%s refused: %u connections from it (limit)", ip,
-		    ipc->count);
-		refuse(fd, "421 4.7.0 Too many connections from your address\r\n");
-		return;
-	}
-	if (auth_failures_exceeded(ip)) {
-		log_warn("client=%s refused: over %u failed authentications per"
-		    " minute (rate_limits)", ip, m.conf->rate_auth_failures);
-		refuse(fd, "421 4.7.0 Too many failed authentications from your"
-		    " address, try again later\r\n");
-		return;
-	}
-	if (rate_exceeded(ip)) {
-		log_warn("client=%s refused: over %u connections per minute "
-		    "(rate_limits)", ip, m.conf->rate_connections);
-		refuse(fd, "421 4.7.0 Too many connections from your address, "
-		    "try again later\r\n");
+	if (proxy) {
+		if (!proxy_allowed(&m.conf->listeners[listener], ip)) {
+			log_warn("client=%s refused: not a load balancer of "
+			    "this listener (proxy_from)", ip);
+			refuse(fd, "421 4.7.0 This port takes connections from "
+			    "its load balancers only\r\n");
+			return;
+		}
+	} else if ((why = admit_refusal(ip, ipc, m.nconns)) != NULL) {
+		refuse(fd, why);
 		return;
 	}
 	w = least_loaded_worker();
@@ -855,17 +1111,25 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 		refuse(fd, "421 4.3.2 Service not available, try again later\r\n");
 		return;
 	}
-	if (ipc == NULL)
-		ipc = ip_lookup(ip, h, true);
 
 	memset(&msg, 0, sizeof(msg));
 	c = conn_alloc();
 	c->worker = w;
 	c->ip_hash = h;
 	strlcpy_mx(c->ip, ip, sizeof(c->ip));
-	ipc->count++;
+	if (proxy) {
+		c->proxy_pending = true;
+		msg.flags = CONN_F_PROXY;
+	} else {
+		if (ipc == NULL)
+			ipc = ip_lookup(ip, h, true);
+		ipc->count++;
+		c->counted = true;
+		msg.flags = greet_flags(ip);
+	}
 	m.nconns++;
 	m.workers[w].nconns++;
+	stress_update();
 
 	msg.conn_id = c->id;
 	msg.listener = (uint32_t)listener;
@@ -915,12 +1179,63 @@ accept_connections(int listener)
 
 /* ---- messages from children ---- */
 
+/*
+ * The client a PROXY header named (or, for a balancer's health check,
+ * the balancer itself): the limits apply to it now, and it is counted
+ * as its connection from here on.
+ */
+static void
+proxy_admit(const struct ipc_conn_proxied *p)
+{
+	struct conn *c = conn_find(p->conn_id);
+	struct ipc_conn_admit admit;
+	struct ip_count *ipc;
+	const char *why;
+	char ip[64];
+
+	if (c == NULL)
+		return;             /* closed meanwhile */
+	if (!c->proxy_pending)
+		fatalx("worker %d: CONN_PROXIED for a connection that has a "
+		    "client already", c->worker);
+	c->proxy_pending = false;
+	sockaddr_ntop((const struct sockaddr *)&p->client, ip, sizeof(ip));
+	memset(&admit, 0, sizeof(admit));
+	admit.conn_id = c->id;
+	admit.wfd = p->wfd;
+	c->ip_hash = ip_hash(ip);
+	strlcpy_mx(c->ip, ip, sizeof(c->ip));
+	ipc = ip_lookup(ip, c->ip_hash, false);
+	why = admit_refusal(ip, ipc, m.nconns - 1);
+	if (why != NULL) {
+		strlcpy_mx(admit.refusal, why, sizeof(admit.refusal));
+	} else {
+		if (ipc == NULL)
+			ipc = ip_lookup(ip, c->ip_hash, true);
+		ipc->count++;
+		c->counted = true;
+		admit.flags = greet_flags(ip);
+	}
+	send_to_worker(&m.workers[c->worker], IPC_CONN_ADMIT, &admit,
+	    sizeof(admit));
+}
+
+static void
+greet_pass(uint64_t conn_id)
+{
+	struct conn *c = conn_find(conn_id);
+
+	if (c != NULL && c->counted)
+		greet_pass_record(c->ip);
+}
+
 static void
 read_worker(int slot)
 {
 	struct child *w = &m.workers[slot];
 	union {
 		struct ipc_conn_closed closed;
+		struct ipc_conn_proxied proxied;
 		char raw[512];
 	} u;
 	enum ipc_type type;
@@ -933,6 +1248,10 @@ read_worker(int slot)
 			conn_closed(u.closed.conn_id);
 		else if (type == IPC_AUTH_FAILED)
 			auth_failure(u.closed.conn_id);
+		else if (type == IPC_CONN_PROXIED)
+			proxy_admit(&u.proxied);
+		else if (type == IPC_GREET_PASSED)
+			greet_pass(u.closed.conn_id);
 		else
 			fatalx("worker %d sent unexpected message %d", slot, type);
 	}
@@ -1052,93 +1371,411 @@ stop_progress(uint64_t now)
 
 /* ---- reload ---- */
 
+static int worker_count(const struct mxconf *conf);
+static void resolve_max_connections(struct mxconf *conf, int nworkers);
+
 static void
 reload_error(const char *msg)
 {
 	log_error("reload: %s", msg);
 }
 
-/* Sockets that waited for a retiring worker go to its replacement. */
-static void
-backlog_move(struct child *from, struct child *to)
+static bool
+same_address(const struct listener_conf *a, const struct listener_conf *b)
 {
-	for (size_t i = 0; i < from->backlog.n; i++) {
-		const struct ipc_outmsg *out = &from->backlog.msgs[i];
-		struct ipc_conn_new msg;
-		size_t slot;
+	return a->ss_len == b->ss_len && memcmp(&a->ss, &b->ss, a->ss_len) == 0;
+}
 
+/*
+ * The new configuration's listening sockets: those of the running one
+ * at the same address are kept (the same socket: its listen queue goes
+ * on filling, nobody is refused), the others bound now.  NULL, having
+ * closed what it bound, when one cannot be bound: the reload is then
+ * refused.  kept[i] tells whether new listener i is an old socket.
+ */
+static int *
+listeners_prepare(const struct mxconf *nc, bool **kept)
+{
+	int *fds = xcalloc(nc->nlisteners, sizeof(int));
+	bool *taken = xcalloc(m.conf->nlisteners, sizeof(bool));
+
+	*kept = xcalloc(nc->nlisteners, sizeof(bool));
+	for (size_t j = 0; j < nc->nlisteners; j++) {
+		fds[j] = -1;
+		for (size_t i = 0; i < m.conf->nlisteners; i++) {
+			if (!taken[i] && m.listen_fds[i] >= 0 &&
+			    same_address(&m.conf->listeners[i],
+			    &nc->listeners[j])) {
+				taken[i] = true;
+				(*kept)[j] = true;
+				fds[j] = m.listen_fds[i];
+				break;
+			}
+		}
+		if (fds[j] >= 0)
+			continue;
+		if ((fds[j] = bind_listener(&nc->listeners[j])) < 0) {
+			log_error("reload: %s: listen on %s port %d: %s",
+			    nc->path, nc->listeners[j].address,
+			    nc->listeners[j].port, strerror(errno));
+			for (size_t k = 0; k < j; k++) {
+				if (!(*kept)[k])
+					close(fds[k]);
+			}
+			free(fds);
+			free(*kept);
+			free(taken);
+			return NULL;
+		}
+	}
+	free(taken);
+	return fds;
+}
+
+/* Switch the master to the new sockets: the kept ones under their new
+ * index, the new ones watched, the ones no longer configured closed. */
+static void
+listeners_switch(const struct mxconf *nc, int *fds, const bool *kept)
+{
+	for (size_t i = 0; i < m.conf->nlisteners; i++) {
+		bool still = false;
+
+		if (m.listen_fds[i] < 0)
+			continue;
+		event_del(m.loop, m.listen_fds[i]);
+		for (size_t j = 0; j < nc->nlisteners; j++)
+			still |= fds[j] == m.listen_fds[i];
+		if (!still) {
+			log_info("reload: no longer listening on %s port %d",
+			    m.conf->listeners[i].address,
+			    m.conf->listeners[i].port);
+			close(m.listen_fds[i]);
+		}
+	}
+	for (size_t j = 0; j < nc->nlisteners; j++) {
+		event_add(m.loop, fds[j], m.accept_paused ? 0 : EPOLLIN,
+		    on_listener, INDEX_ARG(j));
+		if (!kept[j])
+			log_info("reload: listening on %s port %d",
+			    nc->listeners[j].address, nc->listeners[j].port);
+	}
+	free(m.listen_fds);
+	m.listen_fds = fds;
+}
+
+/* The index in nc of the old configuration's listener i, or -1. */
+static int
+listener_renumbered(const struct mxconf *nc, uint32_t i)
+{
+	if (i >= m.conf->nlisteners)
+		return -1;
+	for (size_t j = 0; j < nc->nlisteners; j++) {
+		if (same_address(&m.conf->listeners[i], &nc->listeners[j]))
+			return (int)j;
+	}
+	return -1;
+}
+
+/*
+ * Sockets that waited for a retiring worker go to a worker of the new
+ * generation, under their listener's new index; one whose listener is
+ * gone gets the 421 of a stopping server.  What else waited (a verdict
+ * on a connection it already has) stays for it: it still reads.
+ */
+static void
+backlog_move(const struct mxconf *nc, struct child *from)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < from->backlog.n; i++) {
+		struct ipc_outmsg *out = &from->backlog.msgs[i];
+		struct ipc_conn_new msg;
+		struct child *to;
+		size_t slot;
+		int l, w;
+
+		if (out->type != IPC_CONN_NEW) {
+			from->backlog.msgs[kept++] = *out;
+			continue;
+		}
 		memcpy(&msg, out->payload, sizeof(msg));
 		slot = (size_t)(msg.conn_id & 0xffffffffu);
+		l = listener_renumbered(nc, msg.listener);
+		w = least_loaded_worker();
 		if (slot < m.nconn_slots && m.conns[slot].id == msg.conn_id) {
-			m.conns[slot].worker = to->slot;
-			if (from->nconns > 0)
-				from->nconns--;
-			to->nconns++;
+			if (l < 0 || w < 0)
+				conn_release(&m.conns[slot]);
+			else {
+				m.conns[slot].worker = w;
+				if (from->nconns > 0)
+					from->nconns--;
+				m.workers[w].nconns++;
+			}
 		}
+		if (l < 0 || w < 0) {
+			refuse(out->fd, "421 4.3.2 Service not available,"
+			    " try again later\r\n");
+			free(out->payload);
+			continue;
+		}
+		to = &m.workers[w];
+		msg.listener = (uint32_t)l;
 		if (ipc_outbox_send(&to->backlog, to->fd, IPC_CONN_NEW, &msg,
 		    sizeof(msg), NULL, 0, out->fd) < 0)
 			log_warn("handing connections to worker %d failed: %s",
 			    to->slot, strerror(errno));
+		if (out->fd >= 0)
+			close(out->fd);
+		free(out->payload);
+		worker_channel_events(to);
 	}
-	ipc_outbox_clear(&from->backlog);
+	from->backlog.n = kept;
 	worker_channel_events(from);
-	worker_channel_events(to);
-	update_accepting();
+}
+
+static bool
+slot_free(const struct child *w)
+{
+	return w->pid == 0 && !w->active && w->fd < 0;
+}
+
+/* Room for n more smtp processes within what the queue and lookup
+ * processes take (IPC_WORKER_SLOTS_MAX). */
+static bool
+worker_slots_left(int n)
+{
+	int free = 0;
+
+	for (int i = 0; i < m.nslots; i++)
+		free += slot_free(&m.workers[i]);
+	return n <= free || m.nslots + (n - free) <= IPC_WORKER_SLOTS_MAX;
+}
+
+/* n worker slots that are free (no process, not active), the array
+ * grown when there are not enough: a reload's new generation. */
+static int *
+free_worker_slots(int n)
+{
+	int *slots = xcalloc((size_t)n, sizeof(int)), found = 0;
+
+	for (int i = 0; i < m.nslots && found < n; i++) {
+		if (slot_free(&m.workers[i]))
+			slots[found++] = i;
+	}
+	if (found < n) {
+		int old = m.nslots;
+
+		m.nslots += n - found;
+		m.workers = xrealloc(m.workers, (size_t)m.nslots *
+		    sizeof(*m.workers));
+		memset(m.workers + old, 0, (size_t)(m.nslots - old) *
+		    sizeof(*m.workers));
+		for (int i = old; i < m.nslots; i++) {
+			m.workers[i].role = CHILD_WORKER;
+			m.workers[i].slot = i;
+			m.workers[i].fd = -1;
+			slots[found++] = i;
+		}
+	}
+	return slots;
 }
 
 /*
- * SIGHUP: read the certificates and keys again (a renewed certificate)
- * and replace every smtp process by one that serves them.  The old ones
- * get no more connections and finish their sessions as at a stop (the
- * grace period, then 421); their queue channels stay open meanwhile,
- * each worker slot having a partner slot for its replacement.  A reload
- * whose certificates fail changes nothing, and one during the previous
- * reload's drain is refused.
+ * A new generation of smtp processes, forked with the new configuration
+ * (privileges dropped, chroot and seccomp as at start); the old ones get
+ * no more connections and finish their sessions on the configuration
+ * they started with (SIGUSR1, worker.c): they end with their last
+ * session, or after shutdown_grace stop as at a shutdown.
  */
+static int
+workers_replace(const struct mxconf *nc, int count)
+{
+	int *slots = free_worker_slots(count), retired = 0;
+	bool *old = xcalloc((size_t)m.nslots, sizeof(bool));
+
+	for (int i = 0; i < m.nslots; i++) {
+		struct child *w = &m.workers[i];
+
+		if (!w->active)
+			continue;
+		old[i] = true;
+		w->active = false;
+		w->respawn_at_ms = 0;
+	}
+	for (int k = 0; k < count; k++) {
+		struct child *w = &m.workers[slots[k]];
+
+		w->active = true;
+		w->quick_deaths = 0;
+		spawn_worker(w->slot);
+	}
+	m.nworkers = count;
+	for (int i = 0; i < m.nslots; i++) {
+		if (!old[i] || m.workers[i].pid == 0)
+			continue;
+		m.workers[i].retiring = true;
+		backlog_move(nc, &m.workers[i]);
+		kill(m.workers[i].pid, SIGUSR1);
+		retired++;
+	}
+	update_accepting();
+	free(old);
+	free(slots);
+	return retired;
+}
+
+/* The queue process gets the new text (and passes it on to its
+ * spawner): delivery settings apply from its next delivery. */
+static void
+queue_reconfigure(const struct mxconf *nc)
+{
+	int fd;
+
+	if (m.queue.pid == 0 || m.queue.fd < 0)
+		return;         /* it starts with m.conf, the new one */
+	if ((fd = ipc_text_fd(nc->text)) < 0 ||
+	    ipc_send(m.queue.fd, IPC_CONFIG, NULL, 0, fd) < 0)
+		log_error("reload: cannot pass the configuration to the queue"
+		    " process: %s; its delivery settings are the old ones",
+		    strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
+static bool
+lookup_changed(const struct mxconf *a, const struct mxconf *b)
+{
+	const char *sa[] = { a->auth_passwd_file, a->auth_sqlite,
+	    a->lookup_user };
+	const char *sb[] = { b->auth_passwd_file, b->auth_sqlite,
+	    b->lookup_user };
+
+	if (lookup_wanted(a) != lookup_wanted(b))
+		return true;
+	for (size_t i = 0; i < ARRAY_LEN(sa); i++) {
+		if ((sa[i] == NULL) != (sb[i] == NULL) ||
+		    (sa[i] != NULL && strcmp(sa[i], sb[i]) != 0))
+			return true;
+	}
+	return false;
+}
+
+/* The lookup process reads its sources at each use: only a change of
+ * the sources, its user or whether any listener offers AUTH starts a
+ * new one (every worker gets a channel to it). */
+static void
+lookup_reconfigure(void)
+{
+	if (m.lookup.pid != 0) {
+		pid_t old = m.lookup.pid;
+
+		close_child_channel(&m.lookup);
+		m.lookup.pid = 0;       /* its death is not a respawn */
+		kill(old, SIGTERM);
+	}
+	m.lookup.respawn_at_ms = 0;
+	m.lookup.quick_deaths = 0;
+	if ((m.lookup_on = lookup_wanted(m.conf)))
+		spawn_lookup();
+}
+
+static void
+rates_reconfigure(const struct mxconf *old)
+{
+	if (old->rate_connections != m.conf->rate_connections) {
+		ratelimit_free(m.conn_rate);
+		m.conn_rate = m.conf->rate_connections > 0 ?
+		    ratelimit_new(m.conf->rate_connections) : NULL;
+	}
+	if (old->rate_auth_failures != m.conf->rate_auth_failures) {
+		ratelimit_free(m.auth_rate);
+		m.auth_rate = m.conf->rate_auth_failures > 0 ?
+		    ratelimit_new(m.conf->rate_auth_failures) : NULL;
+	}
+}
+
+/*
+ * SIGHUP (README "Reload"): the whole configuration again.  The file is
+ * read and checked as at start (reload.h), the new listeners bound and
+ * the certificates loaded; if any of that fails, the log says why
+ * (FILE:LINE: problem) and nothing changes.  Then: new smtp processes
+ * with the new configuration take every new connection, the old ones
+ * finish their sessions; listeners kept, added and closed; the queue
+ * process and its spawner switch their delivery settings; the lookup
+ * process restarts if its sources changed.
+ */
+static bool
+reload_apply(void)
+{
+	struct mxconf *nc, *old = m.conf;
+	enum log_level level;
+	bool *kept;
+	int *fds, retired;
+
+	if (strcmp(old->path, "(default)") == 0) {
+		log_warn("SIGHUP: running on the embedded default"
+		    " configuration: no file to read again");
+		return false;
+	}
+	log_info("SIGHUP: reading %s again", old->path);
+	if ((nc = reload_load(old)) == NULL)
+		return false;
+	resolve_max_connections(nc, worker_count(nc));
+	if (!worker_slots_left(worker_count(nc))) {
+		log_error("reload: %s refused: the smtp processes of earlier"
+		    " reloads are still finishing their sessions; try again"
+		    " after timeouts.shutdown_grace", old->path);
+		config_free(nc);
+		return false;
+	}
+	if ((fds = listeners_prepare(nc, &kept)) == NULL) {
+		log_error("reload: %s refused: nothing changed", old->path);
+		config_free(nc);
+		return false;
+	}
+	if (tls_init(nc, reload_error) < 0) {
+		for (size_t j = 0; j < nc->nlisteners; j++) {
+			if (!kept[j])
+				close(fds[j]);
+		}
+		free(fds);
+		free(kept);
+		log_error("reload: %s refused: nothing changed", old->path);
+		config_free(nc);
+		return false;
+	}
+	/* From here on nothing can fail: switch. */
+	listeners_switch(nc, fds, kept);
+	free(kept);
+	m.conf = nc;
+	if (log_level_parse(nc->log_level, &level) == 0)
+		log_set_level(level);
+	rates_reconfigure(old);
+	retired = workers_replace(nc, worker_count(nc));
+	if (lookup_changed(old, nc))
+		lookup_reconfigure();
+	queue_reconfigure(nc);
+	log_info("SIGHUP: %s loaded: %d smtp processes started, %d old ones"
+	    " finish their sessions", nc->path, m.nworkers, retired);
+	/* The first one is mxgated's (the plugins point into it). */
+	if (old != m.first_conf)
+		config_free(old);
+	return true;
+}
+
+/* The outcome goes in the title too (ps, mxgatectl reload): "mxgated:
+ * master (reload N loaded|refused)". */
 static void
 reload(void)
 {
-	int replaced = 0;
+	bool ok;
 
 	if (m.stopping)
 		return;
-	if (m.conf->ntls_certs == 0) {
-		log_info("SIGHUP: no TLS certificates to load again (the rest"
-		    " of the configuration is read at start only)");
-		return;
-	}
-	for (int i = 0; i < m.nslots; i++) {
-		if (m.workers[i].retiring) {
-			log_warn("SIGHUP: the smtp processes of the last reload"
-			    " are still finishing their sessions; try later");
-			return;
-		}
-	}
-	if (tls_init(m.conf, reload_error) < 0) {
-		log_error("reload: certificates unchanged");
-		return;
-	}
-	/* The active ones are the first or the second half of the slots. */
-	int from = m.workers[0].active ? 0 : m.nworkers;
-
-	for (int i = from; i < from + m.nworkers; i++) {
-		struct child *old = &m.workers[i];
-		struct child *new = &m.workers[(i + m.nworkers) % m.nslots];
-
-		old->active = false;
-		old->respawn_at_ms = 0;
-		new->active = true;
-		new->quick_deaths = 0;
-		spawn_worker(new->slot);
-		if (old->pid != 0) {
-			old->retiring = true;
-			backlog_move(old, new);
-			kill(old->pid, SIGTERM);
-		}
-		replaced++;
-	}
-	log_info("SIGHUP: TLS certificates loaded again; %d smtp processes"
-	    " replaced, the old ones finish their sessions", replaced);
+	ok = reload_apply();
+	m.reloads++;
+	proc_title_set("mxgated: master (reload %u %s)", m.reloads,
+	    ok ? "loaded" : "refused");
 }
 
 static void
@@ -1182,6 +1819,42 @@ setup_signals(void)
 
 	m.sigfd = proc_signalfd(handled, (int)ARRAY_LEN(handled));
 	signal(SIGPIPE, SIG_IGN);
+}
+
+/*
+ * limits.connections = 0: what the memory allows.  An idle session costs
+ * about 10 KB in a worker (5000 idle connections: 77 MB in all, README's
+ * benchmarks) and some in the kernel; 16 KB each in an eighth of the
+ * physical memory leaves the rest to sessions that receive messages,
+ * the queue and the system.  No more than the workers' descriptors
+ * hold, and between 100 and 100000.
+ */
+static void
+resolve_max_connections(struct mxconf *conf, int nworkers)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	uint64_t mem = pages > 0 && psize > 0 ?
+	    (uint64_t)pages * (uint64_t)psize : 0;
+	uint64_t n = mem / 8 / (16 * 1024), fds = UINT64_MAX;
+	struct rlimit rl;
+
+	if (conf->max_connections != 0)
+		return;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur > 64) {
+		fds = (uint64_t)(rl.rlim_cur - 64) * (uint64_t)nworkers;
+		if (n > fds)
+			n = fds;
+	}
+	if (n < 100)
+		n = 100;
+	if (n > 100000)
+		n = 100000;
+	conf->max_connections = (unsigned)n;
+	log_info("limits.connections = %u (computed: %llu MB of memory / 8 / "
+	    "16 KB a session, at most %llu descriptors in %d workers)",
+	    conf->max_connections, (unsigned long long)(mem >> 20),
+	    (unsigned long long)(fds == UINT64_MAX ? 0 : fds), nworkers);
 }
 
 static int
@@ -1236,7 +1909,7 @@ int
 master_main(struct mxconf *conf)
 {
 	memset(&m, 0, sizeof(m));
-	m.conf = conf;
+	m.conf = m.first_conf = conf;
 	if (conf->rate_connections > 0)
 		m.conn_rate = ratelimit_new(conf->rate_connections);
 	if (conf->rate_auth_failures > 0)
@@ -1264,6 +1937,7 @@ master_main(struct mxconf *conf)
 	}
 
 	m.nworkers = worker_count(conf);
+	resolve_max_connections(conf, m.nworkers);
 	m.nslots = 2 * m.nworkers;
 	m.workers = xcalloc((size_t)m.nslots, sizeof(*m.workers));
 	for (int i = 0; i < m.nslots; i++) {
@@ -1289,6 +1963,7 @@ master_main(struct mxconf *conf)
 		int timeout;
 
 		respawn_due(now);
+		greet_pass_prune(now);
 		if (stop_progress(now))
 			break;
 		timeout = next_timeout_ms(now);
@@ -1297,5 +1972,7 @@ master_main(struct mxconf *conf)
 		event_run(m.loop, timeout);
 	}
 	log_info("stopped");
+	if (m.conf != m.first_conf)
+		config_free(m.conf);
 	return 0;
 }

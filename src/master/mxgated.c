@@ -145,79 +145,6 @@ absolute_queue_dir(struct mxconf *conf)
 }
 
 /*
- * mkdir -p for every directory of path up to its last '/' (the last
- * component itself is not made unless path ends with '/').  Directories
- * created here are given to uid:gid when give is set; existing ones are
- * left as they are.
- */
-static int
-make_parents(const char *dir, bool give, unsigned uid, unsigned gid)
-{
-	char *path = xstrdup(dir);
-
-	for (char *p = path + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0755) == 0) {
-			if (give && chown(path, (uid_t)uid, (gid_t)gid) < 0) {
-				fprintf(stderr, "mxgated: chown %s: %s\n", path,
-				    strerror(errno));
-				free(path);
-				return -1;
-			}
-		} else if (errno != EEXIST) {
-			fprintf(stderr, "mxgated: mkdir %s: %s\n", path,
-			    strerror(errno));
-			free(path);
-			return -1;
-		}
-		*p = '/';
-	}
-	free(path);
-	return 0;
-}
-
-/*
- * The fixed root of each maildir route (its path up to the first
- * variable) must be writable by the delivery user (the route's user=
- * when it names one), who delivers.  The directories that do not exist
- * yet are created here, while still root, and given to that user;
- * existing ones are left as the operator made them.
- */
-static int
-prepare_maildir_roots(const struct mxconf *conf)
-{
-	bool give = geteuid() == 0;
-
-	for (size_t i = 0; i < conf->nroutes; i++) {
-		const struct route_conf *r = &conf->routes[i];
-		const char *user = r->user ? r->user : conf->delivery_user;
-		unsigned uid = 0, gid = 0;
-		char *root, *var, *slash;
-		int rc;
-
-		if (r->action == NULL || strcmp(r->action, "maildir") != 0 ||
-		    r->path == NULL)
-			continue;
-		if (give && (user == NULL ||
-		    proc_lookup_user(user, NULL, &uid, &gid) < 0))
-			return -1;
-		if ((root = absolute_path(r->path)) == NULL)
-			continue;
-		if ((var = strstr(root, "${")) != NULL)
-			*var = '\0';
-		if ((slash = strrchr(root, '/')) != NULL)
-			slash[1] = '\0';
-		rc = make_parents(root, give, uid, gid);
-		free(root);
-		if (rc < 0)
-			return -1;
-	}
-	return 0;
-}
-
-/*
  * The queue directory, made (0700) and given to the queue's user while we
  * are root; then, as each other user, the proof that it cannot be opened.
  */
@@ -407,10 +334,10 @@ main(int argc, char **argv)
 	/* Started as root, each role gets its own user: they must exist,
 	 * and none but the queue's may reach the queue (sandbox.h). */
 	if (sandbox_check_users(conf) < 0 ||
-	    make_parents(conf->queue_dir, false, 0, 0) < 0 ||
+	    check_make_parents(conf->queue_dir, false, 0, 0) < 0 ||
 	    prepare_queue_dir(conf) < 0 ||
 	    sandbox_chroot_prepare(conf->chroot_dir) < 0 ||
-	    prepare_maildir_roots(conf) < 0 || plugins_try_init(conf) < 0 ||
+	    check_prepare_maildirs(conf) < 0 || plugins_try_init(conf) < 0 ||
 	    queue_not_in_use(conf) < 0 ||
 	    (conf->pid_file != NULL &&
 	    (pid_fd = open_pid_file(conf->pid_file)) < 0)) {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "queue/bounce.h"
+#include "common/dsn.h"
 #include "common/envelope.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -36,6 +37,8 @@ report_is_8bit(const struct bounce_report *r)
 	size_t i;
 
 	if (has_8bit(r->headers, r->headers_len))
+		return true;
+	if (r->content != NULL && has_8bit(r->content, r->content_len))
 		return true;
 	for (i = 0; i < r->nrcpts; i++)
 		if (r->rcpts[i].reply != NULL && !is_ascii(r->rcpts[i].reply))
@@ -90,7 +93,44 @@ bounce_status(const struct bounce_rcpt *r, char out[BOUNCE_STATUS_SIZE])
 			}
 		}
 	}
-	snprintf(out, BOUNCE_STATUS_SIZE, "%c.0.0", p[0] == '4' ? '4' : '5');
+	snprintf(out, BOUNCE_STATUS_SIZE, "%c.0.0", p[0] == '2' || p[0] == '4' ?
+	    p[0] : '5');
+}
+
+static const char *
+kind_subject(enum bounce_kind kind)
+{
+	switch (kind) {
+	case BOUNCE_DELAYED:
+		return "Delayed Mail (still being retried)";
+	case BOUNCE_SUCCESS:
+		return "Successful Mail Delivery Report";
+	case BOUNCE_FAILED:
+		break;
+	}
+	return "Undelivered Mail Returned to Sender";
+}
+
+static const char *
+kind_name(enum bounce_kind kind)
+{
+	switch (kind) {
+	case BOUNCE_DELAYED:
+		return "delayed";
+	case BOUNCE_SUCCESS:
+		return "success";
+	case BOUNCE_FAILED:
+		break;
+	}
+	return "failed";
+}
+
+static const char *
+rcpt_action(const struct bounce_report *r, const struct bounce_rcpt *rc)
+{
+	if (r->kind == BOUNCE_SUCCESS)
+		return rc->relayed ? "relayed" : "delivered";
+	return kind_name(r->kind);
 }
 
 size_t
@@ -146,9 +186,7 @@ build_headers(const struct bounce_report *r, const char *id, int64_t now,
 	buf_appendf(out, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n",
 	    r->reporting_mta);
 	buf_appendf(out, "To: <%s>\r\n", r->sender);
-	buf_appendf(out, "Subject: %s\r\n", r->kind == BOUNCE_DELAYED ?
-	    "Delayed Mail (still being retried)" :
-	    "Undelivered Mail Returned to Sender");
+	buf_appendf(out, "Subject: %s\r\n", kind_subject(r->kind));
 	buf_appendf(out, "Message-ID: <%s.dsn@%s>\r\n", id, r->reporting_mta);
 	/* RFC 3834: no autoresponder may answer this one. */
 	buf_appends(out, "Auto-Submitted: auto-replied\r\n");
@@ -182,6 +220,11 @@ build_human(const struct bounce_report *r, const char *boundary,
 		    " will be tried again until\r\n");
 		buf_appendf(out, "%s. You do not need to send it again.\r\n",
 		    until);
+	} else if (r->kind == BOUNCE_SUCCESS) {
+		buf_appends(out, "Your message was delivered to the recipients"
+		    " below, as you asked.\r\nA recipient marked \"relayed\""
+		    " went to a server that sends no\r\nfurther delivery"
+		    " notifications.\r\n");
 	} else {
 		buf_appends(out, "Your message could not be delivered to the"
 		    " recipients below.\r\nIt has been given up on; the"
@@ -192,6 +235,8 @@ build_human(const struct bounce_report *r, const char *boundary,
 		const struct bounce_rcpt *rc = &r->rcpts[i];
 
 		buf_appendf(out, "<%s>: ", rc->address);
+		if (r->kind == BOUNCE_SUCCESS)
+			buf_appendf(out, "%s; ", rcpt_action(r, rc));
 		if (rc->expired)
 			buf_appends(out, "delivery time expired; last error: ");
 		buf_appendf(out, "%s\r\n", rc->reply != NULL ? rc->reply :
@@ -213,6 +258,9 @@ build_status(const struct bounce_report *r, const char *boundary,
 	buf_appendf(out, "Content-Type: message/%s\r\n\r\n", global ?
 	    "global-delivery-status" : "delivery-status");
 	buf_appendf(out, "Reporting-MTA: dns; %s\r\n", r->reporting_mta);
+	/* RFC 3464 2.2.1: the ENVID, as the sender gave it (decoded). */
+	if (r->envid != NULL)
+		buf_appendf(out, "Original-Envelope-Id: %s\r\n", r->envid);
 	buf_appendf(out, "X-Mxgate-Queue-ID: %s\r\n", r->queue_id);
 	rfc5322_date(date, sizeof(date), (time_t)r->received_at);
 	buf_appendf(out, "Arrival-Date: %s\r\n", date);
@@ -220,10 +268,14 @@ build_status(const struct bounce_report *r, const char *boundary,
 		const struct bounce_rcpt *rc = &r->rcpts[i];
 
 		bounce_status(rc, status);
-		buf_appendf(out, "\r\nFinal-Recipient: %s; %s\r\n", addr_type,
+		buf_appends(out, "\r\n");
+		/* RFC 3464 2.3.1: the ORCPT, "type;address" decoded. */
+		if (rc->orcpt != NULL)
+			buf_appendf(out, "Original-Recipient: %s\r\n",
+			    rc->orcpt);
+		buf_appendf(out, "Final-Recipient: %s; %s\r\n", addr_type,
 		    rc->address);
-		buf_appendf(out, "Action: %s\r\n",
-		    r->kind == BOUNCE_DELAYED ? "delayed" : "failed");
+		buf_appendf(out, "Action: %s\r\n", rcpt_action(r, rc));
 		buf_appendf(out, "Status: %s\r\n", status);
 		if (rc->remote_mta != NULL && rc->remote_mta[0] != '\0')
 			buf_appendf(out, "Remote-MTA: dns; %s\r\n",
@@ -259,10 +311,20 @@ bounce_build(const struct bounce_report *r, const char *id, int64_t now,
 	build_human(r, boundary, out);
 	build_status(r, boundary, global, out);
 	buf_appendf(out, "--%s\r\n", boundary);
-	buf_appends(out, "Content-Description: Undelivered Message Headers\r\n");
-	buf_appendf(out, "Content-Type: %s\r\n\r\n", global ?
-	    "message/global-headers" : "text/rfc822-headers");
-	append_crlf(out, r->headers, r->headers_len);
+	if (r->content != NULL && r->kind == BOUNCE_FAILED) {
+		/* RET=FULL (RFC 3461 4.3): the whole original. */
+		buf_appends(out, "Content-Description: Undelivered Message\r\n");
+		buf_appendf(out, "Content-Type: %s\r\n\r\n", global ?
+		    "message/global" : "message/rfc822");
+		append_crlf(out, r->content, r->content_len);
+	} else {
+		buf_appendf(out, "Content-Description: %s\r\n",
+		    r->kind == BOUNCE_SUCCESS ? "Message Headers" :
+		    "Undelivered Message Headers");
+		buf_appendf(out, "Content-Type: %s\r\n\r\n", global ?
+		    "message/global-headers" : "text/rfc822-headers");
+		append_crlf(out, r->headers, r->headers_len);
+	}
 	buf_appendf(out, "\r\n--%s--\r\n", boundary);
 }
 
@@ -298,13 +360,14 @@ bounce_queue(struct queue_db *db, const struct bounce_report *r,
 	json_end_object(&w);
 	json_end_object(&w);
 	envelope_add_rcpt(&env, r->sender, "bounce", "relay", params.data);
+	/* A DSN is never the subject of another (RFC 3461 6.2). */
+	envelope_rcpt_dsn(&env, DSN_NOTIFY_NEVER, NULL);
 
 	rc = queue_db_insert_alone(db, &env, content.data, content.len);
 	if (rc == 0) {
 		memcpy(new_id, env.queue_id, QUEUE_ID_LEN + 1);
 		log_info("id=%s dsn=%s kind=%s to=<%s> nrcpt=%zu", r->queue_id,
-		    env.queue_id, r->kind == BOUNCE_DELAYED ? "delayed" :
-		    "failed", r->sender, r->nrcpts);
+		    env.queue_id, kind_name(r->kind), r->sender, r->nrcpts);
 	}
 	buf_free(&params);
 	buf_free(&content);

@@ -56,6 +56,7 @@ struct submission {
 
 static struct {
 	const struct mxconf *conf;
+	struct mxconf *reloaded;        /* conf, once a reload replaced it */
 	struct queue_db *db;
 	struct event_loop *loop;
 	int        sigfd;
@@ -96,8 +97,18 @@ static event_fn on_space_timer;
 static void
 channel_set(int slot, int fd)
 {
-	if (slot < 0 || slot >= q.nchans)
+	if (slot < 0 || slot >= IPC_WORKER_SLOTS_MAX)
 		fatalx("worker channel for unknown slot %d", slot);
+	if (slot >= q.nchans) {
+		/* A reload's new generation of workers (master.c). */
+		q.chans = xrealloc(q.chans, (size_t)(slot + 1) *
+		    sizeof(*q.chans));
+		memset(q.chans + q.nchans, 0, (size_t)(slot + 1 - q.nchans) *
+		    sizeof(*q.chans));
+		for (int i = q.nchans; i <= slot; i++)
+			q.chans[i].fd = -1;
+		q.nchans = slot + 1;
+	}
 	channel_close(slot);
 	q.chans[slot].fd = fd;
 	if (fd >= 0) {
@@ -512,6 +523,54 @@ read_worker(int slot)
 }
 
 static void
+reload_error(const char *msg)
+{
+	log_error("reload: %s", msg);
+}
+
+/*
+ * A reload: the master checked this text (config_load_checked); the
+ * delivery settings and the free space wanted apply from now on, and the
+ * spawner gets the text too.  What we cannot read leaves the old ones,
+ * said once in the log.
+ */
+static void
+reconfigure(int fd)
+{
+	struct mxconf *c = NULL;
+	char *text = ipc_text_read(fd);
+	enum log_level level;
+
+	if (text == NULL)
+		log_error("reload: reading the configuration: %s",
+		    strerror(errno));
+	else
+		c = config_load_checked(text, q.conf->path, q.conf->start_dir,
+		    reload_error);
+	free(text);
+	if (c == NULL) {
+		log_error("reload: the queue process keeps its delivery"
+		    " settings");
+		return;
+	}
+	/* Fixed until a restart (reload.h); and where we are. */
+	free(c->queue_dir);
+	c->queue_dir = xstrdup(q.conf->queue_dir);
+	if (q.conf->start_dir != NULL)
+		c->start_dir = xstrdup(q.conf->start_dir);
+	if (log_level_parse(c->log_level, &level) == 0)
+		log_set_level(level);
+	scheduler_reconfigure(c, fd);
+	/* The master's copy (from the fork) is never freed: nothing here
+	 * owns it. */
+	if (q.reloaded != NULL)
+		config_free(q.reloaded);
+	q.conf = q.reloaded = c;
+	space_check(false);
+	log_info("reload: delivery settings of %s in effect", c->path);
+}
+
+static void
 read_master(void)
 {
 	struct ipc_worker_channel wc;
@@ -519,6 +578,11 @@ read_master(void)
 	int fd, r = -1;
 
 	while ((r = ipc_recv(q.master_fd, &type, &wc, sizeof(wc), &fd)) > 0) {
+		if (type == IPC_CONFIG && fd >= 0) {
+			reconfigure(fd);
+			close(fd);
+			continue;
+		}
 		if (type != IPC_WORKER_CHANNEL || fd < 0)
 			fatalx("unexpected message %d from the master", type);
 		channel_set((int)wc.worker_slot, fd);
@@ -622,11 +686,12 @@ queue_main(const struct mxconf *conf, int master_fd, const int *worker_fds,
 	commit_batch();
 	for (int i = 0; i < q.nchans; i++)
 		channel_flush(i);
-	scheduler_stop(conf->shutdown_grace / 2);
+	scheduler_stop(q.conf->shutdown_grace / 2);
 	queue_db_close(q.db);
 	buf_free(&q.arena);
 	log_info("stopped: %llu messages in %llu batches, %.1f us per commit"
 	    " (sync included)", q.committed, q.batches,
 	    q.batches ? (double)q.commit_us / (double)q.batches : 0.0);
+	config_free(q.reloaded);
 	return 0;
 }

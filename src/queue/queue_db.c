@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <sys/file.h>
 
+#include "common/dsn.h"
 #include "common/log.h"
 #include "queue/queue_db.h"
 #include "queue/queue_db_private.h"
@@ -185,6 +186,128 @@ static const char schema_v2[] =
 	"           ifnull(event_id, recipient_id);";
 
 /*
+ * Schema version 3: history outlives the queue.  A message that leaves
+ * messages (delivered or bounced and retired, purged after
+ * keep_delivered, deleted by the operator or by hand) leaves its
+ * envelope, recipients and events in the history_ tables, copied by a
+ * trigger in the same transaction, so that no path forgets it; the
+ * scheduler purges them queue.keep_history after finished_at.  Ids of
+ * recipients and events are kept as columns, not keys: SQLite may give
+ * a deleted row's id to a new one.
+ */
+static const char schema_v3[] =
+	"CREATE TABLE history_messages ("
+	"  id                TEXT PRIMARY KEY,"
+	"  received_at       INTEGER NOT NULL,"
+	"  sender            TEXT NOT NULL,"
+	"  client_ip         TEXT,"
+	"  helo              TEXT,"
+	"  protocol          TEXT,"
+	"  auth_user         TEXT,"
+	"  body_8bitmime     INTEGER NOT NULL,"
+	"  smtputf8          INTEGER NOT NULL,"
+	"  size              INTEGER NOT NULL,"
+	"  message_id_header TEXT,"
+	"  subject           TEXT,"
+	"  finished_at       INTEGER NOT NULL"
+	") WITHOUT ROWID;"
+	"CREATE INDEX history_messages_finished ON history_messages (finished_at);"
+	"CREATE TABLE history_recipients ("
+	"  seq             INTEGER PRIMARY KEY,"
+	"  message_id      TEXT NOT NULL,"
+	"  recipient_id    INTEGER NOT NULL,"
+	"  address         TEXT NOT NULL,"
+	"  route           TEXT,"
+	"  action          TEXT NOT NULL,"
+	"  action_params   TEXT,"
+	"  state           TEXT NOT NULL,"
+	"  attempts        INTEGER NOT NULL,"
+	"  next_attempt_at INTEGER,"
+	"  last_attempt_at INTEGER,"
+	"  last_reply      TEXT,"
+	"  destination     TEXT,"
+	"  updated_at      INTEGER NOT NULL"
+	");"
+	"CREATE INDEX history_recipients_message ON history_recipients"
+	"  (message_id);"
+	"CREATE TABLE history_events ("
+	"  seq          INTEGER PRIMARY KEY,"
+	"  message_id   TEXT NOT NULL,"
+	"  event_id     INTEGER NOT NULL,"
+	"  recipient_id INTEGER,"
+	"  at           INTEGER NOT NULL,"
+	"  kind         TEXT NOT NULL,"
+	"  detail       TEXT"
+	");"
+	"CREATE INDEX history_events_message ON history_events (message_id);"
+	/* BEFORE: the recipients and events are still there (the cascade
+	 * comes after). */
+	"CREATE TRIGGER messages_keep_history BEFORE DELETE ON messages"
+	" BEGIN"
+	"  INSERT OR REPLACE INTO history_messages (id, received_at, sender,"
+	"    client_ip, helo, protocol, auth_user, body_8bitmime, smtputf8,"
+	"    size, message_id_header, subject, finished_at)"
+	"  VALUES (old.id, old.received_at, old.sender, old.client_ip, old.helo,"
+	"    old.protocol, old.auth_user, old.body_8bitmime, old.smtputf8,"
+	"    old.size, old.message_id_header, old.subject,"
+	"    max(old.received_at,"
+	"        ifnull((SELECT max(updated_at) FROM recipients"
+	"                WHERE message_id = old.id), 0),"
+	"        ifnull((SELECT max(at) FROM events"
+	"                WHERE message_id = old.id), 0)));"
+	"  INSERT INTO history_recipients (message_id, recipient_id, address,"
+	"    route, action, action_params, state, attempts, next_attempt_at,"
+	"    last_attempt_at, last_reply, destination, updated_at)"
+	"  SELECT message_id, id, address, route, action, action_params, state,"
+	"    attempts, next_attempt_at, last_attempt_at, last_reply,"
+	"    destination, updated_at FROM recipients WHERE message_id = old.id"
+	"    ORDER BY id;"
+	"  INSERT INTO history_events (message_id, event_id, recipient_id, at,"
+	"    kind, detail)"
+	"  SELECT message_id, id, recipient_id, at, kind, detail FROM events"
+	"    WHERE message_id = old.id ORDER BY id;"
+	" END;"
+	/* message_history for what left the queue: the same columns. */
+	"CREATE VIEW history_trace AS"
+	"  SELECT message_id, event_id, datetime(at, 'unixepoch') AS time, at,"
+	"         kind, recipient_id, recipient, detail"
+	"  FROM ("
+	"    SELECT m.id AS message_id, NULL AS event_id, m.received_at AS at,"
+	"           'received' AS kind, NULL AS recipient_id, NULL AS recipient,"
+	"           'from=<' || m.sender || '> client=' || ifnull(m.client_ip, '')"
+	"           || ' helo=' || ifnull(m.helo, '') || ' size=' || m.size"
+	"           || ' nrcpt=' || (SELECT count(*) FROM history_recipients c"
+	"                            WHERE c.message_id = m.id) AS detail"
+	"    FROM history_messages m"
+	"    UNION ALL"
+	"    SELECT r.message_id, NULL, m.received_at, 'routed', r.recipient_id,"
+	"           r.address, 'route=' || ifnull(r.route, '') || ' action='"
+	"           || r.action || ' params=' || ifnull(r.action_params, '')"
+	"    FROM history_recipients r JOIN history_messages m"
+	"      ON m.id = r.message_id"
+	"    UNION ALL"
+	"    SELECT e.message_id, e.event_id, e.at, e.kind, e.recipient_id,"
+	"           r.address, e.detail"
+	"    FROM history_events e LEFT JOIN history_recipients r"
+	"      ON r.message_id = e.message_id"
+	"      AND r.recipient_id = e.recipient_id)"
+	"  ORDER BY message_id, at, event_id IS NOT NULL,"
+	"           ifnull(event_id, recipient_id);";
+
+/*
+ * Schema version 4: the DSN extension (RFC 3461), xtext decoded.  Per
+ * message RET ('FULL', 'HDRS', NULL when not given) and ENVID; per
+ * recipient NOTIFY ('NEVER' or a comma list of SUCCESS, FAILURE, DELAY,
+ * NULL when not given) and ORCPT ('addr-type;address').
+ */
+static const char schema_v4[] =
+	"ALTER TABLE messages ADD COLUMN dsn_ret TEXT"
+	"  CHECK (dsn_ret IN ('FULL', 'HDRS'));"
+	"ALTER TABLE messages ADD COLUMN dsn_envid TEXT;"
+	"ALTER TABLE recipients ADD COLUMN dsn_notify TEXT;"
+	"ALTER TABLE recipients ADD COLUMN dsn_orcpt TEXT;";
+
+/*
  * Migrations, in order: migrations[i] takes the schema from version
  * migrations[i].version - 1 to migrations[i].version.  Each runs in its own
  * transaction together with the update of schema_version.
@@ -195,6 +318,8 @@ static const struct migration {
 } migrations[] = {
 	{ 1, schema_v1 },
 	{ 2, schema_v2 },
+	{ 3, schema_v3 },
+	{ 4, schema_v4 },
 };
 
 enum stmt_id {
@@ -216,14 +341,16 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_INSERT_MESSAGE] =
 	    "INSERT INTO messages (id, received_at, sender, client_ip, helo,"
 	    " protocol, auth_user, body_8bitmime, smtputf8, size,"
-	    " message_id_header, subject)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+	    " message_id_header, subject, dsn_ret, dsn_envid)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
+	    " ?14)",
 	[ST_INSERT_CONTENT] =
 	    "INSERT INTO message_contents (message_id, content) VALUES (?1, ?2)",
 	[ST_INSERT_RCPT] =
 	    "INSERT INTO recipients (message_id, address, route, action,"
-	    " action_params, state, next_attempt_at, updated_at)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6)",
+	    " action_params, state, next_attempt_at, updated_at, dsn_notify,"
+	    " dsn_orcpt)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6, ?7, ?8)",
 };
 
 _Static_assert(ST_COUNT == QDB_INSERT_STMTS, "QDB_INSERT_STMTS");
@@ -743,6 +870,8 @@ insert_message(struct queue_db *db, const struct envelope *env,
 	sqlite3_bind_int64(st, 10, (sqlite3_int64)content_len);
 	qdb_bind_text(st, 11, hv[0].found ? hv[0].text : NULL);
 	qdb_bind_text(st, 12, hv[1].found ? hv[1].text : NULL);
+	qdb_bind_text(st, 13, dsn_ret_name(env->dsn_ret));
+	qdb_bind_text(st, 14, env->dsn_envid);
 	if (run_stmt(db, ST_INSERT_MESSAGE, env->queue_id,
 	    "insert message") == -1)
 		return -1;
@@ -767,6 +896,7 @@ insert_rcpt(struct queue_db *db, const struct envelope *env,
     const struct envelope_rcpt *rc)
 {
 	sqlite3_stmt *st = db->stmt[ST_INSERT_RCPT];
+	char notify[DSN_NOTIFY_TEXT_MAX];
 
 	sqlite3_bind_text(st, 1, env->queue_id, -1, SQLITE_STATIC);
 	qdb_bind_text(st, 2, rc->address);
@@ -775,6 +905,9 @@ insert_rcpt(struct queue_db *db, const struct envelope *env,
 	qdb_bind_text(st, 5, rc->params);
 	/* Due at once: the scheduler picks it up on its next pass. */
 	sqlite3_bind_int64(st, 6, env->received_at);
+	qdb_bind_text(st, 7, rc->dsn_notify != 0 ?
+	    dsn_notify_format(rc->dsn_notify, notify) : NULL);
+	qdb_bind_text(st, 8, rc->dsn_orcpt);
 	/* Its "routed" event is message_history's (schema_v2). */
 	return run_stmt(db, ST_INSERT_RCPT, env->queue_id, "insert recipient");
 }

@@ -37,7 +37,7 @@
 #include <stdint.h>
 #include "common/envelope.h"
 
-#define QUEUE_SCHEMA_VERSION 2
+#define QUEUE_SCHEMA_VERSION 4
 #define QUEUE_LOCK_NAME      "queue.lock"
 
 /*
@@ -122,6 +122,8 @@ struct queue_due {
 	char    *msgid, *address, *route, *action, *params, *sender;
 	unsigned attempts;
 	int64_t  last_attempt_at, received_at;
+	unsigned dsn_notify;            /* DSN_NOTIFY_* bits, 0: none */
+	char    *dsn_orcpt;             /* "type;address", NULL: none */
 };
 enum queue_due_state { QUEUE_DUE_QUEUED, QUEUE_DUE_DEFERRED };
 
@@ -151,12 +153,17 @@ int queue_db_retire_if_final(struct queue_db *db, const char *msgid,
 /* Delete the finished messages last changed before before: how many, or
  * -1. */
 int queue_db_purge(struct queue_db *db, int64_t before);
+/* Forget the history of the messages that left the queue before before
+ * (queue.keep_history): how many, or -1. */
+int queue_db_purge_history(struct queue_db *db, int64_t before);
 
 /* A message as its delivery needs it. */
 struct queue_message {
 	char    *sender, *client_ip, *helo, *protocol, *auth_user;
 	int64_t  received_at;
 	bool     body_8bitmime, smtputf8;
+	int      dsn_ret;               /* enum dsn_ret */
+	char    *dsn_envid;             /* NULL: none */
 	size_t   content_len;
 };
 /* Fill m and write the content to fd: 1, 0 when there is no such
@@ -195,22 +202,49 @@ int  queue_db_admin_begin(struct queue_db *db);
 int  queue_db_admin_commit(struct queue_db *db);
 void queue_db_admin_rollback(struct queue_db *db);
 
-/* queue list: the messages in the order received, filtered by the state
- * of a recipient and by patterns the caller matches (match(): which 0 is
- * a recipient address, 1 the sender; rcpt / sender say whether to ask). */
-struct queue_list_filter {
+/*
+ * A selection of recipients, for queue list and the bulk actions: every
+ * condition set must hold for the same recipient (state, address,
+ * destination) and its message (sender, age, ids).  Patterns are the
+ * caller's: match(arg, which, text, len) with which 0 for a recipient
+ * address, 1 for the sender, 2 for a destination (the host, path or
+ * command last tried, or the recipient's domain); rcpt, sender and dest
+ * say whether to ask.  ids: only the messages given to
+ * queue_db_select_ids() (a temporary table of this connection).
+ */
+struct queue_select {
 	const char *state;              /* NULL: any */
-	bool        rcpt, sender;
+	bool        rcpt, sender, dest, ids;
+	int64_t     received_before;    /* 0: any age */
 	int       (*match)(void *arg, int which, const char *text, size_t len);
 	void       *arg;
 };
+int queue_db_select_ids(struct queue_db *db, char *const *ids, size_t n);
+
+/* queue list: one call per recipient of each selected message (every
+ * recipient of it, selected or not), messages in the order received. */
 struct queue_list_row {
 	const char *id, *received, *sender, *states;
 	size_t      sender_len;
-	int64_t     size, nrcpts;
+	int64_t     size, nrcpts, received_at;
+	/* The recipient. */
+	const char *address, *state, *last_reply, *next_attempt;
+	const char *destination, *route;
+	int64_t     attempts;
 };
-int queue_db_list(struct queue_db *db, const struct queue_list_filter *f,
+int queue_db_list(struct queue_db *db, const struct queue_select *sel,
     void (*fn)(void *arg, const struct queue_list_row *row), void *arg);
+
+/* queue shape: per destination (the recipient's domain), the pending
+ * recipients (queued, deferred, delivering, held) received in each age
+ * bucket: bucket i holds those younger than bounds[i] seconds (and not
+ * younger than bounds[i - 1]); the last bucket, nbounds, the rest.  fn
+ * once per destination, most pending first, with counts[0] the total
+ * and counts[1 + i] bucket i. */
+int queue_db_shape(struct queue_db *db, const struct queue_select *sel,
+    int64_t now, const int64_t *bounds, size_t nbounds,
+    void (*fn)(void *arg, const char *dest, size_t len,
+    const int64_t *counts), void *arg);
 
 /* queue show.  The single-row ones return 1, 0 when there is no such
  * message (or content: removed once every recipient is final), -1. */
@@ -229,6 +263,12 @@ struct queue_event_view {
 	const char *time, *kind, *recipient, *detail;
 };
 int queue_db_message_exists(struct queue_db *db, const char *id);
+/* queue trace: 1 when message id is in the queue, 2 when only its
+ * history is left (schema version 3: it was delivered, bounced or
+ * deleted), 0 when neither, -1.  queue_db_use_history(): the show
+ * functions below read the history tables instead of the queue's. */
+int  queue_db_message_where(struct queue_db *db, const char *id);
+void queue_db_use_history(struct queue_db *db, bool on);
 int queue_db_show_message(struct queue_db *db, const char *id,
     void (*fn)(void *arg, const struct queue_message_view *m), void *arg);
 int queue_db_show_recipients(struct queue_db *db, const char *id,
@@ -238,15 +278,23 @@ int queue_db_show_history(struct queue_db *db, const char *id,
 int queue_db_show_content(struct queue_db *db, const char *id,
     void (*fn)(void *arg, const char *content, size_t len), void *arg);
 
-/* queue retry / hold / release: change the recipients of message id
- * (NULL: every message) that the change applies to, with a history row
- * each, in one transaction; *changed: how many. */
+/* queue retry / hold / release: change the selected recipients that the
+ * change applies to, with a history row each ("by" in its detail: who),
+ * in one transaction; *nrcpts, *nmsgs: how many were changed. */
 enum queue_change { QUEUE_CHANGE_RETRY, QUEUE_CHANGE_HOLD,
 	QUEUE_CHANGE_RELEASE };
-int queue_db_change_recipients(struct queue_db *db, const char *id,
-    enum queue_change change, int64_t now, long long *changed);
-/* queue delete: the message and everything about it. */
-int queue_db_delete(struct queue_db *db, const char *id);
+int queue_db_change_selected(struct queue_db *db, const struct queue_select *sel,
+    enum queue_change change, int64_t now, const char *by,
+    long long *nrcpts, long long *nmsgs);
+/* queue delete: the messages with a selected recipient and everything
+ * about them but their history ("deleted" event, then kept for
+ * queue.keep_history), in one transaction; *nmsgs. */
+int queue_db_delete_selected(struct queue_db *db, const struct queue_select *sel,
+    int64_t now, const char *by, long long *nmsgs);
+/* The ids of the messages with a selected recipient, oldest first. */
+int queue_db_selected_messages(struct queue_db *db,
+    const struct queue_select *sel,
+    void (*fn)(void *arg, const char *id), void *arg);
 
 /* queue bounce, inside queue_db_admin_begin(): the recipients still
  * pending (not in delivery right now); the original for the DSN

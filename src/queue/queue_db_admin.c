@@ -106,22 +106,19 @@ queue_db_admin_rollback(struct queue_db *db)
 		sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
 }
 
-/* ---- queue list ---- */
+/* ---- selections ---- */
 
-struct list_ctx {
-	const struct queue_list_filter *filter;
-};
-
-/* mx_match(N, text): the caller's matcher for N (0 recipient, 1 sender). */
+/* mx_match(N, text): the caller's matcher for N (0 recipient, 1 sender,
+ * 2 destination). */
 static void
 sql_mx_match(sqlite3_context *cx, int argc, sqlite3_value **argv)
 {
-	const struct queue_list_filter *f = sqlite3_user_data(cx);
+	const struct queue_select *f = sqlite3_user_data(cx);
 	int which = sqlite3_value_int(argv[0]);
 	const unsigned char *text = sqlite3_value_text(argv[1]);
 
 	(void)argc;
-	if (which < 0 || which > 1 || text == NULL) {
+	if (which < 0 || which > 2 || text == NULL) {
 		sqlite3_result_int(cx, 0);
 		return;
 	}
@@ -129,36 +126,94 @@ sql_mx_match(sqlite3_context *cx, int argc, sqlite3_value **argv)
 	    (size_t)sqlite3_value_bytes(argv[1])));
 }
 
+/* The condition on a recipient r of message m: parameters ?1 to ?6,
+ * bound by bind_select(). */
+#define SELECT_WHERE \
+	" (?1 IS NULL OR r.state = ?1)" \
+	" AND (?2 IS NULL OR mx_match(0, r.address))" \
+	" AND (?3 IS NULL OR mx_match(1, m.sender))" \
+	" AND (?4 IS NULL OR mx_match(2, coalesce(r.destination, ''))" \
+	"      OR mx_match(2, substr(r.address, instr(r.address, '@') + 1)))" \
+	" AND (?5 IS NULL OR m.received_at < ?5)" \
+	" AND (?6 IS NULL OR r.message_id IN (SELECT id FROM temp.mx_select))"
+
+/* The connection's own table of selected ids (queue_db_select_ids()):
+ * a statement naming it needs it, used or not. */
+static int
+select_table(struct queue_db *db)
+{
+	return exec_saved(db, "CREATE TEMP TABLE IF NOT EXISTS mx_select"
+	    " (id TEXT PRIMARY KEY)");
+}
+
+static int
+select_prepare(struct queue_db *db, const struct queue_select *sel,
+    const char *sql, sqlite3_stmt **st)
+{
+	if (select_table(db) == -1)
+		return -1;
+	if (sqlite3_create_function(db->h, "mx_match", 2, SQLITE_UTF8 |
+	    SQLITE_DETERMINISTIC, (void *)sel, sql_mx_match, NULL, NULL) !=
+	    SQLITE_OK) {
+		qdb_save_error(db);
+		return -1;
+	}
+	if (prepare(db, sql, st) == -1)
+		return -1;
+	if (sel->state != NULL)
+		sqlite3_bind_text(*st, 1, sel->state, -1, SQLITE_STATIC);
+	if (sel->rcpt)
+		sqlite3_bind_int(*st, 2, 1);
+	if (sel->sender)
+		sqlite3_bind_int(*st, 3, 1);
+	if (sel->dest)
+		sqlite3_bind_int(*st, 4, 1);
+	if (sel->received_before != 0)
+		sqlite3_bind_int64(*st, 5, sel->received_before);
+	if (sel->ids)
+		sqlite3_bind_int(*st, 6, 1);
+	return 0;
+}
+
 int
-queue_db_list(struct queue_db *db, const struct queue_list_filter *f,
+queue_db_select_ids(struct queue_db *db, char *const *ids, size_t n)
+{
+	sqlite3_stmt *st;
+	size_t i;
+	int rc = SQLITE_DONE;
+
+	if (select_table(db) == -1 ||
+	    exec_saved(db, "DELETE FROM temp.mx_select") == -1 ||
+	    prepare(db, "INSERT OR IGNORE INTO temp.mx_select (id)"
+	    " VALUES (?1)", &st) == -1)
+		return -1;
+	for (i = 0; i < n && rc == SQLITE_DONE; i++) {
+		sqlite3_bind_text(st, 1, ids[i], -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+	}
+	return finish(db, st, rc, false);
+}
+
+/* ---- queue list ---- */
+
+int
+queue_db_list(struct queue_db *db, const struct queue_select *sel,
     void (*fn)(void *arg, const struct queue_list_row *row), void *arg)
 {
 	struct queue_list_row row;
 	sqlite3_stmt *st;
 	int rc;
 
-	if (sqlite3_create_function(db->h, "mx_match", 2, SQLITE_UTF8 |
-	    SQLITE_DETERMINISTIC, (void *)f, sql_mx_match, NULL, NULL) !=
-	    SQLITE_OK) {
-		qdb_save_error(db);
+	if (select_prepare(db, sel, "SELECT s.id, s.received, s.size,"
+	    " s.sender, s.recipients, s.states, s.received_at, x.address,"
+	    " x.state, x.last_reply, x.next_attempt, x.destination, x.route,"
+	    " x.attempts FROM message_status s JOIN recipient_status x"
+	    " ON x.message_id = s.id WHERE s.id IN (SELECT r.message_id"
+	    " FROM recipients r JOIN messages m ON m.id = r.message_id"
+	    " WHERE" SELECT_WHERE ")"
+	    " ORDER BY s.received_at, s.id, x.recipient_id", &st) == -1)
 		return -1;
-	}
-	/* One recipient must match both the state and the pattern. */
-	if (prepare(db, "SELECT m.id, m.received, m.size, m.sender,"
-	    " m.recipients, m.states FROM message_status m"
-	    " WHERE (?1 IS NULL AND ?2 IS NULL OR EXISTS (SELECT 1 FROM"
-	    "  recipients r WHERE r.message_id = m.id"
-	    "  AND (?1 IS NULL OR r.state = ?1)"
-	    "  AND (?2 IS NULL OR mx_match(0, r.address))))"
-	    " AND (?3 IS NULL OR mx_match(1, m.sender))"
-	    " ORDER BY m.received_at, m.id", &st) == -1)
-		return -1;
-	if (f->state != NULL)
-		sqlite3_bind_text(st, 1, f->state, -1, SQLITE_STATIC);
-	if (f->rcpt)
-		sqlite3_bind_int(st, 2, 1);
-	if (f->sender)
-		sqlite3_bind_int(st, 3, 1);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		row.id = col_text(st, 0);
 		row.received = col_text(st, 1);
@@ -167,7 +222,70 @@ queue_db_list(struct queue_db *db, const struct queue_list_filter *f,
 		row.sender_len = (size_t)sqlite3_column_bytes(st, 3);
 		row.nrcpts = sqlite3_column_int64(st, 4);
 		row.states = col_text(st, 5);
+		row.received_at = sqlite3_column_int64(st, 6);
+		row.address = col_text(st, 7);
+		row.state = col_text(st, 8);
+		row.last_reply = col_text(st, 9);
+		row.next_attempt = col_text(st, 10);
+		row.destination = col_text(st, 11);
+		row.route = col_text(st, 12);
+		row.attempts = sqlite3_column_int64(st, 13);
 		fn(arg, &row);
+	}
+	return finish(db, st, rc, false);
+}
+
+/* ---- queue shape ---- */
+
+#define SHAPE_MAX_BUCKETS 16
+
+int
+queue_db_shape(struct queue_db *db, const struct queue_select *sel,
+    int64_t now, const int64_t *bounds, size_t nbounds,
+    void (*fn)(void *arg, const char *dest, size_t len,
+    const int64_t *counts), void *arg)
+{
+	int64_t counts[SHAPE_MAX_BUCKETS + 2];
+	struct buf sql;
+	sqlite3_stmt *st;
+	size_t i;
+	int rc;
+
+	if (nbounds > SHAPE_MAX_BUCKETS) {
+		snprintf(db->err, sizeof(db->err), "at most %d age buckets",
+		    SHAPE_MAX_BUCKETS);
+		db->err_code = SQLITE_MISUSE;
+		return -1;
+	}
+	/* The age of each pending recipient's message, in buckets by
+	 * count(CASE ...): one pass, whatever the number of buckets. */
+	buf_init(&sql);
+	buf_appends(&sql, "SELECT lower(substr(r.address, instr(r.address, '@')"
+	    " + 1)) AS dest, count(*)");
+	for (i = 0; i <= nbounds; i++) {
+		buf_appendf(&sql, ", count(CASE WHEN ?7 - m.received_at");
+		if (i > 0)
+			buf_appendf(&sql, " >= %lld", (long long)bounds[i - 1]);
+		if (i > 0 && i < nbounds)
+			buf_appends(&sql, " AND ?7 - m.received_at");
+		if (i < nbounds)
+			buf_appendf(&sql, " < %lld", (long long)bounds[i]);
+		buf_appends(&sql, " THEN 1 END)");
+	}
+	buf_appends(&sql, " FROM recipients r JOIN messages m ON m.id ="
+	    " r.message_id WHERE r.state IN ('queued', 'deferred',"
+	    " 'delivering', 'held') AND" SELECT_WHERE
+	    " GROUP BY dest ORDER BY 2 DESC, dest");
+	rc = select_prepare(db, sel, sql.data, &st);
+	buf_free(&sql);
+	if (rc == -1)
+		return -1;
+	sqlite3_bind_int64(st, 7, now);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		for (i = 0; i <= nbounds + 1; i++)
+			counts[i] = sqlite3_column_int64(st, (int)i + 1);
+		fn(arg, col_text(st, 0), (size_t)sqlite3_column_bytes(st, 0),
+		    counts);
 	}
 	return finish(db, st, rc, false);
 }
@@ -190,6 +308,31 @@ queue_db_message_exists(struct queue_db *db, const char *id)
 }
 
 int
+queue_db_message_where(struct queue_db *db, const char *id)
+{
+	sqlite3_stmt *st;
+	int rc, where = 0;
+
+	if (prepare(db, "SELECT CASE WHEN EXISTS (SELECT 1 FROM messages"
+	    " WHERE id = ?1) THEN 1 WHEN EXISTS (SELECT 1 FROM"
+	    " history_messages WHERE id = ?1) THEN 2 ELSE 0 END", &st) == -1)
+		return -1;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		where = sqlite3_column_int(st, 0);
+	if (finish(db, st, rc, true) < 0)
+		return -1;
+	return where;
+}
+
+void
+queue_db_use_history(struct queue_db *db, bool on)
+{
+	db->history = on;
+}
+
+int
 queue_db_show_message(struct queue_db *db, const char *id,
     void (*fn)(void *arg, const struct queue_message_view *m), void *arg)
 {
@@ -197,7 +340,12 @@ queue_db_show_message(struct queue_db *db, const char *id,
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prepare(db, "SELECT id, datetime(received_at, 'unixepoch'),"
+	if (prepare(db, db->history ?
+	    "SELECT id, datetime(received_at, 'unixepoch'),"
+	    " received_at, sender, client_ip, helo, protocol, auth_user,"
+	    " size, body_8bitmime, smtputf8, message_id_header, subject"
+	    " FROM history_messages WHERE id = ?1" :
+	    "SELECT id, datetime(received_at, 'unixepoch'),"
 	    " received_at, sender, client_ip, helo, protocol, auth_user,"
 	    " size, body_8bitmime, smtputf8, message_id_header, subject"
 	    " FROM messages WHERE id = ?1", &st) == -1)
@@ -233,7 +381,13 @@ queue_db_show_recipients(struct queue_db *db, const char *id,
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prepare(db, "SELECT address, route, action, action_params,"
+	if (prepare(db, db->history ?
+	    "SELECT address, route, action, action_params, state, attempts,"
+	    " datetime(next_attempt_at, 'unixepoch'),"
+	    " datetime(last_attempt_at, 'unixepoch'), last_reply,"
+	    " destination FROM history_recipients WHERE message_id = ?1"
+	    " ORDER BY recipient_id" :
+	    "SELECT address, route, action, action_params,"
 	    " state, attempts, next_attempt, last_attempt, last_reply,"
 	    " destination FROM recipient_status WHERE message_id = ?1"
 	    " ORDER BY recipient_id", &st) == -1)
@@ -263,7 +417,11 @@ queue_db_show_history(struct queue_db *db, const char *id,
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prepare(db, "SELECT time, kind, recipient, detail FROM"
+	if (prepare(db, db->history ?
+	    "SELECT time, kind, recipient, detail FROM"
+	    " history_trace WHERE message_id = ?1 ORDER BY at,"
+	    " event_id IS NOT NULL, ifnull(event_id, recipient_id)" :
+	    "SELECT time, kind, recipient, detail FROM"
 	    " message_history WHERE message_id = ?1 ORDER BY at,"
 	    " event_id IS NOT NULL, ifnull(event_id, recipient_id)",
 	    &st) == -1)
@@ -305,26 +463,28 @@ queue_db_show_content(struct queue_db *db, const char *id,
 
 /* ---- queue retry, hold, release, delete ---- */
 
-/* Run sql with ?1 = id (or NULL), ?2 = now, ?3 = detail. */
+/* Run a selecting statement that returns no rows, with ?7 = now and
+ * ?8 = detail; *changed: the rows it changed (or, for a SELECT count,
+ * that count). */
 static int
-run_change(struct queue_db *db, const char *sql, const char *id, int64_t now,
-    const char *detail, long long *changed)
+run_selected(struct queue_db *db, const struct queue_select *sel,
+    const char *sql, int64_t now, const char *detail, long long *changed)
 {
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prepare(db, sql, &st) == -1)
+	if (select_prepare(db, sel, sql, &st) == -1)
 		return -1;
-	if (id != NULL)
-		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	if (sqlite3_bind_parameter_count(st) >= 2)
-		sqlite3_bind_int64(st, 2, now);
-	if (sqlite3_bind_parameter_count(st) >= 3)
-		sqlite3_bind_text(st, 3, detail, -1, SQLITE_STATIC);
+	if (sqlite3_bind_parameter_count(st) >= 7)
+		sqlite3_bind_int64(st, 7, now);
+	if (sqlite3_bind_parameter_count(st) >= 8)
+		sqlite3_bind_text(st, 8, detail, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
-	if (finish(db, st, rc, false) < 0)
+	if (rc == SQLITE_ROW && changed != NULL)
+		*changed = sqlite3_column_int64(st, 0);
+	if (finish(db, st, rc, true) < 0)
 		return -1;
-	if (changed != NULL)
+	if (rc == SQLITE_DONE && changed != NULL)
 		*changed = sqlite3_changes(db->h);
 	return 0;
 }
@@ -332,36 +492,44 @@ run_change(struct queue_db *db, const char *sql, const char *id, int64_t now,
 static const struct {
 	const char *where, *set, *kind;
 } changes[] = {
-	[QUEUE_CHANGE_RETRY] = { "state IN ('queued', 'deferred')",
-	    "next_attempt_at = ?2", "retry" },
+	[QUEUE_CHANGE_RETRY] = { "r.state IN ('queued', 'deferred')",
+	    "next_attempt_at = ?7", "retry" },
 	/* A recipient in delivery now is held too: if that attempt fails
 	 * it stays held rather than being retried. */
 	[QUEUE_CHANGE_HOLD] = {
-	    "state IN ('queued', 'deferred', 'delivering')",
+	    "r.state IN ('queued', 'deferred', 'delivering')",
 	    "state = 'held'", "held" },
-	[QUEUE_CHANGE_RELEASE] = { "state = 'held'",
+	[QUEUE_CHANGE_RELEASE] = { "r.state = 'held'",
 	    "state = CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END,"
-	    " next_attempt_at = ?2", "released" },
+	    " next_attempt_at = ?7", "released" },
 };
 
-int
-queue_db_change_recipients(struct queue_db *db, const char *id,
-    enum queue_change change, int64_t now, long long *changed)
-{
-	char events[512], update[512];
+#define SELECTED_RCPTS \
+	" FROM recipients r JOIN messages m ON m.id = r.message_id WHERE"
 
-	*changed = 0;
+int
+queue_db_change_selected(struct queue_db *db, const struct queue_select *sel,
+    enum queue_change change, int64_t now, const char *by,
+    long long *nrcpts, long long *nmsgs)
+{
+	char count[1024], events[1024], update[1024];
+
+	*nrcpts = *nmsgs = 0;
+	snprintf(count, sizeof(count), "SELECT count(DISTINCT r.message_id)"
+	    SELECTED_RCPTS SELECT_WHERE " AND %s", changes[change].where);
 	snprintf(events, sizeof(events), "INSERT INTO events (message_id,"
-	    " recipient_id, at, kind, detail) SELECT message_id, id, ?2, '%s',"
-	    " ?3 FROM recipients WHERE (?1 IS NULL OR message_id = ?1)"
-	    " AND %s", changes[change].kind, changes[change].where);
+	    " recipient_id, at, kind, detail) SELECT r.message_id, r.id, ?7,"
+	    " '%s', ?8" SELECTED_RCPTS SELECT_WHERE " AND %s",
+	    changes[change].kind, changes[change].where);
 	snprintf(update, sizeof(update), "UPDATE recipients SET %s,"
-	    " updated_at = ?2 WHERE (?1 IS NULL OR message_id = ?1) AND %s",
-	    changes[change].set, changes[change].where);
+	    " updated_at = ?7 WHERE id IN (SELECT r.id" SELECTED_RCPTS
+	    SELECT_WHERE " AND %s)", changes[change].set,
+	    changes[change].where);
 	if (queue_db_admin_begin(db) == -1)
 		return -1;
-	if (run_change(db, events, id, now, "by mxgatectl", NULL) == -1 ||
-	    run_change(db, update, id, now, NULL, changed) == -1 ||
+	if (run_selected(db, sel, count, now, NULL, nmsgs) == -1 ||
+	    run_selected(db, sel, events, now, by, NULL) == -1 ||
+	    run_selected(db, sel, update, now, NULL, nrcpts) == -1 ||
 	    queue_db_admin_commit(db) == -1) {
 		queue_db_admin_rollback(db);
 		return -1;
@@ -370,12 +538,54 @@ queue_db_change_recipients(struct queue_db *db, const char *id,
 }
 
 int
-queue_db_delete(struct queue_db *db, const char *id)
+queue_db_delete_selected(struct queue_db *db, const struct queue_select *sel,
+    int64_t now, const char *by, long long *nmsgs)
 {
-	/* The content, recipients and history go with it (ON DELETE
-	 * CASCADE); a delivery running now finds nothing to record. */
-	return run_change(db, "DELETE FROM messages WHERE id = ?1", id, 0,
-	    NULL, NULL);
+	*nmsgs = 0;
+	if (queue_db_admin_begin(db) == -1)
+		return -1;
+	/* The ids first: deleting changes what the selection sees. */
+	if (exec_saved(db, "CREATE TEMP TABLE IF NOT EXISTS mx_delete"
+	    " (id TEXT PRIMARY KEY); DELETE FROM temp.mx_delete") == -1 ||
+	    run_selected(db, sel, "INSERT OR IGNORE INTO temp.mx_delete (id)"
+	    " SELECT r.message_id" SELECTED_RCPTS SELECT_WHERE, now, NULL,
+	    NULL) == -1 ||
+	    run_selected(db, sel, "INSERT INTO events (message_id,"
+	    " recipient_id, at, kind, detail) SELECT id, NULL, ?7, 'deleted',"
+	    " ?8 FROM temp.mx_delete",
+	    now, by, NULL) == -1 ||
+	    /* The content, recipients and events go with it (ON DELETE
+	     * CASCADE), once the history trigger has kept what
+	     * queue.keep_history keeps; a delivery running now finds
+	     * nothing to record. */
+	    exec_saved(db, "DELETE FROM messages WHERE id IN"
+	    " (SELECT id FROM temp.mx_delete)") == -1) {
+		queue_db_admin_rollback(db);
+		return -1;
+	}
+	*nmsgs = sqlite3_changes(db->h);
+	if (queue_db_admin_commit(db) == -1) {
+		queue_db_admin_rollback(db);
+		return -1;
+	}
+	return 0;
+}
+
+int
+queue_db_selected_messages(struct queue_db *db,
+    const struct queue_select *sel,
+    void (*fn)(void *arg, const char *id), void *arg)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (select_prepare(db, sel, "SELECT m.id FROM messages m WHERE m.id"
+	    " IN (SELECT r.message_id" SELECTED_RCPTS SELECT_WHERE ")"
+	    " ORDER BY m.received_at, m.id", &st) == -1)
+		return -1;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		fn(arg, col_text(st, 0));
+	return finish(db, st, rc, false);
 }
 
 /* ---- queue bounce ---- */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/dsn.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "queue/queue_db.h"
@@ -38,7 +39,7 @@ _Static_assert(DS_COUNT == QDB_DELIVERY_STMTS, "QDB_DELIVERY_STMTS");
 #define DUE_SQL(state) \
 	"SELECT r.id, r.message_id, r.address, r.route, r.action," \
 	" r.action_params, r.attempts, coalesce(r.last_attempt_at, 0)," \
-	" m.received_at, m.sender" \
+	" m.received_at, m.sender, r.dsn_notify, r.dsn_orcpt" \
 	" FROM recipients r JOIN messages m ON m.id = r.message_id" \
 	" WHERE r.state = '" state "' AND r.next_attempt_at <= ?1" \
 	" ORDER BY r.next_attempt_at LIMIT ?2 OFFSET ?3"
@@ -88,7 +89,7 @@ static const char *const dstmt_sql[DS_COUNT] = {
 	    "SELECT m.sender, m.client_ip, m.helo, m.protocol, m.auth_user,"
 	    " m.received_at, m.body_8bitmime, m.smtputf8, c.rowid,"
 	    " length(c.content), CASE WHEN length(c.content) <= ?2"
-	    " THEN c.content END"
+	    " THEN c.content END, m.dsn_ret, m.dsn_envid"
 	    " FROM messages m JOIN message_contents c ON c.message_id = m.id"
 	    " WHERE m.id = ?1",
 };
@@ -226,6 +227,9 @@ queue_db_txn_commit(struct queue_db *db)
 static void
 read_due(sqlite3_stmt *st, struct queue_due *row)
 {
+	const char *notify;
+	int bits;
+
 	row->id = sqlite3_column_int64(st, 0);
 	row->msgid = qdb_column_dup(st, 1);
 	row->address = qdb_column_dup(st, 2);
@@ -236,6 +240,12 @@ read_due(sqlite3_stmt *st, struct queue_due *row)
 	row->last_attempt_at = sqlite3_column_int64(st, 7);
 	row->received_at = sqlite3_column_int64(st, 8);
 	row->sender = qdb_column_dup(st, 9);
+	/* Written by queue_db_insert() from a checked envelope; a value
+	 * edited into something else by hand counts as none. */
+	notify = (const char *)sqlite3_column_text(st, 10);
+	bits = notify != NULL ? dsn_notify_parse(notify, strlen(notify)) : 0;
+	row->dsn_notify = bits > 0 ? (unsigned)bits : 0;
+	row->dsn_orcpt = qdb_column_dup(st, 11);
 }
 
 int
@@ -272,6 +282,7 @@ queue_db_due_free(struct queue_due *row)
 	free(row->action);
 	free(row->params);
 	free(row->sender);
+	free(row->dsn_orcpt);
 	memset(row, 0, sizeof(*row));
 }
 
@@ -389,6 +400,37 @@ queue_db_purge(struct queue_db *db, int64_t before)
 	return sqlite3_changes(db->h);
 }
 
+/* Three statements, once a minute: prepared at each call. */
+int
+queue_db_purge_history(struct queue_db *db, int64_t before)
+{
+	static const char *const sql[] = {
+		"DELETE FROM history_events WHERE message_id IN (SELECT id"
+		" FROM history_messages WHERE finished_at < ?1)",
+		"DELETE FROM history_recipients WHERE message_id IN (SELECT id"
+		" FROM history_messages WHERE finished_at < ?1)",
+		"DELETE FROM history_messages WHERE finished_at < ?1",
+	};
+	sqlite3_stmt *st;
+	int rc = SQLITE_DONE;
+
+	for (size_t i = 0; i < ARRAY_LEN(sql) && rc == SQLITE_DONE; i++) {
+		if (sqlite3_prepare_v2(db->h, sql[i], -1, &st, NULL) !=
+		    SQLITE_OK) {
+			sched_fail(db, "purging old history");
+			return -1;
+		}
+		sqlite3_bind_int64(st, 1, before);
+		rc = sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+	if (rc != SQLITE_DONE) {
+		sched_fail(db, "purging old history");
+		return -1;
+	}
+	return sqlite3_changes(db->h);
+}
+
 int
 queue_db_requeue_interrupted(struct queue_db *db, int64_t now)
 {
@@ -448,6 +490,7 @@ queue_db_message_copy(struct queue_db *db, const char *queue_id,
 	sqlite3_stmt *st = dstmt(db, DS_LOAD);
 	sqlite3_int64 rowid;
 	const void *small;
+	const char *ret;
 	int rc, ok;
 
 	memset(m, 0, sizeof(*m));
@@ -465,6 +508,10 @@ queue_db_message_copy(struct queue_db *db, const char *queue_id,
 	m->protocol = qdb_column_dup(st, 3);
 	m->auth_user = qdb_column_dup(st, 4);
 	m->received_at = sqlite3_column_int64(st, 5);
+	m->dsn_envid = qdb_column_dup(st, 12);
+	ret = (const char *)sqlite3_column_text(st, 11);
+	m->dsn_ret = ret != NULL && dsn_ret_parse(ret) > 0 ?
+	    dsn_ret_parse(ret) : DSN_RET_NONE;
 	m->body_8bitmime = sqlite3_column_int(st, 6) != 0;
 	m->smtputf8 = sqlite3_column_int(st, 7) != 0;
 	rowid = sqlite3_column_int64(st, 8);
@@ -496,6 +543,7 @@ queue_db_message_free(struct queue_message *m)
 	free(m->helo);
 	free(m->protocol);
 	free(m->auth_user);
+	free(m->dsn_envid);
 	memset(m, 0, sizeof(*m));
 }
 

@@ -31,6 +31,7 @@ struct queue_db {
 	bool          txn_broken;
 	sqlite3_stmt *stmt[QDB_INSERT_STMTS];
 	sqlite3_stmt *dstmt[QDB_DELIVERY_STMTS];   /* NULL until prepared */
+	bool          history;          /* show_* read the history tables */
 	char          err[256];         /* the last failure: queue_db_error() */
 	int           err_code;         /* its SQLite code: queue_db_error_kind() */
 };

@@ -43,6 +43,7 @@
 #include <syslog.h>
 
 #include "queue/bounce.h"
+#include "common/dsn.h"
 #include "common/ipc.h"
 #include "common/json.h"
 #include "delivery/delivery.h"
@@ -75,6 +76,9 @@ struct srcpt {
 	int64_t  prev_attempt_at;       /* the one before; 0 for none */
 	int      status;                /* enum delivery_status */
 	bool     remote;                /* see struct delivery_rcpt */
+	bool     dsn_passed;            /* ... */
+	unsigned dsn_notify;            /* DSN NOTIFY bits, 0: none given */
+	char    *dsn_orcpt;             /* "type;address", NULL: none */
 	char     reply[DELIVERY_REPLY_MAX];
 };
 
@@ -116,6 +120,7 @@ struct dproc {
 	struct child *batch;            /* NULL: idle */
 	unsigned batches;
 	uint64_t idle_since_ms;
+	unsigned conf_generation;       /* s.conf_generation when asked for */
 	bool     used;
 };
 
@@ -129,9 +134,12 @@ static struct {
 	struct event_loop *loop;
 	int       timerfd;
 	uint64_t  timer_at_ms;              /* when it is armed for; 0 none */
-	struct child *children;         /* conf->concurrency slots */
+	struct child *children;         /* nslots: the most concurrency
+	                                 * has been since the start */
 	size_t    nslots, nrunning;
+	size_t    limit;                /* delivery.concurrency now */
 	struct dproc *procs;            /* as many: the process pool */
+	unsigned  conf_generation;      /* reloads (scheduler_reconfigure) */
 	struct sjob **completed;        /* outcomes to record */
 	size_t    ncompleted, completed_cap;
 	struct retry_policy policy;
@@ -169,8 +177,10 @@ job_free(struct sjob *j)
 
 	if (j == NULL)
 		return;
-	for (i = 0; i < j->nrcpts; i++)
+	for (i = 0; i < j->nrcpts; i++) {
 		free(j->rcpts[i].address);
+		free(j->rcpts[i].dsn_orcpt);
+	}
 	free(j->rcpts);
 	free(j->queue_id);
 	free(j->sender);
@@ -323,6 +333,7 @@ apply_report(struct child *c, const struct report *r)
 		rc->status = r->status == DELIVERY_OK ||
 		    r->status == DELIVERY_FAIL ? r->status : DELIVERY_DEFER;
 		rc->remote = r->remote != 0;
+		rc->dsn_passed = r->dsn_passed != 0;
 		memcpy(rc->reply, r->reply, sizeof(rc->reply));
 		rc->reply[sizeof(rc->reply) - 1] = '\0';
 		memcpy(j->destination, r->destination, sizeof(j->destination));
@@ -396,7 +407,9 @@ batch_done(struct dproc *p)
 	}
 	child_finished(p->batch, "the delivery process gave no outcome");
 	p->idle_since_ms = monotonic_ms();
-	if (++p->batches >= SCHED_PROC_BATCHES)
+	/* One started before a reload has the old routes and upstreams. */
+	if (++p->batches >= SCHED_PROC_BATCHES ||
+	    p->conf_generation != s.conf_generation)
 		proc_release(p);
 }
 
@@ -506,7 +519,9 @@ jobs_memfd(const struct child *c)
 		spawn_put_u64(&b, (uint64_t)j->content_len);
 		spawn_put_u64(&b, (uint64_t)j->msg.received_at);
 		spawn_put_u32(&b, (j->msg.body_8bitmime ? SPAWN_8BITMIME : 0) |
-		    (j->msg.smtputf8 ? SPAWN_SMTPUTF8 : 0));
+		    (j->msg.smtputf8 ? SPAWN_SMTPUTF8 : 0) |
+		    (j->msg.dsn_ret == DSN_RET_FULL ? SPAWN_RET_FULL : 0) |
+		    (j->msg.dsn_ret == DSN_RET_HDRS ? SPAWN_RET_HDRS : 0));
 		spawn_put_str(&b, j->queue_id);
 		spawn_put_str(&b, j->msg.sender != NULL ? j->msg.sender : "");
 		spawn_put_str(&b, j->route);
@@ -516,10 +531,13 @@ jobs_memfd(const struct child *c)
 		spawn_put_str(&b, j->msg.helo);
 		spawn_put_str(&b, j->msg.protocol);
 		spawn_put_str(&b, j->msg.auth_user);
+		spawn_put_str(&b, j->msg.dsn_envid);
 		spawn_put_u32(&b, (uint32_t)j->nrcpts);
 		for (size_t k = 0; k < j->nrcpts; k++) {
 			spawn_put_u64(&b, (uint64_t)j->rcpts[k].id);
 			spawn_put_str(&b, j->rcpts[k].address);
+			spawn_put_u32(&b, j->rcpts[k].dsn_notify);
+			spawn_put_str(&b, j->rcpts[k].dsn_orcpt);
 		}
 	}
 	fd = memfd_create("mxgate-jobs", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -592,7 +610,8 @@ proc_idle(const struct child *c)
 		struct dproc *p = &s.procs[i];
 
 		if (!p->used || p->batch != NULL || p->pid <= 0 ||
-		    !same_user(p->user, c->user))
+		    !same_user(p->user, c->user) ||
+		    p->conf_generation != s.conf_generation)
 			continue;
 		if (p->last_dest != NULL && strcmp(p->last_dest, c->dest_key) == 0)
 			return p;
@@ -662,6 +681,7 @@ start_proc(struct child *c, const int *fds, int nfds)
 	p->used = true;
 	p->pid = -1;
 	p->fd = sv[0];
+	p->conf_generation = s.conf_generation;
 	p->user = c->user != NULL ? xstrdup(c->user) : NULL;
 	fd_set_nonblock(p->fd);
 	event_add(s.loop, p->fd, EPOLLIN, on_proc, p);
@@ -901,6 +921,9 @@ job_add_rcpt(struct sjob *j, const struct queue_due *row)
 	rc->address = xstrdup(row->address);
 	rc->attempts = row->attempts + 1;
 	rc->prev_attempt_at = row->last_attempt_at;
+	rc->dsn_notify = row->dsn_notify;
+	rc->dsn_orcpt = row->dsn_orcpt != NULL ? xstrdup(row->dsn_orcpt) :
+	    NULL;
 }
 
 /* Claim the row (queued/deferred -> delivering) in the open transaction;
@@ -936,7 +959,7 @@ place(const struct queue_due *row, int64_t now)
 	user = is_relay(row->action) ? NULL : params_user(row->params);
 	c = find_child(dest_key, user);
 	if (c == NULL) {
-		if (s.nrunning >= s.nslots ||
+		if (s.nrunning >= s.limit ||
 		    dest_running(dest_key) >=
 		    s.conf->concurrency_per_destination ||
 		    (c = child_slot()) == NULL || !claim(row, dest_key, now)) {
@@ -983,7 +1006,7 @@ dispatch_state(enum queue_due_state which, int64_t now)
 	int page, i, nrows;
 
 	for (page = 0; page < SCHED_MAX_PAGES; page++) {
-		if (s.nrunning >= s.nslots && !any_pending_child())
+		if (s.nrunning >= s.limit && !any_pending_child())
 			return;
 		/* Copies: the statement is done before any row is claimed
 		 * (updated). */
@@ -1106,9 +1129,51 @@ original_headers(const char *msgid, size_t *len)
 	return p;
 }
 
+/* Does this outcome call for a DSN of this kind, by its NOTIFY
+ * (RFC 3461 4.1)?  A success is ours to report only when the upstream did
+ * not take the request along (relay to a server without DSN: "relayed")
+ * or the message ended here (a local handler: "delivered"). */
+static bool
+dsn_wanted(const struct sjob *j, const struct outcome *o,
+    enum bounce_kind kind)
+{
+	const struct srcpt *rc = o->rc;
+
+	if (o->kind == NULL)
+		return false;
+	switch (kind) {
+	case BOUNCE_DELAYED:
+		return o->warn && dsn_wants_delay(rc->dsn_notify);
+	case BOUNCE_SUCCESS:
+		return strcmp(o->kind, "delivered") == 0 &&
+		    dsn_wants_success(rc->dsn_notify) &&
+		    !(is_relay(j->action) && rc->dsn_passed);
+	case BOUNCE_FAILED:
+		break;
+	}
+	return (strcmp(o->kind, "bounced") == 0 ||
+	    strcmp(o->kind, "expired") == 0) &&
+	    dsn_wants_failure(rc->dsn_notify);
+}
+
+/* The original for a DSN: its header block, and with RET=FULL, for a
+ * failure, the whole of it (*content, else NULL). */
+static char *
+original_for_dsn(const struct sjob *j, enum bounce_kind kind,
+    size_t *headers_len, char **content, size_t *content_len)
+{
+	*content = NULL;
+	*content_len = 0;
+	if (kind == BOUNCE_FAILED && j->msg.dsn_ret == DSN_RET_FULL)
+		*content = queue_db_content_head(s.db, j->queue_id,
+		    j->msg.content_len, content_len);
+	return original_headers(j->queue_id, headers_len);
+}
+
 /*
- * Queue one DSN for the outcomes of a job that match kind (failed or
- * delayed).  new_id empty when none was queued.
+ * Queue one DSN for the outcomes of a job that match kind (failed,
+ * delayed, success) and whose NOTIFY asks for it.  new_id empty when
+ * none was queued.
  */
 static void
 queue_dsn(const struct sjob *j, struct outcome *o, size_t n,
@@ -1118,18 +1183,14 @@ queue_dsn(const struct sjob *j, struct outcome *o, size_t n,
 	struct bounce_report r;
 	char remote[DELIVERY_DEST_MAX];
 	size_t i, nb = 0;
-	char *headers;
+	char *headers, *content;
 	int rc;
 
 	new_id[0] = '\0';
 	br = xcalloc(n, sizeof(*br));
 	remote_host(j->destination, remote, sizeof(remote));
 	for (i = 0; i < n; i++) {
-		bool want = kind == BOUNCE_DELAYED ? o[i].warn :
-		    strcmp(o[i].kind, "bounced") == 0 ||
-		    strcmp(o[i].kind, "expired") == 0;
-
-		if (!want)
+		if (!dsn_wanted(j, &o[i], kind))
 			continue;
 		br[nb].address = o[i].rc->address;
 		br[nb].reply = o[i].rc->reply[0] != '\0' ? o[i].rc->reply : NULL;
@@ -1138,6 +1199,8 @@ queue_dsn(const struct sjob *j, struct outcome *o, size_t n,
 		br[nb].smtp_reply = o[i].rc->remote;
 		br[nb].last_attempt_at = now;
 		br[nb].expired = o[i].expired;
+		br[nb].relayed = is_relay(j->action);
+		br[nb].orcpt = o[i].rc->dsn_orcpt;
 		nb++;
 	}
 	if (nb == 0) {
@@ -1147,18 +1210,21 @@ queue_dsn(const struct sjob *j, struct outcome *o, size_t n,
 	if (j->sender[0] == '\0') {
 		log_info("id=%s no %s DSN: the sender is <> (a bounce is never"
 		    " bounced)", j->queue_id, kind == BOUNCE_DELAYED ?
-		    "delay" : "failure");
+		    "delay" : kind == BOUNCE_SUCCESS ? "success" : "failure");
 		free(br);
 		return;
 	}
 	memset(&r, 0, sizeof(r));
-	headers = original_headers(j->queue_id, &r.headers_len);
+	headers = original_for_dsn(j, kind, &r.headers_len, &content,
+	    &r.content_len);
 	r.kind = kind;
 	r.queue_id = j->queue_id;
 	r.sender = j->sender;
 	r.received_at = j->received_at;
 	r.reporting_mta = s.conf->hostname;
 	r.headers = headers;
+	r.content = content;
+	r.envid = j->msg.dsn_envid;
 	r.retry_until = j->received_at + s.policy.max_queue_time;
 	r.rcpts = br;
 	r.nrcpts = nb;
@@ -1167,6 +1233,7 @@ queue_dsn(const struct sjob *j, struct outcome *o, size_t n,
 		new_id[0] = '\0';
 	if (rc < 0)
 		log_error("id=%s could not queue a DSN", j->queue_id);
+	free(content);
 	free(headers);
 	free(br);
 }
@@ -1201,9 +1268,9 @@ decide(const struct sjob *j, struct outcome *o, int64_t now)
 
 static void
 write_history(const struct sjob *j, const struct outcome *o,
-    const char *dsn, const char *warning, int64_t now)
+    const char *dsn, const char *warning, const char *success, int64_t now)
 {
-	char when[32];
+	char when[32], notify[DSN_NOTIFY_TEXT_MAX];
 
 	buf_reset(&s.detail);
 	buf_appendf(&s.detail, "attempt=%u", o->rc->attempts);
@@ -1213,13 +1280,20 @@ write_history(const struct sjob *j, const struct outcome *o,
 	if (strcmp(o->kind, "deferred") == 0) {
 		fmt_utc(when, sizeof(when), o->next_at);
 		buf_appendf(&s.detail, " next=%s", when);
-		if (o->warn && warning[0] != '\0')
+		if (o->warn && warning[0] != '\0' &&
+		    dsn_wanted(j, o, BOUNCE_DELAYED))
 			buf_appendf(&s.detail, " delay_warning=%s", warning);
 	} else if (strcmp(o->kind, "bounced") == 0 ||
 	    strcmp(o->kind, "expired") == 0) {
-		buf_appendf(&s.detail, " dsn=%s", dsn[0] != '\0' ? dsn :
+		buf_appendf(&s.detail, " dsn=%s",
+		    dsn[0] != '\0' && dsn_wanted(j, o, BOUNCE_FAILED) ? dsn :
 		    "none");
+	} else if (success[0] != '\0' && dsn_wanted(j, o, BOUNCE_SUCCESS)) {
+		buf_appendf(&s.detail, " dsn=%s", success);
 	}
+	if (o->rc->dsn_notify != 0)
+		buf_appendf(&s.detail, " notify=%s",
+		    dsn_notify_format(o->rc->dsn_notify, notify));
 	add_event(j->queue_id, o->rc->id, now, o->kind, s.detail.data);
 	/* Logged once committed (txn_commit()): a transaction that fails
 	 * is redone, and logs its outcomes then. */
@@ -1257,6 +1331,7 @@ static void
 record_job(struct sjob *j, int64_t now)
 {
 	char dsn[QUEUE_ID_LEN + 1], warning[QUEUE_ID_LEN + 1];
+	char success[QUEUE_ID_LEN + 1];
 	struct outcome *o;
 	size_t i;
 
@@ -1267,9 +1342,10 @@ record_job(struct sjob *j, int64_t now)
 	}
 	queue_dsn(j, o, j->nrcpts, BOUNCE_FAILED, now, dsn);
 	queue_dsn(j, o, j->nrcpts, BOUNCE_DELAYED, now, warning);
+	queue_dsn(j, o, j->nrcpts, BOUNCE_SUCCESS, now, success);
 	for (i = 0; i < j->nrcpts; i++)
 		if (o[i].kind != NULL)
-			write_history(j, &o[i], dsn, warning, now);
+			write_history(j, &o[i], dsn, warning, success, now);
 	retire_if_final(j->queue_id);
 	free(o);
 }
@@ -1301,11 +1377,18 @@ purge(int64_t now)
 {
 	int n;
 
-	if (s.conf->keep_delivered == 0)
-		return;
-	n = queue_db_purge(s.db, now - (int64_t)s.conf->keep_delivered);
+	if (s.conf->keep_delivered != 0) {
+		n = queue_db_purge(s.db, now - (int64_t)s.conf->keep_delivered);
+		if (n > 0)
+			log_info("purged %d messages older than keep_delivered",
+			    n);
+	}
+	/* What left the queue is history (schema version 3), kept for
+	 * queue.keep_history. */
+	n = queue_db_purge_history(s.db, now - (int64_t)s.conf->keep_history);
 	if (n > 0)
-		log_info("purged %d messages older than keep_delivered", n);
+		log_debug("forgot the history of %d messages older than"
+		    " keep_history", n);
 }
 
 /* ---- transactions ---- */
@@ -1391,7 +1474,7 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db,
 	s.policy.nschedule = conf->nretry_schedule;
 	s.policy.max_queue_time = conf->max_queue_time;
 	s.policy.delay_warning = conf->delay_warning;
-	s.nslots = conf->concurrency;
+	s.nslots = s.limit = conf->concurrency;
 	s.spawner_fd = spawner_fd;
 	s.children = xcalloc(s.nslots, sizeof(*s.children));
 	s.procs = xcalloc(s.nslots, sizeof(*s.procs));
@@ -1413,6 +1496,79 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db,
 	s.next_tick_ms = monotonic_ms();
 	s.next_purge_ms = s.next_tick_ms;
 	timer_arm(s.next_tick_ms);
+}
+
+/*
+ * More batches at once than ever before: both arrays grow.  A batch and
+ * its process point at each other, and a process's channel is watched
+ * with its address: all three are set again at the new places.
+ */
+static void
+slots_grow(size_t n)
+{
+	size_t old = s.nslots;
+	size_t *batch_of = xcalloc(old, sizeof(size_t));
+	size_t *proc_of = xcalloc(old, sizeof(size_t));
+
+	for (size_t i = 0; i < old; i++) {
+		struct dproc *p = &s.procs[i];
+
+		if (p->batch != NULL)
+			batch_of[i] = (size_t)(p->batch - s.children) + 1;
+		if (s.children[i].proc != NULL)
+			proc_of[i] = (size_t)(s.children[i].proc - s.procs) + 1;
+		if (p->used && p->fd >= 0)
+			event_del(s.loop, p->fd);
+	}
+	s.children = xrealloc(s.children, n * sizeof(*s.children));
+	s.procs = xrealloc(s.procs, n * sizeof(*s.procs));
+	memset(s.children + old, 0, (n - old) * sizeof(*s.children));
+	memset(s.procs + old, 0, (n - old) * sizeof(*s.procs));
+	for (size_t k = old; k < n; k++)
+		s.procs[k].fd = -1;
+	for (size_t i = 0; i < old; i++) {
+		struct dproc *p = &s.procs[i];
+
+		p->batch = batch_of[i] ? &s.children[batch_of[i] - 1] : NULL;
+		s.children[i].proc = proc_of[i] ? &s.procs[proc_of[i] - 1] :
+		    NULL;
+		if (p->used && p->fd >= 0)
+			event_add(s.loop, p->fd, EPOLLIN, on_proc, p);
+	}
+	s.nslots = n;
+	free(batch_of);
+	free(proc_of);
+}
+
+void
+scheduler_reconfigure(const struct mxconf *conf, int config_fd)
+{
+	s.conf = conf;
+	s.policy.schedule = conf->retry_schedule;
+	s.policy.nschedule = conf->nretry_schedule;
+	s.policy.max_queue_time = conf->max_queue_time;
+	s.policy.delay_warning = conf->delay_warning;
+	if (conf->concurrency > s.nslots)
+		slots_grow(conf->concurrency);
+	/* Fewer: the running batches end as they would, no new one starts
+	 * until they are under the limit. */
+	s.limit = conf->concurrency;
+	/* Between two requests (each goes whole): the spawner's next
+	 * delivery process has the new routes, upstreams and timeouts. */
+	if (s.spawner_fd >= 0 && config_fd >= 0 &&
+	    spawner_send(IPC_CONFIG, NULL, 0, config_fd) < 0)
+		log_error("reload: cannot pass the configuration to the"
+		    " spawner: %s", strerror(errno));
+	/* The pool's processes have the old one: the idle ones go now,
+	 * the busy ones after their batch (batch_done). */
+	s.conf_generation++;
+	for (size_t i = 0; i < s.nslots; i++) {
+		struct dproc *p = &s.procs[i];
+
+		if (p->used && p->batch == NULL)
+			proc_release(p);
+	}
+	s.kick = true;
 }
 
 static void
@@ -1446,7 +1602,7 @@ scheduler_run(bool new_messages)
 	if (new_messages)
 		s.kick = true;
 	tick = now_ms >= s.next_tick_ms;
-	want_dispatch = !s.conf->delivery_paused && s.nrunning < s.nslots &&
+	want_dispatch = !s.conf->delivery_paused && s.nrunning < s.limit &&
 	    (s.kick || tick);
 	if (s.ncompleted == 0 && !want_dispatch && !tick) {
 		timer_arm(s.next_tick_ms);

@@ -35,7 +35,8 @@
  * Retention: once every recipient of a message is delivered or bounced,
  * the message is deleted (delivery.keep_delivered = 0) or only its
  * content is, and the rest (envelope, recipients, history) goes after
- * keep_delivered.
+ * keep_delivered -- into the history tables (a trigger copies them),
+ * which keep it queue.keep_history more.
  */
 #ifndef MXGATE_SCHEDULER_H
 #define MXGATE_SCHEDULER_H
@@ -57,6 +58,14 @@
  */
 void scheduler_init(const struct mxconf *conf, struct queue_db *db,
     struct event_loop *loop, int spawner_fd);
+/*
+ * A reload (README "Reload"): conf replaces the configuration from the
+ * next dispatch on (retry schedule, expiry, concurrency, paused, bounce
+ * upstream, retention); running deliveries end as they would.  The
+ * text's descriptor (IPC_CONFIG) goes on to the spawner, whose next
+ * delivery processes get it.  conf must outlive the next reconfigure.
+ */
+void scheduler_reconfigure(const struct mxconf *conf, int config_fd);
 /* Once per turn of the queue loop, after the group commit; new_messages:
  * the commit brought some. */
 void scheduler_run(bool new_messages);

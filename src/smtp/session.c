@@ -56,6 +56,8 @@ struct session {
 	uint64_t   deadline_ms;
 	uint64_t   request_start_ms;   /* the current request's deadline base */
 	uint64_t   greet_at_ms;        /* greet_pause: the 220 waits till then */
+	uint64_t   data_grace_ms;      /* DATA: what min_data_rate added */
+	bool       greet_passed;       /* in the master's pass cache */
 	unsigned long requests_seen;   /* proto_requests() at the last look */
 
 	char       helo[256];
@@ -99,6 +101,9 @@ struct session {
 };
 
 static void session_run(struct session *s);
+
+/* Stress mode (session_set_stress()): one worker, one state. */
+static bool session_stress;
 
 static void
 rcpt_res_free(struct session *s)
@@ -222,6 +227,7 @@ rcpt_accept(struct session *s, const struct proto_event *ev,
 		m = &res->matches[i];
 		envelope_add_rcpt(&s->env, ev->addr_text, m->route,
 		    m->action_name, m->params);
+		envelope_rcpt_dsn(&s->env, ev->dsn_notify, ev->dsn_orcpt);
 		log_info("session=%016llx id=%s rcpt=<%s> route=%s action=%s",
 		    (unsigned long long)s->conn_id, s->env.queue_id,
 		    ev->addr_text, m->route, m->action_name);
@@ -599,15 +605,32 @@ static void refresh_deadline(struct session *s);
  * greet_pause (Postfix postscreen's pregreet test): the 220 is held back
  * for that long, and a client that talks before it has not waited for
  * the server, which no real MTA does.  Not for trusted clients, nor
- * under implicit TLS, whose greeting already follows a handshake.
+ * under implicit TLS, whose greeting already follows a handshake, nor
+ * for a client the master remembers passing (greet_pass_time).
+ *
+ * greet_multiline is postscreen's trap for spamware that waits for a
+ * greeting but not for the end of one: the first line of a multi-line
+ * 220 goes out at once, the last after the pause; talking in between
+ * is talking before the greeting.
  */
 static void
 greet_hold(struct session *s)
 {
-	if (s->conf->greet_pause == 0 || s->implicit_tls ||
+	char first[300];
+	int n;
+
+	if (s->conf->greet_pause == 0 || s->implicit_tls || s->greet_passed ||
 	    hooks_trusted(s->hooks))
 		return;
 	s->greet_at_ms = monotonic_ms() + (uint64_t)s->conf->greet_pause * 1000;
+	if (!s->conf->greet_multiline)
+		return;
+	/* The socket is fresh: its buffer takes the line whole. */
+	n = snprintf(first, sizeof(first), "220-%s ESMTP mxgate\r\n",
+	    s->conf->hostname);
+	if (n > 0 && (size_t)n < sizeof(first) &&
+	    send(s->fd, first, (size_t)n, MSG_NOSIGNAL) != n)
+		s->write_failed = true;
 }
 
 static void
@@ -615,6 +638,8 @@ greet_release(struct session *s)
 {
 	s->greet_at_ms = 0;
 	refresh_deadline(s);
+	if (s->ops->greet_passed != NULL)
+		s->ops->greet_passed(s);
 }
 
 /* Input before the greeting: refused, and the session ends. */
@@ -626,8 +651,9 @@ pregreet(struct session *s)
 	size_t held;
 
 	log_info("session=%016llx client=%s pregreet: %zu bytes before the "
-	    "greeting; refused", (unsigned long long)s->conn_id, s->client_ip,
-	    s->inlen);
+	    "%s; refused", (unsigned long long)s->conn_id, s->client_ip,
+	    s->inlen, s->conf->greet_multiline ?
+	    "end of the multi-line greeting" : "greeting");
 	proto_output(s->proto, &held);
 	proto_output_drain(s->proto, held);
 	if (send(s->fd, refusal, sizeof(refusal) - 1, MSG_NOSIGNAL) < 0)
@@ -754,6 +780,9 @@ handle_event(struct session *s, const struct proto_event *ev)
 		s->size_param = ev->size_param;
 		s->env.body_8bitmime = ev->body_8bitmime;
 		s->env.smtputf8 = ev->smtputf8;
+		s->env.dsn_ret = ev->dsn_ret;
+		if (ev->dsn_envid != NULL)
+			s->env.dsn_envid = xstrdup(ev->dsn_envid);
 		view_fill(s, &v);
 		hooks_run(s->hooks, STAGE_MAIL, &v);
 		break;
@@ -940,6 +969,34 @@ refresh_deadline(struct session *s)
 
 	s->request_start_ms = monotonic_ms();
 	s->deadline_ms = s->request_start_ms + (uint64_t)secs * 1000;
+	s->data_grace_ms = 0;
+}
+
+/*
+ * The deadline in force: under stress (Postfix's stress mode) the
+ * shorter stress timeouts, from the same start, for the sessions already
+ * open too, so that idle and dripping clients give their slots back.
+ */
+static uint64_t
+effective_deadline(const struct session *s)
+{
+	bool data = proto_phase(s->proto) == PROTO_PHASE_DATA;
+	unsigned secs;
+	uint64_t d;
+
+	if (!session_stress)
+		return s->deadline_ms;
+	secs = data ? s->conf->stress_timeout_data :
+	    s->conf->stress_timeout_command;
+	d = s->request_start_ms + (uint64_t)secs * 1000 +
+	    (data ? s->data_grace_ms : 0);
+	return d < s->deadline_ms ? d : s->deadline_ms;
+}
+
+void
+session_set_stress(bool on)
+{
+	session_stress = on;
 }
 
 /*
@@ -966,6 +1023,7 @@ update_deadline(struct session *s)
 		return;
 	bytes = proto_data_bytes(s->proto);
 	grace = (uint64_t)(bytes / rate) * 1000 + (bytes % rate) * 1000 / rate;
+	s->data_grace_ms = grace;
 	if (s->request_start_ms + (uint64_t)s->conf->timeout_data * 1000 +
 	    grace > s->deadline_ms)
 		s->deadline_ms = s->request_start_ms +
@@ -1156,11 +1214,12 @@ session_tick(struct session *s, uint64_t now_ms)
 		}
 		return;
 	}
-	if (waiting(s) || now_ms < s->deadline_ms)
+	if (waiting(s) || now_ms < effective_deadline(s))
 		return;
-	log_info("session=%016llx client=%s timeout%s",
+	log_info("session=%016llx client=%s timeout%s%s",
 	    (unsigned long long)s->conn_id, s->client_ip,
-	    s->tls_phase == STLS_HANDSHAKE ? " in the TLS handshake" : "");
+	    s->tls_phase == STLS_HANDSHAKE ? " in the TLS handshake" : "",
+	    effective_deadline(s) < s->deadline_ms ? " (stress)" : "");
 	/* No plaintext 421 into a handshake. */
 	if (proto_event(s->proto) == NULL && s->tls_phase != STLS_HANDSHAKE &&
 	    s->tls_phase != STLS_STARTING)
@@ -1283,7 +1342,7 @@ hooks_start(struct session *s, const struct sockaddr_storage *peer,
 struct session *
 session_new(const struct mxconf *conf, const struct session_ops *ops, int fd,
     uint64_t conn_id, const struct sockaddr_storage *peer,
-    const struct sockaddr_storage *local, int listener)
+    const struct sockaddr_storage *local, int listener, unsigned flags)
 {
 	struct session *s = xcalloc(1, sizeof(*s));
 	const struct listener_conf *l = (size_t)listener < conf->nlisteners ?
@@ -1314,6 +1373,7 @@ session_new(const struct mxconf *conf, const struct session_ops *ops, int fd,
 	s->fd = fd;
 	s->conn_id = conn_id;
 	s->listener = listener;
+	s->greet_passed = (flags & CONN_F_GREET_PASSED) != 0;
 	s->memfd = -1;
 	sockaddr_ntop((const struct sockaddr *)peer, s->client_ip, sizeof(s->client_ip));
 	strlcpy_mx(s->helo, "unknown", sizeof(s->helo));

@@ -68,13 +68,23 @@ struct session_ops {
 	/* Bytes the queue can still store (ipc_queue_space), UINT64_MAX
 	 * while unknown: MAIL is 452 4.3.1 when a message cannot fit. */
 	uint64_t (*queue_space)(struct session *s);
+	/* The client waited for the whole greeting (greet_pause): the
+	 * master remembers it (greet_pass_time).  May be NULL. */
+	void (*greet_passed)(struct session *s);
 };
 
+/* peer: the client (the one a PROXY header named, if any); local: the
+ * address it connected to; flags: CONN_F_GREET_PASSED (ipc.h), the
+ * client skips greet_pause. */
 struct session *session_new(const struct mxconf *conf,
     const struct session_ops *ops, int fd, uint64_t conn_id,
     const struct sockaddr_storage *peer, const struct sockaddr_storage *local,
-    int listener);
+    int listener, unsigned flags);
 void session_free(struct session *s);
+
+/* Stress mode on or off (the master says): every session of the worker
+ * gets the stress timeouts (stress.command, stress.data) from now on. */
+void session_set_stress(bool on);
 
 void session_io(struct session *s, bool readable, bool writable);
 void session_tick(struct session *s, uint64_t now_ms);

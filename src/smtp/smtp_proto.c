@@ -28,8 +28,11 @@
 #include <strings.h>
 
 #include "common/addr.h"
+#include "common/dsn.h"
 #include "smtp/smtp_proto.h"
 #include "common/util.h"
+
+#define DSN_LINE_EXTRA DSN_ORCPT_MAX
 
 #define LINE_MIN        512    /* RFC 5321 4.5.3.1.4 */
 #define REPLY_TEXT_MAX  506    /* 512 per reply line, RFC 5321 4.5.3.1.5 */
@@ -72,7 +75,8 @@ struct proto {
 	/* The command line being collected, without its LF. */
 	char           *line;
 	size_t          line_len;
-	size_t          line_cap;      /* max_line - 1: room for the CR */
+	size_t          line_max;      /* max_line - 1: room for the CR */
+	size_t          line_cap;      /* line_max + DSN_LINE_EXTRA: RCPT's */
 	bool            line_overlong;
 	bool            line_bare_lf;  /* a LF without CR inside the line */
 	unsigned long   requests;      /* complete lines and messages */
@@ -129,6 +133,8 @@ struct proto {
 	struct proto_event ev;
 	char           *helo_buf;
 	char            addr_buf[ADDR_TEXT_MAX];
+	char            envid_buf[DSN_ENVID_MAX + 1];
+	char            orcpt_buf[DSN_ORCPT_MAX + 1];
 
 	struct buf      out;
 };
@@ -228,7 +234,7 @@ static void
 ehlo_reply(struct proto *p)
 {
 	replyf(p, 250, "%s\nPIPELINING\nSIZE %zu\n8BITMIME\n"
-	    "ENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING%s%s", p->hostname,
+	    "ENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING\nDSN%s%s", p->hostname,
 	    p->params.max_size, starttls_offered(p) ? "\nSTARTTLS" : "",
 	    auth_offered(p) ? "\nAUTH PLAIN LOGIN" : "");
 }
@@ -521,9 +527,49 @@ size_value(const char *s, size_t len, unsigned long long *out)
 	return len > 0 ? 0 : -1;
 }
 
+/* RET=FULL|HDRS (RFC 3461 4.3). */
+static int
+dsn_ret_param(struct proto *p, const struct esmtp_param *ep,
+    struct proto_event *ev)
+{
+	if (ev->dsn_ret != DSN_RET_NONE) {
+		reply(p, 501, "5.5.4 Duplicate RET parameter");
+		return -1;
+	}
+	if (ep->val != NULL && token_is(ep->val, ep->vallen, "FULL"))
+		ev->dsn_ret = DSN_RET_FULL;
+	else if (ep->val != NULL && token_is(ep->val, ep->vallen, "HDRS"))
+		ev->dsn_ret = DSN_RET_HDRS;
+	else {
+		reply(p, 501, "5.5.4 Bad RET parameter syntax");
+		return -1;
+	}
+	return 0;
+}
+
+/* ENVID=xtext (RFC 3461 4.4): at most 100 characters, printable. */
+static int
+dsn_envid_param(struct proto *p, const struct esmtp_param *ep,
+    struct proto_event *ev)
+{
+	if (ev->dsn_envid != NULL) {
+		reply(p, 501, "5.5.4 Duplicate ENVID parameter");
+		return -1;
+	}
+	if (ep->val == NULL || ep->vallen > DSN_ENVID_MAX ||
+	    dsn_xtext_decode(ep->val, ep->vallen, p->envid_buf,
+	    sizeof(p->envid_buf)) < 0) {
+		reply(p, 501, "5.5.4 Bad ENVID parameter syntax");
+		return -1;
+	}
+	ev->dsn_envid = p->envid_buf;
+	return 0;
+}
+
 /*
  * The MAIL parameters: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8
- * (RFC 6531).  Replies and returns -1 on the first problem.
+ * (RFC 6531), RET and ENVID (RFC 3461).  Replies and returns -1 on the
+ * first problem.
  */
 static int
 mail_params(struct proto *p, const char *s, struct proto_event *ev)
@@ -583,6 +629,12 @@ mail_params(struct proto *p, const char *s, struct proto_event *ev)
 				return -1;
 			}
 			seen_auth = true;
+		} else if (token_is(ep.kw, ep.kwlen, "RET")) {
+			if (dsn_ret_param(p, &ep, ev) < 0)
+				return -1;
+		} else if (token_is(ep.kw, ep.kwlen, "ENVID")) {
+			if (dsn_envid_param(p, &ep, ev) < 0)
+				return -1;
 		} else {
 			reply(p, 555, "5.5.4 Unsupported parameter");
 			return -1;
@@ -655,6 +707,93 @@ cmd_mail(struct proto *p, const char *arg)
 	raise_event(p);
 }
 
+/* NOTIFY=NEVER or a list of SUCCESS, FAILURE, DELAY (RFC 3461 4.1). */
+static int
+dsn_notify_param(struct proto *p, const struct esmtp_param *ep,
+    struct proto_event *ev)
+{
+	int bits;
+
+	if (ev->dsn_notify != 0) {
+		reply(p, 501, "5.5.4 Duplicate NOTIFY parameter");
+		return -1;
+	}
+	if (ep->val == NULL ||
+	    (bits = dsn_notify_parse(ep->val, ep->vallen)) <= 0) {
+		reply(p, 501, "5.5.4 Bad NOTIFY parameter syntax");
+		return -1;
+	}
+	ev->dsn_notify = (unsigned)bits;
+	return 0;
+}
+
+/* addr-type (an atom, RFC 3461 4.2): letters, digits and atext's
+ * symbols; "rfc822" and RFC 6533's "utf-8" in practice. */
+static bool
+addr_type_char(char c)
+{
+	return is_alnum(c) || (c != '\0' && strchr("!#$%&'*-/?^_`{|}~", c));
+}
+
+/* ORCPT=addr-type;xtext (RFC 3461 4.2): at most 500 characters. */
+static int
+dsn_orcpt_param(struct proto *p, const struct esmtp_param *ep,
+    struct proto_event *ev)
+{
+	size_t tlen = 0;
+
+	if (ev->dsn_orcpt != NULL) {
+		reply(p, 501, "5.5.4 Duplicate ORCPT parameter");
+		return -1;
+	}
+	if (ep->val != NULL)
+		while (tlen < ep->vallen && addr_type_char(ep->val[tlen]))
+			tlen++;
+	/* The type, ";", and an address that is not empty. */
+	if (ep->val == NULL || ep->vallen > DSN_ORCPT_MAX || tlen == 0 ||
+	    tlen + 1 >= ep->vallen || ep->val[tlen] != ';' ||
+	    dsn_xtext_decode(ep->val + tlen + 1, ep->vallen - tlen - 1,
+	    p->orcpt_buf + tlen + 1, sizeof(p->orcpt_buf) - tlen - 1) <= 0) {
+		reply(p, 501, "5.5.4 Bad ORCPT parameter syntax");
+		return -1;
+	}
+	memcpy(p->orcpt_buf, ep->val, tlen + 1);
+	ev->dsn_orcpt = p->orcpt_buf;
+	return 0;
+}
+
+/* The RCPT parameters: NOTIFY and ORCPT (RFC 3461). */
+static int
+rcpt_params(struct proto *p, const char *s, struct proto_event *ev)
+{
+	struct esmtp_param ep;
+
+	for (;;) {
+		while (*s == ' ')
+			s++;
+		if (*s == '\0')
+			return 0;
+		if (!p->esmtp) {
+			reply(p, 555, "5.5.4 Parameters not allowed after HELO");
+			return -1;
+		}
+		if (param_next(&s, &ep) < 0) {
+			reply(p, 501, "5.5.4 Syntax error in RCPT parameters");
+			return -1;
+		}
+		if (token_is(ep.kw, ep.kwlen, "NOTIFY")) {
+			if (dsn_notify_param(p, &ep, ev) < 0)
+				return -1;
+		} else if (token_is(ep.kw, ep.kwlen, "ORCPT")) {
+			if (dsn_orcpt_param(p, &ep, ev) < 0)
+				return -1;
+		} else {
+			reply(p, 555, "5.5.4 Unsupported parameter");
+			return -1;
+		}
+	}
+}
+
 static void
 cmd_rcpt(struct proto *p, const char *arg)
 {
@@ -682,13 +821,8 @@ cmd_rcpt(struct proto *p, const char *arg)
 			    why);
 		return;
 	}
-	/* No RCPT parameter is advertised (DSN comes later). */
-	for (path += used; *path == ' '; path++)
-		;
-	if (*path != '\0') {
-		reply(p, 555, "5.5.4 Unsupported parameter");
+	if (rcpt_params(p, path + used, ev) < 0)
 		return;
-	}
 	/*
 	 * RFC 5321 4.5.3.1.10 demands 452 here and the client is expected to
 	 * send the rest later; that is not a client error, so it does not
@@ -1209,6 +1343,23 @@ line_drop(struct proto *p, size_t len)
 	}
 }
 
+/*
+ * RFC 3461 4: DSN makes MAIL lines up to 100 characters longer (ENVID
+ * and RET) and RCPT lines up to 500 (ORCPT and NOTIFY); every other
+ * line keeps the configured limit.
+ */
+static size_t
+line_limit(const struct proto *p, const char *line, size_t len)
+{
+	if (p->sasl == SASL_NONE && len >= 5 && line[4] == ' ') {
+		if (strncasecmp(line, "RCPT", 4) == 0)
+			return p->line_max + DSN_LINE_EXTRA;
+		if (strncasecmp(line, "MAIL", 4) == 0)
+			return p->line_max + DSN_ENVID_MAX;
+	}
+	return p->line_max;
+}
+
 /* The CRLF of a command line arrived; the CR is still in the line. */
 static void
 line_done(struct proto *p)
@@ -1216,7 +1367,8 @@ line_done(struct proto *p)
 	size_t len = p->line_len;
 
 	p->requests++;
-	bool overlong = p->line_overlong;
+	bool overlong = p->line_overlong ||
+	    len > line_limit(p, p->line, len);
 	bool bare_lf = p->line_bare_lf;
 
 	p->line_len = 0;
@@ -1590,7 +1742,8 @@ proto_new(const struct proto_params *params, proto_data_fn sink,
 	p->params.greeting_text = p->greeting;
 	p->sink = sink;
 	p->sink_ctx = sink_ctx;
-	p->line_cap = p->params.max_line - 1;
+	p->line_max = p->params.max_line - 1;
+	p->line_cap = p->line_max + DSN_LINE_EXTRA;
 	/* The line, HELO and SASL buffers are made when needed: thousands
 	 * of idle sessions carry none. */
 	p->tls = params->tls;

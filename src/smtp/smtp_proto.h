@@ -38,7 +38,8 @@
  * In command lines a bare LF ends the line but the command is answered
  * "500 5.5.2 Bare LF received, use CRLF" (no smuggling via commands either).
  *
- * Limits: a command line longer than params.max_line bytes (with CRLF) is
+ * Limits: a command line longer than params.max_line bytes (with CRLF;
+ * MAIL 100 and RCPT 500 more, for DSN's parameters, RFC 3461 4) is
  * answered "500 5.5.2 Line too long" and the rest of that line discarded.  A
  * message larger than params.max_size is read to its end without being
  * passed further to the sink (on PROTO_EV_MESSAGE_ABORT the caller drops
@@ -49,6 +50,13 @@
  * but that 452, which RFC 5321 4.5.3.1.10 makes flow control, not a client
  * error) the engine answers "421 4.7.0 Too many errors, closing connection"
  * and enters the closing state.  A limit of 0 means no limit.
+ *
+ * DSN (RFC 3461) is offered after EHLO: MAIL takes RET=FULL|HDRS and
+ * ENVID=xtext, RCPT takes NOTIFY=NEVER|list of SUCCESS,FAILURE,DELAY and
+ * ORCPT=addr-type;xtext, strictly: bad xtext (lower case hex, a character
+ * that must be encoded, a decoded control character), ENVID over 100 or
+ * ORCPT over 500 characters, an unknown or repeated NOTIFY keyword, NEVER
+ * with another one, or any parameter given twice is "501 5.5.4 ...".
  *
  * Every reply that has an RFC 3463 enhanced status code carries one
  * (ENHANCEDSTATUSCODES), except the greeting and the EHLO/HELO reply which
@@ -142,6 +150,14 @@ struct proto_event {
 	unsigned long long size_param;  /* SIZE=, 0 if absent */
 	bool        body_8bitmime;   /* BODY=8BITMIME */
 	bool        smtputf8;        /* SMTPUTF8 */
+	/* DSN (RFC 3461), xtext decoded (common/dsn.h).  MAIL: RET= as
+	 * enum dsn_ret (0 absent), ENVID= (NULL absent).  RCPT: NOTIFY= as
+	 * DSN_NOTIFY_* bits (0 absent), ORCPT= as "type;address" (NULL
+	 * absent). */
+	int         dsn_ret;
+	const char *dsn_envid;
+	unsigned    dsn_notify;
+	const char *dsn_orcpt;
 	/* DATA: the first chunk of a BDAT transaction (RFC 3030); accepting
 	 * it sends no 354, the chunk's 250 follows once it is read */
 	bool        bdat;

@@ -14,6 +14,14 @@
  * full while the queue process commits a large batch) wait in a FIFO and
  * go out when the channel is writable again: a burst of messages is
  * delayed, never refused.
+ *
+ * On a PROXY protocol listener a connection is first a proxy wait: the
+ * worker reads the header (proxy.h) exactly, never a byte past it (the
+ * session's first bytes, a TLS ClientHello perhaps, stay in the socket),
+ * within timeouts.proxy; reports the client it names to the master, which
+ * applies the limits to that client and answers CONN_ADMIT; then the
+ * session starts with that client as its peer.  The header is read here,
+ * not in the master, which never parses a client's byte.
  */
 #include <errno.h>
 #include <signal.h>
@@ -31,14 +39,34 @@
 #include "common/proc.h"
 #include "common/sandbox.h"
 #include "smtp/plugin.h"
+#include "smtp/proxy.h"
 #include "smtp/session.h"
 #include "common/util.h"
 #include "smtp/worker.h"
 
 #define TICK_MS 1000
 
+/* A connection whose PROXY header is being read, or judged. */
+struct proxy_wait {
+	uint64_t   conn_id;
+	int        listener;
+	struct sockaddr_storage peer;    /* the balancer */
+	struct sockaddr_storage local;
+	struct sockaddr_storage client;  /* what the header says */
+	struct sockaddr_storage dst;
+	uint8_t   *buf;                  /* the header's bytes so far */
+	size_t     len, cap;
+	uint64_t   deadline_ms;
+	bool       admitting;            /* read; the master decides */
+	char       peer_ip[64];
+};
+
+/* The master's verdict should come at once; past this, something broke. */
+#define PROXY_ADMIT_MS   10000
+
 struct fd_slot {
 	struct session *session;
+	struct proxy_wait *proxy;
 };
 
 static struct {
@@ -61,6 +89,8 @@ static struct {
 	struct ipc_outbox held;      /* submissions the channel could not take */
 	bool       stopping;
 	uint64_t   stop_deadline_ms;
+	bool       retiring;         /* replaced by a reload: draining */
+	uint64_t   retire_deadline_ms;
 } w;
 
 /* The loop's callbacks (event.h). */
@@ -196,6 +226,18 @@ op_queue_space(struct session *s)
 	return w.queue_space;
 }
 
+static void
+op_greet_passed(struct session *s)
+{
+	struct ipc_conn_closed msg = { .conn_id = session_conn_id(s) };
+
+	/* Best effort: a full channel only costs the client a pause. */
+	if (ipc_send(w.master_fd, IPC_GREET_PASSED, &msg, sizeof(msg), -1) < 0 &&
+	    errno != EAGAIN)
+		log_warn("telling the master of a passed greeting: %s",
+		    strerror(errno));
+}
+
 static const struct session_ops worker_session_ops = {
 	.watch = op_watch,
 	.submit = op_submit,
@@ -203,6 +245,7 @@ static const struct session_ops worker_session_ops = {
 	.auth_failed = op_auth_failed,
 	.auth_check = op_auth_check,
 	.queue_space = op_queue_space,
+	.greet_passed = op_greet_passed,
 };
 
 static void
@@ -211,6 +254,187 @@ free_dead_sessions(void)
 	for (size_t i = 0; i < w.ndead; i++)
 		session_free(w.dead[i]);
 	w.ndead = 0;
+}
+
+/* ---- sessions ---- */
+
+static void
+start_session(int fd, uint64_t conn_id, const struct sockaddr_storage *peer,
+    const struct sockaddr_storage *local, int listener, unsigned flags)
+{
+	w.fds[fd].session = session_new(w.conf, &worker_session_ops, fd,
+	    conn_id, peer, local, listener, flags);
+	/* session_new() may already have ended it (write error). */
+	for (size_t i = 0; i < w.ndead; i++) {
+		if (w.dead[i] == w.fds[fd].session)
+			w.fds[fd].session = NULL;
+	}
+	if (w.stopping && w.fds[fd].session != NULL)
+		session_shutdown(w.fds[fd].session);
+}
+
+/* ---- PROXY protocol headers ---- */
+
+static void
+conn_closed(uint64_t conn_id)
+{
+	struct ipc_conn_closed msg = { .conn_id = conn_id };
+
+	if (ipc_send(w.master_fd, IPC_CONN_CLOSED, &msg, sizeof(msg), -1) < 0)
+		log_warn("telling the master about a closed session: %s",
+		    strerror(errno));
+}
+
+/* The wait ends without a session: reply (if any), close, tell. */
+static void
+proxy_end(int fd, const char *reply)
+{
+	struct proxy_wait *pw = w.fds[fd].proxy;
+
+	if (reply != NULL && send(fd, reply, strlen(reply), MSG_NOSIGNAL) < 0)
+		log_debug("writing a refusal: %s", strerror(errno));
+	event_del(w.loop, fd);
+	close(fd);
+	w.fds[fd].proxy = NULL;
+	w.nsessions--;
+	conn_closed(pw->conn_id);
+	free(pw->buf);
+	free(pw);
+}
+
+static void
+proxy_refuse(int fd, const char *why)
+{
+	struct proxy_wait *pw = w.fds[fd].proxy;
+
+	log_warn("session=%016llx client=%s proxy: %s; closed",
+	    (unsigned long long)pw->conn_id, pw->peer_ip, why);
+	proxy_end(fd, "421 4.7.0 PROXY protocol header expected\r\n");
+}
+
+/* The header is read: the master judges the client it names. */
+static void
+proxy_read_done(int fd, const struct proxy_header *h)
+{
+	struct proxy_wait *pw = w.fds[fd].proxy;
+	struct ipc_conn_proxied msg;
+	char client[64];
+
+	pw->client = h->local ? pw->peer : h->src;
+	pw->dst = h->local ? pw->local : h->dst;
+	free(pw->buf);
+	pw->buf = NULL;
+	pw->admitting = true;
+	pw->deadline_ms = monotonic_ms() + PROXY_ADMIT_MS;
+	/* Nothing more is read until the verdict. */
+	event_mod(w.loop, fd, 0);
+	sockaddr_ntop((const struct sockaddr *)&pw->client, client,
+	    sizeof(client));
+	log_info("session=%016llx proxy v%d: client=%s via %s%s",
+	    (unsigned long long)pw->conn_id, h->version, client, pw->peer_ip,
+	    h->local ? " (the balancer's own: no client carried)" : "");
+	memset(&msg, 0, sizeof(msg));
+	msg.conn_id = pw->conn_id;
+	msg.wfd = (uint32_t)fd;
+	msg.client = pw->client;
+	if (ipc_send(w.master_fd, IPC_CONN_PROXIED, &msg, sizeof(msg), -1) < 0) {
+		log_warn("session=%016llx telling the master of a proxied "
+		    "client: %s", (unsigned long long)pw->conn_id,
+		    strerror(errno));
+		proxy_end(fd, "421 4.3.2 Service not available, try again "
+		    "later\r\n");
+	}
+}
+
+/*
+ * Peek at what came, and consume it for real only as far as the header
+ * goes: an incomplete header owns every byte seen (proxy.h), a complete
+ * one exactly h.len.
+ */
+static void
+proxy_read(int fd)
+{
+	struct proxy_wait *pw = w.fds[fd].proxy;
+	struct proxy_header h;
+	char why[128];
+
+	for (;;) {
+		if (pw->len == pw->cap) {
+			pw->cap = pw->cap == 0 ? 256 : pw->cap * 4;
+			if (pw->cap > PROXY_MAX_LEN)
+				pw->cap = PROXY_MAX_LEN;
+			pw->buf = xrealloc(pw->buf, pw->cap);
+		}
+		ssize_t n = recv(fd, pw->buf + pw->len, pw->cap - pw->len,
+		    MSG_PEEK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			log_info("session=%016llx client=%s proxy: closed "
+			    "before the header", (unsigned long long)pw->conn_id,
+			    pw->peer_ip);
+			proxy_end(fd, NULL);
+			return;
+		}
+		enum proxy_status r = proxy_parse(pw->buf, pw->len + (size_t)n,
+		    &h, why, sizeof(why));
+		size_t take = r == PROXY_DONE ? h.len - pw->len : (size_t)n;
+
+		if (r == PROXY_BAD) {
+			proxy_refuse(fd, why);
+			return;
+		}
+		/* Peeked, so there: the read cannot come up short. */
+		if (recv(fd, pw->buf + pw->len, take, 0) != (ssize_t)take)
+			fatal("reading a peeked PROXY header");
+		pw->len += take;
+		if (r == PROXY_DONE) {
+			proxy_read_done(fd, &h);
+			return;
+		}
+	}
+}
+
+/* The master's verdict on the client a header named. */
+static void
+proxy_admitted(const struct ipc_conn_admit *a)
+{
+	size_t fd = a->wfd;
+	struct proxy_wait *pw = fd < w.nfds ? w.fds[fd].proxy : NULL;
+	char refusal[sizeof(a->refusal)];
+
+	/* Closed meanwhile (its deadline), perhaps its socket reused. */
+	if (pw == NULL || pw->conn_id != a->conn_id || !pw->admitting)
+		return;
+	if (a->refusal[0] != '\0') {
+		strlcpy_mx(refusal, a->refusal, sizeof(refusal));
+		proxy_end((int)fd, refusal);
+		return;
+	}
+	w.fds[fd].proxy = NULL;
+	event_mod(w.loop, (int)fd, EPOLLIN);
+	start_session((int)fd, pw->conn_id, &pw->client, &pw->dst,
+	    pw->listener, a->flags);
+	free(pw);
+}
+
+static void
+proxy_tick(int fd, uint64_t now)
+{
+	struct proxy_wait *pw = w.fds[fd].proxy;
+
+	if (now < pw->deadline_ms)
+		return;
+	if (pw->admitting) {
+		log_warn("session=%016llx no verdict from the master; closed",
+		    (unsigned long long)pw->conn_id);
+		proxy_end(fd, "421 4.3.2 Service not available, try again "
+		    "later\r\n");
+	} else {
+		proxy_refuse(fd, "no header in time (timeouts.proxy)");
+	}
 }
 
 /* ---- messages from the master ---- */
@@ -230,15 +454,25 @@ new_session(const struct ipc_conn_new *msg, int fd)
 	}
 	event_add(w.loop, fd, EPOLLIN, on_session, NULL);
 	w.nsessions++;
-	w.fds[fd].session = session_new(w.conf, &worker_session_ops, fd,
-	    msg->conn_id, &msg->peer, &msg->local, (int)msg->listener);
-	/* session_new() may already have ended it (write error). */
-	for (size_t i = 0; i < w.ndead; i++) {
-		if (w.dead[i] == w.fds[fd].session)
-			w.fds[fd].session = NULL;
+	if (msg->flags & CONN_F_PROXY) {
+		struct proxy_wait *pw = xcalloc(1, sizeof(*pw));
+
+		pw->conn_id = msg->conn_id;
+		pw->listener = (int)msg->listener;
+		pw->peer = msg->peer;
+		pw->local = msg->local;
+		pw->deadline_ms = monotonic_ms() +
+		    (uint64_t)w.conf->timeout_proxy * 1000;
+		sockaddr_ntop((const struct sockaddr *)&msg->peer, pw->peer_ip,
+		    sizeof(pw->peer_ip));
+		w.fds[fd].proxy = pw;
+		if (w.stopping)
+			proxy_end(fd, "421 4.3.2 Service shutting down, try "
+			    "again later\r\n");
+		return;
 	}
-	if (w.stopping && w.fds[fd].session != NULL)
-		session_shutdown(w.fds[fd].session);
+	start_session(fd, msg->conn_id, &msg->peer, &msg->local,
+	    (int)msg->listener, msg->flags);
 }
 
 static void
@@ -289,6 +523,8 @@ read_master(void)
 {
 	union {
 		struct ipc_conn_new conn;
+		struct ipc_conn_admit admit;
+		struct ipc_stress stress;
 		char raw[1024];
 	} u;
 	enum ipc_type type;
@@ -298,6 +534,13 @@ read_master(void)
 		switch (type) {
 		case IPC_CONN_NEW:
 			new_session(&u.conn, fd);
+			break;
+		case IPC_CONN_ADMIT:
+			proxy_admitted(&u.admit);
+			break;
+		case IPC_STRESS:
+			/* The master logs it. */
+			session_set_stress(u.stress.on != 0);
 			break;
 		case IPC_QUEUE_CHANNEL:
 			if (fd < 0)
@@ -435,6 +678,8 @@ tick(uint64_t now)
 	for (size_t fd = 0; fd < w.nfds; fd++) {
 		if (w.fds[fd].session != NULL)
 			session_tick(w.fds[fd].session, now);
+		else if (w.fds[fd].proxy != NULL)
+			proxy_tick((int)fd, now);
 	}
 }
 
@@ -450,7 +695,29 @@ begin_stop(void)
 	for (size_t fd = 0; fd < w.nfds; fd++) {
 		if (w.fds[fd].session != NULL)
 			session_shutdown(w.fds[fd].session);
+		else if (w.fds[fd].proxy != NULL)
+			proxy_end((int)fd, "421 4.3.2 Service shutting down, "
+			    "try again later\r\n");
 	}
+}
+
+/*
+ * SIGUSR1: a reload has started the next generation of workers, which
+ * gets every new connection.  Our sessions go on undisturbed, on the
+ * configuration they started with (a client between two messages is
+ * not told 421), and the process ends with the last of them; after
+ * shutdown_grace, what is left is stopped as at a shutdown.
+ */
+static void
+begin_retire(void)
+{
+	if (w.retiring || w.stopping)
+		return;
+	w.retiring = true;
+	w.retire_deadline_ms = monotonic_ms() +
+	    (uint64_t)w.conf->shutdown_grace * 1000;
+	log_info("replaced by a reload: %u sessions finish, at most %u s",
+	    w.nsessions, w.conf->shutdown_grace);
 }
 
 static void
@@ -461,13 +728,15 @@ read_signals(void)
 	while (read(w.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
 			begin_stop();
+		else if (si.ssi_signo == SIGUSR1)
+			begin_retire();
 	}
 }
 
 static void
 setup_signals(void)
 {
-	static const int handled[] = { SIGTERM, SIGINT };
+	static const int handled[] = { SIGTERM, SIGINT, SIGUSR1 };
 
 	w.sigfd = proc_signalfd(handled, (int)ARRAY_LEN(handled));
 }
@@ -511,6 +780,9 @@ on_session(void *arg, int fd, uint32_t events)
 		session_io(w.fds[fd].session,
 		    (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0,
 		    (events & EPOLLOUT) != 0);
+	else if ((size_t)fd < w.nfds && w.fds[fd].proxy != NULL &&
+	    !w.fds[fd].proxy->admitting)
+		proxy_read(fd);
 }
 
 void
@@ -574,7 +846,7 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd,
 	for (;;) {
 		uint64_t now;
 
-		if (w.stopping && w.nsessions == 0)
+		if ((w.stopping || w.retiring) && w.nsessions == 0)
 			break;
 		event_run(w.loop, TICK_MS);
 		free_dead_sessions();
@@ -584,6 +856,8 @@ worker_main(const struct mxconf *conf, int slot, int master_fd, int queue_fd,
 			free_dead_sessions();
 			last_tick = now;
 		}
+		if (w.retiring && !w.stopping && now >= w.retire_deadline_ms)
+			begin_stop();
 		if (w.stopping && now >= w.stop_deadline_ms) {
 			log_warn("grace period over: closing %u sessions", w.nsessions);
 			break;

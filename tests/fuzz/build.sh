@@ -1,7 +1,7 @@
 #!/bin/sh
 # Build the libFuzzer harnesses (clang required) into $1, by default
 # tests/fuzz/bin.  Run one with its seed corpus, e.g.:
-#   tests/fuzz/bin/fuzz_proto -max_total_time=60 /tmp/corpus tests/fuzz/corpus/proto
+#   tests/fuzz/bin/fuzz_proto -dict=tests/fuzz/proto.dict -max_total_time=60 /tmp/corpus tests/fuzz/corpus/proto
 # (the first directory collects new inputs; keep the seeds read-only).
 set -eu
 
@@ -17,7 +17,7 @@ CFLAGS="-std=gnu11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
 
 cd "$top"
 $CC $CFLAGS -I src tests/fuzz/fuzz_addr.c src/common/addr.c -o "$out/fuzz_addr"
-$CC $CFLAGS -I src tests/fuzz/fuzz_proto.c src/smtp/smtp_proto.c src/common/addr.c \
+$CC $CFLAGS -I src tests/fuzz/fuzz_proto.c src/smtp/smtp_proto.c src/common/addr.c src/common/dsn.c \
     src/common/util.c src/common/log.c -o "$out/fuzz_proto"
 $CC $CFLAGS -I src tests/fuzz/fuzz_json.c src/common/json.c src/common/util.c src/common/log.c \
     -o "$out/fuzz_json"
@@ -29,10 +29,11 @@ $CC $CFLAGS -I src tests/fuzz/fuzz_authres.c src/smtp/authres.c src/smtp/spf.c s
     src/common/util.c src/common/log.c -lspf2 -o "$out/fuzz_authres"
 $CC $CFLAGS -I src tests/fuzz/fuzz_spf_record.c src/smtp/spf.c src/common/threadpool.c src/common/util.c \
     src/common/log.c -lspf2 -o "$out/fuzz_spf_record"
-$CC $CFLAGS -I src tests/fuzz/fuzz_envelope.c src/common/envelope.c \
+$CC $CFLAGS -I src tests/fuzz/fuzz_envelope.c src/common/envelope.c src/common/dsn.c \
     src/common/util.c src/common/log.c -o "$out/fuzz_envelope"
+$CC $CFLAGS -I src tests/fuzz/fuzz_proxy.c src/smtp/proxy.c -o "$out/fuzz_proxy"
 # The relay client's pure parsers; relay.c needs its libraries to link.
-RELAY_SRC="src/delivery/relay.c src/delivery/delivery.c src/delivery/mime7bit.c
+RELAY_SRC="src/delivery/relay.c src/delivery/delivery.c src/delivery/mime7bit.c src/common/dsn.c
   src/common/json.c src/common/util.c src/common/log.c"
 RELAY_LIBS="-lssl -lcrypto -lresolv $(pkg-config --libs gmime-3.0)"
 $CC $CFLAGS -I src $(pkg-config --cflags gmime-3.0) \
@@ -44,3 +45,4 @@ $CC $CFLAGS -I src $(pkg-config --cflags gmime-3.0) \
 echo "built $out/fuzz_addr $out/fuzz_proto $out/fuzz_json $out/fuzz_message_json"
 echo "built $out/fuzz_authres $out/fuzz_spf_record"
 echo "built $out/fuzz_envelope $out/fuzz_relay_reply $out/fuzz_relay_mx"
+echo "built $out/fuzz_proxy"

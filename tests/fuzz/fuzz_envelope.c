@@ -70,13 +70,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    same_str(e.protocol, again.protocol) &&
 	    same_str(e.auth_user, again.auth_user) &&
 	    e.body_8bitmime == again.body_8bitmime &&
-	    e.smtputf8 == again.smtputf8 && e.nrcpts == again.nrcpts,
+	    e.smtputf8 == again.smtputf8 && e.nrcpts == again.nrcpts &&
+	    e.dsn_ret == again.dsn_ret &&
+	    same_str(e.dsn_envid, again.dsn_envid),
 	    "round trip changed the envelope");
 	for (size_t i = 0; i < e.nrcpts; i++)
 		check(same_str(e.rcpts[i].address, again.rcpts[i].address) &&
 		    same_str(e.rcpts[i].route, again.rcpts[i].route) &&
 		    same_str(e.rcpts[i].action, again.rcpts[i].action) &&
-		    same_str(e.rcpts[i].params, again.rcpts[i].params),
+		    same_str(e.rcpts[i].params, again.rcpts[i].params) &&
+		    e.rcpts[i].dsn_notify == again.rcpts[i].dsn_notify &&
+		    same_str(e.rcpts[i].dsn_orcpt, again.rcpts[i].dsn_orcpt),
 		    "round trip changed a recipient");
 	buf_free(&b);
 	envelope_free(&e);

@@ -20,6 +20,7 @@
  * autoconf's own config.h lives.
  */
 #include "common/config.h"
+#include "smtp/checks.h"
 #include "common/config_default.h"
 #include "unit.h"
 #include "common/util.h"
@@ -185,11 +186,20 @@ check_defaults(const struct mxconf *c)
 	CHECK_INT(c->max_message_size, 25 * 1024 * 1024);
 	CHECK_INT(c->max_recipients, 100);
 	CHECK_INT(c->max_errors, 10);
-	CHECK_INT(c->max_connections, 1000);
+	CHECK_INT(c->max_connections, 0);
 	CHECK_INT(c->max_connections_per_ip, 50);
+	CHECK_INT(c->fair_share, 10);
 	CHECK_STR(c->bare_newlines, "reject");
 	CHECK_INT(c->timeout_command, 300);
 	CHECK_INT(c->timeout_data, 180);
+	CHECK_INT(c->timeout_proxy, 10);
+	CHECK_INT(c->stress_threshold, 80);
+	CHECK_INT(c->stress_timeout_command, 10);
+	CHECK_INT(c->stress_timeout_data, 60);
+	CHECK(c->greet_multiline);
+	CHECK_INT(c->greet_pass_time, 86400);
+	CHECK(!c->listeners[0].proxy_protocol);
+	CHECK(c->listeners[0].proxy_nets == NULL);
 	CHECK_INT(c->shutdown_grace, 30);
 }
 
@@ -354,6 +364,41 @@ test_all_settings(void)
 	CHECK_INT(c->listeners[2].auth, 1);
 	CHECK_INT(c->listeners[1].allow_plaintext_auth, 1);
 	config_free(c);
+}
+
+/* PROXY protocol listeners: from whom, compiled; nothing half-set. */
+static void
+test_listener_proxy(void)
+{
+	struct mxconf *c;
+
+	c = load("listen = ( { address = \"127.0.0.1\"; port = 2525;\n"
+	    "  proxy_protocol = true;\n"
+	    "  proxy_from = [ \"192.0.2.5\", \"10.1.0.0/24\" ]; },\n"
+	    "  { address = \"127.0.0.1\"; port = 2526; } );\n");
+	CHECK(c != NULL);
+	if (c != NULL) {
+		CHECK(c->listeners[0].proxy_protocol);
+		CHECK_INT(c->listeners[0].nproxy_from, 2);
+		CHECK(netlist_contains(c->listeners[0].proxy_nets, "10.1.0.77"));
+		CHECK(netlist_contains(c->listeners[0].proxy_nets, "192.0.2.5"));
+		CHECK(!netlist_contains(c->listeners[0].proxy_nets,
+		    "192.0.2.6"));
+		CHECK(!c->listeners[1].proxy_protocol);
+		CHECK(c->listeners[1].proxy_nets == NULL);
+	}
+	config_free(c);
+	CHECK(fails_with("listen = ( { address = \"::1\"; port = 25;\n"
+	    "  proxy_protocol = true; } );\n",
+	    "t.conf:1: 'listen[0]': proxy_protocol needs proxy_from, the "
+	    "load balancers' addresses"));
+	CHECK(fails_with("listen = ( { address = \"::1\"; port = 25;\n"
+	    "  proxy_from = [ \"::1\" ]; } );\n",
+	    "t.conf:1: 'listen[0]': proxy_from without proxy_protocol = "
+	    "true"));
+	CHECK(load("listen = ( { address = \"::1\"; port = 25;\n"
+	    "  proxy_protocol = true; proxy_from = [ \"10.0.0.0/33\" ]; } "
+	    ");\n") == NULL);
 }
 
 /* Listeners whose AUTH or TLS could never work are refused at load. */
@@ -587,9 +632,20 @@ test_bad_values(void)
 		  "'limits.errors' must be between 1 and 1000 (got 0)" },
 		{ "limits = { errors = 1001; };",
 		  "'limits.errors' must be between 1 and 1000 (got 1001)" },
-		{ "limits = { connections = 0; };",
-		  "'limits.connections' must be between 1 and 1000000 "
-		  "(got 0)" },
+		{ "limits = { connections = -1; };",
+		  "'limits.connections' must be between 0 and 1000000 "
+		  "(got -1)" },
+		{ "limits = { fair_share = 101; };",
+		  "'limits.fair_share' must be between 0 and 100 (got 101)" },
+		{ "stress = { threshold = 101; };",
+		  "'stress.threshold' must be between 0 and 100 (got 101)" },
+		{ "stress = { command = 0; };",
+		  "'stress.command' must be between 1 and 86400 (got 0)" },
+		{ "timeouts = { proxy = 0; };",
+		  "'timeouts.proxy' must be between 1 and 300 (got 0)" },
+		{ "greet_pass_time = \"31d\";",
+		  "'greet_pass_time' must be between 0 and 2592000 "
+		  "(got 2678400)" },
 		{ "limits = { connections_per_ip = -1; };",
 		  "'limits.connections_per_ip' must be between 0 and 1000000 "
 		  "(got -1)" },
@@ -845,6 +901,49 @@ include_fails_with(const char *inc_text, unsigned line, const char *problem)
 	show_errors();
 	config_free(c);
 	return false;
+}
+
+/*
+ * A reload (config.h): the text the master hands to the queue process
+ * and the spawner gives the same values, the @include'd settings in
+ * place, relative paths from the start directory.
+ */
+static void
+test_reload_text(void)
+{
+	struct mxconf *c, *again;
+	const char *path;
+
+	nerrs = 0;
+	c = config_load(sample_path, capture);
+	CHECK(c != NULL && c->text != NULL);
+	if (c != NULL && c->text != NULL) {
+		again = config_load_checked(c->text, c->path, "/start", capture);
+		CHECK(again != NULL);
+		if (again != NULL)
+			check_same(c, again);
+		config_free(again);
+	}
+	config_free(c);
+
+	write_tmp("reload.inc", "limits = {\n  recipients = 7;\n};\n");
+	path = write_tmp("reload.conf", LISTEN "@include \"reload.inc\"\n"
+	    "auth = { passwd_file = \"etc/passwd\"; };\n");
+	c = config_load(path, capture);
+	CHECK(c != NULL);
+	if (c != NULL) {
+		CHECK(strstr(c->text, "@include") == NULL);
+		again = config_load_checked(c->text, c->path, "/start", capture);
+		CHECK(again != NULL);
+		if (again != NULL) {
+			CHECK_INT(again->max_recipients, 7);
+			CHECK_STR(again->auth_passwd_file, "/start/etc/passwd");
+		}
+		config_free(again);
+	}
+	config_free(c);
+	show_errors();
+	CHECK_INT(nerrs, 0);
 }
 
 static void
@@ -1516,8 +1615,10 @@ main(int argc, char **argv)
 	RUN(test_wide_integers);
 	RUN(test_files);
 	RUN(test_include_problems);
+	RUN(test_reload_text);
 	RUN(test_free_null);
 	RUN(test_checks_settings);
+	RUN(test_listener_proxy);
 	RUN(test_listener_auth_tls);
 	RUN(test_delivery_settings);
 	RUN(test_manual_up_to_date);

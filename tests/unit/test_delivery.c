@@ -235,17 +235,18 @@ test_bounce_build(void)
 	const char *hdr = "From: alice@a.example\r\nSubject: hi\r\n";
 	struct bounce_rcpt rc[3] = {
 		{ "bob@b.example", "550 5.1.1 <bob@b.example>: no such user",
-		  "mx.b.example", 1700000100, false, true },
+		  "mx.b.example", 1700000100, false, true, false, NULL },
 		{ "carol@b.example", "451 4.4.1 connection refused", NULL,
-		  1700000200, true, false },
+		  1700000200, true, false, false, NULL },
 		/* An LMTP server's reply over a unix socket: no Remote-MTA,
 		 * but its words are SMTP's. */
 		{ "dave@b.example", "550 5.2.2 dave: mailbox full", NULL,
-		  1700000200, false, true },
+		  1700000200, false, true, false, NULL },
 	};
 	struct bounce_report r = {
 		BOUNCE_FAILED, "0ABCDEFGHIJKLMNO", "alice@a.example",
-		1700000000, "mx.test.example", hdr, strlen(hdr), 0, rc, 3
+		1700000000, "mx.test.example", hdr, strlen(hdr), 0, rc, 3,
+		NULL, 0, NULL
 	};
 	struct buf b;
 
@@ -293,11 +294,12 @@ test_bounce_build_delayed_global(void)
 {
 	const char *hdr = "Subject: caf\xc3\xa9\n";
 	struct bounce_rcpt rc = { "j\xc3\xb6rg@b.example",
-	    "451 4.4.1 connection refused", NULL, 1700000100, false, false };
+	    "451 4.4.1 connection refused", NULL, 1700000100, false, false,
+	    false, NULL };
 	struct bounce_report r = {
 		BOUNCE_DELAYED, "0ABCDEFGHIJKLMNO", "alice@a.example",
 		1700000000, "mx.test.example", hdr, strlen(hdr), 1700400000,
-		&rc, 1
+		&rc, 1, NULL, 0, NULL
 	};
 	struct buf b;
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/dsn.h"
 #include "common/envelope.h"
 #include "common/util.h"
 #include "unit.h"
@@ -35,7 +36,7 @@ static void
 raw_head(struct buf *b, const char *id, uint32_t flags)
 {
 	buf_append(b, "MXEV", 4);
-	raw_u32(b, 1);
+	raw_u32(b, 2);
 	raw_str(b, id);
 	raw_u32(b, 0);
 	raw_u32(b, 1700000000);
@@ -45,6 +46,7 @@ raw_head(struct buf *b, const char *id, uint32_t flags)
 	raw_str(b, "client.example.org");
 	raw_str(b, "ESMTP");
 	raw_u32(b, UINT32_MAX);          /* no auth user */
+	raw_u32(b, UINT32_MAX);          /* no ENVID */
 }
 
 static void
@@ -54,6 +56,8 @@ raw_rcpt(struct buf *b, const char *addr)
 	raw_str(b, "r");
 	raw_str(b, "queue");
 	raw_str(b, "{}");
+	raw_u32(b, 0);                   /* no NOTIFY */
+	raw_u32(b, UINT32_MAX);          /* no ORCPT */
 }
 
 static void
@@ -73,6 +77,10 @@ full_envelope(struct envelope *e)
 	    "{\"path\":\"/var/mail/bob\"}");
 	envelope_add_rcpt(e, "carol@example.com", NULL, "queue", NULL);
 	envelope_add_rcpt(e, "d\xc3\xa9@example.com", "utf8", "relay", "{}");
+	e->dsn_ret = DSN_RET_HDRS;
+	e->dsn_envid = xstrdup("QQ 314=x");
+	envelope_rcpt_dsn(e, DSN_NOTIFY_SUCCESS | DSN_NOTIFY_DELAY,
+	    "rfc822;d+x@example.com");
 }
 
 static int
@@ -117,7 +125,14 @@ test_round_trip(void)
 		CHECK(p.rcpts[1].params == NULL);
 		CHECK_STR(p.rcpts[2].address, "d\xc3\xa9@example.com");
 		CHECK_STR(p.rcpts[2].action, "relay");
+		CHECK_INT(p.rcpts[0].dsn_notify, 0);
+		CHECK(p.rcpts[0].dsn_orcpt == NULL);
+		CHECK_INT(p.rcpts[2].dsn_notify,
+		    DSN_NOTIFY_SUCCESS | DSN_NOTIFY_DELAY);
+		CHECK_STR(p.rcpts[2].dsn_orcpt, "rfc822;d+x@example.com");
 	}
+	CHECK_INT(p.dsn_ret, DSN_RET_HDRS);
+	CHECK_STR(p.dsn_envid, "QQ 314=x");
 	envelope_free(&p);
 	envelope_free(&e);
 	buf_free(&b);
@@ -228,16 +243,23 @@ test_bad_header(void)
 	b.data[0] = 'X';                         /* magic */
 	CHECK_INT(parses(b.data, b.len), -1);
 	b.data[0] = 'M';
-	b.data[7] = 2;                           /* version 2 */
+	b.data[7] = 1;                           /* version 1 */
 	CHECK_INT(parses(b.data, b.len), -1);
-	b.data[7] = 1;
+	b.data[7] = 3;
+	CHECK_INT(parses(b.data, b.len), -1);
+	b.data[7] = 2;
 	CHECK_INT(parses(b.data, b.len), 0);
 	envelope_free(&e);
 	buf_free(&b);
 
-	/* Unknown flag bits. */
+	/* Unknown flag bits; RET=FULL and RET=HDRS at once. */
 	buf_init(&b);
-	raw_head(&b, TEST_ID, 0x4);
+	raw_head(&b, TEST_ID, 0xc);
+	raw_u32(&b, 1);
+	raw_rcpt(&b, "a@b");
+	CHECK_INT(parses(b.data, b.len), -1);
+	buf_reset(&b);
+	raw_head(&b, TEST_ID, 0x10);
 	raw_u32(&b, 1);
 	raw_rcpt(&b, "a@b");
 	CHECK_INT(parses(b.data, b.len), -1);
@@ -245,6 +267,43 @@ test_bad_header(void)
 	raw_head(&b, TEST_ID, 0x3);
 	raw_u32(&b, 1);
 	raw_rcpt(&b, "a@b");
+	CHECK_INT(parses(b.data, b.len), 0);
+	buf_free(&b);
+}
+
+/* NOTIFY bits the engine never gives, an ORCPT without its type. */
+static void
+test_bad_dsn(void)
+{
+	static const uint32_t bad_notify[] = { 0x10, 0x3, 0x9, 0xffffffffu };
+	struct buf b;
+	size_t i;
+
+	buf_init(&b);
+	for (i = 0; i < ARRAY_LEN(bad_notify); i++) {
+		buf_reset(&b);
+		raw_head(&b, TEST_ID, 0);
+		raw_u32(&b, 1);
+		raw_str(&b, "a@b");
+		raw_str(&b, "r");
+		raw_str(&b, "queue");
+		raw_str(&b, "{}");
+		raw_u32(&b, bad_notify[i]);
+		raw_u32(&b, UINT32_MAX);
+		CHECK_INT(parses(b.data, b.len), -1);
+	}
+	buf_reset(&b);
+	raw_head(&b, TEST_ID, 0x4);
+	raw_u32(&b, 1);
+	raw_str(&b, "a@b");
+	raw_str(&b, "r");
+	raw_str(&b, "queue");
+	raw_str(&b, "{}");
+	raw_u32(&b, DSN_NOTIFY_NEVER);
+	raw_str(&b, "a@b");
+	CHECK_INT(parses(b.data, b.len), -1);
+	b.len -= 4 + 3;
+	raw_str(&b, "rfc822;a@b");
 	CHECK_INT(parses(b.data, b.len), 0);
 	buf_free(&b);
 }
@@ -271,7 +330,7 @@ test_bad_queue_id(void)
 	/* An id with an embedded NUL is refused too. */
 	buf_reset(&b);
 	buf_append(&b, "MXEV", 4);
-	raw_u32(&b, 1);
+	raw_u32(&b, 2);
 	raw_u32(&b, QUEUE_ID_LEN);
 	buf_append(&b, "0123456\0" "89ABCDEF", QUEUE_ID_LEN);
 	CHECK_INT(parses(b.data, b.len), -1);
@@ -287,7 +346,7 @@ test_bad_strings(void)
 
 	/* A length larger than the rest of the record. */
 	buf_append(&b, "MXEV", 4);
-	raw_u32(&b, 1);
+	raw_u32(&b, 2);
 	raw_str(&b, TEST_ID);
 	raw_u32(&b, 0);
 	raw_u32(&b, 0);
@@ -319,7 +378,7 @@ test_bad_strings(void)
 	/* An embedded NUL in the sender. */
 	buf_reset(&b);
 	buf_append(&b, "MXEV", 4);
-	raw_u32(&b, 1);
+	raw_u32(&b, 2);
 	raw_str(&b, TEST_ID);
 	raw_u32(&b, 0);
 	raw_u32(&b, 0);
@@ -492,6 +551,7 @@ main(void)
 	RUN(test_every_truncation);
 	RUN(test_bad_header);
 	RUN(test_bad_queue_id);
+	RUN(test_bad_dsn);
 	RUN(test_bad_strings);
 	RUN(test_bad_counts);
 	RUN(test_random_mutations);

@@ -8,13 +8,14 @@
 #include <string.h>
 
 #include "smtp/smtp_proto.h"
+#include "common/dsn.h"
 #include "common/util.h"
 #include "unit.h"
 
 #define EHLO_PREFIX \
 	"250-mx.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n" \
 	"250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n"
-#define EHLO_REPLY EHLO_PREFIX "250-SMTPUTF8\r\n250 CHUNKING\r\n"
+#define EHLO_REPLY EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n250 DSN\r\n"
 
 static struct buf content;
 static char outbuf[1 << 20];
@@ -219,7 +220,7 @@ test_ehlo_starttls_auth(void)
 	pp.auth = true;
 	p = start_with(&pp);
 	/* AUTH waits for TLS (RFC 4954 4). */
-	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n"
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n250-DSN\r\n"
 	    "250 STARTTLS\r\n");
 	CHECK_STR(run(p, "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"),
 	    "538 5.7.11 Encryption required for requested authentication "
@@ -229,14 +230,14 @@ test_ehlo_starttls_auth(void)
 	proto_tls_started(p);
 	CHECK(!proto_tls_waiting(p));
 	/* After the handshake: no STARTTLS, AUTH offered. */
-	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n"
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n250-DSN\r\n"
 	    "250 AUTH PLAIN LOGIN\r\n");
 	proto_free(p);
 
 	/* Plaintext AUTH allowed: both offered before TLS. */
 	pp.auth_plaintext = true;
 	p = start_with(&pp);
-	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n"
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n250-DSN\r\n"
 	    "250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n");
 	proto_free(p);
 }
@@ -327,7 +328,7 @@ test_starttls_errors(void)
 	run(p, "RSET\r\n");
 	run(p, "STARTTLS\r\n");
 	proto_tls_started(p);
-	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n"
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n250-DSN\r\n"
 	    "250 AUTH PLAIN LOGIN\r\n");
 	CHECK_STR(run(p, "STARTTLS\r\n"),
 	    "503 5.5.1 Error: TLS already active\r\n");
@@ -344,7 +345,7 @@ test_implicit_tls(void)
 	pp.tls = true;
 	pp.auth = true;
 	p = start_with(&pp);
-	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n"
+	CHECK_STR(run(p, "EHLO c\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n250-DSN\r\n"
 	    "250 AUTH PLAIN LOGIN\r\n");
 	CHECK_STR(run(p, "STARTTLS\r\n"),
 	    "503 5.5.1 Error: TLS already active\r\n");
@@ -636,13 +637,13 @@ test_starttls_forgets_auth(void)
 	pp.auth_required = true;
 	p = start_with(&pp);
 	CHECK_STR(run(p, "EHLO c\r\nAUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"
-	    "STARTTLS\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n250-STARTTLS\r\n"
+	    "STARTTLS\r\n"), EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n250-DSN\r\n250-STARTTLS\r\n"
 	    "250 AUTH PLAIN LOGIN\r\n235 2.7.0 Authentication successful\r\n"
 	    "220 2.0.0 Ready to start TLS\r\n");
 	proto_tls_started(p);
 	CHECK(!proto_authenticated(p));
 	CHECK_STR(run(p, "EHLO c\r\nMAIL FROM:<a@b.example>\r\n"),
-	    EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n250 AUTH PLAIN LOGIN\r\n"
+	    EHLO_PREFIX "250-SMTPUTF8\r\n250-CHUNKING\r\n250-DSN\r\n250 AUTH PLAIN LOGIN\r\n"
 	    "530 5.7.0 Authentication required\r\n");
 	proto_free(p);
 }
@@ -813,7 +814,7 @@ test_mail_params(void)
 	    "501 5.5.4 Bad BODY parameter\r\n");
 	CHECK_STR(run(p, "MAIL FROM:<a@b.example> SMTPUTF8=yes\r\n"),
 	    "501 5.5.4 Bad SMTPUTF8 parameter\r\n");
-	CHECK_STR(run(p, "MAIL FROM:<a@b.example> RET=HDRS\r\n"),
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> MT-PRIORITY=3\r\n"),
 	    "555 5.5.4 Unsupported parameter\r\n");
 	CHECK_STR(run(p, "MAIL FROM:<a@b.example> X-VERY-LONG-PARAMETER-NAME-"
 	    "THAT-GOES-ON-AND-ON=with-a-very-long-value-as-well-beyond-32\r\n"),
@@ -879,7 +880,7 @@ test_rcpt(void)
 	    "501 5.1.3 Bad recipient address syntax: null path not allowed here\r\n");
 	CHECK_STR(run(p, "RCPT TO:<c@d@example>\r\n"),
 	    "501 5.1.3 Bad recipient address syntax: bad domain\r\n");
-	CHECK_STR(run(p, "RCPT TO:<c@d.example> NOTIFY=NEVER\r\n"),
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> NOTIFY-ME=NEVER\r\n"),
 	    "555 5.5.4 Unsupported parameter\r\n");
 
 	ev = until_event(p, "RCPT TO:<Postmaster>\r\n", PROTO_EV_RCPT);
@@ -891,6 +892,204 @@ test_rcpt(void)
 	CHECK_STR(ev ? ev->addr_text : NULL, "C@d.example");
 	proto_accept(p);
 	CHECK_STR(out(p), "250 2.1.5 Ok\r\n");
+	proto_free(p);
+}
+
+
+/* ---- DSN (RFC 3461) -------------------------------------------------------- */
+
+static void
+test_dsn_mail(void)
+{
+	struct proto *p = start_patient();
+	const struct proto_event *ev;
+	char envid[DSN_ENVID_MAX + 40];
+
+	run(p, "EHLO c\r\n");
+	ev = until_event(p, "MAIL FROM:<a@b.example> RET=hdrs "
+	    "ENVID=QQ+2B314+3Dx\r\n", PROTO_EV_MAIL);
+	CHECK_INT(ev ? ev->dsn_ret : -1, DSN_RET_HDRS);
+	CHECK_STR(ev ? ev->dsn_envid : NULL, "QQ+314=x");
+	proto_accept(p);
+	CHECK_STR(out(p), "250 2.1.0 Ok\r\n");
+	run(p, "RSET\r\n");
+	/* Absent: none, and nothing left over from the last transaction. */
+	ev = until_event(p, "MAIL FROM:<a@b.example> RET=FULL\r\n",
+	    PROTO_EV_MAIL);
+	CHECK_INT(ev ? ev->dsn_ret : -1, DSN_RET_FULL);
+	CHECK(ev != NULL && ev->dsn_envid == NULL);
+	proto_accept(p);
+	out(p);
+	run(p, "RSET\r\n");
+	ev = until_event(p, "MAIL FROM:<a@b.example>\r\n", PROTO_EV_MAIL);
+	CHECK_INT(ev ? ev->dsn_ret : -1, DSN_RET_NONE);
+	CHECK(ev != NULL && ev->dsn_envid == NULL);
+	proto_accept(p);
+	out(p);
+	run(p, "RSET\r\n");
+
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> RET=ALL\r\n"),
+	    "501 5.5.4 Bad RET parameter syntax\r\n");
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> RET\r\n"),
+	    "501 5.5.4 Bad RET parameter syntax\r\n");
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> RET=FULL RET=HDRS\r\n"),
+	    "501 5.5.4 Duplicate RET parameter\r\n");
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> ENVID\r\n"),
+	    "501 5.5.4 Bad ENVID parameter syntax\r\n");
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> ENVID=a ENVID=b\r\n"),
+	    "501 5.5.4 Duplicate ENVID parameter\r\n");
+	/* xtext: "+" and two UPPER case hex digits, whole. */
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> ENVID=a+2b\r\n"),
+	    "501 5.5.4 Bad ENVID parameter syntax\r\n");
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> ENVID=a+2\r\n"),
+	    "501 5.5.4 Bad ENVID parameter syntax\r\n");
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> ENVID=a+\r\n"),
+	    "501 5.5.4 Bad ENVID parameter syntax\r\n");
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> ENVID=a+G0\r\n"),
+	    "501 5.5.4 Bad ENVID parameter syntax\r\n");
+	/* Decoded control characters would forge DSN header fields. */
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> ENVID=a+0D+0AX-Evil:1\r\n"),
+	    "501 5.5.4 Bad ENVID parameter syntax\r\n");
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> ENVID=a+00\r\n"),
+	    "501 5.5.4 Bad ENVID parameter syntax\r\n");
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> ENVID=+C3+A9\r\n"),
+	    "501 5.5.4 Bad ENVID parameter syntax\r\n");
+	/* A space is printable: encoded, it is allowed. */
+	ev = until_event(p, "MAIL FROM:<a@b.example> ENVID=a+20b\r\n",
+	    PROTO_EV_MAIL);
+	CHECK_STR(ev ? ev->dsn_envid : NULL, "a b");
+	proto_accept(p);
+	out(p);
+	run(p, "RSET\r\n");
+	/* 100 characters of xtext at most (RFC 3461 4.4). */
+	memset(envid, 'e', DSN_ENVID_MAX);
+	envid[DSN_ENVID_MAX] = '\0';
+	ev = NULL;
+	{
+		char cmd[300];
+
+		snprintf(cmd, sizeof(cmd), "MAIL FROM:<a@b.example> ENVID=%s\r\n",
+		    envid);
+		ev = until_event(p, cmd, PROTO_EV_MAIL);
+		CHECK_INT(ev && ev->dsn_envid ? (long)strlen(ev->dsn_envid) : -1,
+		    DSN_ENVID_MAX);
+		proto_accept(p);
+		out(p);
+		run(p, "RSET\r\n");
+		snprintf(cmd, sizeof(cmd), "MAIL FROM:<a@b.example> ENVID=%se\r\n",
+		    envid);
+		CHECK_STR(run(p, cmd), "501 5.5.4 Bad ENVID parameter syntax\r\n");
+		/* Counted as sent: 34 "+41" are 102 characters. */
+		cmd[0] = '\0';
+		strcpy(cmd, "MAIL FROM:<a@b.example> ENVID=");
+		for (int i = 0; i < 34; i++)
+			strcat(cmd, "+41");
+		strcat(cmd, "\r\n");
+		CHECK_STR(run(p, cmd), "501 5.5.4 Bad ENVID parameter syntax\r\n");
+	}
+	CHECK(!proto_in_transaction(p));
+	proto_free(p);
+
+	/* Parameters are an extension: not after HELO. */
+	p = start_patient();
+	run(p, "HELO c\r\n");
+	CHECK_STR(run(p, "MAIL FROM:<a@b.example> RET=FULL\r\n"),
+	    "555 5.5.4 Parameters not allowed after HELO\r\n");
+	run(p, "MAIL FROM:<a@b.example>\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> NOTIFY=NEVER\r\n"),
+	    "555 5.5.4 Parameters not allowed after HELO\r\n");
+	proto_free(p);
+}
+
+static void
+test_dsn_rcpt(void)
+{
+	struct proto *p = start_patient();
+	const struct proto_event *ev;
+	char cmd[700];
+	int i;
+
+	run(p, "EHLO c\r\n");
+	run(p, "MAIL FROM:<a@b.example>\r\n");
+	ev = until_event(p, "RCPT TO:<c@d.example> NOTIFY=success,Delay "
+	    "ORCPT=rfc822;Bob+2Bx@d.example\r\n", PROTO_EV_RCPT);
+	CHECK_INT(ev ? (long)ev->dsn_notify : -1,
+	    DSN_NOTIFY_SUCCESS | DSN_NOTIFY_DELAY);
+	CHECK_STR(ev ? ev->dsn_orcpt : NULL, "rfc822;Bob+x@d.example");
+	proto_accept(p);
+	CHECK_STR(out(p), "250 2.1.5 Ok\r\n");
+	ev = until_event(p, "RCPT TO:<e@d.example> NOTIFY=NEVER\r\n",
+	    PROTO_EV_RCPT);
+	CHECK_INT(ev ? (long)ev->dsn_notify : -1, DSN_NOTIFY_NEVER);
+	CHECK(ev != NULL && ev->dsn_orcpt == NULL);
+	proto_accept(p);
+	out(p);
+	ev = until_event(p, "RCPT TO:<f@d.example> ORCPT=utf-8;f@d.example\r\n",
+	    PROTO_EV_RCPT);
+	CHECK_INT(ev ? (long)ev->dsn_notify : -1, 0);
+	CHECK_STR(ev ? ev->dsn_orcpt : NULL, "utf-8;f@d.example");
+	proto_accept(p);
+	out(p);
+
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> NOTIFY=NEVER,SUCCESS\r\n"),
+	    "501 5.5.4 Bad NOTIFY parameter syntax\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> NOTIFY=FAILURE,NEVER\r\n"),
+	    "501 5.5.4 Bad NOTIFY parameter syntax\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> NOTIFY=FAILURE,FAILURE\r\n"),
+	    "501 5.5.4 Bad NOTIFY parameter syntax\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> NOTIFY=SUCCESS,\r\n"),
+	    "501 5.5.4 Bad NOTIFY parameter syntax\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> NOTIFY=,DELAY\r\n"),
+	    "501 5.5.4 Bad NOTIFY parameter syntax\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> NOTIFY=ALWAYS\r\n"),
+	    "501 5.5.4 Bad NOTIFY parameter syntax\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> NOTIFY\r\n"),
+	    "501 5.5.4 Bad NOTIFY parameter syntax\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> NOTIFY=DELAY NOTIFY=DELAY\r\n"),
+	    "501 5.5.4 Duplicate NOTIFY parameter\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> ORCPT=rfc822;a@b ORCPT=rfc822;a@b\r\n"),
+	    "501 5.5.4 Duplicate ORCPT parameter\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> ORCPT=c@d.example\r\n"),
+	    "501 5.5.4 Bad ORCPT parameter syntax\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> ORCPT=;c@d.example\r\n"),
+	    "501 5.5.4 Bad ORCPT parameter syntax\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> ORCPT=rfc822;\r\n"),
+	    "501 5.5.4 Bad ORCPT parameter syntax\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> ORCPT=rfc822;a+0Ab\r\n"),
+	    "501 5.5.4 Bad ORCPT parameter syntax\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> ORCPT=rfc822;a+3db\r\n"),
+	    "501 5.5.4 Bad ORCPT parameter syntax\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> ORCPT=rf(c);a\r\n"),
+	    "501 5.5.4 Bad ORCPT parameter syntax\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> ORCPT\r\n"),
+	    "501 5.5.4 Bad ORCPT parameter syntax\r\n");
+	/* 500 characters at most (RFC 3461 4.2), the type included. */
+	run(p, "RSET\r\n");
+	run(p, "MAIL FROM:<a@b.example>\r\n");
+	strcpy(cmd, "RCPT TO:<c@d.example> ORCPT=rfc822;");
+	for (i = 0; i < 500 - 7 - 2; i++)
+		strcat(cmd, "x");
+	strcat(cmd, "@d\r\n");
+	ev = until_event(p, cmd, PROTO_EV_RCPT);
+	CHECK_INT(ev && ev->dsn_orcpt ? (long)strlen(ev->dsn_orcpt) : -1, 500);
+	proto_accept(p);
+	out(p);
+	strcpy(cmd, "RCPT TO:<c@d.example> ORCPT=rfc822;");
+	for (i = 0; i < 500 - 7 - 1; i++)
+		strcat(cmd, "x");
+	strcat(cmd, "@d\r\n");
+	CHECK_STR(run(p, cmd), "501 5.5.4 Bad ORCPT parameter syntax\r\n");
+	CHECK_STR(run(p, "RCPT TO:<c@d.example> NOTIFY=NEVER =x\r\n"),
+	    "501 5.5.4 Syntax error in RCPT parameters\r\n");
+	/* What was refused is not a recipient: one was accepted. */
+	CHECK_STR(run(p, "RCPT TO:<g@d.example> NOTIFY=FAILURE\r\n"),
+	    "250 2.1.5 Ok\r\n");
+	/* Only RCPT (and MAIL, by 100) may be longer than max_line. */
+	strcpy(cmd, "NOOP ");
+	for (i = 0; i < 520; i++)
+		strcat(cmd, "x");
+	strcat(cmd, "\r\n");
+	CHECK_STR(run(p, cmd), "500 5.5.2 Line too long\r\n");
 	proto_free(p);
 }
 
@@ -1852,6 +2051,8 @@ main(void)
 	RUN(test_mail_params);
 	RUN(test_smtputf8);
 	RUN(test_rcpt);
+	RUN(test_dsn_mail);
+	RUN(test_dsn_rcpt);
 	RUN(test_max_rcpts);
 	RUN(test_data_sequence);
 	RUN(test_data_rejected_by_caller);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <sqlite3.h>
 
+#include "common/dsn.h"
 #include "common/envelope.h"
 #include "common/log.h"
 #include "queue/queue_db.h"
@@ -150,13 +151,13 @@ test_create(void)
 	CHECK(db != NULL);
 	if (db == NULL)
 		return;
-	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 2);
+	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 4);
 	CHECK_INT(q_int(db, "SELECT count(*) FROM schema_version"), 1);
 	CHECK_Q(db, "PRAGMA journal_mode", "wal");
 	CHECK_INT(q_int(db, "PRAGMA synchronous"), 2);
 	CHECK_INT(q_int(db, "PRAGMA foreign_keys"), 1);
 	CHECK_INT(q_int(db, "SELECT count(*) FROM sqlite_master WHERE"
-	    " type = 'view'"), 4);
+	    " type = 'view'"), 5);
 	queue_db_close(db);
 
 	/* Opening again migrates nothing and works read-only too. */
@@ -171,6 +172,13 @@ test_create(void)
 	}
 	remove_db(path);
 }
+
+/* Back from version 4 to 3: without the DSN columns. */
+#define DROP_V4 \
+	"ALTER TABLE messages DROP COLUMN dsn_ret;" \
+	"ALTER TABLE messages DROP COLUMN dsn_envid;" \
+	"ALTER TABLE recipients DROP COLUMN dsn_notify;" \
+	"ALTER TABLE recipients DROP COLUMN dsn_orcpt;"
 
 /*
  * A version 1 queue (history rows "received" and "routed" in events)
@@ -210,6 +218,11 @@ test_migration_v1_to_v2(void)
 	    " e.kind AS kind, r.address AS recipient, e.detail AS detail"
 	    " FROM events e LEFT JOIN recipients r ON r.id = e.recipient_id"
 	    " ORDER BY e.message_id, e.at, e.id;"
+	    DROP_V4
+	    /* Nor had it version 3's history. */
+	    "DROP TRIGGER messages_keep_history; DROP VIEW history_trace;"
+	    "DROP TABLE history_events; DROP TABLE history_recipients;"
+	    "DROP TABLE history_messages;"
 	    "UPDATE schema_version SET version = 1;", NULL, NULL, NULL) ==
 	    SQLITE_OK);
 	queue_db_close(db);
@@ -218,9 +231,65 @@ test_migration_v1_to_v2(void)
 	CHECK(db != NULL);
 	if (db == NULL)
 		return;
-	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 2);
+	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 4);
 	CHECK_Q(db, "SELECT group_concat(kind) FROM events", "deferred");
 	CHECK_Q(db, history, expected);
+	queue_db_close(db);
+	remove_db(path);
+}
+
+/*
+ * Version 4 adds the DSN columns (RFC 3461): a version 3 queue's
+ * messages get none (NULL: the behaviour of before), new ones store what
+ * the envelope says, xtext decoded.
+ */
+static void
+test_migration_v3_to_v4(void)
+{
+	struct queue_db *db;
+	struct envelope e;
+
+	new_path();
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	make_env(&e, "0000000001AAAAAA", 1);
+	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
+	envelope_free(&e);
+	CHECK(sqlite3_exec(side_h(), DROP_V4
+	    "UPDATE schema_version SET version = 3;", NULL, NULL, NULL) ==
+	    SQLITE_OK);
+	queue_db_close(db);
+
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 4);
+	CHECK_Q(db, "SELECT ifnull(dsn_ret, '-') || ifnull(dsn_envid, '-')"
+	    " FROM messages", "--");
+	CHECK_Q(db, "SELECT ifnull(dsn_notify, '-') || ifnull(dsn_orcpt, '-')"
+	    " FROM recipients", "--");
+
+	make_env(&e, "0000000002AAAAAA", 3);
+	e.dsn_ret = DSN_RET_HDRS;
+	e.dsn_envid = xstrdup("QQ 314=x");
+	e.rcpts[0].dsn_notify = DSN_NOTIFY_NEVER;
+	e.rcpts[1].dsn_notify = DSN_NOTIFY_DELAY | DSN_NOTIFY_SUCCESS |
+	    DSN_NOTIFY_FAILURE;
+	e.rcpts[1].dsn_orcpt = xstrdup("rfc822;Bob+x@example.com");
+	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
+	envelope_free(&e);
+	CHECK_Q(db, "SELECT dsn_ret || '|' || dsn_envid FROM messages"
+	    " WHERE id = '0000000002AAAAAA'", "HDRS|QQ 314=x");
+	CHECK_Q(db, "SELECT group_concat(ifnull(dsn_notify, '-') || '|' ||"
+	    " ifnull(dsn_orcpt, '-'), ' ') FROM recipients"
+	    " WHERE message_id = '0000000002AAAAAA'",
+	    "NEVER|- SUCCESS,FAILURE,DELAY|rfc822;Bob+x@example.com -|-");
+	/* The schema refuses a RET that is neither. */
+	CHECK(sqlite3_exec(side_h(), "UPDATE messages SET dsn_ret = 'ALL'",
+	    NULL, NULL, NULL) != SQLITE_OK);
 	queue_db_close(db);
 	remove_db(path);
 }
@@ -322,6 +391,51 @@ test_insert(void)
  * A failed insert inside a batch poisons the transaction: the caller
  * rolls back and redoes the batch without the culprit (as queue.c does).
  */
+/*
+ * Version 3: whatever deletes a message (retirement, purge, the operator,
+ * the sqlite3 shell) leaves its envelope, recipients and events in the
+ * history tables, and history_trace tells its story as message_history
+ * did; queue_db_purge_history() forgets them after keep_history.
+ */
+static void
+test_history_outlives_message(void)
+{
+	struct queue_db *db;
+	struct envelope e;
+	const char *trace = "SELECT group_concat(kind || ' ' ||"
+	    " ifnull(recipient, '-'), ';') FROM history_trace";
+
+	new_path();
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	make_env(&e, "0000000001AAAAAA", 2);
+	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
+	envelope_free(&e);
+	CHECK(sqlite3_exec(side_h(),
+	    "INSERT INTO events (message_id, recipient_id, at, kind, detail)"
+	    " VALUES ('0000000001AAAAAA', 2, 1700000060, 'deferred', '451'),"
+	    " ('0000000001AAAAAA', NULL, 1700000100, 'deleted', 'by test');"
+	    "PRAGMA foreign_keys = ON;"
+	    "DELETE FROM messages;", NULL, NULL, NULL) == SQLITE_OK);
+	CHECK_Q(db, "SELECT count(*) FROM messages", "0");
+	CHECK_Q(db, "SELECT count(*) FROM events", "0");
+	CHECK_Q(db, "SELECT id || ' ' || finished_at FROM history_messages",
+	    "0000000001AAAAAA 1700000100");
+	CHECK_Q(db, trace, "received -;routed rcpt0@example.com;"
+	    "routed rcpt1@example.com;deferred rcpt1@example.com;deleted -");
+	CHECK_INT(queue_db_delivery_init(db), 0);
+	CHECK_INT(queue_db_purge_history(db, 1700000100), 0);
+	CHECK_Q(db, "SELECT count(*) FROM history_messages", "1");
+	CHECK_INT(queue_db_purge_history(db, 1700000101), 1);
+	CHECK_Q(db, "SELECT count(*) FROM history_messages", "0");
+	CHECK_Q(db, "SELECT count(*) FROM history_recipients", "0");
+	CHECK_Q(db, "SELECT count(*) FROM history_events", "0");
+	queue_db_close(db);
+	remove_db(path);
+}
+
 static void
 test_failed_insert_in_batch(void)
 {
@@ -606,7 +720,7 @@ test_refusals(void)
 
 	/* A newer schema than this binary knows. */
 	CHECK(sqlite3_open(path, &h) == SQLITE_OK);
-	CHECK(sqlite3_exec(h, "UPDATE schema_version SET version = 3", NULL,
+	CHECK(sqlite3_exec(h, "UPDATE schema_version SET version = 5", NULL,
 	    NULL, NULL) == SQLITE_OK);
 	sqlite3_close(h);
 	CHECK(queue_db_open(path, false) == NULL);
@@ -799,6 +913,8 @@ main(void)
 	RUN(test_create);
 	RUN(test_insert);
 	RUN(test_migration_v1_to_v2);
+	RUN(test_history_outlives_message);
+	RUN(test_migration_v3_to_v4);
 	RUN(test_failed_insert_in_batch);
 	RUN(test_headers);
 	RUN(test_delivery_side);

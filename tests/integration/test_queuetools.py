@@ -1,0 +1,262 @@
+"""mxgatectl's queue tools at scale: JSON output, bulk actions on IDs from
+stdin or filters, why a message waits, the queue's shape by age, and a
+message's history after it left the queue (issue 14)."""
+
+import json
+import os
+import re
+import time
+
+import pytest
+
+from conftest import make_message, queued_id, wait_for
+
+# Deliveries paused: what the tests send stays queued.  Subdomains of
+# example.test are relayed too, for per-destination filters and shapes.
+PAUSED = {"delivery": {"paused": True, "retry_schedule": [3600],
+                       "keep_delivered": "1d"},
+          "routes": [{"name": "sub", "rcpt": r"@([a-z]+\.)?example\.test$",
+                      "action": "relay", "upstream": "parked"},
+                     {"name": "relay_denied", "rcpt": ".*",
+                      "action": "reject", "code": 550,
+                      "text": "5.7.1 relay denied"}]}
+
+
+def send_many(d, rcpts_list, sender="alice@sender.example"):
+    """One message per entry (a list of recipients), over one session."""
+    ids = []
+    with d.raw() as c:
+        c.line()
+        assert c.cmd("EHLO ctl.example").startswith("250")
+        for i, rcpts in enumerate(rcpts_list):
+            assert c.cmd("MAIL FROM:<%s>" % sender).startswith("250")
+            for r in rcpts:
+                line = c.cmd("RCPT TO:<%s>" % r)
+                assert line.startswith("250"), line
+            assert c.cmd("DATA").startswith("354")
+            c.send(make_message("m%d" % i, marker="mk-%d-%s" % (
+                i, time.monotonic()), sender=sender, rcpt=rcpts[0])
+                + ".\r\n")
+            ids.append(queued_id(c.line()))
+    return ids
+
+
+def ctl_ok(d, *args, stdin=None):
+    r = d.ctl(*args) if stdin is None else ctl_input(d, stdin, *args)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r.stdout
+
+
+def ctl_input(d, text, *args):
+    import subprocess
+    from conftest import mxgatectl_path
+    return subprocess.run([mxgatectl_path(), "-c", d.config_path]
+                          + list(args), input=text, capture_output=True,
+                          text=True, timeout=60)
+
+
+def states(d, qid):
+    return dict(d.db("SELECT address, state FROM recipients"
+                     " WHERE message_id = ?", (qid,)))
+
+
+def test_list_json_and_why_it_waits(daemon_factory):
+    # The parked upstream refuses connections: each recipient is
+    # deferred with the relay's reply.
+    d = daemon_factory()
+    qid = send_many(d, [["bob@example.test", "carol@example.test"]])[0]
+    assert wait_for(lambda: set(states(d, qid).values()) == {"deferred"},
+                    10.0), states(d, qid)
+    out = json.loads(ctl_ok(d, "queue", "list", "--json"))
+    assert [m["id"] for m in out] == [qid]
+    m = out[0]
+    assert m["sender"] == "alice@sender.example"
+    assert m["states"] == "deferred"
+    assert [r["address"] for r in m["recipients"]] == \
+        ["bob@example.test", "carol@example.test"]
+    for r in m["recipients"]:
+        assert r["state"] == "deferred" and r["attempts"] == 1
+        assert r["last_reply"].startswith("4"), r
+        assert r["next_attempt"]
+    text = ctl_ok(d, "queue", "list")
+    reply = m["recipients"][0]["last_reply"]
+    assert re.search(r"^    <bob@example\.test> deferred, 1 attempt, next"
+                     r" \S+ \S+ UTC: " + re.escape(reply) + "$", text,
+                     re.M), text
+    assert ctl_ok(d, "queue", "list", "--ids").split() == [qid]
+    # show and stats as JSON.
+    shown = json.loads(ctl_ok(d, "queue", "show", qid, "--json"))
+    assert shown["id"] == qid and shown["client_ip"] == "127.0.0.1"
+    assert [e["kind"] for e in shown["history"]][:3] == \
+        ["received", "routed", "routed"]
+    assert "deferred" in [e["kind"] for e in shown["history"]]
+    stats = json.loads(ctl_ok(d, "queue", "stats", "--json"))
+    assert stats["messages"] == 1
+    assert stats["oldest_pending"]["id"] == qid
+    assert {s["state"]: s["recipients"] for s in stats["states"]} == \
+        {"deferred": 2}
+    assert sum(x["deferred"] for x in stats["destinations"]) == 2
+
+
+def test_bulk_actions_on_hundreds(daemon_factory):
+    d = daemon_factory(PAUSED)
+    n = 300
+    rcpts = [["user%d@%s" % (i, "a.example.test" if i % 3 else
+                             "b.example.test")] for i in range(n)]
+    ids = send_many(d, rcpts)
+    assert len(set(ids)) == n
+    b_ids = [q for i, q in enumerate(ids) if i % 3 == 0]
+    # A filter alone never touches the whole queue.
+    r = d.ctl("queue", "hold", "--rcpt", "@b\\.")
+    assert r.returncode == 2 and "--all" in r.stderr, r
+    # Filters on --all: every third message goes to b.example.test.
+    out = ctl_ok(d, "queue", "hold", "--all", "--dest", "^b\\.example")
+    assert out.strip() == "held: 100 recipients of 100 messages", out
+    held = d.db("SELECT message_id FROM recipients WHERE state = 'held'")
+    assert sorted(x[0] for x in held) == sorted(b_ids)
+    # Held again: nothing left to hold.
+    out = ctl_ok(d, "queue", "hold", "--all", "--rcpt", "@b\\.")
+    assert out.strip() == "held: 0 recipients of 0 messages", out
+    # IDs from stdin, as queue list --ids prints them.
+    listed = ctl_ok(d, "queue", "list", "--ids", "--all", "--state", "held")
+    assert sorted(listed.split()) == sorted(b_ids)
+    out = ctl_ok(d, "queue", "release", "-", stdin=listed)
+    assert out.strip() == "released, due now: 100 recipients of 100" \
+        " messages", out
+    assert d.db("SELECT count(*) FROM recipients WHERE state = 'held'") \
+        == [(0,)]
+    # The operator is in each message's history, with the uid.
+    ev = d.db("SELECT kind, detail FROM events WHERE message_id = ?",
+              (b_ids[0],))
+    assert ("held", "by mxgatectl uid=%d user=root" % os.getuid()) in ev, ev
+    assert ("released", "by mxgatectl uid=%d user=root" % os.getuid()) \
+        in ev, ev
+    # --sender, --older-than.
+    assert ctl_ok(d, "queue", "retry", "--all", "--sender",
+                  "^nobody@").strip() == \
+        "due now: 0 recipients of 0 messages"
+    old = ids[:10]
+    d.db_write = None
+    import sqlite3
+    h = sqlite3.connect(d.db_path, timeout=30)
+    with h:
+        h.executemany("UPDATE messages SET received_at = received_at - 7200"
+                      " WHERE id = ?", [(q,) for q in old])
+    h.close()
+    out = ctl_ok(d, "queue", "list", "--ids", "--all", "--older-than", "1h")
+    assert sorted(out.split()) == sorted(old), out
+    # Several IDs as arguments; then delete through stdin.
+    out = ctl_ok(d, "queue", "hold", ids[1], ids[2])
+    assert out.strip() == "held: 2 recipients of 2 messages", out
+    victims = ids[100:250]
+    out = ctl_ok(d, "queue", "delete", "-", stdin="\n".join(victims) + "\n")
+    assert out.strip() == "deleted: 150 messages", out
+    assert d.db("SELECT count(*) FROM messages")[0][0] == n - 150
+    # A bad line on stdin changes nothing.
+    r = ctl_input(d, ids[0] + "\nnot-an-id\n", "queue", "delete", "-")
+    assert r.returncode != 0 and "line 2" in r.stderr, r
+    assert d.db("SELECT count(*) FROM messages")[0][0] == n - 150
+    # Bounce by filter: DSNs for the messages of a.example.test older
+    # than an hour (ids[:10] minus the b ones).
+    a_old = [q for i, q in enumerate(old) if i % 3]
+    out = ctl_ok(d, "queue", "bounce", "--all", "--older-than", "1h",
+                 "--rcpt", "@a\\.example")
+    assert out.strip().splitlines()[-1] == \
+        "bounced: %d recipients of %d messages, %d DSNs queued" % (
+            len(a_old), len(a_old), len(a_old)), out
+    for q in a_old:
+        assert set(states(d, q).values()) == {"bounced"}
+
+
+def test_shape_buckets(daemon_factory):
+    d = daemon_factory(PAUSED)
+    ids = send_many(d, [["a%d@one.example.test" % i] for i in range(5)] +
+                    [["b%d@two.example.test" % i] for i in range(3)] +
+                    [["c@one.example.test", "d@two.example.test"]])
+    ages = {ids[0]: 0, ids[1]: 400, ids[2]: 700, ids[3]: 4000,
+            ids[4]: 90000, ids[5]: 30, ids[6]: 1300, ids[7]: 50000,
+            ids[8]: 100}
+    import sqlite3
+    h = sqlite3.connect(d.db_path, timeout=30)
+    now = int(time.time())
+    with h:
+        for q, age in ages.items():
+            h.execute("UPDATE messages SET received_at = ? WHERE id = ?",
+                      (now - age, q))
+    h.close()
+    shape = json.loads(ctl_ok(d, "queue", "shape", "--buckets",
+                              "5m,20m,1h,1d", "--json"))
+    assert shape["buckets"] == ["5m", "20m", "1h", "1d", "older"]
+    rows = {r["destination"]: r for r in shape["destinations"]}
+    # one: ages 0, 400, 700, 4000, 90000, and c at 100.
+    assert rows["one.example.test"]["buckets"] == [2, 2, 0, 1, 1]
+    assert rows["one.example.test"]["total"] == 6
+    # two: 30, 1300, 50000, and d at 100.
+    assert rows["two.example.test"]["buckets"] == [2, 0, 1, 1, 0]
+    assert shape["total"] == 10
+    # Most pending first; the text form has the same numbers.
+    assert [r["destination"] for r in shape["destinations"]] == \
+        ["one.example.test", "two.example.test"]
+    text = ctl_ok(d, "queue", "shape", "--buckets", "5m,20m,1h,1d")
+    assert re.search(r"^one\.example\.test +6 +2 +2 +0 +1 +1$", text,
+                     re.M), text
+    assert re.search(r"^TOTAL +10 +4 +2 +1 +2 +1$", text, re.M), text
+    # Filters apply; held recipients still count as pending.
+    ctl_ok(d, "queue", "hold", ids[0])
+    shape = json.loads(ctl_ok(d, "queue", "shape", "--json", "--rcpt",
+                              "^a"))
+    assert [(r["destination"], r["total"]) for r in
+            shape["destinations"]] == [("one.example.test", 5)]
+    r = d.ctl("queue", "shape", "--buckets", "1h,5m")
+    assert r.returncode == 2 and "increasing" in r.stderr
+
+
+def test_trace_after_delete_and_delivery(daemon_factory):
+    d = daemon_factory(PAUSED)
+    qid, other = send_many(d, [["bob@example.test", "carol@example.test"],
+                               ["dan@example.test"]])
+    ctl_ok(d, "queue", "hold", qid)
+    ctl_ok(d, "queue", "delete", qid)
+    # Gone from the queue ...
+    r = d.ctl("queue", "show", qid)
+    assert r.returncode == 1
+    assert d.db("SELECT count(*) FROM messages WHERE id = ?", (qid,)) \
+        == [(0,)]
+    # ... but not its story.
+    out = ctl_ok(d, "queue", "trace", qid)
+    assert out.startswith("no longer in the queue"), out
+    assert "alice@sender.example" in out and "<carol@example.test>" in out
+    hist = out.split("\nhistory:\n", 1)[1].splitlines()
+    kinds = [l.split()[2] for l in hist]
+    assert kinds == ["received", "routed", "routed", "held", "held",
+                     "deleted"], hist
+    assert "by mxgatectl uid=%d" % os.getuid() in hist[-1], hist
+    t = json.loads(ctl_ok(d, "queue", "trace", qid, "--json"))
+    assert t["in_queue"] is False and t["id"] == qid
+    assert [r["state"] for r in t["recipients"]] == ["held", "held"]
+    assert t["history"][-1]["kind"] == "deleted"
+    # A message still queued is traced from the queue.
+    t = json.loads(ctl_ok(d, "queue", "trace", other, "--json"))
+    assert t["in_queue"] is True
+    r = d.ctl("queue", "trace", "0000000000000000")
+    assert r.returncode == 1 and "keep_history" in r.stderr
+
+
+def test_history_of_delivered_and_keep_history(daemon_factory, tmp_path):
+    """Delivered with keep_delivered = 0: the message leaves the queue at
+    once, its history stays; keep_history = 0 forgets it at the next
+    purge (the scheduler's, once a minute: checked in the database)."""
+    maildir = tmp_path / "mail"
+    os.chmod(str(tmp_path), 0o755)
+    d = daemon_factory({
+        "routes": [{"name": "box", "rcpt": r"@box\.test$",
+                    "action": "discard"}],
+        "delivery": {"keep_delivered": 0}})
+    qid = send_many(d, [["x@box.test"]])[0]
+    assert wait_for(lambda: d.db("SELECT count(*) FROM messages")[0][0]
+                    == 0, 10.0)
+    t = json.loads(ctl_ok(d, "queue", "trace", qid, "--json"))
+    assert t["in_queue"] is False
+    assert [r["state"] for r in t["recipients"]] == ["delivered"]
+    kinds = [e["kind"] for e in t["history"]]
+    assert kinds == ["received", "routed", "attempt", "delivered"], kinds
