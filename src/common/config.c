@@ -3171,3 +3171,360 @@ config_write_manual(FILE *fp)
 	man_other_sections(fp);
 	fputs(CONFIG_MANUAL_TAIL, fp);
 }
+
+/* --- the effective configuration (mxgated -n -v, mxgatectl config) --- */
+
+/* A string in libconfig's syntax: quotes, and escapes for what needs one. */
+static void
+eff_string(struct buf *b, const char *s)
+{
+	buf_appends(b, "\"");
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			buf_appendf(b, "\\%c", ch);
+		else if (ch == '\n')
+			buf_appends(b, "\\n");
+		else if (ch == '\t')
+			buf_appends(b, "\\t");
+		else if (ch < 0x20 || ch == 0x7f)
+			buf_appendf(b, "\\x%02x", ch);
+		else
+			buf_append(b, s, 1);
+	}
+	buf_appends(b, "\"");
+}
+
+static long long
+load_int(const struct conf_spec *sp, const void *base)
+{
+	const char *field = (const char *)base + sp->off;
+	long long v = 0;
+	int i;
+
+	if (sp->width == sizeof(int)) {
+		memcpy(&i, field, sizeof(i));
+		v = sp->min >= 0 ? (long long)(unsigned)i : i;
+	} else {
+		memcpy(&v, field, sizeof(v));
+	}
+	return v;
+}
+
+static int
+load_bool(const struct conf_spec *sp, const void *base)
+{
+	const char *field = (const char *)base + sp->off;
+	bool b;
+	int i;
+
+	if (sp->width == sizeof(bool)) {
+		memcpy(&b, field, sizeof(b));
+		return b;
+	}
+	memcpy(&i, field, sizeof(i));
+	return i;
+}
+
+/* A number or a unit word: 300 as is, "5m" in quotes. */
+static void
+eff_word(struct buf *b, const char *w)
+{
+	fmt_literal(b, w, strlen(w));
+}
+
+/* The value of a setting that is not a list of groups, from the loaded
+ * configuration, as the file would say it; false when it has none. */
+static bool
+eff_value(struct buf *b, const struct conf_spec *sp, const void *base)
+{
+	const char *field = (const char *)base + sp->off;
+	char word[64];
+	size_t i, n;
+
+	switch (sp->type) {
+	case CT_INT:
+	case CT_SIZE:
+		fmt_number(word, sizeof(word), sp, load_int(sp, base));
+		eff_word(b, word);
+		return true;
+	case CT_DURATION:
+		fmt_duration(word, sizeof(word), load_int(sp, base));
+		eff_word(b, word);
+		return true;
+	case CT_ENUM:
+		eff_string(b, sp->words[load_int(sp, base)]);
+		return true;
+	case CT_STRING: {
+		const char *v = *(char *const *)(const void *)field;
+
+		if (v == NULL)
+			return false;
+		eff_string(b, v);
+		return true;
+	}
+	case CT_BOOL:
+		if (load_bool(sp, base) < 0)
+			return false;
+		buf_appends(b, load_bool(sp, base) > 0 ? "true" : "false");
+		return true;
+	case CT_STRLIST: {
+		char *const *list = *(char **const *)(const void *)field;
+
+		n = *(const size_t *)(const void *)((const char *)base +
+		    sp->count_off);
+		/* [ ] is refused where a list must not be empty. */
+		if (n == 0 && (sp->flags & CF_NONEMPTY))
+			return false;
+		buf_appends(b, "[");
+		for (i = 0; i < n; i++) {
+			buf_appends(b, i == 0 ? " " : ", ");
+			eff_string(b, list[i]);
+		}
+		buf_appends(b, " ]");
+		return true;
+	}
+	case CT_DURLIST: {
+		const unsigned *list = *(unsigned *const *)(const void *)field;
+
+		n = *(const size_t *)(const void *)((const char *)base +
+		    sp->count_off);
+		buf_appends(b, "[");
+		for (i = 0; i < n; i++) {
+			buf_appends(b, i == 0 ? " " : ", ");
+			fmt_duration(word, sizeof(word), list[i]);
+			eff_word(b, word);
+		}
+		buf_appends(b, " ]");
+		return true;
+	}
+	case CT_BOOLSTR:
+	case CT_LIST:
+		break;
+	}
+	return false;
+}
+
+/* eff_value(), but an empty list that the file does not name stays
+ * unnamed: some exclude others (accept_domains and routes). */
+static bool
+eff_named(struct buf *b, const struct conf_spec *sp, const void *base,
+    bool named)
+{
+	if (sp->type == CT_STRLIST && !named && *(const size_t *)(const void *)
+	    ((const char *)base + sp->count_off) == 0)
+		return false;
+	return eff_value(b, sp, base);
+}
+
+/* A libconfig setting as written (the lists of groups: listeners,
+ * routes, upstreams, certificates, plugins), one line. */
+static void
+eff_setting(struct buf *b, const config_setting_t *s)
+{
+	unsigned i, n;
+	char num[64];
+
+	switch (config_setting_type(s)) {
+	case CONFIG_TYPE_INT:
+		buf_appendf(b, "%d", config_setting_get_int(s));
+		return;
+	case CONFIG_TYPE_INT64:
+		buf_appendf(b, "%lldL", (long long)config_setting_get_int64(s));
+		return;
+	case CONFIG_TYPE_FLOAT:
+		snprintf(num, sizeof(num), "%.17g", config_setting_get_float(s));
+		buf_appends(b, num);
+		if (strpbrk(num, ".eEn") == NULL)
+			buf_appends(b, ".0");
+		return;
+	case CONFIG_TYPE_BOOL:
+		buf_appends(b, config_setting_get_bool(s) ? "true" : "false");
+		return;
+	case CONFIG_TYPE_STRING:
+		eff_string(b, config_setting_get_string(s));
+		return;
+	default:
+		break;
+	}
+	n = (unsigned)config_setting_length(s);
+	buf_appends(b, config_setting_is_group(s) ? "{" :
+	    config_setting_is_array(s) ? "[" : "(");
+	for (i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, i);
+
+		if (config_setting_is_group(s)) {
+			buf_appendf(b, " %s = ", config_setting_name(e));
+			eff_setting(b, e);
+			buf_appends(b, ";");
+		} else {
+			buf_appends(b, i == 0 ? " " : ", ");
+			eff_setting(b, e);
+		}
+	}
+	buf_appends(b, config_setting_is_group(s) ? " }" :
+	    config_setting_is_array(s) ? " ]" : " )");
+}
+
+/* The part of a path after its group ("limits.recipients": "recipients"),
+ * and the group's length (0 for a top-level setting). */
+static const char *
+eff_leaf(const char *path, size_t *group_len)
+{
+	const char *dot = strchr(path, '.');
+
+	*group_len = dot != NULL ? (size_t)(dot - path) : 0;
+	return dot != NULL ? dot + 1 : path;
+}
+
+struct eff_ctx {
+	FILE          *fp;
+	config_t      *cf;
+	const void    *base, *dflt;
+	bool           only_changed;
+	unsigned       printed;
+};
+
+/* One setting: "name = value;", or a comment when it has no value. */
+static void
+eff_spec(struct eff_ctx *e, const struct conf_spec *sp, const char *indent)
+{
+	const config_setting_t *s = config_lookup(e->cf, sp->path);
+	struct buf v, d;
+	bool has, changed;
+	size_t glen;
+	const char *leaf = eff_leaf(sp->path, &glen);
+
+	buf_init(&v);
+	buf_init(&d);
+	buf_append(&v, "", 0);
+	buf_append(&d, "", 0);
+	if (sp->type == CT_LIST) {
+		has = s != NULL;
+		if (has)
+			eff_setting(&v, s);
+		changed = has;
+	} else {
+		/* Compared as values: an empty list named or not is the
+		 * same list. */
+		changed = eff_value(&v, sp, e->base) !=
+		    eff_value(&d, sp, e->dflt) || strcmp(v.data, d.data) != 0;
+		buf_reset(&v);
+		buf_append(&v, "", 0);
+		has = eff_named(&v, sp, e->base, s != NULL);
+	}
+	if (!e->only_changed || changed) {
+		if (has)
+			fprintf(e->fp, "%s%s = %s;\n", indent, leaf, v.data);
+		else
+			fprintf(e->fp, "%s# %s: not set\n", indent, leaf);
+		e->printed++;
+	}
+	buf_free(&v);
+	buf_free(&d);
+}
+
+static bool
+eff_group_wanted(struct eff_ctx *e, const struct conf_spec *first,
+    size_t glen)
+{
+	const struct conf_spec *sp;
+	unsigned before = e->printed;
+	FILE *saved = e->fp;
+	FILE *null;
+
+	if (!e->only_changed)
+		return true;
+	/* Whether any of the group would print: try it on /dev/null. */
+	if ((null = fopen("/dev/null", "w")) == NULL)
+		return true;
+	e->fp = null;
+	for (sp = first; sp->path != NULL; sp++)
+		if (strncmp(sp->path, first->path, glen) == 0 &&
+		    sp->path[glen] == '.')
+			eff_spec(e, sp, "");
+	fclose(null);
+	e->fp = saved;
+	bool any = e->printed > before;
+	e->printed = before;
+	return any;
+}
+
+/* Each group once, where its first setting is in the table. */
+static void
+eff_table(struct eff_ctx *e)
+{
+	const struct conf_spec *sp, *q;
+	size_t glen;
+
+	for (sp = mxconf_table.specs; sp->path != NULL; sp++) {
+		eff_leaf(sp->path, &glen);
+		if (glen == 0) {
+			eff_spec(e, sp, "");
+			continue;
+		}
+		for (q = mxconf_table.specs; q < sp; q++)
+			if (strncmp(q->path, sp->path, glen + 1) == 0)
+				break;
+		if (q < sp || !eff_group_wanted(e, sp, glen))
+			continue;
+		fprintf(e->fp, "%.*s = {\n", (int)glen, sp->path);
+		for (q = sp; q->path != NULL; q++)
+			if (strncmp(q->path, sp->path, glen + 1) == 0)
+				eff_spec(e, q, "  ");
+		fprintf(e->fp, "};\n");
+	}
+}
+
+int
+config_write_effective(FILE *fp, const struct mxconf *c, bool only_changed)
+{
+	struct eff_ctx e = { .fp = fp, .base = c, .only_changed = only_changed };
+	struct mxconf *dflt;
+	struct buf text;
+	config_t cf;
+	char *dir = NULL;
+	const char *op;
+	int err, rc = -1;
+
+	buf_init(&text);
+	buf_append(&text, "", 0);
+	if (strcmp(c->path, "(default)") == 0) {
+		buf_appends(&text, CONFIG_DEFAULT_TEXT);
+	} else if ((err = file_slurp(c->path, &text, &op)) != 0) {
+		fprintf(stderr, "%s: cannot %s: %s\n", c->path, op,
+		    strerror(err));
+		buf_free(&text);
+		return -1;
+	} else {
+		dir = xstrdup(c->path);
+	}
+	config_init(&cf);
+	if (dir != NULL)
+		config_set_include_dir(&cf, dirname(dir));
+	if (config_read_string(&cf, text.data) != CONFIG_TRUE) {
+		fprintf(stderr, "%s:%d: %s\n", c->path, config_error_line(&cf),
+		    config_error_text(&cf));
+		goto done;
+	}
+	/* The defaults: what a configuration that sets nothing but the
+	 * one required setting has (derived values included). */
+	dflt = config_load_string("listen = ( { address = \"127.0.0.1\";"
+	    " port = 25; } );", "(defaults)", NULL);
+	if (dflt == NULL)
+		fatalx("config: a configuration of defaults does not load");
+	e.cf = &cf;
+	e.dflt = dflt;
+	fprintf(fp, "# the effective configuration of %s%s\n", c->path,
+	    only_changed ? ": what differs from the defaults" :
+	    ", defaults included");
+	eff_table(&e);
+	config_free(dflt);
+	rc = 0;
+done:
+	config_destroy(&cf);
+	free(dir);
+	buf_free(&text);
+	return rc;
+}

@@ -321,6 +321,18 @@ void config_describe(void (*fn)(const struct config_doc *d, void *arg),
  * head and tail (config_manual.h).  doc/mxgate.conf.5 is its output. */
 void config_write_manual(FILE *fp);
 
+/*
+ * The effective configuration c in the file's syntax, every setting of
+ * the table with its value (defaults included; "# NAME: not set" for
+ * one that has none), groups as { ... }, the lists of groups (listen,
+ * routes, upstreams, ...) as written; only_changed: only what differs
+ * from the defaults.  mxgated reads it back as the same configuration
+ * (mxgated -n -v, mxgatectl config).  0, or -1 (said on stderr) when
+ * the file cannot be read again.
+ */
+int config_write_effective(FILE *fp, const struct mxconf *c,
+    bool only_changed);
+
 /* Path of the queue database inside queue_dir. */
 #define QUEUE_DB_NAME "queue.db"
 

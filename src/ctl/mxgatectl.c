@@ -46,6 +46,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "queue/queue_db.h"
+#include "ctl/queue_reroute.h"
 #include "ctl/queue_select.h"
 #include "ctl/route_test.h"
 #include "common/json.h"
@@ -95,7 +96,9 @@ static int cmd_queue_bounce(struct ctl *, int, char **);
 static int cmd_queue_stats(struct ctl *, int, char **);
 static int cmd_queue_trace(struct ctl *, int, char **);
 static int cmd_queue_shape(struct ctl *, int, char **);
+static int cmd_queue_reroute(struct ctl *, int, char **);
 static int cmd_route_test(struct ctl *, int, char **);
+static int cmd_config(struct ctl *, int, char **);
 static int cmd_passwd(struct ctl *, int, char **);
 static int cmd_reload(struct ctl *, int, char **);
 static int load_config(struct ctl *);
@@ -129,9 +132,15 @@ static const struct command commands[] = {
 	{ "queue", "bounce", "ID... | - | --all [FILTERS]",
 	  "bounce messages' pending recipients to the sender",
 	  1, 64, NEEDS_QUEUE_RW, cmd_queue_bounce },
+	{ "queue", "reroute", "ID... | - | --all [FILTERS] [--dry-run]",
+	  "decide pending recipients' routes again (configuration changed)",
+	  1, 64, NEEDS_QUEUE_RW, cmd_queue_reroute },
 	{ "queue", "stats", "[--json]",
 	  "recipients per state, oldest message, per destination",
 	  0, 1, NEEDS_QUEUE_RO, cmd_queue_stats },
+	{ "config", NULL, "[-d]",
+	  "the effective configuration, defaults included (-d: changes)",
+	  0, 1, NEEDS_CONFIG, cmd_config },
 	{ "route", "test", "RCPT [--from S] [--ip A] [--helo H] [--auth U] "
 	  "[--tls] | --script FILE",
 	  "what the routes do with a recipient (route_test.h)",
@@ -214,9 +223,24 @@ static const struct {
 	  "Fail the pending recipients of the selected messages and send each\n"
 	  "sender a delivery status notification (delivery.bounce_upstream).\n"
 	  ACTION_HELP },
+	{ "queue reroute",
+	  "Run the routes of the configuration (-c) again on the selected\n"
+	  "recipients still to be delivered (queued, deferred, held), as at\n"
+	  "RCPT TO with the message's sender, client, HELO, user and TLS;\n"
+	  "store each new decision (due now; held ones stay held) with a\n"
+	  "history row, and print OLD -> NEW.  A recipient the routes would\n"
+	  "now refuse (or several would match) is left as it was, and said.\n"
+	  "--dry-run: print, change nothing.  Run it where mxgated runs:\n"
+	  "relative maildir paths and commands are made absolute against the\n"
+	  "current directory.\n" ACTION_HELP },
 	{ "queue stats",
 	  "Recipients per state, the oldest message, and per destination;\n"
 	  "--json: the same as one JSON object.\n" },
+	{ "config",
+	  "Every setting of the configuration (-c) with the value mxgated\n"
+	  "would use, defaults included, in the file's syntax: mxgated reads\n"
+	  "it back as the same configuration.  -d: only what differs from\n"
+	  "the defaults (as mxgated -n -v -d).\n" },
 	{ "route test",
 	  "Run the configuration's routes on a recipient, as an smtp worker\n"
 	  "would at RCPT TO, and print the decision and the variables; with\n"
@@ -1209,6 +1233,16 @@ cmd_queue_bounce(struct ctl *ctl, int argc, char **argv)
 	return rc;
 }
 
+/* queue reroute: queue_reroute.h. */
+static int
+cmd_queue_reroute(struct ctl *ctl, int argc, char **argv)
+{
+	if (load_config(ctl) == -1)
+		return 1;
+	return queue_reroute_main(ctl->conf, ctl->db, operator_words(), argc,
+	    argv);
+}
+
 /* queue stats */
 
 static void
@@ -1529,6 +1563,18 @@ cmd_queue_shape(struct ctl *ctl, int argc, char **argv)
 	buf_free(&sh.b);
 	ctl_select_free(&sel);
 	return rc;
+}
+
+/* config: config.h, config_write_effective(). */
+static int
+cmd_config(struct ctl *ctl, int argc, char **argv)
+{
+	bool changed_only = argc == 1 && strcmp(argv[0], "-d") == 0;
+
+	if (argc > 0 && !changed_only)
+		return cmd_usage(ctl->cmd);
+	return config_write_effective(stdout, ctl->conf, changed_only) < 0 ?
+	    1 : 0;
 }
 
 /* route test: see route_test.h. */

@@ -3,7 +3,7 @@
  * master process (master.c), which forks everything else.
  *
  *   mxgated [-f] [-c FILE]   run (-f: stay in the foreground, log to stderr)
- *   mxgated -n [-c FILE]     check the configuration, and that every
+ *   mxgated -n [-v [-d]] [-c FILE]  check the configuration, and that every
  *                            process can reach its files (check.h): exit
  *                            0, or 1 with "FILE:LINE: problem" lines
  *   mxgated -V               print the version
@@ -47,7 +47,7 @@
 static void
 usage(FILE *f, int status)
 {
-	fprintf(f, "usage: mxgated [-f] [-n] [-V] [-h] [-c config]\n"
+	fprintf(f, "usage: mxgated [-f] [-n [-v [-d]]] [-V] [-h] [-c config]\n"
 	    "  -c FILE  the configuration; default %s when it exists,\n"
 	    "           else the embedded default (127.0.0.1 port 2525,\n"
 	    "           queue in ./var/queue)\n"
@@ -56,6 +56,9 @@ usage(FILE *f, int status)
 	    "           without -f: a daemon, logging to syslog (mail)\n"
 	    "  -n       check the configuration and every file a process\n"
 	    "           uses, as the user that uses it; exit 0 or 1\n"
+	    "  -v       with -n: print the effective configuration first,\n"
+	    "           every setting with its value, defaults included\n"
+	    "  -d       with -n -v: only what differs from the defaults\n"
 	    "  -V       print the version\n"
 	    "see mxgated(8) and mxgate.conf(5)\n", MXGATE_CONF);
 	exit(status);
@@ -232,13 +235,14 @@ main(int argc, char **argv)
 	const char *config_path = NULL;
 	char namebuf[PATH_MAX + 64];
 	bool foreground = false, check_only = false, from_file;
+	bool verbose = false, changed_only = false;
 	int pid_fd = -1, warnings;
 	struct mxconf *conf;
 	enum log_level level;
 	int ch;
 
 	proc_title_init(argc, argv);
-	while ((ch = getopt(argc, argv, "c:fnVh")) != -1) {
+	while ((ch = getopt(argc, argv, "c:fnvdVh")) != -1) {
 		switch (ch) {
 		case 'c':
 			config_path = optarg;
@@ -248,6 +252,12 @@ main(int argc, char **argv)
 			break;
 		case 'n':
 			check_only = true;
+			break;
+		case 'v':
+			verbose = true;
+			break;
+		case 'd':
+			changed_only = true;
 			break;
 		case 'V':
 			printf("mxgated %s\n", PACKAGE_VERSION);
@@ -259,7 +269,8 @@ main(int argc, char **argv)
 			usage(stderr, 2);
 		}
 	}
-	if (optind != argc)
+	if (optind != argc || (verbose && !check_only) ||
+	    (changed_only && !verbose))
 		usage(stderr, 2);
 
 	if (config_path == NULL && access(MXGATE_CONF, F_OK) == 0)
@@ -269,6 +280,13 @@ main(int argc, char **argv)
 	    config_default();
 	if (conf == NULL)
 		return 1;
+	/* -n -v: printed as loaded (a relative queue.directory as written),
+	 * before the checks, so that their verdict is a comment after it
+	 * and the output can be read back. */
+	if (verbose && config_write_effective(stdout, conf, changed_only) < 0) {
+		config_free(conf);
+		return 1;
+	}
 	/* Certificates and keys are read now, as root and before anything
 	 * forks: the workers inherit them and never open a key file.  A bad
 	 * one stops the start, and fails -n. */
@@ -297,8 +315,9 @@ main(int argc, char **argv)
 		/* What the start refuses, -n refuses: users that do not
 		 * exist, roles sharing the queue's user, a queue another
 		 * role's user can open (sandbox.h), then every path. */
-		int problems = sandbox_check_users(conf) < 0 ? 1 : 0;
+		int problems = 0;
 
+		problems += sandbox_check_users(conf) < 0 ? 1 : 0;
 		problems += check_access(conf, false, &warnings);
 
 		if (problems > 0)
@@ -307,12 +326,14 @@ main(int argc, char **argv)
 			    from_file, namebuf, sizeof(namebuf)), problems,
 			    problems == 1 ? "" : "s");
 		else if (warnings > 0)
-			printf("%s: configuration OK, with %d warning%s (on"
-			    " stderr)\n", config_name(conf, from_file, namebuf,
+			printf("%s%s: configuration OK, with %d warning%s (on"
+			    " stderr)\n", verbose ? "# " : "",
+			    config_name(conf, from_file, namebuf,
 			    sizeof(namebuf)), warnings, warnings == 1 ? "" : "s");
 		else
-			printf("%s: configuration OK\n", config_name(conf,
-			    from_file, namebuf, sizeof(namebuf)));
+			printf("%s%s: configuration OK\n", verbose ? "# " : "",
+			    config_name(conf, from_file, namebuf,
+			    sizeof(namebuf)));
 		config_free(conf);
 		return problems > 0 ? 1 : 0;
 	}

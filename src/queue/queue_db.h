@@ -296,6 +296,22 @@ int queue_db_selected_messages(struct queue_db *db,
     const struct queue_select *sel,
     void (*fn)(void *arg, const char *id), void *arg);
 
+/* queue reroute, inside queue_db_admin_begin(): the selected recipients
+ * still to be delivered (queued, deferred, held; not in delivery now)
+ * with what the routes are decided on; then each one's new decision,
+ * with a "routed" history row (detail), due now unless held.
+ * queue_db_reroute() returns 1, or 0 when the recipient changed state
+ * meanwhile, or -1. */
+struct queue_reroute_row {
+	int64_t     rcpt_id;
+	const char *msgid, *address, *route, *action, *params, *state;
+	const char *sender, *client_ip, *helo, *protocol, *auth_user;
+};
+int queue_db_reroute_rows(struct queue_db *db, const struct queue_select *sel,
+    void (*fn)(void *arg, const struct queue_reroute_row *r), void *arg);
+int queue_db_reroute(struct queue_db *db, int64_t rcpt_id, const char *route,
+    const char *action, const char *params, int64_t now, const char *detail);
+
 /* queue bounce, inside queue_db_admin_begin(): the recipients still
  * pending (not in delivery right now); the original for the DSN
  * (fn's result is returned; -1 when there is no such message); each

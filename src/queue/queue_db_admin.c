@@ -588,6 +588,76 @@ queue_db_selected_messages(struct queue_db *db,
 	return finish(db, st, rc, false);
 }
 
+/* ---- queue reroute ---- */
+
+int
+queue_db_reroute_rows(struct queue_db *db, const struct queue_select *sel,
+    void (*fn)(void *arg, const struct queue_reroute_row *r), void *arg)
+{
+	struct queue_reroute_row row;
+	sqlite3_stmt *st;
+	int rc;
+
+	if (select_prepare(db, sel, "SELECT r.id, r.message_id, r.address,"
+	    " r.route, r.action, r.action_params, r.state, m.sender,"
+	    " m.client_ip, m.helo, m.protocol, m.auth_user" SELECTED_RCPTS
+	    SELECT_WHERE " AND r.state IN ('queued', 'deferred', 'held')"
+	    " ORDER BY m.received_at, m.id, r.id", &st) == -1)
+		return -1;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		row.rcpt_id = sqlite3_column_int64(st, 0);
+		row.msgid = col_text(st, 1);
+		row.address = col_text(st, 2);
+		row.route = col_text(st, 3);
+		row.action = col_text(st, 4);
+		row.params = col_text(st, 5);
+		row.state = col_text(st, 6);
+		row.sender = col_text(st, 7);
+		row.client_ip = col_text(st, 8);
+		row.helo = col_text(st, 9);
+		row.protocol = col_text(st, 10);
+		row.auth_user = col_text(st, 11);
+		fn(arg, &row);
+	}
+	return finish(db, st, rc, false);
+}
+
+int
+queue_db_reroute(struct queue_db *db, int64_t rcpt_id, const char *route,
+    const char *action, const char *params, int64_t now, const char *detail)
+{
+	sqlite3_stmt *up, *ev;
+	int rc, changed = 0;
+
+	if (prepare(db, "UPDATE recipients SET route = ?2, action = ?3,"
+	    " action_params = ?4, updated_at = ?5, next_attempt_at = CASE"
+	    " state WHEN 'held' THEN next_attempt_at ELSE ?5 END"
+	    " WHERE id = ?1 AND state IN ('queued', 'deferred', 'held')",
+	    &up) == -1)
+		return -1;
+	sqlite3_bind_int64(up, 1, rcpt_id);
+	qdb_bind_text(up, 2, route);
+	sqlite3_bind_text(up, 3, action, -1, SQLITE_STATIC);
+	qdb_bind_text(up, 4, params);
+	sqlite3_bind_int64(up, 5, now);
+	rc = sqlite3_step(up);
+	if (rc == SQLITE_DONE)
+		changed = sqlite3_changes(db->h);
+	if (finish(db, up, rc, false) < 0)
+		return -1;
+	if (changed == 0)
+		return 0;
+	if (prepare(db, "INSERT INTO events (message_id, recipient_id, at,"
+	    " kind, detail) SELECT message_id, id, ?2, 'routed', ?3 FROM"
+	    " recipients WHERE id = ?1", &ev) == -1)
+		return -1;
+	sqlite3_bind_int64(ev, 1, rcpt_id);
+	sqlite3_bind_int64(ev, 2, now);
+	sqlite3_bind_text(ev, 3, detail, -1, SQLITE_STATIC);
+	rc = sqlite3_step(ev);
+	return finish(db, ev, rc, false) < 0 ? -1 : 1;
+}
+
 /* ---- queue bounce ---- */
 
 int

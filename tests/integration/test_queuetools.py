@@ -260,3 +260,145 @@ def test_history_of_delivered_and_keep_history(daemon_factory, tmp_path):
     assert [r["state"] for r in t["recipients"]] == ["delivered"]
     kinds = [e["kind"] for e in t["history"]]
     assert kinds == ["received", "routed", "attempt", "delivered"], kinds
+
+
+def run_mxgated(*args):
+    import subprocess
+    from conftest import mxgated_path
+    return subprocess.run([mxgated_path()] + list(args), capture_output=True,
+                          text=True, timeout=60)
+
+
+def table_settings():
+    """Every setting of the table, from the manual made from it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    page = open(os.path.join(here, "..", "..", "doc", "mxgate.conf.5")).read()
+    return set(re.findall(r"^\.TP\n\.B ([a-z_.]+)$", page, re.M))
+
+
+def test_effective_configuration_round_trip(daemon_factory, tmp_path):
+    d = daemon_factory({"limits": {"recipients": 7},
+                        "queue": {"keep_history": "2h"}})
+    full = ctl_ok(d, "config")
+    # Every top-level setting of the table, with its value or "not set".
+    names = set(re.findall(r"^(?:  )?(?:# )?([a-z_]+)(?: = |: not set)",
+                           full, re.M))
+    # Settings of list elements (a route's action, ...) are shown as
+    # written, inside their list: the others each have a line (the
+    # grouped ones, and the top-level ones named here).
+    top = {"listen", "accept_domains", "routes", "upstreams", "plugins",
+           "greet_pause", "helo_checks", "reject_networks",
+           "trusted_networks"}
+    settings = {n for n in table_settings() if "." in n or n in top}
+    assert "queue.keep_history" in settings and "routes" in settings
+    missing = {n for n in settings if n.split(".")[-1] not in names}
+    assert not missing, missing
+    assert re.search(r"^limits = \{\n(  .*\n)*  recipients = 7;$", full,
+                     re.M), full
+    assert "  keep_history = \"2h\";" in full
+    assert "  errors = 10;" in full          # a default
+    # Read back: the same configuration.
+    path = tmp_path / "effective.conf"
+    path.write_text(full)
+    r = run_mxgated("-n", "-c", str(path))
+    assert r.returncode == 0, (r.stdout, r.stderr, full)
+    again = run_mxgated("-n", "-v", "-c", str(path))
+    assert again.returncode == 0, again.stderr
+    body = lambda t: [l for l in t.splitlines() if not l.startswith("# ")]
+    assert body(again.stdout) == body(full)
+    assert again.stdout.splitlines()[-1] == \
+        "# %s: configuration OK" % path
+    # -d: only what differs from the defaults, and mxgated -n -v -d says
+    # the same.
+    diff = ctl_ok(d, "config", "-d")
+    assert "  recipients = 7;" in diff and "errors" not in diff
+    assert "keep_history = \"2h\";" in diff
+    assert "min_free_space" not in diff
+    r = run_mxgated("-n", "-v", "-d", "-c", d.config_path)
+    assert r.returncode == 0, r.stderr
+    assert body(r.stdout) == body(diff)
+    # The differences alone make the same configuration too.
+    path2 = tmp_path / "diff.conf"
+    path2.write_text(diff)
+    r = run_mxgated("-n", "-v", "-c", str(path2))
+    assert r.returncode == 0, r.stderr
+    assert body(r.stdout) == body(full)
+    # -v only with -n, -d only with -v.
+    assert run_mxgated("-v", "-c", d.config_path).returncode == 2
+    assert run_mxgated("-n", "-d", "-c", d.config_path).returncode == 2
+
+
+def test_reroute_after_a_configuration_change(daemon_factory, tmp_path):
+    from conftest import merge_settings, render_config
+    d = daemon_factory(PAUSED)
+    one, two, held, other = send_many(d, [["a@one.example.test"],
+                                          ["b@two.example.test"],
+                                          ["c@one.example.test"],
+                                          ["d@example.test"]])
+    ctl_ok(d, "queue", "hold", held)
+    before = d.db("SELECT address, route, action, action_params, state"
+                  " FROM recipients ORDER BY id")
+    # The new configuration: one.example.test goes to another upstream,
+    # two.example.test is refused now; the rest as before.
+    new = merge_settings(d.settings, {
+        "upstreams": d.settings["upstreams"] +
+        [{"name": "newup", "hosts": ["192.0.2.25:25"]}],
+        "routes": [{"name": "one", "rcpt": r"@one\.example\.test$",
+                    "action": "relay", "upstream": "newup"},
+                   {"name": "two", "rcpt": r"@two\.example\.test$",
+                    "action": "reject", "code": 550,
+                    "text": "5.1.1 gone"}] + PAUSED["routes"]})
+    conf = tmp_path / "new.conf"
+    conf.write_text(render_config(new))
+
+    def reroute(*args):
+        # mxgatectl with the new configuration; the daemon keeps its own.
+        return _ctl_conf(conf, "queue", "reroute", *args)
+
+    out = reroute("--all", "--dry-run")
+    assert out.splitlines()[-1] == "would reroute: 2 recipients of 2" \
+        " messages; 1 unchanged, 1 left as they were", out
+    assert d.db("SELECT address, route, action, action_params, state"
+                " FROM recipients ORDER BY id") == before
+    # Filters: only two.example.test, which is refused now.
+    out = reroute("--all", "--rcpt", "@two\\.")
+    assert "%s <b@two.example.test>: the routes refuse it now (550 5.1.1" \
+        " gone): left as it was" % two in out, out
+    out = reroute("--all")
+    lines = out.splitlines()
+    assert lines[-1] == "rerouted: 2 recipients of 2 messages; 1" \
+        " unchanged, 1 left as they were", out
+    assert ("%s <a@one.example.test>: route=sub action=relay params=" % one
+            ) in out and "-> route=one action=relay params=" in out, out
+    rows = {r[0]: r[1:] for r in d.db(
+        "SELECT address, route, action, action_params, state,"
+        " next_attempt_at FROM recipients")}
+    assert rows["a@one.example.test"][0] == "one"
+    assert json.loads(rows["a@one.example.test"][2])["upstream"] == "newup"
+    assert rows["a@one.example.test"][3] == "queued"
+    assert rows["c@one.example.test"][:2] == ("one", "relay")
+    assert rows["c@one.example.test"][3] == "held"       # still held
+    assert rows["b@two.example.test"][0] == "sub"        # left as it was
+    assert rows["d@example.test"][0] == "sub"            # unchanged
+    # The history says what changed and who did it.
+    ev = d.db("SELECT kind, detail FROM events WHERE message_id = ?"
+              " AND kind = 'routed'", (one,))
+    assert len(ev) == 1 and "(was route=sub action=relay" in ev[0][1] \
+        and "by mxgatectl uid=%d" % os.getuid() in ev[0][1], ev
+    # Done again: nothing left to change.
+    out = reroute("--all")
+    assert out.splitlines()[-1] == "rerouted: 0 recipients of 0 messages;" \
+        " 3 unchanged, 1 left as they were", out
+    # The message's trace shows the rerouting.
+    t = json.loads(ctl_ok(d, "queue", "trace", one, "--json"))
+    assert [e["kind"] for e in t["history"]] == ["received", "routed",
+                                                 "routed"]
+
+
+def _ctl_conf(conf, *args):
+    import subprocess
+    from conftest import mxgatectl_path
+    r = subprocess.run([mxgatectl_path(), "-c", str(conf)] + list(args),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r.stdout

@@ -1,0 +1,34 @@
+/*
+ * queue_reroute — `mxgatectl queue reroute`: decide the routes of pending
+ * recipients again with the current configuration, after a route or an
+ * upstream changed (routes are decided at RCPT and stored with each
+ * recipient, so delivery never re-decides by itself).
+ *
+ *   queue reroute ID... | - | --all [FILTERS] [--dry-run]
+ *
+ * For each selected recipient that is queued, deferred or held (not one
+ * in delivery right now), the routes run as at RCPT TO, with the message's
+ * sender, client address, HELO, authenticated user, TLS (its protocol)
+ * and queue id.  A new decision (route, action or parameters) is stored,
+ * with a "routed" history row naming the old one and the operator, and
+ * the recipient is due now (a held one stays held); each change is
+ * printed "ID <rcpt>: OLD -> NEW".  A recipient the routes would now
+ * refuse, or that would now match several routes (continue), is left as
+ * it was, and said so.  --dry-run prints the same and changes nothing.
+ * One transaction.  The current directory matters as for mxgated:
+ * relative maildir paths and commands are made absolute against it.
+ *
+ * Exit status: 0 done (also when nothing changed), 1 failure, 2 usage.
+ */
+#ifndef MXGATE_CTL_QUEUE_REROUTE_H
+#define MXGATE_CTL_QUEUE_REROUTE_H
+
+#include "common/config.h"
+#include "queue/queue_db.h"
+
+/* argv: the words after "queue reroute"; who: the operator, for the
+ * history ("by mxgatectl uid=0 user=root"). */
+int queue_reroute_main(const struct mxconf *conf, struct queue_db *db,
+    const char *who, int argc, char **argv);
+
+#endif
