@@ -207,6 +207,7 @@ struct mxconf {
 	unsigned relay_connect_timeout;
 	unsigned relay_command_timeout;  /* each reply, and DATA's blocks */
 	unsigned relay_data_timeout;     /* the reply to the final dot */
+	unsigned relay_cache_time;       /* an unused connection kept */
 
 	/* TLS for the listeners (tls.h): STARTTLS is offered when there is
 	 * a certificate */
