@@ -12,6 +12,8 @@
 # service users mxgated's processes run as (contrib/create-users.sh).
 # dpkg-dev and debhelper build the Debian package (contrib/debian-check.sh);
 # acl's setfacl lets a test grant a worker's user access by ACL.
+# prometheus ships promtool, which checks the metrics endpoint's output;
+# util-linux's unshare gives the audit test a /dev/log of its own.
 # haproxy stands in front of two mxgated in the PROXY protocol test (a
 # private instance the test starts; the packaged service is not started).
 set -eu
@@ -21,7 +23,7 @@ libssl-dev libspf2-dev libpcre2-dev libconfig-dev libgmime-3.0-dev
 libsqlite3-dev sqlite3 libcurl4-openssl-dev libcrypt-dev clang libclang-rt-14-dev
 libseccomp-dev
 python3 python3-pytest python3-aiosmtpd python3-dnslib
-swaks openssl postfix iproute2 procps valgrind acl
+swaks openssl postfix iproute2 procps valgrind acl prometheus util-linux
 dpkg-dev debhelper
 haproxy"
 

@@ -43,6 +43,7 @@
 #include "common/config_default.h"
 #include "common/config_manual.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "smtp/policy.h"
 #include "smtp/route.h"
 #include "smtp/spf.h"
@@ -170,6 +171,8 @@ static int check_upstreams(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static int check_abs_path(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
+static int check_metrics_listen(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
 static void tls_cert_finish(struct conf_ctx *, config_setting_t *,
     const char *, void *);
 static int check_policy_stages(struct conf_ctx *, const struct conf_spec *,
@@ -185,6 +188,9 @@ static const char *const listener_roles[] = {
 };
 static const char *const log_levels[] = {
 	"error", "warn", "info", "debug", NULL
+};
+static const char *const log_formats[] = {
+	"text", "json", NULL
 };
 static const char *const bare_newline_modes[] = {
 	"reject", "normalize", NULL
@@ -494,6 +500,10 @@ static const struct conf_spec mxconf_specs[] = {
 	{ .path = "server.log_level", .type = CT_STRING,
 	  FIELD(struct mxconf, log_level), .def = "info", .words = log_levels,
 	  .doc = "least important level logged" },
+	{ .path = "server.log_format", .type = CT_STRING,
+	  FIELD(struct mxconf, log_format), .def = "text", .words = log_formats,
+	  .doc = "\"text\": lines of key=value fields; \"json\": one JSON"
+	  " object per line, with the same fields" },
 	{ .path = "server.pid_file", .type = CT_STRING,
 	  FIELD(struct mxconf, pid_file), .check = check_abs_path,
 	  .doc = "the master writes its pid there; default none"
@@ -504,6 +514,11 @@ static const struct conf_spec mxconf_specs[] = {
 	  .sub = &listener_table, .check = check_listeners_unique,
 	  .doc = "where to accept connections: a list of listeners; at "
 	      "least one is required" },
+
+	{ .path = "metrics.listen", .type = CT_STRING,
+	  FIELD(struct mxconf, metrics_listen), .check = check_metrics_listen,
+	  .doc = "address and port of the Prometheus endpoint (GET /metrics),"
+	  " e.g. \"127.0.0.1:9187\" or \"[::1]:9187\"; default none (off)" },
 
 	{ .path = "queue.directory", .type = CT_STRING,
 	  FIELD(struct mxconf, queue_dir), .def = "./var/queue",
@@ -2181,6 +2196,22 @@ check_abs_path(struct conf_ctx *ctx, const struct conf_spec *sp,
 	xasprintf(&abs, "%s/%s", cwd, *field);
 	free(*field);
 	*field = abs;
+	return 0;
+}
+
+static int
+check_metrics_listen(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	const char *text = ((struct mxconf *)base)->metrics_listen;
+	struct sockaddr_storage ss;
+	const char *why;
+	unsigned len;
+
+	if (text != NULL && metrics_listen_parse(text, &ss, &len, &why) < 0) {
+		conf_report(ctx, s, "'%s': \"%s\": %s", name, text, why);
+		return -1;
+	}
 	return 0;
 }
 

@@ -145,6 +145,8 @@ struct mxconf {
 	char    *chroot_dir;         /* the workers' root when root */
 	int      workers;            /* 0 = one per CPU */
 	char    *log_level;          /* "error" "warn" "info" "debug" */
+	char    *log_format;         /* "text" (key=value) or "json" */
+	char    *metrics_listen;     /* "ADDR:PORT" of the exporter; NULL: off */
 	char    *pid_file;           /* the master's pid; NULL: none */
 
 	/* listeners */

@@ -689,6 +689,12 @@ load_filter(const struct sandbox *sb)
 		allow_lookup(ctx);
 		allow_syslog(ctx);
 		break;
+	case SANDBOX_FILTER_METRICS:
+		/* Scrapers' connections; the rest is allow_common(). */
+		allow_name(ctx, "accept4");
+		allow_name(ctx, "accept");
+		allow_syslog(ctx);
+		break;
 	case SANDBOX_FILTER_QUEUE:
 		allow_queue(ctx);
 		allow_syslog(ctx);

@@ -13,6 +13,8 @@
  *                  the queue's filter
  *   lookup         server.lookup_user (credentials for AUTH), the
  *                  lookup seccomp filter
+ *   metrics        server.user, chrooted into server.chroot_dir, the
+ *                  exporter's filter (metrics.listen)
  *   delivery       server.delivery_user or a route's user=, started by
  *                  the spawner (spawner.h), the delivery deny-list
  * Started as an ordinary user nothing can switch users or chroot: every
@@ -55,6 +57,9 @@ enum sandbox_filter {
 	SANDBOX_FILTER_DELIVERY,/* a deny-list (EPERM): the commands it
 	                         * runs inherit it; no ptrace, mounts,
 	                         * namespaces, modules, keys, eBPF, io_uring */
+	SANDBOX_FILTER_METRICS, /* the exporter: accepts on its listener,
+	                         * I/O on its connections; no file, no
+	                         * socket but syslog's */
 	SANDBOX_FILTER_LOOKUP,  /* reads files (the credential sources,
 	                         * SQLite's locks); no socket but syslog's,
 	                         * no fork, no exec */

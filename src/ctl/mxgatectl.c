@@ -43,7 +43,9 @@
 
 #include "smtp/auth.h"
 #include "queue/bounce.h"
+#include "ctl/audit.h"
 #include "common/config.h"
+#include "common/dsn.h"
 #include "common/log.h"
 #include "queue/queue_db.h"
 #include "ctl/queue_reroute.h"
@@ -578,6 +580,17 @@ put_message(void *arg, const struct queue_message_view *m)
 	    m->smtputf8 ? ", SMTPUTF8" : "");
 	put_field("message-id:", m->message_id);
 	put_field("subject:", m->subject);
+	/* DSN (RFC 3461), as the client asked, decoded. */
+	if (m->dsn_ret != NULL || m->dsn_envid != NULL) {
+		printf("%-12s", "dsn:");
+		if (m->dsn_ret != NULL)
+			printf(" RET=%s", m->dsn_ret);
+		if (m->dsn_envid != NULL) {
+			printf(" ENVID=");
+			put_safe(m->dsn_envid);
+		}
+		putchar('\n');
+	}
 }
 
 static int
@@ -619,6 +632,18 @@ put_recipient(void *arg, const struct queue_rcpt_view *r)
 	if (r->destination != NULL) {
 		printf("    destination: ");
 		put_safe(r->destination);
+		putchar('\n');
+	}
+	if (r->dsn_notify != NULL || r->dsn_orcpt != NULL) {
+		printf("    dsn:");
+		if (r->dsn_notify != NULL) {
+			printf(" NOTIFY=");
+			put_safe(r->dsn_notify);
+		}
+		if (r->dsn_orcpt != NULL) {
+			printf(" ORCPT=");
+			put_safe(r->dsn_orcpt);
+		}
 		putchar('\n');
 	}
 }
@@ -738,6 +763,10 @@ json_message(void *arg, const struct queue_message_view *m)
 	json_string(w, m->message_id);
 	json_key(w, "subject");
 	json_string(w, m->subject);
+	json_key(w, "dsn_ret");
+	json_string(w, m->dsn_ret);
+	json_key(w, "dsn_envid");
+	json_string(w, m->dsn_envid);
 }
 
 static void
@@ -766,6 +795,10 @@ json_recipient(void *arg, const struct queue_rcpt_view *r)
 	json_string(w, r->last_reply);
 	json_key(w, "destination");
 	json_string(w, r->destination);
+	json_key(w, "dsn_notify");
+	json_string(w, r->dsn_notify);
+	json_key(w, "dsn_orcpt");
+	json_string(w, r->dsn_orcpt);
 	json_end_object(w);
 }
 
@@ -939,6 +972,29 @@ operator_words(void)
 	return words;
 }
 
+/*
+ * An operator's action is logged where the daemon logs (audit.h), in
+ * its log_format when the configuration was read: the one message
+ * named, or what the command's arguments selected.
+ */
+static void
+audit(struct ctl *ctl, const char *action, const struct ctl_select *sel,
+    int argc, char **argv, long long nmsgs, long long nrcpts,
+    const char *detail)
+{
+	struct buf args;
+	bool one = sel != NULL && sel->nids == 1 && !sel->all &&
+	    !sel->any_filter;
+
+	buf_init(&args);
+	for (int i = 0; !one && i < argc; i++)
+		buf_appendf(&args, "%s%s", i > 0 ? " " : "", argv[i]);
+	audit_init(ctl->conf != NULL ? ctl->conf->log_format : NULL);
+	audit_log(action, one ? sel->ids[0] : NULL, nmsgs, nrcpts,
+	    one ? NULL : args.data != NULL ? args.data : "", detail);
+	buf_free(&args);
+}
+
 /* The selection of an action command: 0, or the exit status. */
 static int
 action_select(struct ctl *ctl, struct ctl_select *sel, int argc, char **argv)
@@ -978,7 +1034,7 @@ action_select(struct ctl *ctl, struct ctl_select *sel, int argc, char **argv)
 /* Change the selected recipients; say how many. */
 static int
 change_selected(struct ctl *ctl, int argc, char **argv,
-    enum queue_change change, const char *what)
+    enum queue_change change, const char *action, const char *what)
 {
 	struct ctl_select sel;
 	long long nrcpts = 0, nmsgs = 0;
@@ -989,9 +1045,11 @@ change_selected(struct ctl *ctl, int argc, char **argv,
 	if (queue_db_change_selected(ctl->db, &sel.q, change,
 	    (int64_t)time(NULL), operator_words(), &nrcpts, &nmsgs) < 0)
 		rc = query_failed(ctl, what);
-	else
+	else {
+		audit(ctl, action, &sel, argc, argv, nmsgs, nrcpts, NULL);
 		printf("%s: %lld recipient%s of %lld message%s\n", what, nrcpts,
 		    nrcpts == 1 ? "" : "s", nmsgs, nmsgs == 1 ? "" : "s");
+	}
 	ctl_select_free(&sel);
 	return rc;
 }
@@ -999,20 +1057,22 @@ change_selected(struct ctl *ctl, int argc, char **argv,
 static int
 cmd_queue_retry(struct ctl *ctl, int argc, char **argv)
 {
-	return change_selected(ctl, argc, argv, QUEUE_CHANGE_RETRY, "due now");
+	return change_selected(ctl, argc, argv, QUEUE_CHANGE_RETRY, "retry",
+	    "due now");
 }
 
 static int
 cmd_queue_hold(struct ctl *ctl, int argc, char **argv)
 {
-	return change_selected(ctl, argc, argv, QUEUE_CHANGE_HOLD, "held");
+	return change_selected(ctl, argc, argv, QUEUE_CHANGE_HOLD, "hold",
+	    "held");
 }
 
 static int
 cmd_queue_release(struct ctl *ctl, int argc, char **argv)
 {
 	return change_selected(ctl, argc, argv, QUEUE_CHANGE_RELEASE,
-	    "released, due now");
+	    "release", "released, due now");
 }
 
 static int
@@ -1027,8 +1087,10 @@ cmd_queue_delete(struct ctl *ctl, int argc, char **argv)
 	if (queue_db_delete_selected(ctl->db, &sel.q, (int64_t)time(NULL),
 	    operator_words(), &n) < 0)
 		rc = query_failed(ctl, "queue delete");
-	else
+	else {
+		audit(ctl, "delete", &sel, argc, argv, n, -1, NULL);
 		printf("deleted: %lld message%s\n", n, n == 1 ? "" : "s");
+	}
 	ctl_select_free(&sel);
 	return rc;
 }
@@ -1039,6 +1101,7 @@ struct bounce_rows {
 	int64_t *ids;
 	struct bounce_rcpt *rcpts;
 	char   **replies;
+	unsigned *notify;
 	size_t   n;
 };
 
@@ -1047,30 +1110,36 @@ bounce_rows_free(struct bounce_rows *b)
 {
 	for (size_t i = 0; i < b->n; i++) {
 		free((char *)b->rcpts[i].address);
+		free((char *)b->rcpts[i].orcpt);
 		free(b->replies[i]);
 	}
 	free(b->ids);
 	free(b->rcpts);
 	free(b->replies);
+	free(b->notify);
 }
 
 static void
-bounce_add(void *arg, int64_t rcpt_id, const char *address,
-    const char *last, int64_t last_attempt_at)
+bounce_add(void *arg, const struct queue_pending_rcpt *p)
 {
 	struct bounce_rows *b = arg;
+	const char *last = p->last_reply;
 
 	b->ids = xrealloc(b->ids, (b->n + 1) * sizeof(*b->ids));
 	b->rcpts = xrealloc(b->rcpts, (b->n + 1) * sizeof(*b->rcpts));
 	b->replies = xrealloc(b->replies, (b->n + 1) * sizeof(*b->replies));
+	b->notify = xrealloc(b->notify, (b->n + 1) * sizeof(*b->notify));
 	memset(&b->rcpts[b->n], 0, sizeof(b->rcpts[b->n]));
-	b->ids[b->n] = rcpt_id;
-	b->rcpts[b->n].address = xstrdup(address);
+	b->ids[b->n] = p->id;
+	b->rcpts[b->n].address = xstrdup(p->address);
+	b->rcpts[b->n].orcpt = p->dsn_orcpt != NULL ?
+	    xstrdup(p->dsn_orcpt) : NULL;
 	xasprintf(&b->replies[b->n], "554 5.0.0 returned to the sender"
 	    " by the postmaster%s%s%s", last != NULL ? " (last error: " :
 	    "", last != NULL ? last : "", last != NULL ? ")" : "");
 	b->rcpts[b->n].reply = b->replies[b->n];
-	b->rcpts[b->n].last_attempt_at = last_attempt_at;
+	b->rcpts[b->n].last_attempt_at = p->last_attempt_at;
+	b->notify[b->n] = p->dsn_notify;
 	b->n++;
 }
 
@@ -1080,45 +1149,69 @@ struct bounce_send {
 	struct bounce_rows *rows;
 	long long           now;
 	char               *dsn;
+	const char         *why;        /* when there is no DSN */
 };
 
+/* The DSN lists the recipients whose NOTIFY asks for failures (RFC
+ * 3461 4.1; none given: they do), as the scheduler's do. */
 static int
-bounce_write(void *arg, const char *sender, int64_t received_at,
-    const char *content, size_t len)
+bounce_write(void *arg, const struct queue_bounce_source *src)
 {
 	struct bounce_send *bs = arg;
 	struct bounce_report r;
+	struct bounce_rcpt *wanted;
+	size_t n = 0;
 	int rc;
 
+	wanted = xcalloc(bs->rows->n + 1, sizeof(*wanted));
+	for (size_t i = 0; i < bs->rows->n; i++)
+		if (dsn_wants_failure(bs->rows->notify[i]))
+			wanted[n++] = bs->rows->rcpts[i];
+	bs->dsn[0] = '\0';
+	if (n == 0) {
+		bs->why = "NOTIFY=NEVER";
+		free(wanted);
+		return 0;
+	}
 	memset(&r, 0, sizeof(r));
 	r.kind = BOUNCE_FAILED;
 	r.queue_id = bs->id;
-	r.sender = sender;
-	r.received_at = received_at;
+	r.sender = src->sender;
+	r.received_at = src->received_at;
 	r.reporting_mta = bs->ctl->conf->hostname;
-	r.headers = content != NULL ? content : "";
-	r.headers_len = content != NULL ? bounce_header_len(content, len) : 0;
-	r.rcpts = bs->rows->rcpts;
-	r.nrcpts = bs->rows->n;
+	r.headers = src->content != NULL ? src->content : "";
+	r.headers_len = src->content != NULL ?
+	    bounce_header_len(src->content, src->len) : 0;
+	if (src->dsn_ret == DSN_RET_FULL && src->content != NULL) {
+		r.content = src->content;
+		r.content_len = src->len;
+	}
+	r.envid = src->dsn_envid;
+	r.rcpts = wanted;
+	r.nrcpts = n;
 	rc = bounce_queue(bs->ctl->db, &r, bs->ctl->conf->bounce_upstream,
 	    bs->now, bs->dsn);
 	if (rc == 1) {
 		bs->dsn[0] = '\0';
 		rc = 0;
 	}
+	free(wanted);
 	return rc;
 }
 
-/* The DSN: 0 with its id ("" for none: null sender), -1 on failure. */
+/* The DSN: 0 with its id ("" for none: *why says why), -1 on failure. */
 static int
 bounce_send(struct ctl *ctl, const char *id, struct bounce_rows *b,
-    long long now, char dsn[QUEUE_ID_LEN + 1])
+    long long now, char dsn[QUEUE_ID_LEN + 1], const char **why)
 {
-	struct bounce_send bs = { ctl, id, b, now, dsn };
+	struct bounce_send bs = { ctl, id, b, now, dsn, "null sender" };
+	int rc;
 
 	dsn[0] = '\0';
-	return queue_db_bounce_source(ctl->db, id, bounce_write, &bs) < 0 ?
+	rc = queue_db_bounce_source(ctl->db, id, bounce_write, &bs) < 0 ?
 	    -1 : 0;
+	*why = bs.why;
+	return rc;
 }
 
 static int
@@ -1127,12 +1220,18 @@ bounce_mark(struct ctl *ctl, struct bounce_rows *b, const char *dsn,
 {
 	char detail[256];
 
-	snprintf(detail, sizeof(detail), "%s dsn=%s", operator_words(),
-	    dsn[0] != '\0' ? dsn : "none");
-	for (size_t i = 0; i < b->n; i++)
+	for (size_t i = 0; i < b->n; i++) {
+		/* As the scheduler writes it: who is not in the DSN, why. */
+		bool in_dsn = dsn[0] != '\0' &&
+		    dsn_wants_failure(b->notify[i]);
+
+		snprintf(detail, sizeof(detail), "%s dsn=%s%s",
+		    operator_words(), in_dsn ? dsn : "none",
+		    dsn_wants_failure(b->notify[i]) ? "" : " notify=NEVER");
 		if (queue_db_mark_bounced(ctl->db, b->ids[i], b->replies[i],
 		    detail, now) < 0)
 			return -1;
+	}
 	return 0;
 }
 
@@ -1144,6 +1243,7 @@ bounce_one(struct ctl *ctl, const char *id, long long now, size_t *nrcpts,
 {
 	struct bounce_rows b;
 	char dsn[QUEUE_ID_LEN + 1];
+	const char *why = NULL;
 
 	memset(&b, 0, sizeof(b));
 	if (queue_db_admin_begin(ctl->db) == -1)
@@ -1157,13 +1257,22 @@ bounce_one(struct ctl *ctl, const char *id, long long now, size_t *nrcpts,
 		return 0;
 	}
 	/* As the scheduler does once every recipient is final. */
-	if (bounce_send(ctl, id, &b, now, dsn) == -1 ||
+	if (bounce_send(ctl, id, &b, now, dsn, &why) == -1 ||
 	    bounce_mark(ctl, &b, dsn, now) == -1 ||
 	    queue_db_retire_if_final(ctl->db, id,
 	    ctl->conf->keep_delivered != 0) == -1 ||
 	    queue_db_admin_commit(ctl->db) == -1) {
 		bounce_rows_free(&b);
 		return rollback_fail(ctl, "queue bounce"), -1;
+	}
+	{
+		/* One record per message: each queued its own DSN. */
+		char detail[QUEUE_ID_LEN + 8];
+
+		snprintf(detail, sizeof(detail), "dsn=%s",
+		    dsn[0] != '\0' ? dsn : "none");
+		audit_init(ctl->conf != NULL ? ctl->conf->log_format : NULL);
+		audit_log("bounce", id, 1, (long long)b.n, NULL, detail);
 	}
 	*nrcpts += b.n;
 	if (dsn[0] != '\0')
@@ -1172,7 +1281,7 @@ bounce_one(struct ctl *ctl, const char *id, long long now, size_t *nrcpts,
 	if (dsn[0] != '\0')
 		printf("DSN %s queued\n", dsn);
 	else
-		printf("no DSN (null sender)\n");
+		printf("no DSN (%s)\n", why);
 	bounce_rows_free(&b);
 	return 1;
 }

@@ -139,6 +139,11 @@ struct delivery_job {
 	 * "https://app.example/inbound".  Empty when unknown. */
 	char        destination[DELIVERY_DEST_MAX];
 
+	/* Set by the relay client when its connection is ready for the
+	 * job's transaction (monotonic_us()); 0 for local handlers.  The
+	 * log's delays: connecting before it, transfer after it. */
+	uint64_t    connected_us;
+
 	/* Private to delivery.c (the mapping delivery_content() made). */
 	void       *content_map;
 };

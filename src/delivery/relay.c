@@ -1375,6 +1375,9 @@ transaction(struct conn *c, struct delivery_job *job, const char *content,
 
 	*reusable = false;
 	c->uses++;
+	/* The connection is ready: what came before was connecting. */
+	if (job->connected_us == 0)
+		job->connected_us = monotonic_us();
 	snprintf(job->destination, sizeof(job->destination), "%s", c->dest);
 	res = capabilities(c, job, content, &body8, &utf8, &convert, why,
 	    whysize);

@@ -113,8 +113,15 @@ get_str(struct reader *r)
 static int report_fd = -1;
 
 static void
-report_job(uint32_t index, const struct delivery_job *job)
+report_job(uint32_t index, const struct delivery_job *job, uint64_t started,
+    uint64_t ended)
 {
+	uint64_t ready = job->connected_us != 0 && job->connected_us >= started ?
+	    job->connected_us : started;
+
+	/* A relay that never got a connection spent it all connecting. */
+	if (job->connected_us == 0 && strcmp(job->action, "relay") == 0)
+		ready = ended;
 	struct spawn_report r;
 
 	for (size_t i = 0; i < job->nrcpts; i++) {
@@ -124,6 +131,8 @@ report_job(uint32_t index, const struct delivery_job *job)
 		r.remote = job->rcpts[i].remote;
 		r.dsn_passed = job->rcpts[i].dsn_passed;
 		r.recipient_id = job->rcpts[i].recipient_id;
+		r.connect_ms = (uint32_t)((ready - started) / 1000);
+		r.transfer_ms = (uint32_t)((ended - ready) / 1000);
 		snprintf(r.destination, sizeof(r.destination), "%s",
 		    job->destination);
 		snprintf(r.reply, sizeof(r.reply), "%s", job->rcpts[i].reply);
@@ -140,7 +149,10 @@ job_free(struct delivery_job *job, char **addrs)
 	for (size_t i = 0; addrs != NULL && i < job->nrcpts; i++)
 		free(addrs[i]);
 	free(addrs);
+	for (size_t i = 0; job->rcpts != NULL && i < job->nrcpts; i++)
+		free((char *)job->rcpts[i].dsn_orcpt);
 	free(job->rcpts);
+	free((char *)job->dsn_envid);
 	free((char *)job->queue_id);
 	free((char *)job->sender);
 	free((char *)job->route);
@@ -159,6 +171,7 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 {
 	struct delivery_job job;
 	uint32_t index, content, flags, n;
+	uint64_t started;
 	char **addrs = NULL;
 	bool ok = false;
 	int rc;
@@ -204,6 +217,7 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 	}
 	if (rd->bad)
 		goto out;
+	started = monotonic_us();
 	if (strcmp(job.action, "relay") == 0)
 		rc = relay_deliver(&job);
 	else
@@ -211,7 +225,7 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 	delivery_set_pending(&job, DELIVERY_DEFER, rc < 0 ?
 	    "4.3.0 delivery failed (see the log)" :
 	    "4.3.0 the handler gave no outcome");
-	report_job(index, &job);
+	report_job(index, &job, started, monotonic_us());
 	if (job.content_map != NULL)
 		munmap(job.content_map, job.content_len);
 	ok = true;

@@ -79,6 +79,8 @@ struct spawn_report {
 	int32_t  status;                /* enum delivery_status */
 	int32_t  remote;                /* the reply is the server's */
 	int32_t  dsn_passed;            /* the server took the DSN request */
+	uint32_t connect_ms;            /* the job's connection set-up */
+	uint32_t transfer_ms;           /* the job's transaction */
 	int64_t  recipient_id;
 	char     destination[DELIVERY_DEST_MAX];
 	char     reply[DELIVERY_REPLY_MAX];

@@ -29,12 +29,15 @@
 #include "delivery/spawner.h"
 #include "lookup/lookup.h"
 #include "smtp/worker.h"
+#include "common/metrics.h"
+#include "metrics/exporter.h"
 
 #define RESPAWN_MAX_DELAY_MS   60000
 #define RESPAWN_STABLE_MS      10000   /* lived this long: restart at once */
 #define STOP_EXTRA_MS          10000   /* after the grace, SIGKILL */
 
-enum child_role { CHILD_WORKER, CHILD_QUEUE, CHILD_LOOKUP, CHILD_SPAWNER };
+enum child_role { CHILD_WORKER, CHILD_QUEUE, CHILD_LOOKUP, CHILD_SPAWNER,
+	CHILD_METRICS };
 
 struct child {
 	enum child_role role;
@@ -104,6 +107,8 @@ static struct {
 	struct child queue;
 	struct child lookup;            /* when a listener offers AUTH */
 	struct child spawner;           /* the queue's delivery spawner */
+	struct child exporter;          /* metrics.listen: the exporter */
+	int        metrics_fd;          /* its listener, -1 when off */
 	bool       lookup_on;
 	struct conn *conns;
 	size_t     nconn_slots;
@@ -352,6 +357,7 @@ conn_release(struct conn *c)
 	if (c->worker >= 0 && c->worker < m.nslots && m.workers[c->worker].nconns > 0)
 		m.workers[c->worker].nconns--;
 	m.nconns--;
+	metrics_set(MC_SESSIONS, m.nconns);
 	c->id = 0;
 	c->counted = c->proxy_pending = false;
 	stress_update();
@@ -434,7 +440,8 @@ child_name(const struct child *c)
 {
 	return c->role == CHILD_QUEUE ? "queue" :
 	    c->role == CHILD_LOOKUP ? "lookup" :
-	    c->role == CHILD_SPAWNER ? "spawner" : "smtp";
+	    c->role == CHILD_SPAWNER ? "spawner" :
+	    c->role == CHILD_METRICS ? "metrics" : "smtp";
 }
 
 static void
@@ -570,6 +577,8 @@ spawn_queue(void)
 		child_keep_fds(keep, n);
 		child_prepare("queue");
 		log_set_role("queue");
+		metrics_bind(METRICS_BLOCK_QUEUE);
+		metrics_inc(MC_QUEUE_STARTS);
 		if (mkdir(m.conf->queue_dir, 0700) < 0 && errno != EEXIST)
 			fatal("%s: mkdir", m.conf->queue_dir);
 		if (geteuid() == 0 && m.conf->queue_user != NULL) {
@@ -721,6 +730,8 @@ spawn_worker(int slot)
 		sigaddset(&usr1, SIGUSR1);
 		sigprocmask(SIG_BLOCK, &usr1, NULL);
 		log_set_role("smtp");
+		metrics_bind(METRICS_BLOCK_SMTP + slot);
+		metrics_inc(MC_WORKER_STARTS);
 		/* worker_main() confines itself (worker_sandbox()). */
 		exit(worker_main(m.conf, slot, keep[0], keep[1], keep[2]));
 	}
@@ -758,6 +769,70 @@ spawn_worker(int slot)
 	log_info("smtp process %ld started (slot %d)", (long)pid, slot);
 }
 
+/*
+ * Fork the exporter (exporter.h) with the metrics listener alone; it
+ * confines itself before it reads a byte.
+ */
+static void
+spawn_exporter(void)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		fatal("fork");
+	if (pid == 0) {
+		int keep[1] = { m.metrics_fd };
+
+		child_keep_fds(keep, 1);
+		child_prepare("metrics");
+		log_set_role("metrics");
+		tls_cleanup();
+		exit(exporter_main(m.conf, keep[0]));
+	}
+	m.exporter.pid = pid;
+	m.exporter.started_ms = monotonic_ms();
+	m.exporter.respawn_at_ms = 0;
+	log_info("metrics process %ld started", (long)pid);
+}
+
+/* metrics.listen: the counter store and the exporter's listener, made
+ * before anything forks so that every process inherits the store. */
+static int
+metrics_start(void)
+{
+	struct sockaddr_storage ss;
+	const char *why;
+	unsigned len;
+	int on = 1;
+
+	m.metrics_fd = -1;
+	if (m.conf->metrics_listen == NULL)
+		return 0;
+	if (metrics_listen_parse(m.conf->metrics_listen, &ss, &len, &why) < 0) {
+		log_error("metrics.listen: %s", why);
+		return -1;
+	}
+	if (metrics_init(m.nslots) < 0)
+		return -1;
+	metrics_bind(METRICS_BLOCK_MASTER);
+	m.metrics_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (m.metrics_fd < 0)
+		return -1;
+	setsockopt(m.metrics_fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if (ss.ss_family == AF_INET6)
+		setsockopt(m.metrics_fd, IPPROTO_IPV6, IPV6_V6ONLY, &on,
+		    sizeof(on));
+	if (bind(m.metrics_fd, (struct sockaddr *)&ss, len) < 0 ||
+	    listen(m.metrics_fd, 64) < 0) {
+		log_error("metrics.listen: %s: %s", m.conf->metrics_listen,
+		    strerror(errno));
+		return -1;
+	}
+	log_info("metrics on http://%s/metrics", m.conf->metrics_listen);
+	return 0;
+}
+
 static struct child *
 child_by_pid(pid_t pid)
 {
@@ -767,6 +842,8 @@ child_by_pid(pid_t pid)
 		return &m.lookup;
 	if (m.spawner.pid == pid)
 		return &m.spawner;
+	if (m.exporter.pid == pid && pid != 0)
+		return &m.exporter;
 	for (int i = 0; i < m.nslots; i++) {
 		if (m.workers[i].pid == pid)
 			return &m.workers[i];
@@ -814,6 +891,9 @@ respawn_due(uint64_t now)
 	if (m.lookup_on && m.lookup.pid == 0 && m.lookup.respawn_at_ms != 0 &&
 	    m.lookup.respawn_at_ms <= now)
 		spawn_lookup();
+	if (m.metrics_fd >= 0 && m.exporter.pid == 0 &&
+	    m.exporter.respawn_at_ms != 0 && m.exporter.respawn_at_ms <= now)
+		spawn_exporter();
 	for (int i = 0; i < m.nslots; i++) {
 		struct child *w = &m.workers[i];
 		if (w->active && w->pid == 0 && w->respawn_at_ms != 0 &&
@@ -832,6 +912,9 @@ next_timeout_ms(uint64_t now)
 	if (m.lookup_on && m.lookup.pid == 0 && m.lookup.respawn_at_ms != 0 &&
 	    m.lookup.respawn_at_ms < next)
 		next = m.lookup.respawn_at_ms;
+	if (m.metrics_fd >= 0 && m.exporter.pid == 0 &&
+	    m.exporter.respawn_at_ms != 0 && m.exporter.respawn_at_ms < next)
+		next = m.exporter.respawn_at_ms;
 	for (int i = 0; i < m.nslots; i++) {
 		if (m.workers[i].active && m.workers[i].pid == 0 &&
 		    m.workers[i].respawn_at_ms != 0 &&
@@ -1027,24 +1110,28 @@ admit_refusal(const char *ip, struct ip_count *ipc, unsigned others)
 	    holds >= m.conf->max_connections_per_ip) {
 		log_warn("client=%s refused: %u connections from it (limit)", ip,
 		    holds);
+		metrics_inc(MC_CONN_REFUSED_PER_IP);
 		return "421 4.7.0 Too many connections from your address\r\n";
 	}
 	if (over_fair_share(ip, holds, others)) {
 		log_warn("client=%s refused: %u connections from it, its fair "
 		    "share under stress (%u of %u in use)", ip, holds, others,
 		    m.conf->max_connections);
+		metrics_inc(MC_CONN_REFUSED_FAIR_SHARE);
 		return "421 4.7.0 Too many connections from your address, try"
 		    " again later\r\n";
 	}
 	if (auth_failures_exceeded(ip)) {
 		log_warn("client=%s refused: over %u failed authentications per"
 		    " minute (rate_limits)", ip, m.conf->rate_auth_failures);
+		metrics_inc(MC_CONN_REFUSED_AUTH);
 		return "421 4.7.0 Too many failed authentications from your"
 		    " address, try again later\r\n";
 	}
 	if (rate_exceeded(ip)) {
 		log_warn("client=%s refused: over %u connections per minute "
 		    "(rate_limits)", ip, m.conf->rate_connections);
+		metrics_inc(MC_CONN_REFUSED_RATE);
 		return "421 4.7.0 Too many connections from your address, "
 		    "try again later\r\n";
 	}
@@ -1088,6 +1175,7 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 	sockaddr_ntop((const struct sockaddr *)peer, ip, sizeof(ip));
 	if (m.nconns >= m.conf->max_connections) {
 		log_warn("client=%s refused: %u connections (limit)", ip, m.nconns);
+		metrics_inc(MC_CONN_REFUSED_LIMIT);
 		refuse(fd, "421 4.7.0 Too many connections, try again later\r\n");
 		return;
 	}
@@ -1097,6 +1185,7 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 		if (!proxy_allowed(&m.conf->listeners[listener], ip)) {
 			log_warn("client=%s refused: not a load balancer of "
 			    "this listener (proxy_from)", ip);
+			metrics_inc(MC_CONN_REFUSED_PROXY);
 			refuse(fd, "421 4.7.0 This port takes connections from "
 			    "its load balancers only\r\n");
 			return;
@@ -1108,6 +1197,7 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 	w = least_loaded_worker();
 	if (w < 0) {
 		log_warn("client=%s refused: no smtp process running", ip);
+		metrics_inc(MC_CONN_REFUSED_NO_WORKER);
 		refuse(fd, "421 4.3.2 Service not available, try again later\r\n");
 		return;
 	}
@@ -1129,6 +1219,7 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 	}
 	m.nconns++;
 	m.workers[w].nconns++;
+	metrics_set(MC_SESSIONS, m.nconns);
 	stress_update();
 
 	msg.conn_id = c->id;
@@ -1141,11 +1232,13 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 		log_warn("client=%s: handing to worker %d failed: %s", ip, w,
 		    strerror(errno));
 		conn_release(c);
+		metrics_inc(MC_CONN_REFUSED_NO_WORKER);
 		refuse(fd, "421 4.3.2 Service not available, try again later\r\n");
 		return;
 	}
 	/* Sent, or a copy waits in the backlog. */
 	close(fd);
+	metrics_inc(MC_CONN_ACCEPTED);
 	if (ipc_outbox_waiting(&m.workers[w].backlog)) {
 		if (!waiting)
 			worker_channel_events(&m.workers[w]);
@@ -1316,6 +1409,9 @@ begin_stop(int signo)
 		if (m.workers[i].pid != 0)
 			kill(m.workers[i].pid, SIGTERM);
 	}
+	/* The exporter holds nothing: it goes first. */
+	if (m.exporter.pid != 0)
+		kill(m.exporter.pid, SIGTERM);
 }
 
 static bool
@@ -1346,6 +1442,8 @@ stop_progress(uint64_t now)
 			kill(m.lookup.pid, SIGKILL);
 		if (m.spawner.pid != 0)
 			kill(m.spawner.pid, SIGKILL);
+		if (m.exporter.pid != 0)
+			kill(m.exporter.pid, SIGKILL);
 		m.killed = true;
 	}
 	if (workers_running())
@@ -1366,7 +1464,7 @@ stop_progress(uint64_t now)
 		return false;
 	}
 	/* The spawner ends when the queue process has. */
-	return m.lookup.pid == 0 && m.spawner.pid == 0;
+	return m.lookup.pid == 0 && m.spawner.pid == 0 && m.exporter.pid == 0;
 }
 
 /* ---- reload ---- */
@@ -1952,11 +2050,17 @@ master_main(struct mxconf *conf)
 	m.lookup.fd = -1;
 	m.spawner.role = CHILD_SPAWNER;
 	m.spawner.fd = -1;
+	m.exporter.role = CHILD_METRICS;
+	m.exporter.fd = -1;
+	if (metrics_start() < 0)
+		return 1;
 	spawn_queue();
 	if ((m.lookup_on = lookup_wanted(conf)))
 		spawn_lookup();
 	for (int i = 0; i < m.nworkers; i++)
 		spawn_worker(i);
+	if (m.metrics_fd >= 0)
+		spawn_exporter();
 
 	for (;;) {
 		uint64_t now = monotonic_ms();

@@ -239,6 +239,7 @@ main(int argc, char **argv)
 	int pid_fd = -1, warnings;
 	struct mxconf *conf;
 	enum log_level level;
+	enum log_format format;
 	int ch;
 
 	proc_title_init(argc, argv);
@@ -340,6 +341,8 @@ main(int argc, char **argv)
 
 	if (log_level_parse(conf->log_level, &level) < 0)
 		level = LOG_LEVEL_INFO;
+	if (log_format_parse(conf->log_format, &format) == 0)
+		log_set_format(format);
 	/* Logging starts now, on stderr or the journal until daemon() (the
 	 * operator sees why a start fails), then syslog. */
 	log_init(true, level);

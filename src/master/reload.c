@@ -62,6 +62,12 @@ reload_fixed_change(const struct mxconf *a, const struct mxconf *b)
 		return "queue.directory";
 	if (!same_plugins(a, b))
 		return "plugins";
+	/* The exporter's listener and the counter store are made once,
+	 * before anything forks; every process took its log format then. */
+	if (!same_string(a->metrics_listen, b->metrics_listen))
+		return "metrics.listen";
+	if (!same_string(a->log_format, b->log_format))
+		return "server.log_format";
 	return NULL;
 }
 

@@ -18,7 +18,9 @@
  * holds what they name (the queue process its chrooted database, the
  * master its pid file, every process its user, the workers the plugins'
  * code): server.user, server.group, server.queue_user,
- * server.chroot_dir, server.pid_file, queue.directory, and plugins.
+ * server.chroot_dir, server.pid_file, queue.directory, plugins,
+ * metrics.listen (the exporter's listener and the counter store are
+ * made before anything forks) and server.log_format.
  * Everything else takes effect at the reload.
  */
 #ifndef MXGATE_RELOAD_H

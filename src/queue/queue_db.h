@@ -251,12 +251,14 @@ int queue_db_shape(struct queue_db *db, const struct queue_select *sel,
 struct queue_message_view {
 	const char *id, *received, *sender, *client_ip, *helo, *protocol;
 	const char *auth_user, *message_id, *subject;
+	const char *dsn_ret, *dsn_envid;        /* NULL: none given */
 	int64_t     received_at, size;
 	bool        body_8bitmime, smtputf8;
 };
 struct queue_rcpt_view {
 	const char *address, *route, *action, *params, *state;
 	const char *next_attempt, *last_attempt, *last_reply, *destination;
+	const char *dsn_notify, *dsn_orcpt;     /* NULL: none given */
 	int64_t     attempts;
 };
 struct queue_event_view {
@@ -313,16 +315,30 @@ int queue_db_reroute(struct queue_db *db, int64_t rcpt_id, const char *route,
     const char *action, const char *params, int64_t now, const char *detail);
 
 /* queue bounce, inside queue_db_admin_begin(): the recipients still
- * pending (not in delivery right now); the original for the DSN
- * (fn's result is returned; -1 when there is no such message); each
- * recipient bounced, with its history row.  Then
- * queue_db_retire_if_final() (after queue_db_delivery_init()). */
+ * pending (not in delivery right now), with their DSN values; the
+ * original for the DSN, with its RET and ENVID (fn's result is
+ * returned; -1 when there is no such message); each recipient bounced,
+ * with its history row.  Then queue_db_retire_if_final() (after
+ * queue_db_delivery_init()). */
+struct queue_pending_rcpt {
+	int64_t     id;
+	const char *address, *last_reply;     /* last_reply NULL: none */
+	int64_t     last_attempt_at;
+	unsigned    dsn_notify;               /* DSN_NOTIFY_* bits, 0: none */
+	const char *dsn_orcpt;                /* NULL: none */
+};
+struct queue_bounce_source {
+	const char *sender;
+	int64_t     received_at;
+	const char *content;                  /* NULL: content gone */
+	size_t      len;
+	int         dsn_ret;                  /* enum dsn_ret */
+	const char *dsn_envid;                /* NULL: none */
+};
 int queue_db_pending_rcpts(struct queue_db *db, const char *id,
-    void (*fn)(void *arg, int64_t rcpt_id, const char *address,
-    const char *last_reply, int64_t last_attempt_at), void *arg);
+    void (*fn)(void *arg, const struct queue_pending_rcpt *r), void *arg);
 int queue_db_bounce_source(struct queue_db *db, const char *id,
-    int (*fn)(void *arg, const char *sender, int64_t received_at,
-    const char *content, size_t len), void *arg);
+    int (*fn)(void *arg, const struct queue_bounce_source *src), void *arg);
 int queue_db_mark_bounced(struct queue_db *db, int64_t rcpt_id,
     const char *reply, const char *detail, int64_t now);
 
@@ -337,5 +353,12 @@ int queue_db_stats_oldest(struct queue_db *db,
 int queue_db_stats_destinations(struct queue_db *db,
     void (*fn)(void *arg, const char *dest, size_t len, int64_t delivered,
     int64_t deferred, int64_t bounced, int64_t pending), void *arg);
+
+/* The metrics' queue gauges (queue_db_metrics.c): per pending state
+ * (queued, delivering, deferred, held) and destination ("" before the
+ * first attempt), the recipients and the oldest reception among them. */
+int queue_db_depth(struct queue_db *db,
+    void (*fn)(void *arg, const char *state, const char *dest,
+    int64_t recipients, int64_t oldest_received_at), void *arg);
 
 #endif

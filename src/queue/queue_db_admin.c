@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/dsn.h"
 #include "common/util.h"
 #include "queue/queue_db.h"
 #include "queue/queue_db_private.h"
@@ -343,12 +344,12 @@ queue_db_show_message(struct queue_db *db, const char *id,
 	if (prepare(db, db->history ?
 	    "SELECT id, datetime(received_at, 'unixepoch'),"
 	    " received_at, sender, client_ip, helo, protocol, auth_user,"
-	    " size, body_8bitmime, smtputf8, message_id_header, subject"
-	    " FROM history_messages WHERE id = ?1" :
+	    " size, body_8bitmime, smtputf8, message_id_header, subject,"
+	    " NULL, NULL FROM history_messages WHERE id = ?1" :
 	    "SELECT id, datetime(received_at, 'unixepoch'),"
 	    " received_at, sender, client_ip, helo, protocol, auth_user,"
-	    " size, body_8bitmime, smtputf8, message_id_header, subject"
-	    " FROM messages WHERE id = ?1", &st) == -1)
+	    " size, body_8bitmime, smtputf8, message_id_header, subject,"
+	    " dsn_ret, dsn_envid FROM messages WHERE id = ?1", &st) == -1)
 		return -1;
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
@@ -366,6 +367,8 @@ queue_db_show_message(struct queue_db *db, const char *id,
 		m.smtputf8 = sqlite3_column_int(st, 10) != 0;
 		m.message_id = col_text(st, 11);
 		m.subject = col_text(st, 12);
+		m.dsn_ret = col_text(st, 13);
+		m.dsn_envid = col_text(st, 14);
 		fn(arg, &m);
 	}
 	if (finish(db, st, rc, true) < 0)
@@ -385,12 +388,14 @@ queue_db_show_recipients(struct queue_db *db, const char *id,
 	    "SELECT address, route, action, action_params, state, attempts,"
 	    " datetime(next_attempt_at, 'unixepoch'),"
 	    " datetime(last_attempt_at, 'unixepoch'), last_reply,"
-	    " destination FROM history_recipients WHERE message_id = ?1"
-	    " ORDER BY recipient_id" :
-	    "SELECT address, route, action, action_params,"
-	    " state, attempts, next_attempt, last_attempt, last_reply,"
-	    " destination FROM recipient_status WHERE message_id = ?1"
-	    " ORDER BY recipient_id", &st) == -1)
+	    " destination, NULL, NULL FROM history_recipients"
+	    " WHERE message_id = ?1 ORDER BY recipient_id" :
+	    "SELECT s.address, s.route, s.action, s.action_params,"
+	    " s.state, s.attempts, s.next_attempt, s.last_attempt,"
+	    " s.last_reply, s.destination, r.dsn_notify, r.dsn_orcpt"
+	    " FROM recipient_status s JOIN recipients r"
+	    " ON r.id = s.recipient_id WHERE s.message_id = ?1"
+	    " ORDER BY s.recipient_id", &st) == -1)
 		return -1;
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -404,6 +409,8 @@ queue_db_show_recipients(struct queue_db *db, const char *id,
 		r.last_attempt = col_text(st, 7);
 		r.last_reply = col_text(st, 8);
 		r.destination = col_text(st, 9);
+		r.dsn_notify = col_text(st, 10);
+		r.dsn_orcpt = col_text(st, 11);
 		fn(arg, &r);
 	}
 	return finish(db, st, rc, false);
@@ -662,44 +669,63 @@ queue_db_reroute(struct queue_db *db, int64_t rcpt_id, const char *route,
 
 int
 queue_db_pending_rcpts(struct queue_db *db, const char *id,
-    void (*fn)(void *arg, int64_t rcpt_id, const char *address,
-    const char *last_reply, int64_t last_attempt_at), void *arg)
+    void (*fn)(void *arg, const struct queue_pending_rcpt *r), void *arg)
 {
+	struct queue_pending_rcpt r;
 	sqlite3_stmt *st;
-	int rc;
+	const char *notify;
+	int rc, bits;
 
 	if (prepare(db, "SELECT id, address, last_reply,"
-	    " coalesce(last_attempt_at, 0) FROM recipients WHERE message_id ="
-	    " ?1 AND state IN ('queued', 'deferred', 'held') ORDER BY id",
-	    &st) == -1)
+	    " coalesce(last_attempt_at, 0), dsn_notify, dsn_orcpt FROM"
+	    " recipients WHERE message_id = ?1 AND state IN ('queued',"
+	    " 'deferred', 'held') ORDER BY id", &st) == -1)
 		return -1;
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-		fn(arg, sqlite3_column_int64(st, 0), col_text(st, 1),
-		    col_text(st, 2), sqlite3_column_int64(st, 3));
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		memset(&r, 0, sizeof(r));
+		r.id = sqlite3_column_int64(st, 0);
+		r.address = col_text(st, 1);
+		r.last_reply = col_text(st, 2);
+		r.last_attempt_at = sqlite3_column_int64(st, 3);
+		notify = col_text(st, 4);
+		bits = notify != NULL ? dsn_notify_parse(notify,
+		    strlen(notify)) : 0;
+		r.dsn_notify = bits > 0 ? (unsigned)bits : 0;
+		r.dsn_orcpt = col_text(st, 5);
+		fn(arg, &r);
+	}
 	return finish(db, st, rc, false);
 }
 
 int
 queue_db_bounce_source(struct queue_db *db, const char *id,
-    int (*fn)(void *arg, const char *sender, int64_t received_at,
-    const char *content, size_t len), void *arg)
+    int (*fn)(void *arg, const struct queue_bounce_source *src), void *arg)
 {
+	struct queue_bounce_source src;
 	sqlite3_stmt *st;
-	const char *content;
+	const char *ret;
 	int rc, r = 0;
 
-	if (prepare(db, "SELECT m.sender, m.received_at, c.content FROM"
-	    " messages m LEFT JOIN message_contents c ON c.message_id = m.id"
-	    " WHERE m.id = ?1", &st) == -1)
+	if (prepare(db, "SELECT m.sender, m.received_at, c.content,"
+	    " m.dsn_ret, m.dsn_envid FROM messages m LEFT JOIN"
+	    " message_contents c ON c.message_id = m.id WHERE m.id = ?1",
+	    &st) == -1)
 		return -1;
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
-		content = sqlite3_column_blob(st, 2);
-		r = fn(arg, col_text(st, 0), sqlite3_column_int64(st, 1),
-		    content, content != NULL ?
-		    (size_t)sqlite3_column_bytes(st, 2) : 0);
+		memset(&src, 0, sizeof(src));
+		src.sender = col_text(st, 0);
+		src.received_at = sqlite3_column_int64(st, 1);
+		src.content = sqlite3_column_blob(st, 2);
+		src.len = src.content != NULL ?
+		    (size_t)sqlite3_column_bytes(st, 2) : 0;
+		ret = col_text(st, 3);
+		src.dsn_ret = ret != NULL && dsn_ret_parse(ret) > 0 ?
+		    dsn_ret_parse(ret) : DSN_RET_NONE;
+		src.dsn_envid = col_text(st, 4);
+		r = fn(arg, &src);
 	}
 	if (finish(db, st, rc, true) < 0)
 		return -1;

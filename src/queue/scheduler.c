@@ -50,6 +50,7 @@
 #include "common/event.h"
 #include "delivery/spawner.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/proc.h"
 #include "queue/retry.h"
 #include "queue/scheduler.h"
@@ -69,6 +70,14 @@
 /* Child -> queue process (spawner.h). */
 #define report spawn_report
 
+/* A delivery outcome for the metrics, counted once its transaction
+ * committed. */
+struct pending_count {
+	char     dest[METRICS_DEST_LEN];
+	enum metrics_outcome outcome;
+	uint64_t latency_us;
+};
+
 struct srcpt {
 	int64_t  id;
 	char    *address;
@@ -76,7 +85,8 @@ struct srcpt {
 	int64_t  prev_attempt_at;       /* the one before; 0 for none */
 	int      status;                /* enum delivery_status */
 	bool     remote;                /* see struct delivery_rcpt */
-	bool     dsn_passed;            /* ... */
+	uint32_t connect_ms, transfer_ms;       /* for the log */
+	bool     dsn_passed;            /* the upstream took DSN (relay) */
 	unsigned dsn_notify;            /* DSN NOTIFY bits, 0: none given */
 	char    *dsn_orcpt;             /* "type;address", NULL: none */
 	char     reply[DELIVERY_REPLY_MAX];
@@ -152,6 +162,7 @@ static struct {
 	uint64_t  full_since_ms;        /* writes fail for want of space */
 	uint64_t  full_retry_ms;        /* when to try writing again */
 	struct buf outcome_log;         /* lines for the log, once committed */
+	struct buf outcome_counts;      /* struct pending_count, the same */
 	bool      requeue_pending;      /* requeue_interrupted() to redo */
 } s;
 
@@ -333,6 +344,8 @@ apply_report(struct child *c, const struct report *r)
 		rc->status = r->status == DELIVERY_OK ||
 		    r->status == DELIVERY_FAIL ? r->status : DELIVERY_DEFER;
 		rc->remote = r->remote != 0;
+		rc->connect_ms = r->connect_ms;
+		rc->transfer_ms = r->transfer_ms;
 		rc->dsn_passed = r->dsn_passed != 0;
 		memcpy(rc->reply, r->reply, sizeof(rc->reply));
 		rc->reply[sizeof(rc->reply) - 1] = '\0';
@@ -1266,6 +1279,78 @@ decide(const struct sjob *j, struct outcome *o, int64_t now)
 		o->warn = false;
 }
 
+/* Seconds since the message was received, to the millisecond. */
+static double
+since_received(const struct sjob *j)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)(ts.tv_sec - j->received_at) +
+	    (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * One line per recipient outcome, keyed by the queue id (README
+ * "Logs"): delay is the whole time since reception, delays its parts:
+ * waiting in the queue (attempts before this one included), connecting,
+ * and this attempt's transaction.
+ */
+static void
+log_outcome(const struct sjob *j, const struct outcome *o, const char *dsn)
+{
+	double delay = since_received(j);
+	double conn = o->rc->connect_ms / 1000.0, xfer = o->rc->transfer_ms /
+	    1000.0, waited = delay - conn - xfer;
+	struct log_rec r;
+	char delays[64];
+
+	if (!log_enabled(LOG_LEVEL_INFO))
+		return;
+	snprintf(delays, sizeof(delays), "%.3f/%.3f/%.3f",
+	    waited > 0 ? waited : 0.0, conn, xfer);
+	log_rec_begin(&r);
+	log_rec_str(&r, "id", j->queue_id);
+	log_rec_str(&r, "event", "delivery");
+	log_rec_path(&r, "to", o->rc->address);
+	log_rec_str(&r, "status", o->kind);
+	log_rec_str(&r, "action", j->action);
+	log_rec_str(&r, "route", j->route);
+	log_rec_str(&r, "relay", j->destination[0] != '\0' ?
+	    j->destination : NULL);
+	log_rec_secs(&r, "delay", delay);
+	log_rec_str(&r, "delays", delays);
+	log_rec_num(&r, "attempts", o->rc->attempts);
+	log_rec_reply(&r, o->rc->reply);
+	if ((strcmp(o->kind, "bounced") == 0 ||
+	    strcmp(o->kind, "expired") == 0) && dsn[0] != '\0')
+		log_rec_str(&r, "bounce", dsn);
+	/* Logged once committed (txn_commit()): a transaction that fails
+	 * is redone, and logs its outcomes then. */
+	log_rec_take(&r, &s.outcome_log);
+	buf_append(&s.outcome_log, "\n", 1);
+}
+
+static void
+count_outcome(const struct sjob *j, const struct outcome *o)
+{
+	enum metrics_outcome mo = strcmp(o->kind, "delivered") == 0 ?
+	    MO_DELIVERED : strcmp(o->kind, "deferred") == 0 ? MO_DEFERRED :
+	    strcmp(o->kind, "expired") == 0 ? MO_EXPIRED : MO_BOUNCED;
+
+	struct pending_count pc;
+
+	if (!metrics_enabled())
+		return;
+	/* Counted once committed, as the lines are logged. */
+	memset(&pc, 0, sizeof(pc));
+	strlcpy_mx(pc.dest, j->destination, sizeof(pc.dest));
+	pc.outcome = mo;
+	if (mo == MO_DELIVERED)
+		pc.latency_us = (uint64_t)(since_received(j) * 1e6);
+	buf_append(&s.outcome_counts, &pc, sizeof(pc));
+}
+
 static void
 write_history(const struct sjob *j, const struct outcome *o,
     const char *dsn, const char *warning, const char *success, int64_t now)
@@ -1295,26 +1380,31 @@ write_history(const struct sjob *j, const struct outcome *o,
 		buf_appendf(&s.detail, " notify=%s",
 		    dsn_notify_format(o->rc->dsn_notify, notify));
 	add_event(j->queue_id, o->rc->id, now, o->kind, s.detail.data);
-	/* Logged once committed (txn_commit()): a transaction that fails
-	 * is redone, and logs its outcomes then. */
-	buf_appendf(&s.outcome_log, "id=%s to=<%s> action=%s dest=%s"
-	    " status=%s attempts=%u reply=%s\n", j->queue_id, o->rc->address,
-	    j->action, j->destination[0] != '\0' ? j->destination : "-",
-	    o->kind, o->rc->attempts, o->rc->reply);
+	log_outcome(j, o, dsn);
+	count_outcome(j, o);
 }
 
-/* The outcome lines of the transaction that just committed. */
+/* The outcome lines and counts of the transaction that just committed. */
 static void
 outcome_log_flush(void)
 {
 	char *p = s.outcome_log.data, *nl;
+	struct pending_count *pc = (struct pending_count *)(void *)
+	    s.outcome_counts.data;
+	size_t i, n = s.outcome_counts.len / sizeof(*pc);
 
 	for (; p != NULL && *p != '\0'; p = nl + 1) {
 		if ((nl = strchr(p, '\n')) == NULL)
 			break;
-		log_info("%.*s", (int)(nl - p), p);
+		log_fields_emit(LOG_LEVEL_INFO, p, (size_t)(nl - p));
 	}
 	buf_reset(&s.outcome_log);
+	for (i = 0; i < n; i++) {
+		metrics_delivery(pc[i].dest, pc[i].outcome);
+		if (pc[i].outcome == MO_DELIVERED)
+			metrics_observe(MH_DELIVERY, pc[i].latency_us);
+	}
+	buf_reset(&s.outcome_counts);
 }
 
 /* Every recipient final: the message (or its content) goes. */
@@ -1433,6 +1523,7 @@ txn_commit(void)
 	}
 	unplace_children();
 	buf_reset(&s.outcome_log);
+	buf_reset(&s.outcome_counts);
 	/* Anything but a full disk: stop, the master restarts us, and what
 	 * was "delivering" is retried. */
 	if (!queue_db_out_of_space(s.db))
@@ -1482,6 +1573,7 @@ scheduler_init(const struct mxconf *conf, struct queue_db *db,
 		s.procs[k].fd = -1;
 	buf_init(&s.detail);
 	buf_init(&s.outcome_log);
+	buf_init(&s.outcome_counts);
 	if (queue_db_delivery_init(db) < 0)
 		fatalx("scheduler: cannot prepare its statements");
 	requeue_interrupted();
@@ -1731,6 +1823,7 @@ scheduler_stop(unsigned grace_seconds)
 	free(s.procs);
 	buf_free(&s.detail);
 	buf_free(&s.outcome_log);
+	buf_free(&s.outcome_counts);
 	event_del(s.loop, s.timerfd);
 	close(s.timerfd);
 }

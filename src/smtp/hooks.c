@@ -20,6 +20,7 @@
 #include "smtp/dnsbl.h"
 #include "smtp/hooks.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "smtp/plugin.h"
 #include "smtp/spf.h"
 
@@ -286,9 +287,19 @@ spf_done(void *ctx, const struct spf_answer *a)
 	struct spf_entry *e = ctx;
 	struct hooks_session *h = e->h;
 
+	static const enum metrics_counter by_result[SPF_RES_COUNT] = {
+		[SPF_RES_NONE] = MC_SPF_NONE, [SPF_RES_NEUTRAL] = MC_SPF_NEUTRAL,
+		[SPF_RES_PASS] = MC_SPF_PASS, [SPF_RES_FAIL] = MC_SPF_FAIL,
+		[SPF_RES_SOFTFAIL] = MC_SPF_SOFTFAIL,
+		[SPF_RES_TEMPERROR] = MC_SPF_TEMPERROR,
+		[SPF_RES_PERMERROR] = MC_SPF_PERMERROR,
+	};
+
 	e->done = true;
 	e->job = 0;
 	e->answer = *a;
+	if ((unsigned)a->result < SPF_RES_COUNT)
+		metrics_inc(by_result[a->result]);
 	log_info("session=%016llx spf=%s identity=%s address=<%s> client=%s "
 	    "helo=%s (%s)", (unsigned long long)h->conn_id,
 	    spf_result_name(a->result), a->identity, a->address, h->ip,
@@ -710,6 +721,9 @@ policy_done(void *ctx, const struct policy_answer *a)
 	if (h->policy_answer == NULL)
 		h->policy_answer = xmalloc(sizeof(*h->policy_answer));
 	*h->policy_answer = *a;
+	metrics_inc(a->verdict == POLICY_ACCEPT ? MC_POLICY_ACCEPT :
+	    a->verdict == POLICY_REJECT ? MC_POLICY_REJECT :
+	    a->verdict == POLICY_TEMPFAIL ? MC_POLICY_DEFER : MC_POLICY_CONTINUE);
 	if (h->active && h->waiting)
 		pipeline(h, true);
 }
@@ -819,6 +833,34 @@ step_run(struct hooks_session *h, enum step st, struct policy_answer *a)
 	return GO_ON;
 }
 
+/* A check refused: the record the session's other refusals also make
+ * (README "Logs"). */
+static void
+log_refusal(const struct hooks_session *h, const struct policy_answer *a)
+{
+	struct log_rec r;
+	char sid[20], reply[600];
+
+	if (!log_enabled(LOG_LEVEL_INFO))
+		return;
+	snprintf(sid, sizeof(sid), "%016llx", (unsigned long long)h->conn_id);
+	snprintf(reply, sizeof(reply), "%d %s", a->code, a->text);
+	log_rec_begin(&r);
+	log_rec_str(&r, "session", sid);
+	log_rec_str(&r, "event", "reject");
+	log_rec_str(&r, "stage", stage_names[h->stage]);
+	log_rec_str(&r, "client", h->ip);
+	if (h->stage >= STAGE_MAIL && h->view.sender != NULL) {
+		log_rec_str(&r, "id", h->view.queue_id);
+		log_rec_path(&r, "from", h->view.sender);
+	}
+	if (h->stage == STAGE_RCPT && h->view.rcpt != NULL)
+		log_rec_path(&r, "to", h->view.rcpt);
+	log_rec_reply(&r, reply);
+	log_rec_str(&r, "reason", a->why);
+	log_rec_emit(&r, LOG_LEVEL_INFO);
+}
+
 /* The stage is decided: tell the session (the last thing we do). */
 static void
 finish(struct hooks_session *h, const struct policy_answer *a, bool later)
@@ -826,9 +868,7 @@ finish(struct hooks_session *h, const struct policy_answer *a, bool later)
 	h->active = false;
 	h->waiting = false;
 	if (a->verdict == POLICY_REJECT || a->verdict == POLICY_TEMPFAIL)
-		log_info("session=%016llx client=%s stage=%s %s: %d %s",
-		    (unsigned long long)h->conn_id, h->ip,
-		    stage_names[h->stage], a->why, a->code, a->text);
+		log_refusal(h, a);
 	else if (a->is_default)
 		log_info("session=%016llx stage=%s policy service: %s",
 		    (unsigned long long)h->conn_id, stage_names[h->stage],

@@ -16,6 +16,7 @@
 #include "common/envelope.h"
 #include "smtp/hooks.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "smtp/route.h"
 #include "smtp/session.h"
 #include "smtp/smtp_proto.h"
@@ -98,6 +99,8 @@ struct session {
 	uint64_t   content_len;      /* bytes written to the memfd */
 	bool       content_failed;   /* a memfd write failed: answer 451 */
 	uint64_t   request_id;       /* submitted, waiting for the queue */
+	size_t     msg_size;         /* the message as stored, for the log */
+	uint64_t   data_start_us;    /* DATA accepted, for the log */
 };
 
 static void session_run(struct session *s);
@@ -207,6 +210,88 @@ data_sink(void *ctx, const char *data, size_t len)
 		content_flush(s);
 }
 
+/* ---- the log ---- */
+
+static bool encrypted(const struct session *s);
+
+/* A refusal in the dialogue, keyed by the session (README "Logs").
+ * rcpt: the recipient refused, or NULL; why: what decided. */
+static void
+log_reject(struct session *s, const char *stage, const char *rcpt,
+    const char *reply, const char *why)
+{
+	struct log_rec r;
+	char sid[20];
+
+	if (!log_enabled(LOG_LEVEL_INFO))
+		return;
+	snprintf(sid, sizeof(sid), "%016llx", (unsigned long long)s->conn_id);
+	log_rec_begin(&r);
+	log_rec_str(&r, "session", sid);
+	log_rec_str(&r, "event", "reject");
+	log_rec_str(&r, "stage", stage);
+	log_rec_str(&r, "client", s->client_ip);
+	log_rec_str(&r, "helo", s->helo_seen ? s->helo : NULL);
+	if (s->env.sender != NULL) {
+		log_rec_str(&r, "id", s->env.queue_id);
+		log_rec_path(&r, "from", s->env.sender);
+	}
+	if (rcpt != NULL)
+		log_rec_path(&r, "to", rcpt);
+	log_rec_reply(&r, reply);
+	if (why != NULL)
+		log_rec_str(&r, "reason", why);
+	log_rec_emit(&r, LOG_LEVEL_INFO);
+}
+
+/* Recipients of the transaction, each once (continue routes store an
+ * address once per route, one after the other). */
+static size_t
+distinct_rcpts(const struct session *s)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < s->env.nrcpts; i++) {
+		if (i > 0 && strcmp(s->env.rcpts[i - 1].address,
+		    s->env.rcpts[i].address) == 0)
+			continue;
+		n++;
+	}
+	return n;
+}
+
+/* The message is committed: its reception line, keyed by the queue id. */
+static void
+log_queued(struct session *s, const char *queue_id)
+{
+	struct log_rec r;
+	char sid[20], proto[16];
+
+	if (!log_enabled(LOG_LEVEL_INFO))
+		return;
+	snprintf(sid, sizeof(sid), "%016llx", (unsigned long long)s->conn_id);
+	snprintf(proto, sizeof(proto), "%s%s%s", s->esmtp ? "ESMTP" : "SMTP",
+	    encrypted(s) ? "S" : "", s->auth_user != NULL ? "A" : "");
+	log_rec_begin(&r);
+	log_rec_str(&r, "id", queue_id);
+	log_rec_str(&r, "event", "queued");
+	log_rec_str(&r, "session", sid);
+	log_rec_path(&r, "from", s->env.sender);
+	log_rec_num(&r, "size", (long long)s->msg_size);
+	log_rec_num(&r, "nrcpt", (long long)distinct_rcpts(s));
+	log_rec_str(&r, "client", s->client_ip);
+	log_rec_str(&r, "helo", s->helo);
+	log_rec_str(&r, "protocol", proto);
+	log_rec_str(&r, "tls", encrypted(s) ? tls_conn_version(s->tls) : NULL);
+	log_rec_str(&r, "cipher", encrypted(s) ? tls_conn_cipher(s->tls) :
+	    NULL);
+	log_rec_str(&r, "auth", s->auth_user);
+	log_rec_str(&r, "body", s->env.body_8bitmime ? "8BITMIME" : "7BIT");
+	log_rec_secs(&r, "transfer", (double)(monotonic_us() -
+	    s->data_start_us) / 1e6);
+	log_rec_emit(&r, LOG_LEVEL_INFO);
+}
+
 /* ---- routes ---- */
 
 /* The session is encrypted: the TLS handshake is done. */
@@ -223,6 +308,7 @@ rcpt_accept(struct session *s, const struct proto_event *ev,
 	const struct route_match *m;
 	size_t i;
 
+	metrics_inc(MC_RCPT_ACCEPTED);
 	for (i = 0; i < res->nmatches; i++) {
 		m = &res->matches[i];
 		envelope_add_rcpt(&s->env, ev->addr_text, m->route,
@@ -239,7 +325,6 @@ rcpt_accept(struct session *s, const struct proto_event *ev,
 	proto_accept(s->proto);
 }
 
-static bool encrypted(const struct session *s);
 
 /* What the checks see of the session now (hooks.h). */
 static void
@@ -309,19 +394,23 @@ on_rcpt(struct session *s, const struct proto_event *ev)
 
 	route_decide(s->conf->route_table, &in, &res);
 	if (res.verdict == ROUTE_REJECTED) {
-		log_info("session=%016llx id=%s client=%s rcpt=<%s> rejected: "
-		    "%d %s (%s)", (unsigned long long)s->conn_id,
-		    s->env.queue_id, s->client_ip, ev->addr_text, res.code,
-		    res.text, res.why);
+		char reply[600];
+
+		snprintf(reply, sizeof(reply), "%d %s", res.code, res.text);
+		log_reject(s, "rcpt", ev->addr_text, reply, res.why);
+		metrics_inc(MC_RCPT_REJ_ROUTE);
 		proto_reply(s->proto, res.code, "%s", res.text);
 	} else if (res.max_size != 0 && s->size_param > res.max_size) {
 		/* RFC 1870 6.1: the declared size is over this recipient's
 		 * limit; the other recipients may still be fine. */
-		log_info("session=%016llx id=%s rcpt=<%s> rejected: SIZE=%llu "
-		    "over max_size %zu of route %s",
-		    (unsigned long long)s->conn_id, s->env.queue_id,
-		    ev->addr_text, s->size_param, res.max_size,
+		char why[160];
+
+		snprintf(why, sizeof(why), "SIZE=%llu over max_size %zu of "
+		    "route %s", s->size_param, res.max_size,
 		    res.matches[0].route);
+		log_reject(s, "rcpt", ev->addr_text, "552 5.3.4 Message size "
+		    "exceeds fixed limit", why);
+		metrics_inc(MC_RCPT_REJ_SIZE);
 		proto_reply(s->proto, 552, "5.3.4 Message size exceeds fixed "
 		    "limit for <%s>", ev->addr_text);
 	} else {
@@ -391,6 +480,7 @@ data_begin(struct session *s)
 	s->arf = xmalloc(sizeof(*s->arf));
 	authres_filter_init(s->arf, s->conf->hostname);
 	s->in_data = true;
+	s->data_start_us = monotonic_us();
 	proto_accept(s->proto);
 }
 
@@ -455,10 +545,13 @@ on_message(struct session *s, const struct proto_event *ev)
 	s->in_data = false;
 	authres_filter_finish(s->arf, &s->content);
 	if (s->max_size != 0 && ev->message_size > s->max_size) {
-		log_info("session=%016llx id=%s message refused: %zu bytes "
-		    "over a route's max_size %zu",
-		    (unsigned long long)s->conn_id, s->env.queue_id,
-		    ev->message_size, s->max_size);
+		char why[120];
+
+		snprintf(why, sizeof(why), "%zu bytes over a route's max_size"
+		    " %zu", ev->message_size, s->max_size);
+		log_reject(s, "data", NULL, "552 5.3.4 Message size exceeds "
+		    "fixed limit", why);
+		metrics_inc(MC_MSG_REJ_SIZE);
 		proto_reply(s->proto, 552, "5.3.4 Message size exceeds fixed "
 		    "limit");
 		txn_reset(s);
@@ -478,14 +571,18 @@ message_submit(struct session *s)
 	uint64_t message_len, envelope_len;
 
 	if (seal_message(s, &message_len, &envelope_len) < 0) {
+		metrics_inc(MC_MSG_REJ_QUEUE);
 		proto_reply(s->proto, 451, "4.3.0 Local error, try again later");
 		txn_reset(s);
 		return;
 	}
+	/* As stored, our header fields included: the queue's size. */
+	s->msg_size = (size_t)message_len;
 	if (s->ops->submit(s, s->memfd, s->memfd < 0 ? s->content.data : NULL,
 	    message_len, envelope_len, &s->request_id) < 0) {
 		log_warn("session=%016llx id=%s queue unavailable",
 		    (unsigned long long)s->conn_id, s->env.queue_id);
+		metrics_inc(MC_MSG_REJ_QUEUE);
 		proto_reply(s->proto, 451,
 		    "4.3.0 Queue temporarily unavailable, try again later");
 		s->request_id = 0;
@@ -687,6 +784,11 @@ hooks_answer(void *arg, enum smtp_stage stage, const struct policy_answer *a,
 		if (stage == STAGE_CONNECT)
 			code = code >= 500 ? 554 : 421;
 		proto_reply(s->proto, code, "%s", a->text);
+		metrics_inc(stage == STAGE_MAIL ? MC_MAIL_REJ_CHECK :
+		    stage == STAGE_RCPT ? MC_RCPT_REJ_CHECK :
+		    stage == STAGE_DATA || stage == STAGE_END_OF_MESSAGE ?
+		    MC_MSG_REJ_CHECK : stage == STAGE_HELO ? MC_HELO_REJ_CHECK :
+		    MC_CONN_REFUSED_CHECK);
 	}
 	switch (stage) {
 	case STAGE_CONNECT:
@@ -767,9 +869,9 @@ handle_event(struct session *s, const struct proto_event *ev)
 	case PROTO_EV_MAIL:
 		txn_reset(s);
 		if (!queue_has_room(s, ev->size_param)) {
-			log_info("session=%016llx client=%s MAIL refused: the "
-			    "queue's file system is full",
-			    (unsigned long long)s->conn_id, s->client_ip);
+			log_reject(s, "mail", NULL, "452 4.3.1 Insufficient "
+			    "system storage", "the queue's file system is full");
+			metrics_inc(MC_MAIL_REJ_SPACE);
 			proto_reply(s->proto, 452, "4.3.1 Insufficient system "
 			    "storage");
 			break;
@@ -796,9 +898,15 @@ handle_event(struct session *s, const struct proto_event *ev)
 		on_message(s, ev);
 		break;
 	case PROTO_EV_MESSAGE_ABORT:
-		log_info("session=%016llx client=%s message refused: %d %s",
-		    (unsigned long long)s->conn_id, s->client_ip, ev->abort_code,
-		    ev->abort_text);
+		{
+			char reply[600];
+
+			snprintf(reply, sizeof(reply), "%d %s", ev->abort_code,
+			    ev->abort_text);
+			log_reject(s, "data", NULL, reply, NULL);
+			metrics_inc(ev->abort_code == 552 ? MC_MSG_REJ_SIZE :
+			    MC_MSG_REJ_CONTENT);
+		}
 		txn_reset(s);
 		proto_accept(s->proto);
 		break;
@@ -1088,10 +1196,17 @@ handshake(struct session *s)
 		log_info("session=%016llx client=%s TLS handshake failed: %s",
 		    (unsigned long long)s->conn_id, s->client_ip,
 		    tls_conn_error(s->tls));
+		metrics_inc(MC_TLS_FAILED);
 		s->write_failed = true;
 		return;
 	}
 	s->tls_phase = STLS_ON;
+	{
+		const char *v = tls_conn_version(s->tls);
+
+		metrics_inc(strcmp(v, "TLSv1.3") == 0 ? MC_TLS_V13 :
+		    strcmp(v, "TLSv1.2") == 0 ? MC_TLS_V12 : MC_TLS_OTHER);
+	}
 	snprintf(info, sizeof(info), "version=%s cipher=%s bits=%d",
 	    tls_conn_version(s->tls), tls_conn_cipher(s->tls),
 	    tls_conn_bits(s->tls, NULL));
@@ -1235,15 +1350,21 @@ session_submitted(struct session *s, const struct ipc_submit_result *r)
 	switch (r->status) {
 	case SUBMIT_OK:
 		s->nmessages++;
+		log_queued(s, r->queue_id);
+		metrics_inc(MC_MSG_ACCEPTED);
+		metrics_add(MC_BYTES_RECEIVED, s->msg_size);
 		proto_reply(s->proto, 250, "2.0.0 Ok: queued as %s", r->queue_id);
 		break;
 	case SUBMIT_TEMPFAIL:
+		metrics_inc(MC_MSG_REJ_QUEUE);
 		proto_reply(s->proto, 451, "4.3.0 %s", r->text);
 		break;
 	case SUBMIT_NOSPACE:
+		metrics_inc(MC_MSG_REJ_QUEUE);
 		proto_reply(s->proto, 452, "4.3.1 %s", r->text);
 		break;
 	default:
+		metrics_inc(MC_MSG_REJ_QUEUE);
 		proto_reply(s->proto, 554, "5.3.0 %s", r->text);
 		break;
 	}
@@ -1257,6 +1378,7 @@ session_queue_lost(struct session *s)
 	if (s->request_id == 0)
 		return;
 	s->request_id = 0;
+	metrics_inc(MC_MSG_REJ_QUEUE);
 	proto_reply(s->proto, 451, "4.3.0 Queue temporarily unavailable, try again later");
 	txn_reset(s);
 	session_run(s);

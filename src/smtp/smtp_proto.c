@@ -31,6 +31,7 @@
 #include "common/dsn.h"
 #include "smtp/smtp_proto.h"
 #include "common/util.h"
+#include "common/metrics.h"
 
 #define DSN_LINE_EXTRA DSN_ORCPT_MAX
 
@@ -143,6 +144,7 @@ struct proto_cmd {
 	const char *verb;
 	void      (*fn)(struct proto *, const char *arg);
 	bool        utf8_arg;    /* may carry an SMTPUTF8 address */
+	enum metrics_counter metric;
 };
 
 /* ---- replies ---------------------------------------------------------- */
@@ -163,6 +165,8 @@ reply_text(struct proto *p, int code, const char *text, bool counted)
 	 * a temporary failure is the answer that loses nothing. */
 	if (code < 200 || code > 599)
 		code = 451;
+	metrics_inc(code < 300 ? MC_REPLY_2XX : code < 400 ? MC_REPLY_3XX :
+	    code < 500 ? MC_REPLY_4XX : MC_REPLY_5XX);
 	do {
 		nl = strchr(line, '\n');
 		len = nl ? (size_t)(nl - line) : strlen(line);
@@ -1261,20 +1265,20 @@ cmd_auth(struct proto *p, const char *arg)
 }
 
 static const struct proto_cmd proto_cmds[] = {
-	{ "HELO",     cmd_helo,     false },
-	{ "EHLO",     cmd_ehlo,     false },
-	{ "MAIL",     cmd_mail,     true },
-	{ "RCPT",     cmd_rcpt,     true },
-	{ "DATA",     cmd_data,     false },
-	{ "BDAT",     cmd_bdat,     false },
-	{ "RSET",     cmd_rset,     false },
-	{ "NOOP",     cmd_noop,     false },
-	{ "QUIT",     cmd_quit,     false },
-	{ "VRFY",     cmd_vrfy,     false },
-	{ "EXPN",     cmd_expn,     false },
-	{ "HELP",     cmd_help,     false },
-	{ "STARTTLS", cmd_starttls, false },
-	{ "AUTH",     cmd_auth,     false },
+	{ "HELO",     cmd_helo,     false, MC_CMD_HELO },
+	{ "EHLO",     cmd_ehlo,     false, MC_CMD_EHLO },
+	{ "MAIL",     cmd_mail,     true,  MC_CMD_MAIL },
+	{ "RCPT",     cmd_rcpt,     true,  MC_CMD_RCPT },
+	{ "DATA",     cmd_data,     false, MC_CMD_DATA },
+	{ "BDAT",     cmd_bdat,     false, MC_CMD_BDAT },
+	{ "RSET",     cmd_rset,     false, MC_CMD_RSET },
+	{ "NOOP",     cmd_noop,     false, MC_CMD_NOOP },
+	{ "QUIT",     cmd_quit,     false, MC_CMD_QUIT },
+	{ "VRFY",     cmd_vrfy,     false, MC_CMD_OTHER },
+	{ "EXPN",     cmd_expn,     false, MC_CMD_OTHER },
+	{ "HELP",     cmd_help,     false, MC_CMD_OTHER },
+	{ "STARTTLS", cmd_starttls, false, MC_CMD_STARTTLS },
+	{ "AUTH",     cmd_auth,     false, MC_CMD_AUTH },
 };
 
 static const struct proto_cmd *
@@ -1316,9 +1320,11 @@ command(struct proto *p, char *line, size_t len)
 	for (verb = 0; verb < len && line[verb] != ' '; verb++)
 		;
 	if ((cmd = cmd_lookup(line, verb)) == NULL) {
+		metrics_inc(MC_CMD_OTHER);
 		reply(p, 500, "5.5.2 Error: command not recognized");
 		return;
 	}
+	metrics_inc(cmd->metric);
 	if (!cmd->utf8_arg && has_nonascii(line, len)) {
 		reply(p, 500, "5.5.2 Error: non-ASCII character in command");
 		return;

@@ -18,23 +18,23 @@ CFLAGS="-std=gnu11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
 cd "$top"
 $CC $CFLAGS -I src tests/fuzz/fuzz_addr.c src/common/addr.c -o "$out/fuzz_addr"
 $CC $CFLAGS -I src tests/fuzz/fuzz_proto.c src/smtp/smtp_proto.c src/common/addr.c src/common/dsn.c \
-    src/common/util.c src/common/log.c -o "$out/fuzz_proto"
-$CC $CFLAGS -I src tests/fuzz/fuzz_json.c src/common/json.c src/common/util.c src/common/log.c \
+    src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c -o "$out/fuzz_proto"
+$CC $CFLAGS -I src tests/fuzz/fuzz_json.c src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c \
     -o "$out/fuzz_json"
 $CC $CFLAGS -I src $(pkg-config --cflags gmime-3.0) \
-    tests/fuzz/fuzz_message_json.c src/delivery/message_json.c src/common/json.c \
-    src/common/util.c src/common/log.c $(pkg-config --libs gmime-3.0) \
+    tests/fuzz/fuzz_message_json.c src/delivery/message_json.c \
+    src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c $(pkg-config --libs gmime-3.0) \
     -o "$out/fuzz_message_json"
 $CC $CFLAGS -I src tests/fuzz/fuzz_authres.c src/smtp/authres.c src/smtp/spf.c src/common/threadpool.c \
-    src/common/util.c src/common/log.c -lspf2 -o "$out/fuzz_authres"
+    src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c -lspf2 -o "$out/fuzz_authres"
 $CC $CFLAGS -I src tests/fuzz/fuzz_spf_record.c src/smtp/spf.c src/common/threadpool.c src/common/util.c \
-    src/common/log.c -lspf2 -o "$out/fuzz_spf_record"
+    src/common/log.c src/common/json.c src/common/metrics.c -lspf2 -o "$out/fuzz_spf_record"
 $CC $CFLAGS -I src tests/fuzz/fuzz_envelope.c src/common/envelope.c src/common/dsn.c \
-    src/common/util.c src/common/log.c -o "$out/fuzz_envelope"
+    src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c -o "$out/fuzz_envelope"
 $CC $CFLAGS -I src tests/fuzz/fuzz_proxy.c src/smtp/proxy.c -o "$out/fuzz_proxy"
 # The relay client's pure parsers; relay.c needs its libraries to link.
 RELAY_SRC="src/delivery/relay.c src/delivery/delivery.c src/delivery/mime7bit.c src/common/dsn.c
-  src/common/json.c src/common/util.c src/common/log.c"
+  src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c"
 RELAY_LIBS="-lssl -lcrypto -lresolv $(pkg-config --libs gmime-3.0)"
 $CC $CFLAGS -I src $(pkg-config --cflags gmime-3.0) \
     tests/fuzz/fuzz_relay_reply.c $RELAY_SRC $RELAY_LIBS \
@@ -42,7 +42,10 @@ $CC $CFLAGS -I src $(pkg-config --cflags gmime-3.0) \
 $CC $CFLAGS -I src $(pkg-config --cflags gmime-3.0) \
     tests/fuzz/fuzz_relay_mx.c $RELAY_SRC $RELAY_LIBS \
     -o "$out/fuzz_relay_mx"
+$CC $CFLAGS -I src tests/fuzz/fuzz_exporter.c src/metrics/exporter_parse.c \
+    -o "$out/fuzz_exporter"
 echo "built $out/fuzz_addr $out/fuzz_proto $out/fuzz_json $out/fuzz_message_json"
 echo "built $out/fuzz_authres $out/fuzz_spf_record"
 echo "built $out/fuzz_envelope $out/fuzz_relay_reply $out/fuzz_relay_mx"
+echo "built $out/fuzz_exporter"
 echo "built $out/fuzz_proxy"

@@ -19,6 +19,7 @@ arrived.  Every DSN is parsed with Python's email package.
 
 import email
 import email.policy
+import json
 import re
 import smtplib
 import time
@@ -203,6 +204,20 @@ def test_dsn_values_stored_decoded(daemon_factory):
         ("carol@example.test", "NEVER", None),
         ("dave@example.test", None, None)]
     assert d.db("SELECT version FROM schema_version") == [(4,)]
+    # mxgatectl shows them too.
+    r = d.ctl("queue", "show", qid)
+    assert r.returncode == 0, r.stderr
+    assert "dsn:         RET=HDRS ENVID=QQ+314=x y\n" in r.stdout
+    assert "    dsn: NOTIFY=SUCCESS,DELAY ORCPT=rfc822;Bob+x@Example.test\n" \
+        in r.stdout
+    assert "    dsn: NOTIFY=NEVER\n" in r.stdout
+    r = d.ctl("queue", "show", "--json", qid)
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert (shown["dsn_ret"], shown["dsn_envid"]) == ("HDRS", "QQ+314=x y")
+    assert [(x["dsn_notify"], x["dsn_orcpt"]) for x in shown["recipients"]] \
+        == [("SUCCESS,DELAY", "rfc822;Bob+x@Example.test"),
+            ("NEVER", None), (None, None)]
     # Without any DSN parameter: nothing stored.
     qid = dsn_send(d, [("erin@example.test", [])], message("plain"))
     assert d.db("SELECT dsn_ret, dsn_envid FROM messages WHERE id = ?",
@@ -451,3 +466,41 @@ def test_delay_dsn_only_where_notify_allows(daemon_factory):
         assert set(states(d, qid).values()) <= {"deferred", "delivering"}
     finally:
         dsn_cap.stop()
+
+
+def test_operator_bounce_honours_notify(daemon_factory):
+    """mxgatectl queue bounce writes the failure DSN the scheduler
+    would: NOTIFY=NEVER recipients left out, RET, ENVID, ORCPT kept."""
+    d = daemon_factory({"delivery": {"paused": True}})
+    qid = dsn_send(d, [
+        ("never@example.test", ["NOTIFY=NEVER"]),
+        ("bob@example.test", ["ORCPT=rfc822;b+2Bo@example.test"])],
+        message("bounced by hand", body="whole body\r\n"),
+        ["RET=FULL", "ENVID=op+3D1"])
+    r = d.ctl("queue", "bounce", qid)
+    assert r.returncode == 0, r.stderr
+    dsn_id = re.search(r"DSN ([0-9A-Z]{16}) queued", r.stdout).group(1)
+    content = d.db("SELECT content FROM message_contents WHERE"
+                   " message_id = ?", (dsn_id,))[0][0]
+    _, parts, per_msg, per_rcpt = parse_report(
+        content, last_type="message/rfc822")
+    assert per_msg["Original-Envelope-Id"] == "op=1"
+    assert [r["Final-Recipient"] for r in per_rcpt] == [
+        "rfc822; bob@example.test"]
+    assert per_rcpt[0]["Original-Recipient"] == "rfc822;b+o@example.test"
+    assert per_rcpt[0]["Action"] == "failed"
+    assert "whole body" in parts[2].get_payload()[0].get_payload()
+    details = dict(d.db(
+        "SELECT r.address, e.detail FROM events e JOIN recipients r"
+        " ON r.id = e.recipient_id WHERE e.message_id = ? AND"
+        " e.kind = 'bounced'", (qid,)))
+    assert "dsn=none notify=NEVER" in details["never@example.test"]
+    assert "dsn=%s" % dsn_id in details["bob@example.test"]
+
+    # Nobody asked: no DSN, and the operator is told why.
+    qid = dsn_send(d, [("never@example.test", ["NOTIFY=NEVER"])],
+                   message("quiet"))
+    r = d.ctl("queue", "bounce", qid)
+    assert r.returncode == 0, r.stderr
+    assert "no DSN (NOTIFY=NEVER)" in r.stdout
+    assert states(d, qid) == {"never@example.test": "bounced"}

@@ -135,8 +135,9 @@ def test_reject_route_and_no_route(daemon_factory):
     assert replies[2].startswith("250 2.1.5")
     qid = queued_id(final)
     assert [a for a, _, _, _ in stored(d, qid)] == ["grace@debug.example.test"]
-    assert "rejected: 551 5.1.6" in d.log()
-    assert "(no route)" in d.log()
+    assert 'event=reject stage=rcpt' in d.log()
+    assert 'dsn=5.1.6 reply="551 5.1.6' in d.log()
+    assert 'reason="no route"' in d.log()
 
 
 def test_continue_stores_each_route(daemon_factory):

@@ -1,0 +1,349 @@
+"""The Prometheus endpoint (metrics.listen): scraped during traffic, the
+numbers match what was sent; every scrape passes `promtool check
+metrics` (Debian package prometheus); counters survive a killed smtp
+process and a killed queue process; the queue gauges follow the queue;
+the exporter answers only GET /metrics, bounds its connections, and runs
+confined; nothing listens unless configured.
+"""
+import os
+import re
+import smtplib
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import free_port, mxgated_path, wait_for
+
+SERIES_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$")
+
+ROUTES = [
+    {"name": "sink", "rcpt": r"@sink\.example$", "action": "discard"},
+    {"name": "accepted", "rcpt": r"@example\.test$", "action": "relay",
+     "upstream": "parked"},
+    {"name": "relay_denied", "rcpt": ".*", "action": "reject",
+     "code": 550, "text": "5.7.1 <${rcpt}>: Relay access denied"},
+]
+
+
+def promtool():
+    for p in ("/usr/bin/promtool", "/usr/local/bin/promtool"):
+        if os.access(p, os.X_OK):
+            return p
+    pytest.fail("promtool not installed (Debian package prometheus, "
+                "contrib/install-deps.sh)")
+
+
+def http_get(port, path="/metrics", raw=None, timeout=5.0):
+    """(status code, headers text, body) of one request."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(raw if raw is not None else
+                  ("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, head.decode(), body.decode()
+
+
+def scrape_text(port):
+    status, head, body = http_get(port)
+    assert status == 200, (head, body)
+    assert "Content-Type: text/plain; version=0.0.4" in head, head
+    return body
+
+
+def promtool_check(body):
+    r = subprocess.run([promtool(), "check", "metrics"], input=body,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, (r.stdout, r.stderr, body)
+
+
+def parse(body):
+    """{series: value}; every sample line well formed, none twice."""
+    out = {}
+    for line in body.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        m = SERIES_RE.match(line)
+        assert m, "not a sample line: %r" % line
+        assert m.group(1) not in out, "series twice: %s" % m.group(1)
+        out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def scrape(port, check=True):
+    """{series: value}, after promtool accepted the text."""
+    body = scrape_text(port)
+    if check:
+        promtool_check(body)
+    return parse(body)
+
+
+@pytest.fixture
+def md(daemon_factory):
+    """A daemon with the exporter on a free loopback port."""
+    port = free_port()
+    d = daemon_factory({"metrics": {"listen": "127.0.0.1:%d" % port},
+                        "routes": ROUTES,
+                        "delivery": {"retry_schedule": [3600],
+                                     "keep_delivered": "1d"}})
+    d.mport = port
+    wait_for(lambda: _up(port), 10.0)
+    return d
+
+
+def _up(port):
+    try:
+        http_get(port, timeout=1.0)
+        return True
+    except OSError:
+        return False
+
+
+def message(subject, body_lines=5):
+    body = "".join("line %d of the message body\r\n" % i
+                   for i in range(body_lines))
+    return ("From: a@sender.example\r\nTo: b@example.test\r\n"
+            "Subject: %s\r\n\r\n%s" % (subject, body))
+
+
+def send(d, rcpts, subject="m", body_lines=5):
+    """Send one message; returns smtplib's refused dict."""
+    with smtplib.SMTP(d.host, d.port, timeout=30) as c:
+        return c.sendmail("a@sender.example", rcpts,
+                          message(subject, body_lines))
+
+
+def test_scrape_during_traffic_matches_what_was_sent(md):
+    """Three clients send while the endpoint is scraped every 50 ms:
+    every scrape is valid and the counters only grow; at the end they
+    are exactly what was sent, received, refused and delivered."""
+    nthreads, per_thread = 3, 8
+    errors, scrapes = [], []
+    stop = threading.Event()
+
+    def client(k):
+        try:
+            for i in range(per_thread):
+                refused = {}
+                try:
+                    refused = send(md, ["u%d@sink.example" % k,
+                                        "v%d@example.test" % k,
+                                        "w%d@elsewhere.example" % k],
+                                   subject="t%d-%d" % (k, i),
+                                   body_lines=1 + i)
+                except smtplib.SMTPRecipientsRefused as e:
+                    refused = e.recipients
+                assert list(refused) == ["w%d@elsewhere.example" % k]
+        except Exception as e:  # reported by the main thread
+            errors.append(e)
+
+    def scraper():
+        while not stop.is_set():
+            scrapes.append(scrape_text(md.mport))
+            time.sleep(0.02)
+
+    # the start's readiness check made a connection: count from here
+    base = scrape(md.mport)
+    st = threading.Thread(target=scraper)
+    st.start()
+    threads = [threading.Thread(target=client, args=(k,))
+               for k in range(nthreads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    stop.set()
+    st.join(60)
+    assert not errors, errors
+    assert len(scrapes) >= 3
+    # the exposition taken mid-traffic is valid too
+    promtool_check(scrapes[len(scrapes) // 2])
+    parsed = [parse(b) for b in scrapes]
+    for key in ("mxgate_messages_accepted_total",
+                "mxgate_recipients_accepted_total",
+                "mxgate_received_bytes_total",
+                'mxgate_smtp_commands_total{command="RCPT"}'):
+        values = [p[key] for p in parsed]
+        assert values == sorted(values), (key, values)
+    assert parsed[0]["mxgate_messages_accepted_total"] < \
+        parsed[-1]["mxgate_messages_accepted_total"] or \
+        parsed[-1]["mxgate_messages_accepted_total"] == \
+        nthreads * per_thread
+
+    n = nthreads * per_thread
+    sizes = md.db("SELECT sum(size), count(*) FROM messages")[0]
+    assert sizes[1] == n
+    # the sink recipients are delivered (discard) at once
+    wait_for(lambda: scrape(md.mport).get(
+        'mxgate_deliveries_total{outcome="delivered",destination="discard"}',
+        0) == n, 10.0)
+    now = scrape(md.mport)
+    m = {k: v - base.get(k, 0) for k, v in now.items()}
+    assert m["mxgate_messages_accepted_total"] == n
+    assert m["mxgate_queue_committed_messages_total"] == n
+    assert m["mxgate_recipients_accepted_total"] == 2 * n
+    assert m['mxgate_recipients_rejected_total{reason="route"}'] == n
+    assert m["mxgate_received_bytes_total"] == sizes[0]
+    assert m["mxgate_connections_accepted_total"] == n
+    assert m['mxgate_smtp_commands_total{command="MAIL"}'] == n
+    assert m['mxgate_smtp_commands_total{command="RCPT"}'] == 3 * n
+    assert m['mxgate_smtp_commands_total{command="DATA"}'] == n
+    assert m['mxgate_smtp_replies_total{class="5xx"}'] == n
+    assert m['mxgate_smtp_replies_total{class="3xx"}'] == n
+    assert m["mxgate_queue_commit_batch_size_sum"] == n
+    assert m['mxgate_queue_commit_seconds_bucket{le="+Inf"}'] == \
+        m["mxgate_queue_commit_seconds_count"] >= 1
+    assert m["mxgate_delivery_latency_seconds_count"] == n
+    assert m['mxgate_deliveries_total{outcome="delivered",'
+             'destination="discard"}'] == n
+    # the parked upstream: every attempt deferred
+    wait_for(lambda: scrape(md.mport).get(
+        'mxgate_deliveries_total{outcome="deferred",'
+        'destination="[127.0.0.1]:9"}', 0) == n, 20.0)
+    # sessions: all ended
+    wait_for(lambda: scrape(md.mport)["mxgate_smtp_sessions"] == 0, 5.0)
+
+
+def test_sessions_gauge_and_queue_gauges(md):
+    """An open session is counted while it lasts; the queue gauges show
+    the deferred recipients by destination and the oldest one's age."""
+    with md.raw() as c:
+        assert c.line().startswith("220")
+        assert wait_for(lambda: scrape(md.mport)["mxgate_smtp_sessions"]
+                        == 1, 5.0)
+    send(md, ["x@example.test", "y@example.test"])
+    send(md, ["z@example.test"])
+    key = ('mxgate_queue_recipients{state="deferred",'
+           'destination="[127.0.0.1]:9"}')
+    assert wait_for(lambda: scrape(md.mport).get(key) == 3, 10.0), \
+        scrape(md.mport)
+    m = scrape(md.mport)
+    assert m['mxgate_queue_recipients_by_state{state="deferred"}'] == 3
+    assert m['mxgate_queue_recipients_by_state{state="queued"}'] == 0
+    assert 0 <= m["mxgate_queue_oldest_message_age_seconds"] < 60
+    assert 0 <= m["mxgate_queue_gauges_age_seconds"] <= 2
+    # held by the operator: the gauges follow within a second or two
+    qid = md.db("SELECT id FROM messages ORDER BY id LIMIT 1")[0][0]
+    r = md.ctl("queue", "hold", qid)
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: scrape(md.mport).get(
+        'mxgate_queue_recipients_by_state{state="held"}') == 2, 5.0)
+    assert scrape(md.mport)[key] == 1
+
+
+def test_counters_survive_killed_processes(md):
+    """The counters live in memory the master holds: an smtp process or
+    the queue process killed with SIGKILL and started again loses none."""
+    for i in range(3):
+        send(md, ["k%d@sink.example" % i])
+    before = scrape(md.mport)
+    assert before["mxgate_messages_accepted_total"] == 3
+    for pid in md.smtp_pids() + md.queue_pids():
+        os.kill(pid, 9)
+    assert wait_for(lambda: scrape(md.mport).get(
+        'mxgate_process_starts_total{role="smtp"}', 0) >=
+        before['mxgate_process_starts_total{role="smtp"}'] + 2 and
+        scrape(md.mport)['mxgate_process_starts_total{role="queue"}'] ==
+        before['mxgate_process_starts_total{role="queue"}'] + 1, 15.0)
+    after = scrape(md.mport)
+    for k in ("mxgate_messages_accepted_total",
+              "mxgate_recipients_accepted_total",
+              "mxgate_received_bytes_total",
+              "mxgate_queue_committed_messages_total",
+              'mxgate_smtp_commands_total{command="MAIL"}'):
+        assert after[k] == before[k], k
+    # and the new processes count on from there
+    assert wait_for(lambda: _send_ok(md), 15.0)
+    assert scrape(md.mport)["mxgate_messages_accepted_total"] == 4
+
+
+def _send_ok(d):
+    try:
+        send(d, ["again@sink.example"])
+        return True
+    except (OSError, smtplib.SMTPException):
+        return False
+
+
+def test_http_answers(md):
+    """GET /metrics only; anything else a short error; a request that
+    never ends its headers is cut at 4 KB."""
+    assert http_get(md.mport, "/")[0] == 404
+    assert http_get(md.mport, "/metrics?x=1")[0] == 200
+    assert http_get(md.mport, raw=b"POST /metrics HTTP/1.1\r\n\r\n")[0] == 405
+    assert http_get(md.mport, raw=b"HELLO\r\n\r\n")[0] == 400
+    assert http_get(md.mport, raw=b"GET /metrics HTTP/1.1\r\nX: " +
+                    b"a" * 5000)[0] == 431
+
+
+def test_connection_limit(md):
+    """16 idle connections at most: the 17th is closed at once, and the
+    endpoint serves again as soon as one goes."""
+    held = [socket.create_connection(("127.0.0.1", md.mport), timeout=5)
+            for _ in range(16)]
+    try:
+        time.sleep(0.2)
+        s = socket.create_connection(("127.0.0.1", md.mport), timeout=5)
+        try:
+            s.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            assert s.recv(100) == b""
+        except ConnectionResetError:
+            pass    # closed with our request unread: a reset
+        s.close()
+    finally:
+        for h in held:
+            h.close()
+    assert wait_for(lambda: _up(md.mport), 5.0)
+    assert scrape(md.mport)["mxgate_messages_accepted_total"] == 0
+
+
+def proc_status(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+
+
+def test_exporter_confined(md):
+    """The exporter runs as the smtp user, chrooted, with no capability,
+    no_new_privs and its seccomp filter; the master never reads a
+    scraper's byte."""
+    pids = [p for p, t in md.titles().items()
+            if t.startswith("mxgated: metrics")]
+    assert len(pids) == 1, md.titles()
+    st = proc_status(pids[0])
+    import pwd
+    uid = pwd.getpwnam("mxgate-smtp").pw_uid
+    assert st["Uid"].split()[0] == str(uid)
+    assert st["NoNewPrivs"].strip() == "1"
+    assert st["Seccomp"].strip() == "2"
+    assert int(st["CapEff"].strip(), 16) == 0
+    assert os.readlink("/proc/%d/root" % pids[0]) == \
+        md.settings["server"]["chroot_dir"]
+
+
+def test_off_by_default(daemon):
+    assert not [t for t in daemon.titles().values()
+                if t.startswith("mxgated: metrics")]
+    assert "metrics on http" not in daemon.log()
+
+
+@pytest.mark.parametrize("value, why", [
+    ("127.0.0.1", "no port"),
+    ("localhost:9187", "numeric"),
+    ("::1:9187", "brackets"),
+    ("127.0.0.1:99999", "1 to 65535"),
+])
+def test_bad_listen_refused_with_its_line(daemon_factory, value, why):
+    d = daemon_factory({"metrics": {"listen": value}}, start=False)
+    r = subprocess.run([mxgated_path(), "-n", "-c", d.config_path],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert re.search(r"%s:\d+: 'metrics.listen': .*%s" %
+                     (re.escape(d.config_path), why), r.stderr), r.stderr
