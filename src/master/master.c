@@ -109,6 +109,7 @@ static struct {
 	struct child spawner;           /* the queue's delivery spawner */
 	struct child exporter;          /* metrics.listen: the exporter */
 	int        metrics_fd;          /* its listener, -1 when off */
+	int        metrics_slots;       /* smtp blocks in the store */
 	bool       lookup_on;
 	struct conn *conns;
 	size_t     nconn_slots;
@@ -287,24 +288,14 @@ static void send_to_worker(struct child *w, enum ipc_type type,
 /*
  * Postfix's stress mode: past stress.threshold percent of the slots,
  * every worker applies the shorter stress timeouts and handoff() the
- * fair share.  It ends 10 points lower (half the threshold for one
- * under 20), so that it does not flap at the boundary.
+ * fair share (stress_next(), checks.h, says when it begins and ends).
  */
 static void
 stress_update(void)
 {
-	uint64_t used = (uint64_t)m.nconns * 100;
 	unsigned th = m.conf->stress_threshold;
-	unsigned low = th >= 20 ? th - 10 : th / 2;
-	uint64_t max = m.conf->max_connections;
-	bool on;
+	bool on = stress_next(m.stress, m.nconns, m.conf->max_connections, th);
 
-	if (th == 0)
-		return;
-	if (!m.stress)
-		on = used >= th * max;
-	else
-		on = !(used < low * max || m.nconns == 0);
 	if (on == m.stress)
 		return;
 	m.stress = on;
@@ -730,7 +721,9 @@ spawn_worker(int slot)
 		sigaddset(&usr1, SIGUSR1);
 		sigprocmask(SIG_BLOCK, &usr1, NULL);
 		log_set_role("smtp");
-		metrics_bind(METRICS_BLOCK_SMTP + slot);
+		/* Slots past the first ones (reload.h: generations that
+		 * overlap) share blocks: workers only add to counters. */
+		metrics_bind(METRICS_BLOCK_SMTP + slot % m.metrics_slots);
 		metrics_inc(MC_WORKER_STARTS);
 		/* worker_main() confines itself (worker_sandbox()). */
 		exit(worker_main(m.conf, slot, keep[0], keep[1], keep[2]));
@@ -806,6 +799,7 @@ metrics_start(void)
 	int on = 1;
 
 	m.metrics_fd = -1;
+	m.metrics_slots = m.nslots;
 	if (m.conf->metrics_listen == NULL)
 		return 0;
 	if (metrics_listen_parse(m.conf->metrics_listen, &ss, &len, &why) < 0) {
@@ -1085,14 +1079,9 @@ send_to_worker(struct child *w, enum ipc_type type, const void *msg,
 static bool
 over_fair_share(const char *ip, unsigned holds, unsigned others)
 {
-	uint64_t free_slots;
-
-	if (!m.stress || m.conf->fair_share == 0 || holds == 0 ||
-	    netlist_contains(m.conf->trusted_nets, ip))
-		return false;
-	free_slots = others >= m.conf->max_connections ? 0 :
-	    m.conf->max_connections - others;
-	return (uint64_t)holds * 100 >= free_slots * m.conf->fair_share;
+	return m.stress && fair_share_reached(holds, others,
+	    m.conf->max_connections, m.conf->fair_share) &&
+	    !netlist_contains(m.conf->trusted_nets, ip);
 }
 
 /*

@@ -116,9 +116,16 @@ reload_load(const struct mxconf *old)
 		    " restart (mxgated stopped and started)", c->path, fixed);
 		goto refused;
 	}
-	/* What the start refuses, the reload refuses (mxgated.c). */
-	if (sandbox_check_users(c) < 0 || check_access(c, true, &warnings) > 0 ||
-	    check_prepare_maildirs(c) < 0)
+	/* What the start refuses, the reload refuses (mxgated.c).  The
+	 * users' check writes on stderr, which a daemon has closed: the
+	 * log names it. */
+	if (sandbox_check_users(c) < 0) {
+		log_error("reload: %s: a user it names does not exist, is root"
+		    " or shares the queue's user (mxgated -n -c %s says which)",
+		    c->path, c->path);
+		goto refused;
+	}
+	if (check_access(c, true, &warnings) > 0 || check_prepare_maildirs(c) < 0)
 		goto refused;
 	return c;
 refused:

@@ -349,3 +349,29 @@ ratelimit_clients(const struct ratelimit *r)
 {
 	return r->nclients;
 }
+
+/* ---- connection slots under pressure ---- */
+
+bool
+stress_next(bool stressed, unsigned in_use, unsigned max, unsigned threshold)
+{
+	uint64_t used = (uint64_t)in_use * 100;
+	unsigned low = threshold >= 20 ? threshold - 10 : threshold / 2;
+
+	if (threshold == 0)
+		return false;
+	if (!stressed)
+		return used >= (uint64_t)threshold * max;
+	return !(used < (uint64_t)low * max || in_use == 0);
+}
+
+bool
+fair_share_reached(unsigned holds, unsigned in_use, unsigned max,
+    unsigned share)
+{
+	uint64_t free_slots = in_use >= max ? 0 : max - in_use;
+
+	if (share == 0 || holds == 0)
+		return false;
+	return (uint64_t)holds * 100 >= free_slots * share;
+}

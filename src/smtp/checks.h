@@ -17,6 +17,10 @@
  * minutes are forgotten, and beyond RATE_MAX_CLIENTS addresses new ones
  * are let through uncounted (fail open, logged by the caller) rather
  * than grow without bound under a flood of spoofed-looking sources.
+ *
+ * Connection slots under pressure (the master's arithmetic, stress.* and
+ * limits.fair_share): when stress mode begins and ends, and whether an
+ * address already holds its fair share of the free slots.
  */
 #ifndef MXGATE_CHECKS_H
 #define MXGATE_CHECKS_H
@@ -75,5 +79,25 @@ void ratelimit_expire(struct ratelimit *r, uint64_t now_ms);
  * convenient (with each event, from a timer). */
 void ratelimit_tick(struct ratelimit *r, uint64_t now_ms);
 size_t ratelimit_clients(const struct ratelimit *r);
+
+/* ---- connection slots under pressure ---- */
+
+/*
+ * Stress mode after a change of the slots in use: it begins at threshold
+ * percent of max and ends 10 points lower (half the threshold for one
+ * under 20), or when nothing is in use, so that it does not flap at the
+ * boundary.  threshold 0: never.
+ */
+bool stress_next(bool stressed, unsigned in_use, unsigned max,
+    unsigned threshold);
+
+/*
+ * Does an address holding holds of the in_use slots taken (its own
+ * included) of max already have its share of the free ones (share
+ * percent)?  An address holding none never does while one is free.
+ * share 0: never.
+ */
+bool fair_share_reached(unsigned holds, unsigned in_use, unsigned max,
+    unsigned share);
 
 #endif

@@ -548,6 +548,13 @@ def test_fixed_setting_and_unbindable_listener_refused(world):
     log = w.reload(ok=False)
     assert "queue.directory changed: it takes effect only at a restart" \
         in log, log
+    # A user that does not exist (FILE:LINE, as at a start).
+    w.write(merge_settings(w.base, {"server": {"delivery_user":
+                                               "no-such-user-here"},
+                                    "helo_checks": True}))
+    log = w.reload(ok=False)
+    assert "%s:1: 'server.delivery_user': no such user" % d.config_path \
+        in log, log
     # A port somebody else holds: refused, the other listeners untouched.
     with w.ns.entered():
         holder = socket.socket()
@@ -603,4 +610,33 @@ def test_mxgatectl_reload(world):
     assert proc_cmdline(d.pid) == "mxgated: master (reload 2 refused)"
     c = w.session(helo=None)
     assert c.cmd("EHLO my_pc").startswith("501 5.5.2")    # still reload 1
+    c.close()
+
+
+def test_reload_listener_options(world):
+    """A listener that stays (the same socket) takes its new options:
+    the PROXY protocol switched on at a reload applies to the next
+    connection, whose client is then the one the header names."""
+    w, d = world, world.d
+    listen = [dict(l) for l in w.base["listen"]]
+    listen[0].update({"proxy_protocol": True, "proxy_from": [CLIENT]})
+    w.write(merge_settings(w.base, {"listen": listen}))
+    log = w.reload()
+    assert "listening on" not in log, log      # no socket bound again
+    with w.ns.entered():
+        sock = socket.create_connection((SERVER, w.kept), timeout=10,
+                                        source_address=(CLIENT, 0))
+    c = d.raw()
+    c.close()
+    c.sock, c.buf = sock, b""
+    c.send("PROXY TCP4 198.51.100.77 %s 40000 %d\r\n" % (SERVER, w.kept))
+    assert c.line().startswith("220 ")
+    assert c.cmd("EHLO client.example").startswith("250")
+    qid = send(c, "bob@open.test", "proxied")
+    c.close()
+    assert d.db("SELECT client_ip FROM messages WHERE id = ?",
+                (qid,)) == [("198.51.100.77",)]
+    # The other listener did not change: no header there.
+    c = w.session(w.removed)
+    assert send(c, "bob@open.test", "direct")
     c.close()

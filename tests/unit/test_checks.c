@@ -184,6 +184,89 @@ test_rate_bounded(void)
 	ratelimit_free(r);
 }
 
+static void
+test_stress_next(void)
+{
+	/* 80%: on at 800 of 1000, off below 700, not in between. */
+	CHECK(!stress_next(false, 799, 1000, 80));
+	CHECK(stress_next(false, 800, 1000, 80));
+	CHECK(stress_next(true, 700, 1000, 80));
+	CHECK(!stress_next(true, 699, 1000, 80));
+	CHECK(!stress_next(false, 750, 1000, 80));
+	/* Under 20%: off at half the threshold; nothing in use is off. */
+	CHECK(stress_next(false, 2, 10, 20));
+	CHECK(stress_next(true, 1, 10, 20));
+	CHECK(!stress_next(true, 0, 10, 20));
+	CHECK(stress_next(false, 1, 100, 1));
+	CHECK(stress_next(true, 1, 100, 1));
+	CHECK(!stress_next(true, 0, 100, 1));
+	/* 0: never; 100: only when full. */
+	CHECK(!stress_next(false, 1000, 1000, 0));
+	CHECK(!stress_next(false, 999, 1000, 100));
+	CHECK(stress_next(false, 1000, 1000, 100));
+	/* No overflow at the largest settings. */
+	CHECK(stress_next(false, 1000000, 1000000, 100));
+}
+
+static void
+test_fair_share(void)
+{
+	/* An address holding none always gets a slot while one is free. */
+	CHECK(!fair_share_reached(0, 999, 1000, 10));
+	CHECK(!fair_share_reached(0, 999, 1000, 100));
+	/* 10% of 200 free: 19 may take one more, 20 may not. */
+	CHECK(!fair_share_reached(19, 800, 1000, 10));
+	CHECK(fair_share_reached(20, 800, 1000, 10));
+	CHECK(fair_share_reached(1, 1000, 1000, 10));
+	CHECK(!fair_share_reached(50, 800, 1000, 0));
+}
+
+/*
+ * The claim of the README and of limits.fair_share's doc: 20 addresses
+ * taking every slot they can, one at a time in turn, from 800 of 1000
+ * in use (stress at 80%) with a share of 10%, stop with about a third
+ * of the slots still free, and a 21st address still gets one.
+ */
+static void
+test_fair_share_twenty_addresses(void)
+{
+	unsigned holds[20], in_use = 0, i;
+	bool more = true;
+
+	for (i = 0; i < 20; i++)
+		holds[i] = 40;
+	in_use = 800;
+	while (more) {
+		more = false;
+		for (i = 0; i < 20; i++) {
+			if (in_use < 1000 && !fair_share_reached(holds[i],
+			    in_use, 1000, 10)) {
+				holds[i]++;
+				in_use++;
+				more = true;
+			}
+		}
+	}
+	CHECK_INT(in_use, 800);     /* 40 each: 4000 >= 10% of 200 */
+	CHECK(!fair_share_reached(0, in_use, 1000, 10));
+	/* From nothing, with the share from the start: a third left. */
+	for (i = 0; i < 20; i++)
+		holds[i] = 0;
+	in_use = 0;
+	for (more = true; more;) {
+		more = false;
+		for (i = 0; i < 20; i++) {
+			if (!fair_share_reached(holds[i], in_use, 1000,
+			    10)) {
+				holds[i]++;
+				in_use++;
+				more = true;
+			}
+		}
+	}
+	CHECK_INT(in_use, 670);     /* 33 or 34 each, 330 free */
+}
+
 int
 main(void)
 {
@@ -192,5 +275,8 @@ main(void)
 	RUN(test_rate);
 	RUN(test_rate_reached);
 	RUN(test_rate_bounded);
+	RUN(test_stress_next);
+	RUN(test_fair_share);
+	RUN(test_fair_share_twenty_addresses);
 	return unit_done();
 }
