@@ -16,6 +16,8 @@
 # util-linux's unshare gives the audit test a /dev/log of its own.
 # haproxy stands in front of two mxgated in the PROXY protocol test (a
 # private instance the test starts; the packaged service is not started).
+# nsd, unbound and ldnsutils make the signed DNS of the relay's DANE tests
+# (tests/integration/tls_world.py), python3-cryptography their certificates.
 set -eu
 
 PACKAGES="build-essential autoconf automake libtool pkg-config
@@ -25,7 +27,8 @@ libseccomp-dev
 python3 python3-pytest python3-aiosmtpd python3-dnslib
 swaks openssl postfix iproute2 procps valgrind acl prometheus util-linux
 dpkg-dev debhelper
-haproxy"
+haproxy
+nsd unbound ldnsutils python3-cryptography"
 
 missing=""
 for p in $PACKAGES; do

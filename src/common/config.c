@@ -169,6 +169,8 @@ static int check_upstream_hosts(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static int check_upstreams(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
+static int check_tls_policy_domain(struct conf_ctx *, const struct conf_spec *,
+    config_setting_t *, const char *, void *);
 static int check_abs_path(struct conf_ctx *, const struct conf_spec *,
     config_setting_t *, const char *, void *);
 static int check_metrics_listen(struct conf_ctx *, const struct conf_spec *,
@@ -374,7 +376,30 @@ static const struct conf_table route_table = {
 
 /* In the order of enum upstream_tls. */
 static const char *const upstream_tls_modes[] = {
-	"none", "opportunistic", "required", NULL
+	"none", "opportunistic", "required", "may", "encrypt", "verify",
+	"dane", NULL
+};
+
+/* In the order of enum tls_level. */
+static const char *const tls_level_words[] = {
+	"none", "may", "encrypt", "verify", "dane", NULL
+};
+
+static const struct conf_spec tls_policy_specs[] = {
+	{ .path = "domain", .type = CT_STRING,
+	  FIELD(struct tls_policy_conf, domain), .flags = CF_REQUIRED,
+	  .check = check_tls_policy_domain,
+	  .doc = "the recipient domain, or \".example.com\" for every "
+	      "domain under it" },
+	{ .path = "level", .type = CT_ENUM,
+	  FIELD(struct tls_policy_conf, level), .flags = CF_REQUIRED,
+	  .words = tls_level_words,
+	  .doc = "the TLS level for its MX hosts (see delivery.tls_level)" },
+	{ .path = NULL }
+};
+
+static const struct conf_table tls_policy_table = {
+	tls_policy_specs, sizeof(struct tls_policy_conf), NULL
 };
 
 static const struct conf_spec upstream_specs[] = {
@@ -394,12 +419,16 @@ static const struct conf_spec upstream_specs[] = {
 	  .doc = "port of the hosts that name none" },
 	{ .path = "tls", .type = CT_ENUM, FIELD(struct upstream_conf, tls),
 	  .def = "opportunistic", .words = upstream_tls_modes,
-	  .doc = "STARTTLS to the upstream: \"none\", "
-	      "\"opportunistic\" (when offered) or \"required\"" },
+	  .doc = "the TLS level to the upstream (see delivery.tls_level): "
+	      "\"none\", \"may\", \"encrypt\", \"verify\" or \"dane\" "
+	      "(the TLSA records of _PORT._tcp.HOST); the older words: "
+	      "\"opportunistic\" is may, \"required\" is verify (encrypt "
+	      "with tls_verify = false)" },
 	{ .path = "tls_verify", .type = CT_BOOL,
 	  FIELD(struct upstream_conf, tls_verify), .def = "true",
-	  .doc = "check the certificate chain and the host name (required"
-	      " TLS fails without them; opportunistic only logs)" },
+	  .doc = "with tls \"required\": check the certificate chain and "
+	      "the host name; with \"opportunistic\": log when they do "
+	      "not verify" },
 	{ .path = "tls_ca", .type = CT_STRING,
 	  FIELD(struct upstream_conf, tls_ca), .check = check_abs_path,
 	  .doc = "CA certificates (PEM) to verify with; default the system's" },
@@ -732,6 +761,32 @@ static const struct conf_spec mxconf_specs[] = {
 	  .doc = "relay: seconds a delivery process keeps an unused "
 	      "connection to an upstream open for its next message "
 	      "(then QUIT); 0 = closed after each batch" },
+	{ .path = "delivery.dnssec", .type = CT_BOOL,
+	  FIELD(struct mxconf, dnssec), .def = "false",
+	  .doc = "the nameservers of /etc/resolv.conf validate DNSSEC "
+	      "(a local unbound, say): trust the AD bit of their answers, "
+	      "as Postfix's smtp_dns_support_level = dnssec.  Needed for "
+	      "DANE" },
+	{ .path = "delivery.tls_level", .type = CT_STRING,
+	  FIELD(struct mxconf, mx_tls_level_word), .words = tls_level_words,
+	  .doc = "TLS to the MX hosts of recipient domains: \"none\"; "
+	      "\"may\" (STARTTLS when offered, any certificate); "
+	      "\"encrypt\" (TLS or deferred, any certificate); \"verify\" "
+	      "(TLS with a certificate that verifies and names the MX "
+	      "host); \"dane\" (RFC 7672: an MX host with DNSSEC-signed "
+	      "TLSA records gets TLS whose certificate matches them, or "
+	      "nothing; other hosts may; needs delivery.dnssec).  Default: "
+	      "dane with delivery.dnssec, else may" },
+	{ .path = "delivery.tls_ca", .type = CT_STRING,
+	  FIELD(struct mxconf, relay_tls_ca), .check = check_abs_path,
+	  .doc = "CA certificates (PEM) to verify MX hosts with (level "
+	      "verify); default the system's" },
+	{ .path = "delivery.tls_policy", .type = CT_LIST,
+	  FIELD(struct mxconf, tls_policies),
+	  COUNT(struct mxconf, ntls_policies), .sub = &tls_policy_table,
+	  .doc = "TLS levels for some recipient domains, in place of "
+	      "delivery.tls_level: ( { domain = \"example.com\"; level = "
+	      "\"verify\"; } ); the first that matches wins" },
 
 	{ .path = "upstreams", .type = CT_LIST,
 	  FIELD(struct mxconf, upstreams), COUNT(struct mxconf, nupstreams),
@@ -2542,6 +2597,63 @@ check_upstreams(struct conf_ctx *ctx, const struct conf_spec *sp,
 	return r;
 }
 
+/* "example.com" or ".example.com", made lower case. */
+static int
+check_tls_policy_domain(struct conf_ctx *ctx, const struct conf_spec *sp,
+    config_setting_t *s, const char *name, void *base)
+{
+	struct tls_policy_conf *tp = base;
+	char *p;
+
+	for (p = tp->domain; *p != '\0'; p++)
+		*p = (char)tolower((unsigned char)*p);
+	p = tp->domain[0] == '.' ? tp->domain + 1 : tp->domain;
+	if (addr_domain_valid(p))
+		return 0;
+	conf_report(ctx, s, "'%s' must be a domain name, or one with a"
+	    " leading \".\" for its subdomains (got \"%s\")", name, tp->domain);
+	return -1;
+}
+
+/*
+ * The MX hosts' default level, and DANE only with a resolver whose AD
+ * bit is trusted: without it no TLSA record is ever usable (RFC 7672
+ * 2.1), and a level that cannot work is refused at start.
+ */
+static void
+config_tls_levels(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
+{
+	static const char why[] = "DANE needs TLSA records from a validating"
+	    " resolver: set delivery.dnssec = true (with a validating"
+	    " resolver in /etc/resolv.conf)";
+	config_setting_t *list;
+	size_t i;
+
+	if (c->mx_tls_level_word == NULL)
+		c->mx_tls_level = c->dnssec ? TLS_LEVEL_DANE : TLS_LEVEL_MAY;
+	else
+		c->mx_tls_level = word_index(tls_level_words,
+		    c->mx_tls_level_word);
+	if (c->dnssec)
+		return;
+	if (c->mx_tls_level == TLS_LEVEL_DANE)
+		conf_report(ctx, config_lookup(cf, "delivery.tls_level"),
+		    "'delivery.tls_level' is \"dane\": %s", why);
+	list = config_lookup(cf, "delivery.tls_policy");
+	for (i = 0; i < c->ntls_policies; i++)
+		if (c->tls_policies[i].level == TLS_LEVEL_DANE)
+			conf_report(ctx, list != NULL ?
+			    config_setting_get_elem(list, (unsigned)i) : NULL,
+			    "'delivery.tls_policy[%zu].level' is \"dane\": %s",
+			    i, why);
+	list = config_lookup(cf, "upstreams");
+	for (i = 0; i < c->nupstreams; i++)
+		if (c->upstreams[i].tls == UPSTREAM_TLS_DANE)
+			conf_report(ctx, list != NULL ?
+			    config_setting_get_elem(list, (unsigned)i) : NULL,
+			    "'upstreams[%zu].tls' is \"dane\": %s", i, why);
+}
+
 /* --- routes: the accept_domains shorthand, compiling --- */
 
 /* "@example\\.com$": the domain is letters, digits, '-' and '.'. */
@@ -2695,6 +2807,7 @@ config_finish(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 		c->hostname = default_hostname();
 	config_routes(ctx, cf, c);
 	config_bounce_upstream(ctx, cf, c);
+	config_tls_levels(ctx, cf, c);
 	config_listeners_auth(ctx, cf, c);
 	config_checks(ctx, cf, c);
 }

@@ -107,9 +107,30 @@ struct upstream_conf {
 	char    *helo;          /* name in EHLO; default server.hostname */
 };
 
-/* In the order of the words of upstreams[].tls. */
+/* In the order of the words of upstreams[].tls: the first three are
+ * the older words (opportunistic = may; required = verify, or encrypt
+ * with tls_verify = false), the others the TLS levels (enum tls_level). */
 enum upstream_tls { UPSTREAM_TLS_NONE, UPSTREAM_TLS_OPPORTUNISTIC,
-	UPSTREAM_TLS_REQUIRED };
+	UPSTREAM_TLS_REQUIRED, UPSTREAM_TLS_MAY, UPSTREAM_TLS_ENCRYPT,
+	UPSTREAM_TLS_VERIFY, UPSTREAM_TLS_DANE };
+
+/*
+ * The relay client's TLS levels (relay.h), as Postfix names them, in the
+ * order of their words: none (no TLS), may (STARTTLS when offered),
+ * encrypt (TLS or nothing, any certificate), verify (TLS with a
+ * certificate that verifies and names the host), dane (RFC 7672: TLSA
+ * records from a validating resolver bind the certificate; else may).
+ */
+enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT,
+	TLS_LEVEL_VERIFY, TLS_LEVEL_DANE };
+
+/* One element of delivery.tls_policy: the level for a recipient domain
+ * delivered to its MX hosts. */
+struct tls_policy_conf {
+	char    *domain;        /* "example.com", or ".example.com" for
+	                         * its subdomains */
+	int      level;         /* enum tls_level */
+};
 
 struct route_table;
 struct netlist;
@@ -210,6 +231,13 @@ struct mxconf {
 	unsigned relay_command_timeout;  /* each reply, and DATA's blocks */
 	unsigned relay_data_timeout;     /* the reply to the final dot */
 	unsigned relay_cache_time;       /* an unused connection kept */
+	/* the relay client's TLS (relay.h) */
+	bool     dnssec;             /* trust the resolver's AD bit */
+	char    *mx_tls_level_word;  /* delivery.tls_level as written */
+	int      mx_tls_level;       /* enum tls_level: derived from it */
+	char    *relay_tls_ca;       /* CA file for MX hosts; NULL: system */
+	struct tls_policy_conf *tls_policies;
+	size_t   ntls_policies;
 
 	/* TLS for the listeners (tls.h): STARTTLS is offered when there is
 	 * a certificate */

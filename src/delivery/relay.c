@@ -32,6 +32,7 @@
 #include "common/dsn.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "delivery/dane.h"
 #include "delivery/mime7bit.h"
 #include "delivery/relay.h"
 
@@ -325,9 +326,11 @@ relay_has_8bit(const char *p, size_t len)
 
 struct target {
 	const char *name;               /* upstream name or "mx" */
-	int         tls;                /* enum upstream_tls */
-	bool        tls_verify;
+	int         level;              /* enum tls_level */
+	bool        log_unverified;     /* "opportunistic" with tls_verify */
 	const char *tls_ca;
+	bool        mx_secure;          /* mx: the MX answer was DNSSEC-
+	                                 * secure, so DANE may apply */
 	const char *auth_user, *auth_password;
 	const char *helo;
 	int         port;
@@ -337,6 +340,13 @@ struct target {
 struct host {
 	char        name[256];
 	int         port;
+};
+
+/* What TLS one host gets: the target's level made concrete by its
+ * TLSA records (a dane level becomes dane, encrypt or may). */
+struct host_tls {
+	int         level;              /* enum tls_level */
+	const struct dane_records *dane;        /* level dane: the records */
 };
 
 /* ---- the connection ---- */
@@ -794,6 +804,11 @@ tls_ctx(const char *ca)
 	/* Verification is ours to judge after the handshake (opportunistic
 	 * TLS goes on with an untrusted certificate, required does not). */
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	/* DANE is per session (SSL_dane_enable); the context only allows
+	 * it. */
+	if (SSL_CTX_dane_enable(ctx) <= 0)
+		log_warn("relay: OpenSSL DANE unavailable: %s",
+		    ssl_error_text());
 	if ((ca != NULL ? SSL_CTX_load_verify_locations(ctx, ca, NULL) :
 	    SSL_CTX_set_default_verify_paths(ctx)) != 1)
 		log_warn("relay: cannot load CA certificates %s: %s",
@@ -813,14 +828,82 @@ is_ip_literal(const char *host)
 	    inet_pton(AF_INET6, host, &a6) == 1;
 }
 
+static const char *const level_names[] = {
+	"none", "may", "encrypt", "verify", "dane"
+};
+
+/* The session's DANE: its TLSA records, names for DANE-TA (RFC 7672
+ * 3.2.2: the host name), none for DANE-EE (3.1.1). */
 static int
-tls_handshake(struct conn *c, const struct target *t, char *why,
-    size_t whysize)
+dane_session(struct conn *c, const struct dane_records *d)
+{
+	size_t i;
+	int usable = 0;
+
+	if (SSL_dane_enable(c->ssl, c->host) <= 0)
+		return -1;
+	SSL_dane_set_flags(c->ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+	for (i = 0; i < d->n; i++)
+		if (SSL_dane_tlsa_add(c->ssl, d->tlsa[i].usage,
+		    d->tlsa[i].selector, d->tlsa[i].mtype, d->tlsa[i].data,
+		    d->tlsa[i].len) > 0)
+			usable++;
+	return usable > 0 ? 0 : -1;
+}
+
+/* After the handshake: does the certificate satisfy the level? */
+static int
+tls_judge(struct conn *c, const struct target *t, const struct host_tls *ht,
+    char *why, size_t whysize)
+{
+	X509 *cert = SSL_get1_peer_certificate(c->ssl);
+	long vr = cert != NULL ? SSL_get_verify_result(c->ssl) :
+	    X509_V_ERR_APPLICATION_VERIFICATION;
+	const char *verr = cert != NULL ? X509_verify_cert_error_string(vr) :
+	    "no certificate presented";
+	bool dane_ok;
+
+	X509_free(cert);
+	switch (ht->level) {
+	case TLS_LEVEL_DANE:
+		dane_ok = vr == X509_V_OK &&
+		    SSL_get0_dane_authority(c->ssl, NULL, NULL) >= 0;
+		if (dane_ok) {
+			log_info("relay: %s: TLS %s, certificate matches its"
+			    " DANE TLSA records", c->dest,
+			    SSL_get_version(c->ssl));
+			return 0;
+		}
+		why_set(why, whysize, "451 4.7.5 certificate of %s does not"
+		    " match its DANE TLSA records: %s", c->dest, verr);
+		return -1;
+	case TLS_LEVEL_VERIFY:
+		if (vr == X509_V_OK) {
+			log_info("relay: %s: TLS %s, certificate verified",
+			    c->dest, SSL_get_version(c->ssl));
+			return 0;
+		}
+		why_set(why, whysize, "451 4.7.5 certificate of %s not"
+		    " trusted: %s", c->dest, verr);
+		return -1;
+	default:
+		if (t->log_unverified && vr != X509_V_OK)
+			log_info("relay: %s: unverified certificate (%s),"
+			    " going on: opportunistic TLS", c->dest, verr);
+		else
+			log_info("relay: %s: TLS %s, level %s, certificate"
+			    " not checked", c->dest, SSL_get_version(c->ssl),
+			    level_names[ht->level]);
+		return 0;
+	}
+}
+
+static int
+tls_handshake(struct conn *c, const struct target *t,
+    const struct host_tls *ht, char *why, size_t whysize)
 {
 	uint64_t deadline_ms = deadline_in(c->conf->relay_command_timeout);
 	SSL_CTX *ctx = tls_ctx(t->tls_ca);
-	X509 *cert;
-	long vr;
 	int r;
 
 	if (ctx == NULL || (c->ssl = SSL_new(ctx)) == NULL ||
@@ -831,7 +914,13 @@ tls_handshake(struct conn *c, const struct target *t, char *why,
 	}
 	if (!is_ip_literal(c->host))
 		SSL_set_tlsext_host_name(c->ssl, c->host);
-	if (t->tls_verify) {
+	if (ht->level == TLS_LEVEL_DANE) {
+		if (dane_session(c, ht->dane) < 0) {
+			why_set(why, whysize, "451 4.7.5 DANE setup for %s"
+			    " failed: %s", c->dest, ssl_error_text());
+			return -1;
+		}
+	} else if (ht->level == TLS_LEVEL_VERIFY || t->log_unverified) {
 		if (is_ip_literal(c->host))
 			X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl),
 			    c->host);
@@ -851,44 +940,35 @@ tls_handshake(struct conn *c, const struct target *t, char *why,
 		}
 	}
 	c->tls = true;
-	if (!t->tls_verify)
-		return 0;
-	cert = SSL_get1_peer_certificate(c->ssl);
-	vr = cert != NULL ? SSL_get_verify_result(c->ssl) :
-	    X509_V_ERR_APPLICATION_VERIFICATION;
-	X509_free(cert);
-	if (vr == X509_V_OK)
-		return 0;
-	if (t->tls == UPSTREAM_TLS_REQUIRED) {
-		why_set(why, whysize, "451 4.7.5 certificate of %s not"
-		    " trusted: %s", c->dest, cert != NULL ?
-		    X509_verify_cert_error_string(vr) : "none presented");
-		return -1;
-	}
-	log_info("relay: %s: unverified certificate (%s), going on:"
-	    " opportunistic TLS", c->dest, X509_verify_cert_error_string(vr));
-	return 0;
+	return tls_judge(c, t, ht, why, whysize);
 }
 
 static int
-starttls(struct conn *c, const struct target *t, char *why, size_t whysize)
+starttls(struct conn *c, const struct target *t, const struct host_tls *ht,
+    char *why, size_t whysize)
 {
 	struct relay_reply r;
+	bool must = ht->level >= TLS_LEVEL_ENCRYPT;
 
-	if (t->tls == UPSTREAM_TLS_NONE)
+	if (ht->level == TLS_LEVEL_NONE)
 		return 0;
 	if (!c->ext.starttls) {
-		if (t->tls != UPSTREAM_TLS_REQUIRED)
+		if (!must)
 			return 0;
-		why_set(why, whysize, "451 4.7.4 TLS is required and %s does"
-		    " not offer STARTTLS", c->dest);
+		/* A server without STARTTLS where TLS is due is what a
+		 * downgrade looks like (RFC 7672 2.2, RFC 3207 6). */
+		why_set(why, whysize, ht->level == TLS_LEVEL_DANE ?
+		    "451 4.7.4 %s has DANE TLSA records and does not offer"
+		    " STARTTLS" : "451 4.7.4 TLS is required (level %s) and"
+		    " %s does not offer STARTTLS", ht->level == TLS_LEVEL_DANE ?
+		    c->dest : level_names[ht->level], c->dest);
 		return -1;
 	}
 	if (conn_cmd(c, "STARTTLS") < 0 || read_reply(c, &r,
 	    c->conf->relay_command_timeout, NULL, NULL) < 0)
 		return session_fail(c, why, whysize, "4.4.2", c->dest, NULL);
 	if (r.code != 220) {
-		if (t->tls != UPSTREAM_TLS_REQUIRED)
+		if (!must)
 			return 0;
 		return session_fail(c, why, whysize, "4.7.4",
 		    "STARTTLS refused", &r);
@@ -900,7 +980,7 @@ starttls(struct conn *c, const struct target *t, char *why, size_t whysize)
 		    " STARTTLS reply", c->dest);
 		return -1;
 	}
-	if (tls_handshake(c, t, why, whysize) < 0)
+	if (tls_handshake(c, t, ht, why, whysize) < 0)
 		return -1;
 	return ehlo(c, t, why, whysize);
 }
@@ -926,8 +1006,8 @@ auth_step(struct conn *c, const char *line, int want, struct relay_reply *r)
 }
 
 static int
-authenticate(struct conn *c, const struct target *t, char *why,
-    size_t whysize)
+authenticate(struct conn *c, const struct target *t,
+    const struct host_tls *ht, char *why, size_t whysize)
 {
 	char plain[600], enc[820], cmd[900];
 	struct relay_reply r;
@@ -936,7 +1016,7 @@ authenticate(struct conn *c, const struct target *t, char *why,
 
 	if (t->auth_user == NULL)
 		return 0;
-	if (!c->tls && t->tls != UPSTREAM_TLS_NONE) {
+	if (!c->tls && ht->level != TLS_LEVEL_NONE) {
 		why_set(why, whysize, "451 4.7.0 no TLS with %s: the"
 		    " password is not sent in the clear", c->dest);
 		return -1;
@@ -986,8 +1066,8 @@ authenticate(struct conn *c, const struct target *t, char *why,
 
 /* Greeting, EHLO, STARTTLS, AUTH: a connection ready for MAIL. */
 static int
-session_start(struct conn *c, const struct target *t, char *why,
-    size_t whysize)
+session_start(struct conn *c, const struct target *t,
+    const struct host_tls *ht, char *why, size_t whysize)
 {
 	struct relay_reply r;
 
@@ -996,8 +1076,9 @@ session_start(struct conn *c, const struct target *t, char *why,
 		    "no greeting from server", NULL);
 	if (r.code != 220)
 		return session_fail(c, why, whysize, "4.4.2", "greeting", &r);
-	if (ehlo(c, t, why, whysize) < 0 || starttls(c, t, why, whysize) < 0 ||
-	    authenticate(c, t, why, whysize) < 0)
+	if (ehlo(c, t, why, whysize) < 0 ||
+	    starttls(c, t, ht, why, whysize) < 0 ||
+	    authenticate(c, t, ht, why, whysize) < 0)
 		return -1;
 	return 0;
 }
@@ -1436,6 +1517,62 @@ transaction(struct conn *c, struct delivery_job *job, const char *content,
 
 /* ---- where: hosts and addresses ---- */
 
+static const char *
+domain_of(const char *address)
+{
+	const char *at = strrchr(address, '@');
+
+	return at != NULL ? at + 1 : "";
+}
+
+/* delivery.tls_policy's level for the domain, else delivery.tls_level. */
+static int
+mx_level(const struct mxconf *conf, const char *domain)
+{
+	size_t i, dl = strlen(domain), pl;
+
+	for (i = 0; i < conf->ntls_policies; i++) {
+		const char *p = conf->tls_policies[i].domain;
+
+		pl = strlen(p);
+		if (p[0] == '.' ? dl > pl &&
+		    strcasecmp(domain + dl - pl, p) == 0 :
+		    strcasecmp(domain, p) == 0)
+			return conf->tls_policies[i].level;
+	}
+	return conf->mx_tls_level;
+}
+
+/* The upstream's tls as a level; the older words keep their meaning. */
+static void
+upstream_level(const struct upstream_conf *u, struct target *t)
+{
+	switch (u->tls) {
+	case UPSTREAM_TLS_NONE:
+		t->level = TLS_LEVEL_NONE;
+		break;
+	case UPSTREAM_TLS_OPPORTUNISTIC:
+		t->level = TLS_LEVEL_MAY;
+		t->log_unverified = u->tls_verify;
+		break;
+	case UPSTREAM_TLS_REQUIRED:
+		t->level = u->tls_verify ? TLS_LEVEL_VERIFY : TLS_LEVEL_ENCRYPT;
+		break;
+	case UPSTREAM_TLS_MAY:
+		t->level = TLS_LEVEL_MAY;
+		break;
+	case UPSTREAM_TLS_ENCRYPT:
+		t->level = TLS_LEVEL_ENCRYPT;
+		break;
+	case UPSTREAM_TLS_VERIFY:
+		t->level = TLS_LEVEL_VERIFY;
+		break;
+	default:
+		t->level = TLS_LEVEL_DANE;
+		break;
+	}
+}
+
 static int
 find_target(const struct delivery_job *job, struct target *t, char *why,
     size_t whysize)
@@ -1459,7 +1596,9 @@ find_target(const struct delivery_job *job, struct target *t, char *why,
 	t->helo = conf->hostname;
 	if (strcmp(name, "mx") == 0) {
 		t->name = "mx";
-		t->tls = UPSTREAM_TLS_OPPORTUNISTIC;
+		t->level = mx_level(conf, job->nrcpts > 0 ?
+		    domain_of(job->rcpts[0].address) : "");
+		t->tls_ca = conf->relay_tls_ca;
 		t->port = 25;
 		json_free(params);
 		return 0;
@@ -1470,8 +1609,7 @@ find_target(const struct delivery_job *job, struct target *t, char *why,
 		if (u->name == NULL || strcmp(u->name, name) != 0)
 			continue;
 		t->name = u->name;
-		t->tls = u->tls;
-		t->tls_verify = u->tls_verify;
+		upstream_level(u, t);
 		t->tls_ca = u->tls_ca;
 		t->auth_user = u->auth_user;
 		t->auth_password = u->auth_password;
@@ -1489,25 +1627,18 @@ find_target(const struct delivery_job *job, struct target *t, char *why,
 	return -1;
 }
 
-static const char *
-domain_of(const char *address)
-{
-	const char *at = strrchr(address, '@');
-
-	return at != NULL ? at + 1 : "";
-}
-
 /* The hosts of the recipient domain: MX, else the domain itself.
  * Returns how many; -1 with why (status of a bounce when *perm). */
 static int
 mx_hosts(const char *domain, struct host *hosts, size_t max, char *why,
-    size_t whysize, bool *perm)
+    size_t whysize, bool *perm, bool *secure)
 {
 	unsigned char answer[8192];
 	struct relay_mx mx[RELAY_MAX_MX];
 	int len, n, i, count = 0;
 
 	*perm = false;
+	*secure = false;
 	/* An address literal, "[192.0.2.1]" or "[IPv6:2001:db8::1]". */
 	if (domain[0] == '[') {
 		const char *a = domain + 1;
@@ -1522,7 +1653,12 @@ mx_hosts(const char *domain, struct host *hosts, size_t max, char *why,
 		hosts[0].port = 25;
 		return 1;
 	}
+	memset(answer, 0, NS_HFIXEDSZ);
 	len = res_query(domain, ns_c_in, ns_t_mx, answer, sizeof(answer));
+	/* RFC 7672 2.2.1: DANE only for MX hosts from a secure answer (a
+	 * NODATA answer, the domain as its own host, counts too). */
+	*secure = dane_answer_secure(answer, len >= 0 ? len :
+	    h_errno == NO_DATA ? NS_HFIXEDSZ : 0);
 	if (len < 0) {
 		if (h_errno == HOST_NOT_FOUND) {
 			*perm = true;
@@ -1585,12 +1721,51 @@ upstream_hosts(const struct delivery_job *job, const struct target *t,
 	return (int)n;
 }
 
+/*
+ * The level the host gets.  dane: its TLSA records decide (RFC 7672
+ * 2.2): usable ones, DANE; only unusable ones, encrypt; none, or an
+ * insecure answer, or an MX from an insecure answer, may.  -1 with why
+ * when the lookup failed: the host is not used.
+ */
+static int
+host_level(const struct target *t, const struct host *h,
+    struct dane_records *d, struct host_tls *ht, char *why, size_t whysize)
+{
+	char err[300];
+
+	ht->level = t->level;
+	ht->dane = NULL;
+	if (t->level != TLS_LEVEL_DANE)
+		return 0;
+	ht->level = TLS_LEVEL_MAY;
+	if ((strcmp(t->name, "mx") == 0 && !t->mx_secure) ||
+	    is_ip_literal(h->name))
+		return 0;
+	switch (dane_lookup(h->name, h->port, d, err, sizeof(err))) {
+	case DANE_USABLE:
+		ht->level = TLS_LEVEL_DANE;
+		ht->dane = d;
+		return 0;
+	case DANE_UNUSABLE:
+		ht->level = TLS_LEVEL_ENCRYPT;
+		return 0;
+	case DANE_NONE:
+		return 0;
+	default:
+		why_set(why, whysize, "451 4.7.5 %s: not used: %s", h->name,
+		    err);
+		return -1;
+	}
+}
+
 /* Try every address of one host until the job is done. */
 static bool
 try_host(struct delivery_job *job, const struct target *t,
     const struct host *h, const char *content, const char *key, char *why,
     size_t whysize, bool *perm)
 {
+	static struct dane_records dane;
+	struct host_tls ht;
 	struct addrinfo hints, *res = NULL, *ai;
 	char port[16], addr[64], addrkey[96];
 	struct conn *c;
@@ -1598,6 +1773,11 @@ try_host(struct delivery_job *job, const struct target *t,
 	int rc, tried = 0;
 	enum txn_result r;
 
+	if (host_level(t, h, &dane, &ht, why, whysize) < 0) {
+		*perm = false;
+		log_info("id=%s relay: %s", job->queue_id, why);
+		return false;
+	}
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICSERV;
@@ -1625,7 +1805,7 @@ try_host(struct delivery_job *job, const struct target *t,
 			continue;
 		}
 		snprintf(c->key, sizeof(c->key), "%s", key);
-		if (session_start(c, t, why, whysize) < 0) {
+		if (session_start(c, t, &ht, why, whysize) < 0) {
 			log_info("id=%s relay: %s", job->queue_id, why);
 			conn_close(c, false);
 			continue;
@@ -1716,6 +1896,7 @@ relay_deliver(struct delivery_job *job)
 	bool perm = false;
 	int n, i;
 
+	dane_resolver_init(job->conf);
 	if (find_target(job, &t, why, sizeof(why)) < 0) {
 		log_warn("id=%s relay: %s", job->queue_id, why);
 		delivery_set_pending(job, DELIVERY_DEFER, "%s", why);
@@ -1731,7 +1912,8 @@ relay_deliver(struct delivery_job *job)
 		return 0;
 	if (strcmp(t.name, "mx") == 0)
 		n = job->nrcpts > 0 ? mx_hosts(domain_of(job->rcpts[0].address),
-		    hosts, ARRAY_LEN(hosts), why, sizeof(why), &perm) : 0;
+		    hosts, ARRAY_LEN(hosts), why, sizeof(why), &perm,
+		    &t.mx_secure) : 0;
 	else
 		n = upstream_hosts(job, &t, hosts, ARRAY_LEN(hosts));
 	if (n == 0)

@@ -8,13 +8,25 @@
  * /etc/resolv.conf (res_query), lowest preference first, equal ones in
  * random order, and the domain's own A/AAAA when it has no MX record
  * (RFC 5321 5.1); a null MX (RFC 7505) or a domain that does not exist
- * bounces.  MX delivery uses port 25, opportunistic TLS without
- * verification, and server.hostname in EHLO.
+ * bounces.  MX delivery uses port 25, server.hostname in EHLO, and the
+ * TLS level of delivery.tls_policy for the domain, else
+ * delivery.tls_level.
+ *
+ * TLS levels (enum tls_level; an upstream's tls, whose older words
+ * opportunistic and required are may and verify/encrypt): none; may
+ * (STARTTLS when offered, any certificate); encrypt (TLS or the host is
+ * not used); verify (TLS, the chain verified against tls_ca or
+ * delivery.tls_ca or the system store, and the host name); dane: the
+ * host's TLSA records (dane.h) make it dane (TLS, the certificate
+ * matching a record: OpenSSL's DANE), encrypt (only unusable records)
+ * or may (none; an MX from an insecure answer), and a failed TLSA
+ * lookup skips the host.  A host that does not meet its level (no
+ * STARTTLS where TLS is due, a certificate that does not verify or
+ * match) is given up with "451 4.7.x": the next one is tried, and the
+ * mail waits rather than going in the clear.
  *
  * The dialogue: EHLO (HELO when EHLO is refused); STARTTLS by the
- * upstream's tls (none, opportunistic: when offered, required: never
- * without it, with tls_verify checking the chain against tls_ca or the
- * system store and the host name); AUTH PLAIN or LOGIN when auth_user is
+ * level; AUTH PLAIN or LOGIN when auth_user is
  * set (only over TLS, unless tls = "none"); MAIL with SIZE, BODY=8BITMIME
  * and SMTPUTF8 when they apply; all RCPTs and DATA in one write when the
  * server offers PIPELINING; the content with CRLF line ends and

@@ -33,7 +33,8 @@ $CC $CFLAGS -I src tests/fuzz/fuzz_envelope.c src/common/envelope.c src/common/d
     src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c -o "$out/fuzz_envelope"
 $CC $CFLAGS -I src tests/fuzz/fuzz_proxy.c src/smtp/proxy.c -o "$out/fuzz_proxy"
 # The relay client's pure parsers; relay.c needs its libraries to link.
-RELAY_SRC="src/delivery/relay.c src/delivery/delivery.c src/delivery/mime7bit.c src/common/dsn.c
+RELAY_SRC="src/delivery/relay.c src/delivery/dane.c src/delivery/delivery.c
+  src/delivery/mime7bit.c src/common/dsn.c
   src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c"
 RELAY_LIBS="-lssl -lcrypto -lresolv $(pkg-config --libs gmime-3.0)"
 $CC $CFLAGS -I src $(pkg-config --cflags gmime-3.0) \

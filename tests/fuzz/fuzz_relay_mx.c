@@ -6,13 +6,16 @@
  * Input: the answer, as res_query() would return it.  Besides the
  * sanitizers it checks: the count is -1 or within 0..max, every host is
  * terminated within its buffer, the records are sorted by preference,
- * and a null MX (".") has the empty host.
+ * and a null MX (".") has the empty host.  The same answer goes through
+ * dane_parse_tlsa() (dane.h): at most DANE_MAX_TLSA records kept, each
+ * one usable and within its buffer.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "delivery/dane.h"
 #include "delivery/relay.h"
 
 #define MAX_MX 8
@@ -32,6 +35,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct relay_mx mx[MAX_MX];
+	static struct dane_records tlsa;
 	unsigned char *answer;
 	int n;
 
@@ -52,6 +56,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check(strcmp(mx[i].host, ".") != 0, "null MX not made empty");
 		if (i > 0)
 			check(mx[i - 1].pref <= mx[i].pref, "not sorted");
+	}
+	if (dane_parse_tlsa(answer, (int)size, &tlsa) == 0) {
+		check(tlsa.n <= DANE_MAX_TLSA, "too many TLSA records");
+		for (size_t i = 0; i < tlsa.n; i++)
+			check(tlsa.tlsa[i].len <= DANE_DATA_MAX &&
+			    dane_tlsa_usable(&tlsa.tlsa[i]),
+			    "unusable or oversized TLSA record kept");
 	}
 	free(answer);
 	return 0;

@@ -16,7 +16,8 @@ DNS server on 127.0.0.1:53 that answers from `zone` only:
             "slow.example": {"drop": True}}
 
 A name not in the zone is NXDOMAIN; a name without records of the type
-asked is NODATA.  Nothing leaves the namespace: it has no other interface.
+asked is NODATA.  With zone None no server is started: the caller runs
+its own on 127.0.0.1:53 (tls_world.py: nsd and a validating unbound).  Nothing leaves the namespace: it has no other interface.
 
 Run as a script (`netns.py serve-dns ZONE.json`), this file is that DNS
 server; the namespace runs it with nsenter.  Every process is stopped by
@@ -110,6 +111,10 @@ class NetNS:
             err = self.holder.stderr.read(2000) if self.holder.poll() is not None else b""
             raise RuntimeError("namespace setup failed: %r %r" % (line, err))
         self.pid = self.holder.pid
+        if self.zone is None:
+            # The caller runs its own DNS on 127.0.0.1:53 (a validating
+            # unbound for DANE, test_outbound_tls.py).
+            return
         self.dns_log = open(os.path.join(self.dir, "dns.log"), "ab")
         self.dns = self.popen([sys.executable, os.path.join(HERE, "netns.py"),
                                "serve-dns", zone],

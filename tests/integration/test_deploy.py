@@ -406,11 +406,12 @@ def test_ctl_version(opt):
 def test_ctl_help_command():
     r = ctl("help", "queue", "list")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("usage: mxgatectl queue list [--state S]")
+    assert r.stdout.startswith("usage: mxgatectl queue list [ID... | -]")
     assert "--rcpt RE" in r.stdout and "deferred" in r.stdout
     r = ctl("help", "queue")
     assert r.returncode == 0
-    assert r.stdout.count("usage: mxgatectl queue ") == 8, r.stdout
+    # list show trace shape retry hold release delete bounce reroute stats
+    assert r.stdout.count("usage: mxgatectl queue ") == 11, r.stdout
     r = ctl("help", "nonsense")
     assert r.returncode == 2
     assert "no command \"nonsense\"" in r.stderr and "--help" in r.stderr

@@ -1165,7 +1165,60 @@ test_delivery_settings(void)
 	CHECK(fails_with(LISTEN "upstreams = ( { name = \"a\"; hosts = [ \"h\" ];"
 	    " tls = \"maybe\"; } );\n",
 	    "t.conf:2: 'upstreams[0].tls' must be \"none\", \"opportunistic\""
-	    " or \"required\" (got \"maybe\")"));
+	    ", \"required\", \"may\", \"encrypt\", \"verify\" or \"dane\""
+	    " (got \"maybe\")"));
+}
+
+/* The relay's TLS levels: the default follows delivery.dnssec, and DANE
+ * without a trusted resolver is refused where it is asked for. */
+static void
+test_tls_levels(void)
+{
+	struct mxconf *c = load(LISTEN);
+
+	CHECK(c != NULL);
+	if (c != NULL) {
+		CHECK(!c->dnssec);
+		CHECK_INT(c->mx_tls_level, TLS_LEVEL_MAY);
+		CHECK_INT(c->ntls_policies, 0);
+	}
+	config_free(c);
+	c = load(LISTEN "delivery = { dnssec = true; tls_policy = ("
+	    " { domain = \"Partner.Example\"; level = \"verify\"; },"
+	    " { domain = \".sub.example\"; level = \"none\"; } ); };\n"
+	    "upstreams = ( { name = \"ex\"; hosts = [ \"h\" ];"
+	    " tls = \"dane\"; } );\n");
+	CHECK(c != NULL);
+	if (c != NULL) {
+		CHECK_INT(c->mx_tls_level, TLS_LEVEL_DANE);
+		CHECK_INT(c->ntls_policies, 2);
+		CHECK_STR(c->tls_policies[0].domain, "partner.example");
+		CHECK_INT(c->tls_policies[0].level, TLS_LEVEL_VERIFY);
+		CHECK_INT(c->tls_policies[1].level, TLS_LEVEL_NONE);
+		CHECK_INT(c->upstreams[0].tls, UPSTREAM_TLS_DANE);
+	}
+	config_free(c);
+	c = load(LISTEN "delivery = { dnssec = true; tls_level = \"encrypt\"; };\n");
+	CHECK(c != NULL);
+	if (c != NULL)
+		CHECK_INT(c->mx_tls_level, TLS_LEVEL_ENCRYPT);
+	config_free(c);
+	CHECK(fails_with(LISTEN "delivery = { tls_level = \"dane\"; };\n",
+	    "t.conf:2: 'delivery.tls_level' is \"dane\": DANE needs TLSA"
+	    " records from a validating resolver: set delivery.dnssec = true"
+	    " (with a validating resolver in /etc/resolv.conf)"));
+	CHECK(fails_with(LISTEN "delivery = {\n tls_policy = (\n"
+	    " { domain = \"a.example\"; level = \"dane\"; } ); };\n",
+	    "t.conf:4: 'delivery.tls_policy[0].level' is \"dane\": DANE needs"
+	    " TLSA records from a validating resolver: set delivery.dnssec ="
+	    " true (with a validating resolver in /etc/resolv.conf)"));
+	CHECK(fails_with(LISTEN "delivery = { tls_level = \"secure\"; };\n",
+	    "t.conf:2: 'delivery.tls_level' must be \"none\", \"may\","
+	    " \"encrypt\", \"verify\" or \"dane\" (got \"secure\")"));
+	CHECK(fails_with(LISTEN "delivery = { tls_policy = ( { domain ="
+	    " \"a..b\"; level = \"may\"; } ); };\n",
+	    "t.conf:2: 'delivery.tls_policy[0].domain' must be a domain name, or"
+	    " one with a leading \".\" for its subdomains (got \"a..b\")"));
 }
 
 /*
@@ -1621,6 +1674,7 @@ main(int argc, char **argv)
 	RUN(test_listener_proxy);
 	RUN(test_listener_auth_tls);
 	RUN(test_delivery_settings);
+	RUN(test_tls_levels);
 	RUN(test_manual_up_to_date);
 	RUN(test_manual_generated);
 	remove_tmp();

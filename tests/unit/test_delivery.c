@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "queue/bounce.h"
+#include "delivery/dane.h"
 #include "delivery/delivery.h"
 #include "delivery/mime7bit.h"
 #include "delivery/relay.h"
@@ -551,6 +552,76 @@ test_parse_mx(void)
 	CHECK_INT(relay_parse_mx(buf, 5, mx, 8), -1);
 }
 
+/* A TLSA answer: records given as usage, selector, mtype, data length
+ * (the data is that many 0xab), and one RRSIG that is not a record. */
+static size_t
+dns_tlsa_answer(unsigned char *buf, const int (*recs)[4], size_t count)
+{
+	size_t n = 12, i, rd;
+
+	memset(buf, 0, 12);
+	buf[2] = 0x81;
+	buf[3] = 0xa0;                  /* RA, AD */
+	buf[5] = 1;
+	buf[7] = (unsigned char)(count + 1);
+	n += dns_name(buf + n, "_25._tcp.mx.example.org");
+	buf[n++] = 0; buf[n++] = 52;    /* TLSA */
+	buf[n++] = 0; buf[n++] = 1;
+	for (i = 0; i <= count; i++) {
+		rd = i < count ? 3 + (size_t)recs[i][3] : 4;
+		buf[n++] = 0xc0; buf[n++] = 12;
+		buf[n++] = 0; buf[n++] = i < count ? 52 : 46;   /* RRSIG */
+		buf[n++] = 0; buf[n++] = 1;
+		buf[n++] = 0; buf[n++] = 0; buf[n++] = 1; buf[n++] = 0;
+		buf[n++] = (unsigned char)(rd >> 8);
+		buf[n++] = (unsigned char)rd;
+		if (i == count) {
+			memset(buf + n, 0, 4);
+			n += 4;
+			break;
+		}
+		buf[n++] = (unsigned char)recs[i][0];
+		buf[n++] = (unsigned char)recs[i][1];
+		buf[n++] = (unsigned char)recs[i][2];
+		memset(buf + n, 0xab, (size_t)recs[i][3]);
+		n += (size_t)recs[i][3];
+	}
+	return n;
+}
+
+/* RFC 7672 3.1.3: DANE-TA(2) and DANE-EE(3) are usable, PKIX-TA(0)
+ * and PKIX-EE(1) are not; digests must have their length. */
+static void
+test_dane_parse_tlsa(void)
+{
+	const int recs[][4] = {
+		{ 3, 1, 1, 32 }, { 2, 0, 2, 64 }, { 1, 1, 1, 32 },
+		{ 0, 0, 1, 32 }, { 3, 1, 1, 20 }, { 3, 2, 1, 32 },
+		{ 3, 0, 0, 300 }, { 3, 1, 9, 32 },
+	};
+	unsigned char buf[2048];
+	struct dane_records d;
+	size_t len = dns_tlsa_answer(buf, recs, ARRAY_LEN(recs));
+
+	CHECK_INT(dane_parse_tlsa(buf, (int)len, &d), 0);
+	CHECK_INT(d.n, 3);
+	CHECK_INT(d.nunusable, 5);
+	CHECK_INT(d.tlsa[0].usage, 3);
+	CHECK_INT(d.tlsa[0].len, 32);
+	CHECK_INT(d.tlsa[0].data[31], 0xab);
+	CHECK_INT(d.tlsa[1].usage, 2);
+	CHECK_INT(d.tlsa[1].mtype, 2);
+	CHECK_INT(d.tlsa[2].len, 300);
+	for (size_t cut = 0; cut < len; cut++) {
+		int r = dane_parse_tlsa(buf, (int)cut, &d);
+
+		CHECK(r == -1 || d.n + d.nunusable < ARRAY_LEN(recs));
+	}
+	/* Without dane_resolver_init() and delivery.dnssec, AD means
+	 * nothing. */
+	CHECK(!dane_answer_secure(buf, (int)len));
+}
+
 /* Equal preferences are tried in a random order, drawn anew each time:
  * with two hosts, 64 parses giving one order only would be a 1 in 2^63
  * event. */
@@ -666,6 +737,7 @@ main(void)
 	RUN(test_dot_stuffing);
 	RUN(test_parse_host);
 	RUN(test_parse_mx);
+	RUN(test_dane_parse_tlsa);
 	RUN(test_parse_mx_spreads_equal);
 	RUN(test_parse_null_mx);
 	RUN(test_mime_to_7bit);
