@@ -616,6 +616,15 @@ static const struct conf_spec mxconf_specs[] = {
 	      "percent of the connections still free, so a few "
 	      "addresses cannot take every slot and a new one always "
 	      "finds one (421 4.7.0 otherwise); 0 = off" },
+	/* Postfix's smtpd_client_ipv6_prefix_length (3.8), its default. */
+	{ .path = "limits.ipv6_prefix", .type = CT_INT,
+	  FIELD(struct mxconf, ipv6_prefix), .def = "84",
+	  .min = 1, .max = 128,
+	  .doc = "an IPv6 client is counted as its network of this many "
+	      "bits for connections_per_ip, fair_share and the "
+	      "rate_limits, since whoever has one address of a network "
+	      "usually has them all (a /64 is 2^64 addresses); 128 = "
+	      "each address apart.  IPv4 clients count by address" },
 	/* Postfix's smtpd_min_data_rate. */
 	{ .path = "limits.min_data_rate", .type = CT_INT,
 	  FIELD(struct mxconf, min_data_rate), .def = "500",

@@ -190,6 +190,8 @@ struct mxconf {
 	unsigned max_connections_per_ip;
 	unsigned fair_share;         /* percent of the free slots one
 	                              * address may hold under stress; 0 off */
+	unsigned ipv6_prefix;        /* IPv6 clients are counted by their
+	                              * network of this many bits */
 	char    *bare_newlines;      /* "reject" | "normalize" */
 
 	/* timeouts, seconds */

@@ -494,7 +494,7 @@ render_depth(struct buf *out, int64_t now)
 	    oldest > 0 && now > oldest ? (long long)(now - oldest) : 0LL);
 	header(out, "mxgate_queue_gauges_age_seconds", "gauge",
 	    "How old the queue gauges are (computed by the queue process "
-	    "each second while scraped; -1: not yet).");
+	    "every 5 s while scraped; -1: not yet).");
 	buf_appendf(out, "mxgate_queue_gauges_age_seconds %lld\n",
 	    at > 0 ? (long long)(now > at ? now - at : 0) : -1LL);
 }

@@ -134,7 +134,8 @@ static const struct command commands[] = {
 	{ "queue", "bounce", "ID... | - | --all [FILTERS]",
 	  "bounce messages' pending recipients to the sender",
 	  1, 64, NEEDS_QUEUE_RW, cmd_queue_bounce },
-	{ "queue", "reroute", "ID... | - | --all [FILTERS] [--dry-run]",
+	{ "queue", "reroute",
+	  "ID... | - | --all [FILTERS] [--dry-run] [--bounce-refused]",
 	  "decide pending recipients' routes again (configuration changed)",
 	  1, 64, NEEDS_QUEUE_RW, cmd_queue_reroute },
 	{ "queue", "stats", "[--json]",
@@ -231,8 +232,9 @@ static const struct {
 	  "RCPT TO with the message's sender, client, HELO, user and TLS;\n"
 	  "store each new decision (due now; held ones stay held) with a\n"
 	  "history row, and print OLD -> NEW.  A recipient the routes would\n"
-	  "now refuse (or several would match) is left as it was, and said.\n"
-	  "--dry-run: print, change nothing.  Run it where mxgated runs:\n"
+	  "now refuse (or several would match) is left as it was, and said;\n"
+	  "with --bounce-refused, one it refuses is bounced with the route's\n"
+	  "reply (a DSN per message).  --dry-run: print, change nothing.  Run it where mxgated runs:\n"
 	  "relative maildir paths and commands are made absolute against the\n"
 	  "current directory.\n" ACTION_HELP },
 	{ "queue stats",
@@ -1119,12 +1121,11 @@ bounce_rows_free(struct bounce_rows *b)
 	free(b->notify);
 }
 
+/* One recipient to bounce, with its reply (taken). */
 static void
-bounce_add(void *arg, const struct queue_pending_rcpt *p)
+bounce_push(struct bounce_rows *b, const struct queue_pending_rcpt *p,
+    char *reply)
 {
-	struct bounce_rows *b = arg;
-	const char *last = p->last_reply;
-
 	b->ids = xrealloc(b->ids, (b->n + 1) * sizeof(*b->ids));
 	b->rcpts = xrealloc(b->rcpts, (b->n + 1) * sizeof(*b->rcpts));
 	b->replies = xrealloc(b->replies, (b->n + 1) * sizeof(*b->replies));
@@ -1134,13 +1135,23 @@ bounce_add(void *arg, const struct queue_pending_rcpt *p)
 	b->rcpts[b->n].address = xstrdup(p->address);
 	b->rcpts[b->n].orcpt = p->dsn_orcpt != NULL ?
 	    xstrdup(p->dsn_orcpt) : NULL;
-	xasprintf(&b->replies[b->n], "554 5.0.0 returned to the sender"
-	    " by the postmaster%s%s%s", last != NULL ? " (last error: " :
-	    "", last != NULL ? last : "", last != NULL ? ")" : "");
+	b->replies[b->n] = reply;
 	b->rcpts[b->n].reply = b->replies[b->n];
 	b->rcpts[b->n].last_attempt_at = p->last_attempt_at;
 	b->notify[b->n] = p->dsn_notify;
 	b->n++;
+}
+
+static void
+bounce_add(void *arg, const struct queue_pending_rcpt *p)
+{
+	const char *last = p->last_reply;
+	char *reply;
+
+	xasprintf(&reply, "554 5.0.0 returned to the sender"
+	    " by the postmaster%s%s%s", last != NULL ? " (last error: " :
+	    "", last != NULL ? last : "", last != NULL ? ")" : "");
+	bounce_push(arg, p, reply);
 }
 
 struct bounce_send {
@@ -1342,14 +1353,124 @@ cmd_queue_bounce(struct ctl *ctl, int argc, char **argv)
 	return rc;
 }
 
-/* queue reroute: queue_reroute.h. */
+/* queue reroute: queue_reroute.h.  With --bounce-refused, the
+ * recipients the routes refuse now are bounced here, a DSN per message,
+ * inside the reroute's transaction. */
+
+struct refused {
+	struct ctl         *ctl;
+	char                msgid[QUEUE_ID_LEN + 1];
+	int64_t            *ids;            /* of msgid, refused now */
+	char              **replies;
+	size_t              n;
+	struct bounce_rows  rows;
+	long long           now;
+};
+
+static void
+refused_clear(struct refused *rf)
+{
+	for (size_t i = 0; i < rf->n; i++)
+		free(rf->replies[i]);
+	free(rf->ids);
+	free(rf->replies);
+	rf->ids = NULL;
+	rf->replies = NULL;
+	rf->n = 0;
+	bounce_rows_free(&rf->rows);
+	memset(&rf->rows, 0, sizeof(rf->rows));
+}
+
+/* The message's pending recipients that are refused now, with their
+ * DSN parameters (NOTIFY, ORCPT) as queue bounce takes them. */
+static void
+refused_pick(void *arg, const struct queue_pending_rcpt *p)
+{
+	struct refused *rf = arg;
+
+	for (size_t i = 0; i < rf->n; i++)
+		if (rf->ids[i] == p->id)
+			bounce_push(&rf->rows, p, xstrdup(rf->replies[i]));
+}
+
+/* Bounce what was gathered for one message: 0 or -1. */
+static int
+refused_flush(void *arg)
+{
+	struct refused *rf = arg;
+	char dsn[QUEUE_ID_LEN + 1];
+	const char *why = NULL;
+	int rc = 0;
+
+	if (rf->n == 0)
+		return 0;
+	if (queue_db_pending_rcpts(rf->ctl->db, rf->msgid, refused_pick,
+	    rf) == -1)
+		rc = -1;
+	else if (rf->rows.n > 0 &&
+	    (bounce_send(rf->ctl, rf->msgid, &rf->rows, rf->now, dsn,
+	    &why) == -1 ||
+	    bounce_mark(rf->ctl, &rf->rows, dsn, rf->now) == -1 ||
+	    queue_db_retire_if_final(rf->ctl->db, rf->msgid,
+	    rf->ctl->conf->keep_delivered != 0) == -1))
+		rc = -1;
+	else if (rf->rows.n > 0 && dsn[0] != '\0')
+		printf("%s: bounced %zu recipient%s, DSN %s queued\n",
+		    rf->msgid, rf->rows.n, rf->rows.n == 1 ? "" : "s", dsn);
+	else if (rf->rows.n > 0)
+		printf("%s: bounced %zu recipient%s, no DSN (%s)\n",
+		    rf->msgid, rf->rows.n, rf->rows.n == 1 ? "" : "s",
+		    why != NULL ? why : "none");
+	refused_clear(rf);
+	return rc;
+}
+
+static int
+refused_add(void *arg, const char *msgid, int64_t rcpt_id,
+    const char *address, int code, const char *text)
+{
+	struct refused *rf = arg;
+
+	(void)address;
+	if (strcmp(rf->msgid, msgid) != 0 && refused_flush(rf) == -1)
+		return -1;
+	snprintf(rf->msgid, sizeof(rf->msgid), "%s", msgid);
+	rf->ids = xrealloc(rf->ids, (rf->n + 1) * sizeof(*rf->ids));
+	rf->replies = xrealloc(rf->replies, (rf->n + 1) *
+	    sizeof(*rf->replies));
+	rf->ids[rf->n] = rcpt_id;
+	xasprintf(&rf->replies[rf->n], "%d %s", code, text);
+	rf->n++;
+	return 0;
+}
+
 static int
 cmd_queue_reroute(struct ctl *ctl, int argc, char **argv)
 {
+	struct refused rf;
+	struct reroute_bounce rb = { refused_add, refused_flush, &rf };
+	struct reroute_done done;
+	int rc;
+
 	if (load_config(ctl) == -1)
 		return 1;
-	return queue_reroute_main(ctl->conf, ctl->db, operator_words(), argc,
-	    argv);
+	memset(&rf, 0, sizeof(rf));
+	rf.ctl = ctl;
+	rf.now = (long long)time(NULL);
+	/* Retiring a message is the scheduler's statement. */
+	if (queue_db_delivery_init(ctl->db) == -1)
+		return 1;
+	rc = queue_reroute_main(ctl->conf, ctl->db, operator_words(), &rb,
+	    argc, argv, &done);
+	refused_clear(&rf);
+	if (rc == 0 && (done.recipients > 0 || done.bounced > 0)) {
+		char detail[64];
+
+		snprintf(detail, sizeof(detail), "bounced=%lld", done.bounced);
+		audit(ctl, "reroute", NULL, argc, argv, done.messages,
+		    done.recipients, done.bounced > 0 ? detail : NULL);
+	}
+	return rc;
 }
 
 /* queue stats */

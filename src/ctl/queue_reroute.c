@@ -144,14 +144,45 @@ decide(const struct mxconf *conf, const struct rr_row *x,
 }
 
 struct rr_counts {
-	size_t changed, unchanged, refused, messages;
+	size_t changed, unchanged, refused, bounced, messages;
+};
+
+struct rr_opts {
+	const char *who;
+	bool        dry_run;
+	const struct reroute_bounce *bounce;    /* NULL: leave them */
 };
 
 /* One recipient: 1 changed, 0 not, -1 failure (the store's). */
+/* A recipient the routes refuse now: bounced with their reply, or left.
+ * 0, or -1 when the bounce could not be written. */
 static int
-reroute_one(const struct mxconf *conf, struct queue_db *db, const char *who,
-    const struct rr_row *x, bool dry_run, struct rr_counts *n)
+refused_now(const struct rr_opts *o, const struct rr_row *x,
+    const struct route_result *res, struct rr_counts *n)
 {
+	printf("%s <", x->msgid);
+	put_text(x->address);
+	printf(">: the routes refuse it now (%d %s): ", res->code, res->text);
+	if (o->bounce == NULL) {
+		printf("left as it was; bounce or delete it if it must go"
+		    " (--bounce-refused)\n");
+		n->refused++;
+		return 0;
+	}
+	printf("bounced\n");
+	n->bounced++;
+	if (o->dry_run)
+		return 0;
+	return o->bounce->add(o->bounce->arg, x->msgid, x->rcpt_id,
+	    x->address, res->code, res->text);
+}
+
+static int
+reroute_one(const struct mxconf *conf, struct queue_db *db,
+    const struct rr_opts *o, const struct rr_row *x, struct rr_counts *n)
+{
+	const char *who = o->who;
+	bool dry_run = o->dry_run;
 	struct route_result res;
 	const struct route_match *m;
 	struct buf detail;
@@ -162,16 +193,16 @@ reroute_one(const struct mxconf *conf, struct queue_db *db, const char *who,
 		n->refused++;
 		return 0;
 	}
-	if (res.verdict != ROUTE_ACCEPTED || res.nmatches != 1) {
+	if (res.verdict != ROUTE_ACCEPTED) {
+		r = refused_now(o, x, &res, n);
+		route_result_free(&res);
+		return r;
+	}
+	if (res.nmatches != 1) {
 		printf("%s <", x->msgid);
 		put_text(x->address);
-		if (res.verdict != ROUTE_ACCEPTED)
-			printf(">: the routes refuse it now (%d %s): left as it"
-			    " was; bounce or delete it if it must go\n",
-			    res.code, res.text);
-		else
-			printf(">: %zu routes match it now (continue): left as"
-			    " it was\n", res.nmatches);
+		printf(">: %zu routes match it now (continue): left as it"
+		    " was\n", res.nmatches);
 		n->refused++;
 		route_result_free(&res);
 		return 0;
@@ -216,11 +247,12 @@ store_failed(struct queue_db *db)
 }
 
 static int
-reroute_all(const struct mxconf *conf, struct queue_db *db, const char *who,
-    struct ctl_select *sel, bool dry_run)
+reroute_all(const struct mxconf *conf, struct queue_db *db,
+    const struct rr_opts *o, struct ctl_select *sel, struct reroute_done *done)
 {
+	bool dry_run = o->dry_run;
 	struct rr_rows rows = { NULL, 0 };
-	struct rr_counts n = { 0, 0, 0, 0 };
+	struct rr_counts n = { 0, 0, 0, 0, 0 };
 	const char *last = "";
 	size_t i;
 
@@ -234,7 +266,7 @@ reroute_all(const struct mxconf *conf, struct queue_db *db, const char *who,
 	for (i = 0; i < rows.n; i++) {
 		size_t before = n.changed;
 
-		if (reroute_one(conf, db, who, &rows.v[i], dry_run, &n) < 0) {
+		if (reroute_one(conf, db, o, &rows.v[i], &n) < 0) {
 			rr_free(&rows);
 			return store_failed(db);
 		}
@@ -243,6 +275,11 @@ reroute_all(const struct mxconf *conf, struct queue_db *db, const char *who,
 			last = rows.v[i].msgid;
 		}
 	}
+	if (!dry_run && o->bounce != NULL && o->bounce->flush(o->bounce->arg)
+	    < 0) {
+		rr_free(&rows);
+		return store_failed(db);
+	}
 	if (dry_run)
 		queue_db_admin_rollback(db);
 	else if (queue_db_admin_commit(db) < 0) {
@@ -250,19 +287,28 @@ reroute_all(const struct mxconf *conf, struct queue_db *db, const char *who,
 		return store_failed(db);
 	}
 	printf("%s: %zu recipient%s of %zu message%s; %zu unchanged, %zu left"
-	    " as they were\n", dry_run ? "would reroute" : "rerouted",
+	    " as they were", dry_run ? "would reroute" : "rerouted",
 	    n.changed, n.changed == 1 ? "" : "s", n.messages,
 	    n.messages == 1 ? "" : "s", n.unchanged, n.refused);
+	if (o->bounce != NULL)
+		printf(", %zu %sbounced", n.bounced, dry_run ? "would be " : "");
+	putchar('\n');
+	if (!dry_run) {
+		done->messages = (long long)n.messages;
+		done->recipients = (long long)n.changed;
+		done->bounced = (long long)n.bounced;
+	}
 	rr_free(&rows);
 	return 0;
 }
 
 int
 queue_reroute_main(const struct mxconf *conf, struct queue_db *db,
-    const char *who, int argc, char **argv)
+    const char *who, const struct reroute_bounce *rb, int argc, char **argv,
+    struct reroute_done *done)
 {
+	struct rr_opts o = { who, false, NULL };
 	struct ctl_select sel;
-	bool dry_run = false;
 	int r;
 
 	if ((r = ctl_select_parse(&sel, argc, argv, SEL_IDS | SEL_ALL)) < 0) {
@@ -270,15 +316,20 @@ queue_reroute_main(const struct mxconf *conf, struct queue_db *db,
 		return r == -2 ? 1 : 2;
 	}
 	for (int i = 0; i < sel.nrest; i++) {
-		if (strcmp(sel.rest[i], "--dry-run") != 0) {
+		if (strcmp(sel.rest[i], "--dry-run") == 0)
+			o.dry_run = true;
+		else if (strcmp(sel.rest[i], "--bounce-refused") == 0 &&
+		    rb != NULL)
+			o.bounce = rb;
+		else {
 			fprintf(stderr, "mxgatectl: queue reroute: unknown"
 			    " option %s\n", sel.rest[i]);
 			ctl_select_free(&sel);
 			return 2;
 		}
-		dry_run = true;
 	}
-	r = reroute_all(conf, db, who, &sel, dry_run);
+	memset(done, 0, sizeof(*done));
+	r = reroute_all(conf, db, &o, &sel, done);
 	ctl_select_free(&sel);
 	return r;
 }

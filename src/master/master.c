@@ -68,6 +68,7 @@ struct conn {
 	bool      proxy_pending;  /* waiting for the client a PROXY header
 	                           * names; ip is the balancer's till then */
 	char      ip[64];
+	char      key[80];        /* what it counts under (client_key()) */
 };
 
 /*
@@ -344,7 +345,7 @@ static void
 conn_release(struct conn *c)
 {
 	if (c->counted)
-		ip_release(c->ip, c->ip_hash);
+		ip_release(c->key, c->ip_hash);
 	if (c->worker >= 0 && c->worker < m.nslots && m.workers[c->worker].nconns > 0)
 		m.workers[c->worker].nconns--;
 	m.nconns--;
@@ -954,7 +955,7 @@ least_loaded_worker(void)
  * it.  Trusted clients are not counted.
  */
 static bool
-rate_exceeded(const char *ip)
+rate_exceeded(const char *ip, const char *key)
 {
 	uint64_t now;
 
@@ -962,7 +963,7 @@ rate_exceeded(const char *ip)
 		return false;
 	now = monotonic_ms();
 	ratelimit_tick(m.conn_rate, now);
-	return ratelimit_hit(m.conn_rate, ip, now) == RATE_OVER;
+	return ratelimit_hit(m.conn_rate, key, now) == RATE_OVER;
 }
 
 /*
@@ -985,18 +986,18 @@ auth_failure(uint64_t conn_id)
 		return;
 	now = monotonic_ms();
 	ratelimit_tick(m.auth_rate, now);
-	if (ratelimit_hit(m.auth_rate, ip, now) == RATE_OK &&
-	    ratelimit_reached(m.auth_rate, ip, now))
+	if (ratelimit_hit(m.auth_rate, m.conns[slot].key, now) == RATE_OK &&
+	    ratelimit_reached(m.auth_rate, m.conns[slot].key, now))
 		log_warn("client=%s reached %u failed authentications per"
 		    " minute: new connections refused", ip,
 		    m.conf->rate_auth_failures);
 }
 
 static bool
-auth_failures_exceeded(const char *ip)
+auth_failures_exceeded(const char *key)
 {
 	return m.auth_rate != NULL &&
-	    ratelimit_reached(m.auth_rate, ip, monotonic_ms());
+	    ratelimit_reached(m.auth_rate, key, monotonic_ms());
 }
 
 static void
@@ -1087,14 +1088,18 @@ over_fair_share(const char *ip, unsigned holds, unsigned others)
 /*
  * The limits on a client address, where every connection arrives (so
  * one count holds whichever worker serves it): per address, the fair
- * share, failed AUTHs, the rate.  NULL: admitted; else the reply that
- * refuses it, logged.  others: connections in use besides this one.
+ * share, failed AUTHs, the rate, each counted under its key (an IPv6
+ * client's network, limits.ipv6_prefix).  NULL: admitted; else the reply
+ * that refuses it, logged.  others: connections in use besides this one.
  */
 static const char *
-admit_refusal(const char *ip, struct ip_count *ipc, unsigned others)
+admit_refusal(const char *ip, const char *key, struct ip_count *ipc,
+    unsigned others)
 {
 	unsigned holds = ipc != NULL ? ipc->count : 0;
 
+	if (strcmp(ip, key) != 0)
+		log_debug("client=%s counted as %s", ip, key);
 	if (m.conf->max_connections_per_ip > 0 &&
 	    holds >= m.conf->max_connections_per_ip) {
 		log_warn("client=%s refused: %u connections from it (limit)", ip,
@@ -1110,14 +1115,14 @@ admit_refusal(const char *ip, struct ip_count *ipc, unsigned others)
 		return "421 4.7.0 Too many connections from your address, try"
 		    " again later\r\n";
 	}
-	if (auth_failures_exceeded(ip)) {
+	if (auth_failures_exceeded(key)) {
 		log_warn("client=%s refused: over %u failed authentications per"
 		    " minute (rate_limits)", ip, m.conf->rate_auth_failures);
 		metrics_inc(MC_CONN_REFUSED_AUTH);
 		return "421 4.7.0 Too many failed authentications from your"
 		    " address, try again later\r\n";
 	}
-	if (rate_exceeded(ip)) {
+	if (rate_exceeded(ip, key)) {
 		log_warn("client=%s refused: over %u connections per minute "
 		    "(rate_limits)", ip, m.conf->rate_connections);
 		metrics_inc(MC_CONN_REFUSED_RATE);
@@ -1156,7 +1161,7 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 	struct conn *c;
 	socklen_t len = sizeof(msg.local);
 	const char *why;
-	char ip[64];
+	char ip[64], key[80];
 	unsigned h;
 	bool waiting, proxy = m.conf->listeners[listener].proxy_protocol;
 	int w;
@@ -1168,8 +1173,9 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 		refuse(fd, "421 4.7.0 Too many connections, try again later\r\n");
 		return;
 	}
-	h = ip_hash(ip);
-	ipc = ip_lookup(ip, h, false);
+	client_key(ip, m.conf->ipv6_prefix, key, sizeof(key));
+	h = ip_hash(key);
+	ipc = ip_lookup(key, h, false);
 	if (proxy) {
 		if (!proxy_allowed(&m.conf->listeners[listener], ip)) {
 			log_warn("client=%s refused: not a load balancer of "
@@ -1179,7 +1185,7 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 			    "its load balancers only\r\n");
 			return;
 		}
-	} else if ((why = admit_refusal(ip, ipc, m.nconns)) != NULL) {
+	} else if ((why = admit_refusal(ip, key, ipc, m.nconns)) != NULL) {
 		refuse(fd, why);
 		return;
 	}
@@ -1196,12 +1202,13 @@ handoff(int fd, int listener, const struct sockaddr_storage *peer)
 	c->worker = w;
 	c->ip_hash = h;
 	strlcpy_mx(c->ip, ip, sizeof(c->ip));
+	strlcpy_mx(c->key, key, sizeof(c->key));
 	if (proxy) {
 		c->proxy_pending = true;
 		msg.flags = CONN_F_PROXY;
 	} else {
 		if (ipc == NULL)
-			ipc = ip_lookup(ip, h, true);
+			ipc = ip_lookup(key, h, true);
 		ipc->count++;
 		c->counted = true;
 		msg.flags = greet_flags(ip);
@@ -1285,15 +1292,16 @@ proxy_admit(const struct ipc_conn_proxied *p)
 	memset(&admit, 0, sizeof(admit));
 	admit.conn_id = c->id;
 	admit.wfd = p->wfd;
-	c->ip_hash = ip_hash(ip);
 	strlcpy_mx(c->ip, ip, sizeof(c->ip));
-	ipc = ip_lookup(ip, c->ip_hash, false);
-	why = admit_refusal(ip, ipc, m.nconns - 1);
+	client_key(ip, m.conf->ipv6_prefix, c->key, sizeof(c->key));
+	c->ip_hash = ip_hash(c->key);
+	ipc = ip_lookup(c->key, c->ip_hash, false);
+	why = admit_refusal(ip, c->key, ipc, m.nconns - 1);
 	if (why != NULL) {
 		strlcpy_mx(admit.refusal, why, sizeof(admit.refusal));
 	} else {
 		if (ipc == NULL)
-			ipc = ip_lookup(ip, c->ip_hash, true);
+			ipc = ip_lookup(c->key, c->ip_hash, true);
 		ipc->count++;
 		c->counted = true;
 		admit.flags = greet_flags(ip);

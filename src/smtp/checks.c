@@ -375,3 +375,23 @@ fair_share_reached(unsigned holds, unsigned in_use, unsigned max,
 		return false;
 	return (uint64_t)holds * 100 >= free_slots * share;
 }
+
+void
+client_key(const char *ip, unsigned v6_prefix, char *key, size_t size)
+{
+	unsigned char a[16];
+	char text[INET6_ADDRSTRLEN];
+	static const unsigned char mapped[12] = {
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
+	};
+
+	if (strchr(ip, ':') == NULL || inet_pton(AF_INET6, ip, a) != 1 ||
+	    memcmp(a, mapped, sizeof(mapped)) == 0 || v6_prefix >= 128) {
+		snprintf(key, size, "%s", ip);
+		return;
+	}
+	for (unsigned bit = v6_prefix; bit < 128; bit++)
+		a[bit / 8] &= (unsigned char)~(0x80u >> (bit % 8));
+	inet_ntop(AF_INET6, a, text, sizeof(text));
+	snprintf(key, size, "%s/%u", text, v6_prefix);
+}

@@ -83,6 +83,16 @@ size_t ratelimit_clients(const struct ratelimit *r);
 /* ---- connection slots under pressure ---- */
 
 /*
+ * The name a client address is counted under (limits.ipv6_prefix, as
+ * Postfix's smtpd_client_ipv6_prefix_length): an IPv4 address (or an
+ * IPv4-mapped IPv6 one) as it is, an IPv6 address as its network of
+ * v6_prefix bits, "2001:db8:1:2::/64", since whoever holds one address
+ * of a network usually holds them all.  Text that is no address is
+ * copied as it is.
+ */
+void client_key(const char *ip, unsigned v6_prefix, char *key, size_t size);
+
+/*
  * Stress mode after a change of the slots in use: it begins at threshold
  * percent of max and ends 10 points lower (half the threshold for one
  * under 20), or when nothing is in use, so that it does not flap at the

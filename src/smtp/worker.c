@@ -386,9 +386,14 @@ proxy_read(int fd)
 			proxy_refuse(fd, why);
 			return;
 		}
-		/* Peeked, so there: the read cannot come up short. */
-		if (recv(fd, pw->buf + pw->len, take, 0) != (ssize_t)take)
-			fatal("reading a peeked PROXY header");
+		/* Peeked, so there, unless a reset threw it away. */
+		if (recv(fd, pw->buf + pw->len, take, 0) != (ssize_t)take) {
+			log_info("session=%016llx client=%s proxy: connection "
+			    "lost in the header", (unsigned long long)pw->conn_id,
+			    pw->peer_ip);
+			proxy_end(fd, NULL);
+			return;
+		}
 		pw->len += take;
 		if (r == PROXY_DONE) {
 			proxy_read_done(fd, &h);

@@ -33,6 +33,16 @@ import pytest
 
 SRC_TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
+
+def _schema_version():
+    """The queue schema version the sources migrate to (queue_db.h)."""
+    with open(os.path.join(SRC_TOP, "src", "queue", "queue_db.h")) as f:
+        m = re.search(r"#define QUEUE_SCHEMA_VERSION (\d+)", f.read())
+    return int(m.group(1)) if m else 1
+
+
+SCHEMA_VERSION = _schema_version()
+
 HOSTNAME = "mx.test.example"
 QUEUE_ID_RE = re.compile(r"^[0-9A-Z]{16}$")
 QUEUED_RE = re.compile(r"^250 2\.0\.0 Ok: queued as ([0-9A-Z]{16})\s*$")
@@ -358,10 +368,12 @@ class Daemon:
     def _db_ready(self):
         if not os.path.exists(self.db_path):
             return False
+        # Migrated to the end: each migration is a transaction of its
+        # own, and mxgatectl refuses a queue in between.
         try:
-            return bool(db_query(self.db_path, "SELECT 1 FROM sqlite_master "
-                                 "WHERE name = 'messages'"))
-        except sqlite3.Error:
+            return db_query(self.db_path, "SELECT max(version) FROM"
+                            " schema_version")[0][0] >= SCHEMA_VERSION
+        except (sqlite3.Error, TypeError, IndexError):
             return False
 
     def running(self):

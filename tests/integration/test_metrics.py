@@ -214,7 +214,8 @@ def test_scrape_during_traffic_matches_what_was_sent(md):
 
 def test_sessions_gauge_and_queue_gauges(md):
     """An open session is counted while it lasts; the queue gauges show
-    the deferred recipients by destination and the oldest one's age."""
+    the deferred recipients by destination and the oldest one's age,
+    within the 5 s they may lag while scraped."""
     with md.raw() as c:
         assert c.line().startswith("220")
         assert wait_for(lambda: scrape(md.mport)["mxgate_smtp_sessions"]
@@ -223,19 +224,19 @@ def test_sessions_gauge_and_queue_gauges(md):
     send(md, ["z@example.test"])
     key = ('mxgate_queue_recipients{state="deferred",'
            'destination="[127.0.0.1]:9"}')
-    assert wait_for(lambda: scrape(md.mport).get(key) == 3, 10.0), \
+    assert wait_for(lambda: scrape(md.mport).get(key) == 3, 15.0), \
         scrape(md.mport)
     m = scrape(md.mport)
     assert m['mxgate_queue_recipients_by_state{state="deferred"}'] == 3
     assert m['mxgate_queue_recipients_by_state{state="queued"}'] == 0
     assert 0 <= m["mxgate_queue_oldest_message_age_seconds"] < 60
-    assert 0 <= m["mxgate_queue_gauges_age_seconds"] <= 2
+    assert 0 <= m["mxgate_queue_gauges_age_seconds"] <= 6
     # held by the operator: the gauges follow within a second or two
     qid = md.db("SELECT id FROM messages ORDER BY id LIMIT 1")[0][0]
     r = md.ctl("queue", "hold", qid)
     assert r.returncode == 0, r.stderr
     assert wait_for(lambda: scrape(md.mport).get(
-        'mxgate_queue_recipients_by_state{state="held"}') == 2, 5.0)
+        'mxgate_queue_recipients_by_state{state="held"}') == 2, 10.0)
     assert scrape(md.mport)[key] == 1
 
 

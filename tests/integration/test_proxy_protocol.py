@@ -262,6 +262,41 @@ def test_limits_apply_to_the_carried_client(daemon_factory):
     assert wait_for(served, 5)
 
 
+@pytest.mark.parametrize("prefix", [64, 128])
+def test_ipv6_clients_counted_by_network(daemon_factory, prefix):
+    """limits.ipv6_prefix: IPv6 clients count as their network (carried
+    by PROXY headers, since loopback has one IPv6 address): with /64,
+    two addresses of 2001:db8:1:2::/64 use up its connections_per_ip of
+    2; with 128 every address counts apart."""
+    d = daemon_factory(proxy_settings(limits={"connections_per_ip": 2,
+                                              "ipv6_prefix": prefix}))
+    held = []
+    try:
+        for ip in ("2001:db8:1:2::a", "2001:db8:1:2::b"):
+            s = lb_connect(d)
+            held.append(s)
+            s.sendall(v2(ip))
+            assert read_reply(s)[-1].startswith("220 ")
+        s = lb_connect(d)
+        held.append(s)
+        s.sendall(v2("2001:db8:1:2:ffff::c"))
+        if prefix == 64:
+            got = read_until_closed(s, 5)
+            assert got == (b"421 4.7.0 Too many connections from your "
+                           b"address\r\n"), got
+            assert "client=2001:db8:1:2:ffff::c counted as " \
+                "2001:db8:1:2::/64" in d.log()
+        else:
+            assert read_reply(s)[-1].startswith("220 ")
+        s = lb_connect(d)
+        held.append(s)
+        s.sendall(v2("2001:db8:1:3::1"))
+        assert read_reply(s)[-1].startswith("220 ")
+    finally:
+        for s in held:
+            s.close()
+
+
 def test_proxy_then_tls(daemon_factory, tmp_path):
     """STARTTLS after a PROXY header: the handshake's bytes are not
     taken for the header's."""

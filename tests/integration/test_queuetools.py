@@ -389,6 +389,24 @@ def test_reroute_after_a_configuration_change(daemon_factory, tmp_path):
     out = reroute("--all")
     assert out.splitlines()[-1] == "rerouted: 0 recipients of 0 messages;" \
         " 3 unchanged, 1 left as they were", out
+    # --bounce-refused: the refused one is bounced with the route's
+    # reply, a DSN to its sender.
+    out = reroute("--all", "--bounce-refused", "--dry-run")
+    assert out.splitlines()[-1].endswith(", 0 left as they were, 1 would"
+                                         " be bounced"), out
+    assert states(d, two) == {"b@two.example.test": "deferred"} or \
+        states(d, two) == {"b@two.example.test": "queued"}
+    out = reroute("--all", "--bounce-refused")
+    assert "%s <b@two.example.test>: the routes refuse it now (550 5.1.1" \
+        " gone): bounced" % two in out, out
+    m = re.search(r"^%s: bounced 1 recipient, DSN ([0-9A-Z]{16}) queued$"
+                  % two,
+                  out, re.M)
+    assert m, out
+    assert states(d, two) == {"b@two.example.test": "bounced"}
+    assert d.db("SELECT last_reply FROM recipients WHERE message_id = ?",
+                (two,)) == [("550 5.1.1 gone",)]
+    assert states(d, m.group(1)) == {"alice@sender.example": "queued"}
     # The message's trace shows the rerouting.
     t = json.loads(ctl_ok(d, "queue", "trace", one, "--json"))
     assert [e["kind"] for e in t["history"]] == ["received", "routed",
@@ -402,3 +420,28 @@ def _ctl_conf(conf, *args):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, (args, r.stdout, r.stderr)
     return r.stdout
+
+
+def test_reroute_is_in_the_operators_log(daemon_factory):
+    """The reroute is logged like the other actions (audit.h)."""
+    from conftest import merge_settings, render_config
+    from test_logs import ctl_syslog, parse_kv
+    d = daemon_factory(PAUSED)
+    qid = send_many(d, [["a@one.example.test", "b@one.example.test"]])[0]
+    # The configuration file changes under the running daemon (which
+    # keeps what it read); mxgatectl reads the new one.
+    new = merge_settings(d.settings, {
+        "routes": [{"name": "one", "rcpt": r"@one\.example\.test$",
+                    "action": "relay", "upstream": "parked"}] +
+        PAUSED["routes"]})
+    with open(d.config_path, "w") as f:
+        f.write(render_config(new))
+    out, lines = ctl_syslog(d, "queue", "reroute", "--all")
+    assert out["rc"] == 0, out
+    assert len(lines) == 1, out
+    rec = parse_kv(lines[0])
+    assert rec["action"] == "reroute" and rec["event"] == "operator", rec
+    assert rec["messages"] == "1" and rec["nrcpt"] == "2", rec
+    assert rec["uid"] == str(os.getuid())
+    assert d.db("SELECT DISTINCT route FROM recipients WHERE message_id = ?",
+                (qid,)) == [("one",)]

@@ -267,6 +267,27 @@ test_fair_share_twenty_addresses(void)
 	CHECK_INT(in_use, 670);     /* 33 or 34 each, 330 free */
 }
 
+static void
+test_client_key(void)
+{
+	char k[80];
+
+	client_key("192.0.2.7", 64, k, sizeof(k));
+	CHECK_STR(k, "192.0.2.7");
+	client_key("::ffff:192.0.2.7", 64, k, sizeof(k));
+	CHECK_STR(k, "::ffff:192.0.2.7");
+	client_key("2001:db8:1:2:3:4:5:6", 64, k, sizeof(k));
+	CHECK_STR(k, "2001:db8:1:2::/64");
+	client_key("2001:db8:1:2:ffff:abcd:5:6", 84, k, sizeof(k));
+	CHECK_STR(k, "2001:db8:1:2:ffff:a000::/84");
+	client_key("2001:db8:1:2:3:4:5:6", 128, k, sizeof(k));
+	CHECK_STR(k, "2001:db8:1:2:3:4:5:6");
+	client_key("2001:db8::1", 1, k, sizeof(k));
+	CHECK_STR(k, "::/1");
+	client_key("not an address", 64, k, sizeof(k));
+	CHECK_STR(k, "not an address");
+}
+
 int
 main(void)
 {
@@ -278,5 +299,6 @@ main(void)
 	RUN(test_stress_next);
 	RUN(test_fair_share);
 	RUN(test_fair_share_twenty_addresses);
+	RUN(test_client_key);
 	return unit_done();
 }

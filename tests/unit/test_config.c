@@ -189,6 +189,7 @@ check_defaults(const struct mxconf *c)
 	CHECK_INT(c->max_connections, 0);
 	CHECK_INT(c->max_connections_per_ip, 50);
 	CHECK_INT(c->fair_share, 10);
+	CHECK_INT(c->ipv6_prefix, 84);
 	CHECK_STR(c->bare_newlines, "reject");
 	CHECK_INT(c->timeout_command, 300);
 	CHECK_INT(c->timeout_data, 180);
@@ -635,6 +636,8 @@ test_bad_values(void)
 		{ "limits = { connections = -1; };",
 		  "'limits.connections' must be between 0 and 1000000 "
 		  "(got -1)" },
+		{ "limits = { ipv6_prefix = 0; };",
+		  "'limits.ipv6_prefix' must be between 1 and 128 (got 0)" },
 		{ "limits = { fair_share = 101; };",
 		  "'limits.fair_share' must be between 0 and 100 (got 101)" },
 		{ "stress = { threshold = 101; };",
