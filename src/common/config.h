@@ -89,6 +89,10 @@ struct route_conf {
 	char    *user;             /* pipe, maildir: runs as this user */
 	char    *attachments_dir;  /* pipe, webhook (json): save attachments
 	                         * there instead of inlining them in base64 */
+	char   **milters;       /* names in mxconf.milters (milter_client.h) */
+	size_t   nmilters;
+	char    *policy_service;   /* a name in mxconf.policy_services;
+	                         * NULL: the global policy service */
 };
 
 /* One element of `upstreams`: where action "relay" sends mail.  The
@@ -140,6 +144,25 @@ struct plugin_conf {
 	char    *path;          /* the shared object, absolute after load */
 	char    *args;          /* handed to its init(); NULL: none */
 	char     where[300];    /* "FILE:LINE: 'plugins[N]'" for load errors */
+};
+
+/* One element of `milters` (milter_client.h); timeouts in seconds. */
+struct milter_conf {
+	char    *name;
+	char    *address;       /* "unix:/path", "inet:addr:port" */
+	unsigned connect_timeout;   /* connection and negotiation */
+	unsigned command_timeout;   /* each SMTP command's reply */
+	unsigned content_timeout;   /* header, body, end of message */
+	char    *default_action;    /* "tempfail" "accept" "reject" */
+};
+
+/* One element of `policy_services`: a named policy service that routes
+ * refer to (policy.h); the global `policy` block is the default. */
+struct policy_service_conf {
+	char    *name;
+	char    *service;       /* "unix:/path", "inet:addr:port" */
+	unsigned timeout;
+	char    *default_action;
 };
 
 /* SMTP stages, as policy.stages names them ("connect", "helo", "mail",
@@ -272,6 +295,17 @@ struct mxconf {
 	unsigned policy_stages;          /* 1 << enum smtp_stage */
 	unsigned policy_timeout;
 	char    *policy_default;         /* action when the service fails */
+
+	/* named policy services that routes refer to (policy_service) */
+	struct policy_service_conf *policy_services;
+	size_t   npolicy_services;
+
+	/* milters (milter_client.h): defined by name; smtp_milters for
+	 * every session, routes[].milters for their recipients */
+	struct milter_conf *milters;
+	size_t   nmilters;
+	char   **smtp_milters;
+	size_t   nsmtp_milters;
 
 	/* plugins (plugin.h, mxgate/plugin.h) */
 	struct plugin_conf *plugins;

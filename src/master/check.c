@@ -375,6 +375,15 @@ check_smtp(struct role *r, const struct mxconf *conf)
 	    strncmp(conf->policy_service, "unix:", 5) == 0 &&
 	    access(conf->policy_service + 5, W_OK) < 0 && errno != ENOENT)
 		need(r, "policy.service", conf->policy_service + 5, W_OK);
+	/* Milters and named policy services: the same, each. */
+	for (size_t i = 0; i < conf->nmilters + conf->npolicy_services; i++) {
+		const char *a = i < conf->nmilters ? conf->milters[i].address :
+		    conf->policy_services[i - conf->nmilters].service;
+		if (strncmp(a, "unix:", 5) == 0 && access(a + 5, W_OK) < 0 &&
+		    errno != ENOENT)
+			need(r, i < conf->nmilters ? "milters[].address" :
+			    "policy_services[].service", a + 5, W_OK);
+	}
 }
 
 /* The master (root, or the current user): what it makes at start. */

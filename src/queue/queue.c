@@ -405,10 +405,11 @@ insert_submission(struct submission *sub)
 		    sizeof(sub->result.queue_id));
 		if (log_enabled(LOG_LEVEL_DEBUG))
 			snprintf(sub->logline, sizeof(sub->logline),
-			    "id=%s from=<%s> size=%llu nrcpt=%zu client=%s",
+			    "id=%s from=<%s> size=%llu nrcpt=%zu client=%s%s",
 			    env.queue_id, env.sender,
 			    (unsigned long long)sub->msg.message_len, env.nrcpts,
-			    env.client_ip ? env.client_ip : "unknown");
+			    env.client_ip ? env.client_ip : "unknown",
+			    env.hold_reason != NULL ? " held (quarantine)" : "");
 	}
 	envelope_free(&env);
 	if (mapped)

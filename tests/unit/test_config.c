@@ -945,6 +945,14 @@ test_reload_text(void)
 		config_free(again);
 	}
 	config_free(c);
+
+	/* Where it is parsed again, the users may be out of reach (the
+	 * queue process's root): the master checked them. */
+	again = config_load_checked(LISTEN "server = { delivery_user ="
+	    " \"no-such-user-here\"; group = \"no-such-group-here\"; };\n",
+	    "t.conf", "/start", capture);
+	CHECK(again != NULL);
+	config_free(again);
 	show_errors();
 	CHECK_INT(nerrs, 0);
 }
