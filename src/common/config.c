@@ -393,7 +393,7 @@ static const char *const upstream_tls_modes[] = {
 
 /* In the order of enum tls_level. */
 static const char *const tls_level_words[] = {
-	"none", "may", "encrypt", "verify", "dane", NULL
+	"none", "may", "encrypt", "verify", "dane", "mta-sts", NULL
 };
 
 static const struct conf_spec tls_policy_specs[] = {
@@ -856,18 +856,24 @@ static const struct conf_spec mxconf_specs[] = {
 	      "DANE" },
 	{ .path = "delivery.tls_level", .type = CT_STRING,
 	  FIELD(struct mxconf, mx_tls_level_word), .words = tls_level_words,
+	  .def = "mta-sts",
 	  .doc = "TLS to the MX hosts of recipient domains: \"none\"; "
 	      "\"may\" (STARTTLS when offered, any certificate); "
 	      "\"encrypt\" (TLS or deferred, any certificate); \"verify\" "
 	      "(TLS with a certificate that verifies and names the MX "
 	      "host); \"dane\" (RFC 7672: an MX host with DNSSEC-signed "
 	      "TLSA records gets TLS whose certificate matches them, or "
-	      "nothing; other hosts may; needs delivery.dnssec).  Default: "
-	      "dane with delivery.dnssec, else may" },
+	      "nothing; other hosts may; needs delivery.dnssec); "
+	      "\"mta-sts\" (DANE where it applies, with delivery.dnssec; "
+	      "else the domain's MTA-STS policy, RFC 8461, fetched over "
+	      "HTTPS and cached in the queue: in enforce mode only the MX "
+	      "hosts it names, with a certificate that verifies, in testing "
+	      "mode failures only reported; else may)" },
 	{ .path = "delivery.tls_ca", .type = CT_STRING,
 	  FIELD(struct mxconf, relay_tls_ca), .check = check_abs_path,
-	  .doc = "CA certificates (PEM) to verify MX hosts with (level "
-	      "verify); default the system's" },
+	  .doc = "CA certificates (PEM) to verify MX hosts (levels "
+	      "verify, mta-sts) and MTA-STS policy servers with; default "
+	      "the system's" },
 	{ .path = "delivery.tls_policy", .type = CT_LIST,
 	  FIELD(struct mxconf, tls_policies),
 	  COUNT(struct mxconf, ntls_policies), .sub = &tls_policy_table,
@@ -2726,9 +2732,10 @@ check_tls_policy_domain(struct conf_ctx *ctx, const struct conf_spec *sp,
 }
 
 /*
- * The MX hosts' default level, and DANE only with a resolver whose AD
- * bit is trusted: without it no TLSA record is ever usable (RFC 7672
- * 2.1), and a level that cannot work is refused at start.
+ * The MX hosts' level, and DANE only with a resolver whose AD bit is
+ * trusted: without it no TLSA record is ever usable (RFC 7672 2.1), and
+ * a level that cannot work is refused at start (mta-sts only skips its
+ * DANE part then).
  */
 static void
 config_tls_levels(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
@@ -2739,11 +2746,7 @@ config_tls_levels(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 	config_setting_t *list;
 	size_t i;
 
-	if (c->mx_tls_level_word == NULL)
-		c->mx_tls_level = c->dnssec ? TLS_LEVEL_DANE : TLS_LEVEL_MAY;
-	else
-		c->mx_tls_level = word_index(tls_level_words,
-		    c->mx_tls_level_word);
+	c->mx_tls_level = word_index(tls_level_words, c->mx_tls_level_word);
 	if (c->dnssec)
 		return;
 	if (c->mx_tls_level == TLS_LEVEL_DANE)

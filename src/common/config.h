@@ -123,10 +123,12 @@ enum upstream_tls { UPSTREAM_TLS_NONE, UPSTREAM_TLS_OPPORTUNISTIC,
  * order of their words: none (no TLS), may (STARTTLS when offered),
  * encrypt (TLS or nothing, any certificate), verify (TLS with a
  * certificate that verifies and names the host), dane (RFC 7672: TLSA
- * records from a validating resolver bind the certificate; else may).
+ * records from a validating resolver bind the certificate; else may),
+ * mta-sts (MX hosts only: DANE when it applies, else the domain's
+ * MTA-STS policy, RFC 8461, else may).
  */
 enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT,
-	TLS_LEVEL_VERIFY, TLS_LEVEL_DANE };
+	TLS_LEVEL_VERIFY, TLS_LEVEL_DANE, TLS_LEVEL_MTA_STS };
 
 /* One element of delivery.tls_policy: the level for a recipient domain
  * delivered to its MX hosts. */
@@ -259,7 +261,7 @@ struct mxconf {
 	/* the relay client's TLS (relay.h) */
 	bool     dnssec;             /* trust the resolver's AD bit */
 	char    *mx_tls_level_word;  /* delivery.tls_level as written */
-	int      mx_tls_level;       /* enum tls_level: derived from it */
+	int      mx_tls_level;       /* enum tls_level, from it */
 	char    *relay_tls_ca;       /* CA file for MX hosts; NULL: system */
 	struct tls_policy_conf *tls_policies;
 	size_t   ntls_policies;

@@ -91,7 +91,10 @@ static const struct family families[] = {
 	{ "mxgate_spf_results_total", "counter",
 	  "SPF results of MAIL FROM checks." },
 	{ "mxgate_policy_outcomes_total", "counter",
-	  "Answers of the policy service and plugins, by verdict." },
+	  "Answers of the policy service, by verdict." },
+	{ "mxgate_milter_outcomes_total", "counter",
+	  "Answers of the milters at each stage (all of a stage's milters "
+	  "together), by verdict." },
 	{ "mxgate_queue_committed_messages_total", "counter",
 	  "Messages committed by the queue process." },
 	{ "mxgate_process_starts_total", "counter",

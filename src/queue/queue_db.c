@@ -308,6 +308,39 @@ static const char schema_v4[] =
 	"ALTER TABLE recipients ADD COLUMN dsn_orcpt TEXT;";
 
 /*
+ * Schema version 5: the relay client's TLS (relay.h, mta_sts.h).
+ * mta_sts_policies: the MTA-STS policy of a recipient domain (RFC 8461),
+ * as fetched, kept until expires_at (fetched_at + max_age); mx is its
+ * patterns separated by spaces.  tls_results: TLS-RPT (RFC 8460) counts
+ * per UTC day, recipient domain, policy applied ('sts', 'tlsa',
+ * 'no-policy-found' and its lines), MX host, RFC 8460 result type (''
+ * for a successful session) and addresses.
+ */
+static const char schema_v5[] =
+	"CREATE TABLE mta_sts_policies ("
+	"  domain      TEXT PRIMARY KEY,"
+	"  policy_id   TEXT NOT NULL,"
+	"  mode        TEXT NOT NULL CHECK (mode IN ('none', 'testing',"
+	"                'enforce')),"
+	"  mx          TEXT NOT NULL,"
+	"  max_age     INTEGER NOT NULL,"
+	"  fetched_at  INTEGER NOT NULL,"
+	"  expires_at  INTEGER NOT NULL);"
+	"CREATE TABLE tls_results ("
+	"  day          TEXT NOT NULL,"
+	"  domain       TEXT NOT NULL,"
+	"  policy_type  TEXT NOT NULL CHECK (policy_type IN ('sts', 'tlsa',"
+	"                 'no-policy-found')),"
+	"  policy       TEXT NOT NULL,"
+	"  mx_host      TEXT NOT NULL,"
+	"  result_type  TEXT NOT NULL,"
+	"  sending_ip   TEXT NOT NULL,"
+	"  receiving_ip TEXT NOT NULL,"
+	"  sessions     INTEGER NOT NULL,"
+	"  PRIMARY KEY (day, domain, policy_type, policy, mx_host,"
+	"    result_type, sending_ip, receiving_ip));";
+
+/*
  * Migrations, in order: migrations[i] takes the schema from version
  * migrations[i].version - 1 to migrations[i].version.  Each runs in its own
  * transaction together with the update of schema_version.
@@ -320,6 +353,7 @@ static const struct migration {
 	{ 2, schema_v2 },
 	{ 3, schema_v3 },
 	{ 4, schema_v4 },
+	{ 5, schema_v5 },
 };
 
 enum stmt_id {

@@ -888,6 +888,9 @@ milter_done(void *arg, const struct policy_answer *a)
 	if (h->milter_answer == NULL)
 		h->milter_answer = xmalloc(sizeof(*h->milter_answer));
 	*h->milter_answer = *a;
+	metrics_inc(a->verdict == POLICY_ACCEPT ? MC_MILTER_ACCEPT :
+	    a->verdict == POLICY_REJECT ? MC_MILTER_REJECT :
+	    a->verdict == POLICY_TEMPFAIL ? MC_MILTER_DEFER : MC_MILTER_CONTINUE);
 	if (h->active && h->waiting)
 		pipeline(h, true);
 }

@@ -36,10 +36,10 @@ $CC $CFLAGS -I src tests/fuzz/fuzz_milter.c src/smtp/milter.c \
     src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c \
     -o "$out/fuzz_milter"
 # The relay client's pure parsers; relay.c needs its libraries to link.
-RELAY_SRC="src/delivery/relay.c src/delivery/dane.c src/delivery/delivery.c
+RELAY_SRC="src/delivery/relay.c src/delivery/dane.c src/delivery/mta_sts.c src/delivery/delivery.c
   src/delivery/mime7bit.c src/common/dsn.c
   src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c"
-RELAY_LIBS="-lssl -lcrypto -lresolv $(pkg-config --libs gmime-3.0)"
+RELAY_LIBS="-lssl -lcrypto -lcurl -lresolv $(pkg-config --libs gmime-3.0)"
 $CC $CFLAGS -I src $(pkg-config --cflags gmime-3.0) \
     tests/fuzz/fuzz_relay_reply.c $RELAY_SRC $RELAY_LIBS \
     -o "$out/fuzz_relay_reply"

@@ -1190,7 +1190,7 @@ test_tls_levels(void)
 	CHECK(c != NULL);
 	if (c != NULL) {
 		CHECK(!c->dnssec);
-		CHECK_INT(c->mx_tls_level, TLS_LEVEL_MAY);
+		CHECK_INT(c->mx_tls_level, TLS_LEVEL_MTA_STS);
 		CHECK_INT(c->ntls_policies, 0);
 	}
 	config_free(c);
@@ -1201,7 +1201,7 @@ test_tls_levels(void)
 	    " tls = \"dane\"; } );\n");
 	CHECK(c != NULL);
 	if (c != NULL) {
-		CHECK_INT(c->mx_tls_level, TLS_LEVEL_DANE);
+		CHECK_INT(c->mx_tls_level, TLS_LEVEL_MTA_STS);
 		CHECK_INT(c->ntls_policies, 2);
 		CHECK_STR(c->tls_policies[0].domain, "partner.example");
 		CHECK_INT(c->tls_policies[0].level, TLS_LEVEL_VERIFY);
@@ -1225,7 +1225,8 @@ test_tls_levels(void)
 	    " true (with a validating resolver in /etc/resolv.conf)"));
 	CHECK(fails_with(LISTEN "delivery = { tls_level = \"secure\"; };\n",
 	    "t.conf:2: 'delivery.tls_level' must be \"none\", \"may\","
-	    " \"encrypt\", \"verify\" or \"dane\" (got \"secure\")"));
+	    " \"encrypt\", \"verify\", \"dane\" or \"mta-sts\" (got"
+	    " \"secure\")"));
 	CHECK(fails_with(LISTEN "delivery = { tls_policy = ( { domain ="
 	    " \"a..b\"; level = \"may\"; } ); };\n",
 	    "t.conf:2: 'delivery.tls_policy[0].domain' must be a domain name, or"

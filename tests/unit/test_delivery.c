@@ -10,6 +10,7 @@
 #include "delivery/dane.h"
 #include "delivery/delivery.h"
 #include "delivery/mime7bit.h"
+#include "delivery/mta_sts.h"
 #include "delivery/relay.h"
 #include "queue/retry.h"
 #include "unit.h"
@@ -622,6 +623,75 @@ test_dane_parse_tlsa(void)
 	CHECK(!dane_answer_secure(buf, (int)len));
 }
 
+/* RFC 8461 3.1-3.2 and 4.1: the TXT record, the policy file, the MX
+ * patterns, and the line the queue keeps. */
+static void
+test_mta_sts_parts(void)
+{
+	static const char sample[] = "version: STSv1\r\nmode: enforce\r\n"
+	    "mx: mx1.example.com\r\nmx: *.Example.NET\r\n"
+	    "max_age: 604800\r\nfuture: ignored\r\n";
+	struct sts_policy p, q;
+	char id[33], why[200];
+	struct buf b;
+
+	CHECK_INT(sts_parse_txt("v=STSv1; id=20160831085700Z;", id,
+	    sizeof(id)), 0);
+	CHECK_STR(id, "20160831085700Z");
+	CHECK_INT(sts_parse_txt("v=STSv1;id=abc", id, sizeof(id)), 0);
+	CHECK_STR(id, "abc");
+	CHECK_INT(sts_parse_txt("v=STSv1; ", id, sizeof(id)), -1);
+	CHECK_INT(sts_parse_txt("v=STSv2; id=1;", id, sizeof(id)), -1);
+	CHECK_INT(sts_parse_txt("v=STSv1; id=a-b;", id, sizeof(id)), -1);
+	CHECK_INT(sts_parse_txt("v=STSv1; id=123456789012345678901234567890123;",
+	    id, sizeof(id)), -1);
+
+	memset(&p, 0, sizeof(p));
+	CHECK_INT(sts_parse_policy(sample, strlen(sample), &p, why,
+	    sizeof(why)), 0);
+	CHECK_INT(p.mode, STS_MODE_ENFORCE);
+	CHECK_INT(p.max_age, 604800);
+	CHECK_INT(p.nmx, 2);
+	CHECK_STR(p.mx[1], "*.example.net");
+	CHECK(sts_mx_match(&p, "mx1.example.com"));
+	CHECK(sts_mx_match(&p, "MX1.example.com."));
+	CHECK(sts_mx_match(&p, "a.example.net"));
+	CHECK(!sts_mx_match(&p, "a.b.example.net"));
+	CHECK(!sts_mx_match(&p, "example.net"));
+	CHECK(!sts_mx_match(&p, "mx2.example.com"));
+	CHECK_INT(sts_parse_policy("version: STSv1\nmode: enforce\n"
+	    "max_age: 60\n", 40, &p, why, sizeof(why)), -1);
+	CHECK_STR(why, "policy without mx");
+	CHECK_INT(sts_parse_policy("version: STSv1\nmode: strict\n", 28, &p,
+	    why, sizeof(why)), -1);
+	CHECK_INT(sts_parse_policy("version: STSv1\nmode: none\n"
+	    "max_age: 99999999999\n", 48, &p, why, sizeof(why)), -1);
+	CHECK_INT(sts_parse_policy("mode: none\nmax_age: 1\n", 22, &p, why,
+	    sizeof(why)), -1);
+
+	CHECK_INT(sts_parse_policy(sample, strlen(sample), &p, why,
+	    sizeof(why)), 0);
+	snprintf(p.id, sizeof(p.id), "x1");
+	p.fetched_at = 1700000000;
+	buf_init(&b);
+	sts_policy_format(&p, &b);
+	CHECK_STR(b.data, "x1 enforce 604800 1700000000 mx1.example.com"
+	    " *.example.net");
+	CHECK_INT(sts_policy_scan(b.data, &q), 0);
+	CHECK_STR(q.id, "x1");
+	CHECK_INT(q.mode, STS_MODE_ENFORCE);
+	CHECK_INT(q.fetched_at, 1700000000);
+	CHECK_INT(q.nmx, 2);
+	CHECK_STR(q.mx[1], "*.example.net");
+	CHECK_INT(sts_policy_scan("x1 sometimes 1 2 mx", &q), -1);
+	CHECK_INT(sts_policy_scan(NULL, &q), -1);
+	buf_reset(&b);
+	sts_policy_lines(&p, &b);
+	CHECK_STR(b.data, "version: STSv1\nmode: enforce\nmx: mx1.example.com"
+	    "\nmx: *.example.net\nmax_age: 604800");
+	buf_free(&b);
+}
+
 /* Equal preferences are tried in a random order, drawn anew each time:
  * with two hosts, 64 parses giving one order only would be a 1 in 2^63
  * event. */
@@ -738,6 +808,7 @@ main(void)
 	RUN(test_parse_host);
 	RUN(test_parse_mx);
 	RUN(test_dane_parse_tlsa);
+	RUN(test_mta_sts_parts);
 	RUN(test_parse_mx_spreads_equal);
 	RUN(test_parse_null_mx);
 	RUN(test_mime_to_7bit);
