@@ -375,9 +375,9 @@ def test_policy_actions_at_other_stages(start, policy, state, stage):
             assert c.cmd("QUIT").startswith("221 ")
         assert policy.states() == asked, (action, policy.states())
     assert d.message_count() == 0
-    assert re.search(r'event=reject stage=%s .*reply="450 4\.7\.1 Try '
-                     r'again later" reason="action=DEFER"' % stage,
-                     d.log()), d.log()[-2000:]
+    assert re.search(r'event=reject stage=%s .*reply="450 4\.7\.1 Try again '
+                     r'later" reason="action=DEFER"' % stage, d.log()), \
+        d.log()[-2000:]
     # DUNNO at every stage: the same dialogue goes through
     policy.answers.clear()
     with session(d) as c:

@@ -320,6 +320,65 @@ test_bounce_build_delayed_global(void)
 	buf_free(&b);
 }
 
+/* DSN (RFC 3461): a success report, and a failure with RET=FULL. */
+static void
+test_bounce_build_dsn(void)
+{
+	const char *hdr = "From: alice@a.example\r\nSubject: hi\r\n";
+	const char *whole = "From: alice@a.example\r\nSubject: hi\r\n\r\n"
+	    "the body\r\n";
+	struct bounce_rcpt rc[2] = {
+		{ "bob@b.example", "250 2.0.0 Ok: queued as 7", "mx.b.example",
+		  1700000100, false, true, true, "rfc822;Bob+x@b.example" },
+		{ "carol@b.example", "250 2.0.0 delivered to /var/mail/c/",
+		  NULL, 1700000100, false, false, false, NULL },
+	};
+	struct bounce_report r = {
+		BOUNCE_SUCCESS, "0ABCDEFGHIJKLMNO", "alice@a.example",
+		1700000000, "mx.test.example", hdr, strlen(hdr), 0, rc, 2,
+		whole, strlen(whole), "env 1"
+	};
+	char status[BOUNCE_STATUS_SIZE];
+	struct buf b;
+
+	buf_init(&b);
+	bounce_build(&r, "0ZZZZZZZZZZZZZZZ", 1700000300, &b);
+	CHECK(strstr(b.data, "Subject: Successful Mail Delivery Report\r\n")
+	    != NULL);
+	CHECK(strstr(b.data, "Reporting-MTA: dns; mx.test.example\r\n"
+	    "Original-Envelope-Id: env 1\r\n") != NULL);
+	CHECK(strstr(b.data, "\r\n\r\nOriginal-Recipient: rfc822;Bob+x@b.example"
+	    "\r\nFinal-Recipient: rfc822; bob@b.example\r\nAction: relayed\r\n"
+	    "Status: 2.0.0\r\nRemote-MTA: dns; mx.b.example\r\n"
+	    "Diagnostic-Code: smtp; 250 2.0.0 Ok: queued as 7\r\n") != NULL);
+	CHECK(strstr(b.data, "\r\n\r\nFinal-Recipient: rfc822; carol@b.example"
+	    "\r\nAction: delivered\r\nStatus: 2.0.0\r\n"
+	    "Diagnostic-Code: X-mxgate; 250 2.0.0 delivered") != NULL);
+	/* A success never returns the body, whatever RET said. */
+	CHECK(strstr(b.data, "Content-Type: text/rfc822-headers\r\n") != NULL);
+	CHECK(strstr(b.data, "the body") == NULL);
+	CHECK(strstr(b.data, "Will-Retry-Until") == NULL);
+
+	/* A failure with the whole message (RET=FULL). */
+	rc[0].reply = "550 5.1.1 no such user";
+	r.kind = BOUNCE_FAILED;
+	r.nrcpts = 1;
+	buf_reset(&b);
+	bounce_build(&r, "0ZZZZZZZZZZZZZZZ", 1700000300, &b);
+	CHECK(strstr(b.data, "Action: failed\r\nStatus: 5.1.1\r\n") != NULL);
+	CHECK(strstr(b.data, "Content-Description: Undelivered Message\r\n"
+	    "Content-Type: message/rfc822\r\n\r\nFrom: alice@a.example\r\n"
+	    "Subject: hi\r\n\r\nthe body\r\n\r\n--0ZZZZZZZZZZZZZZZ/"
+	    "mx.test.example--\r\n") != NULL);
+	CHECK(strstr(b.data, "text/rfc822-headers") == NULL);
+	buf_free(&b);
+
+	/* A 2xx reply without an enhanced code is 2.0.0, not 5.0.0. */
+	rc[1].reply = "250 ok";
+	bounce_status(&rc[1], status);
+	CHECK_STR(status, "2.0.0");
+}
+
 
 /* ---- relay: the pure parts ---- */
 
@@ -400,6 +459,14 @@ test_ehlo_parse(void)
 	relay_ehlo_parse(&x, lines, 1);
 	CHECK(x.size);
 	CHECK_INT(x.size_max, 0);
+	CHECK(!x.dsn);
+	/* DSN (RFC 3461), as a whole word only. */
+	lines[0] = "dsn";
+	lines[1] = "DSNX";
+	relay_ehlo_parse(&x, lines, 1);
+	CHECK(x.dsn);
+	relay_ehlo_parse(&x, lines + 1, 1);
+	CHECK(!x.dsn);
 }
 
 static char *
@@ -800,6 +867,7 @@ main(void)
 	RUN(test_bounce_header_len);
 	RUN(test_bounce_build);
 	RUN(test_bounce_build_delayed_global);
+	RUN(test_bounce_build_dsn);
 	RUN(test_reply_single_and_multi);
 	RUN(test_reply_malformed);
 	RUN(test_reply_long_is_cut);
