@@ -12,6 +12,8 @@
 # service users mxgated's processes run as (contrib/create-users.sh).
 # dpkg-dev and debhelper build the Debian package (contrib/debian-check.sh);
 # acl's setfacl lets a test grant a worker's user access by ACL.
+# rspamd, opendkim (+ opendkim-tools for opendkim-genkey) and python3-milter
+# are the milters the milter tests start on their own (test_milter.py).
 # prometheus ships promtool, which checks the metrics endpoint's output;
 # util-linux's unshare gives the audit test a /dev/log of its own.
 # haproxy stands in front of two mxgated in the PROXY protocol test (a
@@ -27,6 +29,7 @@ libseccomp-dev
 python3 python3-pytest python3-aiosmtpd python3-dnslib
 swaks openssl postfix iproute2 procps valgrind acl prometheus util-linux
 dpkg-dev debhelper
+rspamd opendkim opendkim-tools python3-milter
 haproxy
 nsd unbound ldnsutils python3-cryptography"
 

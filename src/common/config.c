@@ -367,6 +367,17 @@ static const struct conf_spec route_specs[] = {
 	  .doc = "with action pipe or maildir: the user the delivery runs "
 	      "as (when started as root); default server.delivery_user, "
 	      "never the queue's" },
+	{ .path = "milters", .type = CT_STRLIST,
+	  FIELD(struct route_conf, milters), COUNT(struct route_conf, nmilters),
+	  .doc = "names of milters (see milters) asked about the "
+	      "recipients of this route, after smtp_milters; a message "
+	      "meets the milters of all its recipients' routes, once "
+	      "each, and their changes apply to the whole message" },
+	{ .path = "policy_service", .type = CT_STRING,
+	  FIELD(struct route_conf, policy_service),
+	  .doc = "the name of one of policy_services asked at RCPT "
+	      "about this route's recipients, instead of the global "
+	      "policy.service; default the global one" },
 	{ .path = NULL }
 };
 
@@ -382,7 +393,7 @@ static const char *const upstream_tls_modes[] = {
 
 /* In the order of enum tls_level. */
 static const char *const tls_level_words[] = {
-	"none", "may", "encrypt", "verify", "dane", NULL
+	"none", "may", "encrypt", "verify", "dane", "mta-sts", NULL
 };
 
 static const struct conf_spec tls_policy_specs[] = {
@@ -489,6 +500,73 @@ static const struct conf_spec plugin_specs[] = {
 
 static const struct conf_table plugin_table = {
 	plugin_specs, sizeof(struct plugin_conf), plugin_finish
+};
+
+static const char *const milter_defaults[] = {
+	"tempfail", "accept", "reject", NULL
+};
+
+static const struct conf_spec milter_specs[] = {
+	{ .path = "name", .type = CT_STRING, FIELD(struct milter_conf, name),
+	  .flags = CF_REQUIRED,
+	  .doc = "what smtp_milters and routes' milters call it; unique" },
+	{ .path = "address", .type = CT_STRING,
+	  FIELD(struct milter_conf, address), .flags = CF_REQUIRED,
+	  .value = policy_address_check,
+	  .doc = "the milter's socket: \"unix:/path/to/socket\" or "
+	      "\"inet:127.0.0.1:11332\" (an address, not a host name)" },
+	{ .path = "connect_timeout", .type = CT_DURATION,
+	  FIELD(struct milter_conf, connect_timeout), .def = "10",
+	  .min = 1, .max = 300,
+	  .doc = "seconds to connect and negotiate; then default_action" },
+	{ .path = "command_timeout", .type = CT_DURATION,
+	  FIELD(struct milter_conf, command_timeout), .def = "30",
+	  .min = 1, .max = 3600,
+	  .doc = "seconds to wait for the answer to each SMTP command "
+	      "(CONNECT, HELO, MAIL, RCPT, DATA)" },
+	{ .path = "content_timeout", .type = CT_DURATION,
+	  FIELD(struct milter_conf, content_timeout), .def = "300",
+	  .min = 1, .max = 3600,
+	  .doc = "seconds to wait for the answer to each header, body "
+	      "chunk and to the end of the message (where a scanner "
+	      "works)" },
+	{ .path = "default_action", .type = CT_STRING,
+	  FIELD(struct milter_conf, default_action), .def = "tempfail",
+	  .words = milter_defaults,
+	  .doc = "what happens when the milter is down, too slow or "
+	      "breaks the protocol, for the rest of the session: "
+	      "\"tempfail\" (451 4.7.1), \"accept\" (as if it were "
+	      "not configured) or \"reject\" (550 5.7.1)" },
+	{ .path = NULL }
+};
+
+static const struct conf_table milter_table = {
+	milter_specs, sizeof(struct milter_conf), NULL
+};
+
+static const struct conf_spec policy_service_specs[] = {
+	{ .path = "name", .type = CT_STRING,
+	  FIELD(struct policy_service_conf, name), .flags = CF_REQUIRED,
+	  .doc = "what routes' policy_service calls it; unique" },
+	{ .path = "service", .type = CT_STRING,
+	  FIELD(struct policy_service_conf, service), .flags = CF_REQUIRED,
+	  .value = policy_address_check,
+	  .doc = "the service's address, as policy.service" },
+	{ .path = "timeout", .type = CT_INT,
+	  FIELD(struct policy_service_conf, timeout), .def = "5",
+	  .min = 1, .max = 300,
+	  .doc = "seconds to wait for its answer; then default" },
+	{ .path = "default", .type = CT_STRING,
+	  FIELD(struct policy_service_conf, default_action),
+	  .def = "451 4.3.5 Server configuration problem",
+	  .value = policy_default_check,
+	  .doc = "the action when it is down, too slow or answers "
+	      "nonsense, as policy.default" },
+	{ .path = NULL }
+};
+
+static const struct conf_table policy_service_table = {
+	policy_service_specs, sizeof(struct policy_service_conf), NULL
 };
 
 static const struct conf_spec mxconf_specs[] = {
@@ -771,18 +849,24 @@ static const struct conf_spec mxconf_specs[] = {
 	      "DANE" },
 	{ .path = "delivery.tls_level", .type = CT_STRING,
 	  FIELD(struct mxconf, mx_tls_level_word), .words = tls_level_words,
+	  .def = "mta-sts",
 	  .doc = "TLS to the MX hosts of recipient domains: \"none\"; "
 	      "\"may\" (STARTTLS when offered, any certificate); "
 	      "\"encrypt\" (TLS or deferred, any certificate); \"verify\" "
 	      "(TLS with a certificate that verifies and names the MX "
 	      "host); \"dane\" (RFC 7672: an MX host with DNSSEC-signed "
 	      "TLSA records gets TLS whose certificate matches them, or "
-	      "nothing; other hosts may; needs delivery.dnssec).  Default: "
-	      "dane with delivery.dnssec, else may" },
+	      "nothing; other hosts may; needs delivery.dnssec); "
+	      "\"mta-sts\" (DANE where it applies, with delivery.dnssec; "
+	      "else the domain's MTA-STS policy, RFC 8461, fetched over "
+	      "HTTPS and cached in the queue: in enforce mode only the MX "
+	      "hosts it names, with a certificate that verifies, in testing "
+	      "mode failures only reported; else may)" },
 	{ .path = "delivery.tls_ca", .type = CT_STRING,
 	  FIELD(struct mxconf, relay_tls_ca), .check = check_abs_path,
-	  .doc = "CA certificates (PEM) to verify MX hosts with (level "
-	      "verify); default the system's" },
+	  .doc = "CA certificates (PEM) to verify MX hosts (levels "
+	      "verify, mta-sts) and MTA-STS policy servers with; default "
+	      "the system's" },
 	{ .path = "delivery.tls_policy", .type = CT_LIST,
 	  FIELD(struct mxconf, tls_policies),
 	  COUNT(struct mxconf, ntls_policies), .sub = &tls_policy_table,
@@ -898,6 +982,27 @@ static const struct conf_spec mxconf_specs[] = {
 	      "[text], or \"4NN text\" / \"5NN text\"; Postfix's "
 	      "451 4.3.5 by default, so that a greylisting service "
 	      "that is down never turns greylisting off" },
+
+	{ .path = "policy_services", .type = CT_LIST,
+	  FIELD(struct mxconf, policy_services),
+	  COUNT(struct mxconf, npolicy_services),
+	  .sub = &policy_service_table,
+	  .doc = "named Postfix policy services, asked at RCPT about the "
+	      "recipients of the routes that name them (routes[]."
+	      "policy_service) instead of policy.service; policy.stages "
+	      "does not apply to them" },
+
+	{ .path = "milters", .type = CT_LIST,
+	  FIELD(struct mxconf, milters), COUNT(struct mxconf, nmilters),
+	  .sub = &milter_table,
+	  .doc = "milters (Sendmail milter protocol 6: rspamd, OpenDKIM, "
+	      "OpenDMARC, virus scanners) by name; at most 16.  Used "
+	      "by smtp_milters and routes' milters" },
+	{ .path = "smtp_milters", .type = CT_STRLIST,
+	  FIELD(struct mxconf, smtp_milters),
+	  COUNT(struct mxconf, nsmtp_milters),
+	  .doc = "names of milters asked about every session, from its "
+	      "connection on, in this order (Postfix's smtpd_milters)" },
 
 	{ .path = "plugins", .type = CT_LIST,
 	  FIELD(struct mxconf, plugins), COUNT(struct mxconf, nplugins),
@@ -2096,7 +2201,9 @@ check_user(struct conf_ctx *ctx, const struct conf_spec *sp,
 {
 	const char *user = *(char **)(void *)((char *)base + sp->off);
 
-	if (user != NULL && getpwnam(user) == NULL) {
+	/* A checked text is parsed where /etc/passwd may be out of reach
+	 * (the queue process's root): the master looked already. */
+	if (user != NULL && !ctx->checked && getpwnam(user) == NULL) {
 		conf_report(ctx, s, "'%s': no such user \"%s\"", name, user);
 		return -1;
 	}
@@ -2124,7 +2231,7 @@ check_group(struct conf_ctx *ctx, const struct conf_spec *sp,
 {
 	const char *group = *(char **)(void *)((char *)base + sp->off);
 
-	if (group != NULL && getgrnam(group) == NULL) {
+	if (group != NULL && !ctx->checked && getgrnam(group) == NULL) {
 		conf_report(ctx, s, "'%s': no such group \"%s\"", name, group);
 		return -1;
 	}
@@ -2618,9 +2725,10 @@ check_tls_policy_domain(struct conf_ctx *ctx, const struct conf_spec *sp,
 }
 
 /*
- * The MX hosts' default level, and DANE only with a resolver whose AD
- * bit is trusted: without it no TLSA record is ever usable (RFC 7672
- * 2.1), and a level that cannot work is refused at start.
+ * The MX hosts' level, and DANE only with a resolver whose AD bit is
+ * trusted: without it no TLSA record is ever usable (RFC 7672 2.1), and
+ * a level that cannot work is refused at start (mta-sts only skips its
+ * DANE part then).
  */
 static void
 config_tls_levels(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
@@ -2631,11 +2739,7 @@ config_tls_levels(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 	config_setting_t *list;
 	size_t i;
 
-	if (c->mx_tls_level_word == NULL)
-		c->mx_tls_level = c->dnssec ? TLS_LEVEL_DANE : TLS_LEVEL_MAY;
-	else
-		c->mx_tls_level = word_index(tls_level_words,
-		    c->mx_tls_level_word);
+	c->mx_tls_level = word_index(tls_level_words, c->mx_tls_level_word);
 	if (c->dnssec)
 		return;
 	if (c->mx_tls_level == TLS_LEVEL_DANE)
@@ -2794,6 +2898,72 @@ config_bounce_upstream(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 	    " or the name of one of upstreams)", c->bounce_upstream);
 }
 
+/* Names are unique; what smtp_milters and routes name exists. */
+static bool
+name_defined(const char *name, const void *v, size_t n, size_t elem)
+{
+	for (size_t i = 0; i < n; i++) {
+		const char *d = *(char *const *)((const char *)v + i * elem);
+		if (d != NULL && strcmp(d, name) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void
+unique_names(struct conf_ctx *ctx, config_t *cf, const char *list,
+    const void *v, size_t n, size_t elem)
+{
+	for (size_t i = 1; i < n; i++) {
+		const char *d = *(char *const *)((const char *)v + i * elem);
+		if (d != NULL && name_defined(d, v, i, elem))
+			conf_report(ctx, config_setting_get_elem(
+			    config_lookup(cf, list), (unsigned)i),
+			    "duplicate %s name \"%s\"", list, d);
+	}
+}
+
+static void
+config_milter_refs(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
+{
+	config_setting_t *routes = config_lookup(cf, "routes");
+
+	unique_names(ctx, cf, "milters", c->milters, c->nmilters,
+	    sizeof(*c->milters));
+	unique_names(ctx, cf, "policy_services", c->policy_services,
+	    c->npolicy_services, sizeof(*c->policy_services));
+	if (c->nmilters > 16)
+		conf_report(ctx, config_lookup(cf, "milters"), "'milters': at "
+		    "most 16 (got %zu)", c->nmilters);
+	for (size_t i = 0; i < c->nsmtp_milters; i++)
+		if (!name_defined(c->smtp_milters[i], c->milters, c->nmilters,
+		    sizeof(*c->milters)))
+			conf_report(ctx, config_setting_get_elem(config_lookup(
+			    cf, "smtp_milters"), (unsigned)i), "'smtp_milters"
+			    "[%zu]': no milter named \"%s\" in milters", i,
+			    c->smtp_milters[i]);
+	for (size_t r = 0; routes != NULL && r < c->nroutes; r++) {
+		const struct route_conf *rc = &c->routes[r];
+		config_setting_t *e = config_setting_get_elem(routes,
+		    (unsigned)r);
+
+		for (size_t i = 0; i < rc->nmilters; i++)
+			if (!name_defined(rc->milters[i], c->milters,
+			    c->nmilters, sizeof(*c->milters)))
+				conf_report(ctx, config_setting_get_member(e,
+				    "milters"), "'routes[%zu].milters[%zu]': no "
+				    "milter named \"%s\" in milters", r, i,
+				    rc->milters[i]);
+		if (rc->policy_service != NULL && !name_defined(
+		    rc->policy_service, c->policy_services,
+		    c->npolicy_services, sizeof(*c->policy_services)))
+			conf_report(ctx, config_setting_get_member(e,
+			    "policy_service"), "'routes[%zu].policy_service': "
+			    "no service named \"%s\" in policy_services", r,
+			    rc->policy_service);
+	}
+}
+
 static void
 config_finish(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 {
@@ -2809,6 +2979,7 @@ config_finish(struct conf_ctx *ctx, config_t *cf, struct mxconf *c)
 		c->hostname = default_hostname();
 	config_routes(ctx, cf, c);
 	config_bounce_upstream(ctx, cf, c);
+	config_milter_refs(ctx, cf, c);
 	config_tls_levels(ctx, cf, c);
 	config_listeners_auth(ctx, cf, c);
 	config_checks(ctx, cf, c);

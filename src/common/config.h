@@ -89,6 +89,10 @@ struct route_conf {
 	char    *user;             /* pipe, maildir: runs as this user */
 	char    *attachments_dir;  /* pipe, webhook (json): save attachments
 	                         * there instead of inlining them in base64 */
+	char   **milters;       /* names in mxconf.milters (milter_client.h) */
+	size_t   nmilters;
+	char    *policy_service;   /* a name in mxconf.policy_services;
+	                         * NULL: the global policy service */
 };
 
 /* One element of `upstreams`: where action "relay" sends mail.  The
@@ -119,10 +123,12 @@ enum upstream_tls { UPSTREAM_TLS_NONE, UPSTREAM_TLS_OPPORTUNISTIC,
  * order of their words: none (no TLS), may (STARTTLS when offered),
  * encrypt (TLS or nothing, any certificate), verify (TLS with a
  * certificate that verifies and names the host), dane (RFC 7672: TLSA
- * records from a validating resolver bind the certificate; else may).
+ * records from a validating resolver bind the certificate; else may),
+ * mta-sts (MX hosts only: DANE when it applies, else the domain's
+ * MTA-STS policy, RFC 8461, else may).
  */
 enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT,
-	TLS_LEVEL_VERIFY, TLS_LEVEL_DANE };
+	TLS_LEVEL_VERIFY, TLS_LEVEL_DANE, TLS_LEVEL_MTA_STS };
 
 /* One element of delivery.tls_policy: the level for a recipient domain
  * delivered to its MX hosts. */
@@ -140,6 +146,25 @@ struct plugin_conf {
 	char    *path;          /* the shared object, absolute after load */
 	char    *args;          /* handed to its init(); NULL: none */
 	char     where[300];    /* "FILE:LINE: 'plugins[N]'" for load errors */
+};
+
+/* One element of `milters` (milter_client.h); timeouts in seconds. */
+struct milter_conf {
+	char    *name;
+	char    *address;       /* "unix:/path", "inet:addr:port" */
+	unsigned connect_timeout;   /* connection and negotiation */
+	unsigned command_timeout;   /* each SMTP command's reply */
+	unsigned content_timeout;   /* header, body, end of message */
+	char    *default_action;    /* "tempfail" "accept" "reject" */
+};
+
+/* One element of `policy_services`: a named policy service that routes
+ * refer to (policy.h); the global `policy` block is the default. */
+struct policy_service_conf {
+	char    *name;
+	char    *service;       /* "unix:/path", "inet:addr:port" */
+	unsigned timeout;
+	char    *default_action;
 };
 
 /* SMTP stages, as policy.stages names them ("connect", "helo", "mail",
@@ -235,7 +260,7 @@ struct mxconf {
 	/* the relay client's TLS (relay.h) */
 	bool     dnssec;             /* trust the resolver's AD bit */
 	char    *mx_tls_level_word;  /* delivery.tls_level as written */
-	int      mx_tls_level;       /* enum tls_level: derived from it */
+	int      mx_tls_level;       /* enum tls_level, from it */
 	char    *relay_tls_ca;       /* CA file for MX hosts; NULL: system */
 	struct tls_policy_conf *tls_policies;
 	size_t   ntls_policies;
@@ -271,6 +296,17 @@ struct mxconf {
 	unsigned policy_stages;          /* 1 << enum smtp_stage */
 	unsigned policy_timeout;
 	char    *policy_default;         /* action when the service fails */
+
+	/* named policy services that routes refer to (policy_service) */
+	struct policy_service_conf *policy_services;
+	size_t   npolicy_services;
+
+	/* milters (milter_client.h): defined by name; smtp_milters for
+	 * every session, routes[].milters for their recipients */
+	struct milter_conf *milters;
+	size_t   nmilters;
+	char   **smtp_milters;
+	size_t   nsmtp_milters;
 
 	/* plugins (plugin.h, mxgate/plugin.h) */
 	struct plugin_conf *plugins;

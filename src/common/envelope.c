@@ -9,10 +9,12 @@
  *     str     queue id (exactly QUEUE_ID_LEN bytes, queue_id_valid)
  *     u64     received_at (int64, two's complement)
  *     u32     flags: bit 0 8BITMIME, bit 1 SMTPUTF8, bit 2 RET=FULL,
- *             bit 3 RET=HDRS (not both), others must be 0
+ *             bit 3 RET=HDRS (not both), bit 4 HELD, others must be 0
  *     str     sender ("" for the null sender; never absent)
  *     str     client_ip, helo, protocol, auth_user (each may be absent)
  *     str     DSN ENVID, decoded (may be absent)
+ *     str     hold_reason, only with HELD (non-empty): why the message
+ *             is committed held (a milter's quarantine)
  *     u32     number of recipients (1 to ENVELOPE_MAX_RCPTS: a message
  *             without recipients is a worker bug, never something to queue)
  *     then per recipient:
@@ -47,8 +49,9 @@
 #define FLAG_SMTPUTF8       0x2u
 #define FLAG_RET_FULL       0x4u
 #define FLAG_RET_HDRS       0x8u
+#define FLAG_HELD           0x10u
 #define FLAGS_KNOWN         (FLAG_8BITMIME | FLAG_SMTPUTF8 | FLAG_RET_FULL | \
-                             FLAG_RET_HDRS)
+                             FLAG_RET_HDRS | FLAG_HELD)
 
 /* The smallest recipient record: four empty-or-absent strings, the
  * NOTIFY bits and an absent ORCPT. */
@@ -256,6 +259,9 @@ parse_fields(struct reader *r, struct envelope *e)
 	    get_str(r, STR_OPTIONAL, &e->auth_user) == -1 ||
 	    get_str(r, STR_OPTIONAL, &e->dsn_envid) == -1)
 		return -1;
+	if ((flags & FLAG_HELD) != 0 &&
+	    get_str(r, STR_NONEMPTY, &e->hold_reason) == -1)
+		return -1;
 	if (get_rcpts(r, e) == -1)
 		return -1;
 	return r->left == 0 ? 0 : -1;
@@ -285,6 +291,7 @@ envelope_free(struct envelope *e)
 	free(e->helo);
 	free(e->protocol);
 	free(e->auth_user);
+	free(e->hold_reason);
 	free(e->dsn_envid);
 	envelope_init(e);
 }
@@ -337,6 +344,8 @@ envelope_serialize(const struct envelope *e, struct buf *b)
 		flags |= FLAG_RET_FULL;
 	else if (e->dsn_ret == DSN_RET_HDRS)
 		flags |= FLAG_RET_HDRS;
+	if (e->hold_reason != NULL && e->hold_reason[0] != '\0')
+		flags |= FLAG_HELD;
 
 	buf_append(b, ENVELOPE_MAGIC, 4);
 	put_u32(b, ENVELOPE_VERSION);
@@ -349,6 +358,8 @@ envelope_serialize(const struct envelope *e, struct buf *b)
 	put_str(b, e->protocol);
 	put_str(b, e->auth_user);
 	put_str(b, e->dsn_envid);
+	if (flags & FLAG_HELD)
+		put_str(b, e->hold_reason);
 	put_u32(b, (uint32_t)e->nrcpts);
 	for (i = 0; i < e->nrcpts; i++) {
 		put_str(b, e->rcpts[i].address);

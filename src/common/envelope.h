@@ -30,6 +30,8 @@ struct envelope {
 	char    *helo;
 	char    *protocol;      /* "SMTP", "ESMTP", "ESMTPS", ... */
 	char    *auth_user;     /* NULL when not authenticated */
+	char    *hold_reason;   /* non-NULL: commit the recipients held
+	                         * (a milter's quarantine), and why */
 	bool     body_8bitmime;
 	bool     smtputf8;
 	int      dsn_ret;       /* enum dsn_ret (common/dsn.h) */

@@ -2,6 +2,7 @@
  * log — see log.h.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,8 @@ static char log_role[16] = "mxgated";
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 static const char *const format_names[] = { "text", "json" };
+
+static void log_pid_forget(void);
 static const int level_syslog[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 
 /*
@@ -55,6 +58,12 @@ log_set_level(enum log_level level)
 void
 log_init(bool foreground, enum log_level level)
 {
+	static bool atfork;
+
+	if (!atfork) {
+		pthread_atfork(NULL, NULL, log_pid_forget);
+		atfork = true;
+	}
 	log_threshold = level;
 	if (!foreground) {
 		log_sink = SINK_SYSLOG;
@@ -69,6 +78,7 @@ log_init(bool foreground, enum log_level level)
 void
 log_set_role(const char *role)
 {
+	log_pid_forget();
 	snprintf(log_role, sizeof(log_role), "%s", role);
 }
 
@@ -90,41 +100,83 @@ log_enabled(enum log_level level)
 	return level <= log_threshold;
 }
 
+/*
+ * The pid, asked once per process: a system call per line cost as much
+ * as the rest of the line (fork() children forget it, log_pid_forget()).
+ */
+static pid_t log_pid;
+
+static void
+log_pid_forget(void)
+{
+	log_pid = 0;
+}
+
+static long
+current_pid(void)
+{
+	if (log_pid == 0)
+		log_pid = getpid();
+	return (long)log_pid;
+}
+
+/* The whole line in one write(2): stderr is unbuffered, and lines from
+ * several processes must not interleave mid-line. */
+static void
+write_stderr(const struct buf *b)
+{
+	size_t off = 0;
+
+	while (off < b->len) {
+		ssize_t n = write(STDERR_FILENO, b->data + off, b->len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		off += (size_t)n;
+	}
+}
+
 /* One line to the sink.  json: msg is a whole JSON object. */
 static void
 write_line(enum log_level level, const char *msg, bool json)
 {
+	struct buf line;
+
+	if (log_sink == SINK_SYSLOG) {
+		if (json)
+			syslog(level_syslog[level], "%s", msg);
+		else
+			syslog(level_syslog[level], "%s: %s", log_role, msg);
+		return;
+	}
+	buf_init(&line);
 	if (log_sink == SINK_JOURNAL) {
 		/* sd-daemon(3) prefixes: the journal takes the priority from
 		 * "<N>" and adds its own time stamp. */
 		if (json)
-			fprintf(stderr, "<%d>%s\n", level_syslog[level], msg);
+			buf_appendf(&line, "<%d>", level_syslog[level]);
 		else
-			fprintf(stderr, "<%d>%s[%ld]: %s: %s\n",
-			    level_syslog[level], log_role, (long)getpid(),
-			    level_names[level], msg);
-	} else if (log_sink == SINK_STDERR) {
+			buf_appendf(&line, "<%d>%s[%ld]: %s: ",
+			    level_syslog[level], log_role, current_pid(),
+			    level_names[level]);
+	} else if (!json) {
 		struct timeval tv;
 		struct tm tm;
 		char stamp[32];
 
-		/* One fprintf per line: stderr is unbuffered, so lines from
-		 * several processes do not interleave mid-line. */
-		if (json) {
-			fprintf(stderr, "%s\n", msg);
-			return;
-		}
 		gettimeofday(&tv, NULL);
 		localtime_r(&tv.tv_sec, &tm);
 		strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", &tm);
-		fprintf(stderr, "%s.%03ld %s[%ld] %s: %s\n", stamp,
-		    (long)(tv.tv_usec / 1000), log_role, (long)getpid(),
-		    level_names[level], msg);
-	} else if (json) {
-		syslog(level_syslog[level], "%s", msg);
-	} else {
-		syslog(level_syslog[level], "%s: %s", log_role, msg);
+		buf_appendf(&line, "%s.%03ld %s[%ld] %s: ", stamp,
+		    (long)(tv.tv_usec / 1000), log_role, current_pid(),
+		    level_names[level]);
 	}
+	buf_appends(&line, msg);
+	buf_append(&line, "\n", 1);
+	write_stderr(&line);
+	buf_free(&line);
 }
 
 /* The members every JSON line starts with. */
@@ -141,7 +193,7 @@ json_head_named(struct buf *b, const char *level, const char *role)
 	buf_appendf(b, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\","
 	    "\"role\":\"", stamp, (long)(tv.tv_usec / 1000), level);
 	json_escape(b, role, strlen(role));
-	buf_appendf(b, "\",\"pid\":%ld", (long)getpid());
+	buf_appendf(b, "\",\"pid\":%ld", current_pid());
 }
 
 static void
@@ -246,19 +298,27 @@ text_value(struct buf *b, const char *s)
 	buf_append(b, "\"", 1);
 }
 
+/* Records are on the path of every message: appends, no formatting. */
 static void
 rec_key(struct log_rec *r, const char *key)
 {
-	if (log_format == LOG_FORMAT_JSON)
-		buf_appendf(&r->b, ",\"%s\":", key);
-	else
-		buf_appendf(&r->b, "%s%s=", r->b.len > 0 ? " " : "", key);
+	if (log_format == LOG_FORMAT_JSON) {
+		buf_append(&r->b, ",\"", 2);
+		buf_appends(&r->b, key);
+		buf_append(&r->b, "\":", 2);
+	} else {
+		if (r->b.len > 0)
+			buf_append(&r->b, " ", 1);
+		buf_appends(&r->b, key);
+		buf_append(&r->b, "=", 1);
+	}
 }
 
 void
 log_rec_begin(struct log_rec *r)
 {
 	buf_init(&r->b);
+	buf_reserve(&r->b, 480);
 }
 
 void
@@ -282,12 +342,20 @@ log_rec_path(struct log_rec *r, const char *key, const char *addr)
 {
 	char *bracketed;
 
+	if (addr == NULL)
+		addr = "";
 	if (log_format == LOG_FORMAT_JSON) {
-		log_rec_str(r, key, addr != NULL ? addr : "");
+		log_rec_str(r, key, addr);
 		return;
 	}
-	xasprintf(&bracketed, "<%s>", addr != NULL ? addr : "");
 	rec_key(r, key);
+	if (addr[0] == '\0' || !needs_quotes(addr)) {
+		buf_append(&r->b, "<", 1);
+		buf_appends(&r->b, addr);
+		buf_append(&r->b, ">", 1);
+		return;
+	}
+	xasprintf(&bracketed, "<%s>", addr);
 	text_value(&r->b, bracketed);
 	free(bracketed);
 }
@@ -295,15 +363,21 @@ log_rec_path(struct log_rec *r, const char *key, const char *addr)
 void
 log_rec_num(struct log_rec *r, const char *key, long long v)
 {
+	char num[24];
+	int n = snprintf(num, sizeof(num), "%lld", v);
+
 	rec_key(r, key);
-	buf_appendf(&r->b, "%lld", v);
+	buf_append(&r->b, num, (size_t)n);
 }
 
 void
 log_rec_secs(struct log_rec *r, const char *key, double secs)
 {
+	char num[32];
+	int n = snprintf(num, sizeof(num), "%.3f", secs < 0 ? 0.0 : secs);
+
 	rec_key(r, key);
-	buf_appendf(&r->b, "%.3f", secs < 0 ? 0.0 : secs);
+	buf_append(&r->b, num, (size_t)n);
 }
 
 /* "X.Y.Z" at s: a class digit, a dot, 1-3 digits, a dot, 1-3 digits

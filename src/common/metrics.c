@@ -91,7 +91,10 @@ static const struct family families[] = {
 	{ "mxgate_spf_results_total", "counter",
 	  "SPF results of MAIL FROM checks." },
 	{ "mxgate_policy_outcomes_total", "counter",
-	  "Answers of the policy service and plugins, by verdict." },
+	  "Answers of the policy service, by verdict." },
+	{ "mxgate_milter_outcomes_total", "counter",
+	  "Answers of the milters at each stage (all of a stage's milters "
+	  "together), by verdict." },
 	{ "mxgate_queue_committed_messages_total", "counter",
 	  "Messages committed by the queue process." },
 	{ "mxgate_process_starts_total", "counter",
@@ -494,7 +497,7 @@ render_depth(struct buf *out, int64_t now)
 	    oldest > 0 && now > oldest ? (long long)(now - oldest) : 0LL);
 	header(out, "mxgate_queue_gauges_age_seconds", "gauge",
 	    "How old the queue gauges are (computed by the queue process "
-	    "each second while scraped; -1: not yet).");
+	    "every 5 s while scraped; -1: not yet).");
 	buf_appendf(out, "mxgate_queue_gauges_age_seconds %lld\n",
 	    at > 0 ? (long long)(now > at ? now - at : 0) : -1LL);
 }

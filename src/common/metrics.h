@@ -95,6 +95,10 @@
 	X(POLICY_ACCEPT, "mxgate_policy_outcomes_total", "verdict=\"accept\"") \
 	X(POLICY_DEFER, "mxgate_policy_outcomes_total", "verdict=\"defer\"") \
 	X(POLICY_REJECT, "mxgate_policy_outcomes_total", "verdict=\"reject\"") \
+	X(MILTER_CONTINUE, "mxgate_milter_outcomes_total", "verdict=\"continue\"") \
+	X(MILTER_ACCEPT, "mxgate_milter_outcomes_total", "verdict=\"accept\"") \
+	X(MILTER_DEFER, "mxgate_milter_outcomes_total", "verdict=\"defer\"") \
+	X(MILTER_REJECT, "mxgate_milter_outcomes_total", "verdict=\"reject\"") \
 	X(QUEUE_COMMITTED, "mxgate_queue_committed_messages_total", "") \
 	X(WORKER_STARTS, "mxgate_process_starts_total", "role=\"smtp\"") \
 	X(QUEUE_STARTS, "mxgate_process_starts_total", "role=\"queue\"")

@@ -289,6 +289,9 @@ sandbox_chroot_prepare(const char *dir)
 	snprintf(path, sizeof(path), "%s%s", dir, SANDBOX_POLICY_DIR);
 	if (root_only_dir(path) < 0)
 		return -1;
+	snprintf(path, sizeof(path), "%s%s", dir, SANDBOX_SOCKET_DIR);
+	if (root_only_dir(path) < 0)
+		return -1;
 	return sandbox_chroot_refresh(dir);
 }
 
@@ -401,35 +404,84 @@ drop_capabilities(void)
 		fatal("capset");
 }
 
+/* Our own mount namespace, once: nobody outside this process sees the
+ * service directories mounted inside the root. */
+static void
+private_mounts(const struct sandbox *sb, bool *done)
+{
+	if (*done)
+		return;
+	if (unshare(CLONE_NEWNS) < 0)
+		fatal("%s: unshare(CLONE_NEWNS)", sb->title);
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		fatal("%s: making mounts private", sb->title);
+	*done = true;
+}
+
+/* dir at mnt, read-only; false (logged) when dir is not there. */
+static bool
+bind_ro(const struct sandbox *sb, const char *dir, const char *mnt,
+    bool *ns)
+{
+	struct stat st;
+
+	if (stat(dir, &st) < 0) {
+		/* The service is down as far as this process is concerned
+		 * (its checks take their default), until it restarts. */
+		log_warn("%s: service directory %s: %s: unreachable from "
+		    "this process", sb->title, dir, strerror(errno));
+		return false;
+	}
+	private_mounts(sb, ns);
+	if (mount(dir, mnt, NULL, MS_BIND, NULL) < 0)
+		fatal("%s: mounting %s on %s", sb->title, dir, mnt);
+	if (mount(NULL, mnt, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY |
+	    MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		fatal("%s: remounting %s read-only", sb->title, mnt);
+	return true;
+}
+
+/* The milters' and named policy services' directories: a small tmpfs
+ * at SANDBOX_SOCKET_DIR holds a mount point per directory, N for the
+ * N-th, then becomes read-only. */
+static void
+bind_socket_dirs(const struct sandbox *sb, bool *ns)
+{
+	char top[PATH_MAX], mnt[PATH_MAX];
+
+	if (sb->nsocket_dirs == 0)
+		return;
+	snprintf(top, sizeof(top), "%s%s", sb->root, SANDBOX_SOCKET_DIR);
+	private_mounts(sb, ns);
+	if (mount("mxgate-sockets", top, "tmpfs", MS_NOSUID | MS_NODEV |
+	    MS_NOEXEC, "size=16k,mode=0755") < 0)
+		fatal("%s: mounting a tmpfs on %s", sb->title, top);
+	for (size_t i = 0; i < sb->nsocket_dirs; i++) {
+		if (snprintf(mnt, sizeof(mnt), "%s/%zu", top, i) >=
+		    (int)sizeof(mnt))
+			fatalx("%s: %s: path too long", sb->title, top);
+		if (mkdir(mnt, 0755) < 0)
+			fatal("%s: mkdir %s", sb->title, mnt);
+		bind_ro(sb, sb->socket_dirs[i], mnt, ns);
+	}
+	if (mount(NULL, top, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID |
+	    MS_NODEV | MS_NOEXEC, "size=16k,mode=0755") < 0)
+		fatal("%s: remounting %s read-only", sb->title, top);
+}
+
 static void
 enter_root(const struct sandbox *sb)
 {
 	char mnt[PATH_MAX];
-	struct stat st;
+	bool ns = false;
 
 	if (sb->resolver && sandbox_chroot_refresh(sb->root) < 0)
 		fatalx("%s: cannot prepare %s", sb->title, sb->root);
-	if (sb->bind_dir != NULL && stat(sb->bind_dir, &st) < 0) {
-		/* The service is down as far as this worker is concerned
-		 * (its checks take policy.default), until it restarts. */
-		log_warn("%s: policy service directory %s: %s: unreachable"
-		    " from this process", sb->title, sb->bind_dir,
-		    strerror(errno));
-	} else if (sb->bind_dir != NULL) {
-		/* A mount of our own: nobody outside this process sees the
-		 * policy service's directory inside the root. */
+	if (sb->bind_dir != NULL) {
 		snprintf(mnt, sizeof(mnt), "%s%s", sb->root, SANDBOX_POLICY_DIR);
-		if (unshare(CLONE_NEWNS) < 0)
-			fatal("%s: unshare(CLONE_NEWNS)", sb->title);
-		if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-			fatal("%s: making mounts private", sb->title);
-		if (mount(sb->bind_dir, mnt, NULL, MS_BIND, NULL) < 0)
-			fatal("%s: mounting %s on %s", sb->title, sb->bind_dir,
-			    mnt);
-		if (mount(NULL, mnt, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY |
-		    MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-			fatal("%s: remounting %s read-only", sb->title, mnt);
+		bind_ro(sb, sb->bind_dir, mnt, &ns);
 	}
+	bind_socket_dirs(sb, &ns);
 	if (chroot(sb->root) < 0)
 		fatal("%s: chroot %s", sb->title, sb->root);
 	if (chdir("/") < 0)

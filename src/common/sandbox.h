@@ -69,6 +69,10 @@ enum sandbox_filter {
  * mounted (policy.service = "unix:/dir/sock" is reached as
  * SANDBOX_POLICY_DIR "/sock"). */
 #define SANDBOX_POLICY_DIR "/run/policy"
+/* Where the directories of unix-socket milters and named policy services
+ * are mounted: the N-th of socket_dirs at SANDBOX_SOCKET_DIR "/N". */
+#define SANDBOX_SOCKET_DIR "/run/sockets"
+#define SANDBOX_MAX_SOCKET_DIRS 32
 
 struct sandbox {
 	const char *title;      /* "smtp", for messages */
@@ -78,6 +82,8 @@ struct sandbox {
 	bool        resolver;   /* keep the resolver's files in root's etc/
 	                         * (sandbox_chroot_refresh()) */
 	const char *bind_dir;   /* mounted at SANDBOX_POLICY_DIR in root */
+	char *const *socket_dirs;   /* mounted at SANDBOX_SOCKET_DIR/N */
+	size_t      nsocket_dirs;
 	enum sandbox_filter filter;
 };
 

@@ -51,6 +51,7 @@
 #include "ctl/queue_reroute.h"
 #include "ctl/queue_select.h"
 #include "ctl/route_test.h"
+#include "ctl/tls_report.h"
 #include "common/json.h"
 #include "common/util.h"
 
@@ -96,6 +97,7 @@ static int cmd_queue_release(struct ctl *, int, char **);
 static int cmd_queue_delete(struct ctl *, int, char **);
 static int cmd_queue_bounce(struct ctl *, int, char **);
 static int cmd_queue_stats(struct ctl *, int, char **);
+static int cmd_tls_report(struct ctl *, int, char **);
 static int cmd_queue_trace(struct ctl *, int, char **);
 static int cmd_queue_shape(struct ctl *, int, char **);
 static int cmd_queue_reroute(struct ctl *, int, char **);
@@ -141,6 +143,9 @@ static const struct command commands[] = {
 	{ "queue", "stats", "[--json]",
 	  "recipients per state, oldest message, per destination",
 	  0, 1, NEEDS_QUEUE_RO, cmd_queue_stats },
+	{ "tls-report", NULL, "[--date YYYY-MM-DD] [DOMAIN]",
+	  "the day's TLS report (RFC 8460 JSON) of the relay's sessions",
+	  0, 3, NEEDS_QUEUE_RO, cmd_tls_report },
 	{ "config", NULL, "[-d]",
 	  "the effective configuration, defaults included (-d: changes)",
 	  0, 1, NEEDS_CONFIG, cmd_config },
@@ -240,6 +245,13 @@ static const struct {
 	{ "queue stats",
 	  "Recipients per state, the oldest message, and per destination;\n"
 	  "--json: the same as one JSON object.\n" },
+	{ "tls-report",
+	  "The relay's TLS sessions to the MX hosts of DOMAIN (or of every\n"
+	  "domain, one report a line) on a UTC day (--date; default\n"
+	  "yesterday), as the JSON report of RFC 8460 (TLS-RPT): per policy\n"
+	  "applied (sts: MTA-STS, tlsa: DANE, no-policy-found) the sessions\n"
+	  "that succeeded and the failures by result type, MX host and\n"
+	  "address.  Exit status 1 when there is none.\n" },
 	{ "config",
 	  "Every setting of the configuration (-c) with the value mxgated\n"
 	  "would use, defaults included, in the file's syntax: mxgated reads\n"
@@ -1627,6 +1639,51 @@ cmd_queue_stats(struct ctl *ctl, int argc, char **argv)
 		return 1;
 	}
 	queue_db_admin_commit(ctl->db);
+	return 0;
+}
+
+/* tls-report: RFC 8460's daily report, from tls_results. */
+static int
+cmd_tls_report(struct ctl *ctl, int argc, char **argv)
+{
+	char day[16], host[256];
+	const char *domain = NULL;
+	time_t t = time(NULL) - 86400;
+	struct tm tm;
+	int i, n;
+
+	gmtime_r(&t, &tm);
+	strftime(day, sizeof(day), "%Y-%m-%d", &tm);
+	for (i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--date") == 0 && i + 1 < argc) {
+			memset(&tm, 0, sizeof(tm));
+			if (strlen(argv[i + 1]) != 10 || strptime(argv[i + 1],
+			    "%Y-%m-%d", &tm) == NULL) {
+				fprintf(stderr, "mxgatectl: tls-report: --date"
+				    " wants YYYY-MM-DD (got \"%s\")\n",
+				    argv[i + 1]);
+				return EXIT_USAGE;
+			}
+			snprintf(day, sizeof(day), "%s", argv[++i]);
+		} else if (argv[i][0] != '-' && domain == NULL) {
+			domain = argv[i];
+		} else {
+			return cmd_usage(ctl->cmd);
+		}
+	}
+	if (ctl->conf != NULL && ctl->conf->hostname != NULL)
+		snprintf(host, sizeof(host), "%s", ctl->conf->hostname);
+	else if (gethostname(host, sizeof(host)) < 0)
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	if ((n = tls_report_print(ctl->db, day, domain, host, stdout)) < 0)
+		return query_failed(ctl, "tls-report");
+	if (n == 0) {
+		fprintf(stderr, "mxgatectl: tls-report: no TLS sessions"
+		    " recorded on %s%s%s\n", day, domain != NULL ? " for " : "",
+		    domain != NULL ? domain : "");
+		return 1;
+	}
 	return 0;
 }
 

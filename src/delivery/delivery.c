@@ -8,8 +8,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "delivery/delivery.h"
+#include "delivery/spawner.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -159,4 +162,54 @@ delivery_local_path(const char *path)
 	while (path[n] == '/')
 		n++;
 	return path[n] != '\0' ? path + n : ".";
+}
+
+/* The delivery process's report channel (spawner.c sets it). */
+int delivery_note_fd = -1;
+
+void
+delivery_note_sts(const char *domain, const char *id, const char *mode,
+    int64_t max_age, int64_t fetched_at, const char *mx)
+{
+	struct spawn_tls n;
+
+	if (delivery_note_fd < 0)
+		return;
+	memset(&n, 0, sizeof(n));
+	n.job = SPAWN_TLS_NOTE;
+	n.kind = SPAWN_TLS_STS_POLICY;
+	n.max_age = max_age;
+	n.fetched_at = fetched_at;
+	snprintf(n.domain, sizeof(n.domain), "%s", domain);
+	snprintf(n.id, sizeof(n.id), "%s", id);
+	snprintf(n.mode, sizeof(n.mode), "%s", mode);
+	snprintf(n.text, sizeof(n.text), "%s", mx);
+	if (send(delivery_note_fd, &n, sizeof(n), MSG_NOSIGNAL) < 0)
+		_exit(1);
+}
+
+void
+delivery_note_tls(const struct delivery_tls_result *r)
+{
+	struct spawn_tls n;
+
+	if (delivery_note_fd < 0)
+		return;
+	memset(&n, 0, sizeof(n));
+	n.job = SPAWN_TLS_NOTE;
+	n.kind = SPAWN_TLS_RESULT;
+	snprintf(n.domain, sizeof(n.domain), "%s", r->domain);
+	snprintf(n.id, sizeof(n.id), "%s", r->policy_type);
+	snprintf(n.text, sizeof(n.text), "%s", r->policy != NULL ?
+	    r->policy : "");
+	snprintf(n.mx_host, sizeof(n.mx_host), "%s", r->mx_host != NULL ?
+	    r->mx_host : "");
+	snprintf(n.result_type, sizeof(n.result_type), "%s",
+	    r->result_type != NULL ? r->result_type : "");
+	snprintf(n.sending_ip, sizeof(n.sending_ip), "%s",
+	    r->sending_ip != NULL ? r->sending_ip : "");
+	snprintf(n.receiving_ip, sizeof(n.receiving_ip), "%s",
+	    r->receiving_ip != NULL ? r->receiving_ip : "");
+	if (send(delivery_note_fd, &n, sizeof(n), MSG_NOSIGNAL) < 0)
+		_exit(1);
 }

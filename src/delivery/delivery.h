@@ -132,6 +132,10 @@ struct delivery_job {
 	struct delivery_rcpt *rcpts;
 	size_t      nrcpts;
 
+	/* Relay to "mx": the domain's MTA-STS policy the queue database has
+	 * cached (mta_sts.h's line), NULL for none. */
+	const char *sts_cached;
+
 	/* Set by the handler: where the message went, for the queue's
 	 * destination column and the bounce's Remote-MTA, e.g.
 	 * "mx.example.org[192.0.2.25]:25", "/var/mail/bob/",
@@ -169,6 +173,25 @@ void relay_finish(void);
  * the addresses that failed during it, which the next batch may try
  * again. */
 void relay_batch_end(void);
+
+/*
+ * TLS notes from the relay client to the queue process, which keeps
+ * them in the queue database (spawner.c sends them; outside a delivery
+ * process they are dropped): a freshly fetched MTA-STS policy to cache
+ * (mta_sts.h), one TLS session's result for TLS-RPT (RFC 8460).
+ */
+struct delivery_tls_result {
+	const char *domain;             /* the recipient domain */
+	const char *policy_type;        /* "sts", "tlsa", "no-policy-found" */
+	const char *policy;             /* its lines, '\n'-separated */
+	const char *mx_host;
+	const char *result_type;        /* RFC 8460 4.3; "" for a success */
+	const char *sending_ip, *receiving_ip;
+};
+extern int delivery_note_fd;   /* the report channel; -1: none */
+void delivery_note_sts(const char *domain, const char *id, const char *mode,
+    int64_t max_age, int64_t fetched_at, const char *mx);
+void delivery_note_tls(const struct delivery_tls_result *r);
 
 /* ---- helpers for both (delivery.c) ---- */
 

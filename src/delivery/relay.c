@@ -34,6 +34,7 @@
 #include "common/log.h"
 #include "delivery/dane.h"
 #include "delivery/mime7bit.h"
+#include "delivery/mta_sts.h"
 #include "delivery/relay.h"
 
 #define RELAY_LINE_MAX   4096   /* longer reply lines are an error */
@@ -331,6 +332,8 @@ struct target {
 	const char *tls_ca;
 	bool        mx_secure;          /* mx: the MX answer was DNSSEC-
 	                                 * secure, so DANE may apply */
+	const char *domain;             /* mx: the recipient domain */
+	const struct sts_policy *sts;   /* mx: its MTA-STS policy, or NULL */
 	const char *auth_user, *auth_password;
 	const char *helo;
 	int         port;
@@ -347,6 +350,10 @@ struct host {
 struct host_tls {
 	int         level;              /* enum tls_level */
 	const struct dane_records *dane;        /* level dane: the records */
+	bool        report_only;        /* MTA-STS testing: failures are
+	                                 * recorded, not enforced */
+	const char *policy_type;        /* TLS-RPT: "tlsa", "sts",
+	                                 * "no-policy-found" */
 };
 
 /* ---- the connection ---- */
@@ -375,6 +382,8 @@ struct conn {
 	char        dest[DELIVERY_DEST_MAX];   /* "host[addr]:port" */
 	char        err[256];           /* the last I/O problem */
 	bool        broken;             /* a read or write failed: no QUIT */
+	const char *rpt_fail;           /* TLS-RPT result type of a TLS
+	                                 * failure (RFC 8460 4.3) */
 	unsigned    uses;               /* transactions begun on it */
 	uint64_t    opened_ms;
 	struct relay_ext ext;
@@ -829,8 +838,23 @@ is_ip_literal(const char *host)
 }
 
 static const char *const level_names[] = {
-	"none", "may", "encrypt", "verify", "dane"
+	"none", "may", "encrypt", "verify", "dane", "mta-sts"
 };
+
+/* RFC 8460 4.3's words for a certificate that does not verify. */
+static const char *
+rpt_cert_failure(long vr)
+{
+	switch (vr) {
+	case X509_V_ERR_HOSTNAME_MISMATCH:
+		return "certificate-host-mismatch";
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+	case X509_V_ERR_CERT_NOT_YET_VALID:
+		return "certificate-expired";
+	default:
+		return "certificate-not-trusted";
+	}
+}
 
 /* The session's DANE: its TLSA records, names for DANE-TA (RFC 7672
  * 3.2.2: the host name), none for DANE-EE (3.1.1). */
@@ -874,6 +898,7 @@ tls_judge(struct conn *c, const struct target *t, const struct host_tls *ht,
 			    SSL_get_version(c->ssl));
 			return 0;
 		}
+		c->rpt_fail = "validation-failure";
 		why_set(why, whysize, "451 4.7.5 certificate of %s does not"
 		    " match its DANE TLSA records: %s", c->dest, verr);
 		return -1;
@@ -881,6 +906,13 @@ tls_judge(struct conn *c, const struct target *t, const struct host_tls *ht,
 		if (vr == X509_V_OK) {
 			log_info("relay: %s: TLS %s, certificate verified",
 			    c->dest, SSL_get_version(c->ssl));
+			return 0;
+		}
+		c->rpt_fail = rpt_cert_failure(vr);
+		if (ht->report_only) {
+			log_info("relay: %s: certificate not trusted (%s),"
+			    " going on: the MTA-STS policy of %s is in"
+			    " testing mode", c->dest, verr, t->domain);
 			return 0;
 		}
 		why_set(why, whysize, "451 4.7.5 certificate of %s not"
@@ -933,6 +965,7 @@ tls_handshake(struct conn *c, const struct target *t,
 		if ((r = SSL_connect(c->ssl)) == 1)
 			break;
 		if (ssl_wait(c, r, deadline_ms) < 0) {
+			c->rpt_fail = "validation-failure";
 			why_set(why, whysize, "451 4.7.5 TLS handshake with %s"
 			    " failed: %s", c->dest, errno == ETIMEDOUT ?
 			    "timeout" : ssl_error_text());
@@ -948,11 +981,13 @@ starttls(struct conn *c, const struct target *t, const struct host_tls *ht,
     char *why, size_t whysize)
 {
 	struct relay_reply r;
-	bool must = ht->level >= TLS_LEVEL_ENCRYPT;
+	bool must = ht->level >= TLS_LEVEL_ENCRYPT && !ht->report_only;
 
 	if (ht->level == TLS_LEVEL_NONE)
 		return 0;
 	if (!c->ext.starttls) {
+		if (ht->level >= TLS_LEVEL_ENCRYPT)
+			c->rpt_fail = "starttls-not-supported";
 		if (!must)
 			return 0;
 		/* A server without STARTTLS where TLS is due is what a
@@ -968,6 +1003,8 @@ starttls(struct conn *c, const struct target *t, const struct host_tls *ht,
 	    c->conf->relay_command_timeout, NULL, NULL) < 0)
 		return session_fail(c, why, whysize, "4.4.2", c->dest, NULL);
 	if (r.code != 220) {
+		if (ht->level >= TLS_LEVEL_ENCRYPT)
+			c->rpt_fail = "starttls-not-supported";
 		if (!must)
 			return 0;
 		return session_fail(c, why, whysize, "4.7.4",
@@ -1596,8 +1633,9 @@ find_target(const struct delivery_job *job, struct target *t, char *why,
 	t->helo = conf->hostname;
 	if (strcmp(name, "mx") == 0) {
 		t->name = "mx";
-		t->level = mx_level(conf, job->nrcpts > 0 ?
-		    domain_of(job->rcpts[0].address) : "");
+		t->domain = job->nrcpts > 0 ?
+		    domain_of(job->rcpts[0].address) : "";
+		t->level = mx_level(conf, t->domain);
 		t->tls_ca = conf->relay_tls_ca;
 		t->port = 25;
 		json_free(params);
@@ -1721,23 +1759,15 @@ upstream_hosts(const struct delivery_job *job, const struct target *t,
 	return (int)n;
 }
 
-/*
- * The level the host gets.  dane: its TLSA records decide (RFC 7672
- * 2.2): usable ones, DANE; only unusable ones, encrypt; none, or an
- * insecure answer, or an MX from an insecure answer, may.  -1 with why
- * when the lookup failed: the host is not used.
- */
+/* The DANE part of a level (dane, mta-sts): 1 when the host's TLSA
+ * records decided its level, 0 when it has none, -1 when the lookup
+ * failed (RFC 7672 2.2: the host is not used). */
 static int
-host_level(const struct target *t, const struct host *h,
+host_dane(const struct target *t, const struct host *h,
     struct dane_records *d, struct host_tls *ht, char *why, size_t whysize)
 {
 	char err[300];
 
-	ht->level = t->level;
-	ht->dane = NULL;
-	if (t->level != TLS_LEVEL_DANE)
-		return 0;
-	ht->level = TLS_LEVEL_MAY;
 	if ((strcmp(t->name, "mx") == 0 && !t->mx_secure) ||
 	    is_ip_literal(h->name))
 		return 0;
@@ -1745,10 +1775,12 @@ host_level(const struct target *t, const struct host *h,
 	case DANE_USABLE:
 		ht->level = TLS_LEVEL_DANE;
 		ht->dane = d;
-		return 0;
+		ht->policy_type = "tlsa";
+		return 1;
 	case DANE_UNUSABLE:
 		ht->level = TLS_LEVEL_ENCRYPT;
-		return 0;
+		ht->policy_type = "tlsa";
+		return 1;
 	case DANE_NONE:
 		return 0;
 	default:
@@ -1756,6 +1788,113 @@ host_level(const struct target *t, const struct host *h,
 		    err);
 		return -1;
 	}
+}
+
+/*
+ * The level the host gets.  dane: its TLSA records decide (RFC 7672
+ * 2.2): usable ones, DANE; only unusable ones, encrypt; none, or an
+ * insecure answer, or an MX from an insecure answer, may.  mta-sts: DANE
+ * first (RFC 8461 2), then the domain's MTA-STS policy: a host it names
+ * gets verify (in testing mode only reported), one it does not is not
+ * used (in testing mode: may, reported).  -1 with why (and *fail, the
+ * TLS-RPT result type) when the host is not to be used.
+ */
+static int
+host_level(const struct target *t, const struct host *h,
+    struct dane_records *d, struct host_tls *ht, const char **fail,
+    char *why, size_t whysize)
+{
+	bool testing;
+	int r;
+
+	memset(ht, 0, sizeof(*ht));
+	ht->level = t->level;
+	ht->policy_type = "no-policy-found";
+	*fail = NULL;
+	if (t->level != TLS_LEVEL_DANE && t->level != TLS_LEVEL_MTA_STS)
+		return 0;
+	ht->level = TLS_LEVEL_MAY;
+	if ((r = host_dane(t, h, d, ht, why, whysize)) != 0) {
+		if (r < 0) {
+			ht->policy_type = "tlsa";
+			*fail = "dnssec-invalid";
+		}
+		return r < 0 ? -1 : 0;
+	}
+	if (t->level != TLS_LEVEL_MTA_STS || t->sts == NULL)
+		return 0;
+	ht->policy_type = "sts";
+	testing = t->sts->mode == STS_MODE_TESTING;
+	if (!sts_mx_match(t->sts, h->name)) {
+		*fail = "validation-failure";
+		if (testing) {
+			log_info("relay: %s is not an MX host of the MTA-STS"
+			    " policy of %s, going on: testing mode", h->name,
+			    t->domain);
+			return 0;
+		}
+		why_set(why, whysize, "451 4.7.5 %s is not an MX host of the"
+		    " MTA-STS policy of %s", h->name, t->domain);
+		return -1;
+	}
+	ht->level = TLS_LEVEL_VERIFY;
+	ht->report_only = testing;
+	return 0;
+}
+
+/* The policy a session was held to, in TLS-RPT's words. */
+static void
+policy_lines(const struct target *t, const struct host_tls *ht,
+    struct buf *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	const struct dane_tlsa *a;
+
+	if (strcmp(ht->policy_type, "sts") == 0 && t->sts != NULL) {
+		sts_policy_lines(t->sts, out);
+		return;
+	}
+	for (size_t i = 0; ht->dane != NULL && i < ht->dane->n; i++) {
+		a = &ht->dane->tlsa[i];
+		buf_appendf(out, "%s%u %u %u ", i > 0 ? "\n" : "", a->usage,
+		    a->selector, a->mtype);
+		for (size_t k = 0; k < a->len; k++)
+			buf_appendf(out, "%c%c", hex[a->data[k] >> 4],
+			    hex[a->data[k] & 15]);
+	}
+}
+
+/* One TLS session (or a host refused before one) for TLS-RPT: MX
+ * delivery only, the reports being the recipient domain's. */
+static void
+note_session(const struct target *t, const struct host_tls *ht,
+    const char *mx_host, const struct conn *c, const char *addr,
+    const char *fail)
+{
+	struct delivery_tls_result r;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char local[64] = "";
+	struct buf pol;
+
+	if (t->domain == NULL)
+		return;
+	/* A session in the clear under no policy is no TLS session. */
+	if (fail == NULL && (c == NULL || !c->tls))
+		return;
+	if (c != NULL && getsockname(c->fd, (struct sockaddr *)&ss, &sl) == 0)
+		sockaddr_ntop((struct sockaddr *)&ss, local, sizeof(local));
+	buf_init(&pol);
+	policy_lines(t, ht, &pol);
+	r.domain = t->domain;
+	r.policy_type = ht->policy_type;
+	r.policy = pol.data != NULL ? pol.data : "";
+	r.mx_host = mx_host;
+	r.result_type = fail != NULL ? fail : "";
+	r.sending_ip = local;
+	r.receiving_ip = addr != NULL ? addr : "";
+	delivery_note_tls(&r);
+	buf_free(&pol);
 }
 
 /* Try every address of one host until the job is done. */
@@ -1766,6 +1905,7 @@ try_host(struct delivery_job *job, const struct target *t,
 {
 	static struct dane_records dane;
 	struct host_tls ht;
+	const char *fail;
 	struct addrinfo hints, *res = NULL, *ai;
 	char port[16], addr[64], addrkey[96];
 	struct conn *c;
@@ -1773,9 +1913,10 @@ try_host(struct delivery_job *job, const struct target *t,
 	int rc, tried = 0;
 	enum txn_result r;
 
-	if (host_level(t, h, &dane, &ht, why, whysize) < 0) {
+	if (host_level(t, h, &dane, &ht, &fail, why, whysize) < 0) {
 		*perm = false;
 		log_info("id=%s relay: %s", job->queue_id, why);
+		note_session(t, &ht, h->name, NULL, NULL, fail);
 		return false;
 	}
 	memset(&hints, 0, sizeof(hints));
@@ -1805,7 +1946,10 @@ try_host(struct delivery_job *job, const struct target *t,
 			continue;
 		}
 		snprintf(c->key, sizeof(c->key), "%s", key);
-		if (session_start(c, t, &ht, why, whysize) < 0) {
+		rc = session_start(c, t, &ht, why, whysize);
+		note_session(t, &ht, h->name, c, addr, fail != NULL ? fail :
+		    c->rpt_fail);
+		if (rc < 0) {
 			log_info("id=%s relay: %s", job->queue_id, why);
 			conn_close(c, false);
 			continue;
@@ -1886,6 +2030,61 @@ try_cached(struct delivery_job *job, const char *key, const char *content,
 	return r == TXN_DONE;
 }
 
+/*
+ * The domain's MTA-STS policy (mta_sts.h), for level mta-sts.  A fresh
+ * one goes to the queue to be cached; the process keeps the last one
+ * too, for the next jobs of its batch, whose cache the queue read
+ * before.  A failed fetch is a TLS-RPT result of its own.
+ */
+static const struct sts_policy *
+sts_for(const struct delivery_job *job, const char *domain)
+{
+	static struct sts_policy memo;
+	static char memo_domain[256];
+	static bool have_memo;
+	const char *fail;
+	char why[400];
+	struct delivery_tls_result r;
+	struct buf mx;
+	bool fresh;
+
+	if (!have_memo || strcasecmp(memo_domain, domain) != 0 ||
+	    memo.fetched_at + memo.max_age <= (int64_t)time(NULL)) {
+		have_memo = false;
+		if (sts_discover(job->conf, domain, job->sts_cached, &memo,
+		    &fresh, &fail, why, sizeof(why)) == STS_FOUND) {
+			have_memo = true;
+			snprintf(memo_domain, sizeof(memo_domain), "%s",
+			    domain);
+		}
+		if (fail != NULL) {
+			log_info("id=%s relay: MTA-STS policy of %s: %s%s",
+			    job->queue_id, domain, why, have_memo ?
+			    "; the cached one is used" : "");
+			memset(&r, 0, sizeof(r));
+			r.domain = domain;
+			r.policy_type = "sts";
+			r.result_type = fail;
+			delivery_note_tls(&r);
+		}
+		if (have_memo && fresh) {
+			buf_init(&mx);
+			for (size_t i = 0; i < memo.nmx; i++)
+				buf_appendf(&mx, "%s%s", i > 0 ? " " : "",
+				    memo.mx[i]);
+			log_info("id=%s relay: MTA-STS policy of %s: id %s,"
+			    " mode %s, max_age %lld", job->queue_id, domain,
+			    memo.id, sts_mode_names[memo.mode],
+			    (long long)memo.max_age);
+			delivery_note_sts(domain, memo.id,
+			    sts_mode_names[memo.mode], memo.max_age,
+			    memo.fetched_at, mx.data != NULL ? mx.data : "");
+			buf_free(&mx);
+		}
+	}
+	return have_memo && memo.mode != STS_MODE_NONE ? &memo : NULL;
+}
+
 int
 relay_deliver(struct delivery_job *job)
 {
@@ -1919,6 +2118,8 @@ relay_deliver(struct delivery_job *job)
 	if (n == 0)
 		snprintf(why, sizeof(why), "451 4.3.5 upstream %s has no"
 		    " usable host", t.name);
+	if (n > 0 && t.level == TLS_LEVEL_MTA_STS)
+		t.sts = sts_for(job, t.domain);
 	for (i = 0; i < n; i++) {
 		if (try_host(job, &t, &hosts[i], content, key, why, sizeof(why),
 		    &perm))

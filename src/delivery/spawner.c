@@ -162,6 +162,7 @@ job_free(struct delivery_job *job, char **addrs)
 	free((char *)job->helo);
 	free((char *)job->protocol);
 	free((char *)job->auth_user);
+	free((char *)job->sts_cached);
 }
 
 /* Read one job and deliver it; false when the jobs are malformed. */
@@ -215,6 +216,7 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 		job.rcpts[i].dsn_notify = get_u32(rd) & DSN_NOTIFY_KNOWN;
 		job.rcpts[i].dsn_orcpt = get_str(rd);
 	}
+	job.sts_cached = get_str(rd);
 	if (rd->bad)
 		goto out;
 	started = monotonic_us();
@@ -418,6 +420,7 @@ delivery_child(const struct mxconf *conf, pid_t spawner, const char *title,
 	keep[nfds] = report;
 	close_all_but(keep, (size_t)nfds + 1);
 	report_fd = report;
+	delivery_note_fd = report;
 	if ((null = open("/dev/null", O_RDONLY)) >= 0 && null != STDIN_FILENO) {
 		dup2(null, STDIN_FILENO);
 		close(null);

@@ -40,7 +40,8 @@
  *     2: SMTPUTF8, 4: RET=FULL, 8: RET=HDRS), str queue_id, sender,
  *     route, action, params, client_ip, helo, protocol, auth_user,
  *     dsn_envid, u32 nrcpts, then per recipient i64 id, str address,
- *     u32 DSN NOTIFY bits, str dsn_orcpt;
+ *     u32 DSN NOTIFY bits, str dsn_orcpt; then str sts_cached (relay
+ *     to "mx": the domain's cached MTA-STS policy, mta_sts.h, or NULL);
  *   str: u32 length (SPAWN_NULL for NULL) and that many bytes.
  * A child that cannot read it exits 1: its recipients are deferred.
  */
@@ -85,6 +86,29 @@ struct spawn_report {
 	int64_t  recipient_id;
 	char     destination[DELIVERY_DEST_MAX];
 	char     reply[DELIVERY_REPLY_MAX];
+};
+
+/*
+ * Child -> queue process, between the reports: what the relay client
+ * learnt about TLS (relay.h), job SPAWN_TLS_NOTE.  kind STS_POLICY: a
+ * freshly fetched MTA-STS policy of domain to cache (id, mode, max_age,
+ * fetched_at, text: its mx patterns separated by spaces); kind RESULT:
+ * one TLS session for TLS-RPT (domain, id: the policy type, text: the
+ * policy's lines, mx_host, result_type "" for a success, addresses).
+ */
+#define SPAWN_TLS_NOTE 0xfffffffeu
+enum spawn_tls_kind { SPAWN_TLS_STS_POLICY = 1, SPAWN_TLS_RESULT = 2 };
+struct spawn_tls {
+	uint32_t job;                   /* SPAWN_TLS_NOTE */
+	int32_t  kind;                  /* enum spawn_tls_kind */
+	int64_t  max_age, fetched_at;
+	char     domain[256];
+	char     id[40];
+	char     mode[16];
+	char     mx_host[256];
+	char     result_type[48];
+	char     sending_ip[64], receiving_ip[64];
+	char     text[2048];
 };
 
 /* Writing the jobs (the queue process). */

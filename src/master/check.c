@@ -295,6 +295,8 @@ check_queue(struct role *r, const struct mxconf *conf)
 }
 
 /* Delivery children: the handlers' targets. */
+static void check_dnssec_resolver(struct role *, const struct mxconf *);
+
 static void
 check_delivery(struct role *r, const struct mxconf *conf)
 {
@@ -345,6 +347,9 @@ check_delivery(struct role *r, const struct mxconf *conf)
 			need(r, setting, anc, W_OK | X_OK);
 		}
 	}
+	if (r->route_user == NULL && conf->relay_tls_ca != NULL)
+		need(r, "delivery.tls_ca", conf->relay_tls_ca, R_OK);
+	check_dnssec_resolver(r, conf);
 	for (size_t i = 0; r->route_user == NULL && i < conf->nupstreams;
 	    i++) {
 		const struct upstream_conf *u = &conf->upstreams[i];
@@ -355,6 +360,39 @@ check_delivery(struct role *r, const struct mxconf *conf)
 			need(r, setting, u->tls_ca, R_OK);
 		}
 	}
+}
+
+/*
+ * delivery.dnssec trusts the AD bit of the resolvers of /etc/resolv.conf
+ * (DANE): one across the network could be impersonated on the way, the
+ * bit forged (RFC 6698 4.1, RFC 7672 2.1): a local validating resolver
+ * is the safe one, as Postfix's documentation says.
+ */
+static void
+check_dnssec_resolver(struct role *r, const struct mxconf *conf)
+{
+	char line[512], ns[256];
+	FILE *f;
+
+	if (!conf->dnssec || r->route_user != NULL)
+		return;
+	if ((f = fopen("/etc/resolv.conf", "r")) == NULL) {
+		problem(r, "/etc/resolv.conf", "delivery.dnssec: cannot read"
+		    " it: %s", strerror(errno));
+		return;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, " nameserver %255s", ns) != 1)
+			continue;
+		if (strncmp(ns, "127.", 4) == 0 || strcmp(ns, "::1") == 0)
+			continue;
+		emit(false, "%s: /etc/resolv.conf: delivery.dnssec trusts the"
+		    " AD bit of nameserver %s, which is not on this host: its"
+		    " answers cross the network unprotected; use a local"
+		    " validating resolver (unbound)", r->label, ns);
+		r->warnings++;
+	}
+	fclose(f);
 }
 
 /* The lookup process: the credentials AUTH is checked against. */
@@ -375,6 +413,15 @@ check_smtp(struct role *r, const struct mxconf *conf)
 	    strncmp(conf->policy_service, "unix:", 5) == 0 &&
 	    access(conf->policy_service + 5, W_OK) < 0 && errno != ENOENT)
 		need(r, "policy.service", conf->policy_service + 5, W_OK);
+	/* Milters and named policy services: the same, each. */
+	for (size_t i = 0; i < conf->nmilters + conf->npolicy_services; i++) {
+		const char *a = i < conf->nmilters ? conf->milters[i].address :
+		    conf->policy_services[i - conf->nmilters].service;
+		if (strncmp(a, "unix:", 5) == 0 && access(a + 5, W_OK) < 0 &&
+		    errno != ENOENT)
+			need(r, i < conf->nmilters ? "milters[].address" :
+			    "policy_services[].service", a + 5, W_OK);
+	}
 }
 
 /* The master (root, or the current user): what it makes at start. */

@@ -328,6 +328,31 @@ bounce_build(const struct bounce_report *r, const char *id, int64_t now,
 	buf_appendf(out, "\r\n--%s--\r\n", boundary);
 }
 
+/* The DSN's reception line, as every queued message has one (README
+ * "Logs"): of= the message it reports on, reported= how many of its
+ * recipients. */
+static void
+log_queued(const struct bounce_report *r, const struct envelope *env,
+    size_t size)
+{
+	struct log_rec rec;
+
+	if (!log_enabled(LOG_LEVEL_INFO))
+		return;
+	log_rec_begin(&rec);
+	log_rec_str(&rec, "id", env->queue_id);
+	log_rec_str(&rec, "event", "queued");
+	log_rec_str(&rec, "origin", "dsn");
+	log_rec_str(&rec, "kind", kind_name(r->kind));
+	log_rec_str(&rec, "of", r->queue_id);
+	log_rec_path(&rec, "from", "");
+	log_rec_path(&rec, "to", r->sender);
+	log_rec_num(&rec, "size", (long long)size);
+	log_rec_num(&rec, "nrcpt", 1);
+	log_rec_num(&rec, "reported", (long long)r->nrcpts);
+	log_rec_emit(&rec, LOG_LEVEL_INFO);
+}
+
 int
 bounce_queue(struct queue_db *db, const struct bounce_report *r,
     const char *upstream, int64_t now, char new_id[QUEUE_ID_LEN + 1])
@@ -366,8 +391,7 @@ bounce_queue(struct queue_db *db, const struct bounce_report *r,
 	rc = queue_db_insert_alone(db, &env, content.data, content.len);
 	if (rc == 0) {
 		memcpy(new_id, env.queue_id, QUEUE_ID_LEN + 1);
-		log_info("id=%s dsn=%s kind=%s to=<%s> nrcpt=%zu", r->queue_id,
-		    env.queue_id, kind_name(r->kind), r->sender, r->nrcpts);
+		log_queued(r, &env, content.len);
 	}
 	buf_free(&params);
 	buf_free(&content);

@@ -308,6 +308,39 @@ static const char schema_v4[] =
 	"ALTER TABLE recipients ADD COLUMN dsn_orcpt TEXT;";
 
 /*
+ * Schema version 5: the relay client's TLS (relay.h, mta_sts.h).
+ * mta_sts_policies: the MTA-STS policy of a recipient domain (RFC 8461),
+ * as fetched, kept until expires_at (fetched_at + max_age); mx is its
+ * patterns separated by spaces.  tls_results: TLS-RPT (RFC 8460) counts
+ * per UTC day, recipient domain, policy applied ('sts', 'tlsa',
+ * 'no-policy-found' and its lines), MX host, RFC 8460 result type (''
+ * for a successful session) and addresses.
+ */
+static const char schema_v5[] =
+	"CREATE TABLE mta_sts_policies ("
+	"  domain      TEXT PRIMARY KEY,"
+	"  policy_id   TEXT NOT NULL,"
+	"  mode        TEXT NOT NULL CHECK (mode IN ('none', 'testing',"
+	"                'enforce')),"
+	"  mx          TEXT NOT NULL,"
+	"  max_age     INTEGER NOT NULL,"
+	"  fetched_at  INTEGER NOT NULL,"
+	"  expires_at  INTEGER NOT NULL);"
+	"CREATE TABLE tls_results ("
+	"  day          TEXT NOT NULL,"
+	"  domain       TEXT NOT NULL,"
+	"  policy_type  TEXT NOT NULL CHECK (policy_type IN ('sts', 'tlsa',"
+	"                 'no-policy-found')),"
+	"  policy       TEXT NOT NULL,"
+	"  mx_host      TEXT NOT NULL,"
+	"  result_type  TEXT NOT NULL,"
+	"  sending_ip   TEXT NOT NULL,"
+	"  receiving_ip TEXT NOT NULL,"
+	"  sessions     INTEGER NOT NULL,"
+	"  PRIMARY KEY (day, domain, policy_type, policy, mx_host,"
+	"    result_type, sending_ip, receiving_ip));";
+
+/*
  * Migrations, in order: migrations[i] takes the schema from version
  * migrations[i].version - 1 to migrations[i].version.  Each runs in its own
  * transaction together with the update of schema_version.
@@ -320,6 +353,7 @@ static const struct migration {
 	{ 2, schema_v2 },
 	{ 3, schema_v3 },
 	{ 4, schema_v4 },
+	{ 5, schema_v5 },
 };
 
 enum stmt_id {
@@ -329,6 +363,7 @@ enum stmt_id {
 	ST_INSERT_MESSAGE,
 	ST_INSERT_CONTENT,
 	ST_INSERT_RCPT,
+	ST_INSERT_EVENT,
 	ST_COUNT
 };
 
@@ -350,7 +385,12 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "INSERT INTO recipients (message_id, address, route, action,"
 	    " action_params, state, next_attempt_at, updated_at, dsn_notify,"
 	    " dsn_orcpt)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6, ?7, ?8)",
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?9, ?6, ?6, ?7, ?8)",
+	/* A message committed held (a milter's quarantine): why, in its
+	 * history, as mxgatectl's hold writes it. */
+	[ST_INSERT_EVENT] =
+	    "INSERT INTO events (message_id, recipient_id, at, kind, detail)"
+	    " VALUES (?1, NULL, ?2, 'held', ?3)",
 };
 
 _Static_assert(ST_COUNT == QDB_INSERT_STMTS, "QDB_INSERT_STMTS");
@@ -908,8 +948,21 @@ insert_rcpt(struct queue_db *db, const struct envelope *env,
 	qdb_bind_text(st, 7, rc->dsn_notify != 0 ?
 	    dsn_notify_format(rc->dsn_notify, notify) : NULL);
 	qdb_bind_text(st, 8, rc->dsn_orcpt);
+	sqlite3_bind_text(st, 9, env->hold_reason != NULL ? "held" : "queued",
+	    -1, SQLITE_STATIC);
 	/* Its "routed" event is message_history's (schema_v2). */
 	return run_stmt(db, ST_INSERT_RCPT, env->queue_id, "insert recipient");
+}
+
+static int
+insert_held(struct queue_db *db, const struct envelope *env)
+{
+	sqlite3_stmt *st = db->stmt[ST_INSERT_EVENT];
+
+	sqlite3_bind_text(st, 1, env->queue_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, env->received_at);
+	qdb_bind_text(st, 3, env->hold_reason);
+	return run_stmt(db, ST_INSERT_EVENT, env->queue_id, "insert event");
 }
 
 int
@@ -932,6 +985,8 @@ queue_db_insert(struct queue_db *db, const struct envelope *env,
 	for (i = 0; i < env->nrcpts; i++)
 		if (insert_rcpt(db, env, &env->rcpts[i]) == -1)
 			goto fail;
+	if (env->hold_reason != NULL && insert_held(db, env) == -1)
+		goto fail;
 	if (own_transaction && queue_db_commit(db) == -1)
 		goto fail;
 	return 0;

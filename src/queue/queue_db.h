@@ -9,8 +9,9 @@
  *
  * Files: queue_db.c (connection, schema, migrations, the insert path,
  * the queue lock), queue_db_delivery.c (the scheduler's and the bounces'
- * statements), queue_db_admin.c (mxgatectl's), queue_vfs.c (the VFS of
- * the writers).
+ * statements), queue_db_admin.c (mxgatectl's), queue_db_tls.c (the
+ * relay's MTA-STS cache and TLS-RPT counts), queue_vfs.c (the VFS of the
+ * writers).
  *
  * Only the queue process writes messages; mxgatectl reads (and, for queue
  * management, changes recipient states in short transactions).
@@ -37,7 +38,7 @@
 #include <stdint.h>
 #include "common/envelope.h"
 
-#define QUEUE_SCHEMA_VERSION 4
+#define QUEUE_SCHEMA_VERSION 5
 #define QUEUE_LOCK_NAME      "queue.lock"
 
 /*
@@ -360,5 +361,35 @@ int queue_db_stats_destinations(struct queue_db *db,
 int queue_db_depth(struct queue_db *db,
     void (*fn)(void *arg, const char *state, const char *dest,
     int64_t recipients, int64_t oldest_received_at), void *arg);
+
+/*
+ * The relay client's TLS (queue_db_tls.c).  queue_db_sts_get(): the
+ * cached MTA-STS policy of domain that has not expired at now, as the
+ * line of mta_sts.h ("ID MODE MAX_AGE FETCHED_AT MX..."), malloc'd into
+ * *line: 1, 0 none, -1 error.  queue_db_sts_put(): store (replace) one.
+ * queue_db_tls_result(): count one session in tls_results.  Each is one
+ * statement, its own transaction.
+ */
+int queue_db_sts_get(struct queue_db *db, const char *domain, int64_t now,
+    char **line);
+int queue_db_sts_put(struct queue_db *db, const char *domain,
+    const char *id, const char *mode, int64_t max_age, int64_t fetched_at,
+    const char *mx);
+struct queue_tls_result {
+	const char *day;                /* "YYYY-MM-DD", UTC */
+	const char *domain;
+	const char *policy_type;        /* "sts", "tlsa", "no-policy-found" */
+	const char *policy;             /* its lines, '\n'-separated */
+	const char *mx_host;
+	const char *result_type;        /* "" for a success */
+	const char *sending_ip, *receiving_ip;
+	long long   sessions;
+};
+int queue_db_tls_result(struct queue_db *db, const struct queue_tls_result *r);
+/* The day's rows (of one domain, or all when domain is NULL), ordered by
+ * domain, policy type and policy; fn returns nonzero to stop.  0 or -1. */
+int queue_db_tls_results(struct queue_db *db, const char *day,
+    const char *domain, int (*fn)(const struct queue_tls_result *, void *),
+    void *arg);
 
 #endif

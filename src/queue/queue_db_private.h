@@ -12,7 +12,7 @@
 #include "queue/queue_db.h"
 
 /* Statements of the insert path (queue_db.c). */
-#define QDB_INSERT_STMTS   6
+#define QDB_INSERT_STMTS   7
 /* Statements of the delivery side (queue_db_delivery.c). */
 #define QDB_DELIVERY_STMTS 12
 

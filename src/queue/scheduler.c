@@ -426,15 +426,26 @@ batch_done(struct dproc *p)
 		proc_release(p);
 }
 
+static void apply_tls_note(const struct spawn_tls *n);
+
 static void
 read_reports(struct dproc *p)
 {
+	union {
+		struct report    r;
+		struct spawn_tls t;
+	} u;
 	struct report r;
 	ssize_t n;
 
 	while (p->used) {
-		n = recv(p->fd, &r, sizeof(r), MSG_DONTWAIT);
+		n = recv(p->fd, &u, sizeof(u), MSG_DONTWAIT);
+		if (n == (ssize_t)sizeof(u.t) && u.t.job == SPAWN_TLS_NOTE) {
+			apply_tls_note(&u.t);
+			continue;
+		}
 		if (n == (ssize_t)sizeof(r)) {
+			memcpy(&r, &u.r, sizeof(r));
 			if (r.job == SPAWN_BATCH_DONE)
 				batch_done(p);
 			else if (p->batch != NULL)
@@ -509,6 +520,51 @@ spawner_send(enum ipc_type type, const void *payload, size_t len, int fd)
 	return -1;
 }
 
+/* A relay job to "mx" carries its domain's cached MTA-STS policy
+ * (mta_sts.h): the delivery process cannot read the queue. */
+static void
+put_sts_cached(struct buf *b, const struct sjob *j)
+{
+	static const char prefix[] = "relay:mx:";
+	char *line = NULL;
+
+	if (strncmp(j->job_key, prefix, sizeof(prefix) - 1) == 0)
+		queue_db_sts_get(s.db, j->job_key + sizeof(prefix) - 1,
+		    (int64_t)time(NULL), &line);
+	spawn_put_str(b, line);
+	free(line);
+}
+
+/* What a delivery process learnt about TLS, into the queue database:
+ * a policy to cache, a session for TLS-RPT.  A failure is logged by the
+ * store; the delivery goes on. */
+static void
+apply_tls_note(const struct spawn_tls *n)
+{
+	struct queue_tls_result r;
+	char day[16];
+	struct tm tm;
+	time_t now = time(NULL);
+
+	if (n->kind == SPAWN_TLS_STS_POLICY) {
+		queue_db_sts_put(s.db, n->domain, n->id, n->mode, n->max_age,
+		    n->fetched_at, n->text);
+		return;
+	}
+	gmtime_r(&now, &tm);
+	strftime(day, sizeof(day), "%Y-%m-%d", &tm);
+	r.day = day;
+	r.domain = n->domain;
+	r.policy_type = n->id;
+	r.policy = n->text;
+	r.mx_host = n->mx_host;
+	r.result_type = n->result_type;
+	r.sending_ip = n->sending_ip;
+	r.receiving_ip = n->receiving_ip;
+	r.sessions = 1;
+	queue_db_tls_result(s.db, &r);
+}
+
 /* The jobs of c, in the format of spawner.h, in a sealed memfd. */
 static int
 jobs_memfd(const struct child *c)
@@ -552,6 +608,7 @@ jobs_memfd(const struct child *c)
 			spawn_put_u32(&b, j->rcpts[k].dsn_notify);
 			spawn_put_str(&b, j->rcpts[k].dsn_orcpt);
 		}
+		put_sts_cached(&b, j);
 	}
 	fd = memfd_create("mxgate-jobs", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd >= 0 && (fd_write_all(fd, b.data, b.len) < 0 ||

@@ -19,6 +19,7 @@
 #include "smtp/checks.h"
 #include "smtp/dnsbl.h"
 #include "smtp/hooks.h"
+#include "smtp/milter_client.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "smtp/plugin.h"
@@ -35,6 +36,8 @@ static struct {
 	const struct mxconf  *conf;
 	struct spf_pool      *spf;
 	struct policy_client *policy;
+	struct policy_client **policies;    /* conf->policy_services */
+	bool                  milters;      /* the milter pool runs */
 	struct ratelimit     *messages;
 	/* DNS lists: the parsed sites, the lookups, recent scores */
 	struct dnsbl_pool    *dnsbl;
@@ -134,6 +137,26 @@ hooks_worker_init(const struct mxconf *conf)
 			r = -1;
 		}
 	}
+	if (conf->npolicy_services > 0)
+		svc.policies = xcalloc(conf->npolicy_services,
+		    sizeof(*svc.policies));
+	for (size_t i = 0; i < conf->npolicy_services; i++) {
+		const struct policy_service_conf *p = &conf->policy_services[i];
+
+		svc.policies[i] = policy_client_new(p->service,
+		    p->timeout * 1000, p->default_action);
+		if (svc.policies[i] == NULL) {
+			log_error("policy service %s (%s): cannot set up the "
+			    "client: %s", p->name, p->service, strerror(errno));
+			r = -1;
+		}
+	}
+	if (conf->nmilters > 0) {
+		if (milter_pool_init(conf) < 0)
+			r = -1;
+		else
+			svc.milters = true;
+	}
 	if (conf->rate_messages > 0)
 		svc.messages = ratelimit_new(conf->rate_messages);
 	bl_init(conf);
@@ -145,6 +168,12 @@ hooks_worker_free(void)
 {
 	spf_pool_free(svc.spf);
 	policy_client_free(svc.policy);
+	for (size_t i = 0; svc.policies != NULL &&
+	    i < svc.conf->npolicy_services; i++)
+		policy_client_free(svc.policies[i]);
+	free(svc.policies);
+	if (svc.milters)
+		milter_pool_free();
 	ratelimit_free(svc.messages);
 	bl_free();
 	memset(&svc, 0, sizeof(svc));
@@ -161,6 +190,12 @@ hooks_worker_fds(int *fds, size_t max)
 		fds[n++] = policy_client_fd(svc.policy);
 	if (svc.dnsbl != NULL && n < max)
 		fds[n++] = dnsbl_pool_fd(svc.dnsbl);
+	if (svc.milters && n < max)
+		fds[n++] = milter_pool_fd();
+	for (size_t i = 0; svc.policies != NULL &&
+	    i < svc.conf->npolicy_services && n < max; i++)
+		if (svc.policies[i] != NULL)
+			fds[n++] = policy_client_fd(svc.policies[i]);
 	return n;
 }
 
@@ -173,6 +208,14 @@ hooks_worker_dispatch(int fd)
 		policy_client_dispatch(svc.policy);
 	else if (svc.dnsbl != NULL && fd == dnsbl_pool_fd(svc.dnsbl))
 		dnsbl_pool_complete(svc.dnsbl);
+	else if (svc.milters && fd == milter_pool_fd())
+		milter_pool_dispatch();
+	else
+		for (size_t i = 0; svc.policies != NULL &&
+		    i < svc.conf->npolicy_services; i++)
+			if (svc.policies[i] != NULL &&
+			    fd == policy_client_fd(svc.policies[i]))
+				policy_client_dispatch(svc.policies[i]);
 }
 
 void
@@ -182,6 +225,12 @@ hooks_worker_tick(uint64_t now_ms)
 		spf_pool_expire(svc.spf, now_ms);
 	if (svc.policy != NULL)
 		policy_client_tick(svc.policy, now_ms);
+	for (size_t i = 0; svc.policies != NULL &&
+	    i < svc.conf->npolicy_services; i++)
+		if (svc.policies[i] != NULL)
+			policy_client_tick(svc.policies[i], now_ms);
+	if (svc.milters)
+		milter_pool_tick(now_ms);
 	if (svc.messages != NULL)
 		ratelimit_tick(svc.messages, now_ms);
 }
@@ -195,19 +244,21 @@ enum step {
 	ST_SENDER_AUTH,   /* the route's sender_auth */
 	ST_PLUGINS,
 	ST_POLICY,
+	ST_MILTER,        /* milter_client.h */
 	ST_SPF_READY,     /* the result, for Authentication-Results */
 	ST_END,
 };
 
 static const enum step connect_steps[] = { ST_BUILTIN, ST_DNSBL,
-    ST_PLUGINS, ST_POLICY, ST_END };
+    ST_PLUGINS, ST_POLICY, ST_MILTER, ST_END };
 static const enum step mail_steps[] = { ST_BUILTIN, ST_DNSBL, ST_SPF_MAIL,
-    ST_PLUGINS, ST_POLICY, ST_END };
+    ST_PLUGINS, ST_POLICY, ST_MILTER, ST_END };
 static const enum step rcpt_steps[] = { ST_SENDER_AUTH, ST_PLUGINS,
-    ST_POLICY, ST_END };
-static const enum step data_steps[] = { ST_PLUGINS, ST_POLICY, ST_SPF_READY,
+    ST_POLICY, ST_MILTER, ST_END };
+static const enum step data_steps[] = { ST_PLUGINS, ST_POLICY, ST_MILTER,
+    ST_SPF_READY, ST_END };
+static const enum step eom_steps[] = { ST_PLUGINS, ST_POLICY, ST_MILTER,
     ST_END };
-static const enum step eom_steps[] = { ST_PLUGINS, ST_POLICY, ST_END };
 
 static const char *const stage_names[] = {
 	[STAGE_CONNECT] = "connect", [STAGE_HELO] = "helo",
@@ -258,8 +309,20 @@ struct hooks_session {
 	unsigned    masks[MAX_MASKS];   /* rcpt: sender_auth per route */
 	size_t      nmasks;
 	uint64_t    policy_id;
+	struct policy_client *policy_client;  /* policy_id's */
 	bool        policy_answered;
 	struct policy_answer policy_answer;
+	/* rcpt: the route's named policy service (NULL: the global one)
+	 * and the milters of its routes */
+	struct policy_client *route_policy;
+	size_t      route_milters[MAX_MASKS];
+	size_t      nroute_milters;
+	const char *rcpt_action;
+	/* milters (NULL: none configured) */
+	struct milter_session *milters;
+	bool        milter_running;
+	bool        milter_answered;
+	struct policy_answer milter_answer;
 	/* PREPEND answers: of the session (CONNECT, HELO), and of the
 	 * transaction (MAIL, RCPT, DATA); empty until a service prepends. */
 	struct buf  prepend_session;
@@ -775,8 +838,16 @@ step_policy(struct hooks_session *h, struct policy_answer *a)
 	}
 	if (h->policy_id != 0)
 		return WAIT;
-	if (svc.policy == NULL || h->accepted || h->trusted ||
-	    (h->conf->policy_stages & (1u << h->stage)) == 0)
+	if (h->accepted || h->trusted)
+		return GO_ON;
+	/* A route's named service is asked at RCPT instead of the global
+	 * one, whatever policy.stages says. */
+	if (h->route_policy != NULL)
+		h->policy_client = h->route_policy;
+	else if (svc.policy != NULL &&
+	    (h->conf->policy_stages & (1u << h->stage)) != 0)
+		h->policy_client = svc.policy;
+	else
 		return GO_ON;
 	memset(&r, 0, sizeof(r));
 	r.protocol_state = protocol_state(h);
@@ -796,7 +867,62 @@ step_policy(struct hooks_session *h, struct policy_answer *a)
 	r.encryption_protocol = v->tls ? v->tls_version : NULL;
 	r.encryption_cipher = v->tls ? v->tls_cipher : NULL;
 	r.encryption_keysize = v->tls ? v->tls_bits : 0;
-	h->policy_id = policy_query(svc.policy, &r, policy_done, h);
+	h->policy_id = policy_query(h->policy_client, &r, policy_done, h);
+	return WAIT;
+}
+
+static void
+milter_done(void *arg, const struct policy_answer *a)
+{
+	struct hooks_session *h = arg;
+
+	h->milter_running = false;
+	h->milter_answered = true;
+	h->milter_answer = *a;
+	metrics_inc(a->verdict == POLICY_ACCEPT ? MC_MILTER_ACCEPT :
+	    a->verdict == POLICY_REJECT ? MC_MILTER_REJECT :
+	    a->verdict == POLICY_TEMPFAIL ? MC_MILTER_DEFER : MC_MILTER_CONTINUE);
+	if (h->active && h->waiting)
+		pipeline(h, true);
+}
+
+/* The milters (milter_client.h): for everyone, trusted or not -- they
+ * sign mail as well as judge it. */
+static enum step_outcome
+step_milter(struct hooks_session *h, struct policy_answer *a)
+{
+	const struct hooks_view *v = &h->view;
+	struct milter_stage_input in;
+
+	if (h->milter_answered) {
+		h->milter_answered = false;
+		*a = h->milter_answer;
+		return GO_ON;
+	}
+	if (h->milter_running)
+		return WAIT;
+	if (h->milters == NULL)
+		return GO_ON;
+	memset(&in, 0, sizeof(in));
+	in.helo = v->helo;
+	in.esmtp = v->esmtp;
+	in.tls_version = v->tls ? v->tls_version : NULL;
+	in.tls_cipher = v->tls ? v->tls_cipher : NULL;
+	in.tls_bits = v->tls ? v->tls_bits : 0;
+	in.auth_user = v->auth_user;
+	in.queue_id = v->queue_id;
+	in.sender = v->sender;
+	in.body_8bitmime = v->body_8bitmime;
+	in.rcpt = v->rcpt;
+	in.rcpt_action = h->rcpt_action;
+	in.route_milters = h->route_milters;
+	in.nroute_milters = h->nroute_milters;
+	in.message = v->message;
+	in.message_len = v->message_len;
+	h->milter_running = true;
+	milter_run(h->milters, h->stage, &in, milter_done, h);
+	if (h->milter_answered)
+		return step_milter(h, a);
 	return WAIT;
 }
 
@@ -821,6 +947,7 @@ step_run(struct hooks_session *h, enum step st, struct policy_answer *a)
 	case ST_SENDER_AUTH: return step_sender_auth(h, a);
 	case ST_PLUGINS:     return step_plugins(h, a);
 	case ST_POLICY:      return step_policy(h, a);
+	case ST_MILTER:      return step_milter(h, a);
 	case ST_SPF_READY:   return step_spf_ready(h, a);
 	case ST_END:         break;
 	}
@@ -905,6 +1032,39 @@ pipeline(struct hooks_session *h, bool later)
 	}
 }
 
+/*
+ * The services the recipient's routes name: the first named policy
+ * service among them (a `continue` chain asks one service, as one
+ * recipient gets one answer), and every milter of every route.
+ */
+static void
+route_services(struct hooks_session *h, const struct route_result *res)
+{
+	const struct mxconf *conf = h->conf;
+
+	if (res->nmatches > 0)
+		h->rcpt_action = res->matches[0].action_name;
+	for (size_t i = 0; i < res->nmatches; i++) {
+		const struct route_conf *rc;
+
+		if (res->matches[i].index >= conf->nroutes)
+			continue;
+		rc = &conf->routes[res->matches[i].index];
+		if (rc->policy_service != NULL && h->route_policy == NULL)
+			for (size_t k = 0; k < conf->npolicy_services; k++)
+				if (strcmp(conf->policy_services[k].name,
+				    rc->policy_service) == 0 &&
+				    svc.policies != NULL)
+					h->route_policy = svc.policies[k];
+		for (size_t m = 0; m < rc->nmilters; m++)
+			for (size_t k = 0; k < conf->nmilters; k++)
+				if (strcmp(conf->milters[k].name,
+				    rc->milters[m]) == 0 &&
+				    h->nroute_milters < MAX_MASKS)
+					h->route_milters[h->nroute_milters++] = k;
+	}
+}
+
 void
 hooks_run(struct hooks_session *h, enum smtp_stage stage,
     const struct hooks_view *v)
@@ -925,10 +1085,15 @@ hooks_run(struct hooks_session *h, enum smtp_stage stage,
 	h->view = *v;
 	h->view.route = NULL;
 	h->nmasks = 0;
+	h->route_policy = NULL;
+	h->nroute_milters = 0;
+	h->rcpt_action = NULL;
+	h->milter_answered = false;
 	if (stage == STAGE_RCPT && v->route != NULL) {
 		for (size_t i = 0; i < v->route->nmatches && h->nmasks < MAX_MASKS;
 		    i++)
 			h->masks[h->nmasks++] = v->route->matches[i].sender_auth;
+		route_services(h, v->route);
 	}
 	pipeline(h, false);
 }
@@ -951,6 +1116,13 @@ hooks_txn_reset(struct hooks_session *h)
 	/* The cache stays: the next MAIL may be the same check. */
 	h->cur = NULL;
 	buf_reset(&h->prepend_txn);
+	milter_txn_reset(h->milters);
+}
+
+struct milter_outcome *
+hooks_milter_outcome(struct hooks_session *h)
+{
+	return h->milters != NULL ? milter_outcome(h->milters) : NULL;
 }
 
 void
@@ -1004,6 +1176,14 @@ hooks_session_new(const struct mxconf *conf, const struct hooks_client *c,
 	ms.server_port = h->server_port;
 	ms.helo = ms.queue_id = ms.sender = ms.rcpt = ms.headers = "";
 	h->plugins = plugins_session_new(&ms);
+	if (svc.milters) {
+		struct milter_client_info ci = {
+			.conn_id = h->conn_id, .hostname = conf->hostname,
+			.client_ip = h->ip, .client_port = h->port,
+			.server_ip = h->server_ip, .server_port = h->server_port,
+		};
+		h->milters = milter_session_new(conf, &ci);
+	}
 	return h;
 }
 
@@ -1018,8 +1198,9 @@ hooks_session_free(struct hooks_session *h)
 	}
 	free(h->spf);
 	bl_cancel(h);
-	if (h->policy_id != 0 && svc.policy != NULL)
-		policy_cancel(svc.policy, h->policy_id);
+	if (h->policy_id != 0 && h->policy_client != NULL)
+		policy_cancel(h->policy_client, h->policy_id);
+	milter_session_free(h->milters);
 	plugins_session_end(h->plugins);
 	buf_free(&h->prepend_session);
 	buf_free(&h->prepend_txn);

@@ -27,6 +27,10 @@
  *             the Authentication-Results field reports (hooks_authres())
  *   end_of_message   plugins (with the header section and size); policy
  *             service
+ * and at every stage, last, the milters (milter_client.h), for trusted
+ * clients too.  At RCPT the policy service is the one the recipient's
+ * route names (routes[].policy_service), else the global one; the
+ * route's milters join the session's.
  *
  * A plugin's or the policy service's accept skips the later plugins and
  * the policy service of that stage, never the steps before them.
@@ -36,8 +40,8 @@
  * SPF results are cached per session: the same HELO name and sender (the
  * client being the same) are checked once.
  *
- * Worker-wide: the SPF thread pool, the policy client and the message
- * rate counter are made by hooks_worker_init() in each worker after the
+ * Worker-wide: the SPF thread pool, the policy clients, the milter pool
+ * and the message rate counter are made by hooks_worker_init() in each worker after the
  * fork; their descriptors go into the worker's epoll loop.
  */
 #ifndef MXGATE_HOOKS_H
@@ -57,7 +61,7 @@
 /* 0, or -1 (logged) when a service cannot start. */
 int  hooks_worker_init(const struct mxconf *conf);
 void hooks_worker_free(void);
-/* The descriptors to watch for reading; returns how many (at most 2). */
+/* The descriptors to watch for reading; returns how many. */
 size_t hooks_worker_fds(int *fds, size_t max);
 /* One of them is readable. */
 void hooks_worker_dispatch(int fd);
@@ -98,6 +102,9 @@ struct hooks_view {
 	const char *headers;         /* end_of_message */
 	size_t      headers_len;
 	bool        headers_truncated;
+	bool        body_8bitmime;   /* MAIL's BODY=8BITMIME */
+	const char *message;         /* end_of_message, for the milters: */
+	size_t      message_len;     /* the whole message */
 };
 
 /* later: called from the worker's loop rather than inside hooks_run(). */
@@ -125,6 +132,11 @@ void hooks_txn_reset(struct hooks_session *h);
  * this transaction: those of CONNECT and HELO, then those of MAIL, RCPT
  * and DATA, each with its CRLF, appended to out. */
 void hooks_prepended(const struct hooks_session *h, struct buf *out);
+
+/* After end_of_message was answered: what the milters changed (NULL
+ * when none is configured); valid until hooks_txn_reset(). */
+struct milter_outcome;
+struct milter_outcome *hooks_milter_outcome(struct hooks_session *h);
 
 /* Our Authentication-Results field for the transaction (after the data
  * stage answered), appended to out. */

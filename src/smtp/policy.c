@@ -270,8 +270,8 @@ policy_answer_action(const char *answer, size_t len, char *out, size_t size)
 
 /* ---- addresses ---- */
 
-static int
-address_parse(const char *service, struct sockaddr_storage *ss,
+int
+policy_address_parse(const char *service, struct sockaddr_storage *ss,
     socklen_t *sslen, char *why, size_t whylen)
 {
 	memset(ss, 0, sizeof(*ss));
@@ -346,7 +346,7 @@ policy_address_check(const char *service, char *why, size_t whylen)
 	struct sockaddr_storage ss;
 	socklen_t len;
 
-	return address_parse(service, &ss, &len, why, whylen);
+	return policy_address_parse(service, &ss, &len, why, whylen);
 }
 
 /* ---- the client ---- */
@@ -724,7 +724,7 @@ policy_client_new(const char *service, unsigned timeout_ms,
 	struct policy_answer probe;
 	char why[256];
 
-	if (address_parse(service, &c->addr, &c->addrlen, why, sizeof(why)) < 0 ||
+	if (policy_address_parse(service, &c->addr, &c->addrlen, why, sizeof(why)) < 0 ||
 	    policy_action_parse(default_action, &probe) < 0) {
 		free(c);
 		errno = EINVAL;

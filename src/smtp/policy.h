@@ -58,6 +58,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "common/util.h"
 
@@ -143,6 +144,9 @@ int policy_answer_action(const char *answer, size_t len, char *out,
 /* "unix:/path" or "inet:host:port" ("inet:[::1]:port"); 0 or -1 with a
  * reason.  The parser of policy.service (config.h, config_value_fn). */
 int policy_address_check(const char *service, char *why, size_t whylen);
+/* The same, and the socket address (milter_client.c shares it). */
+int policy_address_parse(const char *service, struct sockaddr_storage *ss,
+    socklen_t *sslen, char *why, size_t whylen);
 
 /* ---- the asynchronous client ---- */
 

@@ -15,6 +15,8 @@
 #include "smtp/authres.h"
 #include "common/envelope.h"
 #include "smtp/hooks.h"
+#include "smtp/milter_client.h"
+#include "common/addr.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "smtp/route.h"
@@ -97,6 +99,8 @@ struct session {
 	struct buf content;          /* not in the memfd (all of a small one) */
 	uint64_t   content_len;      /* bytes written to the memfd */
 	bool       content_failed;   /* a memfd write failed: answer 451 */
+	void      *map;              /* the memfd's content, for milters */
+	size_t     map_len;
 	uint64_t   request_id;       /* submitted, waiting for the queue */
 	size_t     msg_size;         /* the message as stored, for the log */
 	uint64_t   data_start_us;    /* DATA accepted, for the log */
@@ -118,8 +122,18 @@ arf_free(struct session *s)
 }
 
 static void
+unmap_content(struct session *s)
+{
+	if (s->map != NULL)
+		munmap(s->map, s->map_len);
+	s->map = NULL;
+	s->map_len = 0;
+}
+
+static void
 txn_reset(struct session *s)
 {
+	unmap_content(s);
 	envelope_free(&s->env);
 	envelope_init(&s->env);
 	if (s->memfd >= 0) {
@@ -323,6 +337,7 @@ view_fill(struct session *s, struct hooks_view *v)
 	v->auth_user = s->auth_user;
 	v->queue_id = s->env.queue_id;
 	v->sender = s->env.sender != NULL ? s->env.sender : "";
+	v->body_8bitmime = s->env.body_8bitmime;
 	v->size = s->size_param;
 	/* One address per recipient, though `continue` routes store it once
 	 * per route, one after the other. */
@@ -513,6 +528,33 @@ seal_message(struct session *s, uint64_t *message_len, uint64_t *envelope_len)
 	return 0;
 }
 
+/* The whole message in memory, for the milters: the buffer, or the
+ * memfd mapped.  0, or -1 (logged). */
+static int
+whole_message(struct session *s, const char **msg, size_t *len)
+{
+	if (s->memfd < 0) {
+		*msg = s->content.data != NULL ? s->content.data : "";
+		*len = s->content.len;
+		return s->content_failed ? -1 : 0;
+	}
+	content_flush(s);
+	if (s->content_failed)
+		return -1;
+	s->map_len = (size_t)s->content_len;
+	s->map = mmap(NULL, s->map_len, PROT_READ, MAP_SHARED, s->memfd, 0);
+	if (s->map == MAP_FAILED) {
+		log_error("session=%016llx id=%s mapping the message: %s",
+		    (unsigned long long)s->conn_id, s->env.queue_id,
+		    strerror(errno));
+		s->map = NULL;
+		return -1;
+	}
+	*msg = s->map;
+	*len = s->map_len;
+	return 0;
+}
+
 /* The content is complete: the end-of-message checks decide, then
  * message_submit() (from hooks_answer()). */
 static void
@@ -540,13 +582,182 @@ on_message(struct session *s, const struct proto_event *ev)
 	v.headers = s->arf->headers.data != NULL ? s->arf->headers.data : "";
 	v.headers_len = s->arf->headers.len;
 	v.headers_truncated = s->arf->headers_truncated;
+	if (s->conf->nmilters > 0 && whole_message(s, &v.message,
+	    &v.message_len) < 0) {
+		proto_reply(s->proto, 451, "4.3.0 Local error, try again later");
+		txn_reset(s);
+		return;
+	}
 	hooks_run(s->hooks, STAGE_END_OF_MESSAGE, &v);
+}
+
+/* A recipient a milter added: routed as at RCPT; false when no route
+ * takes it (logged). */
+static bool
+milter_add_rcpt(struct session *s, const char *address)
+{
+	struct addr_parse_opts opts = { .utf8_ok = s->env.smtputf8 };
+	struct mailaddr a;
+	struct route_result res;
+	char path[ADDR_PATH_MAX + 3], text[ADDR_PATH_MAX + 1];
+	const char *why = "";
+	size_t used;
+
+	snprintf(path, sizeof(path), "<%s>", address);
+	if (addr_parse_path(path, &opts, &a, &used, &why) < 0 ||
+	    path[used] != '\0' || a.is_null) {
+		log_warn("session=%016llx id=%s milter added recipient <%.200s>:"
+		    " not an address (%s); not added",
+		    (unsigned long long)s->conn_id, s->env.queue_id, address,
+		    why);
+		return false;
+	}
+	addr_format(&a, text, sizeof(text));
+	struct route_input in = {
+		.local = a.local, .domain = a.domain,
+		.sender = s->env.sender != NULL ? s->env.sender : "",
+		.client_ip = s->client_ip, .helo = s->helo,
+		.queue_id = s->env.queue_id, .auth_user = s->auth_user,
+		.tls = session_tls_active(s),
+	};
+	route_decide(s->conf->route_table, &in, &res);
+	if (res.verdict != ROUTE_ACCEPTED) {
+		log_warn("session=%016llx id=%s milter added recipient <%s>: "
+		    "no route takes it (%d %s); not added",
+		    (unsigned long long)s->conn_id, s->env.queue_id, text,
+		    res.code, res.text);
+		route_result_free(&res);
+		return false;
+	}
+	for (size_t i = 0; i < res.nmatches; i++) {
+		envelope_add_rcpt(&s->env, text, res.matches[i].route,
+		    res.matches[i].action_name, res.matches[i].params);
+		log_info("session=%016llx id=%s milter added rcpt=<%s> route=%s "
+		    "action=%s", (unsigned long long)s->conn_id,
+		    s->env.queue_id, text, res.matches[i].route,
+		    res.matches[i].action_name);
+	}
+	route_result_free(&res);
+	return true;
+}
+
+static void
+milter_del_rcpt(struct session *s, const char *address)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < s->env.nrcpts; i++) {
+		struct envelope_rcpt *r = &s->env.rcpts[i];
+		if (strcasecmp(r->address, address) == 0) {
+			log_info("session=%016llx id=%s milter removed rcpt=<%s> "
+			    "route=%s", (unsigned long long)s->conn_id,
+			    s->env.queue_id, r->address, r->route);
+			free(r->address);
+			free(r->route);
+			free(r->action);
+			free(r->params);
+			continue;
+		}
+		s->env.rcpts[k++] = *r;
+	}
+	s->env.nrcpts = k;
+}
+
+/* A sender a milter gave (SMFIR_CHGFROM): a path, or the null one. */
+static bool
+sender_valid(const struct session *s, const char *sender)
+{
+	struct addr_parse_opts opts = { .null_ok = true,
+	    .utf8_ok = s->env.smtputf8 };
+	struct mailaddr a;
+	char path[ADDR_PATH_MAX + 3];
+	const char *why;
+	size_t used;
+
+	snprintf(path, sizeof(path), "<%s>", sender);
+	return strlen(sender) <= ADDR_PATH_MAX &&
+	    addr_parse_path(path, &opts, &a, &used, &why) == 0 &&
+	    path[used] == '\0';
+}
+
+/* The new content a milter made replaces what was received. */
+static void
+milter_content(struct session *s, const struct buf *msg)
+{
+	unmap_content(s);
+	if (s->memfd >= 0) {
+		close(s->memfd);
+		s->memfd = -1;
+	}
+	buf_reset(&s->content);
+	s->content_len = 0;
+	buf_append(&s->content, msg->data, msg->len);
+	if (s->content.len > CONTENT_FLUSH)
+		content_flush(s);
+}
+
+/*
+ * What the milters decided at end of message (milter_client.h), applied
+ * to the envelope and the content.  false: the message is not to be
+ * queued (answered here).
+ */
+static bool
+milter_apply(struct session *s)
+{
+	struct milter_outcome *o = hooks_milter_outcome(s->hooks);
+	const char *why = NULL;
+
+	unmap_content(s);
+	if (o == NULL)
+		return true;
+	if (o->discard != NULL)
+		why = o->discard;
+	if (why == NULL) {
+		for (size_t i = 0; i < o->ndel_rcpts; i++)
+			milter_del_rcpt(s, o->del_rcpts[i]);
+		for (size_t i = 0; i < o->nadd_rcpts; i++)
+			milter_add_rcpt(s, o->add_rcpts[i]);
+		if (s->env.nrcpts == 0)
+			why = "milters removed every recipient";
+	}
+	if (why != NULL) {
+		log_info("session=%016llx id=%s client=%s message discarded: %s",
+		    (unsigned long long)s->conn_id, s->env.queue_id,
+		    s->client_ip, why);
+		s->nmessages++;
+		proto_reply(s->proto, 250, "2.0.0 Ok: discarded");
+		txn_reset(s);
+		return false;
+	}
+	if (o->new_sender != NULL && !sender_valid(s, o->new_sender)) {
+		log_warn("session=%016llx id=%s milter's new sender <%.200s> is "
+		    "not an address; kept <%s>", (unsigned long long)s->conn_id,
+		    s->env.queue_id, o->new_sender, s->env.sender);
+	} else if (o->new_sender != NULL) {
+		log_info("session=%016llx id=%s milter changed the sender from "
+		    "<%s> to <%.200s>", (unsigned long long)s->conn_id,
+		    s->env.queue_id, s->env.sender, o->new_sender);
+		free(s->env.sender);
+		s->env.sender = xstrdup(o->new_sender);
+	}
+	if (o->changed)
+		milter_content(s, &o->content);
+	if (o->quarantine != NULL) {
+		log_info("session=%016llx id=%s quarantined (held): %s",
+		    (unsigned long long)s->conn_id, s->env.queue_id,
+		    o->quarantine);
+		s->env.hold_reason = xstrdup(o->quarantine);
+	}
+	return true;
 }
 
 static void
 message_submit(struct session *s)
 {
 	uint64_t message_len, envelope_len;
+
+	if (!milter_apply(s))
+		return;
 
 	if (seal_message(s, &message_len, &envelope_len) < 0) {
 		metrics_inc(MC_MSG_REJ_QUEUE);

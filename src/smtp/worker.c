@@ -42,6 +42,7 @@
 #include "smtp/proxy.h"
 #include "smtp/session.h"
 #include "common/util.h"
+#include "smtp/milter_client.h"
 #include "smtp/worker.h"
 
 #define TICK_MS 1000
@@ -646,14 +647,72 @@ read_lookup(void)
 	}
 }
 
-/* SPF lookups and the policy service (hooks.h). */
+/*
+ * The directories of the unix sockets of milters and named policy
+ * services, each once, in the order of the configuration: mounted in
+ * the worker's root (sandbox.h), and the addresses rewritten to match.
+ */
+static size_t
+socket_dirs(const struct mxconf *conf, char **dirs, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < conf->nmilters + conf->npolicy_services; i++) {
+		const char *a = i < conf->nmilters ? conf->milters[i].address :
+		    conf->policy_services[i - conf->nmilters].service;
+		const char *slash;
+		bool seen = false;
+
+		if (strncmp(a, "unix:", 5) != 0 ||
+		    (slash = strrchr(a, '/')) == NULL)
+			continue;
+		for (size_t k = 0; k < n; k++)
+			if (strlen(dirs[k]) == (size_t)(slash - a - 5) &&
+			    strncmp(dirs[k], a + 5, (size_t)(slash - a - 5)) == 0)
+				seen = true;
+		if (!seen && n < max)
+			dirs[n++] = xstrndup(a + 5, (size_t)(slash - a - 5));
+	}
+	return n;
+}
+
+/* conf's milters and named policy services, as the worker reaches
+ * them in its root. */
+static void
+inside_sockets(struct mxconf *inside)
+{
+	char *dirs[SANDBOX_MAX_SOCKET_DIRS], where[400];
+	size_t nd = socket_dirs(inside, dirs, SANDBOX_MAX_SOCKET_DIRS);
+	struct milter_conf *m = xcalloc(inside->nmilters + 1, sizeof(*m));
+	struct policy_service_conf *p = xcalloc(inside->npolicy_services + 1,
+	    sizeof(*p));
+
+	for (size_t i = 0; i < inside->nmilters; i++) {
+		m[i] = inside->milters[i];
+		milter_address_inside(m[i].address, dirs, nd, where,
+		    sizeof(where));
+		m[i].address = xstrdup(where);
+	}
+	for (size_t i = 0; i < inside->npolicy_services; i++) {
+		p[i] = inside->policy_services[i];
+		milter_address_inside(p[i].service, dirs, nd, where,
+		    sizeof(where));
+		p[i].service = xstrdup(where);
+	}
+	inside->milters = m;
+	inside->policy_services = p;
+	for (size_t i = 0; i < nd; i++)
+		free(dirs[i]);
+}
+
+/* SPF lookups, the policy services and the milters (hooks.h). */
 static void
 start_hooks(void)
 {
 	static struct mxconf inside;
 	static char service[sizeof(SANDBOX_POLICY_DIR) + 300];
 	const char *sock;
-	int fds[2];
+	int fds[64];
 	size_t n;
 
 	/* Chrooted, a unix policy service's directory is mounted at
@@ -666,6 +725,8 @@ start_hooks(void)
 		    SANDBOX_POLICY_DIR, sock);
 		inside.policy_service = service;
 	}
+	if (w.chrooted)
+		inside_sockets(&inside);
 	/* A service that cannot start answers temperror / its default:
 	 * logged there, and no reason to stop taking mail. */
 	hooks_worker_init(&inside);
@@ -794,6 +855,7 @@ void
 worker_sandbox(const struct mxconf *conf)
 {
 	static char policy_dir[300];
+	static char *dirs[SANDBOX_MAX_SOCKET_DIRS];
 	struct sandbox sb = {
 		.title = "smtp",
 		.user = conf->user,
@@ -817,6 +879,8 @@ worker_sandbox(const struct mxconf *conf)
 			sb.bind_dir = policy_dir;
 		}
 	}
+	sb.nsocket_dirs = socket_dirs(conf, dirs, SANDBOX_MAX_SOCKET_DIRS);
+	sb.socket_dirs = dirs;
 	sandbox_enter(&sb);
 }
 

@@ -32,11 +32,14 @@ $CC $CFLAGS -I src tests/fuzz/fuzz_spf_record.c src/smtp/spf.c src/common/thread
 $CC $CFLAGS -I src tests/fuzz/fuzz_envelope.c src/common/envelope.c src/common/dsn.c \
     src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c -o "$out/fuzz_envelope"
 $CC $CFLAGS -I src tests/fuzz/fuzz_proxy.c src/smtp/proxy.c -o "$out/fuzz_proxy"
+$CC $CFLAGS -I src tests/fuzz/fuzz_milter.c src/smtp/milter.c \
+    src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c \
+    -o "$out/fuzz_milter"
 # The relay client's pure parsers; relay.c needs its libraries to link.
-RELAY_SRC="src/delivery/relay.c src/delivery/dane.c src/delivery/delivery.c
+RELAY_SRC="src/delivery/relay.c src/delivery/dane.c src/delivery/mta_sts.c src/delivery/delivery.c
   src/delivery/mime7bit.c src/common/dsn.c
   src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c"
-RELAY_LIBS="-lssl -lcrypto -lresolv $(pkg-config --libs gmime-3.0)"
+RELAY_LIBS="-lssl -lcrypto -lcurl -lresolv $(pkg-config --libs gmime-3.0)"
 $CC $CFLAGS -I src $(pkg-config --cflags gmime-3.0) \
     tests/fuzz/fuzz_relay_reply.c $RELAY_SRC $RELAY_LIBS \
     -o "$out/fuzz_relay_reply"
@@ -50,3 +53,4 @@ echo "built $out/fuzz_authres $out/fuzz_spf_record"
 echo "built $out/fuzz_envelope $out/fuzz_relay_reply $out/fuzz_relay_mx"
 echo "built $out/fuzz_exporter"
 echo "built $out/fuzz_proxy"
+echo "built $out/fuzz_milter"

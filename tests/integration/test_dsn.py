@@ -203,7 +203,8 @@ def test_dsn_values_stored_decoded(daemon_factory):
         ("bob@example.test", "SUCCESS,DELAY", "rfc822;Bob+x@Example.test"),
         ("carol@example.test", "NEVER", None),
         ("dave@example.test", None, None)]
-    assert d.db("SELECT version FROM schema_version") == [(4,)]
+    # Version 4 brought the DSN columns; later ones keep them.
+    assert d.db("SELECT version FROM schema_version")[0][0] >= 4
     # mxgatectl shows them too.
     r = d.ctl("queue", "show", qid)
     assert r.returncode == 0, r.stderr

@@ -324,3 +324,29 @@ def test_operator_actions_logged(daemon_factory, cert, fmt):
                        timeout=60)
     out = json.loads(r.stdout)
     assert out["rc"] == 1 and out["syslog"] == [], out
+
+
+def test_bounce_and_its_dsn_logged(daemon_factory, cert):
+    """A recipient bounced: its outcome line names the DSN, and the DSN
+    has its own reception line, keyed by its own queue id."""
+    d = daemon_factory({
+        "routes": [{"name": "fails", "rcpt": r"@fail\.example$",
+                    "action": "pipe", "command": ["/bin/false"]}] + ROUTES,
+        "delivery": {"retry_schedule": [3600], "keep_delivered": "1d"},
+    })
+    with smtplib.SMTP(d.host, d.port, timeout=30) as c:
+        c.sendmail("a@sender.example", ["x@fail.example"], message("b"))
+    qid = d.db("SELECT id FROM messages WHERE sender = 'a@sender.example'")[0][0]
+    assert wait_for(lambda: by_event(text_records(d.log()), "delivery",
+                                     id=qid), 15.0), d.log()
+    out = by_event(text_records(d.log()), "delivery", id=qid)[0]
+    assert out["status"] == "bounced" and out["dsn"].startswith("5."), out
+    dsn_id = out["bounce"]
+    assert re.match(r"^[0-9A-Z]{16}$", dsn_id), out
+    q = by_event(text_records(d.log()), "queued", id=dsn_id)
+    assert len(q) == 1, d.log()
+    assert q[0]["origin"] == "dsn" and q[0]["kind"] == "failed"
+    assert q[0]["of"] == qid and q[0]["from"] == "<>"
+    assert q[0]["to"] == "<a@sender.example>" and q[0]["reported"] == "1"
+    size = d.db("SELECT size FROM messages WHERE id = ?", (dsn_id,))[0][0]
+    assert q[0]["size"] == str(size)

@@ -14,6 +14,7 @@ inside; skipped where unshare is not allowed.
 
 import itertools
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -428,6 +429,48 @@ def test_policy_timeout_uses_default(start, policy):
     assert time.monotonic() - t0 < 2.5
     # the next request works (on a new connection)
     assert rcpt(d, "alice").startswith("250 ")
+
+
+def test_named_policy_services_per_route(start, policy):
+    """A route's policy_service is asked about its recipients instead of
+    the global service, which stays the default for the other routes; a
+    named service that is down takes its own default."""
+    other_dir = tempfile.mkdtemp(prefix="mxgate-policy-", dir="/tmp")
+    os.chmod(other_dir, 0o755)
+    named = PolicyServer(unix_dir=other_dir)
+    try:
+        policy.answers["carol"] = "REJECT global says no"
+        named.answers["carol"] = "OK"
+        named.answers["dave"] = "550 5.7.1 named says no"
+        d = start(policy={"service": policy.service},
+                  policy_services=[
+                      {"name": "strict", "service": named.service},
+                      {"name": "gone", "service": "unix:/nonexistent/p.sock",
+                       "default": "DEFER named service unavailable"}],
+                  routes=[
+                      {"name": "special", "rcpt": r"@special\.test$",
+                       "action": "debug", "policy_service": "strict"},
+                      {"name": "down", "rcpt": r"@down\.test$",
+                       "action": "debug", "policy_service": "gone"},
+                      {"name": "open", "rcpt": r"@open\.test$",
+                       "action": "debug"}])
+        assert rcpt(d, "carol") == "554 5.7.1 global says no"
+        with session(d) as c:
+            assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250")
+            assert c.cmd("RCPT TO:<carol@special.test>").startswith("250")
+            assert c.cmd("RCPT TO:<dave@special.test>") == \
+                "550 5.7.1 named says no"
+            assert c.cmd("RCPT TO:<erin@down.test>") == \
+                "450 4.7.1 named service unavailable"
+        with named.lock:
+            asked = sorted(r["recipient"] for r in named.requests)
+        assert asked == ["carol@special.test", "dave@special.test"]
+        with policy.lock:
+            assert all(r["recipient"].endswith("@open.test")
+                       for r in policy.requests)
+    finally:
+        named.close()
+        shutil.rmtree(other_dir, ignore_errors=True)
 
 
 def test_trusted_client_skips_policy(start, policy):

@@ -33,7 +33,7 @@ import time
 
 import pytest
 
-from conftest import (QUEUED_RE, default_settings, make_message,
+from conftest import (QUEUED_RE, default_settings, free_port, make_message,
                       merge_settings, proc_cmdline, render_config, wait_for)
 from netns import NetNS, NetnsDaemon, can_unshare
 
@@ -97,9 +97,10 @@ class Upstream:
 
 class PolicyService:
     """A Postfix policy service on a unix socket: REJECT for the local
-    part "policyblock", DUNNO for the rest."""
+    part `block`, DUNNO for the rest."""
 
-    def __init__(self, dirpath):
+    def __init__(self, dirpath, block="policyblock"):
+        self.block = block
         self.path = os.path.join(dirpath, "policy.sock")
         self.service = "unix:" + self.path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -137,7 +138,7 @@ class PolicyService:
                     self.asked += 1
                     local = attrs.get("recipient", "").split("@")[0]
                     action = ("REJECT 5.7.1 blocked by the policy service"
-                              if local == "policyblock" else "DUNNO")
+                              if local == self.block else "DUNNO")
                     conn.sendall(("action=%s\n\n" % action).encode())
         except OSError:
             pass
@@ -197,6 +198,10 @@ class World:
         os.mkdir(pdir)
         os.chmod(pdir, 0o755)
         self.policy = PolicyService(pdir)
+        pdir = os.path.join(self.dir, "policy2")
+        os.mkdir(pdir)
+        os.chmod(pdir, 0o755)
+        self.named = PolicyService(pdir, block="namedblock")
         keys = os.path.join(self.dir, "keys")
         os.mkdir(keys, 0o700)
         self.cert = make_cert(keys, HOSTNAME)
@@ -271,6 +276,7 @@ class World:
         self.up_a.stop()
         self.up_b.stop()
         self.policy.close()
+        self.named.close()
 
 
 @pytest.fixture
@@ -409,7 +415,9 @@ def test_reload_applies_every_kind_of_setting_under_load(world):
         "auth": {"passwd_file": w.passwd, "failure_delay": 1},
         "upstreams": [{"name": "up", "hosts": ["127.0.0.1:%d" % w.up_b.port]}],
         "routes": w.base["routes"] + [
-            {"name": "new", "rcpt": r"@new\.test$", "action": "debug"}],
+            {"name": "new", "rcpt": r"@new\.test$", "action": "debug",
+             "policy_service": "named"}],
+        "policy_services": [{"name": "named", "service": w.named.service}],
         "limits": {"recipients": 2},
         "helo_checks": True,
         "policy": {"service": w.policy.service, "stages": ["rcpt"]},
@@ -455,7 +463,9 @@ def test_reload_applies_every_kind_of_setting_under_load(world):
     line = c.cmd("RCPT TO:<policyblock@open.test>", timeout=20)
     assert line.startswith("554 5.7.1") or line.startswith("550 5.7.1"), \
         line                                                 # policy
-    assert c.cmd("RCPT TO:<y@open.test>").startswith("250")
+    line = c.cmd("RCPT TO:<namedblock@new.test>", timeout=20)
+    assert line[:3] in ("550", "554"), line          # a route's policy
+    assert c.cmd("RCPT TO:<namedblock@open.test>").startswith("250")
     assert c.cmd("RCPT TO:<z@open.test>").startswith("452 4.5.3")  # limit
     c.cmd("QUIT")
     c.close()
@@ -640,3 +650,34 @@ def test_reload_listener_options(world):
     c = w.session(w.removed)
     assert send(c, "bob@open.test", "direct")
     c.close()
+
+
+def test_reload_adds_a_milter(daemon_factory, tmp_path):
+    """milters (a real one: milter_actions.py on python3-milter) come with
+    a reload like any setting: the next session is filtered by it."""
+    from test_milter import PY, HERE, Proc, milter_settings, wait_listening
+    port = free_port()
+    milter = Proc([PY, os.path.join(HERE, "milter_actions.py"),
+                   "inet:%d@127.0.0.1" % port, str(tmp_path / "milter.log")],
+                  str(tmp_path / "milter.out"))
+    try:
+        wait_listening(port)
+        d = daemon_factory()
+        with d.raw() as c:
+            c.line()
+            c.cmd("EHLO client.example")
+            c.cmd("MAIL FROM:<a@sender.example>")
+            assert c.cmd("RCPT TO:<reject-me@example.test>").startswith("250")
+        with open(d.config_path, "w") as f:
+            f.write(render_config(merge_settings(
+                d.settings, milter_settings("inet:127.0.0.1:%d" % port))))
+        os.kill(d.pid, signal.SIGHUP)
+        assert wait_for(lambda: " loaded: " in d.log(), 20.0), d.log()[-2000:]
+        with d.raw() as c:
+            c.line()
+            c.cmd("EHLO client.example")
+            c.cmd("MAIL FROM:<a@sender.example>")
+            line = c.cmd("RCPT TO:<reject-me@example.test>", timeout=20)
+            assert line.startswith("550 5.7.1"), line
+    finally:
+        milter.stop()

@@ -16,7 +16,8 @@ Run as a script, `tls_world.py serve-smtp CONFIG.json` runs aiosmtpd
 servers (inside the namespace): CONFIG is {"log": PATH, "servers":
 [{"address", "port", "name", "cert", "key"}]}, STARTTLS offered when cert
 is set; each message received is a JSON line in log: {"server", "rcpts",
-"tls", "subject"}.  Every process is stopped by pid.
+"tls", "subject"}.  `tls_world.py serve-https CONFIG.json` serves MTA-STS
+policy files over HTTPS (serve_https).  Every process is stopped by pid.
 """
 
 import datetime
@@ -68,7 +69,7 @@ class Pki:
         with open(self.ca_file, "wb") as f:
             f.write(self.ca_cert.public_bytes(serialization.Encoding.PEM))
 
-    def leaf(self, name, expired=False, self_signed=False):
+    def leaf(self, name, expired=False, self_signed=False, more_names=()):
         """(chain file, key file, SHA-256 of the SPKI): the chain is the
         leaf then the CA (only the leaf when self-signed)."""
         x509, ser = self.x509, self.ser
@@ -85,8 +86,9 @@ class Pki:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]),
-                           critical=False)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName(n) for n in (name,) + tuple(more_names)]),
+                critical=False)
             .sign(key if self_signed else self.ca_key, self.hashes.SHA256()))
         base = os.path.join(self.dir, name + (".expired" if expired else ""))
         with open(base + ".key", "wb") as f:
@@ -313,8 +315,55 @@ def serve_smtp(config_path):
             c.stop()
 
 
+# ---------------------------------------------------------------------------
+# HTTPS servers for MTA-STS policies (run inside the namespace)
+
+def serve_https(config_path):
+    """CONFIG: {"servers": [{"address", "port", "cert", "key", "files":
+    {HOST: [status, content type, body]}}]}: GET /.well-known/mta-sts.txt
+    answers by the Host header; anything else is 404."""
+    import http.server
+    import ssl
+    import threading
+
+    with open(config_path) as f:
+        config = json.load(f)
+    servers = []
+    for conf in config["servers"]:
+        files = conf["files"]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self, files=files):
+                host = (self.headers.get("Host") or "").split(":")[0]
+                entry = files.get(host) if self.path == "/.well-known/mta-sts.txt" else None
+                status, ctype, body = entry or [404, "text/plain", "no\n"]
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        srv = http.server.ThreadingHTTPServer((conf["address"], conf.get("port", 443)),
+                                              Handler)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(conf["cert"], conf["key"])
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+    print("ready", flush=True)
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+    while True:
+        time.sleep(3600)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "serve-smtp":
         serve_smtp(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "serve-https":
+        serve_https(sys.argv[2])
     else:
-        sys.exit("usage: tls_world.py serve-smtp CONFIG.json")
+        sys.exit("usage: tls_world.py serve-smtp|serve-https CONFIG.json")

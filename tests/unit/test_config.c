@@ -945,6 +945,14 @@ test_reload_text(void)
 		config_free(again);
 	}
 	config_free(c);
+
+	/* Where it is parsed again, the users may be out of reach (the
+	 * queue process's root): the master checked them. */
+	again = config_load_checked(LISTEN "server = { delivery_user ="
+	    " \"no-such-user-here\"; group = \"no-such-group-here\"; };\n",
+	    "t.conf", "/start", capture);
+	CHECK(again != NULL);
+	config_free(again);
 	show_errors();
 	CHECK_INT(nerrs, 0);
 }
@@ -1182,7 +1190,7 @@ test_tls_levels(void)
 	CHECK(c != NULL);
 	if (c != NULL) {
 		CHECK(!c->dnssec);
-		CHECK_INT(c->mx_tls_level, TLS_LEVEL_MAY);
+		CHECK_INT(c->mx_tls_level, TLS_LEVEL_MTA_STS);
 		CHECK_INT(c->ntls_policies, 0);
 	}
 	config_free(c);
@@ -1193,7 +1201,7 @@ test_tls_levels(void)
 	    " tls = \"dane\"; } );\n");
 	CHECK(c != NULL);
 	if (c != NULL) {
-		CHECK_INT(c->mx_tls_level, TLS_LEVEL_DANE);
+		CHECK_INT(c->mx_tls_level, TLS_LEVEL_MTA_STS);
 		CHECK_INT(c->ntls_policies, 2);
 		CHECK_STR(c->tls_policies[0].domain, "partner.example");
 		CHECK_INT(c->tls_policies[0].level, TLS_LEVEL_VERIFY);
@@ -1217,7 +1225,8 @@ test_tls_levels(void)
 	    " true (with a validating resolver in /etc/resolv.conf)"));
 	CHECK(fails_with(LISTEN "delivery = { tls_level = \"secure\"; };\n",
 	    "t.conf:2: 'delivery.tls_level' must be \"none\", \"may\","
-	    " \"encrypt\", \"verify\" or \"dane\" (got \"secure\")"));
+	    " \"encrypt\", \"verify\", \"dane\" or \"mta-sts\" (got"
+	    " \"secure\")"));
 	CHECK(fails_with(LISTEN "delivery = { tls_policy = ( { domain ="
 	    " \"a..b\"; level = \"may\"; } ); };\n",
 	    "t.conf:2: 'delivery.tls_policy[0].domain' must be a domain name, or"

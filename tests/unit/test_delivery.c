@@ -10,6 +10,7 @@
 #include "delivery/dane.h"
 #include "delivery/delivery.h"
 #include "delivery/mime7bit.h"
+#include "delivery/mta_sts.h"
 #include "delivery/relay.h"
 #include "queue/retry.h"
 #include "unit.h"
@@ -319,6 +320,65 @@ test_bounce_build_delayed_global(void)
 	buf_free(&b);
 }
 
+/* DSN (RFC 3461): a success report, and a failure with RET=FULL. */
+static void
+test_bounce_build_dsn(void)
+{
+	const char *hdr = "From: alice@a.example\r\nSubject: hi\r\n";
+	const char *whole = "From: alice@a.example\r\nSubject: hi\r\n\r\n"
+	    "the body\r\n";
+	struct bounce_rcpt rc[2] = {
+		{ "bob@b.example", "250 2.0.0 Ok: queued as 7", "mx.b.example",
+		  1700000100, false, true, true, "rfc822;Bob+x@b.example" },
+		{ "carol@b.example", "250 2.0.0 delivered to /var/mail/c/",
+		  NULL, 1700000100, false, false, false, NULL },
+	};
+	struct bounce_report r = {
+		BOUNCE_SUCCESS, "0ABCDEFGHIJKLMNO", "alice@a.example",
+		1700000000, "mx.test.example", hdr, strlen(hdr), 0, rc, 2,
+		whole, strlen(whole), "env 1"
+	};
+	char status[BOUNCE_STATUS_SIZE];
+	struct buf b;
+
+	buf_init(&b);
+	bounce_build(&r, "0ZZZZZZZZZZZZZZZ", 1700000300, &b);
+	CHECK(strstr(b.data, "Subject: Successful Mail Delivery Report\r\n")
+	    != NULL);
+	CHECK(strstr(b.data, "Reporting-MTA: dns; mx.test.example\r\n"
+	    "Original-Envelope-Id: env 1\r\n") != NULL);
+	CHECK(strstr(b.data, "\r\n\r\nOriginal-Recipient: rfc822;Bob+x@b.example"
+	    "\r\nFinal-Recipient: rfc822; bob@b.example\r\nAction: relayed\r\n"
+	    "Status: 2.0.0\r\nRemote-MTA: dns; mx.b.example\r\n"
+	    "Diagnostic-Code: smtp; 250 2.0.0 Ok: queued as 7\r\n") != NULL);
+	CHECK(strstr(b.data, "\r\n\r\nFinal-Recipient: rfc822; carol@b.example"
+	    "\r\nAction: delivered\r\nStatus: 2.0.0\r\n"
+	    "Diagnostic-Code: X-mxgate; 250 2.0.0 delivered") != NULL);
+	/* A success never returns the body, whatever RET said. */
+	CHECK(strstr(b.data, "Content-Type: text/rfc822-headers\r\n") != NULL);
+	CHECK(strstr(b.data, "the body") == NULL);
+	CHECK(strstr(b.data, "Will-Retry-Until") == NULL);
+
+	/* A failure with the whole message (RET=FULL). */
+	rc[0].reply = "550 5.1.1 no such user";
+	r.kind = BOUNCE_FAILED;
+	r.nrcpts = 1;
+	buf_reset(&b);
+	bounce_build(&r, "0ZZZZZZZZZZZZZZZ", 1700000300, &b);
+	CHECK(strstr(b.data, "Action: failed\r\nStatus: 5.1.1\r\n") != NULL);
+	CHECK(strstr(b.data, "Content-Description: Undelivered Message\r\n"
+	    "Content-Type: message/rfc822\r\n\r\nFrom: alice@a.example\r\n"
+	    "Subject: hi\r\n\r\nthe body\r\n\r\n--0ZZZZZZZZZZZZZZZ/"
+	    "mx.test.example--\r\n") != NULL);
+	CHECK(strstr(b.data, "text/rfc822-headers") == NULL);
+	buf_free(&b);
+
+	/* A 2xx reply without an enhanced code is 2.0.0, not 5.0.0. */
+	rc[1].reply = "250 ok";
+	bounce_status(&rc[1], status);
+	CHECK_STR(status, "2.0.0");
+}
+
 
 /* ---- relay: the pure parts ---- */
 
@@ -399,6 +459,14 @@ test_ehlo_parse(void)
 	relay_ehlo_parse(&x, lines, 1);
 	CHECK(x.size);
 	CHECK_INT(x.size_max, 0);
+	CHECK(!x.dsn);
+	/* DSN (RFC 3461), as a whole word only. */
+	lines[0] = "dsn";
+	lines[1] = "DSNX";
+	relay_ehlo_parse(&x, lines, 1);
+	CHECK(x.dsn);
+	relay_ehlo_parse(&x, lines + 1, 1);
+	CHECK(!x.dsn);
 }
 
 static char *
@@ -622,6 +690,75 @@ test_dane_parse_tlsa(void)
 	CHECK(!dane_answer_secure(buf, (int)len));
 }
 
+/* RFC 8461 3.1-3.2 and 4.1: the TXT record, the policy file, the MX
+ * patterns, and the line the queue keeps. */
+static void
+test_mta_sts_parts(void)
+{
+	static const char sample[] = "version: STSv1\r\nmode: enforce\r\n"
+	    "mx: mx1.example.com\r\nmx: *.Example.NET\r\n"
+	    "max_age: 604800\r\nfuture: ignored\r\n";
+	struct sts_policy p, q;
+	char id[33], why[200];
+	struct buf b;
+
+	CHECK_INT(sts_parse_txt("v=STSv1; id=20160831085700Z;", id,
+	    sizeof(id)), 0);
+	CHECK_STR(id, "20160831085700Z");
+	CHECK_INT(sts_parse_txt("v=STSv1;id=abc", id, sizeof(id)), 0);
+	CHECK_STR(id, "abc");
+	CHECK_INT(sts_parse_txt("v=STSv1; ", id, sizeof(id)), -1);
+	CHECK_INT(sts_parse_txt("v=STSv2; id=1;", id, sizeof(id)), -1);
+	CHECK_INT(sts_parse_txt("v=STSv1; id=a-b;", id, sizeof(id)), -1);
+	CHECK_INT(sts_parse_txt("v=STSv1; id=123456789012345678901234567890123;",
+	    id, sizeof(id)), -1);
+
+	memset(&p, 0, sizeof(p));
+	CHECK_INT(sts_parse_policy(sample, strlen(sample), &p, why,
+	    sizeof(why)), 0);
+	CHECK_INT(p.mode, STS_MODE_ENFORCE);
+	CHECK_INT(p.max_age, 604800);
+	CHECK_INT(p.nmx, 2);
+	CHECK_STR(p.mx[1], "*.example.net");
+	CHECK(sts_mx_match(&p, "mx1.example.com"));
+	CHECK(sts_mx_match(&p, "MX1.example.com."));
+	CHECK(sts_mx_match(&p, "a.example.net"));
+	CHECK(!sts_mx_match(&p, "a.b.example.net"));
+	CHECK(!sts_mx_match(&p, "example.net"));
+	CHECK(!sts_mx_match(&p, "mx2.example.com"));
+	CHECK_INT(sts_parse_policy("version: STSv1\nmode: enforce\n"
+	    "max_age: 60\n", 40, &p, why, sizeof(why)), -1);
+	CHECK_STR(why, "policy without mx");
+	CHECK_INT(sts_parse_policy("version: STSv1\nmode: strict\n", 28, &p,
+	    why, sizeof(why)), -1);
+	CHECK_INT(sts_parse_policy("version: STSv1\nmode: none\n"
+	    "max_age: 99999999999\n", 48, &p, why, sizeof(why)), -1);
+	CHECK_INT(sts_parse_policy("mode: none\nmax_age: 1\n", 22, &p, why,
+	    sizeof(why)), -1);
+
+	CHECK_INT(sts_parse_policy(sample, strlen(sample), &p, why,
+	    sizeof(why)), 0);
+	snprintf(p.id, sizeof(p.id), "x1");
+	p.fetched_at = 1700000000;
+	buf_init(&b);
+	sts_policy_format(&p, &b);
+	CHECK_STR(b.data, "x1 enforce 604800 1700000000 mx1.example.com"
+	    " *.example.net");
+	CHECK_INT(sts_policy_scan(b.data, &q), 0);
+	CHECK_STR(q.id, "x1");
+	CHECK_INT(q.mode, STS_MODE_ENFORCE);
+	CHECK_INT(q.fetched_at, 1700000000);
+	CHECK_INT(q.nmx, 2);
+	CHECK_STR(q.mx[1], "*.example.net");
+	CHECK_INT(sts_policy_scan("x1 sometimes 1 2 mx", &q), -1);
+	CHECK_INT(sts_policy_scan(NULL, &q), -1);
+	buf_reset(&b);
+	sts_policy_lines(&p, &b);
+	CHECK_STR(b.data, "version: STSv1\nmode: enforce\nmx: mx1.example.com"
+	    "\nmx: *.example.net\nmax_age: 604800");
+	buf_free(&b);
+}
+
 /* Equal preferences are tried in a random order, drawn anew each time:
  * with two hosts, 64 parses giving one order only would be a 1 in 2^63
  * event. */
@@ -730,6 +867,7 @@ main(void)
 	RUN(test_bounce_header_len);
 	RUN(test_bounce_build);
 	RUN(test_bounce_build_delayed_global);
+	RUN(test_bounce_build_dsn);
 	RUN(test_reply_single_and_multi);
 	RUN(test_reply_malformed);
 	RUN(test_reply_long_is_cut);
@@ -738,6 +876,7 @@ main(void)
 	RUN(test_parse_host);
 	RUN(test_parse_mx);
 	RUN(test_dane_parse_tlsa);
+	RUN(test_mta_sts_parts);
 	RUN(test_parse_mx_spreads_equal);
 	RUN(test_parse_null_mx);
 	RUN(test_mime_to_7bit);

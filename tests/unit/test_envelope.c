@@ -271,6 +271,49 @@ test_bad_header(void)
 	buf_free(&b);
 }
 
+/* common/dsn.c: xtext both ways, NOTIFY's sets. */
+static void
+test_dsn_values(void)
+{
+	char out[32], notify[DSN_NOTIFY_TEXT_MAX];
+	struct buf b;
+
+	CHECK_INT(dsn_xtext_decode("a+2Bb+3D+20c", 12, out, sizeof(out)), 6);
+	CHECK_STR(out, "a+b= c");
+	CHECK_INT(dsn_xtext_decode("a+2b", 4, out, sizeof(out)), -1);
+	CHECK_INT(dsn_xtext_decode("a+2", 3, out, sizeof(out)), -1);
+	CHECK_INT(dsn_xtext_decode("a=b", 3, out, sizeof(out)), -1);
+	CHECK_INT(dsn_xtext_decode("a b", 3, out, sizeof(out)), -1);
+	CHECK_INT(dsn_xtext_decode("+0A", 3, out, sizeof(out)), -1);
+	CHECK_INT(dsn_xtext_decode("+7F", 3, out, sizeof(out)), -1);
+	CHECK_INT(dsn_xtext_decode("\xc3\xa9", 2, out, sizeof(out)), -1);
+	CHECK_INT(dsn_xtext_decode("abcd", 4, out, 4), -1);
+	CHECK_INT(dsn_xtext_decode("abc", 3, out, 4), 3);
+	buf_init(&b);
+	dsn_xtext_put(&b, "a+b= c\x01~");
+	CHECK_STR(b.data, "a+2Bb+3D+20c+01~");
+	buf_free(&b);
+
+	CHECK_INT(dsn_notify_parse("NEVER", 5), DSN_NOTIFY_NEVER);
+	CHECK_INT(dsn_notify_parse("delay,Success", 13),
+	    DSN_NOTIFY_DELAY | DSN_NOTIFY_SUCCESS);
+	CHECK_INT(dsn_notify_parse("NEVER,DELAY", 11), -1);
+	CHECK_INT(dsn_notify_parse("DELAY,DELAY", 11), -1);
+	CHECK_INT(dsn_notify_parse("DELAY,", 6), -1);
+	CHECK_INT(dsn_notify_parse("", 0), -1);
+	CHECK_STR(dsn_notify_format(DSN_NOTIFY_DELAY | DSN_NOTIFY_SUCCESS |
+	    DSN_NOTIFY_FAILURE, notify), "SUCCESS,FAILURE,DELAY");
+	CHECK_STR(dsn_notify_format(0, notify), "");
+	CHECK(dsn_wants_failure(0) && dsn_wants_delay(0) &&
+	    !dsn_wants_success(0));
+	CHECK(!dsn_wants_failure(DSN_NOTIFY_NEVER) &&
+	    !dsn_wants_delay(DSN_NOTIFY_NEVER));
+	CHECK(!dsn_wants_delay(DSN_NOTIFY_FAILURE) &&
+	    dsn_wants_success(DSN_NOTIFY_SUCCESS));
+	CHECK_INT(dsn_ret_parse("hdrs"), DSN_RET_HDRS);
+	CHECK_INT(dsn_ret_parse("ALL"), -1);
+}
+
 /* NOTIFY bits the engine never gives, an ORCPT without its type. */
 static void
 test_bad_dsn(void)
@@ -552,6 +595,7 @@ main(void)
 	RUN(test_bad_header);
 	RUN(test_bad_queue_id);
 	RUN(test_bad_dsn);
+	RUN(test_dsn_values);
 	RUN(test_bad_strings);
 	RUN(test_bad_counts);
 	RUN(test_random_mutations);

@@ -151,7 +151,7 @@ test_create(void)
 	CHECK(db != NULL);
 	if (db == NULL)
 		return;
-	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 4);
+	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 5);
 	CHECK_INT(q_int(db, "SELECT count(*) FROM schema_version"), 1);
 	CHECK_Q(db, "PRAGMA journal_mode", "wal");
 	CHECK_INT(q_int(db, "PRAGMA synchronous"), 2);
@@ -174,7 +174,10 @@ test_create(void)
 }
 
 /* Back from version 4 to 3: without the DSN columns. */
-#define DROP_V4 \
+#define DROP_V5 \
+	"DROP TABLE mta_sts_policies; DROP TABLE tls_results;"
+
+#define DROP_V4 DROP_V5 \
 	"ALTER TABLE messages DROP COLUMN dsn_ret;" \
 	"ALTER TABLE messages DROP COLUMN dsn_envid;" \
 	"ALTER TABLE recipients DROP COLUMN dsn_notify;" \
@@ -231,7 +234,7 @@ test_migration_v1_to_v2(void)
 	CHECK(db != NULL);
 	if (db == NULL)
 		return;
-	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 4);
+	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 5);
 	CHECK_Q(db, "SELECT group_concat(kind) FROM events", "deferred");
 	CHECK_Q(db, history, expected);
 	queue_db_close(db);
@@ -266,7 +269,7 @@ test_migration_v3_to_v4(void)
 	CHECK(db != NULL);
 	if (db == NULL)
 		return;
-	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 4);
+	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 5);
 	CHECK_Q(db, "SELECT ifnull(dsn_ret, '-') || ifnull(dsn_envid, '-')"
 	    " FROM messages", "--");
 	CHECK_Q(db, "SELECT ifnull(dsn_notify, '-') || ifnull(dsn_orcpt, '-')"
@@ -720,7 +723,7 @@ test_refusals(void)
 
 	/* A newer schema than this binary knows. */
 	CHECK(sqlite3_open(path, &h) == SQLITE_OK);
-	CHECK(sqlite3_exec(h, "UPDATE schema_version SET version = 5", NULL,
+	CHECK(sqlite3_exec(h, "UPDATE schema_version SET version = 6", NULL,
 	    NULL, NULL) == SQLITE_OK);
 	sqlite3_close(h);
 	CHECK(queue_db_open(path, false) == NULL);
