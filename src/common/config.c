@@ -841,6 +841,13 @@ static const struct conf_spec mxconf_specs[] = {
 	  .min = 1, .max = 3600,
 	  .doc = "relay: seconds to wait for the reply to the end of "
 	      "DATA (RFC 5321 4.5.3.2.6: 10 minutes)" },
+	/* Postfix: smtp_connection_cache_time_limit, 2 seconds. */
+	{ .path = "delivery.connection_cache_time", .type = CT_DURATION,
+	  FIELD(struct mxconf, relay_cache_time), .def = "2",
+	  .min = 0, .max = 300,
+	  .doc = "relay: seconds a delivery process keeps an unused "
+	      "connection to an upstream open for its next message "
+	      "(then QUIT); 0 = closed after each batch" },
 	{ .path = "delivery.dnssec", .type = CT_BOOL,
 	  FIELD(struct mxconf, dnssec), .def = "false",
 	  .doc = "the nameservers of /etc/resolv.conf validate DNSSEC "

@@ -257,6 +257,7 @@ struct mxconf {
 	unsigned relay_connect_timeout;
 	unsigned relay_command_timeout;  /* each reply, and DATA's blocks */
 	unsigned relay_data_timeout;     /* the reply to the final dot */
+	unsigned relay_cache_time;       /* an unused connection kept */
 	/* the relay client's TLS (relay.h) */
 	bool     dnssec;             /* trust the resolver's AD bit */
 	char    *mx_tls_level_word;  /* delivery.tls_level as written */

@@ -273,13 +273,15 @@ run_batch(const struct mxconf *conf, int *fds, int nfds)
 
 /*
  * Wait for the next batch on the channel.  A connection kept for reuse
- * is closed (QUIT) once it has waited SPAWN_CONN_IDLE_MS: an upstream
- * should not hold a session for a process with nothing to send.
+ * is closed (QUIT) once it has waited delivery.connection_cache_time:
+ * an upstream should not hold a session for a process with nothing to
+ * send.
  * Returns the number of descriptors received, 0 when the queue process
  * closed the channel (the process ends).
  */
 static int
-next_batch(int *fds, char *title, size_t titlesize)
+next_batch(const struct mxconf *conf, int *fds, char *title,
+    size_t titlesize)
 {
 	struct spawn_batch b;
 	union {
@@ -290,7 +292,7 @@ next_batch(int *fds, char *title, size_t titlesize)
 	struct msghdr msg;
 	struct cmsghdr *cm;
 	struct pollfd pfd = { .fd = report_fd, .events = POLLIN };
-	int timeout = SPAWN_CONN_IDLE_MS, nfds = 0, r;
+	int timeout = (int)conf->relay_cache_time * 1000, nfds = 0, r;
 	ssize_t n;
 
 	while ((r = poll(&pfd, 1, timeout)) <= 0) {
@@ -441,7 +443,7 @@ delivery_child(const struct mxconf *conf, pid_t spawner, const char *title,
 	do {
 		run_batch(conf, batch, nfds);
 		proc_title_set("mxgated: delivery (idle)");
-		if ((nfds = next_batch(batch, name, sizeof(name))) > 0)
+		if ((nfds = next_batch(conf, batch, name, sizeof(name))) > 0)
 			proc_title_set("mxgated: %s", name);
 	} while (nfds > 0);
 	relay_finish();

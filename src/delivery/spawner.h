@@ -20,7 +20,7 @@
  * client keeps its connection to the upstream from one batch to the
  * next (relay.h).  It ends when the queue process closes the channel
  * (an idle process retired, or the queue process gone).  A connection
- * left idle SPAWN_CONN_IDLE_MS is closed with QUIT.
+ * left unused delivery.connection_cache_time is closed with QUIT.
  *
  * Guarantees (delivery is at least once, README "Delivery"):
  *   - the queue process defers every recipient a child did not report
@@ -64,7 +64,6 @@
 #define SPAWN_RET_HDRS 8u
 
 #define SPAWN_BATCH_DONE   0xffffffffu  /* spawn_report.job: batch over */
-#define SPAWN_CONN_IDLE_MS 2000         /* an unused upstream connection */
 
 /* Queue process -> an idle delivery process, with nfds descriptors:
  * the jobs, then each job's content (as for IPC_SPAWN). */

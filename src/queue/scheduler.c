@@ -427,6 +427,7 @@ batch_done(struct dproc *p)
 }
 
 static void apply_tls_note(const struct spawn_tls *n);
+static void write_tls_note(const struct spawn_tls *n);
 
 static void
 read_reports(struct dproc *p)
@@ -536,10 +537,26 @@ put_sts_cached(struct buf *b, const struct sjob *j)
 }
 
 /* What a delivery process learnt about TLS, into the queue database:
- * a policy to cache, a session for TLS-RPT.  A failure is logged by the
- * store; the delivery goes on. */
+ * a policy to cache, a session for TLS-RPT.  In a short transaction of
+ * the delivery side (synchronous=NORMAL: no fsync of its own that
+ * acceptance would wait behind); when the queue is busy the note is
+ * dropped: a policy is fetched again, a session goes uncounted, the
+ * mail is not concerned.  A failure is logged by the store. */
 static void
 apply_tls_note(const struct spawn_tls *n)
+{
+	if (queue_db_txn_begin(s.db) < 0) {
+		log_debug("scheduler: queue busy, TLS note for %s dropped",
+		    n->domain);
+		return;
+	}
+	write_tls_note(n);
+	if (queue_db_txn_commit(s.db) < 0)
+		log_debug("scheduler: TLS note for %s not written", n->domain);
+}
+
+static void
+write_tls_note(const struct spawn_tls *n)
 {
 	struct queue_tls_result r;
 	char day[16];

@@ -311,7 +311,9 @@ struct hooks_session {
 	uint64_t    policy_id;
 	struct policy_client *policy_client;  /* policy_id's */
 	bool        policy_answered;
-	struct policy_answer policy_answer;
+	/* the service's answer, between its arrival and its step: made
+	 * then (1.7 KB that idle sessions need not carry) */
+	struct policy_answer *policy_answer;
 	/* rcpt: the route's named policy service (NULL: the global one)
 	 * and the milters of its routes */
 	struct policy_client *route_policy;
@@ -322,7 +324,8 @@ struct hooks_session {
 	struct milter_session *milters;
 	bool        milter_running;
 	bool        milter_answered;
-	struct policy_answer milter_answer;
+	/* as policy_answer: only between the milters' answer and its step */
+	struct policy_answer *milter_answer;
 	/* PREPEND answers: of the session (CONNECT, HELO), and of the
 	 * transaction (MAIL, RCPT, DATA); empty until a service prepends. */
 	struct buf  prepend_session;
@@ -779,7 +782,9 @@ policy_done(void *ctx, const struct policy_answer *a)
 
 	h->policy_id = 0;
 	h->policy_answered = true;
-	h->policy_answer = *a;
+	if (h->policy_answer == NULL)
+		h->policy_answer = xmalloc(sizeof(*h->policy_answer));
+	*h->policy_answer = *a;
 	metrics_inc(a->verdict == POLICY_ACCEPT ? MC_POLICY_ACCEPT :
 	    a->verdict == POLICY_REJECT ? MC_POLICY_REJECT :
 	    a->verdict == POLICY_TEMPFAIL ? MC_POLICY_DEFER : MC_POLICY_CONTINUE);
@@ -830,8 +835,10 @@ step_policy(struct hooks_session *h, struct policy_answer *a)
 	struct policy_request r;
 
 	if (h->policy_answered) {
-		*a = h->policy_answer;
+		*a = *h->policy_answer;
 		h->policy_answered = false;
+		free(h->policy_answer);
+		h->policy_answer = NULL;
 		if (a->prepend[0] != '\0')
 			prepend(h, a->prepend);
 		return GO_ON;
@@ -878,7 +885,9 @@ milter_done(void *arg, const struct policy_answer *a)
 
 	h->milter_running = false;
 	h->milter_answered = true;
-	h->milter_answer = *a;
+	if (h->milter_answer == NULL)
+		h->milter_answer = xmalloc(sizeof(*h->milter_answer));
+	*h->milter_answer = *a;
 	metrics_inc(a->verdict == POLICY_ACCEPT ? MC_MILTER_ACCEPT :
 	    a->verdict == POLICY_REJECT ? MC_MILTER_REJECT :
 	    a->verdict == POLICY_TEMPFAIL ? MC_MILTER_DEFER : MC_MILTER_CONTINUE);
@@ -896,7 +905,9 @@ step_milter(struct hooks_session *h, struct policy_answer *a)
 
 	if (h->milter_answered) {
 		h->milter_answered = false;
-		*a = h->milter_answer;
+		*a = *h->milter_answer;
+		free(h->milter_answer);
+		h->milter_answer = NULL;
 		return GO_ON;
 	}
 	if (h->milter_running)
@@ -1204,5 +1215,7 @@ hooks_session_free(struct hooks_session *h)
 	plugins_session_end(h->plugins);
 	buf_free(&h->prepend_session);
 	buf_free(&h->prepend_txn);
+	free(h->policy_answer);
+	free(h->milter_answer);
 	free(h);
 }

@@ -28,7 +28,6 @@
 #define SESSION_INBUF       4096
 #define SESSION_OUT_HIGH    (64 * 1024)  /* stop reading above this */
 #define CONTENT_FLUSH       IPC_INLINE_MAX  /* memfd write granularity */
-#define CONTENT_KEEP        (16 * 1024)  /* buffer kept between messages */
 #define RUN_ROUNDS          16           /* bound of one session_run() */
 
 /* Where the session is with TLS. */
@@ -48,7 +47,10 @@ struct session {
 	char       client_ip[64];
 	struct proto *proto;
 
-	char       in[SESSION_INBUF];
+	/* SESSION_INBUF bytes while input waits to be fed (made at a read,
+	 * freed once fed): an idle session carries no buffer (issue 15:
+	 * 100,000 of them in a few hundred MB). */
+	char      *in;
 	size_t     inlen;
 	bool       peer_eof;         /* the client closed its side */
 	bool       write_failed;     /* the client is gone */
@@ -73,7 +75,6 @@ struct session {
 	enum tls_result tls_want;    /* what the handshake waits for */
 	bool       tls_read_wants_write;
 	bool       tls_write_wants_read;
-	char       tls_info[160];    /* for the log: "version=... cipher=... bits=N" */
 
 	/* AUTH */
 	char      *auth_user;        /* NULL until AUTH succeeds (routes) */
@@ -83,7 +84,7 @@ struct session {
 
 	/* checks of each command (hooks.h); the RCPT being checked */
 	struct hooks_session *hooks;
-	struct route_result rcpt_res;
+	struct route_result *rcpt_res;  /* while its checks run */
 	bool       rcpt_pending;
 	const char **rcpt_list;      /* for the checks: accepted addresses */
 
@@ -110,6 +111,26 @@ static void session_run(struct session *s);
 
 /* Stress mode (session_set_stress()): one worker, one state. */
 static bool session_stress;
+
+static void
+rcpt_res_free(struct session *s)
+{
+	if (s->rcpt_pending) {
+		route_result_free(s->rcpt_res);
+		free(s->rcpt_res);
+		s->rcpt_res = NULL;
+		s->rcpt_pending = false;
+	}
+}
+
+/* The input buffer, for a read. */
+static char *
+in_buf(struct session *s)
+{
+	if (s->in == NULL)
+		s->in = xmalloc(SESSION_INBUF);
+	return s->in;
+}
 
 static void
 arf_free(struct session *s)
@@ -362,11 +383,12 @@ rcpt_check(struct session *s, const struct proto_event *ev,
 {
 	struct hooks_view v;
 
-	s->rcpt_res = *res;
+	s->rcpt_res = xmalloc(sizeof(*s->rcpt_res));
+	*s->rcpt_res = *res;
 	s->rcpt_pending = true;
 	view_fill(s, &v);
 	v.rcpt = ev->addr_text;
-	v.route = &s->rcpt_res;
+	v.route = s->rcpt_res;
 	hooks_run(s->hooks, STAGE_RCPT, &v);
 }
 
@@ -783,12 +805,9 @@ message_submit(struct session *s)
 		s->memfd = -1;
 	}
 	buf_reset(&s->content);
-	/* Many sessions sit idle between messages: they keep no large
+	/* Many sessions sit idle between messages: they keep no
 	 * buffer. */
-	if (s->content.cap > CONTENT_KEEP) {
-		buf_free(&s->content);
-		buf_init(&s->content);
-	}
+	buf_free(&s->content);
 	/* The event stays pending until session_submitted(). */
 }
 
@@ -1009,9 +1028,8 @@ hooks_answer(void *arg, enum smtp_stage stage, const struct policy_answer *a,
 		break;
 	case STAGE_RCPT:
 		if (ok)
-			rcpt_accept(s, ev, &s->rcpt_res);
-		route_result_free(&s->rcpt_res);
-		s->rcpt_pending = false;
+			rcpt_accept(s, ev, s->rcpt_res);
+		rcpt_res_free(s);
 		break;
 	case STAGE_END_OF_MESSAGE:
 		if (ok)
@@ -1214,9 +1232,9 @@ read_tls(struct session *s)
 	size_t n;
 
 	s->tls_read_wants_write = false;
-	while (s->inlen < sizeof(s->in) && !s->peer_eof) {
-		r = tls_read(s->tls, s->in + s->inlen, sizeof(s->in) - s->inlen,
-		    &n);
+	while (s->inlen < SESSION_INBUF && !s->peer_eof) {
+		r = tls_read(s->tls, in_buf(s) + s->inlen,
+		    SESSION_INBUF - s->inlen, &n);
 		if (r == TLS_OK) {
 			s->inlen += n;
 			continue;
@@ -1241,9 +1259,9 @@ read_input(struct session *s)
 		read_tls(s);
 		return;
 	}
-	while (s->inlen < sizeof(s->in) && !s->peer_eof) {
-		size_t room = sizeof(s->in) - s->inlen;
-		ssize_t n = recv(s->fd, s->in + s->inlen, room, 0);
+	while (s->inlen < SESSION_INBUF && !s->peer_eof) {
+		size_t room = SESSION_INBUF - s->inlen;
+		ssize_t n = recv(s->fd, in_buf(s) + s->inlen, room, 0);
 		if (n > 0) {
 			s->inlen += (size_t)n;
 			/* A short read took all there was; epoll (level
@@ -1379,7 +1397,7 @@ handshake(struct session *s)
 {
 	enum tls_result r = tls_handshake(s->tls);
 	const char *sni;
-	char name[128];
+	char name[128], info[160];
 
 	if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
 		s->tls_want = r;
@@ -1400,13 +1418,13 @@ handshake(struct session *s)
 		metrics_inc(strcmp(v, "TLSv1.3") == 0 ? MC_TLS_V13 :
 		    strcmp(v, "TLSv1.2") == 0 ? MC_TLS_V12 : MC_TLS_OTHER);
 	}
-	snprintf(s->tls_info, sizeof(s->tls_info), "version=%s cipher=%s "
-	    "bits=%d", tls_conn_version(s->tls), tls_conn_cipher(s->tls),
+	snprintf(info, sizeof(info), "version=%s cipher=%s bits=%d",
+	    tls_conn_version(s->tls), tls_conn_cipher(s->tls),
 	    tls_conn_bits(s->tls, NULL));
 	sni = tls_conn_sni(s->tls);
 	log_safe(name, sizeof(name), sni != NULL ? sni : "-");
 	log_info("session=%016llx client=%s TLS established %s sni=%s",
-	    (unsigned long long)s->conn_id, s->client_ip, s->tls_info, name);
+	    (unsigned long long)s->conn_id, s->client_ip, info, name);
 	refresh_deadline(s);
 	if (s->implicit_tls) {
 		proto_start(s->proto);
@@ -1440,7 +1458,7 @@ advance(struct session *s)
 		}
 		/* Decrypted input inside OpenSSL: no epoll event will tell. */
 		if (encrypted(s) && !s->peer_eof &&
-		    s->inlen < sizeof(s->in) && tls_pending(s->tls)) {
+		    s->inlen < SESSION_INBUF && tls_pending(s->tls)) {
 			read_input(s);
 			continue;
 		}
@@ -1456,6 +1474,12 @@ session_run(struct session *s)
 	if (s->ended)
 		return;
 	advance(s);
+	/* Everything read has been fed: the buffer goes until the next
+	 * read. */
+	if (s->inlen == 0 && s->in != NULL) {
+		free(s->in);
+		s->in = NULL;
+	}
 	/* A client that closed right after its last command still gets the
 	 * answer to a message already handed to the queue, if it reads. */
 	if (s->write_failed || (s->peer_eof && s->request_id == 0) ||
@@ -1470,7 +1494,7 @@ session_run(struct session *s)
 		/* TLS may need the other direction to make progress in
 		 * this one (a read that writes, a write that reads). */
 		want_read = (!proto_closing(s->proto) && !s->peer_eof &&
-		    s->inlen < sizeof(s->in) &&
+		    s->inlen < SESSION_INBUF &&
 		    s->tls_phase != STLS_STARTING) || s->tls_write_wants_read;
 		want_write = (output_pending(s) > 0 &&
 		    !s->tls_write_wants_read && s->greet_at_ms == 0) ||
@@ -1718,9 +1742,9 @@ session_free(struct session *s)
 	buf_free(&s->content);
 	arf_free(s);
 	hooks_session_free(s->hooks);
-	if (s->rcpt_pending)
-		route_result_free(&s->rcpt_res);
+	rcpt_res_free(s);
 	free(s->rcpt_list);
+	free(s->in);
 	proto_free(s->proto);
 	tls_conn_free(s->tls);
 	free(s->auth_user);

@@ -125,7 +125,7 @@ struct proto {
 	size_t          msg_size;
 	int             abort_code;    /* 0 while the content is acceptable */
 	const char     *abort_text;
-	char           *chunk;      /* SINK_CHUNK bytes, made at the first
+	char           *chunk;      /* SINK_CHUNK bytes, made for each
 	                               message: idle sessions need none */
 	size_t          chunk_len;
 
@@ -292,8 +292,22 @@ static void
 sasl_end(struct proto *p)
 {
 	p->sasl = SASL_NONE;
-	explicit_bzero(p->sasl_user, p->line_cap + 1);
-	explicit_bzero(p->sasl_buf, p->line_cap + 1);
+	if (p->sasl_buf != NULL) {
+		explicit_bzero(p->sasl_user, p->line_cap + 1);
+		explicit_bzero(p->sasl_buf, p->line_cap + 1);
+	}
+}
+
+/* The exchange's buffers, made at its first response and kept (wiped)
+ * until the session ends: a session that never authenticates (most)
+ * carries none. */
+static void
+sasl_bufs(struct proto *p)
+{
+	if (p->sasl_buf == NULL) {
+		p->sasl_user = xcalloc(1, p->line_cap + 1);
+		p->sasl_buf = xcalloc(1, p->line_cap + 1);
+	}
 }
 
 static void
@@ -425,8 +439,10 @@ cmd_helo_common(struct proto *p, const char *arg, bool esmtp)
 		    "5.5.4 Syntax: HELO hostname");
 		return;
 	}
-	/* The line buffer is as large as this one, so nothing is cut. */
-	strlcpy_mx(p->helo_buf, arg, p->line_cap + 1);
+	/* Its own size: kept for the session (an earlier one's event has
+	 * been answered before this line was read). */
+	free(p->helo_buf);
+	p->helo_buf = xstrdup(arg);
 	ev = event_new(p, PROTO_EV_HELO);
 	ev->helo = p->helo_buf;
 	ev->esmtp = esmtp;
@@ -1169,6 +1185,7 @@ sasl_response(struct proto *p, const char *b64, size_t len)
 {
 	long n;
 
+	sasl_bufs(p);
 	if ((n = base64_decode(b64, len, p->sasl_buf)) < 0) {
 		sasl_fail(p, 501, TEXT_BAD_B64);
 		return;
@@ -1322,6 +1339,16 @@ command(struct proto *p, char *line, size_t len)
 	cmd->fn(p, arg);
 }
 
+static void
+line_drop(struct proto *p, size_t len)
+{
+	if (p->line != NULL) {
+		explicit_bzero(p->line, len);
+		free(p->line);
+		p->line = NULL;
+	}
+}
+
 /*
  * RFC 3461 4: DSN makes MAIL lines up to 100 characters longer (ENVID
  * and RET) and RCPT lines up to 500 (ORCPT and NOTIFY); every other
@@ -1360,6 +1387,7 @@ line_done(struct proto *p)
 			    "is too long");
 		else
 			reply(p, 500, "5.5.2 Line too long");
+		line_drop(p, p->line_cap + 1);
 		return;
 	}
 	if (bare_lf) {
@@ -1367,7 +1395,7 @@ line_done(struct proto *p)
 			sasl_fail(p, 500, "5.5.2 Bare LF received, use CRLF");
 		else
 			reply(p, 500, "5.5.2 Bare LF received, use CRLF");
-		explicit_bzero(p->line, len);
+		line_drop(p, len);
 		return;
 	}
 	p->line[--len] = '\0';
@@ -1376,8 +1404,9 @@ line_done(struct proto *p)
 	else
 		command(p, p->line, len);
 	/* An AUTH line may carry a password (the initial response); no
-	 * event points into the line, so it can go. */
-	explicit_bzero(p->line, len);
+	 * event points into the line, so it can go, and its buffer with
+	 * it: an idle session holds none. */
+	line_drop(p, len);
 }
 
 /*
@@ -1393,6 +1422,8 @@ line_feed(struct proto *p, const char *data, size_t len)
 
 	/* An overlong line is consumed to its end but never stored, so that
 	 * a client cannot make the engine hold more than max_line bytes. */
+	if (p->line == NULL)
+		p->line = xmalloc(p->line_cap + 1);
 	if (!p->line_overlong) {
 		if (take > p->line_cap - p->line_len) {
 			p->line_overlong = true;
@@ -1557,6 +1588,10 @@ data_end(struct proto *p)
 	struct proto_event *ev;
 
 	chunk_flush(p);
+	/* The message is in: its staging buffer goes (data in flight
+	 * only). */
+	free(p->chunk);
+	p->chunk = NULL;
 	p->in_data = false;
 	if (p->abort_code != 0) {
 		ev = event_new(p, PROTO_EV_MESSAGE_ABORT);
@@ -1715,10 +1750,8 @@ proto_new(const struct proto_params *params, proto_data_fn sink,
 	p->sink_ctx = sink_ctx;
 	p->line_max = p->params.max_line - 1;
 	p->line_cap = p->line_max + DSN_LINE_EXTRA;
-	p->line = xmalloc(p->line_cap + 1);
-	p->helo_buf = xmalloc(p->line_cap + 1);
-	p->sasl_user = xcalloc(1, p->line_cap + 1);
-	p->sasl_buf = xcalloc(1, p->line_cap + 1);
+	/* The line, HELO and SASL buffers are made when needed: thousands
+	 * of idle sessions carry none. */
 	p->tls = params->tls;
 	buf_init(&p->out);
 	return p;
@@ -1730,13 +1763,12 @@ proto_free(struct proto *p)
 	if (p == NULL)
 		return;
 	sasl_end(p);
-	explicit_bzero(p->line, p->line_cap + 1);
-	free(p->hostname);
-	free(p->greeting);
-	free(p->line);
-	free(p->helo_buf);
 	free(p->sasl_user);
 	free(p->sasl_buf);
+	line_drop(p, p->line_cap + 1);
+	free(p->hostname);
+	free(p->greeting);
+	free(p->helo_buf);
 	free(p->chunk);
 	buf_free(&p->out);
 	free(p);
@@ -1866,6 +1898,9 @@ void
 proto_output_drain(struct proto *p, size_t n)
 {
 	buf_consume(&p->out, n);
+	/* Written: an idle session keeps no output buffer. */
+	if (p->out.len == 0)
+		buf_free(&p->out);
 }
 
 bool

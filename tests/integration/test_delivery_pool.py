@@ -61,7 +61,7 @@ def test_one_process_one_connection_across_batches(daemon_factory):
     try:
         d = daemon_factory(relay_settings(
             [upstream("next", ["127.0.0.1:%d" % cap.port])],
-            delivery={"concurrency": 1}))
+            delivery={"concurrency": 1, "connection_cache_time": 60}))
         pids = set()
         for i in range(4):
             qid = send(d, "bob@example.test", message("batch %d" % i))
@@ -70,9 +70,26 @@ def test_one_process_one_connection_across_batches(daemon_factory):
         assert handler.count() == 4
         assert len(set(handler.peers)) == 1, handler.peers
         assert len(pids) == 1, pids
-        # Idle for SPAWN_CONN_IDLE_MS (2 s): the connection is closed
-        # with QUIT; the process stays for the next batch, which opens a
-        # new connection.
+        assert handler.quits == 0
+    finally:
+        cap.stop()
+
+
+@needs_aiosmtpd
+def test_unused_connection_closed_with_quit(daemon_factory):
+    """Left unused delivery.connection_cache_time, the connection is
+    closed with QUIT; the process stays for the next batch, which opens
+    a new connection."""
+    handler = PeerHandler()
+    cap = Capture(handler=handler)
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("next", ["127.0.0.1:%d" % cap.port])],
+            delivery={"concurrency": 1, "connection_cache_time": 1}))
+        qid = send(d, "bob@example.test", message("first"))
+        wait_state(d, qid, "delivered")
+        pids = set(delivery_pids(d))
+        assert len(pids) == 1, pids
         assert wait_for(lambda: handler.quits == 1, 10), handler.quits
         qid = send(d, "bob@example.test", message("after the idle time"))
         wait_state(d, qid, "delivered")
@@ -90,7 +107,7 @@ def test_pipelined_transactions_on_a_reused_connection(daemon_factory):
     try:
         d = daemon_factory(relay_settings(
             [upstream("next", ["127.0.0.1:%d" % fake.port])],
-            delivery={"concurrency": 1}))
+            delivery={"concurrency": 1, "connection_cache_time": 60}))
         for i in range(3):
             qid = send(d, ["bob@example.test", "carol@example.test"],
                        message("pipelined %d" % i))
@@ -124,7 +141,7 @@ def test_upstream_closed_the_idle_connection(daemon_factory):
     try:
         d = daemon_factory(relay_settings(
             [upstream("next", ["127.0.0.1:%d" % port])],
-            delivery={"concurrency": 1}))
+            delivery={"concurrency": 1, "connection_cache_time": 60}))
         first = send(d, "bob@example.test", message("first"))
         wait_state(d, first, "delivered")
         time.sleep(1.2)
