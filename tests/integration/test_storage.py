@@ -208,6 +208,8 @@ def test_full_disk_while_mail_flows_and_deliveries_end(small_queue, request):
         n_before = len(accepted)
         assert wait_for(lambda: len(accepted) > n_before, 5.0)
         took = time.monotonic() - freed
+        print("accepting again %.2f s after the space came back;"
+              " %d refused while full" % (took, len(refused)))
         assert took < 1.5, "accepting again took %.2f s" % took
         time.sleep(0.5)
     finally:
