@@ -330,6 +330,10 @@ struct hooks_session {
 	 * transaction (MAIL, RCPT, DATA); empty until a service prepends. */
 	struct buf  prepend_session;
 	struct buf  prepend_txn;
+	/* HOLD and DISCARD answers, "policy service NAME: text": of the
+	 * session ([0]: CONNECT, HELO) and of the transaction ([1]) */
+	char       *policy_hold[2];
+	char       *policy_discard[2];
 };
 
 /* Bounds what a policy service can make a session hold. */
@@ -828,6 +832,51 @@ prepend(struct hooks_session *h, const char *field)
 	buf_appendf(b, "%s\r\n", field);
 }
 
+/* What an answer asks besides its verdict (policy.h: WARN, INFO,
+ * DEFER_IF_REJECT, HOLD, DISCARD). */
+static void
+policy_extra(struct hooks_session *h, const struct policy_answer *a)
+{
+	const char *svcname = policy_client_service(h->policy_client);
+	unsigned long long id = (unsigned long long)h->conn_id;
+	char **slot;
+
+	switch (a->extra) {
+	case POLICY_EXTRA_NONE:
+		return;
+	case POLICY_EXTRA_WARN:
+		log_warn("session=%016llx policy service %s: stage=%s WARN %s",
+		    id, svcname, protocol_state(h), a->text);
+		return;
+	case POLICY_EXTRA_INFO:
+		log_info("session=%016llx policy service %s: stage=%s INFO %s",
+		    id, svcname, protocol_state(h), a->text);
+		return;
+	case POLICY_EXTRA_DEFER_IF_REJECT:
+		log_info("session=%016llx policy service %s: stage=%s "
+		    "DEFER_IF_REJECT: no later check of the stage can reject; "
+		    "continuing as DUNNO", id, svcname, protocol_state(h));
+		return;
+	case POLICY_EXTRA_HOLD:
+	case POLICY_EXTRA_DISCARD:
+		break;
+	}
+	slot = a->extra == POLICY_EXTRA_HOLD ? h->policy_hold :
+	    h->policy_discard;
+	slot += h->stage <= STAGE_HELO ? 0 : 1;
+	log_info("session=%016llx policy service %s: stage=%s %s%s%s", id,
+	    svcname, protocol_state(h),
+	    a->extra == POLICY_EXTRA_HOLD ? "HOLD: the message will be held" :
+	    "DISCARD: the message will be discarded",
+	    a->text[0] != '\0' ? ": " : "", a->text);
+	if (*slot != NULL)
+		return;
+	*slot = xmalloc(strlen(svcname) + strlen(a->text) + 40);
+	sprintf(*slot, "policy service %s: %s", svcname,
+	    a->text[0] != '\0' ? a->text :
+	    a->extra == POLICY_EXTRA_HOLD ? "HOLD" : "DISCARD");
+}
+
 static enum step_outcome
 step_policy(struct hooks_session *h, struct policy_answer *a)
 {
@@ -841,6 +890,7 @@ step_policy(struct hooks_session *h, struct policy_answer *a)
 		h->policy_answer = NULL;
 		if (a->prepend[0] != '\0')
 			prepend(h, a->prepend);
+		policy_extra(h, a);
 		return GO_ON;
 	}
 	if (h->policy_id != 0)
@@ -1127,7 +1177,24 @@ hooks_txn_reset(struct hooks_session *h)
 	/* The cache stays: the next MAIL may be the same check. */
 	h->cur = NULL;
 	buf_reset(&h->prepend_txn);
+	free(h->policy_hold[1]);
+	free(h->policy_discard[1]);
+	h->policy_hold[1] = h->policy_discard[1] = NULL;
 	milter_txn_reset(h->milters);
+}
+
+const char *
+hooks_policy_hold(const struct hooks_session *h)
+{
+	return h->policy_hold[1] != NULL ? h->policy_hold[1] :
+	    h->policy_hold[0];
+}
+
+const char *
+hooks_policy_discard(const struct hooks_session *h)
+{
+	return h->policy_discard[1] != NULL ? h->policy_discard[1] :
+	    h->policy_discard[0];
 }
 
 struct milter_outcome *
@@ -1215,6 +1282,10 @@ hooks_session_free(struct hooks_session *h)
 	plugins_session_end(h->plugins);
 	buf_free(&h->prepend_session);
 	buf_free(&h->prepend_txn);
+	for (int i = 0; i < 2; i++) {
+		free(h->policy_hold[i]);
+		free(h->policy_discard[i]);
+	}
 	free(h->policy_answer);
 	free(h->milter_answer);
 	free(h);

@@ -133,6 +133,12 @@ void hooks_txn_reset(struct hooks_session *h);
  * and DATA, each with its CRLF, appended to out. */
 void hooks_prepended(const struct hooks_session *h, struct buf *out);
 
+/* Why the policy service asked to HOLD (queue the message held) or to
+ * DISCARD it (answer 250, queue nothing): "policy service NAME: text",
+ * or NULL; valid until hooks_txn_reset(). */
+const char *hooks_policy_hold(const struct hooks_session *h);
+const char *hooks_policy_discard(const struct hooks_session *h);
+
 /* After end_of_message was answered: what the milters changed (NULL
  * when none is configured); valid until hooks_txn_reset(). */
 struct milter_outcome;

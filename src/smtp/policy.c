@@ -153,6 +153,28 @@ header_field_valid(const char *f)
 	return true;
 }
 
+/* The access(5) actions that leave the stage undecided (policy.h). */
+static enum policy_extra
+extra_action(const char *word)
+{
+	static const struct {
+		const char *word;
+		enum policy_extra extra;
+	} extras[] = {
+		{ "WARN", POLICY_EXTRA_WARN },
+		{ "INFO", POLICY_EXTRA_INFO },
+		{ "DEFER_IF_REJECT", POLICY_EXTRA_DEFER_IF_REJECT },
+		{ "HOLD", POLICY_EXTRA_HOLD },
+		{ "DISCARD", POLICY_EXTRA_DISCARD },
+	};
+
+	for (size_t i = 0; i < sizeof(extras) / sizeof(extras[0]); i++) {
+		if (strcasecmp(word, extras[i].word) == 0)
+			return extras[i].extra;
+	}
+	return POLICY_EXTRA_NONE;
+}
+
 int
 policy_action_parse(const char *action, struct policy_answer *a)
 {
@@ -181,6 +203,7 @@ policy_action_parse(const char *action, struct policy_answer *a)
 	a->code = 0;
 	a->text[0] = '\0';
 	a->prepend[0] = '\0';
+	a->extra = POLICY_EXTRA_NONE;
 	if (strcasecmp(word, "PREPEND") == 0) {
 		/* text was cut at 480 bytes: take the field from the action. */
 		if (end == 0 || end > POLICY_HEADER_MAX) {
@@ -199,6 +222,9 @@ policy_action_parse(const char *action, struct policy_answer *a)
 		a->verdict = POLICY_CONTINUE;
 	} else if (strcasecmp(word, "DUNNO") == 0) {
 		a->verdict = POLICY_CONTINUE;
+	} else if ((a->extra = extra_action(word)) != POLICY_EXTRA_NONE) {
+		a->verdict = POLICY_CONTINUE;
+		snprintf(a->text, sizeof(a->text), "%s", text);
 	} else if (strcasecmp(word, "OK") == 0) {
 		a->verdict = POLICY_ACCEPT;
 	} else if (strcasecmp(word, "REJECT") == 0) {
@@ -211,8 +237,8 @@ policy_action_parse(const char *action, struct policy_answer *a)
 		policy_answer_set(a, atoi(word), text, word[0] == '4' ?
 		    "Try again later" : "Access denied");
 	} else {
-		snprintf(a->why, sizeof(a->why), "unsupported action \"%.60s\"",
-		    word);
+		snprintf(a->why, sizeof(a->why), "action \"%.60s\" is not "
+		    "supported by mxgate (see mxgate.conf(5))", word);
 		return -1;
 	}
 	snprintf(a->why, sizeof(a->why), "action=%.140s", p);
@@ -226,8 +252,8 @@ policy_default_check(const char *action, char *why, size_t size)
 
 	if (policy_action_parse(action, &a) == 0)
 		return 0;
-	snprintf(why, size, "%s; use DUNNO, OK, REJECT [text], DEFER [text] "
-	    "or \"4NN/5NN text\"", a.why);
+	snprintf(why, size, "%s; use DUNNO, OK, REJECT [text], DEFER [text], "
+	    "\"4NN/5NN text\", WARN, INFO, HOLD or DISCARD", a.why);
 	return -1;
 }
 
@@ -446,6 +472,12 @@ finish(struct policy_client *c, struct preq *r)
 	wake(c);
 }
 
+const char *
+policy_client_service(const struct policy_client *c)
+{
+	return c->service;
+}
+
 static void
 finish_default(struct policy_client *c, struct preq *r, const char *why)
 {
@@ -548,8 +580,8 @@ conn_answer(struct policy_client *c, struct pconn *pc, size_t len)
 		    c->service);
 		finish_default(c, r, "no action in the answer");
 	} else if (policy_action_parse(action, &r->answer) < 0) {
-		log_warn("policy service %s: %s; using the default",
-		    c->service, r->answer.why);
+		log_warn("policy service %s: %s; applying the default \"%s\"",
+		    c->service, r->answer.why, c->default_action);
 		finish_default(c, r, r->answer.why);
 	} else {
 		finish(c, r);

@@ -38,7 +38,21 @@
  *                             value" in one printable line of at most
  *                             POLICY_HEADER_MAX bytes is a malformed
  *                             answer.
- * Anything else (HOLD, REDIRECT, FILTER, malformed answers) is logged and
+ *   WARN text, INFO text      no opinion (as DUNNO); the text is logged
+ *                             with the session id and the stage
+ *   DEFER_IF_REJECT [text]    no opinion (as DUNNO), logged: the policy
+ *                             service is the last check of a stage, so
+ *                             nothing after it can reject
+ *   HOLD [text]               no opinion (as DUNNO), and the message is
+ *                             queued held, as a milter's quarantine
+ *                             (mxgatectl queue release); the reason is
+ *                             "policy service NAME: text"
+ *   DISCARD [text]            no opinion (as DUNNO), and the message is
+ *                             answered 250 and not queued, as a milter's
+ *                             discard (all its recipients)
+ * Anything else -- FILTER, REDIRECT, BCC, restriction class names, which
+ * mean nothing outside Postfix, and malformed answers -- is logged
+ * ("action \"FILTER\" is not supported by mxgate") and
  * treated as policy.default, as is a service that cannot be reached,
  * closes the connection, or does not answer within policy.timeout
  * seconds.  The default policy.default is Postfix's answer to a policy
@@ -74,10 +88,23 @@ enum policy_verdict {
 	POLICY_TEMPFAIL,        /* code 4xx and text */
 };
 
+/* What an answer asks besides its verdict (access(5) actions that do
+ * not decide the stage); with POLICY_CONTINUE only. */
+enum policy_extra {
+	POLICY_EXTRA_NONE,
+	POLICY_EXTRA_WARN,      /* WARN text: logged */
+	POLICY_EXTRA_INFO,      /* INFO text: logged */
+	POLICY_EXTRA_DEFER_IF_REJECT, /* logged: nothing later rejects */
+	POLICY_EXTRA_HOLD,      /* HOLD [text]: the message is queued held */
+	POLICY_EXTRA_DISCARD,   /* DISCARD [text]: 250, and not queued */
+};
+
 struct policy_answer {
 	enum policy_verdict verdict;
+	enum policy_extra extra;
 	int     code;           /* REJECT, TEMPFAIL */
-	char    text[512];      /* "5.7.1 go away" */
+	char    text[512];      /* "5.7.1 go away"; the text of WARN, INFO,
+	                           HOLD and DISCARD (maybe empty) */
 	bool    is_default;     /* policy.default was applied */
 	char    prepend[POLICY_HEADER_MAX + 1]; /* PREPEND: "name: value" */
 	char    why[160];       /* for the log: "action=DUNNO", "timeout" */
@@ -105,6 +132,10 @@ struct policy_request {
 	const char *encryption_cipher;
 	int         encryption_keysize;
 };
+
+/* The service's name, as configured ("inet:127.0.0.1:10023"). */
+struct policy_client;
+const char *policy_client_service(const struct policy_client *c);
 
 /* ---- pure parts (unit tested) ---- */
 

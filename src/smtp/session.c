@@ -718,8 +718,20 @@ milter_content(struct session *s, const struct buf *msg)
 		content_flush(s);
 }
 
+/* A policy service's HOLD (hooks.h): queued held, as a quarantine. */
+static void
+policy_hold(struct session *s, const char *why)
+{
+	if (why == NULL)
+		return;
+	log_info("session=%016llx id=%s held by policy: %s",
+	    (unsigned long long)s->conn_id, s->env.queue_id, why);
+	s->env.hold_reason = xstrdup(why);
+}
+
 /*
- * What the milters decided at end of message (milter_client.h), applied
+ * What the milters (and the policy service's HOLD and DISCARD) decided
+ * at end of message (milter_client.h), applied
  * to the envelope and the content.  false: the message is not to be
  * queued (answered here).
  */
@@ -727,14 +739,18 @@ static bool
 milter_apply(struct session *s)
 {
 	struct milter_outcome *o = hooks_milter_outcome(s->hooks);
-	const char *why = NULL;
+	const char *why = hooks_policy_discard(s->hooks);
+	const char *hold = hooks_policy_hold(s->hooks);
 
 	unmap_content(s);
-	if (o == NULL)
+	if (o == NULL && why == NULL) {
+		policy_hold(s, hold);
 		return true;
-	if (o->discard != NULL)
+	}
+	if (why == NULL && o->discard != NULL)
 		why = o->discard;
 	if (why == NULL) {
+		/* o != NULL: why would be the policy's discard */
 		for (size_t i = 0; i < o->ndel_rcpts; i++)
 			milter_del_rcpt(s, o->del_rcpts[i]);
 		for (size_t i = 0; i < o->nadd_rcpts; i++)
@@ -769,6 +785,8 @@ milter_apply(struct session *s)
 		    (unsigned long long)s->conn_id, s->env.queue_id,
 		    o->quarantine);
 		s->env.hold_reason = xstrdup(o->quarantine);
+	} else {
+		policy_hold(s, hold);
 	}
 	return true;
 }

@@ -1055,9 +1055,10 @@ test_checks_settings(void)
 	CHECK(fails_with(LISTEN "policy = { stages = [ \"rcpt\", \"quit\" ]; };\n",
 	    "t.conf:2: 'policy.stages[1]' must be \"connect\", \"helo\", "
 	    "\"mail\", \"rcpt\", \"data\" or \"end_of_message\" (got \"quit\")"));
-	CHECK(fails_with(LISTEN "policy = { default = \"HOLD\"; };\n",
-	    "t.conf:2: 'policy.default': unsupported action \"HOLD\"; use DUNNO, "
-	    "OK, REJECT [text], DEFER [text] or \"4NN/5NN text\""));
+	CHECK(fails_with(LISTEN "policy = { default = \"FILTER x:y\"; };\n",
+	    "t.conf:2: 'policy.default': action \"FILTER\" is not supported by "
+	    "mxgate (see mxgate.conf(5)); use DUNNO, OK, REJECT [text], "
+	    "DEFER [text], \"4NN/5NN text\", WARN, INFO, HOLD or DISCARD"));
 	CHECK(fails_with(LISTEN "reject_networks = [\n \"192.0.2.0/24\",\n"
 	    " \"192.0.2.1/24\" ];\n",
 	    "t.conf:4: 'reject_networks[1]' has bits set past its prefix length "

@@ -111,7 +111,45 @@ test_actions(void)
 		big[sizeof(big) - 1] = '\0';
 		CHECK_INT(policy_action_parse(big, &a), -1);
 	}
-	CHECK_INT(policy_action_parse("HOLD", &a), -1);
+	/* access(5) actions that leave the stage undecided. */
+	CHECK_INT(policy_action_parse("WARN look at this", &a), 0);
+	CHECK_INT(a.verdict, POLICY_CONTINUE);
+	CHECK_INT(a.extra, POLICY_EXTRA_WARN);
+	CHECK_STR(a.text, "look at this");
+	CHECK_INT(policy_action_parse("info  noted ", &a), 0);
+	CHECK_INT(a.verdict, POLICY_CONTINUE);
+	CHECK_INT(a.extra, POLICY_EXTRA_INFO);
+	CHECK_STR(a.text, "noted");
+	CHECK_INT(policy_action_parse("DEFER_IF_REJECT later", &a), 0);
+	CHECK_INT(a.verdict, POLICY_CONTINUE);
+	CHECK_INT(a.extra, POLICY_EXTRA_DEFER_IF_REJECT);
+	CHECK_INT(policy_action_parse("HOLD", &a), 0);
+	CHECK_INT(a.verdict, POLICY_CONTINUE);
+	CHECK_INT(a.extra, POLICY_EXTRA_HOLD);
+	CHECK_STR(a.text, "");
+	CHECK_INT(policy_action_parse("HOLD suspicious sender", &a), 0);
+	CHECK_INT(a.extra, POLICY_EXTRA_HOLD);
+	CHECK_STR(a.text, "suspicious sender");
+	CHECK_INT(policy_action_parse("DISCARD spam trap", &a), 0);
+	CHECK_INT(a.verdict, POLICY_CONTINUE);
+	CHECK_INT(a.extra, POLICY_EXTRA_DISCARD);
+	CHECK_STR(a.text, "spam trap");
+	CHECK_INT(policy_action_parse("DUNNO", &a), 0);
+	CHECK_INT(a.extra, POLICY_EXTRA_NONE);
+	CHECK_INT(policy_action_parse("OK", &a), 0);
+	CHECK_INT(a.verdict, POLICY_ACCEPT);
+	CHECK_INT(a.extra, POLICY_EXTRA_NONE);
+	CHECK_INT(policy_action_parse("REJECT", &a), 0);
+	CHECK_INT(a.extra, POLICY_EXTRA_NONE);
+	/* Postfix-only actions: refused, clearly. */
+	CHECK_INT(policy_action_parse("FILTER smtp:[127.0.0.1]:10025", &a), -1);
+	CHECK_STR(a.why, "action \"FILTER\" is not supported by mxgate "
+	    "(see mxgate.conf(5))");
+	CHECK_INT(policy_action_parse("REDIRECT a@example.org", &a), -1);
+	CHECK_INT(policy_action_parse("BCC a@example.org", &a), -1);
+	CHECK_INT(policy_action_parse("my_restriction_class", &a), -1);
+	CHECK_STR(a.why, "action \"my_restriction_class\" is not supported "
+	    "by mxgate (see mxgate.conf(5))");
 	CHECK_INT(policy_action_parse("", &a), -1);
 	CHECK_INT(policy_action_parse("250 fine", &a), -1);
 	CHECK_INT(policy_action_parse("4500 x", &a), -1);
