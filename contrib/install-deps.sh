@@ -27,7 +27,7 @@ libssl-dev libspf2-dev libpcre2-dev libconfig-dev libgmime-3.0-dev
 libsqlite3-dev sqlite3 libcurl4-openssl-dev libcrypt-dev clang libclang-rt-14-dev
 libseccomp-dev
 python3 python3-pytest python3-aiosmtpd python3-dnslib
-swaks openssl postfix iproute2 procps valgrind acl prometheus util-linux
+swaks openssl postfix iproute2 procps valgrind acl prometheus util-linux postgrey postfix-policyd-spf-python
 dpkg-dev debhelper
 rspamd opendkim opendkim-tools python3-milter
 haproxy

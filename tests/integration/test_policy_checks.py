@@ -242,6 +242,13 @@ def test_policy_attributes_at_every_stage(start, policy):
     ("521 go away", "521 5.7.1 go away"),
     ("PREPEND X-Policy: yes", "250 2.1.5"),       # no opinion, a header
     ("PREPEND no header field", "451 4.3.5"),     # malformed: default
+    ("WARN watch this one", "250 2.1.5"),         # logged, as DUNNO
+    ("INFO noted", "250 2.1.5"),
+    ("DEFER_IF_REJECT maybe", "250 2.1.5"),       # nothing later rejects
+    ("HOLD", "250 2.1.5"),                        # the message is held
+    ("DISCARD", "250 2.1.5"),                     # the message is dropped
+    ("FILTER smtp:[127.0.0.1]:10025", "451 4.3.5"),   # Postfix only
+    ("my_restriction_class", "451 4.3.5"),
 ])
 def test_policy_actions_at_rcpt(start, policy, action, expect):
     policy.answers["bob"] = action
@@ -251,6 +258,16 @@ def test_policy_actions_at_rcpt(start, policy, action, expect):
     assert policy.states() == ["RCPT"]
     if action == "PREPEND no header field":
         assert "malformed PREPEND" in d.log()
+    if action.startswith("WARN") or action.startswith("INFO"):
+        # (the daemon names the socket as its sandbox sees it)
+        assert re.search(r"session=[0-9a-f]{16} policy service unix:\S+: "
+                         r"stage=RCPT %s" % action, d.log()), \
+            d.log()[-2000:]
+    if action.startswith("FILTER"):
+        assert re.search(r'policy service unix:\S+: action "FILTER" is not '
+                         r'supported by mxgate \(see mxgate.conf\(5\)\); '
+                         r'applying the default "451 4\.3\.5', d.log()), \
+            d.log()[-2000:]
 
 
 def stored_content(d, qid):
@@ -294,6 +311,84 @@ def test_policy_prepend_adds_headers(start, policy):
     head2 = second.split("\r\n\r\n", 1)[0]
     assert "X-Connect: first\r\n" in head2
     assert "X-Greylist" not in head2 and "Received-SPF" not in head2
+
+
+def test_policy_hold_and_discard(start, policy):
+    # HOLD: the message is queued held, as a milter's quarantine, with
+    # the service's reason; DISCARD: 250, and nothing queued.
+    policy.answers["held"] = "HOLD looks odd"
+    policy.answers["gone"] = "DISCARD spam trap"
+    d = start(policy={"service": policy.service})
+    with session(d) as c:
+        line = send_message(c, rcpt_to="held@open.test")
+        m = QUEUED_RE.match(line)
+        assert m, line
+        held = m.group(1)
+        line = send_message(c, rcpt_to="gone@open.test")
+        assert line.startswith("250 2.0.0 Ok: discarded"), line
+        # The next transaction is neither held nor discarded.
+        line = send_message(c, rcpt_to="bob@open.test")
+        m = QUEUED_RE.match(line)
+        assert m, line
+        plain = m.group(1)
+    rows = d.db("SELECT address, state FROM recipients WHERE "
+                "message_id = ?", (held,))
+    assert rows == [("held@open.test", "held")], rows
+    ev = d.db("SELECT kind, detail FROM events WHERE message_id = ?",
+              (held,))
+    assert len(ev) == 1 and ev[0][0] == "held", ev
+    assert re.fullmatch(r"policy service unix:\S+: looks odd", ev[0][1]), ev
+    assert "held by policy: policy service" in d.log()
+    assert d.db("SELECT COUNT(*) FROM recipients WHERE address = ?",
+                ("gone@open.test",)) == [(0,)]
+    assert re.search(r"message discarded: policy service unix:\S+: spam "
+                     r"trap", d.log()), d.log()[-2000:]
+    rows = d.db("SELECT state FROM recipients WHERE message_id = ?",
+                (plain,))
+    assert rows and rows[0][0] != "held", rows
+
+
+def test_postgrey_greylists_then_prepends(start):
+    # The real postgrey (Debian's), unchanged: DEFER_IF_PERMIT the first
+    # time, PREPEND X-Greylist once the delay has passed.
+    postgrey = shutil.which("postgrey") or "/usr/sbin/postgrey"
+    if not os.path.exists(postgrey):
+        pytest.skip("postgrey is not installed (contrib/install-deps.sh)")
+    tmp = tempfile.mkdtemp(prefix="mxgate-postgrey-", dir="/tmp")
+    os.chmod(tmp, 0o777)
+    dbdir = os.path.join(tmp, "db")
+    os.mkdir(dbdir)
+    shutil.chown(dbdir, "postgrey", "postgrey")
+    sock = os.path.join(tmp, "postgrey.sock")
+    proc = subprocess.Popen(
+        [postgrey, "--unix=" + sock, "--socketmode=0666",
+         "--dbdir=" + dbdir, "--delay=2", "--user=postgrey",
+         "--group=postgrey", "--pidfile=" + os.path.join(tmp, "pid")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: os.path.exists(sock) or
+                        proc.poll() is not None, 15)
+        assert proc.poll() is None, proc.stderr.read()
+        d = start(policy={"service": "unix:" + sock})
+        line = rcpt(d, "grey")
+        assert line.startswith("450 4.2.0 Greylisted"), line
+        time.sleep(3)
+        with session(d) as c:
+            line = send_message(c, rcpt_to="grey@open.test")
+            m = QUEUED_RE.match(line)
+            assert m, line
+            content = stored_content(d, m.group(1))
+        head = content.split("\r\n\r\n", 1)[0]
+        assert "\r\nX-Greylist: delayed " in head, head
+        assert "by postgrey" in head, head
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # The service's answer at each stage other than RCPT, and what the
