@@ -985,8 +985,10 @@ static const struct conf_spec mxconf_specs[] = {
 	  .def = "451 4.3.5 Server configuration problem",
 	  .value = policy_default_check,
 	  .doc = "the action when the service is down, too slow or "
-	      "answers nonsense: DUNNO, OK, REJECT [text], DEFER "
-	      "[text], or \"4NN text\" / \"5NN text\"; Postfix's "
+	      "answers nonsense (or an action mxgate does not support, "
+	      "such as FILTER or REDIRECT): DUNNO, OK, REJECT [text], "
+	      "DEFER [text], \"4NN text\" / \"5NN text\", WARN, INFO, "
+	      "HOLD or DISCARD; Postfix's "
 	      "451 4.3.5 by default, so that a greylisting service "
 	      "that is down never turns greylisting off" },
 
