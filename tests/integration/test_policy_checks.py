@@ -1,7 +1,8 @@
 """Policy hooks through the daemon: the Postfix policy delegation protocol
 against a policy server started here (attributes at every stage, each
 action at RCPT, refusals at every other stage, unix: and inet:, the
-default when the service is down or slow, connection reuse), the example
+default when the service is down or slow, connection reuse, HOLD and
+DISCARD), the real postgrey and policyd-spf unchanged, the example
 C plugin (contrib/plugins/example.c, built as plugins/example.so in the
 build tree) loaded by the daemon, each of its hooks giving a verdict, and
 the built-in checks: reject_networks, trusted_networks, helo_checks, and
@@ -389,6 +390,70 @@ def test_postgrey_greylists_then_prepends(start):
             proc.kill()
             proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class SpawnedPolicy:
+    """What Postfix's spawn(8) does for a stdin/stdout policy program: a
+    unix socket whose every connection gets its own process (run in the
+    namespace, for its DNS), the socket as its stdin and stdout."""
+
+    def __init__(self, ns, argv):
+        self.ns, self.argv, self.procs = ns, argv, []
+        self.dir = tempfile.mkdtemp(prefix="mxgate-spawn-", dir="/tmp")
+        os.chmod(self.dir, 0o755)
+        path = os.path.join(self.dir, "policy.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        os.chmod(path, 0o666)
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.service = "unix:" + path
+        self.stopping = False
+        self.thread = threading.Thread(target=self.accept_loop, daemon=True)
+        self.thread.start()
+
+    def accept_loop(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            with conn:
+                self.procs.append(self.ns.popen(
+                    self.argv, stdin=conn.fileno(), stdout=conn.fileno(),
+                    stderr=subprocess.DEVNULL))
+
+    def close(self):
+        self.stopping = True
+        self.sock.close()
+        self.thread.join(timeout=5)
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+            p.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def test_policyd_spf_prepends_received_spf(start, ns):
+    # Debian's postfix-policyd-spf-python, unchanged, as Postfix runs it:
+    # its PREPEND Received-SPF reaches the stored message.
+    prog = shutil.which("policyd-spf")
+    if prog is None:
+        pytest.skip("policyd-spf is not installed (Debian package "
+                    "postfix-policyd-spf-python, contrib/install-deps.sh)")
+    spawned = SpawnedPolicy(ns, [prog])
+    try:
+        d = start(policy={"service": spawned.service})
+        with session(d) as c:
+            line = send_message(c)
+            m = QUEUED_RE.match(line)
+            assert m, line
+            content = stored_content(d, m.group(1))
+    finally:
+        spawned.close()
+    head = content.split("\r\n\r\n", 1)[0]
+    assert re.search(r"\r\nReceived-SPF: Pass \(mailfrom\) identity=mailfrom;"
+                     r" client-ip=198\.51\.100\.20;", head), head
 
 
 # The service's answer at each stage other than RCPT, and what the
