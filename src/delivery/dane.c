@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "delivery/dane.h"
+#include "delivery/dns_answer.h"
 
 #ifndef ns_t_tlsa
 #define ns_t_tlsa 52
@@ -63,49 +64,32 @@ int
 dane_parse_tlsa(const unsigned char *answer, int len,
     struct dane_records *out)
 {
-	const unsigned char *p, *end = answer + len;
-	unsigned qd, an, type, rdlen, i;
+	struct dns_answer a;
+	struct dns_rr rr;
 	struct dane_tlsa t;
-	int n;
+	int rc;
 
 	memset(out, 0, sizeof(*out));
-	if (len < NS_HFIXEDSZ)
+	if (dns_answer_open(&a, answer, len) == -1)
 		return -1;
-	qd = (unsigned)(answer[4] << 8 | answer[5]);
-	an = (unsigned)(answer[6] << 8 | answer[7]);
-	p = answer + NS_HFIXEDSZ;
-	for (i = 0; i < qd; i++) {
-		if ((n = dn_skipname(p, end)) < 0 || p + n + 4 > end)
-			return -1;
-		p += n + 4;
-	}
-	for (i = 0; i < an; i++) {
-		if ((n = dn_skipname(p, end)) < 0 || p + n + 10 > end)
-			return -1;
-		p += n;
-		type = (unsigned)(p[0] << 8 | p[1]);
-		rdlen = (unsigned)(p[8] << 8 | p[9]);
-		p += 10;
-		if (p + rdlen > end)
-			return -1;
+	while ((rc = dns_answer_next(&a, &rr)) == 1) {
 		/* CNAMEs and RRSIGs of the answer are not records. */
-		if (type == ns_t_tlsa && rdlen >= 3) {
-			memset(&t, 0, sizeof(t));
-			t.usage = p[0];
-			t.selector = p[1];
-			t.mtype = p[2];
-			t.len = rdlen - 3;
-			if (t.len <= sizeof(t.data) && dane_tlsa_usable(&t) &&
-			    out->n < DANE_MAX_TLSA) {
-				memcpy(t.data, p + 3, t.len);
-				out->tlsa[out->n++] = t;
-			} else {
-				out->nunusable++;
-			}
+		if (rr.type != ns_t_tlsa || rr.rdlen < 3)
+			continue;
+		memset(&t, 0, sizeof(t));
+		t.usage = rr.rdata[0];
+		t.selector = rr.rdata[1];
+		t.mtype = rr.rdata[2];
+		t.len = rr.rdlen - 3;
+		if (t.len <= sizeof(t.data) && dane_tlsa_usable(&t) &&
+		    out->n < DANE_MAX_TLSA) {
+			memcpy(t.data, rr.rdata + 3, t.len);
+			out->tlsa[out->n++] = t;
+		} else {
+			out->nunusable++;
 		}
-		p += rdlen;
 	}
-	return 0;
+	return rc == -1 ? -1 : 0;
 }
 
 enum dane_result

@@ -16,6 +16,7 @@
 
 #include "common/log.h"
 #include "delivery/mta_sts.h"
+#include "delivery/dns_answer.h"
 
 const char *const sts_mode_names[] = { "none", "testing", "enforce", NULL };
 
@@ -256,55 +257,40 @@ static int
 txt_id(const char *domain, char *id, size_t idsize)
 {
 	unsigned char answer[8192];
-	const unsigned char *p, *end, *r;
+	const unsigned char *r, *rend;
 	char name[NS_MAXDNAME], txt[2048];
-	unsigned qd, an, type, rdlen, i;
-	int len, n, found = 0;
+	struct dns_answer a;
+	struct dns_rr rr;
+	int len, rc, found = 0;
 	size_t tl;
 
 	snprintf(name, sizeof(name), "_mta-sts.%s", domain);
 	len = res_query(name, ns_c_in, ns_t_txt, answer, sizeof(answer));
 	if (len < 0)
 		return h_errno == HOST_NOT_FOUND || h_errno == NO_DATA ? 0 : -1;
-	end = answer + len;
-	if (len < NS_HFIXEDSZ)
+	if (dns_answer_open(&a, answer, len) == -1)
 		return -1;
-	qd = (unsigned)(answer[4] << 8 | answer[5]);
-	an = (unsigned)(answer[6] << 8 | answer[7]);
-	p = answer + NS_HFIXEDSZ;
-	for (i = 0; i < qd; i++) {
-		if ((n = dn_skipname(p, end)) < 0 || p + n + 4 > end)
-			return -1;
-		p += n + 4;
-	}
-	for (i = 0; i < an; i++) {
-		if ((n = dn_skipname(p, end)) < 0 || p + n + 10 > end)
-			return -1;
-		p += n;
-		type = (unsigned)(p[0] << 8 | p[1]);
-		rdlen = (unsigned)(p[8] << 8 | p[9]);
-		p += 10;
-		if (p + rdlen > end)
-			return -1;
-		if (type == ns_t_txt) {
-			/* The strings of one record, joined. */
-			tl = 0;
-			for (r = p; r < p + rdlen && r + 1 + *r <= p + rdlen;
-			    r += 1 + *r) {
-				if (tl + *r >= sizeof(txt))
-					break;
-				memcpy(txt + tl, r + 1, *r);
-				tl += *r;
-			}
-			txt[tl] = '\0';
-			if (strncmp(txt, "v=STSv1", 7) == 0) {
-				if (++found > 1 || sts_parse_txt(txt, id,
-				    idsize) < 0)
-					return 0;
-			}
+	while ((rc = dns_answer_next(&a, &rr)) == 1) {
+		if (rr.type != ns_t_txt)
+			continue;
+		/* The strings of one record, joined. */
+		tl = 0;
+		rend = rr.rdata + rr.rdlen;
+		for (r = rr.rdata; r < rend && r + 1 + *r <= rend;
+		    r += 1 + *r) {
+			if (tl + *r >= sizeof(txt))
+				break;
+			memcpy(txt + tl, r + 1, *r);
+			tl += *r;
 		}
-		p += rdlen;
+		txt[tl] = '\0';
+		if (strncmp(txt, "v=STSv1", 7) == 0) {
+			if (++found > 1 || sts_parse_txt(txt, id, idsize) < 0)
+				return 0;
+		}
 	}
+	if (rc == -1)
+		return -1;
 	return found == 1 ? 1 : 0;
 }
 

@@ -33,6 +33,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "delivery/dane.h"
+#include "delivery/dns_answer.h"
 #include "delivery/mime7bit.h"
 #include "delivery/mta_sts.h"
 #include "delivery/relay.h"
@@ -270,43 +271,28 @@ int
 relay_parse_mx(const unsigned char *answer, int len, struct relay_mx *out,
     size_t max)
 {
-	const unsigned char *p, *end = answer + len;
 	char name[NS_MAXDNAME];
-	unsigned qd, an, type, rdlen, i;
-	int n;
+	struct dns_answer a;
+	struct dns_rr rr;
+	int rc;
 	size_t count = 0;
 
-	if (len < NS_HFIXEDSZ)
+	if (dns_answer_open(&a, answer, len) == -1)
 		return -1;
-	qd = (unsigned)(answer[4] << 8 | answer[5]);
-	an = (unsigned)(answer[6] << 8 | answer[7]);
-	p = answer + NS_HFIXEDSZ;
-	for (i = 0; i < qd; i++) {
-		if ((n = dn_skipname(p, end)) < 0 || p + n + 4 > end)
+	while ((rc = dns_answer_next(&a, &rr)) == 1) {
+		if (rr.type != ns_t_mx || rr.rdlen < 3 || count >= max)
+			continue;
+		if (dn_expand(answer, answer + len, rr.rdata + 2, name,
+		    sizeof(name)) < 0)
 			return -1;
-		p += n + 4;
+		out[count].pref = rr.rdata[0] << 8 | rr.rdata[1];
+		/* The root, ".", is a null MX. */
+		strlcpy_mx(out[count].host, strcmp(name, ".") == 0 ?
+		    "" : name, sizeof(out[count].host));
+		count++;
 	}
-	for (i = 0; i < an; i++) {
-		if ((n = dn_skipname(p, end)) < 0 || p + n + 10 > end)
-			return -1;
-		p += n;
-		type = (unsigned)(p[0] << 8 | p[1]);
-		rdlen = (unsigned)(p[8] << 8 | p[9]);
-		p += 10;
-		if (p + rdlen > end)
-			return -1;
-		if (type == ns_t_mx && rdlen >= 3 && count < max) {
-			n = dn_expand(answer, end, p + 2, name, sizeof(name));
-			if (n < 0)
-				return -1;
-			out[count].pref = p[0] << 8 | p[1];
-			/* The root, ".", is a null MX. */
-			strlcpy_mx(out[count].host, strcmp(name, ".") == 0 ?
-			    "" : name, sizeof(out[count].host));
-			count++;
-		}
-		p += rdlen;
-	}
+	if (rc == -1)
+		return -1;
 	qsort(out, count, sizeof(*out), mx_cmp);
 	mx_shuffle_equal(out, count);
 	return (int)count;

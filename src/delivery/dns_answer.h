@@ -1,0 +1,33 @@
+/*
+ * dns_answer — walks the answer section of a DNS reply (res_query(3)),
+ * bounds-checked, for the relay's MX, TLSA and TXT parsers.
+ *
+ *     struct dns_answer a;
+ *     struct dns_rr rr;
+ *     if (dns_answer_open(&a, msg, len) == -1) ...malformed
+ *     while ((rc = dns_answer_next(&a, &rr)) == 1) ...use rr
+ *     if (rc == -1) ...malformed
+ *
+ * rr.rdata points into msg and is rr.rdlen bytes long, all inside msg.
+ */
+#ifndef MXGATE_DNS_ANSWER_H
+#define MXGATE_DNS_ANSWER_H
+
+struct dns_answer {
+	const unsigned char *p, *end;
+	unsigned             left;      /* answer records not read yet */
+};
+
+struct dns_rr {
+	unsigned             type;
+	const unsigned char *rdata;
+	unsigned             rdlen;
+};
+
+/* Skips the header and question section: 0, or -1 when malformed. */
+int dns_answer_open(struct dns_answer *a, const unsigned char *msg, int len);
+
+/* The next answer record: 1, 0 at the end, -1 when malformed. */
+int dns_answer_next(struct dns_answer *a, struct dns_rr *rr);
+
+#endif
