@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/file.h>
 
@@ -675,8 +676,54 @@ prepare_statements(struct queue_db *db)
 	return 0;
 }
 
+/*
+ * Can this connection write?  A reader started as root (sqlite3, a
+ * test, a backup script) that opens the database while no -shm file
+ * exists creates one as root, and changes its owner to the database's
+ * only a moment later: a writer opening the file in between maps it
+ * read-only, and every write of its connection fails with
+ * SQLITE_READONLY.  0 writable, 1 read-only, -1 another error.
+ */
+static int
+probe_writable(struct queue_db *db)
+{
+	int rc = sqlite3_exec(db->h, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+
+	if (rc == SQLITE_OK)
+		return qdb_exec(db, "ROLLBACK", "write probe") == -1 ? -1 : 0;
+	if ((rc & 0xff) == SQLITE_READONLY)
+		return 1;
+	qdb_log_error(db, "write probe");
+	return -1;
+}
+
+static struct queue_db *open_once(const char *path, bool readonly,
+    bool *retry);
+
+/* A read-only mapping is a moment's state (probe_writable): a new
+ * connection a little later sees the file its owner's. */
+#define QDB_OPEN_ATTEMPTS 50		/* 100 ms apart */
+
 struct queue_db *
 queue_db_open(const char *path, bool readonly)
+{
+	struct queue_db *db;
+	bool retry = false;
+
+	for (int i = 0; i < QDB_OPEN_ATTEMPTS; i++) {
+		db = open_once(path, readonly, &retry);
+		if (db != NULL || !retry)
+			return db;
+		nanosleep(&(struct timespec){ .tv_nsec = 100000000 }, NULL);
+	}
+	log_error("queue database %s: writes fail with \"readonly\": %s-wal"
+	    " and %s-shm must be writable by the queue user (chown them, or"
+	    " remove them while mxgated is stopped)", path, path, path);
+	return NULL;
+}
+
+static struct queue_db *
+open_once(const char *path, bool readonly, bool *retry)
 {
 	struct queue_db *db;
 	int flags, rc;
@@ -695,7 +742,13 @@ queue_db_open(const char *path, bool readonly)
 		goto fail;
 	}
 	sqlite3_extended_result_codes(db->h, 1);
-	if (configure_connection(db) == -1 || migrate(db) == -1)
+	if (configure_connection(db) == -1)
+		goto fail;
+	if (!readonly && (rc = probe_writable(db)) != 0) {
+		*retry = rc == 1;
+		goto fail;
+	}
+	if (migrate(db) == -1)
 		goto fail;
 	if (!readonly) {
 		long long sync;

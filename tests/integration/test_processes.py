@@ -2,6 +2,7 @@
 graceful stop, restart on the same queue."""
 
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -395,3 +396,78 @@ def test_only_the_master_holds_listeners(daemon):
     assert listeners <= socket_inodes(daemon.pid)
     for pid in daemon.children():
         assert not listeners & socket_inodes(pid), daemon.titles()[pid]
+
+
+def test_queue_waits_out_a_root_owned_shm(daemon):
+    """A reader started as root that opens the database while no -shm
+    file exists creates it as root, and hands it to the database's owner
+    a moment later: a queue process that maps it in between must wait
+    and open again, not fail (it once exited, and the sessions waiting
+    on it got 451 4.3.0).  Made lasting here: the master is stopped, the
+    queue process killed, its -shm replaced by root's; the respawned one
+    finds it, and the file is given back 1.5 s later."""
+    first = send_messages(daemon, 2, "before")
+    db = daemon.db_path
+    st = os.stat(db)
+    if os.geteuid() != 0 or st.st_uid == 0:
+        pytest.skip("needs root and a queue user other than root")
+    shm = db + "-shm"
+    (old_queue,) = daemon.queue_pids()
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        os.kill(old_queue, signal.SIGKILL)
+        assert wait_for(lambda: not proc_exists(old_queue) or
+                        open("/proc/%d/stat" % old_queue).read()
+                        .split(") ")[1].startswith("Z"), 10)
+        if os.path.exists(shm):
+            os.unlink(shm)
+        with open(shm, "wb") as f:
+            f.write(b"\0" * 32768)
+        os.chmod(shm, 0o644)
+        os.chown(shm, 0, 0)
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    chowned = threading.Timer(1.5, lambda: os.chown(shm, st.st_uid,
+                                                    st.st_gid))
+    chowned.start()
+    try:
+        second = send_messages(daemon, 3, "after")
+    finally:
+        chowned.cancel()
+    log = daemon.log()
+    assert not re.search(r"queue process \d+ exited", log), log[-3000:]
+    stored = {r[0] for r in daemon.db("SELECT id FROM messages")}
+    assert stored == set(first + second)
+
+
+def test_queue_refuses_a_shm_it_cannot_write(daemon_factory):
+    """The same file left root's for good: mxgated refuses to start,
+    naming the file and the fix, instead of taking mail it cannot
+    store."""
+    d = daemon_factory()
+    d.stop()
+    st = os.stat(d.db_path)
+    if os.geteuid() != 0 or st.st_uid == 0:
+        pytest.skip("needs root and a queue user other than root")
+    shm = d.db_path + "-shm"
+    with open(shm, "wb") as f:
+        f.write(b"\0" * 32768)
+    os.chmod(shm, 0o644)
+    os.chown(shm, 0, 0)
+    with open(d.log_path, "ab") as logf:
+        proc = subprocess.Popen([d.mxgated, "-f", "-c", d.config_path],
+                                stdin=subprocess.DEVNULL, stdout=logf,
+                                stderr=subprocess.STDOUT, cwd=d.dir)
+    try:
+        found = wait_for(lambda: proc.poll() is not None, 20.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log = open(d.log_path).read()
+    assert found and proc.returncode != 0, log[-3000:]
+    assert "queue.db-shm: cannot read and write it" in log, log[-3000:]
+    assert "fix: chown" in log
