@@ -265,7 +265,7 @@ def db_query(path, sql, args=()):
     root-owned -wal/-shm file outlives us next to the daemon's database)."""
     # mode=rw: never create the file (a root-owned empty database would
     # stand in the daemon's way); wait a little for the queue process.
-    wait_for(lambda: os.path.exists(path), 5.0)
+    wait_for(lambda: os.path.exists(path), 30.0)
     con = sqlite3.connect("file:%s?mode=rw" % path, uri=True, timeout=10)
     try:
         return con.execute(sql, args).fetchall()
