@@ -103,8 +103,7 @@ job_init(struct test_job *t, const char *action, const char *params,
 static void
 job_free(struct test_job *t)
 {
-	if (t->job.content_map != NULL)
-		munmap(t->job.content_map, t->job.content_len);
+	delivery_content_release(&t->job);
 	close(t->job.content_fd);
 }
 
