@@ -536,14 +536,17 @@ static void
 spawn_queue(void)
 {
 	int chan[2], spawn[2], i;
-	int *qends = xcalloc((size_t)m.nslots, sizeof(int));
-	int *wends = xcalloc((size_t)m.nslots, sizeof(int));
+	int *qends, *wends;
 	pid_t pid;
 
 	if (ipc_socketpair(chan) < 0 || ipc_socketpair(spawn) < 0)
 		fatal("socketpair");
 	spawn_spawner(spawn[1]);
 	close(spawn[1]);
+	/* Allocated after the spawner's fork: it would inherit them with no
+	 * pointer left to free them (LeakSanitizer says so at its exit). */
+	qends = xcalloc((size_t)m.nslots, sizeof(int));
+	wends = xcalloc((size_t)m.nslots, sizeof(int));
 	for (i = 0; i < m.nslots; i++) {
 		int pair[2];
 		qends[i] = wends[i] = -1;
