@@ -230,6 +230,8 @@ struct mxconf {
 	unsigned stress_threshold;   /* 0: never */
 	unsigned stress_timeout_command;
 	unsigned stress_timeout_data;
+	unsigned stress_greet_pause; /* seconds, when below greet_pause */
+	unsigned stress_max_errors;  /* when below max_errors */
 
 	/* acceptance: domains we are MX for; without `routes`, a shorthand
 	 * for routes (etc/mxgate.conf says which) */
