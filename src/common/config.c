@@ -649,6 +649,13 @@ static const struct conf_spec mxconf_specs[] = {
 	      "(mxgatectl queue trace) are kept once it has left the "
 	      "queue: delivered or bounced (and delivery.keep_delivered "
 	      "passed) or deleted. 0: forgotten within a minute" },
+	/* RFC 8460 reports cover a UTC day and go out the next. */
+	{ .path = "queue.keep_tls_results", .type = CT_DURATION,
+	  FIELD(struct mxconf, keep_tls_results), .def = "30d",
+	  .min = 86400, .max = 3650 * 86400,
+	  .doc = "how long the outbound TLS outcomes counted per day "
+	      "for TLS-RPT (mxgatectl tls-report) are kept: the days "
+	      "before the one this long ago are purged; at least 1d" },
 
 	/* RFC 5321 4.5.3.1.4: a command line may be 512 octets. */
 	{ .path = "limits.line_length", .type = CT_INT,

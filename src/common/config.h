@@ -203,6 +203,7 @@ struct mxconf {
 	char    *queue_dir;          /* holds queue.db */
 	size_t   queue_min_free;     /* below this, MAIL is 452 4.3.1 */
 	unsigned keep_history;       /* history of messages gone; seconds */
+	unsigned keep_tls_results;   /* tls_results rows (TLS-RPT); seconds */
 
 	/* limits */
 	size_t   max_line;

@@ -1553,6 +1553,12 @@ purge(int64_t now)
 	if (n > 0)
 		log_debug("forgot the history of %d messages older than"
 		    " keep_history", n);
+	/* TLS-RPT counts, for mxgatectl tls-report: the days reports may
+	 * still be made of. */
+	n = queue_db_tls_purge(s.db, now - (int64_t)s.conf->keep_tls_results);
+	if (n > 0)
+		log_info("purged %d TLS result rows of days before"
+		    " keep_tls_results", n);
 }
 
 /* ---- transactions ---- */
