@@ -48,34 +48,54 @@ utf8_valid_len(const unsigned char *s, size_t len)
 	return n;
 }
 
+/*
+ * Appends whole runs of bytes that go in as they are (printable ASCII but
+ * '"' and '\\', and valid UTF-8 sequences), one copy per run: most
+ * values are one run, and the logs' JSON records escape every value.
+ */
 void
 json_escape(struct buf *b, const char *s, size_t len)
 {
+	static const char hex[] = "0123456789abcdef";
 	const unsigned char *u = (const unsigned char *)s;
 	size_t i = 0;
 
 	buf_reserve(b, len + 2);
 	while (i < len) {
-		unsigned char c = u[i];
-		size_t n;
+		size_t start = i, n;
+		unsigned char c;
 
+		while (i < len) {
+			c = u[i];
+			if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+				i++;
+			else if (c >= 0x80 && (n = utf8_valid_len(&u[i], len - i)) > 0)
+				i += n;
+			else
+				break;
+		}
+		if (i > start)
+			buf_append(b, &u[start], i - start);
+		if (i == len)
+			break;
+		c = u[i++];
 		if (c == '"' || c == '\\') {
-			buf_append(b, "\\", 1);
-			buf_append(b, &u[i++], 1);
+			char esc[2] = { '\\', (char)c };
+
+			buf_append(b, esc, 2);
 		} else if (c == '\n') {
-			buf_appends(b, "\\n"); i++;
+			buf_append(b, "\\n", 2);
 		} else if (c == '\r') {
-			buf_appends(b, "\\r"); i++;
+			buf_append(b, "\\r", 2);
 		} else if (c == '\t') {
-			buf_appends(b, "\\t"); i++;
+			buf_append(b, "\\t", 2);
 		} else if (c < 0x20 || c == 0x7f) {
-			buf_appendf(b, "\\u%04x", c); i++;
-		} else if ((n = utf8_valid_len(&u[i], len - i)) == 0) {
-			/* Not UTF-8 (a stray Latin-1 byte, a cut sequence). */
-			buf_appends(b, "\xef\xbf\xbd"); i++;
+			char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+
+			buf_append(b, esc, 6);
 		} else {
-			buf_append(b, &u[i], n);
-			i += n;
+			/* Not UTF-8 (a stray Latin-1 byte, a cut sequence). */
+			buf_append(b, "\xef\xbf\xbd", 3);
 		}
 	}
 }

@@ -120,92 +120,205 @@ current_pid(void)
 	return (long)log_pid;
 }
 
-/* The whole line in one write(2): stderr is unbuffered, and lines from
- * several processes must not interleave mid-line. */
+/*
+ * A line is built in one pass into one buffer of its thread and written
+ * with one write(2): stderr is unbuffered, and lines from several
+ * processes must not interleave mid-line.  The buffers are kept from one
+ * line to the next (no allocation per line); the second is a nested line
+ * (logged while building one: an allocation failure's fatal()).
+ */
+static __thread struct buf line_bufs[2];
+static __thread int line_depth;
+static __thread bool line_registered;
+static pthread_key_t line_key;
+static pthread_once_t line_once = PTHREAD_ONCE_INIT;
+
+/* A thread that ends gives its buffers back (threadpool threads). */
 static void
-write_stderr(const struct buf *b)
+line_bufs_free(void *unused)
 {
-	size_t off = 0;
-
-	while (off < b->len) {
-		ssize_t n = write(STDERR_FILENO, b->data + off, b->len - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return;
-		off += (size_t)n;
-	}
+	(void)unused;
+	for (size_t i = 0; i < sizeof(line_bufs) / sizeof(line_bufs[0]); i++)
+		buf_free(&line_bufs[i]);
 }
 
-/* One line to the sink.  json: msg is a whole JSON object. */
 static void
-write_line(enum log_level level, const char *msg, bool json)
+line_key_make(void)
 {
-	struct buf line;
+	pthread_key_create(&line_key, line_bufs_free);
+}
 
-	if (log_sink == SINK_SYSLOG) {
-		if (json)
-			syslog(level_syslog[level], "%s", msg);
-		else
-			syslog(level_syslog[level], "%s: %s", log_role, msg);
-		return;
-	}
-	buf_init(&line);
-	if (log_sink == SINK_JOURNAL) {
-		/* sd-daemon(3) prefixes: the journal takes the priority from
-		 * "<N>" and adds its own time stamp. */
-		if (json)
-			buf_appendf(&line, "<%d>", level_syslog[level]);
-		else
-			buf_appendf(&line, "<%d>%s[%ld]: %s: ",
-			    level_syslog[level], log_role, current_pid(),
-			    level_names[level]);
-	} else if (!json) {
-		struct timeval tv;
+/* A line longer than this gives its memory back once written. */
+#define LINE_KEEP (64 * 1024)
+
+/*
+ * The time stamp down to the second, formatted once per second per
+ * thread: strftime() and the calendar conversion cost as much as the
+ * rest of a line.  A second is a second in local time too (time zones
+ * and DST change on whole seconds).
+ */
+struct stamp {
+	time_t sec;
+	size_t len;
+	char   text[32];
+};
+static __thread struct stamp stamp_utc = { .sec = -1 };
+static __thread struct stamp stamp_local = { .sec = -1 };
+
+static void
+append_stamp(struct buf *b, bool utc)
+{
+	struct stamp *st = utc ? &stamp_utc : &stamp_local;
+	struct timeval tv;
+	long ms;
+	char frac[4];
+
+	gettimeofday(&tv, NULL);
+	if (tv.tv_sec != st->sec) {
 		struct tm tm;
-		char stamp[32];
 
-		gettimeofday(&tv, NULL);
-		localtime_r(&tv.tv_sec, &tm);
-		strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", &tm);
-		buf_appendf(&line, "%s.%03ld %s[%ld] %s: ", stamp,
-		    (long)(tv.tv_usec / 1000), log_role, current_pid(),
-		    level_names[level]);
+		if (utc)
+			gmtime_r(&tv.tv_sec, &tm);
+		else
+			localtime_r(&tv.tv_sec, &tm);
+		st->len = strftime(st->text, sizeof(st->text),
+		    utc ? "%Y-%m-%dT%H:%M:%S" : "%Y-%m-%d %H:%M:%S", &tm);
+		st->sec = tv.tv_sec;
 	}
-	buf_appends(&line, msg);
-	buf_append(&line, "\n", 1);
-	write_stderr(&line);
-	buf_free(&line);
+	buf_append(b, st->text, st->len);
+	ms = (long)(tv.tv_usec / 1000);
+	frac[0] = '.';
+	frac[1] = (char)('0' + ms / 100);
+	frac[2] = (char)('0' + ms / 10 % 10);
+	frac[3] = (char)('0' + ms % 10);
+	buf_append(b, frac, 4);
 }
 
-/* The members every JSON line starts with. */
+/* Decimal digits without printf's format parsing. */
+static void
+append_num(struct buf *b, long long v)
+{
+	char tmp[24], *p = tmp + sizeof(tmp);
+	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v :
+	    (unsigned long long)v;
+
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u != 0);
+	if (v < 0)
+		*--p = '-';
+	buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
+/* The members every JSON line starts with, up to the pid. */
 static void
 json_head_named(struct buf *b, const char *level, const char *role)
 {
-	struct timeval tv;
-	struct tm tm;
-	char stamp[40];
-
-	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
-	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-	buf_appendf(b, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\","
-	    "\"role\":\"", stamp, (long)(tv.tv_usec / 1000), level);
+	buf_append(b, "{\"time\":\"", 9);
+	append_stamp(b, true);
+	buf_append(b, "Z\",\"level\":\"", 12);
+	buf_appends(b, level);
+	buf_append(b, "\",\"role\":\"", 10);
 	json_escape(b, role, strlen(role));
-	buf_appendf(b, "\",\"pid\":%ld", current_pid());
+	buf_append(b, "\",\"pid\":", 8);
+	append_num(b, current_pid());
 }
 
-static void
-json_head(struct buf *b, enum log_level level)
+/*
+ * The start of a line for the sink: its prefix (text), or the JSON
+ * object's first members; the caller appends the body, then line_end().
+ * NULL when lines nest deeper than line_bufs (the line is dropped).
+ */
+static struct buf *
+line_begin(enum log_level level, bool json)
 {
-	json_head_named(b, level_names[level], log_role);
+	struct buf *b;
+
+	if (line_depth >= (int)(sizeof(line_bufs) / sizeof(line_bufs[0])))
+		return NULL;
+	if (!line_registered) {
+		pthread_once(&line_once, line_key_make);
+		pthread_setspecific(line_key, &line_registered);
+		line_registered = true;
+	}
+	b = &line_bufs[line_depth++];
+	buf_reset(b);
+	buf_reserve(b, 256);
+	switch (log_sink) {
+	case SINK_SYSLOG:
+		if (!json) {
+			buf_appends(b, log_role);
+			buf_append(b, ": ", 2);
+		}
+		break;
+	case SINK_JOURNAL:
+		/* sd-daemon(3) prefixes: the journal takes the priority from
+		 * "<N>" and adds its own time stamp. */
+		buf_append(b, "<", 1);
+		append_num(b, level_syslog[level]);
+		buf_append(b, ">", 1);
+		if (!json) {
+			buf_appends(b, log_role);
+			buf_append(b, "[", 1);
+			append_num(b, current_pid());
+			buf_append(b, "]: ", 3);
+			buf_appends(b, level_names[level]);
+			buf_append(b, ": ", 2);
+		}
+		break;
+	case SINK_STDERR:
+		if (!json) {
+			append_stamp(b, false);
+			buf_append(b, " ", 1);
+			buf_appends(b, log_role);
+			buf_append(b, "[", 1);
+			append_num(b, current_pid());
+			buf_append(b, "] ", 2);
+			buf_appends(b, level_names[level]);
+			buf_append(b, ": ", 2);
+		}
+		break;
+	}
+	if (json)
+		json_head_named(b, level_names[level], log_role);
+	return b;
+}
+
+/* Close the line begun by line_begin() and hand it to the sink, once. */
+static void
+line_end(struct buf *b, enum log_level level, bool json)
+{
+	size_t off = 0;
+
+	if (json)
+		buf_append(b, "}", 1);
+	if (log_sink == SINK_SYSLOG) {
+		syslog(level_syslog[level], "%s", b->data);
+	} else {
+		buf_append(b, "\n", 1);
+		while (off < b->len) {
+			ssize_t n = write(STDERR_FILENO, b->data + off,
+			    b->len - off);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			off += (size_t)n;
+		}
+	}
+	if (b->cap > LINE_KEEP)
+		buf_free(b);
+	line_depth--;
 }
 
 static void
 log_vwrite(enum log_level level, const char *fmt, va_list ap, const char *suffix)
 {
 	char msg[2048];
+	bool json = log_format == LOG_FORMAT_JSON;
+	struct buf *b;
 	int n;
 
 	if (level > log_threshold)
@@ -215,19 +328,15 @@ log_vwrite(enum log_level level, const char *fmt, va_list ap, const char *suffix
 		return;
 	if (suffix != NULL && (size_t)n < sizeof(msg))
 		snprintf(msg + n, sizeof(msg) - (size_t)n, ": %s", suffix);
-	if (log_format == LOG_FORMAT_JSON) {
-		struct buf b;
-
-		buf_init(&b);
-		json_head(&b, level);
-		buf_appends(&b, ",\"msg\":\"");
-		json_escape(&b, msg, strlen(msg));
-		buf_appends(&b, "\"}");
-		write_line(level, b.data, true);
-		buf_free(&b);
+	if ((b = line_begin(level, json)) == NULL)
 		return;
-	}
-	write_line(level, msg, false);
+	if (json) {
+		buf_append(b, ",\"msg\":\"", 8);
+		json_escape(b, msg, strlen(msg));
+		buf_append(b, "\"", 1);
+	} else
+		buf_appends(b, msg);
+	line_end(b, level, json);
 }
 
 void
@@ -363,21 +472,34 @@ log_rec_path(struct log_rec *r, const char *key, const char *addr)
 void
 log_rec_num(struct log_rec *r, const char *key, long long v)
 {
-	char num[24];
-	int n = snprintf(num, sizeof(num), "%lld", v);
-
 	rec_key(r, key);
-	buf_append(&r->b, num, (size_t)n);
+	append_num(&r->b, v);
 }
 
+/* "%.3f" without printf: whole milliseconds, rounded. */
 void
 log_rec_secs(struct log_rec *r, const char *key, double secs)
 {
-	char num[32];
-	int n = snprintf(num, sizeof(num), "%.3f", secs < 0 ? 0.0 : secs);
+	long long ms;
+	char frac[4];
 
 	rec_key(r, key);
-	buf_append(&r->b, num, (size_t)n);
+	if (!(secs > 0))
+		secs = 0;
+	if (secs >= 1e15) {
+		char num[48];
+		int n = snprintf(num, sizeof(num), "%.3f", secs);
+
+		buf_append(&r->b, num, (size_t)n);
+		return;
+	}
+	ms = (long long)(secs * 1000.0 + 0.5);
+	append_num(&r->b, ms / 1000);
+	frac[0] = '.';
+	frac[1] = (char)('0' + ms / 100 % 10);
+	frac[2] = (char)('0' + ms / 10 % 10);
+	frac[3] = (char)('0' + ms % 10);
+	buf_append(&r->b, frac, 4);
 }
 
 /* "X.Y.Z" at s: a class digit, a dot, 1-3 digits, a dot, 1-3 digits
@@ -441,20 +563,13 @@ log_rec_syslog(struct log_rec *r, const char *ident, int priority)
 void
 log_fields_emit(enum log_level level, const char *fields, size_t len)
 {
-	struct buf line;
+	bool json = log_format == LOG_FORMAT_JSON;
+	struct buf *b;
 
-	if (level > log_threshold)
+	if (level > log_threshold || (b = line_begin(level, json)) == NULL)
 		return;
-	buf_init(&line);
-	if (log_format == LOG_FORMAT_JSON) {
-		json_head(&line, level);
-		buf_append(&line, fields, len);
-		buf_append(&line, "}", 1);
-	} else
-		buf_append(&line, fields, len);
-	write_line(level, line.data != NULL ? line.data : "",
-	    log_format == LOG_FORMAT_JSON);
-	buf_free(&line);
+	buf_append(b, fields, len);
+	line_end(b, level, json);
 }
 
 void

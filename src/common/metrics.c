@@ -96,6 +96,9 @@ static const struct family families[] = {
 	{ "mxgate_milter_outcomes_total", "counter",
 	  "Answers of the milters at each stage (all of a stage's milters "
 	  "together), by verdict." },
+	{ "mxgate_plugin_outcomes_total", "counter",
+	  "Verdicts of the C plugins at each stage (all of a stage's plugins "
+	  "together), by verdict." },
 	{ "mxgate_queue_committed_messages_total", "counter",
 	  "Messages committed by the queue process." },
 	{ "mxgate_process_starts_total", "counter",

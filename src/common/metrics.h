@@ -100,6 +100,10 @@
 	X(MILTER_ACCEPT, "mxgate_milter_outcomes_total", "verdict=\"accept\"") \
 	X(MILTER_DEFER, "mxgate_milter_outcomes_total", "verdict=\"defer\"") \
 	X(MILTER_REJECT, "mxgate_milter_outcomes_total", "verdict=\"reject\"") \
+	X(PLUGIN_CONTINUE, "mxgate_plugin_outcomes_total", "verdict=\"continue\"") \
+	X(PLUGIN_ACCEPT, "mxgate_plugin_outcomes_total", "verdict=\"accept\"") \
+	X(PLUGIN_DEFER, "mxgate_plugin_outcomes_total", "verdict=\"defer\"") \
+	X(PLUGIN_REJECT, "mxgate_plugin_outcomes_total", "verdict=\"reject\"") \
 	X(QUEUE_COMMITTED, "mxgate_queue_committed_messages_total", "") \
 	X(WORKER_STARTS, "mxgate_process_starts_total", "role=\"smtp\"") \
 	X(QUEUE_STARTS, "mxgate_process_starts_total", "role=\"queue\"")

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -127,6 +128,47 @@ delivery_set_pending(struct delivery_job *job, enum delivery_status status,
 	}
 }
 
+/*
+ * Contents up to this size are read into one buffer that the process
+ * keeps from job to job; larger ones are mapped.  Reading costs a copy;
+ * a mapping costs a page fault per page and, at munmap, a TLB flush on
+ * every CPU the process ran on: measured on a 2-CPU VM, the munmap of
+ * each 100 KB message was a third of the delivery process's CPU.
+ */
+#define DELIVERY_READ_MAX (1024 * 1024)
+
+static struct {
+	char  *data;
+	size_t cap;
+} readbuf;
+
+static const char *
+content_read(struct delivery_job *job)
+{
+	size_t off = 0;
+	ssize_t n;
+
+	if (readbuf.cap < job->content_len) {
+		free(readbuf.data);
+		readbuf.cap = job->content_len < 128 * 1024 ? 128 * 1024 :
+		    DELIVERY_READ_MAX;
+		readbuf.data = xmalloc(readbuf.cap);
+	}
+	while (off < job->content_len) {
+		n = pread(job->content_fd, readbuf.data + off,
+		    job->content_len - off, (off_t)off);
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			log_error("id=%s reading the message: %s", job->queue_id,
+			    n < 0 ? strerror(errno) : "short read");
+			return NULL;
+		}
+		off += (size_t)n;
+	}
+	return readbuf.data;
+}
+
 const char *
 delivery_content(struct delivery_job *job)
 {
@@ -136,6 +178,11 @@ delivery_content(struct delivery_job *job)
 		return job->content_map;
 	if (job->content_len == 0)
 		return "";
+	if (job->content_len <= DELIVERY_READ_MAX) {
+		if (job->content_read == NULL)
+			job->content_read = content_read(job);
+		return job->content_read;
+	}
 	p = mmap(NULL, job->content_len, PROT_READ, MAP_SHARED,
 	    job->content_fd, 0);
 	if (p == MAP_FAILED) {
@@ -145,6 +192,15 @@ delivery_content(struct delivery_job *job)
 	}
 	job->content_map = p;
 	return p;
+}
+
+void
+delivery_content_release(struct delivery_job *job)
+{
+	if (job->content_map != NULL)
+		munmap(job->content_map, job->content_len);
+	job->content_map = NULL;
+	job->content_read = NULL;
 }
 
 const char *delivery_start_dir;

@@ -149,8 +149,10 @@ struct delivery_job {
 	 * log's delays: connecting before it, transfer after it. */
 	uint64_t    connected_us;
 
-	/* Private to delivery.c (the mapping delivery_content() made). */
+	/* Private to delivery.c (what delivery_content() made: a mapping,
+	 * or the content read into the process's buffer). */
 	void       *content_map;
+	const char *content_read;
 };
 
 /*
@@ -211,9 +213,13 @@ void delivery_set_pending(struct delivery_job *job,
     enum delivery_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* The content, mapped read-only (content_len bytes, not NUL-terminated),
- * valid until the job ends; NULL (logged) if it cannot be mapped. */
+/* The content (content_len bytes, not NUL-terminated, read-only), valid
+ * until delivery_content_release(): read into a buffer the process
+ * reuses from job to job, or mapped when large; NULL (logged) if it
+ * cannot be read. */
 const char *delivery_content(struct delivery_job *job);
+/* The end of the job: its content goes (the buffer stays, for the next). */
+void delivery_content_release(struct delivery_job *job);
 
 /*
  * The directory mxgated was started from, when the delivery process

@@ -228,12 +228,32 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 	    "4.3.0 delivery failed (see the log)" :
 	    "4.3.0 the handler gave no outcome");
 	report_job(index, &job, started, monotonic_us());
-	if (job.content_map != NULL)
-		munmap(job.content_map, job.content_len);
+	delivery_content_release(&job);
 	ok = true;
 out:
 	job_free(&job, addrs);
 	return ok;
+}
+
+/* All of len bytes of fd from its start: 0, or -1 with errno. */
+static int
+read_all(int fd, char *p, size_t len)
+{
+	size_t off = 0;
+	ssize_t n;
+
+	while (off < len) {
+		n = pread(fd, p + off, len - off, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			return -1;
+		}
+		off += (size_t)n;
+	}
+	return 0;
 }
 
 /* Deliver the jobs of one batch (fds[0]: the jobs, then the contents),
@@ -244,14 +264,18 @@ run_batch(const struct mxconf *conf, int *fds, int nfds)
 	struct spawn_report done;
 	struct reader rd;
 	struct stat st;
-	char *jobs;
+	static struct buf jobs;
 
-	if (fstat(fds[0], &st) < 0 || st.st_size <= 0)
+	/* Read, not mapped: a munmap per batch is a TLB flush on every CPU
+	 * (delivery.c). */
+	if (fstat(fds[0], &st) < 0 || st.st_size <= 0 ||
+	    (uint64_t)st.st_size > SIZE_MAX / 2)
 		fatal("the jobs");
-	jobs = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fds[0], 0);
-	if (jobs == MAP_FAILED)
-		fatal("mapping the jobs");
-	rd.p = jobs;
+	buf_reset(&jobs);
+	buf_reserve(&jobs, (size_t)st.st_size);
+	if (read_all(fds[0], jobs.data, (size_t)st.st_size) < 0)
+		fatal("reading the jobs");
+	rd.p = jobs.data;
 	rd.left = (size_t)st.st_size;
 	rd.bad = false;
 	if (get_u32(&rd) != SPAWN_MAGIC)
@@ -260,7 +284,6 @@ run_batch(const struct mxconf *conf, int *fds, int nfds)
 		if (!run_one(&rd, conf, fds, nfds))
 			fatalx("malformed jobs");
 	}
-	munmap(jobs, (size_t)st.st_size);
 	for (int i = 0; i < nfds; i++)
 		close(fds[i]);
 	/* Addresses that failed in this batch may answer the next one. */

@@ -194,6 +194,7 @@ space_check(bool full)
 		return;
 	}
 	avail = (uint64_t)st.f_bavail * st.f_frsize;
+	queue_db_wal_budget(q.db, avail);
 	usable = avail > q.conf->queue_min_free && !full ?
 	    avail - q.conf->queue_min_free : 0;
 	diff = usable > q.usable ? usable - q.usable : q.usable - usable;

@@ -72,6 +72,9 @@ int queue_db_rollback(struct queue_db *db);
 /* The last failure since queue_db_begin() was a full file system: the
  * batch can be refused (452 4.3.1) and the connection goes on. */
 bool queue_db_out_of_space(const struct queue_db *db);
+/* The queue's file system has free_bytes free: how large the WAL may
+ * grow between two checkpoints (queue_db.c), at each measure. */
+void queue_db_wal_budget(struct queue_db *db, uint64_t free_bytes);
 
 /*
  * Insert one message (envelope, content, recipients and the history rows

@@ -32,6 +32,7 @@ struct queue_db {
 	sqlite3_stmt *stmt[QDB_INSERT_STMTS];
 	sqlite3_stmt *dstmt[QDB_DELIVERY_STMTS];   /* NULL until prepared */
 	bool          history;          /* show_* read the history tables */
+	unsigned      wal_pages;        /* queue_db_wal_budget(); 0: default */
 	char          err[256];         /* the last failure: queue_db_error() */
 	int           err_code;         /* its SQLite code: queue_db_error_kind() */
 };

@@ -776,6 +776,9 @@ step_plugins(struct hooks_session *h, struct policy_answer *a)
 	ms.headers_truncated = v->headers_truncated;
 	ms.message_size = v->size;
 	plugins_run(h->plugins, stage_hook(h->stage), &ms, a);
+	metrics_inc(a->verdict == POLICY_ACCEPT ? MC_PLUGIN_ACCEPT :
+	    a->verdict == POLICY_REJECT ? MC_PLUGIN_REJECT :
+	    a->verdict == POLICY_TEMPFAIL ? MC_PLUGIN_DEFER : MC_PLUGIN_CONTINUE);
 	return GO_ON;
 }
 

@@ -444,3 +444,191 @@ def test_milter_outcomes_counted(daemon_factory):
     finally:
         for p in procs:
             p.stop()
+
+
+# ---------------------------------------------------------------------------
+# SPF results, policy and plugin verdicts: in a private network namespace
+# (netns.py) whose DNS server gives each SPF result, with clients that
+# have addresses of their own (as test_sender_auth.py and
+# test_policy_checks.py run them); the numbers scraped are exact.
+
+NS_SERVER = "192.0.2.1"
+NS_CLIENT = "198.51.100.20"       # the one pass.example allows
+NS_OTHER = "198.51.100.66"
+NS_ZONE = {
+    "pass.example": {"TXT": ["v=spf1 ip4:198.51.100.20 -all"]},
+    "fail.example": {"TXT": ["v=spf1 ip4:192.0.2.99 -all"]},
+    "soft.example": {"TXT": ["v=spf1 ip4:192.0.2.99 ~all"]},
+    "neutral.example": {"TXT": ["v=spf1 ?all"]},
+    "nospf.example": {"TXT": ["just some text"]},
+    "servfail.example": {"servfail": True},
+    "syntax.example": {"TXT": ["v=spf1 ip4:198.51.100.20 foo:bar -all"]},
+}
+NS_PORTS = iter(range(2700, 2800))
+
+
+@pytest.fixture(scope="module")
+def spf_ns():
+    from netns import NetNS, can_unshare
+    if not can_unshare():
+        pytest.skip("needs root and unshare(1)")
+    with NetNS([NS_SERVER, NS_CLIENT, NS_OTHER], NS_ZONE) as n:
+        yield n
+
+
+@pytest.fixture
+def ns_start(request, spf_ns, daemon_factory):
+    """ns_start(**sections) -> a daemon in the namespace with its
+    exporter on 127.0.0.1 there (d.mport), and scrape(d) from inside."""
+    from conftest import default_settings, merge_settings
+    from netns import NetnsDaemon
+    started = request.node._mxgate_daemons
+
+    def go(**sections):
+        dirpath = tempfile.mkdtemp(prefix="mxgate-it-", dir="/tmp")
+        os.chmod(dirpath, 0o755)
+        port, mport = next(NS_PORTS), next(NS_PORTS)
+        settings = merge_settings(default_settings(dirpath, port), {
+            "listen": [{"address": NS_SERVER, "port": port, "role": "mx"}],
+            "accept_domains": None, "upstreams": None,
+            "metrics": {"listen": "127.0.0.1:%d" % mport},
+            "spf": {"timeout": 5},
+            "routes": [
+                {"name": "spf", "rcpt": r"@spf\.test$",
+                 "sender_auth": ["spf"], "action": "discard"},
+                {"name": "open", "rcpt": r"@open\.test$",
+                 "action": "discard"}],
+        })
+        d = NetnsDaemon(spf_ns, dirpath, merge_settings(settings, sections),
+                        NS_SERVER, source=NS_CLIENT)
+        d.mport = mport
+        started.append(d)
+        d.start()
+        wait_for(lambda: ns_up(d), 10.0)
+        return d
+
+    return go
+
+
+def ns_up(d):
+    with d.ns.entered():
+        return _up(d.mport)
+
+
+def ns_scrape(d):
+    with d.ns.entered():
+        return scrape(d.mport)
+
+
+def diff(after, before):
+    return {k: v - before.get(k, 0) for k, v in after.items()}
+
+
+def test_spf_and_policy_outcomes_counted(ns_start):
+    """Each SPF result the namespace's DNS gives, once per (sender,
+    HELO) of a session and whatever the verdict made of it; the policy
+    service's answers at RCPT: OK, REJECT, DEFER and DUNNO, and none for
+    recipients refused before it is asked."""
+    from test_policy_checks import PolicyServer
+    sockdir = tempfile.mkdtemp(prefix="mxgate-policy-", dir="/tmp")
+    os.chmod(sockdir, 0o755)
+    policy = PolicyServer(unix_dir=sockdir)
+    policy.answers.update({"ok": "OK", "no": "REJECT", "later": "DEFER"})
+    try:
+        d = ns_start(policy={"service": policy.service})
+        base = ns_scrape(d)
+        with d.raw() as c:
+            assert c.line().startswith("220")
+            assert c.cmd("EHLO client.example").startswith("250")
+            assert c.cmd("MAIL FROM:<u@pass.example>").startswith("250")
+            for local, reply in (("ok", "250 "), ("no", "554 "),
+                                 ("later", "450 "), ("fine", "250 ")):
+                line = c.cmd("RCPT TO:<%s@spf.test>" % local, timeout=20)
+                assert line.startswith(reply), (local, line)
+            # the same sender again: the session's SPF result, cached
+            assert c.cmd("RSET").startswith("250")
+            assert c.cmd("MAIL FROM:<u@pass.example>").startswith("250")
+            assert c.cmd("RCPT TO:<again@spf.test>",
+                         timeout=20).startswith("250 ")
+            assert c.cmd("QUIT").startswith("221")
+        expect_spf = {"pass": 2}
+        for domain, result, reply in (
+                ("pass", "pass", "250 "), ("fail", "fail", "550 "),
+                ("soft", "softfail", "550 "), ("neutral", "neutral", "550 "),
+                ("nospf", "none", "550 "), ("servfail", "temperror", "451 "),
+                ("syntax", "permerror", "550 ")):
+            with d.raw() as c:
+                assert c.line().startswith("220")
+                assert c.cmd("EHLO client.example").startswith("250")
+                assert c.cmd("MAIL FROM:<u@%s.example>" %
+                             domain).startswith("250")
+                line = c.cmd("RCPT TO:<x@spf.test>", timeout=20)
+                assert line.startswith(reply), (domain, line)
+                assert c.cmd("QUIT").startswith("221")
+            if domain != "pass":
+                expect_spf[result] = 1
+        m = diff(ns_scrape(d), base)
+        for result in ("pass", "fail", "softfail", "neutral", "none",
+                       "temperror", "permerror"):
+            assert m['mxgate_spf_results_total{result="%s"}' % result] == \
+                expect_spf[result], (result, m)
+        # the refusals by SPF came before the policy service: not asked
+        assert len([r for r in policy.requests
+                    if r.get("client_address") == NS_CLIENT]) == 6
+        assert m['mxgate_policy_outcomes_total{verdict="accept"}'] == 1
+        assert m['mxgate_policy_outcomes_total{verdict="reject"}'] == 1
+        assert m['mxgate_policy_outcomes_total{verdict="defer"}'] == 1
+        assert m['mxgate_policy_outcomes_total{verdict="continue"}'] == 3
+        assert m['mxgate_recipients_rejected_total{reason="check"}'] == 8
+        assert m["mxgate_recipients_accepted_total"] == 4
+        # no plugin loaded: none counted
+        assert all(v == 0 for k, v in m.items()
+                   if k.startswith("mxgate_plugin_outcomes_total"))
+    finally:
+        policy.close()
+
+
+def test_plugin_outcomes_counted(ns_start):
+    """The C plugins' verdicts (contrib/plugins/example.c), one per
+    stage a plugin was asked about: a refused client, a trusted HELO, a
+    refused sender and recipient, a deferred message, and the stages
+    they let through."""
+    from test_policy_checks import example_plugin
+    d = ns_start(plugins=[{"path": example_plugin(), "args":
+                           "prefix=blocked- refuse_client=%s "
+                           "refuse_sender=spam@pass.example "
+                           "defer_sender=bulk@pass.example "
+                           "trust_helo=friend.example" % NS_OTHER}])
+    base = ns_scrape(d)
+    with d.raw(source=NS_OTHER) as c:             # connect: reject
+        assert c.line().startswith("554 5.7.1")
+        assert c.cmd("QUIT").startswith("221")
+    with d.raw() as c:                            # connect: continue
+        assert c.line().startswith("220")
+        # helo: accept (the session's later checks are skipped)
+        assert c.cmd("EHLO friend.example").startswith("250")
+        assert c.cmd("QUIT").startswith("221")
+    with d.raw() as c:                            # connect: continue
+        assert c.line().startswith("220")
+        assert c.cmd("EHLO client.example").startswith("250")   # continue
+        assert c.cmd("MAIL FROM:<spam@pass.example>").startswith("550")
+        assert c.cmd("MAIL FROM:<bulk@pass.example>").startswith("250")
+        assert c.cmd("RCPT TO:<blocked-x@open.test>").startswith("550")
+        assert c.cmd("RCPT TO:<bob@open.test>").startswith("250")
+        assert c.cmd("DATA").startswith("451")                  # defer
+        assert c.cmd("RSET").startswith("250")
+        assert c.cmd("MAIL FROM:<a@pass.example>").startswith("250")
+        assert c.cmd("RCPT TO:<bob@open.test>").startswith("250")
+        assert c.cmd("DATA").startswith("354")                  # continue
+        c.send("Subject: counted\r\n\r\nbody\r\n.\r\n")         # continue
+        assert c.line(timeout=20).startswith("250")
+        assert c.cmd("QUIT").startswith("221")
+    m = diff(ns_scrape(d), base)
+    assert m['mxgate_plugin_outcomes_total{verdict="reject"}'] == 3
+    assert m['mxgate_plugin_outcomes_total{verdict="accept"}'] == 1
+    assert m['mxgate_plugin_outcomes_total{verdict="defer"}'] == 1
+    # connect twice, then helo, mail, rcpt, mail, rcpt, data, message
+    assert m['mxgate_plugin_outcomes_total{verdict="continue"}'] == 9
+    assert m["mxgate_messages_accepted_total"] == 1
+    assert all(v == 0 for k, v in m.items()
+               if k.startswith("mxgate_policy_outcomes_total"))

@@ -103,12 +103,38 @@ job_init(struct test_job *t, const char *action, const char *params,
 static void
 job_free(struct test_job *t)
 {
-	if (t->job.content_map != NULL)
-		munmap(t->job.content_map, t->job.content_len);
+	delivery_content_release(&t->job);
 	close(t->job.content_fd);
 }
 
 static const char *const one_rcpt[] = { "bob@example.com", NULL };
+
+/* delivery_content(): a small content read into the process's buffer,
+ * reused by the next job (and the first job's copy is not kept past
+ * its release); a content over 1 MB mapped; each exactly as stored. */
+static void
+test_content_read_and_mapped(void)
+{
+	static const size_t sizes[] = { 100 * 1024, 4000, 3 * 1024 * 1024 };
+	struct test_job t;
+
+	for (size_t k = 0; k < ARRAY_LEN(sizes); k++) {
+		char *data = xmalloc(sizes[k]);
+		const char *got;
+
+		for (size_t i = 0; i < sizes[k]; i++)
+			data[i] = (char)('a' + (i * 7 + k) % 26);
+		job_init(&t, "discard", "{}", data, sizes[k], one_rcpt);
+		got = delivery_content(&t.job);
+		CHECK(got != NULL && memcmp(got, data, sizes[k]) == 0);
+		/* The same pointer for the job's second call. */
+		CHECK(delivery_content(&t.job) == got);
+		CHECK((t.job.content_map != NULL) == (sizes[k] > 1024 * 1024));
+		job_free(&t);
+		CHECK(t.job.content_map == NULL && t.job.content_read == NULL);
+		free(data);
+	}
+}
 static const char simple_msg[] =
     "Received: from client.example\r\n"
     "Subject: hello\r\n"
@@ -1088,6 +1114,7 @@ main(void)
 	/* as in a delivery child (delivery.h) */
 	signal(SIGPIPE, SIG_IGN);
 
+	RUN(test_content_read_and_mapped);
 	RUN(test_maildir_name);
 	RUN(test_crlf_and_header);
 	RUN(test_pipe_env);

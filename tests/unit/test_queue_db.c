@@ -16,6 +16,7 @@
 #include "common/envelope.h"
 #include "common/log.h"
 #include "queue/queue_db.h"
+#include "queue/queue_db_private.h"
 #include "queue/queue_vfs.h"
 #include "common/util.h"
 #include "unit.h"
@@ -899,6 +900,31 @@ test_queue_vfs_rollback(void)
 	remove_db(path);
 }
 
+/* The WAL between two checkpoints: a quarter of the free space, from
+ * SQLite's 1000 pages up to 16384, changed in steps. */
+static void
+test_wal_budget(void)
+{
+	struct queue_db *db;
+
+	new_path();
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	CHECK_H(db->h, "PRAGMA wal_autocheckpoint", "1000");
+	queue_db_wal_budget(db, (uint64_t)1 << 40);
+	CHECK_H(db->h, "PRAGMA wal_autocheckpoint", "16384");
+	queue_db_wal_budget(db, 40ULL << 20);
+	CHECK_H(db->h, "PRAGMA wal_autocheckpoint", "2560");
+	queue_db_wal_budget(db, 41ULL << 20);
+	CHECK_H(db->h, "PRAGMA wal_autocheckpoint", "2560");
+	queue_db_wal_budget(db, 6ULL << 20);
+	CHECK_H(db->h, "PRAGMA wal_autocheckpoint", "1000");
+	queue_db_close(db);
+	remove_db(path);
+}
+
 /*
  * tls_results (TLS-RPT counts per UTC day) are purged by day:
  * queue_db_tls_purge(before) forgets the days before before's, keeps
@@ -969,6 +995,7 @@ main(void)
 	RUN(test_refusals);
 	RUN(test_queue_vfs);
 	RUN(test_queue_vfs_rollback);
+	RUN(test_wal_budget);
 	RUN(test_tls_results_purge);
 	rc = unit_done();
 	rmdir(dir);
