@@ -215,6 +215,27 @@ json_null(struct json_writer *w)
 	buf_appends(w->b, "null");
 }
 
+void
+json_member_string(struct json_writer *w, const char *key, const char *s)
+{
+	json_key(w, key);
+	json_string(w, s);
+}
+
+void
+json_member_int(struct json_writer *w, const char *key, long long v)
+{
+	json_key(w, key);
+	json_int(w, v);
+}
+
+void
+json_member_bool(struct json_writer *w, const char *key, bool v)
+{
+	json_key(w, key);
+	json_bool(w, v);
+}
+
 /* ---- reader ---- */
 
 struct parser {

@@ -46,6 +46,11 @@ void json_stringn(struct json_writer *w, const char *s, size_t len);
 void json_int(struct json_writer *w, long long v);
 void json_bool(struct json_writer *w, bool v);
 void json_null(struct json_writer *w);
+/* A member of the object being written: json_key(), then the value. */
+void json_member_string(struct json_writer *w, const char *key,
+    const char *s);
+void json_member_int(struct json_writer *w, const char *key, long long v);
+void json_member_bool(struct json_writer *w, const char *key, bool v);
 /* A value already in JSON form (built by another writer). */
 void json_raw(struct json_writer *w, const char *json, size_t len);
 /* Start a string value whose content the caller appends to w->b with

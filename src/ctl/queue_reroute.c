@@ -8,6 +8,7 @@
 
 #include "common/addr.h"
 #include "common/util.h"
+#include "ctl/ctl.h"
 #include "ctl/queue_reroute.h"
 #include "ctl/queue_select.h"
 #include "smtp/route.h"
@@ -308,6 +309,10 @@ queue_reroute_main(const struct mxconf *conf, struct queue_db *db,
     struct reroute_done *done)
 {
 	struct rr_opts o = { who, false, NULL };
+	bool bounce = false;
+	struct ctl_opt opts[] = { { "--dry-run", &o.dry_run, NULL },
+	    { "--bounce-refused", &bounce, NULL }, CTL_OPT_END };
+	struct ctl_args a = { .opts = opts };
 	struct ctl_select sel;
 	int r;
 
@@ -315,19 +320,12 @@ queue_reroute_main(const struct mxconf *conf, struct queue_db *db,
 		ctl_select_free(&sel);
 		return r == -2 ? 1 : 2;
 	}
-	for (int i = 0; i < sel.nrest; i++) {
-		if (strcmp(sel.rest[i], "--dry-run") == 0)
-			o.dry_run = true;
-		else if (strcmp(sel.rest[i], "--bounce-refused") == 0 &&
-		    rb != NULL)
-			o.bounce = rb;
-		else {
-			fprintf(stderr, "mxgatectl: queue reroute: unknown"
-			    " option %s\n", sel.rest[i]);
-			ctl_select_free(&sel);
-			return 2;
-		}
+	if (ctl_args_parse(&a, sel.nrest, sel.rest) < 0) {
+		fprintf(stderr, "mxgatectl: queue reroute: %s\n", a.err);
+		ctl_select_free(&sel);
+		return 2;
 	}
+	o.bounce = bounce ? rb : NULL;
 	memset(done, 0, sizeof(*done));
 	r = reroute_all(conf, db, &o, &sel, done);
 	ctl_select_free(&sel);

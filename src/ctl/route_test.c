@@ -18,8 +18,8 @@
 #include "smtp/route.h"
 #include "ctl/route_test.h"
 #include "common/util.h"
+#include "ctl/ctl.h"
 
-#define EXIT_USAGE      2
 #define MAX_WORDS       64
 #define TEST_QUEUE_ID   "00000000000TEST0"
 
@@ -45,42 +45,22 @@ static int
 input_parse(int argc, char **argv, struct rt_input *in, char *err,
     size_t errsize)
 {
-	const char **val;
-	int i;
+	struct ctl_opt opts[] = {
+		{ "--from", NULL, &in->from }, { "--ip", NULL, &in->ip },
+		{ "--helo", NULL, &in->helo }, { "--auth", NULL, &in->auth },
+		{ "--tls", &in->tls, NULL }, CTL_OPT_END
+	};
+	/* A recipient may start with '-': only "--" words are options. */
+	struct ctl_args a = { .opts = opts, .words = &in->rcpt,
+	    .maxwords = 1, .word = "recipient", .dash_words = true };
 
 	memset(in, 0, sizeof(*in));
 	in->from = "";
 	in->ip = "192.0.2.1";
 	in->helo = "client.example";
-	for (i = 0; i < argc; i++) {
-		val = NULL;
-		if (strcmp(argv[i], "--from") == 0)
-			val = &in->from;
-		else if (strcmp(argv[i], "--ip") == 0)
-			val = &in->ip;
-		else if (strcmp(argv[i], "--helo") == 0)
-			val = &in->helo;
-		else if (strcmp(argv[i], "--auth") == 0)
-			val = &in->auth;
-		else if (strcmp(argv[i], "--tls") == 0)
-			in->tls = true;
-		else if (argv[i][0] == '-' && argv[i][1] == '-') {
-			snprintf(err, errsize, "unknown option %s", argv[i]);
-			return -1;
-		} else if (in->rcpt != NULL) {
-			snprintf(err, errsize, "one recipient only (got %s "
-			    "and %s)", in->rcpt, argv[i]);
-			return -1;
-		} else
-			in->rcpt = argv[i];
-		if (val != NULL) {
-			if (++i == argc) {
-				snprintf(err, errsize, "%s needs a value",
-				    argv[i - 1]);
-				return -1;
-			}
-			*val = argv[i];
-		}
+	if (ctl_args_parse(&a, argc, argv) < 0) {
+		snprintf(err, errsize, "%s", a.err);
+		return -1;
 	}
 	if (in->rcpt == NULL) {
 		snprintf(err, errsize, "no recipient");

@@ -56,8 +56,7 @@ policy_object(struct json_writer *w, const struct row *r)
 
 	json_key(w, "policy");
 	json_begin_object(w);
-	json_key(w, "policy-type");
-	json_string(w, r->policy_type);
+	json_member_string(w, "policy-type", r->policy_type);
 	json_key(w, "policy-string");
 	json_begin_array(w);
 	for (p = r->policy; *p != '\0'; p = *nl != '\0' ? nl + 1 : nl) {
@@ -65,8 +64,7 @@ policy_object(struct json_writer *w, const struct row *r)
 		json_stringn(w, p, (size_t)(nl - p));
 	}
 	json_end_array(w);
-	json_key(w, "policy-domain");
-	json_string(w, r->domain);
+	json_member_string(w, "policy-domain", r->domain);
 	if (strcmp(r->policy_type, "sts") == 0) {
 		json_key(w, "mx-host");
 		json_begin_array(w);
@@ -99,10 +97,8 @@ policy_entry(struct json_writer *w, const struct row *v, size_t from,
 	policy_object(w, &v[from]);
 	json_key(w, "summary");
 	json_begin_object(w);
-	json_key(w, "total-successful-session-count");
-	json_int(w, ok);
-	json_key(w, "total-failure-session-count");
-	json_int(w, failed);
+	json_member_int(w, "total-successful-session-count", ok);
+	json_member_int(w, "total-failure-session-count", failed);
 	json_end_object(w);
 	if (failed > 0) {
 		json_key(w, "failure-details");
@@ -111,22 +107,21 @@ policy_entry(struct json_writer *w, const struct row *v, size_t from,
 			if (v[i].result_type[0] == '\0')
 				continue;
 			json_begin_object(w);
-			json_key(w, "result-type");
-			json_string(w, v[i].result_type);
+			json_member_string(w, "result-type", v[i].result_type);
 			if (v[i].sending_ip[0] != '\0') {
-				json_key(w, "sending-mta-ip");
-				json_string(w, v[i].sending_ip);
+				json_member_string(w, "sending-mta-ip",
+				    v[i].sending_ip);
 			}
 			if (v[i].mx_host[0] != '\0') {
-				json_key(w, "receiving-mx-hostname");
-				json_string(w, v[i].mx_host);
+				json_member_string(w, "receiving-mx-hostname",
+				    v[i].mx_host);
 			}
 			if (v[i].receiving_ip[0] != '\0') {
-				json_key(w, "receiving-ip");
-				json_string(w, v[i].receiving_ip);
+				json_member_string(w, "receiving-ip",
+				    v[i].receiving_ip);
 			}
-			json_key(w, "failed-session-count");
-			json_int(w, v[i].sessions);
+			json_member_int(w, "failed-session-count",
+			    v[i].sessions);
 			json_end_object(w);
 		}
 		json_end_array(w);
@@ -147,26 +142,21 @@ domain_report(FILE *out, const char *day, const char *hostname,
 	buf_init(&t);
 	json_writer_init(&w, &b);
 	json_begin_object(&w);
-	json_key(&w, "organization-name");
-	json_string(&w, hostname);
+	json_member_string(&w, "organization-name", hostname);
 	json_key(&w, "date-range");
 	json_begin_object(&w);
 	buf_appendf(&t, "%sT00:00:00Z", day);
-	json_key(&w, "start-datetime");
-	json_string(&w, t.data);
+	json_member_string(&w, "start-datetime", t.data);
 	buf_reset(&t);
 	buf_appendf(&t, "%sT23:59:59Z", day);
-	json_key(&w, "end-datetime");
-	json_string(&w, t.data);
+	json_member_string(&w, "end-datetime", t.data);
 	json_end_object(&w);
 	buf_reset(&t);
 	buf_appendf(&t, "postmaster@%s", hostname);
-	json_key(&w, "contact-info");
-	json_string(&w, t.data);
+	json_member_string(&w, "contact-info", t.data);
 	buf_reset(&t);
 	buf_appendf(&t, "%s_%s@%s", day, v[from].domain, hostname);
-	json_key(&w, "report-id");
-	json_string(&w, t.data);
+	json_member_string(&w, "report-id", t.data);
 	json_key(&w, "policies");
 	json_begin_array(&w);
 	for (start = from, i = from + 1; i <= to; i++) {

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "delivery/dane.h"
-#include "delivery/dns_answer.h"
+#include "common/dns_answer.h"
 
 #ifndef ns_t_tlsa
 #define ns_t_tlsa 52

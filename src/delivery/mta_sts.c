@@ -16,7 +16,7 @@
 
 #include "common/log.h"
 #include "delivery/mta_sts.h"
-#include "delivery/dns_answer.h"
+#include "common/dns_answer.h"
 
 const char *const sts_mode_names[] = { "none", "testing", "enforce", NULL };
 

@@ -33,7 +33,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "delivery/dane.h"
-#include "delivery/dns_answer.h"
+#include "common/dns_answer.h"
 #include "delivery/mime7bit.h"
 #include "delivery/mta_sts.h"
 #include "delivery/relay.h"

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "smtp/dnsbl.h"
+#include "common/dns_answer.h"
 #include "common/log.h"
 #include "common/threadpool.h"
 #include "common/util.h"
@@ -289,27 +290,24 @@ resolver_free(void *state)
 	}
 }
 
-/* The first A record of the answer that the site's filter accepts. */
-static enum dnsbl_result
-read_answer(struct dnsbl_job *j, const unsigned char *buf, int len)
+enum dnsbl_result
+dnsbl_read_answer(const struct dnsbl_site *site, const unsigned char *msg,
+    int len, char *answer, size_t size)
 {
-	ns_msg msg;
-	ns_rr rr;
+	struct dns_answer a;
+	struct dns_rr rr;
+	int rc;
 
-	if (ns_initparse(buf, len, &msg) < 0)
+	if (dns_answer_open(&a, msg, len) == -1)
 		return DNSBL_FAILED;
-	for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
-		if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
-			return DNSBL_FAILED;
-		if (ns_rr_type(rr) != ns_t_a || ns_rr_rdlen(rr) != 4)
+	while ((rc = dns_answer_next(&a, &rr)) == 1) {
+		if (rr.type != ns_t_a || rr.rdlen != 4 ||
+		    !dnsbl_site_matches(site, rr.rdata))
 			continue;
-		if (dnsbl_site_matches(j->site, ns_rr_rdata(rr))) {
-			inet_ntop(AF_INET, ns_rr_rdata(rr), j->answer,
-			    sizeof(j->answer));
-			return DNSBL_LISTED;
-		}
+		inet_ntop(AF_INET, rr.rdata, answer, (socklen_t)size);
+		return DNSBL_LISTED;
 	}
-	return DNSBL_NOT_LISTED;
+	return rc == -1 ? DNSBL_FAILED : DNSBL_NOT_LISTED;
 }
 
 static void
@@ -325,7 +323,9 @@ lookup_run(struct threadpool_job *tp, void *state)
 		return;
 	len = res_nquery(rs, j->name, ns_c_in, ns_t_a, buf, sizeof(buf));
 	if (len >= 0) {
-		j->result = read_answer(j, buf, len);
+		/* The length of a truncated answer is the whole one's. */
+		j->result = dnsbl_read_answer(j->site, buf, len < (int)sizeof(buf)
+		    ? len : (int)sizeof(buf), j->answer, sizeof(j->answer));
 		return;
 	}
 	/* NXDOMAIN and NODATA: not listed; anything else failed. */

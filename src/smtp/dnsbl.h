@@ -70,6 +70,12 @@ enum dnsbl_result {
 typedef void (*dnsbl_done_fn)(void *ctx, enum dnsbl_result r,
     const char *answer);
 
+/* A DNS reply (msg, len bytes) to a site's A query (dns_answer.h): LISTED
+ * with the first A record the site's filter accepts in answer (dotted,
+ * size >= INET_ADDRSTRLEN), NOT_LISTED, or FAILED when malformed. */
+enum dnsbl_result dnsbl_read_answer(const struct dnsbl_site *site,
+    const unsigned char *msg, int len, char *answer, size_t size);
+
 struct dnsbl_pool;
 
 /* NULL with errno set when the threads cannot start. */

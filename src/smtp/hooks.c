@@ -310,9 +310,8 @@ struct hooks_session {
 	size_t      nmasks;
 	uint64_t    policy_id;
 	struct policy_client *policy_client;  /* policy_id's */
-	bool        policy_answered;
-	/* the service's answer, between its arrival and its step: made
-	 * then (1.7 KB that idle sessions need not carry) */
+	/* the service's answer, between its arrival and its step (NULL:
+	 * none yet): answer_keep() */
 	struct policy_answer *policy_answer;
 	/* rcpt: the route's named policy service (NULL: the global one)
 	 * and the milters of its routes */
@@ -323,7 +322,6 @@ struct hooks_session {
 	/* milters (NULL: none configured) */
 	struct milter_session *milters;
 	bool        milter_running;
-	bool        milter_answered;
 	/* as policy_answer: only between the milters' answer and its step */
 	struct policy_answer *milter_answer;
 	/* PREPEND answers: of the session (CONNECT, HELO), and of the
@@ -782,16 +780,44 @@ step_plugins(struct hooks_session *h, struct policy_answer *a)
 	return GO_ON;
 }
 
+/*
+ * An answer of the policy service or the milters that came while its
+ * step waited, kept until the step runs again: made then (1.7 KB that
+ * idle sessions need not carry).  answer_take(): true with the answer
+ * in a (and the slot emptied), false when none came.
+ */
+static void
+answer_keep(struct policy_answer **slot, const struct policy_answer *a)
+{
+	if (*slot == NULL)
+		*slot = xmalloc(sizeof(**slot));
+	**slot = *a;
+}
+
+static void
+answer_drop(struct policy_answer **slot)
+{
+	free(*slot);
+	*slot = NULL;
+}
+
+static bool
+answer_take(struct policy_answer **slot, struct policy_answer *a)
+{
+	if (*slot == NULL)
+		return false;
+	*a = **slot;
+	answer_drop(slot);
+	return true;
+}
+
 static void
 policy_done(void *ctx, const struct policy_answer *a)
 {
 	struct hooks_session *h = ctx;
 
 	h->policy_id = 0;
-	h->policy_answered = true;
-	if (h->policy_answer == NULL)
-		h->policy_answer = xmalloc(sizeof(*h->policy_answer));
-	*h->policy_answer = *a;
+	answer_keep(&h->policy_answer, a);
 	metrics_inc(a->verdict == POLICY_ACCEPT ? MC_POLICY_ACCEPT :
 	    a->verdict == POLICY_REJECT ? MC_POLICY_REJECT :
 	    a->verdict == POLICY_TEMPFAIL ? MC_POLICY_DEFER : MC_POLICY_CONTINUE);
@@ -886,11 +912,7 @@ step_policy(struct hooks_session *h, struct policy_answer *a)
 	const struct hooks_view *v = &h->view;
 	struct policy_request r;
 
-	if (h->policy_answered) {
-		*a = *h->policy_answer;
-		h->policy_answered = false;
-		free(h->policy_answer);
-		h->policy_answer = NULL;
+	if (answer_take(&h->policy_answer, a)) {
 		if (a->prepend[0] != '\0')
 			prepend(h, a->prepend);
 		policy_extra(h, a);
@@ -937,10 +959,7 @@ milter_done(void *arg, const struct policy_answer *a)
 	struct hooks_session *h = arg;
 
 	h->milter_running = false;
-	h->milter_answered = true;
-	if (h->milter_answer == NULL)
-		h->milter_answer = xmalloc(sizeof(*h->milter_answer));
-	*h->milter_answer = *a;
+	answer_keep(&h->milter_answer, a);
 	metrics_inc(a->verdict == POLICY_ACCEPT ? MC_MILTER_ACCEPT :
 	    a->verdict == POLICY_REJECT ? MC_MILTER_REJECT :
 	    a->verdict == POLICY_TEMPFAIL ? MC_MILTER_DEFER : MC_MILTER_CONTINUE);
@@ -956,13 +975,8 @@ step_milter(struct hooks_session *h, struct policy_answer *a)
 	const struct hooks_view *v = &h->view;
 	struct milter_stage_input in;
 
-	if (h->milter_answered) {
-		h->milter_answered = false;
-		*a = *h->milter_answer;
-		free(h->milter_answer);
-		h->milter_answer = NULL;
+	if (answer_take(&h->milter_answer, a))
 		return GO_ON;
-	}
 	if (h->milter_running)
 		return WAIT;
 	if (h->milters == NULL)
@@ -985,7 +999,7 @@ step_milter(struct hooks_session *h, struct policy_answer *a)
 	in.message_len = v->message_len;
 	h->milter_running = true;
 	milter_run(h->milters, h->stage, &in, milter_done, h);
-	if (h->milter_answered)
+	if (h->milter_answer != NULL)
 		return step_milter(h, a);
 	return WAIT;
 }
@@ -1145,14 +1159,15 @@ hooks_run(struct hooks_session *h, enum smtp_stage stage,
 	h->steps = steps[stage];
 	h->step = 0;
 	h->accepted = false;
-	h->policy_answered = false;
+	/* An answer left from the last stage is not this one's. */
+	answer_drop(&h->policy_answer);
+	answer_drop(&h->milter_answer);
 	h->view = *v;
 	h->view.route = NULL;
 	h->nmasks = 0;
 	h->route_policy = NULL;
 	h->nroute_milters = 0;
 	h->rcpt_action = NULL;
-	h->milter_answered = false;
 	if (stage == STAGE_RCPT && v->route != NULL) {
 		for (size_t i = 0; i < v->route->nmatches && h->nmasks < MAX_MASKS;
 		    i++)

@@ -36,7 +36,7 @@ $CC $CFLAGS -I src tests/fuzz/fuzz_milter.c src/smtp/milter.c \
     src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c \
     -o "$out/fuzz_milter"
 # The relay client's pure parsers; relay.c needs its libraries to link.
-RELAY_SRC="src/delivery/relay.c src/delivery/dane.c src/delivery/dns_answer.c src/delivery/mta_sts.c src/delivery/delivery.c
+RELAY_SRC="src/delivery/relay.c src/delivery/dane.c src/common/dns_answer.c src/delivery/mta_sts.c src/delivery/delivery.c
   src/delivery/mime7bit.c src/common/dsn.c
   src/common/util.c src/common/log.c src/common/json.c src/common/metrics.c"
 RELAY_LIBS="-lssl -lcrypto -lcurl -lresolv $(pkg-config --libs gmime-3.0)"

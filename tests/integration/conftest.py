@@ -265,7 +265,7 @@ def db_query(path, sql, args=()):
     root-owned -wal/-shm file outlives us next to the daemon's database)."""
     # mode=rw: never create the file (a root-owned empty database would
     # stand in the daemon's way); wait a little for the queue process.
-    wait_for(lambda: os.path.exists(path), 5.0)
+    wait_for(lambda: os.path.exists(path), 30.0)
     con = sqlite3.connect("file:%s?mode=rw" % path, uri=True, timeout=10)
     try:
         return con.execute(sql, args).fetchall()
@@ -333,7 +333,7 @@ class Daemon:
 
     # -- lifecycle --
 
-    def start(self, wait=10.0):
+    def start(self, wait=30.0):
         if not os.access(self.mxgated, os.X_OK):
             pytest.fail("mxgated not built: %s (set $MXGATED)" % self.mxgated)
         self.starts += 1
@@ -353,9 +353,10 @@ class Daemon:
             if self.proc.poll() is not None:
                 pytest.fail("mxgated exited with status %s during startup:\n%s"
                             % (self.proc.returncode, self.log()))
-            # greet_pause holds the banner back for its seconds.
-            banner = read_banner(self.host, self.port, timeout=0.5 +
-                                 self.settings.get("greet_pause", 0))
+            # greet_pause holds the banner back for its seconds (and a
+            # loaded machine under ASan adds some).
+            banner = read_banner(self.host, self.port, timeout=1.0 +
+                                 2 * self.settings.get("greet_pause", 0))
             if banner is not None and banner.startswith("220"):
                 # The queue process may still be opening its database:
                 # give it a moment, so that tests can read the schema.

@@ -204,7 +204,7 @@ def _daemon_class():
             self.host6 = server6
             self.source = source
 
-        def start(self, wait=10.0):
+        def start(self, wait=30.0):
             self.starts += 1
             with open(self.log_path, "ab") as logf:
                 self.proc = subprocess.Popen(
@@ -219,7 +219,7 @@ def _daemon_class():
                     pytest.fail("mxgated exited during startup:\n"
                                 + self.log())
                 with self.ns.entered():
-                    banner = read_banner(self.host, self.port, timeout=0.5)
+                    banner = read_banner(self.host, self.port, timeout=1.0)
                 if banner is not None and banner[:1] in ("2", "5"):
                     wait_for(self._db_ready,
                              max(0.0, deadline - time.monotonic()))

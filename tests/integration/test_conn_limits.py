@@ -105,7 +105,7 @@ def test_fair_share_leaves_a_slot(daemon_factory):
         s, line = connect(d, "127.0.0.99")
         banner = time.monotonic() - t0
         assert line.startswith("220 "), line
-        assert banner < 1.0, banner
+        assert banner < 5.0, banner         # "at once": not a queue
         s.sendall(b"EHLO fresh.example\r\nMAIL FROM:<a@sender.example>\r\n"
                   b"RCPT TO:<bob@example.test>\r\nDATA\r\n")
         data = b""
@@ -165,14 +165,15 @@ def test_stress_timeouts(daemon_factory):
             s, line = connect(d, "127.0.0.1")
             assert line.startswith("220 "), line
             held.append(s)
-        assert wait_for(lambda: "stress mode entered: 2 of 10" in d.log(), 5)
+        assert wait_for(lambda: "stress mode entered: 2 of 10" in d.log(), 30)
         for s in held:
-            data = read_until_closed(s, 6)
+            data = read_until_closed(s, 30)
             assert data is not None, "still open under stress"
             assert data.startswith(b"421 4.4.2"), data
         took = time.monotonic() - t0
-        assert 1.5 <= took < 5, took
-        assert wait_for(lambda: "stress mode left: 0 of 10" in d.log(), 5)
+        # stress.command (2 s), not timeouts.command (300 s).
+        assert 1.5 <= took < 30, took
+        assert wait_for(lambda: "stress mode left: 0 of 10" in d.log(), 30)
         assert d.log().count("timeout (stress)") == 3
     finally:
         close_all(held)
@@ -200,9 +201,9 @@ def test_stress_data_deadline(daemon_factory):
         t0 = time.monotonic()
         s2, line = connect(d, "127.0.0.1")      # 2 of 10: stress
         held.append(s2)
-        assert wait_for(lambda: "stress mode entered" in d.log(), 5)
+        assert wait_for(lambda: "stress mode entered" in d.log(), 30)
         closed = None
-        for i in range(20):
+        for i in range(40):
             try:
                 s.sendall(b"line %d of a slow message\r\n" % i)
             except OSError:
@@ -213,7 +214,8 @@ def test_stress_data_deadline(daemon_factory):
         assert closed is not None, "the message still goes on"
         assert closed.startswith(b"421 4.4.2"), closed
         took = time.monotonic() - t0
-        assert 2 <= took < 6, took
+        # stress.data (3 s), not timeouts.data (300 s).
+        assert 2 <= took < 15, took
         assert d.message_count() == 0
     finally:
         close_all(held)
@@ -357,8 +359,16 @@ def test_connections_from_memory(daemon_factory):
 
 # ---- greet_pause: the multi-line trap and the pass cache ----
 
+# The pause, and the bounds that tell a greeting at once from one after
+# it, with room for a loaded machine under ASan on both sides.
+GREET_PAUSE = 4
+AT_ONCE = 2.5
+WAITED = 3.5
+
+
 def greet_settings(**more):
-    s = {"greet_pause": 2, "trusted_networks": [], "greet_pass_time": "1h"}
+    s = {"greet_pause": GREET_PAUSE, "trusted_networks": [],
+         "greet_pass_time": "1h"}
     s.update(more)
     return s
 
@@ -371,9 +381,9 @@ def test_pregreet_multiline_trap(daemon_factory):
     s, first = connect(d, "127.0.0.20")
     try:
         assert first == "220-%s ESMTP mxgate" % HOSTNAME, first
-        assert time.monotonic() - t0 < 1.0
+        assert time.monotonic() - t0 < AT_ONCE
         s.sendall(b"EHLO eager.example\r\n")
-        data = read_until_closed(s, 5)
+        data = read_until_closed(s, 20)
         assert data == b"554 5.5.1 Error: talked before the greeting\r\n", \
             data
     finally:
@@ -385,7 +395,7 @@ def test_pregreet_multiline_trap(daemon_factory):
     with_wait = greeting(d, "127.0.0.20")
     assert with_wait == ["220-%s ESMTP mxgate" % HOSTNAME,
                          "220 %s ESMTP mxgate" % HOSTNAME], with_wait
-    assert time.monotonic() - t0 >= 1.5
+    assert time.monotonic() - t0 >= WAITED
 
 
 def greeting(d, source, hold=None):
@@ -414,17 +424,17 @@ def test_pregreet_pass_cache(daemon_factory):
     try:
         t0 = time.monotonic()
         assert len(greeting(d, "127.0.0.21", held)) == 2
-        assert time.monotonic() - t0 >= 1.5
+        assert time.monotonic() - t0 >= WAITED
         # Held open, so the least-loaded worker for the next ones is
         # the other one; then the first again.
         for _ in range(3):
             t0 = time.monotonic()
             lines = greeting(d, "127.0.0.21", held)
             assert lines == ["220 %s ESMTP mxgate" % HOSTNAME], lines
-            assert time.monotonic() - t0 < 1.0
+            assert time.monotonic() - t0 < AT_ONCE
         t0 = time.monotonic()
         assert len(greeting(d, "127.0.0.22")) == 2
-        assert time.monotonic() - t0 >= 1.5
+        assert time.monotonic() - t0 >= WAITED
     finally:
         close_all(held)
     pids = set(re.findall(r"smtp\[(\d+)\].*client=127\.0\.0\.21 connected",
@@ -438,7 +448,7 @@ def test_pregreet_pass_not_remembered(daemon_factory):
     for _ in range(2):
         t0 = time.monotonic()
         assert len(greeting(d, "127.0.0.23")) == 2
-        assert time.monotonic() - t0 >= 1.5
+        assert time.monotonic() - t0 >= WAITED
 
 
 def test_pregreet_single_line(daemon_factory):
@@ -447,4 +457,4 @@ def test_pregreet_single_line(daemon_factory):
     t0 = time.monotonic()
     lines = greeting(d, "127.0.0.24")
     assert lines == ["220 %s ESMTP mxgate" % HOSTNAME], lines
-    assert time.monotonic() - t0 >= 1.5
+    assert time.monotonic() - t0 >= WAITED

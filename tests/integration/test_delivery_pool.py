@@ -9,7 +9,6 @@ process in the middle of a batch.
 
 import os
 import signal
-import time
 
 from aiosmtpd.controller import Controller
 
@@ -128,6 +127,17 @@ def test_pipelined_transactions_on_a_reused_connection(daemon_factory):
         fake.stop()
 
 
+def established(port):
+    """Whether a TCP connection to 127.0.0.1:port is established (from
+    the server's side: /proc/net/tcp, local port, state 01)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if int(local.split(":")[1], 16) == port and state == "01":
+                return True
+    return False
+
+
 @needs_aiosmtpd
 def test_upstream_closed_the_idle_connection(daemon_factory):
     """The upstream ends a session left idle (aiosmtpd's timeout, shorter
@@ -144,7 +154,9 @@ def test_upstream_closed_the_idle_connection(daemon_factory):
             delivery={"concurrency": 1, "connection_cache_time": 60}))
         first = send(d, "bob@example.test", message("first"))
         wait_state(d, first, "delivered")
-        time.sleep(1.2)
+        # aiosmtpd ends the idle session after 0.5 s: wait until it has,
+        # however loaded the machine.
+        assert wait_for(lambda: not established(port), 30.0)
         second = send(d, "bob@example.test", message("second"))
         wait_state(d, second, "delivered")
         assert d.db("SELECT attempts FROM recipients WHERE message_id = ?",

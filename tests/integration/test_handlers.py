@@ -662,9 +662,10 @@ def test_webhook_timeout_defers(daemon_factory, hook):
                       timeout=2)], retry_schedule=[3600]))
     t0 = time.monotonic()
     qid = send(d, ["x@slow.test"], simple_message("slow hook"))
-    rc = wait_states(d, qid, {"deferred"}, timeout=15)
+    rc = wait_states(d, qid, {"deferred"}, timeout=25)
     took = time.monotonic() - t0
-    assert 2 <= took < 5, took
+    # The route's 2 s, well before the server's own 30 s.
+    assert 2 <= took < 20, took
     reply = rc["x@slow.test"][1]
     assert reply.startswith("451 4.4.7 webhook: "), reply
     assert "timed out" in reply, reply

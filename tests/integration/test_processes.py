@@ -223,11 +223,15 @@ def test_sigterm_with_open_sessions(daemon):
         assert late.startswith("421"), late
 
 
-def test_sigterm_idle_daemon_is_quick(daemon):
+def test_sigterm_idle_daemon_is_quick(daemon_factory):
+    # Nothing to wait for: it must not sit out the grace period, long
+    # here so that a stop slowed down by ASan's exit checks still tells.
+    daemon = daemon_factory({"timeouts": {"shutdown_grace": 20}})
+    kids = daemon.children()
     status, took = daemon.stop()
     assert status == 0
-    assert took < 3.0, took
-    for p in daemon.children():
+    assert took < 10.0, took
+    for p in kids:
         assert not proc_exists(p)
 
 
@@ -309,7 +313,8 @@ def test_slow_clients_do_not_block_others(daemon_factory):
         ids = send_messages(daemon, 3, "past the slow ones", per_conn=3)
         took = time.monotonic() - t0
         assert len(ids) == 3
-        assert took < 5.0, took
+        # Stalled for good they would hold a worker 300 s (timeouts.command).
+        assert took < 20.0, took
     finally:
         for s in stalled:
             s.close()
@@ -340,14 +345,14 @@ def test_second_daemon_on_same_queue_refused(daemon_factory):
                             start=False)
     t0 = time.monotonic()
     r = subprocess.run([second.mxgated, "-f", "-c", second.config_path],
-                       capture_output=True, text=True, timeout=30)
+                       capture_output=True, text=True, timeout=60)
     took = time.monotonic() - t0
     assert r.returncode == 1, r.stdout + r.stderr
     out = r.stdout + r.stderr
     assert "waiting up to 7 s for process %d" % queue_pid in out, out
     assert ("the queue is in use by process %d (another mxgated on this"
             " queue directory?)" % queue_pid) in out, out
-    assert 6.5 <= took < 15, took
+    assert 6.5 <= took < 40, took
     assert read_banner_ok(first)
     assert send_messages(first, 1, "still served")
 

@@ -218,12 +218,16 @@ def test_spf_timeout_is_temperror(start):
     line = rcpt_reply(d, "user@slow.example", "x@spf.test")
     took = time.monotonic() - t0
     assert line.startswith("451 4.7.24"), line
-    assert "timeout" in line
-    assert 1.5 < took < 6, took
+    # Our timer's words ("DNS timeout after 2000 ms"), not the resolver's
+    # own 5 s failure: the bound only needs to be generous.
+    assert "DNS timeout after 2000 ms" in line, line
+    assert 1.5 < took < 15, took
 
 
 def test_slow_lookup_does_not_stall_other_sessions(start):
-    d = start(spf={"timeout": 4})
+    # One worker: both sessions share its event loop.  A lookup done on
+    # the loop would hold it for the resolver's 5 s (netns.py).
+    d = start(spf={"timeout": 4}, server={"workers": 1})
     slow = d.raw()
     try:
         assert slow.line().startswith("220")
@@ -232,8 +236,8 @@ def test_slow_lookup_does_not_stall_other_sessions(start):
         slow.send("RCPT TO:<x@spf.test>\r\n")       # waits for SPF
         t0 = time.monotonic()
         assert rcpt_reply(d, "u@pass.example", "x@spf.test").startswith("250")
-        assert time.monotonic() - t0 < 2
-        assert slow.line(timeout=10).startswith("451 4.7.24")
+        assert time.monotonic() - t0 < 3.5
+        assert slow.line(timeout=20).startswith("451 4.7.24")
     finally:
         slow.close()
 

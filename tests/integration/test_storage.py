@@ -5,6 +5,7 @@ a queue process that exits; accepting again as soon as there is room.
 The queue directory is a small tmpfs mounted by the test (root), so that
 "full" is a few megabytes away and nothing else on the machine fills up.
 """
+import errno
 import os
 import shutil
 import subprocess
@@ -46,13 +47,24 @@ def fill(path, leave=0):
     (a disk that is completely full, even for a moment, is another test).
     Returns the filler's path."""
     filler = os.path.join(path, "filler")
-    st = os.statvfs(path)
-    size = st.f_bavail * st.f_frsize - leave
-    assert size > 0 or leave == 0, (st, leave)
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        if size > 0:
-            os.posix_fallocate(fd, 0, size)
+        # The daemon writes meanwhile (mail flows): what statvfs said may
+        # be gone a moment later; then take what is left, and again.
+        for _ in range(100):
+            st = os.statvfs(path)
+            size = st.f_bavail * st.f_frsize - leave
+            if size <= 0:
+                break
+            try:
+                os.posix_fallocate(fd, os.fstat(fd).st_size, size)
+                break
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+        else:
+            pytest.fail("could not take the free space of %s" % path)
+        assert os.fstat(fd).st_size > 0 or leave == 0, (st, leave)
     finally:
         os.close(fd)
     return filler
@@ -99,13 +111,13 @@ def test_low_space_refuses_mail_then_recovers(small_queue):
     filler = fill(d.queue_dir, leave=512 * 1024)
     # The queue looks each second and tells the workers.
     assert wait_for(lambda: "new mail is refused (452 4.3.1)" in d.log(),
-                    5.0), d.log()
+                    30.0), d.log()
     line = send(d)
     assert line == "452 4.3.1 Insufficient system storage", line
     # Room again: accepted within the next check (one second).
     os.unlink(filler)
     line = wait_for(lambda: (lambda l: l if l.startswith("250") else None)(
-        send(d)), 5.0)
+        send(d)), 30.0)
     qid2 = queued_id(line)
     # A SIZE= that cannot fit with half again as margin is refused at MAIL.
     line = send(d, size_param=5 * 1024 * 1024)
@@ -119,11 +131,13 @@ def test_low_space_refuses_mail_then_recovers(small_queue):
 
 def test_commit_out_of_space_is_452_and_queue_goes_on(small_queue):
     d = small_queue("0")
-    queued_id(send(d))
+    first = queued_id(send(d))
     pid = queue_pid(d)
     # Its first delivery attempt (to a parked upstream) is recorded before
     # the disk fills: this test is about the accepting side.
-    wait_for(lambda: "status=deferred" in d.log(), 5.0)
+    assert wait_for(lambda: d.db("SELECT state FROM recipients WHERE"
+                                 " message_id = ?", (first,))
+                    == [("deferred",)], 30.0), d.log()
     # 16 KB left: MAIL is taken, but a 600 KB message cannot be committed.
     filler = fill(d.queue_dir, leave=16 * 1024)
     time.sleep(1.5)
@@ -133,7 +147,7 @@ def test_commit_out_of_space_is_452_and_queue_goes_on(small_queue):
     assert queue_pid(d) == pid
     os.unlink(filler)
     line = wait_for(lambda: (lambda l: l if l.startswith("250") else None)(
-        send(d, body_lines=20000)), 5.0)
+        send(d, body_lines=20000)), 30.0)
     qid = queued_id(line)
     assert d.db("SELECT count(*) FROM messages WHERE id = ?", (qid,))[0][0] == 1
     assert queue_pid(d) == pid
@@ -173,49 +187,58 @@ def test_full_disk_while_mail_flows_and_deliveries_end(small_queue, request):
                     "action": "pipe", "command": command, "timeout": 30}],
         "delivery": {"retry_schedule": [1], "keep_delivered": 0}})
     pid = queue_pid(d)
-    accepted, refused = {}, []
+    accepted, refused, broke = {}, [], []
     stop = threading.Event()
 
     def flow():
         n = 0
-        while not stop.is_set():
-            n += 1
-            marker = "flow-%d" % n
-            line = send_to(d, "x%d@pipe.test" % n, marker)
-            if line.startswith("250"):
-                accepted[queued_id(line)] = marker
-                time.sleep(0.03)
-            else:
-                assert line.startswith("452 4.3.1"), line
-                refused.append(line)
-                time.sleep(0.05)
+        try:
+            while not stop.is_set():
+                n += 1
+                marker = "flow-%d" % n
+                line = send_to(d, "x%d@pipe.test" % n, marker)
+                if line.startswith("250"):
+                    accepted[queued_id(line)] = marker
+                    time.sleep(0.03)
+                else:
+                    assert line.startswith("452 4.3.1"), line
+                    refused.append(line)
+                    time.sleep(0.05)
+        except BaseException as e:      # said by the test, not lost
+            broke.append(e)
+            raise
 
     t = threading.Thread(target=flow)
     t.start()
     try:
-        assert wait_for(lambda: len(os.listdir(out)) >= 3, 15.0), \
+        assert wait_for(lambda: len(os.listdir(out)) >= 3, 60.0), \
             d.log()
         filler = fill(d.queue_dir)
         # Deliveries end while nothing can be written: their outcomes
         # wait in memory.
         assert wait_for(lambda: "scheduler: cannot write to the queue"
-                        in d.log(), 10.0), d.log()
-        time.sleep(1.0)
-        assert refused, "no message was refused while the disk was full"
+                        in d.log(), 30.0), d.log()
+        assert wait_for(lambda: refused, 30.0), \
+            "no message was refused while the disk was full"
         assert queue_pid(d) == pid
         os.unlink(filler)
         freed = time.monotonic()
         n_before = len(accepted)
-        assert wait_for(lambda: len(accepted) > n_before, 5.0)
+        assert wait_for(lambda: len(accepted) > n_before, 30.0), d.log()
         took = time.monotonic() - freed
         print("accepting again %.2f s after the space came back;"
               " %d refused while full" % (took, len(refused)))
-        assert took < 1.5, "accepting again took %.2f s" % took
+        # Within the next space check (each second; measured 0.3-1 s on
+        # a quiet machine): the bound leaves room for a loaded one under
+        # ASan, and still fails a recovery that waits for a retry or a
+        # restart.
+        assert took < 5.0, "accepting again took %.2f s" % took
         time.sleep(0.5)
     finally:
         stop.set()
-        t.join(30)
-    assert wait_for(lambda: "outcomes recorded" in d.log(), 10.0), d.log()
+        t.join(60)
+    assert not broke, "the sending thread failed: %r" % broke
+    assert wait_for(lambda: "outcomes recorded" in d.log(), 30.0), d.log()
     # Everything acknowledged is delivered (the message leaves the queue,
     # keep_delivered = 0) and in the handler's files, at least once.
     assert wait_for(lambda: d.db("SELECT count(*) FROM messages")[0][0] == 0,

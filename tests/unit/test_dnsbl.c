@@ -97,10 +97,86 @@ test_query_names(void)
 	    sizeof(name)), -1);
 }
 
+/* A reply to "2.0.0.127.zen.test A": the header, the question, and an
+ * answer record per (type, rdata) of rrs, its name a pointer to the
+ * question's.  Returns the length. */
+struct rr_spec {
+	unsigned             type;
+	unsigned             rdlen;
+	const unsigned char *rdata;
+};
+
+static int
+reply(unsigned char *out, const struct rr_spec *rrs, unsigned n)
+{
+	static const unsigned char head[] = {
+		0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0,
+		1, '2', 1, '0', 1, '0', 3, '1', '2', '7', 3, 'z', 'e', 'n',
+		4, 't', 'e', 's', 't', 0, 0, 1, 0, 1,
+	};
+	int len = (int)sizeof(head);
+
+	memcpy(out, head, sizeof(head));
+	out[7] = (unsigned char)n;
+	for (unsigned i = 0; i < n; i++) {
+		unsigned char rr[] = { 0xc0, 0x0c, 0, (unsigned char)rrs[i].type,
+		    0, 1, 0, 0, 0x0e, 0x10, 0, (unsigned char)rrs[i].rdlen };
+
+		memcpy(out + len, rr, sizeof(rr));
+		len += (int)sizeof(rr);
+		memcpy(out + len, rrs[i].rdata, rrs[i].rdlen);
+		len += (int)rrs[i].rdlen;
+	}
+	return len;
+}
+
+static void
+test_answers(void)
+{
+	static const unsigned char a2[] = { 127, 0, 0, 2 };
+	static const unsigned char a10[] = { 127, 0, 0, 10 };
+	static const unsigned char a99[] = { 127, 0, 0, 99 };
+	static const unsigned char cname[] = { 1, 'x', 0 };
+	unsigned char msg[512];
+	char answer[16];
+	int len;
+
+	CHECK_INT(parse("zen.test=127.0.0.[2..11]"), 0);
+	/* The first A record in the filter, past a CNAME and one outside. */
+	len = reply(msg, (const struct rr_spec[]){ { 5, 3, cname },
+	    { 1, 4, a99 }, { 1, 4, a10 }, { 1, 4, a2 } }, 4);
+	CHECK_INT(dnsbl_read_answer(&site, msg, len, answer, sizeof(answer)),
+	    DNSBL_LISTED);
+	CHECK_STR(answer, "127.0.0.10");
+	/* Only answers outside the filter, or none: not listed. */
+	len = reply(msg, (const struct rr_spec[]){ { 1, 4, a99 } }, 1);
+	CHECK_INT(dnsbl_read_answer(&site, msg, len, answer, sizeof(answer)),
+	    DNSBL_NOT_LISTED);
+	len = reply(msg, NULL, 0);
+	CHECK_INT(dnsbl_read_answer(&site, msg, len, answer, sizeof(answer)),
+	    DNSBL_NOT_LISTED);
+	/* An A record of another length is no address. */
+	len = reply(msg, (const struct rr_spec[]){ { 1, 3, a2 } }, 1);
+	CHECK_INT(dnsbl_read_answer(&site, msg, len, answer, sizeof(answer)),
+	    DNSBL_NOT_LISTED);
+	/* Malformed: cut inside the record, more records announced than
+	 * there are, shorter than a header. */
+	len = reply(msg, (const struct rr_spec[]){ { 1, 4, a2 } }, 1);
+	CHECK_INT(dnsbl_read_answer(&site, msg, len - 1, answer,
+	    sizeof(answer)), DNSBL_FAILED);
+	len = reply(msg, (const struct rr_spec[]){ { 1, 4, a99 } }, 1);
+	msg[7] = 2;
+	CHECK_INT(dnsbl_read_answer(&site, msg, len, answer, sizeof(answer)),
+	    DNSBL_FAILED);
+	CHECK_INT(dnsbl_read_answer(&site, msg, 11, answer, sizeof(answer)),
+	    DNSBL_FAILED);
+}
+
 int
 main(void)
 {
 	RUN(test_site_syntax);
 	RUN(test_query_names);
+	RUN(test_answers);
 	return unit_done();
 }

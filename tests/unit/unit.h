@@ -2,6 +2,7 @@
  * unit — a minimal test harness for mxgate's C unit tests.
  *
  *     static void test_something(void) { CHECK(1 + 1 == 2); CHECK_STR(a, b); }
+ *     REQUIRE(p != NULL) checks, and ends the test when it fails.
  *     int main(void) { RUN(test_something); return unit_done(); }
  *
  * Output is TAP ("ok 3 - test_something", "not ok 4 - ..."), with each
@@ -39,6 +40,13 @@ static int unit_tests_run, unit_tests_failed, unit_current_failed;
 		    #got, g_, w_); \
 		unit_current_failed = 1; \
 	} \
+} while (0)
+
+/* A check the rest of the test depends on: it stops there when false. */
+#define REQUIRE(cond) do { \
+	CHECK(cond); \
+	if (!(cond)) \
+		return; \
 } while (0)
 
 #define RUN(fn) do { \

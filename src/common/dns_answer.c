@@ -5,7 +5,7 @@
 #include <arpa/nameser.h>
 #include <resolv.h>
 
-#include "delivery/dns_answer.h"
+#include "common/dns_answer.h"
 
 int
 dns_answer_open(struct dns_answer *a, const unsigned char *msg, int len)

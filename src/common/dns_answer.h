@@ -1,6 +1,8 @@
 /*
  * dns_answer — walks the answer section of a DNS reply (res_query(3)),
- * bounds-checked, for the relay's MX, TLSA and TXT parsers.
+ * bounds-checked: the one parser of raw DNS answers, for the relay's MX,
+ * TLSA and TXT records and the DNSBL lookups' A records.  Pure (no
+ * system call), so the confined smtp workers use it as it is.
  *
  *     struct dns_answer a;
  *     struct dns_rr rr;
