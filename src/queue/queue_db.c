@@ -342,6 +342,47 @@ static const char schema_v5[] =
 	"    result_type, sending_ip, receiving_ip));";
 
 /*
+ * Schema version 6: the DSN parameters outlive the queue with the rest
+ * of the envelope (mxgatectl queue trace): history_messages gets dsn_ret
+ * and dsn_envid, history_recipients dsn_notify and dsn_orcpt, and the
+ * trigger copies them.  Rows copied before have none (NULL).
+ */
+static const char schema_v6[] =
+	"ALTER TABLE history_messages ADD COLUMN dsn_ret TEXT;"
+	"ALTER TABLE history_messages ADD COLUMN dsn_envid TEXT;"
+	"ALTER TABLE history_recipients ADD COLUMN dsn_notify TEXT;"
+	"ALTER TABLE history_recipients ADD COLUMN dsn_orcpt TEXT;"
+	"DROP TRIGGER IF EXISTS messages_keep_history;"
+	"CREATE TRIGGER messages_keep_history BEFORE DELETE ON messages"
+	" BEGIN"
+	"  INSERT OR REPLACE INTO history_messages (id, received_at, sender,"
+	"    client_ip, helo, protocol, auth_user, body_8bitmime, smtputf8,"
+	"    size, message_id_header, subject, finished_at, dsn_ret,"
+	"    dsn_envid)"
+	"  VALUES (old.id, old.received_at, old.sender, old.client_ip, old.helo,"
+	"    old.protocol, old.auth_user, old.body_8bitmime, old.smtputf8,"
+	"    old.size, old.message_id_header, old.subject,"
+	"    max(old.received_at,"
+	"        ifnull((SELECT max(updated_at) FROM recipients"
+	"                WHERE message_id = old.id), 0),"
+	"        ifnull((SELECT max(at) FROM events"
+	"                WHERE message_id = old.id), 0)),"
+	"    old.dsn_ret, old.dsn_envid);"
+	"  INSERT INTO history_recipients (message_id, recipient_id, address,"
+	"    route, action, action_params, state, attempts, next_attempt_at,"
+	"    last_attempt_at, last_reply, destination, updated_at, dsn_notify,"
+	"    dsn_orcpt)"
+	"  SELECT message_id, id, address, route, action, action_params, state,"
+	"    attempts, next_attempt_at, last_attempt_at, last_reply,"
+	"    destination, updated_at, dsn_notify, dsn_orcpt FROM recipients"
+	"    WHERE message_id = old.id ORDER BY id;"
+	"  INSERT INTO history_events (message_id, event_id, recipient_id, at,"
+	"    kind, detail)"
+	"  SELECT message_id, id, recipient_id, at, kind, detail FROM events"
+	"    WHERE message_id = old.id ORDER BY id;"
+	" END;";
+
+/*
  * Migrations, in order: migrations[i] takes the schema from version
  * migrations[i].version - 1 to migrations[i].version.  Each runs in its own
  * transaction together with the update of schema_version.
@@ -355,6 +396,7 @@ static const struct migration {
 	{ 3, schema_v3 },
 	{ 4, schema_v4 },
 	{ 5, schema_v5 },
+	{ 6, schema_v6 },
 };
 
 enum stmt_id {

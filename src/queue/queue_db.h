@@ -38,7 +38,7 @@
 #include <stdint.h>
 #include "common/envelope.h"
 
-#define QUEUE_SCHEMA_VERSION 5
+#define QUEUE_SCHEMA_VERSION 6
 #define QUEUE_LOCK_NAME      "queue.lock"
 
 /*

@@ -345,7 +345,7 @@ queue_db_show_message(struct queue_db *db, const char *id,
 	    "SELECT id, datetime(received_at, 'unixepoch'),"
 	    " received_at, sender, client_ip, helo, protocol, auth_user,"
 	    " size, body_8bitmime, smtputf8, message_id_header, subject,"
-	    " NULL, NULL FROM history_messages WHERE id = ?1" :
+	    " dsn_ret, dsn_envid FROM history_messages WHERE id = ?1" :
 	    "SELECT id, datetime(received_at, 'unixepoch'),"
 	    " received_at, sender, client_ip, helo, protocol, auth_user,"
 	    " size, body_8bitmime, smtputf8, message_id_header, subject,"
@@ -388,7 +388,7 @@ queue_db_show_recipients(struct queue_db *db, const char *id,
 	    "SELECT address, route, action, action_params, state, attempts,"
 	    " datetime(next_attempt_at, 'unixepoch'),"
 	    " datetime(last_attempt_at, 'unixepoch'), last_reply,"
-	    " destination, NULL, NULL FROM history_recipients"
+	    " destination, dsn_notify, dsn_orcpt FROM history_recipients"
 	    " WHERE message_id = ?1 ORDER BY recipient_id" :
 	    "SELECT s.address, s.route, s.action, s.action_params,"
 	    " s.state, s.attempts, s.next_attempt, s.last_attempt,"

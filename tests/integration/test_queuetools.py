@@ -262,6 +262,40 @@ def test_history_of_delivered_and_keep_history(daemon_factory, tmp_path):
     assert kinds == ["received", "routed", "attempt", "delivered"], kinds
 
 
+def test_trace_keeps_dsn_parameters(daemon_factory):
+    """RET, ENVID, NOTIFY and ORCPT (RFC 3461, xtext decoded) stay in
+    the history once the message has left the queue (schema version 6),
+    in queue trace's text and JSON."""
+    d = daemon_factory({
+        "routes": [{"name": "box", "rcpt": r"@box\.test$",
+                    "action": "discard"}],
+        "delivery": {"keep_delivered": 0}})
+    with d.raw() as c:
+        assert c.line().startswith("220")
+        assert c.cmd("EHLO client.example").startswith("250")
+        assert c.cmd("MAIL FROM:<a@sender.example> RET=HDRS "
+                     "ENVID=QQ+2B314").startswith("250")
+        assert c.cmd("RCPT TO:<x@box.test> NOTIFY=SUCCESS,FAILURE "
+                     "ORCPT=rfc822;X+2By@box.test").startswith("250")
+        assert c.cmd("RCPT TO:<y@box.test>").startswith("250")
+        assert c.cmd("DATA").startswith("354")
+        c.send(make_message("dsn", sender="a@sender.example",
+                            rcpt="x@box.test") + ".\r\n")
+        qid = queued_id(c.line(timeout=20))
+    assert wait_for(lambda: d.db("SELECT count(*) FROM messages")[0][0]
+                    == 0, 10.0)
+    t = json.loads(ctl_ok(d, "queue", "trace", qid, "--json"))
+    assert t["in_queue"] is False
+    assert (t["dsn_ret"], t["dsn_envid"]) == ("HDRS", "QQ+314")
+    assert [(r["address"], r["dsn_notify"], r["dsn_orcpt"])
+            for r in t["recipients"]] == [
+        ("x@box.test", "SUCCESS,FAILURE", "rfc822;X+y@box.test"),
+        ("y@box.test", None, None)]
+    out = ctl_ok(d, "queue", "trace", qid)
+    assert "RET=HDRS" in out and "QQ+314" in out, out
+    assert "SUCCESS,FAILURE" in out and "rfc822;X+y@box.test" in out, out
+
+
 def run_mxgated(*args):
     import subprocess
     from conftest import mxgated_path

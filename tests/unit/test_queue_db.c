@@ -152,7 +152,8 @@ test_create(void)
 	CHECK(db != NULL);
 	if (db == NULL)
 		return;
-	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 5);
+	CHECK_INT(q_int(db, "SELECT version FROM schema_version"),
+	    QUEUE_SCHEMA_VERSION);
 	CHECK_INT(q_int(db, "SELECT count(*) FROM schema_version"), 1);
 	CHECK_Q(db, "PRAGMA journal_mode", "wal");
 	CHECK_INT(q_int(db, "PRAGMA synchronous"), 2);
@@ -174,8 +175,17 @@ test_create(void)
 	remove_db(path);
 }
 
+/* Back from version 6 to 5: history without the DSN columns (and the
+ * trigger that copies them: version 6 makes it again). */
+#define DROP_V6 \
+	"DROP TRIGGER messages_keep_history;" \
+	"ALTER TABLE history_messages DROP COLUMN dsn_ret;" \
+	"ALTER TABLE history_messages DROP COLUMN dsn_envid;" \
+	"ALTER TABLE history_recipients DROP COLUMN dsn_notify;" \
+	"ALTER TABLE history_recipients DROP COLUMN dsn_orcpt;"
+
 /* Back from version 4 to 3: without the DSN columns. */
-#define DROP_V5 \
+#define DROP_V5 DROP_V6 \
 	"DROP TABLE mta_sts_policies; DROP TABLE tls_results;"
 
 #define DROP_V4 DROP_V5 \
@@ -224,7 +234,7 @@ test_migration_v1_to_v2(void)
 	    " ORDER BY e.message_id, e.at, e.id;"
 	    DROP_V4
 	    /* Nor had it version 3's history. */
-	    "DROP TRIGGER messages_keep_history; DROP VIEW history_trace;"
+	    "DROP VIEW history_trace;"
 	    "DROP TABLE history_events; DROP TABLE history_recipients;"
 	    "DROP TABLE history_messages;"
 	    "UPDATE schema_version SET version = 1;", NULL, NULL, NULL) ==
@@ -235,7 +245,8 @@ test_migration_v1_to_v2(void)
 	CHECK(db != NULL);
 	if (db == NULL)
 		return;
-	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 5);
+	CHECK_INT(q_int(db, "SELECT version FROM schema_version"),
+	    QUEUE_SCHEMA_VERSION);
 	CHECK_Q(db, "SELECT group_concat(kind) FROM events", "deferred");
 	CHECK_Q(db, history, expected);
 	queue_db_close(db);
@@ -270,7 +281,8 @@ test_migration_v3_to_v4(void)
 	CHECK(db != NULL);
 	if (db == NULL)
 		return;
-	CHECK_INT(q_int(db, "SELECT version FROM schema_version"), 5);
+	CHECK_INT(q_int(db, "SELECT version FROM schema_version"),
+	    QUEUE_SCHEMA_VERSION);
 	CHECK_Q(db, "SELECT ifnull(dsn_ret, '-') || ifnull(dsn_envid, '-')"
 	    " FROM messages", "--");
 	CHECK_Q(db, "SELECT ifnull(dsn_notify, '-') || ifnull(dsn_orcpt, '-')"
@@ -294,6 +306,51 @@ test_migration_v3_to_v4(void)
 	/* The schema refuses a RET that is neither. */
 	CHECK(sqlite3_exec(side_h(), "UPDATE messages SET dsn_ret = 'ALL'",
 	    NULL, NULL, NULL) != SQLITE_OK);
+	queue_db_close(db);
+	remove_db(path);
+}
+
+/*
+ * Version 6 keeps the DSN parameters in the history: a message of a
+ * version 5 queue that leaves the queue after the migration takes its
+ * RET, ENVID, NOTIFY and ORCPT along.
+ */
+static void
+test_migration_v5_to_v6(void)
+{
+	struct queue_db *db;
+	struct envelope e;
+
+	new_path();
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	make_env(&e, "0000000003AAAAAA", 2);
+	e.dsn_ret = DSN_RET_FULL;
+	e.dsn_envid = xstrdup("env-1");
+	e.rcpts[0].dsn_notify = DSN_NOTIFY_SUCCESS | DSN_NOTIFY_FAILURE;
+	e.rcpts[0].dsn_orcpt = xstrdup("rfc822;a@example.com");
+	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
+	envelope_free(&e);
+	CHECK(sqlite3_exec(side_h(), DROP_V6
+	    "UPDATE schema_version SET version = 5;", NULL, NULL, NULL) ==
+	    SQLITE_OK);
+	queue_db_close(db);
+
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	CHECK_INT(q_int(db, "SELECT version FROM schema_version"),
+	    QUEUE_SCHEMA_VERSION);
+	CHECK(sqlite3_exec(side_h(), "DELETE FROM messages", NULL, NULL,
+	    NULL) == SQLITE_OK);
+	CHECK_Q(db, "SELECT dsn_ret || '|' || dsn_envid FROM history_messages",
+	    "FULL|env-1");
+	CHECK_Q(db, "SELECT group_concat(ifnull(dsn_notify, '-') || '|' ||"
+	    " ifnull(dsn_orcpt, '-'), ' ') FROM history_recipients",
+	    "SUCCESS,FAILURE|rfc822;a@example.com -|-");
 	queue_db_close(db);
 	remove_db(path);
 }
@@ -724,8 +781,8 @@ test_refusals(void)
 
 	/* A newer schema than this binary knows. */
 	CHECK(sqlite3_open(path, &h) == SQLITE_OK);
-	CHECK(sqlite3_exec(h, "UPDATE schema_version SET version = 6", NULL,
-	    NULL, NULL) == SQLITE_OK);
+	CHECK(sqlite3_exec(h, "UPDATE schema_version SET version = 1000",
+	    NULL, NULL, NULL) == SQLITE_OK);
 	sqlite3_close(h);
 	CHECK(queue_db_open(path, false) == NULL);
 	CHECK(queue_db_open(path, true) == NULL);
@@ -989,6 +1046,7 @@ main(void)
 	RUN(test_migration_v1_to_v2);
 	RUN(test_history_outlives_message);
 	RUN(test_migration_v3_to_v4);
+	RUN(test_migration_v5_to_v6);
 	RUN(test_failed_insert_in_batch);
 	RUN(test_headers);
 	RUN(test_delivery_side);
