@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "delivery/delivery.h"
@@ -156,7 +157,7 @@ content_read(struct delivery_job *job)
 	}
 	while (off < job->content_len) {
 		n = pread(job->content_fd, readbuf.data + off,
-		    job->content_len - off, (off_t)off);
+		    job->content_len - off, (off_t)(job->content_off + off));
 		if (n <= 0) {
 			if (n < 0 && errno == EINTR)
 				continue;
@@ -169,13 +170,22 @@ content_read(struct delivery_job *job)
 	return readbuf.data;
 }
 
+/* A mapping starts on a page: the content is delta bytes into it. */
+static size_t
+map_delta(const struct delivery_job *job)
+{
+	return (size_t)(job->content_off % (uint64_t)sysconf(_SC_PAGESIZE));
+}
+
 const char *
 delivery_content(struct delivery_job *job)
 {
-	void *p;
+	struct stat st;
+	size_t delta;
+	char *p;
 
 	if (job->content_map != NULL)
-		return job->content_map;
+		return (char *)job->content_map + map_delta(job);
 	if (job->content_len == 0)
 		return "";
 	if (job->content_len <= DELIVERY_READ_MAX) {
@@ -183,22 +193,30 @@ delivery_content(struct delivery_job *job)
 			job->content_read = content_read(job);
 		return job->content_read;
 	}
-	p = mmap(NULL, job->content_len, PROT_READ, MAP_SHARED,
-	    job->content_fd, 0);
+	/* Past the end of the file, a mapping is a SIGBUS when read. */
+	if (fstat(job->content_fd, &st) < 0 ||
+	    (uint64_t)st.st_size < job->content_off ||
+	    (uint64_t)st.st_size - job->content_off < job->content_len) {
+		log_error("id=%s the message is not all there", job->queue_id);
+		return NULL;
+	}
+	delta = map_delta(job);
+	p = mmap(NULL, job->content_len + delta, PROT_READ, MAP_SHARED,
+	    job->content_fd, (off_t)(job->content_off - delta));
 	if (p == MAP_FAILED) {
 		log_error("id=%s mapping the message: %s", job->queue_id,
 		    strerror(errno));
 		return NULL;
 	}
 	job->content_map = p;
-	return p;
+	return p + delta;
 }
 
 void
 delivery_content_release(struct delivery_job *job)
 {
 	if (job->content_map != NULL)
-		munmap(job->content_map, job->content_len);
+		munmap(job->content_map, job->content_len + map_delta(job));
 	job->content_map = NULL;
 	job->content_read = NULL;
 }

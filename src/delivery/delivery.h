@@ -115,9 +115,11 @@ struct delivery_job {
 
 	/* The message: headers and body exactly as received (CRLF line
 	 * ends, no dot-stuffing), with our Received: header on top.  A
-	 * sealed read-only memfd: use pread() or mmap(), or dup it as a
-	 * command's stdin after lseek(fd, 0, SEEK_SET); never close it. */
+	 * sealed read-only memfd, content_len bytes from content_off (the
+	 * batch's other messages around them): read it with
+	 * delivery_content(); never close it. */
 	int         content_fd;
+	uint64_t    content_off;
 	size_t      content_len;
 
 	const char *client_ip;          /* NULL when unknown */

@@ -407,8 +407,9 @@ parse_message(const struct delivery_job *job, char *err, size_t errsize)
 		    strerror(errno));
 		return NULL;
 	}
-	stream = g_mime_stream_fs_new_with_bounds(fd, 0,
-	    (gint64)job->content_len);
+	stream = g_mime_stream_fs_new_with_bounds(fd,
+	    (gint64)job->content_off,
+	    (gint64)(job->content_off + job->content_len));
 	parser = g_mime_parser_new_with_stream(stream);
 	g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
 	msg = g_mime_parser_construct_message(parser, NULL);

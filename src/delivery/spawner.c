@@ -181,6 +181,7 @@ run_one(struct reader *rd, const struct mxconf *conf, const int *fds,
 	index = get_u32(rd);
 	content = get_u32(rd);
 	job.content_len = (size_t)get_u64(rd);
+	job.content_off = get_u64(rd);
 	job.received_at = (int64_t)get_u64(rd);
 	flags = get_u32(rd);
 	job.queue_id = get_str(rd);

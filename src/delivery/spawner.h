@@ -34,9 +34,11 @@
  * The jobs travel in a sealed memfd, in this format (integers in host
  * order, as both ends are the same binary):
  *   u32 SPAWN_MAGIC, u32 njobs, then per job:
- *     u32 index (echoed in its reports), u32 content (index of its
- *     content among the descriptors, the jobs' memfd being 0),
- *     u64 content_len, i64 received_at, u32 flags (1: BODY=8BITMIME,
+ *     u32 index (echoed in its reports), u32 content (index among the
+ *     descriptors of the memfd that holds its content, the jobs' memfd
+ *     being 0), u64 content_len, u64 content_off (where its content
+ *     starts in that memfd: the queue process puts a batch's messages
+ *     in one), i64 received_at, u32 flags (1: BODY=8BITMIME,
  *     2: SMTPUTF8, 4: RET=FULL, 8: RET=HDRS), str queue_id, sender,
  *     route, action, params, client_ip, helo, protocol, auth_user,
  *     dsn_envid, u32 nrcpts, then per recipient i64 id, str address,
@@ -54,7 +56,7 @@
 #include "common/util.h"
 #include "delivery/delivery.h"
 
-#define SPAWN_MAGIC   0x6d786a31u      /* "mxj1" */
+#define SPAWN_MAGIC   0x6d786a32u      /* "mxj2" */
 #define SPAWN_NULL    0xffffffffu
 #define SPAWN_MAX_FDS 64               /* the jobs + 20 contents, and room */
 

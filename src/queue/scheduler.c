@@ -4,7 +4,9 @@
  * A job's life: dispatch() reads the due recipients, groups them into
  * jobs and jobs into batches ("children": the slots), and marks them
  * "delivering" in a transaction; after its commit, start_child() copies
- * each job's message into a sealed memfd, writes the jobs into another
+ * the batch's messages into one sealed memfd (one per batch, not one
+ * per job: a memfd costs four system calls here, and a descriptor to
+ * pass and close there), writes the jobs into another
  * (spawner.h), and sends them to an idle delivery process of the pool
  * (struct dproc) over its channel, or asks the delivery spawner to start
  * a new one, as the delivery user, which cannot open the queue.  That
@@ -99,7 +101,7 @@ struct sjob {
 	size_t   nrcpts, nreported;
 	char     destination[DELIVERY_DEST_MAX];
 	struct queue_message msg;       /* read before the fork */
-	int      memfd;                 /* the content; -1 when not loaded */
+	uint64_t content_off;           /* in its batch's contents memfd */
 	size_t   content_len;
 };
 
@@ -112,6 +114,8 @@ struct child {
 	char    *user;                  /* a route's user=, NULL: default */
 	struct sjob **jobs;             /* NULL once moved to completed */
 	size_t   njobs;
+	int      contents;              /* the jobs' messages, a memfd */
+	bool     contents_open;         /* contents is ours to close */
 	uint64_t deadline_ms;
 	bool     used;
 };
@@ -199,8 +203,6 @@ job_free(struct sjob *j)
 	free(j->action);
 	free(j->params);
 	free(j->job_key);
-	if (j->memfd >= 0)
-		close(j->memfd);
 	queue_db_message_free(&j->msg);
 	free(j);
 }
@@ -239,35 +241,24 @@ timer_arm(uint64_t at_ms)
 
 /* ---- the messages, read before the fork ---- */
 
-/* The job's message into j->msg and a sealed memfd; -1 when it is gone
- * (deleted by the operator) or unreadable. */
+/* The job's message into j->msg, appended to the batch's contents (fd,
+ * *used bytes so far): 0; -1 when it is gone (deleted by the operator)
+ * or unreadable, and then the contents are as they were; -2 when they
+ * cannot be put back so (errno). */
 static int
-load_message(struct sjob *j)
+load_message(struct sjob *j, int fd, size_t *used)
 {
-	int fd, rc = -1;
-
-	fd = memfd_create("mxgate-message", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd < 0) {
-		log_error("id=%s cannot copy the message for delivery: %s",
-		    j->queue_id, strerror(errno));
-		return -1;
+	if (queue_db_message_copy(s.db, j->queue_id, &j->msg, fd) > 0) {
+		j->content_off = *used;
+		j->content_len = j->msg.content_len;
+		*used += j->content_len;
+		return 0;
 	}
-	if ((rc = queue_db_message_copy(s.db, j->queue_id, &j->msg, fd)) <= 0) {
-		close(fd);
-		return -1;
-	}
-	j->content_len = j->msg.content_len;
-	/* Sealed: what the handler reads is what we committed. */
-	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
-	    F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
-		log_error("id=%s cannot copy the message for delivery: %s",
-		    j->queue_id, strerror(errno));
-		close(fd);
-		queue_db_message_free(&j->msg);
-		return -1;
-	}
-	j->memfd = fd;
-	return 0;
+	/* A copy cut short: what it wrote goes. */
+	if (ftruncate(fd, (off_t)*used) < 0 ||
+	    lseek(fd, (off_t)*used, SEEK_SET) < 0)
+		return -2;
+	return -1;
 }
 
 /* ---- children, seen from the queue process ---- */
@@ -307,6 +298,8 @@ child_release(struct child *c)
 	free(c->jobs);
 	free(c->dest_key);
 	free(c->user);
+	if (c->contents_open)
+		close(c->contents);
 	memset(c, 0, sizeof(*c));
 	if (s.nrunning > 0)
 		s.nrunning--;
@@ -467,39 +460,65 @@ read_reports(struct dproc *p)
 	}
 }
 
-/* Load every job's message; a job whose message is gone has its
- * outcome at once.  false when no job is left to run. */
+/* The job has its outcome: deferred, its message unreadable. */
+static void
+job_unreadable(struct child *c, size_t i)
+{
+	struct sjob *j = c->jobs[i];
+
+	for (size_t k = 0; k < j->nrcpts; k++) {
+		j->rcpts[k].status = DELIVERY_DEFER;
+		snprintf(j->rcpts[k].reply, sizeof(j->rcpts[k].reply),
+		    "451 4.3.0 message not readable from the queue");
+	}
+	j->nreported = j->nrcpts;
+	job_maybe_complete(c, i);
+}
+
+/* Load every job's message into one sealed memfd; a job whose message
+ * is gone has its outcome at once.  false when no job is left to run. */
 static bool
 load_jobs(struct child *c)
 {
-	size_t i, k, left = 0;
+	size_t i, left = 0, used = 0;
+	int fd, rc;
 
-	for (i = 0; i < c->njobs; i++) {
-		struct sjob *j = c->jobs[i];
-
-		if (load_message(j) == 0) {
+	fd = memfd_create("mxgate-messages", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	for (i = 0; i < c->njobs && fd >= 0; i++) {
+		rc = load_message(c->jobs[i], fd, &used);
+		if (rc == 0)
 			left++;
-			continue;
+		else if (rc == -1)
+			job_unreadable(c, i);
+		else {
+			close(fd);
+			fd = -1;
 		}
-		for (k = 0; k < j->nrcpts; k++) {
-			j->rcpts[k].status = DELIVERY_DEFER;
-			snprintf(j->rcpts[k].reply, sizeof(j->rcpts[k].reply),
-			    "451 4.3.0 message not readable from the queue");
-		}
-		j->nreported = j->nrcpts;
-		job_maybe_complete(c, i);
 	}
-	return left > 0;
+	/* Sealed: what the handler reads is what we committed. */
+	if (fd >= 0 && left > 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK |
+	    F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) == 0) {
+		c->contents = fd;
+		c->contents_open = true;
+		return true;
+	}
+	if (fd < 0 || left > 0)
+		log_error("cannot copy messages for delivery: %s",
+		    strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	for (i = 0; i < c->njobs; i++)
+		if (c->jobs[i] != NULL)
+			job_unreadable(c, i);
+	return false;
 }
 
 static void
-close_memfds(struct child *c)
+close_contents(struct child *c)
 {
-	for (size_t i = 0; i < c->njobs; i++) {
-		if (c->jobs[i] != NULL && c->jobs[i]->memfd >= 0) {
-			close(c->jobs[i]->memfd);
-			c->jobs[i]->memfd = -1;
-		}
+	if (c->contents_open) {
+		close(c->contents);
+		c->contents_open = false;
 	}
 }
 
@@ -587,7 +606,7 @@ static int
 jobs_memfd(const struct child *c)
 {
 	struct buf b;
-	uint32_t n = 0, content = 1;
+	uint32_t n = 0;
 	int fd;
 
 	buf_init(&b);
@@ -601,8 +620,9 @@ jobs_memfd(const struct child *c)
 		if (j == NULL)
 			continue;
 		spawn_put_u32(&b, (uint32_t)i);
-		spawn_put_u32(&b, content++);
+		spawn_put_u32(&b, 1);
 		spawn_put_u64(&b, (uint64_t)j->content_len);
+		spawn_put_u64(&b, j->content_off);
 		spawn_put_u64(&b, (uint64_t)j->msg.received_at);
 		spawn_put_u32(&b, (j->msg.body_8bitmime ? SPAWN_8BITMIME : 0) |
 		    (j->msg.smtputf8 ? SPAWN_SMTPUTF8 : 0) |
@@ -639,19 +659,15 @@ jobs_memfd(const struct child *c)
 }
 
 /* The batch's descriptors, in the order of spawner.h: the jobs (a new
- * memfd, the caller closes it), then each job's content.  -1 on
+ * memfd, the caller closes it), then the jobs' contents.  -1 on
  * failure. */
 static int
 batch_fds(const struct child *c, int *fds)
 {
-	int n = 0;
-
-	if ((fds[n++] = jobs_memfd(c)) < 0)
+	if ((fds[0] = jobs_memfd(c)) < 0)
 		return -1;
-	for (size_t i = 0; i < c->njobs; i++)
-		if (c->jobs[i] != NULL)
-			fds[n++] = c->jobs[i]->memfd;
-	return n;
+	fds[1] = c->contents;
+	return 2;
 }
 
 /* Ask the spawner for a new delivery process: the jobs, each job's
@@ -814,7 +830,7 @@ start_child(struct child *c)
 	}
 	close(fds[0]);
 	/* The delivery process has them; the content stays in the queue. */
-	close_memfds(c);
+	close_contents(c);
 }
 
 static void
@@ -992,7 +1008,6 @@ new_job(const struct queue_due *row, const char *job_key)
 	j->params = xstrdup(row->params != NULL ? row->params : "{}");
 	j->job_key = xstrdup(job_key);
 	j->received_at = row->received_at;
-	j->memfd = -1;
 	return j;
 }
 

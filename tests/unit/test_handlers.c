@@ -81,8 +81,17 @@ job_init(struct test_job *t, const char *action, const char *params,
 {
 	int fd = memfd_create("content", MFD_ALLOW_SEALING | MFD_CLOEXEC);
 
+	/* Another message of the batch before this one (spawner.h), over
+	 * a page: the handlers read from content_off, never from 0. */
+	static char other[5000];
+
 	memset(t, 0, sizeof(*t));
+	memset(other, 'X', sizeof(other));
+	if (write(fd, other, sizeof(other)) != (ssize_t)sizeof(other))
+		abort();
 	if (len > 0 && write(fd, content, len) != (ssize_t)len)
+		abort();
+	if (write(fd, other, 100) != 100)
 		abort();
 	fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
 	t->conf.hostname = "mx.test.example";
@@ -90,6 +99,7 @@ job_init(struct test_job *t, const char *action, const char *params,
 		.queue_id = "0ABCDEFGHIJKLMNO", .sender = "elodie@sender.example",
 		.route = "r1", .action = action, .params_json = params,
 		.conf = &t->conf, .content_fd = fd, .content_len = len,
+		.content_off = sizeof(other),
 		.client_ip = "192.0.2.7", .helo = "client.example",
 		.protocol = "ESMTP", .received_at = 1795766400, .rcpts = t->rcpts,
 	};
