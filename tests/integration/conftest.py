@@ -568,9 +568,17 @@ def daemon(daemon_factory):
 # ---------------------------------------------------------------------------
 # Helpers shared by the tests
 
+# Under ASan+UBSan (tests/run.sh --sanitizers builds in build-asan/)
+# everything runs two to three times slower: the bounded waits stretch by
+# this factor.  Only a wait that fails takes longer; none waits for a
+# condition meant to stay false.
+TIME_SCALE = 3.0 if "build-asan" in os.environ.get("MXGATED", "") else 1.0
+
+
 def wait_for(pred, timeout, interval=0.05):
-    """Poll pred() until truthy or timeout; returns its last value."""
-    deadline = time.monotonic() + timeout
+    """Poll pred() until truthy or timeout (times TIME_SCALE); returns its
+    last value."""
+    deadline = time.monotonic() + timeout * TIME_SCALE
     while True:
         v = pred()
         if v or time.monotonic() >= deadline:

@@ -1,6 +1,7 @@
 """SMTP dialogue over a real socket: replies to every command, sequence
 and syntax errors, limits, relay denial and the address tricks around it."""
 
+import contextlib
 import socket
 import smtplib
 import time
@@ -15,6 +16,19 @@ def ehlo(c, name="client.example"):
     code, texts, lines = c.reply()
     assert code == 250, lines
     return texts
+
+
+@contextlib.contextmanager
+def session(d, mail=None):
+    """A raw client past the greeting and EHLO, and MAIL FROM:<mail>
+    (accepted) when mail is given."""
+    with d.raw() as c:
+        c.line()
+        ehlo(c)
+        if mail is not None:
+            line = c.cmd("MAIL FROM:<%s>" % mail)
+            assert line.startswith("250 "), line
+        yield c
 
 
 def test_greeting(daemon):
@@ -61,9 +75,7 @@ def test_smtplib_ehlo(daemon):
     ("FOO BAR BAZ", "500 5.5.2"),
 ])
 def test_simple_commands(daemon, command, expect):
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
+    with session(daemon) as c:
         line = c.cmd(command)
         assert line.startswith(expect), (command, line)
         # The session goes on after every one of them.
@@ -80,9 +92,7 @@ def test_commands_are_case_insensitive(daemon):
 
 
 def test_quit(daemon):
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
+    with session(daemon) as c:
         line = c.cmd("QUIT")
         assert line.startswith("221 2.0.0"), line
         assert c.closed_by_peer(5.0)
@@ -96,9 +106,7 @@ def test_quit(daemon):
      "MAIL FROM:<b@sender.example>"],                 # nested MAIL
 ])
 def test_bad_sequence(daemon, commands):
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
+    with session(daemon) as c:
         for cmd in commands[:-1]:
             assert c.cmd(cmd).startswith("250 "), cmd
         line = c.cmd(commands[-1])
@@ -107,9 +115,7 @@ def test_bad_sequence(daemon, commands):
 
 
 def test_rset_ends_transaction(daemon):
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
+    with session(daemon) as c:
         assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 2.1.0")
         assert c.cmd("RCPT TO:<bob@example.test>").startswith("250 2.1.5")
         assert c.cmd("RSET").startswith("250 2.0.0")
@@ -139,10 +145,7 @@ def test_syntax_errors(daemon, command, expect):
 
 
 def test_rcpt_syntax_error(daemon):
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
-        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 ")
+    with session(daemon, mail="a@sender.example") as c:
         for bad in ("RCPT TO:", "RCPT TO:<>", "RCPT TO:<bob@example.test",
                     "RCPT FROM:<bob@example.test>"):
             line = c.cmd(bad)
@@ -150,9 +153,7 @@ def test_rcpt_syntax_error(daemon):
 
 
 def test_unknown_mail_parameter(daemon):
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
+    with session(daemon) as c:
         line = c.cmd("MAIL FROM:<a@sender.example> FOO=BAR")
         assert line.startswith("555 5.5.4"), line
         # the transaction did not start
@@ -160,9 +161,7 @@ def test_unknown_mail_parameter(daemon):
 
 
 def test_known_mail_parameters(daemon):
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
+    with session(daemon) as c:
         line = c.cmd("MAIL FROM:<a@sender.example> SIZE=1000 BODY=8BITMIME")
         assert line.startswith("250 2.1.0"), line
         assert c.cmd("RSET").startswith("250 ")
@@ -171,18 +170,14 @@ def test_known_mail_parameters(daemon):
 
 
 def test_size_parameter_over_limit(daemon):
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
+    with session(daemon) as c:
         line = c.cmd("MAIL FROM:<a@sender.example> SIZE=2000000")
         assert line.startswith("552 5.3.4"), line
         assert c.cmd("MAIL FROM:<a@sender.example> SIZE=2000").startswith("250 ")
 
 
 def test_null_sender_and_postmaster(daemon):
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
+    with session(daemon) as c:
         assert c.cmd("MAIL FROM:<>").startswith("250 2.1.0")
         line = c.cmd("RCPT TO:<postmaster>")
         assert line.startswith("250 2.1.5"), line
@@ -205,10 +200,7 @@ def test_null_sender_and_postmaster(daemon):
     ("<bob@[127.0.0.1]>", "550 5.7.1"),
 ])
 def test_relay_denied(daemon, rcpt, expect):
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
-        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 ")
+    with session(daemon, mail="a@sender.example") as c:
         line = c.cmd("RCPT TO:%s" % rcpt)
         assert line.startswith(expect), (rcpt, line)
 
@@ -225,10 +217,7 @@ def test_tricky_local_part_delivered_locally(daemon_factory, rcpt):
     and quotes are only characters of a local part: accepted."""
     d = daemon_factory({"routes": None, "upstreams": None, "delivery": None,
                         "accept_domains": ["example.test"]})
-    with d.raw() as c:
-        c.line()
-        ehlo(c)
-        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 ")
+    with session(d, mail="a@sender.example") as c:
         line = c.cmd("RCPT TO:%s" % rcpt)
         assert line.startswith("250 2.1.5"), (rcpt, line)
 
@@ -243,20 +232,14 @@ def test_tricky_local_part_not_relayed(daemon_factory, rcpt):
         "routes": [{"name": "out", "rcpt": r"@example\.test$",
                     "action": "relay", "upstream": "parked"}],
         "delivery": {"retry_schedule": [3600]}})
-    with d.raw() as c:
-        c.line()
-        ehlo(c)
-        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 ")
+    with session(d, mail="a@sender.example") as c:
         assert c.cmd("RCPT TO:<plain@example.test>").startswith("250 2.1.5")
         line = c.cmd("RCPT TO:%s" % rcpt)
         assert line.startswith("550 5.7.1"), (rcpt, line)
 
 
 def test_relay_denied_then_data_refused(daemon):
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
-        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 ")
+    with session(daemon, mail="a@sender.example") as c:
         assert c.cmd("RCPT TO:<bob@evil.example>").startswith("550 5.7.1")
         assert c.cmd("DATA").startswith("503 5.5.1")
     assert daemon.message_count() == 0
@@ -264,10 +247,7 @@ def test_relay_denied_then_data_refused(daemon):
 
 def test_too_many_recipients(daemon_factory):
     d = daemon_factory({"limits": {"recipients": 3}})
-    with d.raw() as c:
-        c.line()
-        ehlo(c)
-        assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250 ")
+    with session(d, mail="a@sender.example") as c:
         for i in range(3):
             assert c.cmd("RCPT TO:<u%d@example.test>" % i).startswith("250 2.1.5")
         line = c.cmd("RCPT TO:<u9@example.test>")
@@ -285,9 +265,7 @@ def test_too_many_recipients(daemon_factory):
 
 
 def test_line_too_long(daemon):
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
+    with session(daemon) as c:
         line = c.cmd("NOOP " + "x" * 600)
         assert line.startswith("500 5.5.2"), line
         # the rest of the long line was discarded, not taken as a command
@@ -301,9 +279,7 @@ def test_line_too_long(daemon):
 
 
 def test_line_at_the_limit(daemon):
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
+    with session(daemon) as c:
         # 512 bytes with CRLF is allowed, 513 is not
         line = c.cmd("NOOP " + "x" * (512 - 2 - 5))
         assert line.startswith("250 "), line
@@ -314,9 +290,7 @@ def test_line_at_the_limit(daemon):
 def test_bare_lf_in_command(daemon):
     # RFC 5321 2.3.8: a bare LF is not a line end.  The text after it is
     # part of the same (refused) line, never a second command.
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
+    with session(daemon) as c:
         assert c.cmd("MAIL FROM:<a@example.org>").startswith("250 ")
         c.send("NOOP\nRCPT TO:<postmaster@example.com>\r\n")
         line = c.line()
@@ -332,9 +306,7 @@ def test_bare_lf_in_command(daemon):
 def test_too_many_errors(daemon):
     # errors = 10 in the test configuration: the tenth error reply is
     # followed by (or replaced with) 421 4.7.0 and the connection closes.
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
+    with session(daemon) as c:
         last = None
         for i in range(10):
             last = c.cmd("BOGUS%d" % i)
@@ -549,9 +521,7 @@ def test_pregreet_not_for_trusted(daemon_factory):
 
 def test_ehlo_resets_transaction(daemon):
     """RFC 5321 4.1.4: EHLO in a transaction ends it, like RSET."""
-    with daemon.raw() as c:
-        c.line()
-        ehlo(c)
+    with session(daemon) as c:
         assert c.cmd("MAIL FROM:<a@sender.example>").startswith("250")
         assert c.cmd("RCPT TO:<bob@example.test>").startswith("250")
         ehlo(c, "again.example")

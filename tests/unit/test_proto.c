@@ -390,9 +390,7 @@ test_auth_plain(void)
 	const char *pass;
 
 	ev = until_event(p, "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n", PROTO_EV_AUTH);
-	CHECK(ev != NULL);
-	if (ev == NULL)
-		return;
+	REQUIRE(ev != NULL);
 	CHECK_STR(ev->auth_mech, "PLAIN");
 	CHECK_STR(ev->auth_authzid, "");
 	CHECK_STR(ev->auth_user, "bob");
@@ -414,9 +412,7 @@ test_auth_plain(void)
 	p = start_auth(false);
 	ev = until_event(p, "AUTH PLAIN YWRtaW4AYm9iAHNlY3JldA==\r\n",
 	    PROTO_EV_AUTH);
-	CHECK(ev != NULL);
-	if (ev == NULL)
-		return;
+	REQUIRE(ev != NULL);
 	CHECK_STR(ev->auth_authzid, "admin");
 	CHECK_STR(ev->auth_user, "bob");
 	CHECK_STR(ev->auth_pass, "secret");
@@ -432,9 +428,7 @@ test_auth_plain_challenge(void)
 	/* The empty challenge keeps its space (RFC 4954 4). */
 	CHECK_STR(run(p, "auth plain\r\n"), "334 \r\n");
 	ev = until_event(p, "AGJvYgBzZWNyZXQ=\r\n", PROTO_EV_AUTH);
-	CHECK(ev != NULL);
-	if (ev == NULL)
-		return;
+	REQUIRE(ev != NULL);
 	CHECK_STR(ev->auth_user, "bob");
 	CHECK_STR(ev->auth_pass, "secret");
 	proto_accept(p);
@@ -451,9 +445,7 @@ test_auth_login(void)
 	CHECK_STR(run(p, "AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
 	CHECK_STR(run(p, "Ym9i\r\n"), "334 UGFzc3dvcmQ6\r\n");
 	ev = until_event(p, "c2VjcmV0\r\n", PROTO_EV_AUTH);
-	CHECK(ev != NULL);
-	if (ev == NULL)
-		return;
+	REQUIRE(ev != NULL);
 	CHECK_STR(ev->auth_mech, "LOGIN");
 	CHECK_STR(ev->auth_authzid, "");
 	CHECK_STR(ev->auth_user, "bob");

@@ -142,16 +142,35 @@ static const char message[] =
 	"\r\n"
 	"Subject: not in the body either\r\n";
 
+/* A store at a fresh path (new_path()), created by queue_db_open(). */
+static struct queue_db *
+fresh_db(void)
+{
+	new_path();
+	return queue_db_open(path, false);
+}
+
+/* Insert message, as queue id with nrcpts recipients (make_env()): the
+ * store's answer. */
+static int
+insert_msg(struct queue_db *db, const char *id, int nrcpts)
+{
+	struct envelope e;
+	int rc;
+
+	make_env(&e, id, nrcpts);
+	rc = queue_db_insert(db, &e, message, sizeof(message) - 1);
+	envelope_free(&e);
+	return rc;
+}
+
 static void
 test_create(void)
 {
 	struct queue_db *db;
 
-	new_path();
-	db = queue_db_open(path, false);
-	CHECK(db != NULL);
-	if (db == NULL)
-		return;
+	db = fresh_db();
+	REQUIRE(db != NULL);
 	CHECK_INT(q_int(db, "SELECT version FROM schema_version"),
 	    QUEUE_SCHEMA_VERSION);
 	CHECK_INT(q_int(db, "SELECT count(*) FROM schema_version"), 1);
@@ -202,7 +221,6 @@ static void
 test_migration_v1_to_v2(void)
 {
 	struct queue_db *db;
-	struct envelope e;
 	const char *history = "SELECT group_concat(kind || ' ' ||"
 	    " ifnull(recipient, '-') || ' ' || detail, ';') FROM message_history";
 	const char *expected = "received - from=<alice@example.org>"
@@ -211,14 +229,9 @@ test_migration_v1_to_v2(void)
 	    "routed rcpt1@example.com route=local action=queue params={\"n\":1};"
 	    "deferred rcpt1@example.com 451 later";
 
-	new_path();
-	db = queue_db_open(path, false);
-	CHECK(db != NULL);
-	if (db == NULL)
-		return;
-	make_env(&e, "0000000001AAAAAA", 2);
-	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
-	envelope_free(&e);
+	db = fresh_db();
+	REQUIRE(db != NULL);
+	CHECK_INT(insert_msg(db, "0000000001AAAAAA", 2), 0);
 	/* Back to what version 1 wrote and showed. */
 	CHECK(sqlite3_exec(side_h(),
 	    "INSERT INTO events (message_id, recipient_id, at, kind, detail)"
@@ -242,9 +255,7 @@ test_migration_v1_to_v2(void)
 	queue_db_close(db);
 
 	db = queue_db_open(path, false);
-	CHECK(db != NULL);
-	if (db == NULL)
-		return;
+	REQUIRE(db != NULL);
 	CHECK_INT(q_int(db, "SELECT version FROM schema_version"),
 	    QUEUE_SCHEMA_VERSION);
 	CHECK_Q(db, "SELECT group_concat(kind) FROM events", "deferred");
@@ -264,23 +275,16 @@ test_migration_v3_to_v4(void)
 	struct queue_db *db;
 	struct envelope e;
 
-	new_path();
-	db = queue_db_open(path, false);
-	CHECK(db != NULL);
-	if (db == NULL)
-		return;
-	make_env(&e, "0000000001AAAAAA", 1);
-	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
-	envelope_free(&e);
+	db = fresh_db();
+	REQUIRE(db != NULL);
+	CHECK_INT(insert_msg(db, "0000000001AAAAAA", 1), 0);
 	CHECK(sqlite3_exec(side_h(), DROP_V4
 	    "UPDATE schema_version SET version = 3;", NULL, NULL, NULL) ==
 	    SQLITE_OK);
 	queue_db_close(db);
 
 	db = queue_db_open(path, false);
-	CHECK(db != NULL);
-	if (db == NULL)
-		return;
+	REQUIRE(db != NULL);
 	CHECK_INT(q_int(db, "SELECT version FROM schema_version"),
 	    QUEUE_SCHEMA_VERSION);
 	CHECK_Q(db, "SELECT ifnull(dsn_ret, '-') || ifnull(dsn_envid, '-')"
@@ -321,11 +325,8 @@ test_migration_v5_to_v6(void)
 	struct queue_db *db;
 	struct envelope e;
 
-	new_path();
-	db = queue_db_open(path, false);
-	CHECK(db != NULL);
-	if (db == NULL)
-		return;
+	db = fresh_db();
+	REQUIRE(db != NULL);
 	make_env(&e, "0000000003AAAAAA", 2);
 	e.dsn_ret = DSN_RET_FULL;
 	e.dsn_envid = xstrdup("env-1");
@@ -339,9 +340,7 @@ test_migration_v5_to_v6(void)
 	queue_db_close(db);
 
 	db = queue_db_open(path, false);
-	CHECK(db != NULL);
-	if (db == NULL)
-		return;
+	REQUIRE(db != NULL);
 	CHECK_INT(q_int(db, "SELECT version FROM schema_version"),
 	    QUEUE_SCHEMA_VERSION);
 	CHECK(sqlite3_exec(side_h(), "DELETE FROM messages", NULL, NULL,
@@ -361,11 +360,8 @@ test_insert(void)
 	struct queue_db *db;
 	struct envelope e;
 
-	new_path();
-	db = queue_db_open(path, false);
-	CHECK(db != NULL);
-	if (db == NULL)
-		return;
+	db = fresh_db();
+	REQUIRE(db != NULL);
 	make_env(&e, "0000000001AAAAAA", 2);
 	CHECK_INT(queue_db_begin(db), 0);
 	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
@@ -462,18 +458,12 @@ static void
 test_history_outlives_message(void)
 {
 	struct queue_db *db;
-	struct envelope e;
 	const char *trace = "SELECT group_concat(kind || ' ' ||"
 	    " ifnull(recipient, '-'), ';') FROM history_trace";
 
-	new_path();
-	db = queue_db_open(path, false);
-	CHECK(db != NULL);
-	if (db == NULL)
-		return;
-	make_env(&e, "0000000001AAAAAA", 2);
-	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
-	envelope_free(&e);
+	db = fresh_db();
+	REQUIRE(db != NULL);
+	CHECK_INT(insert_msg(db, "0000000001AAAAAA", 2), 0);
 	CHECK(sqlite3_exec(side_h(),
 	    "INSERT INTO events (message_id, recipient_id, at, kind, detail)"
 	    " VALUES ('0000000001AAAAAA', 2, 1700000060, 'deferred', '451'),"
@@ -503,11 +493,8 @@ test_failed_insert_in_batch(void)
 	struct queue_db *db;
 	struct envelope a, b, c;
 
-	new_path();
-	db = queue_db_open(path, false);
-	CHECK(db != NULL);
-	if (db == NULL)
-		return;
+	db = fresh_db();
+	REQUIRE(db != NULL);
 	make_env(&a, "0000000001AAAAAA", 1);
 	make_env(&b, "0000000002BBBBBB", 3);
 	make_env(&c, "0000000003CCCCCC", 1);
@@ -589,11 +576,8 @@ test_headers(void)
 	char id[QUEUE_ID_LEN + 1];
 	size_t i;
 
-	new_path();
-	db = queue_db_open(path, false);
-	CHECK(db != NULL);
-	if (db == NULL)
-		return;
+	db = fresh_db();
+	REQUIRE(db != NULL);
 	for (i = 0; i < ARRAY_LEN(cases); i++) {
 		snprintf(id, sizeof(id), "00000000000000%02zu", i);
 		make_env(&e, id, 1);
@@ -642,14 +626,9 @@ test_delivery_side(void)
 	size_t len;
 	FILE *f;
 
-	new_path();
-	db = queue_db_open(path, false);
-	CHECK(db != NULL);
-	if (db == NULL)
-		return;
-	make_env(&e, "0000000001AAAAAA", 2);
-	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
-	envelope_free(&e);
+	db = fresh_db();
+	REQUIRE(db != NULL);
+	CHECK_INT(insert_msg(db, "0000000001AAAAAA", 2), 0);
 	CHECK_INT(queue_db_delivery_init(db), 0);
 
 	CHECK_INT(queue_db_txn_begin(db), 0);
@@ -726,9 +705,7 @@ test_delivery_side(void)
 	CHECK_Q(db, "SELECT count(*) FROM messages", "0");
 
 	/* What a stopped queue process left "delivering" is due again. */
-	make_env(&e, "0000000002BBBBBB", 1);
-	CHECK_INT(queue_db_insert(db, &e, message, sizeof(message) - 1), 0);
-	envelope_free(&e);
+	CHECK_INT(insert_msg(db, "0000000002BBBBBB", 1), 0);
 	CHECK_INT(queue_db_due(db, QUEUE_DUE_QUEUED, t0, 0, rows, 4), 1);
 	CHECK_INT(queue_db_claim(db, rows[0].id, t0 + 1), 1);
 	queue_db_due_free(&rows[0]);
@@ -871,11 +848,8 @@ test_queue_vfs(void)
 	sqlite3_vfs *vfs = NULL;
 	char want[128], sql[160];
 
-	new_path();
-	db = queue_db_open(path, false);
-	CHECK(db != NULL);
-	if (db == NULL)
-		return;
+	db = fresh_db();
+	REQUIRE(db != NULL);
 	h = side_h();
 	CHECK(sqlite3_file_control(h, "main", SQLITE_FCNTL_VFS_POINTER,
 	    &vfs) == SQLITE_OK);
@@ -964,11 +938,8 @@ test_wal_budget(void)
 {
 	struct queue_db *db;
 
-	new_path();
-	db = queue_db_open(path, false);
-	CHECK(db != NULL);
-	if (db == NULL)
-		return;
+	db = fresh_db();
+	REQUIRE(db != NULL);
 	CHECK_H(db->h, "PRAGMA wal_autocheckpoint", "1000");
 	queue_db_wal_budget(db, (uint64_t)1 << 40);
 	CHECK_H(db->h, "PRAGMA wal_autocheckpoint", "16384");
