@@ -400,5 +400,8 @@ int queue_db_tls_result(struct queue_db *db, const struct queue_tls_result *r);
 int queue_db_tls_results(struct queue_db *db, const char *day,
     const char *domain, int (*fn)(const struct queue_tls_result *, void *),
     void *arg);
+/* Forget the days before the UTC day of before (queue.keep_tls_results):
+ * the rows deleted, or -1 (logged). */
+int queue_db_tls_purge(struct queue_db *db, int64_t before);
 
 #endif
