@@ -4,7 +4,8 @@
 #     tests/run.sh                 build in build/, run unit + integration tests
 #     tests/run.sh --sanitizers    the same with ASan/UBSan, in build-asan/
 #
-# Extra arguments after "--" go to pytest (e.g. tests/run.sh -- -k smuggling).
+# Extra arguments after "--" go to pytest (e.g. tests/run.sh -- -k smuggling);
+# naming test files runs only those (tests/run.sh -- tests/integration/test_dsn.py).
 # The environment variable JOBS sets make's parallelism (default 2).
 #
 # Steps: ./autogen.sh when configure is missing, configure into the build
@@ -153,7 +154,13 @@ export MXGATED="$builddir/src/mxgated"
 export MXGATECTL="$builddir/src/mxgatectl"
 export PYTHONDONTWRITEBYTECODE=1
 junit=$(mktemp /tmp/mxgate-junit.XXXXXX.xml)
-/usr/bin/python3 -m pytest tests/integration -v -p no:cacheprovider \
+# The whole suite, unless the arguments name test files or folders.
+targets=(tests/integration)
+for a in "${pytest_args[@]}"; do
+	case "$a" in -*) continue ;; esac
+	[ -e "${a%%::*}" ] && targets=()
+done
+/usr/bin/python3 -m pytest "${targets[@]}" -v -p no:cacheprovider \
 	--junitxml="$junit" "${pytest_args[@]}"
 pytest_status=$?
 

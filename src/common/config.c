@@ -649,6 +649,13 @@ static const struct conf_spec mxconf_specs[] = {
 	      "(mxgatectl queue trace) are kept once it has left the "
 	      "queue: delivered or bounced (and delivery.keep_delivered "
 	      "passed) or deleted. 0: forgotten within a minute" },
+	/* RFC 8460 reports cover a UTC day and go out the next. */
+	{ .path = "queue.keep_tls_results", .type = CT_DURATION,
+	  FIELD(struct mxconf, keep_tls_results), .def = "30d",
+	  .min = 86400, .max = 3650 * 86400,
+	  .doc = "how long the outbound TLS outcomes counted per day "
+	      "for TLS-RPT (mxgatectl tls-report) are kept: the days "
+	      "before the one this long ago are purged; at least 1d" },
 
 	/* RFC 5321 4.5.3.1.4: a command line may be 512 octets. */
 	{ .path = "limits.line_length", .type = CT_INT,
@@ -762,6 +769,20 @@ static const struct conf_spec mxconf_specs[] = {
 	  .min = 1, .max = 86400,
 	  .doc = "timeouts.data under stress (plus one second per "
 	      "limits.min_data_rate bytes received, as always)" },
+	/* postscreen_greet_wait ${stress?{2}:{6}}s,
+	 * smtpd_hard_error_limit ${stress?{1}:{20}}. */
+	{ .path = "stress.greet_pause", .type = CT_INT,
+	  FIELD(struct mxconf, stress_greet_pause), .def = "2",
+	  .min = 0, .max = 60,
+	  .doc = "greet_pause under stress, when shorter, for the "
+	      "greetings already held back too; 0 = no pause under "
+	      "stress (Postfix's postscreen: 2 seconds)" },
+	{ .path = "stress.errors", .type = CT_INT,
+	  FIELD(struct mxconf, stress_max_errors), .def = "1",
+	  .min = 1, .max = 1000,
+	  .doc = "limits.errors under stress, when lower, for the "
+	      "sessions already open too (Postfix's hard error limit: "
+	      "1)" },
 
 	{ .path = "accept_domains", .type = CT_STRLIST,
 	  FIELD(struct mxconf, accept_domains),
@@ -3314,7 +3335,8 @@ static const struct man_section {
 	  "How long the server waits on a client, in seconds." },
 	{ "stress", "stress",
 	  "Stress mode, as in Postfix: when most connection slots are taken, "
-	  "shorter timeouts apply to every session and no client address may "
+	  "shorter timeouts, a shorter greeting pause and a lower error limit "
+	  "apply to every session and no client address may "
 	  "take more than its fair share (limits.fair_share) of what is left, "
 	  "so that a new client still finds a slot." },
 	{ "tls", "tls",

@@ -203,6 +203,7 @@ struct mxconf {
 	char    *queue_dir;          /* holds queue.db */
 	size_t   queue_min_free;     /* below this, MAIL is 452 4.3.1 */
 	unsigned keep_history;       /* history of messages gone; seconds */
+	unsigned keep_tls_results;   /* tls_results rows (TLS-RPT); seconds */
 
 	/* limits */
 	size_t   max_line;
@@ -230,6 +231,8 @@ struct mxconf {
 	unsigned stress_threshold;   /* 0: never */
 	unsigned stress_timeout_command;
 	unsigned stress_timeout_data;
+	unsigned stress_greet_pause; /* seconds, when below greet_pause */
+	unsigned stress_max_errors;  /* when below max_errors */
 
 	/* acceptance: domains we are MX for; without `routes`, a shorthand
 	 * for routes (etc/mxgate.conf says which) */

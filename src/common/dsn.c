@@ -169,3 +169,48 @@ dsn_ret_parse(const char *s)
 		return DSN_RET_HDRS;
 	return -1;
 }
+
+void
+dsn_mail_params(struct buf *out, enum dsn_ret ret, const char *envid)
+{
+	const char *name = dsn_ret_name(ret);
+
+	if (name != NULL)
+		buf_appendf(out, " RET=%s", name);
+	if (envid != NULL) {
+		buf_appends(out, " ENVID=");
+		dsn_xtext_put(out, envid);
+	}
+}
+
+static bool
+all_ascii(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s >= 0x80)
+			return false;
+	return true;
+}
+
+void
+dsn_rcpt_params(struct buf *out, unsigned notify, const char *orcpt,
+    const char *address)
+{
+	char text[DSN_NOTIFY_TEXT_MAX];
+	const char *semi;
+	struct buf v;
+
+	if (notify != 0)
+		buf_appendf(out, " NOTIFY=%s", dsn_notify_format(notify, text));
+	buf_init(&v);
+	if (orcpt != NULL && (semi = strchr(orcpt, ';')) != NULL) {
+		buf_append(&v, orcpt, (size_t)(semi - orcpt) + 1);
+		dsn_xtext_put(&v, semi + 1);
+	} else if (all_ascii(address)) {
+		buf_appends(&v, "rfc822;");
+		dsn_xtext_put(&v, address);
+	}
+	if (v.len > 0 && v.len <= DSN_ORCPT_MAX)
+		buf_appendf(out, " ORCPT=%s", v.data);
+	buf_free(&v);
+}

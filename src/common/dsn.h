@@ -8,9 +8,10 @@
  * delivery jobs): xtext decoded.  ENVID is the decoded text; ORCPT is
  * "addr-type;decoded-address" (the type as the client spelled it);
  * NOTIFY a set of DSN_NOTIFY_* bits, 0 when the client gave none; RET a
- * DSN_RET_* value.  The relay client encodes them again (dsn_xtext_put)
- * for an upstream that offers DSN; the DSNs show the decoded values
- * (RFC 3464 Original-Envelope-Id, Original-Recipient).
+ * DSN_RET_* value.  The relay and LMTP clients encode them again
+ * (dsn_mail_params(), dsn_rcpt_params()) for a server that offers DSN;
+ * the DSNs show the decoded values (RFC 3464 Original-Envelope-Id,
+ * Original-Recipient).
  *
  *   dsn_xtext_decode()  strict RFC 3461 4 xtext: xchar is '!'..'~' but
  *                       '+' and '='; hexchar is '+' and two UPPER case
@@ -62,6 +63,19 @@ bool dsn_notify_valid(unsigned notify);
 bool dsn_wants_failure(unsigned notify);
 bool dsn_wants_delay(unsigned notify);
 bool dsn_wants_success(unsigned notify);
+
+/*
+ * For a server that offers DSN: append MAIL's parameters (" RET=..."
+ * when given, " ENVID=xtext" when given), and RCPT's (" NOTIFY=..."
+ * when given, " ORCPT=type;xtext": the client's, else "rfc822;" and the
+ * address, as RFC 3461 4.2 lets a relay add it and Postfix does; none
+ * for a non-ASCII address without the client's, nor for one whose
+ * encoded value would pass RFC 3461's 500 characters).  orcpt and envid
+ * may be NULL.
+ */
+void dsn_mail_params(struct buf *out, enum dsn_ret ret, const char *envid);
+void dsn_rcpt_params(struct buf *out, unsigned notify, const char *orcpt,
+    const char *address);
 
 /* "FULL", "HDRS", or NULL for DSN_RET_NONE; and back (-1: neither). */
 const char *dsn_ret_name(enum dsn_ret ret);

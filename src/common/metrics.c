@@ -62,8 +62,9 @@ static const struct family families[] = {
 	{ "mxgate_connections_accepted_total", "counter",
 	  "Connections the master accepted and handed to an smtp process." },
 	{ "mxgate_connections_refused_total", "counter",
-	  "Connections refused: by the master (421), or at the greeting by"
-	  " the checks (reason \"check\")." },
+	  "Connections refused: by the master (421), by an smtp process"
+	  " for a bad or missing PROXY header (reason \"proxy_header\"),"
+	  " or at the greeting by the checks (reason \"check\")." },
 	{ "mxgate_smtp_sessions", "gauge",
 	  "SMTP sessions open now." },
 	{ "mxgate_smtp_commands_total", "counter",

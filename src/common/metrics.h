@@ -46,6 +46,7 @@
 	X(CONN_REFUSED_PER_IP, "mxgate_connections_refused_total", "reason=\"per_ip\"") \
 	X(CONN_REFUSED_FAIR_SHARE, "mxgate_connections_refused_total", "reason=\"fair_share\"") \
 	X(CONN_REFUSED_PROXY, "mxgate_connections_refused_total", "reason=\"proxy_from\"") \
+	X(CONN_REFUSED_PROXY_HEADER, "mxgate_connections_refused_total", "reason=\"proxy_header\"") \
 	X(CONN_REFUSED_AUTH, "mxgate_connections_refused_total", "reason=\"auth_failures\"") \
 	X(CONN_REFUSED_RATE, "mxgate_connections_refused_total", "reason=\"rate\"") \
 	X(CONN_REFUSED_NO_WORKER, "mxgate_connections_refused_total", "reason=\"unavailable\"") \

@@ -95,9 +95,10 @@ struct delivery_rcpt {
 	unsigned    dsn_notify;         /* DSN NOTIFY bits (common/dsn.h),
 	                                 * 0 when the client gave none */
 	const char *dsn_orcpt;          /* ORCPT "type;address", or NULL */
-	bool        dsn_passed;         /* set by relay: the upstream offered
-	                                 * DSN and took the request, so its
-	                                 * success DSN is its job, not ours */
+	bool        dsn_passed;         /* set by relay and LMTP: the server
+	                                 * offered DSN and took the request,
+	                                 * so its success DSN is its job, not
+	                                 * ours */
 };
 
 /* One delivery job: one message, one action and destination, one or

@@ -5,6 +5,11 @@
  *   greeting, LHLO, MAIL FROM, RCPT TO per recipient, DATA, the message
  *   (dot-stuffed), then one reply per accepted recipient, QUIT.
  *
+ * A server that offers DSN (RFC 3461) is given the message's RET and
+ * ENVID and each recipient's NOTIFY and ORCPT as the relay client gives
+ * them (dsn.h); a recipient it delivers is then marked dsn_passed: its
+ * success notice is the server's to send, not the queue's.
+ *
  * Each recipient gets the reply that decided it, verbatim: its RCPT reply
  * when refused, else its own reply after the final dot (RFC 2033 4.2:
  * "one reply for each successful RCPT command", in order) -- 2xx
@@ -27,6 +32,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include "common/dsn.h"
 #include "delivery/delivery.h"
 #include "delivery/handlers.h"
 #include "common/log.h"
@@ -356,7 +362,8 @@ lmtp_transaction(struct delivery_job *job, struct lmtp *c,
 	char reply[DELIVERY_REPLY_MAX];
 	struct delivery_rcpt **accepted;
 	size_t naccepted = 0;
-	struct buf caps;
+	struct buf caps, params;
+	bool dsn;
 	int code;
 
 	buf_init(&caps);
@@ -364,11 +371,17 @@ lmtp_transaction(struct delivery_job *job, struct lmtp *c,
 		buf_free(&caps);
 		return;
 	}
-	lmtp_cmd(c, "MAIL FROM:<%s>%s%s", job->sender,
+	dsn = has_cap(&caps, "DSN");
+	buf_init(&params);
+	if (dsn)
+		dsn_mail_params(&params, job->dsn_ret, job->dsn_envid);
+	lmtp_cmd(c, "MAIL FROM:<%s>%s%s%s", job->sender,
 	    job->body_8bitmime && has_cap(&caps, "8BITMIME") ? " BODY=8BITMIME" : "",
-	    job->smtputf8 && has_cap(&caps, "SMTPUTF8") ? " SMTPUTF8" : "");
+	    job->smtputf8 && has_cap(&caps, "SMTPUTF8") ? " SMTPUTF8" : "",
+	    params.len > 0 ? params.data : "");
 	buf_free(&caps);
 	if ((code = lmtp_reply(c, reply, sizeof(reply), NULL)) / 100 != 2) {
+		buf_free(&params);
 		for (size_t i = 0; code != -1 && i < job->nrcpts; i++)
 			if (job->rcpts[i].status == DELIVERY_PENDING)
 				set_from_reply(&job->rcpts[i], code, reply,
@@ -381,7 +394,12 @@ lmtp_transaction(struct delivery_job *job, struct lmtp *c,
 
 		if (r->status != DELIVERY_PENDING)
 			continue;
-		lmtp_cmd(c, "RCPT TO:<%s>", r->address);
+		buf_reset(&params);
+		if (dsn)
+			dsn_rcpt_params(&params, r->dsn_notify, r->dsn_orcpt,
+			    r->address);
+		lmtp_cmd(c, "RCPT TO:<%s>%s", r->address,
+		    params.len > 0 ? params.data : "");
 		if ((code = lmtp_reply(c, reply, sizeof(reply), NULL)) == -1)
 			break;
 		if (code / 100 == 2)
@@ -396,9 +414,14 @@ lmtp_transaction(struct delivery_job *job, struct lmtp *c,
 			send_content(c, content, job->content_len);
 			for (size_t i = 0; i < naccepted && !c->broken; i++)
 				if ((code = lmtp_reply(c, reply, sizeof(reply),
-				    NULL)) != -1)
+				    NULL)) != -1) {
 					set_from_reply(accepted[i], code, reply,
 					    "the message");
+					/* It took NOTIFY: a success
+					 * notice is its to send. */
+					accepted[i]->dsn_passed = dsn &&
+					    code / 100 == 2;
+				}
 		} else if (code != -1) {
 			for (size_t i = 0; i < naccepted; i++)
 				set_from_reply(accepted[i], code / 100 == 2 ? 0 : code,
@@ -406,6 +429,7 @@ lmtp_transaction(struct delivery_job *job, struct lmtp *c,
 		}
 	}
 	free(accepted);
+	buf_free(&params);
 	if (!c->broken) {
 		lmtp_cmd(c, "QUIT");
 		lmtp_reply(c, reply, sizeof(reply), NULL);

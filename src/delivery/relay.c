@@ -1229,8 +1229,6 @@ static void
 mail_command(struct conn *c, struct buf *out, const struct delivery_job *job,
     bool body8, bool utf8)
 {
-	const char *ret = dsn_ret_name(job->dsn_ret);
-
 	/* Parameters only for the extensions the server offered; DSN's
 	 * are dropped for a server without it, and its success is then
 	 * ours to report ("relayed", scheduler.c). */
@@ -1241,49 +1239,17 @@ mail_command(struct conn *c, struct buf *out, const struct delivery_job *job,
 		buf_appends(out, " BODY=8BITMIME");
 	if (utf8)
 		buf_appends(out, " SMTPUTF8");
-	if (c->ext.dsn && ret != NULL)
-		buf_appendf(out, " RET=%s", ret);
-	if (c->ext.dsn && job->dsn_envid != NULL) {
-		buf_appends(out, " ENVID=");
-		dsn_xtext_put(out, job->dsn_envid);
-	}
-}
-
-/* ORCPT's value for the upstream: the client's, else the address we
- * were given (RFC 3461 4.2 lets a relay add it; Postfix does), as
- * "rfc822;xtext"; nothing for a UTF-8 address without a client ORCPT,
- * or when the encoded value would pass RFC 3461's 500 characters. */
-static void
-orcpt_param(struct buf *out, const struct delivery_rcpt *rc)
-{
-	const char *orcpt = rc->dsn_orcpt, *semi;
-	struct buf v;
-
-	buf_init(&v);
-	if (orcpt != NULL && (semi = strchr(orcpt, ';')) != NULL) {
-		buf_append(&v, orcpt, (size_t)(semi - orcpt) + 1);
-		dsn_xtext_put(&v, semi + 1);
-	} else if (str_ascii(rc->address)) {
-		buf_appends(&v, "rfc822;");
-		dsn_xtext_put(&v, rc->address);
-	}
-	if (v.len > 0 && v.len <= DSN_ORCPT_MAX)
-		buf_appendf(out, " ORCPT=%s", v.data);
-	buf_free(&v);
+	if (c->ext.dsn)
+		dsn_mail_params(out, job->dsn_ret, job->dsn_envid);
 }
 
 static void
 rcpt_command(struct conn *c, struct buf *out, const struct delivery_rcpt *rc)
 {
-	char notify[DSN_NOTIFY_TEXT_MAX];
-
 	buf_appendf(out, "RCPT TO:<%s>", rc->address);
-	if (!c->ext.dsn)
-		return;
-	if (rc->dsn_notify != 0)
-		buf_appendf(out, " NOTIFY=%s",
-		    dsn_notify_format(rc->dsn_notify, notify));
-	orcpt_param(out, rc);
+	if (c->ext.dsn)
+		dsn_rcpt_params(out, rc->dsn_notify, rc->dsn_orcpt,
+		    rc->address);
 }
 
 struct txn {

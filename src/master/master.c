@@ -300,19 +300,25 @@ stress_update(void)
 	if (on == m.stress)
 		return;
 	m.stress = on;
-	if (on)
-		log_warn("stress mode entered: %u of %u connections in use "
-		    "(stress.threshold %u%%): timeouts command=%us data=%us, "
-		    "fair share %u%% of the free slots per address",
-		    m.nconns, m.conf->max_connections, th,
-		    m.conf->stress_timeout_command,
-		    m.conf->stress_timeout_data, m.conf->fair_share);
-	else
-		log_info("stress mode left: %u of %u connections in use",
-		    m.nconns, m.conf->max_connections);
+	/* The workers first: whoever reads the log line may count on
+	 * them knowing. */
 	struct ipc_stress msg = { .on = on };
 	for (int i = 0; i < m.nslots; i++)
 		send_to_worker(&m.workers[i], IPC_STRESS, &msg, sizeof(msg));
+	if (on)
+		log_warn("stress mode entered: %u of %u connections in use "
+		    "(stress.threshold %u%%): timeouts command=%us data=%us, "
+		    "greet_pause=%us, errors=%u, fair share %u%% of the free "
+		    "slots per address",
+		    m.nconns, m.conf->max_connections, th,
+		    m.conf->stress_timeout_command,
+		    m.conf->stress_timeout_data,
+		    stress_greet_pause(m.conf),
+		    stress_max_errors(m.conf),
+		    m.conf->fair_share);
+	else
+		log_info("stress mode left: %u of %u connections in use",
+		    m.nconns, m.conf->max_connections);
 }
 
 /* ---- connection table ---- */

@@ -115,6 +115,12 @@ int  queue_db_txn_commit(struct queue_db *db);
 bool queue_db_txn_broken(const struct queue_db *db);
 int  queue_db_txn_rollback(struct queue_db *db);
 
+/* The end of a read transaction (queue_db_read_begin(), below): the
+ * scheduler reads a batch's messages in one, SQLite's locks taken once,
+ * not per statement.  Nothing was written: COMMIT only releases the
+ * snapshot. */
+void queue_db_read_end(struct queue_db *db);
+
 /* Leave "delivering" for "deferred", due now, with a history row each:
  * the deliveries a stopped queue process left.  How many, or -1. */
 int queue_db_requeue_interrupted(struct queue_db *db, int64_t now);
@@ -394,5 +400,8 @@ int queue_db_tls_result(struct queue_db *db, const struct queue_tls_result *r);
 int queue_db_tls_results(struct queue_db *db, const char *day,
     const char *domain, int (*fn)(const struct queue_tls_result *, void *),
     void *arg);
+/* Forget the days before the UTC day of before (queue.keep_tls_results):
+ * the rows deleted, or -1 (logged). */
+int queue_db_tls_purge(struct queue_db *db, int64_t before);
 
 #endif

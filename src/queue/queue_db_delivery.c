@@ -222,6 +222,13 @@ queue_db_txn_commit(struct queue_db *db)
 	return 0;
 }
 
+void
+queue_db_read_end(struct queue_db *db)
+{
+	if (!sqlite3_get_autocommit(db->h))
+		sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL);
+}
+
 /* ---- due recipients ---- */
 
 static void

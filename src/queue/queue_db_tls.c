@@ -1,11 +1,12 @@
 /*
  * queue_db_tls — the relay client's TLS in the queue store: the MTA-STS
  * policy cache and the TLS-RPT counts (queue_db.h).  Low rates (one
- * policy per domain and max_age, one row update per TLS session), so the
- * statements are prepared at each use.
+ * policy per domain and max_age, one row update per TLS session, a purge
+ * a minute), so the statements are prepared at each use.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -148,4 +149,34 @@ queue_db_tls_results(struct queue_db *db, const char *day,
 		qdb_log_error(db, "reading TLS results");
 	sqlite3_finalize(st);
 	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+queue_db_tls_purge(struct queue_db *db, int64_t before)
+{
+	time_t t = (time_t)before;
+	struct tm tm;
+	char day[16];
+	sqlite3_stmt *st;
+	int rc;
+
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(day, sizeof(day), "%Y-%m-%d", &tm) == 0)
+		return -1;
+	if (qdb_check_writable(db) < 0)
+		return -1;
+	/* "YYYY-MM-DD" sorts as the days do; day leads the primary key. */
+	if (sqlite3_prepare_v2(db->h, "DELETE FROM tls_results WHERE day < ?",
+	    -1, &st, NULL) != SQLITE_OK) {
+		qdb_log_error(db, "purging old TLS results");
+		return -1;
+	}
+	qdb_bind_text(st, 1, day);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		qdb_log_error(db, "purging old TLS results");
+		return -1;
+	}
+	return sqlite3_changes(db->h);
 }

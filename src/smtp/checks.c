@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <netinet/in.h>
 
+#include "common/config.h"
 #include "smtp/checks.h"
 #include "common/util.h"
 
@@ -363,6 +364,20 @@ stress_next(bool stressed, unsigned in_use, unsigned max, unsigned threshold)
 	if (!stressed)
 		return used >= (uint64_t)threshold * max;
 	return !(used < (uint64_t)low * max || in_use == 0);
+}
+
+unsigned
+stress_greet_pause(const struct mxconf *conf)
+{
+	return conf->stress_greet_pause < conf->greet_pause ?
+	    conf->stress_greet_pause : conf->greet_pause;
+}
+
+unsigned
+stress_max_errors(const struct mxconf *conf)
+{
+	return conf->stress_max_errors < conf->max_errors ?
+	    conf->stress_max_errors : conf->max_errors;
 }
 
 bool

@@ -101,6 +101,13 @@ void client_key(const char *ip, unsigned v6_prefix, char *key, size_t size);
 bool stress_next(bool stressed, unsigned in_use, unsigned max,
     unsigned threshold);
 
+/* Under stress: greet_pause (seconds) and limits.errors, each the
+ * stress setting where it is lower than the usual one (a stress
+ * setting never lengthens a pause or allows more errors). */
+struct mxconf;
+unsigned stress_greet_pause(const struct mxconf *conf);
+unsigned stress_max_errors(const struct mxconf *conf);
+
 /*
  * Does an address holding holds of the in_use slots taken (its own
  * included) of max already have its share of the free ones (share

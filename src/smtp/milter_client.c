@@ -108,6 +108,7 @@ struct milter_session {
 	struct hdr { char *name, *value; } *hdrs;
 	size_t      body_start;
 	struct milter_outcome outcome;
+	char       *session_discard;    /* SMFIR_DISCARD at CONNECT/HELO */
 };
 
 static struct {
@@ -830,16 +831,27 @@ verdict(struct mconv *c, const struct milter_reply *r, struct policy_answer *a)
 			c->txn_done = true;
 		c->stage_over = true;
 		return false;
-	case MR_DISCARD:
-		if (c->phase >= P_MAIL || connection) {
-			char d[200];
-			snprintf(d, sizeof(d), "milter=%s", c->def->name);
+	case MR_DISCARD: {
+		char d[200];
+
+		/* At CONNECT or HELO it stands for the session: every
+		 * message of it is accepted and discarded, and the milter
+		 * has nothing more to see. */
+		snprintf(d, sizeof(d), "milter=%s%s", c->def->name,
+		    connection ? " (at the connection: every message of the "
+		    "session)" : "");
+		if (connection) {
+			free(ms->session_discard);
+			ms->session_discard = xstrdup(d);
+			c->session_done = true;
+		} else if (c->phase >= P_MAIL) {
 			free(ms->outcome.discard);
 			ms->outcome.discard = xstrdup(d);
 		}
 		c->txn_done = true;
 		c->stage_over = true;
 		return false;
+	}
 	case MR_REJECT:
 		answer_set(a, c, 550, "5.7.1 Command rejected", "reject");
 		break;
@@ -1206,6 +1218,7 @@ milter_session_free(struct milter_session *ms)
 	hdrs_free(ms);
 	buf_free(&ms->msg);
 	outcome_clear(&ms->outcome);
+	free(ms->session_discard);
 	free(ms->conv);
 	free(ms);
 }
@@ -1291,6 +1304,8 @@ milter_txn_reset(struct milter_session *ms)
 struct milter_outcome *
 milter_outcome(struct milter_session *ms)
 {
+	if (ms->session_discard != NULL && ms->outcome.discard == NULL)
+		ms->outcome.discard = xstrdup(ms->session_discard);
 	if (ms->outcome.changed && ms->outcome.content.len == 0) {
 		buf_free(&ms->outcome.content);
 		ms->outcome.content = ms->msg;

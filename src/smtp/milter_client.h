@@ -25,7 +25,10 @@
  *   reject, tempfail  550 5.7.1 / 451 4.7.1 (Postfix's words); the
  *                     reply's own code and text with SMFIR_REPLYCODE;
  *                     421 closes the session
- *   discard           the message is answered 250 and not queued
+ *   discard           the message is answered 250 and not queued; at
+ *                     CONNECT or HELO every message of the session
+ *                     (Postfix's reading of the protocol), and the
+ *                     milter sees nothing more of it
  *   quarantine        the message is queued held (mxgatectl queue
  *                     release), with the reason in its history
  * A milter that cannot be reached, fails negotiation, breaks the

@@ -22,6 +22,7 @@ static const char v1_prefix[] = "PROXY ";
 #define V2_AF_UNSPEC   0x0
 #define V2_AF_INET     0x1
 #define V2_AF_INET6    0x2
+#define V2_AF_UNIX     0x3
 #define V2_TRANS_STREAM 0x1
 
 static enum proxy_status
@@ -161,22 +162,146 @@ parse_v1(const uint8_t *buf, size_t len, struct proxy_header *h, char *why,
 	return parse_v1_fields(line, h, why, size);
 }
 
-/* 2.2.7: type, 16-bit length, value; a TLV must fit exactly. */
-static bool
-tlvs_valid(const uint8_t *p, size_t len)
+/* 2.2.7: the TLV types read here. */
+#define PP2_TYPE_CRC32C         0x03
+#define PP2_TYPE_SSL            0x20
+#define PP2_SUBTYPE_SSL_VERSION 0x21
+#define PP2_SUBTYPE_SSL_CN      0x22
+#define PP2_CLIENT_SSL          0x01
+#define PP2_CLIENT_CERT_CONN    0x02
+#define PP2_CLIENT_CERT_SESS    0x04
+
+/*
+ * CRC32c (Castagnoli, RFC 4960 appendix B: reflected polynomial
+ * 0x82f63b78, initial and final value all ones), bit by bit: a header is
+ * a few dozen bytes and checked once per connection, not worth a table.
+ */
+static uint32_t
+crc32c_update(uint32_t crc, const uint8_t *p, size_t len)
 {
-	while (len > 0) {
+	while (len-- > 0) {
+		crc ^= *p++;
+		for (int k = 0; k < 8; k++)
+			crc = (crc >> 1) ^ (0x82f63b78u & (0u - (crc & 1u)));
+	}
+	return crc;
+}
+
+uint32_t
+proxy_crc32c(const uint8_t *p, size_t len)
+{
+	return ~crc32c_update(0xffffffffu, p, len);
+}
+
+/*
+ * 2.2.7: the checksum covers the whole header with its own four bytes
+ * taken as zeros; at is where the value lies in hdr, big-endian.  A
+ * balancer that adds it wants a header damaged on the way refused
+ * ("the receiver MUST ... drop the connection").
+ */
+static bool
+crc32c_matches(const uint8_t *hdr, size_t hlen, size_t at)
+{
+	static const uint8_t zero[4];
+	uint32_t want = (uint32_t)hdr[at] << 24 | (uint32_t)hdr[at + 1] << 16 |
+	    (uint32_t)hdr[at + 2] << 8 | hdr[at + 3];
+	uint32_t crc = crc32c_update(0xffffffffu, hdr, at);
+
+	crc = crc32c_update(crc, zero, sizeof(zero));
+	crc = crc32c_update(crc, hdr + at + 4, hlen - at - 4);
+	return ~crc == want;
+}
+
+/* Printable ASCII of v (what a log line may carry), cut to size. */
+static void
+copy_text(char *out, size_t size, const uint8_t *v, size_t len)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < len && n + 1 < size; i++)
+		out[n++] = v[i] >= 0x20 && v[i] < 0x7f && v[i] != '"' ?
+		    (char)v[i] : '?';
+	out[n] = '\0';
+}
+
+/*
+ * 2.2.7 PP2_TYPE_SSL: what the balancer's TLS termination saw: a client
+ * byte, a 32-bit verify result (0: the certificate verified), then
+ * sub-TLVs.  Only logged, so a value that does not parse is left out,
+ * not refused.
+ */
+static void
+read_ssl(const uint8_t *v, size_t len, struct proxy_header *h)
+{
+	uint32_t verify;
+
+	if (len < 5 || !(v[0] & PP2_CLIENT_SSL))
+		return;
+	verify = (uint32_t)v[1] << 24 | (uint32_t)v[2] << 16 |
+	    (uint32_t)v[3] << 8 | v[4];
+	h->ssl = true;
+	if (v[0] & (PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS))
+		h->ssl_cert = verify == 0 ? PROXY_CERT_VERIFIED :
+		    PROXY_CERT_UNVERIFIED;
+	for (size_t off = 5; off + 3 <= len; ) {
+		size_t vlen = (size_t)v[off + 1] << 8 | v[off + 2];
+
+		if (vlen > len - off - 3)
+			break;
+		if (v[off] == PP2_SUBTYPE_SSL_VERSION)
+			copy_text(h->ssl_version, sizeof(h->ssl_version),
+			    v + off + 3, vlen);
+		else if (v[off] == PP2_SUBTYPE_SSL_CN)
+			copy_text(h->ssl_cn, sizeof(h->ssl_cn), v + off + 3,
+			    vlen);
+		off += 3 + vlen;
+	}
+}
+
+enum tlv_status { TLV_OK, TLV_MALFORMED, TLV_BAD_CRC };
+
+/*
+ * 2.2.7: the TLVs from off to the end of the header hdr: type, 16-bit
+ * length, value; a TLV must fit exactly.  The checksum, if there is
+ * one, is checked; the SSL TLV is read into h; the rest are skipped.
+ */
+static enum tlv_status
+read_tlvs(const uint8_t *hdr, size_t hlen, size_t off,
+    struct proxy_header *h)
+{
+	size_t crc_at = 0;
+	bool crc = false;
+
+	while (off < hlen) {
 		size_t vlen;
 
-		if (len < 3)
-			return false;
-		vlen = (size_t)p[1] << 8 | p[2];
-		if (vlen > len - 3)
-			return false;
-		p += 3 + vlen;
-		len -= 3 + vlen;
+		if (hlen - off < 3)
+			return TLV_MALFORMED;
+		vlen = (size_t)hdr[off + 1] << 8 | hdr[off + 2];
+		if (vlen > hlen - off - 3)
+			return TLV_MALFORMED;
+		if (hdr[off] == PP2_TYPE_CRC32C) {
+			/* Two checksums: which would count? */
+			if (vlen != 4 || crc)
+				return TLV_MALFORMED;
+			crc = true;
+			crc_at = off + 3;
+		} else if (hdr[off] == PP2_TYPE_SSL) {
+			read_ssl(hdr + off + 3, vlen, h);
+		}
+		off += 3 + vlen;
 	}
-	return true;
+	if (crc && !crc32c_matches(hdr, hlen, crc_at))
+		return TLV_BAD_CRC;
+	return TLV_OK;
+}
+
+static void
+forget_ssl(struct proxy_header *h)
+{
+	h->ssl = false;
+	h->ssl_cert = PROXY_CERT_NONE;
+	h->ssl_version[0] = h->ssl_cn[0] = '\0';
 }
 
 static void
@@ -221,9 +346,22 @@ parse_v2(const uint8_t *buf, size_t len, struct proxy_header *h, char *why,
 	h->version = 2;
 	h->len = 16 + body;
 	a = buf + 16;
-	/* 2.2: with LOCAL the receiver skips the address block unread. */
+	/* 2.2: with LOCAL the receiver skips the address block unread.
+	 * Where the TLVs after it can be found and are whole, a checksum
+	 * among them is still checked: it covers the header, whatever the
+	 * command. */
 	if (cmd == V2_CMD_LOCAL || af == V2_AF_UNSPEC) {
 		h->local = true;
+		alen = af == V2_AF_UNSPEC ? 0 : af == V2_AF_INET ? 12 :
+		    af == V2_AF_INET6 ? 36 : af == V2_AF_UNIX ? 216 : body + 1;
+		if (alen <= body) {
+			enum tlv_status t = read_tlvs(buf, h->len, 16 + alen, h);
+			if (t == TLV_BAD_CRC)
+				return bad(why, size, "v2: CRC32C checksum "
+				    "mismatch");
+			if (t == TLV_MALFORMED)
+				forget_ssl(h);
+		}
 		return PROXY_DONE;
 	}
 	if (af != V2_AF_INET && af != V2_AF_INET6)
@@ -242,9 +380,14 @@ parse_v2(const uint8_t *buf, size_t len, struct proxy_header *h, char *why,
 		set_raw(&h->src, AF_INET6, a, a + 32);
 		set_raw(&h->dst, AF_INET6, a + 16, a + 34);
 	}
-	if (!tlvs_valid(a + alen, body - alen))
+	switch (read_tlvs(buf, h->len, 16 + alen, h)) {
+	case TLV_MALFORMED:
 		return bad(why, size, "v2: malformed TLV");
-	return PROXY_DONE;
+	case TLV_BAD_CRC:
+		return bad(why, size, "v2: CRC32C checksum mismatch");
+	default:
+		return PROXY_DONE;
+	}
 }
 
 enum proxy_status

@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "smtp/route.h"
+#include "smtp/checks.h"
 #include "smtp/session.h"
 #include "smtp/smtp_proto.h"
 #include "common/tls.h"
@@ -59,6 +60,7 @@ struct session {
 	uint64_t   deadline_ms;
 	uint64_t   request_start_ms;   /* the current request's deadline base */
 	uint64_t   greet_at_ms;        /* greet_pause: the 220 waits till then */
+	uint64_t   greet_from_ms;      /* when that wait began */
 	uint64_t   data_grace_ms;      /* DATA: what min_data_rate added */
 	bool       greet_passed;       /* in the master's pass cache */
 	unsigned long requests_seen;   /* proto_requests() at the last look */
@@ -925,6 +927,7 @@ on_auth(struct session *s, const struct proto_event *ev)
 /* ---- the greeting pause ---- */
 
 static void session_end(struct session *s);
+static void error_limit(struct session *s);
 static void refresh_deadline(struct session *s);
 
 /*
@@ -943,12 +946,15 @@ static void
 greet_hold(struct session *s)
 {
 	char first[300];
+	unsigned pause = session_stress ? stress_greet_pause(s->conf) :
+	    s->conf->greet_pause;
 	int n;
 
-	if (s->conf->greet_pause == 0 || s->implicit_tls || s->greet_passed ||
+	if (pause == 0 || s->implicit_tls || s->greet_passed ||
 	    hooks_trusted(s->hooks))
 		return;
-	s->greet_at_ms = monotonic_ms() + (uint64_t)s->conf->greet_pause * 1000;
+	s->greet_from_ms = monotonic_ms();
+	s->greet_at_ms = s->greet_from_ms + (uint64_t)pause * 1000;
 	if (!s->conf->greet_multiline)
 		return;
 	/* The socket is fresh: its buffer takes the line whole. */
@@ -957,6 +963,19 @@ greet_hold(struct session *s)
 	if (n > 0 && (size_t)n < sizeof(first) &&
 	    send(s->fd, first, (size_t)n, MSG_NOSIGNAL) != n)
 		s->write_failed = true;
+}
+
+/* When the held greeting is due: under stress, stress.greet_pause from
+ * the same start, for the greetings held before stress began too. */
+static uint64_t
+greet_due(const struct session *s)
+{
+	uint64_t d;
+
+	if (!session_stress)
+		return s->greet_at_ms;
+	d = s->greet_from_ms + (uint64_t)stress_greet_pause(s->conf) * 1000;
+	return d < s->greet_at_ms ? d : s->greet_at_ms;
 }
 
 static void
@@ -1007,6 +1026,7 @@ hooks_answer(void *arg, enum smtp_stage stage, const struct policy_answer *a,
 	if (!ok) {
 		int code = a->code;
 
+		error_limit(s);
 		/* RFC 5321 3.1, 4.2.5: a greeting says 554 (then only QUIT
 		 * is served) or 421 (and the connection closes), nothing
 		 * else; a greylisting service's 450 becomes 421. */
@@ -1330,6 +1350,15 @@ effective_deadline(const struct session *s)
 	return d < s->deadline_ms ? d : s->deadline_ms;
 }
 
+/* limits.errors in force: stress.errors under stress, for the open
+ * sessions too, so that clients making errors give their slots back. */
+static void
+error_limit(struct session *s)
+{
+	proto_set_max_errors(s->proto, session_stress ?
+	    stress_max_errors(s->conf) : s->conf->max_errors);
+}
+
 void
 session_set_stress(bool on)
 {
@@ -1491,6 +1520,7 @@ session_run(struct session *s)
 
 	if (s->ended)
 		return;
+	error_limit(s);
 	advance(s);
 	/* Everything read has been fed: the buffer goes until the next
 	 * read. */
@@ -1552,7 +1582,7 @@ session_tick(struct session *s, uint64_t now_ms)
 		return;
 	}
 	if (s->greet_at_ms != 0) {
-		if (now_ms >= s->greet_at_ms) {
+		if (now_ms >= greet_due(s)) {
 			greet_release(s);
 			session_run(s);
 		}

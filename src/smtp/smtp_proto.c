@@ -1916,6 +1916,12 @@ proto_phase(const struct proto *p)
 }
 
 void
+proto_set_max_errors(struct proto *p, unsigned max_errors)
+{
+	p->params.max_errors = max_errors;
+}
+
+void
 proto_timeout(struct proto *p)
 {
 	if (p->closing)

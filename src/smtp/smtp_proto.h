@@ -230,6 +230,9 @@ unsigned long long proto_data_bytes(const struct proto *p);
 
 /* Queue "421 4.4.2 <hostname> Error: timeout exceeded" and close. */
 void proto_timeout(struct proto *p);
+/* The error replies before 421 and close from now on (params.max_errors
+ * changed: stress mode); those already made count. */
+void proto_set_max_errors(struct proto *p, unsigned max_errors);
 
 /* Queue "421 4.3.2 <hostname> Service shutting down" and close, unless an
  * event is pending (then the caller answers it first) or a message is being

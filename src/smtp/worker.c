@@ -37,6 +37,7 @@
 #include "smtp/hooks.h"
 #include "common/ipc.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/proc.h"
 #include "common/sandbox.h"
 #include "smtp/plugin.h"
@@ -311,9 +312,30 @@ proxy_refuse(int fd, const char *why)
 {
 	struct proxy_wait *pw = w.fds[fd].proxy;
 
+	metrics_inc(MC_CONN_REFUSED_PROXY_HEADER);
 	log_warn("session=%016llx client=%s proxy: %s; closed",
 	    (unsigned long long)pw->conn_id, pw->peer_ip, why);
 	proxy_end(fd, "421 4.7.0 PROXY protocol header expected\r\n");
+}
+
+/* What the balancer says of the client's TLS (PP2_TYPE_SSL), as
+ * " tls=TLSv1.3 client_cert=verified cn=\"...\"", or "". */
+static const char *
+proxy_tls_text(const struct proxy_header *h, char *out, size_t size)
+{
+	static const char *const cert[] = {
+		[PROXY_CERT_NONE] = "none",
+		[PROXY_CERT_VERIFIED] = "verified",
+		[PROXY_CERT_UNVERIFIED] = "unverified",
+	};
+
+	if (!h->ssl)
+		return "";
+	snprintf(out, size, " tls=%s client_cert=%s%s%s%s",
+	    h->ssl_version[0] != '\0' ? h->ssl_version : "unknown",
+	    cert[h->ssl_cert], h->ssl_cn[0] != '\0' ? " cn=\"" : "",
+	    h->ssl_cn, h->ssl_cn[0] != '\0' ? "\"" : "");
+	return out;
 }
 
 /* The header is read: the master judges the client it names. */
@@ -322,7 +344,7 @@ proxy_read_done(int fd, const struct proxy_header *h)
 {
 	struct proxy_wait *pw = w.fds[fd].proxy;
 	struct ipc_conn_proxied msg;
-	char client[64];
+	char client[64], tls[160];
 
 	pw->client = h->local ? pw->peer : h->src;
 	pw->dst = h->local ? pw->local : h->dst;
@@ -334,8 +356,9 @@ proxy_read_done(int fd, const struct proxy_header *h)
 	event_mod(w.loop, fd, 0);
 	sockaddr_ntop((const struct sockaddr *)&pw->client, client,
 	    sizeof(client));
-	log_info("session=%016llx proxy v%d: client=%s via %s%s",
+	log_info("session=%016llx proxy v%d: client=%s via %s%s%s",
 	    (unsigned long long)pw->conn_id, h->version, client, pw->peer_ip,
+	    proxy_tls_text(h, tls, sizeof(tls)),
 	    h->local ? " (the balancer's own: no client carried)" : "");
 	memset(&msg, 0, sizeof(msg));
 	msg.conn_id = pw->conn_id;

@@ -47,8 +47,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check(proxy_parse(data, h.len, &again, why, sizeof(why)) == PROXY_DONE,
 	    "the header alone is complete");
 	check(again.len == h.len && again.local == h.local &&
-	    memcmp(&again.src, &h.src, sizeof(h.src)) == 0,
+	    memcmp(&again.src, &h.src, sizeof(h.src)) == 0 &&
+	    again.ssl == h.ssl && again.ssl_cert == h.ssl_cert &&
+	    strcmp(again.ssl_version, h.ssl_version) == 0 &&
+	    strcmp(again.ssl_cn, h.ssl_cn) == 0,
 	    "the bytes after the header do not change it");
+	check(strlen(h.ssl_version) < sizeof(h.ssl_version) &&
+	    strlen(h.ssl_cn) < sizeof(h.ssl_cn), "TLS texts terminated");
 	check(proxy_parse(data, h.len - 1, &again, why, sizeof(why)) ==
 	    PROXY_MORE, "one byte fewer is incomplete");
 	return 0;

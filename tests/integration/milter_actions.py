@@ -9,7 +9,9 @@ Subject chooses at end of message: "headers" (add, insert, change,
 delete), "rcpts" (add added@example.test, delete drop@example.test),
 "body" (replace), "quarantine", "discard", "tempfail", "reply" (550
 with our text), "chgfrom" (new sender); any other subject is accepted
-as is.  RCPT refuses reject-me@... (setreply 550 5.7.1).  Every message
+as is.  RCPT refuses reject-me@... (setreply 550 5.7.1).  CONNECT
+from 127.0.0.5 and HELO discard-session.example are answered DISCARD
+(every message of the session discarded).  Every message
 gets an X-Macros field with the macros it saw, and LOGFILE a line per
 callback ("connect 127.0.0.1", "rcpt <b@example.test>", ...).
 """
@@ -40,11 +42,15 @@ class Actions(Milter.Base):
     def connect(self, hostname, family, hostaddr):
         self._macros("j", "{client_addr}", "{daemon_name}")
         log("connect %s" % (hostaddr[0],))
+        if hostaddr[0] == "127.0.0.5":
+            return Milter.DISCARD
         return Milter.CONTINUE
 
     def hello(self, name):
         self._macros("{tls_version}")
         log("helo %s" % name)
+        if name == "discard-session.example":
+            return Milter.DISCARD
         return Milter.CONTINUE
 
     def envfrom(self, sender, *params):

@@ -1,6 +1,7 @@
 """Connection slots under pressure: the fair share per client address,
-stress mode's shorter timeouts, the connection limit computed from the
-memory, and greet_pause's multi-line trap and pass cache.
+stress mode's shorter timeouts, greeting pause and error limit, the
+connection limit computed from the memory, and greet_pause's multi-line
+trap and pass cache.
 
 Clients come from several loopback addresses (127.0.0.10, ...), which
 are all local on Linux, so that the master counts them apart."""
@@ -216,6 +217,112 @@ def test_stress_data_deadline(daemon_factory):
         # stress.data (3 s), not timeouts.data (300 s).
         assert 2 <= took < 15, took
         assert d.message_count() == 0
+    finally:
+        close_all(held)
+
+
+def read_reply(s, timeout=10):
+    """One whole reply's lines (b"" lines at EOF: the list ends)."""
+    s.settimeout(timeout)
+    data = b""
+    while not re.search(rb"(^|\n)\d\d\d [^\n]*\n", data):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("latin-1").rstrip("\r\n").split("\r\n")
+
+
+def test_stress_error_limit(daemon_factory):
+    """Under stress limits.errors drops to stress.errors (1, Postfix's
+    hard error limit under stress) for a session opened before too: two
+    errors are let pass before stress, one closes the session after."""
+    # Stress at 3 of 10: the fixture's probe, if still counted, cannot
+    # bring it on early.
+    d = daemon_factory({"limits": {"connections": 10, "errors": 10},
+                        "stress": {"threshold": 30}})
+    held = []
+    try:
+        s, line = connect(d, "127.0.0.30")
+        assert line.startswith("220 "), line
+        held.append(s)
+        for _ in range(2):
+            s.sendall(b"BOGUS\r\n")
+            assert read_reply(s)[-1].startswith("500 "), "still open"
+        for source in ("127.0.0.31", "127.0.0.32"):     # 3 of 10: stress
+            s2, line = connect(d, source)
+            assert line.startswith("220 "), line
+            held.append(s2)
+        assert wait_for(lambda: "stress mode entered" in d.log(), 10)
+        assert "greet_pause=0s, errors=1," in d.log()
+        # The master tells the workers before it logs; a round trip
+        # makes sure the worker has read it before the next error.
+        s.sendall(b"NOOP\r\n")
+        assert read_reply(s)[-1].startswith("250 ")
+        s.sendall(b"BOGUS\r\n")
+        data = read_until_closed(s, 10)
+        assert data is not None, "still open under stress"
+        lines = data.decode().rstrip("\r\n").split("\r\n")
+        assert lines[0].startswith("500 ") and \
+            lines[-1] == "421 4.7.0 Too many errors, closing connection", lines
+    finally:
+        close_all(held)
+
+
+def test_stress_greet_pause(daemon_factory):
+    """Under stress the greeting pause drops to stress.greet_pause (here
+    none): the greetings held back (30 s) go out, and a new client is
+    greeted at once."""
+    d = daemon_factory({"limits": {"connections": 10},
+                        "stress": {"threshold": 30, "greet_pause": 0},
+                        "greet_pause": 30, "greet_multiline": False,
+                        "trusted_networks": [], "greet_pass_time": 0})
+    held = []
+    try:
+        a, line = connect(d, "127.0.0.40", timeout=2)
+        held.append(a)
+        assert line is None, "greeted without the pause: %r" % line
+        t0 = time.monotonic()
+        for source in ("127.0.0.41", "127.0.0.45"):    # 3 of 10: stress
+            held.append(socket.create_connection(
+                (d.host, d.port), timeout=10, source_address=(source, 0)))
+        assert wait_for(lambda: "stress mode entered" in d.log(), 10)
+        for s in held:
+            assert read_reply(s, 20) == ["220 %s ESMTP mxgate" % HOSTNAME]
+        assert time.monotonic() - t0 < 20
+        t0 = time.monotonic()
+        c, line = connect(d, "127.0.0.42", timeout=10)
+        held.append(c)
+        assert line == "220 %s ESMTP mxgate" % HOSTNAME, line
+        assert time.monotonic() - t0 < 15     # not the 30 s pause
+    finally:
+        close_all(held)
+
+
+def test_stress_greet_pause_shortened(daemon_factory):
+    """stress.greet_pause shorter than greet_pause: the pause is
+    shortened, not dropped -- a client that talks first is still refused."""
+    d = daemon_factory({"limits": {"connections": 10},
+                        "stress": {"threshold": 10, "greet_pause": 3},
+                        "greet_pause": 30, "greet_multiline": False,
+                        "trusted_networks": [], "greet_pass_time": 0})
+    held = []
+    try:
+        a = socket.create_connection((d.host, d.port), timeout=10,
+                                     source_address=("127.0.0.43", 0))
+        held.append(a)
+        assert wait_for(lambda: "stress mode entered" in d.log(), 10)
+        assert "greet_pause=3s," in d.log()
+        t0 = time.monotonic()
+        b = socket.create_connection((d.host, d.port), timeout=10,
+                                     source_address=("127.0.0.44", 0))
+        held.append(b)
+        b.sendall(b"EHLO eager.example\r\n")
+        data = read_until_closed(b, 20)
+        assert data == b"554 5.5.1 Error: talked before the greeting\r\n", \
+            data
+        assert read_reply(a, 20) == ["220 %s ESMTP mxgate" % HOSTNAME]
+        assert time.monotonic() - t0 < 20
     finally:
         close_all(held)
 

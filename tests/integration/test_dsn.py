@@ -9,7 +9,9 @@ handler, "relayed" to an upstream without DSN, nothing when the upstream
 took the request), RET=FULL returns the whole message in a failure DSN,
 ENVID and ORCPT come back as Original-Envelope-Id and Original-Recipient.
 An upstream that offers DSN gets the parameters passed on (ORCPT added
-when the client gave none); one without DSN gets none of them.
+when the client gave none); one without DSN gets none of them.  The
+same for an LMTP server (the lmtp handler), which then sends the
+success notices itself.
 
 Upstreams are Debian's aiosmtpd (python3-aiosmtpd): the stock server,
 which offers no DSN and refuses parameters it does not know (555), and a
@@ -31,9 +33,10 @@ from test_delivery import (Capture, CaptureHandler, SENDER, closed_port,
 
 try:
     from aiosmtpd.controller import Controller
+    from aiosmtpd.lmtp import LMTP
     from aiosmtpd.smtp import SMTP
 except ImportError:  # pragma: no cover - the CI image has it
-    Controller = SMTP = None
+    Controller = SMTP = LMTP = None
 
 DSN_PARAMS = ("RET=", "ENVID=", "NOTIFY=", "ORCPT=")
 
@@ -76,6 +79,62 @@ if SMTP is not None:
     class DSNController(Controller):
         def factory(self):
             return DSNServer(self.handler, **self.SMTP_kwargs)
+
+
+    class DSNLMTPServer(LMTP):
+        """aiosmtpd's LMTP server taking DSN's parameters, as
+        DSNServer."""
+        _strip = DSNServer._strip
+
+        async def smtp_MAIL(self, arg):
+            await super().smtp_MAIL(self._strip("MAIL", arg))
+
+        async def smtp_RCPT(self, arg):
+            self.command_size_limits["RCPT"] = 1024
+            await super().smtp_RCPT(self._strip("RCPT", arg))
+
+    class LMTPController(Controller):
+        def factory(self):
+            return (DSNLMTPServer if self.handler.offer_dsn else LMTP)(
+                self.handler, **self.SMTP_kwargs)
+
+
+class LMTPHandler(DSNHandler):
+    """An LMTP server's handler: one reply per recipient after the dot
+    (RFC 2033 4.2; aiosmtpd sends what DATA returns); offers DSN if
+    offer_dsn."""
+
+    def __init__(self, offer_dsn):
+        super().__init__()
+        self.offer_dsn = offer_dsn
+
+    async def handle_EHLO(self, server, session, envelope, hostname,
+                          responses):
+        if self.offer_dsn:
+            return await super().handle_EHLO(server, session, envelope,
+                                              hostname, responses)
+        session.host_name = hostname
+        return responses
+
+    async def handle_DATA(self, server, session, envelope):
+        await super().handle_DATA(server, session, envelope)
+        return "\r\n".join("250 2.0.0 <%s> delivered" % r
+                            for r in envelope.rcpt_tos)
+
+
+class LMTPCapture(Capture):
+    """An LMTP server on 127.0.0.1, with DSN or without."""
+
+    def __init__(self, offer_dsn):
+        self.handler = LMTPHandler(offer_dsn)
+        self.port = free_port()
+        self.controller = LMTPController(
+            self.handler, hostname="127.0.0.1", port=self.port,
+            decode_data=False)
+        self.controller.start()
+
+    def lines(self, verb):
+        return [l for l in self.handler.lines if l.startswith(verb + " ")]
 
 
 class DSNCapture(Capture):
@@ -261,6 +320,58 @@ def test_relay_passes_dsn_to_an_upstream_that_offers_it(daemon_factory):
             " 'delivered'", (qid,)))
     finally:
         up.stop()
+        dsn_cap.stop()
+
+
+@needs_aiosmtpd
+def test_lmtp_passes_dsn_to_a_server_that_offers_it(daemon_factory):
+    """The lmtp handler gives an LMTP server that offers DSN the
+    parameters as the relay client does (ORCPT added where the client
+    gave none); that server is then the one to report success, so no
+    success DSN comes from mxgate for its recipients.  An LMTP server
+    without DSN gets none of them (aiosmtpd would answer 555) and its
+    recipients' success is reported by mxgate ("delivered")."""
+    with_dsn, without = LMTPCapture(True), LMTPCapture(False)
+    dsn_cap = Capture()
+    try:
+        d = daemon_factory(relay_and_dsn(closed_port(), dsn_cap.port, routes=[
+            {"name": "lmtp_dsn", "rcpt": r"@dsn\.test$", "action": "lmtp",
+             "address": "inet:127.0.0.1:%d" % with_dsn.port},
+            {"name": "lmtp_plain", "rcpt": r"@plain\.test$",
+             "action": "lmtp",
+             "address": "inet:127.0.0.1:%d" % without.port},
+            {"name": "other", "rcpt": ".*", "action": "reject",
+             "code": 550, "text": "5.7.1 no"}]))
+        qid = dsn_send(d, [
+            ("ann@dsn.test", ["NOTIFY=SUCCESS,FAILURE",
+                              "ORCPT=rfc822;orig+2Bx@example.test"]),
+            ("bob@dsn.test", []),
+            ("cy@plain.test", ["NOTIFY=SUCCESS"])],
+            message("lmtp dsn"), ["RET=HDRS", "ENVID=lm+2Btp+3D"])
+        wait_state(d, qid, "delivered")
+        mail = with_dsn.lines("MAIL")
+        assert len(mail) == 1, with_dsn.handler.lines
+        assert mail[0] == "MAIL FROM:<%s> RET=HDRS ENVID=lm+2Btp+3D" % SENDER
+        assert with_dsn.lines("RCPT") == [
+            "RCPT TO:<ann@dsn.test> NOTIFY=SUCCESS,FAILURE"
+            " ORCPT=rfc822;orig+2Bx@example.test",
+            "RCPT TO:<bob@dsn.test> ORCPT=rfc822;bob@dsn.test"]
+        assert with_dsn.handler.count() == 1
+        assert without.handler.count() == 1
+        assert without.handler.lines == []
+        # The success notices were queued with the outcomes, in the same
+        # transaction: one, for cy only.
+        notices = d.db("SELECT id FROM messages WHERE sender = '' AND"
+                       " protocol = 'DSN'")
+        assert len(notices) == 1, notices
+        assert wait_for(lambda: len(dsns(dsn_cap)) == 1, 10), d.log()[-3000:]
+        _, _, per_msg, per_rcpt = parse_report(dsns(dsn_cap)[0]["data"])
+        assert per_msg["Original-Envelope-Id"] == "lm+tp="
+        assert [(r["Final-Recipient"], r["Action"]) for r in per_rcpt] == [
+            ("rfc822; cy@plain.test", "delivered")]
+    finally:
+        with_dsn.stop()
+        without.stop()
         dsn_cap.stop()
 
 

@@ -288,11 +288,15 @@ def test_operator_actions_logged(daemon_factory, cert, fmt):
                 ("delete", ids[0], None)]
     for action, qid, nrcpt in expected:
         if action == "retry":
-            # the released recipient may be in delivery right now
-            wait_for(lambda: d.db("SELECT state FROM recipients WHERE "
-                                  "message_id = ? AND address = "
-                                  "'v@example.test'", (qid,))[0][0]
-                     == "deferred", 10.0)
+            # The release made the recipient due at once (deferred, due
+            # now): wait until the scheduler's attempt after it failed
+            # and put it off an hour (retry_schedule), else retry may
+            # find it in delivery and change nothing.
+            assert wait_for(lambda: d.db(
+                "SELECT state = 'deferred' AND next_attempt_at >"
+                " CAST(strftime('%s', 'now') AS INTEGER) + 600"
+                " FROM recipients WHERE message_id = ? AND address ="
+                " 'v@example.test'", (qid,))[0][0] == 1, 30.0)
         out, lines = ctl_syslog(d, "queue", action, qid)
         assert out["rc"] == 0, out
         assert len(lines) == 1, (action, out)

@@ -207,6 +207,38 @@ def test_milter_refusals(daemon_factory, pymilter):
     assert "message discarded: milter=test" in d.log()
 
 
+def test_milter_discard_at_connect_or_helo(daemon_factory, pymilter):
+    """SMFIR_DISCARD at CONNECT or HELO is for the whole session: every
+    message of it is answered 250 and not queued, logged with the
+    milter's name, and the milter is asked nothing more; the next
+    session is not affected."""
+    address, log = pymilter
+    d = daemon_factory(milter_settings(address))
+    for helo, source in (("discard-session.example", "127.0.0.1"),
+                         ("client.example", "127.0.0.5")):
+        with smtplib.SMTP(d.host, d.port, timeout=30,
+                          source_address=(source, 0)) as s:
+            s.ehlo(helo)
+            s.mail("a@sender.example")
+            s.rcpt("bob@example.test")
+            s.rset()
+            for i in range(2):
+                s.mail("a@sender.example")
+                assert s.rcpt("bob@example.test")[0] == 250
+                assert s.data(make_message("m%d" % i).encode()) == \
+                    (250, b"2.0.0 Ok: discarded")
+    assert d.db("SELECT count(*) FROM messages")[0][0] == 0
+    text = d.log()
+    assert text.count("message discarded: milter=test (at the connection: "
+                      "every message of the session)") == 4, text
+    seen = open(log).read()
+    assert "helo discard-session.example" in seen
+    assert "mail" not in seen and "eom" not in seen, seen
+    code, text = send(d, "after")
+    assert code == 250 and "queued as" in text, text
+    assert d.db("SELECT count(*) FROM messages")[0][0] == 1
+
+
 def test_milter_several_messages_in_a_session(daemon_factory, pymilter):
     """The conversation goes on across messages and RSET (SMFIC_ABORT)."""
     address, log = pymilter

@@ -46,9 +46,31 @@ def v1(src, sport=40000, dst=None, dport=25):
     return ("PROXY %s %s %s %d %d\r\n" % (fam, src, dst, sport, dport)).encode()
 
 
+def crc32c(data):
+    """CRC32c (RFC 4960 appendix B), for the PP2_TYPE_CRC32C TLV."""
+    crc = 0xffffffff
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82f63b78 if crc & 1 else 0)
+    return crc ^ 0xffffffff
+
+
+def with_crc32c(header, damage=None):
+    """header (v2) with a PP2_TYPE_CRC32C TLV appended and sealed as a
+    sender does; damage: the offset of a byte to flip afterwards."""
+    body_len = struct.unpack("!H", header[14:16])[0] + 7
+    h = header[:14] + struct.pack("!H", body_len) + header[16:] + \
+        b"\x03\x00\x04\x00\x00\x00\x00"
+    h = h[:-4] + struct.pack("!I", crc32c(h))
+    if damage is not None:
+        h = h[:damage] + bytes([h[damage] ^ 0x01]) + h[damage + 1:]
+    return h
+
+
 def v2(src, sport=40000, dst=None, dport=25, tlvs=b"", local=False):
     if local:
-        return SIG + bytes([0x20, 0x00]) + struct.pack("!H", 0)
+        return SIG + bytes([0x20, 0x00]) + struct.pack("!H", len(tlvs)) + tlvs
     if ":" in src:
         fam, af = 0x21, socket.AF_INET6
         dst = dst or "2001:db8::1"
@@ -202,8 +224,68 @@ def test_bad_header_refused(daemon_factory, data, why):
         s.sendall(data)
         got = read_until_closed(s, 5)
     assert got == b"421 4.7.0 PROXY protocol header expected\r\n", got
-    assert "proxy: %s" % why in d.log()
-    assert "connected" not in d.log().split("proxy:")[-1]
+    log = d.log()
+    m = re.search(r"session=(\w+) client=127\.0\.0\.1 proxy: %s" %
+                  re.escape(why), log)
+    assert m, log
+    # Never a session (the fixture's banner probe may log after it).
+    assert not re.search(r"session=%s .*connected" % m.group(1), log), log
+
+
+def scrape(port):
+    """The metrics exposition text ("" while the exporter is not up)."""
+    data = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return ""
+    return data.partition(b"\r\n\r\n")[2].decode()
+
+
+REFUSED_HEADER = 'mxgate_connections_refused_total{reason="proxy_header"}'
+
+
+def test_checksum(daemon_factory):
+    """PP2_TYPE_CRC32C: a header whose checksum matches is taken (a
+    health check's too); one damaged on the way (a bit of the client's
+    address flipped after the balancer sealed it) is refused, logged
+    with the balancer's address and counted as a refused connection."""
+    mport = free_port()
+    d = daemon_factory(proxy_settings(
+        metrics={"listen": "127.0.0.1:%d" % mport}))
+    good = with_crc32c(v2("192.0.2.9"))
+    with lb_connect(d) as s:
+        s.sendall(good)
+        assert read_reply(s)[-1].startswith("220 ")
+        qid = send_message(s, "sealed")
+    assert stored(d, qid)[0] == "192.0.2.9"
+    with lb_connect(d) as s:
+        s.sendall(with_crc32c(v2("", local=True)))
+        assert read_reply(s)[-1].startswith("220 ")
+        s.sendall(b"QUIT\r\n")
+        assert read_reply(s)[-1].startswith("221 ")
+    for damage in (19, len(good) - 1):      # the address, the checksum
+        with lb_connect(d) as s:
+            s.sendall(with_crc32c(v2("192.0.2.9"), damage=damage))
+            got = read_until_closed(s, 5)
+        assert got == b"421 4.7.0 PROXY protocol header expected\r\n", got
+    with lb_connect(d) as s:
+        s.sendall(with_crc32c(v2("", local=True), damage=22))  # its value
+        assert read_until_closed(s, 5) == \
+            b"421 4.7.0 PROXY protocol header expected\r\n"
+    log = d.log()
+    assert log.count("client=127.0.0.1 proxy: v2: CRC32C checksum "
+                     "mismatch; closed") == 3, log
+    assert "client=192.0.2.8" not in log
+    # The exporter sums the workers' counts when scraped.
+    assert wait_for(lambda: "%s 3\n" % REFUSED_HEADER in scrape(mport), 10), \
+        scrape(mport)
 
 
 def test_no_header_in_time(daemon_factory):
@@ -354,18 +436,14 @@ backend mx_v2
 """
 
 
-@pytest.fixture
-def haproxy(daemon_factory, tmp_path):
-    """Two mxgated behind a private HAProxy: (frontend v1 port, frontend
-    v2 port, [daemons])."""
+def start_haproxy(tmp_path, cfg_text, ports):
+    """A private HAProxy with cfg_text, listening on ports["f1"] and
+    ports["f2"]; (its Popen, its log file)."""
     exe = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not os.access(exe, os.X_OK):
         pytest.fail("haproxy not installed (contrib/install-deps.sh)")
-    daemons = [daemon_factory(proxy_settings()) for _ in range(2)]
-    ports = {"f1": free_port(), "f2": free_port(),
-             "a": proxy_port(daemons[0]), "b": proxy_port(daemons[1])}
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(HAPROXY_CFG % ports)
+    cfg.write_text(cfg_text)
     log = open(str(tmp_path / "haproxy.log"), "wb")
     proc = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=log,
                             stderr=subprocess.STDOUT)
@@ -382,15 +460,34 @@ def haproxy(daemon_factory, tmp_path):
                         pass
             return True
         assert wait_for(listening, 10), (tmp_path / "haproxy.log").read_text()
+    except BaseException:
+        stop_haproxy(proc, log)
+        raise
+    return proc, log
+
+
+def stop_haproxy(proc, log):
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture
+def haproxy(daemon_factory, tmp_path):
+    """Two mxgated behind a private HAProxy: (frontend v1 port, frontend
+    v2 port, [daemons])."""
+    daemons = [daemon_factory(proxy_settings()) for _ in range(2)]
+    ports = {"f1": free_port(), "f2": free_port(),
+             "a": proxy_port(daemons[0]), "b": proxy_port(daemons[1])}
+    proc, log = start_haproxy(tmp_path, HAPROXY_CFG % ports, ports)
+    try:
         yield ports["f1"], ports["f2"], daemons
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop_haproxy(proc, log)
 
 
 def test_haproxy_two_mxgated(haproxy):
@@ -425,3 +522,94 @@ def test_haproxy_two_mxgated(haproxy):
         assert re.search(r"proxy v2: client=127\.0\.0\.3 via 127\.0\.0\.1",
                          log)
     assert sorted(seen) == sorted(sent)
+
+
+# ---- HAProxy's checksum, and its TLS termination ----
+
+HAPROXY_TLS_CFG = """
+global
+    maxconn 64
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend smtp_plain
+    bind 127.0.0.1:%(f1)d
+    default_backend mx_crc
+frontend smtp_tls
+    bind 127.0.0.1:%(f2)d ssl crt %(pem)s ca-file %(ca)s verify optional
+    default_backend mx_tls
+backend mx_crc
+    server a 127.0.0.1:%(a)d send-proxy-v2 proxy-v2-options crc32c
+backend mx_tls
+    server a 127.0.0.1:%(a)d send-proxy-v2 proxy-v2-options crc32c,ssl,cert-cn
+"""
+
+
+def make_pki(tmp_path):
+    """A CA, HAProxy's certificate and key in one file, and a client
+    certificate from the CA: paths (ca, haproxy pem, client cert,
+    client key)."""
+    def openssl(*args):
+        subprocess.run(["openssl"] + list(args), check=True,
+                       capture_output=True, cwd=str(tmp_path))
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+          "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "1", "-subj", "/CN=test balancer CA")
+    openssl("req", "-x509", *ec, "-keyout", "lb.key", "-out", "lb.crt",
+            "-days", "1", "-subj", "/CN=lb.test.example")
+    (tmp_path / "lb.pem").write_bytes((tmp_path / "lb.crt").read_bytes() +
+                                      (tmp_path / "lb.key").read_bytes())
+    openssl("req", "-new", *ec, "-keyout", "client.key", "-out",
+            "client.csr", "-subj", "/CN=client.test.example")
+    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey",
+            "ca.key", "-CAcreateserial", "-out", "client.pem", "-days", "1")
+    return tuple(str(tmp_path / n) for n in
+                 ("ca.pem", "lb.pem", "client.pem", "client.key"))
+
+
+def test_haproxy_crc32c_and_tls(daemon_factory, tmp_path):
+    """A real HAProxy sealing its v2 headers (proxy-v2-options crc32c)
+    is taken -- the checksum is computed as HAProxy computes it -- and
+    where HAProxy terminates TLS (ssl, cert-cn) the log says what the
+    client's TLS was: its version, its certificate verified by the
+    balancer and that certificate's name, or no certificate."""
+    import ssl
+    ca, pem, client_cert, client_key = make_pki(tmp_path)
+    d = daemon_factory(proxy_settings())
+    ports = {"f1": free_port(), "f2": free_port(), "a": proxy_port(d),
+             "pem": pem, "ca": ca}
+    proc, log = start_haproxy(tmp_path, HAPROXY_TLS_CFG % ports, ports)
+    try:
+        with smtplib.SMTP("127.0.0.1", ports["f1"], timeout=10,
+                          source_address=("127.0.0.2", 0)) as c:
+            c.ehlo("plain.example")
+            c.sendmail("a@sender.example", ["bob@example.test"],
+                       make_message("sealed by haproxy"))
+        for cert, source in ((True, "127.0.0.3"), (False, "127.0.0.4")):
+            ctx = ssl.create_default_context(cafile=ca)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+            if cert:
+                ctx.load_cert_chain(client_cert, client_key)
+            with smtplib.SMTP_SSL("127.0.0.1", ports["f2"], timeout=10,
+                                  context=ctx,
+                                  source_address=(source, 0)) as c:
+                c.ehlo("tls.example")
+                c.sendmail("a@sender.example", ["bob@example.test"],
+                           make_message("tls via haproxy"))
+    finally:
+        stop_haproxy(proc, log)
+    rows = sorted(r[0] for r in d.db("SELECT client_ip FROM messages"))
+    assert rows == ["127.0.0.2", "127.0.0.3", "127.0.0.4"], rows
+    text = d.log()
+    assert "CRC32C" not in text, text
+    assert re.search(r"proxy v2: client=127\.0\.0\.2 via 127\.0\.0\.1\n",
+                     text), text
+    assert ('proxy v2: client=127.0.0.3 via 127.0.0.1 tls=TLSv1.3 '
+            'client_cert=verified cn="client.test.example"') in text, text
+    assert ("proxy v2: client=127.0.0.4 via 127.0.0.1 tls=TLSv1.3 "
+            "client_cert=none\n") in text, text

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/config.h"
 #include "smtp/checks.h"
 #include "common/util.h"
 #include "unit.h"
@@ -184,6 +185,26 @@ test_rate_bounded(void)
 	ratelimit_free(r);
 }
 
+/* A stress setting applies only where it is the lower. */
+static void
+test_stress_lower(void)
+{
+	struct mxconf c;
+
+	memset(&c, 0, sizeof(c));
+	c.greet_pause = 6;
+	c.stress_greet_pause = 2;
+	c.max_errors = 20;
+	c.stress_max_errors = 1;
+	CHECK_INT(stress_greet_pause(&c), 2);
+	CHECK_INT(stress_max_errors(&c), 1);
+	c.greet_pause = 0;
+	c.max_errors = 1;
+	c.stress_max_errors = 5;
+	CHECK_INT(stress_greet_pause(&c), 0);
+	CHECK_INT(stress_max_errors(&c), 1);
+}
+
 static void
 test_stress_next(void)
 {
@@ -297,6 +318,7 @@ main(void)
 	RUN(test_rate_reached);
 	RUN(test_rate_bounded);
 	RUN(test_stress_next);
+	RUN(test_stress_lower);
 	RUN(test_fair_share);
 	RUN(test_fair_share_twenty_addresses);
 	RUN(test_client_key);

@@ -261,6 +261,140 @@ test_v2_bad(void)
 	CHECK_INT(proxy_parse(buf, 3, &h, why, sizeof(why)), PROXY_MORE);
 }
 
+/* RFC 3720 B.4's check value of CRC32c: "123456789". */
+static void
+test_crc32c(void)
+{
+	CHECK_INT(proxy_crc32c((const uint8_t *)"123456789", 9), 0xe3069283u);
+	CHECK_INT(proxy_crc32c((const uint8_t *)"", 0), 0);
+}
+
+/* Set the CRC32C TLV's value (at body offset crc_off) as a sender does:
+ * over the whole header with those four bytes zero. */
+static void
+seal(uint8_t *buf, size_t n, size_t crc_off)
+{
+	uint8_t *v = buf + 16 + crc_off;
+	uint32_t crc;
+
+	memset(v, 0, 4);
+	crc = proxy_crc32c(buf, n);
+	v[0] = (uint8_t)(crc >> 24);
+	v[1] = (uint8_t)(crc >> 16);
+	v[2] = (uint8_t)(crc >> 8);
+	v[3] = (uint8_t)crc;
+}
+
+static void
+test_v2_crc32c(void)
+{
+	/* 192.0.2.9:40000 -> 198.51.100.1:25, a NOOP TLV, the checksum. */
+	uint8_t body[] = { 192, 0, 2, 9, 198, 51, 100, 1, 0x9c, 0x40, 0, 25,
+	    0x04, 0x00, 0x02, 0xaa, 0xbb,
+	    0x03, 0x00, 0x04, 0, 0, 0, 0 };
+	uint8_t buf[128];
+	struct proxy_header h;
+	char why[128], ip[64];
+	size_t n = v2_header(buf, 0x21, 0x11, body, sizeof(body));
+
+	seal(buf, n, 20);
+	CHECK_INT(proxy_parse(buf, n, &h, why, sizeof(why)), PROXY_DONE);
+	CHECK_STR(src_ip(&h, ip, sizeof(ip)), "192.0.2.9");
+	check_prefixes(buf, n);
+	/* One bit changed anywhere -- the client's address, a TLV, the
+	 * checksum itself -- and the header is refused.  Not in the TLVs'
+	 * lengths (malformed instead) nor the checksum's type (none). */
+	for (size_t i = 16; i < n; i++) {
+		size_t b = i - 16;
+
+		if (b == 13 || b == 14 || (b >= 17 && b <= 19))
+			continue;
+		buf[i] ^= 0x01;
+		CHECK_INT(proxy_parse(buf, n, &h, why, sizeof(why)), PROXY_BAD);
+		CHECK_STR(why, "v2: CRC32C checksum mismatch");
+		buf[i] ^= 0x01;
+	}
+	/* Not four bytes, or twice: malformed. */
+	body[19] = 3;
+	n = v2_header(buf, 0x21, 0x11, body, sizeof(body) - 1);
+	CHECK_INT(proxy_parse(buf, n, &h, why, sizeof(why)), PROXY_BAD);
+	CHECK_STR(why, "v2: malformed TLV");
+	body[19] = 4;
+	{
+		uint8_t two[sizeof(body) + 7];
+
+		memcpy(two, body, sizeof(body));
+		memcpy(two + sizeof(body), body + 17, 7);
+		n = v2_header(buf, 0x21, 0x11, two, sizeof(two));
+		seal(buf, n, 20);
+		CHECK_INT(proxy_parse(buf, n, &h, why, sizeof(why)), PROXY_BAD);
+		CHECK_STR(why, "v2: malformed TLV");
+	}
+}
+
+/* A health check's checksum counts too: it covers the header. */
+static void
+test_v2_local_crc32c(void)
+{
+	uint8_t body[] = { 0x03, 0x00, 0x04, 0, 0, 0, 0 };
+	uint8_t buf[64];
+	struct proxy_header h;
+	char why[128];
+	size_t n = v2_header(buf, 0x20, 0x00, body, sizeof(body));
+
+	seal(buf, n, 3);
+	CHECK_INT(proxy_parse(buf, n, &h, why, sizeof(why)), PROXY_DONE);
+	CHECK(h.local);
+	buf[n - 1] ^= 0x80;
+	CHECK_INT(proxy_parse(buf, n, &h, why, sizeof(why)), PROXY_BAD);
+	CHECK_STR(why, "v2: CRC32C checksum mismatch");
+	/* Malformed TLVs after LOCAL are still skipped unread. */
+	body[2] = 0x09;
+	n = v2_header(buf, 0x20, 0x00, body, sizeof(body));
+	CHECK_INT(proxy_parse(buf, n, &h, why, sizeof(why)), PROXY_DONE);
+}
+
+static void
+test_v2_ssl(void)
+{
+	/* PP2_TYPE_SSL: client SSL|CERT_CONN, verify 0, then the version
+	 * and the common name (a quote and a newline in it). */
+	uint8_t body[] = { 192, 0, 2, 9, 198, 51, 100, 1, 0x9c, 0x40, 0, 25,
+	    0x20, 0x00, 0x18, 0x03, 0, 0, 0, 0,
+	    0x21, 0x00, 0x07, 'T', 'L', 'S', 'v', '1', '.', '3',
+	    0x22, 0x00, 0x06, 'c', '"', 'n', '\n', 'x', 'y' };
+	uint8_t buf[128];
+	struct proxy_header h;
+	char why[128];
+	size_t n = v2_header(buf, 0x21, 0x11, body, sizeof(body));
+
+	CHECK_INT(proxy_parse(buf, n, &h, why, sizeof(why)), PROXY_DONE);
+	CHECK(h.ssl);
+	CHECK_INT(h.ssl_cert, PROXY_CERT_VERIFIED);
+	CHECK_STR(h.ssl_version, "TLSv1.3");
+	CHECK_STR(h.ssl_cn, "c?n?xy");
+	/* The certificate did not verify. */
+	buf[16 + 19] = 1;
+	CHECK_INT(proxy_parse(buf, n, &h, why, sizeof(why)), PROXY_DONE);
+	CHECK_INT(h.ssl_cert, PROXY_CERT_UNVERIFIED);
+	/* No certificate. */
+	buf[16 + 15] = 0x01;
+	CHECK_INT(proxy_parse(buf, n, &h, why, sizeof(why)), PROXY_DONE);
+	CHECK_INT(h.ssl_cert, PROXY_CERT_NONE);
+	/* Not TLS at all (client byte 0): nothing to say. */
+	buf[16 + 15] = 0x00;
+	CHECK_INT(proxy_parse(buf, n, &h, why, sizeof(why)), PROXY_DONE);
+	CHECK(!h.ssl);
+	/* A sub-TLV that overruns: what came before it is kept, no
+	 * refusal (it is only logged). */
+	buf[16 + 15] = 0x01;
+	buf[16 + 31] = 0x40;
+	CHECK_INT(proxy_parse(buf, n, &h, why, sizeof(why)), PROXY_DONE);
+	CHECK(h.ssl);
+	CHECK_STR(h.ssl_version, "TLSv1.3");
+	CHECK_STR(h.ssl_cn, "");
+}
+
 /* The largest v2 header: 65535 bytes after the fixed part. */
 static void
 test_v2_largest(void)
@@ -297,5 +431,9 @@ main(void)
 	RUN(test_v2_local);
 	RUN(test_v2_bad);
 	RUN(test_v2_largest);
+	RUN(test_crc32c);
+	RUN(test_v2_crc32c);
+	RUN(test_v2_local_crc32c);
+	RUN(test_v2_ssl);
 	return unit_done();
 }

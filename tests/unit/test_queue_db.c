@@ -953,6 +953,51 @@ test_wal_budget(void)
 	remove_db(path);
 }
 
+/*
+ * tls_results (TLS-RPT counts per UTC day) are purged by day:
+ * queue_db_tls_purge(before) forgets the days before before's, keeps
+ * that day and the later ones, and reports how many rows went.
+ */
+static void
+test_tls_results_purge(void)
+{
+	static const char *const days[] = {
+		"2026-01-01", "2026-01-29", "2026-01-30", "2026-01-31",
+	};
+	struct queue_tls_result r = {
+		.domain = "example.com", .policy_type = "sts",
+		.policy = "version: STSv1", .mx_host = "mx.example.com",
+		.result_type = "", .sending_ip = "192.0.2.1",
+		.receiving_ip = "198.51.100.1", .sessions = 2,
+	};
+	struct queue_db *db;
+
+	new_path();
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	for (size_t i = 0; i < ARRAY_LEN(days); i++) {
+		r.day = days[i];
+		CHECK_INT(queue_db_tls_result(db, &r), 0);
+	}
+	r.domain = "example.net";
+	CHECK_INT(queue_db_tls_result(db, &r), 0);
+	CHECK_Q(db, "SELECT count(*) FROM tls_results", "5");
+	/* 2026-01-30 00:00:00 UTC and its last second: the same day. */
+	CHECK_INT(queue_db_tls_purge(db, 1769731200), 2);
+	CHECK_INT(queue_db_tls_purge(db, 1769731200 + 86399), 0);
+	CHECK_Q(db, "SELECT group_concat(day || ' ' || domain, ',') FROM"
+	    " (SELECT day, domain FROM tls_results ORDER BY day, domain)",
+	    "2026-01-30 example.com,2026-01-31 example.com,"
+	    "2026-01-31 example.net");
+	/* The next second is the next day. */
+	CHECK_INT(queue_db_tls_purge(db, 1769731200 + 86400), 1);
+	CHECK_Q(db, "SELECT sum(sessions) FROM tls_results", "4");
+	queue_db_close(db);
+	remove_db(path);
+}
+
 int
 main(void)
 {
@@ -980,6 +1025,7 @@ main(void)
 	RUN(test_queue_vfs);
 	RUN(test_queue_vfs_rollback);
 	RUN(test_wal_budget);
+	RUN(test_tls_results_purge);
 	rc = unit_done();
 	rmdir(dir);
 	return rc;
