@@ -32,4 +32,15 @@ int dns_answer_open(struct dns_answer *a, const unsigned char *msg, int len);
 /* The next answer record: 1, 0 at the end, -1 when malformed. */
 int dns_answer_next(struct dns_answer *a, struct dns_rr *rr);
 
+/*
+ * What res_query(3) returned, as the length of what the buffer holds:
+ * for a truncated answer it returns the whole answer's length, larger
+ * than the buffer.  Negative (no answer) stays as it is.
+ */
+static inline int
+dns_answer_len(int len, unsigned long size)
+{
+	return len >= 0 && (unsigned long)len > size ? (int)size : len;
+}
+
 #endif

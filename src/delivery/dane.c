@@ -104,7 +104,8 @@ dane_lookup(const char *host, int port, struct dane_records *out,
 	if (!ad_trusted)
 		return DANE_NONE;
 	snprintf(name, sizeof(name), "_%d._tcp.%s", port, host);
-	len = res_query(name, ns_c_in, ns_t_tlsa, answer, sizeof(answer));
+	len = dns_answer_len(res_query(name, ns_c_in, ns_t_tlsa, answer,
+	    sizeof(answer)), sizeof(answer));
 	if (len < 0) {
 		/* NXDOMAIN or NODATA: no records, secure or not. */
 		if (h_errno == HOST_NOT_FOUND || h_errno == NO_DATA)

@@ -265,7 +265,8 @@ txt_id(const char *domain, char *id, size_t idsize)
 	size_t tl;
 
 	snprintf(name, sizeof(name), "_mta-sts.%s", domain);
-	len = res_query(name, ns_c_in, ns_t_txt, answer, sizeof(answer));
+	len = dns_answer_len(res_query(name, ns_c_in, ns_t_txt, answer,
+	    sizeof(answer)), sizeof(answer));
 	if (len < 0)
 		return h_errno == HOST_NOT_FOUND || h_errno == NO_DATA ? 0 : -1;
 	if (dns_answer_open(&a, answer, len) == -1)

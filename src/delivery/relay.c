@@ -1644,7 +1644,8 @@ mx_hosts(const char *domain, struct host *hosts, size_t max, char *why,
 		return 1;
 	}
 	memset(answer, 0, NS_HFIXEDSZ);
-	len = res_query(domain, ns_c_in, ns_t_mx, answer, sizeof(answer));
+	len = dns_answer_len(res_query(domain, ns_c_in, ns_t_mx, answer,
+	    sizeof(answer)), sizeof(answer));
 	/* RFC 7672 2.2.1: DANE only for MX hosts from a secure answer (a
 	 * NODATA answer, the domain as its own host, counts too). */
 	*secure = dane_answer_secure(answer, len >= 0 ? len :

@@ -321,11 +321,11 @@ lookup_run(struct threadpool_job *tp, void *state)
 	j->result = DNSBL_FAILED;
 	if (rs == NULL)
 		return;
-	len = res_nquery(rs, j->name, ns_c_in, ns_t_a, buf, sizeof(buf));
+	len = dns_answer_len(res_nquery(rs, j->name, ns_c_in, ns_t_a, buf,
+	    sizeof(buf)), sizeof(buf));
 	if (len >= 0) {
-		/* The length of a truncated answer is the whole one's. */
-		j->result = dnsbl_read_answer(j->site, buf, len < (int)sizeof(buf)
-		    ? len : (int)sizeof(buf), j->answer, sizeof(j->answer));
+		j->result = dnsbl_read_answer(j->site, buf, len, j->answer,
+		    sizeof(j->answer));
 		return;
 	}
 	/* NXDOMAIN and NODATA: not listed; anything else failed. */

@@ -4,6 +4,7 @@
  */
 #include <string.h>
 
+#include "common/dns_answer.h"
 #include "smtp/dnsbl.h"
 #include "unit.h"
 
@@ -172,11 +173,24 @@ test_answers(void)
 	    DNSBL_FAILED);
 }
 
+/* res_query(3) reports a truncated answer's whole length: the parsers
+ * must be given only what the buffer holds. */
+static void
+test_answer_len(void)
+{
+	CHECK_INT(dns_answer_len(-1, 512), -1);
+	CHECK_INT(dns_answer_len(0, 512), 0);
+	CHECK_INT(dns_answer_len(300, 512), 300);
+	CHECK_INT(dns_answer_len(512, 512), 512);
+	CHECK_INT(dns_answer_len(4000, 512), 512);
+}
+
 int
 main(void)
 {
 	RUN(test_site_syntax);
 	RUN(test_query_names);
 	RUN(test_answers);
+	RUN(test_answer_len);
 	return unit_done();
 }
