@@ -33,6 +33,7 @@ role.  (Sampled every 100 ms: a process that exits between two samples
 loses its last share; Postfix's reuse their processes, mxgate's live on.)
 
 Environment: MXGATED, MESSAGES, ROUNDS, BENCH_COLUMNS, WORKERS (default 0),
+MXGATE_DELIVERY (delivery settings for both mxgated),
 KEEP=1 to keep the temporary directory.
 Exit status: 0 when every run succeeded.
 """
@@ -54,6 +55,8 @@ MESSAGES = int(os.environ.get("MESSAGES", "5000"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 COLUMNS = os.environ.get("BENCH_COLUMNS", "10 10d 50d 1 100k").split()
 WORKERS = os.environ.get("WORKERS", "0")
+# More delivery settings for both mxgated, e.g. MXGATE_DELIVERY='concurrency_per_destination = 20;'
+MXGATE_DELIVERY = os.environ.get("MXGATE_DELIVERY", "")
 SOURCE, SINK = "/usr/sbin/smtp-source", "/usr/sbin/smtp-sink"
 POSTFIX = "/usr/sbin/postfix"
 DRAIN_TIMEOUT = 600
@@ -207,11 +210,12 @@ class Bench:
         os.chmod(os.path.dirname(qdir), 0o755)
         if paused:
             route = ('routes = ( { name = "bench"; rcpt = "@example\\\\.test$"; action = "discard"; } );\n'
-                     'delivery = { paused = true; };\n')
+                     'delivery = { paused = true; %s };\n' % MXGATE_DELIVERY)
         else:
             route = ('upstreams = ( { name = "sink"; hosts = [ "127.0.0.1:%d" ]; tls = "none"; } );\n'
                      'routes = ( { name = "bench"; rcpt = "@example\\\\.test$"; action = "relay";'
-                     ' upstream = "sink"; } );\n' % self.sink_port)
+                     ' upstream = "sink"; } );\n'
+                     'delivery = { %s };\n' % (self.sink_port, MXGATE_DELIVERY))
         conf = os.path.join(self.dir, name, "mxgate.conf")
         with open(conf, "w") as f:
             f.write('server = { hostname = "mx.bench.example"; user = "nobody"; workers = %s;'

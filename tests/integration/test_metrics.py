@@ -183,9 +183,10 @@ def test_scrape_during_traffic_matches_what_was_sent(md):
     sizes = md.db("SELECT sum(size), count(*) FROM messages")[0]
     assert sizes[1] == n
     # the sink recipients are delivered (discard) at once
-    wait_for(lambda: scrape(md.mport).get(
-        'mxgate_deliveries_total{outcome="delivered",destination="discard"}',
-        0) == n, 10.0)
+    delivered = 'mxgate_deliveries_total{outcome="delivered",destination="discard"}'
+    assert wait_for(lambda: scrape(md.mport).get(delivered, 0) -
+                    base.get(delivered, 0) == n, 30.0), \
+        (scrape(md.mport).get(delivered, 0), base.get(delivered, 0), n)
     now = scrape(md.mport)
     m = {k: v - base.get(k, 0) for k, v in now.items()}
     assert m["mxgate_messages_accepted_total"] == n
