@@ -147,7 +147,8 @@ def test_scrape_during_traffic_matches_what_was_sent(md):
             errors.append(e)
 
     def scraper():
-        while not stop.is_set():
+        # Three at least: the traffic may be over in 40 ms.
+        while not stop.is_set() or len(scrapes) < 3:
             scrapes.append(scrape_text(md.mport))
             time.sleep(0.02)
 
@@ -155,6 +156,7 @@ def test_scrape_during_traffic_matches_what_was_sent(md):
     base = scrape(md.mport)
     st = threading.Thread(target=scraper)
     st.start()
+    assert wait_for(lambda: scrapes, 10.0)
     threads = [threading.Thread(target=client, args=(k,))
                for k in range(nthreads)]
     for t in threads:
