@@ -284,7 +284,7 @@ char *
 ipc_text_read(int fd)
 {
 	struct stat st;
-	size_t off = 0;
+	ssize_t n;
 	char *text;
 
 	if (fstat(fd, &st) < 0)
@@ -294,19 +294,11 @@ ipc_text_read(int fd)
 		return NULL;
 	}
 	text = xmalloc((size_t)st.st_size + 1);
-	while (off < (size_t)st.st_size) {
-		ssize_t n = pread(fd, text + off, (size_t)st.st_size - off,
-		    (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;
-			free(text);
-			return NULL;
-		}
-		off += (size_t)n;
+	n = fd_pread_full(fd, text, (size_t)st.st_size, 0);
+	if (n != (ssize_t)st.st_size) {
+		free(text);
+		return NULL;
 	}
-	text[off] = '\0';
+	text[n] = '\0';
 	return text;
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdbool.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <time.h>
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
@@ -61,6 +62,11 @@ uint64_t monotonic_us(void);
 
 /* write(2) all of len bytes, retrying after EINTR; 0, or -1 with errno. */
 int fd_write_all(int fd, const void *data, size_t len);
+
+/* pread(2) len bytes from offset off, retrying after EINTR and short
+ * reads: the count read, less than len only at the end of the file
+ * (errno EIO then), or -1 with errno. */
+ssize_t fd_pread_full(int fd, void *buf, size_t len, uint64_t off);
 
 /* FNV-1a of a string: for the small hash tables keyed by client address. */
 uint32_t hash_string(const char *s);

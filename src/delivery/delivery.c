@@ -146,7 +146,6 @@ static struct {
 static const char *
 content_read(struct delivery_job *job)
 {
-	size_t off = 0;
 	ssize_t n;
 
 	if (readbuf.cap < job->content_len) {
@@ -155,17 +154,12 @@ content_read(struct delivery_job *job)
 		    DELIVERY_READ_MAX;
 		readbuf.data = xmalloc(readbuf.cap);
 	}
-	while (off < job->content_len) {
-		n = pread(job->content_fd, readbuf.data + off,
-		    job->content_len - off, (off_t)(job->content_off + off));
-		if (n <= 0) {
-			if (n < 0 && errno == EINTR)
-				continue;
-			log_error("id=%s reading the message: %s", job->queue_id,
-			    n < 0 ? strerror(errno) : "short read");
-			return NULL;
-		}
-		off += (size_t)n;
+	n = fd_pread_full(job->content_fd, readbuf.data, job->content_len,
+	    job->content_off);
+	if (n != (ssize_t)job->content_len) {
+		log_error("id=%s reading the message: %s", job->queue_id,
+		    n < 0 ? strerror(errno) : "short read");
+		return NULL;
 	}
 	return readbuf.data;
 }

@@ -236,27 +236,6 @@ out:
 	return ok;
 }
 
-/* All of len bytes of fd from its start: 0, or -1 with errno. */
-static int
-read_all(int fd, char *p, size_t len)
-{
-	size_t off = 0;
-	ssize_t n;
-
-	while (off < len) {
-		n = pread(fd, p + off, len - off, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;
-			return -1;
-		}
-		off += (size_t)n;
-	}
-	return 0;
-}
-
 /* Deliver the jobs of one batch (fds[0]: the jobs, then the contents),
  * close its descriptors, and say it is over. */
 static void
@@ -274,7 +253,8 @@ run_batch(const struct mxconf *conf, int *fds, int nfds)
 		fatal("the jobs");
 	buf_reset(&jobs);
 	buf_reserve(&jobs, (size_t)st.st_size);
-	if (read_all(fds[0], jobs.data, (size_t)st.st_size) < 0)
+	if (fd_pread_full(fds[0], jobs.data, (size_t)st.st_size, 0) !=
+	    (ssize_t)st.st_size)
 		fatal("reading the jobs");
 	rd.p = jobs.data;
 	rd.left = (size_t)st.st_size;

@@ -334,21 +334,15 @@ message_view(struct submission *sub, size_t total, bool *mapped)
 
 	*mapped = false;
 	if (total <= QUEUE_COPY_MAX) {
-		size_t off = 0;
+		ssize_t n;
 
 		buf_reset(&copy);
 		buf_reserve(&copy, total);
-		while (off < total) {
-			ssize_t n = pread(sub->memfd, copy.data + off, total - off,
-			    (off_t)off);
-			if (n <= 0) {
-				if (n < 0 && errno == EINTR)
-					continue;
-				log_error("reading message: %s",
-				    n < 0 ? strerror(errno) : "short read");
-				return NULL;
-			}
-			off += (size_t)n;
+		n = fd_pread_full(sub->memfd, copy.data, total, 0);
+		if (n != (ssize_t)total) {
+			log_error("reading message: %s",
+			    n < 0 ? strerror(errno) : "short read");
+			return NULL;
 		}
 		copy.len = total;
 		return copy.data;
