@@ -211,6 +211,19 @@ append_num(struct buf *b, long long v)
 	buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
 }
 
+/* "role[pid]SEPlevel: ", the text prefix after any time stamp. */
+static void
+append_origin(struct buf *b, enum log_level level, const char *sep)
+{
+	buf_appends(b, log_role);
+	buf_append(b, "[", 1);
+	append_num(b, current_pid());
+	buf_append(b, "]", 1);
+	buf_appends(b, sep);
+	buf_appends(b, level_names[level]);
+	buf_append(b, ": ", 2);
+}
+
 /* The members every JSON line starts with, up to the pid. */
 static void
 json_head_named(struct buf *b, const char *level, const char *role)
@@ -258,25 +271,14 @@ line_begin(enum log_level level, bool json)
 		buf_append(b, "<", 1);
 		append_num(b, level_syslog[level]);
 		buf_append(b, ">", 1);
-		if (!json) {
-			buf_appends(b, log_role);
-			buf_append(b, "[", 1);
-			append_num(b, current_pid());
-			buf_append(b, "]: ", 3);
-			buf_appends(b, level_names[level]);
-			buf_append(b, ": ", 2);
-		}
+		if (!json)
+			append_origin(b, level, ": ");
 		break;
 	case SINK_STDERR:
 		if (!json) {
 			append_stamp(b, false);
 			buf_append(b, " ", 1);
-			buf_appends(b, log_role);
-			buf_append(b, "[", 1);
-			append_num(b, current_pid());
-			buf_append(b, "] ", 2);
-			buf_appends(b, level_names[level]);
-			buf_append(b, ": ", 2);
+			append_origin(b, level, " ");
 		}
 		break;
 	}
