@@ -149,22 +149,6 @@ fi
 failures=0
 mx_sent=0
 
-# run PORT SESSIONS MODE -> messages per second (empty on failure)
-run() {
-	local port=$1 sessions=$2 mode=$3 t0 t1 opts=()
-	if [ "$mode" = reuse ]; then opts=(-d); fi
-	t0=$(now)
-	if ! timeout 600 "$SOURCE" "${opts[@]}" -s "$sessions" -m "$MESSAGES" -l 1024 \
-		-M bench.example -f sender@bench.example -t bob@example.test \
-		"127.0.0.1:$port" > "$dir/smtp-source.out" 2>&1; then
-		echo "accept-rate: smtp-source to port $port (-s $sessions $mode) failed:" >&2
-		tail -5 "$dir/smtp-source.out" >&2
-		return 1
-	fi
-	t1=$(now)
-	awk -v n="$MESSAGES" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }'
-}
-
 printf '%d messages of 1 KB per run, mxgated workers=%s, route action %s%s, queue in %s\n\n' \
 	"$MESSAGES" "$WORKERS" "$ACTION" "$([ "${SPF:-0}" = 1 ] && echo ", SPF on")" \
 	"$(df --output=fstype "$(dirname "$queue_dir")" | tail -1)"
@@ -187,12 +171,12 @@ for mode in per-message reuse; do
 			[ $((round % 2)) = 0 ] && order="sink mx"
 			for who in $order; do
 				if [ "$who" = mx ]; then
-					if mx=$(run "$mx_port" "$s" "$mode"); then
+					if mx=$(source_rate "$mx_port" "$s" "$mode"); then
 						mx_sent=$((mx_sent + MESSAGES))
 					else
 						mx=0; failures=$((failures + 1))
 					fi
-				elif ! sink=$(run "$sink_port" "$s" "$mode"); then
+				elif ! sink=$(source_rate "$sink_port" "$s" "$mode"); then
 					sink=0; failures=$((failures + 1))
 				fi
 			done

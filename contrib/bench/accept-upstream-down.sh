@@ -138,22 +138,6 @@ EOF
 	fi
 }
 
-# source -> messages per second (empty on failure)
-source_run() {
-	local t0 t1 opts=()
-	if [ "$MODE" = reuse ]; then opts=(-d); fi
-	t0=$(now)
-	if ! timeout 600 "$SOURCE" "${opts[@]}" -s "$SESSIONS" -m "$MESSAGES" -l 1024 \
-		-M bench.example -f sender@bench.example -t bob@example.test \
-		"127.0.0.1:$mx_port" > "$dir/smtp-source.out" 2>&1; then
-		echo "accept-upstream-down: smtp-source failed:" >&2
-		tail -5 "$dir/smtp-source.out" >&2
-		return 1
-	fi
-	t1=$(now)
-	awk -v n="$MESSAGES" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }'
-}
-
 failures=0
 ups=()
 downs=()
@@ -164,7 +148,7 @@ one_run() {
 	if [ "$kind" = up ]; then start_sink; fi
 	start_mx "$kind-$round"
 	db=$dir/$kind-$round/queue/queue.db
-	if ! rate=$(source_run); then
+	if ! rate=$(source_rate "$mx_port" "$SESSIONS" "$MODE"); then
 		failures=$((failures + 1))
 		rate=0
 	fi

@@ -186,22 +186,6 @@ print(total * 1000000 // tick)
 ' "$1"
 }
 
-# source_run SESSIONS MODE -> messages per second
-source_run() {
-	local sessions=$1 mode=$2 t0 t1 opts=()
-	if [ "$mode" = reuse ]; then opts=(-d); fi
-	t0=$(now)
-	if ! timeout 600 "$SOURCE" "${opts[@]}" -s "$sessions" -m "$MESSAGES" -l 1024 \
-		-M bench.example -f sender@bench.example -t bob@example.test \
-		"127.0.0.1:$port" > "$dir/smtp-source.out" 2>&1; then
-		echo "metrics-cost: smtp-source failed:" >&2
-		tail -5 "$dir/smtp-source.out" >&2
-		return 1
-	fi
-	t1=$(now)
-	awk -v n="$MESSAGES" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }'
-}
-
 # per_message C0 C1: microseconds of CPU per message
 per_message() {
 	awk -v c="$(($2 - $1))" -v n="$MESSAGES" 'BEGIN { printf "%.1f", c / n }'
@@ -269,7 +253,7 @@ measure_paused() {
 	for mode in per-message reuse; do
 		for s in $SESSIONS; do
 			c0=$(cpu "$mx_pid")
-			if r=$(source_run "$s" "$mode"); then
+			if r=$(source_rate "$port" "$s" "$mode"); then
 				sent=$((sent + MESSAGES))
 				c1=$(cpu "$mx_pid")
 				r="$r $(per_message "$c0" "$c1")"
@@ -299,7 +283,7 @@ measure_delivering() {
 		start_sink
 		start_daemon delivering "$who"
 		c0=$(cpu "$mx_pid")
-		if ! r=$(source_run "$s" per-message); then
+		if ! r=$(source_rate "$port" "$s" per-message); then
 			r=0; failures=$((failures + 1))
 		fi
 		left="?"
