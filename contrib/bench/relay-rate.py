@@ -31,6 +31,11 @@ the two relays, the CPU time (/proc/PID/stat) and the bytes written to
 disk (/proc/PID/io write_bytes) and prints them per message, by process
 role.  (Sampled every 100 ms: a process that exits between two samples
 loses its last share; Postfix's reuse their processes, mxgate's live on.)
+The same round gives the CPU of the load itself (smtp-source, and
+smtp-sink receiving the relayed messages) and how busy the machine's
+CPUs were (/proc/stat): the two runs' CPU per message, everything on the
+machine counted, bound the end to end / accept only ratio when the CPUs
+are the limit (README "Performance").
 
 Environment: MXGATED, MESSAGES, ROUNDS, BENCH_COLUMNS, WORKERS (default 0),
 MXGATE_DELIVERY (delivery settings for both mxgated),
@@ -38,6 +43,7 @@ KEEP=1 to keep the temporary directory.
 Exit status: 0 when every run succeeded.
 """
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -134,7 +140,17 @@ def role_of(cmd, st):
     if "mxgated" in cmd:
         return "mxgate master"
     comm = st[st.find("(") + 1:st.rfind(")")]
+    if comm == "smtp-sink":
+        return "load smtp-sink"
     return "postfix " + comm
+
+
+def cpu_ticks():
+    """(busy, total) jiffies of every CPU of the machine."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]          # idle, iowait
+    return sum(v[:8]) - idle, sum(v[:8])
 
 
 class Sampler:
@@ -163,6 +179,8 @@ class Sampler:
 
     def __enter__(self):
         self.sample(True)
+        self.ticks0 = cpu_ticks()
+        self.source0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.thread.start()
         return self
 
@@ -170,6 +188,12 @@ class Sampler:
         self.stop.set()
         self.thread.join()
         self.sample(False)
+        busy, total = cpu_ticks()
+        self.busy = (busy - self.ticks0[0]) / max(1, total - self.ticks0[1])
+        # smtp-source is the only child waited for meanwhile.
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.source_cpu = (r.ru_utime + r.ru_stime
+                           - self.source0.ru_utime - self.source0.ru_stime)
 
     def by_role(self):
         out = {}
@@ -177,6 +201,7 @@ class Sampler:
             cpu0, wb0 = self.first[pid]
             cpu, wb = out.get(self.role[pid], (0.0, 0))
             out[self.role[pid]] = (cpu + cpu1 - cpu0, wb + wb1 - wb0)
+        out["load smtp-source"] = (self.source_cpu, 0)
         return out
 
 
@@ -382,7 +407,7 @@ def main():
             "postfix": None,
         }
         results = {name: {} for name in servers}
-        costs = {}
+        costs, busy = {}, {}
 
         def end_to_end(port, count, column):
             t0 = time.monotonic()
@@ -398,12 +423,14 @@ def main():
             for rnd in range(ROUNDS):
                 names = order[rnd % len(order):] + order[:rnd % len(order)]
                 for name in names:
-                    last = rnd == ROUNDS - 1 and name in ("mxgate", "postfix")
-                    root = mx_pid if name == "mxgate" else b.postfix_master
+                    last = rnd == ROUNDS - 1 and name != "sink"
+                    roots = {"accept": [pa_pid], "mxgate": [mx_pid, b.sink.pid],
+                             "postfix": [b.postfix_master, b.sink.pid]}.get(name)
                     if last:
-                        with Sampler([root]) as smp:
+                        with Sampler(roots) as smp:
                             took = servers[name](column)
                         costs[(column, name)] = smp.by_role()
+                        busy[(column, name)] = smp.busy
                     else:
                         took = servers[name](column)
                     if took is None:
@@ -434,8 +461,9 @@ def main():
         print("\nPer message, last round of each column: CPU ms and KB written to disk,"
               " by process role")
         for column in COLUMNS:
-            for name in ("mxgate", "postfix"):
-                roles = costs.get((column, name), {})
+            for name in ("accept", "mxgate", "postfix"):
+                roles = {r: v for r, v in costs.get((column, name), {}).items()
+                         if not r.startswith("load ")}
                 total_cpu = sum(v[0] for v in roles.values())
                 total_wb = sum(v[1] for v in roles.values())
                 parts = ", ".join("%s %.3f ms %.1f KB" % (r.split(" ", 1)[1],
@@ -444,6 +472,27 @@ def main():
                 print("  %-14s %-8s total %.3f ms CPU, %.1f KB written: %s"
                       % (label(column), name, 1000 * total_cpu / MESSAGES,
                          total_wb / 1024 / MESSAGES, parts))
+        print("\nThe whole machine per message, last round: CPU ms of the server and of"
+              " the load (smtp-source sending, smtp-sink receiving the relayed messages),"
+              " and how busy its CPUs were")
+        for column in COLUMNS:
+            whole = {}
+            for name in ("accept", "mxgate", "postfix"):
+                roles = costs.get((column, name), {})
+                load = {r.split(" ", 1)[1]: 1000 * v[0] / MESSAGES
+                        for r, v in roles.items() if r.startswith("load ")}
+                server = sum(1000 * v[0] / MESSAGES for r, v in roles.items()
+                             if not r.startswith("load "))
+                whole[name] = server + sum(load.values())
+                print("  %-14s %-8s %.3f ms: server %.3f, %s; CPUs %.0f%% busy"
+                      % (label(column), name, whole[name], server,
+                         ", ".join("%s %.3f" % kv for kv in sorted(load.items())),
+                         100 * busy.get((column, name), 0)))
+            if whole.get("mxgate"):
+                # Equal CPU use in both runs would make the rates inverse
+                # to the CPU per message.
+                print("  %-14s %-8s accept only / end to end CPU per message = %.2f"
+                      % (label(column), "", whole["accept"] / whole["mxgate"]))
     finally:
         b.stop()
     return 1 if failures else 0
