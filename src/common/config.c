@@ -452,6 +452,10 @@ static const struct conf_spec upstream_specs[] = {
 	{ .path = "helo", .type = CT_STRING,
 	  FIELD(struct upstream_conf, helo),
 	  .doc = "name in EHLO/HELO; default server.hostname" },
+	{ .path = "chunking", .type = CT_BOOL,
+	  FIELD(struct upstream_conf, chunking), .def = "true",
+	  .doc = "BDAT (RFC 3030) when the upstream offers CHUNKING and "
+	      "PIPELINING (see delivery.chunking); false: always DATA" },
 	{ .path = NULL }
 };
 
@@ -869,6 +873,12 @@ static const struct conf_spec mxconf_specs[] = {
 	  .doc = "relay: seconds a delivery process keeps an unused "
 	      "connection to an upstream open for its next message "
 	      "(then QUIT); 0 = closed after each batch" },
+	{ .path = "delivery.chunking", .type = CT_BOOL,
+	  FIELD(struct mxconf, relay_chunking), .def = "true",
+	  .doc = "relay to MX hosts: send the message with BDAT (RFC 3030) "
+	      "to a server that offers CHUNKING and PIPELINING: envelope "
+	      "and message in one write, one round trip, no dot-stuffing; "
+	      "false: always DATA.  Upstreams have their own chunking" },
 	{ .path = "delivery.dnssec", .type = CT_BOOL,
 	  FIELD(struct mxconf, dnssec), .def = "false",
 	  .doc = "the nameservers of /etc/resolv.conf validate DNSSEC "

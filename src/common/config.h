@@ -109,6 +109,7 @@ struct upstream_conf {
 	char    *auth_user;     /* AUTH PLAIN/LOGIN to the upstream */
 	char    *auth_password;
 	char    *helo;          /* name in EHLO; default server.hostname */
+	bool     chunking;      /* BDAT when offered (relay.c) */
 };
 
 /* In the order of the words of upstreams[].tls: the first three are
@@ -266,6 +267,7 @@ struct mxconf {
 	char    *mx_tls_level_word;  /* delivery.tls_level as written */
 	int      mx_tls_level;       /* enum tls_level, from it */
 	char    *relay_tls_ca;       /* CA file for MX hosts; NULL: system */
+	bool     relay_chunking;     /* BDAT to MX hosts that offer it */
 	struct tls_policy_conf *tls_policies;
 	size_t   ntls_policies;
 

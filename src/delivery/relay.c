@@ -43,6 +43,10 @@
 #define RELAY_MAX_MX     32
 #define RELAY_DOWN_MAX   64     /* refused addresses remembered */
 #define RELAY_CHUNK      65536
+/* With BDAT, a message up to this size goes out in the same write as
+ * its envelope (one round trip); a larger one waits for the replies to
+ * MAIL and RCPT, so that a refused envelope costs no body. */
+#define RELAY_BDAT_EAGER (256 * 1024)
 /* A connection carries at most this many transactions, for at most this
  * long (Postfix: smtp_connection_reuse_count_limit, _time_limit): a
  * long-lived delivery process must not pin one upstream server forever
@@ -118,6 +122,8 @@ relay_ehlo_parse(struct relay_ext *x, const char *const *lines,
 			x->starttls = true;
 		else if (keyword(l, "DSN", &rest))
 			x->dsn = true;
+		else if (keyword(l, "CHUNKING", &rest))
+			x->chunking = true;
 		else if (keyword(l, "SIZE", &rest)) {
 			x->size = true;
 			x->size_max = strtoull(rest, NULL, 10);
@@ -167,7 +173,7 @@ relay_dot_stuff(struct relay_stuff *st, const char *p, size_t len,
 		}
 		/* RFC 5321 4.5.2: a line that starts with a dot gets one
 		 * more. */
-		if (!st->mid_line && p[i] == '.')
+		if (!st->mid_line && p[i] == '.' && !st->raw)
 			buf_append(out, ".", 1);
 		/* The rest of the line in one piece: a 100 KB body costs a
 		 * copy, not a call per byte. */
@@ -190,8 +196,27 @@ relay_dot_end(struct relay_stuff *st, struct buf *out)
 	}
 	if (st->mid_line)
 		buf_append(out, "\r\n", 2);
-	buf_append(out, ".\r\n", 3);
+	if (!st->raw)
+		buf_append(out, ".\r\n", 3);
 	st->mid_line = false;
+}
+
+bool
+relay_crlf_clean(const char *p, size_t len)
+{
+	const char *end = p + len, *nl;
+
+	if (len < 2 || p[len - 2] != '\r' || p[len - 1] != '\n')
+		return false;
+	/* A line at a time: memchr for the LF, memchr for a CR before it. */
+	while (p < end) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		if (nl == NULL || nl == p || nl[-1] != '\r' ||
+		    memchr(p, '\r', (size_t)(nl - 1 - p)) != NULL)
+			return false;
+		p = nl + 1;
+	}
+	return true;
 }
 
 int
@@ -323,6 +348,7 @@ struct target {
 	const char *auth_user, *auth_password;
 	const char *helo;
 	int         port;
+	bool        chunking;           /* BDAT where offered */
 };
 
 /* One host to try, resolved lazily. */
@@ -371,6 +397,7 @@ struct conn {
 	const char *rpt_fail;           /* TLS-RPT result type of a TLS
 	                                 * failure (RFC 8460 4.3) */
 	unsigned    uses;               /* transactions begun on it */
+	bool        bdat;               /* messages go out with BDAT */
 	uint64_t    opened_ms;
 	struct relay_ext ext;
 	char        in[RELAY_LINE_MAX + 2];
@@ -1382,6 +1409,120 @@ txn_pipelined(struct txn *t, const char *mail, const char *content)
 	return data_phase(t, &r, content);
 }
 
+/*
+ * The replies to a pipelined envelope and, when eager, to the BDAT that
+ * followed it; what the transaction comes to so far.  *lost: a reply
+ * could not be read.
+ */
+static enum txn_result
+chunked_replies(struct txn *t, bool eager, struct relay_reply *last,
+    bool *lost)
+{
+	struct relay_reply mr, r;
+	unsigned timeout = t->c->conf->relay_command_timeout;
+
+	*lost = true;
+	if (read_reply(t->c, &mr, timeout, NULL, NULL) < 0)
+		return TXN_NEXT;
+	for (size_t i = 0; i < t->n; i++) {
+		if (read_reply(t->c, &r, timeout, NULL, NULL) < 0)
+			return TXN_NEXT;
+		if (mr.code / 100 == 2)
+			rcpt_reply(t, i, &r);
+	}
+	/* Refused or not, the chunk was read by the server (RFC 3030 2):
+	 * its reply keeps the stream in step. */
+	if (eager && read_reply(t->c, last, t->c->conf->relay_data_timeout,
+	    NULL, NULL) < 0)
+		return TXN_NEXT;
+	*lost = false;
+	return mail_reply(t, &mr);
+}
+
+/* Whatever could not be told after the message was sent: the server
+ * may have it.  Deferred, and not tried elsewhere now. */
+static enum txn_result
+lost_after_data(struct txn *t)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		struct delivery_rcpt *rc = &t->job->rcpts[t->idx[i]];
+
+		if (rc->status == DELIVERY_PENDING)
+			delivery_set(rc, DELIVERY_DEFER, "4.4.2 connection with"
+			    " %s lost after the message was sent: %s",
+			    t->c->dest, t->c->err);
+	}
+	return TXN_LOST_AFTER_DOT;
+}
+
+/*
+ * CHUNKING (RFC 3030) with PIPELINING: MAIL, RCPT and "BDAT n LAST"
+ * with the message as stored, in one write, then every reply: one round
+ * trip, and no dot-stuffing.  A large message waits for the envelope's
+ * replies (RELAY_BDAT_EAGER).
+ */
+static enum txn_result
+txn_chunked(struct txn *t, const char *mail, const char *content)
+{
+	struct relay_reply r;
+	struct relay_stuff st = { .raw = true };
+	struct buf cmds, clean;
+	size_t len = t->job->content_len;
+	unsigned timeout = t->c->conf->relay_command_timeout;
+	enum txn_result res;
+	bool eager, lost;
+
+	buf_init(&cmds);
+	buf_init(&clean);
+	if (!relay_crlf_clean(content, len)) {
+		relay_dot_stuff(&st, content, len, &clean);
+		relay_dot_end(&st, &clean);
+		content = clean.data;
+		len = clean.len;
+	}
+	eager = len <= RELAY_BDAT_EAGER;
+	buf_appendf(&cmds, "%s\r\n", mail);
+	for (size_t i = 0; i < t->n; i++) {
+		rcpt_command(t->c, &cmds, &t->job->rcpts[t->idx[i]]);
+		buf_appends(&cmds, "\r\n");
+	}
+	if (eager)
+		buf_appendf(&cmds, "BDAT %zu LAST\r\n", len);
+	if (conn_write(t->c, cmds.data, cmds.len, timeout) < 0 ||
+	    (eager && conn_write(t->c, content, len, timeout) < 0)) {
+		res = txn_lost(t);
+		goto out;
+	}
+	res = chunked_replies(t, eager, &r, &lost);
+	if (lost) {
+		res = eager ? lost_after_data(t) : txn_lost(t);
+		goto out;
+	}
+	if (res != TXN_DONE || t->naccepted == 0)
+		goto out;
+	if (!eager) {
+		buf_reset(&cmds);
+		buf_appendf(&cmds, "BDAT %zu LAST\r\n", len);
+		if (conn_write(t->c, cmds.data, cmds.len, timeout) < 0 ||
+		    conn_write(t->c, content, len, timeout) < 0) {
+			res = txn_lost(t);
+			goto out;
+		}
+		if (read_reply(t->c, &r, t->c->conf->relay_data_timeout, NULL,
+		    NULL) < 0) {
+			res = lost_after_data(t);
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < t->n; i++)
+		if (t->accepted[i])
+			set_from_reply(&t->job->rcpts[t->idx[i]], &r);
+out:
+	buf_free(&cmds);
+	buf_free(&clean);
+	return res;
+}
+
 static enum txn_result
 txn_stepwise(struct txn *t, const char *mail, const char *content)
 {
@@ -1483,7 +1624,8 @@ transaction(struct conn *c, struct delivery_job *job, const char *content,
 			t.idx[t.n++] = i;
 	buf_init(&mail);
 	mail_command(c, &mail, job, body8, utf8);
-	res = c->ext.pipelining ? txn_pipelined(&t, mail.data, content) :
+	res = c->bdat ? txn_chunked(&t, mail.data, content) :
+	    c->ext.pipelining ? txn_pipelined(&t, mail.data, content) :
 	    txn_stepwise(&t, mail.data, content);
 	buf_free(&mail);
 	/* Delivered to a server that took the DSN request: any success
@@ -1589,6 +1731,7 @@ find_target(const struct delivery_job *job, struct target *t, char *why,
 		    domain_of(job->rcpts[0].address) : "";
 		t->level = mx_level(conf, t->domain);
 		t->tls_ca = conf->relay_tls_ca;
+		t->chunking = conf->relay_chunking;
 		t->port = 25;
 		json_free(params);
 		return 0;
@@ -1606,6 +1749,7 @@ find_target(const struct delivery_job *job, struct target *t, char *why,
 		if (u->helo != NULL)
 			t->helo = u->helo;
 		t->port = u->port;
+		t->chunking = u->chunking;
 		json_free(params);
 		return 0;
 	}
@@ -1900,6 +2044,9 @@ try_host(struct delivery_job *job, const struct target *t,
 		}
 		snprintf(c->key, sizeof(c->key), "%s", key);
 		rc = session_start(c, t, &ht, why, whysize);
+		/* BDAT only pipelined: step by step it would cost DATA's
+		 * round trips all the same. */
+		c->bdat = t->chunking && c->ext.chunking && c->ext.pipelining;
 		note_session(t, &ht, h->name, c, addr, fail != NULL ? fail :
 		    c->rpt_fail);
 		if (rc < 0) {

@@ -88,6 +88,7 @@ struct relay_ext {
 	bool     auth_plain, auth_login;
 	bool     size;                  /* SIZE offered (RFC 1870) */
 	bool     dsn;                   /* DSN offered (RFC 3461) */
+	bool     chunking;              /* BDAT offered (RFC 3030) */
 	unsigned long long size_max;    /* its limit; 0: none given */
 };
 
@@ -96,14 +97,21 @@ void relay_ehlo_parse(struct relay_ext *x, const char *const *lines,
     size_t nlines);
 
 /* Dot-stuffing with every line end made CRLF (RFC 5321 4.5.2), in
- * pieces: state starts zeroed; relay_dot_end() adds the final ".". */
+ * pieces: state starts zeroed; relay_dot_end() adds the final ".".
+ * With raw set (BDAT: no dot-stuffing), only the line ends are made
+ * CRLF, and relay_dot_end() ends the last line, nothing more. */
 struct relay_stuff {
 	bool     mid_line;              /* not at the start of a line */
 	bool     cr;                    /* the last byte was a CR */
+	bool     raw;                   /* line ends only */
 };
 void relay_dot_stuff(struct relay_stuff *st, const char *p, size_t len,
     struct buf *out);
 void relay_dot_end(struct relay_stuff *st, struct buf *out);
+
+/* Whether p can go out in a BDAT chunk as it is: every line ends with
+ * CRLF, the last one included, and there is no other CR or LF. */
+bool relay_crlf_clean(const char *p, size_t len);
 
 /* "host", "host:port", "[addr]", "[addr]:port" into host and port;
  * -1 when malformed. */

@@ -160,12 +160,16 @@ class FakeSMTP:
     brought each one), and messages (mail, rcpts, data)."""
 
     def __init__(self, ext=("PIPELINING", "8BITMIME", "SIZE 10000000"),
-                 ehlo=None, rcpt=None, data_end=None, gauges=()):
+                 ehlo=None, rcpt=None, data_end=None, gauges=(), hang_up=None):
         self.ext = list(ext)
         self.gauges = list(gauges)
         self.ehlo = ehlo
         self.rcpt = rcpt or (lambda a: "250 2.1.5 Ok")
         self.data_end = data_end or (lambda n: "250 2.0.0 Ok: fake")
+        # hang_up(n): True to close without a reply once message n's
+        # content is read (BDAT LAST); it is not recorded.
+        self.hang_up = hang_up or (lambda n: False)
+        self.attempts = 0
         self.connections = 0
         self.commands = []          # (connection, recv_index, line)
         self.messages = []
@@ -276,6 +280,36 @@ class FakeSMTP:
                                           "rcpts": state["rcpts"],
                                           "data": data, "connection": conn})
                     n = len(self.messages)
+                send(self.data_end(n))
+            elif verb == "BDAT" and "CHUNKING" in self.ext:
+                # RFC 3030: the chunk is read whatever the reply.
+                words = line.split()
+                size = int(words[1])
+                last = len(words) > 2 and words[2].upper() == "LAST"
+                while len(buf) < size:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                state.setdefault("chunks", []).append(buf[:size])
+                buf = buf[size:]
+                if not state["rcpts"]:
+                    send("554 5.5.1 no valid recipients")
+                    state = {"mail": None, "rcpts": []}
+                    continue
+                if not last:
+                    send("250 2.0.0 %d octets" % size)
+                    continue
+                with self.lock:
+                    self.attempts += 1
+                    if self.hang_up(self.attempts):
+                        return
+                    self.messages.append({"mail": state["mail"],
+                                          "rcpts": state["rcpts"],
+                                          "data": b"".join(state["chunks"]),
+                                          "connection": conn, "bdat": True})
+                    n = len(self.messages)
+                state = {"mail": None, "rcpts": []}
                 send(self.data_end(n))
             elif verb == "RSET":
                 state = {"mail": None, "rcpts": []}
@@ -518,6 +552,129 @@ def test_pipelining_and_connection_reuse(daemon_factory):
                    for v in by_cmd.values()), fake.commands
         # Fewer connections than messages: reused within a process.
         assert fake.connections < 5, fake.connections
+    finally:
+        fake.stop()
+
+
+# ---------------------------------------------------------------------------
+# BDAT to upstreams that offer CHUNKING (RFC 3030)
+
+CHUNKED = ("PIPELINING", "8BITMIME", "SIZE 30000000", "CHUNKING")
+
+
+def groups(fake):
+    """The verbs of each recv() of each connection, in order."""
+    out = {}
+    for conn, nrecv, line in fake.commands:
+        out.setdefault((conn, nrecv), []).append(line.split(" ")[0].split(":")[0])
+    return list(out.values())
+
+
+def test_bdat_envelope_and_message_in_one_write(daemon_factory):
+    fake = FakeSMTP(ext=CHUNKED)
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("next", ["127.0.0.1:%d" % fake.port])]))
+        raw = tricky_bytes("bdat out")
+        qid = send(d, ["bob@example.test", "carol@example.test"], raw,
+                   mail_options=["BODY=8BITMIME"])
+        wait_state(d, qid, "delivered")
+        m = fake.messages[0]
+        # As stored, no dot-stuffing: lone dots and leading dots intact.
+        assert m["bdat"] and strip_trace(m["data"]) == raw
+        assert sorted(m["rcpts"]) == ["bob@example.test", "carol@example.test"]
+        # MAIL, both RCPT and one "BDAT n LAST" came in one write, the
+        # message right after it; never DATA.
+        bdat = [l for _, _, l in fake.commands if l.startswith("BDAT")]
+        assert bdat == ["BDAT %d LAST" % len(m["data"])], bdat
+        assert ["MAIL", "RCPT", "RCPT", "BDAT"] in groups(fake), groups(fake)
+        assert not any(l == "DATA" for _, _, l in fake.commands)
+        assert d.db("SELECT last_reply FROM recipients WHERE message_id = ?",
+                    (qid,))[0][0] == "250 2.0.0 Ok: fake"
+    finally:
+        fake.stop()
+
+
+def test_bdat_large_message_waits_for_the_envelope(daemon_factory):
+    # Over 256 KB the body follows the replies to MAIL and RCPT: a
+    # refused recipient costs no body; a taken one gets it whole.
+    replies = {"gone@example.test": "550 5.1.1 gone"}
+    fake = FakeSMTP(ext=CHUNKED, rcpt=lambda a: replies.get(a, "250 2.1.5 Ok"))
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("next", ["127.0.0.1:%d" % fake.port])]))
+        big = message("big", ("z" * 998 + "\r\n") * 400).encode()
+        qid = send(d, "gone@example.test", big)
+        wait_state(d, qid, "bounced")
+        assert not any(l.startswith("BDAT") for _, _, l in fake.commands)
+        qid = send(d, "bob@example.test", big)
+        wait_state(d, qid, "delivered")
+        assert strip_trace(fake.messages[0]["data"]) == big
+        g = groups(fake)
+        assert ["MAIL", "RCPT"] in g and ["BDAT"] in g, g
+    finally:
+        fake.stop()
+
+
+def test_bdat_every_recipient_refused_then_next_message(daemon_factory):
+    # Sent with its envelope, the chunk is refused with it; the server
+    # read it, so the connection goes on to the next message.
+    replies = {"gone@example.test": "550 5.1.1 gone"}
+    fake = FakeSMTP(ext=CHUNKED, rcpt=lambda a: replies.get(a, "250 2.1.5 Ok"))
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("next", ["127.0.0.1:%d" % fake.port])]))
+        q1 = send(d, "gone@example.test", message("refused"))
+        wait_state(d, q1, "bounced")
+        assert d.db("SELECT last_reply FROM recipients WHERE message_id = ?",
+                    (q1,))[0][0] == "550 5.1.1 gone"
+        q2 = send(d, "bob@example.test", message("taken"))
+        wait_state(d, q2, "delivered")
+        assert len(fake.messages) == 1
+        assert b"Subject: taken" in fake.messages[0]["data"]
+    finally:
+        fake.stop()
+
+
+def test_bdat_refused_or_lost_is_deferred_then_delivered(daemon_factory):
+    # A 4xx to BDAT defers; a connection closed after the chunk, before
+    # its reply, defers too (the server may have the message) and tries
+    # no other host now; both are delivered on the retry.
+    fake = FakeSMTP(ext=CHUNKED, hang_up=lambda n: n == 2,
+                    data_end=lambda n: "451 4.3.0 try later" if n == 1
+                    else "250 2.0.0 Ok: fake")
+    other = FakeSMTP(ext=CHUNKED)
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("next", ["127.0.0.1:%d" % fake.port,
+                               "127.0.0.1:%d" % other.port])]))
+        q1 = send(d, "bob@example.test", message("first"))
+        assert wait_for(lambda: fake.attempts >= 2, 15)
+        wait_state(d, q1, "delivered")
+        reply = d.db("SELECT detail FROM events WHERE message_id = ? AND"
+                     " kind = 'deferred' ORDER BY id", (q1,))
+        assert "451 4.3.0 try later" in reply[0][0], reply
+        assert "lost after the message was sent" in reply[1][0], reply
+        # Never to the second host while the first may have it.
+        assert other.messages == [] and other.connections == 0
+        # Recorded: the 451'd one and the last; the hung-up one is not.
+        assert fake.attempts == 3 and len(fake.messages) == 2
+    finally:
+        fake.stop()
+        other.stop()
+
+
+def test_bdat_off_for_the_upstream(daemon_factory):
+    fake = FakeSMTP(ext=CHUNKED)
+    try:
+        d = daemon_factory(relay_settings(
+            [upstream("next", ["127.0.0.1:%d" % fake.port], chunking=False)]))
+        raw = tricky_bytes("data anyway")
+        qid = send(d, "bob@example.test", raw)
+        wait_state(d, qid, "delivered")
+        assert "DATA" in [l for _, _, l in fake.commands]
+        assert not any(l.startswith("BDAT") for _, _, l in fake.commands)
+        assert strip_trace(fake.messages[0]["data"]) == raw
     finally:
         fake.stop()
 

@@ -467,12 +467,20 @@ test_ehlo_parse(void)
 	CHECK(x.dsn);
 	relay_ehlo_parse(&x, lines + 1, 1);
 	CHECK(!x.dsn);
+	/* CHUNKING (RFC 3030), as a whole word only. */
+	CHECK(!x.chunking);
+	lines[0] = "Chunking";
+	lines[1] = "CHUNKINGS";
+	relay_ehlo_parse(&x, lines, 1);
+	CHECK(x.chunking);
+	relay_ehlo_parse(&x, lines + 1, 1);
+	CHECK(!x.chunking);
 }
 
 static char *
-stuff(const char *in, size_t len, size_t piece)
+stuff_as(const char *in, size_t len, size_t piece, bool raw)
 {
-	struct relay_stuff st = { 0 };
+	struct relay_stuff st = { .raw = raw };
 	struct buf b;
 	size_t off;
 
@@ -481,7 +489,14 @@ stuff(const char *in, size_t len, size_t piece)
 		relay_dot_stuff(&st, in + off, len - off < piece ? len - off :
 		    piece, &b);
 	relay_dot_end(&st, &b);
+	buf_append(&b, "", 1);  /* NUL-terminated, "" when empty */
 	return b.data;
+}
+
+static char *
+stuff(const char *in, size_t len, size_t piece)
+{
+	return stuff_as(in, len, piece, false);
 }
 
 static void
@@ -511,6 +526,38 @@ test_dot_stuffing(void)
 	out = stuff("x\r", 2, 1);
 	CHECK_STR(out, "x\r\n.\r\n");
 	free(out);
+}
+
+/* For BDAT: line ends made CRLF, dots left alone, the last line ended. */
+static void
+test_bdat_content(void)
+{
+	const char *in = "A: b\r\n\r\n.x\r\n.\r\nend";
+	char *out;
+
+	for (size_t piece = 1; piece <= strlen(in); piece++) {
+		out = stuff_as(in, strlen(in), piece, true);
+		CHECK_STR(out, "A: b\r\n\r\n.x\r\n.\r\nend\r\n");
+		free(out);
+	}
+	out = stuff_as("a\n.b\r.c\r\n", 9, 2, true);
+	CHECK_STR(out, "a\r\n.b\r\n.c\r\n");
+	free(out);
+	out = stuff_as("", 0, 1, true);
+	CHECK_STR(out, "");
+	free(out);
+	/* What may go out as stored. */
+	CHECK(relay_crlf_clean("a\r\n", 3));
+	CHECK(relay_crlf_clean("A: b\r\n\r\n.\r\n..x\r\n", 16));
+	CHECK(relay_crlf_clean("\r\n", 2));
+	CHECK(!relay_crlf_clean("", 0));
+	CHECK(!relay_crlf_clean("a", 1));
+	CHECK(!relay_crlf_clean("a\r\nb", 4));        /* last line open */
+	CHECK(!relay_crlf_clean("a\nb\r\n", 5));      /* bare LF */
+	CHECK(!relay_crlf_clean("a\rb\r\n", 5));      /* bare CR */
+	CHECK(!relay_crlf_clean("a\r\r\n", 4));       /* CR before CRLF */
+	CHECK(!relay_crlf_clean("\n\r\n", 3));         /* LF first */
+	CHECK(!relay_crlf_clean("a\r\n\r", 4));
 }
 
 static void
@@ -873,6 +920,7 @@ main(void)
 	RUN(test_reply_long_is_cut);
 	RUN(test_ehlo_parse);
 	RUN(test_dot_stuffing);
+	RUN(test_bdat_content);
 	RUN(test_parse_host);
 	RUN(test_parse_mx);
 	RUN(test_dane_parse_tlsa);
