@@ -376,14 +376,17 @@ int queue_db_depth(struct queue_db *db,
  * cached MTA-STS policy of domain that has not expired at now, as the
  * line of mta_sts.h ("ID MODE MAX_AGE FETCHED_AT MX..."), malloc'd into
  * *line: 1, 0 none, -1 error.  queue_db_sts_put(): store (replace) one.
- * queue_db_tls_result(): count one session in tls_results.  Each is one
- * statement, its own transaction.
+ * queue_db_sts_purge(): delete the policies expired at now (never used
+ * again, RFC 8461 5.1: an expired policy is fetched anew); the number
+ * deleted, -1 on error.  queue_db_tls_result(): count one session in
+ * tls_results.  Each is one statement, its own transaction.
  */
 int queue_db_sts_get(struct queue_db *db, const char *domain, int64_t now,
     char **line);
 int queue_db_sts_put(struct queue_db *db, const char *domain,
     const char *id, const char *mode, int64_t max_age, int64_t fetched_at,
     const char *mx);
+int queue_db_sts_purge(struct queue_db *db, int64_t now);
 struct queue_tls_result {
 	const char *day;                /* "YYYY-MM-DD", UTC */
 	const char *domain;

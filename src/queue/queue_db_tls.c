@@ -72,6 +72,31 @@ queue_db_sts_put(struct queue_db *db, const char *domain, const char *id,
 }
 
 int
+queue_db_sts_purge(struct queue_db *db, int64_t now)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (qdb_check_writable(db) < 0)
+		return -1;
+	/* The same test as queue_db_sts_get(): what it would no longer
+	 * return. */
+	if (sqlite3_prepare_v2(db->h, "DELETE FROM mta_sts_policies"
+	    " WHERE expires_at <= ?", -1, &st, NULL) != SQLITE_OK) {
+		qdb_log_error(db, "purging expired MTA-STS policies");
+		return -1;
+	}
+	sqlite3_bind_int64(st, 1, now);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		qdb_log_error(db, "purging expired MTA-STS policies");
+		return -1;
+	}
+	return sqlite3_changes(db->h);
+}
+
+int
 queue_db_tls_result(struct queue_db *db, const struct queue_tls_result *r)
 {
 	sqlite3_stmt *st;

@@ -1582,6 +1582,9 @@ purge(int64_t now)
 	if (n > 0)
 		log_info("purged %d TLS result rows of days before"
 		    " keep_tls_results", n);
+	n = queue_db_sts_purge(s.db, now);
+	if (n > 0)
+		log_info("purged %d expired MTA-STS policies", n);
 }
 
 /* ---- transactions ---- */

@@ -998,6 +998,43 @@ test_tls_results_purge(void)
 	remove_db(path);
 }
 
+/*
+ * mta_sts_policies: queue_db_sts_purge(now) deletes what
+ * queue_db_sts_get(now) would no longer return, nothing else.
+ */
+static void
+test_sts_policies_purge(void)
+{
+	struct queue_db *db;
+	char *line = NULL;
+
+	new_path();
+	db = queue_db_open(path, false);
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	/* Fetched at 1000: expiring at 1100, 1200 and 2000. */
+	CHECK_INT(queue_db_sts_put(db, "a.example", "id1", "enforce", 100,
+	    1000, "mx.a.example"), 0);
+	CHECK_INT(queue_db_sts_put(db, "b.example", "id2", "testing", 200,
+	    1000, "*.b.example"), 0);
+	CHECK_INT(queue_db_sts_put(db, "c.example", "id3", "enforce", 1000,
+	    1000, "mx.c.example"), 0);
+	CHECK_INT(queue_db_sts_purge(db, 1099), 0);
+	CHECK_INT(queue_db_sts_get(db, "a.example", 1099, &line), 1);
+	free(line);
+	/* At its expiry it is gone for both. */
+	CHECK_INT(queue_db_sts_get(db, "a.example", 1100, &line), 0);
+	CHECK_INT(queue_db_sts_purge(db, 1100), 1);
+	CHECK_INT(queue_db_sts_purge(db, 1500), 1);
+	CHECK_Q(db, "SELECT group_concat(domain) FROM mta_sts_policies",
+	    "c.example");
+	CHECK_INT(queue_db_sts_get(db, "c.example", 1500, &line), 1);
+	free(line);
+	queue_db_close(db);
+	remove_db(path);
+}
+
 int
 main(void)
 {
@@ -1026,6 +1063,7 @@ main(void)
 	RUN(test_queue_vfs_rollback);
 	RUN(test_wal_budget);
 	RUN(test_tls_results_purge);
+	RUN(test_sts_policies_purge);
 	rc = unit_done();
 	rmdir(dir);
 	return rc;
