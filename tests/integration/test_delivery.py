@@ -31,7 +31,7 @@ import time
 
 import pytest
 
-from conftest import free_port, wait_for, queued_id
+from conftest import free_port, wait_for, queued_id, TIME_SCALE
 
 try:
     from aiosmtpd.controller import Controller
@@ -480,6 +480,31 @@ def send_bdat(d, rcpt, chunks):
         assert c.line().startswith("250 2.1.0")
         assert c.line().startswith("250 2.1.5")
         return [c.line() for _ in chunks]
+
+
+def test_pipelined_bdat_replies_not_held_by_nagle(daemon):
+    # MAIL, RCPT, "BDAT n LAST" and the message in one write, 20 times on
+    # one connection.  The last reply of each group follows the commit,
+    # after the others went out; with Nagle on the server's socket it
+    # waited for the client's delayed ACK (40 ms at least on Linux).
+    msg = message("nagle").encode()
+    group = (b"MAIL FROM:<%s>\r\nRCPT TO:<bob@example.test>\r\n"
+             b"BDAT %d LAST\r\n" % (SENDER.encode(), len(msg))) + msg
+    took = []
+    with daemon.raw(timeout=20) as c:
+        assert c.line().startswith("220")
+        c.send("EHLO client.test\r\n")
+        code, texts, _ = c.reply()
+        assert code == 250 and "CHUNKING" in texts, texts
+        for _ in range(20):
+            t0 = time.monotonic()
+            c.sock.sendall(group)
+            assert c.line().startswith("250 2.1.0")
+            assert c.line().startswith("250 2.1.5")
+            assert c.line().startswith("250 2.0.0 Ok: queued as")
+            took.append(time.monotonic() - t0)
+    took.sort()
+    assert took[len(took) // 2] < 0.03 * TIME_SCALE, took
 
 
 @needs_aiosmtpd
