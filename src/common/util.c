@@ -201,6 +201,30 @@ queue_id_new(char out[QUEUE_ID_LEN + 1])
 	out[QUEUE_ID_LEN] = '\0';
 }
 
+uint64_t
+queue_id_time_us(const char *id, int64_t near_s)
+{
+	const uint64_t span = 1ULL << 50, day_us = 86400ULL * 1000000ULL;
+	uint64_t low = 0, near_us, t;
+	const char *p;
+
+	if (near_s <= 0 || !queue_id_valid(id))
+		return 0;
+	for (int i = 0; i < 10; i++) {
+		p = strchr(queue_id_alphabet, id[i]);
+		low = low << 5 | (uint64_t)(p - queue_id_alphabet);
+	}
+	near_us = (uint64_t)near_s * 1000000ULL;
+	t = (near_us & ~(span - 1)) | low;
+	/* The id was made before near_s (at MAIL, near_s at the commit),
+	 * perhaps across a wrap of the 50 bits. */
+	if (t > near_us + 2000000ULL && t >= span)
+		t -= span;
+	if (t > near_us + 2000000ULL || t + day_us < near_us)
+		return 0;
+	return t;
+}
+
 bool
 queue_id_valid(const char *id)
 {

@@ -51,6 +51,11 @@ void buf_consume(struct buf *b, size_t n);
  */
 #define QUEUE_ID_LEN 16
 void queue_id_new(char out[QUEUE_ID_LEN + 1]);
+/* When queue_id_new() made id, in microseconds since the epoch, from the
+ * 50 bits it keeps and near_s, a time in seconds from just before it to
+ * a day after (the message's received_at): 0 when id is not one of
+ * queue_id_new()'s or the two cannot agree. */
+uint64_t queue_id_time_us(const char *id, int64_t near_s);
 bool queue_id_valid(const char *id);
 
 /* "Fri, 27 Nov 2026 07:49:39 +0000" (RFC 5322 3.3), local time. */

@@ -1376,13 +1376,19 @@ decide(const struct sjob *j, struct outcome *o, int64_t now)
 		o->warn = false;
 }
 
-/* Seconds since the message was received, to the millisecond. */
+/* Seconds since the message's transaction began (MAIL, as Postfix's
+ * delay): the queue id holds that time to the microsecond; received_at,
+ * the commit's, only to the second. */
 static double
 since_received(const struct sjob *j)
 {
 	struct timespec ts;
+	uint64_t began = queue_id_time_us(j->queue_id, j->received_at);
 
 	clock_gettime(CLOCK_REALTIME, &ts);
+	if (began != 0)
+		return ((double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3 -
+		    (double)began) / 1e6;
 	return (double)(ts.tv_sec - j->received_at) +
 	    (double)ts.tv_nsec / 1e9;
 }

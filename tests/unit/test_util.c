@@ -3,6 +3,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +59,50 @@ test_queue_id_shape_and_order(void)
 	/* time-ordered: a later id sorts after an earlier one */
 	CHECK(strcmp(a, b) < 0);
 	CHECK(strcmp(a, b) != 0);
+}
+
+/* An id for the time t_us, as queue_id_new() writes one. */
+static void
+id_at(uint64_t t_us, char out[QUEUE_ID_LEN + 1])
+{
+	static const char digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUV";
+
+	for (int i = 9; i >= 0; i--, t_us >>= 5)
+		out[i] = digits[t_us & 31];
+	memset(out + 10, 'K', QUEUE_ID_LEN - 10);
+	out[QUEUE_ID_LEN] = '\0';
+}
+
+/* The time an id was made, to the microsecond, from its 50 bits and a
+ * time in seconds from just before to a day after. */
+static void
+test_queue_id_time(void)
+{
+	char id[QUEUE_ID_LEN + 1];
+	struct timeval before, after;
+	const uint64_t span = 1ULL << 50;
+	uint64_t t, wrap;
+
+	gettimeofday(&before, NULL);
+	queue_id_new(id);
+	gettimeofday(&after, NULL);
+	t = queue_id_time_us(id, (int64_t)after.tv_sec);
+	CHECK(t >= (uint64_t)before.tv_sec * 1000000 + (uint64_t)before.tv_usec);
+	CHECK(t <= (uint64_t)after.tv_sec * 1000000 + (uint64_t)after.tv_usec);
+	/* A day later still, two days later no more. */
+	CHECK_INT(queue_id_time_us(id, (int64_t)after.tv_sec + 86000), t);
+	CHECK_INT(queue_id_time_us(id, (int64_t)after.tv_sec + 2 * 86400), 0);
+	/* Made just before the 50 bits wrap, committed just after. */
+	wrap = 2 * span;
+	id_at(wrap - 300000, id);
+	CHECK_INT(queue_id_time_us(id, (int64_t)(wrap / 1000000) + 1),
+	    wrap - 300000);
+	id_at(wrap + 1234567, id);
+	CHECK_INT(queue_id_time_us(id, (int64_t)(wrap / 1000000) + 1),
+	    wrap + 1234567);
+	/* Not ours. */
+	CHECK_INT(queue_id_time_us("short", (int64_t)after.tv_sec), 0);
+	CHECK_INT(queue_id_time_us(id, 0), 0);
 }
 
 static void
@@ -173,6 +218,7 @@ main(void)
 	RUN(test_rfc5322_date);
 	RUN(test_strlcpy);
 	RUN(test_fd_write_all);
+	RUN(test_queue_id_time);
 	RUN(test_hash_string);
 	RUN(test_monotonic_clocks);
 	return unit_done();
