@@ -966,7 +966,7 @@ wal_size(void)
 
 /*
  * The WAL file written ahead to its budget (32 bytes of header and
- * 4120 per frame), 8 MB a call, only where the free space is 16 times
+ * 4120 per frame), 2 MB a call, only where the free space is 16 times
  * that; SQLite writes over the zeros and reads its frames back, and the
  * file outlives the connection.
  */
@@ -989,7 +989,11 @@ test_wal_write_ahead(void)
 	db = fresh_db();
 	REQUIRE(db != NULL);
 	CHECK_INT(insert_msg(db, "AAAAAAAAAAAAAAA1", 2), 0);
-	for (i = 0; i < 12; i++)
+	/* One step a call. */
+	before = wal_size();
+	queue_db_wal_budget(db, 1ULL << 40);
+	CHECK_INT(wal_size(), before + (2 << 20));
+	for (i = 0; i < 40; i++)
 		queue_db_wal_budget(db, 1ULL << 40);
 	CHECK_INT(wal_size(), 32 + 16384LL * 4120);
 	CHECK_INT(insert_msg(db, "AAAAAAAAAAAAAAA2", 3), 0);
