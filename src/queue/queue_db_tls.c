@@ -6,7 +6,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -71,29 +70,38 @@ queue_db_sts_put(struct queue_db *db, const char *domain, const char *id,
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
-int
-queue_db_sts_purge(struct queue_db *db, int64_t now)
+/* One DELETE of what is older than t (bound as ?1): the rows deleted,
+ * -1 (logged, as what) on error. */
+static int
+delete_before(struct queue_db *db, const char *sql, int64_t t,
+    const char *what)
 {
 	sqlite3_stmt *st;
 	int rc;
 
 	if (qdb_check_writable(db) < 0)
 		return -1;
-	/* The same test as queue_db_sts_get(): what it would no longer
-	 * return. */
-	if (sqlite3_prepare_v2(db->h, "DELETE FROM mta_sts_policies"
-	    " WHERE expires_at <= ?", -1, &st, NULL) != SQLITE_OK) {
-		qdb_log_error(db, "purging expired MTA-STS policies");
+	if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK) {
+		qdb_log_error(db, what);
 		return -1;
 	}
-	sqlite3_bind_int64(st, 1, now);
+	sqlite3_bind_int64(st, 1, t);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE) {
-		qdb_log_error(db, "purging expired MTA-STS policies");
+		qdb_log_error(db, what);
 		return -1;
 	}
 	return sqlite3_changes(db->h);
+}
+
+int
+queue_db_sts_purge(struct queue_db *db, int64_t now)
+{
+	/* The same test as queue_db_sts_get(): what it would no longer
+	 * return. */
+	return delete_before(db, "DELETE FROM mta_sts_policies"
+	    " WHERE expires_at <= ?1", now, "purging expired MTA-STS policies");
 }
 
 int
@@ -179,29 +187,9 @@ queue_db_tls_results(struct queue_db *db, const char *day,
 int
 queue_db_tls_purge(struct queue_db *db, int64_t before)
 {
-	time_t t = (time_t)before;
-	struct tm tm;
-	char day[16];
-	sqlite3_stmt *st;
-	int rc;
-
-	if (gmtime_r(&t, &tm) == NULL ||
-	    strftime(day, sizeof(day), "%Y-%m-%d", &tm) == 0)
-		return -1;
-	if (qdb_check_writable(db) < 0)
-		return -1;
-	/* "YYYY-MM-DD" sorts as the days do; day leads the primary key. */
-	if (sqlite3_prepare_v2(db->h, "DELETE FROM tls_results WHERE day < ?",
-	    -1, &st, NULL) != SQLITE_OK) {
-		qdb_log_error(db, "purging old TLS results");
-		return -1;
-	}
-	qdb_bind_text(st, 1, day);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		qdb_log_error(db, "purging old TLS results");
-		return -1;
-	}
-	return sqlite3_changes(db->h);
+	/* "YYYY-MM-DD" (UTC) sorts as the days do; day leads the primary
+	 * key. */
+	return delete_before(db, "DELETE FROM tls_results WHERE day <"
+	    " strftime('%Y-%m-%d', ?1, 'unixepoch')", before,
+	    "purging old TLS results");
 }
