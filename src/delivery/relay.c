@@ -1455,6 +1455,20 @@ lost_after_data(struct txn *t)
 	return TXN_LOST_AFTER_DOT;
 }
 
+/* What cmds holds, then "BDAT len LAST" and the message: 0 or -1. */
+static int
+write_chunk(struct conn *c, struct buf *cmds, const char *content,
+    size_t len)
+{
+	unsigned timeout = c->conf->relay_command_timeout;
+
+	buf_appendf(cmds, "BDAT %zu LAST\r\n", len);
+	if (conn_write(c, cmds->data, cmds->len, timeout) < 0 ||
+	    conn_write(c, content, len, timeout) < 0)
+		return -1;
+	return 0;
+}
+
 /*
  * CHUNKING (RFC 3030) with PIPELINING: MAIL, RCPT and "BDAT n LAST"
  * with the message as stored, in one write, then every reply: one round
@@ -1468,9 +1482,9 @@ txn_chunked(struct txn *t, const char *mail, const char *content)
 	struct relay_stuff st = { .raw = true };
 	struct buf cmds, clean;
 	size_t len = t->job->content_len;
-	unsigned timeout = t->c->conf->relay_command_timeout;
 	enum txn_result res;
 	bool eager, lost;
+	int rc;
 
 	buf_init(&cmds);
 	buf_init(&clean);
@@ -1486,10 +1500,10 @@ txn_chunked(struct txn *t, const char *mail, const char *content)
 		rcpt_command(t->c, &cmds, &t->job->rcpts[t->idx[i]]);
 		buf_appends(&cmds, "\r\n");
 	}
-	if (eager)
-		buf_appendf(&cmds, "BDAT %zu LAST\r\n", len);
-	if (conn_write(t->c, cmds.data, cmds.len, timeout) < 0 ||
-	    (eager && conn_write(t->c, content, len, timeout) < 0)) {
+	rc = eager ? write_chunk(t->c, &cmds, content, len) :
+	    conn_write(t->c, cmds.data, cmds.len,
+	    t->c->conf->relay_command_timeout);
+	if (rc < 0) {
 		res = txn_lost(t);
 		goto out;
 	}
@@ -1502,9 +1516,7 @@ txn_chunked(struct txn *t, const char *mail, const char *content)
 		goto out;
 	if (!eager) {
 		buf_reset(&cmds);
-		buf_appendf(&cmds, "BDAT %zu LAST\r\n", len);
-		if (conn_write(t->c, cmds.data, cmds.len, timeout) < 0 ||
-		    conn_write(t->c, content, len, timeout) < 0) {
+		if (write_chunk(t->c, &cmds, content, len) < 0) {
 			res = txn_lost(t);
 			goto out;
 		}
