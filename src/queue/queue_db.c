@@ -1238,33 +1238,34 @@ wal_write_ahead(struct queue_db *db, uint64_t target)
 	    !sqlite3_get_autocommit(db->h) ||
 	    sqlite3_exec(db->h, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
 		return;
-	fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-	    (uint64_t)st.st_size < target) {
-		end = target - (uint64_t)st.st_size > WAL_AHEAD_STEP ?
-		    (uint64_t)st.st_size + WAL_AHEAD_STEP : target;
-		off = (uint64_t)st.st_size;
-		if (lseek(fd, st.st_size, SEEK_SET) == st.st_size) {
-			for (; off < end; off += sizeof(zeros)) {
-				size_t n = end - off < sizeof(zeros) ?
-				    (size_t)(end - off) : sizeof(zeros);
+	/* O_APPEND: every write past the end, never over a frame. */
+	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		goto out;
+	off = (uint64_t)st.st_size;
+	if (off >= target) {
+		db->wal_ahead = off;
+		goto out;
+	}
+	end = target - off > WAL_AHEAD_STEP ? off + WAL_AHEAD_STEP : target;
+	for (; off < end; off += sizeof(zeros)) {
+		size_t n = end - off < sizeof(zeros) ? (size_t)(end - off) :
+		    sizeof(zeros);
 
-				if (fd_write_all(fd, zeros, n) < 0)
-					break;
-			}
-		}
-		if (off < end || fdatasync(fd) < 0) {
-			log_warn("queue database %s: writing its WAL ahead: %s"
-			    " (left as it was)", db->path, strerror(errno));
-			if (ftruncate(fd, st.st_size) < 0)
-				log_warn("queue database %s: truncating its WAL"
-				    " back: %s", db->path, strerror(errno));
-			/* Not again in this process. */
-			db->wal_ahead = UINT64_MAX;
-		} else
-			db->wal_ahead = end;
-	} else if (fd >= 0 && fstat(fd, &st) == 0)
-		db->wal_ahead = (uint64_t)st.st_size;
+		if (fd_write_all(fd, zeros, n) < 0)
+			break;
+	}
+	if (off < end || fdatasync(fd) < 0) {
+		log_warn("queue database %s: writing its WAL ahead: %s"
+		    " (left as it was)", db->path, strerror(errno));
+		if (ftruncate(fd, st.st_size) < 0)
+			log_warn("queue database %s: truncating its WAL back: %s",
+			    db->path, strerror(errno));
+		/* Not again in this process. */
+		db->wal_ahead = UINT64_MAX;
+	} else
+		db->wal_ahead = end;
+out:
 	if (fd >= 0)
 		close(fd);
 	sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
