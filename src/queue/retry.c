@@ -23,8 +23,8 @@ retry_delay(const struct retry_policy *p, unsigned attempts)
 
 bool
 retry_plan(const struct retry_policy *p, int64_t received_at,
-    unsigned attempts, int64_t prev_attempt_at, int64_t now,
-    int64_t *next_at, bool *warn)
+    unsigned attempts, int64_t prev_attempt_at, int64_t attempt_at,
+    int64_t now, int64_t *next_at, bool *warn)
 {
 	int64_t deadline = received_at + p->max_queue_time;
 	int64_t warn_at = received_at + p->delay_warning;
@@ -37,7 +37,7 @@ retry_plan(const struct retry_policy *p, int64_t received_at,
 	/* One last attempt when the time is up, not a retry after it. */
 	if (*next_at > deadline)
 		*next_at = deadline;
-	*warn = p->delay_warning > 0 && now >= warn_at &&
+	*warn = p->delay_warning > 0 && attempt_at >= warn_at &&
 	    (prev_attempt_at <= 0 || prev_attempt_at < warn_at);
 	return false;
 }

@@ -34,13 +34,17 @@ int64_t retry_delay(const struct retry_policy *p, unsigned attempts);
 /*
  * After a temporary failure at now: returns true when the recipient
  * expires now; otherwise false with *next_at set.  attempts counts the
- * attempts so far, this one included; prev_attempt_at is the time of the
- * attempt before this one (0 for none).  *warn says whether a delay
- * warning is due now (never together with expiry).
+ * attempts so far, this one included; attempt_at is when this attempt
+ * began, prev_attempt_at when the one before it did (0 for none).  *warn
+ * says whether a delay warning is due now (never together with expiry):
+ * for the first attempt that began at or after received_at +
+ * delay_warning.  Both are beginnings: an attempt that began before the
+ * threshold and failed after it leaves the warning to the next one, which
+ * then warns alone.
  */
 bool retry_plan(const struct retry_policy *p, int64_t received_at,
-    unsigned attempts, int64_t prev_attempt_at, int64_t now,
-    int64_t *next_at, bool *warn);
+    unsigned attempts, int64_t prev_attempt_at, int64_t attempt_at,
+    int64_t now, int64_t *next_at, bool *warn);
 
 /* Keys, at most this long (longer inputs are cut, never overflow). */
 #define RETRY_KEY_MAX 512

@@ -84,6 +84,7 @@ struct srcpt {
 	int64_t  id;
 	char    *address;
 	unsigned attempts;              /* this one included */
+	int64_t  attempt_at;            /* when this attempt began */
 	int64_t  prev_attempt_at;       /* the one before; 0 for none */
 	int      status;                /* enum delivery_status */
 	bool     remote;                /* see struct delivery_rcpt */
@@ -1017,8 +1018,9 @@ new_job(const struct queue_due *row, const char *job_key)
 	return j;
 }
 
+/* now: the claim's time, the attempt's beginning (last_attempt_at). */
 static void
-job_add_rcpt(struct sjob *j, const struct queue_due *row)
+job_add_rcpt(struct sjob *j, const struct queue_due *row, int64_t now)
 {
 	struct srcpt *rc;
 
@@ -1028,6 +1030,7 @@ job_add_rcpt(struct sjob *j, const struct queue_due *row)
 	rc->id = row->id;
 	rc->address = xstrdup(row->address);
 	rc->attempts = row->attempts + 1;
+	rc->attempt_at = now;
 	rc->prev_attempt_at = row->last_attempt_at;
 	rc->dsn_notify = row->dsn_notify;
 	rc->dsn_orcpt = row->dsn_orcpt != NULL ? xstrdup(row->dsn_orcpt) :
@@ -1061,7 +1064,7 @@ place(const struct queue_due *row, int64_t now)
 	if ((j = find_job(row, job_key)) != NULL) {
 		if (!claim(row, dest_key, now))
 			return true;
-		job_add_rcpt(j, row);
+		job_add_rcpt(j, row, now);
 		return true;
 	}
 	user = is_relay(row->action) ? NULL : params_user(row->params);
@@ -1084,7 +1087,7 @@ place(const struct queue_due *row, int64_t now)
 			return true;
 	}
 	j = new_job(row, job_key);
-	job_add_rcpt(j, row);
+	job_add_rcpt(j, row, now);
 	c->jobs = xrealloc(c->jobs, (c->njobs + 1) * sizeof(*c->jobs));
 	c->jobs[c->njobs++] = j;
 	return true;
@@ -1365,7 +1368,7 @@ decide(const struct sjob *j, struct outcome *o, int64_t now)
 		return;
 	}
 	o->expired = retry_plan(&s.policy, j->received_at, rc->attempts,
-	    rc->prev_attempt_at, now, &o->next_at, &o->warn);
+	    rc->prev_attempt_at, rc->attempt_at, now, &o->next_at, &o->warn);
 	if (o->expired)
 		o->kind = update_final(rc, "bounced", dest, now) == 0 ?
 		    "expired" : NULL;

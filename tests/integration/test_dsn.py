@@ -27,7 +27,8 @@ import smtplib
 import time
 
 from conftest import free_port, wait_for
-from test_delivery import (Capture, CaptureHandler, SENDER, closed_port,
+from test_delivery import (Capture, CaptureHandler, FakeSMTP, SENDER,
+                           closed_port,
                            message, needs_aiosmtpd, relay_settings, send,
                            states, strip_trace, upstream, wait_state)
 
@@ -577,6 +578,30 @@ def test_delay_dsn_only_where_notify_allows(daemon_factory):
         assert all(r["Will-Retry-Until"] for r in per_rcpt)
         assert set(states(d, qid).values()) <= {"deferred", "delivering"}
     finally:
+        dsn_cap.stop()
+
+
+@needs_aiosmtpd
+def test_one_delay_dsn_when_an_attempt_straddles_the_threshold(
+        daemon_factory):
+    # The upstream takes 2.5 s to refuse each recipient: the first
+    # attempt begins before delay_warning (2 s) and fails after it.
+    # Warned then, the next attempt (whose previous one began before the
+    # threshold) warned again: two "Delayed Mail" for one message.
+    slow = FakeSMTP(rcpt=lambda a: (time.sleep(2.5), "451 4.3.0 later")[1])
+    dsn_cap = Capture()
+    try:
+        d = daemon_factory(relay_and_dsn(slow.port, dsn_cap.port,
+                                         delivery={"delay_warning": 2}))
+        qid = dsn_send(d, [("bob@example.test", ["NOTIFY=DELAY"])],
+                       message("straddle"))
+        assert wait_for(lambda: len(dsns(dsn_cap)) >= 1, 20), d.log()[-3000:]
+        assert wait_for(lambda: d.db(
+            "SELECT attempts FROM recipients WHERE message_id = ?",
+            (qid,))[0][0] >= 4, 30)
+        assert len(dsns(dsn_cap)) == 1, d.log()[-3000:]
+    finally:
+        slow.stop()
         dsn_cap.stop()
 
 

@@ -39,10 +39,10 @@ test_retry_plan_next(void)
 	int64_t next;
 	bool warn;
 
-	CHECK(!retry_plan(&policy, 1000, 1, 0, 1010, &next, &warn));
+	CHECK(!retry_plan(&policy, 1000, 1, 0, 1010, 1010, &next, &warn));
 	CHECK_INT(next, 1070);
 	CHECK(!warn);
-	CHECK(!retry_plan(&policy, 1000, 2, 1010, 1070, &next, &warn));
+	CHECK(!retry_plan(&policy, 1000, 2, 1010, 1070, 1070, &next, &warn));
 	CHECK_INT(next, 1370);
 }
 
@@ -55,14 +55,14 @@ test_retry_plan_expiry(void)
 
 	/* The retry would come after the deadline: one last attempt at it. */
 	CHECK(!retry_plan(&policy, 1000, 50, deadline - 500, deadline - 100,
-	    &next, &warn));
+	    deadline - 100, &next, &warn));
 	CHECK_INT(next, deadline);
 	/* At the deadline a failure expires, and warns nobody. */
-	CHECK(retry_plan(&policy, 1000, 51, deadline - 100, deadline, &next,
-	    &warn));
+	CHECK(retry_plan(&policy, 1000, 51, deadline - 100, deadline,
+	    deadline, &next, &warn));
 	CHECK(!warn);
 	CHECK(retry_plan(&policy, 1000, 51, deadline - 100, deadline + 7,
-	    &next, &warn));
+	    deadline + 7, &next, &warn));
 }
 
 static void
@@ -73,18 +73,31 @@ test_retry_plan_warning_once(void)
 	int64_t warn_at = 1000 + 4 * 3600;
 
 	/* Before the threshold: no warning. */
-	CHECK(!retry_plan(&policy, 1000, 3, 1000, warn_at - 1, &next, &warn));
+	CHECK(!retry_plan(&policy, 1000, 3, 1000, warn_at - 1, warn_at - 1,
+	    &next, &warn));
 	CHECK(!warn);
 	/* The first failure at or after it, the previous one before it. */
-	CHECK(!retry_plan(&policy, 1000, 4, warn_at - 1, warn_at + 5, &next,
-	    &warn));
+	CHECK(!retry_plan(&policy, 1000, 4, warn_at - 1, warn_at + 5,
+	    warn_at + 5, &next, &warn));
 	CHECK(warn);
 	/* The next failure: the previous attempt was after it already. */
-	CHECK(!retry_plan(&policy, 1000, 5, warn_at + 5, warn_at + 905, &next,
-	    &warn));
+	CHECK(!retry_plan(&policy, 1000, 5, warn_at + 5, warn_at + 905,
+	    warn_at + 905, &next, &warn));
+	CHECK(!warn);
+	/* An attempt that began before the threshold and failed after it:
+	 * no warning yet; the next attempt warns, and it alone. */
+	CHECK(!retry_plan(&policy, 1000, 4, warn_at - 60, warn_at - 1,
+	    warn_at + 1, &next, &warn));
+	CHECK(!warn);
+	CHECK(!retry_plan(&policy, 1000, 5, warn_at - 1, warn_at + 300,
+	    warn_at + 301, &next, &warn));
+	CHECK(warn);
+	CHECK(!retry_plan(&policy, 1000, 6, warn_at + 300, warn_at + 1200,
+	    warn_at + 1201, &next, &warn));
 	CHECK(!warn);
 	/* A first attempt long after arrival (held, released) warns. */
-	CHECK(!retry_plan(&policy, 1000, 1, 0, warn_at + 100, &next, &warn));
+	CHECK(!retry_plan(&policy, 1000, 1, 0, warn_at + 100, warn_at + 100,
+	    &next, &warn));
 	CHECK(warn);
 }
 
@@ -96,7 +109,8 @@ test_retry_plan_no_warning(void)
 	bool warn;
 
 	p.delay_warning = 0;
-	CHECK(!retry_plan(&p, 1000, 4, 1000, 1000 + 86400, &next, &warn));
+	CHECK(!retry_plan(&p, 1000, 4, 1000, 1000 + 86400, 1000 + 86400,
+	    &next, &warn));
 	CHECK(!warn);
 }
 
